@@ -1,0 +1,3 @@
+from kmm.cli import main
+
+raise SystemExit(main())

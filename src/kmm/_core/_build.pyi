@@ -1,0 +1,2 @@
+BUILD: str
+COMPILED: bool

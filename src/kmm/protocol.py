@@ -1,0 +1,103 @@
+"""Plain constants of Kalshi's Trade API v2 (see shared/kalshi-api.md).
+
+This is the only module, with ``kmm._core.fees``, that both the client side (``kmm.kalshi``) and the
+embedded exchange (``kmm.sim``) import: keep it to facts of the protocol (names, paths, numbers), never
+logic, so that a misreading of the protocol cannot hide by being made twice.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+API_PREFIX: Final = "/trade-api/v2"
+WS_PATH: Final = "/trade-api/ws/v2"
+
+# Environments (kalshi-api.md section 1). "sim" URLs are chosen at run time (ephemeral ports).
+ENVIRONMENTS: Final[dict[str, tuple[str, str]]] = {
+    "prod": ("https://external-api.kalshi.com/trade-api/v2",
+             "wss://external-api-ws.kalshi.com/trade-api/ws/v2"),
+    "demo": ("https://external-api.demo.kalshi.co/trade-api/v2",
+             "wss://external-api-ws.demo.kalshi.co/trade-api/ws/v2"),
+}
+
+# Auth headers. Signed message = timestamp_ms + METHOD + path (query string removed).
+HDR_KEY: Final = "KALSHI-ACCESS-KEY"
+HDR_TIMESTAMP: Final = "KALSHI-ACCESS-TIMESTAMP"
+HDR_SIGNATURE: Final = "KALSHI-ACCESS-SIGNATURE"
+
+# V2 order endpoints (relative to API_PREFIX).
+PATH_ORDERS_V2: Final = "/portfolio/events/orders"
+PATH_ORDERS_V2_BATCHED: Final = "/portfolio/events/orders/batched"
+PATH_ORDERS_READ: Final = "/portfolio/orders"
+PATH_FILLS: Final = "/portfolio/fills"
+PATH_POSITIONS: Final = "/portfolio/positions"
+PATH_BALANCE: Final = "/portfolio/balance"
+PATH_ORDER_GROUPS: Final = "/portfolio/order_groups"
+PATH_ACCOUNT_LIMITS: Final = "/account/limits"
+PATH_EXCHANGE_STATUS: Final = "/exchange/status"
+PATH_MARKETS: Final = "/markets"
+PATH_SERIES: Final = "/series"
+
+# Order vocabulary.
+SIDE_BID: Final = "bid"  # buy YES
+SIDE_ASK: Final = "ask"  # sell YES == buy NO at 1 - p
+TIF_GTC: Final = "good_till_canceled"
+TIF_IOC: Final = "immediate_or_cancel"
+TIF_FOK: Final = "fill_or_kill"
+TIME_IN_FORCE: Final = (TIF_GTC, TIF_IOC, TIF_FOK)
+STP_TAKER_AT_CROSS: Final = "taker_at_cross"
+STP_MAKER: Final = "maker"
+SELF_TRADE_PREVENTION: Final = (STP_TAKER_AT_CROSS, STP_MAKER)
+ORDER_STATUS: Final = ("resting", "canceled", "executed")
+
+# Market vocabulary.
+PRICE_LEVEL_STRUCTURES: Final = ("linear_cent", "deci_cent", "tapered_deci_cent")
+MARKET_STATUS: Final = ("initialized", "active", "inactive", "closed", "determined", "disputed",
+                        "amended", "finalized")
+FEE_TYPES: Final = ("quadratic", "quadratic_with_maker_fees", "flat")
+
+# WebSocket.
+WS_CHANNELS_PRIVATE: Final = ("orderbook_delta", "fill", "user_orders", "market_positions",
+                              "order_group_updates", "communications")
+WS_CHANNELS_PUBLIC: Final = ("ticker", "trade", "market_lifecycle_v2", "multivariate_market_lifecycle")
+WS_PING_INTERVAL_S: Final = 10.0
+WS_PING_PAYLOAD: Final = b"heartbeat"
+WS_ERRORS: Final[dict[int, str]] = {
+    1: "Unable to process message",
+    2: "Params required",
+    3: "Channels required",
+    4: "Subscription IDs required",
+    5: "Unknown command",
+    6: "Already subscribed",
+    7: "Unknown subscription ID",
+    8: "Unknown channel name",
+    9: "Authentication required",
+    10: "Channel error",
+    11: "Invalid parameter",
+    12: "Exactly one subscription ID is required",
+    13: "Unsupported action",
+    14: "Market Ticker required",
+    15: "Action required",
+    16: "Market not found",
+    17: "Internal error",
+    18: "Command timeout",
+    25: "Subscription buffer overflow",  # [U] 2026 asyncapi
+    27: "Too many requests",  # [U] 2026 asyncapi
+}
+WS_ERRORS_NEED_RESUBSCRIBE: Final = (10, 17, 25)
+
+# Rate limits, 2026 token model (kalshi-api.md section 5): (read, write) tokens per second.
+RATE_TIERS: Final[dict[str, tuple[int, int]]] = {
+    "basic": (200, 100),
+    "advanced": (300, 300),
+    "premier": (1000, 1000),
+    "paragon": (2000, 2000),
+    "prime": (4000, 4000),
+}
+COST_DEFAULT: Final = 10
+COST_CANCEL: Final = 2
+BURST_SECONDS: Final = 2.0  # the write bucket holds 2 s of budget ([U]: basic may hold 1 s)
+
+# Order-group contracts limit window.
+ORDER_GROUP_WINDOW_S: Final = 15.0
+ORDER_GROUP_LIMIT_RANGE: Final = (1, 1_000_000)
