@@ -49,7 +49,7 @@ COLUMNS: dict[str, str] = {
     "fill_size": "fill rows: contracts, 2 dp",
     "fill_fee": "fill rows: fee of this fill, $, 4 dp",
     "trade_id": "fill rows: exchange trade id",
-    "note": "free text: reason for a reconcile, kill switch, pause",
+    "note": "free text (one line; newlines become spaces): reason for a reconcile, kill switch, pause",
 }
 HEADER = list(COLUMNS)
 
@@ -124,6 +124,11 @@ def _lat(ns: int) -> str:           # ns int -> ms with 6 dp, exact
     return f"{sign}{q}.{r:06d}"
 
 
+def _one_line(text: str | None) -> str:
+    # rows stay one physical line each, so a crash can only ever cut the last one
+    return "" if not text else text.replace("\r", " ").replace("\n", " ")
+
+
 def _iso(ts_ns: int) -> str:
     sec, ns = divmod(ts_ns, 1_000_000_000)
     base = datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
@@ -139,7 +144,7 @@ def format_row(r: TapeRow) -> list[str]:
         "" if r.latency_ns is None else _lat(r.latency_ns),
         _f(r.reservation, 10_000, 5), _f(r.spread, 10_000, 5), _g(r.sigma), _g(r.ofi),
         r.fill_side or "", _px4(r.fill_price), _sz2(r.fill_size), _px4(r.fill_fee),
-        r.trade_id or "", r.note or "",
+        r.trade_id or "", _one_line(r.note),
     ]
 
 
