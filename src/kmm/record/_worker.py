@@ -66,8 +66,14 @@ class BackgroundWriter:
         self._thread = threading.Thread(target=self._run, name=f"kmm-record-{name}", daemon=True)
         self._thread.start()
         ref = weakref.ref(self)
-        self._atexit = lambda: (w := ref()) is not None and w.close(raise_errors=False)
-        atexit.register(self._atexit)
+
+        def close_at_exit() -> None:
+            writer = ref()
+            if writer is not None:
+                writer.close(raise_errors=False)
+
+        self._atexit = close_at_exit
+        atexit.register(close_at_exit)
 
     # ---- loop side -------------------------------------------------------------------------------
 

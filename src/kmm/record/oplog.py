@@ -58,13 +58,11 @@ class RedactFilter(logging.Filter):
 class UtcFormatter(logging.Formatter):
     """``2026-03-01T12:00:00.123Z INFO    kmm.engine: message``."""
 
-    converter = time.gmtime
-
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        return time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + \
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + \
             f".{int(record.msecs):03d}Z"
 
 

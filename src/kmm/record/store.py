@@ -384,7 +384,7 @@ class StoreReader:
         where, args = _where(ticker=ticker, reason=reason)
         rows = self._query(f"SELECT ts_ns, ticker, seq, reason, bids, asks FROM book_snapshots{where} "
                            "ORDER BY id", args)
-        return [BookSnapshot(r[0], r[1], r[2], r[3], [tuple(x) for x in json.loads(r[4])],  # type: ignore[misc]
+        return [BookSnapshot(r[0], r[1], r[2], r[3], [tuple(x) for x in json.loads(r[4])],
                              [tuple(x) for x in json.loads(r[5])]) for r in rows]
 
 
