@@ -11,9 +11,11 @@ edge guarantees survive quantization. Units are listed in quote.pxd.
 
 cimport cython
 from libc.math cimport floor, ceil, sqrt, isfinite
+from libc.stdint cimport int64_t
 
 from kmm._core._types cimport px_t, qty_t
 from kmm._core.grid cimport Grid
+from kmm._core.fees cimport fee_per_contract
 
 QUOTE_FLAGS = {
     "BID_LIMIT": QF_BID_LIMIT, "ASK_LIMIT": QF_ASK_LIMIT,
@@ -150,11 +152,6 @@ cdef class Quotes:
                 f"half_spread={self.half_spread:.4f}, flags={self.flags})")
 
 
-cdef inline double _fee(double c, px_t p) noexcept nogil:
-    # Maker fee of one contract at p, 1e-4 $, before rounding (same value as fees.fee_per_contract).
-    return c * <double>p * <double>(10000 - p)
-
-
 cdef inline px_t _clip_px(double x) noexcept nogil:
     # A float price clipped to -1..10001 before the cast, so the cast cannot overflow.
     if x < -1.0:
@@ -168,6 +165,7 @@ cdef px_t _model_bid(QuoteParams p, double r, double half) noexcept:
     # Highest grid price b with b <= r - half and b + fee(b) <= r - min_edge, or -1.
     cdef Grid g = p.grid
     cdef double c = p._fee_c
+    cdef int64_t rate = p.maker_fee_rate_e6
     cdef double lim = r - p.min_edge
     cdef double x = r - half
     cdef double k, guess
@@ -181,7 +179,7 @@ cdef px_t _model_bid(QuoteParams p, double r, double half) noexcept:
         if guess < x:
             x = guess
     b = g.floor_px(_clip_px(floor(x)))
-    while b > 0 and <double>b + _fee(c, b) > lim:
+    while b > 0 and <double>b + fee_per_contract(b, rate) > lim:
         b = g.floor_px(b - 1)
     return b
 
@@ -190,6 +188,7 @@ cdef px_t _model_ask(QuoteParams p, double r, double half) noexcept:
     # Lowest grid price a with a >= r + half and a - fee(a) >= r + min_edge, or -1.
     cdef Grid g = p.grid
     cdef double c = p._fee_c
+    cdef int64_t rate = p.maker_fee_rate_e6
     cdef double lim = r + p.min_edge
     cdef double x = r + half
     cdef double k, guess
@@ -203,7 +202,7 @@ cdef px_t _model_ask(QuoteParams p, double r, double half) noexcept:
         if guess > x:
             x = guess
     a = g.ceil_px(_clip_px(ceil(x)))
-    while a > 0 and <double>a - _fee(c, a) < lim:
+    while a > 0 and <double>a - fee_per_contract(a, rate) < lim:
         a = g.ceil_px(a + 1)
     return a
 
