@@ -231,5 +231,13 @@ def test_optimal_spread_tends_to_two_over_kappa_as_gamma_vanishes_and_rejects_ba
     assert q.optimal_spread(1e-9, 0.0, 0.0, 0.5) == pytest.approx(4.0, rel=1e-8)
     with pytest.raises(ValueError, match="kappa"):
         q.optimal_spread(0.1, 1.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="gamma"):
+        q.optimal_spread(math.inf, 1.0, 1.0, 1.0)
+
+
+def test_optimal_spread_stays_finite_when_gamma_over_kappa_underflows():
+    # (2 / gamma) * ln(1 + gamma / kappa) would be inf * 0 = nan for a subnormal gamma.
+    assert q.optimal_spread(5e-324, 0.0, 0.0, 2.0) == 1.0
+    assert q.optimal_spread(1e-12, 1.0, 1.0, 1.0) == pytest.approx(2.0, rel=1e-11)
     with pytest.raises(ValueError, match="tau"):
         q.reservation_price(1.0, 1.0, 0.1, 1.0, -1.0)

@@ -18,9 +18,10 @@ def reservation_price(mid: float, inventory: float, gamma: float, sigma: float, 
 
 
 def optimal_spread(gamma: float, sigma: float, tau: float, kappa: float) -> float:
-    if gamma == 0.0:
-        return 2.0 / kappa
-    return gamma * sigma * sigma * tau + (2.0 / gamma) * math.log1p(gamma / kappa)
+    x = gamma / kappa
+    if x < 1e-8:  # series of (2 / gamma) ln(1 + x): the gamma -> 0 limit without inf * 0
+        return gamma * sigma * sigma * tau + (2.0 / kappa) * (1.0 - 0.5 * x)
+    return gamma * sigma * sigma * tau + (2.0 / gamma) * math.log1p(x)
 
 
 def fee(price: int, rate_e6: int) -> float:

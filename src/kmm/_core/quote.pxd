@@ -31,12 +31,15 @@ cdef inline double as_reservation(double mid, double q, double gamma, double sig
     return mid - q * gamma * sigma * sigma * tau
 
 
-# delta_a + delta_b = gamma * sigma^2 * tau + (2 / gamma) * ln(1 + gamma / kappa); the gamma -> 0
-# limit 2 / kappa is used for gamma == 0. Callers guarantee gamma >= 0 and kappa > 0.
+# delta_a + delta_b = gamma * sigma^2 * tau + (2 / gamma) * ln(1 + gamma / kappa). For gamma / kappa
+# < 1e-8 the second term is its series (2 / kappa) * (1 - x / 2) (exact to double precision), which
+# also gives the gamma -> 0 limit 2 / kappa and avoids inf * 0 when gamma / kappa underflows.
+# Callers guarantee gamma >= 0 and kappa > 0.
 cdef inline double as_spread(double gamma, double sigma, double tau, double kappa) noexcept nogil:
-    if gamma == 0.0:
-        return 2.0 / kappa
-    return gamma * sigma * sigma * tau + (2.0 / gamma) * log1p(gamma / kappa)
+    cdef double x = gamma / kappa
+    if x < 1e-8:
+        return gamma * sigma * sigma * tau + (2.0 / kappa) * (1.0 - 0.5 * x)
+    return gamma * sigma * sigma * tau + (2.0 / gamma) * log1p(x)
 
 
 @cython.final

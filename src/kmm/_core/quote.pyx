@@ -10,7 +10,7 @@ edge guarantees survive quantization. Units are listed in quote.pxd.
 """
 
 cimport cython
-from libc.math cimport floor, ceil, sqrt, isfinite
+from libc.math cimport floor, ceil, sqrt, isfinite, INFINITY
 from libc.stdint cimport int64_t
 
 from kmm._core._types cimport px_t, qty_t
@@ -56,9 +56,10 @@ def optimal_spread(double gamma, double sigma, double tau, double kappa):
     ``gamma == 0`` gives the limit ``2 / kappa``. Raises ValueError unless gamma >= 0, kappa > 0 and
     tau >= 0. Same units as :func:`reservation_price`; kappa is per price unit.
     """
-    if not gamma >= 0.0 or not kappa > 0.0 or not tau >= 0.0:
-        raise ValueError(f"optimal_spread: need gamma >= 0, kappa > 0, tau >= 0; got gamma={gamma!r}, "
-                         f"kappa={kappa!r}, tau={tau!r}")
+    if not (0.0 <= gamma < INFINITY and 0.0 < kappa < INFINITY and 0.0 <= tau < INFINITY
+            and isfinite(sigma)):
+        raise ValueError(f"optimal_spread: need finite gamma >= 0, kappa > 0, tau >= 0 and sigma; got "
+                         f"gamma={gamma!r}, sigma={sigma!r}, tau={tau!r}, kappa={kappa!r}")
     return as_spread(gamma, sigma, tau, kappa)
 
 
