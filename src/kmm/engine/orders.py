@@ -435,7 +435,10 @@ class OrderManager:
             return o
         o.remaining = min(o.remaining, remaining_count)
         o.count = o.fill_count + o.remaining
-        if o.state is S.PENDING_DECREASE:
+        if o.remaining == 0:
+            o.reason = "decreased to zero"
+            self._move(o, S.CANCELED, "decrease ack to zero")
+        elif o.state is S.PENDING_DECREASE:
             o.pending_count = o.prev_state = None
             self._move(o, self._working_state(o), "decrease ack")
         else:
