@@ -491,7 +491,7 @@ def render_example() -> str:
            ""]
 
     def section(name: str, cls: type) -> None:
-        out.append(f"# {cls.__doc__.strip()}")
+        out.append(f"# {(cls.__doc__ or '').strip()}")
         out.append(f"[{name}]")
         for f in dataclasses.fields(cls):
             out.append(f"# {_describe(f)}")
@@ -523,7 +523,7 @@ def render_markdown_reference() -> str:
     out = []
     for name, cls in [("run", RunConfig), ("strategy", StrategyParams), ("risk", RiskConfig),
                       ("records", RecordsConfig), ("sim", SimConfig)]:
-        out.append(f"### [{name}]\n\n{cls.__doc__.strip()}\n")
+        out.append(f"### [{name}]\n\n{(cls.__doc__ or '').strip()}\n")
         out.append("| key | default | meaning |\n|---|---|---|")
         for f in dataclasses.fields(cls):
             out.append(f"| `{f.name}` | `{_toml(_human(f, f.default))}` | {_describe(f)} |")

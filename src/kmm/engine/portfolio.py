@@ -310,6 +310,7 @@ class Portfolio:
     def _mark_price(self, m: MarketBook) -> int | None:
         bid, ask = m.bid, m.ask
         px: int | None
+        mid: int | None
         if bid is not None and ask is not None:
             mid = (bid + ask) // 2
         else:
