@@ -537,3 +537,4 @@ def test_random_event_orders_never_raise_never_lose_fills_and_keep_legal_states(
         assert o.fill_count >= o.filled
         if o.state in TERMINAL:
             assert o.remaining == 0
+        assert (m.open_count() == 1) == (o.state not in TERMINAL)   # the live index follows the state

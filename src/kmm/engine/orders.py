@@ -208,6 +208,7 @@ class OrderManager:
         self._counter = 0
         self._by_coid: dict[str, Order] = {}
         self._by_oid: dict[str, Order] = {}
+        self._live: dict[str, Order] = {}       # non-terminal orders by client_order_id
         self._seen_trades: set[str] = set()
         self._orphans: dict[str, list[Fill]] = {}
 
@@ -232,6 +233,7 @@ class OrderManager:
         now = self.clock.monotonic_ns()
         o = Order(coid, ticker, side, price, count, remaining=count, created_ns=now, updated_ns=now)
         self._by_coid[coid] = o
+        self._live[coid] = o
         return o
 
     # ------------------------------------------------------------------ transitions
@@ -247,6 +249,7 @@ class OrderManager:
         o.updated_ns = self.clock.monotonic_ns()
         if new in TERMINAL:
             o.pending_price = o.pending_count = o.prev_state = None
+            self._live.pop(o.client_order_id, None)
         return True
 
     def _link(self, o: Order, order_id: str | None) -> None:
@@ -497,6 +500,7 @@ class OrderManager:
         o.count = o.fill_count + o.remaining
         self._by_coid[coid] = o
         self._by_oid[uo.order_id] = o
+        self._live[coid] = o
         self._move(o, self._working_state(o), "found at exchange")
         for f in self._orphans.pop(uo.order_id, ()):
             self._book_fill(o, f)
@@ -572,6 +576,7 @@ class OrderManager:
             if was in TERMINAL:
                 # the exchange has it resting: our close was wrong (e.g. a cancel that never happened)
                 o.state = S.PENDING
+                self._live[o.client_order_id] = o
                 o.reason = ""
                 o.exchange_filled = max(o.exchange_filled, uo.fill_count)
                 o.remaining = uo.remaining_count
@@ -602,7 +607,7 @@ class OrderManager:
             if diffs:
                 rep.corrected.append((o, ", ".join(diffs)))
             self._settle(o, "reconcile")
-        for o in list(self._by_coid.values()):
+        for o in list(self._live.values()):
             if o.state in TERMINAL or id(o) in present:
                 continue
             if scope is not None and o.ticker not in scope:
@@ -637,7 +642,7 @@ class OrderManager:
         not being canceled; an amend in flight shows its new price and size."""
         now = self.clock.monotonic_ns()
         out = []
-        for o in self._by_coid.values():
+        for o in self._live.values():
             if (o.ticker != ticker or o.state in TERMINAL or o.state is S.PENDING_CANCEL
                     or (side is not None and o.side != side) or (o.foreign and not o.adopted)):
                 continue
@@ -652,15 +657,16 @@ class OrderManager:
 
     def open_count(self, ticker: str | None = None) -> int:
         """Orders that are, or may be, on the exchange (every non-terminal state)."""
-        return sum(1 for o in self._by_coid.values()
-                   if o.state not in TERMINAL and (ticker is None or o.ticker == ticker))
+        if ticker is None:
+            return len(self._live)
+        return sum(1 for o in self._live.values() if o.ticker == ticker)
 
     def open_qty(self, ticker: str, side: str) -> int:
         """Size that could still fill on ``side`` of ``ticker`` (1e-2 contracts): the larger of the
         current and the requested size while an amend is in flight."""
         total = 0
-        for o in self._by_coid.values():
-            if o.ticker == ticker and o.side == side and o.state not in TERMINAL:
+        for o in self._live.values():
+            if o.ticker == ticker and o.side == side:
                 rem = o.remaining
                 if o.state is S.PENDING_AMEND and o.pending_count is not None:
                     rem = max(rem, o.pending_count - o.fill_count)
@@ -677,17 +683,17 @@ class OrderManager:
     def unknown(self) -> list[Order]:
         """Creates whose outcome is unknown: look each up by client_order_id and call
         :meth:`resolve_unknown`."""
-        return [o for o in self._by_coid.values() if o.state is S.TIMEOUT_UNKNOWN]
+        return [o for o in self._live.values() if o.state is S.TIMEOUT_UNKNOWN]
 
     def in_flight_older_than(self, age_ns: int) -> list[Order]:
         """Orders waiting on an answer (create or request) for longer than ``age_ns``."""
         now = self.clock.monotonic_ns()
-        return [o for o in self._by_coid.values()
+        return [o for o in self._live.values()
                 if (o.state is S.PENDING or o.state in IN_FLIGHT) and now - o.updated_ns > age_ns]
 
     def foreign_to_cancel(self) -> list[Order]:
         """Orders found at the exchange, not ours, still live, under the ``cancel`` policy."""
-        return [o for o in self._by_coid.values() if o.foreign and not o.adopted and o.is_live
+        return [o for o in self._live.values() if o.foreign and not o.adopted
                 and o.state is not S.PENDING_CANCEL]
 
     def orphan_fill_count(self) -> int:
