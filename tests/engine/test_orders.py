@@ -538,3 +538,13 @@ def test_random_event_orders_never_raise_never_lose_fills_and_keep_legal_states(
         if o.state in TERMINAL:
             assert o.remaining == 0
         assert (m.open_count() == 1) == (o.state not in TERMINAL)   # the live index follows the state
+
+
+def test_reconcile_does_not_ask_twice_to_cancel_a_foreign_order_being_canceled():
+    m, _ = mgr()
+    snap = [uo("Z9", "old-1", "resting", 0, 500)]
+    assert len(m.reconcile(snap).to_cancel) == 1
+    assert len(m.reconcile(snap).to_cancel) == 1          # still there, not yet being canceled
+    m.request_cancel("Z9")
+    rep = m.reconcile(snap)
+    assert rep.to_cancel == [] and m.foreign_to_cancel() == []

@@ -477,8 +477,7 @@ class OrderManager:
         elif uo.status == "resting":
             if o.state not in IN_FLIGHT:
                 o.price = uo.price
-                o.count = max(o.count, o.fill_count + o.remaining) if o.state in (
-                    S.PENDING, S.TIMEOUT_UNKNOWN) else o.fill_count + o.remaining
+                o.count = o.fill_count + o.remaining
             self._settle(o, "user_order resting")
         else:
             log.warning("order %s: user_order status %r not understood; counts taken, state kept",
@@ -570,7 +569,7 @@ class OrderManager:
                 continue
             present.add(id(o))
             self._link(o, uo.order_id)
-            if o.foreign and not o.adopted and o.is_live:
+            if o.foreign and not o.adopted and o.is_live and o.state is not S.PENDING_CANCEL:
                 rep.to_cancel.append(o)
             was = o.state
             if was in TERMINAL:

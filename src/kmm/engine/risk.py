@@ -16,6 +16,9 @@ Checks on a place (or an amend, which is checked as the order it becomes), in th
    ``reduce_only_before_close_s`` of close) only orders that reduce |position| without crossing
    zero pass.
 
+The loss checks use the P&L read by the last :meth:`RiskGate.update_pnl` (call it after fills and
+marks), so a check never walks the portfolio.
+
 Kill switch (:class:`KillState`): ``armed`` -> ``tripped`` when total P&L (realized + unrealized - fees)
 falls to -max_loss; the caller cancels everything and calls :meth:`RiskGate.on_cancel_sweep_done`
 -> ``paused``. From ``paused`` it re-arms only by hysteresis (loss recovered at least
@@ -140,6 +143,7 @@ class RiskGate:
         self.tripped_at_ns: int | None = None
         self.backoff_until_ns = 0
         self.backoff_level = 0
+        self.last_pnl = 0               # total P&L at the last update_pnl, 1e-4 $
         self.denials: dict[str, int] = {}
 
     # ------------------------------------------------------------------ market state
@@ -205,7 +209,7 @@ class RiskGate:
     # ------------------------------------------------------------------ kill switch
     def update_pnl(self) -> KillState:
         """Re-read total P&L and move the kill switch. Call after fills and marks."""
-        pnl = self.positions.total_pnl()
+        pnl = self.last_pnl = self.positions.total_pnl()
         lim = self.limits
         if self.kill_state is KillState.ARMED and pnl <= -lim.max_loss:
             self.trip(f"loss limit: total P&L {pnl} <= -{lim.max_loss} (1e-4 $)")
@@ -307,7 +311,7 @@ class RiskGate:
         lim = self.limits
         if abs(q) >= lim.reduce_only_at * lim.max_position_for(ticker):
             return "position near its limit"
-        if self.positions.total_pnl() <= -lim.loss_reduce_only_at * lim.max_loss:
+        if self.last_pnl <= -lim.loss_reduce_only_at * lim.max_loss:
             return "loss near its limit"
         m = self.markets.get(ticker)
         if m is not None and m.close_time_ns is not None and \
@@ -342,11 +346,15 @@ class RiskGate:
     # ------------------------------------------------------------------ public checks
     def check_place(self, ticker: str, side: str, price: int, count: int) -> Decision:
         """Allow or deny a new order."""
-        for gate in (lambda: self._fat_finger(ticker, side, price, count), self._kill_gate,
-                     lambda: self._market_gate(ticker), self._backoff_gate):
-            d = gate()
-            if not d:
-                return d
+        d = self._fat_finger(ticker, side, price, count)
+        if d.allowed:
+            d = self._kill_gate()
+        if d.allowed:
+            d = self._market_gate(ticker)
+        if d.allowed:
+            d = self._backoff_gate()
+        if not d.allowed:
+            return d
         lim = self.limits
         if self.orders.open_count(ticker) >= lim.max_open_orders_per_market:
             return self._deny("max_open_orders", f"{ticker} has {self.orders.open_count(ticker)} open "
@@ -360,11 +368,15 @@ class RiskGate:
                     old_remaining: int) -> Decision:
         """Allow or deny an amend of a live order to ``price`` with ``remaining`` left; checked like
         the order it becomes (the old remaining no longer counts)."""
-        for gate in (lambda: self._fat_finger(ticker, side, price, remaining), self._kill_gate,
-                     lambda: self._market_gate(ticker), self._backoff_gate):
-            d = gate()
-            if not d:
-                return d
+        d = self._fat_finger(ticker, side, price, remaining)
+        if d.allowed:
+            d = self._kill_gate()
+        if d.allowed:
+            d = self._market_gate(ticker)
+        if d.allowed:
+            d = self._backoff_gate()
+        if not d.allowed:
+            return d
         return self._position_gate(ticker, side, remaining, old_remaining)
 
     def check_cancel(self, ticker: str, order_id: str | None = None) -> Decision:
