@@ -10,6 +10,7 @@ or over the short limit, and sizes are cut so one fill cannot pass a limit.
 from __future__ import annotations
 
 from kmm._core.grid import Grid
+from kmm.strategy.base import MarketInputs, Target
 
 
 def inside_quotes(grid: Grid, best_bid: int | None, best_ask: int | None, inventory: int,
@@ -33,3 +34,22 @@ def inside_quotes(grid: Grid, best_bid: int | None, best_ask: int | None, invent
         else:
             ask_size = 0
     return (bid if bid_size else 0), bid_size, (ask if ask_size else 0), ask_size
+
+
+class InsideStrategy:
+    """:func:`inside_quotes` behind the engine's strategy interface."""
+
+    name = "inside"
+
+    def __init__(self, grid: Grid, *, quote_size: int, max_position: int) -> None:
+        self.grid = grid
+        self.quote_size = quote_size
+        self.max_position = max_position
+
+    def target(self, inp: MarketInputs, out: Target) -> Target:
+        out.bid_price, out.bid_size, out.ask_price, out.ask_size = inside_quotes(
+            self.grid, inp.best_bid or None, inp.best_ask or None, inp.inventory, self.quote_size,
+            self.max_position, self.max_position)
+        out.reservation = inp.mid
+        out.half_spread = (out.ask_price - out.bid_price) / 2 if out.bid_size and out.ask_size else None
+        return out
