@@ -322,3 +322,18 @@ def test_fill_after_terminal_update_is_still_counted():
     assert a.done and a.unsettled == 400
     a.on_fill(T0 + 4, "x-1", 400, 5000, 70)
     assert a.filled == 400 and a.unsettled == 0 and metrics_for(a).filled_size == 400
+
+
+def test_decrease_and_amend_answers_move_the_committed_size_only_when_acknowledged():
+    a = mk(size=1000, limit=6000, algo="adaptive", params={"step_timeout_s": 10.0})
+    a.start(T0, book())
+    a.on_order_update(T0 + 1, "x-1", "resting", 1000, 0, ack="place")
+    assert a._decrease(T0 + 2, a.children["x-1"], 400)
+    assert a.committed == 1000  # not yet acknowledged
+    a.on_order_update(T0 + 3, "x-1", "resting", 400, 0, ack="decrease")
+    assert a.committed == 400 and a.headroom == 600
+    # an amend raising the total is cut to the target and counts as soon as it is sent
+    assert a._amend(T0 + 4, a.children["x-1"], 4900, 5000)
+    assert a.committed == 1000
+    a.on_order_update(T0 + 5, "x-1", "rejected", 400, 0, ack="amend")
+    assert a.committed == 400

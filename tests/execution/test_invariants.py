@@ -76,7 +76,7 @@ def random_setup(algo: str, r: random.Random):
 
 @pytest.mark.parametrize("algo", sorted(PARAMS))
 @given(rng=st.randoms(use_true_random=False), reject_p=st.sampled_from((0.0, 0.1, 0.3)),
-       steps=st.integers(0, 120))
+       steps=st.integers(0, 250))
 def test_algorithm_never_overfills_never_crosses_and_cancels_everything_under_random_exchange(algo, rng, reject_p,
                                                                                               steps):
     req, market, book = random_setup(algo, rng)
