@@ -241,9 +241,10 @@ class ExecutionRequest:
         for name, yes in (("limit_price", self.limit), ("price", self.target)):
             if not market.grid.is_valid(yes):
                 lo, hi = market.grid.snap_down(yes), market.grid.snap_up(yes)
-                near = " / ".join(format_price(self.action.from_yes(p)) for p in (lo, hi) if p is not None)  # type: ignore[arg-type]
+                # to_yes is its own inverse on integer prices: it also maps YES back to user terms
+                near = " / ".join(sorted(format_price(self.action.to_yes(p)) for p in (lo, hi) if p is not None))
                 raise RequestError(
-                    f"{name} {format_price(self.action.from_yes(yes))} ({self.action.outcome.upper()}) is not "
+                    f"{name} {format_price(self.action.to_yes(yes))} ({self.action.outcome.upper()}) is not "
                     f"on {self.ticker}'s price grid; nearest valid: {near}")
 
     def describe(self) -> str:
