@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
 
-class TestClient:
+class SimClient:
     def __init__(self, rest_url: str, ws_url: str, key_id: str | None, private_pem: bytes | None) -> None:
         self.rest_url = rest_url
         self.ws_url = ws_url
@@ -28,7 +28,7 @@ class TestClient:
         self.ts_offset_ms = 0
         self.n = 0
 
-    async def __aenter__(self) -> TestClient:
+    async def __aenter__(self) -> SimClient:
         self.session = aiohttp.ClientSession()
         return self
 

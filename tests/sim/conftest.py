@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from kmm.sim import MarketSpec, SimConfig, SimExchange
-from tests.sim.client import TestClient
+from tests.sim.client import SimClient
 
 MARKETS = [
     MarketSpec("KXT-26-LIN", price_level_structure="linear_cent"),
@@ -30,14 +30,14 @@ async def sim() -> AsyncIterator[SimExchange]:
 
 
 @pytest.fixture
-async def alice(sim: SimExchange) -> AsyncIterator[TestClient]:
+async def alice(sim: SimExchange) -> AsyncIterator[SimClient]:
     key_id, pem = sim.create_key()
-    async with TestClient(sim.rest_url, sim.ws_url, key_id, pem) as c:
+    async with SimClient(sim.rest_url, sim.ws_url, key_id, pem) as c:
         yield c
 
 
 @pytest.fixture
-async def bob(sim: SimExchange) -> AsyncIterator[TestClient]:
+async def bob(sim: SimExchange) -> AsyncIterator[SimClient]:
     key_id, pem = sim.create_key()
-    async with TestClient(sim.rest_url, sim.ws_url, key_id, pem) as c:
+    async with SimClient(sim.rest_url, sim.ws_url, key_id, pem) as c:
         yield c

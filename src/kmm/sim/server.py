@@ -31,6 +31,9 @@ P = protocol.API_PREFIX
 MAX_BATCH = 20  # [U] V2 batch size limit (V1 documented 20)
 MAX_LIMIT = 1000
 
+ACCOUNT_KEY = web.RequestKey("account", object)
+BODY_KEY = web.RequestKey("body", dict)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -216,7 +219,7 @@ class Api:
             key_id = sim.verifier.verify(req.headers, req.method, req.path)
             if key_id is None and not req.path.startswith(self.PUBLIC_PREFIXES):
                 raise Reject("missing_auth", "this endpoint needs a signed request")
-            req["account"] = sim.engine.accounts.get(key_id) if key_id else None
+            req[ACCOUNT_KEY] = sim.engine.accounts.get(key_id) if key_id else None
             kind, cost = await self._cost(req)
             if not sim.limiter.take(key_id or "anonymous:" + (req.remote or ""), kind, cost):
                 sim.stats_rest["429"] += 1
@@ -246,8 +249,8 @@ class Api:
         return "write", protocol.COST_DEFAULT
 
     async def _body(self, req: web.Request) -> dict[str, Any]:
-        if "body" in req:
-            return req["body"]  # type: ignore[no-any-return]
+        if BODY_KEY in req:
+            return req[BODY_KEY]  # type: ignore[no-any-return]
         raw = await req.read()
         if not raw:
             body: Any = {}
@@ -258,11 +261,11 @@ class Api:
                 raise Reject("invalid_json", str(e)) from None
         if not isinstance(body, dict):
             raise Reject("invalid_json", "the body must be a JSON object")
-        req["body"] = body
+        req[BODY_KEY] = body
         return body
 
     def _account(self, req: web.Request) -> Account:
-        a = req.get("account")
+        a = req.get(ACCOUNT_KEY)
         if a is None:
             raise Reject("missing_auth", "this endpoint needs a signed request")
         return a  # type: ignore[no-any-return]
