@@ -419,7 +419,7 @@ class Engine:
         t.remaining -= qty
         t.filled += qty
         t.updated_ms = now
-        t_leg = _ceil_div(qty * t.paid, 100)
+        t_leg = _ceil_div(qty * (px if t.side == BID else 10000 - px), 100)
         r_leg = _ceil_div(qty * r.paid, 100)
         t.taker_cost += t_leg
         t.taker_fees += t_chg
@@ -557,6 +557,8 @@ class Engine:
 
     def _finish(self, o: Order, status: str) -> None:
         o.status = status
+        if status == CANCELED:
+            o.remaining = 0
         o.updated_ms = self.wall_ms()
         self._set_reserve(o)
         if o.group is not None:
