@@ -41,6 +41,7 @@ class SimExchange:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._flows: list[MarketFlow] = []
+        self.flow_running = True  # tests may freeze the synthetic flow to compare books at rest
         self.host = self.cfg.host
         self.port = 0
         for key_id, pem in self.cfg.extra_keys:
@@ -161,6 +162,8 @@ class SimExchange:
         sim_dt = dt * self.cfg.speed
         while True:
             await asyncio.sleep(dt)
+            if not self.flow_running:
+                continue
             for f in self._flows:
                 f.step(sim_dt)
             self.flush()
