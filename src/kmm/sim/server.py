@@ -319,7 +319,8 @@ class Api:
         ms = [self.engine.market(ticker)] if ticker else list(self.engine.markets.values())
         out = [t for m in ms for t in m.trades
                if (lo is None or t["ts"] >= lo) and (hi is None or t["ts"] <= hi)]
-        out.sort(key=lambda t: t["ts_ms"], reverse=True)
+        out.sort(key=lambda t: t["ts_ms"])  # stable: same-ms trades keep their order
+        out.reverse()
         page, cursor = _page(req, out)
         return _json({"trades": page, "cursor": cursor})
 
