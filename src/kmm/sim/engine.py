@@ -52,6 +52,9 @@ MAKER_FILL_DELTA_HAS_COID = True
 ORDER_GROUP_TRIGGER_AT_LIMIT = True
 
 
+TRADE_TAPE_MAX = 200_000  # public trades kept per market for GET /markets/trades
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -96,7 +99,8 @@ class Account:
         self.positions: dict[str, Position] = {}
         self.orders: dict[str, Order] = {}
         self.coids: dict[str, Order] = {}
-        self.fills: list[dict[str, Any]] = []
+        # synthetic participants keep a bounded tail of fills so a long run does not grow without end
+        self.fills: list[dict[str, Any]] | deque[dict[str, Any]] = deque(maxlen=10_000) if unlimited else []
         self.groups: dict[str, OrderGroup] = {}
         self.unlimited = unlimited  # synthetic participants: no balance checks
 
@@ -151,7 +155,7 @@ class Market:
         self.taker_rate = fee_rate_e6(spec.fee_type, True, spec.fee_multiplier)
         self.maker_rate = fee_rate_e6(spec.fee_type, False, spec.fee_multiplier)
         self.open_ms = now_ms
-        self.trades: list[dict[str, Any]] = []
+        self.trades: deque[dict[str, Any]] = deque(maxlen=TRADE_TAPE_MAX)
         self.close_s = spec.close_time or 0
         self.settled_ms = 0
         self.last_size = 0
@@ -217,6 +221,7 @@ class Engine:
         self.groups: dict[str, OrderGroup] = {}
         self.out: list[tuple[Any, ...]] = []
         self.trading_active = True
+        self.expiring: set[Order] = set()
         self._prio = itertools.count()
         self.stats = {"orders_placed": 0, "orders_matched": 0, "fills": 0, "trades": 0, "rejects": 0,
                       "cancels": 0}
@@ -332,6 +337,8 @@ class Engine:
         self.orders[o.id] = o
         if group is not None:
             group.orders.add(o)
+        if expiration_s is not None:
+            self.expiring.add(o)
         self.stats["orders_placed"] += 1
         if crosses:
             self._match(o, opp)
@@ -563,6 +570,13 @@ class Engine:
         self._set_reserve(o)
         if o.group is not None:
             o.group.orders.discard(o)
+        if o.expiration_s is not None:
+            self.expiring.discard(o)
+        a = o.account
+        if a.unlimited:  # synthetic participants: forget finished orders (nobody reads them back)
+            a.orders.pop(o.id, None)
+            a.coids.pop(o.coid, None)
+            self.orders.pop(o.id, None)
 
     def _cancel_resting(self, o: Order, status: str = CANCELED) -> int:
         """Cancel a resting order: off the book, status canceled, user_order out. Returns the size removed."""
@@ -683,15 +697,12 @@ class Engine:
         return o
 
     def expire(self, now_s: int) -> int:
-        n = 0
-        for m in self.markets.values():
-            for side in (BID, ASK):
-                for lv in list(m.levels[side].values()):
-                    for o in list(lv):
-                        if o.expiration_s is not None and o.expiration_s <= now_s:
-                            self._cancel_resting(o)
-                            n += 1
-        return n
+        """Cancel resting GTC orders whose ``expiration_time`` has come; returns how many."""
+        due = [o for o in self.expiring if o.expiration_s is not None and o.expiration_s <= now_s]
+        for o in due:
+            self.expiring.discard(o)
+            self._cancel_resting(o)
+        return len(due)
 
     def pause(self) -> None:
         self.trading_active = False
