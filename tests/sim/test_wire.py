@@ -4,8 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kmm.sim.wire import (WireError, fmt_count, fmt_money, fmt_price, grid_prices, on_grid, parse_count,
-                          parse_price)
+from kmm.sim.wire import WireError, fmt_count, fmt_money, fmt_price, grid_prices, on_grid, parse_count, parse_price
 
 
 def test_parse_price_reads_four_decimals_as_ten_thousandths():

@@ -95,7 +95,7 @@ async def _main(args: argparse.Namespace) -> int:
                     balance=args.balance, markets=_markets(args.markets), host=args.host, port=args.port,
                     ping_interval_s=args.ping_interval)
     sim = SimExchange(cfg)
-    for key_id, path in zip(args.api_key_id, args.public_key):
+    for key_id, path in zip(args.api_key_id, args.public_key, strict=True):
         sim.add_key(key_id, pathlib.Path(path).read_bytes())
     if not args.public_key:
         state = pathlib.Path(args.state_dir)

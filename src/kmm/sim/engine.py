@@ -120,6 +120,34 @@ class Order:
                  "status", "tif", "post_only", "reduce_only", "stp", "group", "cancel_on_pause",
                  "expiration_s", "created_ms", "updated_ms", "taker_cost", "maker_cost", "taker_fees",
                  "maker_fees", "carry", "subaccount", "open_left", "reserve", "prio")
+    id: str
+    coid: str
+    account: Account
+    market: Market
+    side: int  # BID | ASK
+    price: int  # 1e-4 $, YES terms
+    initial: int  # 1e-2 contracts (filled + remaining)
+    remaining: int
+    filled: int
+    status: str
+    tif: str
+    post_only: bool
+    reduce_only: bool
+    stp: str
+    group: OrderGroup | None
+    cancel_on_pause: bool
+    expiration_s: int | None
+    created_ms: int
+    updated_ms: int
+    taker_cost: int  # 1e-4 $, in the bought side's terms
+    maker_cost: int
+    taker_fees: int  # 1e-4 $, whole cents charged
+    maker_fees: int
+    carry: int  # fee rounding carry, 1e-4 $ (0..99)
+    subaccount: int
+    open_left: int  # 1e-2 contracts of this order that open a position (drives the hold)
+    reserve: int  # 1e-4 $ held from the account's cash
+    prio: int  # time priority
 
     def __init__(self) -> None:
         self.reserve = 0

@@ -181,6 +181,7 @@ class Hub:
         tick: dict[str, Market] = {}
         ts_ms = self.engine.wall_ms()
         book_subs = self.book_subs
+        ev: tuple[Any, ...]
         for ev in events:
             kind = ev[0]
             if kind == "d":
@@ -225,10 +226,11 @@ class Hub:
                         self._send(sub, "user_order", order)
             elif kind == "p":
                 acct, m = ev[1], ev[2]
-                pos = None
+                pos: dict[str, Any] | None = None
                 for sub in self.chan_subs["market_positions"]:
                     if sub.conn.account is acct and (sub.tickers is None or m.ticker in sub.tickers):
                         if pos is None:
+                            assert acct is not None
                             pos = self.engine.position_wire(acct, m)
                         self._send(sub, "market_position", pos)
             elif kind == "l":

@@ -155,7 +155,8 @@ class Api:
         self.sim.flush()
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self.middleware], client_max_size=4 * 1024 * 1024)
+        app = web.Application(middlewares=[self.middleware],  # type: ignore[list-item]
+                              client_max_size=4 * 1024 * 1024)
         r = app.router
         g, po, de, pu = r.add_get, r.add_post, r.add_delete, r.add_put
         g(P + "/exchange/status", self.exchange_status)
@@ -241,7 +242,8 @@ class Api:
             return "read", protocol.COST_DEFAULT
         if path.endswith("/batched"):
             body = await self._body(req)
-            items = body.get("orders") if isinstance(body.get("orders"), list) else body.get("ids") or []
+            raw = body.get("orders") if isinstance(body.get("orders"), list) else body.get("ids")
+            items = raw if isinstance(raw, list) else []
             per = protocol.COST_CANCEL if method == "DELETE" else protocol.COST_DEFAULT
             return "write", per * max(1, len(items))
         if method == "DELETE" and path.startswith(P + "/portfolio/events/orders/"):
