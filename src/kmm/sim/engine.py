@@ -89,7 +89,7 @@ class OrderGroup:
 
 class Account:
     __slots__ = ("key_id", "user_id", "cash", "reserved", "positions", "orders", "coids", "fills",
-                 "groups", "unlimited")
+                 "groups", "unlimited", "order_watchers")
 
     def __init__(self, key_id: str, cash: int, unlimited: bool = False) -> None:
         self.key_id = key_id
@@ -103,6 +103,7 @@ class Account:
         self.fills: list[dict[str, Any]] | deque[dict[str, Any]] = deque(maxlen=10_000) if unlimited else []
         self.groups: dict[str, OrderGroup] = {}
         self.unlimited = unlimited  # synthetic participants: no balance checks
+        self.order_watchers = 0  # user_orders subscriptions on this account (skip building unseen frames)
 
     @property
     def available(self) -> int:
@@ -851,7 +852,8 @@ class Engine:
         return ahead
 
     def _emit_order(self, o: Order) -> None:
-        self.out.append(("o", o.account, order_wire(o, user=True)))
+        if o.account.order_watchers:
+            self.out.append(("o", o.account, order_wire(o, user=True)))
 
     def position_wire(self, a: Account, m: Market) -> dict[str, Any]:
         p = a.position(m.ticker)

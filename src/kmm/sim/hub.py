@@ -86,10 +86,15 @@ class Hub:
                 self.book_subs.setdefault(t, []).append(sub)
         else:
             self.chan_subs[channel].append(sub)
+        if channel == "user_orders" and conn.account is not None:
+            conn.account.order_watchers += 1
         return sub
 
     def remove_sub(self, sub: Sub) -> None:
-        sub.conn.subs.pop(sub.sid, None)
+        if sub.conn.subs.pop(sub.sid, None) is None:
+            return
+        if sub.channel == "user_orders" and sub.conn.account is not None:
+            sub.conn.account.order_watchers -= 1
         if sub.channel == "orderbook_delta":
             for t in sub.tickers or ():
                 lst = self.book_subs.get(t)

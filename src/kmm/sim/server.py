@@ -633,7 +633,7 @@ class Api:
         await ws.prepare(req)
         conn = Conn(ws, sim.engine.accounts.get(key_id) if key_id else None)
         sim.hub.conns.add(conn)
-        writer = asyncio.create_task(self._writer(conn))
+        writer = asyncio.create_task(self._writer(conn, req.transport))
         pinger = asyncio.create_task(self._pinger(conn))
         sim.ws_tasks.add(writer)
         sim.ws_tasks.add(pinger)
@@ -659,7 +659,10 @@ class Api:
                 await ws.close()
         return ws
 
-    async def _writer(self, conn: Conn) -> None:
+    async def _writer(self, conn: Conn, transport: Any) -> None:
+        """Write queued frames. Server frames are unmasked text frames, so a batch is framed here and
+        handed to the transport in one write (aiohttp's per-frame await costs more than the framing);
+        other writers (pings, close) write whole frames on the same loop, so frames never interleave."""
         hub = self.sim.hub
         ws = conn.ws
         try:
@@ -669,8 +672,15 @@ class Api:
                 while hub.stall_until > time.monotonic() and not conn.closed:
                     await asyncio.sleep(min(0.05, hub.stall_until - time.monotonic()))
                 frames, conn.pending = conn.pending, []
-                for f in frames:
-                    await ws.send_str(f)
+                if not frames or conn.closed:
+                    continue
+                if transport is None or transport.is_closing():
+                    for f in frames:
+                        await ws.send_str(f)
+                else:
+                    transport.write(_frame_batch(frames))
+                    while transport.get_write_buffer_size() > WRITE_HIGH_WATER and not transport.is_closing():
+                        await asyncio.sleep(0.001)
                 conn.sent += len(frames)
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             pass
@@ -822,6 +832,25 @@ class Api:
                 hub.delete_markets(sub, tickers)
         hub.reply(conn, {"id": cid, "sid": sub.sid, "seq": sub.seq, "type": "ok",
                          "msg": {"market_tickers": sorted(sub.tickers or ())}})
+
+
+WRITE_HIGH_WATER = 4 * 1024 * 1024  # bytes queued in the transport before the writer waits
+
+
+def _frame_batch(frames: list[str]) -> bytes:
+    """RFC 6455 unmasked FIN text frames for ``frames``, concatenated."""
+    out = bytearray()
+    for f in frames:
+        b = f.encode()
+        n = len(b)
+        if n < 126:
+            out += bytes((0x81, n))
+        elif n < 65536:
+            out += bytes((0x81, 126)) + n.to_bytes(2, "big")
+        else:
+            out += bytes((0x81, 127)) + n.to_bytes(8, "big")
+        out += b
+    return bytes(out)
 
 
 class _WsError(Exception):
