@@ -158,3 +158,33 @@ def test_kmm_sim_subprocess_writes_ready_file_serves_and_exits_zero_on_sigint(tm
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_kmm_sim_subprocess_registers_a_callers_public_key(tmp_path):
+    from kmm.sim.auth import new_key_pair
+    priv, pub = new_key_pair()
+    (tmp_path / "pub.pem").write_bytes(pub)
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen([sys.executable, "-m", "kmm", "sim", "--ready-file", str(ready), "--flow", "off",
+                             "--api-key-id", "caller-key", "--public-key", str(tmp_path / "pub.pem"),
+                             "--balance", "250.00", "--rate-tier", "off", "--state-dir", str(tmp_path / "st")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(150):
+            if ready.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        urls = json.loads(ready.read_text())
+
+        async def balance() -> tuple[int, dict]:
+            async with SimClient(urls["rest_url"], urls["ws_url"], "caller-key", priv) as c:
+                return await c.get("/portfolio/balance")
+        st, body = asyncio.run(balance())
+        assert st == 200 and body["balance_dollars"] == "250.0000"
+        assert not (tmp_path / "st").exists()  # no generated key when the caller brings one
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
