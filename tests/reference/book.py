@@ -38,7 +38,7 @@ def parse_fixed(text: Any, scale: int, signed: bool) -> int | None:
         return None
     if not whole and not frac:
         return None
-    if len(frac) > scale or len(whole) + len(frac) > 17:
+    if len(frac) > scale or len(whole) + len(frac) > 17 or len(whole) + scale > 18:
         return None
     value = int(whole or "0") * 10**scale + int(frac.ljust(scale, "0") or "0")
     return -value if sign == "-" else value
