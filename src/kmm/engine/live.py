@@ -273,7 +273,7 @@ class Engine(FeedHandler):
         ofi = None
         try:
             from kmm._core.ofi import OFI
-            ofi = OFI(window_ns=10 * NS_PER_S, halflife_ns=5 * NS_PER_S)
+            ofi = OFI(window_ns=10 * NS_PER_S, half_life_ns=5 * NS_PER_S)
         except (ImportError, TypeError) as exc:  # OFI is optional input to the skew
             log.debug("OFI unavailable: %s", exc)
         pipe = MarketPipeline(info, None, strategy, params, self.alpha, ofi)
