@@ -42,6 +42,8 @@ _TUNING: dict[str, type] = {
     "read_retries": int,
     "retry_backoff_s": float,
     "pool_connections": int,
+    "order_connections": int,
+    "fast_writes": bool,
     "max_pages": int,
     "sig_pool_depth": int,
     "sig_pool_max_age_s": float,
@@ -85,7 +87,9 @@ class ConnectorConfig:
     connect_timeout_s: float = 3.0
     read_retries: int = 3
     retry_backoff_s: float = 0.1
-    pool_connections: int = 8
+    pool_connections: int = 8                # aiohttp keep-alive pool (reads)
+    order_connections: int = 2               # warm connections of the order-path client (writes)
+    fast_writes: bool = True                 # writes through kmm.kalshi.fasthttp instead of aiohttp
     max_pages: int = 1000
     # Signature pool.
     sig_pool_depth: int = 4
@@ -196,10 +200,10 @@ class ConnectorConfig:
             if raw is None:
                 continue
             try:
-                value = typ(raw)
+                value = _as_bool(raw, name) if typ is bool else typ(raw)
             except (TypeError, ValueError):
                 raise ConfigError(f"kalshi.{name} = {raw!r} is not a valid {typ.__name__}") from None
-            if typ in (int, float) and value < 0:
+            if typ in (int, float) and value < 0:  # bool is handled above
                 raise ConfigError(f"kalshi.{name} = {raw!r} must be >= 0")
             tuning[name] = value
         cfg = cls(env=env, rest_url=rest_url, ws_url=ws_url, api_key_id=str(key_id) if key_id else None,

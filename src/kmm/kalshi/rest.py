@@ -16,7 +16,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import orjson
@@ -27,6 +27,7 @@ from kmm.errors import (AuthError, DuplicateOrder, ExchangeError, KmmError, NotF
                         RequestTimeout)
 from kmm.kalshi import decode as wire
 from kmm.kalshi.config import ConnectorConfig
+from kmm.kalshi.fasthttp import FastHttp, HttpConnectionError
 from kmm.kalshi.limiter import AMEND, CANCEL, PLACE, READ, RateLimiter, limits_from_account
 from kmm.kalshi.signing import SignaturePool, Signer
 from kmm.kalshi.types import (Balance, BookSnapshot, CancelAck, DecreaseAck, ExchangeStatus, Fill, Market,
@@ -104,12 +105,14 @@ class KalshiRest:
                                   cancel_reserve=config.cancel_reserve_tokens,
                                   backoff_base_s=config.backoff_429_base_s, backoff_max_s=config.backoff_429_max_s)
         self.limiter = limiter
-        if pool is None and self.signer is not None:
+        if pool is None and self.signer is not None and config.sig_pool_depth > 0:
             pool = SignaturePool(self.signer, self.hot_pairs(), depth=config.sig_pool_depth,
                                  max_age_s=config.sig_pool_max_age_s)
         self.pool = pool
         self._session = session
         self._own_session = session is None
+        self.fast = FastHttp(self.base, connections=config.order_connections, timeout_s=config.request_timeout_s,
+                             connect_timeout_s=config.connect_timeout_s) if config.fast_writes else None
         self._rng = rng or random.Random()
         self._sleep = sleep
         self.requests = 0
@@ -135,11 +138,18 @@ class KalshiRest:
                                                   json_serialize=lambda o: orjson.dumps(o).decode())
         if self.pool is not None:
             self.pool.start()
+        if self.fast is not None:
+            try:
+                await self.fast.warm()
+            except HttpConnectionError as exc:  # not fatal: connections open on first use
+                log.warning("could not pre-open order connections: %s", exc)
         return self
 
     async def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
+        if self.fast is not None:
+            await self.fast.close()
         if self._session is not None and self._own_session:
             await self._session.close()
         self._session = None
@@ -175,10 +185,14 @@ class KalshiRest:
                                else self.signer.headers(method, full))
             self.requests += 1
             try:
-                async with self._session.request(method, url, params=q, data=data, headers=headers) as resp:
-                    raw = await resp.read()
-                    status = resp.status
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+                if self.fast is not None and lane != READ:
+                    target = full + ("?" + urlencode(q) if q else "")
+                    status, raw = await self.fast.request(method, target, headers, data)
+                else:
+                    async with self._session.request(method, url, params=q, data=data, headers=headers) as resp:
+                        raw = await resp.read()
+                        status = resp.status
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError, RequestTimeout):
                 if attempt + 1 < attempts:
                     self.retries += 1
                     await self._backoff(delay)
@@ -186,7 +200,7 @@ class KalshiRest:
                     continue
                 raise RequestTimeout(f"{method} {full}: no answer within {self.config.request_timeout_s} s") \
                     from None
-            except aiohttp.ClientError as exc:
+            except (aiohttp.ClientError, HttpConnectionError) as exc:
                 if attempt + 1 < attempts:
                     self.retries += 1
                     await self._backoff(delay)

@@ -232,7 +232,7 @@ class SignaturePool:
                 except IndexError:
                     break
                 self.stats.refreshed += 1
-            while len(q) < self.depth and not self._stop.is_set():
+            while len(q) < self.depth:
                 q.append((self._clock(), self.signer.headers(method, path, self._wall())))
                 made += 1
         self.stats.made += made
