@@ -71,7 +71,7 @@ async def test_chunked_response_is_reassembled():
     server.close()
 
 
-async def test_timeout_raises_request_timeout_and_drops_the_connection():
+async def test_timeout_raises_request_timeout_and_retires_the_connection():
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
     server, _, url = await serve(["hang", [ok]])
     client = FastHttp(url, connections=1)

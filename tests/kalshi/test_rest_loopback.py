@@ -146,14 +146,17 @@ async def test_create_timeout_returns_the_order_the_exchange_holds(ex, rsa_key):
 
 
 async def test_create_timeout_with_no_order_reports_not_placed(ex, rsa_key):
-    async with KalshiRest(config(ex, request_timeout_s=0.3), signer=Signer(KEY_ID, rsa_key)) as rest:
+    async with KalshiRest(config(ex, request_timeout_s=0.3, create_lookup_window_s=0.3),
+                          signer=Signer(KEY_ID, rsa_key)) as rest:
         ex.delay_creates, ex.delay_count = 1.0, 1
         orig = ex._place
         ex._place = lambda body: ({"error": {"code": "x", "message": "x"}}, 400)  # the exchange drops it
         with pytest.raises(OrderNotPlaced) as exc:
             await rest.create_order(req("lost"))
         ex._place = orig
-        assert exc.value.client_order_id == "lost"
+        assert exc.value.client_order_id == "lost" and rest.lost_creates == 1
+        lookups = [r for r in ex.requests if r == ("GET", "/trade-api/v2/portfolio/orders")]
+        assert len(lookups) >= 3  # looked more than once before giving up
 
 
 async def test_order_groups_and_account_limits(rest):

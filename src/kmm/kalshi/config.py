@@ -40,6 +40,7 @@ _TUNING: dict[str, type] = {
     "request_timeout_s": float,
     "connect_timeout_s": float,
     "read_retries": int,
+    "create_lookup_window_s": float,
     "retry_backoff_s": float,
     "pool_connections": int,
     "order_connections": int,
@@ -86,6 +87,7 @@ class ConnectorConfig:
     request_timeout_s: float = 5.0
     connect_timeout_s: float = 3.0
     read_retries: int = 3
+    create_lookup_window_s: float = 3.0      # after a create timeout, look the order up for this long
     retry_backoff_s: float = 0.1
     pool_connections: int = 8                # aiohttp keep-alive pool (reads)
     order_connections: int = 2               # warm connections of the order-path client (writes)

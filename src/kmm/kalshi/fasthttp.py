@@ -23,6 +23,7 @@ log = logging.getLogger("kmm.kalshi.fasthttp")
 
 _CRLF2 = b"\r\n\r\n"
 _MAX_HEAD = 64 * 1024
+LINGER_S = 30.0  # how long a timed-out request's connection waits for its late answer
 
 
 class HttpConnectionError(ConnectionError):
@@ -59,6 +60,7 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._pool._forget(self)
+        self._pool._lingering.discard(self)
         self._fail(HttpConnectionError(f"connection closed before the response completed ({exc or 'EOF'})"))
 
     def _fail(self, exc: BaseException) -> None:
@@ -80,14 +82,21 @@ class _Conn(asyncio.Protocol):
         return fut
 
     def _on_timeout(self, timeout_s: float) -> None:
+        """Fail the caller, but keep the connection open a while: the request may still be processed,
+        and closing it could make the server drop it. The connection is never reused."""
         self._timer = None
-        # The response may still come: this connection is in an unknown state and cannot be reused.
         self.keep_alive = False
-        if self.transport is not None:
-            self.transport.abort()
+        self._pool._forget(self)
+        self._pool._lingering.add(self)
         w, self.waiter = self.waiter, None
         if w is not None and not w.done():
             w.set_exception(RequestTimeout(f"no answer within {timeout_s} s"))
+        self._timer = asyncio.get_running_loop().call_later(LINGER_S, self._abort)
+
+    def _abort(self) -> None:
+        self._timer = None
+        if self.transport is not None:
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -165,6 +174,8 @@ class _Conn(asyncio.Protocol):
         w, self.waiter = self.waiter, None
         result = (self._status, bytes(self._body))
         self._reset_response()
+        if w is None:  # the late answer to a request that already timed out
+            log.info("late HTTP %d answer to a timed-out request: %s", result[0], result[1][:200])
         if not self.keep_alive and self.transport is not None:
             self.transport.close()
         else:
@@ -192,6 +203,7 @@ class FastHttp:
         self._ssl = (ssl_context or ssl_module.create_default_context()) if self.secure else None
         self._idle: deque[_Conn] = deque()
         self._all: set[_Conn] = set()
+        self._lingering: set[_Conn] = set()  # timed out, waiting for a late answer; never reused
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._opening = 0
         self.last_write_ns = 0
@@ -273,10 +285,14 @@ class FastHttp:
         return await fut
 
     async def close(self) -> None:
-        for conn in list(self._all):
+        for conn in list(self._all) + list(self._lingering):
+            if conn._timer is not None:
+                conn._timer.cancel()
+                conn._timer = None
             if conn.transport is not None:
                 conn.transport.close()
         self._all.clear()
+        self._lingering.clear()
         self._idle.clear()
         for w in self._waiting:
             if not w.done():

@@ -39,7 +39,11 @@ _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 class OrderNotPlaced(RequestTimeout):
-    """A create timed out and the exchange has no order with its client_order_id."""
+    """A create timed out and the exchange showed no order with its client_order_id over the lookup window.
+
+    Still watch ``user_orders``: a request stuck longer than the window could land later; the engine
+    treats an order with an unknown client_order_id as foreign (adopt or cancel).
+    """
 
     def __init__(self, client_order_id: str, ticker: str) -> None:
         self.client_order_id = client_order_id
@@ -118,6 +122,7 @@ class KalshiRest:
         self.requests = 0
         self.retries = 0
         self.recovered_creates = 0
+        self.lost_creates = 0
 
     def __repr__(self) -> str:
         return f"KalshiRest(base={self.base!r}, signer={self.signer!r})"
@@ -305,13 +310,33 @@ class KalshiRest:
         return wire.decode_order_ack(ack)
 
     async def _recover_create(self, req: OrderRequest) -> OrderAck:
-        order = await self.find_order_by_client_id(req.client_order_id, ticker=req.ticker)
-        if order is None:
-            raise OrderNotPlaced(req.client_order_id, req.ticker)
-        self.recovered_creates += 1
-        log.warning("create of %s timed out but the exchange holds it as %s (%s)", req.client_order_id,
-                    order.order_id, order.status)
-        return wire.order_ack_from_order(order)
+        """The create's outcome is unknown: look the order up by client_order_id, several times.
+
+        A request that timed out may still be sitting in a queue on the exchange's side and land later,
+        so one miss is not proof. Lookups are spaced over ``create_lookup_window_s`` (doubling from
+        50 ms); only when every one misses is the order reported as not placed.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.create_lookup_window_s
+        wait = 0.05
+        while True:
+            try:
+                order = await self.find_order_by_client_id(req.client_order_id, ticker=req.ticker)
+            except (RequestTimeout, ExchangeError) as exc:
+                log.warning("lookup of %s after a create timeout failed: %s", req.client_order_id, exc)
+                order = None
+            if order is not None:
+                self.recovered_creates += 1
+                log.warning("create of %s timed out but the exchange holds it as %s (%s)", req.client_order_id,
+                            order.order_id, order.status)
+                return wire.order_ack_from_order(order)
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await self._sleep(min(wait, left))
+            wait *= 2
+        self.lost_creates += 1
+        raise OrderNotPlaced(req.client_order_id, req.ticker)
 
     async def find_order_by_client_id(self, client_order_id: str, *, ticker: str | None = None,
                                       max_pages: int = 20) -> UserOrder | None:
