@@ -139,3 +139,37 @@ def test_set_budget_from_account_limits(clock):
     assert (lim.read.rate, lim.write.rate, lim.write.capacity) == (1000, 1000, 2000)
     assert limits_from_account({"read_limit": 300, "write_limit": {"rate": 300}}) == (300.0, 300.0)
     assert limits_from_account({"nothing": 1}) is None
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.kalshi.conftest import FakeClock  # noqa: E402
+
+_steps = st.lists(st.tuples(st.sampled_from([CANCEL, AMEND, PLACE]), st.sampled_from([2, 10, 20, 50]),
+                            st.floats(min_value=0, max_value=0.2)), max_size=200)
+
+
+@given(_steps)
+def test_granted_writes_never_exceed_burst_plus_refill(steps):
+    clock = FakeClock()
+    lim = make(clock)
+    spent = 0.0
+    elapsed = 0.0
+    for lane, cost, dt in steps:
+        clock.advance(dt)
+        elapsed += int(dt * 1e9) / 1e9
+        if lim.poll(lane, cost) == 0:
+            spent += cost
+        assert spent <= lim.write.capacity + lim.write.rate * elapsed + 1e-6
+        assert -1e-6 <= lim.write.tokens <= lim.write.capacity + 1e-6
+
+
+@given(_steps)
+def test_places_never_spend_the_cancel_reserve(steps):
+    clock = FakeClock()
+    lim = make(clock)
+    for lane, cost, dt in steps:
+        clock.advance(dt)
+        if lim.poll(lane, cost) == 0 and lane != CANCEL:
+            assert lim.write.tokens >= lim.cancel_reserve - 1e-6

@@ -101,10 +101,10 @@ def book_side(obj: Mapping[str, Any]) -> str:
     """The V2 book side ("bid" buys YES, "ask" sells YES) from current or legacy fields."""
     bs = obj.get("book_side")
     if bs in ("bid", "ask"):
-        return bs  # type: ignore[return-value]
+        return str(bs)
     side = obj.get("side")
     if side in ("bid", "ask"):
-        return side  # type: ignore[return-value]
+        return str(side)
     outcome = obj.get("outcome_side")
     if outcome in ("yes", "no") and obj.get("action") is None:
         return "bid" if outcome == "yes" else "ask"

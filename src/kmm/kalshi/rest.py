@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 
 from kmm import protocol
-from kmm._core.fixed import format_count
+from kmm._core.fixed import format_count, format_price
 from kmm.errors import (AuthError, DuplicateOrder, ExchangeError, KmmError, NotFound, RateLimited,
                         RequestTimeout)
 from kmm.kalshi import decode as wire
@@ -273,7 +273,7 @@ class KalshiRest:
 
     async def get_market_raw(self, ticker: str) -> dict[str, Any]:
         body = await self.request("GET", f"{protocol.PATH_MARKETS}/{ticker}")
-        return body.get("market") or body
+        return dict(body.get("market") or body)
 
     async def get_orderbook(self, ticker: str, depth: int | None = None) -> BookSnapshot:
         body = await self.request("GET", f"{protocol.PATH_MARKETS}/{ticker}/orderbook",
@@ -282,7 +282,7 @@ class KalshiRest:
 
     async def get_series(self, series_ticker: str) -> dict[str, Any]:
         body = await self.request("GET", f"{protocol.PATH_SERIES}/{series_ticker}")
-        return body.get("series") or body
+        return dict(body.get("series") or body)
 
     async def iter_trades(self, ticker: str | None = None, *, min_ts: int | None = None,
                           max_ts: int | None = None, limit: int = 1000,
@@ -428,7 +428,7 @@ class KalshiRest:
                           client_order_id: str | None = None,
                           updated_client_order_id: str | None = None) -> OrderAck:
         """Amend price and/or size. ``count`` is the new total (filled + desired remaining), 1e-2 contracts."""
-        body: dict[str, Any] = {"ticker": ticker, "side": side, "price": wire.format_price(price),
+        body: dict[str, Any] = {"ticker": ticker, "side": side, "price": format_price(price),
                                 "count": format_count(count)}
         if client_order_id is not None:
             body["client_order_id"] = client_order_id
@@ -502,7 +502,7 @@ class KalshiRest:
 
     async def get_order_group(self, order_group_id: str) -> dict[str, Any]:
         body = await self.request("GET", f"{protocol.PATH_ORDER_GROUPS}/{order_group_id}")
-        return body.get("order_group") or body
+        return dict(body.get("order_group") or body)
 
     async def list_order_groups(self) -> list[dict[str, Any]]:
         body = await self.request("GET", protocol.PATH_ORDER_GROUPS)

@@ -462,7 +462,7 @@ class KalshiWs:
                 log.exception("on_raw_frame failed")
         router = self.router
         try:
-            status = router.feed(data, recv_ns)
+            status: int = router.feed(data, recv_ns)
         except Exception as exc:  # the router should not raise; never let it kill the feed
             self.stats.malformed += 1
             log.warning("book router raised %s on frame %s", exc, _trunc(data))
