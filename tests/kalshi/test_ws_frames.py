@@ -193,3 +193,55 @@ def test_add_and_remove_markets_update_subscriptions(ws, rec):
     assert {"sids": [1], "action": "delete_markets", "market_tickers": ["A"]} in cmds
     assert {"sids": [2], "action": "add_markets", "market_tickers": ["C"]} in cmds
     assert ws.markets == ["B", "C"]
+
+
+async def test_snapshots_not_arriving_in_time_fall_back_to_resubscribe(rec):
+    from tests.kalshi.conftest import FakeClock
+    clock = FakeClock()
+    cfg = ConnectorConfig(env="sim", rest_url="http://x/trade-api/v2", ws_url="ws://x/trade-api/ws/v2",
+                          ws_dead_after_s=60)
+    client = KalshiWs(cfg, rec, router=BookRouter(), book_factory=OrderBook, clock_ns=clock, resync_timeout_s=2)
+    client.add_markets(["A"])
+    client._transport = Sent()
+    client._sid_channel[1] = "orderbook_delta"
+    client._channel_sid["orderbook_delta"] = 1
+    client._channel_markets["orderbook_delta"] = {"A"}
+    client.stats.last_recv_ns = clock()
+    client.handle_frame(snapshot(1, 2, "A"), clock())
+    client.handle_frame(delta(1, 9, "A"), clock())  # gap -> get_snapshot
+    clock.advance(1)
+    client.stats.last_recv_ns = clock()
+    client._check_alive()
+    assert client.stats.resubscribes == 0
+    clock.advance(1.5)
+    client.stats.last_recv_ns = clock()
+    client._check_alive()
+    assert client.stats.resubscribes == 1
+    cmds = [(c["cmd"], c["params"]) for c in client._transport.cmds]
+    assert ("unsubscribe", {"sids": [1]}) in cmds
+    assert ("subscribe", {"channels": ["orderbook_delta"], "market_tickers": ["A"]}) in cmds
+    client._stop_watchdog()
+
+
+async def test_nothing_received_for_dead_after_drops_the_connection(rec):
+    from tests.kalshi.conftest import FakeClock
+    clock = FakeClock()
+    cfg = ConnectorConfig(env="sim", rest_url="http://x/trade-api/v2", ws_url="ws://x/trade-api/ws/v2",
+                          ws_dead_after_s=10)
+
+    class T(Sent):
+        dropped = False
+
+        def disconnect(self, graceful=True):
+            self.dropped = True
+
+    client = KalshiWs(cfg, rec, router=BookRouter(), book_factory=OrderBook, clock_ns=clock)
+    client._transport = T()
+    client.stats.last_recv_ns = clock()
+    clock.advance(9.9)
+    client._check_alive()
+    assert not client._transport.dropped
+    clock.advance(0.2)
+    client._check_alive()
+    assert client._transport.dropped and client.stats.dead_detected == 1
+    client._stop_watchdog()

@@ -475,7 +475,10 @@ class KalshiWs:
         elif status == SNAPSHOT:
             self.stats.book_frames += 1
             ticker = router.last_ticker
-            self._resync_deadline.pop(router.last_sid, None)
+            sid = router.last_sid
+            if sid in self._resync_deadline and not any(
+                    router.is_stale(t) for t in self._markets if router.sid_of(t) == sid):
+                del self._resync_deadline[sid]  # every book of the sid is fresh again
             if ticker not in self._ready and ticker in self._markets:
                 self._ready.add(ticker)
                 self._call(self.handler.on_book_ready, ticker)
