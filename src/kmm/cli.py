@@ -15,7 +15,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Low-latency market making and execution for Kalshi, with an embedded exchange.",
     )
     parser.add_argument("--version", action="version", version=f"kmm {__version__} (core: {_core_build()})")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from kmm.sim import cli as sim_cli
+    sim_cli.add_parser(subparsers)
     return parser
 
 
@@ -33,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    func = getattr(args, "func", None)
+    if func is not None:
+        return int(func(args))
     return 0
 
 

@@ -1,0 +1,88 @@
+"""Run the benchmarks and print the README's table: ``python bench/report.py [pytest args...]``.
+
+Each pytest-benchmark group pairs kmm's implementation (extra_info role "kmm") with a baseline measured
+in the same run (role "baseline"); times are divided by extra_info "ops" (operations per call), and the
+ratio is baseline median / kmm median. Latency harnesses that measure their own distribution put
+``p50_ns``/``p99_ns`` (and optionally ``budget_ns``) in extra_info; they are printed as such.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _fmt_ns(ns: float | None) -> str:
+    if ns is None:
+        return "-"
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} us"
+    return f"{ns:.0f} ns"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(q * (len(s) - 1))))
+    return s[k]
+
+
+def summarize(data: dict) -> list[dict]:
+    groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for b in data["benchmarks"]:
+        info = b.get("extra_info", {})
+        ops = max(1, int(info.get("ops", 1)))
+        stats = b["stats"]
+        raw = stats.get("data") or []
+        if "p50_ns" in info:
+            med, p99 = float(info["p50_ns"]), float(info.get("p99_ns", 0.0)) or None
+        else:
+            med = stats["median"] * 1e9 / ops
+            p99 = _percentile(raw, 0.99) * 1e9 / ops if raw else None
+        groups[b.get("group") or b["name"]][info.get("role", "kmm")].append(
+            {"name": b["name"], "median_ns": med, "p99_ns": p99, "budget_ns": info.get("budget_ns"),
+             "unit": info.get("unit")})
+    rows = []
+    for group in sorted(groups):
+        roles = groups[group]
+        base = roles.get("baseline", [])
+        for k in roles.get("kmm", []):
+            ratio = (base[0]["median_ns"] / k["median_ns"]) if base and k["median_ns"] else None
+            rows.append({"group": group, "kmm": k, "baseline": base[0] if base else None, "ratio": ratio})
+    return rows
+
+
+def render(rows: list[dict]) -> str:
+    out = ["| operation | kmm median | kmm p99 | baseline median | speed-up | budget |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        k, b = r["kmm"], r["baseline"]
+        budget = _fmt_ns(k["budget_ns"]) if k["budget_ns"] else "-"
+        ratio = f"{r['ratio']:.1f}x" if r["ratio"] else "-"
+        out.append(f"| {r['group']} | {_fmt_ns(k['median_ns'])} | {_fmt_ns(k['p99_ns'])} | "
+                   f"{_fmt_ns(b['median_ns']) if b else '-'} | {ratio} | {budget} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bench.json"
+        cmd = [sys.executable, "-m", "pytest", str(HERE), "-q", "-p", "no:cacheprovider",
+               f"--benchmark-json={out}", "--benchmark-save-data", *argv]
+        rc = subprocess.call(cmd)
+        if rc != 0 or not out.exists():
+            print(f"benchmarks failed (exit {rc})", file=sys.stderr)
+            return rc or 1
+        print(render(summarize(json.loads(out.read_text()))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

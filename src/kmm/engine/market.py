@@ -1,0 +1,131 @@
+"""One market's pipeline: book -> signals -> strategy -> quantized target -> diff against live orders.
+
+The live loop owns one :class:`MarketPipeline` per market and calls :meth:`MarketPipeline.decide` on
+every applied book message. Everything here is synchronous and allocation-light; the I/O (sending the
+actions) is the live loop's job. Units: prices 1e-4 $ YES terms, sizes 1e-2 contracts, time ns.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kmm._core.diff import Differ
+from kmm._core.grid import Grid
+from kmm.config import StrategyParams
+from kmm.engine.orders import LiveOrder
+from kmm.strategy.alpha import ExternalSkew
+from kmm.strategy.base import MarketInputs, Strategy, Target
+from kmm.strategy.signals import KappaEstimator, VolatilityEWMA
+
+log = logging.getLogger("kmm.engine.market")
+
+NS_PER_S = 1_000_000_000
+SIDE_CODE = {"bid": 0, "ask": 1}
+SIDE_NAME = ("bid", "ask")
+
+
+@dataclass(slots=True)
+class MarketInfo:
+    """Static facts about a market, read once at start."""
+
+    ticker: str
+    grid: Grid
+    close_time_ns: int | None      # wall clock ns, None when unknown
+    fractional: bool = False
+    maker_rate_e6: int = 0
+    taker_rate_e6: int = 70_000
+    status: str = "active"
+
+
+class MarketPipeline:
+    """Signals, strategy and diff for one market. ``book`` is the compiled OrderBook the connector's
+    router keeps; ``ofi`` an optional kmm._core.ofi.OFI fed from it."""
+
+    def __init__(self, info: MarketInfo, book: Any, strategy: Strategy, params: StrategyParams,
+                 alpha: ExternalSkew, ofi: Any = None) -> None:
+        self.info = info
+        self.ticker = info.ticker
+        self.book = book
+        self.strategy = strategy
+        self.params = params
+        self.alpha = alpha
+        self.ofi = ofi
+        self.vol = VolatilityEWMA(halflife_s=params.sigma_halflife_s)
+        self.kappa = KappaEstimator(prior=params.kappa / 10_000.0)
+        tick = info.grid.tick_size(5000)
+        self.differ = Differ(price_tol=params.price_tolerance_ticks * tick, size_tol=params.size_tolerance,
+                             max_age_ns=int(params.max_order_age_s * NS_PER_S) or None)
+        self.inputs = MarketInputs(info.ticker, info.grid, kappa=params.kappa / 10_000.0)
+        self.target = Target()
+        self.live_view: list[tuple[Any, int, int, int, int]] = []
+        # engine-owned state
+        self.ready = False            # a snapshot has been applied since the last (re)subscribe
+        self.in_flight = 0            # requests sent and not answered
+        self.dirty = False            # a book or inventory change arrived while requests were in flight
+        self.trigger_ns = 0           # receive time of the frame behind the current decision
+        self.last_book_ns = 0         # monotonic ns of the last applied book message
+        self.snapshot_requested_ns = 0
+        self.state = "starting"
+        self.decisions = 0
+        self.fills = 0
+
+    # ---------------------------------------------------------------------------------- signals
+    def on_book(self, now_ns: int, wall_ns: int) -> None:
+        """Read the book into the strategy inputs and update the online signals."""
+        book, inp = self.book, self.inputs
+        bb, ba = book.best_bid(), book.best_ask()
+        inp.best_bid = bb or 0
+        inp.best_ask = ba or 0
+        inp.mid = book.mid()
+        inp.microprice = book.microprice()
+        self.vol.update(inp.mid, now_ns)
+        inp.sigma = self.vol.sigma
+        if self.ofi is not None:
+            self.ofi.update(book, now_ns)
+            if self.params.ofi_weight:
+                inp.ofi_skew = self.params.ofi_weight * 10_000.0 * self.ofi.normalized
+        self.last_book_ns = now_ns
+        self.refresh_tau(wall_ns)
+
+    def refresh_tau(self, wall_ns: int) -> None:
+        horizon = self.params.horizon_s
+        close = self.info.close_time_ns
+        left = max(0.0, (close - wall_ns) / NS_PER_S) if close is not None else None
+        if horizon > 0:
+            self.inputs.tau_s = horizon if left is None else min(horizon, left)
+        else:
+            self.inputs.tau_s = left if left is not None else 3600.0
+
+    def on_trade(self, price: int) -> None:
+        if self.params.kappa_estimate:
+            self.kappa.observe_trade(price, self.inputs.mid)
+            self.inputs.kappa = self.kappa.kappa
+
+    # ---------------------------------------------------------------------------------- decision
+    def decide(self, inventory: int, live: list[LiveOrder]) -> tuple[Any, ...]:
+        """The actions that move our live orders to the strategy's target (empty when none).
+
+        ``live`` comes from the order manager; the diff sees each order under its client_order_id,
+        which exists from the moment a create is sent.
+        """
+        inp = self.inputs
+        inp.inventory = inventory
+        inp.alpha_skew = self.alpha.get_external_skew(self.ticker)
+        t = self.strategy.target(inp, self.target)
+        view = self.live_view
+        view.clear()
+        for o in live:
+            view.append((o.client_order_id, SIDE_CODE[o.side], o.price, o.remaining, o.age_ns))
+        self.decisions += 1
+        return self.differ.diff(t.bid_price if t.bid_size else 0, t.bid_size,
+                                t.ask_price if t.ask_size else 0, t.ask_size, view)
+
+    def pull(self, live: list[LiveOrder]) -> tuple[Any, ...]:
+        """Actions that cancel every live order of this market."""
+        view = self.live_view
+        view.clear()
+        for o in live:
+            view.append((o.client_order_id, SIDE_CODE[o.side], o.price, o.remaining, o.age_ns))
+        return self.differ.diff(0, 0, 0, 0, view)

@@ -1,0 +1,711 @@
+"""The order manager: one state machine per order, fed by every source the exchange talks through.
+
+States (:class:`OrderState`)::
+
+    pending ──ack──> resting ──fill──> partially_filled ──fill──> filled
+       │  └─timeout─> timeout_unknown ──(lookup by client_order_id)──> resting | ... | rejected
+       └──reject──> rejected
+    resting | partially_filled ──request──> pending_cancel | pending_amend | pending_decrease
+    pending_*  ──ack──> canceled | resting | partially_filled;  ──failure──> the state before
+    any live state ──(exchange says executed / canceled)──> filled / canceled
+
+``filled``, ``canceled`` and ``rejected`` are terminal. An illegal transition (for example a
+``resting`` update for an order we already closed) is logged, counted in ``stats.illegal`` and
+ignored: the manager never raises on exchange input.
+
+Sources: REST acks (:class:`OrderAck`), WS ``user_order`` (:class:`UserOrder`), WS and REST fills
+(:class:`Fill`, deduplicated by ``trade_id``) and REST reconciliation snapshots (:meth:`reconcile`).
+Fills are always counted: before the ack (matched by client_order_id), after a cancel, or for an
+order we do not know yet (kept as an orphan and applied when the order shows up).
+
+Fill counts: ``filled`` is the sum of the Fill messages we have seen; ``exchange_filled`` the
+largest fill count the exchange has reported (ack, user_order). The order's fill count is the larger
+of the two, so a report that arrives before or after its fills neither loses nor double counts them.
+
+client_order_id: ``<session>-<counter in base 36>``. [U] Kalshi documents no character set or length
+for client_order_id; kmm assumes ASCII letters, digits, ``-`` and ``_``, at most
+:data:`CLIENT_ORDER_ID_MAX_LEN` characters (UUID-style ids of 36 characters are known to work). The
+assumption lives in :data:`CLIENT_ORDER_ID_ALPHABET` and :data:`CLIENT_ORDER_ID_MAX_LEN`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from kmm.engine.clock import Clock
+from kmm.kalshi.types import Fill, OrderAck, UserOrder
+
+log = logging.getLogger(__name__)
+
+CLIENT_ORDER_ID_ALPHABET = re.compile(r"^[A-Za-z0-9_-]+$")  # [U] see module doc
+CLIENT_ORDER_ID_MAX_LEN = 64                                # [U] see module doc
+UNKNOWN_ORDER_POLICIES = ("cancel", "adopt")
+
+
+class OrderState(enum.Enum):
+    PENDING = "pending"                    # create sent, no answer yet
+    TIMEOUT_UNKNOWN = "timeout_unknown"    # create timed out: look it up by client_order_id
+    RESTING = "resting"
+    PARTIALLY_FILLED = "partially_filled"
+    PENDING_CANCEL = "pending_cancel"
+    PENDING_AMEND = "pending_amend"
+    PENDING_DECREASE = "pending_decrease"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+
+
+S = OrderState
+TERMINAL = frozenset({S.FILLED, S.CANCELED, S.REJECTED})
+IN_FLIGHT = frozenset({S.PENDING_CANCEL, S.PENDING_AMEND, S.PENDING_DECREASE})
+_CLOSE = frozenset({S.FILLED, S.CANCELED})
+_WORKING = frozenset({S.RESTING, S.PARTIALLY_FILLED})
+TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
+    S.PENDING: frozenset({S.RESTING, S.PARTIALLY_FILLED, S.TIMEOUT_UNKNOWN, S.REJECTED}) | _CLOSE,
+    S.TIMEOUT_UNKNOWN: frozenset({S.RESTING, S.PARTIALLY_FILLED, S.REJECTED}) | _CLOSE,
+    S.RESTING: frozenset({S.PARTIALLY_FILLED}) | IN_FLIGHT | _CLOSE,
+    S.PARTIALLY_FILLED: IN_FLIGHT | _CLOSE,
+    # a pending request ends in its answer, or back in a working state when it fails; a cancel may
+    # overtake an amend or a decrease still in flight.
+    S.PENDING_CANCEL: _WORKING | _CLOSE,
+    S.PENDING_AMEND: _WORKING | _CLOSE | {S.PENDING_CANCEL},
+    S.PENDING_DECREASE: _WORKING | _CLOSE | {S.PENDING_CANCEL},
+    S.FILLED: frozenset(),
+    S.CANCELED: frozenset(),
+    S.REJECTED: frozenset(),
+}
+
+
+@dataclass(slots=True)
+class Order:
+    """One of our orders. Prices 1e-4 $ YES terms, counts 1e-2 contracts, times monotonic ns."""
+
+    client_order_id: str
+    ticker: str
+    side: str                      # "bid" | "ask"
+    price: int
+    count: int                     # total size: initial, or the new total after an amend
+    order_id: str | None = None
+    state: OrderState = S.PENDING
+    remaining: int = 0
+    filled: int = 0                # sum of Fill messages seen
+    exchange_filled: int = 0       # largest fill count the exchange reported
+    fees: int = 0                  # sum of the fills' fees, 1e-4 $
+    created_ns: int = 0
+    updated_ns: int = 0
+    exchange_ts_ms: int = 0        # last_updated_ts_ms of the newest user_order applied
+    prev_state: OrderState | None = None   # restored when a cancel/amend/decrease fails
+    pending_price: int | None = None       # amend in flight: new price
+    pending_count: int | None = None       # amend: new total; decrease: new remaining
+    foreign: bool = False          # found at the exchange, not created by this manager
+    adopted: bool = False          # a foreign order we manage as our own
+    reason: str = ""               # why it was rejected or closed
+
+    @property
+    def fill_count(self) -> int:
+        return max(self.filled, self.exchange_filled)
+
+    @property
+    def is_live(self) -> bool:
+        return self.state not in TERMINAL
+
+
+class LiveOrder(NamedTuple):
+    """What the diff needs about one live order. ``order_id`` is None until the create is acked;
+    ``actionable`` is False while a request on the order (or its create) is in flight."""
+
+    order_id: str | None
+    side: str
+    price: int
+    remaining: int
+    age_ns: int
+    client_order_id: str
+    actionable: bool
+
+
+@dataclass(slots=True)
+class OrderStats:
+    illegal: int = 0               # transitions refused
+    duplicate_fills: int = 0
+    orphan_fills: int = 0          # fills for orders not known when they arrived
+    late_fills: int = 0            # fills on orders already canceled or rejected
+    overfills: int = 0             # fills past the order's size
+    stale_updates: int = 0         # user_orders older than what we have
+    unknown_acks: int = 0
+
+
+@dataclass(slots=True)
+class ReconcileReport:
+    """What :meth:`OrderManager.reconcile` found. Anything but ``clean`` should be logged critical
+    and followed by a rebuild of the quotes."""
+
+    adopted: list[Order] = field(default_factory=list)      # unknown at exchange, now managed
+    to_cancel: list[Order] = field(default_factory=list)    # unknown at exchange: cancel them
+    closed: list[Order] = field(default_factory=list)       # we had them live, exchange does not
+    corrected: list[tuple[Order, str]] = field(default_factory=list)  # price/size/state taken
+    resolved: list[Order] = field(default_factory=list)     # pending/unknown creates confirmed
+    reopened: list[Order] = field(default_factory=list)     # we had them closed, exchange has them
+    new_fills: list[Fill] = field(default_factory=list)     # fills we had missed
+    unresolved: list[Order] = field(default_factory=list)   # timeout_unknown still unknown
+
+    @property
+    def clean(self) -> bool:
+        return not (self.adopted or self.to_cancel or self.corrected or self.reopened
+                    or self.new_fills or any(not o.reason.startswith("cancel") for o in self.closed))
+
+    def __str__(self) -> str:
+        if self.clean:
+            return "orders agree with exchange"
+        parts = []
+        for name in ("adopted", "to_cancel", "closed", "corrected", "resolved", "reopened",
+                     "new_fills", "unresolved"):
+            items = getattr(self, name)
+            if items:
+                parts.append(f"{name}={len(items)}")
+        details = [f"{o.client_order_id}/{o.order_id}: {what}" for o, what in self.corrected]
+        return "orders disagree with exchange: " + ", ".join(parts) + (
+            " [" + "; ".join(details) + "]" if details else "")
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+class OrderManager:
+    """Tracks every order of this session. All methods are synchronous and never block.
+
+    ``session`` prefixes client_order_ids (default: base-36 ms timestamp plus 4 random hex digits).
+    ``unknown_order_policy``: ``"cancel"`` marks orders found at the exchange that we did not create
+    for cancellation; ``"adopt"`` manages them as our own.
+    """
+
+    def __init__(self, clock: Clock, *, session: str | None = None,
+                 unknown_order_policy: str = "cancel") -> None:
+        if unknown_order_policy not in UNKNOWN_ORDER_POLICIES:
+            raise ValueError(f"OrderManager: unknown_order_policy {unknown_order_policy!r} must be one "
+                             f"of {', '.join(UNKNOWN_ORDER_POLICIES)}")
+        if session is None:
+            session = "k" + _base36(clock.time_ns() // 1_000_000) + secrets.token_hex(2)
+        if not CLIENT_ORDER_ID_ALPHABET.match(session) or len(session) > CLIENT_ORDER_ID_MAX_LEN - 8:
+            raise ValueError(f"OrderManager: session prefix {session!r} must be 1..{CLIENT_ORDER_ID_MAX_LEN - 8}"
+                             " characters of A-Z a-z 0-9 - _")
+        self.clock = clock
+        self.session = session
+        self.unknown_order_policy = unknown_order_policy
+        self.stats = OrderStats()
+        self._counter = 0
+        self._by_coid: dict[str, Order] = {}
+        self._by_oid: dict[str, Order] = {}
+        self._live: dict[str, Order] = {}       # non-terminal orders by client_order_id
+        self._seen_trades: set[str] = set()
+        self._orphans: dict[str, list[Fill]] = {}
+
+    # ------------------------------------------------------------------ ids and creation
+    def new_client_order_id(self) -> str:
+        self._counter += 1
+        return f"{self.session}-{_base36(self._counter)}"
+
+    def create(self, ticker: str, side: str, price: int, count: int,
+               client_order_id: str | None = None) -> Order:
+        """Register a create about to be sent; returns the order in ``pending``."""
+        if side not in ("bid", "ask"):
+            raise ValueError(f"create: side {side!r} must be 'bid' or 'ask'")
+        if count <= 0:
+            raise ValueError(f"create: count {count} must be > 0 (1e-2 contracts)")
+        coid = client_order_id or self.new_client_order_id()
+        if coid in self._by_coid:
+            raise ValueError(f"create: client_order_id {coid!r} is already used in this session")
+        if not CLIENT_ORDER_ID_ALPHABET.match(coid) or len(coid) > CLIENT_ORDER_ID_MAX_LEN:
+            raise ValueError(f"create: client_order_id {coid!r} must be 1..{CLIENT_ORDER_ID_MAX_LEN}"
+                             " characters of A-Z a-z 0-9 - _")
+        now = self.clock.monotonic_ns()
+        o = Order(coid, ticker, side, price, count, remaining=count, created_ns=now, updated_ns=now)
+        self._by_coid[coid] = o
+        self._live[coid] = o
+        return o
+
+    # ------------------------------------------------------------------ transitions
+    def _move(self, o: Order, new: OrderState, cause: str) -> bool:
+        if new is o.state:
+            return True
+        if new not in TRANSITIONS[o.state]:
+            self.stats.illegal += 1
+            log.warning("order %s (%s) %s: illegal transition %s -> %s on %s; ignored",
+                        o.client_order_id, o.order_id, o.ticker, o.state.value, new.value, cause)
+            return False
+        o.state = new
+        o.updated_ns = self.clock.monotonic_ns()
+        if new in TERMINAL:
+            o.pending_price = o.pending_count = o.prev_state = None
+            self._live.pop(o.client_order_id, None)
+        return True
+
+    def _link(self, o: Order, order_id: str | None) -> None:
+        if order_id and o.order_id is None:
+            o.order_id = order_id
+            self._by_oid[order_id] = o
+            for f in self._orphans.pop(order_id, ()):
+                self._book_fill(o, f)
+
+    def _find(self, order_id: str | None, client_order_id: str | None) -> Order | None:
+        o = self._by_oid.get(order_id) if order_id else None
+        if o is None and client_order_id:
+            o = self._by_coid.get(client_order_id)
+        return o
+
+    def _apply_counts(self, o: Order, fill_e: int, remaining_e: int) -> None:
+        """Take the exchange's (fill count, remaining), less fills we saw past that report."""
+        o.exchange_filled = max(o.exchange_filled, fill_e)
+        o.remaining = max(0, remaining_e - max(0, o.fill_count - fill_e))
+
+    def _working_state(self, o: Order) -> OrderState:
+        """Where an order with the current counts belongs when nothing is in flight."""
+        if o.remaining == 0:
+            return S.FILLED if o.fill_count >= o.count else S.CANCELED
+        return S.PARTIALLY_FILLED if o.fill_count > 0 else S.RESTING
+
+    def _settle(self, o: Order, cause: str) -> None:
+        """After counts changed: close a live order with nothing left; leave in-flight states."""
+        if o.state in TERMINAL:
+            return
+        if o.remaining == 0:
+            self._move(o, self._working_state(o), cause)
+        elif o.state in (S.PENDING, S.TIMEOUT_UNKNOWN, S.RESTING):
+            self._move(o, self._working_state(o), cause)
+
+    # ------------------------------------------------------------------ creates
+    def on_ack(self, ack: OrderAck) -> Order | None:
+        """The REST answer to a create (201)."""
+        o = self._find(ack.order_id, ack.client_order_id)
+        if o is None:
+            self.stats.unknown_acks += 1
+            log.warning("ack for unknown order %s (client_order_id %s); ignored",
+                        ack.order_id, ack.client_order_id)
+            return None
+        self._link(o, ack.order_id)
+        if o.state in TERMINAL:
+            return o          # a late ack: the order closed already (fills or user_order came first)
+        self._apply_counts(o, ack.fill_count, ack.remaining_count)
+        self._settle(o, "ack")
+        return o
+
+    def on_create_rejected(self, client_order_id: str, reason: str) -> Order | None:
+        """The exchange refused the create (4xx other than a timeout)."""
+        o = self._by_coid.get(client_order_id)
+        if o is None:
+            log.warning("reject for unknown client_order_id %s: %s", client_order_id, reason)
+            return None
+        if self._move(o, S.REJECTED, f"reject: {reason}"):
+            o.reason = reason
+            o.remaining = 0
+        return o
+
+    def on_create_timeout(self, client_order_id: str) -> Order | None:
+        """The create got no answer: its outcome is unknown until looked up by client_order_id."""
+        o = self._by_coid.get(client_order_id)
+        if o is None:
+            return None
+        if o.state is S.PENDING:
+            self._move(o, S.TIMEOUT_UNKNOWN, "timeout")
+        return o
+
+    def resolve_unknown(self, client_order_id: str, found: UserOrder | None) -> Order | None:
+        """The lookup of a timed-out create: ``found`` is the exchange's order, or None when the
+        exchange has no order with this client_order_id (the create never arrived)."""
+        o = self._by_coid.get(client_order_id)
+        if o is None:
+            return None
+        if found is not None:
+            self.on_user_order(found)
+        elif o.state in (S.TIMEOUT_UNKNOWN, S.PENDING):
+            if o.fill_count > 0:
+                log.error("order %s: lookup found nothing but %d was filled; keeping it as filled",
+                          client_order_id, o.fill_count)
+                o.remaining = 0
+                self._move(o, self._working_state(o), "lookup: not found after fills")
+            elif self._move(o, S.REJECTED, "lookup: not found"):
+                o.reason = "not found at exchange after timeout"
+                o.remaining = 0
+        return o
+
+    # ------------------------------------------------------------------ cancel / amend / decrease
+    def _request(self, order_id: str, new: OrderState) -> Order | None:
+        o = self._by_oid.get(order_id)
+        if o is None:
+            log.warning("request %s for unknown order %s; ignored", new.value, order_id)
+            self.stats.illegal += 1
+            return None
+        prev = o.state
+        if not self._move(o, new, f"request {new.value}"):
+            return None
+        if prev not in IN_FLIGHT:
+            o.prev_state = prev
+        return o
+
+    def request_cancel(self, order_id: str) -> Order | None:
+        """Mark a cancel as sent. Returns None when the order is unknown or cannot be canceled."""
+        return self._request(order_id, S.PENDING_CANCEL)
+
+    def request_amend(self, order_id: str, price: int, remaining: int) -> Order | None:
+        """Mark an amend as sent: new ``price`` and ``remaining``. ``order.pending_count`` is then the
+        new total (filled + remaining), the ``count`` the V2 amend body takes."""
+        o = self._request(order_id, S.PENDING_AMEND)
+        if o is not None:
+            o.pending_price = price
+            o.pending_count = o.fill_count + remaining
+        return o
+
+    def request_decrease(self, order_id: str, reduce_to: int) -> Order | None:
+        """Mark a decrease as sent: ``reduce_to`` is the new remaining."""
+        o = self._request(order_id, S.PENDING_DECREASE)
+        if o is not None:
+            o.pending_count = reduce_to
+        return o
+
+    def _restore(self, o: Order, cause: str) -> None:
+        back = o.prev_state if o.prev_state in _WORKING else self._working_state(o)
+        o.pending_price = o.pending_count = o.prev_state = None
+        self._move(o, back, cause)
+        self._settle(o, cause)
+
+    def on_cancel_ack(self, order_id: str, reduced_by: int | None = None) -> Order | None:
+        """The cancel succeeded (also use for a 404: the order is gone)."""
+        o = self._by_oid.get(order_id)
+        if o is None:
+            self.stats.unknown_acks += 1
+            return None
+        if o.state not in TERMINAL:
+            o.remaining = 0
+            self._move(o, S.FILLED if o.fill_count >= o.count else S.CANCELED, "cancel ack")
+            o.reason = o.reason or "canceled by us"
+        return o
+
+    def on_request_failed(self, order_id: str, reason: str, *, gone: bool = False) -> Order | None:
+        """A cancel, amend or decrease failed. ``gone`` (404): the order no longer exists, so it is
+        closed; otherwise it goes back to the state it had before the request."""
+        o = self._by_oid.get(order_id)
+        if o is None:
+            return None
+        if o.state in TERMINAL:
+            return o
+        if gone:
+            o.remaining = 0
+            o.reason = f"gone: {reason}"
+            self._move(o, S.FILLED if o.fill_count >= o.count else S.CANCELED, "request failed: gone")
+        elif o.state in IN_FLIGHT:
+            log.warning("order %s %s request failed: %s", o.client_order_id, o.state.value, reason)
+            self._restore(o, f"request failed: {reason}")
+        return o
+
+    def on_amend_ack(self, ack: OrderAck) -> Order | None:
+        """The amend succeeded: the new price and size are live (the ack's counts win)."""
+        o = self._find(ack.order_id, ack.client_order_id)
+        if o is None:
+            self.stats.unknown_acks += 1
+            return None
+        if o.state is not S.PENDING_AMEND:
+            if o.state not in TERMINAL:
+                self._apply_counts(o, ack.fill_count, ack.remaining_count)
+                self._settle(o, "amend ack (no amend pending)")
+            return o
+        if o.pending_price is not None:
+            o.price = o.pending_price
+        self._apply_counts(o, ack.fill_count, ack.remaining_count)
+        o.count = o.fill_count + o.remaining
+        o.pending_price = o.pending_count = o.prev_state = None
+        self._move(o, self._working_state(o), "amend ack")
+        return o
+
+    def on_decrease_ack(self, order_id: str, remaining_count: int) -> Order | None:
+        """The decrease succeeded: ``remaining_count`` is what rests now."""
+        o = self._by_oid.get(order_id)
+        if o is None:
+            self.stats.unknown_acks += 1
+            return None
+        if o.state in TERMINAL:
+            return o
+        o.remaining = min(o.remaining, remaining_count)
+        o.count = o.fill_count + o.remaining
+        if o.remaining == 0:
+            o.reason = "decreased to zero"
+            self._move(o, S.CANCELED, "decrease ack to zero")
+        elif o.state is S.PENDING_DECREASE:
+            o.pending_count = o.prev_state = None
+            self._move(o, self._working_state(o), "decrease ack")
+        else:
+            self._settle(o, "decrease ack")
+        return o
+
+    # ------------------------------------------------------------------ exchange updates
+    def on_user_order(self, uo: UserOrder) -> Order | None:
+        """A ``user_order`` update (or an order read over REST)."""
+        o = self._find(uo.order_id, uo.client_order_id)
+        if o is None:
+            return self._foreign(uo)
+        self._link(o, uo.order_id)
+        if uo.last_updated_ts_ms and o.exchange_ts_ms and uo.last_updated_ts_ms < o.exchange_ts_ms:
+            self.stats.stale_updates += 1
+            return o
+        o.exchange_ts_ms = max(o.exchange_ts_ms, uo.last_updated_ts_ms)
+        if o.state in TERMINAL:
+            if uo.status == "resting":
+                self.stats.stale_updates += 1
+                log.info("order %s: resting update after it closed (%s); ignored",
+                         o.client_order_id, o.state.value)
+            else:
+                o.exchange_filled = max(o.exchange_filled, uo.fill_count)
+            return o
+        self._apply_counts(o, uo.fill_count, uo.remaining_count)
+        if uo.status == "executed":
+            o.remaining = 0
+            self._move(o, S.FILLED, "user_order executed")
+        elif uo.status == "canceled":
+            o.remaining = 0
+            self._move(o, S.FILLED if o.fill_count >= o.count else S.CANCELED, "user_order canceled")
+        elif uo.status == "resting":
+            if o.state not in IN_FLIGHT:
+                o.price = uo.price
+                o.count = o.fill_count + o.remaining
+            self._settle(o, "user_order resting")
+        else:
+            log.warning("order %s: user_order status %r not understood; counts taken, state kept",
+                        o.client_order_id, uo.status)
+        return o
+
+    def _foreign(self, uo: UserOrder) -> Order | None:
+        """An order at the exchange that this session did not create."""
+        if uo.status != "resting":
+            return None
+        coid = uo.client_order_id or f"foreign-{uo.order_id}"
+        if coid in self._by_coid:
+            coid = f"foreign-{uo.order_id}"
+        now = self.clock.monotonic_ns()
+        o = Order(coid, uo.ticker, uo.side, uo.price, uo.initial_count, order_id=uo.order_id,
+                  state=S.PENDING, remaining=uo.remaining_count, exchange_filled=uo.fill_count,
+                  created_ns=now, updated_ns=now, exchange_ts_ms=uo.last_updated_ts_ms,
+                  foreign=True, adopted=self.unknown_order_policy == "adopt")
+        o.count = o.fill_count + o.remaining
+        self._by_coid[coid] = o
+        self._by_oid[uo.order_id] = o
+        self._live[coid] = o
+        self._move(o, self._working_state(o), "found at exchange")
+        for f in self._orphans.pop(uo.order_id, ()):
+            self._book_fill(o, f)
+        log.warning("order %s (%s) on %s found at the exchange but not created by this session: %s",
+                    uo.order_id, uo.client_order_id, uo.ticker,
+                    "adopted" if o.adopted else "marked for cancel")
+        return o
+
+    def on_fill(self, fill: Fill) -> bool:
+        """Count a fill against its order. Returns False only for a duplicate ``trade_id``; a fill
+        for an order not known yet is kept and applied when the order shows up."""
+        if fill.trade_id in self._seen_trades:
+            self.stats.duplicate_fills += 1
+            return False
+        self._seen_trades.add(fill.trade_id)
+        o = self._find(fill.order_id, fill.client_order_id)
+        if o is None:
+            self.stats.orphan_fills += 1
+            self._orphans.setdefault(fill.order_id, []).append(fill)
+            log.warning("fill %s for unknown order %s (%s); held until the order is known",
+                        fill.trade_id, fill.order_id, fill.client_order_id)
+            return True
+        self._link(o, fill.order_id)
+        self._book_fill(o, fill)
+        return True
+
+    def _book_fill(self, o: Order, fill: Fill) -> None:
+        before = o.fill_count
+        o.filled += fill.count
+        o.fees += fill.fee
+        o.remaining = max(0, o.remaining - (o.fill_count - before))
+        if o.filled > o.count:
+            self.stats.overfills += 1
+            log.error("order %s: filled %d past its size %d", o.client_order_id, o.filled, o.count)
+        if o.state in TERMINAL:
+            if o.state is not S.FILLED:
+                self.stats.late_fills += 1
+                log.info("order %s: fill %s (%d) after it was %s; counted", o.client_order_id,
+                         fill.trade_id, fill.count, o.state.value)
+            return
+        self._settle(o, "fill")
+
+    # ------------------------------------------------------------------ reconciliation
+    def reconcile(self, exchange_open_orders: Iterable[UserOrder],
+                  exchange_fills: Iterable[Fill] = (), *, as_of_ns: int | None = None,
+                  tickers: Iterable[str] | None = None) -> ReconcileReport:
+        """Bring our view in line with a REST snapshot: the resting orders (``GET /portfolio/orders
+        ?status=resting``) and the fills since the last trade we knew.
+
+        The exchange wins every disagreement. ``as_of_ns`` (monotonic) is when the snapshot was
+        requested: creates sent after it are not expected in it. ``tickers`` limits the check to the
+        markets the snapshot covered (default: all).
+        """
+        rep = ReconcileReport()
+        scope = set(tickers) if tickers is not None else None
+        for f in exchange_fills:
+            if self.on_fill(f):
+                rep.new_fills.append(f)
+        present: set[int] = set()
+        for uo in exchange_open_orders:
+            o = self._find(uo.order_id, uo.client_order_id)
+            if o is None:
+                o = self._foreign(uo)
+                if o is not None:
+                    (rep.adopted if o.adopted else rep.to_cancel).append(o)
+                    present.add(id(o))
+                continue
+            present.add(id(o))
+            self._link(o, uo.order_id)
+            if o.foreign and not o.adopted and o.is_live and o.state is not S.PENDING_CANCEL:
+                rep.to_cancel.append(o)
+            was = o.state
+            if was in TERMINAL:
+                # the exchange has it resting: our close was wrong (e.g. a cancel that never happened)
+                o.state = S.PENDING
+                self._live[o.client_order_id] = o
+                o.reason = ""
+                o.exchange_filled = max(o.exchange_filled, uo.fill_count)
+                o.remaining = uo.remaining_count
+                o.price = uo.price
+                o.count = o.fill_count + o.remaining
+                self._move(o, self._working_state(o), "reconcile: resting at exchange")
+                rep.reopened.append(o)
+                log.critical("order %s (%s) was %s here but rests at the exchange", o.client_order_id,
+                             o.order_id, was.value)
+                continue
+            if was in (S.PENDING, S.TIMEOUT_UNKNOWN):
+                self._apply_counts(o, uo.fill_count, uo.remaining_count)
+                o.price = uo.price
+                self._settle(o, "reconcile")
+                rep.resolved.append(o)
+                continue
+            diffs = []
+            want_price = o.pending_price if o.state is S.PENDING_AMEND else o.price
+            if uo.price != o.price and uo.price != want_price:
+                diffs.append(f"price {o.price} -> {uo.price}")
+            before_remaining = o.remaining
+            self._apply_counts(o, uo.fill_count, uo.remaining_count)
+            if o.remaining != before_remaining and o.state not in IN_FLIGHT:
+                diffs.append(f"remaining {before_remaining} -> {o.remaining}")
+            if o.state not in IN_FLIGHT:
+                o.price = uo.price
+                o.count = o.fill_count + o.remaining
+            if diffs:
+                rep.corrected.append((o, ", ".join(diffs)))
+            self._settle(o, "reconcile")
+        for o in list(self._live.values()):
+            if o.state in TERMINAL or id(o) in present:
+                continue
+            if scope is not None and o.ticker not in scope:
+                continue
+            if as_of_ns is not None and o.created_ns > as_of_ns:
+                continue
+            if o.state is S.PENDING:
+                continue      # still in flight; its ack or timeout will settle it
+            if o.state is S.TIMEOUT_UNKNOWN:
+                rep.unresolved.append(o)
+                continue
+            reason = ("cancel confirmed by reconcile" if o.state is S.PENDING_CANCEL
+                      else "absent at exchange on reconcile")
+            o.remaining = 0
+            self._move(o, S.FILLED if o.fill_count >= o.count else S.CANCELED, reason)
+            o.reason = reason
+            rep.closed.append(o)
+        return rep
+
+    # ------------------------------------------------------------------ queries
+    def get(self, client_order_id: str) -> Order | None:
+        return self._by_coid.get(client_order_id)
+
+    def by_order_id(self, order_id: str) -> Order | None:
+        return self._by_oid.get(order_id)
+
+    def orders(self) -> list[Order]:
+        return list(self._by_coid.values())
+
+    def live_orders(self, ticker: str, side: str | None = None) -> list[LiveOrder]:
+        """Our orders working in ``ticker`` (and ``side``), for the diff: everything not closed and
+        not being canceled; an amend in flight shows its new price and size."""
+        now = self.clock.monotonic_ns()
+        out = []
+        for o in self._live.values():
+            if (o.ticker != ticker or o.state in TERMINAL or o.state is S.PENDING_CANCEL
+                    or (side is not None and o.side != side) or (o.foreign and not o.adopted)):
+                continue
+            price, remaining = o.price, o.remaining
+            if o.state is S.PENDING_AMEND and o.pending_price is not None and o.pending_count is not None:
+                price, remaining = o.pending_price, max(0, o.pending_count - o.fill_count)
+            elif o.state is S.PENDING_DECREASE and o.pending_count is not None:
+                remaining = min(remaining, o.pending_count)
+            out.append(LiveOrder(o.order_id, o.side, price, remaining, now - o.created_ns,
+                                 o.client_order_id, o.state in _WORKING and o.order_id is not None))
+        return out
+
+    def open_count(self, ticker: str | None = None) -> int:
+        """Orders that are, or may be, on the exchange (every non-terminal state)."""
+        if ticker is None:
+            return len(self._live)
+        return sum(1 for o in self._live.values() if o.ticker == ticker)
+
+    def open_qty(self, ticker: str, side: str) -> int:
+        """Size that could still fill on ``side`` of ``ticker`` (1e-2 contracts): the larger of the
+        current and the requested size while an amend is in flight."""
+        total = 0
+        for o in self._live.values():
+            if o.ticker == ticker and o.side == side:
+                rem = o.remaining
+                if o.state is S.PENDING_AMEND and o.pending_count is not None:
+                    rem = max(rem, o.pending_count - o.fill_count)
+                total += rem
+        return total
+
+    def counts(self) -> dict[str, int]:
+        """Number of orders per state."""
+        out = {s.value: 0 for s in OrderState}
+        for o in self._by_coid.values():
+            out[o.state.value] += 1
+        return out
+
+    def unknown(self) -> list[Order]:
+        """Creates whose outcome is unknown: look each up by client_order_id and call
+        :meth:`resolve_unknown`."""
+        return [o for o in self._live.values() if o.state is S.TIMEOUT_UNKNOWN]
+
+    def in_flight_older_than(self, age_ns: int) -> list[Order]:
+        """Orders waiting on an answer (create or request) for longer than ``age_ns``."""
+        now = self.clock.monotonic_ns()
+        return [o for o in self._live.values()
+                if (o.state is S.PENDING or o.state in IN_FLIGHT) and now - o.updated_ns > age_ns]
+
+    def foreign_to_cancel(self) -> list[Order]:
+        """Orders found at the exchange, not ours, still live, under the ``cancel`` policy."""
+        return [o for o in self._live.values() if o.foreign and not o.adopted
+                and o.state is not S.PENDING_CANCEL]
+
+    def orphan_fill_count(self) -> int:
+        return sum(len(v) for v in self._orphans.values())
+
+    def prune(self, older_than_ns: int) -> int:
+        """Forget closed orders last updated more than ``older_than_ns`` ago; returns how many.
+        trade_ids are kept, so a replayed fill is still recognised as a duplicate."""
+        now = self.clock.monotonic_ns()
+        gone = [o for o in self._by_coid.values()
+                if o.state in TERMINAL and now - o.updated_ns > older_than_ns]
+        for o in gone:
+            del self._by_coid[o.client_order_id]
+            if o.order_id is not None:
+                self._by_oid.pop(o.order_id, None)
+        return len(gone)

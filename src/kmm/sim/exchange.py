@@ -1,0 +1,224 @@
+"""``SimExchange``: the embedded Kalshi exchange, started and stopped as an async context manager."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from kmm import protocol
+from kmm.sim.auth import Verifier, new_key_id, new_key_pair
+from kmm.sim.config import SimConfig, parse_dollars
+from kmm.sim.engine import ASK, BID, SIDE_NAMES, Engine
+from kmm.sim.faults import Faults
+from kmm.sim.flow import PROFILES, MarketFlow
+from kmm.sim.hub import Hub
+from kmm.sim.ratelimit import RateLimiter
+from kmm.sim.server import Api
+
+log = logging.getLogger(__name__)
+
+
+class SimExchange:
+    """REST + WebSocket on one port, a matching engine, accounts, synthetic flow and fault injection."""
+
+    def __init__(self, cfg: SimConfig | None = None) -> None:
+        self.cfg = cfg or SimConfig()
+        self.engine = Engine(self.cfg.market_specs())
+        self.verifier = Verifier(self.cfg.auth_window_s)
+        self.limiter = RateLimiter(self.cfg.rate_tier)
+        self.hub = Hub(self.engine)
+        self.faults = Faults(self)
+        self.stats_rest: Counter[str] = Counter()
+        self.stats_ws: Counter[str] = Counter()
+        self.ws_tasks: set[asyncio.Task[Any]] = set()
+        self._default_balance = parse_dollars(self.cfg.balance)
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._flows: list[MarketFlow] = []
+        self.flow_running = True  # tests may freeze the synthetic flow to compare books at rest
+        self.host = self.cfg.host
+        self.port = 0
+        for key_id, pem in self.cfg.extra_keys:
+            self.add_key(key_id, pem)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        app = Api(self).app()
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.cfg.host, self.cfg.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.port = sock.getsockname()[1]
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+        self._tasks.append(asyncio.create_task(self._expiry_loop()))
+        if self.cfg.flow != "off":
+            self._start_flow()
+        log.info("kmm sim listening on %s", self.rest_url)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        for conn in list(self.hub.conns):
+            self.hub.drop_conn(conn)
+            try:
+                await conn.ws.close()
+            except Exception:
+                pass
+        for t in list(self.ws_tasks):
+            t.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> SimExchange:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.port}{protocol.API_PREFIX}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}{protocol.WS_PATH}"
+
+    @property
+    def tickers(self) -> list[str]:
+        return list(self.engine.markets)
+
+    # -- accounts --------------------------------------------------------------------------------
+    def create_key(self, balance: str | int | None = None) -> tuple[str, bytes]:
+        """A new RSA-2048 key pair and its account; returns (key_id, private key PEM)."""
+        priv, pub = new_key_pair()
+        key_id = new_key_id()
+        self.add_key(key_id, pub, balance)
+        return key_id, priv
+
+    def add_key(self, key_id: str, public_pem: bytes, balance: str | int | None = None) -> None:
+        """Register a caller's public key with a fresh account holding ``balance`` dollars."""
+        self.verifier.add(key_id, public_pem)
+        cash = self._default_balance if balance is None else parse_dollars(balance)
+        if key_id not in self.engine.accounts:
+            self.engine.add_account(key_id, cash)
+
+    # -- control ---------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Fan out the engine's pending events to WebSocket subscribers."""
+        out = self.engine.out
+        if out:
+            self.engine.out = []
+            self.hub.dispatch(out)
+
+    async def settle(self, ticker: str, result: str) -> None:
+        self.engine.settle(ticker, result)
+        self.flush()
+
+    def pause_exchange(self) -> None:
+        self.engine.pause()
+        self.flush()
+
+    def resume_exchange(self) -> None:
+        self.engine.resume()
+        self.flush()
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.expiry_check_s)
+            if self.engine.expire(int(time.time())):
+                self.flush()
+
+    def _start_flow(self) -> None:
+        prof = PROFILES[self.cfg.flow]
+        big = 10**15
+        lp = self.engine.add_account("flow-liquidity", big, unlimited=True)
+        noise = self.engine.add_account("flow-noise", big, unlimited=True)
+        informed = self.engine.add_account("flow-informed", big, unlimited=True)
+        self._flows = [MarketFlow(self.engine, m, self.cfg.seed, prof, lp, noise, informed)
+                       for m in self.engine.markets.values()]
+        for f in self._flows:  # a book to trade against from the first moment
+            f._refill()  # noqa: SLF001
+        self.flush()
+        self._tasks.append(asyncio.create_task(self._flow_loop(prof.tick_s / self.cfg.speed)))
+
+    async def _flow_loop(self, dt: float) -> None:
+        sim_dt = dt * self.cfg.speed
+        while True:
+            await asyncio.sleep(dt)
+            if not self.flow_running:
+                continue
+            for f in self._flows:
+                f.step(sim_dt)
+            self.flush()
+
+    # -- ground truth, in kmm integer units ------------------------------------------------------
+    def book(self, ticker: str) -> dict[str, list[tuple[int, int]]]:
+        """{"yes": YES bids ascending, "no": NO bids ascending (NO prices)}, as (price 1e-4 $, size 1e-2)."""
+        yes, no = self.engine.market(ticker).book_levels()
+        return {"yes": yes, "no": no}
+
+    def orders(self, key_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        accts = [self.engine.accounts[key_id]] if key_id else list(self.engine.accounts.values())
+        out = []
+        for a in accts:
+            for o in a.orders.values():
+                if status is None or o.status == status:
+                    out.append({"order_id": o.id, "client_order_id": o.coid, "key_id": a.key_id,
+                                "ticker": o.market.ticker, "side": SIDE_NAMES[o.side], "price": o.price,
+                                "initial": o.initial, "remaining": o.remaining, "filled": o.filled,
+                                "status": o.status, "time_in_force": o.tif, "post_only": o.post_only,
+                                "order_group_id": o.group.id if o.group else None,
+                                "created_ms": o.created_ms, "updated_ms": o.updated_ms})
+        return out
+
+    def fills(self, key_id: str | None = None) -> list[dict[str, Any]]:
+        accts = [self.engine.accounts[key_id]] if key_id else list(self.engine.accounts.values())
+        return [{k: v for k, v in f.items() if k != "wire"} for a in accts for f in a.fills]
+
+    def position(self, key_id: str, ticker: str) -> dict[str, int]:
+        p = self.engine.accounts[key_id].position(ticker)
+        return {"position": p.qty, "cost": p.cost, "realized_pnl": p.realized, "fees_paid": p.fees_paid}
+
+    def balance(self, key_id: str) -> int:
+        """Available balance (cash minus what resting orders hold), 1e-4 $, as GET /portfolio/balance."""
+        return self.engine.accounts[key_id].available
+
+    def cash(self, key_id: str) -> int:
+        return self.engine.accounts[key_id].cash
+
+    @property
+    def stats(self) -> dict[str, int]:
+        s: dict[str, int] = dict(self.engine.stats)
+        s.update(self.hub.stats)
+        s.update({f"rest_{k}": v for k, v in self.stats_rest.items()})
+        s.update({f"ws_{k}": v for k, v in self.stats_ws.items()})
+        s["rest_429"] = self.stats_rest.get("429", 0) + self.stats_rest.get("fault_429", 0)
+        s["ws_connections"] = len(self.hub.conns)
+        return s
+
+    # convenience for tests and tools that act inside the engine (no wire), e.g. as a counterparty
+    def place_direct(self, key_id: str, ticker: str, side: str, price: int, count: int, *,
+                     tif: str = protocol.TIF_GTC, coid: str | None = None) -> str:
+        a = self.engine.accounts[key_id]
+        o = self.engine.place(a, ticker, BID if side == "bid" else ASK, price, count,
+                              coid=coid or f"direct-{self.engine.stats['orders_placed'] + 1}-{time.time_ns()}",
+                              tif=tif)
+        self.flush()
+        return o.id

@@ -1,0 +1,859 @@
+"""REST (/trade-api/v2) and WebSocket (/trade-api/ws/v2) on one aiohttp server.
+
+Request path: fault injection (error bursts, delays) -> signature check -> token bucket -> handler.
+Handlers parse the wire themselves (kmm.sim.wire), call the engine, then flush the engine's events to the
+WebSocket hub before answering, so a client that sees the REST answer can rely on the frames being queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from kmm import protocol
+from kmm.sim.engine import ASK, BID, RESTING, Account, Order, order_wire
+from kmm.sim.hub import CHANNELS, PRIVATE_CHANNELS, Conn, Sub
+from kmm.sim.rejects import Reject
+from kmm.sim.wire import WireError, fmt_count, fmt_money, fmt_price, parse_count, parse_price
+
+if TYPE_CHECKING:
+    from kmm.sim.exchange import SimExchange
+
+log = logging.getLogger(__name__)
+
+P = protocol.API_PREFIX
+MAX_BATCH = 20  # [U] V2 batch size limit (V1 documented 20)
+MAX_LIMIT = 1000
+
+ACCOUNT_KEY = web.RequestKey("account", object)
+BODY_KEY = web.RequestKey("body", dict)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
+
+
+def _reject(r: Reject) -> web.Response:
+    return _json(r.body(), status=r.status)
+
+
+def _bad(field: str, reason: str, code: str = "invalid_parameters") -> Reject:
+    return Reject(code, f"{field}: {reason}")
+
+
+# -- request field helpers -----------------------------------------------------------------------
+def _req(body: dict[str, Any], field: str) -> Any:
+    v = body.get(field)
+    if v is None:
+        raise Reject("missing_parameters", f"{field} is required")
+    return v
+
+
+def _str(body: dict[str, Any], field: str, required: bool = True) -> str | None:
+    v = _req(body, field) if required else body.get(field)
+    if v is None:
+        return None
+    if not isinstance(v, str) or not v:
+        raise _bad(field, "expected a non-empty string")
+    return v
+
+
+def _bool(body: dict[str, Any], field: str) -> bool:
+    v = body.get(field, False)
+    if v is None:
+        return False
+    if not isinstance(v, bool):
+        raise _bad(field, f"expected true or false, got {v!r}")
+    return v
+
+
+def _enum(body: dict[str, Any], field: str, allowed: tuple[str, ...]) -> str:
+    v = _req(body, field)
+    if v not in allowed:
+        raise _bad(field, f"{v!r} is not one of {', '.join(allowed)}")
+    return str(v)
+
+
+def _price(body: dict[str, Any], field: str = "price") -> int:
+    try:
+        return parse_price(_req(body, field), field)
+    except WireError as e:
+        raise Reject("invalid_price", str(e)) from None
+
+
+def _count(body: dict[str, Any], field: str = "count", fp_field: str | None = "count_fp",
+           required: bool = True) -> int | None:
+    raw = body.get(field)
+    raw_fp = body.get(fp_field) if fp_field else None
+    if raw is None and raw_fp is None:
+        if required:
+            raise Reject("missing_parameters", f"{field} is required")
+        return None
+    try:
+        a = parse_count(raw, field) if raw is not None else None
+        b = parse_count(raw_fp, fp_field or field) if raw_fp is not None else None
+    except WireError as e:
+        raise Reject("invalid_count", str(e)) from None
+    if a is not None and b is not None and a != b:
+        raise Reject("invalid_count", f"{field} and {fp_field} disagree")
+    return a if a is not None else b
+
+
+def _side(body: dict[str, Any]) -> int:
+    return BID if _enum(body, "side", (protocol.SIDE_BID, protocol.SIDE_ASK)) == protocol.SIDE_BID else ASK
+
+
+def _int_q(req: web.Request, name: str) -> int | None:
+    v = req.query.get(name)
+    if v is None or v == "":
+        return None
+    if not v.lstrip("-").isdigit():
+        raise _bad(name, f"{v!r} is not an integer")
+    return int(v)
+
+
+def _page(req: web.Request, items: list[Any], default: int = 100) -> tuple[list[Any], str]:
+    limit = _int_q(req, "limit") or default
+    if limit < 1 or limit > MAX_LIMIT:
+        raise _bad("limit", f"must be within 1..{MAX_LIMIT}")
+    cur = req.query.get("cursor") or "0"
+    if not cur.isdigit():
+        raise _bad("cursor", f"{cur!r} is not a cursor this server issued")
+    start = int(cur)
+    page = items[start:start + limit]
+    nxt = str(start + limit) if start + limit < len(items) else ""
+    return page, nxt
+
+
+def _fill_summary(o: Order) -> dict[str, Any]:
+    d: dict[str, Any] = {"fill_count": fmt_count(o.filled), "remaining_count": fmt_count(o.remaining)}
+    if o.filled:
+        # taker_cost is in the bought side's terms; report the YES price, rounded to $0.0001
+        avg_paid = (o.taker_cost + o.maker_cost) * 100 // o.filled
+        d["average_fill_price"] = fmt_price(avg_paid if o.side == BID else 10000 - avg_paid)
+        d["average_fee_paid"] = fmt_money((o.taker_fees + o.maker_fees) * 100 // o.filled)
+    return d
+
+
+class Api:
+    """The route handlers; one instance per exchange."""
+
+    def __init__(self, sim: SimExchange) -> None:
+        self.sim = sim
+        self.engine = sim.engine
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def flush(self) -> None:
+        self.sim.flush()
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self.middleware],  # type: ignore[list-item]
+                              client_max_size=4 * 1024 * 1024)
+        r = app.router
+        g, po, de, pu = r.add_get, r.add_post, r.add_delete, r.add_put
+        g(P + "/exchange/status", self.exchange_status)
+        g(P + "/markets", self.markets)
+        g(P + "/markets/trades", self.trades)
+        g(P + "/markets/{ticker}", self.market)
+        g(P + "/markets/{ticker}/orderbook", self.orderbook)
+        g(P + "/series/{ticker}", self.series)
+        po(P + "/portfolio/events/orders/batched", self.batch_create)
+        de(P + "/portfolio/events/orders/batched", self.batch_cancel)
+        po(P + "/portfolio/events/orders", self.create_order)
+        de(P + "/portfolio/events/orders", self.cancel_all)
+        de(P + "/portfolio/events/orders/{id}", self.cancel_order)
+        po(P + "/portfolio/events/orders/{id}/amend", self.amend_order)
+        po(P + "/portfolio/events/orders/{id}/decrease", self.decrease_order)
+        g(P + "/portfolio/orders/queue_positions", self.queue_positions)
+        g(P + "/portfolio/orders", self.list_orders)
+        g(P + "/portfolio/orders/{id}", self.get_order)
+        g(P + "/portfolio/orders/{id}/queue_position", self.queue_position)
+        # V1 order entry: retired (kalshi-api.md 0, 4.2)
+        po(P + "/portfolio/orders", self.v1_gone)
+        po(P + "/portfolio/orders/batched", self.v1_gone)
+        de(P + "/portfolio/orders/batched", self.v1_gone)
+        de(P + "/portfolio/orders/{id}", self.v1_gone)
+        po(P + "/portfolio/orders/{id}/amend", self.v1_gone)
+        po(P + "/portfolio/orders/{id}/decrease", self.v1_gone)
+        g(P + "/portfolio/balance", self.balance)
+        g(P + "/portfolio/positions", self.positions)
+        g(P + "/portfolio/fills", self.fills)
+        po(P + "/portfolio/order_groups/create", self.group_create)
+        g(P + "/portfolio/order_groups", self.group_list)
+        g(P + "/portfolio/order_groups/{id}", self.group_get)
+        de(P + "/portfolio/order_groups/{id}", self.group_delete)
+        pu(P + "/portfolio/order_groups/{id}/reset", self.group_reset)
+        pu(P + "/portfolio/order_groups/{id}/trigger", self.group_trigger)
+        pu(P + "/portfolio/order_groups/{id}/limit", self.group_limit)
+        g(P + "/account/limits", self.account_limits)
+        g(protocol.WS_PATH, self.websocket)
+        return app
+
+    PUBLIC_PREFIXES = (P + "/markets", P + "/series", P + "/exchange")
+
+    @web.middleware
+    async def middleware(self, req: web.Request, handler: Handler) -> web.StreamResponse:
+        sim = self.sim
+        faults = sim.faults
+        sim.stats_rest["requests"] += 1
+        if req.path == protocol.WS_PATH:
+            return await handler(req)
+        if faults.error_burst_left > 0:
+            faults.error_burst_left -= 1
+            status = faults.error_burst_status
+            sim.stats_rest[f"fault_{status}"] += 1
+            if status == 429:
+                return _json({"error": "too many requests"}, status=429)
+            return _json(Reject("internal_error", "injected fault").body(), status=status)
+        if faults.delay_left > 0:
+            faults.delay_left -= 1
+            await asyncio.sleep(faults.delay_s)
+        try:
+            key_id = sim.verifier.verify(req.headers, req.method, req.path)
+            if key_id is None and not req.path.startswith(self.PUBLIC_PREFIXES):
+                raise Reject("missing_auth", "this endpoint needs a signed request")
+            req[ACCOUNT_KEY] = sim.engine.accounts.get(key_id) if key_id else None
+            kind, cost = await self._cost(req)
+            if not sim.limiter.take(key_id or "anonymous:" + (req.remote or ""), kind, cost):
+                sim.stats_rest["429"] += 1
+                return _json({"error": "too many requests"}, status=429)
+            return await handler(req)
+        except Reject as r:
+            if r.status >= 400:
+                sim.stats_rest[str(r.status)] += 1
+            return _reject(r)
+        except web.HTTPException:
+            raise
+        except Exception:  # a bug here must not kill the server; say so loudly
+            log.exception("sim: handler failed for %s %s", req.method, req.path)
+            return _reject(Reject("internal_error", "the simulator failed on this request; see its log"))
+
+    async def _cost(self, req: web.Request) -> tuple[str, int]:
+        path, method = req.path, req.method
+        if method == "GET" or not path.startswith((P + "/portfolio/events/orders", P + "/portfolio/order_groups")):
+            return "read", protocol.COST_DEFAULT
+        if path.endswith("/batched"):
+            body = await self._body(req)
+            raw = body.get("orders") if isinstance(body.get("orders"), list) else body.get("ids")
+            items = raw if isinstance(raw, list) else []
+            per = protocol.COST_CANCEL if method == "DELETE" else protocol.COST_DEFAULT
+            return "write", per * max(1, len(items))
+        if method == "DELETE" and path.startswith(P + "/portfolio/events/orders/"):
+            return "write", protocol.COST_CANCEL
+        return "write", protocol.COST_DEFAULT
+
+    async def _body(self, req: web.Request) -> dict[str, Any]:
+        if BODY_KEY in req:
+            return req[BODY_KEY]  # type: ignore[no-any-return]
+        raw = await req.read()
+        if not raw:
+            body: Any = {}
+        else:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as e:
+                raise Reject("invalid_json", str(e)) from None
+        if not isinstance(body, dict):
+            raise Reject("invalid_json", "the body must be a JSON object")
+        req[BODY_KEY] = body
+        return body
+
+    def _account(self, req: web.Request) -> Account:
+        a = req.get(ACCOUNT_KEY)
+        if a is None:
+            raise Reject("missing_auth", "this endpoint needs a signed request")
+        return a  # type: ignore[no-any-return]
+
+    # -- market data -----------------------------------------------------------------------------
+    async def exchange_status(self, req: web.Request) -> web.Response:
+        return _json({"exchange_active": True, "trading_active": self.engine.trading_active,
+                      "exchange_estimated_resume_time": None})
+
+    _STATUS_FILTER = {"unopened": ("initialized",), "open": ("active",), "closed": ("closed", "inactive"),
+                      "settled": ("determined", "finalized")}
+
+    async def markets(self, req: web.Request) -> web.Response:
+        q = req.query
+        ms = list(self.engine.markets.values())
+        if "status" in q:
+            want: tuple[str, ...] = ()
+            for s in q["status"].split(","):
+                if s not in self._STATUS_FILTER:
+                    raise _bad("status", f"{s!r} is not one of unopened, open, closed, settled")
+                want += self._STATUS_FILTER[s]
+            ms = [m for m in ms if m.status in want]
+        if q.get("event_ticker"):
+            ev = set(q["event_ticker"].split(","))
+            ms = [m for m in ms if m.spec.event_ticker in ev]
+        if q.get("series_ticker"):
+            ms = [m for m in ms if m.spec.series_ticker == q["series_ticker"]]
+        if q.get("tickers"):
+            ts = set(q["tickers"].split(","))
+            ms = [m for m in ms if m.ticker in ts]
+        page, cursor = _page(req, ms)
+        return _json({"markets": [m.to_wire() for m in page], "cursor": cursor})
+
+    async def market(self, req: web.Request) -> web.Response:
+        return _json({"market": self.engine.market(req.match_info["ticker"]).to_wire()})
+
+    async def orderbook(self, req: web.Request) -> web.Response:
+        m = self.engine.market(req.match_info["ticker"])
+        depth = _int_q(req, "depth")
+        if depth is not None and not 0 <= depth <= 100:
+            raise _bad("depth", "must be within 0..100")
+        yes, no = m.book_levels()
+        if depth:
+            yes, no = yes[-depth:], no[-depth:]
+        return _json({"orderbook_fp": {"yes_dollars": [[fmt_price(p), fmt_count(s)] for p, s in yes],
+                                       "no_dollars": [[fmt_price(p), fmt_count(s)] for p, s in no]}})
+
+    async def trades(self, req: web.Request) -> web.Response:
+        ticker = req.query.get("ticker")
+        lo, hi = _int_q(req, "min_ts"), _int_q(req, "max_ts")
+        ms = [self.engine.market(ticker)] if ticker else list(self.engine.markets.values())
+        out = [t for m in ms for t in m.trades
+               if (lo is None or t["ts"] >= lo) and (hi is None or t["ts"] <= hi)]
+        out.sort(key=lambda t: t["ts_ms"])  # stable: same-ms trades keep their order
+        out.reverse()
+        page, cursor = _page(req, out)
+        return _json({"trades": page, "cursor": cursor})
+
+    async def series(self, req: web.Request) -> web.Response:
+        t = req.match_info["ticker"]
+        for m in self.engine.markets.values():
+            if m.spec.series_ticker == t:
+                return _json({"series": {"ticker": t, "title": f"Simulated series {t}", "category": "Simulated",
+                                         "frequency": "custom", "fee_type": m.spec.fee_type,
+                                         "fee_multiplier": float(m.spec.fee_multiplier),
+                                         "settlement_sources": [], "tags": []}})
+        raise Reject("not_found", f"no series {t!r}")
+
+    # -- orders ----------------------------------------------------------------------------------
+    def _place(self, a: Account, body: dict[str, Any]) -> Order:
+        if not isinstance(body, dict):
+            raise Reject("invalid_order", "each order must be a JSON object")
+        ticker = _str(body, "ticker")
+        coid = _str(body, "client_order_id")
+        side = _side(body)
+        count = _count(body)
+        price = _price(body)
+        tif = _enum(body, "time_in_force", protocol.TIME_IN_FORCE)
+        stp = _enum(body, "self_trade_prevention_type", protocol.SELF_TRADE_PREVENTION)
+        exp = body.get("expiration_time")
+        if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int)):
+            raise _bad("expiration_time", "expected Unix seconds as an integer")
+        sub = body.get("subaccount", 0) or 0
+        if not isinstance(sub, int):
+            raise _bad("subaccount", "expected an integer")
+        assert ticker is not None and coid is not None and count is not None
+        return self.engine.place(a, ticker, side, price, count, coid=coid, tif=tif, stp=stp,
+                                 post_only=_bool(body, "post_only"), reduce_only=_bool(body, "reduce_only"),
+                                 cancel_on_pause=_bool(body, "cancel_order_on_pause"), expiration_s=exp,
+                                 group_id=_str(body, "order_group_id", required=False), subaccount=sub)
+
+    def _placed(self, o: Order) -> dict[str, Any]:
+        d = {"order_id": o.id, "client_order_id": o.coid, **_fill_summary(o), "ts_ms": o.updated_ms}
+        return d
+
+    async def create_order(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        body = await self._body(req)
+        try:
+            o = self._place(a, body)
+        finally:
+            self.flush()
+        return _json(self._placed(o), status=201)
+
+    async def batch_create(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        items = (await self._body(req)).get("orders")
+        if not isinstance(items, list) or not items:
+            raise Reject("missing_parameters", "orders must be a non-empty list")
+        if len(items) > MAX_BATCH:
+            raise _bad("orders", f"at most {MAX_BATCH} orders per batch")
+        out = []
+        for item in items:
+            try:
+                out.append(self._placed(self._place(a, item)))
+            except Reject as r:
+                out.append({"order_id": None,
+                            "client_order_id": item.get("client_order_id") if isinstance(item, dict) else None,
+                            "error": r.body()["error"]})
+        self.flush()
+        return _json({"orders": out}, status=201)
+
+    def _cancelled(self, o: Order, reduced: int) -> dict[str, Any]:
+        return {"order_id": o.id, "client_order_id": o.coid, "reduced_by": fmt_count(reduced),
+                "ts_ms": o.updated_ms}
+
+    async def cancel_order(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        try:
+            o, reduced = self.engine.cancel(a, req.match_info["id"])
+        finally:
+            self.flush()
+        return _json(self._cancelled(o, reduced))
+
+    async def batch_cancel(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        body = await self._body(req)
+        items = body.get("orders")
+        if items is None and isinstance(body.get("ids"), list):
+            items = [{"order_id": i} for i in body["ids"]]
+        if not isinstance(items, list) or not items:
+            raise Reject("missing_parameters", "orders must be a non-empty list of {order_id}")
+        if len(items) > MAX_BATCH:
+            raise _bad("orders", f"at most {MAX_BATCH} orders per batch")
+        out = []
+        for item in items:
+            oid = item.get("order_id") if isinstance(item, dict) else None
+            try:
+                if not isinstance(oid, str):
+                    raise Reject("missing_parameters", "order_id is required")
+                o, reduced = self.engine.cancel(a, oid)
+                out.append(self._cancelled(o, reduced))
+            except Reject as r:
+                out.append({"order_id": oid, "error": r.body()["error"]})
+        self.flush()
+        return _json({"orders": out})
+
+    async def cancel_all(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        done = self.engine.cancel_all(a, req.query.get("ticker") or None)
+        self.flush()
+        return _json({"orders": [self._cancelled(o, r) for o, r in done]})
+
+    async def amend_order(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        body = await self._body(req)
+        ticker = _str(body, "ticker")
+        side = _side(body)
+        price = _price(body)
+        count = _count(body)
+        assert ticker is not None and count is not None
+        oid = req.match_info["id"]
+        old = self.engine.order_of(a, oid)
+        coid = _str(body, "client_order_id", required=False)
+        if coid is not None and coid != old.coid:
+            raise _bad("client_order_id", f"{coid!r} is not this order's client_order_id")
+        try:
+            o = self.engine.amend(a, oid, ticker, side, price, count,
+                                  _str(body, "updated_client_order_id", required=False))
+        finally:
+            self.flush()
+        return _json({"order_id": o.id, "client_order_id": o.coid, "ts_ms": o.updated_ms, **_fill_summary(o)})
+
+    async def decrease_order(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        body = await self._body(req)
+        to = _count(body, "reduce_to", "reduce_to_fp", required=False)
+        by = _count(body, "reduce_by", "reduce_by_fp", required=False)
+        try:
+            o = self.engine.decrease(a, req.match_info["id"], to, by)
+        finally:
+            self.flush()
+        return _json({"order_id": o.id, "client_order_id": o.coid, "remaining_count": fmt_count(o.remaining),
+                      "ts_ms": o.updated_ms})
+
+    async def v1_gone(self, req: web.Request) -> web.Response:
+        if self.sim.cfg.v1_gone:
+            raise Reject("deprecated_v1_order_endpoint", f"{req.method} {req.path}: use {P}/portfolio/events/orders")
+        raise Reject("not_found", "V1 compatibility is not implemented")
+
+    async def list_orders(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        q = req.query
+        os_ = list(a.orders.values())
+        if q.get("ticker"):
+            os_ = [o for o in os_ if o.market.ticker == q["ticker"]]
+        if q.get("event_ticker"):
+            ev = set(q["event_ticker"].split(","))
+            os_ = [o for o in os_ if o.market.spec.event_ticker in ev]
+        if q.get("status"):
+            if q["status"] not in protocol.ORDER_STATUS:
+                raise _bad("status", f"{q['status']!r} is not one of {', '.join(protocol.ORDER_STATUS)}")
+            os_ = [o for o in os_ if o.status == q["status"]]
+        lo, hi = _int_q(req, "min_ts"), _int_q(req, "max_ts")
+        if lo is not None:
+            os_ = [o for o in os_ if o.created_ms // 1000 >= lo]
+        if hi is not None:
+            os_ = [o for o in os_ if o.created_ms // 1000 <= hi]
+        os_.sort(key=lambda o: o.prio, reverse=True)
+        page, cursor = _page(req, os_)
+        return _json({"orders": [order_wire(o) for o in page], "cursor": cursor})
+
+    async def get_order(self, req: web.Request) -> web.Response:
+        return _json({"order": order_wire(self.engine.order_of(self._account(req), req.match_info["id"]))})
+
+    async def queue_position(self, req: web.Request) -> web.Response:
+        o = self.engine.order_of(self._account(req), req.match_info["id"])
+        return _json({"queue_position_fp": fmt_count(self.engine.queue_position(o))})
+
+    async def queue_positions(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        tick = set(filter(None, req.query.get("market_tickers", "").split(",")))
+        ev = req.query.get("event_ticker")
+        out = [{"order_id": o.id, "market_ticker": o.market.ticker,
+                "queue_position_fp": fmt_count(self.engine.queue_position(o))}
+               for o in a.orders.values() if o.status == RESTING
+               and (not tick or o.market.ticker in tick) and (not ev or o.market.spec.event_ticker == ev)]
+        return _json({"queue_positions": out})
+
+    # -- portfolio -------------------------------------------------------------------------------
+    async def balance(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        value = sum(p.cost for p in a.positions.values())
+        bal = a.available
+        return _json({"balance": bal // 100, "balance_dollars": fmt_money(bal), "portfolio_value": value // 100,
+                      "portfolio_value_dollars": fmt_money(value), "updated_ts": int(time.time())})
+
+    async def positions(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        q = req.query
+        rows = []
+        events: dict[str, dict[str, int]] = {}
+        for t, p in sorted(a.positions.items()):
+            m = self.engine.markets[t]
+            if q.get("ticker") and t != q["ticker"]:
+                continue
+            if q.get("event_ticker") and m.spec.event_ticker != q["event_ticker"]:
+                continue
+            if q.get("count_filter") and p.qty == 0:
+                continue
+            if q.get("settlement_status") == "unsettled" and m.status in ("determined", "finalized"):
+                continue
+            if q.get("settlement_status") == "settled" and m.status not in ("determined", "finalized"):
+                continue
+            resting = sum(1 for o in a.orders.values() if o.status == RESTING and o.market is m)
+            rows.append({"ticker": t, "position_fp": fmt_count(p.qty),
+                         "market_exposure_dollars": fmt_money(p.cost), "position_cost_dollars": fmt_money(p.cost),
+                         "realized_pnl_dollars": fmt_money(p.realized), "fees_paid_dollars": fmt_money(p.fees_paid),
+                         "total_traded_dollars": fmt_money(p.traded), "volume_fp": fmt_count(p.volume),
+                         "resting_orders_count": resting, "last_updated_ts": p.updated_ms // 1000})
+            e = events.setdefault(m.spec.event_ticker, {"cost": 0, "pnl": 0, "fees": 0, "traded": 0})
+            e["cost"] += p.cost
+            e["pnl"] += p.realized
+            e["fees"] += p.fees_paid
+            e["traded"] += p.traded
+        page, cursor = _page(req, rows)
+        ev_rows = [{"event_ticker": k, "event_exposure_dollars": fmt_money(v["cost"]),
+                    "realized_pnl_dollars": fmt_money(v["pnl"]), "fees_paid_dollars": fmt_money(v["fees"]),
+                    "total_cost_dollars": fmt_money(v["traded"])} for k, v in events.items()]
+        return _json({"market_positions": page, "event_positions": ev_rows, "cursor": cursor})
+
+    async def fills(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        q = req.query
+        lo, hi = _int_q(req, "min_ts"), _int_q(req, "max_ts")
+        rows = [f["wire"] for f in reversed(a.fills)
+                if (not q.get("ticker") or f["ticker"] == q["ticker"])
+                and (not q.get("order_id") or f["order_id"] == q["order_id"])
+                and (lo is None or f["ts_ms"] // 1000 >= lo) and (hi is None or f["ts_ms"] // 1000 <= hi)]
+        limit = _int_q(req, "limit")
+        if limit is not None and limit > 200:
+            raise _bad("limit", "must be within 1..200")
+        page, cursor = _page(req, rows)
+        return _json({"fills": page, "cursor": cursor})
+
+    # -- order groups ----------------------------------------------------------------------------
+    def _group_limit(self, body: dict[str, Any]) -> int:
+        lim = _count(body, "contracts_limit", "contracts_limit_fp")
+        assert lim is not None
+        return lim
+
+    def _group_wire(self, g: Any) -> dict[str, Any]:
+        return {"order_group_id": g.id, "id": g.id, "contracts_limit": g.limit // 100,
+                "contracts_limit_fp": fmt_count(g.limit), "is_auto_cancel_enabled": g.triggered}
+
+    async def group_create(self, req: web.Request) -> web.Response:
+        g = self.engine.create_group(self._account(req), self._group_limit(await self._body(req)))
+        return _json({"order_group_id": g.id}, status=201)
+
+    async def group_list(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        return _json({"order_groups": [self._group_wire(g) for g in a.groups.values()]})
+
+    async def group_get(self, req: web.Request) -> web.Response:
+        g = self.engine.group_of(self._account(req), req.match_info["id"])
+        self.engine._roll_group(g)
+        return _json({**self._group_wire(g), "orders": sorted(o.id for o in g.orders),
+                      "matched_in_window_fp": fmt_count(g.window_sum)})
+
+    async def group_delete(self, req: web.Request) -> web.Response:
+        g = self.engine.group_of(self._account(req), req.match_info["id"])
+        self.engine.delete_group(g)
+        self.flush()
+        return _json({})
+
+    async def group_reset(self, req: web.Request) -> web.Response:
+        self.engine.reset_group(self.engine.group_of(self._account(req), req.match_info["id"]))
+        return _json({})
+
+    async def group_trigger(self, req: web.Request) -> web.Response:
+        self.engine.trigger_group(self.engine.group_of(self._account(req), req.match_info["id"]))
+        self.flush()
+        return _json({})
+
+    async def group_limit(self, req: web.Request) -> web.Response:
+        g = self.engine.group_of(self._account(req), req.match_info["id"])
+        self.engine.set_group_limit(g, self._group_limit(await self._body(req)))
+        self.flush()
+        return _json({})
+
+    async def account_limits(self, req: web.Request) -> web.Response:
+        self._account(req)
+        tier = self.sim.limiter.tier
+        read, write = self.sim.limiter.rates()
+        burst = self.sim.limiter.burst_s
+
+        def bucket(rate: int) -> dict[str, Any]:
+            return {"refill_rate_per_second": rate, "capacity": int(rate * burst),
+                    "default_cost": protocol.COST_DEFAULT, "cancel_cost": protocol.COST_CANCEL}
+        return _json({"usage_tier": tier, "read": bucket(read), "write": bucket(write),
+                      "read_limit": read, "write_limit": write})
+
+    # -- websocket -------------------------------------------------------------------------------
+    async def websocket(self, req: web.Request) -> web.StreamResponse:
+        sim = self.sim
+        try:
+            key_id = sim.verifier.verify(req.headers, "GET", protocol.WS_PATH)
+        except Reject as r:
+            return _reject(r)
+        if key_id is None and sim.cfg.require_ws_auth:
+            return _reject(Reject("missing_auth", "sign GET /trade-api/ws/v2 and send the headers on the upgrade"))
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20)
+        await ws.prepare(req)
+        conn = Conn(ws, sim.engine.accounts.get(key_id) if key_id else None)
+        sim.hub.conns.add(conn)
+        writer = asyncio.create_task(self._writer(conn, req.transport))
+        pinger = asyncio.create_task(self._pinger(conn))
+        sim.ws_tasks.add(writer)
+        sim.ws_tasks.add(pinger)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._command(conn, msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    self._command(conn, msg.data)
+                elif msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type == WSMsgType.PONG:
+                    conn.last_pong = time.monotonic()
+                elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR, WSMsgType.CLOSING):
+                    break
+        finally:
+            sim.hub.drop_conn(conn)
+            pinger.cancel()
+            writer.cancel()
+            sim.ws_tasks.discard(writer)
+            sim.ws_tasks.discard(pinger)
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    async def _writer(self, conn: Conn, transport: Any) -> None:
+        """Write queued frames. Server frames are unmasked text frames, so a batch is framed here and
+        handed to the transport in one write (aiohttp's per-frame await costs more than the framing);
+        other writers (pings, close) write whole frames on the same loop, so frames never interleave."""
+        hub = self.sim.hub
+        ws = conn.ws
+        try:
+            while not conn.closed:
+                await conn.wake.wait()
+                conn.wake.clear()
+                while hub.stall_until > time.monotonic() and not conn.closed:
+                    await asyncio.sleep(min(0.05, hub.stall_until - time.monotonic()))
+                frames, conn.pending = conn.pending, []
+                if not frames or conn.closed:
+                    continue
+                if transport is None or transport.is_closing():
+                    for f in frames:
+                        await ws.send_str(f)
+                else:
+                    transport.write(_frame_batch(frames))
+                    while transport.get_write_buffer_size() > WRITE_HIGH_WATER and not transport.is_closing():
+                        await asyncio.sleep(0.001)
+                conn.sent += len(frames)
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("sim: ws writer failed")
+
+    async def _pinger(self, conn: Conn) -> None:
+        cfg = self.sim.cfg
+        ws = conn.ws
+        try:
+            while not conn.closed:
+                await asyncio.sleep(cfg.ping_interval_s)
+                if time.monotonic() - conn.last_pong > cfg.ping_interval_s + cfg.pong_timeout_s:
+                    log.info("sim: ws client missed pongs for %.1f s; dropping it", cfg.pong_timeout_s)
+                    self.sim.stats_ws["dropped_no_pong"] += 1
+                    if ws._req is not None and ws._req.transport is not None:  # noqa: SLF001
+                        ws._req.transport.close()  # noqa: SLF001
+                    await ws.close(code=1011, message=b"pong timeout")
+                    return
+                await ws.ping(protocol.WS_PING_PAYLOAD)
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            pass
+
+    def _err(self, conn: Conn, cid: Any, code: int) -> None:
+        self.sim.hub.reply(conn, {"id": cid, "type": "error", "msg": {"code": code, "msg": protocol.WS_ERRORS[code]}})
+
+    def _command(self, conn: Conn, data: str | bytes) -> None:
+        try:
+            cmd = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self._err(conn, None, 1)
+            return
+        if not isinstance(cmd, dict):
+            self._err(conn, None, 1)
+            return
+        cid = cmd.get("id")
+        name = cmd.get("cmd")
+        params = cmd.get("params")
+        try:
+            if name == "subscribe":
+                self._subscribe(conn, cid, params)
+            elif name == "unsubscribe":
+                self._unsubscribe(conn, cid, params)
+            elif name == "update_subscription":
+                self._update(conn, cid, params)
+            elif name == "list_subscriptions":
+                self.sim.hub.reply(conn, {"id": cid, "type": "ok", "msg": [
+                    {"channel": s.channel, "sid": s.sid} for s in conn.subs.values()]})
+            else:
+                self._err(conn, cid, 5)
+        except _WsError as e:
+            self._err(conn, cid, e.code)
+
+    def _tickers(self, params: dict[str, Any]) -> list[str] | None:
+        if "market_ticker" in params:
+            t = params["market_ticker"]
+            if not isinstance(t, str):
+                raise _WsError(11)
+            tickers = [t]
+        elif "market_tickers" in params:
+            ts = params["market_tickers"]
+            if not isinstance(ts, list) or not all(isinstance(t, str) for t in ts):
+                raise _WsError(11)
+            tickers = list(ts)
+        else:
+            return None
+        for t in tickers:
+            if t not in self.engine.markets:
+                raise _WsError(16)
+        return tickers
+
+    def _subscribe(self, conn: Conn, cid: Any, params: Any) -> None:
+        hub = self.sim.hub
+        if not isinstance(params, dict):
+            raise _WsError(2)
+        channels = params.get("channels")
+        if not channels or not isinstance(channels, list):
+            raise _WsError(3)
+        for ch in channels:
+            if ch not in CHANNELS:
+                raise _WsError(8)
+            if ch in PRIVATE_CHANNELS and conn.account is None:
+                raise _WsError(9)
+        tickers = self._tickers(params)
+        if "orderbook_delta" in channels and not tickers:
+            raise _WsError(14)
+        for ch in channels:
+            sub = hub.add_sub(conn, ch, set(tickers) if tickers else None)
+            hub.reply(conn, {"id": cid, "type": "subscribed", "msg": {"channel": ch, "sid": sub.sid}})
+            if ch == "orderbook_delta":
+                for t in tickers or ():
+                    hub.snapshot(sub, self.engine.markets[t])
+            elif ch == "ticker" and params.get("send_initial_snapshot"):
+                for t in tickers or list(self.engine.markets):
+                    hub._send(sub, "ticker", hub.ticker_msg(self.engine.markets[t]))
+
+    def _unsubscribe(self, conn: Conn, cid: Any, params: Any) -> None:
+        if not isinstance(params, dict):
+            raise _WsError(2)
+        sids = params.get("sids")
+        if not sids or not isinstance(sids, list):
+            raise _WsError(4)
+        subs = []
+        for sid in sids:
+            sub = conn.subs.get(sid) if isinstance(sid, int) else None
+            if sub is None:
+                raise _WsError(7)
+            subs.append(sub)
+        for sub in subs:
+            self.sim.hub.remove_sub(sub)
+            self.sim.hub.reply(conn, {"id": cid, "sid": sub.sid, "seq": sub.seq, "type": "unsubscribed"})
+
+    def _update(self, conn: Conn, cid: Any, params: Any) -> None:
+        hub = self.sim.hub
+        if not isinstance(params, dict):
+            raise _WsError(2)
+        if "sids" in params:
+            sids = params["sids"]
+            if not isinstance(sids, list) or len(sids) != 1:
+                raise _WsError(12)
+            sid = sids[0]
+        elif "sid" in params:
+            sid = params["sid"]
+        else:
+            raise _WsError(4)
+        sub: Sub | None = conn.subs.get(sid) if isinstance(sid, int) else None
+        if sub is None:
+            raise _WsError(7)
+        action = params.get("action")
+        if not action:
+            raise _WsError(15)
+        if action not in ("add_markets", "delete_markets", "get_snapshot"):
+            raise _WsError(13)
+        tickers = self._tickers(params)
+        if action == "get_snapshot":
+            if sub.channel != "orderbook_delta":
+                raise _WsError(13)
+            for t in tickers or sorted(sub.tickers or ()):
+                hub.snapshot(sub, self.engine.markets[t])
+        else:
+            if not tickers:
+                raise _WsError(14)
+            if action == "add_markets":
+                new = hub.add_markets(sub, tickers)
+                if sub.channel == "orderbook_delta":
+                    for t in new:
+                        hub.snapshot(sub, self.engine.markets[t])
+            else:
+                hub.delete_markets(sub, tickers)
+        hub.reply(conn, {"id": cid, "sid": sub.sid, "seq": sub.seq, "type": "ok",
+                         "msg": {"market_tickers": sorted(sub.tickers or ())}})
+
+
+WRITE_HIGH_WATER = 4 * 1024 * 1024  # bytes queued in the transport before the writer waits
+
+
+def _frame_batch(frames: list[str]) -> bytes:
+    """RFC 6455 unmasked FIN text frames for ``frames``, concatenated."""
+    out = bytearray()
+    for f in frames:
+        b = f.encode()
+        n = len(b)
+        if n < 126:
+            out += bytes((0x81, n))
+        elif n < 65536:
+            out += bytes((0x81, 126)) + n.to_bytes(2, "big")
+        else:
+            out += bytes((0x81, 127)) + n.to_bytes(8, "big")
+        out += b
+    return bytes(out)
+
+
+class _WsError(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(protocol.WS_ERRORS[code])
+        self.code = code
