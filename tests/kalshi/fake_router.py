@@ -35,11 +35,9 @@ class OrderBook:
         else:
             levels[price] = size
 
-    def yes_levels(self) -> list[tuple[int, int]]:
-        return sorted(self.yes.items())
-
-    def no_levels(self) -> list[tuple[int, int]]:
-        return sorted(self.no.items())
+    def levels(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(yes_levels, no_levels), each ascending in its own side's terms, as the compiled book."""
+        return sorted(self.yes.items()), sorted(self.no.items())
 
 
 class BookRouter:
@@ -66,6 +64,21 @@ class BookRouter:
         self._books[ticker] = book
         self._stale.add(ticker)  # until its first snapshot
 
+    def remove(self, ticker: str) -> None:
+        del self._books[ticker]
+        self._stale.discard(ticker)
+        self._sid_of.pop(ticker, None)
+
+    def book(self, ticker: str) -> OrderBook:
+        return self._books[ticker]
+
+    def forget_sid(self, sid: int) -> None:
+        self._seq.pop(sid, None)
+        for t, s in list(self._sid_of.items()):
+            if s == sid:
+                self._stale.add(t)
+                del self._sid_of[t]
+
     def is_stale(self, ticker: str) -> bool:
         return ticker in self._stale
 
@@ -79,10 +92,11 @@ class BookRouter:
     def mark_all_stale(self) -> None:
         self._stale.update(self._books)
 
-    def sid_of(self, ticker: str) -> int:
-        return self._sid_of.get(ticker, 0)
+    def sid_of(self, ticker: str) -> int | None:
+        return self._sid_of.get(ticker)
 
     def reset(self) -> None:
+        """Forget every sid; every market stale (call on reconnect)."""
         self._stale.update(self._books)
         self._sid_of.clear()
         self._seq.clear()

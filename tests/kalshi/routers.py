@@ -23,4 +23,5 @@ def make_router() -> tuple[Any, Any]:
 
 def book_levels(book: Any) -> dict[str, list[tuple[int, int]]]:
     """{"yes": YES bids ascending, "no": NO bids ascending in NO terms}: the shape of sim.book()."""
-    return {"yes": [tuple(x) for x in book.yes_levels()], "no": [tuple(x) for x in book.no_levels()]}
+    yes, no = book.levels()
+    return {"yes": [tuple(x) for x in yes], "no": [tuple(x) for x in no]}

@@ -107,3 +107,13 @@ def test_decode_market_price_ranges_and_balance():
     assert m.price_ranges == ((100, 9900, 100),) and (m.yes_bid, m.yes_ask, m.volume) == (4000, 4200, 300)
     assert wire.decode_balance({"balance": 12345}).balance == 1234500
     assert wire.decode_balance({"balance": 1, "balance_dollars": "123.4567"}).balance == 1234567
+
+
+def test_price_ranges_for_book_turns_int_ranges_into_dollar_strings():
+    m = wire.decode_market({"ticker": "M", "price_level_structure": "tapered_deci_cent", "price_ranges": [
+        {"start": "0.0000", "end": "0.1000", "step": "0.0010"}, {"start": "0.1000", "end": "0.9000", "step": "0.0100"},
+        {"start": "0.9000", "end": "1.0000", "step": "0.0010"}]})
+    assert wire.price_ranges_for_book(m) == (("0.0000", "0.1000", "0.0010"), ("0.1000", "0.9000", "0.0100"),
+                                             ("0.9000", "1.0000", "0.0010"))
+    assert wire.price_ranges_for_book("deci_cent") == "deci_cent"
+    assert wire.price_ranges_for_book(None) is None

@@ -129,8 +129,12 @@ async def test_ws_book_equals_rest_book_and_sim_book_under_flow():
         ev = Events()
         tickers = sim.tickers[:3]
         ws = KalshiWs(cfg_for(sim, key_id, pem), ev, router=router, book_factory=factory)
-        ws.add_markets(tickers)
-        async with ws, KalshiRest(cfg_for(sim, key_id, pem)) as rest:
+        async with KalshiRest(cfg_for(sim, key_id, pem)) as rest:
+            markets = {m.ticker: m for m in await rest.get_markets()}
+            assert {markets[t].price_level_structure for t in tickers} == {
+                "linear_cent", "deci_cent", "tapered_deci_cent"}  # every grid
+            ws.add_markets({t: markets[t] for t in tickers})
+            await ws.start()
             await ev.until(lambda: all(ws.is_ready(t) for t in tickers))
             await asyncio.sleep(1.0)  # flow moves the books
             sim.flow_running = False
@@ -140,6 +144,7 @@ async def test_ws_book_equals_rest_book_and_sim_book_under_flow():
                 rest_levels = {"yes": list(b.bids), "no": sorted((10000 - p, s) for p, s in b.asks)}
                 assert book_levels(ws.book(t)) == rest_levels == sim.book(t)
             assert ws.stats.book_frames > len(tickers) and ws.stats.malformed == 0
+        await ws.close()
 
 
 async def _crossing_fill(sim, rest, t, maker_key) -> str:

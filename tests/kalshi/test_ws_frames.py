@@ -75,7 +75,7 @@ def test_snapshot_then_delta_update_the_book_and_call_back(ws, rec):
     assert ws.handle_frame(snapshot(1, 2, "A"), 100) == SNAPSHOT
     assert rec.of("on_book_ready") == [("A",)]
     assert ws.handle_frame(delta(1, 3, "A"), 101) == DELTA
-    assert ws.book("A").yes_levels() == [(4100, 2000)]
+    assert ws.book("A").levels()[0] == [(4100, 2000)]
     assert rec.of("on_book") == [("A", 100), ("A", 101)]
 
 

@@ -60,8 +60,8 @@ def make_ws(ex, rsa_key, events, **kw) -> KalshiWs:
 
 
 def ws_book(ws, ticker):
-    b = ws.book(ticker)
-    return {"yes": b.yes_levels(), "no": b.no_levels()}
+    yes, no = ws.book(ticker).levels()
+    return {"yes": yes, "no": no}
 
 
 async def rest_book(ex, rsa_key, ticker):

@@ -292,6 +292,17 @@ def decode_price_ranges(raw: Any) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
+def price_ranges_for_book(ranges: Any) -> Any:
+    """What ``OrderBook(price_ranges)`` takes: a Market's int ranges become dollar-string triples;
+    wire dicts, strings (a price_level_structure) and None pass through."""
+    if isinstance(ranges, Market):
+        ranges = ranges.price_ranges or ranges.price_level_structure or None
+    if isinstance(ranges, (tuple, list)) and ranges and all(
+            isinstance(r, (tuple, list)) and len(r) == 3 and all(isinstance(x, int) for x in r) for r in ranges):
+        return tuple((format_price(a), format_price(b), format_price(c)) for a, b, c in ranges)
+    return ranges
+
+
 def decode_market(m: Mapping[str, Any]) -> Market:
     return Market(
         ticker=str(_req(m, "ticker")),

@@ -208,7 +208,7 @@ class KalshiWs:
         return list(self._markets)
 
     def book(self, ticker: str) -> Any:
-        """The router's book for ``ticker`` (the object passed to ``router.add``)."""
+        """The book for ``ticker`` (the object passed to ``router.add``; KeyError if not followed)."""
         return self._books[ticker]
 
     def is_ready(self, ticker: str) -> bool:
@@ -248,12 +248,15 @@ class KalshiWs:
         await self.close()
 
     def add_markets(self, markets: Mapping[str, Any] | Iterable[str]) -> None:
-        """Follow more markets: ``{ticker: price_ranges}`` (or tickers, for the default grid)."""
+        """Follow more markets: ``{ticker: Market | price_ranges}``, or bare tickers (default grid:
+        $0.01 steps, wrong for deci-cent markets). Price ranges may be a ``Market``, its int ranges,
+        the wire's ``[{start, end, step}]`` or a ``price_level_structure`` name."""
         items = markets.items() if isinstance(markets, Mapping) else ((t, None) for t in markets)
         added = []
         for ticker, ranges in items:
             if ticker in self._markets:
                 continue
+            ranges = wire.price_ranges_for_book(ranges)
             self._markets[ticker] = ranges
             book = self._book_factory(ranges)
             self._books[ticker] = book
@@ -263,13 +266,17 @@ class KalshiWs:
             self._sync_market_channels()
 
     def remove_markets(self, tickers: Iterable[str]) -> None:
-        """Stop following markets. Their books stay in the router, marked stale."""
+        """Stop following markets: unsubscribed from their channels and dropped from the router."""
         removed = [t for t in tickers if self._markets.pop(t, None) is not None or t in self._books]
         for t in removed:
-            self.router.mark_stale(t)
             if t in self._ready:
                 self._ready.discard(t)
                 self._call(self.handler.on_book_stale, t, "removed")
+            self._books.pop(t, None)
+            try:
+                self.router.remove(t)
+            except KeyError:
+                pass
         if removed and self._transport is not None:
             self._sync_market_channels()
 
@@ -336,7 +343,9 @@ class KalshiWs:
         self._fragments = None
         self.stats.last_recv_ns = self._clock()
         self._close_reason = ""
-        # Fresh subscriptions: new sids, new seq bases, a snapshot per market.
+        # Fresh subscriptions: new sids, new seq bases, a snapshot per market. The server numbers sids
+        # per connection, so the router must forget the old ones.
+        self.router.reset()
         if self.account_channels:
             self._send_cmd("subscribe", {"channels": list(self.account_channels)}, self.account_channels, ())
         self._sync_market_channels()
@@ -439,7 +448,10 @@ class KalshiWs:
         sid = self._channel_sid.pop(channel, None)
         if sid is not None:
             self._sid_channel.pop(sid, None)
+            self._resync_deadline.pop(sid, None)
             self._send_cmd("unsubscribe", {"sids": [sid]}, (channel,), ())
+            if channel == BOOK_CHANNEL:
+                self.router.forget_sid(sid)
         self._channel_markets.pop(channel, None)
         if channel == BOOK_CHANNEL:
             for t in list(self._markets):
