@@ -19,6 +19,9 @@ ENVIRONMENTS: Final[dict[str, tuple[str, str]]] = {
     "demo": ("https://external-api.demo.kalshi.co/trade-api/v2",
              "wss://external-api-ws.demo.kalshi.co/trade-api/ws/v2"),
 }
+# Every host that reaches production money (the "also supported" hosts included): talking to any of
+# them needs the prod opt-in, whatever the environment is called.
+PROD_HOSTS: Final = ("external-api.kalshi.com", "external-api-ws.kalshi.com", "api.elections.kalshi.com")
 
 # Auth headers. Signed message = timestamp_ms + METHOD + path (query string removed).
 HDR_KEY: Final = "KALSHI-ACCESS-KEY"
@@ -37,6 +40,8 @@ PATH_ACCOUNT_LIMITS: Final = "/account/limits"
 PATH_EXCHANGE_STATUS: Final = "/exchange/status"
 PATH_MARKETS: Final = "/markets"
 PATH_SERIES: Final = "/series"
+PATH_EVENTS: Final = "/events"
+PATH_TRADES: Final = "/markets/trades"
 
 # Order vocabulary.
 SIDE_BID: Final = "bid"  # buy YES
@@ -96,6 +101,7 @@ RATE_TIERS: Final[dict[str, tuple[int, int]]] = {
 }
 COST_DEFAULT: Final = 10
 COST_CANCEL: Final = 2
+COST_CANCEL_ALL: Final = 10  # [U] not documented; billed like a default write
 BURST_SECONDS: Final = 2.0  # the write bucket holds 2 s of budget ([U]: basic may hold 1 s)
 
 # Order-group contracts limit window.

@@ -100,3 +100,95 @@ class Ticker:
     open_interest: int
     ts_ms: int
     recv_ns: int = 0
+
+
+# --- added by the connector (additive) ------------------------------------------------------------
+
+@dataclass(slots=True, frozen=True)
+class OrderRequest:
+    """A V2 order to place (POST /portfolio/events/orders). ``side`` "bid" buys YES, "ask" sells YES."""
+
+    ticker: str
+    side: str                    # "bid" | "ask"
+    price: int                   # YES price, 1e-4 $
+    count: int                   # 1e-2 contracts, > 0
+    client_order_id: str
+    time_in_force: str = "good_till_canceled"
+    self_trade_prevention: str = "taker_at_cross"
+    post_only: bool = False
+    reduce_only: bool = False
+    cancel_order_on_pause: bool | None = None
+    expiration_time_s: int | None = None  # Unix s, with GTC only
+    order_group_id: str | None = None
+    subaccount: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class CancelAck:
+    """V2 cancel response (single or one item of a batch). ``reduced_by`` 1e-2 contracts."""
+
+    order_id: str
+    client_order_id: str | None
+    reduced_by: int
+    ts_ms: int = 0
+    already_gone: bool = False   # the exchange answered 404 / not found: the order was already done
+
+
+@dataclass(slots=True, frozen=True)
+class DecreaseAck:
+    order_id: str
+    client_order_id: str | None
+    remaining_count: int         # 1e-2 contracts
+
+
+@dataclass(slots=True, frozen=True)
+class BookSnapshot:
+    """A REST order book in YES terms: bids = YES bids, asks = YES asks (NO bids at 1 - p), ascending."""
+
+    ticker: str
+    bids: tuple[tuple[int, int], ...]   # (YES price 1e-4 $, size 1e-2), best bid last
+    asks: tuple[tuple[int, int], ...]   # (YES price 1e-4 $, size 1e-2), best ask first
+
+
+@dataclass(slots=True, frozen=True)
+class Market:
+    """The fields of a market object the engine uses (GET /markets, /markets/{ticker})."""
+
+    ticker: str
+    event_ticker: str
+    status: str
+    price_ranges: tuple[tuple[int, int, int], ...]   # (start, end, step), 1e-4 $
+    price_level_structure: str
+    yes_bid: int | None
+    yes_ask: int | None
+    last_price: int | None
+    volume: int
+    open_interest: int
+    close_time: str
+    fractional_trading_enabled: bool = False
+    result: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class Balance:
+    balance: int                 # 1e-4 $
+    portfolio_value: int | None  # 1e-4 $
+    updated_ts: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class ExchangeStatus:
+    exchange_active: bool
+    trading_active: bool
+    estimated_resume_time: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Lifecycle:
+    """A ``market_lifecycle_v2`` event (created, activated, deactivated, close_date_updated, determined, settled)."""
+
+    ticker: str
+    event_type: str
+    result: str | None
+    ts_ms: int
+    recv_ns: int = 0

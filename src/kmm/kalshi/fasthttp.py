@@ -1,0 +1,300 @@
+"""A minimal HTTP/1.1 keep-alive client for the order path.
+
+aiohttp costs ~50-70 us per request before the first byte leaves (URL objects, header multidicts,
+tracing hooks), more than the whole budget from decision to bytes on the socket (design section 9). Order
+writes (create, batched create, cancels, amend, decrease) therefore go through this small client: a
+few warm connections, the request written as one pre-formatted byte string with a single
+``transport.write``, one request in flight per connection, and a response parser that knows exactly
+what Kalshi sends (status line, headers, Content-Length or chunked body). Reads stay on aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl as ssl_module
+import time
+from collections import deque
+from urllib.parse import urlsplit
+
+from kmm.errors import RequestTimeout
+
+log = logging.getLogger("kmm.kalshi.fasthttp")
+
+_CRLF2 = b"\r\n\r\n"
+_MAX_HEAD = 64 * 1024
+LINGER_S = 30.0  # how long a timed-out request's connection waits for its late answer
+
+
+class HttpConnectionError(ConnectionError):
+    """The connection failed or closed before a complete response arrived."""
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection; at most one request in flight."""
+
+    __slots__ = ("transport", "buf", "waiter", "closed", "keep_alive", "_head_done", "_status", "_length",
+                 "_chunked", "_body", "last_write_ns", "_timer", "_pool")
+
+    def __init__(self, pool: FastHttp) -> None:
+        self._pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.closed = False
+        self.keep_alive = True
+        self._timer: asyncio.TimerHandle | None = None
+        self.last_write_ns = 0
+        self._reset_response()
+
+    def _reset_response(self) -> None:
+        self._head_done = False
+        self._status = 0
+        self._length = -1
+        self._chunked = False
+        self._body = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._pool._forget(self)
+        self._pool._lingering.discard(self)
+        self._fail(HttpConnectionError(f"connection closed before the response completed ({exc or 'EOF'})"))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        w, self.waiter = self.waiter, None
+        if w is not None and not w.done():
+            w.set_exception(exc)
+
+    def send(self, data: bytes, timeout_s: float, loop: asyncio.AbstractEventLoop) -> asyncio.Future[tuple[int, bytes]]:
+        assert self.transport is not None and self.waiter is None
+        fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        self.waiter = fut
+        self._reset_response()
+        self.transport.write(data)
+        self.last_write_ns = time.monotonic_ns()
+        self._timer = loop.call_later(timeout_s, self._on_timeout, timeout_s)
+        return fut
+
+    def _on_timeout(self, timeout_s: float) -> None:
+        """Fail the caller, but keep the connection open a while: the request may still be processed,
+        and closing it could make the server drop it. The connection is never reused."""
+        self._timer = None
+        self.keep_alive = False
+        self._pool._forget(self)
+        self._pool._lingering.add(self)
+        w, self.waiter = self.waiter, None
+        if w is not None and not w.done():
+            w.set_exception(RequestTimeout(f"no answer within {timeout_s} s"))
+        self._timer = asyncio.get_running_loop().call_later(LINGER_S, self._abort)
+
+    def _abort(self) -> None:
+        self._timer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self._head_done:
+            end = self.buf.find(_CRLF2)
+            if end < 0:
+                if len(self.buf) > _MAX_HEAD:
+                    self._protocol_error("response head too large")
+                return
+            head = bytes(self.buf[:end])
+            del self.buf[:end + 4]
+            try:
+                self._parse_head(head)
+            except ValueError as exc:
+                self._protocol_error(str(exc))
+                return
+        if self._chunked:
+            if not self._read_chunks():
+                return
+        elif self._length >= 0:
+            if len(self.buf) < self._length:
+                return
+            self._body = self.buf[:self._length]
+            del self.buf[:self._length]
+        else:  # no length: body runs to EOF (Connection: close)
+            return
+        self._complete()
+
+    def _parse_head(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        status_line = lines[0]
+        if not status_line.startswith(b"HTTP/1."):
+            raise ValueError(f"bad status line {status_line[:40]!r}")
+        self._status = int(status_line[9:12])
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            n = name.strip().lower()
+            if n == b"content-length":
+                self._length = int(value.strip())
+            elif n == b"transfer-encoding" and b"chunked" in value.lower():
+                self._chunked = True
+            elif n == b"connection" and value.strip().lower() == b"close":
+                self.keep_alive = False
+        if self._status in (204, 304) and self._length < 0:
+            self._length = 0
+        self._head_done = True
+
+    def _read_chunks(self) -> bool:
+        while True:
+            line_end = self.buf.find(b"\r\n")
+            if line_end < 0:
+                return False
+            size = int(bytes(self.buf[:line_end]).split(b";")[0], 16)
+            if size == 0:  # last chunk, optional trailers, blank line
+                end = self.buf.find(_CRLF2, line_end)
+                if end < 0:
+                    return False
+                del self.buf[:end + 4]
+                return True
+            if len(self.buf) < line_end + 2 + size + 2:
+                return False
+            self._body += self.buf[line_end + 2:line_end + 2 + size]
+            del self.buf[:line_end + 2 + size + 2]
+
+    def _protocol_error(self, why: str) -> None:
+        self.keep_alive = False
+        self._fail(HttpConnectionError(f"bad HTTP response: {why}"))
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _complete(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        w, self.waiter = self.waiter, None
+        result = (self._status, bytes(self._body))
+        self._reset_response()
+        if w is None:  # the late answer to a request that already timed out
+            log.info("late HTTP %d answer to a timed-out request: %s", result[0], result[1][:200])
+        if not self.keep_alive and self.transport is not None:
+            self.transport.close()
+        else:
+            self._pool._release(self)
+        if w is not None and not w.done():
+            w.set_result(result)
+
+
+class FastHttp:
+    """A small pool of warm HTTP/1.1 connections to one origin."""
+
+    def __init__(self, base_url: str, *, connections: int = 2, timeout_s: float = 5.0,
+                 connect_timeout_s: float = 3.0, ssl_context: ssl_module.SSLContext | None = None) -> None:
+        u = urlsplit(base_url)
+        if u.scheme not in ("http", "https"):
+            raise ValueError(f"base url {base_url!r} must be http:// or https://")
+        self.secure = u.scheme == "https"
+        self.host = u.hostname or "127.0.0.1"
+        self.port = u.port or (443 if self.secure else 80)
+        default_port = 443 if self.secure else 80
+        self.host_header = self.host if self.port == default_port else f"{self.host}:{self.port}"
+        self.max_connections = max(1, connections)
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self._ssl = (ssl_context or ssl_module.create_default_context()) if self.secure else None
+        self._idle: deque[_Conn] = deque()
+        self._all: set[_Conn] = set()
+        self._lingering: set[_Conn] = set()  # timed out, waiting for a late answer; never reused
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._opening = 0
+        self.last_write_ns = 0
+        self.requests = 0
+        self.opened = 0
+
+    def request_head(self, method: str, target: str, headers: dict[str, str], body_len: int) -> bytes:
+        """The request line and headers as bytes (Host, Content-Length added)."""
+        parts = [f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
+        for k, v in headers.items():
+            parts.append(f"{k}: {v}\r\n")
+        parts.append(f"Content-Length: {body_len}\r\nConnection: keep-alive\r\n\r\n")
+        return "".join(parts).encode("latin-1")
+
+    async def warm(self, n: int | None = None) -> None:
+        """Open connections ahead of need so the first order does not pay for connect (and TLS)."""
+        want = min(self.max_connections, n or self.max_connections)
+        conns = [await self._open() for _ in range(max(0, want - len(self._all)))]
+        for c in conns:
+            self._release(c)
+
+    async def _open(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        self._opening += 1
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Conn(self), self.host, self.port, ssl=self._ssl,
+                                       server_hostname=self.host if self.secure else None),
+                self.connect_timeout_s)
+        except asyncio.TimeoutError:
+            raise HttpConnectionError(f"connect to {self.host}:{self.port} timed out") from None
+        except OSError as exc:
+            raise HttpConnectionError(f"connect to {self.host}:{self.port} failed: {exc}") from None
+        finally:
+            self._opening -= 1
+        self._all.add(conn)
+        self.opened += 1
+        return conn
+
+    def _release(self, conn: _Conn) -> None:
+        if conn.closed:
+            return
+        while self._waiting:
+            w = self._waiting.popleft()
+            if not w.done():
+                self._idle.append(conn)
+                w.set_result(None)
+                return
+        self._idle.append(conn)
+
+    def _forget(self, conn: _Conn) -> None:
+        self._all.discard(conn)
+        try:
+            self._idle.remove(conn)
+        except ValueError:
+            pass
+
+    async def _acquire(self) -> _Conn:
+        while True:
+            while self._idle:
+                conn = self._idle.pop()  # most recently used: warmest
+                if not conn.closed:
+                    return conn
+            if len(self._all) + self._opening < self.max_connections:
+                return await self._open()
+            w: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.append(w)
+            await w
+
+    async def request(self, method: str, target: str, headers: dict[str, str], body: bytes | None,
+                      timeout_s: float | None = None) -> tuple[int, bytes]:
+        """Send one request; returns (status, body). Raises RequestTimeout or HttpConnectionError."""
+        conn = await self._acquire()
+        payload = body or b""
+        data = self.request_head(method, target, headers, len(payload)) + payload
+        fut = conn.send(data, self.timeout_s if timeout_s is None else timeout_s, asyncio.get_running_loop())
+        self.last_write_ns = conn.last_write_ns
+        self.requests += 1
+        return await fut
+
+    async def close(self) -> None:
+        for conn in list(self._all) + list(self._lingering):
+            if conn._timer is not None:
+                conn._timer.cancel()
+                conn._timer = None
+            if conn.transport is not None:
+                conn.transport.close()
+        self._all.clear()
+        self._lingering.clear()
+        self._idle.clear()
+        for w in self._waiting:
+            if not w.done():
+                w.cancel()
+        self._waiting.clear()

@@ -1,0 +1,300 @@
+"""Client-side token buckets mirroring Kalshi's (kalshi-api.md section 5), with priority lanes.
+
+Two independent buckets, read and write, refilled continuously at ``rate`` tokens/s up to ``capacity``
+(``burst_s`` seconds of budget). Costs: 10 per request, 2 per cancel, batches billed per item.
+
+Writes go through three lanes, served strictly in order: CANCEL, then AMEND (amend and decrease),
+then PLACE. A request takes tokens at once when no request of its lane or a more urgent lane is
+waiting; otherwise it queues. A waiting place never delays a cancel: cancels only queue behind
+cancels, and places and amends may not spend the last ``cancel_reserve`` tokens.
+
+After a 429 everything except cancels pauses with exponential backoff (the exchange sends no
+Retry-After). Time comes from an injected ``clock_ns`` (monotonic ns), so the core is deterministic:
+``poll`` decides without sleeping; ``acquire`` is the asyncio wrapper around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kmm import protocol
+
+CANCEL = 0
+AMEND = 1
+PLACE = 2
+READ = 3
+LANE_NAMES = ("cancel", "amend", "place", "read")
+
+_NS = 1_000_000_000
+
+
+class TokenBucket:
+    """Continuous-refill bucket. Tokens are floats; times are monotonic ns."""
+
+    __slots__ = ("rate", "capacity", "tokens", "_last_ns")
+
+    def __init__(self, rate: float, capacity: float, now_ns: int) -> None:
+        if rate <= 0 or capacity <= 0:
+            raise ValueError(f"token bucket needs rate > 0 and capacity > 0, got {rate}, {capacity}")
+        self.rate = float(rate)
+        self.capacity = float(capacity)
+        self.tokens = float(capacity)
+        self._last_ns = now_ns
+
+    def refill(self, now_ns: int) -> None:
+        dt = now_ns - self._last_ns
+        if dt > 0:
+            self.tokens = min(self.capacity, self.tokens + dt * self.rate / _NS)
+            self._last_ns = now_ns
+
+    def wait_ns(self, cost: float, floor: float = 0.0) -> int:
+        """ns until ``cost`` tokens are available above ``floor`` (0 = now). Call after refill."""
+        short = cost + floor - self.tokens
+        if short <= 0:
+            return 0
+        if cost + floor > self.capacity:  # could never be satisfied: let it through at a full bucket
+            short = self.capacity - self.tokens
+            if short <= 0:
+                return 0
+        return max(1, int(short * _NS / self.rate) + 1)
+
+    def set_rate(self, rate: float, capacity: float, now_ns: int) -> None:
+        self.refill(now_ns)
+        self.rate = float(rate)
+        self.capacity = float(capacity)
+        self.tokens = min(self.tokens, self.capacity)
+
+
+@dataclass(slots=True)
+class LimiterStats:
+    granted: tuple[int, int, int, int] = (0, 0, 0, 0)
+    queued: int = 0
+    rate_limited: int = 0
+
+
+class RateLimiter:
+    """Read and write buckets, priority lanes for writes, and 429 backoff."""
+
+    def __init__(self, read_rate: float = protocol.RATE_TIERS["basic"][0],
+                 write_rate: float = protocol.RATE_TIERS["basic"][1], *,
+                 burst_s: float = protocol.BURST_SECONDS, cancel_reserve: float = 20.0,
+                 backoff_base_s: float = 0.25, backoff_max_s: float = 8.0,
+                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        self._clock = clock_ns
+        now = clock_ns()
+        self.burst_s = burst_s
+        self.read = TokenBucket(read_rate, read_rate * burst_s, now)
+        self.write = TokenBucket(write_rate, write_rate * burst_s, now)
+        self.cancel_reserve = min(cancel_reserve, self.write.capacity / 2)
+        self.backoff_base_ns = int(backoff_base_s * _NS)
+        self.backoff_max_ns = int(backoff_max_s * _NS)
+        self._backoff_ns = 0
+        self.paused_until_ns = 0
+        self._waiters: tuple[deque[tuple[float, asyncio.Future[None]]], ...] = (
+            deque(), deque(), deque(), deque())
+        self._granted = [0, 0, 0, 0]
+        self.rate_limited = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def for_tier(cls, tier: str = "basic", **kw: object) -> RateLimiter:
+        read, write = protocol.RATE_TIERS[tier]
+        return cls(read, write, **kw)  # type: ignore[arg-type]
+
+    def set_budget(self, read_rate: float, write_rate: float, *, read_capacity: float | None = None,
+                   write_capacity: float | None = None) -> None:
+        """Adopt the budget the exchange reports (GET /account/limits)."""
+        now = self._clock()
+        self.read.set_rate(read_rate, read_capacity or read_rate * self.burst_s, now)
+        self.write.set_rate(write_rate, write_capacity or write_rate * self.burst_s, now)
+        self.cancel_reserve = min(self.cancel_reserve, self.write.capacity / 2)
+
+    # -- the deterministic core ----------------------------------------------------------------
+    def poll(self, lane: int, cost: float) -> int:
+        """Take ``cost`` tokens for ``lane`` now if allowed (returns 0), else ns to wait. Ignores queues."""
+        now = self._clock()
+        if lane == READ:
+            if now < self.paused_until_ns:
+                return self.paused_until_ns - now
+            bucket = self.read
+            floor = 0.0
+        else:
+            if lane != CANCEL and now < self.paused_until_ns:
+                return self.paused_until_ns - now
+            bucket = self.write
+            floor = 0.0 if lane == CANCEL else self.cancel_reserve
+        bucket.refill(now)
+        wait = bucket.wait_ns(cost, floor)
+        if wait == 0:
+            bucket.tokens -= cost
+            self._granted[lane] += 1
+        return wait
+
+    def on_rate_limited(self) -> int:
+        """A 429 arrived: pause reads, places and amends; returns the pause in ns."""
+        self.rate_limited += 1
+        self._backoff_ns = self.backoff_base_ns if self._backoff_ns == 0 else min(
+            self._backoff_ns * 2, self.backoff_max_ns)
+        now = self._clock()
+        self.paused_until_ns = max(self.paused_until_ns, now + self._backoff_ns)
+        # The exchange's bucket is empty: assume ours is too, so we stop racing it.
+        self.write.refill(now)
+        self.write.tokens = min(self.write.tokens, 0.0)
+        self.read.refill(now)
+        self.read.tokens = min(self.read.tokens, 0.0)
+        return self._backoff_ns
+
+    def on_success(self) -> None:
+        """A request went through: the next 429 starts the backoff from its base again."""
+        if self._backoff_ns and self._clock() >= self.paused_until_ns:
+            self._backoff_ns = 0
+
+    @property
+    def paused(self) -> bool:
+        return self._clock() < self.paused_until_ns
+
+    # -- pressure, for the engine to skip low-value reprices ---------------------------------------
+    def pressure(self) -> float:
+        """Fraction of the write bucket in use, 0.0 (full) .. 1.0 (empty or paused)."""
+        now = self._clock()
+        if now < self.paused_until_ns:
+            return 1.0
+        self.write.refill(now)
+        return max(0.0, min(1.0, 1.0 - self.write.tokens / self.write.capacity))
+
+    def read_pressure(self) -> float:
+        now = self._clock()
+        self.read.refill(now)
+        return max(0.0, min(1.0, 1.0 - self.read.tokens / self.read.capacity))
+
+    def queue_depths(self) -> dict[str, int]:
+        return {name: len(q) for name, q in zip(LANE_NAMES, self._waiters)}
+
+    def granted(self) -> dict[str, int]:
+        return dict(zip(LANE_NAMES, self._granted))
+
+    # -- asyncio wrapper ----------------------------------------------------------------------
+    def _blocked_by_queue(self, lane: int) -> bool:
+        if lane == READ:
+            return bool(self._waiters[READ])
+        for i in range(lane + 1):
+            if self._waiters[i]:
+                return True
+        return False
+
+    def try_acquire(self, lane: int, cost: float) -> bool:
+        """Non-blocking: True if the tokens were taken (nothing more urgent waiting)."""
+        if self._blocked_by_queue(lane):
+            return False
+        return self.poll(lane, cost) == 0
+
+    async def acquire(self, lane: int, cost: float) -> None:
+        """Wait for ``cost`` tokens in ``lane``'s turn. O(1) when the budget allows at once."""
+        if not self._blocked_by_queue(lane) and self.poll(lane, cost) == 0:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        q = self._waiters[lane]
+        q.append((cost, fut))
+        self._schedule(0)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            try:
+                q.remove((cost, fut))
+            except ValueError:  # already granted: its tokens are spent, nothing to give back
+                pass
+            raise
+
+    def dispatch(self) -> int | None:
+        """Grant queued requests in lane order. Returns ns until the next attempt, or None if idle."""
+        next_wait: int | None = None
+        write_blocked = False
+        for lane in (CANCEL, AMEND, PLACE, READ):
+            q = self._waiters[lane]
+            if lane == READ:
+                write_blocked = False  # the read bucket is independent
+            while q:
+                cost, fut = q[0]
+                if fut.done():
+                    q.popleft()
+                    continue
+                if write_blocked:
+                    break
+                wait = self.poll(lane, cost)
+                if wait:
+                    next_wait = wait if next_wait is None else min(next_wait, wait)
+                    if lane != READ:
+                        write_blocked = True  # strict priority: lower write lanes wait their turn
+                    break
+                q.popleft()
+                fut.set_result(None)
+        return next_wait
+
+    def _schedule(self, delay_ns: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(delay_ns / _NS, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        wait = self.dispatch()
+        if wait is not None:
+            self._schedule(wait)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for q in self._waiters:
+            while q:
+                _, fut = q.popleft()
+                if not fut.done():
+                    fut.cancel()
+
+
+def limits_from_account(body: object) -> tuple[float, float] | None:
+    """(read, write) tokens/s from a GET /account/limits body, or None if it is not understood.
+
+    [U] The body's layout is not pinned down in kalshi-api.md; accepted here: a ``usage_tier`` /
+    ``tier`` name from RATE_TIERS, and/or numeric ``read_limit``/``write_limit`` (or nested
+    ``{"read": {"rate"|"tokens_per_second"|"limit": n}, "write": {...}}``). Explicit numbers win.
+    """
+    if not isinstance(body, dict):
+        return None
+    read: float | None = None
+    write: float | None = None
+    tier = body.get("usage_tier") or body.get("tier") or body.get("api_tier")
+    if isinstance(tier, str) and tier.lower() in protocol.RATE_TIERS:
+        read, write = map(float, protocol.RATE_TIERS[tier.lower()])
+
+    def num(v: object) -> float | None:
+        if isinstance(v, bool):
+            return None
+        if isinstance(v, (int, float)) and v > 0:
+            return float(v)
+        if isinstance(v, str):
+            try:
+                f = float(v)
+            except ValueError:
+                return None
+            return f if f > 0 else None
+        if isinstance(v, dict):
+            for k in ("rate", "tokens_per_second", "refill_rate", "limit", "budget"):
+                if k in v:
+                    return num(v[k])
+        return None
+
+    for rk, wk in (("read_limit", "write_limit"), ("read", "write"), ("read_budget", "write_budget")):
+        r, w = num(body.get(rk)), num(body.get(wk))
+        if r is not None:
+            read = r
+        if w is not None:
+            write = w
+    if read is None or write is None:
+        return None
+    return read, write

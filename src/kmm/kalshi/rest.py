@@ -1,0 +1,557 @@
+"""Kalshi REST client: aiohttp keep-alive pool, signed requests, typed results, error mapping.
+
+Rules that matter for money:
+- Reads may be retried (timeouts, 5xx, 429) with exponential backoff.
+- Creates are never retried blindly. After a timeout the client looks the order up by its
+  ``client_order_id`` and returns what the exchange holds, or raises ``OrderNotPlaced``.
+- A 404 on a cancel means the order is already gone: it is reported as done (``already_gone``).
+- Every request passes through the rate limiter's lane for its kind (cancel > amend > place; read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+import orjson
+
+from kmm import protocol
+from kmm._core.fixed import format_count, format_price
+from kmm.errors import (AuthError, DuplicateOrder, ExchangeError, KmmError, NotFound, RateLimited,
+                        RequestTimeout)
+from kmm.kalshi import decode as wire
+from kmm.kalshi.config import ConnectorConfig
+from kmm.kalshi.fasthttp import FastHttp, HttpConnectionError
+from kmm.kalshi.limiter import AMEND, CANCEL, PLACE, READ, RateLimiter, limits_from_account
+from kmm.kalshi.signing import SignaturePool, Signer
+from kmm.kalshi.types import (Balance, BookSnapshot, CancelAck, DecreaseAck, ExchangeStatus, Fill, Market,
+                              MarketPosition, OrderAck, OrderRequest, Trade, UserOrder)
+
+log = logging.getLogger("kmm.kalshi.rest")
+
+_JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+class OrderNotPlaced(RequestTimeout):
+    """A create timed out and the exchange showed no order with its client_order_id over the lookup window.
+
+    Still watch ``user_orders``: a request stuck longer than the window could land later; the engine
+    treats an order with an unknown client_order_id as foreign (adopt or cancel).
+    """
+
+    def __init__(self, client_order_id: str, ticker: str) -> None:
+        self.client_order_id = client_order_id
+        self.ticker = ticker
+        super().__init__(f"create of {client_order_id} on {ticker} timed out and the exchange has no such "
+                         "order: it was not placed (watch user_orders in case it lands late)")
+
+
+def new_client_order_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _error_from(status: int, body: bytes, method: str, path: str) -> ExchangeError | AuthError:
+    code, message, details = "", "", None
+    try:
+        obj = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        obj = None
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(err, dict):
+        code = str(err.get("code") or "")
+        message = str(err.get("message") or "")
+        details = err.get("details") or err.get("service")
+        if details is not None:
+            details = str(details)
+    elif isinstance(err, str):
+        message = err
+    else:
+        message = body[:200].decode("utf-8", "replace")
+    if status == 429:
+        return RateLimited(status, code or "too_many_requests", message or "too many requests", details,
+                           method=method, path=path)
+    if status == 404:
+        return NotFound(status, code or "not_found", message or "not found", details, method=method, path=path)
+    if status == 409:
+        return DuplicateOrder(status, code or "duplicate", message or "duplicate client_order_id", details,
+                              method=method, path=path)
+    if status in (401, 403):
+        # Never echo our headers; the body is the exchange's text about why.
+        return AuthError(f"{method} {path}: HTTP {status} {code or 'unauthorized'}: {message or 'refused'}; "
+                         "check the api key id, the private key file and the clock")
+    return ExchangeError(status, code or f"http_{status}", message or "error", details, method=method, path=path)
+
+
+class KalshiRest:
+    """Async client for the Trade API v2. Create with ``KalshiRest(config)``; ``await start()``/``close()``
+    or use ``async with``. ``signer``, ``limiter``, ``pool`` and ``session`` may be injected."""
+
+    def __init__(self, config: ConnectorConfig, *, signer: Signer | None = None,
+                 limiter: RateLimiter | None = None, pool: SignaturePool | None = None,
+                 session: aiohttp.ClientSession | None = None, rng: random.Random | None = None,
+                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+        if not config.rest_url:
+            raise KmmError("ConnectorConfig.rest_url is empty; point it at a Kalshi-compatible server")
+        self.config = config
+        self.base = config.rest_url.rstrip("/")
+        self.prefix = urlsplit(self.base).path.rstrip("/")  # "/trade-api/v2": the signed path's start
+        self.signer = signer if signer is not None else (
+            Signer.from_config(config) if config.has_credentials else None)
+        if limiter is None:
+            read, write = config.rates()
+            limiter = RateLimiter(read, write, burst_s=config.burst_s,
+                                  cancel_reserve=config.cancel_reserve_tokens,
+                                  backoff_base_s=config.backoff_429_base_s, backoff_max_s=config.backoff_429_max_s)
+        self.limiter = limiter
+        if pool is None and self.signer is not None and config.sig_pool_depth > 0:
+            pool = SignaturePool(self.signer, self.hot_pairs(), depth=config.sig_pool_depth,
+                                 max_age_s=config.sig_pool_max_age_s)
+        self.pool = pool
+        self._session = session
+        self._own_session = session is None
+        self.fast = FastHttp(self.base, connections=config.order_connections, timeout_s=config.request_timeout_s,
+                             connect_timeout_s=config.connect_timeout_s) if config.fast_writes else None
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self.requests = 0
+        self.retries = 0
+        self.recovered_creates = 0
+        self.lost_creates = 0
+
+    def __repr__(self) -> str:
+        return f"KalshiRest(base={self.base!r}, signer={self.signer!r})"
+
+    def hot_pairs(self) -> list[tuple[str, str]]:
+        """The (method, path) pairs whose signatures are pre-made: fixed paths on the order path."""
+        p = self.prefix
+        return [("POST", p + protocol.PATH_ORDERS_V2), ("POST", p + protocol.PATH_ORDERS_V2_BATCHED),
+                ("DELETE", p + protocol.PATH_ORDERS_V2_BATCHED), ("DELETE", p + protocol.PATH_ORDERS_V2)]
+
+    async def start(self) -> KalshiRest:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.config.pool_connections, keepalive_timeout=60.0,
+                                             enable_cleanup_closed=True)
+            timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_s,
+                                            sock_connect=self.config.connect_timeout_s)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                                  json_serialize=lambda o: orjson.dumps(o).decode())
+        if self.pool is not None:
+            self.pool.start()
+        if self.fast is not None:
+            try:
+                await self.fast.warm()
+            except HttpConnectionError as exc:  # not fatal: connections open on first use
+                log.warning("could not pre-open order connections: %s", exc)
+        return self
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+        if self.fast is not None:
+            await self.fast.close()
+        if self._session is not None and self._own_session:
+            await self._session.close()
+        self._session = None
+        self.limiter.close()
+
+    async def __aenter__(self) -> KalshiRest:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the one request function --------------------------------------------------------------
+    async def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                      body: Any = None, lane: int = READ, cost: float = protocol.COST_DEFAULT,
+                      auth: bool = True, retry: bool | None = None) -> Any:
+        """Send one request (``path`` relative to the API prefix) and return the decoded JSON body.
+
+        ``retry`` defaults to True for GET; writes are never retried here.
+        """
+        if self._session is None:
+            raise KmmError("KalshiRest is not started: use 'async with KalshiRest(cfg)' or await start()")
+        full = self.prefix + path
+        url = self.base + path
+        data = orjson.dumps(body) if body is not None else None
+        q = {k: _param(v) for k, v in params.items() if v is not None} if params else None
+        attempts = 1 + (self.config.read_retries if (method == "GET" if retry is None else retry) else 0)
+        delay = self.config.retry_backoff_s
+        for attempt in range(attempts):
+            await self.limiter.acquire(lane, cost)
+            headers = dict(_JSON)
+            if auth and self.signer is not None:
+                headers.update(self.pool.take(method, full) if self.pool is not None
+                               else self.signer.headers(method, full))
+            self.requests += 1
+            try:
+                if self.fast is not None and lane != READ:
+                    target = full + ("?" + urlencode(q) if q else "")
+                    status, raw = await self.fast.request(method, target, headers, data)
+                else:
+                    async with self._session.request(method, url, params=q, data=data, headers=headers) as resp:
+                        raw = await resp.read()
+                        status = resp.status
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError, RequestTimeout):
+                if attempt + 1 < attempts:
+                    self.retries += 1
+                    await self._backoff(delay)
+                    delay *= 2
+                    continue
+                raise RequestTimeout(f"{method} {full}: no answer within {self.config.request_timeout_s} s") \
+                    from None
+            except (aiohttp.ClientError, HttpConnectionError) as exc:
+                if attempt + 1 < attempts:
+                    self.retries += 1
+                    await self._backoff(delay)
+                    delay *= 2
+                    continue
+                raise ExchangeError(0, "connection_error", f"{type(exc).__name__}: {exc}",
+                                    method=method, path=full) from None
+            if status < 300:
+                self.limiter.on_success()
+                if not raw:
+                    return {}
+                try:
+                    return orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    raise ExchangeError(status, "bad_json", f"response is not JSON: {raw[:120]!r}",
+                                        method=method, path=full) from None
+            err = _error_from(status, raw, method, full)
+            if status == 429:
+                pause_ns = self.limiter.on_rate_limited()
+                log.warning("429 on %s %s: pausing non-cancel requests for %.3f s", method, full, pause_ns / 1e9)
+            if attempt + 1 < attempts and (status == 429 or status >= 500):
+                self.retries += 1
+                await self._backoff(delay)
+                delay *= 2
+                continue
+            raise err
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _backoff(self, delay_s: float) -> None:
+        await self._sleep(delay_s * (0.5 + self._rng.random() / 2))
+
+    # -- pagination ----------------------------------------------------------------------------
+    async def paginate(self, path: str, key: str, params: Mapping[str, Any] | None = None, *,
+                       limit: int | None = None, max_pages: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Yield the items under ``key`` across cursor pages; stops at an empty cursor or the page cap."""
+        p = dict(params or {})
+        if limit is not None:
+            p["limit"] = limit
+        cap = self.config.max_pages if max_pages is None else max_pages
+        for _ in range(cap):
+            body = await self.request("GET", path, params=p)
+            for item in body.get(key) or ():
+                yield item
+            cursor = body.get("cursor")
+            if not cursor:
+                return
+            p["cursor"] = cursor
+        log.warning("GET %s: stopped after the page cap of %d pages; more items exist", path, cap)
+
+    # -- market data ---------------------------------------------------------------------------
+    async def iter_markets(self, *, status: str | None = None, event_ticker: str | None = None,
+                           series_ticker: str | None = None, tickers: Iterable[str] | None = None,
+                           limit: int = 1000, max_pages: int | None = None, **filters: Any) -> AsyncIterator[Market]:
+        params = {"status": status, "event_ticker": event_ticker, "series_ticker": series_ticker,
+                  "tickers": ",".join(tickers) if tickers else None, **filters}
+        async for m in self.paginate(protocol.PATH_MARKETS, "markets", params, limit=limit, max_pages=max_pages):
+            yield wire.decode_market(m)
+
+    async def get_markets(self, **kw: Any) -> list[Market]:
+        return [m async for m in self.iter_markets(**kw)]
+
+    async def get_market(self, ticker: str) -> Market:
+        body = await self.request("GET", f"{protocol.PATH_MARKETS}/{ticker}")
+        return wire.decode_market(body.get("market") or body)
+
+    async def get_market_raw(self, ticker: str) -> dict[str, Any]:
+        body = await self.request("GET", f"{protocol.PATH_MARKETS}/{ticker}")
+        return dict(body.get("market") or body)
+
+    async def get_orderbook(self, ticker: str, depth: int | None = None) -> BookSnapshot:
+        body = await self.request("GET", f"{protocol.PATH_MARKETS}/{ticker}/orderbook",
+                                  params={"depth": depth})
+        return wire.decode_rest_orderbook(ticker, body)
+
+    async def get_series(self, series_ticker: str) -> dict[str, Any]:
+        body = await self.request("GET", f"{protocol.PATH_SERIES}/{series_ticker}")
+        return dict(body.get("series") or body)
+
+    async def iter_trades(self, ticker: str | None = None, *, min_ts: int | None = None,
+                          max_ts: int | None = None, limit: int = 1000,
+                          max_pages: int | None = None) -> AsyncIterator[Trade]:
+        params = {"ticker": ticker, "min_ts": min_ts, "max_ts": max_ts}
+        async for t in self.paginate(protocol.PATH_TRADES, "trades", params, limit=limit, max_pages=max_pages):
+            yield wire.decode_trade(t)
+
+    async def get_exchange_status(self) -> ExchangeStatus:
+        return wire.decode_exchange_status(await self.request("GET", protocol.PATH_EXCHANGE_STATUS))
+
+    # -- orders (V2) ---------------------------------------------------------------------------
+    async def create_order(self, req: OrderRequest) -> OrderAck:
+        """Place one order. Never retried: after a timeout the order is looked up by client_order_id."""
+        body = wire.encode_order(req)
+        try:
+            ack = await self.request("POST", protocol.PATH_ORDERS_V2, body=body, lane=PLACE,
+                                     cost=protocol.COST_DEFAULT, retry=False)
+        except RequestTimeout:
+            return await self._recover_create(req)
+        except ExchangeError as exc:
+            if exc.code != "connection_error":
+                raise
+            return await self._recover_create(req)  # the request may have reached the exchange
+        return wire.decode_order_ack(ack)
+
+    async def _recover_create(self, req: OrderRequest) -> OrderAck:
+        """The create's outcome is unknown: look the order up by client_order_id, several times.
+
+        A request that timed out may still be sitting in a queue on the exchange's side and land later,
+        so one miss is not proof. Lookups are spaced over ``create_lookup_window_s`` (doubling from
+        50 ms); only when every one misses is the order reported as not placed.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.create_lookup_window_s
+        wait = 0.05
+        while True:
+            try:
+                order = await self.find_order_by_client_id(req.client_order_id, ticker=req.ticker)
+            except (RequestTimeout, ExchangeError) as exc:
+                log.warning("lookup of %s after a create timeout failed: %s", req.client_order_id, exc)
+                order = None
+            if order is not None:
+                self.recovered_creates += 1
+                log.warning("create of %s timed out but the exchange holds it as %s (%s)", req.client_order_id,
+                            order.order_id, order.status)
+                return wire.order_ack_from_order(order)
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await self._sleep(min(wait, left))
+            wait *= 2
+        self.lost_creates += 1
+        raise OrderNotPlaced(req.client_order_id, req.ticker)
+
+    async def find_order_by_client_id(self, client_order_id: str, *, ticker: str | None = None,
+                                      max_pages: int = 20) -> UserOrder | None:
+        """Look an order up by client_order_id (GET /portfolio/orders filtered by ticker)."""
+        async for o in self.iter_orders(ticker=ticker, max_pages=max_pages):
+            if o.client_order_id == client_order_id:
+                return o
+        return None
+
+    async def create_orders(self, reqs: list[OrderRequest]) -> list[OrderAck | ExchangeError]:
+        """Batched create: one result per request, in order (an ExchangeError for items the exchange refused)."""
+        if not reqs:
+            return []
+        bodies = [wire.encode_order(r) for r in reqs]
+        try:
+            resp = await self.request("POST", protocol.PATH_ORDERS_V2_BATCHED, body={"orders": bodies},
+                                      lane=PLACE, cost=protocol.COST_DEFAULT * len(reqs), retry=False)
+        except RequestTimeout:
+            out: list[OrderAck | ExchangeError] = []
+            for r in reqs:
+                try:
+                    out.append(await self._recover_create(r))
+                except OrderNotPlaced as exc:
+                    out.append(ExchangeError(0, "not_placed", str(exc), method="POST",
+                                             path=self.prefix + protocol.PATH_ORDERS_V2_BATCHED))
+            return out
+        items = resp.get("orders") or []
+        results: list[OrderAck | ExchangeError] = []
+        for req, item in zip(reqs, items):
+            err = item.get("error")
+            if err:
+                e = err if isinstance(err, dict) else {"code": str(err), "message": str(err)}
+                results.append(ExchangeError(int(e.get("status") or 400), str(e.get("code") or "error"),
+                                             str(e.get("message") or ""), e.get("details"), method="POST",
+                                             path=self.prefix + protocol.PATH_ORDERS_V2_BATCHED))
+            else:
+                results.append(wire.decode_order_ack(item))
+        if len(items) != len(reqs):
+            raise ExchangeError(200, "batch_mismatch", f"sent {len(reqs)} orders, got {len(items)} results",
+                                method="POST", path=self.prefix + protocol.PATH_ORDERS_V2_BATCHED)
+        return results
+
+    async def cancel_order(self, order_id: str) -> CancelAck:
+        """Cancel one order. A 404 means it is already gone: returned as ``already_gone=True``.
+
+        Its path names the order, so its signature cannot be pre-made: prefer ``cancel_orders``.
+        """
+        try:
+            body = await self.request("DELETE", f"{protocol.PATH_ORDERS_V2}/{order_id}", lane=CANCEL,
+                                      cost=protocol.COST_CANCEL, retry=False)
+        except NotFound:
+            return CancelAck(order_id=order_id, client_order_id=None, reduced_by=0, already_gone=True)
+        return wire.decode_cancel_ack(body)
+
+    async def cancel_orders(self, order_ids: list[str], *, subaccount: int | None = None) -> list[CancelAck]:
+        """Batched cancel (fixed path, so pre-signed). Items the exchange no longer has come back already_gone."""
+        if not order_ids:
+            return []
+        items = [{"order_id": oid} if subaccount is None else {"order_id": oid, "subaccount": subaccount}
+                 for oid in order_ids]
+        try:
+            resp = await self.request("DELETE", protocol.PATH_ORDERS_V2_BATCHED, body={"orders": items},
+                                      lane=CANCEL, cost=protocol.COST_CANCEL * len(order_ids), retry=False)
+        except NotFound:
+            return [CancelAck(order_id=o, client_order_id=None, reduced_by=0, already_gone=True) for o in order_ids]
+        out = []
+        by_id = {}
+        for item in resp.get("orders") or []:
+            oid = item.get("order_id")
+            if oid is None:
+                continue
+            if item.get("error"):
+                by_id[oid] = CancelAck(order_id=oid, client_order_id=item.get("client_order_id"),
+                                       reduced_by=0, already_gone=True)
+            else:
+                by_id[oid] = wire.decode_cancel_ack(item)
+        for oid in order_ids:
+            out.append(by_id.get(oid) or CancelAck(order_id=oid, client_order_id=None, reduced_by=0,
+                                                   already_gone=True))
+        return out
+
+    async def cancel_all(self, ticker: str | None = None) -> list[CancelAck]:
+        """DELETE /portfolio/events/orders ([U] added ~Aug 2026; body shape assumed like batched cancel)."""
+        body = await self.request("DELETE", protocol.PATH_ORDERS_V2, params={"ticker": ticker}, lane=CANCEL,
+                                  cost=protocol.COST_CANCEL_ALL, retry=False)
+        return [wire.decode_cancel_ack(o) for o in (body.get("orders") or []) if not o.get("error")]
+
+    async def amend_order(self, order_id: str, *, ticker: str, side: str, price: int, count: int,
+                          client_order_id: str | None = None,
+                          updated_client_order_id: str | None = None) -> OrderAck:
+        """Amend price and/or size. ``count`` is the new total (filled + desired remaining), 1e-2 contracts."""
+        body: dict[str, Any] = {"ticker": ticker, "side": side, "price": format_price(price),
+                                "count": format_count(count)}
+        if client_order_id is not None:
+            body["client_order_id"] = client_order_id
+        if updated_client_order_id is not None:
+            body["updated_client_order_id"] = updated_client_order_id
+        resp = await self.request("POST", f"{protocol.PATH_ORDERS_V2}/{order_id}/amend", body=body, lane=AMEND,
+                                  retry=False)
+        if "order_id" not in resp:
+            resp = {**resp, "order_id": order_id}
+        return wire.decode_order_ack(resp)
+
+    async def decrease_order(self, order_id: str, reduce_to: int) -> DecreaseAck:
+        resp = await self.request("POST", f"{protocol.PATH_ORDERS_V2}/{order_id}/decrease",
+                                  body={"reduce_to": format_count(reduce_to)}, lane=AMEND, retry=False)
+        if "order_id" not in resp:
+            resp = {**resp, "order_id": order_id}
+        return wire.decode_decrease_ack(resp)
+
+    # -- portfolio reads -----------------------------------------------------------------------
+    async def iter_orders(self, *, ticker: str | None = None, event_ticker: str | None = None,
+                          status: str | None = None, min_ts: int | None = None, max_ts: int | None = None,
+                          limit: int = 200, max_pages: int | None = None) -> AsyncIterator[UserOrder]:
+        params = {"ticker": ticker, "event_ticker": event_ticker, "status": status, "min_ts": min_ts,
+                  "max_ts": max_ts}
+        async for o in self.paginate(protocol.PATH_ORDERS_READ, "orders", params, limit=limit, max_pages=max_pages):
+            yield wire.decode_user_order(o)
+
+    async def get_orders(self, **kw: Any) -> list[UserOrder]:
+        return [o async for o in self.iter_orders(**kw)]
+
+    async def get_order(self, order_id: str) -> UserOrder:
+        body = await self.request("GET", f"{protocol.PATH_ORDERS_READ}/{order_id}")
+        return wire.decode_user_order(body.get("order") or body)
+
+    async def iter_fills(self, *, ticker: str | None = None, order_id: str | None = None,
+                         min_ts: int | None = None, max_ts: int | None = None, limit: int = 200,
+                         max_pages: int | None = None) -> AsyncIterator[Fill]:
+        params = {"ticker": ticker, "order_id": order_id, "min_ts": min_ts, "max_ts": max_ts}
+        async for f in self.paginate(protocol.PATH_FILLS, "fills", params, limit=limit, max_pages=max_pages):
+            yield wire.decode_fill(f)
+
+    async def get_fills(self, **kw: Any) -> list[Fill]:
+        return [f async for f in self.iter_fills(**kw)]
+
+    async def iter_positions(self, *, ticker: str | None = None, event_ticker: str | None = None,
+                             count_filter: str | None = None, settlement_status: str | None = None,
+                             limit: int = 200, max_pages: int | None = None) -> AsyncIterator[MarketPosition]:
+        params = {"ticker": ticker, "event_ticker": event_ticker, "count_filter": count_filter,
+                  "settlement_status": settlement_status}
+        async for p in self.paginate(protocol.PATH_POSITIONS, "market_positions", params, limit=limit,
+                                     max_pages=max_pages):
+            yield wire.decode_market_position(p)
+
+    async def get_positions(self, **kw: Any) -> list[MarketPosition]:
+        return [p async for p in self.iter_positions(**kw)]
+
+    async def get_balance(self) -> Balance:
+        return wire.decode_balance(await self.request("GET", protocol.PATH_BALANCE))
+
+    # -- order groups (write bucket, place lane) -----------------------------------------------
+    async def create_order_group(self, contracts_limit: int, *, subaccount: int | None = None) -> str:
+        """Create a group; ``contracts_limit`` in 1e-2 contracts over the rolling 15 s window."""
+        body: dict[str, Any] = {"contracts_limit_fp": format_count(contracts_limit)}
+        if contracts_limit % 100 == 0:
+            body["contracts_limit"] = contracts_limit // 100
+        if subaccount is not None:
+            body["subaccount"] = subaccount
+        resp = await self.request("POST", f"{protocol.PATH_ORDER_GROUPS}/create", body=body, lane=AMEND,
+                                  retry=False)
+        return str(resp["order_group_id"])
+
+    async def get_order_group(self, order_group_id: str) -> dict[str, Any]:
+        body = await self.request("GET", f"{protocol.PATH_ORDER_GROUPS}/{order_group_id}")
+        return dict(body.get("order_group") or body)
+
+    async def list_order_groups(self) -> list[dict[str, Any]]:
+        body = await self.request("GET", protocol.PATH_ORDER_GROUPS)
+        return list(body.get("order_groups") or [])
+
+    async def reset_order_group(self, order_group_id: str) -> None:
+        await self.request("PUT", f"{protocol.PATH_ORDER_GROUPS}/{order_group_id}/reset", body={}, lane=AMEND,
+                           retry=False)
+
+    async def trigger_order_group(self, order_group_id: str) -> None:
+        """Kill switch: cancel every order in the group and block new ones until a reset."""
+        await self.request("PUT", f"{protocol.PATH_ORDER_GROUPS}/{order_group_id}/trigger", body={},
+                           lane=CANCEL, retry=False)
+
+    async def set_order_group_limit(self, order_group_id: str, contracts_limit: int) -> None:
+        body: dict[str, Any] = {"contracts_limit_fp": format_count(contracts_limit)}
+        if contracts_limit % 100 == 0:
+            body["contracts_limit"] = contracts_limit // 100
+        await self.request("PUT", f"{protocol.PATH_ORDER_GROUPS}/{order_group_id}/limit", body=body,
+                           lane=AMEND, retry=False)
+
+    async def delete_order_group(self, order_group_id: str) -> None:
+        """Delete a group; the exchange cancels its orders."""
+        try:
+            await self.request("DELETE", f"{protocol.PATH_ORDER_GROUPS}/{order_group_id}", lane=CANCEL,
+                               retry=False)
+        except NotFound:
+            pass
+
+    # -- account -------------------------------------------------------------------------------
+    async def get_account_limits(self) -> dict[str, Any]:
+        return dict(await self.request("GET", protocol.PATH_ACCOUNT_LIMITS))
+
+    async def apply_account_limits(self) -> tuple[float, float] | None:
+        """Read GET /account/limits and size the buckets from it; None (budget unchanged) if unreadable."""
+        try:
+            body = await self.get_account_limits()
+        except (ExchangeError, RequestTimeout) as exc:
+            log.info("account limits unavailable (%s); keeping the configured budget", exc)
+            return None
+        rates = limits_from_account(body)
+        if rates is None:
+            log.info("account limits body not understood; keeping the configured budget")
+            return None
+        self.limiter.set_budget(*rates)
+        return rates
+
+
+def _param(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)

@@ -1,0 +1,673 @@
+"""Kalshi WebSocket client on picows: signed handshake, subscriptions, books, user messages, reconnects.
+
+Every received frame goes, in this order, to the raw-capture hook (``FeedHandler.on_raw_frame``),
+then to the compiled ``BookRouter`` (which applies orderbook snapshots and deltas straight from the
+bytes and checks per-sid seq), and only when the router says NOT_BOOK is it decoded with orjson and
+dispatched to the typed callbacks. Nothing on this path raises into the loop: malformed or unknown
+frames are logged (truncated) and counted.
+
+What happens on each failure (design section 6):
+- seq gap: the router marks every book of that sid stale; ``on_book_stale`` fires at once and the
+  client asks for fresh snapshots (``update_subscription get_snapshot``). If they do not arrive within
+  ``resync_timeout_s``, the orderbook channel is resubscribed. ``on_book_ready`` fires on the snapshot.
+- nothing received (pings included) for ``ws_dead_after_s``: the connection is treated as dead.
+- disconnect: every book goes stale (``on_book_stale``), ``on_disconnected`` fires, and the client
+  reconnects with exponential backoff and jitter, re-signs, resubscribes and resnapshots; then
+  ``on_connected`` fires so the engine can backfill fills and reconcile.
+- duplicate ``fill`` frames (same trade_id) are dropped here (a bounded window of recent trade_ids) and
+  counted in ``stats.duplicate_fills``; the engine should still dedupe its REST backfill by trade_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from picows import WSError, WSHandshakeError, WSListener, WSMsgType, ws_connect
+
+from kmm import protocol
+from kmm.errors import AuthError, KmmError
+from kmm.kalshi import decode as wire
+from kmm.kalshi.config import ConnectorConfig
+from kmm.kalshi.signing import Signer
+from kmm.kalshi.types import Fill, Lifecycle, MarketPosition, Ticker, Trade, UserOrder
+
+log = logging.getLogger("kmm.kalshi.ws")
+
+# BookRouter.feed statuses (kmm._core.wire module constants; same values).
+NOT_BOOK, SNAPSHOT, DELTA, GAP, STALE_SKIPPED, UNKNOWN_MARKET, MALFORMED = range(7)
+
+BOOK_CHANNEL = "orderbook_delta"
+MARKET_CHANNELS = ("orderbook_delta", "ticker", "trade")  # subscribed per market
+USER_CHANNELS = ("fill", "user_orders", "market_positions")  # whole account, no market filter
+DEFAULT_CHANNELS = MARKET_CHANNELS + USER_CHANNELS
+
+_TRUNC = 200
+
+
+def _trunc(data: bytes) -> str:
+    return repr(data[:_TRUNC]) + ("…" if len(data) > _TRUNC else "")
+
+
+class WsError(KmmError):
+    """An error frame from the exchange's WebSocket (kalshi-api.md section 3.3)."""
+
+    def __init__(self, code: int, message: str, *, cmd_id: int | None = None, sid: int | None = None) -> None:
+        self.code = code
+        self.message = message
+        self.cmd_id = cmd_id
+        self.sid = sid
+        known = protocol.WS_ERRORS.get(code, "unknown code")
+        super().__init__(f"websocket error {code} ({known}): {message} [cmd id {cmd_id}, sid {sid}]")
+
+
+class FeedHandler:
+    """Callbacks the engine overrides. All run synchronously on the event loop, in frame order; keep
+    them short (schedule tasks for anything slow). ``recv_ns`` is the frame's monotonic receive time."""
+
+    def on_connected(self) -> None: ...
+    def on_disconnected(self, reason: str) -> None: ...
+    def on_book(self, ticker: str, recv_ns: int) -> None: ...          # a snapshot or delta was applied
+    def on_book_stale(self, ticker: str, reason: str) -> None: ...     # stop quoting off this book
+    def on_book_ready(self, ticker: str) -> None: ...                  # fresh snapshot applied
+    def on_fill(self, fill: Fill) -> None: ...
+    def on_user_order(self, order: UserOrder) -> None: ...
+    def on_market_position(self, position: MarketPosition) -> None: ...
+    def on_trade(self, trade: Trade) -> None: ...
+    def on_ticker(self, ticker: Ticker) -> None: ...
+    def on_lifecycle(self, event: Lifecycle) -> None: ...
+    def on_error(self, error: Exception) -> None: ...
+    def on_raw_frame(self, recv_ns: int, data: bytes) -> None: ...     # raw capture; only called if overridden
+
+
+@dataclass(slots=True)
+class WsStats:
+    frames: int = 0
+    book_frames: int = 0
+    malformed: int = 0
+    unknown_type: int = 0
+    unknown_market: int = 0
+    gaps: int = 0
+    resync_requests: int = 0
+    resubscribes: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    dead_detected: int = 0
+    pings: int = 0
+    duplicate_fills: int = 0
+    error_frames: int = 0
+    callback_errors: int = 0
+    last_recv_ns: int = 0
+
+
+def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential backoff with jitter: uniform in [base/2, base], base = min(max_s, min_s * 2**attempt)."""
+    base = min(max_s, min_s * (2.0 ** min(attempt, 30)))
+    return base * (0.5 + 0.5 * rng.random())
+
+
+def _default_router() -> Any:
+    from kmm._core.wire import BookRouter  # compiled; imported lazily so tests can inject a stand-in
+    return BookRouter()
+
+
+def _default_book_factory(price_ranges: Any) -> Any:
+    from kmm._core.book import OrderBook
+    return OrderBook(price_ranges)
+
+
+class KalshiWs:
+    """One authenticated WebSocket carrying books, public market data and our user channels."""
+
+    def __init__(self, config: ConnectorConfig, handler: FeedHandler | None = None, *,
+                 signer: Signer | None = None, router: Any = None,
+                 book_factory: Callable[[Any], Any] | None = None,
+                 channels: Iterable[str] = DEFAULT_CHANNELS, lifecycle: bool = False,
+                 rng: random.Random | None = None, clock_ns: Callable[[], int] = time.monotonic_ns,
+                 resync_timeout_s: float = 5.0, fill_dedupe_window: int = 65536,
+                 connect: Callable[..., Any] | None = None) -> None:
+        if not config.ws_url:
+            raise KmmError("ConnectorConfig.ws_url is empty; point it at a Kalshi-compatible server")
+        self.config = config
+        self.handler = handler or FeedHandler()
+        self.signer = signer if signer is not None else (
+            Signer.from_config(config) if config.has_credentials else None)
+        self.router = router if router is not None else _default_router()
+        self._book_factory = book_factory or _default_book_factory
+        chans = tuple(channels)
+        self.market_channels = tuple(c for c in chans if c in MARKET_CHANNELS)
+        self.account_channels = tuple(c for c in chans if c not in MARKET_CHANNELS) + (
+            ("market_lifecycle_v2",) if lifecycle else ())
+        self._rng = rng or random.Random()
+        self._clock = clock_ns
+        self.resync_timeout_ns = int(resync_timeout_s * 1e9)
+        self._connect = connect
+        self.stats = WsStats()
+        # desired state
+        self._markets: dict[str, Any] = {}
+        self._books: dict[str, Any] = {}
+        # per-connection state
+        self._transport: Any = None
+        self._next_id = 1
+        self._pending: dict[int, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
+        self._sid_channel: dict[int, str] = {}
+        self._channel_sid: dict[str, int] = {}
+        self._channel_markets: dict[str, set[str]] = {}
+        self._ready: set[str] = set()
+        self._resync_deadline: dict[int, int] = {}
+        self._fragments: list[bytes] | None = None
+        self._seen_fills: OrderedDict[str, None] = OrderedDict()
+        self._fill_window = fill_dedupe_window
+        # lifecycle
+        self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._connected_evt: asyncio.Event | None = None
+        self._attempt = 0
+        self._announced_conn = -1
+        self._close_reason = ""
+        self.last_disconnect_reason = ""
+        self._raw = self._raw_hook()
+        self._dispatch: dict[str, Callable[[dict[str, Any], dict[str, Any], int], None]] = {
+            "fill": self._on_fill_msg,
+            "user_order": self._on_user_order_msg,
+            "market_position": self._on_position_msg,
+            "trade": self._on_trade_msg,
+            "ticker": self._on_ticker_msg,
+            "market_lifecycle_v2": self._on_lifecycle_msg,
+            "subscribed": self._on_subscribed,
+            "ok": self._on_ok,
+            "unsubscribed": self._on_unsubscribed,
+            "error": self._on_error_frame,
+        }
+
+    def _raw_hook(self) -> Callable[[int, bytes], None] | None:
+        if type(self.handler).on_raw_frame is FeedHandler.on_raw_frame:
+            return None
+        return self.handler.on_raw_frame
+
+    def set_handler(self, handler: FeedHandler) -> None:
+        self.handler = handler
+        self._raw = self._raw_hook()
+
+    # -- public API ----------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None
+
+    @property
+    def markets(self) -> list[str]:
+        return list(self._markets)
+
+    def book(self, ticker: str) -> Any:
+        """The book for ``ticker`` (the object passed to ``router.add``; KeyError if not followed)."""
+        return self._books[ticker]
+
+    def is_ready(self, ticker: str) -> bool:
+        return ticker in self._ready
+
+    async def start(self, timeout_s: float = 10.0) -> None:
+        """Connect and subscribe; returns once the first connection is up (the client keeps reconnecting)."""
+        if self._task is not None:
+            return
+        self._closing = False
+        self._connected_evt = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="kmm-kalshi-ws")
+        try:
+            await asyncio.wait_for(self._connected_evt.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            raise KmmError(f"no WebSocket connection to {self.config.ws_url} within {timeout_s} s "
+                           f"(last error: {self.last_disconnect_reason or 'none'})") from None
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.disconnect()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        self._stop_watchdog()
+
+    async def __aenter__(self) -> KalshiWs:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def add_markets(self, markets: Mapping[str, Any] | Iterable[str]) -> None:
+        """Follow more markets: ``{ticker: Market | price_ranges}``, or bare tickers (default grid:
+        $0.01 steps, wrong for deci-cent markets). Price ranges may be a ``Market``, its int ranges,
+        the wire's ``[{start, end, step}]`` or a ``price_level_structure`` name."""
+        items = markets.items() if isinstance(markets, Mapping) else ((t, None) for t in markets)
+        added = []
+        for ticker, ranges in items:
+            if ticker in self._markets:
+                continue
+            ranges = wire.price_ranges_for_book(ranges)
+            self._markets[ticker] = ranges
+            book = self._book_factory(ranges)
+            self._books[ticker] = book
+            self.router.add(ticker, book)
+            added.append(ticker)
+        if added and self._transport is not None:
+            self._sync_market_channels()
+
+    def remove_markets(self, tickers: Iterable[str]) -> None:
+        """Stop following markets: unsubscribed from their channels and dropped from the router."""
+        removed = [t for t in tickers if self._markets.pop(t, None) is not None or t in self._books]
+        for t in removed:
+            if t in self._ready:
+                self._ready.discard(t)
+                self._call(self.handler.on_book_stale, t, "removed")
+            self._books.pop(t, None)
+            try:
+                self.router.remove(t)
+            except KeyError:
+                pass
+        if removed and self._transport is not None:
+            self._sync_market_channels()
+
+    def request_snapshot(self, tickers: Iterable[str], reason: str = "requested") -> None:
+        """Mark books stale and ask the exchange for fresh snapshots."""
+        by_sid: dict[int, list[str]] = {}
+        for t in tickers:
+            self._mark_stale(t, reason)
+            sid = self._channel_sid.get(BOOK_CHANNEL)
+            if sid is not None:
+                by_sid.setdefault(sid, []).append(t)
+        for sid, ts in by_sid.items():
+            self._send_get_snapshot(sid, ts)
+
+    # -- connection loop -----------------------------------------------------------------------
+    def _ws_path(self) -> str:
+        return urlsplit(self.config.ws_url).path or protocol.WS_PATH
+
+    async def _run(self) -> None:
+        connect = self._connect or ws_connect
+        while not self._closing:
+            reason = ""
+            try:
+                headers = self.signer.ws_headers(self._ws_path()) if self.signer is not None else {}
+                transport, _ = await connect(
+                    lambda: _Listener(self), self.config.ws_url, extra_headers=headers,
+                    enable_auto_pong=False, websocket_handshake_timeout=self.config.ws_handshake_timeout_s,
+                    max_frame_size=64 * 1024 * 1024)
+            except WSHandshakeError as exc:
+                status = getattr(getattr(exc, "response", None), "status", None)
+                if status in (401, 403):
+                    err: Exception = AuthError(f"WebSocket handshake to {self.config.ws_url} refused (HTTP "
+                                               f"{int(status)}); check the api key id, key file and clock")
+                else:
+                    err = KmmError(f"WebSocket handshake to {self.config.ws_url} failed: {exc}")
+                reason = str(err)
+                self._call(self.handler.on_error, err)
+            except (OSError, asyncio.TimeoutError, WSError) as exc:
+                reason = f"connect failed: {type(exc).__name__}: {exc}"
+            else:
+                self._on_open(transport)
+                try:
+                    await transport.wait_disconnected()
+                finally:
+                    reason = self._on_closed()
+            if self._closing:
+                break
+            self.last_disconnect_reason = reason
+            delay = backoff_delay(self._attempt, self.config.reconnect_min_s, self.config.reconnect_max_s,
+                                  self._rng)
+            self._attempt += 1
+            log.warning("websocket down (%s); reconnecting in %.2f s (attempt %d)", reason, delay, self._attempt)
+            await asyncio.sleep(delay)
+
+    def _on_open(self, transport: Any) -> None:
+        self._transport = transport
+        self.stats.connects += 1
+        self._next_id = 1
+        self._pending.clear()
+        self._sid_channel.clear()
+        self._channel_sid.clear()
+        self._channel_markets.clear()
+        self._resync_deadline.clear()
+        self._fragments = None
+        self.stats.last_recv_ns = self._clock()
+        self._close_reason = ""
+        # Fresh subscriptions: new sids, new seq bases, a snapshot per market. The server numbers sids
+        # per connection, so the router must forget the old ones.
+        self.router.reset()
+        if self.account_channels:
+            self._send_cmd("subscribe", {"channels": list(self.account_channels)}, self.account_channels, ())
+        self._sync_market_channels()
+        self._maybe_all_subscribed()  # nothing to subscribe to: up at once
+        self._start_watchdog()
+        log.info("websocket connected to %s; %d markets", self.config.ws_url, len(self._markets))
+
+    def _on_closed(self) -> str:
+        reason = self._close_reason or "closed by peer"
+        self._transport = None
+        self._stop_watchdog()
+        self.stats.disconnects += 1
+        self.router.mark_all_stale()
+        for t in list(self._ready):
+            self._call(self.handler.on_book_stale, t, "disconnected")
+        self._ready.clear()
+        self._call(self.handler.on_disconnected, reason)
+        return reason
+
+    def _on_all_subscribed(self) -> None:
+        """Everything we asked for is acknowledged: the connection counts as up."""
+        self._attempt = 0
+        if self._connected_evt is not None:
+            self._connected_evt.set()
+        self._call(self.handler.on_connected)
+
+    # -- watchdog --------------------------------------------------------------------------------
+    def _start_watchdog(self) -> None:
+        self._stop_watchdog()
+        period = max(0.05, self.config.ws_dead_after_s / 4)
+        self._watchdog = asyncio.get_running_loop().call_later(period, self._check_alive)
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _check_alive(self) -> None:
+        self._watchdog = None
+        if self._transport is None:
+            return
+        now = self._clock()
+        idle_ns = now - self.stats.last_recv_ns
+        if idle_ns > self.config.ws_dead_after_s * 1e9:
+            self.stats.dead_detected += 1
+            self._close_reason = f"dead: nothing received for {idle_ns / 1e9:.1f} s"
+            log.warning("websocket %s; dropping the connection", self._close_reason)
+            self._transport.disconnect(graceful=False)
+            return
+        for sid, deadline in list(self._resync_deadline.items()):
+            if now > deadline:
+                log.warning("snapshots for sid %d did not arrive in time; resubscribing %s", sid, BOOK_CHANNEL)
+                del self._resync_deadline[sid]
+                self._resubscribe(BOOK_CHANNEL)
+        self._start_watchdog()
+
+    # -- commands --------------------------------------------------------------------------------
+    def _send_cmd(self, cmd: str, params: dict[str, Any], channels: tuple[str, ...],
+                  tickers: tuple[str, ...]) -> int | None:
+        if self._transport is None:
+            return None
+        cmd_id = self._next_id
+        self._next_id += 1
+        self._pending[cmd_id] = (cmd, channels, tickers)
+        self._transport.send(WSMsgType.TEXT, orjson.dumps({"id": cmd_id, "cmd": cmd, "params": params}))
+        return cmd_id
+
+    def _sync_market_channels(self) -> None:
+        """Bring each market channel's server-side market set to the desired set."""
+        want = set(self._markets)
+        for ch in self.market_channels:
+            sid = self._channel_sid.get(ch)
+            have = self._channel_markets.get(ch)
+            if sid is None:
+                if have is None and want:  # not subscribed and no subscribe in flight
+                    tickers = tuple(sorted(want))
+                    self._channel_markets[ch] = set(tickers)
+                    self._send_cmd("subscribe", {"channels": [ch], "market_tickers": list(tickers)}, (ch,), tickers)
+                continue
+            assert have is not None
+            add = sorted(want - have)
+            drop = sorted(have - want)
+            if add:
+                have.update(add)
+                self._send_cmd("update_subscription", {"sids": [sid], "action": "add_markets",
+                                                       "market_tickers": add}, (ch,), tuple(add))
+            if drop:
+                have.difference_update(drop)
+                self._send_cmd("update_subscription", {"sids": [sid], "action": "delete_markets",
+                                                       "market_tickers": drop}, (ch,), tuple(drop))
+
+    def _send_get_snapshot(self, sid: int, tickers: list[str]) -> None:
+        self.stats.resync_requests += 1
+        self._resync_deadline[sid] = self._clock() + self.resync_timeout_ns
+        self._send_cmd("update_subscription", {"sids": [sid], "action": "get_snapshot",
+                                               "market_tickers": sorted(tickers)}, (BOOK_CHANNEL,), tuple(tickers))
+
+    def _resubscribe(self, channel: str) -> None:
+        self.stats.resubscribes += 1
+        sid = self._channel_sid.pop(channel, None)
+        if sid is not None:
+            self._sid_channel.pop(sid, None)
+            self._resync_deadline.pop(sid, None)
+            self._send_cmd("unsubscribe", {"sids": [sid]}, (channel,), ())
+            if channel == BOOK_CHANNEL:
+                self.router.forget_sid(sid)
+        self._channel_markets.pop(channel, None)
+        if channel == BOOK_CHANNEL:
+            for t in list(self._markets):
+                self._mark_stale(t, "resubscribing")
+        if channel in self.market_channels:
+            self._sync_market_channels()
+        else:
+            self._send_cmd("subscribe", {"channels": [channel]}, (channel,), ())
+
+    # -- frames ----------------------------------------------------------------------------------
+    def handle_frame(self, data: bytes, recv_ns: int) -> int:
+        """Process one complete text frame. Returns the router status. Never raises."""
+        self.stats.frames += 1
+        self.stats.last_recv_ns = recv_ns
+        if self._raw is not None:
+            try:
+                self._raw(recv_ns, data)
+            except Exception:
+                self.stats.callback_errors += 1
+                log.exception("on_raw_frame failed")
+        router = self.router
+        try:
+            status: int = router.feed(data, recv_ns)
+        except Exception as exc:  # the router should not raise; never let it kill the feed
+            self.stats.malformed += 1
+            log.warning("book router raised %s on frame %s", exc, _trunc(data))
+            return MALFORMED
+        if status == DELTA:
+            self.stats.book_frames += 1
+            self._call(self.handler.on_book, router.last_ticker, recv_ns)
+        elif status == NOT_BOOK:
+            self._dispatch_json(data, recv_ns)
+        elif status == SNAPSHOT:
+            self.stats.book_frames += 1
+            ticker = router.last_ticker
+            sid = router.last_sid
+            if sid in self._resync_deadline and not any(
+                    router.is_stale(t) for t in self._markets if router.sid_of(t) == sid):
+                del self._resync_deadline[sid]  # every book of the sid is fresh again
+            if ticker not in self._ready and ticker in self._markets:
+                self._ready.add(ticker)
+                self._call(self.handler.on_book_ready, ticker)
+            self._call(self.handler.on_book, ticker, recv_ns)
+        elif status == GAP:
+            self.stats.gaps += 1
+            self._on_gap(router.last_sid)
+        elif status == STALE_SKIPPED:
+            pass
+        elif status == UNKNOWN_MARKET:
+            self.stats.unknown_market += 1
+            log.debug("book frame for a market not followed: %s", _trunc(data))
+        else:
+            self.stats.malformed += 1
+            log.warning("malformed book frame (%s): %s", getattr(router, "last_error", ""), _trunc(data))
+        return status
+
+    def _on_gap(self, sid: int) -> None:
+        tickers = [t for t in self._markets if self.router.sid_of(t) == sid]
+        for t in tickers:
+            self._mark_stale(t, f"seq gap on sid {sid}")
+        log.warning("seq gap on sid %d: %d books stale, requesting snapshots", sid, len(tickers))
+        if tickers and self._transport is not None:
+            self._send_get_snapshot(sid, tickers)
+
+    def _mark_stale(self, ticker: str, reason: str) -> None:
+        self.router.mark_stale(ticker)
+        if ticker in self._ready:
+            self._ready.discard(ticker)
+            self._call(self.handler.on_book_stale, ticker, reason)
+
+    def _dispatch_json(self, data: bytes, recv_ns: int) -> None:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            self.stats.malformed += 1
+            log.warning("frame is not JSON (%s): %s", exc, _trunc(data))
+            return
+        if not isinstance(obj, dict):
+            self.stats.malformed += 1
+            log.warning("frame is not a JSON object: %s", _trunc(data))
+            return
+        typ = obj.get("type")
+        fn = self._dispatch.get(typ)  # type: ignore[arg-type]
+        if fn is None:
+            self.stats.unknown_type += 1
+            log.info("unknown frame type %r: %s", typ, _trunc(data))
+            return
+        msg = obj.get("msg")
+        if msg is None:
+            msg = {}
+        try:
+            fn(obj, msg, recv_ns)
+        except (wire.WireError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            self.stats.malformed += 1
+            log.warning("bad %s frame (%s): %s", typ, exc, _trunc(data))
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            self.stats.callback_errors += 1
+            log.exception("callback %s raised", getattr(fn, "__name__", fn))
+
+    # user and public messages
+    def _on_fill_msg(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
+        fill = wire.decode_fill(msg, recv_ns)
+        seen = self._seen_fills
+        if fill.trade_id in seen:
+            self.stats.duplicate_fills += 1
+            log.info("duplicate fill %s dropped", fill.trade_id)
+            return
+        seen[fill.trade_id] = None
+        if len(seen) > self._fill_window:
+            seen.popitem(last=False)
+        self._call(self.handler.on_fill, fill)
+
+    def _on_user_order_msg(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
+        self._call(self.handler.on_user_order, wire.decode_user_order(msg, recv_ns))
+
+    def _on_position_msg(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
+        self._call(self.handler.on_market_position, wire.decode_market_position(msg, recv_ns))
+
+    def _on_trade_msg(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
+        self._call(self.handler.on_trade, wire.decode_trade(msg, recv_ns))
+
+    def _on_ticker_msg(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
+        self._call(self.handler.on_ticker, wire.decode_ticker(msg, recv_ns))
+
+    def _on_lifecycle_msg(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
+        self._call(self.handler.on_lifecycle, wire.decode_lifecycle(msg, recv_ns))
+
+    # command responses
+    def _on_subscribed(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
+        channel = msg.get("channel")
+        sid = msg.get("sid")
+        if not isinstance(channel, str) or not isinstance(sid, int):
+            raise wire.WireError("subscribed frame without channel/sid")
+        self._sid_channel[sid] = channel
+        self._channel_sid[channel] = sid
+        if channel in self.market_channels:
+            self._channel_markets.setdefault(channel, set())
+            self._sync_market_channels()  # markets added while the subscribe was in flight
+        pending = self._pending.get(obj.get("id"))  # type: ignore[arg-type]
+        if pending is not None:
+            # one "subscribed" per channel: the command is done when every channel has a sid
+            if all(c in self._channel_sid for c in pending[1]):
+                self._pending.pop(obj.get("id"))  # type: ignore[arg-type]
+        self._maybe_all_subscribed()
+
+    def _maybe_all_subscribed(self) -> None:
+        want = set(self.account_channels)
+        if self._markets:
+            want.update(self.market_channels)
+        if want <= set(self._channel_sid) and self._announced_conn != self.stats.connects:
+            self._announced_conn = self.stats.connects
+            self._on_all_subscribed()
+
+    def _on_ok(self, obj: dict[str, Any], msg: Any, recv_ns: int) -> None:
+        self._pending.pop(obj.get("id"), None)  # type: ignore[arg-type]
+
+    def _on_unsubscribed(self, obj: dict[str, Any], msg: Any, recv_ns: int) -> None:
+        self._pending.pop(obj.get("id"), None)  # type: ignore[arg-type]
+
+    def _on_error_frame(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
+        self.stats.error_frames += 1
+        code = int(msg.get("code", 0)) if isinstance(msg, dict) else 0
+        text = str(msg.get("msg", "")) if isinstance(msg, dict) else str(msg)
+        cmd_id = obj.get("id")
+        sid = obj.get("sid") if isinstance(obj.get("sid"), int) else None
+        pending = self._pending.pop(cmd_id, None)  # type: ignore[arg-type]
+        err = WsError(code, text, cmd_id=cmd_id, sid=sid)
+        log.warning("%s (command %s)", err, pending[0] if pending else "?")
+        self._call(self.handler.on_error, err)
+        if code in protocol.WS_ERRORS_NEED_RESUBSCRIBE:
+            channel = self._sid_channel.get(sid) if sid is not None else None
+            channels = [channel] if channel else list(pending[1]) if pending else list(self._channel_sid)
+            for ch in channels:
+                self._resubscribe(ch)
+        elif pending is not None and pending[0] == "subscribe" and code != 6:
+            for ch in pending[1]:  # the subscribe failed: let the next sync try again
+                if ch not in self._channel_sid:
+                    self._channel_markets.pop(ch, None)
+
+
+class _Listener(WSListener):
+    """picows listener: stamps frames, answers pings, reassembles fragments, hands text to the client."""
+
+    def __init__(self, client: KalshiWs) -> None:
+        super().__init__()
+        self.client = client
+
+    def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        client = self.client
+        recv_ns = client._clock()
+        mt = frame.msg_type
+        if mt is WSMsgType.TEXT or mt is WSMsgType.BINARY:
+            if frame.fin:
+                client.handle_frame(frame.get_payload_as_bytes(), recv_ns)
+            else:
+                client._fragments = [frame.get_payload_as_bytes()]
+        elif mt is WSMsgType.CONTINUATION:
+            if client._fragments is None:
+                client.stats.malformed += 1
+                return
+            client._fragments.append(frame.get_payload_as_bytes())
+            if frame.fin:
+                data = b"".join(client._fragments)
+                client._fragments = None
+                client.handle_frame(data, recv_ns)
+        elif mt is WSMsgType.PING:
+            client.stats.pings += 1
+            client.stats.last_recv_ns = recv_ns
+            transport.send_pong(frame.get_payload_as_bytes())
+        elif mt is WSMsgType.PONG:
+            client.stats.last_recv_ns = recv_ns
+        elif mt is WSMsgType.CLOSE:
+            client._close_reason = f"closed by server ({frame.get_close_code()})"
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()

@@ -1,0 +1,102 @@
+"""The order-path HTTP/1.1 client against raw loopback servers that answer in awkward ways."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kmm.errors import RequestTimeout
+from kmm.kalshi.fasthttp import FastHttp, HttpConnectionError
+
+
+class Scripted(asyncio.Protocol):
+    """Answers each complete request head with the next scripted response (bytes, split in pieces)."""
+
+    def __init__(self, script, seen) -> None:
+        self.script, self.seen, self.buf = script, seen, b""
+
+    def connection_made(self, transport) -> None:
+        self.t = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while b"\r\n\r\n" in self.buf:
+            head, _, rest = self.buf.partition(b"\r\n\r\n")
+            length = next((int(l.split(b":")[1]) for l in head.split(b"\r\n")
+                           if l.lower().startswith(b"content-length")), 0)
+            if len(rest) < length:
+                return
+            self.seen.append(head + b"\r\n\r\n" + rest[:length])
+            self.buf = rest[length:]
+            action = self.script.pop(0)
+            if action == "hang":
+                continue
+            if action == "close":
+                self.t.close()
+                return
+            if action == "echo":  # body = the request target
+                target = head.split(b" ")[1]
+                action = [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(target), target)]
+            for piece in action:
+                self.t.write(piece)
+
+
+async def serve(script):
+    seen: list[bytes] = []
+    server = await asyncio.get_running_loop().create_server(lambda: Scripted(script, seen), "127.0.0.1", 0)
+    return server, seen, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_request_bytes_and_content_length_response_on_one_keepalive_connection():
+    ok = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}"
+    server, seen, url = await serve([[ok[:10], ok[10:30], ok[30:]], [ok]])
+    client = FastHttp(url, connections=1)
+    assert await client.request("POST", "/trade-api/v2/x", {"A": "b"}, b'{"k":1}') == (201, b"{}")
+    assert await client.request("DELETE", "/trade-api/v2/y?t=1", {}, None) == (201, b"{}")
+    assert seen[0].startswith(b"POST /trade-api/v2/x HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nA: b\r\nContent-Length: 7\r\n" in seen[0] and seen[0].endswith(b'{"k":1}')
+    assert seen[1].startswith(b"DELETE /trade-api/v2/y?t=1 HTTP/1.1\r\n")
+    assert client.opened == 1 and client.last_write_ns > 0
+    await client.close()
+    server.close()
+
+
+async def test_chunked_response_is_reassembled():
+    resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n"
+    server, _, url = await serve([[resp[:50], resp[50:]]])
+    client = FastHttp(url)
+    assert await client.request("GET", "/x", {}, None) == (200, b'{"a":1}')
+    await client.close()
+    server.close()
+
+
+async def test_timeout_raises_request_timeout_and_retires_the_connection():
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    server, _, url = await serve(["hang", [ok]])
+    client = FastHttp(url, connections=1)
+    with pytest.raises(RequestTimeout):
+        await client.request("POST", "/x", {}, b"{}", timeout_s=0.05)
+    assert await client.request("POST", "/x", {}, b"{}") == (200, b"")  # on a fresh connection
+    assert client.opened == 2
+    await client.close()
+    server.close()
+
+
+async def test_connection_closed_mid_request_raises_connection_error():
+    server, _, url = await serve(["close"])
+    client = FastHttp(url)
+    with pytest.raises(HttpConnectionError):
+        await client.request("POST", "/x", {}, b"{}")
+    await client.close()
+    server.close()
+
+
+async def test_concurrent_requests_share_the_pool_without_mixing_responses():
+    server, seen, url = await serve(["echo"] * 6)
+    client = FastHttp(url, connections=2)
+    out = await asyncio.gather(*(client.request("GET", f"/r{i}", {}, None) for i in range(6)))
+    assert [body for _, body in out] == [b"/r%d" % i for i in range(6)]
+    assert client.opened == 2
+    await client.close()
+    server.close()

@@ -1,0 +1,247 @@
+"""The WebSocket client's frame handling, driven frame by frame without a network."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import pytest
+
+from kmm.kalshi.config import ConnectorConfig
+from kmm.kalshi.ws import DELTA, GAP, MALFORMED, NOT_BOOK, SNAPSHOT, STALE_SKIPPED, FeedHandler, KalshiWs
+from tests.kalshi.fake_router import BookRouter, OrderBook
+
+
+class Recorder(FeedHandler):
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def __getattribute__(self, name):  # record every on_* callback with its arguments
+        if name.startswith("on_") and name != "on_raw_frame":
+            events = object.__getattribute__(self, "events")
+            return lambda *a: events.append((name, *a))
+        return object.__getattribute__(self, name)
+
+    def of(self, name):
+        return [e[1:] for e in self.events if e[0] == name]
+
+
+class Sent:
+    """Stands in for the picows transport: records commands."""
+
+    def __init__(self) -> None:
+        self.cmds: list[dict] = []
+
+    def send(self, _type, data: bytes) -> None:
+        self.cmds.append(orjson.loads(data))
+
+
+def frame(**obj) -> bytes:
+    return orjson.dumps(obj)
+
+
+def snapshot(sid, seq, ticker, yes=(("0.4100", "25.00"),), no=(("0.5500", "40.00"),)):
+    return frame(type="orderbook_snapshot", sid=sid, seq=seq,
+                 msg={"market_ticker": ticker, "market_id": "id", "yes_dollars_fp": [list(l) for l in yes],
+                      "no_dollars_fp": [list(l) for l in no]})
+
+
+def delta(sid, seq, ticker, price="0.4100", d="-5.00", side="yes"):
+    return frame(type="orderbook_delta", sid=sid, seq=seq,
+                 msg={"market_ticker": ticker, "market_id": "id", "price_dollars": price, "delta_fp": d,
+                      "side": side, "ts_ms": 1})
+
+
+@pytest.fixture
+def rec():
+    return Recorder()
+
+
+@pytest.fixture
+def ws(rec):
+    cfg = ConnectorConfig(env="sim", rest_url="http://127.0.0.1:1/trade-api/v2",
+                          ws_url="ws://127.0.0.1:1/trade-api/ws/v2")
+    client = KalshiWs(cfg, rec, router=BookRouter(), book_factory=OrderBook)
+    client.add_markets(["A", "B"])
+    client._transport = Sent()  # as if connected, with sids assigned
+    for sid, ch in ((1, "orderbook_delta"), (2, "ticker"), (3, "trade")):
+        client._sid_channel[sid] = ch
+        client._channel_sid[ch] = sid
+        client._channel_markets[ch] = {"A", "B"}
+    return client
+
+
+def test_snapshot_then_delta_update_the_book_and_call_back(ws, rec):
+    assert ws.handle_frame(snapshot(1, 2, "A"), 100) == SNAPSHOT
+    assert rec.of("on_book_ready") == [("A",)]
+    assert ws.handle_frame(delta(1, 3, "A"), 101) == DELTA
+    assert ws.book("A").levels()[0] == [(4100, 2000)]
+    assert rec.of("on_book") == [("A", 100), ("A", 101)]
+
+
+def test_seq_gap_marks_books_stale_at_once_and_requests_snapshots(ws, rec):
+    ws.handle_frame(snapshot(1, 2, "A"), 1)
+    ws.handle_frame(snapshot(1, 3, "B"), 2)
+    assert ws.handle_frame(delta(1, 5, "A"), 3) == GAP
+    assert sorted(rec.of("on_book_stale")) == [("A", "seq gap on sid 1"), ("B", "seq gap on sid 1")]
+    cmd = ws._transport.cmds[-1]
+    assert cmd["cmd"] == "update_subscription"
+    assert cmd["params"] == {"sids": [1], "action": "get_snapshot", "market_tickers": ["A", "B"]}
+    assert ws.handle_frame(delta(1, 6, "A"), 4) == STALE_SKIPPED
+    assert ws.handle_frame(snapshot(1, 7, "A"), 5) == SNAPSHOT
+    assert rec.of("on_book_ready")[-1] == ("A",) and ws.is_ready("A") and not ws.is_ready("B")
+    assert ws.stats.gaps == 1 and ws.stats.resync_requests == 1
+
+
+def test_user_messages_become_typed_records(ws, rec):
+    ws.handle_frame(frame(type="fill", sid=9, msg={
+        "trade_id": "t1", "order_id": "o1", "client_order_id": "c1", "market_ticker": "A", "is_taker": True,
+        "book_side": "ask", "yes_price_dollars": "0.6000", "count_fp": "1.50", "fee_cost": "0.0200",
+        "post_position_fp": "-1.50", "ts_ms": 5}), 10)
+    ws.handle_frame(frame(type="user_order", sid=10, msg={
+        "order_id": "o1", "ticker": "A", "status": "executed", "book_side": "ask", "yes_price_dollars": "0.6000",
+        "fill_count_fp": "1.50", "remaining_count_fp": "0.00", "initial_count_fp": "1.50",
+        "client_order_id": "c1", "created_ts_ms": 1}), 11)
+    ws.handle_frame(frame(type="market_position", sid=11, msg={
+        "market_ticker": "A", "position_fp": "-1.50", "position_cost_dollars": "0.6000",
+        "realized_pnl_dollars": "0.0000", "fees_paid_dollars": "0.0200", "volume_fp": "1.50"}), 12)
+    ws.handle_frame(frame(type="trade", sid=3, seq=1, msg={
+        "trade_id": "t1", "market_ticker": "A", "yes_price_dollars": "0.6000", "count_fp": "1.50",
+        "taker_book_side": "ask", "ts_ms": 5}), 13)
+    ws.handle_frame(frame(type="ticker", sid=2, msg={
+        "market_ticker": "A", "price_dollars": "0.6000", "yes_bid_dollars": "0.5900", "yes_ask_dollars": "0.6100",
+        "volume_fp": "10.00", "open_interest_fp": "4.00", "ts_ms": 6}), 14)
+    (fill,), = rec.of("on_fill")
+    assert (fill.side, fill.price, fill.count, fill.fee, fill.post_position, fill.recv_ns) == \
+        ("ask", 6000, 150, 200, -150, 10)
+    (order,), = rec.of("on_user_order")
+    assert (order.status, order.fill_count, order.remaining_count, order.recv_ns) == ("executed", 150, 0, 11)
+    (pos,), = rec.of("on_market_position")
+    assert (pos.position, pos.fees_paid) == (-150, 200)
+    (trade,), = rec.of("on_trade")
+    assert (trade.trade_id, trade.taker_side, trade.recv_ns) == ("t1", "ask", 13)
+    (tick,), = rec.of("on_ticker")
+    assert (tick.yes_bid, tick.yes_ask, tick.ts_ms) == (5900, 6100, 6)
+
+
+def test_duplicate_fill_is_surfaced_once_and_counted(ws, rec):
+    f = frame(type="fill", sid=9, msg={"trade_id": "t1", "order_id": "o1", "market_ticker": "A",
+                                       "book_side": "bid", "yes_price_dollars": "0.4000", "count_fp": "1.00",
+                                       "fee_cost": "0.0000", "ts_ms": 1})
+    ws.handle_frame(f, 1)
+    ws.handle_frame(f, 2)
+    assert len(rec.of("on_fill")) == 1 and ws.stats.duplicate_fills == 1
+
+
+@pytest.mark.parametrize("data", [
+    b"{not json", b"[1,2,3]",
+    orjson.dumps({"type": "fill", "sid": 9, "msg": {"trade_id": "t"}}),
+    orjson.dumps({"type": "user_order", "msg": {"order_id": "o", "ticker": "A", "status": "resting",
+                                                "book_side": "bid", "yes_price_dollars": "zero"}}),
+])
+def test_malformed_frames_are_counted_logged_and_never_raise(ws, rec, data, caplog):
+    with caplog.at_level(logging.WARNING, logger="kmm.kalshi.ws"):
+        status = ws.handle_frame(data, 1)
+    assert status == NOT_BOOK and ws.stats.malformed == 1
+    assert not rec.of("on_fill") and not rec.of("on_user_order")
+    assert caplog.records and len(caplog.records[0].getMessage()) < 600
+
+
+def test_malformed_book_frame_is_counted(ws):
+    bad = frame(type="orderbook_delta", sid=1, seq=3, msg={"market_ticker": "A", "price_dollars": "x",
+                                                           "delta_fp": "1.00", "side": "yes"})
+    ws.handle_frame(snapshot(1, 2, "A"), 1)
+    assert ws.handle_frame(bad, 2) == MALFORMED and ws.stats.malformed == 1
+
+
+def test_unknown_type_is_counted_not_fatal(ws):
+    ws.handle_frame(frame(type="brand_new_channel", msg={}), 1)
+    assert ws.stats.unknown_type == 1
+
+
+def test_raw_frame_hook_sees_every_frame_with_receive_time(rec):
+    got = []
+
+    class Capture(FeedHandler):
+        def on_raw_frame(self, recv_ns, data):
+            got.append((recv_ns, data))
+
+    cfg = ConnectorConfig(env="sim", rest_url="http://x/trade-api/v2", ws_url="ws://x/trade-api/ws/v2")
+    client = KalshiWs(cfg, Capture(), router=BookRouter(), book_factory=OrderBook)
+    client.add_markets(["A"])
+    client.handle_frame(snapshot(1, 1, "A"), 77)
+    client.handle_frame(b"garbage", 78)
+    assert got == [(77, snapshot(1, 1, "A")), (78, b"garbage")]
+
+
+def test_error_frame_needing_resubscribe_resubscribes_the_channel(ws, rec):
+    ws.handle_frame(snapshot(1, 2, "A"), 1)
+    ws.handle_frame(frame(id=9, type="error", sid=1, msg={"code": 25, "msg": "Subscription buffer overflow"}), 2)
+    (err,), = rec.of("on_error")
+    assert err.code == 25
+    cmds = [(c["cmd"], c["params"]) for c in ws._transport.cmds]
+    assert ("unsubscribe", {"sids": [1]}) in cmds
+    assert ("subscribe", {"channels": ["orderbook_delta"], "market_tickers": ["A", "B"]}) in cmds
+    assert ("A", "resubscribing") in rec.of("on_book_stale")
+
+
+def test_add_and_remove_markets_update_subscriptions(ws, rec):
+    ws.add_markets({"C": None})
+    ws.remove_markets(["A"])
+    cmds = [c["params"] for c in ws._transport.cmds]
+    assert {"sids": [1], "action": "add_markets", "market_tickers": ["C"]} in cmds
+    assert {"sids": [1], "action": "delete_markets", "market_tickers": ["A"]} in cmds
+    assert {"sids": [2], "action": "add_markets", "market_tickers": ["C"]} in cmds
+    assert ws.markets == ["B", "C"]
+
+
+async def test_snapshots_not_arriving_in_time_fall_back_to_resubscribe(rec):
+    from tests.kalshi.conftest import FakeClock
+    clock = FakeClock()
+    cfg = ConnectorConfig(env="sim", rest_url="http://x/trade-api/v2", ws_url="ws://x/trade-api/ws/v2",
+                          ws_dead_after_s=60)
+    client = KalshiWs(cfg, rec, router=BookRouter(), book_factory=OrderBook, clock_ns=clock, resync_timeout_s=2)
+    client.add_markets(["A"])
+    client._transport = Sent()
+    client._sid_channel[1] = "orderbook_delta"
+    client._channel_sid["orderbook_delta"] = 1
+    client._channel_markets["orderbook_delta"] = {"A"}
+    client.stats.last_recv_ns = clock()
+    client.handle_frame(snapshot(1, 2, "A"), clock())
+    client.handle_frame(delta(1, 9, "A"), clock())  # gap -> get_snapshot
+    clock.advance(1)
+    client.stats.last_recv_ns = clock()
+    client._check_alive()
+    assert client.stats.resubscribes == 0
+    clock.advance(1.5)
+    client.stats.last_recv_ns = clock()
+    client._check_alive()
+    assert client.stats.resubscribes == 1
+    cmds = [(c["cmd"], c["params"]) for c in client._transport.cmds]
+    assert ("unsubscribe", {"sids": [1]}) in cmds
+    assert ("subscribe", {"channels": ["orderbook_delta"], "market_tickers": ["A"]}) in cmds
+    client._stop_watchdog()
+
+
+async def test_nothing_received_for_dead_after_drops_the_connection(rec):
+    from tests.kalshi.conftest import FakeClock
+    clock = FakeClock()
+    cfg = ConnectorConfig(env="sim", rest_url="http://x/trade-api/v2", ws_url="ws://x/trade-api/ws/v2",
+                          ws_dead_after_s=10)
+
+    class T(Sent):
+        dropped = False
+
+        def disconnect(self, graceful=True):
+            self.dropped = True
+
+    client = KalshiWs(cfg, rec, router=BookRouter(), book_factory=OrderBook, clock_ns=clock)
+    client._transport = T()
+    client.stats.last_recv_ns = clock()
+    clock.advance(9.9)
+    client._check_alive()
+    assert not client._transport.dropped
+    clock.advance(0.2)
+    client._check_alive()
+    assert client._transport.dropped and client.stats.dead_detected == 1
+    client._stop_watchdog()
