@@ -148,7 +148,7 @@ class RiskConfig:
                         "at the ask) or mid.", choices=("conservative", "mid"))
     cash_rounding: str = opt("cent", "Fees charged to cash: cent (rounded up per fill with a "
                              "per-order carry) or exact (direct members).", choices=("cent", "exact"))
-    order_group_limit: int = opt(50_000, "Contracts limit of the session's order group: when more than "
+    order_group_limit: int = opt(100_000, "Contracts limit of the session's order group: when more than "
                                  "this matches within Kalshi's rolling 15 s window, the exchange cancels "
                                  "every order of the group (an exchange-side circuit breaker); 0: no group.",
                                  unit="contracts", lo=0)

@@ -330,3 +330,16 @@ def test_random_fills_value_identity_at_mark(seq):
     lhs = p._cash_e6 + value_e6
     rhs = 10_000_000 * 100 + m.realized_e6 + p._unrealized_e6(m) - m.fees_charged_e6
     assert lhs == rhs
+
+
+def test_check_against_accepts_sub_cent_cost_rounding_but_not_a_cent_or_any_fee_difference():
+    pf = Portfolio()
+    pf.apply_fill(fill("bid", 4000, 300, fee=50))
+    pf.apply_fill(fill("ask", 4500, 100, order_id="o2"))
+    cost, realized, fees = pf.position_cost(T), pf.realized_pnl(T), pf.fees_paid(T)
+    assert pf.check_against(MarketPosition(T, 200, cost + 1, realized - 1, fees)).ok
+    assert pf.check_against(MarketPosition(T, 200, cost + 99, realized, fees)).ok
+    assert not pf.check_against(MarketPosition(T, 200, cost + 100, realized, fees)).ok
+    assert not pf.check_against(MarketPosition(T, 200, cost, realized - 100, fees)).ok
+    assert not pf.check_against(MarketPosition(T, 200, cost, realized, fees + 1)).ok
+    assert not pf.check_against(MarketPosition(T, 201, cost, realized, fees)).ok

@@ -56,3 +56,12 @@ def test_alpha_slot_defaults_to_zero_and_static_alpha_reads_per_market():
     a = StaticAlpha({"KXA": 25})
     assert a.get_external_skew("KXA") == 25.0 and a.get_external_skew("KXB") == 0.0
     assert math.isfinite(a.get_external_skew("KXA"))
+
+
+def test_volatility_is_not_inflated_by_bid_ask_bounce_within_a_sample():
+    # the mid flickers 5000/5010 every millisecond for 20 s: at 1 s sampling the variance rate is at
+    # most 10^2 per second, where per-message sampling would report ~316 per sqrt(s)
+    v = VolatilityEWMA(halflife_s=5, prior=1.0, min_samples=3, sample_s=1.0)
+    for i in range(20_000):
+        v.update(5000.0 + 10.0 * (i % 2), i * 1_000_000)
+    assert 0.0 <= v.sigma <= 10.0

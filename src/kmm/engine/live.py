@@ -300,6 +300,9 @@ class Engine(FeedHandler):
             self._resync_task = self._spawn(self._resync("reconnect"))
 
     def on_disconnected(self, reason: str) -> None:
+        if self.stopping:
+            log.info("websocket closed (%s)", reason)
+            return
         log.warning("websocket lost (%s): quoting stops, cancelling everything over REST", reason)
         self._resync_needed = True
         self.quoting = False
@@ -307,8 +310,7 @@ class Engine(FeedHandler):
             p.ready = False
             p.state = "disconnected"
             self.gate.set_book_stale(p.ticker, True)
-        if not self.stopping:
-            self._spawn(self._cancel_everything("websocket lost"))
+        self._spawn(self._cancel_everything("websocket lost"))
 
     def on_book_ready(self, ticker: str) -> None:
         pipe = self.pipes.get(ticker)
@@ -322,7 +324,7 @@ class Engine(FeedHandler):
 
     def on_book_stale(self, ticker: str, reason: str) -> None:
         pipe = self.pipes.get(ticker)
-        if pipe is None:
+        if pipe is None or self.stopping:
             return
         log.warning("%s: book stale (%s): pulling quotes until a fresh snapshot", ticker, reason)
         pipe.ready = False
@@ -405,6 +407,9 @@ class Engine(FeedHandler):
             return
         if pipe.in_flight:
             pipe.dirty = True
+            return
+        if pipe.hold_until_ns and self.clock.monotonic_ns() < pipe.hold_until_ns:
+            pipe.dirty = True          # after a refused create: the housekeeping tick retries later
             return
         ticker = pipe.ticker
         d = self.gate.is_quotable(ticker)
@@ -511,14 +516,23 @@ class Engine(FeedHandler):
         except ExchangeError as exc:
             self.om.on_create_rejected(coid, exc.code)
             self._record_order(coid, "rejected", reason=exc.code)
-            if exc.code not in ("post_only_cross", "POST_ONLY_CROSS"):
-                log.warning("%s: create %s refused: %s", pipe.ticker, coid, exc)
+            code = exc.code.lower()
+            if "order_group" in code:
+                # the exchange-side circuit breaker fired: too many contracts matched in 15 s
+                self.gate.trip(f"session order group {self.group_id} triggered at the exchange ({exc.code}); "
+                               "it rejects every new order until reset")
+                self._after_pnl_change()
+            elif code != "post_only_cross":
+                pipe.hold(self.clock.monotonic_ns())
+                log.warning("%s: create %s refused: %s; new orders here wait %.1f s", pipe.ticker, coid, exc,
+                            pipe.hold_s)
         except (RequestTimeout, OSError, KmmError) as exc:
             # outcome unknown: the periodic reconcile (and stop sweep) resolves it by client_order_id
             self.om.on_create_timeout(coid)
             log.warning("%s: create %s outcome unknown (%s); resolving by lookup", pipe.ticker, coid, exc)
         else:
             self.gate.on_request_ok()
+            pipe.hold_s = 0.0
             self.om.on_ack(ack)
             self._record_order(coid, "resting" if ack.remaining_count else "executed", order_id=ack.order_id)
             if (not self.quoting or self.stopping or not pipe.ready) and ack.remaining_count:
@@ -620,7 +634,7 @@ class Engine(FeedHandler):
         self._spawn(sweep())
 
     def _after_pnl_change(self) -> None:
-        if self.gate.update_pnl() is KillState.TRIPPED:
+        if self.gate.update_pnl() is KillState.TRIPPED or self.gate.kill_state is KillState.TRIPPED:
             for p in self.pipes.values():
                 p.state = "killed"
             self._start_kill_sweep()
@@ -689,6 +703,7 @@ class Engine(FeedHandler):
             now_s = self.clock.monotonic_ns() / NS_PER_S
             try:
                 self._check_staleness()
+                self._retry_held(now_s)
                 if self.gate.kill_state is KillState.PAUSED:
                     self._after_pnl_change()
                 if now_s >= next_status:
@@ -721,6 +736,12 @@ class Engine(FeedHandler):
         silent = [p.ticker for p in self.pipes.values() if p.ready and p.last_book_ns and now - p.last_book_ns > limit]
         if silent:
             self.ws.request_snapshot(silent, reason=f"no book message for {self.cfg.risk.stale_after_s:g} s")
+
+    def _retry_held(self, now_s: float) -> None:
+        for p in self.pipes.values():
+            if p.hold_until_ns and p.dirty and p.ready and now_s * NS_PER_S >= p.hold_until_ns:
+                p.hold_until_ns = 0
+                self._requote(p, self.clock.monotonic_ns())
 
     async def _poll_status(self) -> None:
         assert self.rest is not None

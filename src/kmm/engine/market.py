@@ -67,6 +67,8 @@ class MarketPipeline:
         self.trigger_ns = 0           # receive time of the frame behind the current decision
         self.last_book_ns = 0         # monotonic ns of the last applied book message
         self.tape_trigger_ns = 0      # trigger whose decision row is on the tape already
+        self.hold_s = 0.0             # back-off after a refused create (doubles, 0.5 s .. 30 s)
+        self.hold_until_ns = 0
         self.state = "starting"
         self.decisions = 0
         self.fills = 0
@@ -102,6 +104,11 @@ class MarketPipeline:
         if self.params.kappa_estimate:
             self.kappa.observe_trade(price, self.inputs.mid)
             self.inputs.kappa = self.kappa.kappa
+
+    def hold(self, now_ns: int) -> None:
+        """A create was refused (other than a post-only cross): wait before placing here again."""
+        self.hold_s = min(30.0, max(0.5, 2 * self.hold_s))
+        self.hold_until_ns = now_ns + int(self.hold_s * NS_PER_S)
 
     # ---------------------------------------------------------------------------------- decision
     def decide(self, inventory: int, live: list[LiveOrder]) -> tuple[Any, ...]:

@@ -9,21 +9,27 @@ import math
 
 
 class VolatilityEWMA:
-    """Exponentially weighted estimate of the mid's variance rate.
+    """Exponentially weighted estimate of the mid's variance rate, sampled on a time grid.
 
-    sigma is in price units (1e-4 $) per sqrt(second): each observed mid change dm over dt seconds
-    contributes dm^2 / dt, weighted with a half-life in seconds of wall time. Until ``min_samples`` changes
-    have been seen, ``sigma`` returns ``prior`` so that a new market quotes with a sane width.
+    sigma is in price units (1e-4 $) per sqrt(second). The mid is sampled at most once per
+    ``sample_s`` seconds; each sample contributes dm^2 / dt (dm the mid's change since the previous
+    sample, dt the time between them, zero changes included), weighted with a half-life in seconds.
+    Sampling on a grid instead of at every book message keeps bid-ask bounce (a mid flickering
+    between two values within milliseconds) from inflating the estimate. Until ``min_samples``
+    samples have been taken, ``sigma`` returns ``prior`` so a new market quotes with a sane width.
     """
 
-    __slots__ = ("halflife_s", "prior", "min_samples", "_var", "_last_mid", "_last_ns", "samples")
+    __slots__ = ("halflife_s", "prior", "min_samples", "sample_ns", "_var", "_last_mid", "_last_ns", "samples")
 
-    def __init__(self, halflife_s: float = 60.0, prior: float = 5.0, min_samples: int = 5) -> None:
-        if halflife_s <= 0 or prior < 0:
-            raise ValueError(f"VolatilityEWMA: halflife_s {halflife_s} must be > 0 and prior {prior} >= 0")
+    def __init__(self, halflife_s: float = 60.0, prior: float = 5.0, min_samples: int = 5,
+                 sample_s: float = 1.0) -> None:
+        if halflife_s <= 0 or prior < 0 or sample_s <= 0:
+            raise ValueError(f"VolatilityEWMA: halflife_s {halflife_s} and sample_s {sample_s} must be > 0 "
+                             f"and prior {prior} >= 0")
         self.halflife_s = halflife_s
         self.prior = prior
         self.min_samples = min_samples
+        self.sample_ns = int(sample_s * 1e9)
         self._var = prior * prior
         self._last_mid: float | None = None
         self._last_ns = 0
@@ -35,14 +41,14 @@ class VolatilityEWMA:
         if self._last_mid is None:
             self._last_mid, self._last_ns = mid, now_ns
             return
-        dt = (now_ns - self._last_ns) / 1e9
-        if dt <= 0:
+        elapsed = now_ns - self._last_ns
+        if elapsed < self.sample_ns:
             return
-        if mid != self._last_mid:
-            rate = (mid - self._last_mid) ** 2 / max(dt, 1e-3)
-            w = 1.0 - math.exp(-math.log(2.0) * dt / self.halflife_s)
-            self._var += max(w, 1e-6) * (rate - self._var)
-            self.samples += 1
+        dt = elapsed / 1e9
+        rate = (mid - self._last_mid) ** 2 / dt
+        w = 1.0 - math.exp(-math.log(2.0) * dt / self.halflife_s)
+        self._var += w * (rate - self._var)
+        self.samples += 1
         self._last_mid, self._last_ns = mid, now_ns
 
     @property
