@@ -64,7 +64,7 @@ def test_every_field_has_a_doc_string():
 def test_no_file_gives_defaults():
     cfg = load_config(None, environ=NO_ENV)
     assert cfg.run.env == "sim" and cfg.source is None
-    assert cfg.tickers() == ("KXSIM-A",)
+    assert cfg.tickers() == ("KXSIMA-26-A", "KXSIMB-26-B", "KXSIMM-26-M")
 
 
 def test_human_units_convert_to_kmm_units(tmp_path):

@@ -84,7 +84,9 @@ KALSHI_KEYS: dict[str, tuple[Any, str]] = {
 class StrategyParams:
     """Quoting parameters; [strategy] sets them for every market, [markets.TICKER] per market."""
 
-    gamma: float = opt(0.1, "Risk aversion of the Avellaneda-Stoikov model (inventory skew).",
+    gamma: float = opt(0.1, "Risk aversion of the Avellaneda-Stoikov model (inventory skew), per "
+                       "(dollar x contract): the reservation price moves by inventory x gamma x "
+                       "sigma^2 x tau.",
                        lo=0, lo_open=True)
     kappa: float = opt(100.0, "Order-arrival decay, per dollar of distance from mid (spread ~ 2/kappa "
                        "for small gamma). The prior when kappa_estimate is on.", lo=0, lo_open=True)
@@ -146,6 +148,10 @@ class RiskConfig:
                         "at the ask) or mid.", choices=("conservative", "mid"))
     cash_rounding: str = opt("cent", "Fees charged to cash: cent (rounded up per fill with a "
                              "per-order carry) or exact (direct members).", choices=("cent", "exact"))
+    order_group_limit: int = opt(50_000, "Contracts limit of the session's order group: when more than "
+                                 "this matches within Kalshi's rolling 15 s window, the exchange cancels "
+                                 "every order of the group (an exchange-side circuit breaker); 0: no group.",
+                                 unit="contracts", lo=0)
 
 
 @dataclass(slots=True, frozen=True)
@@ -164,15 +170,18 @@ class SimConfig:
     """The embedded exchange used when [run] env = sim."""
 
     seed: int = opt(1, "Random seed of the synthetic participants.")
-    flow: str = opt("normal", "Synthetic order flow: quiet, normal or busy.",
-                    choices=("quiet", "normal", "busy"))
-    rate_tier: str = opt("basic", "Rate-limit tier the sim enforces.",
-                         choices=("basic", "advanced", "premier", "paragon", "prime"))
-    markets: tuple[str, ...] = opt(("KXSIM-A",), "Markets the sim lists.")
-    price_level_structure: str = opt("linear_cent", "Tick structure of the sim's markets.",
-                                     choices=("linear_cent", "deci_cent", "tapered_deci_cent"))
-    fee_type: str = opt("quadratic", "Fee type of the sim's series.",
-                        choices=("quadratic", "quadratic_with_maker_fees"))
+    flow: str = opt("calm", "Synthetic order flow: off (no other traders), calm or busy.",
+                    choices=("off", "calm", "busy"))
+    speed: float = opt(1.0, "Scales the synthetic flow's message rate.", lo=0, lo_open=True)
+    rate_tier: str = opt("basic", "Rate-limit tier the sim enforces (off: no limits).",
+                         choices=("off", "basic", "advanced", "premier", "paragon", "prime"))
+    balance: int = opt(10_000_000, "Starting balance of the account kmm trades with.", unit="dollars",
+                       lo=0)
+    markets: tuple[str, ...] = opt(("KXSIMA-26-A", "KXSIMB-26-B", "KXSIMM-26-M"),
+                                   "Markets the sim lists and kmm quotes by default (the sim knows "
+                                   "KXSIMA-26-A linear_cent, KXSIMB-26-B deci_cent, KXSIMC-26-C "
+                                   "tapered_deci_cent, KXSIMM-26-M maker fees, KXSIMF-26-F fractional, "
+                                   "KXSIMH-26-H half fees; other tickers get linear_cent).")
 
 
 SECTIONS: dict[str, type] = {"run": RunConfig, "strategy": StrategyParams, "risk": RiskConfig,

@@ -4,7 +4,7 @@ from libc.stdint cimport int64_t
 # Parse an ASCII decimal ("0.4275", "-5.00", "10", "1.") with at most `scale` fractional digits into
 # value * 10**scale. An optional leading '-' or '+' is accepted only when `signed` is true.
 # Returns 0 on success, -1 on malformed input (empty, stray characters, too many digits or
-# decimals); *out is untouched on failure.
+# decimals, or a value of 1e18 units or more); *out is untouched on failure.
 cdef int parse_fixed(const char* s, Py_ssize_t n, int scale, bint signed, int64_t* out) noexcept nogil
 
 # Write value / 10**scale with exactly `scale` decimals into buf (at least 24 bytes); returns the length.

@@ -54,6 +54,8 @@ cdef int parse_fixed(const char* s, Py_ssize_t n, int scale, bint signed, int64_
         return -1
     if frac < 0:
         frac = 0
+    if digits + scale - frac > 18:  # value * 10**scale must stay below 1e18 (inside int64)
+        return -1
     while frac < scale:
         v *= 10
         frac += 1

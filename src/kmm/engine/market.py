@@ -66,7 +66,7 @@ class MarketPipeline:
         self.dirty = False            # a book or inventory change arrived while requests were in flight
         self.trigger_ns = 0           # receive time of the frame behind the current decision
         self.last_book_ns = 0         # monotonic ns of the last applied book message
-        self.snapshot_requested_ns = 0
+        self.tape_trigger_ns = 0      # trigger whose decision row is on the tape already
         self.state = "starting"
         self.decisions = 0
         self.fills = 0

@@ -1,0 +1,58 @@
+"""WebSocket frames -> compiled order books (orderbook_snapshot / orderbook_delta)."""
+
+from kmm._core.book import OrderBook
+
+NOT_BOOK: int  # 0: valid JSON, not a book message (decode it with orjson)
+SNAPSHOT: int  # 1
+DELTA: int  # 2
+GAP: int  # 3: seq gap on the sid; its markets are now stale
+STALE_SKIPPED: int  # 4: delta for a stale market, not applied
+UNKNOWN_MARKET: int  # 5
+MALFORMED: int  # 6: see last_error
+RESULT_NAMES: tuple[str, ...]
+MAX_DEPTH: int  # deepest JSON nesting accepted (128)
+
+class BookRouter:
+    last_type: str | None  # "orderbook_snapshot" | "orderbook_delta" | None (not a book frame)
+    last_ticker: str | None
+    last_sid: int  # 0 when absent
+    last_seq: int  # 0 when absent
+    last_ts_ms: int  # msg.ts_ms of a delta, 0 when absent
+    last_sending_ts_ms: int  # top-level sending_ts_ms, 0 when absent
+    last_client_order_id: str | None
+    last_error: str | None
+    last_recv_ns: int
+    frames: int
+    snapshots: int
+    deltas: int
+    gaps: int
+    stale_skipped: int
+    malformed: int
+    unknown: int
+    not_book: int
+    def __init__(self) -> None: ...
+    def feed(self, frame: bytes, recv_ns: int = 0) -> int:
+        """Scan one text frame, apply it if it is a book message; returns a result constant. Never
+        raises on frame content."""
+    def add(self, ticker: str, book: OrderBook) -> None:
+        """Route ticker to book (replaces an earlier one). Stale until its first snapshot."""
+    def remove(self, ticker: str) -> None: ...
+    def book(self, ticker: str) -> OrderBook: ...
+    def tickers(self) -> list[str]: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, ticker: object) -> bool: ...
+    def is_stale(self, ticker: str) -> bool: ...
+    def stale_tickers(self) -> list[str]: ...
+    def mark_stale(self, ticker: str) -> None: ...
+    def mark_all_stale(self) -> None:
+        """Every market stale; seq bases and sid links kept."""
+    def sid_of(self, ticker: str) -> int | None: ...
+    def last_seq_of(self, sid: int) -> int | None: ...
+    def forget_sid(self, sid: int) -> None:
+        """Drop the sid's seq base; its markets become stale and unlinked."""
+    def reset(self) -> None:
+        """Forget every sid; every market stale and unlinked (on reconnect)."""
+    def counters(self) -> dict[str, int]: ...
+
+def scan_fields(frame: bytes) -> dict[str, tuple[int, bytes]]:
+    """Debug helper: the router's fields found in frame as {name: (kind, raw bytes)}."""

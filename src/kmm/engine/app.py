@@ -1,0 +1,265 @@
+"""``kmm run`` and ``kmm probe``: resolve the venue, start the embedded exchange when there is no
+account, open the records, run the live loop under uvloop, and stop cleanly on SIGINT/SIGTERM.
+
+Which venue: with ``--env demo|prod`` (or ``[run] env``) kmm talks to Kalshi with the configured key.
+With no ``--env`` on the command line and no credentials anywhere, it starts ``kmm sim`` in-process on
+127.0.0.1 with synthetic flow, creates an account there, and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kmm.config import KmmConfig, load_config, parse_set_args
+from kmm.errors import ConfigError, KmmError
+
+log = logging.getLogger("kmm.app")
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_ORDERS_LEFT = 0, 1, 2, 3
+
+
+# ---------------------------------------------------------------------------------------- arguments
+def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "run", help="market-make on Kalshi (the embedded exchange when no credentials are configured)",
+        description="Quote both sides of one or more Kalshi markets. Without credentials and without "
+                    "--env, kmm starts its embedded exchange in-process and trades there.")
+    _venue_args(p)
+    p.add_argument("--markets", help="comma-separated market tickers (default: [run] markets, or the sim's)")
+    p.add_argument("--strategy", choices=("stoikov", "inside"), help="quoting strategy (default stoikov)")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    p.add_argument("--out", metavar="DIR", help="output directory (default ./kmm-out/<timestamp>)")
+    p.add_argument("--view", choices=("auto", "live", "plain", "off"), default="auto",
+                   help="live terminal table, plain status lines, or nothing (auto: live on a terminal)")
+    p.set_defaults(func=run_command)
+    return p
+
+
+def add_probe_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "probe", help="connectivity check: place one 1-contract bid at the lowest price and cancel it",
+        description="Connect, place 1 contract bid at the market's lowest price, confirm the order id, "
+                    "cancel it, confirm the cancel; print each step with its latency.")
+    _venue_args(p)
+    p.add_argument("--market", help="market ticker (default: the first configured market)")
+    p.set_defaults(func=probe_command)
+    return p
+
+
+def _venue_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="kmm.toml (default: $KMM_CONFIG, else built-in defaults)")
+    p.add_argument("--env", choices=("sim", "demo", "prod"), help="venue (default: sim unless credentials exist)")
+    p.add_argument("--allow-prod", action="store_true", help="required, with --env prod, to trade real money")
+    p.add_argument("--rest-url", help="REST base URL of a Kalshi-compatible server (.../trade-api/v2)")
+    p.add_argument("--ws-url", help="WebSocket URL of that server (.../trade-api/ws/v2)")
+    p.add_argument("--api-key-id", help="Kalshi API key id (or $KALSHI_API_KEY_ID)")
+    p.add_argument("--private-key", metavar="PATH", help="RSA private key PEM file (or $KALSHI_PRIVATE_KEY_PATH)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any kmm.toml key, e.g. --set risk.max_loss=25 (repeatable)")
+
+
+@dataclass(slots=True)
+class Venue:
+    """Where the engine connects: a ConnectorConfig plus a label, and the in-process sim if any."""
+
+    conn: Any
+    label: str
+    sim: Any = None
+
+
+def load(args: argparse.Namespace) -> tuple[KmmConfig, bool]:
+    """The typed config from file + environment + flags; True when the venue was named explicitly."""
+    cli = parse_set_args(args.set)
+    for key, value in (("run.env", args.env), ("run.strategy", getattr(args, "strategy", None)),
+                       ("run.duration_s", getattr(args, "duration", None)),
+                       ("run.out_dir", getattr(args, "out", None))):
+        if value is not None:
+            cli[key] = str(value)
+    markets = getattr(args, "markets", None) or getattr(args, "market", None)
+    if markets:
+        cli["run.markets"] = markets
+    if args.allow_prod:
+        cli["run.allow_prod"] = "true"
+    path = args.config or os.environ.get("KMM_CONFIG")
+    cfg = load_config(path, environ=os.environ, cli=cli)
+    explicit = args.env is not None or bool(args.rest_url) or (cfg.source is not None and cfg.run.env != "sim")
+    return cfg, explicit
+
+
+def _connector_cli(cfg: KmmConfig, args: argparse.Namespace) -> dict[str, Any]:
+    cli: dict[str, Any] = dict(cfg.kalshi_cli)
+    cli.update({"env": cfg.run.env, "allow_prod": cfg.run.allow_prod or None, "rest_url": args.rest_url,
+                "ws_url": args.ws_url, "api_key_id": args.api_key_id, "private_key": args.private_key})
+    return {k: v for k, v in cli.items() if v not in (None, "")}
+
+
+def _has_credentials(cfg: KmmConfig, args: argparse.Namespace) -> bool:
+    from kmm.kalshi.config import ENV_KEY_ID, ENV_KEY_PATH
+    return bool((args.api_key_id or os.environ.get(ENV_KEY_ID) or cfg.kalshi.get("api_key_id"))
+                and (args.private_key or os.environ.get(ENV_KEY_PATH) or cfg.kalshi.get("private_key_path")))
+
+
+@contextlib.asynccontextmanager
+async def open_venue(cfg: KmmConfig, args: argparse.Namespace, explicit: bool) -> AsyncIterator[Venue]:
+    """Yield the venue; an in-process sim is started (and stopped on exit) when that is the venue."""
+    from kmm.kalshi import ConnectorConfig
+    use_sim = cfg.run.env == "sim" and not args.rest_url and not (explicit is False and _has_credentials(cfg, args)
+                                                                   and cfg.run.env != "sim")
+    if not use_sim:
+        conn = ConnectorConfig.resolve(cfg.kalshi, _connector_cli(cfg, args), os.environ)
+        yield Venue(conn, f"{conn.env} ({conn.rest_url})")
+        return
+    from kmm.sim import MarketSpec, SimConfig, SimExchange
+    from kmm.sim.config import default_markets
+    known = {m.ticker: m for m in default_markets()}
+    specs = [known.get(t) or MarketSpec(t) for t in cfg.tickers()]
+    scfg = SimConfig(seed=cfg.sim.seed, flow=cfg.sim.flow, speed=cfg.sim.speed, rate_tier=cfg.sim.rate_tier,
+                     balance=str(cfg.sim.balance // 10_000), markets=specs)
+    async with SimExchange(scfg) as sim:
+        key_id, pem = sim.create_key()
+        conn = ConnectorConfig.resolve(cfg.kalshi, {**_connector_cli(cfg, args), "env": "sim",
+                                                    "rest_url": sim.rest_url, "ws_url": sim.ws_url}, {})
+        conn = conn.with_server(sim.rest_url, sim.ws_url, api_key_id=key_id, private_key_pem=pem)
+        reason = "no Kalshi credentials configured" if not _has_credentials(cfg, args) else "env = sim"
+        msg = (f"{reason}: trading on kmm's embedded exchange (kmm sim) in-process at {sim.rest_url} "
+               f"with {cfg.sim.flow} synthetic flow (seed {cfg.sim.seed})")
+        log.info("%s", msg)
+        print(msg, file=sys.stderr)
+        yield Venue(conn, "sim (in-process)", sim)
+
+
+def _out_dir(cfg: KmmConfig, args: argparse.Namespace) -> Path:
+    if getattr(args, "out", None):
+        return Path(args.out)
+    return Path(cfg.run.out_dir) / time.strftime("%Y%m%d-%H%M%S")
+
+
+# ---------------------------------------------------------------------------------------- kmm run
+def run_command(args: argparse.Namespace) -> int:
+    from kmm.kalshi import loop as kloop
+    from kmm.record import Recorder
+    try:
+        cfg, explicit = load(args)
+    except ConfigError as exc:
+        print(f"kmm run: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    out = _out_dir(cfg, args)
+    view = args.view if args.view != "auto" else ("live" if sys.stdout.isatty() else "plain")
+    rec = cfg.records
+    recorder = Recorder.open(out, log_level=cfg.run.log_level, console=False, capture=rec.raw_capture)
+    print(f"kmm run: writing ops.log, tape.csv, kmm.sqlite{' and the capture' if rec.raw_capture else ''} "
+          f"to {out}", file=sys.stderr)
+    sys.setswitchinterval(0.0005)  # no background writer may hold the loop for milliseconds
+    try:
+        summary = kloop.run(_run_async(cfg, args, explicit, recorder, view))
+    except ConfigError as exc:
+        print(f"kmm run: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KmmError as exc:
+        log.critical("kmm run stopped on an error: %s", exc)
+        print(f"kmm run: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        recorder.close()
+    print(summary.render())
+    if not summary.verified_flat_orders and not cfg.run.leave_orders_on_exit:
+        print("kmm run: orders may still rest at the exchange: check and cancel them", file=sys.stderr)
+        return EXIT_ORDERS_LEFT
+    return EXIT_OK
+
+
+async def _run_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool, recorder: Any, view: str) -> Any:
+    from kmm.engine.live import Engine, EngineOptions
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with open_venue(cfg, args, explicit) as venue:
+        if venue.sim is not None and cfg.run.markets == () and not getattr(args, "markets", None):
+            cfg = replace(cfg, run=replace(cfg.run, markets=tuple(venue.sim.tickers[:len(cfg.sim.markets)])))
+        opts = EngineOptions(view=view, order_group_limit=cfg.risk.order_group_limit)
+        engine = Engine(cfg, venue.conn, recorder=recorder, venue=venue.label, options=opts, out=sys.stdout)
+        return await engine.run(stop)
+
+
+# ---------------------------------------------------------------------------------------- kmm probe
+def probe_command(args: argparse.Namespace) -> int:
+    from kmm.kalshi import loop as kloop
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg, explicit = load(args)
+        return kloop.run(_probe_async(cfg, args, explicit))
+    except ConfigError as exc:
+        print(f"kmm probe: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KmmError as exc:
+        print(f"kmm probe: FAILED: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+async def _probe_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool) -> int:
+    from kmm._core.grid import Grid
+    from kmm.kalshi import KalshiRest, KalshiWs, new_client_order_id
+    from kmm.kalshi.types import OrderRequest
+
+    def step(name: str, t0: int, detail: str = "") -> None:
+        print(f"  {name:<28} {(time.perf_counter_ns() - t0) / 1e6:8.2f} ms  {detail}")
+
+    async with open_venue(cfg, args, explicit) as venue:
+        ticker = (getattr(args, "market", None) or (cfg.tickers() or (None,))[0]
+                  or (venue.sim.tickers[0] if venue.sim is not None else None))
+        if not ticker:
+            raise ConfigError("kmm probe needs a market: --market TICKER")
+        print(f"kmm probe: {venue.label}, market {ticker}")
+        async with KalshiRest(venue.conn) as rest:
+            t0 = time.perf_counter_ns()
+            st = await rest.get_exchange_status()
+            step("exchange status", t0, f"trading_active={st.trading_active}")
+            t0 = time.perf_counter_ns()
+            raw = await rest.get_market_raw(ticker)
+            grid = Grid(raw.get("price_ranges") or raw.get("price_level_structure") or None)
+            step("market", t0, f"{raw.get('status')} {raw.get('price_level_structure', '')}")
+            t0 = time.perf_counter_ns()
+            ws = KalshiWs(venue.conn)
+            ws.add_markets({ticker: raw.get("price_ranges")})
+            await ws.start()
+            step("websocket connected", t0)
+            try:
+                coid = new_client_order_id()
+                req = OrderRequest(ticker=ticker, side="bid", price=grid.min_price, count=100,
+                                   client_order_id=coid, post_only=True, cancel_order_on_pause=True)
+                t0 = time.perf_counter_ns()
+                ack = await rest.create_order(req)
+                step("place 1 bid @ lowest price", t0, f"order_id={ack.order_id} price={grid.min_price / 1e4:.4f}")
+                try:
+                    t0 = time.perf_counter_ns()
+                    found = await rest.get_order(ack.order_id)
+                    if found.client_order_id not in (None, coid):
+                        raise KmmError(f"order {ack.order_id} came back with client_order_id "
+                                       f"{found.client_order_id}, expected {coid}")
+                    step("confirm order id", t0, f"status={found.status}")
+                finally:
+                    t0 = time.perf_counter_ns()
+                    c = await rest.cancel_order(ack.order_id)
+                    step("cancel", t0, "already gone" if c.already_gone else f"reduced_by={c.reduced_by / 100:g}")
+                t0 = time.perf_counter_ns()
+                after = await rest.get_order(ack.order_id)
+                if after.status == "resting":
+                    raise KmmError(f"order {ack.order_id} still rests after the cancel")
+                step("confirm cancel", t0, f"status={after.status}")
+            finally:
+                await ws.close()
+    print("kmm probe: OK")
+    return EXIT_OK

@@ -1,0 +1,930 @@
+"""The live loop: connector + order manager + risk gate + portfolio + per-market pipelines + records.
+
+This is the only place that wires kmm's parts together (design section 4). The hot path is
+``on_book``: the connector's router has already applied the frame to the compiled book, the pipeline
+computes the strategy's target and the diff against our live orders, the risk gate checks each action,
+and the REST request is issued on the next loop iteration (signatures come from the pre-made pool).
+Everything that can fail is handled as in design section 6 and docs/architecture.md:
+
+- seq gap / stale book: the connector marks the book stale -> this market's quotes are pulled; quoting
+  resumes on the fresh snapshot. A market silent for ``stale_after_s`` gets a snapshot request, and its
+  quotes are pulled if the snapshot does not come.
+- WebSocket loss: quoting stops, every order is cancelled over REST; after the reconnect, fills are
+  backfilled over REST, orders and positions reconciled, then quoting resumes.
+- 429: the gate pauses places and amends (cancels keep flowing; the connector's limiter backs off too).
+- create timeout: never re-sent; the connector looks the order up by client_order_id.
+- loss limit: kill switch -> cancel everything -> paused until hysteresis or the operator.
+- exchange pause / market closing: stop quoting there (every order also carries cancel_order_on_pause).
+- stop (SIGINT/SIGTERM/duration): stop quoting, cancel everything, verify over REST nothing rests,
+  reconcile, check the portfolio against the exchange, delete the session's order group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TextIO
+
+from kmm._core import diff as _diff
+from kmm._core.book import OrderBook
+from kmm._core.fees import fee_rate_e6
+from kmm._core.grid import Grid
+from kmm._core.wire import BookRouter
+from kmm.config import KmmConfig
+from kmm.engine.clock import Clock, SystemClock
+from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline
+from kmm.engine.orders import Order, OrderManager
+from kmm.engine.portfolio import Portfolio
+from kmm.engine.risk import KillState, RiskGate
+from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_table
+from kmm.errors import ExchangeError, KmmError, RateLimited, RequestTimeout
+from kmm.kalshi import ConnectorConfig, FeedHandler, KalshiRest, KalshiWs, OrderNotPlaced
+from kmm.kalshi.types import (Fill, Lifecycle, MarketPosition, OrderAck, OrderRequest, Trade,
+                              UserOrder)
+from kmm.strategy.alpha import AlphaSource, ExternalSkew
+from kmm.strategy.base import Strategy
+from kmm.strategy.inside import InsideStrategy
+from kmm.strategy.stoikov import StoikovStrategy
+
+log = logging.getLogger("kmm.engine")
+
+NS_PER_S = 1_000_000_000
+PLACE, AMEND, DECREASE, CANCEL = _diff.PLACE, _diff.AMEND, _diff.DECREASE, _diff.CANCEL
+BATCH_CANCEL_MAX = 20            # [U] V2 batch size limit; 20 was V1's documented limit
+
+
+@dataclass(slots=True)
+class EngineOptions:
+    """Live-loop knobs that are not part of kmm.toml's strategy/risk sections."""
+
+    reconcile_interval_s: float = 30.0
+    status_poll_s: float = 15.0
+    pnl_record_s: float = 5.0
+    tape_mark_s: float = 1.0
+    view: str = "plain"                 # "live" (redrawn table) | "plain" (a line every view_every_s) | "off"
+    view_every_s: float = 5.0
+    order_group_limit: int = 0          # session order group contracts limit, 1e-2 contracts; 0: none
+    stop_verify_attempts: int = 5
+    request_drain_s: float = 5.0
+
+
+@dataclass(slots=True)
+class RunSummary:
+    venue: str
+    duration_s: float
+    fills: int
+    fills_by_side: dict[str, int]
+    orders_sent: int
+    cancels_sent: int
+    amends_sent: int
+    realized: int                       # 1e-4 $
+    unrealized: int
+    fees: int
+    positions: dict[str, int]
+    resting_after_stop: int
+    verified_flat_orders: bool
+    portfolio_agrees: bool
+    latency_p50_us: float | None
+    latency_p99_us: float | None
+    latency_p999_us: float | None
+    risk_denials: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        pos = ", ".join(f"{t} {q / 100:+g}" for t, q in sorted(self.positions.items())) or "flat"
+        lat = ("-" if self.latency_p50_us is None else
+               f"p50 {self.latency_p50_us:.0f} us, p99 {self.latency_p99_us:.0f} us, "
+               f"p99.9 {self.latency_p999_us:.0f} us")
+        lines = [
+            f"kmm run summary ({self.venue}, {self.duration_s:.1f} s)",
+            f"  fills: {self.fills} (bid {self.fills_by_side.get('bid', 0)}, ask {self.fills_by_side.get('ask', 0)})"
+            f"   orders sent: {self.orders_sent}, amends: {self.amends_sent}, cancels: {self.cancels_sent}",
+            f"  P&L: realized ${self.realized / 1e4:,.4f}, unrealized ${self.unrealized / 1e4:,.4f}, "
+            f"fees ${self.fees / 1e4:,.4f}",
+            f"  positions: {pos}",
+            f"  frame -> request latency: {lat}",
+            f"  orders resting after stop: {self.resting_after_stop} "
+            f"({'verified over REST' if self.verified_flat_orders else 'NOT verified'})",
+            f"  portfolio vs exchange: {'agrees to the cent' if self.portfolio_agrees else 'DISAGREES (see ops.log)'}",
+        ]
+        if self.risk_denials:
+            lines.append("  risk denials: " + ", ".join(f"{k} {v}" for k, v in sorted(self.risk_denials.items())))
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def _iso_to_ns(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * NS_PER_S)
+    except ValueError:
+        log.warning("close_time %r is not an ISO timestamp; treating the close as unknown", text)
+        return None
+
+
+class Engine(FeedHandler):
+    """Market making on one connection for several markets. ``await engine.run(stop_event)``."""
+
+    def __init__(self, cfg: KmmConfig, conn: ConnectorConfig, *, recorder: Any = None,
+                 alpha: ExternalSkew | None = None, clock: Clock | None = None, venue: str = "",
+                 options: EngineOptions | None = None, out: TextIO | None = None,
+                 strategy_factory: Callable[[MarketInfo], Strategy] | None = None) -> None:
+        self.cfg = cfg
+        self.conn = conn
+        self.recorder = recorder
+        self.alpha: ExternalSkew = alpha or AlphaSource()
+        self.clock: Clock = clock or SystemClock()
+        self.venue = venue or conn.env
+        self.opt = options or EngineOptions()
+        self.out = out
+        self._strategy_factory = strategy_factory
+        self.tickers = tuple(cfg.tickers())
+        if not self.tickers:
+            raise KmmError("no markets to quote: set [run] markets in kmm.toml or pass --markets T1,T2")
+        self.om = OrderManager(self.clock, unknown_order_policy=cfg.risk.unknown_order_policy)
+        self.pf = Portfolio(mark=cfg.risk.pnl_mark, cash_rounding=cfg.risk.cash_rounding)
+        self.gate = RiskGate(cfg.risk_limits(), self.clock, self.pf, self.om)
+        self.rest: KalshiRest | None = None
+        self.ws: KalshiWs | None = None
+        self.router = BookRouter()
+        self.pipes: dict[str, MarketPipeline] = {}
+        self.group_id: str | None = None
+        self.quoting = False
+        self.stopping = False
+        self._resync_needed = False
+        self._resync_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started_ns = 0
+        self._last_fill_ts_ms = 0
+        self._latency_ns: deque[int] = deque(maxlen=200_000)
+        self.orders_sent = self.cancels_sent = self.amends_sent = self.decreases_sent = 0
+        self.fills = 0
+        self.fills_by_side = {"bid": 0, "ask": 0}
+        self.position_mismatches = 0
+        self.notes: list[str] = []
+        self._kill_sweep_running = False
+
+    # ================================================================================== life cycle
+    async def run(self, stop: asyncio.Event | None = None, duration_s: float | None = None) -> RunSummary:
+        """Start, quote until ``stop`` is set or ``duration_s`` passes, then stop safely."""
+        self._loop = asyncio.get_running_loop()
+        stop = stop or asyncio.Event()
+        self._started_ns = self.clock.monotonic_ns()
+        duration = self.cfg.run.duration_s if duration_s is None else duration_s
+        try:
+            await self._start()
+            house = self._spawn(self._housekeeping(stop))
+            if duration and duration > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=duration)
+                except asyncio.TimeoutError:
+                    log.info("duration of %.0f s reached: stopping", duration)
+            else:
+                await stop.wait()
+            house.cancel()
+        finally:
+            summary = await self._shutdown()
+        return summary
+
+    async def _start(self) -> None:
+        rest = self.rest = KalshiRest(self.conn)
+        await rest.start()
+        try:
+            budget = await rest.apply_account_limits()
+            if budget:
+                log.info("rate limits from /account/limits: read %.0f, write %.0f tokens/s", *budget)
+        except KmmError as exc:
+            log.info("account limits not available (%s); using the configured tier", exc)
+        status = await rest.get_exchange_status()
+        self.gate.set_exchange_paused(not status.trading_active)
+        if not status.trading_active:
+            log.warning("exchange reports trading inactive: quoting waits until it resumes")
+        markets = {}
+        for t in self.tickers:
+            raw = await rest.get_market_raw(t)
+            info = await self._market_info(t, raw)
+            markets[t] = raw.get("price_ranges") or info.grid.ranges
+            self._add_pipeline(info)
+        # positions and cash as the exchange has them: the session starts from there
+        for p in await rest.get_positions():
+            self.pf.load_position(p)
+        self._last_fill_ts_ms = self.clock.time_ns() // 1_000_000
+        await self._adopt_or_cancel_leftovers()
+        if self.opt.order_group_limit > 0:
+            try:
+                self.group_id = await rest.create_order_group(self.opt.order_group_limit)
+                log.info("session order group %s: contracts limit %s per 15 s", self.group_id,
+                         self.opt.order_group_limit / 100)
+            except KmmError as exc:
+                log.warning("could not create the session order group (%s); continuing without it", exc)
+        self.pf.set_cash((await rest.get_balance()).balance)
+        ws = self.ws = KalshiWs(self.conn, handler=self, router=self.router, book_factory=OrderBook)
+        ws.add_markets(markets)
+        await ws.start()
+        self.quoting = True
+        log.info("quoting %s with %s on %s", ", ".join(self.tickers), self.cfg.run.strategy, self.venue)
+
+    async def _market_info(self, ticker: str, raw: dict[str, Any]) -> MarketInfo:
+        assert self.rest is not None
+        grid = Grid(raw.get("price_ranges") or raw.get("price_level_structure") or None)
+        fee_type, mult = "quadratic", 1
+        series = raw.get("series_ticker") or str(raw.get("event_ticker", ticker)).split("-")[0]
+        try:
+            s = await self.rest.get_series(series)
+            s = s.get("series", s)
+            fee_type = s.get("fee_type") or fee_type
+            mult = s.get("fee_multiplier", 1) or 1
+        except KmmError as exc:
+            log.warning("%s: series %s not readable (%s); assuming fee_type quadratic", ticker, series, exc)
+        try:
+            maker, taker = fee_rate_e6(fee_type, False, mult), fee_rate_e6(fee_type, True, mult)
+        except ValueError as exc:
+            log.warning("%s: %s; quoting as if makers paid the taker rate, to stay conservative", ticker, exc)
+            maker = taker = fee_rate_e6("quadratic", True, mult)
+        close_ns = _iso_to_ns(raw.get("close_time"))
+        status = str(raw.get("status", "active"))
+        fractional = bool(raw.get("fractional_trading_enabled", False))
+        info = MarketInfo(ticker, grid, close_ns, fractional, maker, taker, status)
+        self.gate.add_market(ticker, grid, close_time_ns=close_ns, fractional=fractional)
+        if status not in ("active", "open"):
+            self.gate.set_market_paused(ticker, True)
+            log.warning("%s is %s: not quoting it until it is active", ticker, status)
+        return info
+
+    def _add_pipeline(self, info: MarketInfo) -> None:
+        params = self.cfg.strategy_for(info.ticker)
+        if self._strategy_factory is not None:
+            strategy = self._strategy_factory(info)
+        elif self.cfg.run.strategy == "inside":
+            strategy = InsideStrategy(info.grid, quote_size=params.quote_size, max_position=params.max_position)
+        else:
+            tick = info.grid.tick_size(5000)
+            strategy = StoikovStrategy(info.grid, gamma=params.gamma, kappa=params.kappa,
+                                       quote_size=params.quote_size, max_position=params.max_position,
+                                       maker_fee_rate_e6=info.maker_rate_e6,
+                                       min_spread=params.min_spread_ticks * tick, min_edge=params.min_edge,
+                                       fractional=info.fractional)
+        ofi = None
+        try:
+            from kmm._core.ofi import OFI
+            ofi = OFI(window_ns=10 * NS_PER_S, half_life_ns=5 * NS_PER_S)
+        except (ImportError, TypeError) as exc:  # OFI is optional input to the skew
+            log.debug("OFI unavailable: %s", exc)
+        pipe = MarketPipeline(info, None, strategy, params, self.alpha, ofi)
+        self.pipes[info.ticker] = pipe
+
+    async def _adopt_or_cancel_leftovers(self) -> None:
+        """Start: resting orders in our markets from before are adopted or cancelled (config)."""
+        assert self.rest is not None
+        t0 = self.clock.monotonic_ns()
+        resting = [o for o in await self.rest.get_orders(status="resting") if o.ticker in self.pipes]
+        rep = self.om.reconcile(resting, (), as_of_ns=t0, tickers=self.tickers)
+        if rep.adopted:
+            log.warning("adopted %d resting orders left from before: %s", len(rep.adopted),
+                        ", ".join(o.client_order_id for o in rep.adopted))
+        if rep.to_cancel:
+            log.warning("cancelling %d resting orders left from before in %s", len(rep.to_cancel),
+                        ", ".join(sorted({o.ticker for o in rep.to_cancel})))
+            await self._cancel_orders(rep.to_cancel, "leftover from before")
+
+    # ================================================================================== feed callbacks
+    def on_connected(self) -> None:
+        log.info("websocket connected")
+        if self._resync_needed and not self.stopping:
+            self._resync_task = self._spawn(self._resync("reconnect"))
+
+    def on_disconnected(self, reason: str) -> None:
+        log.warning("websocket lost (%s): quoting stops, cancelling everything over REST", reason)
+        self._resync_needed = True
+        self.quoting = False
+        for p in self.pipes.values():
+            p.ready = False
+            p.state = "disconnected"
+            self.gate.set_book_stale(p.ticker, True)
+        if not self.stopping:
+            self._spawn(self._cancel_everything("websocket lost"))
+
+    def on_book_ready(self, ticker: str) -> None:
+        pipe = self.pipes.get(ticker)
+        if pipe is None:
+            return
+        if pipe.book is None and self.ws is not None:
+            pipe.book = self.ws.book(ticker)
+        pipe.ready = True
+        self.gate.on_book_update(ticker)
+        self.on_book(ticker, self.clock.monotonic_ns())
+
+    def on_book_stale(self, ticker: str, reason: str) -> None:
+        pipe = self.pipes.get(ticker)
+        if pipe is None:
+            return
+        log.warning("%s: book stale (%s): pulling quotes until a fresh snapshot", ticker, reason)
+        pipe.ready = False
+        pipe.state = "stale"
+        self.gate.set_book_stale(ticker, True)
+        self._pull(pipe, f"book stale: {reason}")
+
+    def on_book(self, ticker: str, recv_ns: int) -> None:
+        """The hot path: a snapshot or delta for ``ticker`` was applied by the router."""
+        pipe = self.pipes.get(ticker)
+        if pipe is None or not pipe.ready:
+            return
+        book = pipe.book
+        if book is None:
+            return
+        now = self.clock.monotonic_ns()
+        pipe.on_book(now, self.clock.time_ns())
+        self.gate.on_book_update(ticker)
+        inp = pipe.inputs
+        self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
+        self._requote(pipe, recv_ns or now)
+
+    def on_fill(self, fill: Fill) -> None:
+        self.om.on_fill(fill)
+        if not self.pf.apply_fill(fill):
+            return  # duplicate trade_id: already counted
+        self.fills += 1
+        self.fills_by_side[fill.side] = self.fills_by_side.get(fill.side, 0) + 1
+        self._last_fill_ts_ms = max(self._last_fill_ts_ms, fill.ts_ms)
+        pipe = self.pipes.get(fill.ticker)
+        if pipe is not None:
+            pipe.fills += 1
+        if self.recorder is not None:
+            self.recorder.store.record_fill(fill)
+            self._tape(pipe, "fill", fill=fill)
+        log.info("fill %s %s %s @ %.4f x %s (fee %.4f)%s", fill.ticker, fill.side, fill.trade_id,
+                 fill.price / 1e4, fill.count / 100, fill.fee / 1e4, " taker" if fill.is_taker else "")
+        self._after_pnl_change()
+        if pipe is not None and pipe.ready:
+            self._requote(pipe, fill.recv_ns or self.clock.monotonic_ns())
+
+    def on_user_order(self, order: UserOrder) -> None:
+        self.om.on_user_order(order)
+        if self.recorder is not None:
+            self.recorder.store.record_user_order(order, strategy=self.cfg.run.strategy)
+        pipe = self.pipes.get(order.ticker)
+        if pipe is not None and pipe.dirty and pipe.in_flight == 0 and pipe.ready:
+            self._requote(pipe, order.recv_ns or self.clock.monotonic_ns())
+
+    def on_market_position(self, position: MarketPosition) -> None:
+        check = self.pf.check_against(position)
+        if not check.ok:
+            # channels are not ordered against each other: a fill may still be on its way; the
+            # authoritative check is the REST reconcile
+            log.debug("market_position differs for now: %s", check)
+
+    def on_trade(self, trade: Trade) -> None:
+        pipe = self.pipes.get(trade.ticker)
+        if pipe is not None:
+            pipe.on_trade(trade.price)
+
+    def on_lifecycle(self, event: Lifecycle) -> None:
+        if event.ticker not in self.pipes:
+            return
+        log.warning("%s: lifecycle %s %s", event.ticker, event.event_type, event.result or "")
+        if event.event_type in ("deactivated", "determined", "settled"):
+            self.gate.set_market_paused(event.ticker, True)
+            self._pull(self.pipes[event.ticker], f"market {event.event_type}")
+        elif event.event_type == "activated":
+            self.gate.set_market_paused(event.ticker, False)
+        if event.event_type == "settled" and event.result in ("yes", "no"):
+            self.pf.settle(event.ticker, event.result)
+
+    def on_error(self, error: Exception) -> None:
+        log.warning("connector: %s", error)
+
+    # ================================================================================== decisions
+    def _requote(self, pipe: MarketPipeline, trigger_ns: int) -> None:
+        if not self.quoting or self.stopping:
+            return
+        if pipe.in_flight:
+            pipe.dirty = True
+            return
+        ticker = pipe.ticker
+        d = self.gate.is_quotable(ticker)
+        live = self.om.live_orders(ticker)
+        if not d:
+            pipe.state = d.reason
+            if live:
+                self._pull(pipe, d.reason)
+            if self.gate.kill_state is KillState.TRIPPED:
+                self._start_kill_sweep()
+            return
+        for o in live:
+            if not o.actionable:
+                pipe.dirty = True      # a request on this market is still open: decide after its answer
+                return
+        pipe.dirty = False
+        actions = pipe.decide(self.pf.position(ticker), live)
+        pipe.state = "quoting"
+        if actions:
+            pipe.trigger_ns = trigger_ns
+            self._apply(pipe, actions, trigger_ns)
+
+    def _pull(self, pipe: MarketPipeline, reason: str) -> None:
+        """Cancel every live order of this market (orders still being created are cancelled on ack)."""
+        live = self.om.live_orders(pipe.ticker)
+        if not live:
+            return
+        actions = pipe.pull([o for o in live if o.order_id is not None])
+        if actions:
+            log.info("%s: pulling %d quotes (%s)", pipe.ticker, len(actions), reason)
+            self._apply(pipe, actions, self.clock.monotonic_ns())
+
+    def _apply(self, pipe: MarketPipeline, actions: Iterable[Any], trigger_ns: int) -> None:
+        ticker = pipe.ticker
+        for a in actions:
+            kind, side = a.kind, SIDE_NAME[a.side]
+            if kind == PLACE:
+                d = self.gate.check_place(ticker, side, a.price, a.size)
+                if not d:
+                    log.debug("%s: place %s %d x %d denied: %s", ticker, side, a.price, a.size, d.detail)
+                    continue
+                o = self.om.create(ticker, side, a.price, a.size)
+                req = OrderRequest(ticker=ticker, side=side, price=a.price, count=a.size,
+                                   client_order_id=o.client_order_id, post_only=True,
+                                   cancel_order_on_pause=True, order_group_id=self.group_id)
+                if self.recorder is not None:
+                    self.recorder.store.record_order(status="pending", client_order_id=o.client_order_id,
+                                                     ticker=ticker, side=side, price=a.price, count=a.size,
+                                                     strategy=self.cfg.run.strategy, reason="quote")
+                self._send(pipe, self._do_place(pipe, o, req, trigger_ns))
+                continue
+            o = self.om.get(a.order_id)
+            if o is None or o.order_id is None:
+                continue
+            if kind == CANCEL:
+                if self.om.request_cancel(o.order_id) is not None:
+                    self._send(pipe, self._do_cancel(pipe, o.order_id, trigger_ns))
+            elif kind == DECREASE:
+                if self.om.request_decrease(o.order_id, a.size) is not None:
+                    self._send(pipe, self._do_decrease(pipe, o.order_id, a.size, trigger_ns))
+            elif kind == AMEND:
+                d = self.gate.check_amend(ticker, side, a.price, a.size, o.remaining)
+                if not d:
+                    # the gate refuses the new price/size (e.g. reduce-only): take the order down instead
+                    if self.om.request_cancel(o.order_id) is not None:
+                        self._send(pipe, self._do_cancel(pipe, o.order_id, trigger_ns))
+                    continue
+                if self.om.request_amend(o.order_id, a.price, a.size) is not None:
+                    self._send(pipe, self._do_amend(pipe, o, a.price, trigger_ns))
+
+    def _send(self, pipe: MarketPipeline, coro: Any) -> None:
+        pipe.in_flight += 1
+        self._spawn(coro)
+
+    def _done(self, pipe: MarketPipeline) -> None:
+        pipe.in_flight -= 1
+        if pipe.in_flight == 0 and pipe.dirty and pipe.ready:
+            self._requote(pipe, self.clock.monotonic_ns())
+
+    # ================================================================================== requests
+    def _issued(self, pipe: MarketPipeline, trigger_ns: int) -> None:
+        """The first request of a decision is being written: frame received -> request issued."""
+        if pipe.tape_trigger_ns == trigger_ns:
+            return
+        pipe.tape_trigger_ns = trigger_ns
+        latency = self.clock.monotonic_ns() - trigger_ns
+        self._latency_ns.append(latency)
+        self._tape(pipe, "decision", latency_ns=latency)
+
+    async def _do_place(self, pipe: MarketPipeline, o: Order, req: OrderRequest, trigger_ns: int) -> None:
+        assert self.rest is not None
+        self._issued(pipe, trigger_ns)
+        self.orders_sent += 1
+        coid = o.client_order_id
+        try:
+            ack: OrderAck = await self.rest.create_order(req)
+        except OrderNotPlaced:
+            self.om.resolve_unknown(coid, None)
+            self._record_order(coid, "rejected", reason="not placed (create timed out, lookups found nothing)")
+        except RateLimited:
+            self.gate.on_rate_limited()
+            self.om.on_create_rejected(coid, "rate limited")
+            self._record_order(coid, "rejected", reason="429")
+        except ExchangeError as exc:
+            self.om.on_create_rejected(coid, exc.code)
+            self._record_order(coid, "rejected", reason=exc.code)
+            if exc.code not in ("post_only_cross", "POST_ONLY_CROSS"):
+                log.warning("%s: create %s refused: %s", pipe.ticker, coid, exc)
+        except (RequestTimeout, OSError, KmmError) as exc:
+            # outcome unknown: the periodic reconcile (and stop sweep) resolves it by client_order_id
+            self.om.on_create_timeout(coid)
+            log.warning("%s: create %s outcome unknown (%s); resolving by lookup", pipe.ticker, coid, exc)
+        else:
+            self.gate.on_request_ok()
+            self.om.on_ack(ack)
+            self._record_order(coid, "resting" if ack.remaining_count else "executed", order_id=ack.order_id)
+            if (not self.quoting or self.stopping or not pipe.ready) and ack.remaining_count:
+                # quotes were pulled while this create was in flight: take it down now
+                if self.om.request_cancel(ack.order_id) is not None:
+                    self._send(pipe, self._do_cancel(pipe, ack.order_id))
+        finally:
+            self._done(pipe)
+
+    async def _do_cancel(self, pipe: MarketPipeline, order_id: str, trigger_ns: int = 0) -> None:
+        assert self.rest is not None
+        if trigger_ns:
+            self._issued(pipe, trigger_ns)
+        self.cancels_sent += 1
+        try:
+            acks = await self.rest.cancel_orders([order_id])
+            for ack in acks:
+                self.om.on_cancel_ack(ack.order_id, ack.reduced_by)
+        except KmmError as exc:
+            self.om.on_request_failed(order_id, str(exc))
+            log.warning("%s: cancel of %s failed (%s); the next sweep retries", pipe.ticker, order_id, exc)
+        finally:
+            self._done(pipe)
+
+    async def _do_amend(self, pipe: MarketPipeline, o: Order, price: int, trigger_ns: int) -> None:
+        assert self.rest is not None and o.order_id is not None
+        self._issued(pipe, trigger_ns)
+        self.amends_sent += 1
+        try:
+            ack = await self.rest.amend_order(o.order_id, ticker=o.ticker, side=o.side, price=price,
+                                              count=int(o.pending_count or 0),
+                                              client_order_id=o.client_order_id)
+        except RateLimited:
+            self.gate.on_rate_limited()
+            self.om.on_request_failed(o.order_id, "rate limited")
+        except ExchangeError as exc:
+            self.om.on_request_failed(o.order_id, exc.code, gone=exc.status == 404)
+            log.info("%s: amend of %s refused: %s", pipe.ticker, o.order_id, exc)
+        except KmmError as exc:
+            self.om.on_request_failed(o.order_id, str(exc))
+        else:
+            self.gate.on_request_ok()
+            self.om.on_amend_ack(ack)
+        finally:
+            self._done(pipe)
+
+    async def _do_decrease(self, pipe: MarketPipeline, order_id: str, reduce_to: int, trigger_ns: int) -> None:
+        assert self.rest is not None
+        self._issued(pipe, trigger_ns)
+        self.decreases_sent += 1
+        try:
+            ack = await self.rest.decrease_order(order_id, reduce_to)
+        except ExchangeError as exc:
+            self.om.on_request_failed(order_id, exc.code, gone=exc.status == 404)
+        except KmmError as exc:
+            self.om.on_request_failed(order_id, str(exc))
+        else:
+            self.om.on_decrease_ack(order_id, ack.remaining_count)
+        finally:
+            self._done(pipe)
+
+    async def _cancel_orders(self, orders: Iterable[Order], reason: str) -> None:
+        """Batched cancel of ``orders`` (those with an exchange id), 20 at a time."""
+        assert self.rest is not None
+        ids = []
+        for o in orders:
+            if o.order_id is not None and self.om.request_cancel(o.order_id) is not None:
+                ids.append(o.order_id)
+            elif o.order_id is not None and o.state.value == "pending_cancel":
+                ids.append(o.order_id)
+        for i in range(0, len(ids), BATCH_CANCEL_MAX):
+            chunk = ids[i:i + BATCH_CANCEL_MAX]
+            self.cancels_sent += len(chunk)
+            try:
+                for ack in await self.rest.cancel_orders(chunk):
+                    self.om.on_cancel_ack(ack.order_id, ack.reduced_by)
+            except KmmError as exc:
+                for oid in chunk:
+                    self.om.on_request_failed(oid, str(exc))
+                log.error("cancel sweep (%s): batch of %d failed: %s", reason, len(chunk), exc)
+
+    async def _cancel_everything(self, reason: str) -> None:
+        live = [o for o in self.om.orders() if o.is_live and o.order_id is not None]
+        if live:
+            log.warning("cancelling all %d live orders: %s", len(live), reason)
+            await self._cancel_orders(live, reason)
+
+    def _start_kill_sweep(self) -> None:
+        if self._kill_sweep_running:
+            return
+        self._kill_sweep_running = True
+
+        async def sweep() -> None:
+            try:
+                await self._cancel_everything(f"kill switch: {self.gate.kill_reason}")
+                self.gate.on_cancel_sweep_done()
+            finally:
+                self._kill_sweep_running = False
+        self._spawn(sweep())
+
+    def _after_pnl_change(self) -> None:
+        if self.gate.update_pnl() is KillState.TRIPPED:
+            for p in self.pipes.values():
+                p.state = "killed"
+            self._start_kill_sweep()
+
+    # ================================================================================== reconcile
+    async def _resync(self, why: str) -> None:
+        """After a reconnect (and periodically): backfill fills, reconcile orders and positions."""
+        assert self.rest is not None
+        t0 = self.clock.monotonic_ns()
+        try:
+            min_ts = max(0, self._last_fill_ts_ms // 1000 - 5)
+            fills = [f for f in await self.rest.get_fills(min_ts=min_ts) if f.ticker in self.pipes]
+            missed = 0
+            for f in sorted(fills, key=lambda f: f.ts_ms):
+                before = self.fills
+                self.on_fill(f)
+                missed += self.fills - before
+            if missed:
+                log.warning("reconcile (%s): %d fills backfilled over REST", why, missed)
+            resting = [o for o in await self.rest.get_orders(status="resting") if o.ticker in self.pipes]
+            rep = self.om.reconcile(resting, (), as_of_ns=t0, tickers=self.tickers)
+            if not rep.clean:
+                log.critical("reconcile (%s): orders disagreed with the exchange: %s; rebuilding quotes "
+                             "from the exchange's state", why, rep)
+            if rep.to_cancel:
+                await self._cancel_orders(rep.to_cancel, "unknown at reconcile")
+            for o in self.om.unknown():
+                found = await self.rest.find_order_by_client_id(o.client_order_id, ticker=o.ticker)
+                self.om.resolve_unknown(o.client_order_id, found)
+            await self._check_positions(why)
+        except KmmError as exc:
+            log.error("reconcile (%s) failed: %s; retrying at the next interval", why, exc)
+            return
+        if why == "reconnect":
+            self._resync_needed = False
+            self.quoting = True
+            log.info("reconciled after reconnect: quoting resumes as books become ready")
+            for p in self.pipes.values():
+                if p.ready:
+                    self._requote(p, self.clock.monotonic_ns())
+
+    async def _check_positions(self, why: str) -> bool:
+        assert self.rest is not None
+        ok = True
+        if any(p.in_flight for p in self.pipes.values()):
+            return True  # fills may be in flight: check at a quiet moment
+        exch = {p.ticker: p for p in await self.rest.get_positions()}
+        for t in self.tickers:
+            pos = exch.get(t) or MarketPosition(t, 0, 0, 0, 0)
+            check = self.pf.check_against(pos, check_volume=False)
+            if not check.ok:
+                ok = False
+                self.position_mismatches += 1
+                log.critical("portfolio %s (%s): %s; taking the exchange's position", t, why, check)
+                self.pf.load_position(pos)
+        if ok:
+            log.info("portfolio agrees with exchange positions (%s)", why)
+        return ok
+
+    # ================================================================================== housekeeping
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        next_reconcile = next_status = next_pnl = next_view = next_mark = 0.0
+        period = 0.25
+        while not stop.is_set():
+            await asyncio.sleep(period)
+            now_s = self.clock.monotonic_ns() / NS_PER_S
+            try:
+                self._check_staleness()
+                if self.gate.kill_state is KillState.PAUSED:
+                    self._after_pnl_change()
+                if now_s >= next_status:
+                    next_status = now_s + self.opt.status_poll_s
+                    await self._poll_status()
+                if now_s >= next_reconcile and self.quoting:
+                    if next_reconcile:
+                        await self._resync("periodic")
+                    next_reconcile = now_s + self.opt.reconcile_interval_s
+                if now_s >= next_mark:
+                    next_mark = now_s + self.opt.tape_mark_s
+                    for p in self.pipes.values():
+                        p.refresh_tau(self.clock.time_ns())
+                        self._tape(p, "mark")
+                if now_s >= next_pnl:
+                    next_pnl = now_s + self.opt.pnl_record_s
+                    self._record_pnl()
+                if now_s >= next_view:
+                    next_view = now_s + (1.0 if self.opt.view == "live" else self.opt.view_every_s)
+                    self._draw()
+            except KmmError as exc:
+                log.warning("housekeeping: %s", exc)
+
+    def _check_staleness(self) -> None:
+        """A market whose book has been silent for ``stale_after_s``: pull its quotes and resnapshot."""
+        if self.ws is None or not self.quoting:
+            return
+        now = self.clock.monotonic_ns()
+        limit = int(self.cfg.risk.stale_after_s * NS_PER_S)
+        silent = [p.ticker for p in self.pipes.values() if p.ready and p.last_book_ns and now - p.last_book_ns > limit]
+        if silent:
+            self.ws.request_snapshot(silent, reason=f"no book message for {self.cfg.risk.stale_after_s:g} s")
+
+    async def _poll_status(self) -> None:
+        assert self.rest is not None
+        try:
+            st = await self.rest.get_exchange_status()
+        except KmmError as exc:
+            log.info("exchange status poll failed: %s", exc)
+            return
+        paused = not st.trading_active
+        if paused != self.gate.exchange_paused:
+            log.warning("exchange trading %s", "paused: quotes pulled" if paused else "resumed")
+            self.gate.set_exchange_paused(paused)
+            if paused:
+                for p in self.pipes.values():
+                    self._pull(p, "exchange paused")
+            else:
+                for p in self.pipes.values():
+                    if p.ready:
+                        self._requote(p, self.clock.monotonic_ns())
+
+    # ================================================================================== records, view
+    def _record_order(self, coid: str, status: str, *, order_id: str | None = None, reason: str | None = None) -> None:
+        if self.recorder is not None:
+            self.recorder.store.record_order(status=status, client_order_id=coid, order_id=order_id, reason=reason)
+
+    def _tape(self, pipe: MarketPipeline | None, event: str, fill: Fill | None = None,
+              latency_ns: int | None = None) -> None:
+        if self.recorder is None or pipe is None:
+            return
+        from kmm.record.tape import TapeRow
+        t = pipe.ticker
+        inp, tgt = pipe.inputs, pipe.target
+        live = self.om.live_orders(t)
+        bid = next((o for o in live if o.side == "bid"), None)
+        ask = next((o for o in live if o.side == "ask"), None)
+        latency = latency_ns if event == "decision" else None
+        realized = self.pf.realized_pnl(t) - self.pf.fees_paid(t)
+        row = TapeRow(
+            ts_ns=self.clock.time_ns(), ticker=t, event=event,
+            mid=None if inp.mid is None else int(round(inp.mid)),
+            my_bid=bid.price if bid else None, my_ask=ask.price if ask else None,
+            bid_size=bid.remaining if bid else 0, ask_size=ask.remaining if ask else 0,
+            inventory=self.pf.position(t), unrealized_pnl=self.pf.unrealized_pnl(t),
+            realized_pnl=realized, fees=self.pf.fees_paid(t), latency_ns=latency,
+            reservation=tgt.reservation, spread=(2 * tgt.half_spread) if tgt.half_spread else None,
+            sigma=inp.sigma, ofi=inp.ofi_skew or None,
+            fill_side=fill.side if fill else None, fill_price=fill.price if fill else None,
+            fill_size=fill.count if fill else None, fill_fee=fill.fee if fill else None,
+            trade_id=fill.trade_id if fill else None)
+        self.recorder.tape.write(row)
+
+    def _record_pnl(self) -> None:
+        if self.recorder is None:
+            return
+        for t in self.tickers:
+            self.recorder.store.record_pnl(ticker=t, position=self.pf.position(t), cash=self.pf.cash,
+                                           realized=self.pf.realized_pnl(t), unrealized=self.pf.unrealized_pnl(t),
+                                           fees=self.pf.fees_paid(t))
+
+    def latency_percentiles(self) -> tuple[float | None, float | None, float | None]:
+        if not self._latency_ns:
+            return None, None, None
+        s = sorted(self._latency_ns)
+        n = len(s)
+
+        def q(x: float) -> float:
+            return s[min(n - 1, int(x * n))] / 1000.0
+        return q(0.5), q(0.99), q(0.999)
+
+    def snapshot(self) -> Snapshot:
+        p50, p99, _ = self.latency_percentiles()
+        rows = []
+        for t, p in self.pipes.items():
+            live = self.om.live_orders(t)
+            bid = next((o for o in live if o.side == "bid"), None)
+            ask = next((o for o in live if o.side == "ask"), None)
+            rows.append(MarketRow(t, p.inputs.best_bid or None, p.inputs.best_ask or None,
+                                  bid.price if bid else None, ask.price if ask else None,
+                                  bid.remaining if bid else 0, ask.remaining if ask else 0,
+                                  self.pf.position(t), self.pf.realized_pnl(t) - self.pf.fees_paid(t),
+                                  self.pf.unrealized_pnl(t), p.fills, p.state))
+        pressure = self.rest.limiter.pressure if self.rest is not None else 0.0
+        return Snapshot(elapsed_s=(self.clock.monotonic_ns() - self._started_ns) / NS_PER_S, venue=self.venue,
+                        markets=rows, cash=self.pf.cash, fees=self.pf.fees_paid(), fills=self.fills,
+                        orders_sent=self.orders_sent, write_pressure=float(pressure() if callable(pressure) else pressure),
+                        latency_p50_us=p50, latency_p99_us=p99,
+                        note="" if self.gate.kill_state is KillState.ARMED else f"kill switch {self.gate.kill_state.value}")
+
+    def _draw(self) -> None:
+        if self.opt.view == "off":
+            return
+        snap = self.snapshot()
+        if self.opt.view == "live" and self.out is not None:
+            self.out.write(CLEAR + render_table(snap) + "\n")
+            self.out.flush()
+        else:
+            line = render_line(snap)
+            log.info("%s", line)
+            if self.out is not None:
+                self.out.write(line + "\n")
+                self.out.flush()
+
+    # ================================================================================== stop
+    async def _drain_requests(self, timeout_s: float) -> None:
+        pending = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+
+    async def _shutdown(self) -> RunSummary:
+        self.stopping = True
+        self.quoting = False
+        verified = False
+        resting_left = -1
+        agrees = False
+        if self._resync_task is not None and not self._resync_task.done():
+            self._resync_task.cancel()
+        rest = self.rest
+        try:
+            if rest is not None and rest.signer is not None:
+                await self._drain_requests(self.opt.request_drain_s)
+                if self.cfg.run.leave_orders_on_exit:
+                    log.warning("leave_orders_on_exit: orders stay resting at the exchange as asked")
+                else:
+                    verified, resting_left = await self._stop_sweep(rest)
+                agrees = await self._final_check(rest)
+        except KmmError as exc:
+            log.critical("stop sequence failed: %s; check the exchange for resting orders", exc)
+            self.notes.append(f"stop sequence failed: {exc}")
+        finally:
+            for t in list(self._tasks):
+                if not t.done():
+                    t.cancel()
+            if self.ws is not None:
+                await self.ws.close()
+            if rest is not None:
+                await rest.close()
+        self._record_pnl()
+        p50, p99, p999 = self.latency_percentiles()
+        summary = RunSummary(
+            venue=self.venue, duration_s=(self.clock.monotonic_ns() - self._started_ns) / NS_PER_S,
+            fills=self.fills, fills_by_side=dict(self.fills_by_side), orders_sent=self.orders_sent,
+            cancels_sent=self.cancels_sent, amends_sent=self.amends_sent,
+            realized=self.pf.realized_pnl() - self.pf.fees_paid(), unrealized=self.pf.unrealized_pnl(),
+            fees=self.pf.fees_paid(), positions={t: self.pf.position(t) for t in self.tickers},
+            resting_after_stop=resting_left, verified_flat_orders=verified, portfolio_agrees=agrees,
+            latency_p50_us=p50, latency_p99_us=p99, latency_p999_us=p999,
+            risk_denials=dict(self.gate.denials), notes=self.notes)
+        log.info("%s", summary.render())
+        return summary
+
+    async def _stop_sweep(self, rest: KalshiRest) -> tuple[bool, int]:
+        """Cancel everything in our markets and verify over REST that nothing rests."""
+        left: list[UserOrder] = []
+        for attempt in range(1, self.opt.stop_verify_attempts + 1):
+            await self._cancel_everything("stop")
+            left = [o for o in await rest.get_orders(status="resting") if o.ticker in self.pipes]
+            if not left:
+                log.info("stop: verified over REST that no order rests in %s", ", ".join(self.tickers))
+                break
+            log.warning("stop: %d orders still rest (attempt %d): cancelling them by id", len(left), attempt)
+            self.om.reconcile(left, (), tickers=self.tickers)
+            ids = [o.order_id for o in left]
+            for i in range(0, len(ids), BATCH_CANCEL_MAX):
+                for ack in await rest.cancel_orders(ids[i:i + BATCH_CANCEL_MAX]):
+                    self.om.on_cancel_ack(ack.order_id, ack.reduced_by)
+            await asyncio.sleep(0.1 * attempt)
+        else:
+            left = [o for o in await rest.get_orders(status="resting") if o.ticker in self.pipes]
+        if self.group_id is not None:
+            try:
+                await rest.delete_order_group(self.group_id)
+            except KmmError as exc:
+                log.warning("could not delete the session order group %s: %s", self.group_id, exc)
+        if left:
+            log.critical("stop: %d orders still rest at the exchange after %d attempts: %s", len(left),
+                         self.opt.stop_verify_attempts, ", ".join(o.order_id for o in left))
+        return (not left), len(left)
+
+    async def _final_check(self, rest: KalshiRest) -> bool:
+        """Backfill the last fills, then compare positions and cash with the exchange."""
+        await asyncio.sleep(0.2)   # let the last fill messages arrive over the socket
+        min_ts = max(0, self._last_fill_ts_ms // 1000 - 5)
+        for f in sorted(await rest.get_fills(min_ts=min_ts), key=lambda f: f.ts_ms):
+            if f.ticker in self.pipes:
+                self.on_fill(f)
+        ok = await self._check_positions("stop")
+        bal = await rest.get_balance()
+        cash = self.pf.check_balance(bal.balance)
+        if cash.ok:
+            log.info("cash agrees with the exchange balance: %s", cash)
+        else:
+            log.critical("cash disagrees with the exchange balance: %s", cash)
+        return ok and cash.ok and self.position_mismatches == 0
+
+    # ================================================================================== util
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("engine task failed: %r", task.exception(), exc_info=task.exception())
+
