@@ -514,7 +514,7 @@ class KalshiWs:
             log.debug("book frame for a market not followed: %s", _trunc(data))
         else:
             self.stats.malformed += 1
-            log.warning("malformed book frame (%s): %s", getattr(router, "last_error", ""), _trunc(data))
+            log.warning("malformed frame (%s): %s", getattr(router, "last_error", ""), _trunc(data))
         return status
 
     def _on_gap(self, sid: int) -> None:
