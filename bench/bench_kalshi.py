@@ -117,10 +117,7 @@ def test_frame_to_book_router(benchmark):
 
 def test_frame_to_book_through_connector(benchmark):
     """The whole connector path: handle_frame -> router.feed -> on_book callback."""
-    try:
-        BookRouter, OrderBook = _real_router()
-    except pytest.skip.Exception:
-        from tests.kalshi.fake_router import BookRouter, OrderBook  # stand-in until core-book lands
+    BookRouter, OrderBook = _real_router()
     snap, deltas = _frames(N_FRAMES)
     cfg = ConnectorConfig(env="sim", rest_url="http://127.0.0.1:1/trade-api/v2",
                           ws_url="ws://127.0.0.1:1/trade-api/ws/v2")

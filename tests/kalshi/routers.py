@@ -1,24 +1,16 @@
-"""The book router the connector tests use: the compiled one when merged, else the pure-Python stand-in."""
+"""The book router and book the connector tests use (the compiled ones from kmm._core)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-try:
-    from kmm._core.book import OrderBook as _RealBook
-    from kmm._core.wire import BookRouter as _RealRouter
-    REAL = True
-except ImportError:  # branch core-book not merged yet
-    REAL = False
-
-from tests.kalshi import fake_router
+from kmm._core.book import OrderBook
+from kmm._core.wire import BookRouter
 
 
 def make_router() -> tuple[Any, Any]:
     """(router, book_factory)."""
-    if REAL:
-        return _RealRouter(), _RealBook
-    return fake_router.BookRouter(), fake_router.OrderBook
+    return BookRouter(), OrderBook
 
 
 def book_levels(book: Any) -> dict[str, list[tuple[int, int]]]:

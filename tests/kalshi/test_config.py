@@ -112,3 +112,16 @@ def test_repr_of_config_and_signer_redacts_key_material(key_file, rsa_pem):
     assert "<redacted>" in repr(cfg) and "<redacted>" in repr(signer)
     sig = signer.sign(1, "GET", "/trade-api/v2/x")
     assert sig not in repr(signer)
+
+
+def test_command_line_flags_feed_resolve_and_win_over_environment(key_file):
+    import argparse
+
+    from kmm.kalshi.config import add_arguments, cli_values
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    ns = parser.parse_args(["--api-key-id", "cli-key", "--private-key", str(key_file), "--allow-prod"])
+    cfg = ConnectorConfig.resolve({"env": "prod"}, cli_values(ns), {ENV_KEY_ID: "env-key"})
+    assert (cfg.api_key_id, cfg.private_key_path, cfg.allow_prod) == ("cli-key", key_file, True)
+    unset = cli_values(parser.parse_args([]))
+    assert all(v is None for v in unset.values())

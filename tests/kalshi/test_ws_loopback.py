@@ -11,7 +11,8 @@ from kmm.kalshi.config import ConnectorConfig
 from kmm.kalshi.rest import KalshiRest
 from kmm.kalshi.signing import Signer
 from kmm.kalshi.ws import FeedHandler, KalshiWs
-from tests.kalshi.fake_router import BookRouter, OrderBook
+from kmm._core.book import OrderBook
+from kmm._core.wire import BookRouter
 from tests.kalshi.mini_exchange import MiniExchange
 
 KEY_ID = "test-key-id"

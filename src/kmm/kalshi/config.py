@@ -11,6 +11,7 @@ Secrets: the private key's *content* never enters this object unless the caller 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import os
@@ -253,3 +254,28 @@ def warn_if_key_exposed(path: Path, mode: int | None = None) -> bool:
                     path, stat.S_IMODE(mode), path)
         return True
     return False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the connector's command-line flags (for the ``kmm`` entry points)."""
+    g = parser.add_argument_group("Kalshi connection")
+    g.add_argument("--api-key-id", dest="kalshi_api_key_id", metavar="UUID",
+                   help=f"Kalshi API key id (else {ENV_KEY_ID} or [kalshi] api_key_id)")
+    g.add_argument("--private-key", dest="kalshi_private_key", metavar="PATH",
+                   help=f"RSA private key file, PEM (else {ENV_KEY_PATH} or [kalshi] private_key_path)")
+    g.add_argument("--allow-prod", dest="kalshi_allow_prod", action="store_true", default=None,
+                   help="allow trading on Kalshi production (required with env prod)")
+    g.add_argument("--rest-url", dest="kalshi_rest_url", metavar="URL", help="override the REST base URL")
+    g.add_argument("--ws-url", dest="kalshi_ws_url", metavar="URL", help="override the WebSocket URL")
+
+
+def cli_values(ns: argparse.Namespace) -> dict[str, Any]:
+    """The ``cli`` mapping for ``ConnectorConfig.resolve`` from flags added by ``add_arguments``
+    (unset flags are None and therefore ignored)."""
+    return {
+        "api_key_id": getattr(ns, "kalshi_api_key_id", None),
+        "private_key": getattr(ns, "kalshi_private_key", None),
+        "allow_prod": getattr(ns, "kalshi_allow_prod", None),
+        "rest_url": getattr(ns, "kalshi_rest_url", None),
+        "ws_url": getattr(ns, "kalshi_ws_url", None),
+    }

@@ -175,7 +175,7 @@ class KalshiWs:
         self._announced_conn = -1
         self._close_reason = ""
         self.last_disconnect_reason = ""
-        self._raw = self._raw_hook()
+        self._bind_handler()
         self._dispatch: dict[str, Callable[[dict[str, Any], dict[str, Any], int], None]] = {
             "fill": self._on_fill_msg,
             "user_order": self._on_user_order_msg,
@@ -189,6 +189,10 @@ class KalshiWs:
             "error": self._on_error_frame,
         }
 
+    def _bind_handler(self) -> None:
+        self._raw = self._raw_hook()
+        self._on_book = self.handler.on_book
+
     def _raw_hook(self) -> Callable[[int, bytes], None] | None:
         if type(self.handler).on_raw_frame is FeedHandler.on_raw_frame:
             return None
@@ -196,7 +200,7 @@ class KalshiWs:
 
     def set_handler(self, handler: FeedHandler) -> None:
         self.handler = handler
-        self._raw = self._raw_hook()
+        self._bind_handler()
 
     # -- public API ----------------------------------------------------------------------------
     @property
@@ -464,8 +468,9 @@ class KalshiWs:
     # -- frames ----------------------------------------------------------------------------------
     def handle_frame(self, data: bytes, recv_ns: int) -> int:
         """Process one complete text frame. Returns the router status. Never raises."""
-        self.stats.frames += 1
-        self.stats.last_recv_ns = recv_ns
+        stats = self.stats
+        stats.frames += 1
+        stats.last_recv_ns = recv_ns
         if self._raw is not None:
             try:
                 self._raw(recv_ns, data)
@@ -479,9 +484,13 @@ class KalshiWs:
             self.stats.malformed += 1
             log.warning("book router raised %s on frame %s", exc, _trunc(data))
             return MALFORMED
-        if status == DELTA:
-            self.stats.book_frames += 1
-            self._call(self.handler.on_book, router.last_ticker, recv_ns)
+        if status == DELTA:  # the hot path: one callback, no extra frames
+            stats.book_frames += 1
+            try:
+                self._on_book(router.last_ticker, recv_ns)
+            except Exception:
+                stats.callback_errors += 1
+                log.exception("on_book raised")
         elif status == NOT_BOOK:
             self._dispatch_json(data, recv_ns)
         elif status == SNAPSHOT:
@@ -505,7 +514,7 @@ class KalshiWs:
             log.debug("book frame for a market not followed: %s", _trunc(data))
         else:
             self.stats.malformed += 1
-            log.warning("malformed book frame (%s): %s", getattr(router, "last_error", ""), _trunc(data))
+            log.warning("malformed frame (%s): %s", getattr(router, "last_error", ""), _trunc(data))
         return status
 
     def _on_gap(self, sid: int) -> None:
