@@ -169,6 +169,9 @@ class Engine(FeedHandler):
         self.position_mismatches = 0
         self.notes: list[str] = []
         self._kill_sweep_running = False
+        # what the loop did about each failure, for the operator's log and for tests:
+        # (monotonic ns, kind, ticker or "*", detail)
+        self.events: deque[tuple[int, str, str, str]] = deque(maxlen=10_000)
 
     # ================================================================================== life cycle
     async def run(self, stop: asyncio.Event | None = None, duration_s: float | None = None) -> RunSummary:
@@ -293,6 +296,12 @@ class Engine(FeedHandler):
                         ", ".join(sorted({o.ticker for o in rep.to_cancel})))
             await self._cancel_orders(rep.to_cancel, "leftover from before")
 
+    def _event(self, kind: str, ticker: str = "*", detail: str = "") -> None:
+        self.events.append((self.clock.monotonic_ns(), kind, ticker, detail))
+
+    def events_of(self, kind: str, ticker: str | None = None) -> list[tuple[int, str, str, str]]:
+        return [e for e in self.events if e[1] == kind and (ticker is None or e[2] == ticker)]
+
     # ================================================================================== feed callbacks
     def on_connected(self) -> None:
         log.info("websocket connected")
@@ -304,6 +313,7 @@ class Engine(FeedHandler):
             log.info("websocket closed (%s)", reason)
             return
         log.warning("websocket lost (%s): quoting stops, cancelling everything over REST", reason)
+        self._event("disconnected", detail=reason)
         self._resync_needed = True
         self.quoting = False
         for p in self.pipes.values():
@@ -319,6 +329,7 @@ class Engine(FeedHandler):
         if pipe.book is None and self.ws is not None:
             pipe.book = self.ws.book(ticker)
         pipe.ready = True
+        self._event("book_ready", ticker)
         self.gate.on_book_update(ticker)
         self.on_book(ticker, self.clock.monotonic_ns())
 
@@ -327,6 +338,7 @@ class Engine(FeedHandler):
         if pipe is None or self.stopping:
             return
         log.warning("%s: book stale (%s): pulling quotes until a fresh snapshot", ticker, reason)
+        self._event("book_stale", ticker, reason)
         pipe.ready = False
         pipe.state = "stale"
         self.gate.set_book_stale(ticker, True)
@@ -341,7 +353,7 @@ class Engine(FeedHandler):
         if book is None:
             return
         now = self.clock.monotonic_ns()
-        pipe.on_book(now, self.clock.time_ns())
+        pipe.on_book(now, self.clock.time_ns(), self.om.live_orders(ticker))
         self.gate.on_book_update(ticker)
         inp = pipe.inputs
         self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
@@ -440,6 +452,7 @@ class Engine(FeedHandler):
         actions = pipe.pull([o for o in live if o.order_id is not None])
         if actions:
             log.info("%s: pulling %d quotes (%s)", pipe.ticker, len(actions), reason)
+            self._event("pull", pipe.ticker, reason)
             self._apply(pipe, actions, self.clock.monotonic_ns())
 
     def _apply(self, pipe: MarketPipeline, actions: Iterable[Any], trigger_ns: int) -> None:
@@ -511,6 +524,7 @@ class Engine(FeedHandler):
             self._record_order(coid, "rejected", reason="not placed (create timed out, lookups found nothing)")
         except RateLimited:
             self.gate.on_rate_limited()
+            self._event("rate_limited", pipe.ticker, "create")
             self.om.on_create_rejected(coid, "rate limited")
             self._record_order(coid, "rejected", reason="429")
         except ExchangeError as exc:
@@ -616,6 +630,7 @@ class Engine(FeedHandler):
 
     async def _cancel_everything(self, reason: str) -> None:
         live = [o for o in self.om.orders() if o.is_live and o.order_id is not None]
+        self._event("cancel_all", detail=reason)
         if live:
             log.warning("cancelling all %d live orders: %s", len(live), reason)
             await self._cancel_orders(live, reason)
@@ -635,6 +650,8 @@ class Engine(FeedHandler):
 
     def _after_pnl_change(self) -> None:
         if self.gate.update_pnl() is KillState.TRIPPED or self.gate.kill_state is KillState.TRIPPED:
+            if not self._kill_sweep_running:
+                self._event("kill_switch", detail=self.gate.kill_reason)
             for p in self.pipes.values():
                 p.state = "killed"
             self._start_kill_sweep()
@@ -653,9 +670,11 @@ class Engine(FeedHandler):
                 self.on_fill(f)
                 missed += self.fills - before
             if missed:
+                self._event("backfill", detail=f"{why}: {missed} fills")
                 log.warning("reconcile (%s): %d fills backfilled over REST", why, missed)
             resting = [o for o in await self.rest.get_orders(status="resting") if o.ticker in self.pipes]
             rep = self.om.reconcile(resting, (), as_of_ns=t0, tickers=self.tickers)
+            self._event("reconciled", detail=f"{why}: {'clean' if rep.clean else rep}")
             if not rep.clean:
                 log.critical("reconcile (%s): orders disagreed with the exchange: %s; rebuilding quotes "
                              "from the exchange's state", why, rep)
@@ -671,6 +690,7 @@ class Engine(FeedHandler):
         if why == "reconnect":
             self._resync_needed = False
             self.quoting = True
+            self._event("resumed", detail="after reconnect and reconcile")
             log.info("reconciled after reconnect: quoting resumes as books become ready")
             for p in self.pipes.values():
                 if p.ready:
@@ -753,6 +773,7 @@ class Engine(FeedHandler):
         paused = not st.trading_active
         if paused != self.gate.exchange_paused:
             log.warning("exchange trading %s", "paused: quotes pulled" if paused else "resumed")
+            self._event("exchange_paused" if paused else "exchange_resumed")
             self.gate.set_exchange_paused(paused)
             if paused:
                 for p in self.pipes.values():

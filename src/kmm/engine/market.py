@@ -39,6 +39,15 @@ class MarketInfo:
     status: str = "active"
 
 
+def _best_ex_own(levels: list[tuple[int, int]], own: dict[int, int]) -> tuple[int, int]:
+    """The best (price, size) of ``levels`` (best first) once our own sizes are taken out; (0, 0) if none."""
+    for price, size in levels:
+        rest = size - own.get(price, 0)
+        if rest > 0:
+            return price, rest
+    return 0, 0
+
+
 class MarketPipeline:
     """Signals, strategy and diff for one market. ``book`` is the compiled OrderBook the connector's
     router keeps; ``ofi`` an optional kmm._core.ofi.OFI fed from it."""
@@ -74,14 +83,33 @@ class MarketPipeline:
         self.fills = 0
 
     # ---------------------------------------------------------------------------------- signals
-    def on_book(self, now_ns: int, wall_ns: int) -> None:
-        """Read the book into the strategy inputs and update the online signals."""
+    def on_book(self, now_ns: int, wall_ns: int, live: list[LiveOrder] = ()) -> None:  # type: ignore[assignment]
+        """Read the book into the strategy inputs and update the online signals.
+
+        Our own resting orders (``live``) are taken out of the book first: in a thin market they are
+        often the best bid and ask, and a fair value that includes them would chase its own quotes.
+        """
         book, inp = self.book, self.inputs
-        bb, ba = book.best_bid(), book.best_ask()
-        inp.best_bid = bb or 0
-        inp.best_ask = ba or 0
-        inp.mid = book.mid()
-        inp.microprice = book.microprice()
+        own_bid: dict[int, int] = {}
+        own_ask: dict[int, int] = {}
+        for o in live:
+            if o.order_id is not None and o.remaining > 0:
+                d = own_bid if o.side == "bid" else own_ask
+                d[o.price] = d.get(o.price, 0) + o.remaining
+        if own_bid:
+            bb, bbs = _best_ex_own(book.bids(len(own_bid) + 1), own_bid)
+        else:
+            bb, bbs = book.best_bid() or 0, book.best_bid_size()
+        if own_ask:
+            ba, bas = _best_ex_own(book.asks(len(own_ask) + 1), own_ask)
+        else:
+            ba, bas = book.best_ask() or 0, book.best_ask_size()
+        inp.best_bid, inp.best_ask = bb, ba
+        if bb and ba:
+            inp.mid = (bb + ba) / 2.0
+            inp.microprice = (bb * bas + ba * bbs) / (bbs + bas) if bbs + bas > 0 else inp.mid
+        else:
+            inp.mid = inp.microprice = None
         self.vol.update(inp.mid, now_ns)
         inp.sigma = self.vol.sigma
         if self.ofi is not None:
