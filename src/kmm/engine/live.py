@@ -36,6 +36,7 @@ from kmm._core.grid import Grid
 from kmm._core.wire import BookRouter
 from kmm.config import KmmConfig
 from kmm.engine.clock import Clock, SystemClock
+from kmm.engine.eager import start_eager
 from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline
 from kmm.engine.orders import Order, OrderManager
 from kmm.engine.portfolio import Portfolio
@@ -158,11 +159,13 @@ class Engine(FeedHandler):
         self.stopping = False
         self._resync_needed = False
         self._resync_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started_ns = 0
         self._last_fill_ts_ms = 0
-        self._latency_ns: deque[int] = deque(maxlen=200_000)
+        self._latency_ns: deque[int] = deque(maxlen=200_000)      # frame received -> first request issued
+        self.decide_ns: deque[int] = deque(maxlen=200_000)        # frame received -> actions decided
+        self.send_ns: deque[int] = deque(maxlen=200_000)          # actions decided -> first request issued
         self.orders_sent = self.cancels_sent = self.amends_sent = self.decreases_sent = 0
         self.fills = 0
         self.fills_by_side = {"bid": 0, "ask": 0}
@@ -442,6 +445,8 @@ class Engine(FeedHandler):
         pipe.state = "quoting"
         if actions:
             pipe.trigger_ns = trigger_ns
+            pipe.decided_ns = self.clock.monotonic_ns()
+            self.decide_ns.append(pipe.decided_ns - trigger_ns)
             self._apply(pipe, actions, trigger_ns)
 
     def _pull(self, pipe: MarketPipeline, reason: str) -> None:
@@ -456,6 +461,15 @@ class Engine(FeedHandler):
             self._apply(pipe, actions, self.clock.monotonic_ns())
 
     def _apply(self, pipe: MarketPipeline, actions: Iterable[Any], trigger_ns: int) -> None:
+        pipe.applying = True
+        try:
+            self._apply_actions(pipe, actions, trigger_ns)
+        finally:
+            pipe.applying = False
+        if pipe.in_flight == 0 and pipe.dirty and pipe.ready and self._loop is not None:
+            self._loop.call_soon(self._requote, pipe, self.clock.monotonic_ns())
+
+    def _apply_actions(self, pipe: MarketPipeline, actions: Iterable[Any], trigger_ns: int) -> None:
         ticker = pipe.ticker
         for a in actions:
             kind, side = a.kind, SIDE_NAME[a.side]
@@ -494,12 +508,15 @@ class Engine(FeedHandler):
                     self._send(pipe, self._do_amend(pipe, o, a.price, trigger_ns))
 
     def _send(self, pipe: MarketPipeline, coro: Any) -> None:
+        """Start a request now: the connector writes its bytes before this returns (eager start)."""
         pipe.in_flight += 1
-        self._spawn(coro)
+        self._spawn(coro, eager=True)
 
     def _done(self, pipe: MarketPipeline) -> None:
         pipe.in_flight -= 1
         if pipe.in_flight == 0 and pipe.dirty and pipe.ready:
+            if pipe.applying:
+                return         # answered synchronously inside _apply: _apply re-decides when it is done
             self._requote(pipe, self.clock.monotonic_ns())
 
     # ================================================================================== requests
@@ -508,8 +525,11 @@ class Engine(FeedHandler):
         if pipe.tape_trigger_ns == trigger_ns:
             return
         pipe.tape_trigger_ns = trigger_ns
-        latency = self.clock.monotonic_ns() - trigger_ns
+        now = self.clock.monotonic_ns()
+        latency = now - trigger_ns
         self._latency_ns.append(latency)
+        if pipe.decided_ns and pipe.trigger_ns == trigger_ns:
+            self.send_ns.append(now - pipe.decided_ns)
         self._tape(pipe, "decision", latency_ns=latency)
 
     async def _do_place(self, pipe: MarketPipeline, o: Order, req: OrderRequest, trigger_ns: int) -> None:
@@ -958,14 +978,17 @@ class Engine(FeedHandler):
         return ok and cash.ok and self.position_mismatches == 0
 
     # ================================================================================== util
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Any, *, eager: bool = False) -> asyncio.Future[Any]:
         assert self._loop is not None
-        task = self._loop.create_task(coro)
+        task = start_eager(self._loop, coro) if eager else self._loop.create_task(coro)
+        if task.done():
+            self._task_done(task)
+            return task
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("engine task failed: %r", task.exception(), exc_info=task.exception())

@@ -73,7 +73,9 @@ class MarketPipeline:
         self.ready = False            # a snapshot has been applied since the last (re)subscribe
         self.in_flight = 0            # requests sent and not answered
         self.dirty = False            # a book or inventory change arrived while requests were in flight
+        self.applying = False         # inside the live loop's _apply (requests start synchronously)
         self.trigger_ns = 0           # receive time of the frame behind the current decision
+        self.decided_ns = 0           # when that decision's actions were computed
         self.last_book_ns = 0         # monotonic ns of the last applied book message
         self.tape_trigger_ns = 0      # trigger whose decision row is on the tape already
         self.hold_s = 0.0             # back-off after a refused create (doubles, 0.5 s .. 30 s)
