@@ -818,6 +818,8 @@ class ExecutionService(FeedHandler):
                    price=order.price)
 
     def on_disconnected(self, reason: str) -> None:
+        if self.stopping:
+            return
         log.warning("execution feed disconnected (%s): books stale until the snapshot returns", reason)
 
     # ----------------------------------------------------------------- timers, settling
