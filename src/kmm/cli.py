@@ -17,9 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kmm {__version__} (core: {_core_build()})")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     from kmm.engine import app
+    from kmm.execution import cli as execute_cli
     from kmm.sim import cli as sim_cli
     app.add_run_parser(subparsers)
     app.add_probe_parser(subparsers)
+    execute_cli.add_parser(subparsers)
     sim_cli.add_parser(subparsers)
     return parser
 

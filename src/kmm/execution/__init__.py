@@ -6,6 +6,8 @@
 - :mod:`kmm.execution.algo`: the algorithm interface and shared bookkeeping (the invariants).
 - :mod:`kmm.execution.algos`: simple, capped, slice, twap, adaptive, vwslice, walker.
 - :mod:`kmm.execution.metrics`: ``ExecutionMetrics`` from an algorithm's history.
+- :mod:`kmm.execution.driver`: ``ExecutionService`` runs them on the connector (imported lazily:
+  ``from kmm.execution import ExecutionService`` works without loading the connector up front).
 """
 
 from kmm.execution.algo import Algo, AlgoParams, Child, InvariantViolation
@@ -34,3 +36,10 @@ __all__ = [
     "TwapParams", "AdaptiveAlgo", "AdaptiveParams", "VwsliceAlgo", "VwsliceParams", "WalkerAlgo", "WalkerParams",
     "ExecutionMetrics", "compute_metrics", "metrics_for",
 ]
+
+
+def __getattr__(name: str):  # lazy: the driver pulls in the connector
+    if name in ("ExecutionService", "ExecutionHandle"):
+        from kmm.execution import driver
+        return getattr(driver, name)
+    raise AttributeError(f"module 'kmm.execution' has no attribute {name!r}")

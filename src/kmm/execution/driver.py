@@ -1,0 +1,934 @@
+"""The execution driver: runs execution algorithms against the Kalshi connector.
+
+One :class:`ExecutionService` owns a REST client and a WebSocket, and runs any number of executions
+at once. For each one it follows docs/execution.md "Plugging in a driver":
+
+- book changes of the market (WS ``orderbook_delta``) drive ``algo.on_book``; a timer loop calls
+  ``algo.on_timer`` once ``next_wakeup_ns`` is due;
+- every intent passes the risk gate (places and amends; cancels and decreases never blocked) and the
+  connector's rate limiter, then becomes one REST call; its answer goes back to the algorithm exactly
+  once (``on_order_update(..., ack=kind)``); a refusal is answered ``rejected``;
+- a ``Cancel`` for a child whose place is still in flight is held until the place is answered;
+  cancels are sent batched (``cancel_orders``: fixed path, pre-signed), up to 20 per request;
+- WS ``user_order`` changes are forwarded as unsolicited updates and WS ``fill`` messages (by
+  ``trade_id``, once) as ``on_fill``, also after the algorithm is done;
+- when an algorithm is done the driver waits (at most ``settle_s``) for fills the exchange reported
+  but that have not arrived, backfills the rest over REST, then writes metrics and children.
+
+Sharing the write budget. The connector's limiter serves cancels before amends before places and
+paces them to the tier. On top of it the driver keeps at most ``max_inflight`` places/amends in
+flight and picks the next one **round-robin across executions**, so one execution with many children
+cannot starve the others: each gets an equal share of the place budget while it has work queued.
+
+Child ids. Execution ids are ``[A-Za-z0-9_-]{1,40}`` (generated: ``x`` + 16 hex digits); a child is
+``{execution_id}-{n}`` and is sent as the ``client_order_id`` unchanged (Kalshi-safe, <= 64 chars),
+so an order found at the exchange names its execution.
+
+Stopping. ``stop()`` (and leaving ``async with``) cancels every running execution, waits for their
+children to be reported terminal, then lists resting orders over REST and cancels any of ours left,
+until none rests (``stop_verified``). With a store, executions and children are written as they
+change; :meth:`ExecutionService.recover` (run at start) finds executions left open by a previous run,
+cancels their resting children and marks them ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kmm._core.fees import TAKER_RATE_E6, fee_rate_e6
+from kmm._core.grid import Grid
+from kmm.engine.clock import SystemClock
+from kmm.engine.portfolio import Portfolio
+from kmm.engine.risk import RiskGate, RiskLimits
+from kmm.errors import ExchangeError, KmmError, RateLimited, RequestTimeout
+from kmm.execution.algo import NS, Algo
+from kmm.execution.algos import build_algo
+from kmm.execution.decision import DEFAULT_POLICY, LiquidityPolicy
+from kmm.execution.intents import Amend, Cancel, Decrease, Intent, Place
+from kmm.execution.metrics import ExecutionMetrics, metrics_for
+from kmm.execution.request import ExecutionRequest, MarketInfo, RequestError
+from kmm.kalshi import ConnectorConfig, FeedHandler, KalshiRest, KalshiWs, OrderNotPlaced
+from kmm.kalshi.types import Fill, OrderAck, OrderRequest, UserOrder
+
+__all__ = ["ExecutionService", "ExecutionHandle", "ChildOrder", "new_execution_id", "check_execution_id",
+           "store_status", "market_info_from_raw", "BATCH_CANCEL_MAX"]
+
+log = logging.getLogger(__name__)
+
+BATCH_CANCEL_MAX = 20          # items per batched cancel ([U] the exchange's batch limit, as the sim's)
+EXEC_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+TIF_IOC = "immediate_or_cancel"
+
+
+def new_execution_id() -> str:
+    """A fresh execution id: ``x`` + 16 hex digits (children become ``x...-n``)."""
+    return "x" + uuid.uuid4().hex[:16]
+
+
+def check_execution_id(execution_id: str) -> str:
+    if not EXEC_ID_RE.match(execution_id or ""):
+        raise RequestError(f"execution id {execution_id!r} must be 1-40 characters of A-Z a-z 0-9 _ - "
+                           "(its children's client_order_ids are '<id>-<n>', at most 64 characters)")
+    return execution_id
+
+
+def store_status(end_reason: str) -> str:
+    """The store's terminal execution status for an algorithm's end reason."""
+    if end_reason in ("filled", "all_splits_done", "schedule_done", "done"):
+        return "done"
+    if end_reason == "timeout":
+        return "expired"
+    if end_reason in ("too_many_rejects",) or end_reason.startswith("error"):
+        return "failed"
+    if end_reason.startswith("cancel") or "stop" in end_reason:
+        return "canceled"
+    return "done"
+
+
+def market_info_from_raw(ticker: str, raw: dict[str, Any], series: dict[str, Any] | None) -> MarketInfo:
+    """Execution's :class:`MarketInfo` from ``GET /markets/{t}`` and ``GET /series/{s}`` bodies."""
+    grid = Grid(raw.get("price_ranges") or raw.get("price_level_structure") or None)
+    rate = TAKER_RATE_E6
+    if series:
+        s = series.get("series", series)
+        try:
+            rate = fee_rate_e6(s.get("fee_type") or "quadratic", True, s.get("fee_multiplier", 1) or 1)
+        except ValueError as exc:
+            log.warning("%s: %s; estimating fees at the standard taker rate", ticker, exc)
+    return MarketInfo(ticker, grid, bool(raw.get("fractional_trading_enabled", False)), rate)
+
+
+# ---------------------------------------------------------------------------------------- state
+@dataclass(slots=True)
+class ChildOrder:
+    """The driver's view of one child order (the algorithm keeps its own)."""
+
+    child_id: str
+    side: str
+    price: int
+    total: int                        # size asked for: place count, amended total, filled + reduce_to
+    level: int                        # arrival take-side levels the price reaches (0 = passive)
+    created_ns: int
+    order_id: str | None = None
+    place: str = "queued"             # queued -> sent -> acked | rejected
+    held_cancel: bool = False         # a Cancel came while the place was in flight
+    status: str = "pending"
+    filled: int = 0                   # best known exchange fill count
+    filled_ns: int | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.place in ("sent", "acked") and self.status not in ("canceled", "executed", "rejected")
+
+
+class ExecutionHandle:
+    """What :meth:`ExecutionService.submit` returns: watch, wait for or cancel one execution."""
+
+    def __init__(self, service: ExecutionService, run: _Run) -> None:
+        self._svc = service
+        self._run = run
+
+    @property
+    def execution_id(self) -> str:
+        return self._run.algo.execution_id
+
+    @property
+    def request(self) -> ExecutionRequest:
+        return self._run.algo.request
+
+    @property
+    def algo(self) -> Algo:
+        return self._run.algo
+
+    @property
+    def done(self) -> bool:
+        """Ended, every child terminal and the final records written."""
+        return self._run.finished.is_set()
+
+    @property
+    def metrics(self) -> ExecutionMetrics:
+        """Metrics so far (final once :attr:`done`)."""
+        return self._run.final_metrics or metrics_for(self._run.algo)
+
+    @property
+    def children(self) -> list[ChildOrder]:
+        return list(self._run.kids.values())
+
+    @property
+    def live_children(self) -> list[ChildOrder]:
+        return [c for c in self._run.kids.values() if c.live]
+
+    async def wait(self, timeout: float | None = None) -> ExecutionMetrics:
+        """Wait until the execution is done (raises ``asyncio.TimeoutError`` after ``timeout`` s)."""
+        await asyncio.wait_for(self._run.finished.wait(), timeout)
+        return self.metrics
+
+    async def cancel(self, reason: str = "cancelled") -> None:
+        """Stop the execution: every child is cancelled; returns at once (``wait()`` for the end)."""
+        self._svc._cancel_run(self._run, reason)
+
+    def __repr__(self) -> str:
+        return f"ExecutionHandle({self.execution_id}, {'done' if self.done else 'running'})"
+
+
+@dataclass(slots=True, eq=False)
+class _Run:
+    algo: Algo
+    market: MarketInfo
+    arrival_bid: int | None = None
+    arrival_ask: int | None = None
+    arrival_take: tuple[tuple[int, int], ...] = ()
+    kids: dict[str, ChildOrder] = field(default_factory=dict)
+    queue: deque[Intent] = field(default_factory=deque)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    settling: bool = False
+    final_metrics: ExecutionMetrics | None = None
+    error: str = ""
+
+    @property
+    def ticker(self) -> str:
+        return self.market.ticker
+
+
+class _OrderView:
+    """The risk gate's view of our open orders: children that were sent and are not terminal."""
+
+    def __init__(self, svc: ExecutionService) -> None:
+        self._svc = svc
+
+    def _live(self) -> Iterable[tuple[_Run, ChildOrder]]:
+        for run in self._svc._runs.values():
+            for c in run.kids.values():
+                if c.live:
+                    yield run, c
+
+    def open_count(self, ticker: str | None = None) -> int:
+        return sum(1 for run, _ in self._live() if ticker is None or run.ticker == ticker)
+
+    def open_qty(self, ticker: str, side: str) -> int:
+        return sum(max(0, c.total - c.filled) for run, c in self._live() if run.ticker == ticker and c.side == side)
+
+
+# ---------------------------------------------------------------------------------------- service
+class ExecutionService(FeedHandler):
+    """Runs executions on one connection. ``async with ExecutionService(conn) as svc: ...``.
+
+    ``conn``: a :class:`ConnectorConfig` or anything with a ``conn`` attribute (the CLI's ``Venue``).
+    ``store``: a :class:`kmm.record.store.Store`, a path to open one at (closed on stop), or None.
+    ``limits``: risk limits of the gate (default :class:`RiskLimits()`). ``time_scale``: the
+    algorithms' clock runs this many times faster than the wall (for simulations whose flow is sped
+    up by the same factor); 1.0 for real trading. ``recover``: on start, close executions a previous
+    run left open in the store (cancelling their resting children).
+    """
+
+    def __init__(self, conn: Any, *, store: Any = None, limits: RiskLimits | None = None,
+                 policy: LiquidityPolicy = DEFAULT_POLICY, max_inflight: int = 4, settle_s: float = 2.0,
+                 time_scale: float = 1.0, recover: bool = True, stop_timeout_s: float = 10.0) -> None:
+        self.conn: ConnectorConfig = getattr(conn, "conn", conn)
+        if not isinstance(self.conn, ConnectorConfig):
+            raise TypeError(f"ExecutionService needs a ConnectorConfig (or a Venue), got {type(conn).__name__}")
+        if time_scale <= 0:
+            raise ValueError(f"time_scale {time_scale} must be > 0")
+        self._store_arg = store
+        self.store: Any = None
+        self._own_store = False
+        self.policy = policy
+        self.max_inflight = max(1, max_inflight)
+        self.settle_s = settle_s
+        self.time_scale = float(time_scale)
+        self.recover_on_start = recover
+        self.stop_timeout_s = stop_timeout_s
+        self.clock = SystemClock()
+        self._t0 = time.monotonic_ns()
+        self.pf = Portfolio()
+        self.gate = RiskGate(limits or RiskLimits(), self.clock, self.pf, _OrderView(self))
+        self.rest: KalshiRest | None = None
+        self.ws: KalshiWs | None = None
+        self._runs: dict[str, _Run] = {}
+        self._by_coid: dict[str, tuple[_Run, ChildOrder]] = {}
+        self._by_oid: dict[str, tuple[_Run, ChildOrder]] = {}
+        self._rr: deque[_Run] = deque()
+        self._cancels: list[tuple[_Run, ChildOrder]] = []
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._markets: dict[str, MarketInfo] = {}
+        self._ready: dict[str, asyncio.Event] = {}
+        self._seen_trades: set[str] = set()
+        self._wake: asyncio.Event | None = None
+        self._timer_task: asyncio.Task[None] | None = None
+        self.started = False
+        self.stopping = False
+        self.stop_verified: bool | None = None
+        self.recovered: list[str] = []
+        self.calls: dict[str, int] = {"place": 0, "amend": 0, "decrease": 0, "cancel": 0, "cancel_batches": 0}
+        self.errors: dict[str, int] = {}
+
+    # ----------------------------------------------------------------- time
+    def now_ns(self) -> int:
+        """The algorithms' clock (monotonic ns, scaled by ``time_scale``)."""
+        m = time.monotonic_ns()
+        if self.time_scale == 1.0:
+            return m
+        return self._t0 + int((m - self._t0) * self.time_scale)
+
+    # ----------------------------------------------------------------- life cycle
+    async def __aenter__(self) -> ExecutionService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        loop = asyncio.get_running_loop()
+        if isinstance(self._store_arg, (str, os.PathLike)):
+            from kmm.record.store import Store
+            self.store = await loop.run_in_executor(None, Store, Path(self._store_arg))
+            self._own_store = True
+        else:
+            self.store = self._store_arg
+        self.rest = KalshiRest(self.conn)
+        await self.rest.start()
+        try:
+            status = await self.rest.get_exchange_status()
+            self.gate.set_exchange_paused(not status.trading_active)
+            for p in await self.rest.get_positions():
+                self.pf.load_position(p)
+            self.ws = KalshiWs(self.conn, handler=self, router=_router(), book_factory=_book_factory())
+            await self.ws.start()
+        except BaseException:
+            await self.rest.close()
+            raise
+        self._wake = asyncio.Event()
+        self._timer_task = loop.create_task(self._timer_loop(), name="kmm-exec-timers")
+        self.started = True
+        if self.store is not None and self.recover_on_start:
+            self.recovered = await self.recover()
+
+    async def stop(self, reason: str = "driver stopped") -> bool:
+        """Cancel every running execution, verify over REST that none of their children rests, close.
+        Returns True when verified (also in ``stop_verified``)."""
+        if not self.started or self.stopping:
+            return bool(self.stop_verified)
+        self.stopping = True
+        verified = False
+        try:
+            for run in list(self._runs.values()):
+                if not run.algo.finished:
+                    self._cancel_run(run, reason)
+            deadline = time.monotonic() + self.stop_timeout_s
+            while any(not r.algo.done for r in self._runs.values()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            verified = await self._stop_sweep()
+            for run in list(self._runs.values()):
+                if not run.finished.is_set():
+                    self._finalize(run, forced=reason)
+        except KmmError as exc:
+            log.critical("execution stop failed: %s; check the exchange for resting orders", exc)
+        finally:
+            self.stop_verified = verified
+            if self._timer_task is not None:
+                self._timer_task.cancel()
+            for t in list(self._tasks):
+                if not t.done():
+                    t.cancel()
+            if self.ws is not None:
+                await self.ws.close()
+            if self.rest is not None:
+                await self.rest.close()
+            if self._own_store and self.store is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+            self.started = False
+        return verified
+
+    async def _stop_sweep(self) -> bool:
+        """List resting orders and cancel every one that belongs to our executions, until none rests."""
+        assert self.rest is not None
+        ids = tuple(self._runs)
+        left: list[UserOrder] = []
+        for attempt in range(1, 4):
+            left = [o for o in await self.rest.get_orders(status="resting") if _owned(o, ids, self._by_coid)]
+            if not left:
+                log.info("execution stop: verified over REST that none of %d executions' orders rests", len(ids))
+                return True
+            log.warning("execution stop: %d child orders still rest (attempt %d): cancelling", len(left), attempt)
+            await self._cancel_ids([o.order_id for o in left])
+            await asyncio.sleep(0.05 * attempt)
+        left = [o for o in await self.rest.get_orders(status="resting") if _owned(o, ids, self._by_coid)]
+        if left:
+            log.critical("execution stop: %d child orders still rest: %s", len(left),
+                         ", ".join(o.order_id for o in left))
+        return not left
+
+    async def _cancel_ids(self, order_ids: list[str]) -> None:
+        assert self.rest is not None
+        for i in range(0, len(order_ids), BATCH_CANCEL_MAX):
+            self.calls["cancel_batches"] += 1
+            await self.rest.cancel_orders(order_ids[i:i + BATCH_CANCEL_MAX])
+
+    async def recover(self) -> list[str]:
+        """Close executions a previous run left open in the store: cancel their resting children
+        (found by client_order_id), verify, and mark them ended. Returns their ids."""
+        if self.store is None or self.rest is None:
+            return []
+        loop = asyncio.get_running_loop()
+        open_recs = await loop.run_in_executor(None, self.store.open_executions)
+        open_recs = [r for r in open_recs if r.execution_id not in self._runs]
+        if not open_recs:
+            return []
+        done: list[str] = []
+        for rec in open_recs:
+            kids = {k.client_order_id: k for k in
+                    await loop.run_in_executor(None, self.store.execution_orders, rec.execution_id)}
+            prefix = rec.execution_id + "-"
+            cancelled = 0
+            left: list[UserOrder] = []
+            for _ in range(3):
+                left = [o for o in await self.rest.get_orders(status="resting", ticker=rec.ticker)
+                        if o.client_order_id and (o.client_order_id in kids or o.client_order_id.startswith(prefix))]
+                if not left:
+                    break
+                cancelled += len(left)
+                await self._cancel_ids([o.order_id for o in left])
+            if left:
+                log.critical("recovery of %s: %d child orders still rest after cancelling", rec.execution_id,
+                             len(left))
+                continue
+            for coid, k in kids.items():
+                if k.status not in ("canceled", "executed", "rejected"):
+                    try:
+                        o = await self.rest.find_order_by_client_id(coid, ticker=rec.ticker)
+                    except KmmError:
+                        o = None
+                    self.store.record_execution_order(
+                        execution_id=rec.execution_id, client_order_id=coid, level=k.level,
+                        target_price=k.target_price, size=k.size,
+                        status=o.status if o is not None else "canceled",
+                        filled=o.fill_count if o is not None else k.filled,
+                        order_id=o.order_id if o is not None else k.order_id)
+            self.store.update_execution(rec.execution_id, status="canceled",
+                                        reason=f"interrupted: kmm stopped while it ran; {cancelled} resting "
+                                               "child orders cancelled on the next start")
+            log.warning("recovered execution %s left open by a previous run: %d resting children cancelled",
+                        rec.execution_id, cancelled)
+            done.append(rec.execution_id)
+        return done
+
+    # ----------------------------------------------------------------- markets
+    async def market(self, ticker: str) -> MarketInfo:
+        """The market's execution info (cached); its book is followed from now on."""
+        info = self._markets.get(ticker)
+        if info is not None:
+            return info
+        assert self.rest is not None and self.ws is not None
+        raw = await self.rest.get_market_raw(ticker)
+        status = str(raw.get("status", "active"))
+        if status not in ("active", "open"):
+            raise RequestError(f"{ticker} is {status}: executions need an open market")
+        series = None
+        sname = raw.get("series_ticker") or str(raw.get("event_ticker", ticker)).split("-")[0]
+        try:
+            series = await self.rest.get_series(sname)
+        except KmmError as exc:
+            log.warning("%s: series %s not readable (%s); standard taker fee assumed", ticker, sname, exc)
+        info = market_info_from_raw(ticker, raw, series)
+        self._markets[ticker] = info
+        self.gate.add_market(ticker, info.grid, fractional=info.fractional)
+        self._ready.setdefault(ticker, asyncio.Event())
+        self.ws.add_markets({ticker: raw.get("price_ranges") or info.grid.ranges})
+        if self.ws.is_ready(ticker):
+            self._ready[ticker].set()
+        return info
+
+    async def book(self, ticker: str, timeout_s: float = 10.0) -> Any:
+        """The live book of ``ticker`` once its snapshot has arrived."""
+        await self.market(ticker)
+        ev = self._ready[ticker]
+        try:
+            await asyncio.wait_for(ev.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            raise KmmError(f"no order book snapshot for {ticker} within {timeout_s} s") from None
+        assert self.ws is not None
+        return self.ws.book(ticker)
+
+    # ----------------------------------------------------------------- submit / cancel
+    async def submit(self, request: ExecutionRequest, *, execution_id: str | None = None,
+                     policy: LiquidityPolicy | None = None) -> ExecutionHandle:
+        """Start an execution; returns at once with a handle (``await handle.wait()``)."""
+        if not self.started or self.stopping:
+            raise KmmError("the execution service is not running (use 'async with ExecutionService(...)')")
+        eid = check_execution_id(execution_id or request.execution_id or new_execution_id())
+        if eid in self._runs:
+            raise RequestError(f"execution id {eid} is already in use")
+        info = await self.market(request.ticker)
+        book = await self.book(request.ticker)
+        algo = build_algo(request, info, policy=policy or self.policy, execution_id=eid)
+        run = _Run(algo, info)
+        bids, asks = list(book.bids(10)), list(book.asks(10))
+        run.arrival_bid = bids[0][0] if bids else None
+        run.arrival_ask = asks[0][0] if asks else None
+        run.arrival_take = tuple(asks if algo.side == "bid" else bids)
+        self._runs[eid] = run
+        if self.store is not None:
+            self.store.record_execution(execution_id=eid, ticker=request.ticker, side=algo.side,
+                                        target_size=algo.target_size, algo=request.algo, limit_price=algo.limit,
+                                        params={**dict(request.params), "action": request.action.value,
+                                                "limit_user": request.limit_price, "edge": request.edge,
+                                                "confidence": request.confidence})
+            self.store.record_book_snapshot(ticker=request.ticker, bids=bids, asks=asks, reason="arrival")
+        log.info("execution %s: %s", eid, request.describe())
+        self._feed(run, "start", book)
+        return ExecutionHandle(self, run)
+
+    def handles(self) -> list[ExecutionHandle]:
+        return [ExecutionHandle(self, r) for r in self._runs.values()]
+
+    def _cancel_run(self, run: _Run, reason: str) -> None:
+        if not run.algo.finished:
+            self._feed(run, "cancel", reason)
+
+    # ----------------------------------------------------------------- the algorithm side
+    def _feed(self, run: _Run, method: str, *args: Any, **kw: Any) -> None:
+        """Call one algorithm entry point and send what it returns."""
+        algo = run.algo
+        try:
+            intents = getattr(algo, method)(self.now_ns(), *args, **kw)
+        except Exception as exc:  # an algorithm bug must not leave orders behind
+            log.exception("execution %s: %s raised; cancelling the execution", algo.execution_id, method)
+            run.error = f"error: {exc}"
+            try:
+                intents = algo.cancel(self.now_ns(), f"error in {method}")
+            except Exception:
+                log.exception("execution %s: cancel after the error raised too", algo.execution_id)
+                intents = [Cancel(c.child_id) for c in algo.live_children]
+        for it in intents:
+            self._enqueue(run, it)
+        self._pump()
+        if algo.done and not run.settling:
+            run.settling = True
+            self._spawn(self._settle(run))
+        if self._wake is not None:
+            self._wake.set()
+
+    def _enqueue(self, run: _Run, it: Intent) -> None:
+        if isinstance(it, Place):
+            now = self.now_ns()
+            level = sum(1 for p, _ in run.arrival_take
+                        if (p <= it.price if it.side == "bid" else p >= it.price))
+            c = ChildOrder(it.child_id, it.side, it.price, it.count, level, time.time_ns())
+            run.kids[it.child_id] = c
+            self._by_coid[it.child_id] = (run, c)
+            self._record_child(run, c)
+            del now
+            self._queue_write(run, it)
+        elif isinstance(it, Cancel):
+            c = run.kids.get(it.child_id)
+            if c is None:
+                return
+            if c.place in ("queued", "sent"):
+                c.held_cancel = True           # answered once the place is answered
+            elif c.place == "rejected":
+                return                         # nothing at the exchange: dropped (contract item 4)
+            else:
+                self._cancels.append((run, c))
+        else:
+            self._queue_write(run, it)
+
+    def _queue_write(self, run: _Run, it: Intent) -> None:
+        if not run.queue:
+            self._rr.append(run)
+        run.queue.append(it)
+
+    def _pump(self) -> None:
+        """Send what the budget allows: every ready cancel (batched), then places/amends round-robin."""
+        if self.rest is None:
+            return
+        if self._cancels:
+            batch, self._cancels = self._cancels, []
+            for i in range(0, len(batch), BATCH_CANCEL_MAX):
+                self._spawn(self._do_cancels(batch[i:i + BATCH_CANCEL_MAX]))
+        while self._inflight < self.max_inflight and self._rr:
+            run = self._rr.popleft()
+            if not run.queue:
+                continue
+            it = run.queue.popleft()
+            if run.queue:
+                self._rr.append(run)
+            self._inflight += 1
+            self._spawn(self._do_write(run, it))
+
+    async def _do_write(self, run: _Run, it: Intent) -> None:
+        try:
+            if isinstance(it, Place):
+                await self._do_place(run, it)
+            elif isinstance(it, Amend):
+                await self._do_amend(run, it)
+            elif isinstance(it, Decrease):
+                await self._do_decrease(run, it)
+        finally:
+            self._inflight -= 1
+            self._pump()
+
+    def _deny(self, run: _Run, child_id: str, kind: str, why: str) -> None:
+        self.errors[why] = self.errors.get(why, 0) + 1
+        c = run.kids.get(child_id)
+        rem = max(0, c.total - c.filled) if c is not None else 0
+        filled = c.filled if c is not None else 0
+        self._feed(run, "on_order_update", child_id, "rejected", rem, filled, ack=kind)
+
+    async def _do_place(self, run: _Run, it: Place) -> None:
+        assert self.rest is not None
+        c = run.kids[it.child_id]
+        if run.algo.finished and c.held_cancel:
+            # ended while the place waited for its turn: never sent, nothing at the exchange
+            c.place, c.status = "rejected", "rejected"
+            self._record_child(run, c)
+            self._deny(run, it.child_id, "place", "not sent: execution ended")
+            return
+        d = self.gate.check_place(run.ticker, it.side, it.price, it.count)
+        if not d:
+            c.place, c.status = "rejected", "rejected"
+            self._record_child(run, c)
+            log.info("execution %s: place %s refused by the risk gate: %s", run.algo.execution_id, it.child_id,
+                     d.detail)
+            self._deny(run, it.child_id, "place", f"risk:{d.reason}")
+            return
+        c.place = "sent"
+        req = OrderRequest(ticker=run.ticker, side=it.side, price=it.price, count=it.count,
+                           client_order_id=it.child_id, time_in_force=it.tif, post_only=it.post_only)
+        self.calls["place"] += 1
+        try:
+            ack: OrderAck = await self.rest.create_order(req)
+        except OrderNotPlaced:
+            self._place_failed(run, c, "not placed (create timed out, lookups found nothing)")
+            return
+        except RateLimited:
+            self.gate.on_rate_limited()
+            self._place_failed(run, c, "429")
+            return
+        except ExchangeError as exc:
+            self._place_failed(run, c, exc.code)
+            return
+        except (RequestTimeout, OSError, KmmError) as exc:
+            found = await self._lookup(run, c)
+            if found is None:
+                self._place_failed(run, c, f"outcome unknown ({exc}); not found at the exchange")
+                return
+            ack = OrderAck(found.order_id, found.client_order_id, found.fill_count, found.remaining_count)
+        self.gate.on_request_ok()
+        c.place = "acked"
+        c.order_id = ack.order_id
+        self._by_oid[ack.order_id] = (run, c)
+        c.filled = max(c.filled, ack.fill_count)
+        if ack.remaining_count > 0:
+            status = "resting"
+        else:
+            status = "executed" if ack.fill_count >= it.count else "canceled"
+        if c.status not in ("canceled", "executed"):
+            c.status = status
+        self._record_child(run, c)
+        self._feed(run, "on_order_update", it.child_id, status, ack.remaining_count, ack.fill_count,
+                   ack="place", price=it.price)
+        if c.held_cancel:
+            c.held_cancel = False
+            if c.status == "resting":
+                self._cancels.append((run, c))
+                self._pump()
+            elif run.algo.children[it.child_id].pending.get("cancel") is not None:
+                # the order is already terminal: answer the held cancel with its final state
+                self._feed(run, "on_order_update", it.child_id, c.status, 0, c.filled, ack="cancel")
+
+    def _place_failed(self, run: _Run, c: ChildOrder, why: str) -> None:
+        c.place, c.status = "rejected", "rejected"
+        c.held_cancel = False
+        self._record_child(run, c)
+        log.info("execution %s: create %s refused: %s", run.algo.execution_id, c.child_id, why)
+        self._deny(run, c.child_id, "place", why)
+
+    async def _lookup(self, run: _Run, c: ChildOrder) -> UserOrder | None:
+        assert self.rest is not None
+        try:
+            return await self.rest.find_order_by_client_id(c.child_id, ticker=run.ticker)
+        except KmmError:
+            return None
+
+    async def _do_amend(self, run: _Run, it: Amend) -> None:
+        assert self.rest is not None
+        c = run.kids.get(it.child_id)
+        if c is None or c.order_id is None or not c.live:
+            self._deny(run, it.child_id, "amend", "amend of an order that is not live")
+            return
+        d = self.gate.check_amend(run.ticker, c.side, it.price, max(0, it.count - c.filled),
+                                  max(0, c.total - c.filled))
+        if not d:
+            self._deny(run, it.child_id, "amend", f"risk:{d.reason}")
+            return
+        self.calls["amend"] += 1
+        try:
+            ack = await self.rest.amend_order(c.order_id, ticker=run.ticker, side=c.side, price=it.price,
+                                              count=it.count, client_order_id=c.child_id)
+        except RateLimited:
+            self.gate.on_rate_limited()
+            self._deny(run, it.child_id, "amend", "429")
+            return
+        except (ExchangeError, RequestTimeout, KmmError) as exc:
+            self._deny(run, it.child_id, "amend", getattr(exc, "code", str(exc)))
+            await self._refresh(run, c)       # a 404 means it is gone: report its final state
+            return
+        self.gate.on_request_ok()
+        c.price, c.total = it.price, it.count
+        c.filled = max(c.filled, ack.fill_count)
+        status = "resting" if ack.remaining_count > 0 else ("executed" if ack.fill_count >= it.count else "canceled")
+        c.status = status
+        self._record_child(run, c)
+        self._feed(run, "on_order_update", it.child_id, status, ack.remaining_count, ack.fill_count,
+                   ack="amend", price=it.price)
+
+    async def _do_decrease(self, run: _Run, it: Decrease) -> None:
+        assert self.rest is not None
+        c = run.kids.get(it.child_id)
+        if c is None or c.order_id is None or not c.live:
+            self._deny(run, it.child_id, "decrease", "decrease of an order that is not live")
+            return
+        self.calls["decrease"] += 1
+        try:
+            ack = await self.rest.decrease_order(c.order_id, it.reduce_to)
+        except (ExchangeError, RequestTimeout, KmmError) as exc:
+            self._deny(run, it.child_id, "decrease", getattr(exc, "code", str(exc)))
+            await self._refresh(run, c)
+            return
+        c.total = c.filled + ack.remaining_count
+        status = "resting" if ack.remaining_count > 0 else "canceled"
+        c.status = status
+        self._record_child(run, c)
+        self._feed(run, "on_order_update", it.child_id, status, ack.remaining_count, c.filled, ack="decrease")
+
+    async def _do_cancels(self, batch: list[tuple[_Run, ChildOrder]]) -> None:
+        assert self.rest is not None
+        batch = [(r, c) for r, c in batch if c.order_id is not None]
+        if not batch:
+            return
+        self.calls["cancel"] += len(batch)
+        self.calls["cancel_batches"] += 1
+        try:
+            acks = await self.rest.cancel_orders([c.order_id for _, c in batch])  # type: ignore[misc]
+        except (ExchangeError, RequestTimeout, KmmError) as exc:
+            log.warning("batched cancel of %d children failed: %s; each is answered rejected and retried",
+                        len(batch), exc)
+            for run, c in batch:
+                self._deny(run, c.child_id, "cancel", getattr(exc, "code", str(exc)))
+            return
+        by_id = {a.order_id: a for a in acks}
+        for run, c in batch:
+            a = by_id.get(c.order_id)  # type: ignore[arg-type]
+            if a is None or a.already_gone:
+                await self._refresh(run, c, ack="cancel")
+                continue
+            # the order had ``total`` in all; the cancel removed what remained, so the rest was filled
+            c.filled = max(c.filled, c.total - a.reduced_by)
+            c.status = "canceled" if c.status not in ("executed",) else c.status
+            self._record_child(run, c)
+            self._feed(run, "on_order_update", c.child_id, "canceled", 0, c.filled, ack="cancel")
+
+    async def _refresh(self, run: _Run, c: ChildOrder, ack: str | None = None) -> None:
+        """Read the order's real state over REST and report it (answering ``ack`` if given)."""
+        assert self.rest is not None
+        if c.order_id is None:
+            return
+        try:
+            o = await self.rest.get_order(c.order_id)
+        except KmmError as exc:
+            log.warning("execution %s: state of %s unreadable (%s)", run.algo.execution_id, c.child_id, exc)
+            if ack is not None:
+                self._deny(run, c.child_id, ack, "state unknown")
+            return
+        c.filled = max(c.filled, o.fill_count)
+        c.status = o.status
+        self._record_child(run, c)
+        if ack is not None and o.status == "resting":
+            self._deny(run, c.child_id, ack, "still resting")   # the algorithm retries the cancel
+            return
+        self._feed(run, "on_order_update", c.child_id, o.status, o.remaining_count, o.fill_count, ack=ack,
+                   price=o.price)
+
+    # ----------------------------------------------------------------- feed callbacks
+    def on_book_ready(self, ticker: str) -> None:
+        self.gate.set_book_stale(ticker, False)
+        self.gate.on_book_update(ticker)
+        ev = self._ready.get(ticker)
+        if ev is not None:
+            ev.set()
+
+    def on_book_stale(self, ticker: str, reason: str) -> None:
+        self.gate.set_book_stale(ticker, True)
+        ev = self._ready.get(ticker)
+        if ev is not None:
+            ev.clear()
+
+    def on_book(self, ticker: str, recv_ns: int) -> None:
+        self.gate.on_book_update(ticker)
+        if self.ws is None:
+            return
+        runs = [r for r in self._runs.values() if r.ticker == ticker and r.algo.started and not r.algo.finished]
+        if not runs:
+            return
+        book = self.ws.book(ticker)
+        for run in runs:
+            self._feed(run, "on_book", book)
+
+    def on_fill(self, fill: Fill) -> None:
+        if fill.trade_id in self._seen_trades:
+            return
+        hit = self._by_coid.get(fill.client_order_id or "") or self._by_oid.get(fill.order_id)
+        if hit is None:
+            return
+        self._seen_trades.add(fill.trade_id)
+        run, c = hit
+        self.pf.apply_fill(fill)
+        c.filled_ns = time.time_ns()
+        if self.store is not None:
+            self.store.record_fill(fill)
+        self._feed(run, "on_fill", c.child_id, fill.count, fill.price, fill.fee)
+
+    def on_user_order(self, order: UserOrder) -> None:
+        hit = self._by_coid.get(order.client_order_id or "") or self._by_oid.get(order.order_id)
+        if hit is None:
+            return
+        run, c = hit
+        if c.order_id is None:
+            c.order_id = order.order_id
+            self._by_oid[order.order_id] = hit
+        c.filled = max(c.filled, order.fill_count)
+        if c.status not in ("canceled", "executed"):
+            c.status = order.status
+        self._record_child(run, c)
+        self._feed(run, "on_order_update", c.child_id, order.status, order.remaining_count, order.fill_count,
+                   price=order.price)
+
+    def on_disconnected(self, reason: str) -> None:
+        if self.stopping:
+            return
+        log.warning("execution feed disconnected (%s): books stale until the snapshot returns", reason)
+
+    # ----------------------------------------------------------------- timers, settling
+    async def _timer_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            now = self.now_ns()
+            nxt: int | None = None
+            for run in list(self._runs.values()):
+                w = run.algo.next_wakeup_ns
+                if w is None:
+                    continue
+                if now >= w:
+                    self._feed(run, "on_timer")
+                    w = run.algo.next_wakeup_ns
+                if w is not None and (nxt is None or w < nxt):
+                    nxt = w
+            # a quiet book on a live connection is fresh: the connector drops a dead connection
+            # (ws_dead_after_s) and flags gaps, so the gate's "no update for stale_after_s" must not
+            # block executions on calm markets
+            if self.ws is not None and self.ws.connected:
+                for t in self._markets:
+                    if self.ws.is_ready(t):
+                        self.gate.on_book_update(t)
+            delay = 0.25 if nxt is None else max(0.0, (nxt - self.now_ns()) / NS / self.time_scale)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), min(delay, 0.25))
+            except asyncio.TimeoutError:
+                pass
+
+    async def _settle(self, run: _Run) -> None:
+        """The algorithm is done: wait for fills still on their way, backfill the rest, write records."""
+        algo = run.algo
+        deadline = time.monotonic() + self.settle_s
+        while algo.unsettled > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if algo.unsettled > 0 and self.rest is not None:
+            for c in list(run.kids.values()):
+                ch = algo.children.get(c.child_id)
+                if ch is None or c.order_id is None or ch.exch_filled <= ch.seen_filled:
+                    continue
+                try:
+                    fills = await self.rest.get_fills(order_id=c.order_id)
+                except KmmError as exc:
+                    log.warning("execution %s: fill backfill of %s failed: %s", algo.execution_id, c.child_id, exc)
+                    continue
+                for f in sorted(fills, key=lambda f: f.ts_ms):
+                    self.on_fill(f)
+        self._finalize(run)
+
+    def _finalize(self, run: _Run, forced: str = "") -> None:
+        if run.finished.is_set():
+            return
+        algo = run.algo
+        m = metrics_for(algo)
+        run.final_metrics = m
+        if self.store is not None:
+            from kmm.record.store import ExecutionMetrics as StoredMetrics
+            self.store.record_execution_metrics(StoredMetrics(
+                execution_id=algo.execution_id, ts_ns=time.time_ns(), target_size=m.target_size,
+                filled_size=m.filled_size, fill_rate=m.fill_rate, target_price=m.target_price,
+                limit_price=m.limit, avg_fill_price=m.avg_fill_price, arrival_bid=run.arrival_bid,
+                arrival_ask=run.arrival_ask, slippage_arrival=m.slippage_vs_arrival,
+                slippage_limit=m.slippage_vs_limit, fees=m.fees, time_to_first_fill_ns=m.time_to_first_fill_ns,
+                time_to_full_fill_ns=m.time_to_full_fill_ns, walks=m.walks, splits=m.splits,
+                api_calls=m.api_calls_total))
+            for c in run.kids.values():
+                self._record_child(run, c)
+            reason = run.error or algo.end_reason or forced
+            if not algo.done:
+                reason = f"{reason}; children not confirmed terminal at stop"
+            self.store.update_execution(algo.execution_id, status=store_status(run.error or algo.end_reason
+                                                                               or forced),
+                                        reason=reason, state={"filled": m.filled_size, "unsettled": algo.unsettled})
+        log.info("execution %s done: %s", algo.execution_id, m.summary())
+        run.finished.set()
+
+    def _record_child(self, run: _Run, c: ChildOrder) -> None:
+        if self.store is None:
+            return
+        self.store.record_execution_order(execution_id=run.algo.execution_id, client_order_id=c.child_id,
+                                          level=c.level, target_price=c.price, size=c.total, status=c.status,
+                                          filled=c.filled, order_id=c.order_id, filled_ns=c.filled_ns)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("execution task failed: %r", task.exception(), exc_info=task.exception())
+
+
+def _owned(o: UserOrder, exec_ids: tuple[str, ...], by_coid: dict[str, Any]) -> bool:
+    coid = o.client_order_id or ""
+    if coid in by_coid:
+        return True
+    return any(coid.startswith(e + "-") for e in exec_ids)
+
+
+def _router() -> Any:
+    from kmm._core.wire import BookRouter
+    return BookRouter()
+
+
+def _book_factory() -> Callable[[Any], Any]:
+    from kmm._core.book import OrderBook
+    return OrderBook
