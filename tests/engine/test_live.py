@@ -249,3 +249,13 @@ async def test_orders_left_from_before_are_adopted_when_configured(tmp_path):
         assert adopted is not None and adopted.adopted
     assert run.summary is not None and run.summary.verified_flat_orders  # and cancelled at stop
     assert not resting(run.sim, run.key_id)
+
+
+async def test_operator_can_trip_the_kill_switch_and_re_arm_it(tmp_path):
+    async with engine_on_sim(tmp_path, flow="calm") as run:
+        await until(lambda: resting(run.sim, run.key_id), 10, "resting quotes")
+        run.engine.operator_trip("test: operator")
+        await until(lambda: not resting(run.sim, run.key_id), 10, "every order cancelled")
+        await until(lambda: run.engine.gate.kill_state.value == "paused", 5, "the pause after the sweep")
+        run.engine.operator_resume()
+        await until(lambda: resting(run.sim, run.key_id), 10, "quotes after the operator re-armed")

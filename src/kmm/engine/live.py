@@ -676,6 +676,20 @@ class Engine(FeedHandler):
                 p.state = "killed"
             self._start_kill_sweep()
 
+    # ================================================================================== operator
+    def operator_trip(self, reason: str = "operator") -> None:
+        """Trip the kill switch by hand (``kill -USR2 <pid>`` in ``kmm run``): cancel all and pause."""
+        self.gate.trip(reason)
+        self._after_pnl_change()
+
+    def operator_resume(self) -> None:
+        """Re-arm the kill switch by hand (``kill -USR1 <pid>`` in ``kmm run``) and quote again."""
+        self.gate.operator_resume()
+        self._event("operator_resume")
+        for p in self.pipes.values():
+            if p.ready:
+                self._requote(p, self.clock.monotonic_ns())
+
     # ================================================================================== reconcile
     async def _resync(self, why: str) -> None:
         """After a reconnect (and periodically): backfill fills, reconcile orders and positions."""
