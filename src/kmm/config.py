@@ -133,8 +133,12 @@ class RiskConfig:
     cooldown_s: float = opt(300.0, "After a trip, the least time before an automatic resume.", lo=0)
     auto_resume: bool = opt(False, "Resume by hysteresis (recovery and cool-down); otherwise only the "
                             "operator resumes.")
-    stale_after_s: float = opt(5.0, "No new orders in a market whose book has been silent this long.",
+    stale_after_s: float = opt(5.0, "A book silent this long is re-checked with a snapshot (no new orders "
+                               "until it arrives); when the whole feed is silent, quotes are pulled too.",
                                lo=0, lo_open=True)
+    pull_on_silence: bool = opt(False, "Also pull a market's quotes when only that market is silent for "
+                                "stale_after_s (its sequence numbers prove nothing was missed, so by default "
+                                "a quiet market keeps its quotes).")
     stop_before_close_s: float = opt(60.0, "Stop quoting a market this long before its close_time.",
                                      lo=0)
     reduce_only_before_close_s: float = opt(600.0, "Reduce-only this long before close_time.", lo=0)

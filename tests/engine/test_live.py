@@ -165,7 +165,7 @@ async def test_websocket_loss_cancels_everything_then_reconciles_before_quoting_
 
 
 async def test_stalled_feed_marks_books_stale_and_quoting_resumes_after(tmp_path):
-    async with engine_on_sim(tmp_path, settings={"risk.stale_after_s": "1"}) as run:
+    async with engine_on_sim(tmp_path, settings={"risk.stale_after_s": "1"}, options={"feed_silent_s": 1.0}) as run:
         await until(lambda: resting(run.sim, run.key_id), 10, "resting quotes")
         run.sim.faults.stall_feed(2.5)
         await until(lambda: run.engine.events_of("book_stale"), 10, "stale books during the stall")
@@ -259,3 +259,27 @@ async def test_operator_can_trip_the_kill_switch_and_re_arm_it(tmp_path):
         await until(lambda: run.engine.gate.kill_state.value == "paused", 5, "the pause after the sweep")
         run.engine.operator_resume()
         await until(lambda: resting(run.sim, run.key_id), 10, "quotes after the operator re-armed")
+
+
+def _static_book(sim: SimExchange, _key: str) -> None:
+    other, _ = sim.create_key()
+    for t in MARKETS:
+        sim.place_direct(other, t, "bid", 4000, 5000)
+        sim.place_direct(other, t, "ask", 6000, 5000)
+
+
+async def test_a_quiet_market_keeps_its_quotes_and_is_rechecked_with_a_snapshot(tmp_path):
+    async with engine_on_sim(tmp_path, flow="off", before_start=_static_book,
+                             settings={"risk.stale_after_s": "0.5"}) as run:
+        await until(lambda: len(resting(run.sim, run.key_id)) == 4, 10, "quotes on both markets")
+        quoted = {o["order_id"] for o in resting(run.sim, run.key_id)}
+        await until(lambda: len(run.engine.events_of("quiet_check")) >= 2, 10, "quiet re-checks")
+        assert not run.engine.events_of("book_stale") and not run.engine.events_of("pull")
+        assert {o["order_id"] for o in resting(run.sim, run.key_id)} == quoted
+
+
+async def test_pull_on_silence_pulls_the_quotes_of_a_quiet_market(tmp_path):
+    async with engine_on_sim(tmp_path, flow="off", before_start=_static_book,
+                             settings={"risk.stale_after_s": "0.5", "risk.pull_on_silence": "true"}) as run:
+        await until(lambda: run.engine.events_of("pull"), 10, "quotes pulled on silence")
+        assert run.engine.events_of("book_stale")

@@ -68,6 +68,7 @@ class EngineOptions:
     tape_mark_s: float = 1.0
     view: str = "plain"                 # "live" (redrawn table) | "plain" (a line every view_every_s) | "off"
     view_every_s: float = 5.0
+    feed_silent_s: float = 12.0         # no frame at all (the exchange pings every 10 s): the feed is stalled
     order_group_limit: int = 0          # session order group contracts limit, 1e-2 contracts; 0: none
     stop_verify_attempts: int = 5
     request_drain_s: float = 5.0
@@ -514,9 +515,15 @@ class Engine(FeedHandler):
 
     def _done(self, pipe: MarketPipeline) -> None:
         pipe.in_flight -= 1
-        if pipe.in_flight == 0 and pipe.dirty and pipe.ready:
-            if pipe.applying:
-                return         # answered synchronously inside _apply: _apply re-decides when it is done
+        if pipe.in_flight or pipe.applying:
+            return             # more answers to come, or inside _apply, which re-decides when done
+        if not pipe.ready or not self.quoting:
+            # the market stopped being quotable while this request was out (stale book, lost
+            # connection): an order that could not be cancelled then can be now
+            if not self.stopping:
+                self._pull(pipe, "not quotable")
+            return
+        if pipe.dirty:
             self._requote(pipe, self.clock.monotonic_ns())
 
     # ================================================================================== requests
@@ -782,14 +789,31 @@ class Engine(FeedHandler):
                 log.warning("housekeeping: %s", exc)
 
     def _check_staleness(self) -> None:
-        """A market whose book has been silent for ``stale_after_s``: pull its quotes and resnapshot."""
+        """Books silent for ``stale_after_s``.
+
+        Kalshi's seq is per subscription and shared by every market in it, so a market that is merely
+        quiet while the feed moves has missed nothing: its book is re-checked with a snapshot and quoting
+        goes on. When the whole feed is silent (no frame of any kind for ``feed_silent_s``, although the
+        exchange pings every 10 s) or ``risk.pull_on_silence`` is set, the silent markets' quotes are
+        pulled until fresh snapshots arrive.
+        """
         if self.ws is None or not self.quoting:
             return
         now = self.clock.monotonic_ns()
         limit = int(self.cfg.risk.stale_after_s * NS_PER_S)
-        silent = [p.ticker for p in self.pipes.values() if p.ready and p.last_book_ns and now - p.last_book_ns > limit]
-        if silent:
-            self.ws.request_snapshot(silent, reason=f"no book message for {self.cfg.risk.stale_after_s:g} s")
+        silent = [p for p in self.pipes.values() if p.ready and p.last_book_ns and now - p.last_book_ns > limit]
+        if not silent:
+            return
+        feed_silent = now - self.ws.stats.last_recv_ns > max(limit, int(self.opt.feed_silent_s * NS_PER_S))
+        tickers = [p.ticker for p in silent]
+        if feed_silent or self.cfg.risk.pull_on_silence:
+            what = "the whole feed" if feed_silent else "the book"
+            self.ws.request_snapshot(tickers, reason=f"{what} silent for {self.cfg.risk.stale_after_s:g} s")
+        else:
+            for p in silent:
+                p.last_book_ns = now      # ask again after another stale_after_s if nothing comes
+            self._event("quiet_check", detail=",".join(tickers))
+            self.ws.request_snapshot(tickers, reason="quiet market", mark_stale=False)
 
     def _retry_held(self, now_s: float) -> None:
         for p in self.pipes.values():

@@ -284,11 +284,13 @@ class KalshiWs:
         if removed and self._transport is not None:
             self._sync_market_channels()
 
-    def request_snapshot(self, tickers: Iterable[str], reason: str = "requested") -> None:
-        """Mark books stale and ask the exchange for fresh snapshots."""
+    def request_snapshot(self, tickers: Iterable[str], reason: str = "requested", *, mark_stale: bool = True) -> None:
+        """Ask the exchange for fresh snapshots; the books are marked stale first unless ``mark_stale``
+        is false (a quiet check of a book that is still in sequence)."""
         by_sid: dict[int, list[str]] = {}
         for t in tickers:
-            self._mark_stale(t, reason)
+            if mark_stale:
+                self._mark_stale(t, reason)
             sid = self._channel_sid.get(BOOK_CHANNEL)
             if sid is not None:
                 by_sid.setdefault(sid, []).append(t)
