@@ -160,12 +160,10 @@ class RiskConfig:
 
 @dataclass(slots=True, frozen=True)
 class RecordsConfig:
-    """What kmm writes under [run] out_dir."""
+    """What kmm writes under [run] out_dir besides tape.csv and kmm.sqlite (always written)."""
 
     ops_log: bool = opt(True, "Write ops.log (human log, through a queue).")
-    tape: bool = opt(True, "Write tape.csv: one row per decision or fill.")
-    sqlite: bool = opt(True, "Write orders, fills and executions to kmm.sqlite.")
-    raw_capture: bool = opt(False, "Capture every received frame with its receive time, for replay.")
+    raw_capture: bool = opt(True, "Capture every received frame with its receive time, for replay.")
     book_snapshot_interval_s: float = opt(0.0, "Store a book snapshot this often; 0: never.", lo=0)
 
 

@@ -18,6 +18,7 @@ from kmm.config import load_config
 from kmm.engine.live import Engine, EngineOptions, RunSummary
 from kmm.kalshi import ConnectorConfig
 from kmm.record import Recorder
+from kmm.record.capture import read_capture
 from kmm.record.store import StoreReader
 from kmm.record.tape import read_tape
 from kmm.sim import SimConfig, SimExchange
@@ -127,6 +128,10 @@ async def test_market_maker_gets_fills_on_both_sides_and_records_agree_with_the_
             assert r.my_bid < r.my_ask, r
     decisions = [r for r in tape if r.event == "decision"]
     assert decisions and all(r.latency_ns is not None and r.latency_ns > 0 for r in decisions)
+    # the raw capture holds the frames, in receive order, and contains our fills
+    frames = list(read_capture(next(run.out.glob("capture*.bin.gz"))))
+    assert len(frames) > 100 and all(a.recv_ns <= b.recv_ns for a, b in zip(frames, frames[1:]))
+    assert sum(b'"type":"fill"' in f.frame for f in frames) >= len(sim_fills)
 
 
 async def test_seq_gap_pulls_the_quotes_resnapshots_and_resumes(tmp_path):
@@ -283,3 +288,10 @@ async def test_pull_on_silence_pulls_the_quotes_of_a_quiet_market(tmp_path):
                              settings={"risk.stale_after_s": "0.5", "risk.pull_on_silence": "true"}) as run:
         await until(lambda: run.engine.events_of("pull"), 10, "quotes pulled on silence")
         assert run.engine.events_of("book_stale")
+
+
+async def test_book_snapshots_are_stored_at_the_configured_interval(tmp_path):
+    async with engine_on_sim(tmp_path, settings={"records.book_snapshot_interval_s": "0.5"}) as run:
+        await asyncio.sleep(1.5)
+    snaps = StoreReader(run.out / "kmm.sqlite").book_snapshots(reason="interval")
+    assert {s.ticker for s in snaps} == set(MARKETS)

@@ -140,3 +140,18 @@ def test_pool_worker_thread_fills_in_the_background(signer):
         assert pool.stats.hits == 1
     finally:
         pool.close()
+
+
+def test_pool_per_order_pair_keeps_its_own_depth_and_stops_after_removal(signer, clock):
+    pool = make_pool(signer, clock, lambda: 1_700_000_000_000, depth=3)
+    amend = ("POST", "/trade-api/v2/portfolio/events/orders/abc/amend")
+    pool.add_pair(*amend, depth=1)
+    pool.fill_now()
+    assert pool.available(*amend) == 1 and pool.available(*PAIR) == 3
+    verify(signer, pool.take(*amend), *amend)
+    assert pool.stats.hits == 1
+    pool.remove_pair(*amend)
+    pool.fill_now()
+    assert pool.available(*amend) == 0 and amend not in pool.pairs
+    pool.take(*amend)
+    assert pool.stats.unpooled == 1

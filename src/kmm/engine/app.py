@@ -157,9 +157,11 @@ def run_command(args: argparse.Namespace) -> int:
     out = _out_dir(cfg, args)
     view = args.view if args.view != "auto" else ("live" if sys.stdout.isatty() else "plain")
     rec = cfg.records
-    recorder = Recorder.open(out, log_level=cfg.run.log_level, console=False, capture=rec.raw_capture)
-    print(f"kmm run: writing ops.log, tape.csv, kmm.sqlite{' and the capture' if rec.raw_capture else ''} "
-          f"to {out}", file=sys.stderr)
+    recorder = Recorder.open(out, log_level=cfg.run.log_level, console=False, capture=rec.raw_capture,
+                             logging_enabled=rec.ops_log)
+    names = [n for n, on in (("ops.log", rec.ops_log), ("tape.csv", True), ("kmm.sqlite", True),
+                             ("the frame capture", rec.raw_capture)) if on]
+    print(f"kmm run: writing {', '.join(names)} to {out}", file=sys.stderr)
     sys.setswitchinterval(0.0005)  # no background writer may hold the loop for milliseconds
     try:
         summary = kloop.run(_run_async(cfg, args, explicit, recorder, view))

@@ -68,6 +68,8 @@ class EngineOptions:
     tape_mark_s: float = 1.0
     view: str = "plain"                 # "live" (redrawn table) | "plain" (a line every view_every_s) | "off"
     view_every_s: float = 5.0
+    reprice_pressure: float = 0.5       # write bucket more used than this: small reprices are skipped
+    reprice_min_ticks: int = 3          # ... unless the price moves by more than this many ticks
     feed_silent_s: float = 12.0         # no frame at all (the exchange pings every 10 s): the feed is stalled
     order_group_limit: int = 0          # session order group contracts limit, 1e-2 contracts; 0: none
     stop_verify_attempts: int = 5
@@ -83,6 +85,7 @@ class RunSummary:
     orders_sent: int
     cancels_sent: int
     amends_sent: int
+    skipped_reprices: int
     realized: int                       # 1e-4 $
     unrealized: int
     fees: int
@@ -104,7 +107,8 @@ class RunSummary:
         lines = [
             f"kmm run summary ({self.venue}, {self.duration_s:.1f} s)",
             f"  fills: {self.fills} (bid {self.fills_by_side.get('bid', 0)}, ask {self.fills_by_side.get('ask', 0)})"
-            f"   orders sent: {self.orders_sent}, amends: {self.amends_sent}, cancels: {self.cancels_sent}",
+            f"   orders sent: {self.orders_sent}, amends: {self.amends_sent}, cancels: {self.cancels_sent}"
+            f" (small reprices skipped under write pressure: {self.skipped_reprices})",
             f"  P&L: realized ${self.realized / 1e4:,.4f}, unrealized ${self.unrealized / 1e4:,.4f}, "
             f"fees ${self.fees / 1e4:,.4f}",
             f"  positions: {pos}",
@@ -139,6 +143,7 @@ class Engine(FeedHandler):
         self.cfg = cfg
         self.conn = conn
         self.recorder = recorder
+        self._capture = getattr(recorder, "capture", None)
         self.alpha: ExternalSkew = alpha or AlphaSource()
         self.clock: Clock = clock or SystemClock()
         self.venue = venue or conn.env
@@ -169,10 +174,12 @@ class Engine(FeedHandler):
         self.send_ns: deque[int] = deque(maxlen=200_000)          # actions decided -> first request issued
         self.orders_sent = self.cancels_sent = self.amends_sent = self.decreases_sent = 0
         self.fills = 0
+        self.skipped_reprices = 0
         self.fills_by_side = {"bid": 0, "ask": 0}
         self.position_mismatches = 0
         self.notes: list[str] = []
         self._kill_sweep_running = False
+        self._presigned: set[str] = set()     # orders whose amend/decrease signatures are pre-made
         # what the loop did about each failure, for the operator's log and for tests:
         # (monotonic ns, kind, ticker or "*", detail)
         self.events: deque[tuple[int, str, str, str]] = deque(maxlen=10_000)
@@ -284,6 +291,7 @@ class Engine(FeedHandler):
         except (ImportError, TypeError) as exc:  # OFI is optional input to the skew
             log.debug("OFI unavailable: %s", exc)
         pipe = MarketPipeline(info, None, strategy, params, self.alpha, ofi)
+        pipe.skip_reprice_px = self.opt.reprice_min_ticks * info.grid.tick_size(5000)
         self.pipes[info.ticker] = pipe
 
     async def _adopt_or_cancel_leftovers(self) -> None:
@@ -414,6 +422,12 @@ class Engine(FeedHandler):
         if event.event_type == "settled" and event.result in ("yes", "no"):
             self.pf.settle(event.ticker, event.result)
 
+    def on_raw_frame(self, recv_ns: int, data: bytes) -> None:
+        """Every received frame, with its receive time, to the raw capture (enqueued; written off the loop)."""
+        capture = self._capture
+        if capture is not None:
+            capture.write(recv_ns, data)
+
     def on_error(self, error: Exception) -> None:
         log.warning("connector: %s", error)
 
@@ -445,6 +459,9 @@ class Engine(FeedHandler):
         actions = pipe.decide(self.pf.position(ticker), live)
         pipe.state = "quoting"
         if actions:
+            if self._small_reprices_only(pipe, actions):
+                self.skipped_reprices += 1      # save the write budget for what matters
+                return
             pipe.trigger_ns = trigger_ns
             pipe.decided_ns = self.clock.monotonic_ns()
             self.decide_ns.append(pipe.decided_ns - trigger_ns)
@@ -469,6 +486,20 @@ class Engine(FeedHandler):
             pipe.applying = False
         if pipe.in_flight == 0 and pipe.dirty and pipe.ready and self._loop is not None:
             self._loop.call_soon(self._requote, pipe, self.clock.monotonic_ns())
+
+    def _small_reprices_only(self, pipe: MarketPipeline, actions: tuple[Any, ...]) -> bool:
+        """True when every action is an amend that only nudges a price (no size change) by at most
+        ``reprice_min_ticks`` while the write bucket is under pressure: such a decision is skipped
+        whole (never half of it, which could leave our bid at or above our ask)."""
+        if self.rest is None or self.rest.limiter.pressure() <= self.opt.reprice_pressure:
+            return False
+        for a in actions:
+            if a.kind != AMEND:
+                return False
+            o = self.om.get(a.order_id)
+            if o is None or a.size != o.remaining or abs(a.price - o.price) > pipe.skip_reprice_px:
+                return False
+        return True
 
     def _apply_actions(self, pipe: MarketPipeline, actions: Iterable[Any], trigger_ns: int) -> None:
         ticker = pipe.ticker
@@ -575,6 +606,9 @@ class Engine(FeedHandler):
             self.gate.on_request_ok()
             pipe.hold_s = 0.0
             self.om.on_ack(ack)
+            if ack.remaining_count:
+                self.rest.presign_order(ack.order_id)
+                self._presigned.add(ack.order_id)
             self._record_order(coid, "resting" if ack.remaining_count else "executed", order_id=ack.order_id)
             if (not self.quoting or self.stopping or not pipe.ready) and ack.remaining_count:
                 # quotes were pulled while this create was in flight: take it down now
@@ -719,6 +753,8 @@ class Engine(FeedHandler):
             if not rep.clean:
                 log.critical("reconcile (%s): orders disagreed with the exchange: %s; rebuilding quotes "
                              "from the exchange's state", why, rep)
+                if why != "start":
+                    await self._cancel_everything("reconcile mismatch: quotes are rebuilt")
             if rep.to_cancel:
                 await self._cancel_orders(rep.to_cancel, "unknown at reconcile")
             for o in self.om.unknown():
@@ -757,7 +793,8 @@ class Engine(FeedHandler):
 
     # ================================================================================== housekeeping
     async def _housekeeping(self, stop: asyncio.Event) -> None:
-        next_reconcile = next_status = next_pnl = next_view = next_mark = 0.0
+        next_reconcile = next_status = next_pnl = next_view = next_mark = next_snap = 0.0
+        snap_every = self.cfg.records.book_snapshot_interval_s
         period = 0.25
         while not stop.is_set():
             await asyncio.sleep(period)
@@ -765,6 +802,7 @@ class Engine(FeedHandler):
             try:
                 self._check_staleness()
                 self._retry_held(now_s)
+                self._forget_closed_orders()
                 if self.gate.kill_state is KillState.PAUSED:
                     self._after_pnl_change()
                 if now_s >= next_status:
@@ -782,6 +820,9 @@ class Engine(FeedHandler):
                 if now_s >= next_pnl:
                     next_pnl = now_s + self.opt.pnl_record_s
                     self._record_pnl()
+                if snap_every > 0 and now_s >= next_snap:
+                    next_snap = now_s + snap_every
+                    self._record_books("interval")
                 if now_s >= next_view:
                     next_view = now_s + (1.0 if self.opt.view == "live" else self.opt.view_every_s)
                     self._draw()
@@ -814,6 +855,13 @@ class Engine(FeedHandler):
                 p.last_book_ns = now      # ask again after another stale_after_s if nothing comes
             self._event("quiet_check", detail=",".join(tickers))
             self.ws.request_snapshot(tickers, reason="quiet market", mark_stale=False)
+
+    def _forget_closed_orders(self) -> None:
+        if self.rest is None or not self._presigned:
+            return
+        for oid in [oid for oid in self._presigned if not ((o := self.om.by_order_id(oid)) and o.is_live)]:
+            self._presigned.discard(oid)
+            self.rest.forget_order(oid)
 
     def _retry_held(self, now_s: float) -> None:
         for p in self.pipes.values():
@@ -879,6 +927,14 @@ class Engine(FeedHandler):
             self.recorder.store.record_pnl(ticker=t, position=self.pf.position(t), cash=self.pf.cash,
                                            realized=self.pf.realized_pnl(t), unrealized=self.pf.unrealized_pnl(t),
                                            fees=self.pf.fees_paid(t))
+
+    def _record_books(self, reason: str, depth: int = 10) -> None:
+        if self.recorder is None:
+            return
+        for t, p in self.pipes.items():
+            if p.ready and p.book is not None:
+                self.recorder.store.record_book_snapshot(ticker=t, bids=p.book.bids(depth), asks=p.book.asks(depth),
+                                                         reason=reason)
 
     def latency_percentiles(self) -> tuple[float | None, float | None, float | None]:
         if not self._latency_ns:
@@ -962,7 +1018,7 @@ class Engine(FeedHandler):
         summary = RunSummary(
             venue=self.venue, duration_s=(self.clock.monotonic_ns() - self._started_ns) / NS_PER_S,
             fills=self.fills, fills_by_side=dict(self.fills_by_side), orders_sent=self.orders_sent,
-            cancels_sent=self.cancels_sent, amends_sent=self.amends_sent,
+            cancels_sent=self.cancels_sent, amends_sent=self.amends_sent, skipped_reprices=self.skipped_reprices,
             realized=self.pf.realized_pnl() - self.pf.fees_paid(), unrealized=self.pf.unrealized_pnl(),
             fees=self.pf.fees_paid(), positions={t: self.pf.position(t) for t in self.tickers},
             resting_after_stop=resting_left, verified_flat_orders=verified, portfolio_agrees=agrees,

@@ -133,6 +133,25 @@ class KalshiRest:
         return [("POST", p + protocol.PATH_ORDERS_V2), ("POST", p + protocol.PATH_ORDERS_V2_BATCHED),
                 ("DELETE", p + protocol.PATH_ORDERS_V2_BATCHED), ("DELETE", p + protocol.PATH_ORDERS_V2)]
 
+    def presign_order(self, order_id: str, depth: int = 1) -> None:
+        """Keep pre-made signatures for a resting order's own write paths (amend, decrease).
+
+        Their paths name the order, so they cannot be in the fixed hot pairs; without this an amend is
+        signed inline (~300 us) on the order path. Call :meth:`forget_order` when the order is gone."""
+        if self.pool is None:
+            return
+        base = f"{self.prefix}{protocol.PATH_ORDERS_V2}/{order_id}"
+        self.pool.add_pair("POST", base + "/amend", depth)
+        self.pool.add_pair("POST", base + "/decrease", depth)
+
+    def forget_order(self, order_id: str) -> None:
+        """Stop pre-signing the paths of an order that no longer rests."""
+        if self.pool is None:
+            return
+        base = f"{self.prefix}{protocol.PATH_ORDERS_V2}/{order_id}"
+        self.pool.remove_pair("POST", base + "/amend")
+        self.pool.remove_pair("POST", base + "/decrease")
+
     async def start(self) -> KalshiRest:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self.config.pool_connections, keepalive_timeout=60.0,

@@ -171,6 +171,7 @@ class SignaturePool:
         self._wall = wall_ms
         self._slots: dict[tuple[str, str], deque[tuple[int, Headers]]] = {
             (m.upper(), signed_path(p)): deque() for m, p in pairs}
+        self._depth: dict[tuple[str, str], int] = {}   # per-pair depth overrides
         self.stats = PoolStats()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -183,9 +184,20 @@ class SignaturePool:
     def pairs(self) -> list[tuple[str, str]]:
         return list(self._slots)
 
-    def add_pair(self, method: str, path: str) -> None:
-        self._slots.setdefault((method.upper(), signed_path(path)), deque())
+    def add_pair(self, method: str, path: str, depth: int | None = None) -> None:
+        """Start keeping signatures for ``(method, path)``; ``depth`` overrides the pool's for this pair
+        (per-order paths such as an order's amend need only one or two)."""
+        key = (method.upper(), signed_path(path))
+        self._slots.setdefault(key, deque())
+        if depth is not None:
+            self._depth[key] = max(1, depth)
         self._wake.set()
+
+    def remove_pair(self, method: str, path: str) -> None:
+        """Stop keeping signatures for ``(method, path)`` (e.g. the order is gone); unused ones are dropped."""
+        key = (method.upper(), signed_path(path))
+        self._slots.pop(key, None)
+        self._depth.pop(key, None)
 
     def available(self, method: str, path: str) -> int:
         q = self._slots.get((method.upper(), signed_path(path)))
@@ -219,6 +231,7 @@ class SignaturePool:
         """Drop stale entries and top every pair up to ``depth``. Returns how many were signed."""
         made = 0
         for (method, path), q in list(self._slots.items()):
+            depth = self._depth.get((method, path), self.depth)
             now = self._clock()
             while True:
                 try:
@@ -232,7 +245,7 @@ class SignaturePool:
                 except IndexError:
                     break
                 self.stats.refreshed += 1
-            while len(q) < self.depth:
+            while len(q) < depth and (method, path) in self._slots:
                 q.append((self._clock(), self.signer.headers(method, path, self._wall())))
                 made += 1
         self.stats.made += made
