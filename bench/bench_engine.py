@@ -59,6 +59,8 @@ G_DECIDE = "engine: frame -> actions decided (3 markets, busy)"
 G_WIRE = "engine: actions decided -> create bytes written"
 G_WIRE_ALL = "engine: actions decided -> first request bytes written (any kind)"
 G_TOTAL = "engine: frame -> request bytes written"
+G_PRE = "engine: actions decided -> create write() called"
+G_WRITE = "engine: create transport.write() call (kernel, loopback to the sim process)"
 G_ISSUE = "engine: actions decided -> request issued (coroutine start)"
 
 
@@ -141,6 +143,8 @@ class WireStamps:
         self.pending: dict[bytes, tuple[int, int, str]] = {}  # request key -> (decided_ns, trigger_ns, kind)
         self.wire_ns: list[int] = []                          # decided -> bytes written
         self.wire_by_kind: dict[str, list[int]] = {"place": [], "amend": [], "cancel": [], "decrease": []}
+        self.pre_create_ns: list[int] = []                    # decided -> create's write() entered
+        self.write_create_ns: list[int] = []                  # the create's write() itself
         self.total_ns: list[int] = []                         # frame -> bytes written
         self.unmatched = 0
         self._orig_send = fasthttp._Conn.send
@@ -169,8 +173,11 @@ class WireStamps:
     def install(self) -> None:
         orig, pending, wire, total, by_kind = (self._orig_send, self.pending, self.wire_ns, self.total_ns,
                                                self.wire_by_kind)
+        pre, write = self.pre_create_ns, self.write_create_ns
+        clock = time.monotonic_ns
 
         def send(conn: Any, data: bytes, timeout_s: float, loop: asyncio.AbstractEventLoop) -> Any:
+            t_in = clock()
             fut = orig(conn, data, timeout_s, loop)
             if pending:
                 t = conn.last_write_ns
@@ -179,6 +186,9 @@ class WireStamps:
                         decided, trigger, kind = pending.pop(k)
                         wire.append(t - decided)
                         by_kind[kind].append(t - decided)
+                        if kind == "place":
+                            pre.append(t_in - decided)
+                            write.append(t - t_in)
                         total.append(t - trigger)
                         break
             return fut
@@ -192,7 +202,7 @@ class WireStamps:
         self.pending.clear()
         self.wire_ns.clear()
         self.total_ns.clear()
-        for v in self.wire_by_kind.values():
+        for v in (*self.wire_by_kind.values(), self.pre_create_ns, self.write_create_ns):
             v.clear()
 
 
@@ -234,7 +244,8 @@ async def drive(engine: Engine, stamps: WireStamps, quote_s: float) -> tuple[Run
     measured = {
         "decide": list(engine.decide_ns), "issue": list(engine.send_ns),
         "wire": list(stamps.wire_ns), "wire_create": list(stamps.wire_by_kind["place"]),
-        "wire_amend": list(stamps.wire_by_kind["amend"]), "total": list(stamps.total_ns),
+        "wire_amend": list(stamps.wire_by_kind["amend"]), "pre_create": list(stamps.pre_create_ns),
+        "write_create": list(stamps.write_create_ns), "total": list(stamps.total_ns),
         "seconds": time.monotonic() - t0,
         "orders": engine.orders_sent - counts0[0], "amends": engine.amends_sent - counts0[1],
         "cancels": engine.cancels_sent - counts0[2], "fills": engine.fills - counts0[3],
@@ -315,10 +326,13 @@ def test_engine_frame_to_request_latency(benchmark, variant, tmp_path):
 
     decide, wire, total, issue = dist(m["decide"]), dist(m["wire"]), dist(m["total"]), dist(m["issue"])
     create, amend = dist(m["wire_create"]), dist(m["wire_amend"]) if m["wire_amend"] else None
+    pre, write = dist(m["pre_create"]), dist(m["write_create"])
     budgeted = v["role"] == "kmm"
     stages = {
         G_DECIDE: _stage(decide, BUDGET_DECIDE_P99_NS if budgeted else None, "p99"),
         G_WIRE: _stage(create, BUDGET_WIRE_P50_NS if budgeted else None, "p50"),
+        G_PRE: _stage(pre),
+        G_WRITE: _stage(write),
         G_WIRE_ALL: _stage(wire),
         G_TOTAL: _stage(total),
         G_ISSUE: _stage(issue),
@@ -335,7 +349,8 @@ def test_engine_frame_to_request_latency(benchmark, variant, tmp_path):
           f"{m['amends']} amends, {m['cancels']} cancels, {m['fills']} fills")
     print(f"  signature pool: {m['pool']}")
     for name, d in (("frame -> decided", decide), ("decided -> issued", issue), ("decided -> written", wire),
-                    ("  of which creates", create), ("  of which amends", amend), ("frame -> written", total)):
+                    ("  of which creates", create), ("    create: to write()", pre),
+                    ("    create: write()", write), ("  of which amends", amend), ("frame -> written", total)):
         if d is None:
             continue
         print(f"  {name:20s} n={d['n']:6d} p50 {us(d['p50_ns']):>9s}  p99 {us(d['p99_ns']):>9s}  "
@@ -354,12 +369,13 @@ def test_engine_frame_to_request_latency(benchmark, variant, tmp_path):
 
 
 if __name__ == "__main__":
-    # Profile the kmm variant's whole loop: python bench/bench_engine.py [N top functions]
+    # Profile one variant's whole loop: python bench/bench_engine.py [N top functions] [kmm|inline]
     import pstats
     import tempfile
     top = int(sys.argv[1]) if len(sys.argv) > 1 else 40
+    which = VARIANTS[sys.argv[2] if len(sys.argv) > 2 else "kmm"]
     with tempfile.TemporaryDirectory() as d:
-        summary, m = run_variant(Path(d), seed=3, profile=True)
+        summary, m = run_variant(Path(d), seed=3, profile=True, **which["conn_kw"])
     print(f"{m['decisions']} decisions, {m['orders']} creates, {m['amends']} amends, {m['fills']} fills in "
           f"{m['seconds']:.1f} s; frame -> decided p50 {pct(m['decide'], 0.5)} ns, p99 {pct(m['decide'], 0.99)} ns "
           "(under cProfile: inflated)")

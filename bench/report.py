@@ -45,7 +45,7 @@ def summarize(data: dict) -> list[dict]:
         groups[group][role].append(
             {"name": name, "median_ns": med, "p99_ns": p99, "p999_ns": info.get("p999_ns"),
              "budget_ns": info.get("budget_ns"), "budget_on": info.get("budget_on", "p50"),
-             "unit": info.get("unit")})
+             "unit": info.get("unit"), "label": info.get("label")})
 
     for b in data["benchmarks"]:
         info = b.get("extra_info", {})
@@ -72,7 +72,8 @@ def summarize(data: dict) -> list[dict]:
             rows.append({"group": group, "kmm": None, "baseline": base[0] if base else None, "ratio": None})
         for k in kmm:
             ratio = (base[0]["median_ns"] / k["median_ns"]) if base and k["median_ns"] else None
-            rows.append({"group": group, "kmm": k, "baseline": base[0] if base else None, "ratio": ratio})
+            name = f"{group} [{k['label']}]" if k["label"] else group   # several kmm rows, one baseline
+            rows.append({"group": name, "kmm": k, "baseline": base[0] if base else None, "ratio": ratio})
     return rows
 
 
