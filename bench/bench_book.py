@@ -52,15 +52,17 @@ SIDES, PRICES, DELTAS = batch()
 STRINGS = [(("yes", "no")[s], s4(p), s2(d)) for s, p, d in zip(SIDES.tolist(), PRICES.tolist(), DELTAS.tolist())]
 
 
-def info(benchmark, group: str, role: str, ops: int) -> None:
+def info(benchmark, group: str, role: str, ops: int, budget_ns: float | None = None) -> None:
     benchmark.group = group
     benchmark.extra_info.update({"role": role, "ops": ops})
+    if budget_ns is not None and role == "kmm":
+        benchmark.extra_info["budget_ns"] = budget_ns      # design section 9, per operation
 
 
 # ---- apply_deltas: the batched integer path -------------------------------------------------
 
 def test_apply_deltas_batch_kmm(benchmark):
-    info(benchmark, "book apply_deltas (per delta)", "kmm", N)
+    info(benchmark, "book apply_deltas (per delta)", "kmm", N, budget_ns=50)
     book = seeded(OrderBook)
     before = book.levels()
     assert benchmark(book.apply_deltas, SIDES, PRICES, DELTAS) == N
@@ -129,7 +131,7 @@ def _router_round(router):
 
 
 def test_router_feed_delta_kmm(benchmark):
-    info(benchmark, "router.feed delta frame (per frame)", "kmm", len(DELTA_FRAMES))
+    info(benchmark, "router.feed delta frame (per frame)", "kmm", len(DELTA_FRAMES), budget_ns=1500)
     router = BookRouter()
     router.add("KXA-1", OrderBook())
     assert router.feed(SNAP_FRAME) == SNAPSHOT

@@ -124,7 +124,7 @@ def _naive_match() -> tuple[int, float]:
 
 @pytest.mark.parametrize("role", ["kmm", "baseline"])
 def test_bench_sim_fanout(benchmark, role):
-    benchmark.group = "sim-fanout"
+    benchmark.group = "sim: book messages fanned out, per message (median of 3 runs)"
     benchmark.extra_info.update({"role": role, "ops": FANOUT_N})
     results = []
 
@@ -136,7 +136,8 @@ def test_bench_sim_fanout(benchmark, role):
     got = benchmark.pedantic(run, rounds=3, iterations=1)
     assert got == FANOUT_N
     rate = sorted(results)[len(results) // 2]
-    benchmark.extra_info["messages_per_s"] = round(rate)
+    benchmark.extra_info.update(messages_per_s=round(rate), p50_ns=1e9 / rate, unit="ns per book message",
+                                budget_ns=1e9 / BUDGET_FANOUT if role == "kmm" else None)
     print(f"\nsim-fanout {role}: {rate:,.0f} messages/s (budget {BUDGET_FANOUT:,}/s)")
     if role == "kmm":
         assert rate >= BUDGET_FANOUT, f"fan-out {rate:,.0f}/s is below the {BUDGET_FANOUT:,}/s budget"
@@ -144,7 +145,7 @@ def test_bench_sim_fanout(benchmark, role):
 
 @pytest.mark.parametrize("role", ["kmm", "baseline"])
 def test_bench_sim_match(benchmark, role):
-    benchmark.group = "sim-match"
+    benchmark.group = "sim: orders matched, per order (median of 3 runs)"
     benchmark.extra_info.update({"role": role, "ops": MATCH_N})
     results = []
 
@@ -160,7 +161,8 @@ def test_bench_sim_match(benchmark, role):
     matched = benchmark.pedantic(run, rounds=3, iterations=1)
     assert matched == MATCH_N
     rate = sorted(results)[len(results) // 2]
-    benchmark.extra_info["orders_matched_per_s"] = round(rate)
+    benchmark.extra_info.update(orders_matched_per_s=round(rate), p50_ns=1e9 / rate, unit="ns per order matched",
+                                budget_ns=1e9 / BUDGET_MATCH if role == "kmm" else None)
     print(f"\nsim-match {role}: {rate:,.0f} orders matched/s (budget {BUDGET_MATCH:,}/s)")
     if role == "kmm":
         assert rate >= BUDGET_MATCH, f"matching {rate:,.0f}/s is below the {BUDGET_MATCH:,}/s budget"
