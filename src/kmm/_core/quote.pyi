@@ -39,7 +39,8 @@ class QuoteParams:
     @property
     def short_limit(self) -> int: ...  # max short YES position (magnitude), 1e-2 contracts, >= 0
     @property
-    def maker_fee_rate_e6(self) -> int: ...  # maker fee rate x multiplier, millionths (fees.fee_rate_e6(..., taker=False))
+    def maker_fee_rate_e6(self) -> int: ...  # maker fee rate x multiplier, millionths
+                                             # (fees.fee_rate_e6(..., taker=False))
     @property
     def min_spread(self) -> int: ...  # minimum ask - bid, 1e-4 $, 1..10000
     @property
