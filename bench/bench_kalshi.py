@@ -182,7 +182,8 @@ class _Stamp(asyncio.Protocol):
         self.transport.write(_RESPONSE % len(_BODY) + _BODY)
 
 
-async def _measure_create(pooled: bool, n: int, rsa_pem: bytes, fast: bool = True) -> tuple[list[int], list[int], KalshiRest]:
+async def _measure_create(pooled: bool, n: int, rsa_pem: bytes,
+                          fast: bool = True) -> tuple[list[int], list[int], KalshiRest]:
     stamps: list[int] = []
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Stamp(stamps), "127.0.0.1", 0)

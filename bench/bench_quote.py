@@ -86,7 +86,7 @@ def test_bench_reservation_and_spread(benchmark, role):
 
 # Diff inputs: the live book of one market (a bid and an ask), targets either equal (nothing to do) or
 # moved by a cent (amend on one side, decrease on the other).
-LIVE = [[("b%d" % i, 0, 4800 + i, 1000, 10 ** 8), ("a%d" % i, 1, 5200 + i, 1000, 10 ** 8)] for i in range(OPS)]
+LIVE = [[(f"b{i}", 0, 4800 + i, 1000, 10 ** 8), (f"a{i}", 1, 5200 + i, 1000, 10 ** 8)] for i in range(OPS)]
 SAME = [(4800 + i, 1000, 5200 + i, 1000) for i in range(OPS)]
 MOVED = [(4900 + i, 1000, 5200 + i, 600) for i in range(OPS)]
 

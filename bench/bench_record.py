@@ -125,7 +125,8 @@ def test_store_fill_baseline_inline_commit(benchmark: Any, tmp_path: Path) -> No
     assert len(StoreReader(tmp_path / "db.sqlite").fills()) == n[0]
 
 
-FRAME = b'{"type":"orderbook_delta","sid":1,"seq":%d,"msg":{"market_ticker":"KXMKT","price_dollars":"0.4200","delta_fp":"-10.00","side":"yes"}}'
+FRAME = (b'{"type":"orderbook_delta","sid":1,"seq":%d,"msg":{"market_ticker":"KXMKT","price_dollars":"0.4200",'
+         b'"delta_fp":"-10.00","side":"yes"}}')
 
 
 def test_capture_write_kmm(benchmark: Any, tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from hypothesis import strategies as st
 from kmm._core import diff as d
 from tests.reference import diff as ref
 
+EMPTY: tuple[()] = ()  # the interpreter's shared empty tuple (a name, so `is` compares no literal)
+
 SEC = 1_000_000_000
 
 
@@ -96,7 +98,7 @@ def test_diff_returns_shared_empty_tuple_when_live_equals_targets(case):
     cfg, targets, _ = case
     live = [(f"x{s}", s, targets[s][0], targets[s][1], 10 * SEC) for s in (0, 1) if targets[s][1] > 0]
     (bp, bs), (ap, as_) = targets
-    assert d.Differ(*cfg).diff(bp, bs, ap, as_, live) is ()
+    assert d.Differ(*cfg).diff(bp, bs, ap, as_, live) is EMPTY
 
 
 def test_diff_leaves_order_within_tolerance_until_it_is_too_old():

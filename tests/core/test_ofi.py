@@ -114,4 +114,4 @@ def test_compiled_ofi_matches_reference_after_every_update(case):
         assert co.last_levels == tuple(ro.last_levels)
         assert close(co.ewma, ro.ewma) and close(co.avg_depth, ro.avg_depth)
         assert close(co.normalized, ro.normalized) and close(co.multi_combined, ro.multi_combined)
-        assert all(close(a, b) for a, b in zip(co.multi_normalized, ro.multi_normalized))
+        assert all(close(a, b) for a, b in zip(co.multi_normalized, ro.multi_normalized, strict=True))

@@ -143,7 +143,8 @@ def test_compute_shrinks_size_so_a_fill_cannot_pass_the_limit():
 
 def test_compute_matches_hand_worked_example_on_linear_cent():
     # r = 5000 - 30 * 1e-5 * 10^2 * 3600 = 4892; spread = 1e-5*100*3600 + 2e5*ln(1.001) = 3.6 + 199.9...
-    p = q.QuoteParams(GRIDS["linear_cent"], 1e-5, 0.01, 1000, 5000, 5000, fee_rate_e6("quadratic_with_maker_fees", False))
+    p = q.QuoteParams(GRIDS["linear_cent"], 1e-5, 0.01, 1000, 5000, 5000,
+                      fee_rate_e6("quadratic_with_maker_fees", False))
     got = q.compute(p, 5000.0, 3000, 3600.0, 10.0, best_bid=4800, best_ask=4900)
     assert got.reservation == pytest.approx(4892.0)
     assert got.half_spread == pytest.approx(0.5 * (3.6 + 2e5 * math.log1p(1e-3)))

@@ -307,7 +307,7 @@ def test_random_fills_then_settlement_realize_the_yes_leg_cash_flows(seq, result
     p = Portfolio(cash=0, cash_rounding="exact")
     flow_e6 = 0
     q = 0
-    for side, price, count, fee, oid in seq:
+    for side, price, count, _fee, oid in seq:
         p.apply_fill(fill(side, price, count, 0, oid))
         flow_e6 += -count * price if side == "bid" else count * price
         q += count if side == "bid" else -count

@@ -23,8 +23,8 @@ class Scripted(asyncio.Protocol):
         self.buf += data
         while b"\r\n\r\n" in self.buf:
             head, _, rest = self.buf.partition(b"\r\n\r\n")
-            length = next((int(l.split(b":")[1]) for l in head.split(b"\r\n")
-                           if l.lower().startswith(b"content-length")), 0)
+            length = next((int(ln.split(b":")[1]) for ln in head.split(b"\r\n")
+                           if ln.lower().startswith(b"content-length")), 0)
             if len(rest) < length:
                 return
             self.seen.append(head + b"\r\n\r\n" + rest[:length])

@@ -38,9 +38,15 @@ class Events(FeedHandler):
     def on_disconnected(self, reason): self._add("disconnected", reason)
     def on_book_stale(self, ticker, reason): self._add("stale", ticker, reason)
     def on_book_ready(self, ticker): self._add("ready", ticker)
-    def on_fill(self, fill): self.fills.append(fill); self._add("fill")
-    def on_user_order(self, order): self.orders.append(order); self._add("user_order")
-    def on_market_position(self, p): self.positions.append(p); self._add("position")
+    def on_fill(self, fill):
+        self.fills.append(fill)
+        self._add("fill")
+    def on_user_order(self, order):
+        self.orders.append(order)
+        self._add("user_order")
+    def on_market_position(self, p):
+        self.positions.append(p)
+        self._add("position")
 
     def count(self, kind, *args) -> int:
         return sum(1 for e in self.log if e[0] == kind and e[1:1 + len(args)] == args)

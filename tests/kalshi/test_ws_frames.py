@@ -43,8 +43,8 @@ def frame(**obj) -> bytes:
 
 def snapshot(sid, seq, ticker, yes=(("0.4100", "25.00"),), no=(("0.5500", "40.00"),)):
     return frame(type="orderbook_snapshot", sid=sid, seq=seq,
-                 msg={"market_ticker": ticker, "market_id": "id", "yes_dollars_fp": [list(l) for l in yes],
-                      "no_dollars_fp": [list(l) for l in no]})
+                 msg={"market_ticker": ticker, "market_id": "id", "yes_dollars_fp": [list(lv) for lv in yes],
+                      "no_dollars_fp": [list(lv) for lv in no]})
 
 
 def delta(sid, seq, ticker, price="0.4100", d="-5.00", side="yes"):

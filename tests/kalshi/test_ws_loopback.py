@@ -34,7 +34,9 @@ class Events(FeedHandler):
     def on_book_stale(self, ticker, reason): self._add("stale", ticker, reason)
     def on_book_ready(self, ticker): self._add("ready", ticker)
     def on_book(self, ticker, recv_ns): self._add("book", ticker)
-    def on_fill(self, fill): self.fills.append(fill); self._add("fill", fill.trade_id)
+    def on_fill(self, fill):
+        self.fills.append(fill)
+        self._add("fill", fill.trade_id)
 
     def count(self, kind, *args) -> int:
         return sum(1 for e in self.log if e[0] == kind and e[1:1 + len(args)] == args)

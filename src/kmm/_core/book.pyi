@@ -1,6 +1,6 @@
 """One market's order book in integer units: price 1e-4 $ (YES terms unless said), size 1e-2 contracts."""
 
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Sequence, final
 
 from kmm._core.grid import Grid
 
@@ -14,11 +14,14 @@ class BookError(ValueError):
 _Levels = Sequence[Sequence[str | bytes]] | None
 _Int64Buffer = Any  # any C-contiguous int64 buffer: numpy int64 array, array('q'), memoryview
 
+@final
 class OrderBook:
     """YES bids and NO bids over the market's grid; YES ask = 10000 - best NO bid."""
 
-    grid: Grid
-    version: int  # +1 per applied delta, per snapshot, per clear
+    @property
+    def grid(self) -> Grid: ...
+    @property
+    def version(self) -> int: ...  # +1 per applied delta, per snapshot, per clear
     def __init__(self, price_ranges: Sequence[Any] | str | Grid | None = None) -> None: ...
     # updates
     def apply_snapshot(self, yes: _Levels, no: _Levels) -> None:

@@ -1,16 +1,22 @@
-from typing import Any, Sequence
+from typing import Any, Sequence, final
 
 LINEAR_CENT: tuple[tuple[str, str, str], ...]
 DECI_CENT: tuple[tuple[str, str, str], ...]
 TAPERED_DECI_CENT: tuple[tuple[str, str, str], ...]
 STRUCTURES: dict[str, tuple[tuple[str, str, str], ...]]
 
+@final
 class Grid:
-    step_min: int
-    n_slots: int
-    min_price: int
-    max_price: int
-    ranges: tuple[tuple[int, int, int], ...]
+    @property
+    def step_min(self) -> int: ...
+    @property
+    def n_slots(self) -> int: ...
+    @property
+    def min_price(self) -> int: ...
+    @property
+    def max_price(self) -> int: ...
+    @property
+    def ranges(self) -> tuple[tuple[int, int, int], ...]: ...
     def __init__(self, price_ranges: Sequence[Any] | str | None = None) -> None: ...
     def is_valid(self, price: int) -> bool: ...
     def snap_down(self, price: int) -> int | None: ...

@@ -1,16 +1,27 @@
 """Order-flow imbalance (Cont, Kukanov & Stoikov 2014), level 1 and multi-level."""
 
+from typing import final
+
 from kmm._core.book import OrderBook
 
+@final
 class OFI:
-    window_ns: int
-    half_life_ns: int
-    levels: int
-    capacity: int
-    events: int  # update() calls since reset
-    overflowed: int  # events dropped early because the ring was full
-    last_ns: int
-    ewma: float  # decayed sum of level-1 e at last_ns (1e-2 contracts)
+    @property
+    def window_ns(self) -> int: ...
+    @property
+    def half_life_ns(self) -> int: ...
+    @property
+    def levels(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def events(self) -> int: ...  # update() calls since reset
+    @property
+    def overflowed(self) -> int: ...  # events dropped early because the ring was full
+    @property
+    def last_ns(self) -> int: ...
+    @property
+    def ewma(self) -> float: ...  # decayed sum of level-1 e at last_ns (1e-2 contracts)
     def __init__(self, window_ns: int = 1_000_000_000, half_life_ns: int = 1_000_000_000,
                  levels: int = 5, capacity: int = 4096) -> None: ...
     def update(self, book: OrderBook, now_ns: int) -> float:

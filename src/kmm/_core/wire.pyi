@@ -1,5 +1,7 @@
 """WebSocket frames -> compiled order books (orderbook_snapshot / orderbook_delta)."""
 
+from typing import final
+
 from kmm._core.book import OrderBook
 
 NOT_BOOK: int  # 0: valid JSON, not a book message (decode it with orjson)
@@ -12,24 +14,42 @@ MALFORMED: int  # 6: see last_error
 RESULT_NAMES: tuple[str, ...]
 MAX_DEPTH: int  # deepest JSON nesting accepted (128)
 
+@final
 class BookRouter:
-    last_type: str | None  # "orderbook_snapshot" | "orderbook_delta" | None (not a book frame)
-    last_ticker: str | None
-    last_sid: int  # 0 when absent
-    last_seq: int  # 0 when absent
-    last_ts_ms: int  # msg.ts_ms of a delta, 0 when absent
-    last_sending_ts_ms: int  # top-level sending_ts_ms, 0 when absent
-    last_client_order_id: str | None
-    last_error: str | None
-    last_recv_ns: int
-    frames: int
-    snapshots: int
-    deltas: int
-    gaps: int
-    stale_skipped: int
-    malformed: int
-    unknown: int
-    not_book: int
+    @property
+    def last_type(self) -> str | None: ...  # "orderbook_snapshot" | "orderbook_delta" | None (not a book frame)
+    @property
+    def last_ticker(self) -> str | None: ...
+    @property
+    def last_sid(self) -> int: ...  # 0 when absent
+    @property
+    def last_seq(self) -> int: ...  # 0 when absent
+    @property
+    def last_ts_ms(self) -> int: ...  # msg.ts_ms of a delta, 0 when absent
+    @property
+    def last_sending_ts_ms(self) -> int: ...  # top-level sending_ts_ms, 0 when absent
+    @property
+    def last_client_order_id(self) -> str | None: ...
+    @property
+    def last_error(self) -> str | None: ...
+    @property
+    def last_recv_ns(self) -> int: ...
+    @property
+    def frames(self) -> int: ...
+    @property
+    def snapshots(self) -> int: ...
+    @property
+    def deltas(self) -> int: ...
+    @property
+    def gaps(self) -> int: ...
+    @property
+    def stale_skipped(self) -> int: ...
+    @property
+    def malformed(self) -> int: ...
+    @property
+    def unknown(self) -> int: ...
+    @property
+    def not_book(self) -> int: ...
     def __init__(self) -> None: ...
     def feed(self, frame: bytes, recv_ns: int = 0) -> int:
         """Scan one text frame, apply it if it is a book message; returns a result constant. Never
@@ -40,7 +60,7 @@ class BookRouter:
     def book(self, ticker: str) -> OrderBook: ...
     def tickers(self) -> list[str]: ...
     def __len__(self) -> int: ...
-    def __contains__(self, ticker: object) -> bool: ...
+    def __contains__(self, ticker: object, /) -> bool: ...
     def is_stale(self, ticker: str) -> bool: ...
     def stale_tickers(self) -> list[str]: ...
     def mark_stale(self, ticker: str) -> None: ...

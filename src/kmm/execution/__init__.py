@@ -10,6 +10,8 @@
   ``from kmm.execution import ExecutionService`` works without loading the connector up front).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from kmm.execution.algo import Algo, AlgoParams, Child, InvariantViolation
 from kmm.execution.algos import (ALGORITHMS, AdaptiveAlgo, AdaptiveParams, CappedAlgo, CappedParams, SimpleAlgo,
                                  SimpleParams, SliceAlgo, SliceParams, TwapAlgo, TwapParams, VwsliceAlgo,
@@ -22,6 +24,10 @@ from kmm.execution.metrics import ExecutionMetrics, compute_metrics, metrics_for
 from kmm.execution.request import (Action, ExecutionRequest, MarketInfo, RequestError, edge_from_cents,
                                    edge_from_probability, lot_size, parse_action, parse_edge, parse_price_arg,
                                    parse_size_arg)
+
+if TYPE_CHECKING:  # type checkers see the real classes; at runtime __getattr__ loads them on first use
+    from kmm.execution.driver import ExecutionHandle as ExecutionHandle
+    from kmm.execution.driver import ExecutionService as ExecutionService
 
 __all__ = [
     "Action", "ExecutionRequest", "MarketInfo", "RequestError", "edge_from_cents", "edge_from_probability",
@@ -38,7 +44,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # lazy: the driver pulls in the connector
+def __getattr__(name: str) -> Any:  # lazy: the driver pulls in the connector
     if name in ("ExecutionService", "ExecutionHandle"):
         from kmm.execution import driver
         return getattr(driver, name)

@@ -63,7 +63,7 @@ class RunResult:
 
 
 async def _one(algo: str, scenario: Scenario, seed: int, run: int, size: int, limit: int, scale: float,
-               sim_seconds: float, key: tuple[str, bytes]) -> RunResult:
+               sim_seconds: float, key: tuple[str, tuple[bytes, bytes]]) -> RunResult:
     from kmm.engine.risk import RiskLimits
     from kmm.execution.driver import ExecutionService
     from kmm.kalshi import ConnectorConfig
@@ -71,7 +71,7 @@ async def _one(algo: str, scenario: Scenario, seed: int, run: int, size: int, li
     cfg = SimConfig(seed=seed, flow="calm", speed=scale, rate_tier="off",
                     markets=[MarketSpec(TICKER, fair_value=FAIR)])
     async with SimExchange(cfg) as sim:
-        key_id, (pub, priv) = key[0], key[1]  # type: ignore[misc]
+        key_id, (pub, priv) = key
         sim.add_key(key_id, pub)
         if scenario.extra_asks:
             maker, _ = sim.create_key(balance="1000000")

@@ -301,7 +301,8 @@ def aggression(edge: int | None, confidence: float | None, policy: LiquidityPoli
         return Aggression.SKIP
     if (edge is not None and edge < policy.low_edge) or (confidence is not None and confidence < policy.low_confidence):
         return Aggression.BEST_ONLY
-    if edge is not None and confidence is not None and edge >= policy.high_edge and confidence >= policy.high_confidence:
+    if (edge is not None and confidence is not None and edge >= policy.high_edge
+            and confidence >= policy.high_confidence):
         return Aggression.AGGRESSIVE
     return Aggression.NORMAL
 

@@ -524,25 +524,23 @@ class ExecutionService(FeedHandler):
 
     def _enqueue(self, run: _Run, it: Intent) -> None:
         if isinstance(it, Place):
-            now = self.now_ns()
             level = sum(1 for p, _ in run.arrival_take
                         if (p <= it.price if it.side == "bid" else p >= it.price))
             c = ChildOrder(it.child_id, it.side, it.price, it.count, level, time.time_ns())
             run.kids[it.child_id] = c
             self._by_coid[it.child_id] = (run, c)
             self._record_child(run, c)
-            del now
             self._queue_write(run, it)
         elif isinstance(it, Cancel):
-            c = run.kids.get(it.child_id)
-            if c is None:
+            known = run.kids.get(it.child_id)
+            if known is None:
                 return
-            if c.place in ("queued", "sent"):
-                c.held_cancel = True           # answered once the place is answered
-            elif c.place == "rejected":
+            if known.place in ("queued", "sent"):
+                known.held_cancel = True       # answered once the place is answered
+            elif known.place == "rejected":
                 return                         # nothing at the exchange: dropped (contract item 4)
             else:
-                self._cancels.append((run, c))
+                self._cancels.append((run, known))
         else:
             self._queue_write(run, it)
 

@@ -9,7 +9,7 @@ duplicated intent can be recognised (they map one-to-one onto ``client_order_id`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, Union
+from typing import Protocol, Sequence
 
 __all__ = ["Place", "Amend", "Decrease", "Cancel", "Intent", "BookView", "Event", "ORDER_STATUSES",
            "ACK_KINDS"]
@@ -66,7 +66,7 @@ class Cancel:
     kind = "cancel"
 
 
-Intent = Union[Place, Amend, Decrease, Cancel]
+Intent = Place | Amend | Decrease | Cancel
 
 
 class BookView(Protocol):

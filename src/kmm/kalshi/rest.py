@@ -384,7 +384,7 @@ class KalshiRest:
             return out
         items = resp.get("orders") or []
         results: list[OrderAck | ExchangeError] = []
-        for req, item in zip(reqs, items):
+        for _req, item in zip(reqs, items):
             err = item.get("error")
             if err:
                 e = err if isinstance(err, dict) else {"code": str(err), "message": str(err)}

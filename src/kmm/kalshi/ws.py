@@ -239,8 +239,10 @@ class KalshiWs:
             self._task.cancel()
             try:
                 await self._task
-            except (asyncio.CancelledError, Exception):
+            except asyncio.CancelledError:
                 pass
+            except Exception:  # closing anyway; keep the cause visible instead of dropping it
+                log.debug("websocket task ended with an error while closing", exc_info=True)
             self._task = None
         self._stop_watchdog()
 

@@ -17,7 +17,7 @@ import csv
 import io
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
@@ -131,7 +131,7 @@ def _one_line(text: str | None) -> str:
 
 def _iso(ts_ns: int) -> str:
     sec, ns = divmod(ts_ns, 1_000_000_000)
-    base = datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{base}.{ns // 1_000_000:03d}Z"
 
 

@@ -70,15 +70,17 @@ class SimExchange:
         for t in self._tasks:
             try:
                 await t
-            except (asyncio.CancelledError, Exception):
+            except asyncio.CancelledError:
                 pass
+            except Exception:  # stopping anyway; keep the cause visible instead of dropping it
+                log.debug("simulator task %r ended with an error while stopping", t, exc_info=True)
         self._tasks.clear()
         for conn in list(self.hub.conns):
             self.hub.drop_conn(conn)
             try:
                 await conn.ws.close()
-            except Exception:
-                pass
+            except Exception:  # the peer may already be gone; the connection is dropped either way
+                log.debug("closing a simulator websocket failed", exc_info=True)
         for t in list(self.ws_tasks):
             t.cancel()
         if self._runner is not None:

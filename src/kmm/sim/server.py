@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -252,7 +252,7 @@ class Api:
 
     async def _body(self, req: web.Request) -> dict[str, Any]:
         if BODY_KEY in req:
-            return req[BODY_KEY]  # type: ignore[no-any-return]
+            return cast(dict[str, Any], req[BODY_KEY])
         raw = await req.read()
         if not raw:
             body: Any = {}
@@ -270,7 +270,7 @@ class Api:
         a = req.get(ACCOUNT_KEY)
         if a is None:
             raise Reject("missing_auth", "this endpoint needs a signed request")
-        return a  # type: ignore[no-any-return]
+        return cast(Account, a)
 
     # -- market data -----------------------------------------------------------------------------
     async def exchange_status(self, req: web.Request) -> web.Response:
