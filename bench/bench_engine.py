@@ -211,8 +211,8 @@ class WireStamps:
 def make_engine(sim: SimProcess, key_id: str, priv_pem: bytes, **conn_kw: Any) -> Engine:
     # the simulator runs with --rate-tier off: the client's own pacing is opened to match, so the
     # measured path is the code path, not a wait for write tokens (basic tier: 10 writes/s)
-    conn = ConnectorConfig(env="sim", read_rate=1e6, write_rate=1e6, **conn_kw).with_server(sim.rest_url, sim.ws_url, api_key_id=key_id,
-                                                            private_key_pem=priv_pem)
+    conn = ConnectorConfig(env="sim", read_rate=1e6, write_rate=1e6, **conn_kw).with_server(
+        sim.rest_url, sim.ws_url, api_key_id=key_id, private_key_pem=priv_pem)
     cfg = load_config(None, environ={}, cli={
         "run.markets": ",".join(MARKETS), "strategy.quote_size": "5", "strategy.max_position": "30",
         "risk.max_order_size": "30"})

@@ -251,8 +251,9 @@ def test_decision_to_request_bytes(benchmark, pooled, rsa_pem):
     written: list[int] = result["written"]  # type: ignore[assignment]
     p50, p99 = _pct(lat, 0.5), _pct(lat, 0.99)
     benchmark.extra_info.update(role="kmm" if pooled else "baseline", ops=1, p50_ns=p50, p99_ns=p99,
-                                p999_ns=_pct(lat, 0.999), mean_ns=statistics.fmean(lat), write_p50_ns=_pct(written, 0.5),
-                                write_p99_ns=_pct(written, 0.99), budget_ns=50_000 if pooled else None,
+                                p999_ns=_pct(lat, 0.999), mean_ns=statistics.fmean(lat),
+                                write_p50_ns=_pct(written, 0.5), write_p99_ns=_pct(written, 0.99),
+                                budget_ns=50_000 if pooled else None,
                                 unit="create_order call -> first request byte received by the loopback server")
     _RESULTS["pooled" if pooled else "inline"] = p50
     assert len(lat) == N_ORDERS and len(written) == N_ORDERS and all(w > 0 for w in written)

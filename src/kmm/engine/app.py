@@ -193,11 +193,11 @@ async def _run_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool, r
             cfg = replace(cfg, run=replace(cfg.run, markets=tuple(venue.sim.tickers[:len(cfg.sim.markets)])))
         opts = EngineOptions(view=view, order_group_limit=cfg.risk.order_group_limit)
         engine = Engine(cfg, venue.conn, recorder=recorder, venue=venue.label, options=opts, out=sys.stdout)
-        for sig, handler in ((getattr(signal, "SIGUSR1", None), engine.operator_resume),
-                             (getattr(signal, "SIGUSR2", None), engine.operator_trip)):
-            if sig is not None:
+        for usr_sig, handler in ((getattr(signal, "SIGUSR1", None), engine.operator_resume),
+                                 (getattr(signal, "SIGUSR2", None), engine.operator_trip)):
+            if usr_sig is not None:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, handler)
+                    loop.add_signal_handler(usr_sig, handler)
         print(f"kmm run: pid {os.getpid()}; SIGINT/SIGTERM stop cleanly, SIGUSR2 trips the kill switch, "
               "SIGUSR1 re-arms it", file=sys.stderr)
         return await engine.run(stop)

@@ -164,7 +164,7 @@ class Engine(FeedHandler):
         self.quoting = False
         self.stopping = False
         self._resync_needed = False
-        self._resync_task: asyncio.Task[None] | None = None
+        self._resync_task: asyncio.Future[Any] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started_ns = 0
@@ -520,24 +520,25 @@ class Engine(FeedHandler):
                                                      strategy=self.cfg.run.strategy, reason="quote")
                 self._send(pipe, self._do_place(pipe, o, req, trigger_ns))
                 continue
-            o = self.om.get(a.order_id)
-            if o is None or o.order_id is None:
+            live = self.om.get(a.order_id)
+            if live is None or live.order_id is None:
                 continue
+            oid = live.order_id
             if kind == CANCEL:
-                if self.om.request_cancel(o.order_id) is not None:
-                    self._send(pipe, self._do_cancel(pipe, o.order_id, trigger_ns))
+                if self.om.request_cancel(oid) is not None:
+                    self._send(pipe, self._do_cancel(pipe, oid, trigger_ns))
             elif kind == DECREASE:
-                if self.om.request_decrease(o.order_id, a.size) is not None:
-                    self._send(pipe, self._do_decrease(pipe, o.order_id, a.size, trigger_ns))
+                if self.om.request_decrease(oid, a.size) is not None:
+                    self._send(pipe, self._do_decrease(pipe, oid, a.size, trigger_ns))
             elif kind == AMEND:
-                d = self.gate.check_amend(ticker, side, a.price, a.size, o.remaining)
+                d = self.gate.check_amend(ticker, side, a.price, a.size, live.remaining)
                 if not d:
                     # the gate refuses the new price/size (e.g. reduce-only): take the order down instead
-                    if self.om.request_cancel(o.order_id) is not None:
-                        self._send(pipe, self._do_cancel(pipe, o.order_id, trigger_ns))
+                    if self.om.request_cancel(oid) is not None:
+                        self._send(pipe, self._do_cancel(pipe, oid, trigger_ns))
                     continue
-                if self.om.request_amend(o.order_id, a.price, a.size) is not None:
-                    self._send(pipe, self._do_amend(pipe, o, a.price, trigger_ns))
+                if self.om.request_amend(oid, a.price, a.size) is not None:
+                    self._send(pipe, self._do_amend(pipe, live, a.price, trigger_ns))
 
     def _send(self, pipe: MarketPipeline, coro: Any) -> None:
         """Start a request now: the connector writes its bytes before this returns (eager start)."""
@@ -958,12 +959,13 @@ class Engine(FeedHandler):
                                   bid.remaining if bid else 0, ask.remaining if ask else 0,
                                   self.pf.position(t), self.pf.realized_pnl(t) - self.pf.fees_paid(t),
                                   self.pf.unrealized_pnl(t), p.fills, p.state))
-        pressure = self.rest.limiter.pressure if self.rest is not None else 0.0
+        pressure = self.rest.limiter.pressure() if self.rest is not None else 0.0
+        kill = self.gate.kill_state
         return Snapshot(elapsed_s=(self.clock.monotonic_ns() - self._started_ns) / NS_PER_S, venue=self.venue,
                         markets=rows, cash=self.pf.cash, fees=self.pf.fees_paid(), fills=self.fills,
-                        orders_sent=self.orders_sent, write_pressure=float(pressure() if callable(pressure) else pressure),
+                        orders_sent=self.orders_sent, write_pressure=pressure,
                         latency_p50_us=p50, latency_p99_us=p99,
-                        note="" if self.gate.kill_state is KillState.ARMED else f"kill switch {self.gate.kill_state.value}")
+                        note="" if kill is KillState.ARMED else f"kill switch {kill.value}")
 
     def _draw(self) -> None:
         if self.opt.view == "off":

@@ -8,6 +8,7 @@ actions) is the live loop's job. Units: prices 1e-4 $ YES terms, sizes 1e-2 cont
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +87,7 @@ class MarketPipeline:
         self.fills = 0
 
     # ---------------------------------------------------------------------------------- signals
-    def on_book(self, now_ns: int, wall_ns: int, live: list[LiveOrder] = ()) -> None:  # type: ignore[assignment]
+    def on_book(self, now_ns: int, wall_ns: int, live: Sequence[LiveOrder] = ()) -> None:
         """Read the book into the strategy inputs and update the online signals.
 
         Our own resting orders (``live``) are taken out of the book first: in a thin market they are
