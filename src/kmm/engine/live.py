@@ -38,7 +38,7 @@ from kmm.config import KmmConfig
 from kmm.engine.clock import Clock, SystemClock
 from kmm.engine.eager import start_eager
 from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline
-from kmm.engine.orders import Order, OrderManager
+from kmm.engine.orders import LiveOrder, Order, OrderManager
 from kmm.engine.portfolio import Portfolio
 from kmm.engine.risk import KillState, RiskGate
 from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_table
@@ -365,11 +365,12 @@ class Engine(FeedHandler):
         if book is None:
             return
         now = self.clock.monotonic_ns()
-        pipe.on_book(now, self.clock.time_ns(), self.om.live_orders(ticker))
+        live = self.om.live_orders(ticker)
+        pipe.on_book(now, self.clock.time_ns(), live)
         self.gate.on_book_update(ticker)
         inp = pipe.inputs
         self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
-        self._requote(pipe, recv_ns or now)
+        self._requote(pipe, recv_ns or now, live)
 
     def on_fill(self, fill: Fill) -> None:
         self.om.on_fill(fill)
@@ -432,7 +433,8 @@ class Engine(FeedHandler):
         log.warning("connector: %s", error)
 
     # ================================================================================== decisions
-    def _requote(self, pipe: MarketPipeline, trigger_ns: int) -> None:
+    def _requote(self, pipe: MarketPipeline, trigger_ns: int, live: list[LiveOrder] | None = None) -> None:
+        """Decide and act for one market. ``live`` is its live orders when the caller has them already."""
         if not self.quoting or self.stopping:
             return
         if pipe.in_flight:
@@ -443,7 +445,8 @@ class Engine(FeedHandler):
             return
         ticker = pipe.ticker
         d = self.gate.is_quotable(ticker)
-        live = self.om.live_orders(ticker)
+        if live is None:
+            live = self.om.live_orders(ticker)
         if not d:
             pipe.state = d.reason
             if live:

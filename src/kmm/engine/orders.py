@@ -209,6 +209,7 @@ class OrderManager:
         self._by_coid: dict[str, Order] = {}
         self._by_oid: dict[str, Order] = {}
         self._live: dict[str, Order] = {}       # non-terminal orders by client_order_id
+        self._live_by_ticker: dict[str, dict[str, Order]] = {}   # the same, per market (hot-path queries)
         self._seen_trades: set[str] = set()
         self._orphans: dict[str, list[Fill]] = {}
 
@@ -233,8 +234,18 @@ class OrderManager:
         now = self.clock.monotonic_ns()
         o = Order(coid, ticker, side, price, count, remaining=count, created_ns=now, updated_ns=now)
         self._by_coid[coid] = o
-        self._live[coid] = o
+        self._add_live(o)
         return o
+
+    def _add_live(self, o: Order) -> None:
+        self._live[o.client_order_id] = o
+        self._live_by_ticker.setdefault(o.ticker, {})[o.client_order_id] = o
+
+    def _drop_live(self, o: Order) -> None:
+        self._live.pop(o.client_order_id, None)
+        m = self._live_by_ticker.get(o.ticker)
+        if m is not None:
+            m.pop(o.client_order_id, None)
 
     # ------------------------------------------------------------------ transitions
     def _move(self, o: Order, new: OrderState, cause: str) -> bool:
@@ -249,7 +260,7 @@ class OrderManager:
         o.updated_ns = self.clock.monotonic_ns()
         if new in TERMINAL:
             o.pending_price = o.pending_count = o.prev_state = None
-            self._live.pop(o.client_order_id, None)
+            self._drop_live(o)
         return True
 
     def _link(self, o: Order, order_id: str | None) -> None:
@@ -499,7 +510,7 @@ class OrderManager:
         o.count = o.fill_count + o.remaining
         self._by_coid[coid] = o
         self._by_oid[uo.order_id] = o
-        self._live[coid] = o
+        self._add_live(o)
         self._move(o, self._working_state(o), "found at exchange")
         for f in self._orphans.pop(uo.order_id, ()):
             self._book_fill(o, f)
@@ -575,7 +586,7 @@ class OrderManager:
             if was in TERMINAL:
                 # the exchange has it resting: our close was wrong (e.g. a cancel that never happened)
                 o.state = S.PENDING
-                self._live[o.client_order_id] = o
+                self._add_live(o)
                 o.reason = ""
                 o.exchange_filled = max(o.exchange_filled, uo.fill_count)
                 o.remaining = uo.remaining_count
@@ -638,34 +649,37 @@ class OrderManager:
 
     def live_orders(self, ticker: str, side: str | None = None) -> list[LiveOrder]:
         """Our orders working in ``ticker`` (and ``side``), for the diff: everything not closed and
-        not being canceled; an amend in flight shows its new price and size."""
+        not being canceled; an amend in flight shows its new price and size. Called on every book
+        message: it reads only this market's index and compares states by identity."""
         now = self.clock.monotonic_ns()
         out = []
-        for o in self._live.values():
-            if (o.ticker != ticker or o.state in TERMINAL or o.state is S.PENDING_CANCEL
-                    or (side is not None and o.side != side) or (o.foreign and not o.adopted)):
+        pending_cancel, pending_amend, pending_decrease = S.PENDING_CANCEL, S.PENDING_AMEND, S.PENDING_DECREASE
+        resting, partial = S.RESTING, S.PARTIALLY_FILLED
+        for o in self._live_by_ticker.get(ticker, {}).values():   # never holds a terminal order
+            st = o.state
+            if st is pending_cancel or (side is not None and o.side != side) or (o.foreign and not o.adopted):
                 continue
             price, remaining = o.price, o.remaining
-            if o.state is S.PENDING_AMEND and o.pending_price is not None and o.pending_count is not None:
+            if st is pending_amend and o.pending_price is not None and o.pending_count is not None:
                 price, remaining = o.pending_price, max(0, o.pending_count - o.fill_count)
-            elif o.state is S.PENDING_DECREASE and o.pending_count is not None:
+            elif st is pending_decrease and o.pending_count is not None:
                 remaining = min(remaining, o.pending_count)
             out.append(LiveOrder(o.order_id, o.side, price, remaining, now - o.created_ns,
-                                 o.client_order_id, o.state in _WORKING and o.order_id is not None))
+                                 o.client_order_id, (st is resting or st is partial) and o.order_id is not None))
         return out
 
     def open_count(self, ticker: str | None = None) -> int:
         """Orders that are, or may be, on the exchange (every non-terminal state)."""
         if ticker is None:
             return len(self._live)
-        return sum(1 for o in self._live.values() if o.ticker == ticker)
+        return len(self._live_by_ticker.get(ticker, ()))
 
     def open_qty(self, ticker: str, side: str) -> int:
         """Size that could still fill on ``side`` of ``ticker`` (1e-2 contracts): the larger of the
         current and the requested size while an amend is in flight."""
         total = 0
-        for o in self._live.values():
-            if o.ticker == ticker and o.side == side:
+        for o in self._live_by_ticker.get(ticker, {}).values():
+            if o.side == side:
                 rem = o.remaining
                 if o.state is S.PENDING_AMEND and o.pending_count is not None:
                     rem = max(rem, o.pending_count - o.fill_count)
