@@ -189,6 +189,8 @@ async def test_429_burst_pauses_places_but_the_engine_recovers(tmp_path):
                     "the 429 to be seen")
         await until(lambda: run.engine.orders_sent + run.engine.amends_sent > sent + 3, 20,
                     "orders to flow again after the back-off")
+        # a back-off pauses places and amends; it never pulls the quotes that rest
+        assert not [e for e in run.engine.events_of("pull") if "rate" in e[3]]
     assert run.summary is not None and run.summary.verified_flat_orders
 
 
@@ -295,3 +297,43 @@ async def test_book_snapshots_are_stored_at_the_configured_interval(tmp_path):
         await asyncio.sleep(1.5)
     snaps = StoreReader(run.out / "kmm.sqlite").book_snapshots(reason="interval")
     assert {s.ticker for s in snaps} == set(MARKETS)
+
+
+async def test_loss_limit_trips_on_a_falling_mark_without_any_fill(tmp_path):
+    """Long 20 contracts bought at 0.60 before the session; the market then drops to 0.20 with no
+    trade of ours: the unrealized loss alone must trip the kill switch."""
+    other: list[str] = []
+
+    def setup(sim: SimExchange, key: str) -> None:
+        o, _ = sim.create_key()
+        other.append(o)
+        sim.place_direct(o, "KXSIMA-26-A", "bid", 5800, 1000)
+        sim.place_direct(o, "KXSIMA-26-A", "ask", 6000, 2000)
+        sim.place_direct(key, "KXSIMA-26-A", "bid", 6000, 2000, tif="immediate_or_cancel")   # we buy 20
+        sim.place_direct(o, "KXSIMA-26-A", "ask", 6200, 1000)
+
+    settings = {"risk.max_loss": "5", "risk.resume_recovery": "1", "risk.loss_reduce_only_at": "1",
+                "strategy.max_position": "30"}
+    async with engine_on_sim(tmp_path, flow="off", markets=("KXSIMA-26-A",), before_start=setup,
+                             settings=settings) as run:
+        assert run.engine.pf.position("KXSIMA-26-A") == 2000 and run.engine.fills == 0
+        assert not run.engine.events_of("kill_switch")
+        o = other[0]
+        for order in run.sim.orders(o, status="resting"):
+            if order["side"] == "bid":
+                run.sim.engine.cancel(run.sim.engine.accounts[o], order["order_id"])
+        run.sim.place_direct(o, "KXSIMA-26-A", "bid", 2000, 1000)
+        await until(lambda: run.engine.events_of("kill_switch"), 10, "the kill switch on the mark alone")
+        assert run.engine.fills == 0
+        await until(lambda: not resting(run.sim, run.key_id), 10, "every order cancelled")
+
+
+async def test_settlement_pulls_the_market_and_the_portfolio_still_agrees(tmp_path):
+    async with engine_on_sim(tmp_path, flow="busy") as run:
+        await until(lambda: run.engine.fills >= 2, 30, "some fills")
+        await run.sim.settle("KXSIMA-26-A", "yes")
+        await until(lambda: [e for e in run.engine.events if e[1] == "pull" and "settled" in e[3]]
+                    or run.engine.pipes["KXSIMA-26-A"].state != "quoting", 10, "the market to stop")
+        await until(lambda: not resting(run.sim, run.key_id, "KXSIMA-26-A"), 10, "its quotes gone")
+    assert run.summary is not None and run.summary.portfolio_agrees
+    assert run.engine.pf.position("KXSIMA-26-A") == 0

@@ -281,3 +281,15 @@ def test_operator_trip_blocks_places():
     gate.trip("operator")
     assert gate.check_place(T, "bid", 4500, 100).reason == "kill_switch"
     assert gate.denials["kill_switch"] == 1
+
+
+def test_loss_limit_counts_only_this_sessions_pnl_after_the_baseline():
+    gate, clock, pf, om = setup(max_loss=1000)
+    buy(pf, 1000, 5000)
+    pf.set_mark(T, 3000, 3100)          # the account lost $2 before this session started
+    gate.set_pnl_baseline()
+    assert gate.update_pnl() is KillState.ARMED and gate.last_pnl == 0
+    pf.set_mark(T, 2999, 3100)          # this session: -$0.001 (10 contracts x $0.0001)
+    assert gate.update_pnl() is KillState.ARMED and gate.last_pnl == -10
+    pf.set_mark(T, 2800, 2900)          # this session: -$0.20, past max_loss = $0.10
+    assert gate.update_pnl() is KillState.TRIPPED

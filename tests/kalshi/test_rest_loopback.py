@@ -124,15 +124,18 @@ async def test_reads_give_up_after_the_retry_budget(rest, ex):
     assert exc.value.status == 500
 
 
-async def test_create_is_never_retried_on_429_or_500(rest, ex):
-    ex.error_burst = [429]
-    with pytest.raises(RateLimited):
-        await rest.create_order(req("r1"))
-    ex.error_burst = [500]
-    with pytest.raises(ExchangeError):
-        await rest.create_order(req("r2"))
+async def test_create_is_never_retried_on_429_or_500(ex, rsa_key):
+    async with KalshiRest(config(ex, create_lookup_window_s=0.2), signer=Signer(KEY_ID, rsa_key)) as rest:
+        ex.error_burst = [429]
+        with pytest.raises(RateLimited):
+            await rest.create_order(req("r1"))
+        # a 500 leaves the outcome unknown: the order is looked up by client_order_id, never re-sent
+        ex.error_burst = [500]
+        with pytest.raises(OrderNotPlaced):
+            await rest.create_order(req("r2"))
     creates = [r for r in ex.requests if r == ("POST", "/trade-api/v2/portfolio/events/orders")]
-    assert len(creates) == 2 and not ex.orders
+    lookups = [r for r in ex.requests if r[0] == "GET" and r[1].startswith("/trade-api/v2/portfolio/orders")]
+    assert len(creates) == 2 and not ex.orders and lookups
 
 
 async def test_create_timeout_returns_the_order_the_exchange_holds(ex, rsa_key):

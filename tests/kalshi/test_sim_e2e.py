@@ -16,7 +16,7 @@ SimExchange, SimConfig = sim_mod.SimExchange, sim_mod.SimConfig
 
 from kmm.errors import ExchangeError, NotFound  # noqa: E402
 from kmm.kalshi.config import ConnectorConfig  # noqa: E402
-from kmm.kalshi.rest import KalshiRest  # noqa: E402
+from kmm.kalshi.rest import KalshiRest, OrderNotPlaced  # noqa: E402
 from kmm.kalshi.types import OrderRequest  # noqa: E402
 from kmm.kalshi.ws import FeedHandler, KalshiWs  # noqa: E402
 from tests.kalshi.routers import book_levels, make_router  # noqa: E402
@@ -236,16 +236,17 @@ async def test_stalled_feed_is_detected_as_dead_and_reconnected(sim):
 async def test_429_and_500_bursts_are_retried_for_reads_and_never_for_creates(sim):
     key_id, pem = sim.create_key()
     t = sim.tickers[0]
-    async with KalshiRest(cfg_for(sim, key_id, pem)) as rest:
+    async with KalshiRest(cfg_for(sim, key_id, pem, create_lookup_window_s=0.2)) as rest:
         sim.faults.http_error_burst(status=429, count=2)
         assert (await rest.get_exchange_status()).exchange_active
         assert rest.limiter.rate_limited == 2 and rest.retries == 2
         sim.faults.http_error_burst(status=500, count=2)
         assert await rest.get_balance()
+        # a 500 on a create leaves its outcome unknown: looked up by client_order_id, never re-sent
         sim.faults.http_error_burst(status=500, count=1)
-        with pytest.raises(ExchangeError) as exc:
+        with pytest.raises(OrderNotPlaced):
             await rest.create_order(OrderRequest(t, "bid", 1000, 100, coid(), post_only=True))
-        assert exc.value.status == 500 and sim.orders(key_id) == []
+        assert sim.orders(key_id) == [] and rest.lost_creates == 1
 
 
 async def test_create_timeout_looks_the_order_up_instead_of_resending(sim):
@@ -257,3 +258,15 @@ async def test_create_timeout_looks_the_order_up_instead_of_resending(sim):
         ack = await rest.create_order(OrderRequest(t, "bid", 1000, 100, cid, post_only=True))
         assert ack.client_order_id == cid and rest.recovered_creates == 1
         assert [o["client_order_id"] for o in sim.orders(key_id)] == [cid]
+
+
+async def test_batched_cancel_reports_refused_items_and_never_assumes_a_cancel(sim):
+    key_id, pem = sim.create_key()
+    t = sim.tickers[0]
+    async with KalshiRest(cfg_for(sim, key_id, pem)) as rest:
+        ack = await rest.create_order(OrderRequest(t, "bid", 1000, 100, coid(), post_only=True))
+        acks = await rest.cancel_orders([ack.order_id, "no-such-order"])
+        assert acks[0].order_id == ack.order_id and not acks[0].already_gone and acks[0].error is None
+        assert acks[0].reduced_by == 100
+        assert acks[1].already_gone and acks[1].error is None
+        assert [o for o in sim.orders(key_id, status="resting")] == []

@@ -3,7 +3,8 @@
 This is the only place that wires kmm's parts together (design section 4). The hot path is
 ``on_book``: the connector's router has already applied the frame to the compiled book, the pipeline
 computes the strategy's target and the diff against our live orders, the risk gate checks each action,
-and the REST request is issued on the next loop iteration (signatures come from the pre-made pool).
+and each request coroutine is started at once, so its bytes (signed from the pre-made pool) are written
+before the frame callback returns.
 Everything that can fail is handled as in design section 6 and docs/architecture.md:
 
 - seq gap / stale book: the connector marks the book stale -> this market's quotes are pulled; quoting
@@ -38,11 +39,11 @@ from kmm.config import KmmConfig
 from kmm.engine.clock import Clock, SystemClock
 from kmm.engine.eager import start_eager
 from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline
-from kmm.engine.orders import LiveOrder, Order, OrderManager
+from kmm.engine.orders import IN_FLIGHT, LiveOrder, Order, OrderManager
 from kmm.engine.portfolio import Portfolio
 from kmm.engine.risk import KillState, RiskGate
 from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_table
-from kmm.errors import ExchangeError, KmmError, RateLimited, RequestTimeout
+from kmm.errors import ExchangeError, KmmError, NotFound, RateLimited
 from kmm.kalshi import ConnectorConfig, FeedHandler, KalshiRest, KalshiWs, OrderNotPlaced
 from kmm.kalshi.types import (Fill, Lifecycle, MarketPosition, OrderAck, OrderRequest, Trade,
                               UserOrder)
@@ -180,6 +181,15 @@ class Engine(FeedHandler):
         self.notes: list[str] = []
         self._kill_sweep_running = False
         self._presigned: set[str] = set()     # orders whose amend/decrease signatures are pre-made
+        self._group_fired = False
+        self._verifying: set[str] = set()     # order ids / client ids being read back after an unknown outcome
+        self._conn_epoch = 0                  # counts disconnects: a resync only resumes its own connection
+        self._sweeping = False                # a cancel-everything is running
+        self._session_start_ms = 0            # fills before this are in the positions loaded at start
+        self._backfill_from_ms = 0            # REST fill backfill starts here (last good reconcile - 5 s)
+        self._position_suspect: dict[str, int] = {}   # ticker -> fills seen when a mismatch was first read
+        # a request unanswered this long is read back (the connector's timeout plus its create lookups)
+        self._stuck_ns = int((conn.request_timeout_s + conn.create_lookup_window_s + 2.0) * NS_PER_S)
         # what the loop did about each failure, for the operator's log and for tests:
         # (monotonic ns, kind, ticker or "*", detail)
         self.events: deque[tuple[int, str, str, str]] = deque(maxlen=10_000)
@@ -225,10 +235,13 @@ class Engine(FeedHandler):
             info = await self._market_info(t, raw)
             markets[t] = raw.get("price_ranges") or info.grid.ranges
             self._add_pipeline(info)
-        # positions and cash as the exchange has them: the session starts from there
+        # positions and cash as the exchange has them: the session starts from there. Fills older than
+        # this are in the positions; the REST backfill never applies them again.
+        self._session_start_ms = self._backfill_from_ms = self.clock.time_ns() // 1_000_000
         for p in await rest.get_positions():
             self.pf.load_position(p)
-        self._last_fill_ts_ms = self.clock.time_ns() // 1_000_000
+        self.gate.set_pnl_baseline()         # the loss limit counts this session's P&L only
+        self._last_fill_ts_ms = self._session_start_ms
         await self._adopt_or_cancel_leftovers()
         if self.opt.order_group_limit > 0:
             try:
@@ -238,7 +251,7 @@ class Engine(FeedHandler):
             except KmmError as exc:
                 log.warning("could not create the session order group (%s); continuing without it", exc)
         self.pf.set_cash((await rest.get_balance()).balance)
-        ws = self.ws = KalshiWs(self.conn, handler=self, router=self.router, book_factory=OrderBook)
+        ws = self.ws = KalshiWs(self.conn, handler=self, router=self.router, book_factory=OrderBook, lifecycle=True)
         ws.add_markets(markets)
         await ws.start()
         self.quoting = True
@@ -326,6 +339,7 @@ class Engine(FeedHandler):
             return
         log.warning("websocket lost (%s): quoting stops, cancelling everything over REST", reason)
         self._event("disconnected", detail=reason)
+        self._conn_epoch += 1
         self._resync_needed = True
         self.quoting = False
         for p in self.pipes.values():
@@ -392,7 +406,18 @@ class Engine(FeedHandler):
             self._requote(pipe, fill.recv_ns or self.clock.monotonic_ns())
 
     def on_user_order(self, order: UserOrder) -> None:
+        known = self.om.by_order_id(order.order_id) or (
+            self.om.get(order.client_order_id) if order.client_order_id else None)
+        was_closed = known is not None and not known.is_live
         self.om.on_user_order(order)
+        if (was_closed and order.status == "resting" and order.ticker in self.pipes
+                and order.order_id not in self._verifying):
+            # we had closed it (a create whose lookups found nothing, a cancel we believed): the exchange
+            # says it rests. Cancel it; if it is in fact gone, the cancel answers "not found".
+            log.warning("%s: order %s rests at the exchange but was closed here; cancelling it",
+                        order.ticker, order.order_id)
+            self._event("stray_order", order.ticker, order.order_id)
+            self._spawn(self._cancel_stray(order.order_id))
         if self.recorder is not None:
             self.recorder.store.record_user_order(order, strategy=self.cfg.run.strategy)
         pipe = self.pipes.get(order.ticker)
@@ -449,6 +474,9 @@ class Engine(FeedHandler):
             live = self.om.live_orders(ticker)
         if not d:
             pipe.state = d.reason
+            if d.reason == "rate_limited":
+                pipe.dirty = True        # places and amends wait out the back-off; live quotes stay
+                return
             if live:
                 self._pull(pipe, d.reason)
             if self.gate.kill_state is KillState.TRIPPED:
@@ -595,6 +623,7 @@ class Engine(FeedHandler):
             code = exc.code.lower()
             if "order_group" in code:
                 # the exchange-side circuit breaker fired: too many contracts matched in 15 s
+                self._group_fired = True
                 self.gate.trip(f"session order group {self.group_id} triggered at the exchange ({exc.code}); "
                                "it rejects every new order until reset")
                 self._after_pnl_change()
@@ -602,8 +631,8 @@ class Engine(FeedHandler):
                 pipe.hold(self.clock.monotonic_ns())
                 log.warning("%s: create %s refused: %s; new orders here wait %.1f s", pipe.ticker, coid, exc,
                             pipe.hold_s)
-        except (RequestTimeout, OSError, KmmError) as exc:
-            # outcome unknown: the periodic reconcile (and stop sweep) resolves it by client_order_id
+        except Exception as exc:  # noqa: BLE001 - RequestTimeout, OSError, a malformed answer...
+            # outcome unknown: resolved by client_order_id (housekeeping), never re-sent
             self.om.on_create_timeout(coid)
             log.warning("%s: create %s outcome unknown (%s); resolving by lookup", pipe.ticker, coid, exc)
         else:
@@ -614,12 +643,26 @@ class Engine(FeedHandler):
                 self.rest.presign_order(ack.order_id)
                 self._presigned.add(ack.order_id)
             self._record_order(coid, "resting" if ack.remaining_count else "executed", order_id=ack.order_id)
-            if (not self.quoting or self.stopping or not pipe.ready) and ack.remaining_count:
-                # quotes were pulled while this create was in flight: take it down now
+            if ack.remaining_count and (not self.quoting or self.stopping or not pipe.ready
+                                        or not self.gate.is_quotable(pipe.ticker)):
+                # quotes were pulled (stale book, lost connection, kill switch, pause) while this create
+                # was in flight: take it down now
                 if self.om.request_cancel(ack.order_id) is not None:
                     self._send(pipe, self._do_cancel(pipe, ack.order_id))
         finally:
             self._done(pipe)
+
+    def _on_cancel_acks(self, acks: Iterable[Any]) -> int:
+        """Apply batched-cancel answers; returns how many were refused (those orders may still rest)."""
+        refused = 0
+        for ack in acks:
+            if ack.error:
+                refused += 1
+                self.om.on_request_failed(ack.order_id, f"cancel refused: {ack.error}")
+                log.warning("cancel of %s refused by the exchange (%s); it is retried", ack.order_id, ack.error)
+            else:
+                self.om.on_cancel_ack(ack.order_id, ack.reduced_by)
+        return refused
 
     async def _do_cancel(self, pipe: MarketPipeline, order_id: str, trigger_ns: int = 0) -> None:
         assert self.rest is not None
@@ -627,10 +670,8 @@ class Engine(FeedHandler):
             self._issued(pipe, trigger_ns)
         self.cancels_sent += 1
         try:
-            acks = await self.rest.cancel_orders([order_id])
-            for ack in acks:
-                self.om.on_cancel_ack(ack.order_id, ack.reduced_by)
-        except KmmError as exc:
+            self._on_cancel_acks(await self.rest.cancel_orders([order_id]))
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the order is still ours to cancel
             self.om.on_request_failed(order_id, str(exc))
             log.warning("%s: cancel of %s failed (%s); the next sweep retries", pipe.ticker, order_id, exc)
         finally:
@@ -650,8 +691,9 @@ class Engine(FeedHandler):
         except ExchangeError as exc:
             self.om.on_request_failed(o.order_id, exc.code, gone=exc.status == 404)
             log.info("%s: amend of %s refused: %s", pipe.ticker, o.order_id, exc)
-        except KmmError as exc:
-            self.om.on_request_failed(o.order_id, str(exc))
+        except Exception as exc:  # noqa: BLE001 - outcome unknown: the stuck-request watchdog reads it back
+            self.om.on_request_failed(o.order_id, f"amend outcome unknown: {exc}")
+            self._verify_soon(o.order_id)
         else:
             self.gate.on_request_ok()
             self.om.on_amend_ack(ack)
@@ -666,8 +708,9 @@ class Engine(FeedHandler):
             ack = await self.rest.decrease_order(order_id, reduce_to)
         except ExchangeError as exc:
             self.om.on_request_failed(order_id, exc.code, gone=exc.status == 404)
-        except KmmError as exc:
-            self.om.on_request_failed(order_id, str(exc))
+        except Exception as exc:  # noqa: BLE001 - outcome unknown: the stuck-request watchdog reads it back
+            self.om.on_request_failed(order_id, f"decrease outcome unknown: {exc}")
+            self._verify_soon(order_id)
         else:
             self.om.on_decrease_ack(order_id, ack.remaining_count)
         finally:
@@ -686,9 +729,8 @@ class Engine(FeedHandler):
             chunk = ids[i:i + BATCH_CANCEL_MAX]
             self.cancels_sent += len(chunk)
             try:
-                for ack in await self.rest.cancel_orders(chunk):
-                    self.om.on_cancel_ack(ack.order_id, ack.reduced_by)
-            except KmmError as exc:
+                self._on_cancel_acks(await self.rest.cancel_orders(chunk))
+            except Exception as exc:  # noqa: BLE001 - the orders stay live; the next sweep retries
                 for oid in chunk:
                     self.om.on_request_failed(oid, str(exc))
                 log.error("cancel sweep (%s): batch of %d failed: %s", reason, len(chunk), exc)
@@ -696,9 +738,81 @@ class Engine(FeedHandler):
     async def _cancel_everything(self, reason: str) -> None:
         live = [o for o in self.om.orders() if o.is_live and o.order_id is not None]
         self._event("cancel_all", detail=reason)
-        if live:
-            log.warning("cancelling all %d live orders: %s", len(live), reason)
+        if not live:
+            return
+        log.warning("cancelling all %d live orders: %s", len(live), reason)
+        self._sweeping = True
+        try:
             await self._cancel_orders(live, reason)
+        finally:
+            self._sweeping = False
+
+    async def _cancel_stray(self, order_id: str) -> None:
+        assert self.rest is not None
+        self._verifying.add(order_id)
+        try:
+            acks = await self.rest.cancel_orders([order_id])
+            if any(a.error for a in acks):
+                log.error("stray order %s: cancel refused (%s); the stop sweep and reconcile will retry",
+                          order_id, ", ".join(str(a.error) for a in acks if a.error))
+        except Exception as exc:  # noqa: BLE001
+            log.error("stray order %s: cancel failed (%s); the stop sweep and reconcile will retry", order_id, exc)
+        finally:
+            self._verifying.discard(order_id)
+
+    def _verify_soon(self, order_id: str) -> None:
+        if order_id not in self._verifying:
+            self._spawn(self._verify_order(order_id))
+
+    async def _verify_order(self, order_id: str) -> None:
+        """Read an order back after a request on it ended without a usable answer."""
+        assert self.rest is not None
+        self._verifying.add(order_id)
+        try:
+            try:
+                uo = await self.rest.get_order(order_id)
+            except NotFound:
+                self.om.on_request_failed(order_id, "gone at the exchange", gone=True)
+                return
+            o = self.om.by_order_id(order_id)
+            if o is not None and o.state in IN_FLIGHT:
+                self.om.on_request_failed(order_id, "read back after no answer")
+            self.om.on_user_order(uo)
+        except Exception as exc:  # noqa: BLE001 - the next watchdog pass tries again
+            log.warning("could not read back order %s: %s", order_id, exc)
+        finally:
+            self._verifying.discard(order_id)
+
+    async def _resolve_unknown(self, o: Order) -> None:
+        """A create whose outcome is unknown: look it up by client_order_id, now."""
+        assert self.rest is not None
+        coid = o.client_order_id
+        self._verifying.add(coid)
+        try:
+            found = await self.rest.find_order_by_client_id(coid, ticker=o.ticker)
+            self.om.resolve_unknown(coid, found)
+            if found is not None and found.status == "resting":
+                log.warning("%s: create %s with an unknown outcome rests at the exchange as %s",
+                            o.ticker, coid, found.order_id)
+                pipe = self.pipes.get(o.ticker)
+                if pipe is not None:
+                    pipe.dirty = True
+        except Exception as exc:  # noqa: BLE001 - the next watchdog pass tries again
+            log.warning("lookup of %s by client_order_id failed: %s", coid, exc)
+        finally:
+            self._verifying.discard(coid)
+
+    def _watch_requests(self) -> None:
+        """Creates with an unknown outcome are looked up at once; requests with no answer for longer
+        than the connector can take are read back from the exchange."""
+        for o in self.om.unknown():
+            if o.client_order_id not in self._verifying:
+                self._spawn(self._resolve_unknown(o))
+        for o in self.om.in_flight_older_than(self._stuck_ns):
+            if o.order_id is not None:
+                self._verify_soon(o.order_id)
+            else:
+                self.om.on_create_timeout(o.client_order_id)   # resolved on the next pass
 
     def _start_kill_sweep(self) -> None:
         if self._kill_sweep_running:
@@ -708,18 +822,30 @@ class Engine(FeedHandler):
         async def sweep() -> None:
             try:
                 await self._cancel_everything(f"kill switch: {self.gate.kill_reason}")
-                self.gate.on_cancel_sweep_done()
+                if not any(o.is_live and o.order_id is not None for o in self.om.orders()):
+                    self.gate.on_cancel_sweep_done()   # else still tripped: housekeeping sweeps again
             finally:
                 self._kill_sweep_running = False
         self._spawn(sweep())
 
     def _after_pnl_change(self) -> None:
+        was = self.gate.kill_state
         if self.gate.update_pnl() is KillState.TRIPPED or self.gate.kill_state is KillState.TRIPPED:
             if not self._kill_sweep_running:
                 self._event("kill_switch", detail=self.gate.kill_reason)
             for p in self.pipes.values():
                 p.state = "killed"
+                p.dirty = True
             self._start_kill_sweep()
+        elif was is not KillState.ARMED and self.gate.kill_state is KillState.ARMED:
+            self._event("kill_switch_rearmed")
+            self._requote_all()
+
+    def _requote_all(self) -> None:
+        now = self.clock.monotonic_ns()
+        for p in self.pipes.values():
+            if p.ready:
+                self._requote(p, now)
 
     # ================================================================================== operator
     def operator_trip(self, reason: str = "operator") -> None:
@@ -728,21 +854,36 @@ class Engine(FeedHandler):
         self._after_pnl_change()
 
     def operator_resume(self) -> None:
-        """Re-arm the kill switch by hand (``kill -USR1 <pid>`` in ``kmm run``) and quote again."""
-        self.gate.operator_resume()
+        """Re-arm the kill switch by hand (``kill -USR1 <pid>`` in ``kmm run``) and quote again; a
+        session order group that fired is reset first."""
         self._event("operator_resume")
-        for p in self.pipes.values():
-            if p.ready:
-                self._requote(p, self.clock.monotonic_ns())
+        if self._group_fired and self.group_id is not None and self.rest is not None:
+            self._spawn(self._reset_group_then_resume())
+            return
+        self.gate.operator_resume()
+        self._requote_all()
+
+    async def _reset_group_then_resume(self) -> None:
+        assert self.rest is not None and self.group_id is not None
+        try:
+            await self.rest.reset_order_group(self.group_id)
+        except KmmError as exc:
+            log.error("could not reset the session order group %s (%s); staying paused", self.group_id, exc)
+            return
+        self._group_fired = False
+        log.warning("session order group %s reset by the operator", self.group_id)
+        self.gate.operator_resume()
+        self._requote_all()
 
     # ================================================================================== reconcile
     async def _resync(self, why: str) -> None:
         """After a reconnect (and periodically): backfill fills, reconcile orders and positions."""
         assert self.rest is not None
         t0 = self.clock.monotonic_ns()
+        t0_wall_ms = self.clock.time_ns() // 1_000_000
+        epoch = self._conn_epoch
         try:
-            min_ts = max(0, self._last_fill_ts_ms // 1000 - 5)
-            fills = [f for f in await self.rest.get_fills(min_ts=min_ts) if f.ticker in self.pipes]
+            fills = await self._session_fills()
             missed = 0
             for f in sorted(fills, key=lambda f: f.ts_ms):
                 before = self.fills
@@ -765,10 +906,14 @@ class Engine(FeedHandler):
                 found = await self.rest.find_order_by_client_id(o.client_order_id, ticker=o.ticker)
                 self.om.resolve_unknown(o.client_order_id, found)
             await self._check_positions(why)
-        except KmmError as exc:
-            log.error("reconcile (%s) failed: %s; retrying at the next interval", why, exc)
+        except Exception as exc:  # noqa: BLE001 - housekeeping retries (after a reconnect: until it works)
+            log.error("reconcile (%s) failed: %s; retrying", why, exc)
             return
+        self._backfill_from_ms = max(self._backfill_from_ms, t0_wall_ms - 5_000)
         if why == "reconnect":
+            if epoch != self._conn_epoch or self.ws is None or not self.ws.connected:
+                log.warning("connection lost again during the reconcile; waiting for the next one")
+                return
             self._resync_needed = False
             self.quoting = True
             self._event("resumed", detail="after reconnect and reconcile")
@@ -777,27 +922,46 @@ class Engine(FeedHandler):
                 if p.ready:
                     self._requote(p, self.clock.monotonic_ns())
 
-    async def _check_positions(self, why: str) -> bool:
+    async def _session_fills(self) -> list[Fill]:
+        """Our fills in our markets since the last good reconcile (never from before the session)."""
         assert self.rest is not None
-        ok = True
-        if any(p.in_flight for p in self.pipes.values()):
-            return True  # fills may be in flight: check at a quiet moment
+        fills = await self.rest.get_fills(min_ts=max(0, self._backfill_from_ms // 1000 - 1))
+        return [f for f in fills if f.ticker in self.pipes and f.ts_ms >= self._session_start_ms]
+
+    async def _check_positions(self, why: str) -> bool | None:
+        """Compare positions with ``GET /portfolio/positions``. None: not checked (requests in flight).
+
+        A fill can be in the exchange's answer before its message reaches us, or the other way round, so
+        a mismatch is only acted on when it is still there at the next check with no fill in between
+        (or at stop, when nothing is in flight): then it is logged CRITICAL and the exchange's position
+        is taken."""
+        assert self.rest is not None
+        if why != "stop" and any(p.in_flight for p in self.pipes.values()):
+            return None
         exch = {p.ticker: p for p in await self.rest.get_positions()}
+        ok = True
         for t in self.tickers:
             pos = exch.get(t) or MarketPosition(t, 0, 0, 0, 0)
             check = self.pf.check_against(pos, check_volume=False)
-            if not check.ok:
-                ok = False
-                self.position_mismatches += 1
-                log.critical("portfolio %s (%s): %s; taking the exchange's position", t, why, check)
-                self.pf.load_position(pos)
+            if check.ok:
+                self._position_suspect.pop(t, None)
+                continue
+            ok = False
+            if why != "stop" and self._position_suspect.get(t) != self.fills:
+                self._position_suspect[t] = self.fills
+                log.warning("portfolio %s differs from the exchange (%s): %s; checking again", t, why, check)
+                continue
+            self._position_suspect.pop(t, None)
+            self.position_mismatches += 1
+            log.critical("portfolio %s (%s): %s; taking the exchange's position", t, why, check)
+            self.pf.load_position(pos)
         if ok:
             log.info("portfolio agrees with exchange positions (%s)", why)
         return ok
 
     # ================================================================================== housekeeping
     async def _housekeeping(self, stop: asyncio.Event) -> None:
-        next_reconcile = next_status = next_pnl = next_view = next_mark = next_snap = 0.0
+        next_reconcile = next_status = next_pnl = next_view = next_mark = next_snap = next_prune = 0.0
         snap_every = self.cfg.records.book_snapshot_interval_s
         period = 0.25
         while not stop.is_set():
@@ -807,8 +971,15 @@ class Engine(FeedHandler):
                 self._check_staleness()
                 self._retry_held(now_s)
                 self._forget_closed_orders()
-                if self.gate.kill_state is KillState.PAUSED:
-                    self._after_pnl_change()
+                self._watch_requests()
+                self._after_pnl_change()          # marks move unrealized P&L: the loss limit sees it
+                if self.gate.kill_state is KillState.TRIPPED and not self._kill_sweep_running:
+                    self._start_kill_sweep()      # a cancel of the last sweep was refused: sweep again
+                if self._resync_needed and not self.stopping:
+                    self._keep_recovering()
+                if now_s >= next_prune:
+                    next_prune = now_s + 60.0
+                    self.om.prune(300 * NS_PER_S)
                 if now_s >= next_status:
                     next_status = now_s + self.opt.status_poll_s
                     await self._poll_status()
@@ -830,8 +1001,8 @@ class Engine(FeedHandler):
                 if now_s >= next_view:
                     next_view = now_s + (1.0 if self.opt.view == "live" else self.opt.view_every_s)
                     self._draw()
-            except KmmError as exc:
-                log.warning("housekeeping: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - housekeeping must keep running
+                log.warning("housekeeping: %s", exc, exc_info=not isinstance(exc, KmmError))
 
     def _check_staleness(self) -> None:
         """Books silent for ``stale_after_s``.
@@ -859,6 +1030,15 @@ class Engine(FeedHandler):
                 p.last_book_ns = now      # ask again after another stale_after_s if nothing comes
             self._event("quiet_check", detail=",".join(tickers))
             self.ws.request_snapshot(tickers, reason="quiet market", mark_stale=False)
+
+    def _keep_recovering(self) -> None:
+        """While disconnected: keep cancelling until nothing of ours rests; once reconnected, reconcile
+        (again, if a previous attempt failed) before quoting resumes."""
+        if not self._sweeping and any(o.is_live and o.order_id is not None for o in self.om.orders()):
+            self._spawn(self._cancel_everything("websocket lost"))
+        if (self.ws is not None and self.ws.connected
+                and (self._resync_task is None or self._resync_task.done())):
+            self._resync_task = self._spawn(self._resync("reconnect"))
 
     def _forget_closed_orders(self) -> None:
         if self.rest is None or not self._presigned:
@@ -1001,7 +1181,8 @@ class Engine(FeedHandler):
         rest = self.rest
         try:
             if rest is not None and rest.signer is not None:
-                await self._drain_requests(self.opt.request_drain_s)
+                # a create can take its timeout plus the connector's lookups before it is settled
+                await self._drain_requests(max(self.opt.request_drain_s, self._stuck_ns / NS_PER_S))
                 if self.cfg.run.leave_orders_on_exit:
                     log.warning("leave_orders_on_exit: orders stay resting at the exchange as asked")
                 else:
@@ -1033,41 +1214,60 @@ class Engine(FeedHandler):
         return summary
 
     async def _stop_sweep(self, rest: KalshiRest) -> tuple[bool, int]:
-        """Cancel everything in our markets and verify over REST that nothing rests."""
+        """Cancel everything in our markets and verify over REST that nothing rests.
+
+        Verified means: the exchange lists no resting order of ours in these markets, and no create of
+        ours is still in flight or of unknown outcome (it could land after the check). The session's
+        order group is deleted whatever happens (deleting it cancels its orders at the exchange)."""
         left: list[UserOrder] = []
-        for attempt in range(1, self.opt.stop_verify_attempts + 1):
-            await self._cancel_everything("stop")
+        unsure: list[Order] = []
+        try:
+            for attempt in range(1, self.opt.stop_verify_attempts + 1):
+                try:
+                    for o in self.om.unknown():
+                        await self._resolve_unknown(o)
+                    await self._cancel_everything("stop")
+                    left = [o for o in await rest.get_orders(status="resting") if o.ticker in self.pipes]
+                except Exception as exc:  # noqa: BLE001 - try again; the count of attempts bounds it
+                    log.error("stop sweep attempt %d failed: %s", attempt, exc)
+                    left = left or []
+                    await asyncio.sleep(0.2 * attempt)
+                    continue
+                unsure = [o for o in self.om.orders() if o.is_live and o.order_id is None]
+                if not left and not unsure:
+                    log.info("stop: verified over REST that no order rests in %s", ", ".join(self.tickers))
+                    return True, 0
+                if left:
+                    log.warning("stop: %d orders still rest (attempt %d): cancelling them by id", len(left), attempt)
+                    self.om.reconcile(left, (), tickers=self.tickers)
+                    ids = [o.order_id for o in left]
+                    for i in range(0, len(ids), BATCH_CANCEL_MAX):
+                        self._on_cancel_acks(await rest.cancel_orders(ids[i:i + BATCH_CANCEL_MAX]))
+                if unsure:
+                    log.warning("stop: %d creates still without an answer; waiting for them", len(unsure))
+                await asyncio.sleep(0.2 * attempt)
             left = [o for o in await rest.get_orders(status="resting") if o.ticker in self.pipes]
-            if not left:
-                log.info("stop: verified over REST that no order rests in %s", ", ".join(self.tickers))
-                break
-            log.warning("stop: %d orders still rest (attempt %d): cancelling them by id", len(left), attempt)
-            self.om.reconcile(left, (), tickers=self.tickers)
-            ids = [o.order_id for o in left]
-            for i in range(0, len(ids), BATCH_CANCEL_MAX):
-                for ack in await rest.cancel_orders(ids[i:i + BATCH_CANCEL_MAX]):
-                    self.om.on_cancel_ack(ack.order_id, ack.reduced_by)
-            await asyncio.sleep(0.1 * attempt)
-        else:
-            left = [o for o in await rest.get_orders(status="resting") if o.ticker in self.pipes]
-        if self.group_id is not None:
-            try:
-                await rest.delete_order_group(self.group_id)
-            except KmmError as exc:
-                log.warning("could not delete the session order group %s: %s", self.group_id, exc)
-        if left:
-            log.critical("stop: %d orders still rest at the exchange after %d attempts: %s", len(left),
-                         self.opt.stop_verify_attempts, ", ".join(o.order_id for o in left))
-        return (not left), len(left)
+            unsure = [o for o in self.om.orders() if o.is_live and o.order_id is None]
+        finally:
+            if self.group_id is not None:
+                try:
+                    await rest.delete_order_group(self.group_id)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("could not delete the session order group %s: %s", self.group_id, exc)
+        if left or unsure:
+            log.critical("stop: %d orders still rest at the exchange and %d creates are unresolved after %d "
+                         "attempts: %s", len(left), len(unsure), self.opt.stop_verify_attempts,
+                         ", ".join([o.order_id for o in left] + [o.client_order_id for o in unsure]))
+        if not left and not unsure:
+            return True, 0
+        return False, len(left) + len(unsure)
 
     async def _final_check(self, rest: KalshiRest) -> bool:
         """Backfill the last fills, then compare positions and cash with the exchange."""
         await asyncio.sleep(0.2)   # let the last fill messages arrive over the socket
-        min_ts = max(0, self._last_fill_ts_ms // 1000 - 5)
-        for f in sorted(await rest.get_fills(min_ts=min_ts), key=lambda f: f.ts_ms):
-            if f.ticker in self.pipes:
-                self.on_fill(f)
-        ok = await self._check_positions("stop")
+        for f in sorted(await self._session_fills(), key=lambda f: f.ts_ms):
+            self.on_fill(f)
+        ok = bool(await self._check_positions("stop"))
         bal = await rest.get_balance()
         cash = self.pf.check_balance(bal.balance)
         if cash.ok:

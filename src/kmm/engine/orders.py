@@ -603,6 +603,9 @@ class OrderManager:
                 self._settle(o, "reconcile")
                 rep.resolved.append(o)
                 continue
+            if as_of_ns is not None and o.updated_ns > as_of_ns:
+                present.add(id(o))
+                continue      # changed after the snapshot was asked for: the snapshot is older than we are
             diffs = []
             want_price = o.pending_price if o.state is S.PENDING_AMEND else o.price
             if uo.price != o.price and uo.price != want_price:
@@ -622,8 +625,8 @@ class OrderManager:
                 continue
             if scope is not None and o.ticker not in scope:
                 continue
-            if as_of_ns is not None and o.created_ns > as_of_ns:
-                continue
+            if as_of_ns is not None and (o.created_ns > as_of_ns or o.updated_ns > as_of_ns):
+                continue      # created or changed after the snapshot was asked for: it may not show yet
             if o.state is S.PENDING:
                 continue      # still in flight; its ack or timeout will settle it
             if o.state is S.TIMEOUT_UNKNOWN:

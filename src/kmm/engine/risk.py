@@ -143,7 +143,8 @@ class RiskGate:
         self.tripped_at_ns: int | None = None
         self.backoff_until_ns = 0
         self.backoff_level = 0
-        self.last_pnl = 0               # total P&L at the last update_pnl, 1e-4 $
+        self.last_pnl = 0               # session P&L at the last update_pnl, 1e-4 $
+        self.pnl_baseline = 0           # total P&L when the session started (history of the account)
         self.denials: dict[str, int] = {}
 
     # ------------------------------------------------------------------ market state
@@ -209,7 +210,7 @@ class RiskGate:
     # ------------------------------------------------------------------ kill switch
     def update_pnl(self) -> KillState:
         """Re-read total P&L and move the kill switch. Call after fills and marks."""
-        pnl = self.last_pnl = self.positions.total_pnl()
+        pnl = self.last_pnl = self.positions.total_pnl() - self.pnl_baseline
         lim = self.limits
         if self.kill_state is KillState.ARMED and pnl <= -lim.max_loss:
             self.trip(f"loss limit: total P&L {pnl} <= -{lim.max_loss} (1e-4 $)")
@@ -221,6 +222,12 @@ class RiskGate:
             self.kill_state = KillState.ARMED
             self.kill_reason = ""
         return self.kill_state
+
+    def set_pnl_baseline(self) -> None:
+        """Start counting the loss limit from here: positions loaded at start carry the account's
+        past realized P&L and fees, which are not this session's."""
+        self.pnl_baseline = self.positions.total_pnl()
+        self.last_pnl = 0
 
     def trip(self, reason: str) -> None:
         """Trip the kill switch (loss limit, or the operator). The caller cancels everything."""

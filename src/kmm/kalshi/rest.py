@@ -52,6 +52,10 @@ class OrderNotPlaced(RequestTimeout):
                          "order: it was not placed (watch user_orders in case it lands late)")
 
 
+# Error codes that mean "no such order (any more)" in a batched cancel's items [U: lower-case FIX names]
+NOT_FOUND_CODES = frozenset({"not_found", "order_not_found"})
+
+
 def new_client_order_id() -> str:
     return str(uuid.uuid4())
 
@@ -323,9 +327,11 @@ class KalshiRest:
         except RequestTimeout:
             return await self._recover_create(req)
         except ExchangeError as exc:
-            if exc.code != "connection_error":
+            # A refusal (4xx) is final. A dropped connection, a 5xx or a 408 (e.g. from a proxy after the
+            # exchange took the order) leaves the outcome unknown: look the order up, never re-send.
+            if exc.code != "connection_error" and not (exc.status >= 500 or exc.status == 408):
                 raise
-            return await self._recover_create(req)  # the request may have reached the exchange
+            return await self._recover_create(req)
         return wire.decode_order_ack(ack)
 
     async def _recover_create(self, req: OrderRequest) -> OrderAck:
@@ -411,7 +417,12 @@ class KalshiRest:
         return wire.decode_cancel_ack(body)
 
     async def cancel_orders(self, order_ids: list[str], *, subaccount: int | None = None) -> list[CancelAck]:
-        """Batched cancel (fixed path, so pre-signed). Items the exchange no longer has come back already_gone."""
+        """Batched cancel (fixed path, so pre-signed); one CancelAck per id, in order.
+
+        Only an item the exchange answers with "not found" counts as already gone. An item refused for
+        another reason comes back with ``error`` set (the order may still rest). A 404 on the whole
+        request (the route, not an order) or an id missing from the answer is retried with a single
+        cancel for that id, so a cancel is never assumed."""
         if not order_ids:
             return []
         items = [{"order_id": oid} if subaccount is None else {"order_id": oid, "subaccount": subaccount}
@@ -420,22 +431,35 @@ class KalshiRest:
             resp = await self.request("DELETE", protocol.PATH_ORDERS_V2_BATCHED, body={"orders": items},
                                       lane=CANCEL, cost=protocol.COST_CANCEL * len(order_ids), retry=False)
         except NotFound:
-            return [CancelAck(order_id=o, client_order_id=None, reduced_by=0, already_gone=True) for o in order_ids]
-        out = []
-        by_id = {}
+            log.warning("batched cancel answered 404 as a whole; cancelling %d orders one by one", len(order_ids))
+            return [await self._cancel_one(oid) for oid in order_ids]
+        by_id: dict[str, CancelAck] = {}
         for item in resp.get("orders") or []:
             oid = item.get("order_id")
-            if oid is None:
+            if not isinstance(oid, str):
                 continue
-            if item.get("error"):
-                by_id[oid] = CancelAck(order_id=oid, client_order_id=item.get("client_order_id"),
-                                       reduced_by=0, already_gone=True)
+            err = item.get("error")
+            if err:
+                code = str(err.get("code", "") if isinstance(err, dict) else err)
+                if code in NOT_FOUND_CODES:
+                    by_id[oid] = CancelAck(order_id=oid, client_order_id=item.get("client_order_id"),
+                                           reduced_by=0, already_gone=True)
+                else:
+                    by_id[oid] = CancelAck(order_id=oid, client_order_id=item.get("client_order_id"),
+                                           reduced_by=0, error=code or "refused")
             else:
                 by_id[oid] = wire.decode_cancel_ack(item)
+        out = []
         for oid in order_ids:
-            out.append(by_id.get(oid) or CancelAck(order_id=oid, client_order_id=None, reduced_by=0,
-                                                   already_gone=True))
+            ack = by_id.get(oid)
+            out.append(ack if ack is not None else await self._cancel_one(oid))
         return out
+
+    async def _cancel_one(self, order_id: str) -> CancelAck:
+        try:
+            return await self.cancel_order(order_id)
+        except ExchangeError as exc:
+            return CancelAck(order_id=order_id, client_order_id=None, reduced_by=0, error=exc.code)
 
     async def cancel_all(self, ticker: str | None = None) -> list[CancelAck]:
         """DELETE /portfolio/events/orders ([U] added ~Aug 2026; body shape assumed like batched cancel)."""
@@ -457,6 +481,9 @@ class KalshiRest:
                                   retry=False)
         if "order_id" not in resp:
             resp = {**resp, "order_id": order_id}
+        if "remaining_count" not in resp or "fill_count" not in resp:
+            # the counts are optional in the amend answer: read the order rather than assume 0
+            return wire.order_ack_from_order(await self.get_order(order_id))
         return wire.decode_order_ack(resp)
 
     async def decrease_order(self, order_id: str, reduce_to: int) -> DecreaseAck:

@@ -132,6 +132,7 @@ class CancelAck:
     reduced_by: int
     ts_ms: int = 0
     already_gone: bool = False   # the exchange answered 404 / not found: the order was already done
+    error: str | None = None     # this item was refused for another reason: the order may still rest
 
 
 @dataclass(slots=True, frozen=True)
