@@ -15,6 +15,15 @@ at once. For each one it follows docs/execution.md "Plugging in a driver":
 - when an algorithm is done the driver waits (at most ``settle_s``) for fills the exchange reported
   but that have not arrived, backfills the rest over REST, then writes metrics and children.
 
+Order state. One :class:`kmm.engine.orders.OrderManager` (``svc.om``) tracks every child sent, as
+the market maker's loop does: ``om.create(..., client_order_id=child_id)`` after the gate passes and
+before the create goes out; every REST answer (ack, reject, timeout + lookup, amend/decrease/cancel
+acks and failures, order reads) and every WS ``user_order`` and ``fill`` is fed to it, and cancels,
+amends and decreases are marked ``om.request_*`` before they are sent. Fills are deduplicated by
+``om.on_fill``. The risk gate reads open orders and open size from the OM. :class:`ChildOrder` keeps
+only what the algorithm contract and the records need on top (place/held-cancel progress, the status
+and fill count the algorithm was told, level, times); its ``order_id`` and ``live`` come from the OM.
+
 Sharing the write budget. The connector's limiter serves cancels before amends before places and
 paces them to the tier. On top of it the driver keeps at most ``max_inflight`` places/amends in
 flight and picks the next one **round-robin across executions**, so one execution with many children
@@ -26,7 +35,8 @@ so an order found at the exchange names its execution.
 
 Stopping. ``stop()`` (and leaving ``async with``) cancels every running execution, waits for their
 children to be reported terminal, then lists resting orders over REST and cancels any of ours left,
-until none rests (``stop_verified``). With a store, executions and children are written as they
+reconciling the OM with each listing, until none rests; ``stop_verified`` is True only when REST
+shows none and the OM has no live order either. With a store, executions and children are written as they
 change; :meth:`ExecutionService.recover` (run at start) finds executions left open by a previous run,
 cancels their resting children and marks them ended.
 """
@@ -40,7 +50,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +58,7 @@ from typing import Any
 from kmm._core.fees import TAKER_RATE_E6, fee_rate_e6
 from kmm._core.grid import Grid
 from kmm.engine.clock import SystemClock
+from kmm.engine.orders import IN_FLIGHT, Order, OrderManager
 from kmm.engine.portfolio import Portfolio
 from kmm.engine.risk import RiskGate, RiskLimits
 from kmm.errors import ExchangeError, KmmError, RateLimited, RequestTimeout
@@ -58,7 +69,7 @@ from kmm.execution.intents import Amend, Cancel, Decrease, Intent, Place
 from kmm.execution.metrics import ExecutionMetrics, metrics_for
 from kmm.execution.request import ExecutionRequest, MarketInfo, RequestError
 from kmm.kalshi import ConnectorConfig, FeedHandler, KalshiRest, KalshiWs, OrderNotPlaced
-from kmm.kalshi.types import Fill, OrderAck, OrderRequest, UserOrder
+from kmm.kalshi.types import CancelAck, Fill, OrderAck, OrderRequest, UserOrder
 
 __all__ = ["ExecutionService", "ExecutionHandle", "ChildOrder", "new_execution_id", "check_execution_id",
            "store_status", "market_info_from_raw", "BATCH_CANCEL_MAX"]
@@ -119,16 +130,21 @@ class ChildOrder:
     total: int                        # size asked for: place count, amended total, filled + reduce_to
     level: int                        # arrival take-side levels the price reaches (0 = passive)
     created_ns: int
-    order_id: str | None = None
+    order: Order | None = None        # the service's OrderManager entry, from the moment it is sent
     place: str = "queued"             # queued -> sent -> acked | rejected
     held_cancel: bool = False         # a Cancel came while the place was in flight
-    status: str = "pending"
-    filled: int = 0                   # best known exchange fill count
+    status: str = "pending"           # exchange vocabulary: what the algorithm and the store were told
+    filled: int = 0                   # best known exchange fill count (also from a cancel's reduced_by)
     filled_ns: int | None = None
 
     @property
+    def order_id(self) -> str | None:
+        return self.order.order_id if self.order is not None else None
+
+    @property
     def live(self) -> bool:
-        return self.place in ("sent", "acked") and self.status not in ("canceled", "executed", "rejected")
+        """Sent and not terminal in the order manager (which may be at the exchange)."""
+        return self.order is not None and self.order.is_live
 
 
 class ExecutionHandle:
@@ -200,25 +216,6 @@ class _Run:
         return self.market.ticker
 
 
-class _OrderView:
-    """The risk gate's view of our open orders: children that were sent and are not terminal."""
-
-    def __init__(self, svc: ExecutionService) -> None:
-        self._svc = svc
-
-    def _live(self) -> Iterable[tuple[_Run, ChildOrder]]:
-        for run in self._svc._runs.values():
-            for c in run.kids.values():
-                if c.live:
-                    yield run, c
-
-    def open_count(self, ticker: str | None = None) -> int:
-        return sum(1 for run, _ in self._live() if ticker is None or run.ticker == ticker)
-
-    def open_qty(self, ticker: str, side: str) -> int:
-        return sum(max(0, c.total - c.filled) for run, c in self._live() if run.ticker == ticker and c.side == side)
-
-
 # ---------------------------------------------------------------------------------------- service
 class ExecutionService(FeedHandler):
     """Runs executions on one connection. ``async with ExecutionService(conn) as svc: ...``.
@@ -251,19 +248,18 @@ class ExecutionService(FeedHandler):
         self.clock = SystemClock()
         self._t0 = time.monotonic_ns()
         self.pf = Portfolio()
-        self.gate = RiskGate(limits or RiskLimits(), self.clock, self.pf, _OrderView(self))
+        # every child sent is tracked here; the gate reads its open orders from it
+        self.om = OrderManager(self.clock)
+        self.gate = RiskGate(limits or RiskLimits(), self.clock, self.pf, self.om)
         self.rest: KalshiRest | None = None
         self.ws: KalshiWs | None = None
         self._runs: dict[str, _Run] = {}
-        self._by_coid: dict[str, tuple[_Run, ChildOrder]] = {}
-        self._by_oid: dict[str, tuple[_Run, ChildOrder]] = {}
         self._rr: deque[_Run] = deque()
         self._cancels: list[tuple[_Run, ChildOrder]] = []
         self._inflight = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._markets: dict[str, MarketInfo] = {}
         self._ready: dict[str, asyncio.Event] = {}
-        self._seen_trades: set[str] = set()
         self._wake: asyncio.Event | None = None
         self._timer_task: asyncio.Task[None] | None = None
         self.started = False
@@ -354,29 +350,68 @@ class ExecutionService(FeedHandler):
         return verified
 
     async def _stop_sweep(self) -> bool:
-        """List resting orders and cancel every one that belongs to our executions, until none rests."""
+        """Make sure no order of ours is left: list resting orders over REST and cancel every one that
+        belongs to our executions until none rests, taking each snapshot into the order manager
+        (``reconcile``: the exchange wins); verified only when REST shows none and the order manager
+        has no live order either (a create still unanswered, or one the exchange never confirmed closed)."""
         assert self.rest is not None
         ids = tuple(self._runs)
         left: list[UserOrder] = []
-        for attempt in range(1, 4):
-            left = [o for o in await self.rest.get_orders(status="resting") if _owned(o, ids, self._by_coid)]
-            if not left:
-                log.info("execution stop: verified over REST that none of %d executions' orders rests", len(ids))
-                return True
+        for attempt in range(1, 5):
+            t0 = self.clock.monotonic_ns()
+            left = [o for o in await self.rest.get_orders(status="resting") if self._owned(o, ids)]
+            rep = self.om.reconcile(left, (), as_of_ns=t0)
+            if not rep.clean:
+                log.warning("execution stop: %s", rep)
+            if not left or attempt == 4:
+                break
             log.warning("execution stop: %d child orders still rest (attempt %d): cancelling", len(left), attempt)
             await self._cancel_ids([o.order_id for o in left])
             await asyncio.sleep(0.05 * attempt)
-        left = [o for o in await self.rest.get_orders(status="resting") if _owned(o, ids, self._by_coid)]
+        unsure = [o for o in self.om.orders() if o.is_live]
         if left:
             log.critical("execution stop: %d child orders still rest: %s", len(left),
                          ", ".join(o.order_id for o in left))
-        return not left
+        if unsure:
+            log.critical("execution stop: %d child orders not confirmed terminal (%s); check the exchange",
+                         len(unsure), ", ".join(f"{o.client_order_id}:{o.state.value}" for o in unsure))
+        if not left and not unsure:
+            log.info("execution stop: verified over REST and the order manager that none of %d executions' "
+                     "orders rests", len(ids))
+        return not left and not unsure
+
+    def _owned(self, o: UserOrder, exec_ids: tuple[str, ...]) -> bool:
+        coid = o.client_order_id or ""
+        if self.om.get(coid) is not None:
+            return True
+        return any(coid.startswith(e + "-") for e in exec_ids)
 
     async def _cancel_ids(self, order_ids: list[str]) -> None:
+        """Batched cancels outside the algorithms (stop sweep, recovery); answers go to the order manager."""
         assert self.rest is not None
         for i in range(0, len(order_ids), BATCH_CANCEL_MAX):
+            chunk = order_ids[i:i + BATCH_CANCEL_MAX]
+            for oid in chunk:
+                o = self.om.by_order_id(oid)
+                if o is not None and o.is_live:
+                    self.om.request_cancel(oid)
             self.calls["cancel_batches"] += 1
-            await self.rest.cancel_orders(order_ids[i:i + BATCH_CANCEL_MAX])
+            try:
+                acks = await self.rest.cancel_orders(chunk)
+            except KmmError:
+                for oid in chunk:
+                    self.om.on_request_failed(oid, "batched cancel failed")
+                raise
+            for a in acks:
+                self._om_cancel_answer(a)
+
+    def _om_cancel_answer(self, a: CancelAck) -> None:
+        if self.om.by_order_id(a.order_id) is None:
+            return                            # not ours this session (recovery of a previous run)
+        if a.error:
+            self.om.on_request_failed(a.order_id, f"cancel refused: {a.error}")
+        else:
+            self.om.on_cancel_ack(a.order_id, a.reduced_by)
 
     async def recover(self) -> list[str]:
         """Close executions a previous run left open in the store: cancel their resting children
@@ -528,7 +563,6 @@ class ExecutionService(FeedHandler):
                         if (p <= it.price if it.side == "bid" else p >= it.price))
             c = ChildOrder(it.child_id, it.side, it.price, it.count, level, time.time_ns())
             run.kids[it.child_id] = c
-            self._by_coid[it.child_id] = (run, c)
             self._record_child(run, c)
             self._queue_write(run, it)
         elif isinstance(it, Cancel):
@@ -603,32 +637,45 @@ class ExecutionService(FeedHandler):
                      d.detail)
             self._deny(run, it.child_id, "place", f"risk:{d.reason}")
             return
+        try:
+            c.order = self.om.create(run.ticker, it.side, it.price, it.count, client_order_id=it.child_id)
+        except ValueError as exc:             # an id or size the order manager refuses: never sent
+            c.place, c.status = "rejected", "rejected"
+            self._record_child(run, c)
+            self._deny(run, it.child_id, "place", f"invalid: {exc}")
+            return
         c.place = "sent"
+        coid = it.child_id
         req = OrderRequest(ticker=run.ticker, side=it.side, price=it.price, count=it.count,
-                           client_order_id=it.child_id, time_in_force=it.tif, post_only=it.post_only)
+                           client_order_id=coid, time_in_force=it.tif, post_only=it.post_only)
         self.calls["place"] += 1
         try:
             ack: OrderAck = await self.rest.create_order(req)
         except OrderNotPlaced:
+            self.om.resolve_unknown(coid, None)
             self._place_failed(run, c, "not placed (create timed out, lookups found nothing)")
             return
         except RateLimited:
             self.gate.on_rate_limited()
+            self.om.on_create_rejected(coid, "429")
             self._place_failed(run, c, "429")
             return
         except ExchangeError as exc:
+            self.om.on_create_rejected(coid, exc.code)
             self._place_failed(run, c, exc.code)
             return
         except (RequestTimeout, OSError, KmmError) as exc:
+            self.om.on_create_timeout(coid)
             found = await self._lookup(run, c)
+            self.om.resolve_unknown(coid, found)
             if found is None:
                 self._place_failed(run, c, f"outcome unknown ({exc}); not found at the exchange")
                 return
             ack = OrderAck(found.order_id, found.client_order_id, found.fill_count, found.remaining_count)
+        else:
+            self.om.on_ack(ack)
         self.gate.on_request_ok()
         c.place = "acked"
-        c.order_id = ack.order_id
-        self._by_oid[ack.order_id] = (run, c)
         c.filled = max(c.filled, ack.fill_count)
         if ack.remaining_count > 0:
             status = "resting"
@@ -641,7 +688,7 @@ class ExecutionService(FeedHandler):
                    ack="place", price=it.price)
         if c.held_cancel:
             c.held_cancel = False
-            if c.status == "resting":
+            if c.live:
                 self._cancels.append((run, c))
                 self._pump()
             elif run.algo.children[it.child_id].pending.get("cancel") is not None:
@@ -665,27 +712,34 @@ class ExecutionService(FeedHandler):
     async def _do_amend(self, run: _Run, it: Amend) -> None:
         assert self.rest is not None
         c = run.kids.get(it.child_id)
-        if c is None or c.order_id is None or not c.live:
+        o = c.order if c is not None else None
+        if c is None or o is None or o.order_id is None or not o.is_live:
             self._deny(run, it.child_id, "amend", "amend of an order that is not live")
             return
-        d = self.gate.check_amend(run.ticker, c.side, it.price, max(0, it.count - c.filled),
-                                  max(0, c.total - c.filled))
+        oid = o.order_id
+        d = self.gate.check_amend(run.ticker, c.side, it.price, max(0, it.count - o.fill_count), o.remaining)
         if not d:
             self._deny(run, it.child_id, "amend", f"risk:{d.reason}")
             return
+        if self.om.request_amend(oid, it.price, max(0, it.count - o.fill_count)) is None:
+            self._deny(run, it.child_id, "amend", f"order is {o.state.value}")
+            return
         self.calls["amend"] += 1
         try:
-            ack = await self.rest.amend_order(c.order_id, ticker=run.ticker, side=c.side, price=it.price,
+            ack = await self.rest.amend_order(oid, ticker=run.ticker, side=c.side, price=it.price,
                                               count=it.count, client_order_id=c.child_id)
         except RateLimited:
             self.gate.on_rate_limited()
+            self.om.on_request_failed(oid, "429")
             self._deny(run, it.child_id, "amend", "429")
             return
         except (ExchangeError, RequestTimeout, KmmError) as exc:
+            self.om.on_request_failed(oid, f"amend: {exc}", gone=getattr(exc, "status", 0) == 404)
             self._deny(run, it.child_id, "amend", getattr(exc, "code", str(exc)))
             await self._refresh(run, c)       # a 404 means it is gone: report its final state
             return
         self.gate.on_request_ok()
+        self.om.on_amend_ack(ack)
         c.price, c.total = it.price, it.count
         c.filled = max(c.filled, ack.fill_count)
         status = "resting" if ack.remaining_count > 0 else ("executed" if ack.fill_count >= it.count else "canceled")
@@ -697,16 +751,23 @@ class ExecutionService(FeedHandler):
     async def _do_decrease(self, run: _Run, it: Decrease) -> None:
         assert self.rest is not None
         c = run.kids.get(it.child_id)
-        if c is None or c.order_id is None or not c.live:
+        o = c.order if c is not None else None
+        if c is None or o is None or o.order_id is None or not o.is_live:
             self._deny(run, it.child_id, "decrease", "decrease of an order that is not live")
+            return
+        oid = o.order_id
+        if self.om.request_decrease(oid, it.reduce_to) is None:
+            self._deny(run, it.child_id, "decrease", f"order is {o.state.value}")
             return
         self.calls["decrease"] += 1
         try:
-            ack = await self.rest.decrease_order(c.order_id, it.reduce_to)
+            ack = await self.rest.decrease_order(oid, it.reduce_to)
         except (ExchangeError, RequestTimeout, KmmError) as exc:
+            self.om.on_request_failed(oid, f"decrease: {exc}", gone=getattr(exc, "status", 0) == 404)
             self._deny(run, it.child_id, "decrease", getattr(exc, "code", str(exc)))
             await self._refresh(run, c)
             return
+        self.om.on_decrease_ack(oid, ack.remaining_count)
         c.total = c.filled + ack.remaining_count
         status = "resting" if ack.remaining_count > 0 else "canceled"
         c.status = status
@@ -718,6 +779,9 @@ class ExecutionService(FeedHandler):
         batch = [(r, c) for r, c in batch if c.order_id is not None]
         if not batch:
             return
+        for _, c in batch:
+            if c.live:
+                self.om.request_cancel(c.order_id)  # type: ignore[arg-type]
         self.calls["cancel"] += len(batch)
         self.calls["cancel_batches"] += 1
         try:
@@ -726,6 +790,7 @@ class ExecutionService(FeedHandler):
             log.warning("batched cancel of %d children failed: %s; each is answered rejected and retried",
                         len(batch), exc)
             for run, c in batch:
+                self.om.on_request_failed(c.order_id, f"batched cancel failed: {exc}")  # type: ignore[arg-type]
                 self._deny(run, c.child_id, "cancel", getattr(exc, "code", str(exc)))
             return
         by_id = {a.order_id: a for a in acks}
@@ -733,6 +798,11 @@ class ExecutionService(FeedHandler):
             a = by_id.get(c.order_id)  # type: ignore[arg-type]
             if a is None or a.already_gone:
                 await self._refresh(run, c, ack="cancel")
+                continue
+            self._om_cancel_answer(a)
+            if a.error:
+                # refused for another reason: the order may still rest; the algorithm retries the cancel
+                self._deny(run, c.child_id, "cancel", a.error)
                 continue
             # the order had ``total`` in all; the cancel removed what remained, so the rest was filled
             c.filled = max(c.filled, c.total - a.reduced_by)
@@ -743,15 +813,21 @@ class ExecutionService(FeedHandler):
     async def _refresh(self, run: _Run, c: ChildOrder, ack: str | None = None) -> None:
         """Read the order's real state over REST and report it (answering ``ack`` if given)."""
         assert self.rest is not None
-        if c.order_id is None:
+        oid = c.order_id
+        if oid is None:
             return
         try:
-            o = await self.rest.get_order(c.order_id)
+            o = await self.rest.get_order(oid)
         except KmmError as exc:
             log.warning("execution %s: state of %s unreadable (%s)", run.algo.execution_id, c.child_id, exc)
             if ack is not None:
+                self.om.on_request_failed(oid, f"{ack}: state unknown")
                 self._deny(run, c.child_id, ack, "state unknown")
             return
+        mine = self.om.by_order_id(oid)
+        if mine is not None and mine.state in IN_FLIGHT:
+            self.om.on_request_failed(oid, "read back")     # the request is over: the read says the rest
+        self.om.on_user_order(o)
         c.filled = max(c.filled, o.fill_count)
         c.status = o.status
         self._record_child(run, c)
@@ -786,13 +862,20 @@ class ExecutionService(FeedHandler):
         for run in runs:
             self._feed(run, "on_book", book)
 
+    def _hit(self, order_id: str | None, client_order_id: str | None) -> tuple[_Run, ChildOrder] | None:
+        """The execution and child an exchange message is about (by client_order_id, else order_id)."""
+        o = (self.om.get(client_order_id) if client_order_id else None) or (
+            self.om.by_order_id(order_id) if order_id else None)
+        if o is None:
+            return None
+        run = self._runs.get(o.client_order_id.rpartition("-")[0])
+        c = run.kids.get(o.client_order_id) if run is not None else None
+        return (run, c) if run is not None and c is not None else None
+
     def on_fill(self, fill: Fill) -> None:
-        if fill.trade_id in self._seen_trades:
-            return
-        hit = self._by_coid.get(fill.client_order_id or "") or self._by_oid.get(fill.order_id)
-        if hit is None:
-            return
-        self._seen_trades.add(fill.trade_id)
+        hit = self._hit(fill.order_id, fill.client_order_id)
+        if hit is None or not self.om.on_fill(fill):
+            return                            # not ours, or a trade_id already counted
         run, c = hit
         self.pf.apply_fill(fill)
         c.filled_ns = time.time_ns()
@@ -801,13 +884,11 @@ class ExecutionService(FeedHandler):
         self._feed(run, "on_fill", c.child_id, fill.count, fill.price, fill.fee)
 
     def on_user_order(self, order: UserOrder) -> None:
-        hit = self._by_coid.get(order.client_order_id or "") or self._by_oid.get(order.order_id)
+        hit = self._hit(order.order_id, order.client_order_id)
         if hit is None:
             return
         run, c = hit
-        if c.order_id is None:
-            c.order_id = order.order_id
-            self._by_oid[order.order_id] = hit
+        self.om.on_user_order(order)
         c.filled = max(c.filled, order.fill_count)
         if c.status not in ("canceled", "executed"):
             c.status = order.status
@@ -913,13 +994,6 @@ class ExecutionService(FeedHandler):
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("execution task failed: %r", task.exception(), exc_info=task.exception())
-
-
-def _owned(o: UserOrder, exec_ids: tuple[str, ...], by_coid: dict[str, Any]) -> bool:
-    coid = o.client_order_id or ""
-    if coid in by_coid:
-        return True
-    return any(coid.startswith(e + "-") for e in exec_ids)
 
 
 def _router() -> Any:
