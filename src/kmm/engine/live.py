@@ -23,6 +23,7 @@ Everything that can fail is handled as in design section 6 and docs/architecture
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -71,6 +72,8 @@ class EngineOptions:
     view_every_s: float = 5.0
     reprice_pressure: float = 0.5       # write bucket more used than this: small reprices are skipped
     reprice_min_ticks: int = 3          # ... unless the price moves by more than this many ticks
+    gc_freeze: bool = True              # gc.freeze() after start and a higher gen-0 threshold
+    gc_threshold: tuple[int, int, int] = (50_000, 20, 100)
     feed_silent_s: float = 12.0         # no frame at all (the exchange pings every 10 s): the feed is stalled
     order_group_limit: int = 0          # session order group contracts limit, 1e-2 contracts; 0: none
     stop_verify_attempts: int = 5
@@ -254,6 +257,13 @@ class Engine(FeedHandler):
         ws = self.ws = KalshiWs(self.conn, handler=self, router=self.router, book_factory=OrderBook, lifecycle=True)
         ws.add_markets(markets)
         await ws.start()
+        if self.opt.gc_freeze:
+            # everything allocated so far (markets, books, config, connections) is long-lived: move it
+            # out of the collector's reach, and collect the young generation less often, so a
+            # collection does not land between a frame and its request
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(*self.opt.gc_threshold)
         self.quoting = True
         log.info("quoting %s with %s on %s", ", ".join(self.tickers), self.cfg.run.strategy, self.venue)
 
