@@ -104,6 +104,9 @@ class StrategyParams:
                             "scale of the skew.", unit="contracts", lo=0, lo_open=True)
     price_tolerance_ticks: int = opt(1, "Leave a live quote alone while it is within this many ticks "
                                      "of its target.", lo=0)
+    min_price_tolerance: int = opt(50, "Floor of that tolerance in money, whatever the grid: on a deci-cent "
+                                   "market one tick is $0.001, and re-pricing for every tick burns the "
+                                   "write budget.", unit="dollars", lo=0)
     size_tolerance: int = opt(0, "Leave a live quote alone while its size is within this of the "
                               "target.", unit="contracts", lo=0)
     max_order_age_s: float = opt(0.0, "Refresh a quote older than this; 0: never for age alone.", lo=0)

@@ -39,3 +39,13 @@ def test_pipeline_ignores_orders_not_yet_acknowledged_when_taking_ours_out():
     pending = [LiveOrder(None, "bid", 4500, 500, 0, "c1", False)]
     pipe.on_book(1, 0, pending)
     assert pipe.inputs.best_bid == 4500
+
+
+def test_price_tolerance_has_a_money_floor_on_fine_grids():
+    deci = Grid("deci_cent")
+    info = MarketInfo("D", deci, None)
+    strat = StoikovStrategy(deci, gamma=0.1, kappa=100, quote_size=500, max_position=5000)
+    pipe = MarketPipeline(info, OrderBook("deci_cent"), strat, StrategyParams(), AlphaSource())
+    assert pipe.differ.price_tol == 50            # 1 tick is 10 (1e-4 $); the floor is $0.005
+    lin = _pipe(OrderBook())
+    assert lin.differ.price_tol == 100            # 1 tick of a cent grid is above the floor

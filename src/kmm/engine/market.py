@@ -65,7 +65,8 @@ class MarketPipeline:
         self.vol = VolatilityEWMA(halflife_s=params.sigma_halflife_s)
         self.kappa = KappaEstimator(prior=params.kappa / 10_000.0)
         tick = info.grid.tick_size(5000)
-        self.differ = Differ(price_tol=params.price_tolerance_ticks * tick, size_tol=params.size_tolerance,
+        price_tol = max(params.price_tolerance_ticks * tick, params.min_price_tolerance)
+        self.differ = Differ(price_tol=price_tol, size_tol=params.size_tolerance,
                              max_age_ns=int(params.max_order_age_s * NS_PER_S) or None)
         self.inputs = MarketInputs(info.ticker, info.grid, kappa=params.kappa / 10_000.0)
         self.target = Target()
