@@ -406,6 +406,7 @@ class Engine(FeedHandler):
         pipe = self.pipes.get(fill.ticker)
         if pipe is not None:
             pipe.fills += 1
+            pipe.on_trade(fill.price)      # our own fills inform kappa too (when it is estimated)
         if self.recorder is not None:
             self.recorder.store.record_fill(fill)
             self._tape(pipe, "fill", fill=fill)
