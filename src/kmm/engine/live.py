@@ -35,6 +35,7 @@ from kmm._core import diff as _diff
 from kmm._core.book import OrderBook
 from kmm._core.fees import fee_rate_e6
 from kmm._core.grid import Grid
+from kmm._core.ofi import OFI
 from kmm._core.wire import BookRouter
 from kmm.config import KmmConfig
 from kmm.engine.clock import Clock, SystemClock
@@ -307,12 +308,7 @@ class Engine(FeedHandler):
                                        maker_fee_rate_e6=info.maker_rate_e6,
                                        min_spread=params.min_spread_ticks * tick, min_edge=params.min_edge,
                                        fractional=info.fractional)
-        ofi = None
-        try:
-            from kmm._core.ofi import OFI
-            ofi = OFI(window_ns=10 * NS_PER_S, half_life_ns=5 * NS_PER_S)
-        except (ImportError, TypeError) as exc:  # OFI is optional input to the skew
-            log.debug("OFI unavailable: %s", exc)
+        ofi = OFI(window_ns=10 * NS_PER_S, half_life_ns=5 * NS_PER_S)   # skews quotes when ofi_weight != 0
         pipe = MarketPipeline(info, None, strategy, params, self.alpha, ofi)
         pipe.skip_reprice_px = self.opt.reprice_min_ticks * info.grid.tick_size(5000)
         self.pipes[info.ticker] = pipe
