@@ -270,7 +270,7 @@ async def test_operator_can_trip_the_kill_switch_and_re_arm_it(tmp_path):
 
 def _static_book(sim: SimExchange, _key: str) -> None:
     other, _ = sim.create_key()
-    for t in MARKETS:
+    for t in sim.tickers:
         sim.place_direct(other, t, "bid", 4000, 5000)
         sim.place_direct(other, t, "ask", 6000, 5000)
 
@@ -337,3 +337,16 @@ async def test_settlement_pulls_the_market_and_the_portfolio_still_agrees(tmp_pa
         await until(lambda: not resting(run.sim, run.key_id, "KXSIMA-26-A"), 10, "its quotes gone")
     assert run.summary is not None and run.summary.portfolio_agrees
     assert run.engine.pf.position("KXSIMA-26-A") == 0
+
+
+async def test_an_order_closed_here_but_resting_at_the_exchange_is_cancelled(tmp_path):
+    async with engine_on_sim(tmp_path, flow="off", before_start=_static_book, markets=("KXSIMA-26-A",)) as run:
+        await until(lambda: len(resting(run.sim, run.key_id)) == 2, 10, "both quotes")
+        bid = next(o for o in resting(run.sim, run.key_id) if o["side"] == "bid")
+        run.engine.om.on_cancel_ack(bid["order_id"])       # we wrongly believe it is gone
+        assert not run.engine.om.by_order_id(bid["order_id"]).is_live
+        taker, _ = run.sim.create_key()
+        run.sim.place_direct(taker, "KXSIMA-26-A", "ask", bid["price"], 100, tif="immediate_or_cancel")
+        await until(lambda: run.engine.events_of("stray_order"), 10, "the stray order to be noticed")
+        await until(lambda: bid["order_id"] not in {o["order_id"] for o in resting(run.sim, run.key_id)}, 10,
+                    "the stray order to be cancelled")
