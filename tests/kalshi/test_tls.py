@@ -266,3 +266,25 @@ def test_kmm_sim_cli_with_tls_flags_serves_https_trusted_through_the_ca(tmp_path
     bad = subprocess.run([sys.executable, "-m", "kmm", "sim", "--tls-cert", str(pki["loopback_cert"])],
                          capture_output=True, timeout=30)
     assert bad.returncode == 2 and b"both tls_cert and tls_key" in bad.stderr
+
+
+async def test_ws_tls_handshake_to_a_silent_server_times_out_within_connect_timeout(pki):
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts TCP, never answers the TLS ClientHello
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cfg = ConnectorConfig(env="sim", ca_file=pki["ca"], connect_timeout_s=0.3, reconnect_min_s=0.05,
+                          reconnect_max_s=0.1).with_server(f"https://127.0.0.1:{port}/trade-api/v2",
+                                                          f"wss://127.0.0.1:{port}/trade-api/ws/v2")
+    router, factory = make_router()
+    ws = KalshiWs(cfg, Events(), router=router, book_factory=factory)
+    try:
+        with pytest.raises(KmmError, match="within 1.5 s") as info:
+            await ws.start(timeout_s=1.5)
+        assert "last error: none" not in str(info.value) and ws.last_disconnect_reason.startswith("connect failed")
+    finally:
+        await ws.close()
+        server.close()
+        await server.wait_closed()

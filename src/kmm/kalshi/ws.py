@@ -309,6 +309,8 @@ class KalshiWs:
         tls: dict[str, Any] = {}
         if urlsplit(self.config.ws_url).scheme == "wss":  # verified; ca_file or the system trust store
             tls["ssl_context"] = self.config.ssl_context()
+            # bound the TLS handshake too (picows' handshake timeout starts after it; asyncio's default is 60 s)
+            tls["ssl_handshake_timeout"] = self.config.connect_timeout_s
         while not self._closing:
             reason = ""
             try:
