@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import ssl
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ _TUNING: dict[str, type] = {
     "reconnect_max_s": float,
     "backoff_429_base_s": float,
     "backoff_429_max_s": float,
+    "ca_file": Path,
 }
 
 
@@ -102,6 +104,9 @@ class ConnectorConfig:
     ws_handshake_timeout_s: float = 5.0
     reconnect_min_s: float = 0.25
     reconnect_max_s: float = 30.0
+    # TLS: None = the system's trust store. A PEM bundle here replaces it (only its CAs are trusted).
+    # Verification (chain and host name) is always on; there is no switch to turn it off.
+    ca_file: Path | None = None
 
     def __repr__(self) -> str:
         shown = []
@@ -130,6 +135,21 @@ class ConnectorConfig:
             ) from None
         return (float(self.read_rate if self.read_rate is not None else read),
                 float(self.write_rate if self.write_rate is not None else write))
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The client TLS context shared by REST reads (aiohttp), order writes (fasthttp) and the
+        WebSocket (picows): full chain and host-name verification, trusting ``ca_file`` if set, else
+        the system store. Raises ConfigError if ``ca_file`` cannot be used."""
+        cafile = str(self.ca_file) if self.ca_file is not None else None
+        if cafile is not None:
+            _check_ca_file(Path(cafile))
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+        except ssl.SSLError as exc:
+            raise ConfigError(f"kalshi.ca_file {cafile!r} holds no usable CA certificate ({exc}); "
+                              "point it at a PEM bundle of the CA(s) that signed the server's certificate") from None
+        ctx.set_alpn_protocols(["http/1.1"])  # all three transports speak HTTP/1.1 (WS upgrades over it)
+        return ctx
 
     def with_server(self, rest_url: str, ws_url: str, *, api_key_id: str | None = None,
                     private_key_pem: bytes | None = None) -> ConnectorConfig:
@@ -206,12 +226,16 @@ class ConnectorConfig:
                 value = _as_bool(raw, name) if typ is bool else typ(raw)
             except (TypeError, ValueError):
                 raise ConfigError(f"kalshi.{name} = {raw!r} is not a valid {typ.__name__}") from None
+            if typ is Path:
+                value = Path(str(raw)).expanduser()
             if typ in (int, float) and value < 0:  # bool is handled above
                 raise ConfigError(f"kalshi.{name} = {raw!r} must be >= 0")
             tuning[name] = value
         cfg = cls(env=env, rest_url=rest_url, ws_url=ws_url, api_key_id=str(key_id) if key_id else None,
                   private_key_path=key_path, allow_prod=allow_prod, **tuning)
         cfg.rates()  # validates rate_tier
+        if cfg.ca_file is not None:
+            cfg.ssl_context()  # validates ca_file: exists, and holds a CA certificate
         if cfg.sig_pool_max_age_s > 30:
             raise ConfigError(f"kalshi.sig_pool_max_age_s = {cfg.sig_pool_max_age_s} is too old for the "
                               "exchange's timestamp check; keep it under 30 s (default 5)")
@@ -243,6 +267,12 @@ def _check_key_file(path: Path) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"private key path {str(path)!r} is not a regular file")
     warn_if_key_exposed(path, st.st_mode)
+
+
+def _check_ca_file(path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"kalshi.ca_file {str(path)!r} does not exist or is not a file; point it at a PEM "
+                          "bundle of the CA(s) to trust, or remove it to use the system's trust store")
 
 
 def warn_if_key_exposed(path: Path, mode: int | None = None) -> bool:

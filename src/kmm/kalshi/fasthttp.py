@@ -30,6 +30,10 @@ class HttpConnectionError(ConnectionError):
     """The connection failed or closed before a complete response arrived."""
 
 
+class TlsVerifyError(HttpConnectionError):
+    """The server's TLS certificate failed verification (untrusted chain or wrong host name)."""
+
+
 class _Conn(asyncio.Protocol):
     """One keep-alive connection; at most one request in flight."""
 
@@ -235,6 +239,9 @@ class FastHttp:
                 self.connect_timeout_s)
         except asyncio.TimeoutError:
             raise HttpConnectionError(f"connect to {self.host}:{self.port} timed out") from None
+        except ssl_module.SSLCertVerificationError as exc:
+            raise TlsVerifyError(f"connect to {self.host}:{self.port}: certificate verify failed: "
+                                 f"{exc.verify_message}") from None
         except OSError as exc:
             raise HttpConnectionError(f"connect to {self.host}:{self.port} failed: {exc}") from None
         finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
@@ -27,7 +28,7 @@ from kmm.errors import (AuthError, DuplicateOrder, ExchangeError, KmmError, NotF
                         RequestTimeout)
 from kmm.kalshi import decode as wire
 from kmm.kalshi.config import ConnectorConfig
-from kmm.kalshi.fasthttp import FastHttp, HttpConnectionError
+from kmm.kalshi.fasthttp import FastHttp, HttpConnectionError, TlsVerifyError
 from kmm.kalshi.limiter import AMEND, CANCEL, PLACE, READ, RateLimiter, limits_from_account
 from kmm.kalshi.signing import SignaturePool, Signer
 from kmm.kalshi.types import (Balance, BookSnapshot, CancelAck, DecreaseAck, ExchangeStatus, Fill, Market,
@@ -119,8 +120,11 @@ class KalshiRest:
         self.pool = pool
         self._session = session
         self._own_session = session is None
+        # One verified TLS context for reads and writes (None for a plain http:// server).
+        self._ssl: ssl.SSLContext | None = config.ssl_context() if urlsplit(self.base).scheme == "https" else None
         self.fast = FastHttp(self.base, connections=config.order_connections, timeout_s=config.request_timeout_s,
-                             connect_timeout_s=config.connect_timeout_s) if config.fast_writes else None
+                             connect_timeout_s=config.connect_timeout_s,
+                             ssl_context=self._ssl) if config.fast_writes else None
         self._rng = rng or random.Random()
         self._sleep = sleep
         self.requests = 0
@@ -159,7 +163,8 @@ class KalshiRest:
     async def start(self) -> KalshiRest:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self.config.pool_connections, keepalive_timeout=60.0,
-                                             enable_cleanup_closed=True)
+                                             enable_cleanup_closed=True,
+                                             ssl=self._ssl if self._ssl is not None else True)
             timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_s,
                                             sock_connect=self.config.connect_timeout_s)
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
@@ -228,6 +233,10 @@ class KalshiRest:
                     continue
                 raise RequestTimeout(f"{method} {full}: no answer within {self.config.request_timeout_s} s") \
                     from None
+            except (aiohttp.ClientConnectorCertificateError, TlsVerifyError) as exc:
+                # not transient: retrying cannot make an untrusted certificate trusted
+                raise ExchangeError(0, "tls_verify_failed", f"{_tls_reason(exc)}; {TLS_HINT}",
+                                    method=method, path=full) from None
             except (aiohttp.ClientError, HttpConnectionError) as exc:
                 if attempt + 1 < attempts:
                     self.retries += 1
@@ -595,6 +604,17 @@ class KalshiRest:
             return None
         self.limiter.set_budget(*rates)
         return rates
+
+
+TLS_HINT = ("the server's TLS certificate is not trusted: set kalshi.ca_file to the PEM bundle of the CA "
+            "that signed it, or fix the system's trust store")
+
+
+def _tls_reason(exc: BaseException) -> str:
+    cert_err = getattr(exc, "certificate_error", None)  # aiohttp keeps the ssl error here
+    if isinstance(cert_err, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {cert_err.verify_message}"
+    return str(exc)
 
 
 def _param(v: Any) -> str:

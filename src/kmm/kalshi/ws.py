@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -305,6 +306,11 @@ class KalshiWs:
 
     async def _run(self) -> None:
         connect = self._connect or ws_connect
+        tls: dict[str, Any] = {}
+        if urlsplit(self.config.ws_url).scheme == "wss":  # verified; ca_file or the system trust store
+            tls["ssl_context"] = self.config.ssl_context()
+            # bound the TLS handshake too (picows' handshake timeout starts after it; asyncio's default is 60 s)
+            tls["ssl_handshake_timeout"] = self.config.connect_timeout_s
         while not self._closing:
             reason = ""
             try:
@@ -312,7 +318,7 @@ class KalshiWs:
                 transport, _ = await connect(
                     lambda: _Listener(self), self.config.ws_url, extra_headers=headers,
                     enable_auto_pong=False, websocket_handshake_timeout=self.config.ws_handshake_timeout_s,
-                    max_frame_size=64 * 1024 * 1024)
+                    max_frame_size=64 * 1024 * 1024, **tls)
             except WSHandshakeError as exc:
                 status = getattr(getattr(exc, "response", None), "status", None)
                 if status in (401, 403):
@@ -322,6 +328,13 @@ class KalshiWs:
                     err = KmmError(f"WebSocket handshake to {self.config.ws_url} failed: {exc}")
                 reason = str(err)
                 self._call(self.handler.on_error, err)
+            except ssl.SSLCertVerificationError as exc:
+                tls_err = KmmError(f"WebSocket to {self.config.ws_url}: certificate verify failed: "
+                                   f"{exc.verify_message}; the server's TLS certificate is not trusted: set "
+                                   "kalshi.ca_file to the PEM bundle of the CA that signed it, or fix the "
+                                   "system's trust store")
+                reason = str(tls_err)
+                self._call(self.handler.on_error, tls_err)
             except (OSError, asyncio.TimeoutError, WSError) as exc:
                 reason = f"connect failed: {type(exc).__name__}: {exc}"
             else:

@@ -34,6 +34,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--markets", default=None, help="a count, or a comma list of tickers")
     p.add_argument("--state-dir", default=".kmm-sim", help="where a generated key pair is kept")
     p.add_argument("--ping-interval", type=float, default=protocol.WS_PING_INTERVAL_S)
+    p.add_argument("--tls-cert", metavar="PEM", help="serve https:// and wss:// with this certificate chain")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     p.add_argument("--fault", action="append", default=[],
                    help="inject at start: drop_ws | skip_seq:N | stall:S | http429:N | http500:N | "
                         "delay:S:N | dup_fill | pause")
@@ -91,10 +93,14 @@ async def _main(args: argparse.Namespace) -> int:
     if len(args.public_key) != len(args.api_key_id):
         print("kmm sim: give one --public-key per --api-key-id", file=sys.stderr)
         return 2
-    cfg = SimConfig(seed=args.seed, flow=args.flow, speed=args.speed, rate_tier=args.rate_tier,
-                    balance=args.balance, markets=_markets(args.markets), host=args.host, port=args.port,
-                    ping_interval_s=args.ping_interval)
-    sim = SimExchange(cfg)
+    try:
+        cfg = SimConfig(seed=args.seed, flow=args.flow, speed=args.speed, rate_tier=args.rate_tier,
+                        balance=args.balance, markets=_markets(args.markets), host=args.host, port=args.port,
+                        ping_interval_s=args.ping_interval, tls_cert=args.tls_cert, tls_key=args.tls_key)
+        sim = SimExchange(cfg)
+    except ValueError as exc:
+        print(f"kmm sim: {exc}", file=sys.stderr)
+        return 2
     for key_id, path in zip(args.api_key_id, args.public_key, strict=True):
         sim.add_key(key_id, pathlib.Path(path).read_bytes())
     if not args.public_key:

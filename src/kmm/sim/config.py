@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -84,8 +86,21 @@ class SimConfig:
     require_ws_auth: bool = True
     expiry_check_s: float = 0.05
     extra_keys: list[tuple[str, bytes]] = field(default_factory=list)
+    # TLS: a PEM certificate chain and its key (or a ready server context) serve https:// and wss://.
+    # Default: plain http:// and ws://.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    ssl_context: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("SimConfig: give both tls_cert and tls_key (PEM files), or neither")
+        if self.tls_cert is not None and self.ssl_context is not None:
+            raise ValueError("SimConfig: give either tls_cert/tls_key or ssl_context, not both")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise ValueError(f"SimConfig.{name} {path!r} is not a file; pass a PEM file")
         if self.flow not in ("off", "calm", "busy"):
             raise ValueError(f"SimConfig.flow {self.flow!r}: expected off, calm or busy")
         if self.rate_tier != "off" and self.rate_tier not in protocol.RATE_TIERS:
@@ -93,6 +108,21 @@ class SimConfig:
                              f"{', '.join(protocol.RATE_TIERS)}")
         if self.speed <= 0:
             raise ValueError(f"SimConfig.speed {self.speed} must be > 0")
+
+    def server_ssl_context(self) -> ssl.SSLContext | None:
+        """The server-side TLS context, or None for plain http/ws."""
+        if self.ssl_context is not None:
+            return self.ssl_context
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"SimConfig: cannot load TLS certificate {self.tls_cert!r} with key "
+                             f"{self.tls_key!r}: {exc}") from None
+        ctx.set_alpn_protocols(["http/1.1"])  # REST and the WebSocket upgrade are both HTTP/1.1
+        return ctx
 
     def market_specs(self) -> list[MarketSpec]:
         if self.markets is None or isinstance(self.markets, int):

@@ -44,6 +44,7 @@ class SimExchange:
         self.flow_running = True  # tests may freeze the synthetic flow to compare books at rest
         self.host = self.cfg.host
         self.port = 0
+        self.ssl_context = self.cfg.server_ssl_context()
         for key_id, pem in self.cfg.extra_keys:
             self.add_key(key_id, pem)
 
@@ -57,7 +58,7 @@ class SimExchange:
         sock.bind((self.cfg.host, self.cfg.port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock)
+        site = web.SockSite(self._runner, sock, ssl_context=self.ssl_context)
         await site.start()
         self._tasks.append(asyncio.create_task(self._expiry_loop()))
         if self.cfg.flow != "off":
@@ -96,11 +97,13 @@ class SimExchange:
 
     @property
     def rest_url(self) -> str:
-        return f"http://{self.host}:{self.port}{protocol.API_PREFIX}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}{protocol.API_PREFIX}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}{protocol.WS_PATH}"
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://{self.host}:{self.port}{protocol.WS_PATH}"
 
     @property
     def tickers(self) -> list[str]:
