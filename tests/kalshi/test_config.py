@@ -125,3 +125,22 @@ def test_command_line_flags_feed_resolve_and_win_over_environment(key_file):
     assert (cfg.api_key_id, cfg.private_key_path, cfg.allow_prod) == ("cli-key", key_file, True)
     unset = cli_values(parser.parse_args([]))
     assert all(v is None for v in unset.values())
+
+
+@pytest.mark.parametrize("url", ["https://external-api.kalshi.com./trade-api/v2",
+                                 "https://trading-api.kalshi.com/trade-api/v2",
+                                 "https://API.ELECTIONS.KALSHI.COM/trade-api/v2"])
+def test_any_production_host_needs_the_opt_in_even_spelled_differently(url):
+    with pytest.raises(ConfigError, match="production"):
+        ConnectorConfig.resolve({"env": "demo", "rest_url": url, "ws_url": "wss://demo-api.kalshi.co/trade-api/ws/v2",
+                                 "api_key_id": "k"}, {}, {})
+
+
+def test_a_hand_built_prod_config_is_refused_by_the_clients():
+    from kmm.kalshi import KalshiRest, KalshiWs
+    cfg = ConnectorConfig(env="prod", rest_url="https://external-api.kalshi.com/trade-api/v2",
+                          ws_url="wss://external-api-ws.kalshi.com/trade-api/ws/v2")
+    with pytest.raises(ConfigError, match="production"):
+        KalshiRest(cfg)
+    with pytest.raises(ConfigError, match="production"):
+        KalshiWs(cfg)

@@ -100,3 +100,53 @@ async def test_concurrent_requests_share_the_pool_without_mixing_responses():
     assert client.opened == 2
     await client.close()
     server.close()
+
+
+async def test_a_request_waiting_for_a_connection_gets_one_when_the_busy_one_dies():
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    server, seen, url = await serve(["close", [ok]])
+    client = FastHttp(url, connections=1, timeout_s=2.0)
+    first = asyncio.ensure_future(client.request("POST", "/a", {}, b"1"))
+    await asyncio.sleep(0)                     # the first request holds the only connection
+    second = asyncio.ensure_future(client.request("DELETE", "/b", {}, None))
+    with pytest.raises(HttpConnectionError):
+        await first
+    assert await asyncio.wait_for(second, 2.0) == (200, b"{}")   # not stranded behind the dead one
+    assert client.opened == 2
+    server.close()
+
+
+async def test_a_priority_request_opens_one_more_connection_instead_of_waiting():
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    server, seen, url = await serve(["hang", [ok]])
+    client = FastHttp(url, connections=1, timeout_s=2.0)
+    slow = asyncio.ensure_future(client.request("POST", "/place", {}, b"1"))
+    await asyncio.sleep(0.05)
+    assert await asyncio.wait_for(client.request("DELETE", "/cancel", {}, None, priority=True), 1.0) == (200, b"{}")
+    assert client.opened == 2
+    slow.cancel()
+    server.close()
+
+
+async def test_waiting_for_a_connection_counts_against_the_request_timeout():
+    server, seen, url = await serve(["hang"])
+    client = FastHttp(url, connections=1, timeout_s=2.0)
+    slow = asyncio.ensure_future(client.request("POST", "/place", {}, b"1"))
+    await asyncio.sleep(0.05)
+    with pytest.raises(RequestTimeout, match="no connection free"):
+        await client.request("POST", "/place2", {}, b"2", timeout_s=0.3)
+    assert len(seen) == 1                      # the second request was never written
+    slow.cancel()
+    server.close()
+
+
+async def test_an_answer_nobody_asked_for_closes_the_connection_instead_of_pairing_it_later():
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    stray = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"
+    server, seen, url = await serve([[ok, stray], [ok]])
+    client = FastHttp(url, connections=1, timeout_s=2.0)
+    assert await client.request("POST", "/a", {}, b"1") == (200, b"{}")
+    await asyncio.sleep(0.05)                  # the unsolicited 408 arrives on the idle connection
+    assert await client.request("POST", "/b", {}, b"2") == (200, b"{}")
+    assert client.opened == 2                  # the connection that carried it was not reused
+    server.close()

@@ -246,3 +246,24 @@ async def test_nothing_received_for_dead_after_drops_the_connection(rec):
     client._check_alive()
     assert client._transport.dropped and client.stats.dead_detected == 1
     client._stop_watchdog()
+
+
+def test_a_desync_delta_on_a_ready_book_reports_it_stale_and_asks_for_a_snapshot(ws, rec):
+    ws.handle_frame(snapshot(1, 2, "A"), 100)
+    assert ws.handle_frame(delta(1, 3, "A", d="-99.00"), 101) == MALFORMED    # would go negative
+    assert rec.of("on_book_stale") == [("A", "book desync")]
+    snap = [c for c in ws._transport.cmds if c["cmd"] == "update_subscription"]
+    assert snap and snap[-1]["params"]["action"] == "get_snapshot" and snap[-1]["params"]["market_tickers"] == ["A"]
+    assert ws.handle_frame(snapshot(1, 4, "A"), 102) == SNAPSHOT
+    assert rec.of("on_book_ready") == [("A",), ("A",)]
+
+
+def test_a_user_channel_error_is_reported_like_a_reconnect_and_books_are_resnapshotted(ws, rec):
+    ws._sid_channel[9] = "fill"
+    ws._channel_sid["fill"] = 9
+    ws.handle_frame(snapshot(1, 2, "A"), 100)
+    ws.handle_frame(frame(type="error", sid=9, msg={"code": 25, "msg": "Subscription buffer overflow"}), 101)
+    assert [e[0] for e in rec.events].count("on_disconnected") == 1
+    assert rec.of("on_book_stale") == [("A", "user channel error 25")]
+    cmds = [c["cmd"] for c in ws._transport.cmds]
+    assert "unsubscribe" in cmds and "subscribe" in cmds and "update_subscription" in cmds

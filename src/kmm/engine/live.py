@@ -933,7 +933,9 @@ class Engine(FeedHandler):
         """Our fills in our markets since the last good reconcile (never from before the session)."""
         assert self.rest is not None
         fills = await self.rest.get_fills(min_ts=max(0, self._backfill_from_ms // 1000 - 1))
-        return [f for f in fills if f.ticker in self.pipes and f.ts_ms >= self._session_start_ms]
+        # ts 0: the answer carried no usable time; the server's min_ts filter already applied, and a
+        # fill counted twice is impossible (trade_id dedupe), so keep it rather than lose it
+        return [f for f in fills if f.ticker in self.pipes and (f.ts_ms == 0 or f.ts_ms >= self._session_start_ms)]
 
     async def _check_positions(self, why: str) -> bool | None:
         """Compare positions with ``GET /portfolio/positions``. None: not checked (requests in flight).

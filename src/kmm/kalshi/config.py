@@ -151,6 +151,11 @@ class ConnectorConfig:
         ctx.set_alpn_protocols(["http/1.1"])  # all three transports speak HTTP/1.1 (WS upgrades over it)
         return ctx
 
+    def require_prod_opt_in(self) -> None:
+        """Raise ConfigError when this config points at Kalshi production without ``allow_prod``.
+        The REST and WebSocket clients call it too, so a config built by hand cannot skip the check."""
+        _require_prod_opt_in(self.env, self.rest_url, self.ws_url, self.allow_prod)
+
     def with_server(self, rest_url: str, ws_url: str, *, api_key_id: str | None = None,
                     private_key_pem: bytes | None = None) -> ConnectorConfig:
         """A copy pointed at another server (an in-process ``kmm sim``), optionally with its key."""
@@ -198,11 +203,7 @@ class ConnectorConfig:
                 raise ConfigError(f"kalshi.{name} {url!r} must start with one of {[s + '://' for s in schemes]}")
 
         allow_prod = _as_bool(pick("allow_prod"), "allow_prod")
-        hosts = {urlsplit(u).hostname for u in (rest_url, ws_url) if u}
-        if (env == "prod" or hosts & set(protocol.PROD_HOSTS)) and not allow_prod:
-            raise ConfigError(
-                "refusing to trade on Kalshi production without an explicit opt-in: set allow_prod = true "
-                "in [kalshi] or pass --allow-prod (use env = \"demo\" or \"sim\" to practise)")
+        _require_prod_opt_in(env, rest_url, ws_url, allow_prod)
 
         key_id = pick("api_key_id", ENV_KEY_ID)
         key_path_raw = cli.get("private_key") or cli.get("private_key_path") or environ.get(ENV_KEY_PATH) \
@@ -240,6 +241,23 @@ class ConnectorConfig:
             raise ConfigError(f"kalshi.sig_pool_max_age_s = {cfg.sig_pool_max_age_s} is too old for the "
                               "exchange's timestamp check; keep it under 30 s (default 5)")
         return cfg
+
+
+def is_prod_host(host: str | None) -> bool:
+    """Kalshi production is every host under kalshi.com (demo lives under kalshi.co)."""
+    if not host:
+        return False
+    h = host.lower().rstrip(".")
+    return h in protocol.PROD_HOSTS or h == "kalshi.com" or h.endswith(".kalshi.com")
+
+
+def _require_prod_opt_in(env: str, rest_url: str, ws_url: str, allow_prod: bool) -> None:
+    if allow_prod:
+        return
+    if env == "prod" or any(is_prod_host(urlsplit(u).hostname) for u in (rest_url, ws_url) if u):
+        raise ConfigError(
+            "refusing to trade on Kalshi production without an explicit opt-in: set allow_prod = true "
+            "in [kalshi] or pass --allow-prod (use env = \"demo\" or \"sim\" to practise)")
 
 
 def _as_bool(value: Any, name: str) -> bool:

@@ -178,8 +178,19 @@ class _Conn(asyncio.Protocol):
         w, self.waiter = self.waiter, None
         result = (self._status, bytes(self._body))
         self._reset_response()
-        if w is None:  # the late answer to a request that already timed out
-            log.info("late HTTP %d answer to a timed-out request: %s", result[0], result[1][:200])
+        if w is None:
+            # the late answer to a request that already timed out, or an answer nobody asked for: this
+            # connection's request/response pairing can no longer be trusted, so it is closed
+            log.info("HTTP %d answer with no request waiting (closing the connection): %s", result[0],
+                     result[1][:200])
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self.buf and self.transport is not None:
+            # bytes after the answer while no other request is out (kmm never pipelines): an answer
+            # nobody asked for would be paired with the next request, so the connection is dropped
+            log.info("%d unexpected bytes after an HTTP answer: closing the connection", len(self.buf))
+            self.keep_alive = False
         if not self.keep_alive and self.transport is not None:
             self.transport.close()
         else:
@@ -267,26 +278,42 @@ class FastHttp:
             self._idle.remove(conn)
         except ValueError:
             pass
+        self._wake_one()       # a slot is free: a request waiting for a connection may open one
 
-    async def _acquire(self) -> _Conn:
+    def _wake_one(self) -> None:
+        while self._waiting:
+            w = self._waiting.popleft()
+            if not w.done():
+                w.set_result(None)
+                return
+
+    async def _acquire(self, priority: bool = False) -> _Conn:
+        """A connection: an idle one, a new one below the limit, or the next one released. A priority
+        request (cancels) may open one connection above the limit rather than wait behind others."""
         while True:
             while self._idle:
                 conn = self._idle.pop()  # most recently used: warmest
                 if not conn.closed:
                     return conn
-            if len(self._all) + self._opening < self.max_connections:
+            limit = self.max_connections + (1 if priority else 0)
+            if len(self._all) + self._opening < limit:
                 return await self._open()
             w: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiting.append(w)
             await w
 
     async def request(self, method: str, target: str, headers: dict[str, str], body: bytes | None,
-                      timeout_s: float | None = None) -> tuple[int, bytes]:
-        """Send one request; returns (status, body). Raises RequestTimeout or HttpConnectionError."""
-        conn = await self._acquire()
+                      timeout_s: float | None = None, *, priority: bool = False) -> tuple[int, bytes]:
+        """Send one request; returns (status, body). Raises RequestTimeout or HttpConnectionError.
+        Waiting for a connection counts against the request's timeout."""
+        limit_s = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            conn = await asyncio.wait_for(self._acquire(priority), limit_s)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"{method} {target}: no connection free within {limit_s} s") from None
         payload = body or b""
         data = self.request_head(method, target, headers, len(payload)) + payload
-        fut = conn.send(data, self.timeout_s if timeout_s is None else timeout_s, asyncio.get_running_loop())
+        fut = conn.send(data, limit_s, asyncio.get_running_loop())
         self.last_write_ns = conn.last_write_ns
         self.requests += 1
         return await fut

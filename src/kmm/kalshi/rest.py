@@ -103,6 +103,7 @@ class KalshiRest:
                  sleep: Callable[[float], Any] = asyncio.sleep) -> None:
         if not config.rest_url:
             raise KmmError("ConnectorConfig.rest_url is empty; point it at a Kalshi-compatible server")
+        config.require_prod_opt_in()
         self.config = config
         self.base = config.rest_url.rstrip("/")
         self.prefix = urlsplit(self.base).path.rstrip("/")  # "/trade-api/v2": the signed path's start
@@ -220,7 +221,7 @@ class KalshiRest:
             try:
                 if self.fast is not None and lane != READ:
                     target = full + ("?" + urlencode(q) if q else "")
-                    status, raw = await self.fast.request(method, target, headers, data)
+                    status, raw = await self.fast.request(method, target, headers, data, priority=lane == CANCEL)
                 else:
                     async with self._session.request(method, url, params=q, data=data, headers=headers) as resp:
                         raw = await resp.read()
@@ -340,6 +341,9 @@ class KalshiRest:
             # exchange took the order) leaves the outcome unknown: look the order up, never re-send.
             if exc.code != "connection_error" and not (exc.status >= 500 or exc.status == 408):
                 raise
+            return await self._recover_create(req)
+        if "remaining_count" not in ack or "order_id" not in ack:
+            # an answer without the counts would read as "nothing rests": look the order up instead
             return await self._recover_create(req)
         return wire.decode_order_ack(ack)
 

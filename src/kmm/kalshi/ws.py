@@ -125,6 +125,9 @@ def _default_book_factory(price_ranges: Any) -> Any:
     return OrderBook(price_ranges)
 
 
+STABLE_AFTER_NS = 10_000_000_000   # a connection up this long resets the reconnect backoff
+
+
 class KalshiWs:
     """One authenticated WebSocket carrying books, public market data and our user channels."""
 
@@ -137,6 +140,7 @@ class KalshiWs:
                  connect: Callable[..., Any] | None = None) -> None:
         if not config.ws_url:
             raise KmmError("ConnectorConfig.ws_url is empty; point it at a Kalshi-compatible server")
+        config.require_prod_opt_in()
         self.config = config
         self.handler = handler or FeedHandler()
         self.signer = signer if signer is not None else (
@@ -173,6 +177,7 @@ class KalshiWs:
         self._closing = False
         self._connected_evt: asyncio.Event | None = None
         self._attempt = 0
+        self._up_since = 0              # monotonic ns when every subscription was acknowledged
         self._announced_conn = -1
         self._close_reason = ""
         self.last_disconnect_reason = ""
@@ -346,6 +351,9 @@ class KalshiWs:
             if self._closing:
                 break
             self.last_disconnect_reason = reason
+            if self._up_since and self._clock() - self._up_since >= STABLE_AFTER_NS:
+                self._attempt = 0          # it had been up long enough: start the backoff over
+            self._up_since = 0
             delay = backoff_delay(self._attempt, self.config.reconnect_min_s, self.config.reconnect_max_s,
                                   self._rng)
             self._attempt += 1
@@ -387,8 +395,10 @@ class KalshiWs:
         return reason
 
     def _on_all_subscribed(self) -> None:
-        """Everything we asked for is acknowledged: the connection counts as up."""
-        self._attempt = 0
+        """Everything we asked for is acknowledged: the connection counts as up (the reconnect backoff
+        is reset only once it has stayed up a while, so a server that accepts and drops at once does
+        not get a reconnect storm)."""
+        self._up_since = self._clock()
         if self._connected_evt is not None:
             self._connected_evt.set()
         self._call(self.handler.on_connected)
@@ -525,14 +535,24 @@ class KalshiWs:
             self.stats.gaps += 1
             self._on_gap(router.last_sid)
         elif status == STALE_SKIPPED:
-            pass
+            self._resync_if_ready(router.last_ticker, "delta for a stale book")
         elif status == UNKNOWN_MARKET:
             self.stats.unknown_market += 1
             log.debug("book frame for a market not followed: %s", _trunc(data))
         else:
             self.stats.malformed += 1
             log.warning("malformed frame (%s): %s", getattr(router, "last_error", ""), _trunc(data))
+            self._resync_if_ready(router.last_ticker, "book desync")
         return status
+
+    def _resync_if_ready(self, ticker: str | None, reason: str) -> None:
+        """The router stopped applying a book we announced as ready: say so and ask for a snapshot."""
+        if ticker is None or ticker not in self._ready or not self.router.is_stale(ticker):
+            return
+        self._mark_stale(ticker, reason)
+        sid = self._channel_sid.get(BOOK_CHANNEL)
+        if sid is not None and self._transport is not None:
+            self._send_get_snapshot(sid, [ticker])
 
     def _on_gap(self, sid: int) -> None:
         tickers = [t for t in self._markets if self.router.sid_of(t) == sid]
@@ -656,6 +676,13 @@ class KalshiWs:
             channels = [channel] if channel else list(pending[1]) if pending else list(self._channel_sid)
             for ch in channels:
                 self._resubscribe(ch)
+            if any(ch in self.account_channels for ch in channels):
+                # fills or order updates may have been lost while that channel was down: tell the
+                # engine as for a reconnect (on_disconnected now, on_connected once resubscribed), so it
+                # cancels, backfills over REST and reconciles
+                self._announced_conn = -1
+                self._call(self.handler.on_disconnected, f"user channel error {code}: resubscribing")
+                self.request_snapshot(list(self._ready), reason=f"user channel error {code}")
         elif pending is not None and pending[0] == "subscribe" and code != 6:
             for ch in pending[1]:  # the subscribe failed: let the next sync try again
                 if ch not in self._channel_sid:
