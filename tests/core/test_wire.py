@@ -93,6 +93,28 @@ def test_seq_gap_marks_every_market_of_the_sid_stale_and_skips_until_snapshot():
     assert r.counters()["gaps"] == 1 and r.counters()["stale_skipped"] == 1
 
 
+def test_a_snapshot_whose_seq_jumps_marks_the_sids_other_books_stale():
+    # A s1, B s2, A s3, (A s4 lost), B s5 (a snapshot after the loss), A s6: A missed a delta
+    r = router_with("KXA-1", "KXB-2")
+    r.feed(snap("KXA-1", [["0.4100", "25.00"]], seq=1))
+    r.feed(snap("KXB-2", [["0.4100", "25.00"]], seq=2))
+    assert r.feed(delta("KXA-1", "yes", "0.4100", "1.00", seq=3)) == DELTA
+    assert r.feed(snap("KXB-2", [["0.4200", "5.00"]], seq=5)) == SNAPSHOT
+    assert r.stale_tickers() == ["KXA-1"] and r.counters()["gaps"] == 1
+    assert r.feed(delta("KXA-1", "yes", "0.4100", "1.00", seq=6)) == STALE_SKIPPED
+
+
+def test_note_seq_moves_the_sequence_past_a_non_book_frame_that_carried_one():
+    r = router_with("KXA-1")
+    r.feed(snap("KXA-1", [["0.4100", "25.00"]], seq=2))
+    r.note_seq(7, 3)                     # e.g. an "ok" answer numbered 3
+    assert r.feed(delta("KXA-1", "yes", "0.4100", "1.00", seq=4)) == DELTA
+    r.note_seq(7, 1)                     # older: ignored
+    r.note_seq(99, 50)                   # no snapshot on that sid yet: ignored
+    assert r.feed(delta("KXA-1", "yes", "0.4100", "1.00", seq=5)) == DELTA
+    assert r.counters()["gaps"] == 0
+
+
 def test_desync_delta_is_malformed_leaves_book_unchanged_and_marks_stale():
     r = router_with("KXA-1")
     r.feed(snap("KXA-1", [["0.4100", "25.00"]]))

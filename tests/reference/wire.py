@@ -101,6 +101,10 @@ class RefRouter:
             m.stale = True
         return MALFORMED
 
+    def note_seq(self, sid: int, seq: int) -> None:
+        if sid in self.bases and seq > self.bases[sid]:
+            self.bases[sid] = seq
+
     def feed(self, frame: bytes, recv_ns: int = 0) -> int:
         self.counts["frames"] += 1
         self._reset_last()
@@ -137,6 +141,11 @@ class RefRouter:
                         mk.stale = True
                 self.counts["gaps"] += 1
                 return GAP
+        if not is_delta and sid in self.bases and (self.bases[sid] + 1 - seq) % 2**64 != 0:
+            for mk in self.markets.values():
+                if mk.linked and mk.sid == sid:
+                    mk.stale = True
+            self.counts["gaps"] += 1
         self.bases[sid] = seq
         if not isinstance(msg, dict):
             return self._fail(None, "msg")

@@ -72,6 +72,8 @@ class BookRouter:
         """Drop the sid's seq base; its markets become stale and unlinked."""
     def reset(self) -> None:
         """Forget every sid; every market stale and unlinked (on reconnect)."""
+    def note_seq(self, sid: int, seq: int) -> None:
+        """A non-book frame of ``sid`` carried ``seq``: move the sid's sequence up to it (never back)."""
     def counters(self) -> dict[str, int]: ...
 
 def scan_fields(frame: bytes) -> dict[str, tuple[int, bytes]]:

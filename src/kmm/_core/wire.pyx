@@ -660,6 +660,12 @@ cdef class BookRouter:
                     return FEED_GAP
                 base[0] = seq
         else:
+            # a snapshot is numbered in the same sequence: a jump means messages of the sid were
+            # missed, and the sid's other books may lack deltas (this one is replaced by the snapshot)
+            base = self._seq_find(sid)
+            if base != NULL and <uint64_t>seq != <uint64_t>base[0] + 1:
+                self._mark_sid_stale(sid)
+                self.gaps += 1
             self._seq_set(sid, seq)
 
         if fm.kind != J_OBJECT:
@@ -674,6 +680,14 @@ cdef class BookRouter:
         if is_delta:
             return self._apply_delta(m)
         return self._apply_snapshot(m)
+
+    def note_seq(self, int64_t sid, int64_t seq):
+        """A non-book frame of subscription ``sid`` (e.g. an ``ok`` answer) carried ``seq``: if it is
+        ahead of the sid's last seq, the sequence moves on to it, so the next book frame is not taken
+        for a gap. Nothing happens before the sid's first snapshot or for an older seq."""
+        cdef int64_t* base = self._seq_find(sid)
+        if base != NULL and seq > base[0]:
+            base[0] = seq
 
     cdef _mark_sid_stale(self, int64_t sid):
         cdef _Market m

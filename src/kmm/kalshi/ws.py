@@ -657,9 +657,18 @@ class KalshiWs:
 
     def _on_ok(self, obj: dict[str, Any], msg: Any, recv_ns: int) -> None:
         self._pending.pop(obj.get("id"), None)  # type: ignore[arg-type]
+        self._note_seq(obj)
 
     def _on_unsubscribed(self, obj: dict[str, Any], msg: Any, recv_ns: int) -> None:
         self._pending.pop(obj.get("id"), None)  # type: ignore[arg-type]
+        self._note_seq(obj)
+
+    def _note_seq(self, obj: dict[str, Any]) -> None:
+        """Command answers may carry the subscription's seq (kalshi-api.md 3.3 [U] whether they consume
+        a number): let the router move past it so the next delta is not taken for a gap."""
+        sid, seq = obj.get("sid"), obj.get("seq")
+        if isinstance(sid, int) and isinstance(seq, int) and self._sid_channel.get(sid) == BOOK_CHANNEL:
+            self.router.note_seq(sid, seq)
 
     def _on_error_frame(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
         self.stats.error_frames += 1
