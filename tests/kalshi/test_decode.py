@@ -117,3 +117,11 @@ def test_price_ranges_for_book_turns_int_ranges_into_dollar_strings():
                                              ("0.9000", "1.0000", "0.0010"))
     assert wire.price_ranges_for_book("deci_cent") == "deci_cent"
     assert wire.price_ranges_for_book(None) is None
+
+
+def test_cancel_ack_says_whether_the_answer_gave_the_size_removed():
+    from kmm.kalshi.decode import decode_cancel_ack
+    known = decode_cancel_ack({"order_id": "o1", "reduced_by": "8.00"})
+    assert known.reduced_by == 800 and known.reduced_known
+    unknown = decode_cancel_ack({"order_id": "o1"})
+    assert unknown.reduced_by == 0 and not unknown.reduced_known

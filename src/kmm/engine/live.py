@@ -668,7 +668,7 @@ class Engine(FeedHandler):
                 self.om.on_request_failed(ack.order_id, f"cancel refused: {ack.error}")
                 log.warning("cancel of %s refused by the exchange (%s); it is retried", ack.order_id, ack.error)
             else:
-                self.om.on_cancel_ack(ack.order_id, ack.reduced_by)
+                self.om.on_cancel_ack(ack.order_id, ack.reduced_by if ack.reduced_known else None)
         return refused
 
     async def _do_cancel(self, pipe: MarketPipeline, order_id: str, trigger_ns: int = 0) -> None:

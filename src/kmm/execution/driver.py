@@ -796,7 +796,10 @@ class ExecutionService(FeedHandler):
         by_id = {a.order_id: a for a in acks}
         for run, c in batch:
             a = by_id.get(c.order_id)  # type: ignore[arg-type]
-            if a is None or a.already_gone:
+            if (a is None or a.already_gone or not a.reduced_known
+                    or (a.reduced_by == 0 and not a.error and c.filled < c.total)):
+                # gone, or the answer does not say how much was removed (or removed nothing while we
+                # think part of it rested): the order's own record says what filled
                 await self._refresh(run, c, ack="cancel")
                 continue
             self._om_cancel_answer(a)

@@ -237,11 +237,13 @@ def order_ack_from_order(order: UserOrder) -> OrderAck:
 
 
 def decode_cancel_ack(body: Mapping[str, Any]) -> CancelAck:
+    known = "reduced_by" in body or "reduced_by_fp" in body
     return CancelAck(
         order_id=str(_req(body, "order_id")),
         client_order_id=body.get("client_order_id") or None,
         reduced_by=_count(body, "reduced_by", "reduced_by_fp", default=0),
         ts_ms=_int(body, "ts_ms"),
+        reduced_known=known,
     )
 
 

@@ -133,6 +133,7 @@ class CancelAck:
     ts_ms: int = 0
     already_gone: bool = False   # the exchange answered 404 / not found: the order was already done
     error: str | None = None     # this item was refused for another reason: the order may still rest
+    reduced_known: bool = True   # False when the answer did not say how much it removed
 
 
 @dataclass(slots=True, frozen=True)
