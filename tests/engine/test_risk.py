@@ -140,8 +140,13 @@ def test_rate_limit_backs_off_exponentially_and_resets_after_success():
     assert gate.on_rate_limited() == 0.5
     assert gate.check_place(T, "bid", 4500, 100).reason == "rate_limited"
     assert gate.check_cancel(T).allowed
+    clock.advance(0.2)
+    assert gate.on_rate_limited() == pytest.approx(0.3)    # same burst: the running pause is not doubled
+    clock.advance(0.3)
     assert gate.on_rate_limited() == 1.0
+    clock.advance(1.0)
     assert gate.on_rate_limited() == 2.0
+    clock.advance(2.0)
     assert gate.on_rate_limited() == 2.0                   # capped
     clock.advance(1.9)
     gate.on_book_update(T)

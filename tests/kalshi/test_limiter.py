@@ -59,20 +59,34 @@ def test_read_bucket_is_independent_of_writes(clock):
     assert lim.read.tokens == pytest.approx(390)
 
 
-def test_429_pauses_places_amends_and_reads_but_not_cancels(clock):
+def test_a_write_429_pauses_places_and_amends_but_not_cancels_or_reads(clock):
     lim = make(clock)
-    pause = lim.on_rate_limited()
+    pause = lim.on_rate_limited(PLACE)
     assert pause == 0.25 * NS
-    assert lim.poll(PLACE, 10) > 0 and lim.poll(AMEND, 10) > 0 and lim.poll(READ, 10) > 0
+    assert lim.poll(PLACE, 10) > 0 and lim.poll(AMEND, 10) > 0
+    assert lim.poll(READ, 10) == 0          # Kalshi's read and write buckets are independent
     clock.advance(0.03)  # bucket assumed empty after a 429: 3 tokens back
     assert lim.poll(CANCEL, 2) == 0
     assert lim.pressure() == 1.0
 
 
-def test_429_backoff_doubles_up_to_the_cap_and_resets_after_success(clock):
+def test_a_read_429_pauses_reads_only(clock):
     lim = make(clock)
-    pauses = [lim.on_rate_limited() for _ in range(5)]
-    assert pauses == [0.25 * NS, 0.5 * NS, 1.0 * NS, 2.0 * NS, 2.0 * NS]
+    assert lim.on_rate_limited(READ) == 0.25 * NS
+    assert lim.poll(READ, 10) > 0
+    assert lim.poll(PLACE, 10) == 0 and lim.poll(CANCEL, 2) == 0
+
+
+def test_429_backoff_doubles_per_pause_up_to_the_cap_and_resets_after_success(clock):
+    lim = make(clock)
+    assert lim.on_rate_limited() == 0.25 * NS
+    clock.advance(0.1)
+    assert lim.on_rate_limited() == 0.15 * NS    # answers to requests sent together count once
+    pauses = []
+    for _ in range(4):
+        clock.advance(2.5)                        # each 429 after the previous pause ended escalates
+        pauses.append(lim.on_rate_limited())
+    assert pauses == [0.5 * NS, 1.0 * NS, 2.0 * NS, 2.0 * NS]
     clock.advance(3)
     lim.on_success()
     assert lim.on_rate_limited() == 0.25 * NS

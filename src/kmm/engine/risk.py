@@ -195,9 +195,12 @@ class RiskGate:
     def on_rate_limited(self) -> float:
         """A 429 came back: pause places and amends, doubling the wait each time up to the max.
         Returns the wait in seconds."""
+        now = self.clock.monotonic_ns()
+        if now < self.backoff_until_ns:
+            return (self.backoff_until_ns - now) / NS_PER_S   # answers to requests sent together count once
         self.backoff_level += 1
         wait = min(self.limits.backoff_max_s, self.limits.backoff_base_s * 2 ** (self.backoff_level - 1))
-        self.backoff_until_ns = self.clock.monotonic_ns() + int(wait * NS_PER_S)
+        self.backoff_until_ns = now + int(wait * NS_PER_S)
         log.warning("risk: 429 from the exchange; places paused for %.2f s (level %d)",
                     wait, self.backoff_level)
         return wait

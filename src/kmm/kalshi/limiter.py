@@ -93,7 +93,9 @@ class RateLimiter:
         self.backoff_base_ns = int(backoff_base_s * _NS)
         self.backoff_max_ns = int(backoff_max_s * _NS)
         self._backoff_ns = 0
-        self.paused_until_ns = 0
+        self.paused_until_ns = 0        # places and amends wait until then after a write 429
+        self._read_backoff_ns = 0
+        self.read_paused_until_ns = 0   # reads wait until then after a read 429 (the buckets are independent)
         self._waiters: tuple[deque[tuple[float, asyncio.Future[None]]], ...] = (
             deque(), deque(), deque(), deque())
         self._granted = [0, 0, 0, 0]
@@ -118,8 +120,8 @@ class RateLimiter:
         """Take ``cost`` tokens for ``lane`` now if allowed (returns 0), else ns to wait. Ignores queues."""
         now = self._clock()
         if lane == READ:
-            if now < self.paused_until_ns:
-                return self.paused_until_ns - now
+            if now < self.read_paused_until_ns:
+                return self.read_paused_until_ns - now
             bucket = self.read
             floor = 0.0
         else:
@@ -134,23 +136,36 @@ class RateLimiter:
             self._granted[lane] += 1
         return wait
 
-    def on_rate_limited(self) -> int:
-        """A 429 arrived: pause reads, places and amends; returns the pause in ns."""
+    def on_rate_limited(self, lane: int = PLACE) -> int:
+        """A 429 arrived for a request of ``lane``: pause that bucket's non-cancel traffic (reads for a
+        read, places and amends for a write; Kalshi's two buckets are independent) and assume its tokens
+        are gone. The pause doubles only for a 429 that comes after the previous pause ended, so a burst
+        of answers to requests sent together counts once. Returns the pause in ns."""
         self.rate_limited += 1
-        self._backoff_ns = self.backoff_base_ns if self._backoff_ns == 0 else min(
-            self._backoff_ns * 2, self.backoff_max_ns)
         now = self._clock()
-        self.paused_until_ns = max(self.paused_until_ns, now + self._backoff_ns)
-        # The exchange's bucket is empty: assume ours is too, so we stop racing it.
+        if lane == READ:
+            if now >= self.read_paused_until_ns:
+                self._read_backoff_ns = self.backoff_base_ns if self._read_backoff_ns == 0 else min(
+                    self._read_backoff_ns * 2, self.backoff_max_ns)
+                self.read_paused_until_ns = now + self._read_backoff_ns
+            self.read.refill(now)
+            self.read.tokens = min(self.read.tokens, 0.0)
+            return self.read_paused_until_ns - now
+        if now >= self.paused_until_ns:
+            self._backoff_ns = self.backoff_base_ns if self._backoff_ns == 0 else min(
+                self._backoff_ns * 2, self.backoff_max_ns)
+            self.paused_until_ns = now + self._backoff_ns
         self.write.refill(now)
         self.write.tokens = min(self.write.tokens, 0.0)
-        self.read.refill(now)
-        self.read.tokens = min(self.read.tokens, 0.0)
-        return self._backoff_ns
+        return self.paused_until_ns - now
 
-    def on_success(self) -> None:
-        """A request went through: the next 429 starts the backoff from its base again."""
-        if self._backoff_ns and self._clock() >= self.paused_until_ns:
+    def on_success(self, lane: int = PLACE) -> None:
+        """A request went through: the next 429 of its bucket starts the backoff from its base again."""
+        now = self._clock()
+        if lane == READ:
+            if self._read_backoff_ns and now >= self.read_paused_until_ns:
+                self._read_backoff_ns = 0
+        elif self._backoff_ns and now >= self.paused_until_ns:
             self._backoff_ns = 0
 
     @property

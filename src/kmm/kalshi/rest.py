@@ -247,7 +247,7 @@ class KalshiRest:
                 raise ExchangeError(0, "connection_error", f"{type(exc).__name__}: {exc}",
                                     method=method, path=full) from None
             if status < 300:
-                self.limiter.on_success()
+                self.limiter.on_success(lane)
                 if not raw:
                     return {}
                 try:
@@ -257,7 +257,7 @@ class KalshiRest:
                                         method=method, path=full) from None
             err = _error_from(status, raw, method, full)
             if status == 429:
-                pause_ns = self.limiter.on_rate_limited()
+                pause_ns = self.limiter.on_rate_limited(lane)
                 log.warning("429 on %s %s: pausing non-cancel requests for %.3f s", method, full, pause_ns / 1e9)
             if attempt + 1 < attempts and (status == 429 or status >= 500):
                 self.retries += 1
