@@ -150,3 +150,26 @@ async def test_an_answer_nobody_asked_for_closes_the_connection_instead_of_pairi
     assert await client.request("POST", "/b", {}, b"2") == (200, b"{}")
     assert client.opened == 2                  # the connection that carried it was not reused
     server.close()
+
+
+async def test_an_interim_1xx_answer_is_skipped_and_the_real_answer_returned():
+    answer = b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}"
+    server, seen, url = await serve([[answer]])
+    client = FastHttp(url, connections=1, timeout_s=2.0)
+    assert await client.request("POST", "/a", {}, b"1") == (201, b"{}")
+    server.close()
+
+
+async def test_a_body_without_length_that_runs_to_the_end_of_the_connection_is_returned():
+    class AnswerThenClose(asyncio.Protocol):
+        def connection_made(self, transport) -> None:
+            self.t = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.t.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b'{"a":1}')
+            self.t.close()
+
+    server = await asyncio.get_running_loop().create_server(AnswerThenClose, "127.0.0.1", 0)
+    client = FastHttp(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", connections=1, timeout_s=2.0)
+    assert await client.request("GET", "/a", {}, None) == (200, b'{"a":1}')
+    server.close()

@@ -65,6 +65,14 @@ class _Conn(asyncio.Protocol):
         self.closed = True
         self._pool._forget(self)
         self._pool._lingering.discard(self)
+        if (exc is None and self._head_done and not self._chunked and self._length < 0
+                and self.waiter is not None):
+            # a body with neither a length nor chunks runs to the end of the connection: it is complete
+            self._body = self.buf[:]
+            del self.buf[:]
+            self.keep_alive = False
+            self._complete()
+            return
         self._fail(HttpConnectionError(f"connection closed before the response completed ({exc or 'EOF'})"))
 
     def _fail(self, exc: BaseException) -> None:
@@ -104,7 +112,7 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        if not self._head_done:
+        while not self._head_done:
             end = self.buf.find(_CRLF2)
             if end < 0:
                 if len(self.buf) > _MAX_HEAD:
@@ -117,6 +125,8 @@ class _Conn(asyncio.Protocol):
             except ValueError as exc:
                 self._protocol_error(str(exc))
                 return
+            if 100 <= self._status < 200:
+                self._reset_response()   # an interim answer (100 Continue, 103 Early Hints): the real one follows
         if self._chunked:
             if not self._read_chunks():
                 return

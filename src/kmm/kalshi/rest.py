@@ -11,6 +11,7 @@ Rules that matter for money:
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 import random
 import ssl
@@ -52,6 +53,9 @@ class OrderNotPlaced(RequestTimeout):
         super().__init__(f"create of {client_order_id} on {ticker} timed out and the exchange has no such "
                          "order: it was not placed (watch user_orders in case it lands late)")
 
+
+# A create being looked up was made seconds ago: list orders from this long before now (covers clock skew)
+LOOKUP_SKEW_S = 120
 
 # Error codes that mean "no such order (any more)" in a batched cancel's items [U: lower-case FIX names]
 NOT_FOUND_CODES = frozenset({"not_found", "order_not_found"})
@@ -356,10 +360,11 @@ class KalshiRest:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.create_lookup_window_s
+        since_s = int(time.time()) - LOOKUP_SKEW_S   # the order was created just now; allow clock skew
         wait = 0.05
         while True:
             try:
-                order = await self.find_order_by_client_id(req.client_order_id, ticker=req.ticker)
+                order = await self.find_order_by_client_id(req.client_order_id, ticker=req.ticker, min_ts=since_s)
             except (RequestTimeout, ExchangeError) as exc:
                 log.warning("lookup of %s after a create timeout failed: %s", req.client_order_id, exc)
                 order = None
@@ -377,9 +382,10 @@ class KalshiRest:
         raise OrderNotPlaced(req.client_order_id, req.ticker)
 
     async def find_order_by_client_id(self, client_order_id: str, *, ticker: str | None = None,
-                                      max_pages: int = 20) -> UserOrder | None:
-        """Look an order up by client_order_id (GET /portfolio/orders filtered by ticker)."""
-        async for o in self.iter_orders(ticker=ticker, max_pages=max_pages):
+                                      min_ts: int | None = None, max_pages: int = 20) -> UserOrder | None:
+        """Look an order up by client_order_id (GET /portfolio/orders filtered by ticker, and by
+        ``min_ts``, Unix s, when the create time is known: a short listing, a few read tokens)."""
+        async for o in self.iter_orders(ticker=ticker, min_ts=min_ts, max_pages=max_pages):
             if o.client_order_id == client_order_id:
                 return o
         return None
