@@ -267,3 +267,12 @@ def test_a_user_channel_error_is_reported_like_a_reconnect_and_books_are_resnaps
     assert rec.of("on_book_stale") == [("A", "user channel error 25")]
     cmds = [c["cmd"] for c in ws._transport.cmds]
     assert "unsubscribe" in cmds and "subscribe" in cmds and "update_subscription" in cmds
+
+
+def test_an_unreadable_fill_is_reported_so_the_engine_can_backfill(ws, rec):
+    bad = frame(type="fill", sid=9, msg={"trade_id": "t1", "order_id": "o1", "market_ticker": "A",
+                                         "yes_price_dollars": "0.4100", "count_fp": "not-a-number"})
+    assert ws.handle_frame(bad, 100) == NOT_BOOK
+    errors = rec.of("on_error")
+    assert errors and "unreadable fill" in str(errors[-1][0])
+    assert not rec.of("on_fill")

@@ -47,6 +47,7 @@ from kmm.engine.risk import KillState, RiskGate
 from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_table
 from kmm.errors import ExchangeError, KmmError, NotFound, RateLimited
 from kmm.kalshi import ConnectorConfig, FeedHandler, KalshiRest, KalshiWs, OrderNotPlaced
+from kmm.kalshi.decode import WireError
 from kmm.kalshi.types import (Fill, Lifecycle, MarketPosition, OrderAck, OrderRequest, Trade,
                               UserOrder)
 from kmm.strategy.alpha import AlphaSource, ExternalSkew
@@ -463,6 +464,10 @@ class Engine(FeedHandler):
 
     def on_error(self, error: Exception) -> None:
         log.warning("connector: %s", error)
+        if isinstance(error, WireError) and not self.stopping and self.quoting:
+            # a fill or order update we could not decode: backfill and reconcile over REST now
+            if self._resync_task is None or self._resync_task.done():
+                self._resync_task = self._spawn(self._resync("unreadable user message"))
 
     # ================================================================================== decisions
     def _requote(self, pipe: MarketPipeline, trigger_ns: int, live: list[LiveOrder] | None = None) -> None:

@@ -68,7 +68,10 @@ def _money(obj: Mapping[str, Any], *names: str, default: int | None = 0) -> int:
         if v is not None:
             try:
                 if isinstance(v, int) and not isinstance(v, bool):
+                    # an integer may be a legacy cent field: refuse rather than guess the unit
                     raise WireError(f"field {name}: integer {v} where a dollar string was expected")
+                if isinstance(v, float):
+                    v = repr(v)   # a JSON number with a decimal point is dollars: "0.0044"
                 return parse_money(v)
             except (ValueError, TypeError) as exc:
                 raise WireError(f"field {name}: {exc}") from None

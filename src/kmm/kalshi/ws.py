@@ -593,6 +593,9 @@ class KalshiWs:
         except (wire.WireError, ValueError, TypeError, KeyError, AttributeError) as exc:
             self.stats.malformed += 1
             log.warning("bad %s frame (%s): %s", typ, exc, _trunc(data))
+            if typ in ("fill", "user_order", "market_position"):
+                # our own state changed and we could not read how: the engine must read it over REST
+                self._call(self.handler.on_error, wire.WireError(f"unreadable {typ} message: {exc}"))
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         try:
