@@ -173,3 +173,17 @@ async def test_a_body_without_length_that_runs_to_the_end_of_the_connection_is_r
     client = FastHttp(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", connections=1, timeout_s=2.0)
     assert await client.request("GET", "/a", {}, None) == (200, b'{"a":1}')
     server.close()
+
+
+async def test_a_request_on_a_warm_connection_is_written_before_the_coroutine_first_yields():
+    # the engine starts requests eagerly inside the frame callback: the bytes must leave synchronously
+    from kmm.engine.eager import start_eager
+
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    server, seen, url = await serve([[ok], [ok]])
+    client = FastHttp(url, connections=1, timeout_s=2.0)
+    await client.warm()
+    fut = start_eager(asyncio.get_running_loop(), client.request("POST", "/a", {}, b"1"))
+    assert client.requests == 1 and client.last_write_ns > 0 and not fut.done()
+    assert await fut == (200, b"{}")
+    server.close()
