@@ -354,8 +354,8 @@ class RiskGate:
         return ALLOW
 
     # ------------------------------------------------------------------ public checks
-    def check_place(self, ticker: str, side: str, price: int, count: int) -> Decision:
-        """Allow or deny a new order."""
+    def _order_gates(self, ticker: str, side: str, price: int, count: int) -> Decision:
+        """What every new or amended order must pass, in order: fat finger, kill switch, market, back-off."""
         d = self._fat_finger(ticker, side, price, count)
         if d.allowed:
             d = self._kill_gate()
@@ -363,6 +363,11 @@ class RiskGate:
             d = self._market_gate(ticker)
         if d.allowed:
             d = self._backoff_gate()
+        return d
+
+    def check_place(self, ticker: str, side: str, price: int, count: int) -> Decision:
+        """Allow or deny a new order."""
+        d = self._order_gates(ticker, side, price, count)
         if not d.allowed:
             return d
         lim = self.limits
@@ -378,13 +383,7 @@ class RiskGate:
                     old_remaining: int) -> Decision:
         """Allow or deny an amend of a live order to ``price`` with ``remaining`` left; checked like
         the order it becomes (the old remaining no longer counts)."""
-        d = self._fat_finger(ticker, side, price, remaining)
-        if d.allowed:
-            d = self._kill_gate()
-        if d.allowed:
-            d = self._market_gate(ticker)
-        if d.allowed:
-            d = self._backoff_gate()
+        d = self._order_gates(ticker, side, price, remaining)
         if not d.allowed:
             return d
         return self._position_gate(ticker, side, remaining, old_remaining)
