@@ -187,3 +187,15 @@ def test_places_never_spend_the_cancel_reserve(steps):
         clock.advance(dt)
         if lim.poll(lane, cost) == 0 and lane != CANCEL:
             assert lim.write.tokens >= lim.cancel_reserve - 1e-6
+
+
+async def test_close_fails_waiting_requests_with_an_error_not_a_cancellation(clock):
+    from kmm.errors import KmmError
+    lim = make(clock)
+    while lim.poll(PLACE, 10) == 0:
+        pass
+    waiting = asyncio.ensure_future(lim.acquire(PLACE, 10))
+    await asyncio.sleep(0)
+    lim.close()
+    with pytest.raises(KmmError, match="closed"):
+        await waiting

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kmm import protocol
+from kmm.errors import KmmError
 
 CANCEL = 0
 AMEND = 1
@@ -269,7 +270,9 @@ class RateLimiter:
             while q:
                 _, fut = q.popleft()
                 if not fut.done():
-                    fut.cancel()
+                    # an error, not a cancellation: the waiting request must fail visibly (a cancel
+                    # that silently vanished would look like the caller's own task being cancelled)
+                    fut.set_exception(KmmError("the rate limiter was closed while this request waited"))
 
 
 def limits_from_account(body: object) -> tuple[float, float] | None:
