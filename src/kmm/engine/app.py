@@ -182,7 +182,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 async def _run_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool, recorder: Any, view: str) -> Any:
-    from kmm.engine.live import Engine, EngineOptions
+    from kmm.engine.maker import Engine, EngineOptions
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

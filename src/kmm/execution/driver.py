@@ -297,6 +297,7 @@ class ExecutionService(FeedHandler):
             self.store = self._store_arg
         self.rest = KalshiRest(self.conn)
         await self.rest.start()
+        self.gate.backoff = self.rest.limiter     # the one 429 back-off is the limiter's; the gate reads it
         try:
             status = await self.rest.get_exchange_status()
             self.gate.set_exchange_paused(not status.trading_active)
@@ -656,7 +657,6 @@ class ExecutionService(FeedHandler):
             self._place_failed(run, c, "not placed (create timed out, lookups found nothing)")
             return
         except RateLimited:
-            self.gate.on_rate_limited()
             self.om.on_create_rejected(coid, "429")
             self._place_failed(run, c, "429")
             return
@@ -674,7 +674,6 @@ class ExecutionService(FeedHandler):
             ack = OrderAck(found.order_id, found.client_order_id, found.fill_count, found.remaining_count)
         else:
             self.om.on_ack(ack)
-        self.gate.on_request_ok()
         c.place = "acked"
         c.filled = max(c.filled, ack.fill_count)
         if ack.remaining_count > 0:
@@ -729,7 +728,6 @@ class ExecutionService(FeedHandler):
             ack = await self.rest.amend_order(oid, ticker=run.ticker, side=c.side, price=it.price,
                                               count=it.count, client_order_id=c.child_id)
         except RateLimited:
-            self.gate.on_rate_limited()
             self.om.on_request_failed(oid, "429")
             self._deny(run, it.child_id, "amend", "429")
             return
@@ -738,7 +736,6 @@ class ExecutionService(FeedHandler):
             self._deny(run, it.child_id, "amend", getattr(exc, "code", str(exc)))
             await self._refresh(run, c)       # a 404 means it is gone: report its final state
             return
-        self.gate.on_request_ok()
         self.om.on_amend_ack(ack)
         c.price, c.total = it.price, it.count
         c.filled = max(c.filled, ack.fill_count)
