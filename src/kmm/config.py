@@ -179,7 +179,7 @@ class RiskConfig:
     backoff_base_s: float = opt(0.25, "First pause of places and amends after a 429 (the connector's rate "
                                 "limiter owns the back-off); doubles on each 429 after a pause ended, "
                                 "resets on the first success.", lo=0, lo_open=True)
-    backoff_max_s: float = opt(2.0, "Longest pause of places after 429s (the bucket refills in well under "
+    backoff_max_s: float = opt(1.0, "Longest pause of places after 429s (the bucket refills in well under "
                                "a second; a long pause only keeps quotes away).", lo=0, lo_open=True)
     unknown_order_policy: str = opt("cancel", "Orders found at the exchange that this session did not "
                                     "create: cancel them, or adopt them as ours.",

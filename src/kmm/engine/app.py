@@ -21,12 +21,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from kmm import exitcodes
 from kmm.config import KmmConfig, load_config, parse_set_args
 from kmm.errors import ConfigError, KmmError
 
 log = logging.getLogger("kmm.app")
 
-EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_ORDERS_LEFT = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_ORDERS_LEFT = (exitcodes.OK, exitcodes.ERROR, exitcodes.CONFIG,
+                                                    exitcodes.ORDERS_LEFT)
 
 
 # ---------------------------------------------------------------------------------------- arguments
@@ -175,10 +177,10 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         recorder.close()
     print(summary.render())
-    if not summary.verified_flat_orders and not cfg.run.leave_orders_on_exit:
+    code = exitcodes.for_run(summary, leave_orders_on_exit=cfg.run.leave_orders_on_exit)
+    if code == exitcodes.ORDERS_LEFT:
         print("kmm run: orders may still rest at the exchange: check and cancel them", file=sys.stderr)
-        return EXIT_ORDERS_LEFT
-    return EXIT_OK
+    return code
 
 
 async def _run_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool, recorder: Any, view: str) -> Any:

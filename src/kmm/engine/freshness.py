@@ -12,8 +12,9 @@ States per market:
   sequence has missed nothing). Book data for the market answers it;
 - ``stale``: a gap, a disconnect, or a snapshot request unanswered for ``answer_s``: quotes are pulled.
 
-An unanswered request escalates one step per ``answer_s``: pull (level 1), resubscribe the book channel
-(level 2), reconnect (level 3). :mod:`kmm.engine.recovery` acts on the steps; this module only keeps
+An unanswered request escalates: pull after ``answer_s`` (level 1), then resubscribe the book channel
+(level 2) and reconnect (level 3), each another ``max(answer_s, step_s)`` later (a resubscribe or a
+reconnect needs time to be answered). :mod:`kmm.engine.recovery` acts on the steps; this module only keeps
 the state and the clock arithmetic (no I/O), so it is tested with a manual clock.
 """
 
@@ -40,10 +41,12 @@ class MarketFreshness:
 class Freshness:
     """The freshness of every market's book. ``fresh(ticker)`` is what quoting may rely on."""
 
-    def __init__(self, clock: Clock, *, stale_after_s: float = 5.0, answer_s: float = 1.5) -> None:
+    def __init__(self, clock: Clock, *, stale_after_s: float = 5.0, answer_s: float = 1.5,
+                 step_s: float = 2.0) -> None:
         self.clock = clock
         self.stale_after_ns = int(stale_after_s * NS_PER_S)
         self.answer_ns = int(answer_s * NS_PER_S)
+        self.step_ns = max(self.answer_ns, int(step_s * NS_PER_S))
         self.markets: dict[str, MarketFreshness] = {}
 
     def add(self, ticker: str) -> None:
@@ -114,7 +117,7 @@ class Freshness:
         for t, m in self.markets.items():
             if m.state not in (CHECKING, STALE) or not m.asked_ns:
                 continue
-            due = m.asked_ns + self.answer_ns * (m.level + 1)
+            due = m.asked_ns + self.answer_ns + self.step_ns * m.level
             if now_ns >= due and m.level < RECONNECT:
                 m.level += 1
                 if m.level >= PULL:

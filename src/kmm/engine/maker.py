@@ -489,9 +489,11 @@ class Engine(FeedHandler):
     _last_denial_detail = ""
 
     def _pull(self, pipe: MarketPipeline, reason: str) -> None:
-        """Cancel every live order of this market (orders still being created are cancelled on ack)."""
+        """Cancel every live order of this market (orders still being created are cancelled on ack).
+        Not during an exchange pause: the exchange refuses cancels then (and kills every order of ours,
+        which all carry cancel_order_on_pause); the reconcile after the pause confirms it."""
         live = self.om.live_orders(pipe.ticker)
-        if not live:
+        if not live or self.session.pause == "exchange":
             return
         actions = pipe.pull([o for o in live if o.order_id is not None])
         if actions:
@@ -526,14 +528,15 @@ class Engine(FeedHandler):
 
     def _reducing_size(self, ticker: str, side: str, size: int) -> int:
         """In reduce-only mode a reducing quote is sized to what reduces the position (never more than
-        the position less what already rests on that side), so it passes instead of being refused."""
+        the position less what already rests on that side), so it passes instead of being refused; a
+        quote that would not reduce is not asked for at all (0)."""
         gate = self.gate
         q = self.pf.position(ticker)
         if not gate.reduce_only_reason(ticker, q):
             return size
         sign = 1 if side == "bid" else -1
         if q * sign >= 0:
-            return size                     # not reducing: the gate refuses it, as it should
+            return 0                        # not reducing: it cannot pass, so it is not sent
         room = abs(q) - self.om.open_qty(ticker, side)
         return max(0, min(size, room))
 
@@ -546,7 +549,8 @@ class Engine(FeedHandler):
             if kind == PLACE:
                 size = self._reducing_size(ticker, side, a.size)
                 if size <= 0:
-                    self._last_denial, self._last_denial_detail = "reduce_only", f"{side}: nothing left to reduce"
+                    self._last_denial = "reduce_only"
+                    self._last_denial_detail = f"{self.gate.reduce_only_reason(ticker)}: a {side} would not reduce"
                     continue
                 d = self.gate.check_place(ticker, side, a.price, size)
                 if not d:

@@ -81,6 +81,7 @@ class SessionOptions:
     backoff_base_s: float | None = None  # the limiter's 429 back-off ([risk] backoff_*); None: connector's
     backoff_max_s: float | None = None
     stop_backoff_max_s: float = 0.3      # during the stop: reads retry promptly, paced by the limiter
+    pause_hold_s: float = 2.0            # a pause seen in an answer outlives status polls this long
 
 
 @dataclass(slots=True)
@@ -182,6 +183,10 @@ class Session:
         assert self.rest is not None
         st = await self.rest.get_exchange_status()
         kind = "" if st.trading_active and st.exchange_active else ("exchange" if not st.exchange_active else "trading")
+        if (not kind and self.pause and not self._status_said_paused
+                and self.clock.monotonic_ns() < self._pause_answer_until):
+            return        # an answer said paused moments ago and the status never did: [U] it may lag
+        self._status_said_paused = bool(kind)
         self.set_pause(kind, "status poll")
 
     def set_pause(self, kind: str, why: str) -> None:
@@ -362,9 +367,13 @@ class Session:
         return True
 
     # ================================================================================== requests
+    _pause_answer_until = 0
+    _status_said_paused = False
+
     def _answer_paused(self, exc: BaseException) -> bool:
         kind = pause_kind(exc)
         if kind:
+            self._pause_answer_until = self.clock.monotonic_ns() + int(self.opt.pause_hold_s * NS_PER_S)
             self.set_pause(kind, f"answer {exc}")
             return True
         return False
@@ -677,29 +686,29 @@ class Session:
         self.rest.limiter.set_backoff(max_s=self.opt.stop_backoff_max_s)
         t0 = self.clock.monotonic_ns()
         deadline = t0 + int(self.opt.stop_deadline_s * NS_PER_S)
-        escalate_at = t0 + int(self.opt.stop_escalate_s * NS_PER_S)
+        escalate_ns = int(self.opt.stop_escalate_s * NS_PER_S)
+        next_escalation = t0 + escalate_ns
         escalated = False
         left: list[UserOrder] = []
         while True:
-            now = self.clock.monotonic_ns()
             for o in self.om.unknown():
                 if o.client_order_id not in self._verifying:
                     self.spawn(self.resolve_unknown(o))
-            if self.pause != "exchange":
-                refused = await self.cancel_everything("stop")
-            else:
-                refused = 0
-            if (refused or now >= escalate_at) and not escalated and self.live_with_id():
+            refused = await self.cancel_everything("stop") if self.pause != "exchange" else 0
+            now = self.clock.monotonic_ns()
+            if self.live_with_id() and ((refused and not escalated) or now >= next_escalation):
                 escalated = True
+                # cancels refused (429, ...) or orders still live: cancel-all and the group's trigger,
+                # again every stop_escalate_s while anything is live
+                next_escalation = now + escalate_ns
                 await self._escalate(res, "cancels refused" if refused else "orders still live")
             listed = await self._read_resting()
             if listed is not None:
-                left = [o for o in listed if self._ours(o)]
-                if left:
-                    for o in left:
-                        if self.om.by_order_id(o.order_id) is None:
-                            self.om.on_user_order(o)
-                else:
+                left = list(listed)
+                for o in left:
+                    if self.om.by_order_id(o.order_id) is None:
+                        self.om.on_user_order(o)      # ours to cancel: the session owns the key
+                if not left:
                     # nothing of ours rests at the exchange: whatever we still think live is gone
                     for o in self.live_with_id():
                         self.om.on_cancel_ack(o.order_id)  # type: ignore[arg-type]
@@ -711,9 +720,6 @@ class Session:
             if self.clock.monotonic_ns() >= deadline:
                 res.resting_left = len(left) + len(unsure)
                 break
-            if left and not escalated and self.clock.monotonic_ns() >= escalate_at:
-                escalated = True
-                await self._escalate(res, f"{len(left)} orders still rest")
             await self._sleep(self.opt.stop_read_every_s)
         res.seconds = (self.clock.monotonic_ns() - t0) / NS_PER_S
         if res.verified:
@@ -740,14 +746,28 @@ class Session:
             log.warning("could not delete the session order group %s: %s; the next start deletes it",
                         self.group_id, exc)
 
+    async def _read_paced(self, fn: Callable[[], Any], what: str, deadline_s: float = 10.0) -> Any:
+        """A read at stop, retried every ``stop_read_every_s`` (paced by the limiter) until it works or
+        ``deadline_s`` passes (then its error is raised)."""
+        end = self.clock.monotonic_ns() + int(deadline_s * NS_PER_S)
+        while True:
+            try:
+                return await fn()
+            except KmmError as exc:
+                if self.clock.monotonic_ns() >= end:
+                    raise
+                log.info("stop: %s failed (%s); reading again", what, exc)
+                await self._sleep(self.opt.stop_read_every_s)
+
     async def final_check(self, settle_s: float = 0.2) -> bool:
         """Backfill the last fills, then compare positions and cash with the exchange."""
         assert self.rest is not None
         await self._sleep(settle_s)   # let the last fill messages arrive over the socket
-        for f in sorted(await self.session_fills(), key=lambda f: f.ts_ms):
+        for f in sorted(await self._read_paced(self.session_fills, "fill backfill"), key=lambda f: f.ts_ms):
             self.apply_fill(f)
-        ok = bool(await self.check_positions("stop"))
-        bal = await self.rest.get_balance()
+        ok = bool(await self._read_paced(lambda: self.check_positions("stop"), "position check"))
+        rest = self.rest
+        bal = await self._read_paced(rest.get_balance, "balance")
         cash = self.pf.check_balance(bal.balance)
         if cash.ok:
             log.info("cash agrees with the exchange balance: %s", cash)
