@@ -42,7 +42,12 @@ from kmm.engine.portfolio import Portfolio
 from kmm.engine.risk import RiskGate, RiskLimits
 from kmm.errors import ExchangeError, KmmError, NotFound, RateLimited
 from kmm.kalshi import ConnectorConfig, FeedHandler, KalshiRest, KalshiWs, OrderNotPlaced
-from kmm.kalshi.types import Fill, MarketPosition, OrderAck, OrderRequest, UserOrder
+from kmm.kalshi.types import CancelAck, Fill, MarketPosition, OrderAck, OrderRequest, UserOrder
+
+# what a user of the session (the maker, the execution driver) needs from the connector, so that
+# they import the session and never the connector
+__all__ = ["Session", "SessionOptions", "StopResult", "ConnectorConfig", "FeedHandler", "OrderNotPlaced",
+           "CancelAck", "Fill", "MarketPosition", "OrderAck", "OrderRequest", "UserOrder"]
 
 log = logging.getLogger("kmm.session")
 
@@ -257,17 +262,17 @@ class Session:
             log.warning("start: cancelling order %s in %s left from before (unknown_order_policy cancel)",
                         o.order_id, o.ticker)
             self.event("leftover_cancelled", o.ticker, o.order_id or "")
-        for o in outside:
+        for uo in outside:
             if self.opt.adopt_outside_markets:
                 log.warning("start: order %s in %s (outside this session's markets) left resting as configured",
-                            o.order_id, o.ticker)
-                self.event("outside_kept", o.ticker, o.order_id)
-                kept.append(o)
+                            uo.order_id, uo.ticker)
+                self.event("outside_kept", uo.ticker, uo.order_id)
+                kept.append(uo)
                 continue
             log.warning("start: cancelling order %s in %s: it rests outside this session's markets (%s) "
-                        "and nobody here would watch it", o.order_id, o.ticker, ", ".join(self.markets))
-            self.event("outside_cancelled", o.ticker, o.order_id)
-            cancel_ids.append(o.order_id)
+                        "and nobody here would watch it", uo.order_id, uo.ticker, ", ".join(self.markets))
+            self.event("outside_cancelled", uo.ticker, uo.order_id)
+            cancel_ids.append(uo.order_id)
         if rep.to_cancel:
             for o in rep.to_cancel:
                 if o.order_id:
@@ -673,14 +678,20 @@ class Session:
             except Exception as exc:  # noqa: BLE001
                 log.warning("stop: order group trigger failed (%s)", exc)
 
-    async def stop_sweep(self) -> StopResult:
+    async def stop_sweep(self, owned: Callable[[UserOrder], bool] | None = None, *,
+                         escalate: bool = True) -> StopResult:
         """Cancel everything of ours, escalate if orders still rest, and verify over REST (all markets)
         that nothing rests. Bounded by ``stop_deadline_s``.
 
         Cancels go first: they take the cancel lane of the write budget, which places never use; the
         verification reads use the read bucket, paced every ``stop_read_every_s``, so they cannot
         starve the cancels. A create still in flight is cancelled on its ack (the caller's place
-        coroutine sees ``stopping``); one with an unknown outcome is looked up and cancelled."""
+        coroutine sees ``stopping``); one with an unknown outcome is looked up and cancelled.
+
+        ``owned``: which resting orders are ours (default: every order of the key, for the maker, which
+        owns the account); ``escalate=False`` never sends cancel-all or the group trigger (execution
+        shares the key with other users)."""
+        ours = owned or self._ours
         assert self.rest is not None
         res = StopResult()
         self.rest.limiter.set_backoff(max_s=self.opt.stop_backoff_max_s)
@@ -696,7 +707,7 @@ class Session:
                     self.spawn(self.resolve_unknown(o))
             refused = await self.cancel_everything("stop") if self.pause != "exchange" else 0
             now = self.clock.monotonic_ns()
-            if self.live_with_id() and ((refused and not escalated) or now >= next_escalation):
+            if escalate and self.live_with_id() and ((refused and not escalated) or now >= next_escalation):
                 escalated = True
                 # cancels refused (429, ...) or orders still live: cancel-all and the group's trigger,
                 # again every stop_escalate_s while anything is live
@@ -704,10 +715,10 @@ class Session:
                 await self._escalate(res, "cancels refused" if refused else "orders still live")
             listed = await self._read_resting()
             if listed is not None:
-                left = list(listed)
-                for o in left:
-                    if self.om.by_order_id(o.order_id) is None:
-                        self.om.on_user_order(o)      # ours to cancel: the session owns the key
+                left = [uo for uo in listed if ours(uo)]
+                for uo in left:
+                    if self.om.by_order_id(uo.order_id) is None:
+                        self.om.on_user_order(uo)     # ours to cancel
                 if not left:
                     # nothing of ours rests at the exchange: whatever we still think live is gone
                     for o in self.live_with_id():
