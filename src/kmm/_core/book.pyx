@@ -35,12 +35,9 @@ cdef extern from *:
     int kmm_hibit64(unsigned long long x) noexcept nogil  # index of the highest set bit, x != 0
 
 
-class BookError(ValueError):
-    """Book input was refused: unknown side, price off the grid or outside (0, 1), unparseable
-    string, size out of range, or a delta that would make a level negative ("desync").
-
-    Defined here because ``kmm._core`` imports nothing from the rest of kmm; the shell may
-    re-export it next to ``kmm.errors``."""
+# BookError is a KmmError: the root of kmm's errors is defined below the core (pure Python, no
+# import of the rest of kmm) and re-exported by kmm.errors
+from kmm._core.errors import BookError
 
 
 SIDE_NAMES = ("yes", "no")
@@ -299,8 +296,6 @@ cdef class OrderBook:
         side's terms; ``delta`` signed 1e-2 contracts."""
         self._apply_level(side, price, delta)
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     def apply_deltas(self, const int64_t[::1] sides not None, const int64_t[::1] prices not None,
                      const int64_t[::1] deltas not None):
         """Apply a batch of integer deltas (the fast path): three equal-length int64 buffers

@@ -12,13 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from kmm._core.fixed import format_count, format_price, parse_count, parse_money, parse_price, parse_signed_count
+from kmm.errors import KmmError
 from kmm.kalshi.types import (Balance, BookSnapshot, CancelAck, DecreaseAck, ExchangeStatus, Fill, Lifecycle,
                               Market, MarketPosition, OrderAck, OrderRequest, Ticker, Trade, UserOrder)
 
 ONE_DOLLAR = 10_000
 
 
-class WireError(ValueError):
+class WireError(KmmError, ValueError):
     """A wire object lacks a field or carries one kmm cannot parse."""
 
 
