@@ -72,6 +72,7 @@ class Recovery:
             else:
                 m._event("quiet_check", detail=",".join(silent))
                 ws.request_snapshot(silent, reason="quiet market", mark_stale=False)
+        done: set[int] = set()             # one resubscribe / reconnect per tick, for every market in it
         for ticker, step in fr.escalations(now_ns):
             pipe = m.pipes.get(ticker)
             why = fr.why_not(ticker)
@@ -82,12 +83,16 @@ class Recovery:
                     self.on_book_stale(ticker, why)
                 fr.on_stale(ticker, why)
                 ws.request_snapshot([ticker], reason=why, mark_stale=False)
+            elif step in done:
+                continue
             elif step == F.RESUBSCRIBE:
+                done.add(step)
                 log.warning("%s: %s: resubscribing the book channel", ticker, why)
                 resub = getattr(ws, "resubscribe", None) or getattr(ws, "_resubscribe", None)
                 if resub is not None:
                     resub(BOOK_CHANNEL)
             elif step == F.RECONNECT:
+                done.add(step)
                 log.warning("%s: %s: reconnecting the WebSocket", ticker, why)
                 self._reconnect(ws, why)
 
