@@ -565,7 +565,7 @@ class Engine(FeedHandler):
                     self.recorder.store.record_order(status="pending", client_order_id=o.client_order_id,
                                                      ticker=ticker, side=side, price=a.price, count=size,
                                                      strategy=self.cfg.run.strategy, reason="quote")
-                self._send(pipe, self._do_place(pipe, o, req), trigger_ns)
+                self._send(pipe, self._do_place(pipe, o, req, trigger_ns), trigger_ns)
                 sent += 1
                 continue
             live = self.om.get(a.order_id)
@@ -574,11 +574,11 @@ class Engine(FeedHandler):
             oid = live.order_id
             if kind == CANCEL:
                 if self.om.request_cancel(oid) is not None:
-                    self._send(pipe, self._do_cancel(pipe, oid), trigger_ns)
+                    self._send(pipe, self._do_cancel(pipe, oid, trigger_ns), trigger_ns)
                     sent += 1
             elif kind == DECREASE:
                 if self.om.request_decrease(oid, a.size) is not None:
-                    self._send(pipe, self._do_decrease(pipe, oid, a.size), trigger_ns)
+                    self._send(pipe, self._do_decrease(pipe, oid, a.size, trigger_ns), trigger_ns)
                     sent += 1
             elif kind == AMEND:
                 d = self.gate.check_amend(ticker, side, a.price, a.size, live.remaining)
@@ -587,11 +587,11 @@ class Engine(FeedHandler):
                     # instead; the next decision places what passes (sized to the position)
                     self._last_denial, self._last_denial_detail = d.reason, d.detail
                     if self.om.request_cancel(oid) is not None:
-                        self._send(pipe, self._do_cancel(pipe, oid), trigger_ns)
+                        self._send(pipe, self._do_cancel(pipe, oid, trigger_ns), trigger_ns)
                         sent += 1
                     continue
                 if self.om.request_amend(oid, a.price, a.size) is not None:
-                    self._send(pipe, self._do_amend(pipe, live, a.price), trigger_ns)
+                    self._send(pipe, self._do_amend(pipe, live, a.price, trigger_ns), trigger_ns)
                     sent += 1
         return sent
 
@@ -617,6 +617,8 @@ class Engine(FeedHandler):
             self._requote(pipe, self.clock.monotonic_ns())
 
     # ================================================================================== requests
+    # The request coroutines take the decision's trigger (frame receive time) last: tools that follow
+    # a decision to its bytes (bench/bench_engine.py) read it there.
     def _issued(self, pipe: MarketPipeline, trigger_ns: int, issued_ns: int) -> None:
         """The first request of a decision was written: frame received -> request issued."""
         if pipe.tape_trigger_ns == trigger_ns:
@@ -628,7 +630,7 @@ class Engine(FeedHandler):
             self.send_ns.append(issued_ns - pipe.decided_ns)
         self._tape(pipe, "decision", latency_ns=latency)
 
-    async def _do_place(self, pipe: MarketPipeline, o: Order, req: OrderRequest) -> None:
+    async def _do_place(self, pipe: MarketPipeline, o: Order, req: OrderRequest, trigger_ns: int = 0) -> None:
         session = self.session
         try:
             outcome = await session.place(o, req)
@@ -658,19 +660,20 @@ class Engine(FeedHandler):
         finally:
             self._done(pipe)
 
-    async def _do_cancel(self, pipe: MarketPipeline, order_id: str) -> None:
+    async def _do_cancel(self, pipe: MarketPipeline, order_id: str, trigger_ns: int = 0) -> None:
         try:
             await self.session.cancel(order_id, pipe.ticker)
         finally:
             self._done(pipe)
 
-    async def _do_amend(self, pipe: MarketPipeline, o: Order, price: int) -> None:
+    async def _do_amend(self, pipe: MarketPipeline, o: Order, price: int, trigger_ns: int = 0) -> None:
         try:
             await self.session.amend(o, price)
         finally:
             self._done(pipe)
 
-    async def _do_decrease(self, pipe: MarketPipeline, order_id: str, reduce_to: int) -> None:
+    async def _do_decrease(self, pipe: MarketPipeline, order_id: str, reduce_to: int,
+                           trigger_ns: int = 0) -> None:
         try:
             await self.session.decrease(order_id, reduce_to)
         finally:
