@@ -345,3 +345,55 @@ async def test_12_quoting_starts_on_the_book_already_there(tmp_path):
     print(f"quiet book: all quotes rest {first_s:.3f} s after the last book was ready")
     assert first_s < 1.0
     assert_clean_stop(run)
+
+
+# ------------------------------------------------------------------------- 2b. the same, as kmm run
+async def test_2b_kmm_run_sigterm_in_a_429_storm_exits_0_with_nothing_resting(tmp_path):
+    """``kmm run`` as an operator runs it (a subprocess), against kmm sim in this process; SIGTERM
+    lands in a 429 storm that lasts through the stop."""
+    import os
+    import signal
+    import sys
+
+    import kmm
+    known = {m.ticker: m for m in default_markets()}
+    async with SimExchange(SimConfig(seed=5, flow="busy", speed=2.0, rate_tier="off",
+                                     markets=[known[t] for t in MARKETS])) as sim:
+        key_id, pem = sim.create_key()
+        key = tmp_path / "key.pem"
+        key.write_bytes(pem)
+        key.chmod(0o600)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "KMM_"))}
+        env["HOME"] = str(tmp_path)
+        env["PYTHONPATH"] = str(Path(kmm.__file__).resolve().parent.parent)   # this checkout's kmm
+        out = tmp_path / "out"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kmm", "run", "--rest-url", sim.rest_url, "--ws-url", sim.ws_url,
+            "--api-key-id", key_id, "--private-key", str(key), "--markets", ",".join(MARKETS),
+            "--out", str(out), "--view", "off", "--set", "strategy.quote_size=5",
+            "--set", f"run.out_dir={tmp_path / 'runs'}",
+            cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            await until(lambda: {o["ticker"] for o in resting(sim, key_id)} == set(MARKETS), 40,
+                        "kmm run quoting both markets")
+            sim.faults.rate_limit_storm(120.0, let_through_every=5)
+            t0, t0_ms = time.monotonic(), now_ms()
+            proc.send_signal(signal.SIGTERM)
+            flat_s = await wait_flat(sim, key_id, t0, 10)
+            flat_ms = now_ms()
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+            exit_s = time.monotonic() - t0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        storm_hits = sim.stats.get("rest_fault_429_storm", 0)
+        assert not resting(sim, key_id)
+        late = contracts_filled_since(sim, key_id, flat_ms)
+    print(f"kmm run + SIGTERM in a 429 storm: flat {flat_s:.2f} s, exit {proc.returncode} after {exit_s:.1f} s, "
+          f"contracts filled after the signal {contracts_filled_since(sim, key_id, t0_ms) / 100:.2f}, "
+          f"429s served {storm_hits}")
+    text = stdout.decode()
+    assert proc.returncode == exitcodes.OK, text + stderr.decode()
+    assert flat_s <= 10.0 and late == 0 and storm_hits > 0
+    assert "orders resting after stop: 0 (verified over REST)" in text

@@ -120,8 +120,8 @@ class RunSummary:
             f"  positions: {pos}",
             f"  frame -> request latency: {lat}",
             f"  orders resting after stop: {self.resting_after_stop} "
-            f"({'verified over REST in every market' if self.verified_flat_orders else 'NOT verified'}"
-            f", {self.stop_s:.1f} s)",
+            f"({'verified over REST' if self.verified_flat_orders else 'NOT verified'}) in every market, "
+            f"stop sweep {self.stop_s:.1f} s",
             f"  portfolio vs exchange: {'agrees to the cent' if self.portfolio_agrees else 'DISAGREES (see ops.log)'}",
         ]
         if self.risk_denials:

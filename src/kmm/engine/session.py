@@ -734,8 +734,7 @@ class Session:
             await self._sleep(self.opt.stop_read_every_s)
         res.seconds = (self.clock.monotonic_ns() - t0) / NS_PER_S
         if res.verified:
-            log.info("stop: verified over REST in %.2f s that no order of this key rests in any market",
-                     res.seconds)
+            log.info("stop: verified over REST that no order rests, in any market (%.2f s)", res.seconds)
         else:
             ids = [o.order_id for o in left] + [o.client_order_id for o in self.om.orders()
                                                  if o.is_live and o.order_id is None]
