@@ -167,8 +167,9 @@ class RiskConfig:
     cooldown_s: float = opt(300.0, "After a trip, the least time before an automatic resume.", lo=0)
     auto_resume: bool = opt(False, "Resume by hysteresis (recovery and cool-down); otherwise only the "
                             "operator resumes.")
-    stale_after_s: float = opt(5.0, "A book silent this long is re-checked with a snapshot (no new orders "
-                               "until it arrives); when the whole feed is silent, quotes are pulled too.",
+    stale_after_s: float = opt(5.0, "A book with no book data this long (pings do not count) is re-checked "
+                               "with a snapshot; its quotes stay while the snapshot answers, and are pulled "
+                               "if it does not within min(1 s, half of this) (then resubscribe, reconnect).",
                                lo=0, lo_open=True)
     pull_on_silence: bool = opt(False, "Also pull a market's quotes when only that market is silent for "
                                 "stale_after_s (its sequence numbers prove nothing was missed, so by default "

@@ -83,8 +83,8 @@ class SessionOptions:
     stop_escalate_s: float = 1.5        # cancel-all / group trigger when orders still rest after this
     stop_read_every_s: float = 0.25     # pacing of the verification reads during the stop
     adopt_outside_markets: bool = False  # orders of the key outside the session's markets: cancel them
-    backoff_base_s: float | None = None  # the limiter's 429 back-off ([risk] backoff_*); None: connector's
-    backoff_max_s: float | None = None
+    backoff_base_s: float | None = 0.25  # the limiter's 429 back-off ([risk] backoff_*); None: connector's
+    backoff_max_s: float | None = 1.0
     stop_backoff_max_s: float = 0.3      # during the stop: reads retry promptly, paced by the limiter
     pause_hold_s: float = 2.0            # a pause seen in an answer outlives status polls this long
 
