@@ -652,7 +652,7 @@ class Engine(FeedHandler):
                                "it rejects every new order until reset")
                 self._after_pnl_change()
             elif outcome == S.REFUSED:
-                exc = session._last_refusal
+                exc = session.last_refusal
                 if exc is not None and exc.code.lower() != "post_only_cross":
                     pipe.hold(self.clock.monotonic_ns())
                     log.warning("%s: create %s refused: %s; new orders here wait %.1f s", pipe.ticker,

@@ -387,6 +387,7 @@ class Session:
         """Create one order; the outcome is recorded in the order manager. Never re-sent."""
         assert self.rest is not None
         self.orders_sent += 1
+        self.last_refusal = None
         coid = o.client_order_id
         try:
             ack: OrderAck = await self.rest.create_order(req)
@@ -402,12 +403,13 @@ class Session:
         except ExchangeError as exc:
             self.om.on_create_rejected(coid, exc.code)
             self.record_order(coid, "rejected", reason=exc.code)
+            self.last_refusal = exc
             if self._answer_paused(exc):
                 return PAUSED
             if "order_group" in exc.code.lower():
                 self.group_fired = True
                 return GROUP_FIRED
-            self._last_refusal = exc
+            self.last_refusal = exc
             return REFUSED
         except Exception as exc:  # noqa: BLE001 - RequestTimeout, OSError, a malformed answer...
             # outcome unknown: resolved by client_order_id (watch_requests), never re-sent
@@ -423,7 +425,7 @@ class Session:
         self.record_order(coid, "resting" if ack.remaining_count else "executed", order_id=ack.order_id)
         return PLACED
 
-    _last_refusal: ExchangeError | None = None
+    last_refusal: ExchangeError | None = None    # the last create refusal (the caller reads its code)
 
     def on_cancel_acks(self, acks: Iterable[Any]) -> int:
         """Apply batched-cancel answers; returns how many were refused (those orders may still rest)."""

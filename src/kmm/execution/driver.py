@@ -68,7 +68,8 @@ from kmm.engine.clock import Clock, SystemClock
 from kmm.engine.freshness import Freshness
 from kmm.engine.orders import IN_FLIGHT, Order
 from kmm.engine.risk import RiskLimits
-from kmm.engine.session import (CancelAck, ConnectorConfig, FeedHandler, Fill, OrderAck, OrderNotPlaced,
+from kmm.engine import session as S
+from kmm.engine.session import (CancelAck, ConnectorConfig, FeedHandler, Fill, OrderAck,
                                 OrderRequest, Session, SessionOptions, UserOrder)
 from kmm.errors import ExchangeError, KmmError, RateLimited, RequestTimeout
 from kmm.execution.algo import NS, Algo
@@ -665,30 +666,29 @@ class ExecutionService(FeedHandler):
         req = OrderRequest(ticker=run.ticker, side=it.side, price=it.price, count=it.count,
                            client_order_id=coid, time_in_force=it.tif, post_only=it.post_only)
         self.calls["place"] += 1
-        try:
-            ack: OrderAck = await self.rest.create_order(req)
-        except OrderNotPlaced:
-            self.om.resolve_unknown(coid, None)
+        # the session's create: never re-sent, its outcome recorded in the order manager
+        outcome = await self.session.place(c.order, req)
+        if outcome == S.NOT_PLACED:
             self._place_failed(run, c, "not placed (create timed out, lookups found nothing)")
             return
-        except RateLimited:
-            self.om.on_create_rejected(coid, "429")
+        if outcome == S.RATE_LIMITED:
             self._place_failed(run, c, "429")
             return
-        except ExchangeError as exc:
-            self.om.on_create_rejected(coid, exc.code)
-            self._place_failed(run, c, exc.code)
+        if outcome in (S.REFUSED, S.PAUSED, S.GROUP_FIRED):
+            refusal = self.session.last_refusal
+            self._place_failed(run, c, refusal.code if refusal is not None else outcome)
             return
-        except (RequestTimeout, OSError, KmmError) as exc:
-            self.om.on_create_timeout(coid)
+        if outcome == S.UNKNOWN:
             found = await self._lookup(run, c)
             self.om.resolve_unknown(coid, found)
             if found is None:
-                self._place_failed(run, c, f"outcome unknown ({exc}); not found at the exchange")
+                self._place_failed(run, c, "outcome unknown; not found at the exchange")
                 return
             ack = OrderAck(found.order_id, found.client_order_id, found.fill_count, found.remaining_count)
         else:
-            self.om.on_ack(ack)
+            o = self.om.get(coid)
+            assert o is not None and o.order_id is not None
+            ack = OrderAck(o.order_id, coid, o.fill_count, o.remaining)
         c.place = "acked"
         c.filled = max(c.filled, ack.fill_count)
         if ack.remaining_count > 0:
@@ -932,6 +932,7 @@ class ExecutionService(FeedHandler):
                     w = run.algo.next_wakeup_ns
                 if w is not None and (nxt is None or w < nxt):
                     nxt = w
+            self.session.forget_closed_orders()     # pre-made signatures of closed children are dropped
             delay = 0.25 if nxt is None else max(0.0, (nxt - self.now_ns()) / NS / self.time_scale)
             self._wake.clear()
             try:
