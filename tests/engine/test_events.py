@@ -8,7 +8,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from kmm._core.fees import trade_fee
@@ -257,7 +257,9 @@ def test_amend_takes_the_old_order_out_when_its_price_is_given():
 
 def test_reduce_only_near_the_loss_limit_sizes_the_order_to_lower_the_worst_case():
     gate, pf, rest = gate_setup(max_event_loss=10_0000, max_event_exposure=1_000_000, reduce_only_at=0.9)
-    fill(pf, A, "bid", 4000, 2500)           # 25 YES A at 0.40: lose $10 if A does not win... at limit
+    fill(pf, A, "bid", 4000, 2500)           # 25 YES A at 0.40: lose $10 if A does not win: at the limit
+    assert gate.status("KXEV-26") is EventStatus.REDUCE_ONLY and gate.kill_signal() is None
+    fill(pf, A, "bid", 4000, 100)            # $10.40: past it
     assert gate.status("KXEV-26") is EventStatus.KILL
     assert gate.kill_signal() is not None and "KXEV-26" in gate.kill_signal()  # type: ignore[operator]
     gate2, pf2, rest2 = gate_setup(max_event_loss=10_0000, max_event_exposure=1_000_000, reduce_only_at=0.9)
@@ -455,3 +457,68 @@ async def test_settling_an_event_agrees_with_the_simulated_exchange_to_the_cent(
             assert abs(pf.fees_charged() - pf.fees_paid()) < 100 * len(trades)
             for t in tickers:
                 assert sim.position(ka, t)["position"] == 0
+
+
+def test_status_over_limit_when_resting_orders_could_pass_a_lowered_limit():
+    pf, rest = Portfolio(), Resting()
+    gate = EventRiskGate(EventLimits(max_event_loss=10_0000, max_event_exposure=1_000_000), pf, rest)
+    gate.add_event(EXCL)
+    rest.add(A, "bid", 5000, 1000)                             # -5 if A loses
+    assert gate.status("KXEV-26") is EventStatus.OK
+    gate.limits = EventLimits(max_event_loss=4_0000, max_event_exposure=1_000_000)
+    assert gate.status("KXEV-26") is EventStatus.OVER_LIMIT    # pull the event's quotes
+    assert gate.kill_signal() is None                          # positions alone lose nothing
+
+
+@st.composite
+def reduce_cases(draw):
+    spec = EventSpec("KXEV-26", draw(st.booleans()), (A, B, C), draw(st.booleans()))
+    pos = draw(st.lists(st.tuples(st.sampled_from((A, B, C)), sides, prices, sizes), min_size=1, max_size=4))
+    orders = draw(st.lists(st.tuples(st.sampled_from((A, B, C)), sides, prices, sizes), max_size=2))
+    prop = draw(st.tuples(st.sampled_from((A, B, C)), sides, prices, sizes))
+    return spec, pos, orders, prop
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reduce_cases())
+def test_in_reduce_only_an_allowed_order_never_lowers_a_worst_case_whatever_part_fills(case):
+    spec, pos, orders, (t, side, price, count) = case
+    pf, rest = Portfolio(cash=10_000_0000), Resting()
+    gate = EventRiskGate(EventLimits(), pf, rest)
+    book = gate.add_event(spec)                       # the session starts flat
+    for pt, ps, pp, pc in pos:
+        fill(pf, pt, ps, pp, pc)
+    loss_now = book.worst().loss
+    if loss_now == 0:
+        event("flat or no loss")
+        return
+    # put the limit just past today's loss: reduce-only, no kill
+    gate.limits = EventLimits(max_event_loss=loss_now + 1, max_event_exposure=1_000_000)
+    for o in orders:
+        rest.add(*o)
+    assert gate.status("KXEV-26") in (EventStatus.REDUCE_ONLY, EventStatus.OVER_LIMIT)
+    n = gate.max_count(t, side, price, count)
+    if n == 0:
+        event("denied")
+        return
+    event("sized and checked by brute force" + (" (cut down)" if n < count else ""))
+    assert gate.check_place(t, side, price, n).allowed
+    before_now = brute_worst(spec, pf, [], 0)
+    before_rest = brute_worst(spec, pf, rest.all(), 0, fractions=(0, 2))
+    after_rest = brute_worst(spec, pf, rest.all() + [(t, side, price, n)], 0, fractions=(0, 2))
+    assert after_rest >= before_rest
+    for part in range(100, n + 1, 100):             # every whole-contract part of the order
+        p = copy.deepcopy(pf)
+        fill(p, t, side, price, part)
+        assert brute_worst(spec, p, [], 0) >= before_now
+
+
+def test_reduce_only_in_an_independent_event_stops_at_the_flat_point():
+    pf, rest = Portfolio(), Resting()
+    gate = EventRiskGate(EventLimits(max_event_loss=10_0000, max_event_exposure=1_000_000), pf, rest)
+    gate.add_event(EventSpec("KXIND", False, (A, B)))
+    fill(pf, A, "bid", 5000, 1000)                   # A: +5 / -5
+    fill(pf, B, "bid", 5000, 1000)                   # B: +5 / -5: worst -10, at the limit
+    assert gate.status("KXIND") is EventStatus.REDUCE_ONLY
+    assert gate.max_count(A, "ask", 5000, 5000) == 1000        # sells A back to flat, not beyond
+    assert not gate.check_place(A, "bid", 1000, 100).allowed

@@ -360,9 +360,9 @@ class EventLimits:
     """Event limits in kmm units. ``max_event_loss`` (1e-4 $) bounds the worst case with every resting
     order filling (the config's ``risk.max_event_loss`` in dollars, x 10 000); ``max_event_exposure``
     (1e-2 contracts) bounds |event inventory| with every resting order on one side filling.
-    ``reduce_only_at``: the fraction of either limit, reached by positions alone, past which only
-    orders that lower the event's risk pass. ``kill_at``: the fraction of ``max_event_loss`` lost by
-    positions alone that raises the kill signal (1.0: at the limit)."""
+    ``reduce_only_at``: the fraction of either limit, reached by positions alone, from which only
+    orders that lower the event's risk pass. ``kill_at``: the fraction of ``max_event_loss`` that
+    positions alone must lose more than to raise the kill signal (1.0: past the limit)."""
 
     max_event_loss: int = 250_000            # $25
     max_event_exposure: int = 10_000         # 100 contracts
@@ -467,7 +467,7 @@ class EventRiskGate:
         legs = book.legs(with_resting=True)
         max_loss = lim.loss_for(event)
         now = _worst_e6(book, _without_resting(legs))[0]
-        if -now >= lim.kill_at * max_loss * E6_PER_E4:
+        if -now > lim.kill_at * max_loss * E6_PER_E4:
             return EventStatus.KILL
         if -_worst_e6(book, legs)[0] > max_loss * E6_PER_E4:
             return EventStatus.OVER_LIMIT
@@ -476,12 +476,13 @@ class EventRiskGate:
         return EventStatus.OK
 
     def kill_signal(self) -> str | None:
-        """The reason to trip the kill switch, when an event's positions alone lose at least
-        ``kill_at`` x ``max_event_loss`` in some outcome; None otherwise. Call after fills."""
+        """The reason to trip the kill switch, when an event's positions alone lose more than
+        ``kill_at`` x ``max_event_loss`` in some outcome; None otherwise. Call after fills. (The gate
+        lets the worst case with every resting order filling reach the limit exactly, not pass it.)"""
         for name, book in self.events.items():
             w = book.worst()
             limit = self.limits.loss_for(name)
-            if w.loss >= self.limits.kill_at * limit:
+            if w.loss > self.limits.kill_at * limit:
                 return (f"event loss limit: event {name} loses {w.loss} (1e-4 $) if "
                         f"{_outcome_name(w.outcome)}; max_event_loss {limit}")
         return None
