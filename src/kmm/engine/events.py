@@ -247,24 +247,30 @@ class EventBook:
         """Each market's numbers now (O(markets + their resting orders))."""
         led = self.ledger
         rate = self.maker_fee_rate_e6
+        resting = self.resting if with_resting else None
+        baseline, results = self.baseline, self.results
         out = []
         for t in self.spec.markets:
             q = led.position(t)
-            base = (led.realized_pnl(t) - led.fees_paid(t) - self.baseline.get(t, 0)
-                    - led.position_cost(t)) * E6_PER_E4
-            leg = Leg(t, q, base + payout(q, "yes") * E6_PER_E4, base + payout(q, "no") * E6_PER_E4,
-                      result=self.results.get(t))
-            if with_resting and self.resting is not None:
-                for side, price, rem in self.resting.may_fill(t):
+            base = (led.realized_pnl(t) - led.fees_paid(t) - baseline.get(t, 0) - led.position_cost(t)) * E6_PER_E4
+            # payout(q, v) in 1e-6 $: whole contracts of $1 are whole cents, so no rounding here
+            leg = Leg(t, q, base + (q * ONE_DOLLAR if q > 0 else 0), base + (-q * ONE_DOLLAR if q < 0 else 0),
+                      result=results.get(t))
+            if resting is not None:
+                ry = rn = bids = asks = 0
+                for side, price, rem in resting.may_fill(t):
                     if rem <= 0:
                         continue
-                    fee = trade_fee(rem, price, rate) if rate else 0
-                    leg.rest_yes += min(0, order_change_e6(side, price, rem, ONE_DOLLAR, fee))
-                    leg.rest_no += min(0, order_change_e6(side, price, rem, 0, fee))
-                    if side == "bid":
-                        leg.bids += rem
-                    else:
-                        leg.asks += rem
+                    fee_e6 = trade_fee(rem, price, rate) * E6_PER_E4 if rate else 0
+                    if side == "bid":      # YES: rem (1 - p) - fee; NO: -rem p - fee
+                        ry += min(0, rem * (ONE_DOLLAR - price) - fee_e6)
+                        rn -= rem * price + fee_e6
+                        bids += rem
+                    else:                  # YES: -rem (1 - p) - fee; NO: rem p - fee
+                        ry -= rem * (ONE_DOLLAR - price) + fee_e6
+                        rn += min(0, rem * price - fee_e6)
+                        asks += rem
+                leg.rest_yes, leg.rest_no, leg.bids, leg.asks = ry, rn, bids, asks
             out.append(leg)
         return out
 
