@@ -130,3 +130,19 @@ def test_no_activity_gives_none_rates():
         (None, None, None, None)
     with pytest.raises(ValueError):
         MakerStats(ManualClock(), near=-1)
+
+
+def test_user_order_updates_drive_resting_and_done():
+    from kmm.kalshi.types import UserOrder
+    clock = ManualClock()
+    ms = MakerStats(clock)
+    ms.on_top(T, 5000, 5100)
+    ms.on_user_order(UserOrder("id1", "c1", T, "resting", "bid", 5000, 500, 0, 500))
+    clock.advance(3)
+    ms.on_user_order(UserOrder("id1", "c1", T, "resting", "bid", 5000, 500, 200, 300))
+    clock.advance(2)
+    ms.on_user_order(UserOrder("id1", "c1", T, "canceled", "bid", 5000, 500, 200, 0))
+    clock.advance(50)
+    m = ms.snapshot()
+    assert m.resting_orders_placed == 1 and m.contracts_offered == 5.0
+    assert m.contract_seconds_near_best == pytest.approx(5 * 3 + 3 * 2)

@@ -34,7 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from kmm.engine.clock import NS_PER_S, Clock
-from kmm.kalshi.types import Fill
+from kmm.kalshi.types import Fill, UserOrder
 
 ONE_DOLLAR = 10_000
 NS_PER_MS = 1_000_000
@@ -187,6 +187,15 @@ class MakerStats:
         m = self._accrue(o.ticker)
         m.keys.discard(key)
         del self._orders[key]
+
+    def on_user_order(self, uo: UserOrder) -> None:
+        """An order update from the exchange (WS ``user_order``): ``resting`` with size left rests,
+        anything else is done. The key is the client_order_id (the order_id when there is none)."""
+        key = uo.client_order_id or uo.order_id
+        if uo.status == "resting" and uo.remaining_count > 0:
+            self.on_resting(key, uo.ticker, uo.side, uo.price, uo.remaining_count)
+        else:
+            self.on_done(key)
 
     def on_fill(self, fill: Fill, key: str | None = None) -> None:
         """One of our fills. ``key`` (the order's client_order_id, when known) links a maker fill to
