@@ -522,3 +522,77 @@ def test_reduce_only_in_an_independent_event_stops_at_the_flat_point():
     assert gate.status("KXIND") is EventStatus.REDUCE_ONLY
     assert gate.max_count(A, "ask", 5000, 5000) == 1000        # sells A back to flat, not beyond
     assert not gate.check_place(A, "bid", 1000, 100).allowed
+
+
+class SimResting:
+    """``may_fill`` read straight from the simulated exchange's open orders of one account."""
+
+    def __init__(self, sim: object, key: str) -> None:
+        self.sim, self.key = sim, key
+
+    def may_fill(self, ticker: str) -> list[tuple[str, int, int]]:
+        return [(o["side"], o["price"], o["remaining"]) for o in self.sim.orders(self.key)  # type: ignore[attr-defined]
+                if o["ticker"] == ticker and o["remaining"] > 0 and o["status"] == "resting"]
+
+
+@pytest.mark.parametrize("hits", [(A,), (B,), (A, B)])
+async def test_quotes_sized_by_the_gate_on_the_simulated_exchange_never_lose_past_the_event_limit(hits):
+    """Quotes on an event of three markets, sized by the gate against a $6 limit, rest on ``kmm sim``;
+    another account hits some; the event settles in its worst outcome. The exchange's cash change
+    (maker fees included) is the predicted outcome P&L and no worse than -$6."""
+    from kmm.kalshi.decode import decode_fill
+    from kmm.sim import MarketSpec, SimConfig, SimExchange
+    from tests.sim.client import SimClient
+
+    limit = 6_0000
+    cfg = SimConfig(seed=2, flow="off", rate_tier="off", balance="1000.00",
+                    markets=[MarketSpec(t, event_ticker="KXEV-26", fee_type="quadratic_with_maker_fees")
+                             for t in (A, B, C)])
+    async with SimExchange(cfg) as sim:
+        ka, pa = sim.create_key()
+        kb, pb = sim.create_key()
+        async with SimClient(sim.rest_url, sim.ws_url, ka, pa) as alice, \
+                SimClient(sim.rest_url, sim.ws_url, kb, pb) as bob:
+            start = sim.cash(ka)
+            pf = Portfolio(cash=start)
+            gate = EventRiskGate(EventLimits(max_event_loss=limit, max_event_exposure=1_000_000), pf,
+                                 SimResting(sim, ka))
+            book = gate.add_event(EXCL, maker_fee_rate_e6=17_500)
+            placed = {}
+            for t in (A, B, C):
+                for side, price in (("bid", 3000), ("ask", 4000)):
+                    n = gate.max_count(t, side, price, 1500)
+                    assert gate.check_place(t, side, price, n).allowed
+                    if n:
+                        st_, _ = await alice.place(t, side, f"{price / 10_000:.4f}", f"{n / 100:.2f}", post_only=True)
+                        assert st_ == 201
+                        placed[(t, side)] = (price, n)
+            assert -limit <= book.worst(with_resting=True).pnl < 0      # the limit binds
+            assert not gate.check_place(A, "bid", 3000, 1500).allowed
+            # sized in order: A bid 15 (-4.50 unless A wins); A ask 9 (-5.40 and fee if A wins: a bid and an
+            # ask in one market do not offset, either may fill alone); B bid 1 and B ask 2 fill A's and
+            # B's outcomes to about -5.7; no C bid (A's outcome would pass -6); C ask 1
+            assert {k: v[1] for k, v in placed.items()} == {(A, "bid"): 1500, (A, "ask"): 900, (B, "bid"): 100,
+                                                           (B, "ask"): 200, (C, "ask"): 100}
+            for t in hits:                                             # bob sells into alice's bids
+                if (t, "bid") not in placed:
+                    continue
+                price, n = placed[(t, "bid")]
+                st_, body = await bob.place(t, "ask", f"{price / 10_000:.4f}", f"{n / 100:.2f}",
+                                            tif="immediate_or_cancel")
+                assert st_ == 201 and body["remaining_count"] == "0.00"
+            st_, body = await alice.get("/portfolio/fills", params={"limit": 100})
+            for f in reversed(body["fills"]):
+                assert pf.apply_fill(decode_fill(f))
+            assert pf.cash == sim.cash(ka)
+            assert gate.kill_signal() is None
+            worst = book.worst()
+            assert -limit <= worst.pnl < 0                             # the fills lose in some outcome
+            s = settle_event(book, worst.outcome[0] if worst.outcome else None, pf.settle)
+            for t in (A, B, C):
+                await sim.settle(t, s.results[t])
+            assert s.ok and pf.cash == sim.cash(ka) == sim.balance(ka)
+            # cash pays each fee rounded up to the cent (with a carry): under a cent per order more
+            change = sim.cash(ka) - start
+            assert change == worst.pnl - (pf.fees_charged() - pf.fees_paid())
+            assert change >= -limit - 99 * len(placed)
