@@ -112,4 +112,5 @@ def test_session_net_is_cash_change_plus_marked_value_change(seq, carried):
     # a carried position first met by a fill is re-based at its cost; one never met stays out of both
     value_start = abs(carried) * 50 if A in marks else 0
     fee_rounding = pf.fees_charged() - pf.fees_paid()
-    assert sp.session().net == sp.cash_change() + fee_rounding + value_now - value_start
+    # realized and unrealized are each rounded to 1e-4 $ (average-cost releases leave sub-1e-4 parts)
+    assert abs(sp.session().net - (sp.cash_change() + fee_rounding + value_now - value_start)) <= 1
