@@ -596,3 +596,17 @@ async def test_quotes_sized_by_the_gate_on_the_simulated_exchange_never_lose_pas
             change = sim.cash(ka) - start
             assert change == worst.pnl - (pf.fees_charged() - pf.fees_paid())
             assert change >= -limit - 99 * len(placed)
+
+
+def test_rollup_gives_one_row_per_event_for_the_view():
+    gate, pf, rest = gate_setup(max_event_loss=20_0000, max_event_exposure=1_000_000)
+    gate.add_event(EventSpec("KXIND", False, ("KXI-1",)))
+    fill(pf, A, "bid", 3000, 1000)
+    rest.add(B, "bid", 4000, 500)
+    rows = {r.event_ticker: r for r in gate.rollup()}
+    r = rows["KXEV-26"]
+    assert (r.mutually_exclusive, r.markets, r.inventory) == (True, 3, 1000)
+    assert (r.worst_now, r.worst_now_outcome) == (-3_0000, ())
+    assert (r.worst_resting, r.worst_resting_outcome) == (-5_0000, ())
+    assert (r.max_event_loss, r.status) == (20_0000, "ok")
+    assert rows["KXIND"].worst_now == 0 and rows["KXIND"].markets == 1

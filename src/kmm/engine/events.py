@@ -397,6 +397,22 @@ class EventStatus(enum.Enum):
     KILL = "kill"                    # positions alone are past max_event_loss: trip the kill switch
 
 
+@dataclass(slots=True, frozen=True)
+class EventRow:
+    """An event at a glance (money 1e-4 $, sizes 1e-2 contracts)."""
+
+    event_ticker: str
+    mutually_exclusive: bool
+    markets: int
+    inventory: int                       # E, the event inventory
+    worst_now: int                       # worst outcome P&L of the positions
+    worst_now_outcome: tuple[str, ...]
+    worst_resting: int                   # ... with every resting order that hurts there filling
+    worst_resting_outcome: tuple[str, ...]
+    max_event_loss: int
+    status: str                          # EventStatus value
+
+
 @dataclass(slots=True)
 class _Proposal:
     ticker: str
@@ -492,6 +508,19 @@ class EventRiskGate:
                 return (f"event loss limit: event {name} loses {w.loss} (1e-4 $) if "
                         f"{_outcome_name(w.outcome)}; max_event_loss {limit}")
         return None
+
+    def rollup(self) -> list[EventRow]:
+        """One row per event for the view, the records and the summary (O(markets + orders))."""
+        rows = []
+        for name, book in self.events.items():
+            legs = book.legs(with_resting=True)
+            now_pnl, now_out = _worst_e6(book, _without_resting(legs))
+            rest_pnl, rest_out = _worst_e6(book, legs)
+            rows.append(EventRow(name, book.spec.mutually_exclusive, len(book.markets),
+                                 sum(x.position for x in legs if x.result is None),
+                                 _floor_e4(now_pnl), now_out, _floor_e4(rest_pnl), rest_out,
+                                 self.limits.loss_for(name), self.status(name).value))
+        return rows
 
     # ------------------------------------------------------------------ checks
     def check_place(self, ticker: str, side: str, price: int, count: int, *,
