@@ -200,7 +200,11 @@ async def _run_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool, r
                     loop.add_signal_handler(usr_sig, handler)
         print(f"kmm run: pid {os.getpid()}; SIGINT/SIGTERM stop cleanly, SIGUSR2 trips the kill switch, "
               "SIGUSR1 re-arms it", file=sys.stderr)
-        return await engine.run(stop)
+        start_ns = time.time_ns()
+        result = await engine.run(stop)
+        from kmm.research.runrecord import write_run_outputs   # summary.json + markets.json (docs/research.md)
+        write_run_outputs(engine, recorder, start_ns, mode="live")
+        return result
 
 
 # ---------------------------------------------------------------------------------------- kmm probe
