@@ -716,6 +716,11 @@ class Backtest:
             pipe.on_trade(f.price)
         if self.recorder is not None:
             self.recorder.store.record_fill(f)
+            o = self.om.get(f.client_order_id or "")
+            if o is not None:       # what the exchange's user_order would say after this fill
+                self.recorder.store.record_order(status="executed" if o.remaining == 0 else "resting",
+                                                 client_order_id=o.client_order_id, order_id=f.order_id,
+                                                 fill_count=o.fill_count, ts_ns=self.clock.time_ns())
             self._tape(pipe, "fill", fill=f)
         self._after_pnl_change()
         if pipe is not None and pipe.ready:

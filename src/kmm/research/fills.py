@@ -265,8 +265,10 @@ class FillSimulator:
             o.seen = vis
             if o.pend:
                 self._expire(o, now)
-            if o.ahead > vis:
-                o.ahead = float(vis)
+            # nobody can be in front who is not visible, except what left and is not yet explained
+            cap = vis + sum(p[1] for p in o.pend)
+            if o.ahead > cap:
+                o.ahead = float(cap)
 
     def _expire(self, o: SimOrder, now: int) -> None:
         """Level decreases no trade explained within the window are cancels: the queue model splits them."""
@@ -277,7 +279,7 @@ class FillSimulator:
             others_before = o.seen + d + sum(p[1] for p in pend)
             behind = max(0.0, others_before - o.ahead)
             before = o.ahead
-            o.ahead = self.queue.after_cancel(o.ahead, behind, d)
+            o.ahead = min(self.queue.after_cancel(o.ahead, behind, d), float(o.seen + sum(p[1] for p in pend)))
             self.stats.queue_cancel_advance += before - o.ahead
 
     def expire_all(self, now: int) -> None:

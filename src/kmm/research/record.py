@@ -35,6 +35,7 @@ class RecordHandler(FeedHandler):
         self.writer = writer
         self.frames = 0
         self.gaps = 0
+        self.closing = False
 
     def on_raw_frame(self, recv_ns: int, data: bytes) -> None:
         self.frames += 1
@@ -42,6 +43,8 @@ class RecordHandler(FeedHandler):
 
     def on_disconnected(self, reason: str) -> None:
         from kmm.record.capture import gap_frame
+        if self.closing:
+            return
         self.gaps += 1
         log.warning("connection lost (%s): recorded as a gap; reconnecting", reason)
         self.writer.write(time.monotonic_ns(), gap_frame(reason, time.time_ns()), time.time_ns())
@@ -111,6 +114,7 @@ async def record(cfg: Any, args: argparse.Namespace, explicit: bool, out: Path, 
             except asyncio.TimeoutError:
                 pass
         finally:
+            handler.closing = True
             await ws.close()
             writer.close()
         return {"markets": markets, "frames": handler.frames, "gaps": handler.gaps, "files": [str(p) for p in writer.parts],
