@@ -11,18 +11,20 @@ the same ``trade_id``; the replay records what each recorded trade did to our vi
 - ``both``: the trade filled us live and in the replay;
 - ``queue``: filled live; in the replay an order of ours was at the price but the queue model put
   others in front who took the whole trade (queue position);
-- ``latency``: filled live; in the replay no order of ours stood at or through that price when the
-  trade came (our quote was elsewhere or not yet there: feed/entry/response latency and the wait
-  for write tokens shift when orders land);
+- ``quote_elsewhere``: filled live; in the replay no order of ours stood at or through that price
+  when the trade came (latency and the wait for write tokens shift when orders land, and once the
+  replay's inventory differs from live, the strategy's skew puts its quotes elsewhere);
 - ``replay_only``: the replay was filled by a trade that did not fill us live (live, the trade met
   others first or our live order stood elsewhere);
 - ``not_in_capture``: a live fill whose trade is not in the capture (our own taker orders, trades on
   channels not recorded).
 
-What no replay can contain is the market's reaction to our live orders (participants who traded
-*because* our quotes were there, liquidity others took after seeing us): that is the residual after
-these categories, reported as such. A second replay with zero latency separates the latency share of
-the P&L difference (``pnl_latency``).
+What no replay can contain is the market's reaction to our live orders: participants who traded
+*because* our quotes were there (an informed taker picks off a stale quote of ours live; in the
+replay our stale quote was somewhere else, the recording shows no such trade, and the replay is spared
+the loss), liquidity others took after seeing us. P&L: a second replay with zero latency gives the
+latency share of the difference (``pnl_latency``); the rest (``pnl_residual``) is queue position,
+liquidity taken by others and their reaction to us.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def compare_run(run_dir: Path, cfg: KmmConfig, out: Path, *, seed: int = 0,
     outcomes = bt.sim.trade_outcomes
     per: dict[str, dict[str, Any]] = {}
     for t in tickers:
-        cats = {"both": 0, "queue": 0, "latency": 0, "replay_only": 0, "not_in_capture": 0}
+        cats = {"both": 0, "queue": 0, "quote_elsewhere": 0, "replay_only": 0, "not_in_capture": 0}
         live_ids = set()
         for f in live_fills:
             if f.ticker != t:
@@ -102,7 +104,7 @@ def compare_run(run_dir: Path, cfg: KmmConfig, out: Path, *, seed: int = 0,
             elif o == "queue":
                 cats["queue"] += 1
             else:
-                cats["latency"] += 1
+                cats["quote_elsewhere"] += 1
         cats["replay_only"] = sum(1 for tid, (tt, o) in outcomes.items()
                                   if tt == t and o == "filled" and tid not in live_ids)
         lv, rp, r0 = live[t], replay[t], replay0[t]
@@ -145,10 +147,11 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"{t:<16} {name:>7} {v['fills']:>6} {v['bought']:>9} {v['sold']:>9} {v['fees']:>9} "
                          f"{v['net']:>10}")
         e = m["explained"]
-        lines.append(f"{'':<16} fills: both {e['both']}, live only by queue position {e['queue']}, by latency "
-                     f"{e['latency']}, not in capture {e['not_in_capture']}; replay only {e['replay_only']}")
-        lines.append(f"{'':<16} net P&L difference {m['pnl_difference']} = latency {m['pnl_latency']} "
-                     f"+ residual (queue, others' reaction to us) {m['pnl_residual']}")
+        lines.append(f"{'':<16} fills from the same trade {e['both']}; live only: queue position {e['queue']}, "
+                     f"quote elsewhere {e['quote_elsewhere']}, not in capture {e['not_in_capture']}; "
+                     f"replay only {e['replay_only']}")
+        lines.append(f"{'':<16} net P&L replay - live {m['pnl_difference']} = latency {m['pnl_latency']} "
+                     f"+ rest {m['pnl_residual']} (queue position, liquidity others took, others' reaction to us)")
     tot = result["total"]
     lines.append(f"total: fills live {tot['live_fills']} / replay {tot['replay_fills']}; net P&L live "
                  f"{tot['live_net_pnl']} / replay {tot['replay_net_pnl']}; fees live {tot['live_fees']} / "
