@@ -48,6 +48,7 @@ from kmm.kalshi.limiter import RateLimiter
 from kmm.kalshi.types import Fill, OrderAck
 from kmm.record.capture import GAP_TYPE, capture_files, read_capture, read_market_defs
 from kmm.record.summary import build_summary, write_summary
+from kmm.research.events import load_frames
 from kmm.research.fills import LINEAR_CENT, FillSimulator, MarketDef
 from kmm.research.latency import Dist, LatencyModel, fit_latency
 from kmm.research.queue import QueueModel
@@ -79,6 +80,7 @@ class BacktestOptions:
     rate_tier: str = ""                 # write budget of the account (basic, advanced, ...; off: none);
                                         # empty: [sim] rate_tier, the budget kmm run had on the sim
     settle: dict[str, str] = field(default_factory=dict)   # ticker -> yes|no at the end of the replay
+    preload_mb: float = 512.0           # capture files up to this size are decompressed whole (faster)
 
     @classmethod
     def from_pairs(cls, pairs: dict[str, str]) -> BacktestOptions:
@@ -183,7 +185,10 @@ class Backtest:
 
     def __init__(self, captures: Sequence[Path], cfg: KmmConfig, out: Path | None, *, seed: int = 0,
                  options: BacktestOptions | None = None, progress: Callable[[float], None] | None = None,
-                 strategy_factory: Callable[[MarketInfo], Strategy] | None = None) -> None:
+                 strategy_factory: Callable[[MarketInfo], Strategy] | None = None,
+                 core: tuple[Callable[[], Any], Callable[[Any], Any], Callable[[], Any]] | None = None) -> None:
+        """``core``: (router factory, book factory taking a Grid, OFI factory) in place of the compiled
+        ``BookRouter``/``OrderBook``/``OFI`` (the benchmark's plain-Python baseline uses it)."""
         self.files: list[Path] = [f for c in captures for f in capture_files(c)]
         if not self.files:
             raise KmmError(f"no capture files in {', '.join(map(str, captures))}: give capture.bin.gz files "
@@ -204,21 +209,22 @@ class Backtest:
         self.pf = Portfolio(mark=cfg.risk.pnl_mark, cash_rounding=cfg.risk.cash_rounding)
         self.pf.set_cash(cfg.sim.balance)
         self.gate = RiskGate(cfg.risk_limits(), self.clock, self.pf, self.om)
-        self.router = BookRouter()
+        new_router, new_book, new_ofi = core or (BookRouter, OrderBook,
+                                                 lambda: OFI(window_ns=10 * NS_PER_S, half_life_ns=5 * NS_PER_S))
+        self.router = new_router()
         self.alpha = AlphaSource()
         self.pipes: dict[str, MarketPipeline] = {}
         self.books: dict[str, OrderBook] = {}
         for t, d in self.defs.items():
             grid = Grid(list(d.price_ranges))
-            book = OrderBook(grid)
+            book = new_book(grid)
             self.router.add(t, book)
             self.books[t] = book
             self.sim.attach_book(t, book)
             info = MarketInfo(t, grid, d.close_time_ns, d.fractional, d.maker_rate_e6, d.taker_rate_e6, d.status)
             self.gate.add_market(t, grid, close_time_ns=d.close_time_ns, fractional=d.fractional)
             strategy = strategy_factory(info) if strategy_factory else build_strategy(cfg, info)
-            pipe = MarketPipeline(info, book, strategy, cfg.strategy_for(t), self.alpha,
-                                  OFI(window_ns=10 * NS_PER_S, half_life_ns=5 * NS_PER_S))
+            pipe = MarketPipeline(info, book, strategy, cfg.strategy_for(t), self.alpha, new_ofi())
             self.pipes[t] = pipe
         self.events: list[tuple[int, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0
@@ -291,32 +297,35 @@ class Backtest:
         book_only = self.opt.book_only
         feed = self.router.feed
         clock = self.clock
+        frame_fn = self._frame
         for fi, path in enumerate(self.files):
             first = True
-            for rec in read_capture(path):
-                recv = rec.recv_ns + shift
+            records: Any = (load_frames(path) if sizes[fi] <= self.opt.preload_mb * (1 << 20)
+                            else ((r.recv_ns, r.wall_ns, r.frame) for r in read_capture(path)))
+            for recv0, wall, frame in records:
+                recv = recv0 + shift
                 if first:
                     first = False
                     if recv < last:                  # another run's capture: its own monotonic base
                         shift += last - recv + NS_PER_S
-                        recv = rec.recv_ns + shift
+                        recv = recv0 + shift
                         if fi:
                             self._gap(recv, "next capture file of another run")
-                if start_wall is None:
-                    start_wall = rec.wall_ns
-                end_wall = rec.wall_ns
+                    if start_wall is None:
+                        start_wall = wall
+                end_wall = wall
                 last = recv
                 self.frames += 1
                 if book_only:
-                    st = feed(rec.frame, recv)
+                    st = feed(frame, recv)
                     if st == DELTA or st == SNAPSHOT:
                         self.book_messages += 1
                     continue
                 if self.events and self.events[0][0] <= recv:
                     self._run_events(recv)
                 clock.mono = recv
-                clock.wall_offset = rec.wall_ns - recv
-                self._frame(rec.frame, recv)
+                clock.wall_offset = wall - recv
+                frame_fn(frame, recv)
                 if recv >= self._next_house:
                     self._housekeeping(recv)
                 if (self.frames & 4095) == 0:
@@ -361,6 +370,8 @@ class Backtest:
     # ============================================================================ frames
     def _frame(self, frame: bytes, recv: int) -> None:
         router = self.router
+        if b'"type":"ticker"' in frame[:24]:
+            return          # the engine reads nothing from ticker messages
         if b'"client_order_id"' in frame:
             if b'"orderbook_delta"' in frame:
                 self._slow_delta(frame, recv, own=True)
