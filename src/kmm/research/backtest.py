@@ -356,7 +356,7 @@ class Backtest:
             "fills_through": st.fills_through, "post_only_cancels": st.post_only_cancels,
             "queue_cancel_advance": round(st.queue_cancel_advance / 100, 2),
             "trade_advance": st.trade_advance / 100, "own_deltas_removed": st.own_deltas_removed,
-            "taken_contracts": st.taken / 100, "risk_denials": dict(self.gate.denials),
+            "taken_contracts": st.taken / 100, "clamped": st.clamped, "risk_denials": dict(self.gate.denials),
             "files": [str(f) for f in self.files],
         }
         return build_summary(
