@@ -196,3 +196,20 @@ def test_capture_files_orders_runs_then_parts(tmp_path):
     assert [f.name for f in capture_files(tmp_path)] == [
         "capture.bin.gz", "capture.part0001.bin.gz", "capture.part0002.bin.gz", "capture.1.bin.gz",
         "capture.1.part0001.bin.gz"]
+
+
+def test_loss_limit_trips_the_kill_switch_pulls_the_quotes_and_no_fill_follows(tmp_path):
+    from kmm.engine.risk import KillState
+    cfg = load_config(None, environ={}, cli={"run.markets": T, "risk.max_loss": "0.5", "risk.resume_recovery": "0.1"})
+    cap = (Cap().snapshot(0, [(4000, 100)], [(6000, 1000)])
+           .delta(5, "bid", 4000, -100).trade(5, 4000, 600, "ask", "tr1")      # we buy 5 at 0.40
+           .delta(10, "bid", 2000, 1000)                                      # the others' best bid: 0.20
+           .delta(300, "bid", 1900, 100).delta(600, "bid", 1800, 100)         # time passes (housekeeping)
+           .trade(700, 4000, 1000, "ask", "tr2"))                             # would fill a bid at 0.40
+    d = cap.write(tmp_path / "cap")
+    b = Backtest([d], cfg, None, options=zero(), strategy_factory=lambda info: FixedQuotes(bid=4000, size=500))
+    s = b.run()
+    assert s["fills"] == 1 and s["positions"][T] == "5.00"
+    assert b.gate.kill_state is KillState.PAUSED
+    assert s["unrealized_pnl"] == "-1.0000"          # 5 x (0.20 - 0.40), marked at the others' best bid
+    assert not b.sim.resting() and s["details"]["cancels_sent"] >= 1

@@ -138,10 +138,10 @@ def load_market_defs(captures: Sequence[Path], tickers: Sequence[str]) -> dict[s
                         "with taker fee 0.07 and no maker fee", t)
             out[t] = MarketDef(t, LINEAR_CENT)
             continue
-        out[t] = MarketDef(t, d.get("price_ranges") or LINEAR_CENT, int(d.get("maker_rate_e6", 0)),  # type: ignore[arg-type]
-                           int(d.get("taker_rate_e6", 70_000)),  # type: ignore[arg-type]
-                           d.get("close_time_ns"), bool(d.get("fractional", False)),  # type: ignore[arg-type]
-                           str(d.get("status", "active")))
+        close = d.get("close_time_ns")
+        out[t] = MarketDef(t, d.get("price_ranges") or LINEAR_CENT, int(d.get("maker_rate_e6", 0)),
+                           int(d.get("taker_rate_e6", 70_000)), int(close) if close is not None else None,
+                           bool(d.get("fractional", False)), str(d.get("status", "active")))
     return out
 
 
@@ -386,7 +386,7 @@ class Backtest:
         st = router.feed(frame, recv)
         if st == DELTA:
             self.book_messages += 1
-            self._on_book(router.last_ticker, recv)
+            self._on_book(router.last_ticker or "", recv)
         elif st == NOT_BOOK:
             self._json(frame, recv)
         elif st == SNAPSHOT:
@@ -756,8 +756,7 @@ class Backtest:
         try:
             for p in self.pipes.values():
                 self._pull(p, f"kill switch: {self.gate.kill_reason}")
-            if not any(o.is_live and o.order_id is not None and o.actionable for o in self.om.orders()) \
-                    and not self.sim.resting():
+            if not any(o.is_live and o.order_id is not None for o in self.om.orders()) and not self.sim.resting():
                 self.gate.on_cancel_sweep_done()
         finally:
             self._kill_sweeping = False

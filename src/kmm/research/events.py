@@ -131,7 +131,7 @@ class BookEvents:
                 continue
             obj = orjson.loads(frame)
             msg = obj.get("msg") or {}
-            t = index.get(msg.get("market_ticker"))
+            t = index.get(str(msg.get("market_ticker")))
             sid, seq = obj.get("sid"), obj.get("seq")
             if t is None:
                 continue
