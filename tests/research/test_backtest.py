@@ -213,3 +213,17 @@ def test_loss_limit_trips_the_kill_switch_pulls_the_quotes_and_no_fill_follows(t
     assert b.gate.kill_state is KillState.PAUSED
     assert s["unrealized_pnl"] == "-1.0000"          # 5 x (0.20 - 0.40), marked at the others' best bid
     assert not b.sim.resting() and s["details"]["cancels_sent"] >= 1
+
+
+def test_fast_loader_reads_what_the_reader_reads_and_stops_at_a_cut_tail(tmp_path):
+    from kmm.research.events import load_frames
+    cap = busy_level()
+    for i in range(200):
+        cap.delta(100 + i, "bid", 3900, 100)
+    path = cap.write(tmp_path / "cap") / "capture.bin.gz"
+    whole = [(r.recv_ns, r.wall_ns, r.frame) for r in read_capture(path)]
+    assert load_frames(path) == whole
+    cut = tmp_path / "cut.bin.gz"
+    cut.write_bytes(path.read_bytes()[:-700])
+    got = load_frames(cut)
+    assert got == whole[:len(got)] and 0 < len(got) < len(whole)
