@@ -227,3 +227,19 @@ def test_fast_loader_reads_what_the_reader_reads_and_stops_at_a_cut_tail(tmp_pat
     cut.write_bytes(path.read_bytes()[:-700])
     got = load_frames(cut)
     assert got == whole[:len(got)] and 0 < len(got) < len(whole)
+
+
+def test_two_runs_in_one_directory_replay_in_order_with_a_gap_between(tmp_path):
+    d = tmp_path / "cap"
+    busy_level().write(d)                                 # run 1: capture.bin.gz, times 0..40 ms
+    second = (Cap().snapshot(0, [(4000, 100)], [(6000, 1000)])      # run 2: its own monotonic base
+              .delta(5, "bid", 4000, -100).trade(5, 4000, 600, "ask", "tr2"))
+    second.write(d, "capture.1.bin.gz")
+    seen: list[float] = []
+    b = Backtest([d], CFG, None, options=zero(), progress=seen.append,
+                 strategy_factory=lambda info: FixedQuotes(bid=4000, size=500))
+    s = b.run()
+    assert [f.name for f in b.files] == ["capture.bin.gz", "capture.1.bin.gz"]
+    assert s["details"]["gaps"] == 1                     # the second run's file starts after a gap
+    assert s["fills"] == 2                               # one fill in each run
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)

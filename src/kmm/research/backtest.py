@@ -370,8 +370,12 @@ class Backtest:
     # ============================================================================ frames
     def _frame(self, frame: bytes, recv: int) -> None:
         router = self.router
-        if b'"type":"ticker"' in frame[:24]:
+        head = frame[:24]
+        if b'"type":"ticker"' in head:
             return          # the engine reads nothing from ticker messages
+        if b'"type":"trade"' in head:
+            self._json(frame, recv)     # not a book frame: no need for the router's scan
+            return
         if b'"client_order_id"' in frame:
             if b'"orderbook_delta"' in frame:
                 self._slow_delta(frame, recv, own=True)
@@ -452,6 +456,7 @@ class Backtest:
                 tr = decode_trade(msg, recv)
             except Exception:  # noqa: BLE001 - a bad frame is skipped, as live does
                 self.malformed += 1
+                log.warning("unreadable trade in the capture: %.200r", frame)
                 return
             pipe = self.pipes.get(tr.ticker)
             if pipe is None:
