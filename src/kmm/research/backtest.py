@@ -436,6 +436,9 @@ class Backtest:
                 self._gap(recv, f"seq gap on sid {sid}", sid=sid)
                 return
             router.note_seq(sid, seq)
+        if own:     # the recorded run's order: never in the replay book, stale or not; only tracked
+            self.sim.apply_recorded_delta(t, side, price, delta, own)
+            return
         if router.is_stale(t):
             return
         self.sim.apply_recorded_delta(t, side, price, delta, own)
