@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from kmm._core.book import BookError, OrderBook
 from kmm._core.grid import Grid
 from tests.reference.book import QTY_MAX, RefBook
+from tests.reference.book import STRUCTURES as REF_STRUCTURES
 from tests.reference.book import BookError as RefBookError
 
-STRUCTURES = ("linear_cent", "deci_cent", "tapered_deci_cent")
+STRUCTURES = tuple(REF_STRUCTURES)  # all twelve of kalshi-api.md section 2.2
 
 
 def same_book(c: OrderBook, r: RefBook) -> None:
@@ -214,7 +215,7 @@ def book_ops(draw, structure):
     ops = []
     for _ in range(draw(st.integers(1, 25))):
         kind = draw(st.sampled_from(["delta", "delta", "delta", "remove_best", "snapshot", "batch",
-                                     "desync", "bad", "clear"]))
+                                     "desync", "bad", "clear", "regrid"]))
         if kind == "snapshot":
             levels = []
             for _side in range(2):
@@ -239,6 +240,11 @@ def book_ops(draw, structure):
             ops.append(("delta", draw(st.sampled_from(["yes", "no", "YES"])),
                         draw(st.sampled_from(["0.00", "1.0000", "0.12345", "x", s4(draw(st.integers(1, 9999)))])),
                         draw(st.sampled_from(["1.00", "-0.01", "1e2", "+2.50"]))))
+        elif kind == "regrid":
+            new = draw(st.sampled_from(STRUCTURES))
+            ops.append(("regrid", new))
+            ref = RefBook(new)  # later ops draw prices of the new grid
+            prices = ref.grid.prices
         else:
             ops.append(("clear",))
     return ops
@@ -257,6 +263,8 @@ def run_op(book, op):
             book.apply_deltas(*op[1:])
     elif kind == "clear":
         book.clear()
+    elif kind == "regrid":
+        book.regrid(op[1])
 
 
 def resolve(ref: RefBook, op):

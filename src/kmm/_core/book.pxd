@@ -45,6 +45,9 @@ cdef class OrderBook:
     cdef qty_t* _sq                  # snapshot staging sizes (allocated on first snapshot)
     cdef uint64_t* _sbits            # snapshot staging bitmap
 
+    # (Re)allocate every array for grid; the book is empty afterwards (regrid and __cinit__).
+    cdef int _alloc(self, Grid grid) except -1
+
     # Apply one signed delta (1e-2 contracts) at (side, price in that side's terms, 1e-4 $).
     # Returns a BookStatus; on anything but BOOK_OK the book is unchanged.
     cdef int _try_level(self, int side, px_t price, qty_t delta) noexcept nogil

@@ -119,20 +119,53 @@ cdef class OrderBook:
         self._top[0] = -1
         self._top[1] = -1
         self.version = 0
-        self.grid = price_ranges if isinstance(price_ranges, Grid) else Grid(price_ranges)
-        self._step = self.grid.step_min
-        self._n = self.grid.n_slots
-        self._nw = (self._n + 63) // 64
-        self._q = <qty_t*>PyMem_Malloc(2 * self._n * sizeof(qty_t))
-        self._bits = <uint64_t*>PyMem_Malloc(2 * self._nw * sizeof(uint64_t))
-        self._slot = <int16_t*>PyMem_Malloc(10001 * sizeof(int16_t))
-        if self._q == NULL or self._bits == NULL or self._slot == NULL:
-            raise MemoryError()
-        memset(self._q, 0, 2 * self._n * sizeof(qty_t))
-        memset(self._bits, 0, 2 * self._nw * sizeof(uint64_t))
+        self._alloc(price_ranges if isinstance(price_ranges, Grid) else Grid(price_ranges))
+
+    cdef int _alloc(self, Grid grid) except -1:
+        # (Re)build every array for ``grid``; the book is empty afterwards.
+        cdef qty_t* q
+        cdef uint64_t* bits
+        cdef int16_t* slot
+        cdef Py_ssize_t n = grid.n_slots
+        cdef Py_ssize_t nw = (n + 63) // 64
         cdef px_t p
+        q = <qty_t*>PyMem_Malloc(2 * n * sizeof(qty_t))
+        bits = <uint64_t*>PyMem_Malloc(2 * nw * sizeof(uint64_t))
+        slot = <int16_t*>PyMem_Malloc(10001 * sizeof(int16_t))
+        if q == NULL or bits == NULL or slot == NULL:
+            PyMem_Free(q)
+            PyMem_Free(bits)
+            PyMem_Free(slot)
+            raise MemoryError()
+        memset(q, 0, 2 * n * sizeof(qty_t))
+        memset(bits, 0, 2 * nw * sizeof(uint64_t))
         for p in range(10001):
-            self._slot[p] = <int16_t>(p // self._step) if self.grid.valid(p) else -1
+            slot[p] = <int16_t>(p // grid.step_min) if grid.valid(p) else -1
+        PyMem_Free(self._q)
+        PyMem_Free(self._bits)
+        PyMem_Free(self._slot)
+        PyMem_Free(self._sq)
+        PyMem_Free(self._sbits)
+        self._sq = NULL
+        self._sbits = NULL
+        self._q = q
+        self._bits = bits
+        self._slot = slot
+        self.grid = grid
+        self._step = grid.step_min
+        self._n = n
+        self._nw = nw
+        self._top[0] = -1
+        self._top[1] = -1
+        return 0
+
+    def regrid(self, price_ranges):
+        """Move the book to a new grid (a ``Grid``, ``price_ranges`` or a structure name), in place:
+        the book is emptied (``version`` + 1) and must be refilled from a fresh snapshot. Objects that
+        hold this book keep holding it. On a bad grid nothing changes (ValueError)."""
+        cdef Grid grid = price_ranges if isinstance(price_ranges, Grid) else Grid(price_ranges)
+        self._alloc(grid)
+        self.version += 1
 
     def __dealloc__(self):
         PyMem_Free(self._q)
@@ -299,8 +332,6 @@ cdef class OrderBook:
         side's terms; ``delta`` signed 1e-2 contracts."""
         self._apply_level(side, price, delta)
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     def apply_deltas(self, const int64_t[::1] sides not None, const int64_t[::1] prices not None,
                      const int64_t[::1] deltas not None):
         """Apply a batch of integer deltas (the fast path): three equal-length int64 buffers
