@@ -83,3 +83,18 @@ def test_centi_cent_grids_have_10001_slots_and_tick_money_per_band():
     # interleaved $0.002 edge and $0.005 centre: the slot unit is their common $0.001
     h = Grid("center_half_edge_quint_cent")
     assert h.step_min == 10 and h.is_valid(1050) and not h.is_valid(1020) and h.is_valid(980) and h.is_valid(9020)
+
+
+@given(st.sampled_from(STRUCTURES), st.integers(0, 20), st.integers(1, 9999))
+def test_tick_money_is_the_band_step_with_a_tenth_of_a_cent_floor(structure, n, price):
+    g, r = Grid(structure), RefGrid(structure)
+    assert g.tick_money(n, price) == max(r.ticks_px(n, price), 10 * n)
+
+
+def test_one_tick_means_sensible_money_on_every_grid():
+    ticks = {s: Grid(s).tick_money(1) for s in STRUCTURES}
+    assert ticks["linear_cent"] == 100 and ticks["deci_cent"] == 10
+    assert ticks["center_centi_edge_centi_cent"] == 10 and ticks["center_deci_edge_centi_cent"] == 10
+    assert ticks["center_half_edge_quint_cent"] == 50   # the centre band's $0.005
+    assert all(10 <= t <= 100 for t in ticks.values())
+    assert Grid("tapered_deci_cent").tick_money(2, 500) == 20 and Grid("tapered_deci_cent").tick_money(2) == 200

@@ -29,6 +29,9 @@ TAPERED_DECI_CENT = (("0.0000", "0.1000", "0.0010"), ("0.1000", "0.9000", "0.010
                      ("0.9000", "1.0000", "0.0010"))
 
 
+TICK_FLOOR = 10   # 1e-4 $: the least money one tick of a setting stands for ($0.001)
+
+
 def _edged(edge, centre, lo="0.1000", hi="0.9000"):
     return (("0.0000", lo, edge), (lo, hi, centre), (hi, "1.0000", edge))
 
@@ -234,6 +237,17 @@ cdef class Grid:
             p = q
             done += 1
         return max(lo - p, min_px)
+
+    def tick_money(self, int n, px_t price=5000):
+        """What ``n`` ticks of a tick-denominated setting (``min_spread_ticks``,
+        ``price_tolerance_ticks``, ``reprice_min_ticks``) mean in money at ``price``, 1e-4 $: n steps of
+        the band holding ``price``, and never less than n * TICK_FLOOR ($0.001 per tick). So a tick is
+        $0.01 on a cent grid and $0.001 on deci-cent and centi-cent grids alike, instead of a $0.0001
+        step that no fee or queue would notice. Turn settings into price units with it once per market
+        (and again after a grid change)."""
+        if n < 0:
+            raise ValueError(f"tick_money: n = {n} must be >= 0")
+        return self.ticks_px(n, price, n * TICK_FLOOR)
 
     def steps(self):
         """The distinct steps of the grid's ranges, ascending, in 1e-4 $."""
