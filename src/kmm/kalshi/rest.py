@@ -652,20 +652,20 @@ class KalshiRest:
         for item in resp.get("orders") or []:
             if not isinstance(item, Mapping):
                 continue
-            oid = item.get("order_id")
-            if not isinstance(oid, str):
+            iid = item.get("order_id")
+            if not isinstance(iid, str):
                 continue
             err = item.get("error")
             coid = item.get("client_order_id") if isinstance(item.get("client_order_id"), str) else None
             if err:
                 code = str(err.get("code", "") if isinstance(err, dict) else err)
                 if code in NOT_FOUND_CODES:
-                    by_id[oid] = CancelAck(order_id=oid, client_order_id=coid, reduced_by=0, already_gone=True)
+                    by_id[iid] = CancelAck(order_id=iid, client_order_id=coid, reduced_by=0, already_gone=True)
                 else:
-                    by_id[oid] = CancelAck(order_id=oid, client_order_id=coid, reduced_by=0, error=code or "refused")
+                    by_id[iid] = CancelAck(order_id=iid, client_order_id=coid, reduced_by=0, error=code or "refused")
             else:
                 try:
-                    by_id[oid] = wire.decode_cancel_ack(item)
+                    by_id[iid] = wire.decode_cancel_ack(item)
                 except wire.WireError as exc:
                     log.warning("batched cancel item for %s unreadable (%s): cancelling it alone", oid, exc)
         out = []
