@@ -109,6 +109,10 @@ class RefBook:
         self.side: list[dict[int, int]] = [{}, {}]  # 0 = YES bids, 1 = NO bids, own terms
         self.version = 0
 
+    def on_grid(self, side: int, price: int) -> bool:
+        """A YES bid at p must be a valid price; a NO bid at p is a YES ask at 10000 - p."""
+        return (price if side == 0 else 10000 - price) in self.grid.valid
+
     # ---- updates ----
     def regrid(self, price_ranges: Any) -> None:
         self.grid = RefGrid(price_ranges)
@@ -118,7 +122,7 @@ class RefBook:
     def _check(self, side: Any, price: int, amount: int) -> None:
         if side not in (0, 1):
             raise BookError(f"unknown side {side!r}")
-        if not 0 < price < 10000 or price not in self.grid.valid:
+        if not 0 < price < 10000 or not self.on_grid(side, price):
             raise BookError(f"{side} price {price} off the grid")
         if abs(amount) > QTY_MAX:
             raise BookError(f"{side} size {amount} out of range")
@@ -171,7 +175,7 @@ class RefBook:
                 size = parse_fixed(level[1], 2, False)
                 if price is None or size is None:
                     raise BookError(f"{SIDES[side]} level {level!r} unparseable")
-                if not 0 < price < 10000 or price not in self.grid.valid:
+                if not 0 < price < 10000 or not self.on_grid(side, price):
                     raise BookError(f"{SIDES[side]} price {price} off the grid")
                 if size > QTY_MAX:
                     raise BookError("size out of range")
