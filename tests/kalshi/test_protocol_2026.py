@@ -301,6 +301,7 @@ async def test_balance_breakdown_and_the_shard_check_names_the_transfer_to_make(
     assert "shard 2 (BTC) holds $10.0000 and needs $30.0000" in msg
     assert '"amount":200000,"source_exchange_shard":0,"destination_exchange_shard":2' in msg
     assert transfer_command(200_000, 0, 2) in msg
+    assert "python -m kmm.kalshi.transfer --config <your kmm config> --from-shard 0 --to-shard 2 --amount 20.0000 --yes" in msg
 
 
 async def test_transfer_between_shards_sends_the_spec_body(srv, rest):
@@ -363,3 +364,34 @@ async def test_series_events_settlements_cutoff_orderbooks_and_positions_decode(
     assert (p.position, p.exchange_index, p.last_updated_ts) == (-250, 2, "2026-11-01T00:00:00Z")
     (ep,) = await rest.get_event_positions()
     assert (ep.total_cost_shares, ep.total_cost) == (250, 12_500)
+
+
+async def test_the_transfer_command_dry_runs_then_moves_the_money(srv, tmp_path, capsys):
+    import asyncio
+
+    from kmm.kalshi import transfer
+    srv.on("GET", "/portfolio/balance", {"balance": 1000, "balance_dollars": "10.0000", "updated_ts": 1,
+                                         "balance_breakdown": [{"exchange_index": 0, "balance": "10.0000"}]})
+    srv.on("POST", "/portfolio/intra_exchange_instance_transfer", {"transfer_id": "tr-9"})
+    cfg = tmp_path / "kmm.toml"
+    cfg.write_text(f'[kalshi]\nenv = "sim"\nrest_url = "http://127.0.0.1:{srv.port}/trade-api/v2"\n'
+                   f'ws_url = "ws://127.0.0.1:{srv.port}/trade-api/ws/v2"\n')
+    argv = ["--config", str(cfg), "--from-shard", "0", "--to-shard", "2", "--amount", "2.50"]
+    assert await asyncio.to_thread(transfer.main, argv) == 0
+    assert srv.sent("POST", "/portfolio/intra_exchange_instance_transfer") == []   # dry run: nothing sent
+    assert "shard 0: $10.0000" in capsys.readouterr().out
+    assert await asyncio.to_thread(transfer.main, argv + ["--yes", "--client-transfer-id", "u-7"]) == 0
+    (r,) = srv.sent("POST", "/portfolio/intra_exchange_instance_transfer")
+    assert r["body"]["amount"] == 25_000 and r["body"]["destination_exchange_shard"] == 2
+    assert "transfer tr-9: $2.5000 from shard 0 to shard 2" in capsys.readouterr().out
+    assert await asyncio.to_thread(transfer.main, argv[:-1] + ["-1"]) == 2
+    srv.on("POST", "/portfolio/intra_exchange_instance_transfer",
+           {"error": {"code": "insufficient_balance", "message": "no"}}, 400)
+    assert await asyncio.to_thread(transfer.main, argv + ["--yes"]) == 1
+
+
+async def test_an_order_group_is_created_on_the_shard_it_serves(srv, rest):
+    srv.on("POST", "/portfolio/order_groups/create", {"order_group_id": "og-2", "subaccount": 0, "exchange_index": 2})
+    assert await rest.create_order_group(1050, exchange_index=2) == "og-2"
+    (r,) = srv.sent("POST", "/portfolio/order_groups/create")
+    assert r["body"] == {"contracts_limit_fp": "10.50", "exchange_index": 2}

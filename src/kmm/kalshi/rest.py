@@ -91,13 +91,21 @@ class ShardBalanceError(KmmError):
         super().__init__("not enough balance on the markets' shards: " + "; ".join(lines))
 
 
-def transfer_command(amount: int, source_shard: int, destination_shard: int) -> str:
-    """The REST call that moves ``amount`` (1e-4 $) between shards, as text an operator can run."""
-    body = {"source": protocol.TRANSFER_INSTANCE, "destination": protocol.TRANSFER_INSTANCE,
+def transfer_body(amount: int, source_shard: int, destination_shard: int,
+                  client_transfer_id: str) -> dict[str, Any]:
+    """The body of ``POST /portfolio/intra_exchange_instance_transfer``; ``amount`` in 1e-4 $ (the
+    wire's centi-cents, $1 = 10,000)."""
+    return {"source": protocol.TRANSFER_INSTANCE, "destination": protocol.TRANSFER_INSTANCE,
             "amount": amount, "source_exchange_shard": source_shard, "destination_exchange_shard": destination_shard,
-            "client_transfer_id": "<new uuid>"}
-    return (f"POST {protocol.API_PREFIX}{protocol.PATH_TRANSFER} {orjson.dumps(body).decode()} "
-            f"(KalshiRest.transfer_between_shards({amount}, {source_shard}, {destination_shard}))")
+            "client_transfer_id": client_transfer_id}
+
+
+def transfer_command(amount: int, source_shard: int, destination_shard: int) -> str:
+    """The command that moves ``amount`` (1e-4 $) between shards, and the REST call it makes."""
+    body = transfer_body(amount, source_shard, destination_shard, "<new uuid>")
+    return (f"python -m kmm.kalshi.transfer --config <your kmm config> --from-shard {source_shard} "
+            f"--to-shard {destination_shard} --amount {format_price(amount)} --yes "
+            f"(POST {protocol.API_PREFIX}{protocol.PATH_TRANSFER} {orjson.dumps(body).decode()})")
 
 
 # A create being looked up was made seconds ago: list orders from this long before now (covers clock skew)
@@ -818,10 +826,7 @@ class KalshiRest:
         pass the same ``client_transfer_id`` to retry safely."""
         if amount <= 0:
             raise ValueError(f"transfer amount {amount} must be > 0 (1e-4 $)")
-        body: dict[str, Any] = {"source": protocol.TRANSFER_INSTANCE, "destination": protocol.TRANSFER_INSTANCE,
-                                "amount": amount, "source_exchange_shard": source_shard,
-                                "destination_exchange_shard": destination_shard,
-                                "client_transfer_id": client_transfer_id or str(uuid.uuid4())}
+        body = transfer_body(amount, source_shard, destination_shard, client_transfer_id or str(uuid.uuid4()))
         if source_subaccount is not None:
             body["source_subaccount"] = source_subaccount
         if destination_subaccount is not None:
@@ -831,6 +836,8 @@ class KalshiRest:
         if not isinstance(tid, str) or not tid:
             raise wire.WireError(f"transfer answer without transfer_id: {str(resp)[:120]}")
         return tid
+
+    intra_exchange_instance_transfer = transfer_between_shards   # the endpoint's own name
 
     async def check_shard_balances(self, needs: Mapping[str, int]) -> Balance:
         """Check that each shard holding markets to trade has the balance they need before trading.
@@ -865,13 +872,17 @@ class KalshiRest:
         return bal
 
     # -- order groups (write bucket, place lane) -----------------------------------------------
-    async def create_order_group(self, contracts_limit: int, *, subaccount: int | None = None) -> str:
-        """Create a group; ``contracts_limit`` in 1e-2 contracts over the rolling 15 s window."""
+    async def create_order_group(self, contracts_limit: int, *, subaccount: int | None = None,
+                                 exchange_index: int | None = None) -> str:
+        """Create a group; ``contracts_limit`` in 1e-2 contracts over the rolling 15 s window. A group
+        lives on one shard (kalshi-api.md 4.4): create one per shard the session trades on."""
         body: dict[str, Any] = {"contracts_limit_fp": format_count(contracts_limit)}
         if contracts_limit % 100 == 0:
             body["contracts_limit"] = contracts_limit // 100
         if subaccount is not None:
             body["subaccount"] = subaccount
+        if exchange_index is not None:
+            body["exchange_index"] = exchange_index
         resp = await self.request("POST", f"{protocol.PATH_ORDER_GROUPS}/create", body=body, lane=AMEND,
                                   retry=False)
         return str(resp["order_group_id"])
