@@ -395,3 +395,40 @@ async def test_an_order_group_is_created_on_the_shard_it_serves(srv, rest):
     assert await rest.create_order_group(1050, exchange_index=2) == "og-2"
     (r,) = srv.sent("POST", "/portfolio/order_groups/create")
     assert r["body"] == {"contracts_limit_fp": "10.50", "exchange_index": 2}
+
+
+class ShardLimiter:
+    """A limiter that keeps per-shard write buckets: records which bucket each request bills."""
+
+    def __init__(self) -> None:
+        self.billed: list[tuple[int, float, int | None]] = []
+
+    async def acquire(self, lane: int, cost: float, shard: int | None = None) -> None:
+        self.billed.append((lane, cost, shard))
+
+    def on_success(self, lane: int, shard: int | None = None) -> None: ...
+
+    def on_rate_limited(self, lane: int, shard: int | None = None) -> int:
+        return 0
+
+    def close(self) -> None: ...
+
+
+async def test_single_writes_on_a_shard_bill_that_shards_bucket_batches_the_unscoped_one(srv):
+    lim = ShardLimiter()
+    cfg = ConnectorConfig(env="sim", rest_url=f"http://127.0.0.1:{srv.port}/trade-api/v2",
+                          ws_url=f"ws://127.0.0.1:{srv.port}/trade-api/ws/v2", fast_writes=False, sig_pool_depth=0)
+    srv.on("POST", "/portfolio/events/orders", ack)
+    srv.on("DELETE", "/portfolio/events/orders/oid-a", {"order_id": "oid-a", "reduced_by": "1.00"})
+    srv.on("DELETE", "/portfolio/events/orders/batched", {"orders": []})
+    async with KalshiRest(cfg, limiter=lim) as rest:  # type: ignore[arg-type]
+        rest.set_shard("S2", 2)
+        rest.set_shard("S0", 0)
+        await rest.create_order(OrderRequest("S2", "bid", 4100, 100, "a"))
+        await rest.create_order(OrderRequest("S0", "bid", 4100, 100, "b"))
+        await rest.cancel_order("oid-a")
+        srv.on("DELETE", "/portfolio/events/orders/oid-a", {"order_id": "oid-a", "reduced_by": "0.00"})
+        await rest.cancel_orders(["oid-a", "oid-b"])
+    # create S2, create S0, cancel S2, the batch (unscoped), then the ids the batch did not answer, one
+    # by one: oid-a on shard 2, oid-b on shard 0 (unscoped)
+    assert [s for _lane, _cost, s in lim.billed] == [2, None, 2, None, 2, None]

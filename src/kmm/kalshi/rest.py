@@ -18,6 +18,7 @@ Rules that matter for money:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import logging
 import random
@@ -200,6 +201,10 @@ class KalshiRest:
         self.shards: dict[str, int] = {}
         self._order_ticker: OrderedDict[str, str] = OrderedDict()
         self.endpoint_costs: EndpointCosts | None = None
+        # does the limiter keep per-shard write buckets (acquire(..., shard=))? single writes on shard
+        # >= 1 then bill their shard's bucket; batches and shard 0 bill the unscoped one
+        self._limiter_shards = all("shard" in inspect.signature(getattr(limiter, f)).parameters
+                                   for f in ("acquire", "on_success", "on_rate_limited"))
 
     def __repr__(self) -> str:
         return f"KalshiRest(base={self.base!r}, signer={self.signer!r})"
@@ -318,10 +323,13 @@ class KalshiRest:
     # -- the one request function --------------------------------------------------------------
     async def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                       body: Any = None, lane: int = READ, cost: float = protocol.COST_DEFAULT,
-                      auth: bool = True, retry: bool | None = None) -> Any:
+                      auth: bool = True, retry: bool | None = None, shard: int | None = None) -> Any:
         """Send one request (``path`` relative to the API prefix) and return the decoded JSON body.
 
-        ``retry`` defaults to True for GET; writes are never retried here.
+        ``retry`` defaults to True for GET; writes are never retried here. ``shard``: the write bucket
+        a single write with ``exchange_index >= 1`` bills (kalshi-api.md 5); passed to the limiter's
+        ``acquire``/``on_rate_limited``/``on_success`` as ``shard=`` when they take it (the limiter
+        keeps one unscoped write bucket until then).
         """
         if self._session is None:
             raise KmmError("KalshiRest is not started: use 'async with KalshiRest(cfg)' or await start()")
@@ -332,7 +340,10 @@ class KalshiRest:
         attempts = 1 + (self.config.read_retries if (method == "GET" if retry is None else retry) else 0)
         delay = self.config.retry_backoff_s
         for attempt in range(attempts):
-            await self.limiter.acquire(lane, cost)
+            if shard is not None and self._limiter_shards:
+                await self.limiter.acquire(lane, cost, shard=shard)  # type: ignore[call-arg]
+            else:
+                await self.limiter.acquire(lane, cost)
             headers = dict(_JSON)
             if auth and self.signer is not None:
                 headers.update(self.pool.take(method, full) if self.pool is not None
@@ -367,7 +378,10 @@ class KalshiRest:
                 raise ExchangeError(0, "connection_error", f"{type(exc).__name__}: {exc}",
                                     method=method, path=full) from None
             if status < 300:
-                self.limiter.on_success(lane)
+                if shard is not None and self._limiter_shards:
+                    self.limiter.on_success(lane, shard=shard)  # type: ignore[call-arg]
+                else:
+                    self.limiter.on_success(lane)
                 if not raw:
                     return {}
                 try:
@@ -377,7 +391,8 @@ class KalshiRest:
                                         method=method, path=full) from None
             err = _error_from(status, raw, method, full)
             if status == 429:
-                pause_ns = self.limiter.on_rate_limited(lane)
+                pause_ns = (self.limiter.on_rate_limited(lane, shard=shard)  # type: ignore[call-arg]
+                            if shard is not None and self._limiter_shards else self.limiter.on_rate_limited(lane))
                 log.warning("429 on %s %s: pausing non-cancel requests for %.3f s", method, full, pause_ns / 1e9)
             if attempt + 1 < attempts and (status == 429 or status >= 500):
                 self.retries += 1
@@ -504,7 +519,7 @@ class KalshiRest:
         body = self._with_shard(req)
         try:
             ack = await self.request("POST", protocol.PATH_ORDERS_V2, body=body, lane=PLACE,
-                                     cost=protocol.COST_DEFAULT, retry=False)
+                                     cost=protocol.COST_DEFAULT, retry=False, shard=_write_shard(body))
         except RequestTimeout:
             return await self._recover_create(req)
         except ExchangeError as exc:
@@ -618,7 +633,8 @@ class KalshiRest:
             params["subaccount"] = subaccount
         try:
             body = await self.request("DELETE", f"{protocol.PATH_ORDERS_V2}/{order_id}", params=params or None,
-                                      lane=CANCEL, cost=protocol.COST_CANCEL, retry=False)
+                                      lane=CANCEL, cost=protocol.COST_CANCEL, retry=False,
+                                      shard=_write_shard(params))
         except NotFound:
             return CancelAck(order_id=order_id, client_order_id=None, reduced_by=0, already_gone=True)
         if body.get("order_id") not in (None, order_id):
@@ -713,7 +729,7 @@ class KalshiRest:
             body["exchange_index"] = shard
         self.remember_order(order_id, ticker)
         resp = await self.request("POST", f"{protocol.PATH_ORDERS_V2}/{order_id}/amend", body=body, lane=AMEND,
-                                  retry=False)
+                                  retry=False, shard=_write_shard(body))
         if resp.get("order_id") not in (None, order_id):
             self.mismatched_answers += 1
             log.warning("amend of %s answered about order %s: reading the order back", order_id,
@@ -736,7 +752,7 @@ class KalshiRest:
                                 else {"reduce_by": format_count(reduce_by)})  # type: ignore[arg-type]
         body.update(self._route(order_id, ticker, exchange_index))
         resp = await self.request("POST", f"{protocol.PATH_ORDERS_V2}/{order_id}/decrease", body=body, lane=AMEND,
-                                  retry=False)
+                                  retry=False, shard=_write_shard(body))
         if resp.get("order_id") not in (None, order_id):
             self.mismatched_answers += 1
             log.warning("decrease of %s answered about order %s: reading the order back", order_id,
@@ -964,6 +980,12 @@ def _tls_reason(exc: BaseException) -> str:
     if isinstance(cert_err, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {cert_err.verify_message}"
     return str(exc)
+
+
+def _write_shard(fields: Mapping[str, Any]) -> int | None:
+    """The per-shard write bucket a single write bills: its exchange_index when >= 1, else None."""
+    i = fields.get("exchange_index")
+    return i if isinstance(i, int) and i >= 1 else None
 
 
 def _param(v: Any) -> str:
