@@ -134,7 +134,8 @@ RATE_TIERS: Final[dict[str, tuple[int, int]]] = {
 }
 COST_DEFAULT: Final = 10
 COST_CANCEL: Final = 2
-COST_CANCEL_ALL: Final = 10  # [U] "a max-size batch cancel" per its page, lowered Sep 3: KalshiRest uses /account/endpoint_costs when read
+# [U] "a max-size batch cancel" per its page, lowered Sep 3: KalshiRest uses /account/endpoint_costs when read
+COST_CANCEL_ALL: Final = 10
 BURST_SECONDS: Final = 2.0  # the write bucket holds 2 s of budget ([U]: basic may hold 1 s)
 
 # Order-group contracts limit window.

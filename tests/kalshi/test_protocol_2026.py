@@ -134,7 +134,8 @@ async def test_every_write_reaches_the_markets_shard(srv, rest):
     srv.on("DELETE", "/portfolio/events/orders/oid-c1",
            lambda r: (200, {"order_id": "oid-c1", "client_order_id": "c1", "reduced_by": "1.00", "ts_ms": 4}))
     srv.on("DELETE", "/portfolio/events/orders/batched",
-           lambda r: (200, {"orders": [{"order_id": o["order_id"], "reduced_by": "1.00"} for o in r["body"]["orders"]]}))
+           lambda r: (200, {"orders": [{"order_id": o["order_id"], "reduced_by": "1.00"}
+                                       for o in r["body"]["orders"]]}))
     await rest.get_market("C")
     await rest.create_order(OrderRequest("C", "bid", 4100, 500, "c1"))
     await rest.create_orders([OrderRequest("C", "ask", 6000, 100, "c2"), OrderRequest("X", "ask", 6000, 100, "c3")])
@@ -301,7 +302,8 @@ async def test_balance_breakdown_and_the_shard_check_names_the_transfer_to_make(
     assert "shard 2 (BTC) holds $10.0000 and needs $30.0000" in msg
     assert '"amount":200000,"source_exchange_shard":0,"destination_exchange_shard":2' in msg
     assert transfer_command(200_000, 0, 2) in msg
-    assert "python -m kmm.kalshi.transfer --config <your kmm config> --from-shard 0 --to-shard 2 --amount 20.0000 --yes" in msg
+    assert ("python -m kmm.kalshi.transfer --config <your kmm config> --from-shard 0 --to-shard 2 "
+            "--amount 20.0000 --yes") in msg
 
 
 async def test_transfer_between_shards_sends_the_spec_body(srv, rest):
