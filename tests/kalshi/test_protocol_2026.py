@@ -434,3 +434,14 @@ async def test_single_writes_on_a_shard_bill_that_shards_bucket_batches_the_unsc
     # create S2, create S0, cancel S2, the batch (unscoped), then the ids the batch did not answer, one
     # by one: oid-a on shard 2, oid-b on shard 0 (unscoped)
     assert [s for _lane, _cost, s in lim.billed] == [2, None, 2, None, 2, None]
+
+
+@pytest.mark.parametrize("body", [[1, 2], "x", 5, None])
+async def test_an_answer_that_is_not_a_json_object_is_a_clear_exchange_error(srv, rest, body):
+    srv.routes[("GET", P + "/markets/A")] = lambda r: (200, body) if body is not None else (200, "null")
+    with pytest.raises(ExchangeError, match="not a JSON object|not JSON") as exc:
+        await rest.get_market("A")
+    assert exc.value.code == "bad_json"
+    srv.on("GET", "/markets/B", {"market": {"ticker": ["B"], "status": "active"}})
+    with pytest.raises(WireError, match="field ticker"):
+        await rest.get_market("B")

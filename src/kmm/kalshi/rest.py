@@ -385,10 +385,14 @@ class KalshiRest:
                 if not raw:
                     return {}
                 try:
-                    return orjson.loads(raw)
+                    obj = orjson.loads(raw)
                 except orjson.JSONDecodeError:
                     raise ExchangeError(status, "bad_json", f"response is not JSON: {raw[:120]!r}",
                                         method=method, path=full) from None
+                if not isinstance(obj, dict):   # every answer of the API is an object
+                    raise ExchangeError(status, "bad_json", f"response is not a JSON object: {raw[:120]!r}",
+                                        method=method, path=full)
+                return obj
             err = _error_from(status, raw, method, full)
             if status == 429:
                 pause_ns = (self.limiter.on_rate_limited(lane, shard=shard)  # type: ignore[call-arg]
