@@ -83,3 +83,14 @@ async def test_prices_snap_to_the_markets_price_ranges_and_the_sim_agrees(sim):
                     await rest.create_order(OrderRequest(m.ticker, "bid", off, 100, coid(), post_only=True))
                 assert exc.value.status == 400
         await rest.cancel_all()
+
+
+async def test_series_of_each_market_decode_with_their_fee_terms(sim):
+    key, pem = sim.create_key()
+    async with KalshiRest(cfg_for(sim, key, pem)) as rest:
+        for t in sim.tickers:
+            series = t.split("-")[0]
+            s = await rest.get_series_info(series)
+            raw = await rest.get_series(series)
+            assert s.ticker == series and s.fee_type == raw["fee_type"]
+            assert s.fee_multiplier == float(raw.get("fee_multiplier", 1))

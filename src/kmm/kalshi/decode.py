@@ -633,6 +633,11 @@ def decode_series(s: Mapping[str, Any]) -> Series:
             raise WireError(f"field settlement_sources: {_show(srcs)} is not a list")
         sources = tuple((_text(_msg(x, "settlement_sources[]"), "name"), _text(x, "url")) for x in srcs)
     fm = s.get("fee_multiplier", 1)
+    if isinstance(fm, str):   # a decimal string is the same number ("0.5")
+        try:
+            fm = float(fm) if fm.strip() == fm and fm.replace(".", "", 1).isdigit() else fm
+        except ValueError:
+            pass
     if isinstance(fm, bool) or not isinstance(fm, (int, float)) or not math.isfinite(fm) or fm < 0:
         raise WireError(f"field fee_multiplier: {_show(fm)} is not a non-negative number")
     return Series(
