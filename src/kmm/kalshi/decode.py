@@ -316,7 +316,7 @@ def decode_market_position(msg: Mapping[str, Any], recv_ns: int = 0) -> MarketPo
         position=_count(msg, "position_fp", signed=True),
         position_cost=_money(msg, "position_cost_dollars", "market_exposure_dollars"),
         realized_pnl=_money(msg, "realized_pnl_dollars"),
-        fees_paid=_money(msg, "fees_paid_dollars", nonneg=True),
+        fees_paid=_money(msg, "fees_paid_dollars"),   # an aggregate after refunds: sign not policed
         volume=_count(msg, "volume_fp", default=0),
         recv_ns=recv_ns,
         exchange_index=_shard(msg),
@@ -349,7 +349,7 @@ def decode_event_position(msg: Mapping[str, Any]) -> EventPosition:
         total_cost_shares=_count(msg, "total_cost_shares_fp", signed=True, default=0),
         event_exposure=_money(msg, "event_exposure_dollars"),
         realized_pnl=_money(msg, "realized_pnl_dollars"),
-        fees_paid=_money(msg, "fees_paid_dollars", nonneg=True),
+        fees_paid=_money(msg, "fees_paid_dollars"),   # an aggregate after refunds: sign not policed
     )
 
 
