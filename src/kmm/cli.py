@@ -18,10 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     from kmm.engine import app
     from kmm.execution import cli as execute_cli
+    from kmm.research import cli as research_cli
     from kmm.sim import cli as sim_cli
     app.add_run_parser(subparsers)
     app.add_probe_parser(subparsers)
     execute_cli.add_parser(subparsers)
+    research_cli.add_parsers(subparsers)    # kmm record, kmm backtest
     sim_cli.add_parser(subparsers)
     return parser
 

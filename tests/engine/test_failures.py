@@ -397,3 +397,31 @@ async def test_2b_kmm_run_sigterm_in_a_429_storm_exits_0_with_nothing_resting(tm
     assert proc.returncode == exitcodes.OK, text + stderr.decode()
     assert flat_s <= 10.0 and late == 0 and storm_hits > 0
     assert "orders resting after stop: 0 (verified over REST)" in text
+
+
+# ------------------------------------------------------------------------- a market changes its grid
+async def test_a_new_price_grid_moves_the_gate_and_the_strategy_before_quoting_resumes(tmp_path):
+    from kmm.kalshi.types import Lifecycle
+    t = "KXSIMB-26-B"                                   # deci_cent at the sim: $0.001 ticks
+
+    def static_book(sim: SimExchange, _key: str) -> None:
+        other, _ = sim.create_key()
+        sim.place_direct(other, t, "bid", 4000, 5000)
+        sim.place_direct(other, t, "ask", 6000, 5000)
+
+    async with maker_on_sim(tmp_path, flow="off", markets=(t,), before_start=static_book) as run:
+        await until(lambda: len(resting(run.sim, run.key_id)) == 2, 10, "both quotes")
+        before = {o["order_id"] for o in resting(run.sim, run.key_id)}
+        cent = ((0, 10_000, 100),)                      # the exchange moves it to whole cents
+        run.engine.ws.regrid(t, cent)                   # what the connector does on the lifecycle message
+        run.engine.on_lifecycle(Lifecycle(t, "price_level_structure_updated", None, 0,
+                                          price_level_structure="linear_cent", price_ranges=cent))
+        await until(lambda: run.engine.events_of("regrid", t), 5, "the regrid")
+        await until(lambda: len(resting(run.sim, run.key_id)) == 2
+                    and not before & {o["order_id"] for o in resting(run.sim, run.key_id)}, 10,
+                    "quotes on the new grid")
+        now = resting(run.sim, run.key_id)
+        assert all(o["price"] % 100 == 0 for o in now), now
+        assert run.engine.gate.markets[t].grid.tick_size(5000) == 100
+        assert run.engine.pipes[t].info.grid.tick_size(5000) == 100
+    assert_clean_stop(run)

@@ -44,6 +44,8 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output directory (default ./kmm-out/<timestamp>)")
     p.add_argument("--view", choices=("auto", "live", "plain", "off"), default="auto",
                    help="live terminal table, plain status lines, or nothing (auto: live on a terminal)")
+    p.add_argument("--paper", action="store_true",
+                   help="paper trading: quote on the live feed, the fill simulator fills; no order is sent")
     p.set_defaults(func=run_command)
     return p
 
@@ -194,7 +196,13 @@ async def _run_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool, r
         if venue.sim is not None and cfg.run.markets == () and not getattr(args, "markets", None):
             cfg = replace(cfg, run=replace(cfg.run, markets=tuple(venue.sim.tickers[:len(cfg.sim.markets)])))
         opts = EngineOptions(view=view, order_group_limit=cfg.risk.order_group_limit)
-        engine = Engine(cfg, venue.conn, recorder=recorder, venue=venue.label, options=opts, out=sys.stdout)
+        paper = bool(getattr(args, "paper", False))
+        if paper:   # docs/research.md: the same engine, writes served by the fill simulator
+            from kmm.research.paper import PaperEngine
+            engine: Engine = PaperEngine(cfg, venue.conn, recorder=recorder, venue=f"PAPER {venue.label}",
+                                         options=opts, out=sys.stdout)
+        else:
+            engine = Engine(cfg, venue.conn, recorder=recorder, venue=venue.label, options=opts, out=sys.stdout)
         for usr_sig, handler in ((getattr(signal, "SIGUSR1", None), engine.operator_resume),
                                  (getattr(signal, "SIGUSR2", None), engine.operator_trip)):
             if usr_sig is not None:
@@ -202,7 +210,11 @@ async def _run_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool, r
                     loop.add_signal_handler(usr_sig, handler)
         print(f"kmm run: pid {os.getpid()}; SIGINT/SIGTERM stop cleanly, SIGUSR2 trips the kill switch, "
               "SIGUSR1 re-arms it", file=sys.stderr)
-        return await engine.run(stop)
+        start_ns = time.time_ns()
+        result = await engine.run(stop)
+        from kmm.research.runrecord import write_run_outputs   # summary.json + markets.json (docs/research.md)
+        write_run_outputs(engine, recorder, start_ns, mode="paper" if paper else "live")
+        return result
 
 
 # ---------------------------------------------------------------------------------------- kmm probe

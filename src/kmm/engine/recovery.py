@@ -19,9 +19,12 @@ Every action here is spawned, never awaited by a timer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
+from kmm._core.fixed import format_price
+from kmm._core.grid import Grid
 from kmm.engine import freshness as F
 from kmm.kalshi.types import Lifecycle
 
@@ -29,6 +32,20 @@ if TYPE_CHECKING:
     from kmm.engine.maker import Engine
 
 log = logging.getLogger("kmm.recovery")
+
+
+def _dollar_ranges(price_ranges: Any) -> Any:
+    """The Lifecycle's int ranges ((start, end, step) in 1e-4 $) as the dollar strings Grid reads;
+    a structure name or wire dicts pass through."""
+    if isinstance(price_ranges, str):
+        return price_ranges
+    out = []
+    for r in price_ranges:
+        if isinstance(r, (tuple, list)) and len(r) == 3 and all(isinstance(x, int) for x in r):
+            out.append(tuple(format_price(x) for x in r))
+        else:
+            out.append(r)
+    return out
 
 BOOK_CHANNEL = "orderbook_delta"
 
@@ -202,6 +219,9 @@ class Recovery:
         if event.ticker not in m.pipes:
             return
         log.warning("%s: lifecycle %s %s", event.ticker, kind, event.result or "")
+        if kind == "price_level_structure_updated" and getattr(event, "price_ranges", None):
+            self.regrid(event.ticker, event.price_ranges)
+            return
         if kind in ("deactivated", "determined", "settled", "paused"):
             m.gate.set_market_paused(event.ticker, True)
             m._pull(m.pipes[event.ticker], f"market {kind}")
@@ -210,3 +230,31 @@ class Recovery:
             m._requote_all()
         if kind == "settled" and event.result in ("yes", "no"):
             m.pf.settle(event.ticker, event.result)
+
+    def regrid(self, ticker: str, price_ranges: Any) -> None:
+        """The market moved to another price grid. The connector has already emptied its book on the
+        new grid, marked it stale (our quotes there were pulled) and asked for a snapshot; here every
+        grid user of the maker moves too: the risk gate's grid and the market's pipeline (strategy,
+        ticks) are rebuilt on it, so quoting resumes on the fresh snapshot with valid prices only."""
+        m = self.m
+        old = m.pipes.get(ticker)
+        if old is None:
+            return
+        try:
+            grid = Grid(_dollar_ranges(price_ranges))
+        except (ValueError, TypeError) as exc:
+            log.critical("%s: new price grid %r unusable (%s); not quoting it", ticker, price_ranges, exc)
+            m.gate.set_market_paused(ticker, True)
+            m._pull(old, "price grid unusable")
+            return
+        m._pull(old, "price grid changed")
+        info = dataclasses.replace(old.info, grid=grid)
+        m._add_pipeline(info)
+        new = m.pipes[ticker]
+        new.fills = old.fills
+        risk = m.gate.markets.get(ticker)
+        if risk is not None:
+            risk.grid = grid
+        m.freshness.on_stale(ticker, "price grid changed")
+        m._event("regrid", ticker, str(price_ranges))
+        log.warning("%s: quoting moves to the new price grid once its snapshot arrives", ticker)

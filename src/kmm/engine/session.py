@@ -114,6 +114,8 @@ class Session:
         self.gate = RiskGate(limits, clock, self.pf, self.om)
         self.rest: KalshiRest | None = None
         self.ws: KalshiWs | None = None
+        # what builds the REST client (paper mode stands a client that never writes in its place)
+        self.rest_factory: Callable[[ConnectorConfig], Any] = KalshiRest
         self.markets: tuple[str, ...] = ()
         self.group_id: str | None = None
         self.group_fired = False
@@ -169,7 +171,7 @@ class Session:
     async def open(self) -> KalshiRest:
         """REST up, the account's rate budget applied, the exchange's status read."""
         self._loop = asyncio.get_running_loop()
-        rest = self.rest = KalshiRest(self.conn)
+        rest = self.rest = self.rest_factory(self.conn)
         await rest.start()
         rest.limiter.set_backoff(self.opt.backoff_base_s, self.opt.backoff_max_s)
         self.gate.backoff = rest.limiter      # the one 429 back-off: the gate reads the limiter's
