@@ -425,3 +425,21 @@ async def test_a_new_price_grid_moves_the_gate_and_the_strategy_before_quoting_r
         assert run.engine.gate.markets[t].grid.tick_size(5000) == 100
         assert run.engine.pipes[t].info.grid.tick_size(5000) == 100
     assert_clean_stop(run)
+
+
+# ------------------------------------------------------------------------- the group triggers
+async def test_an_order_group_trigger_message_trips_the_kill_switch_at_once(tmp_path):
+    from kmm.kalshi.types import OrderGroupUpdate
+    async with maker_on_sim(tmp_path, flow="calm", options={"order_group_limit": 100_000}) as run:
+        await until(lambda: resting(run.sim, run.key_id), 10, "resting quotes")
+        gid = run.engine.group_id
+        assert gid is not None
+        await run.engine.rest.trigger_order_group(gid)          # the exchange's circuit breaker fires
+        sent = run.engine.orders_sent
+        run.engine.on_order_group(OrderGroupUpdate(gid, "triggered", None, 0))
+        assert run.engine.gate.kill_state.value == "tripped"
+        assert run.engine.events_of("group_triggered")
+        await asyncio.sleep(1.0)
+        assert run.engine.orders_sent == sent, "a create was sent after the group triggered"
+        assert not resting(run.sim, run.key_id)
+    assert_clean_stop(run)

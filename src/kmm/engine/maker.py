@@ -408,6 +408,24 @@ class Engine(FeedHandler):
     def on_lifecycle(self, event: Lifecycle) -> None:
         self.recovery.on_lifecycle(event)
 
+    def on_order_group(self, update: Any) -> None:
+        """``order_group_updates``: the session's group triggered at the exchange (its contracts limit,
+        or someone's trigger) is the same signal as a create refused for it, at once: kill switch."""
+        if update.order_group_id != self.group_id or self.stopping:
+            return
+        if update.event_type == "triggered" and not self.session.group_fired:
+            self.session.group_fired = True
+            self._event("group_triggered", detail=update.order_group_id)
+            self.gate.trip(f"session order group {update.order_group_id} triggered at the exchange; "
+                           "it rejects every new order until reset")
+            self._after_pnl_change()
+        elif update.event_type == "deleted":
+            log.critical("session order group %s was deleted at the exchange; its orders are gone",
+                         update.order_group_id)
+            self.session.group_id = None
+            self.gate.trip("session order group deleted at the exchange")
+            self._after_pnl_change()
+
     def on_raw_frame(self, recv_ns: int, data: bytes) -> None:
         """Every received frame, with its receive time, to the raw capture (enqueued; written off the loop)."""
         capture = self._capture
