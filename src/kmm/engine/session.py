@@ -82,6 +82,7 @@ class SessionOptions:
     stop_deadline_s: float = 8.0        # the stop sweep gives up (and says so) after this long
     stop_escalate_s: float = 1.5        # cancel-all / group trigger when orders still rest after this
     stop_read_every_s: float = 0.25     # pacing of the verification reads during the stop
+    stop_cancel_retry_s: float = 0.05   # refused cancels are retried this often while a read is out
     adopt_outside_markets: bool = False  # orders of the key outside the session's markets: cancel them
     backoff_base_s: float | None = 0.25  # the limiter's 429 back-off ([risk] backoff_*); None: connector's
     backoff_max_s: float | None = 1.0
@@ -521,12 +522,13 @@ class Session:
     def live_with_id(self) -> list[Order]:
         return [o for o in self.om.orders() if o.is_live and o.order_id is not None]
 
-    async def cancel_everything(self, reason: str) -> int:
+    async def cancel_everything(self, reason: str, *, quiet: bool = False) -> int:
         live = self.live_with_id()
-        self.event("cancel_all", detail=reason)
+        if not quiet:
+            self.event("cancel_all", detail=reason)
         if not live:
             return 0
-        log.warning("cancelling all %d live orders: %s", len(live), reason)
+        (log.info if quiet else log.warning)("cancelling all %d live orders: %s", len(live), reason)
         return await self.cancel_orders(live, reason)
 
     async def cancel_stray(self, order_id: str) -> None:
@@ -717,7 +719,18 @@ class Session:
                 # again every stop_escalate_s while anything is live
                 next_escalation = now + escalate_ns
                 await self._escalate(res, "cancels refused" if refused else "orders still live")
-            listed = await self._read_resting()
+            # the verification read runs on the read bucket while refused cancels are retried at once
+            # (the limiter's cancel lane paces them): a slow or refused read never holds a cancel back
+            read = self.spawn(self._read_resting())
+            while not read.done():
+                if (refused and self.pause != "exchange" and self.live_with_id()
+                        and self.clock.monotonic_ns() < deadline):
+                    refused = await self.cancel_everything("stop", quiet=True)
+                    if refused:
+                        await asyncio.wait({read}, timeout=self.opt.stop_cancel_retry_s)
+                else:
+                    await asyncio.wait({read})
+            listed = read.result()
             if listed is not None:
                 left = [uo for uo in listed if ours(uo)]
                 for uo in left:
