@@ -372,6 +372,19 @@ def parse_set_args(items: list[str] | tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Warnings for ``KMM_*`` variables that name no setting (a misspelled one would be ignored)."""
+    env = os.environ if environ is None else environ
+    known = {f"{ENV_PREFIX}{s.upper()}_{k.upper()}" for s, c in SECTIONS.items() for k in _fields(c)}
+    known |= {"KMM_CONFIG", "KMM_DEBUG", "KMM_DEBUG_BUILD", "KMM_BUILD_KIND", "KMM_HYPOTHESIS_PROFILE", "KMM_QTY_MAX"}
+    out = []
+    for name in sorted(n for n in env if n.startswith(ENV_PREFIX) and n not in known):
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        out.append(f"environment variable {name} is not a kmm setting and is ignored.{hint}")
+    return out
+
+
 def load_config(path: str | os.PathLike[str] | None = None, *,
                 environ: Mapping[str, str] | None = None,
                 cli: Mapping[str, Any] | None = None) -> KmmConfig:
@@ -562,10 +575,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args[1])
         except ConfigError as exc:
             sys.stderr.write(f"{exc}\n")
-            return 1
+            return 2  # as `kmm run` and `kmm config check` exit for the same file
         sys.stdout.write(f"{args[1]}: ok ({len(cfg.markets)} market overrides)\n")
         return 0
-    sys.stderr.write("usage: python -m kmm.config example | markdown | check FILE\n")
+    sys.stderr.write("usage: kmm config example | markdown | check FILE\n")
     return 2
 
 

@@ -1,12 +1,27 @@
-"""The ``kmm`` command."""
+"""The ``kmm`` command: every subcommand's parser is registered here, side by side.
+
+Each entry of :data:`COMMANDS` is a module with ``add_parser(subparsers)``; adding a subcommand is one
+line. Exit codes are in :mod:`kmm.cli.exits`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from kmm import __version__
+
+# (module, function) registering one subcommand each, in the order `kmm --help` lists them
+COMMANDS: list[tuple[str, str]] = [
+    ("kmm.cli.args", "add_run_parser"),
+    ("kmm.cli.args", "add_probe_parser"),
+    ("kmm.execution.cli", "add_parser"),
+    ("kmm.sim.cli", "add_parser"),
+    ("kmm.cli.control", "add_parsers"),
+    ("kmm.cli.config_cmd", "add_parser"),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,13 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kmm {__version__} (core: {_core_build()})")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from kmm.engine import app
-    from kmm.execution import cli as execute_cli
-    from kmm.sim import cli as sim_cli
-    app.add_run_parser(subparsers)
-    app.add_probe_parser(subparsers)
-    execute_cli.add_parser(subparsers)
-    sim_cli.add_parser(subparsers)
+    for module, func in COMMANDS:
+        getattr(importlib.import_module(module), func)(subparsers)
     return parser
 
 
@@ -35,15 +45,20 @@ def _core_build() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from kmm.cli import exits
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
-        return 2
+        return exits.USAGE
     func = getattr(args, "func", None)
     if func is not None:
-        return int(func(args))
-    return 0
+        try:
+            return int(func(args))
+        except KeyboardInterrupt:
+            print(f"kmm {args.command}: interrupted", file=sys.stderr)
+            return 130
+    return exits.OK
 
 
 if __name__ == "__main__":
