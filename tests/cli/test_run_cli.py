@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.conftest import clean_env
+
 from kmm.record.store import StoreReader
 from kmm.record.tape import read_tape
 
@@ -18,9 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "KMM_"))}
-    env["HOME"] = str(tmp_path)
-    return env
+    return clean_env(tmp_path)
 
 
 def _kmm(*args: str) -> list[str]:

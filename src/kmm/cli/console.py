@@ -43,8 +43,9 @@ class LogTail(logging.Handler):
         self.lines.append(line)
         if record.levelno >= logging.WARNING:
             self.warnings.append(f"{stamp} {record.levelname[0]} {msg}")
-        if msg.startswith("fill "):
-            self.fills.append(f"{stamp} {msg[5:]}")
+        if msg.startswith("fill ") and record.args and len(record.args) >= 5:
+            a = record.args   # ticker, side, trade id, price, count (see the engine's fill log line)
+            self.fills.append(f"{stamp} {a[0]} {a[1]} {a[4]:g} @ {float(a[3]) * 100:.1f}c")  # type: ignore[index]
 
 
 def build_snapshot(engine: Any, *, mode: str, out: str, duration_s: float | None, tail: LogTail | None,
@@ -65,7 +66,8 @@ def build_snapshot(engine: Any, *, mode: str, out: str, duration_s: float | None
         live = engine.om.live_orders(row.ticker)
         for o in live:
             opens.append((row.ticker, o.side, o.price, o.remaining))
-            row.mine[o.price] = row.mine.get(o.price, 0) + o.remaining
+            mine = row.mine_bids if o.side == "bid" else row.mine_asks
+            mine[o.price] = mine.get(o.price, 0) + o.remaining
         if pipe is not None:
             with contextlib.suppress(Exception):
                 row.bids = list(pipe.book.bids(8))

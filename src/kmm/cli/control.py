@@ -191,13 +191,15 @@ def command(args: argparse.Namespace) -> int:
 
 def format_status(s: dict[str, Any]) -> str:
     left = "until stopped" if not s.get("duration_s") else f"{max(0.0, s['duration_s'] - s['elapsed_s']):.0f} s left"
+    def money(text: str) -> str:
+        return f"-${text[1:]}" if text.startswith("-") else f"${text}"
     lines = [f"kmm {s['mode']} on {s['venue']}, pid {s['pid']}, {s['elapsed_s']:.0f} s in, "
              f"{'stopping' if s['stopping'] else left}",
              f"  out: {s['out']}",
              f"  kill switch: {s['kill_switch']}   fills {s['fills']}   open orders {s['open_orders']}   "
              f"orders sent {s['orders_sent']}",
-             f"  P&L: net ${s['net_pnl']} (fees ${s['fees']})"]
+             f"  P&L: net {money(s['net_pnl'])} (fees {money(s['fees'])})"]
     for t, m in s["markets"].items():
         lines.append(f"  {t:<16} pos {m['position']:>8}  bid {m['bid'] or '-':>7}  ask {m['ask'] or '-':>7}  "
-                     f"pnl ${m['pnl']}  {m['state']}")
+                     f"pnl {money(m['pnl'])}  {m['state']}")
     return "\n".join(lines)

@@ -28,7 +28,8 @@ class MarketRow:
     state: str = "quoting"           # quoting | stale | paused | reduce-only | killed | closed
     bids: list[tuple[int, int]] = field(default_factory=list)    # book levels, best first (price, size)
     asks: list[tuple[int, int]] = field(default_factory=list)
-    mine: dict[int, int] = field(default_factory=dict)           # price -> our resting size at that price
+    mine_bids: dict[int, int] = field(default_factory=dict)      # price -> our resting bid size there
+    mine_asks: dict[int, int] = field(default_factory=dict)
     max_position: int = 0            # 1e-2 contracts; 0: unknown
 
 
@@ -130,25 +131,28 @@ CLEAR = "\x1b[H\x1b[2J"
 
 
 # ------------------------------------------------------------------------------------------ console
+def _pick(book: dict[int, int], mine: dict[int, int], depth: int, best_first: list[int]) -> list[int]:
+    """Up to ``depth`` prices nearest the inside, always including ours (dropping far book levels)."""
+    keep = list(best_first[:depth])
+    for px in mine:
+        if px not in keep:
+            keep.append(px)
+    while len(keep) > max(depth, len(mine)):
+        far = [p for p in keep if p not in mine]
+        keep.remove(far[-1] if far else keep[-1])
+    return keep
+
+
 def ladder_rows(m: MarketRow, depth: int) -> list[tuple[str, str, str]]:
     """The market's small ladder, asks above bids, best in the middle: (our size, price, book size).
-    Our orders are marked with ``*`` and their size, also where they are not at a book level yet."""
-    asks = dict(m.asks[:depth])
-    bids = dict(m.bids[:depth])
-    for px in m.mine:                     # our orders always show, even off the shown depth
-        if m.my_ask is not None and px >= (m.my_ask or 0) and px not in asks:
-            asks[px] = 0
-        elif px not in bids and px not in asks:
-            bids[px] = 0
-    ask_px = sorted(asks)[:depth]
-    bid_px = sorted(bids, reverse=True)[:depth]
+    Our orders are marked with ``*`` and their size, also where they are away from the shown book."""
+    asks, bids = dict(m.asks), dict(m.bids)
+    ask_px = sorted(_pick(asks, m.mine_asks, depth, sorted(asks)))
+    bid_px = sorted(_pick(bids, m.mine_bids, depth, sorted(bids, reverse=True)), reverse=True)
     rows = []
-    for px in reversed(ask_px):
-        mine = m.mine.get(px)
-        rows.append((f"*{_n(mine)}" if mine else "", f"{px / 100:.1f}a", _n(asks[px]) if asks[px] else ""))
-    for px in bid_px:
-        mine = m.mine.get(px)
-        rows.append((f"*{_n(mine)}" if mine else "", f"{px / 100:.1f}b", _n(bids[px]) if bids[px] else ""))
+    for px, mine, book, tag in ([(p, m.mine_asks.get(p), asks.get(p, 0), "a") for p in reversed(ask_px)]
+                                + [(p, m.mine_bids.get(p), bids.get(p, 0), "b") for p in bid_px]):
+        rows.append((f"*{_n(mine)}" if mine else "", f"{px / 100:.1f}{tag}", _n(book) if book else ""))
     return rows
 
 
@@ -173,7 +177,7 @@ def render_console(s: Snapshot, width: int = 80, height: int = 24) -> Any:
                + (f"/{s.max_open_orders}" if s.max_open_orders else "")
                + f"  sent {s.orders_sent}  bucket {s.write_pressure:.0%}  p99 {_lat(s.latency_p99_us)}",
                no_wrap=True, overflow="ellipsis", style="bold red" if pnl < 0 else "bold")
-    keys = Text("keys: k kill switch  r resume  q stop   (signals: USR2 kill, USR1 resume, TERM stop)",
+    keys = Text("k kill switch  r resume  q stop  | kmm status/kill-switch/resume/stop, or signals",
                 no_wrap=True, overflow="ellipsis", style="reverse")
 
     mt = Table(box=None, pad_edge=False, padding=(0, 1), expand=False, show_edge=False)
