@@ -192,6 +192,9 @@ def preflight(args: argparse.Namespace, command: str) -> KmmConfig:
     if cli_creds and not creds:
         missing = "--private-key PATH" if getattr(args, "api_key_id", None) else "--api-key-id ID"
         raise ConfigError(f"credentials need both a key id and a private key file: add {missing}")
+    key_path = _key_path(cfg, args)
+    if key_path:
+        _print_key_mode(Path(str(key_path)).expanduser())
     venue_named = args.env is not None or cfg.run.env != "sim"
     if creds and not args.rest_url:
         if args.env == "sim":
@@ -200,12 +203,15 @@ def preflight(args: argparse.Namespace, command: str) -> KmmConfig:
                               "or choose --env demo")
         if not venue_named:
             args.env = "prod" if args.allow_prod else "demo"
-            cfg, _ = load(args)
             print(f"kmm {command}: credentials given: trading on Kalshi {args.env}"
                   + ("" if args.env == "prod" else " (pass --allow-prod to trade on prod with real money)"),
                   file=sys.stderr)
+            cfg, _ = load(args)
     remote = bool(args.rest_url) or cfg.run.env != "sim"
     if remote:
+        if not cfg.tickers():
+            raise ConfigError(f"kmm {command} on {args.rest_url or cfg.run.env} needs the markets to trade: "
+                              f"--market{'s T1,T2' if command != 'probe' else ' T'} (or [run] markets)")
         _check_remote(cfg, args)
     else:
         _check_sim_markets(cfg)
@@ -225,7 +231,6 @@ def _check_remote(cfg: KmmConfig, args: argparse.Namespace) -> None:
     finally:
         logging.disable(logging.NOTSET)
     if conn.private_key_path is not None:
-        _print_key_mode(Path(conn.private_key_path))
         if not conn.api_key_id:
             raise ConfigError("a private key without a key id: add --api-key-id (or $KALSHI_API_KEY_ID)")
         import logging
