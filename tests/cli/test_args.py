@@ -156,7 +156,7 @@ def test_config_check_exits_as_kmm_run_does_for_the_same_file(tmp_path):
     assert check.returncode == run.returncode == 2
     assert "Did you mean 'max_loss'" in check.stderr and "Did you mean 'max_loss'" in run.stderr
     good = tmp_path / "good.toml"
-    good.write_text("[risk]\nmax_loss = 3\n")
+    good.write_text("[risk]\nmax_loss = 30\n")
     ok = kmm(tmp_path, "config", "check", str(good))
     assert ok.returncode == 0 and "ok" in ok.stdout
     assert kmm(tmp_path, "config", "example").stdout.startswith("# kmm configuration")
