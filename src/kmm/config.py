@@ -71,7 +71,7 @@ class RunConfig:
 # The connector owns [kalshi]; these are the keys it documents (kept in step with its
 # ConnectorConfig by the integrator). Values pass through untouched.
 KALSHI_KEYS: dict[str, tuple[Any, str]] = {
-    "rest_url": ("", "REST base URL; empty: the env's default (kalshi-api.md section 1)."),
+    "rest_url": ("", "REST base URL; empty: the env's default (`ENVIRONMENTS` in src/kmm/protocol.py)."),
     "ws_url": ("", "WebSocket URL; empty: the env's default."),
     "api_key_id": ("", "API key id (UUID); empty: the connector reads it from its environment."),
     "private_key_path": ("", "Path to the RSA private key file (PEM); empty: from the environment. "

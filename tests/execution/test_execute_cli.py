@@ -73,7 +73,7 @@ def test_a_full_fill_exits_0_and_reports_times_in_order(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     rows = dict(line.split(None, 1) if False else (line[:21].strip(), line[21:].strip())
                 for line in p.stdout.splitlines() if line[:21].strip())
-    assert rows["filled"].startswith("5.00 / 5.00")
+    assert rows["filled"].startswith("5.00 / 5.00") and rows["ended"].startswith("done (")
 
     def ns(text):
         v, unit = text.split()
@@ -86,7 +86,7 @@ def test_a_failed_execution_exits_1_and_says_why_the_orders_were_refused(tmp_pat
              "--view", "off", "--store", str(tmp_path / "e.sqlite"),
              "--set", "risk.max_order_size=2", "--set", "strategy.quote_size=1")
     assert p.returncode == 1, p.stdout + p.stderr
-    assert "ended too_many_rejects" in p.stderr and "risk:max_order_size" in p.stderr
+    assert "ended failed (too_many_rejects)" in p.stderr and "risk:max_order_size" in p.stderr
     assert "rejected because" in p.stdout and "risk:max_order_size" in p.stdout
     assert "filled 0.00 of 5.00 contracts" in p.stderr
 
@@ -95,7 +95,7 @@ def test_a_partial_execution_exits_1(tmp_path):
     p = _run(tmp_path, "--market", "KXSIMA-26-A", "--action", "buy-yes", "--size", "5", "--limit", "0.05",
              "--algo", "twap", "--timeout", "2", "--view", "off", "--store", str(tmp_path / "e.sqlite"))
     assert p.returncode == 1, p.stdout + p.stderr
-    assert "not done: filled 0.00 of 5.00 contracts, ended timeout" in p.stderr
+    assert "not done: filled 0.00 of 5.00 contracts, ended expired (timeout)" in p.stderr
 
 
 def test_the_dry_run_says_nothing_was_sent_once(tmp_path):

@@ -44,8 +44,9 @@ class LogTail(logging.Handler):
         if record.levelno >= logging.WARNING:
             self.warnings.append(f"{stamp} {record.levelname[0]} {msg}")
         if msg.startswith("fill ") and record.args and len(record.args) >= 5:
-            a = record.args   # ticker, side, trade id, price, count (see the engine's fill log line)
-            self.fills.append(f"{stamp} {a[0]} {a[1]} {a[4]:g} @ {float(a[3]) * 100:.1f}c")  # type: ignore[index]
+            a: Any = record.args   # ticker, side, trade id, price, count (see the engine's fill log line)
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                self.fills.append(f"{stamp} {a[0]} {a[1]} {float(a[4]):g} @ {float(a[3]) * 100:.1f}c")
 
 
 def build_snapshot(engine: Any, *, mode: str, out: str, duration_s: float | None, tail: LogTail | None,

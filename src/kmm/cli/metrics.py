@@ -27,10 +27,11 @@ def _hist(samples_ns: Iterable[int]) -> tuple[list[tuple[str, float]], float]:
                 break
         else:
             counts[-1] += 1
-    out, acc = [], 0
-    for b, c in zip((*(str(b) for b in BUCKETS_S), "+Inf"), counts):
+    out: list[tuple[str, float]] = []
+    acc = 0
+    for le, c in zip((*(str(b) for b in BUCKETS_S), "+Inf"), counts):
         acc += c
-        out.append((b, float(acc)))
+        out.append((le, float(acc)))
     return out, total / 1e9
 
 
@@ -139,6 +140,6 @@ def serve_metrics(engine: Any, port: int) -> MetricsServer:
     """Serve /metrics on 127.0.0.1:port (0: any free port) from a daemon thread."""
     from prometheus_client import CollectorRegistry, start_http_server
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(EngineCollector(engine))  # type: ignore[arg-type]
+    reg.register(EngineCollector(engine))
     server, thread = start_http_server(port, addr="127.0.0.1", registry=reg)
     return MetricsServer(server, thread, server.server_address[1])

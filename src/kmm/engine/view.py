@@ -239,16 +239,11 @@ def render_console(s: Snapshot, width: int = 80, height: int = 24) -> Any:
 
 def render_console_text(s: Snapshot, width: int = 80, height: int = 24) -> str:
     """The console as plain text (what a terminal of that size shows), for tests and ``kmm status``."""
+    import io
+
     from rich.console import Console
     con = Console(width=width, height=height, record=True, color_system=None, force_terminal=False,
-                  file=_Null())
+                  file=io.StringIO())
     con.print(render_console(s, width, height), crop=True)
     return con.export_text()
 
-
-class _Null:
-    def write(self, _: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass

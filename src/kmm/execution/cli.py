@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 from kmm.cli import exits  # noqa: E402
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_ORDERS_LEFT = exits.OK, exits.ERROR, exits.USAGE, exits.ORDERS_LEFT
-#: end reasons of an execution that did what was asked (all of the size, within the limit)
-DONE_REASONS = ("filled", "order_executed", "all_splits_done", "schedule_done", "done")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -220,7 +218,7 @@ async def run_execute(cfg: Any, args: argparse.Namespace, explicit: bool, out: T
     if m.filled_size < m.target_size:
         why = f"; rejects: {reasons}" if reasons else ""
         print(f"kmm execute: not done: filled {format_count(m.filled_size)} of {format_count(m.target_size)} "
-              f"contracts, ended {m.end_reason or 'early'}{why}", file=sys.stderr)
+              f"contracts, ended {ended(m)}{why}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
 
@@ -267,6 +265,16 @@ async def _progress(handle: Any, stop: asyncio.Event, view: str, out: TextIO) ->
         print(progress_line(handle), file=out)
 
 
+def ended(m: Any) -> str:
+    """``done``, ``partial``, ``expired``, ``canceled`` or ``failed``, with the algorithm's end reason:
+    the store's execution status, except that an execution ended short of its size is ``partial``."""
+    from kmm.execution.driver import store_status
+    status = store_status(m.end_reason or "")
+    if status == "done" and m.filled_size < m.target_size:
+        status = "partial"
+    return f"{status} ({m.end_reason or 'no reason recorded'})"
+
+
 def report(m: Any, rejects: str = "") -> str:
     """The final report: the execution's metrics, one per line, in the user's terms."""
     act = m.action
@@ -302,7 +310,7 @@ def report(m: Any, rejects: str = "") -> str:
         ("child orders", f"{m.child_orders} (walks {m.walks}, splits {m.splits}, rejects {m.rejects})"),
         *((("rejected because", rejects),) if rejects else ()),
         ("API calls", calls),
-        ("ended", m.end_reason or "-"),
+        ("ended", ended(m)),
     ]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
