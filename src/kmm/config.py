@@ -6,7 +6,7 @@ variables < command-line overrides (``{"risk.max_loss": "25"}``, e.g. from ``--s
 Sections: ``[run]``, ``[kalshi]``, ``[strategy]``, ``[markets.TICKER]`` (per-market strategy
 overrides), ``[risk]``, ``[records]``, ``[sim]``. Every key has a default and a doc string (the field
 metadata below); ``examples/kmm.toml`` and ``docs/configuration.md`` are rendered from them
-(``python -m kmm.config example`` / ``python -m kmm.config markdown``) and a test keeps them in step.
+(``kmm config example`` / ``kmm config markdown``) and a test keeps them in step.
 
 Values in the file are in human units, named in each key's doc: contracts, dollars, seconds. The
 typed config holds kmm units (sizes 1e-2 contracts, money and prices 1e-4 $); seconds stay seconds

@@ -3,7 +3,6 @@ screen, send-keys presses the console's keys."""
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from kmm.cli.control import request
 from tests.cli.conftest import clean_env
 
 pytestmark = pytest.mark.slow
@@ -65,10 +65,7 @@ class Term:
 
 
 def _status(tmp_path: Path, out: Path) -> dict:
-    p = subprocess.run([sys.executable, "-m", "kmm", "status", str(out), "--json"], env=clean_env(tmp_path),
-                       capture_output=True, text=True, timeout=30)
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)["status"]
+    return request(out, "status")["status"]
 
 
 def test_live_console_in_80x24_with_keys_for_kill_switch_resume_and_stop(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 
 from tests.cli.conftest import clean_env
 
-from kmm.cli.control import socket_path
+from kmm.cli.control import request, socket_path
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +36,10 @@ def _ctl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _status(tmp_path: Path, out: Path) -> dict:
-    p = _ctl(tmp_path, "status", str(out), "--json")
-    assert p.returncode == 0, p.stdout + p.stderr
-    return json.loads(p.stdout)["status"]
+    """Straight through the socket (cheap enough to poll); the commands are run as a user runs them below."""
+    reply = request(out, "status")
+    assert reply["ok"], reply
+    return reply["status"]
 
 
 def _wait(cond, timeout: float, what: str):
@@ -81,6 +82,8 @@ def test_status_kill_switch_resume_stop_through_the_control_socket_and_metrics(t
         s = _status(tmp_path, out)
         assert s["pid"] == p.pid and s["venue"] == "sim (in-process)" and s["kill_switch"] == "armed"
         assert s["out"] == str(out) and s["mode"] == "live" and not s["stopping"]
+        raw = _ctl(tmp_path, "status", str(out), "--json")
+        assert raw.returncode == 0 and json.loads(raw.stdout)["status"]["pid"] == p.pid
         human = _ctl(tmp_path, "status", str(out))
         assert human.returncode == 0 and f"pid {p.pid}" in human.stdout and "kill switch: armed" in human.stdout
 
