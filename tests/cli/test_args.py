@@ -222,3 +222,18 @@ def test_kmm_sim_prints_a_kmm_run_line_that_trades_on_it(tmp_path):
         sim.terminate()
         sim.wait(timeout=30)
     assert sim.returncode == 0
+
+
+def test_the_in_process_exchange_itself_refuses_an_unknown_ticker():
+    import asyncio
+
+    from kmm.engine.app import open_venue
+    args = argparse.Namespace(set=[], env=None, allow_prod=False, rest_url=None, ws_url=None, api_key_id=None,
+                              private_key=None, config=None, markets="KXNOPE-99-Z")
+    cfg = load_config(None, environ={}, cli={"run.markets": "KXNOPE-99-Z"})
+
+    async def main():
+        async with open_venue(cfg, args, False):
+            raise AssertionError("the venue opened for a market it does not list")
+    with pytest.raises(ConfigError, match="KXNOPE-99-Z is not listed on kmm's embedded exchange"):
+        asyncio.run(main())
