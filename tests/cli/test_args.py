@@ -237,3 +237,17 @@ def test_the_in_process_exchange_itself_refuses_an_unknown_ticker():
             raise AssertionError("the venue opened for a market it does not list")
     with pytest.raises(ConfigError, match="KXNOPE-99-Z is not listed on kmm's embedded exchange"):
         asyncio.run(main())
+
+
+def test_unwritable_paths_and_busy_ports_are_messages_not_tracebacks(tmp_path):
+    p = kmm(tmp_path, "run", "--out", "/proc/kmm-nope/run")
+    assert p.returncode == 2 and "--out /proc/kmm-nope/run: cannot create it" in p.stderr
+    p = kmm(tmp_path, "sim", "--state-dir", "/proc/kmm-nope")
+    assert p.returncode == 2 and "--state-dir /proc/kmm-nope" in p.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        p = kmm(tmp_path, "run", "--metrics-port", str(port))
+    assert p.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in p.stderr
+    _no_output(tmp_path)

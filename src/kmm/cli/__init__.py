@@ -58,6 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"kmm {args.command}: interrupted", file=sys.stderr)
             return 130
+        except OSError as exc:   # a path or port the user named: say which, no traceback
+            where = f" {exc.filename}" if exc.filename else ""
+            print(f"kmm {args.command}: {exc.strerror or exc}{where}; check the path or port you gave",
+                  file=sys.stderr)
+            return exits.ERROR
     return exits.OK
 
 

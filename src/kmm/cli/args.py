@@ -118,7 +118,10 @@ def out_dir(cfg: KmmConfig, args: argparse.Namespace) -> Path:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ConfigError(f"--out {out}: already exists and is not an empty folder; every run writes its "
                               "own folder: pick a new path, or leave --out out for a timestamped one")
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--out {out}: cannot create it ({exc.strerror}); choose a writable folder") from None
         return out
     base = Path(cfg.run.out_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -183,6 +186,14 @@ def preflight(args: argparse.Namespace, command: str) -> KmmConfig:
     port = getattr(args, "metrics_port", None)
     if port is not None and not 0 <= port <= 65535:
         raise ConfigError(f"--metrics-port {port}: a TCP port is 0..65535 (0: any free port)")
+    if port:
+        import socket
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise ConfigError(f"--metrics-port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror}); "
+                                  "choose another port (0: any free port)") from None
     cli_creds = bool(getattr(args, "api_key_id", None) or getattr(args, "private_key", None))
     cfg, _ = load(args)
     from kmm.config import unknown_environment

@@ -14,6 +14,7 @@ import tempfile
 from typing import Any
 
 from kmm import protocol
+from kmm.cli import exits
 
 log = logging.getLogger("kmm.sim")
 
@@ -160,7 +161,7 @@ async def _main(args: argparse.Namespace) -> int:
         check_args(args)
     except UsageError as exc:
         print(f"kmm sim: {exc}", file=sys.stderr)
-        return 2
+        return exits.USAGE
     try:
         cfg = SimConfig(seed=args.seed, flow=args.flow, speed=args.speed, rate_tier=args.rate_tier,
                         balance=args.balance, markets=_markets(args.markets), host=args.host, port=args.port,
@@ -168,15 +169,23 @@ async def _main(args: argparse.Namespace) -> int:
         sim = SimExchange(cfg)
     except ValueError as exc:
         print(f"kmm sim: {exc}", file=sys.stderr)
-        return 2
+        return exits.USAGE
     for key_id, path in zip(args.api_key_id, args.public_key, strict=True):
         try:
             sim.add_key(key_id, pathlib.Path(path).read_bytes())
         except (OSError, ValueError) as exc:
             print(f"kmm sim: --public-key {path}: {exc}", file=sys.stderr)
-            return 2
+            return exits.USAGE
     if not args.public_key:
         state = pathlib.Path(args.state_dir)
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+            probe = state / ".kmm-write-check"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            print(f"kmm sim: --state-dir {state}: {exc.strerror}; choose a writable folder", file=sys.stderr)
+            return exits.USAGE
         priv_path, id_path = state / "private_key.pem", state / "api_key_id"
         pub_path = state / "public_key.pem"
         if not (priv_path.exists() and id_path.exists() and pub_path.exists()):
@@ -197,7 +206,7 @@ async def _main(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"kmm sim: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; choose another "
               "--port (0: any free port)", file=sys.stderr)
-        return 2
+        return exits.USAGE
     try:
         for spec in args.fault:
             apply_fault(sim, spec)
@@ -211,7 +220,7 @@ async def _main(args: argparse.Namespace) -> int:
         await stop.wait()
     finally:
         await sim.__aexit__(None, None, None)
-    return 0
+    return exits.OK
 
 
 def run(args: argparse.Namespace) -> int:
