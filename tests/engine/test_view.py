@@ -17,7 +17,7 @@ def _snap(n=1, **kw):
     s = Snapshot(elapsed_s=12.4, venue="sim (in-process)", cash=10_000_000, fees=3_500, fills=3,
                  orders_sent=17, write_pressure=0.25, latency_p50_us=41.0, latency_p99_us=180.0,
                  markets=[_row(f"KXSIM{i}-26-A") for i in range(n)], mode="live", pid=4242,
-                 out="/tmp/kmm-out/20261127-140000", duration_s=30.0, max_loss=500_000,
+                 out="/tmp/kmm-out/20261127-140000", duration_s=30.0, max_loss=500_000, max_total_position=100_000,
                  max_open_orders=100, open_orders=[("KXA-1", "bid", 4150, 500), ("KXA-1", "ask", 4250, 500)],
                  recent_fills=["14:00:01 KXA-1 bid 5 @ 41.5c"], warnings=["14:00:02 W book stale"],
                  log_lines=[f"14:00:0{i} line {i}" for i in range(9)])
@@ -34,7 +34,8 @@ def test_console_fits_80x24_and_keeps_pid_venue_out_time_left_and_keys():
     assert "pid 4242" in head and "sim (in-process)" in head and "00:17 left" in head and "kill switch armed" in head
     assert "out /tmp/kmm-out/20261127-140000" in lines[1]
     assert lines[-1].startswith("k kill switch  r resume  q stop")
-    assert "P&L $0.24 net" in lines[2] and "$50.00 to max loss" in lines[2] and "open 2/100" in lines[2]
+    assert "P&L $0.24 net" in lines[2] and "room: $50.00 to max loss, 991 contracts, 98 orders" in lines[2]
+    assert lines[3].startswith("fills 3  open 2  sent 17  write bucket 25%  latency p50 41 us p99 180 us")
 
 
 def test_console_marks_our_orders_on_the_ladder_and_shows_headroom():

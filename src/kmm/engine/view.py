@@ -171,12 +171,20 @@ def render_console(s: Snapshot, width: int = 80, height: int = 24) -> Any:
     head.append(f"kill switch {kill}", style="bold white on red" if kill != "armed" else "green")
     out = Text(f"out {s.out}", no_wrap=True, overflow="ellipsis", style="dim")
     pnl = net_pnl(s)
-    loss_room = f"{usd(s.max_loss + min(0, pnl))} to max loss" if s.max_loss else ""
     n_open = len(s.open_orders)
-    tot = Text(f"P&L {usd(pnl)} net (fees {usd(s.fees)})  {loss_room}  fills {s.fills}  open {n_open}"
-               + (f"/{s.max_open_orders}" if s.max_open_orders else "")
-               + f"  sent {s.orders_sent}  bucket {s.write_pressure:.0%}  p99 {_lat(s.latency_p99_us)}",
+    room: list[str] = []
+    if s.max_loss:
+        room.append(f"{usd(s.max_loss + min(0, pnl))} to max loss")
+    if s.max_total_position:
+        room.append(f"{_n(s.max_total_position - sum(abs(m.position) for m in s.markets))} contracts")
+    if s.max_open_orders:
+        room.append(f"{s.max_open_orders - n_open} orders")
+    tot = Text(f"P&L {usd(pnl)} net (fees {usd(s.fees)})  " + ("room: " + ", ".join(room) if room else ""),
                no_wrap=True, overflow="ellipsis", style="bold red" if pnl < 0 else "bold")
+    flow = Text(f"fills {s.fills}  open {n_open}  sent {s.orders_sent}  write bucket {s.write_pressure:.0%}  "
+                f"latency p50 {_lat(s.latency_p50_us)} p99 {_lat(s.latency_p99_us)}"
+                + (f"  {s.note}" if s.note and not s.note.startswith("kill switch") else ""),
+                no_wrap=True, overflow="ellipsis")
     keys = Text("k kill switch  r resume  q stop  | kmm status/kill-switch/resume/stop, or signals",
                 no_wrap=True, overflow="ellipsis", style="reverse")
 
@@ -193,7 +201,7 @@ def render_console(s: Snapshot, width: int = 80, height: int = 24) -> Any:
         mt.add_row(m.ticker[:14], _c(m.best_bid).strip(), _c(m.best_ask).strip(), ours_b, ours_a,
                    _n(m.position), room, Text(usd(mpnl), style="red" if mpnl < 0 else ""), m.state[:11])
 
-    fixed = 3 + 1 + (len(s.markets) + 1) + 1      # header, keys, market table, spacer
+    fixed = 4 + 1 + (len(s.markets) + 1) + 1      # header, keys, market table, spacer
     spare = max(4, height - fixed)
     depth = max(1, min(8, (spare - 6) // 4))       # ladder rows: 2*depth + title
     ladders = Table.grid(padding=(0, 2))
@@ -230,7 +238,7 @@ def render_console(s: Snapshot, width: int = 80, height: int = 24) -> Any:
     right.append("\nlog\n", style="bold")
     right.append("\n".join(s.log_lines[-max(1, n - (n // 3 or 1) - 1):] or ["-"]))
     lists.add_row(left, right)
-    parts: list[Any] = [head, out, tot, mt, Text(""), ladders]
+    parts: list[Any] = [head, out, tot, flow, mt, Text(""), ladders]
     if rest >= 3:
         parts.append(lists)
     parts.append(keys)
