@@ -14,6 +14,7 @@ import collections
 import contextlib
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -200,7 +201,7 @@ async def attached(engine: Any, stop: asyncio.Event, args: Any, view: str) -> As
     duration = engine.cfg.run.duration_s or None
     mode = "paper" if getattr(args, "paper", False) else "live"
     async with contextlib.AsyncExitStack() as stack:
-        if out:
+        if out and hasattr(socket, "AF_UNIX"):
             await stack.enter_async_context(ControlServer(engine, stop, out, mode=mode, duration_s=duration))
         port = getattr(args, "metrics_port", None)
         if port is not None:

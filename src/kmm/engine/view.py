@@ -194,12 +194,12 @@ def render_console(s: Snapshot, width: int = 80, height: int = 24) -> Any:
                        ("state", "left")):
         mt.add_column(name, justify=just, no_wrap=True)  # type: ignore[arg-type]
     for m in s.markets:
-        room = _n(m.max_position - abs(m.position)) if m.max_position else "-"
+        mroom = _n(m.max_position - abs(m.position)) if m.max_position else "-"
         ours_b = "-" if m.my_bid is None else f"{_n(m.my_bid_size)}@{m.my_bid / 100:.1f}"
         ours_a = "-" if m.my_ask is None else f"{_n(m.my_ask_size)}@{m.my_ask / 100:.1f}"
         mpnl = m.realized + m.unrealized
         mt.add_row(m.ticker[:14], _c(m.best_bid).strip(), _c(m.best_ask).strip(), ours_b, ours_a,
-                   _n(m.position), room, Text(usd(mpnl), style="red" if mpnl < 0 else ""), m.state[:11])
+                   _n(m.position), mroom, Text(usd(mpnl), style="red" if mpnl < 0 else ""), m.state[:11])
 
     fixed = 4 + 1 + (len(s.markets) + 1) + 1      # header, keys, market table, spacer
     spare = max(4, height - fixed)
