@@ -138,8 +138,21 @@ class MetricsServer:
 
 def serve_metrics(engine: Any, port: int) -> MetricsServer:
     """Serve /metrics on 127.0.0.1:port (0: any free port) from a daemon thread."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import CollectorRegistry, make_wsgi_app
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            pass
+
     reg = CollectorRegistry(auto_describe=False)
     reg.register(EngineCollector(engine))
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=reg)
-    return MetricsServer(server, thread, server.server_address[1])
+    httpd = make_server("127.0.0.1", port, make_wsgi_app(reg), server_class=Server, handler_class=Quiet)
+    thread = threading.Thread(target=httpd.serve_forever, name="kmm-metrics", daemon=True)
+    thread.start()
+    return MetricsServer(httpd, thread, httpd.server_address[1])
