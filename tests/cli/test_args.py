@@ -19,7 +19,8 @@ from kmm.errors import ConfigError
 from tests.cli.conftest import clean_env
 
 
-def kmm(tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def kmm(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
     e = clean_env(tmp_path)
     e.update(env or {})
     p = subprocess.run([sys.executable, "-m", "kmm", *args], cwd=tmp_path, env=e, capture_output=True, text=True,

@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from kmm.cli import exits

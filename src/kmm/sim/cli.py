@@ -77,7 +77,8 @@ def check_fault(spec: str) -> None:
     if name not in arity:
         raise UsageError(f"unknown --fault {spec!r}; valid: {', '.join(FAULTS)}")
     if len(args) > arity[name]:
-        raise UsageError(f"--fault {spec!r}: {name} takes at most {arity[name]} value(s) ({FAULTS[next(k for k in FAULTS if k.split(':')[0] == name)]})")
+        what = FAULTS[next(k for k in FAULTS if k.split(":")[0] == name)]
+        raise UsageError(f"--fault {spec!r}: {name} takes at most {arity[name]} value(s) ({what})")
     for a in args:
         try:
             float(a)
