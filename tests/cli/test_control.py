@@ -92,6 +92,8 @@ def test_status_kill_switch_resume_stop_through_the_control_socket_and_metrics(t
         port = int(m.group(1))
         text = _metrics(port)
         assert _value(text, 'kmm_orders_total{kind="create"}') > 0
+        assert _value(text, f'kmm_run_info{{pid="{p.pid}",venue="sim (in-process)"}}') == 1.0
+        assert _value(text, "kmm_elapsed_seconds") > 0
         assert _value(text, 'kmm_kill_switch{state="armed"}') == 1.0
         assert _value(text, 'kmm_frame_to_request_seconds_bucket{le="+Inf"}') > 0
         assert "kmm_position_contracts{" in text and 'kmm_pnl_dollars{kind="net"}' in text

@@ -44,6 +44,10 @@ class EngineCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
         d = self._read()
+        info = GaugeMetricFamily("kmm_run_info", "This kmm run (always 1)", labels=["venue", "pid"])
+        info.add_metric([d["venue"], str(d["pid"])], 1.0)
+        yield info
+        yield GaugeMetricFamily("kmm_elapsed_seconds", "Seconds since the run started", value=d["elapsed_s"])
         fills = CounterMetricFamily("kmm_fills", "Fills of this session, by side", labels=["side"])
         for side, n in d["fills"]:
             fills.add_metric([side], n)
@@ -96,8 +100,12 @@ class EngineCollector:
 
 
 def read_engine(e: Any) -> dict[str, Any]:
+    import os
     pf = e.pf
+    started = getattr(e, "_started_ns", 0)
     return {
+        "venue": str(e.venue), "pid": os.getpid(),
+        "elapsed_s": (e.clock.monotonic_ns() - started) / 1e9 if started else 0.0,
         "fills": sorted(e.fills_by_side.items()),
         "orders": [("create", e.orders_sent), ("amend", e.amends_sent), ("cancel", e.cancels_sent),
                    ("decrease", e.decreases_sent)],
