@@ -22,10 +22,25 @@ from kmm.sim.wire import fmt_count, fmt_money, fmt_price, rfc3339
 
 log = logging.getLogger(__name__)
 
-SEQ_CHANNELS = frozenset({"orderbook_delta", "trade", "market_lifecycle_v2"})
-PRIVATE_CHANNELS = frozenset({"orderbook_delta", "fill", "user_orders", "market_positions"})
+SEQ_CHANNELS = frozenset({"orderbook_delta", "trade", "market_lifecycle_v2", "order_group_updates"})
+PRIVATE_CHANNELS = frozenset({"orderbook_delta", "fill", "user_orders", "market_positions", "order_group_updates"})
 CHANNELS = frozenset({"orderbook_delta", "ticker", "trade", "fill", "user_orders", "market_positions",
-                      "market_lifecycle_v2"})
+                      "market_lifecycle_v2", "order_group_updates"})
+
+# WebSocket error codes 1-28 (kalshi-api.md 3.3, Aug 2026 docs), the simulator's own copy of the table.
+# [U] CL Sep 10 (title only) retires 6, 16 and 17; the simulator still sends 16 for an unknown market.
+WS_ERRORS: dict[int, str] = {
+    1: "Unable to process message", 2: "Params required", 3: "Channels required",
+    4: "Subscription IDs required", 5: "Unknown command", 6: "Already subscribed",
+    7: "Unknown subscription ID", 8: "Unknown channel name", 9: "Authentication required",
+    10: "Channel error", 11: "Invalid parameter", 12: "Exactly one subscription ID is required",
+    13: "Unsupported action", 14: "Market Ticker required", 15: "Action required", 16: "Market not found",
+    17: "Internal error", 18: "Command timeout", 19: "shard_factor must be > 0",
+    20: "shard_factor is required with shard_key", 21: "shard_key must be within 0..shard_factor-1",
+    22: "shard_factor must be <= 100", 23: "Match IDs required", 24: "Index IDs required",
+    25: "Subscription buffer overflow", 26: "Per-subscription market limit exceeded",
+    27: "Too many requests", 28: "Underlying tickers required",
+}
 MAX_PENDING = 200_000  # frames queued to one connection before it is cut off (error 25)
 
 
@@ -171,7 +186,7 @@ class Hub:
             log.warning("ws connection fell %d frames behind; cutting it off (error 25)", len(conn.pending))
             conn.pending.clear()
             conn.pending.append(orjson.dumps({"type": "error", "msg": {
-                "code": 25, "msg": protocol.WS_ERRORS[25]}}).decode())
+                "code": 25, "msg": WS_ERRORS[25]}}).decode())
             for sub in list(conn.subs.values()):
                 self.remove_sub(sub)
 
@@ -238,6 +253,11 @@ class Hub:
                             assert acct is not None
                             pos = self.engine.position_wire(acct, m)
                         self._send(sub, "market_position", pos)
+            elif kind == "g":
+                acct, msg = ev[1], ev[2]
+                for sub in self.chan_subs["order_group_updates"]:
+                    if sub.conn.account is acct:
+                        self._send(sub, "order_group_updates", msg, seq=True)
             elif kind == "l":
                 m, body = ev[1], ev[2]
                 for sub in self.chan_subs["market_lifecycle_v2"]:
