@@ -719,6 +719,11 @@ class Api:
             if q["status"] not in protocol.ORDER_STATUS:
                 raise _bad("status", f"{q['status']!r} is not one of {', '.join(protocol.ORDER_STATUS)}")
             os_ = [o for o in os_ if o.status == q["status"]]
+        shard, sub = _shard_q(req), _sub_q(req)
+        if shard is not None:
+            os_ = [o for o in os_ if o.market.shard == shard]
+        if sub is not None:
+            os_ = [o for o in os_ if o.subaccount == sub]
         lo, hi = _int_q(req, "min_ts"), _int_q(req, "max_ts")
         if lo is not None:
             os_ = [o for o in os_ if o.created_ms // 1000 >= lo]
