@@ -1,0 +1,83 @@
+"""Late-2026 WebSocket: order_group_updates with seq, lifecycle metadata/close-date events, error codes, events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from kmm.sim import SimConfig, SimExchange
+from kmm.sim.config import ME_EVENT
+from kmm.sim.hub import WS_ERRORS
+from tests.sim.client import SimClient
+from tests.sim.conftest import LIN
+
+
+async def test_order_group_updates_stream_every_change_with_a_gapless_seq(sim: SimExchange, alice: SimClient,
+                                                                         bob: SimClient):
+    ws = await alice.ws()
+    await ws.send("subscribe", {"channels": ["order_group_updates"]})
+    sub = await ws.recv()
+    assert sub["msg"]["channel"] == "order_group_updates"
+    st, g = await alice.req("POST", "/portfolio/order_groups/create", {"contracts_limit": 3})
+    gid = g["order_group_id"]
+    await alice.req("PUT", f"/portfolio/order_groups/{gid}/limit", {"contracts_limit": 2})
+    await alice.place(LIN, "ask", "0.6000", "5.00", order_group_id=gid)
+    await bob.place(LIN, "bid", "0.6000", "2.00", tif="immediate_or_cancel")  # 2 matched: the group fires
+    await alice.req("PUT", f"/portfolio/order_groups/{gid}/reset")
+    await alice.req("DELETE", f"/portfolio/order_groups/{gid}")
+    frames = await ws.recv_until(lambda m: m.get("msg", {}).get("event_type") == "deleted")
+    ups = [f for f in frames if f.get("type") == "order_group_updates"]
+    assert [u["msg"]["event_type"] for u in ups] == ["created", "limit_updated", "triggered", "reset", "deleted"]
+    assert all(u["msg"]["order_group_id"] == gid for u in ups)
+    seqs = [u["seq"] for u in ups]
+    assert seqs == list(range(seqs[0], seqs[0] + 5))
+    assert ups[0]["msg"]["contracts_limit_fp"] == "3.00" and ups[1]["msg"]["contracts_limit_fp"] == "2.00"
+    assert "contracts_limit_fp" not in ups[2]["msg"]
+    await ws.ws.close()
+
+
+async def test_close_time_and_metadata_changes_arrive_as_lifecycle_events(sim: SimExchange, alice: SimClient):
+    ws = await alice.ws()
+    await ws.send("subscribe", {"channels": ["market_lifecycle_v2"], "market_tickers": [LIN]})
+    await ws.recv()
+    new_close = int(time.time()) + 3600
+    sim.set_close_time(LIN, new_close)
+    sim.update_metadata(LIN, floor_strike=42.5, yes_sub_title="Above 42.5")
+    frames = await ws.recv_until(lambda m: m.get("msg", {}).get("event_type") == "metadata_updated")
+    life = [f for f in frames if f.get("type") == "market_lifecycle_v2"]
+    assert life[0]["msg"] == {"market_ticker": LIN, "event_type": "close_date_updated", "close_ts": new_close}
+    assert life[1]["msg"] == {"market_ticker": LIN, "event_type": "metadata_updated", "floor_strike": 42.5,
+                              "yes_sub_title": "Above 42.5"}
+    assert life[1]["seq"] == life[0]["seq"] + 1
+    st, body = await alice.get(f"/markets/{LIN}")
+    m = body["market"]
+    assert m["yes_sub_title"] == "Above 42.5" and m["floor_strike"] == 42.5
+    assert m["close_time"] == time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(new_close))
+    await ws.ws.close()
+
+
+def test_ws_error_table_holds_codes_one_to_twenty_eight():
+    assert sorted(WS_ERRORS) == list(range(1, 29))
+    assert WS_ERRORS[25] == "Subscription buffer overflow" and WS_ERRORS[28] == "Underlying tickers required"
+
+
+async def test_the_mutually_exclusive_event_has_three_markets_with_synthetic_flow():
+    async with SimExchange(SimConfig(seed=5, flow="busy", speed=2.0, rate_tier="off")) as sim:
+        key, pem = sim.create_key()
+        async with SimClient(sim.rest_url, sim.ws_url, key, pem) as c:
+            st, body = await c.get(f"/events/{ME_EVENT}")
+            ev = body["event"]
+            assert ev["mutually_exclusive"] is True and ev["collateral_return_type"] == "MECNET"
+            tickers = [m["ticker"] for m in body["markets"]]
+            assert len(tickers) == 3 and [m["ticker"] for m in ev["markets"]] == tickers
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                st, tr = await c.get("/markets/trades", params={"limit": 1000})
+                traded = {t["market_ticker"] for t in tr["trades"]}
+                if set(tickers) <= traded:
+                    break
+                await asyncio.sleep(0.2)
+            assert set(tickers) <= traded  # the flow trades every market of the event
+            for t in tickers:
+                book = sim.book(t)
+                assert book["yes"] and book["no"]
