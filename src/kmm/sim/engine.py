@@ -384,6 +384,8 @@ class Engine:
               group_id: str | None = None, subaccount: int = 0, exchange_index: int | None = None) -> Order:
         """Validate, match and (GTC) rest one order. Raises :class:`Reject` without touching state."""
         m = self.market(ticker)
+        if exchange_index is not None and exchange_index >= 0:
+            self.shard_of(exchange_index)  # a shard this exchange runs
         if exchange_index is not None and exchange_index >= 0 and exchange_index != m.shard:
             raise Reject("market_not_found", f"{ticker} is not on shard {exchange_index} (it is on shard "
                          f"{m.shard}); send exchange_index {m.shard} or -1 to route by ticker")

@@ -190,7 +190,8 @@ def _sub_q(req: web.Request) -> int | None:
 
 
 def _page(req: web.Request, items: list[Any], default: int = 100) -> tuple[list[Any], str]:
-    limit = _int_q(req, "limit") or default
+    got = _int_q(req, "limit")
+    limit = default if got is None else got
     if limit < 1 or limit > MAX_LIMIT:
         raise _bad("limit", f"must be within 1..{MAX_LIMIT}")
     cur = req.query.get("cursor") or "0"
