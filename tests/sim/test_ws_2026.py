@@ -81,3 +81,52 @@ async def test_the_mutually_exclusive_event_has_three_markets_with_synthetic_flo
             for t in tickers:
                 book = sim.book(t)
                 assert book["yes"] and book["no"]
+
+
+async def test_a_market_listed_mid_run_arrives_as_event_lifecycle_then_created(sim: SimExchange, alice: SimClient):
+    from kmm.sim import MarketSpec
+    ws = await alice.ws()
+    await ws.send("subscribe", {"channels": ["market_lifecycle_v2"]})
+    await ws.recv()
+    sim.add_market(MarketSpec("KXNEW-26-A", exchange_index=2, price_level_structure="center_half_edge_deci_cent"))
+    frames = await ws.recv_until(lambda m: m.get("msg", {}).get("event_type") == "created")
+    ev, created = frames[-2], frames[-1]
+    assert ev["type"] == "event_lifecycle" and ev["msg"]["event_ticker"] == "KXNEW-26"
+    assert ev["msg"]["exchange_index"] == 2
+    msg = created["msg"]
+    assert msg["market_ticker"] == "KXNEW-26-A" and msg["exchange_index"] == 2
+    assert msg["price_level_structure"] == "center_half_edge_deci_cent" and len(msg["price_ranges"]) == 3
+    assert isinstance(msg["open_ts"], int) and isinstance(msg["close_ts"], int)
+    assert created["seq"] == ev["seq"] + 1
+    st, body = await alice.get("/markets/KXNEW-26-A")
+    assert st == 200 and body["market"]["exchange_index"] == 2
+    await ws.ws.close()
+
+
+def test_the_weekly_trading_pause_follows_thursday_three_to_five_eastern():
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from kmm.sim.exchange import in_weekly_pause
+    et = ZoneInfo("America/New_York")
+
+    def ms(s: str) -> int:
+        return int(datetime.strptime(s, "%Y-%m-%d %H:%M").replace(tzinfo=et).timestamp() * 1000)
+    assert [in_weekly_pause(ms(s)) for s in ("2026-11-26 02:59", "2026-11-26 03:00", "2026-11-26 04:59",
+                                              "2026-11-26 05:00", "2026-11-25 03:30")] == [
+        False, True, True, False, False]
+
+
+async def test_the_weekly_pause_switch_pauses_trading_and_resumes_it(sim: SimExchange, alice: SimClient):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+    et = ZoneInfo("America/New_York")
+    inside = int(datetime(2026, 11, 26, 3, 30, tzinfo=et).timestamp() * 1000)
+    _, keep = await alice.place(LIN, "bid", "0.3000", "1.00")
+    sim._follow_weekly_pause(inside)  # noqa: SLF001 (the wall clock is injected here)
+    st, body = await alice.place(LIN, "bid", "0.3000", "1.00")
+    assert st == 409 and body["error"]["code"] == "trading_paused"
+    st, _ = await alice.req("DELETE", f"/portfolio/events/orders/{keep['order_id']}")
+    assert st == 200
+    sim._follow_weekly_pause(inside + 2 * 3600 * 1000)  # noqa: SLF001
+    assert (await alice.place(LIN, "bid", "0.3000", "1.00"))[0] == 201

@@ -135,6 +135,9 @@ class SimConfig:
     # The pre-Aug-2026 simulator answered cancel-all 200 with the cancelled orders and honoured ?ticker=.
     # Kalshi answers 204, has no ticker filter and covers every shard; True restores the old behaviour.
     legacy_cancel_all: bool = False
+    # Kalshi pauses trading every Thursday 03:00-05:00 ET (kalshi-api.md 4.7). Off by default so runs that
+    # happen to cross the window behave the same any day; True follows the wall clock.
+    weekly_trading_pause: bool = False
     # TLS: a PEM certificate chain and its key (or a ready server context) serve https:// and wss://.
     # Default: plain http:// and ws://.
     tls_cert: str | None = None

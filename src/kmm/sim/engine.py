@@ -901,6 +901,34 @@ class Engine:
         return rec
 
     # -- market changes (Python / fault API) -----------------------------------------------------
+    def add_market(self, spec: MarketSpec) -> Market:
+        """List a new market mid-run: lifecycle ``created`` (and ``event_lifecycle`` for a new event)."""
+        if spec.ticker in self.markets:
+            raise ValueError(f"market {spec.ticker} exists already")
+        if spec.exchange_index >= self.n_shards:
+            raise ValueError(f"market {spec.ticker}: shard {spec.exchange_index} is not run (0..{self.n_shards - 1})")
+        new_event = all(m.spec.event_ticker != spec.event_ticker for m in self.markets.values())
+        m = self.markets[spec.ticker] = Market(spec, self.wall_ms())
+        try:
+            self._check_events()
+        except ValueError:
+            del self.markets[spec.ticker]
+            raise
+        if new_event:
+            self.out.append(("l", m, {"event_ticker": spec.event_ticker, "exchange_index": m.shard,
+                                      "title": f"Simulated event {spec.event_ticker}", "subtitle": "",
+                                      "collateral_return_type": "MECNET" if spec.mutually_exclusive else "",
+                                      "series_ticker": spec.series_ticker, "_type": "event_lifecycle"}))
+        self.out.append(("l", m, {"market_ticker": spec.ticker, "event_type": "created", "exchange_index": m.shard,
+                                  "open_ts": m.open_ms // 1000, "close_ts": m.close_s,
+                                  "price_level_structure": m.structure, "price_ranges": ranges_wire(m.bands),
+                                  "additional_metadata": {
+                                      "name": spec.title, "title": spec.title, "yes_sub_title": "Yes",
+                                      "no_sub_title": "No", "rules_primary": "", "rules_secondary": "",
+                                      "can_close_early": True, "event_ticker": spec.event_ticker,
+                                      "expected_expiration_ts": m.close_s, "strike_type": "custom"}}))
+        return m
+
     def set_price_structure(self, ticker: str, structure: str) -> None:
         """Move a live market to another grid in place; resting orders stay (Kalshi moved combos this way)."""
         if structure not in GRIDS:

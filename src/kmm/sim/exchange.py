@@ -7,13 +7,15 @@ import logging
 import socket
 import time
 from collections import Counter
+from datetime import datetime
+from zoneinfo import ZoneInfo
 from typing import Any
 
 from aiohttp import web
 
 from kmm import protocol
 from kmm.sim.auth import Verifier, new_key_id, new_key_pair
-from kmm.sim.config import SimConfig, parse_dollars
+from kmm.sim.config import MarketSpec, SimConfig, parse_dollars
 from kmm.sim.engine import ASK, BID, EXCHANGE_PAUSE, SIDE_NAMES, TRADING_PAUSE, Engine
 from kmm.sim.faults import Faults
 from kmm.sim.flow import PROFILES, MarketFlow
@@ -22,6 +24,13 @@ from kmm.sim.ratelimit import RateLimiter
 from kmm.sim.server import Api
 
 log = logging.getLogger(__name__)
+_ET = ZoneInfo("America/New_York")
+
+
+def in_weekly_pause(ts_ms: int) -> bool:
+    """True inside Kalshi's weekly trading pause, Thursday 03:00-05:00 US Eastern time."""
+    t = datetime.fromtimestamp(ts_ms / 1000, _ET)
+    return t.weekday() == 3 and 3 <= t.hour < 5
 
 
 class SimExchange:
@@ -44,7 +53,8 @@ class SimExchange:
         self.flow_running = True
         self.started_ms = time.time_ns() // 1_000_000
         # (start ms, end ms) maintenance windows GET /exchange/schedule lists; tests and tools add them
-        self.maintenance_windows: list[tuple[int, int]] = []  # tests may freeze the synthetic flow to compare books at rest
+        self.maintenance_windows: list[tuple[int, int]] = []
+        self._weekly_paused = False  # tests may freeze the synthetic flow to compare books at rest
         self.host = self.cfg.host
         self.port = 0
         self.ssl_context = self.cfg.server_ssl_context()
@@ -169,6 +179,17 @@ class SimExchange:
             flow.regrid()
         self.flush()
 
+    def add_market(self, spec: MarketSpec) -> None:
+        """List a market mid-run (lifecycle ``created``); the synthetic flow trades it when it runs."""
+        m = self.engine.add_market(spec)
+        if self._flows:
+            prof = PROFILES[self.cfg.flow]
+            f0 = self._flows[0]
+            flow = MarketFlow(self.engine, m, self.cfg.seed, prof, f0.lp, f0.noise, f0.informed)
+            self._flows.append(flow)
+            flow._refill()  # noqa: SLF001
+        self.flush()
+
     def set_close_time(self, ticker: str, close_s: int) -> None:
         """Move a market's close time (Unix s); lifecycle ``close_date_updated``."""
         self.engine.set_close_time(ticker, close_s)
@@ -188,6 +209,18 @@ class SimExchange:
             await asyncio.sleep(self.cfg.expiry_check_s)
             if self.engine.expire(int(time.time())):
                 self.flush()
+            if self.cfg.weekly_trading_pause:
+                self._follow_weekly_pause(self.engine.wall_ms())
+
+    def _follow_weekly_pause(self, now_ms: int) -> None:
+        """Start or end the Thursday trading pause when the wall clock crosses its edges."""
+        inside = in_weekly_pause(now_ms)
+        if inside and not self._weekly_paused:
+            self._weekly_paused = True
+            self.pause_trading()
+        elif not inside and self._weekly_paused:
+            self._weekly_paused = False
+            self.resume_exchange()
 
     def _start_flow(self) -> None:
         prof = PROFILES[self.cfg.flow]

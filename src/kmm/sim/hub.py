@@ -260,9 +260,13 @@ class Hub:
                         self._send(sub, "order_group_updates", msg, seq=True)
             elif kind == "l":
                 m, body = ev[1], ev[2]
+                typ = "market_lifecycle_v2"
+                if "_type" in body:  # event_lifecycle rides the same channel
+                    typ = body["_type"]
+                    body = {k: v for k, v in body.items() if k != "_type"}
                 for sub in self.chan_subs["market_lifecycle_v2"]:
                     if sub.tickers is None or m.ticker in sub.tickers:
-                        self._send(sub, "market_lifecycle_v2", body, seq=True)
+                        self._send(sub, typ, body, seq=True)
         if tick and self.chan_subs["ticker"]:
             for t, m in tick.items():
                 msg = None
