@@ -259,14 +259,14 @@ class Hub:
                     if sub.conn.account is acct:
                         self._send(sub, "order_group_updates", msg, seq=True)
             elif kind == "l":
-                m, body = ev[1], ev[2]
+                m, life = ev[1], ev[2]
                 typ = "market_lifecycle_v2"
-                if "_type" in body:  # event_lifecycle rides the same channel
-                    typ = body["_type"]
-                    body = {k: v for k, v in body.items() if k != "_type"}
+                if "_type" in life:  # event_lifecycle rides the same channel
+                    typ = life["_type"]
+                    life = {k: v for k, v in life.items() if k != "_type"}
                 for sub in self.chan_subs["market_lifecycle_v2"]:
                     if sub.tickers is None or m.ticker in sub.tickers:
-                        self._send(sub, typ, body, seq=True)
+                        self._send(sub, typ, life, seq=True)
         if tick and self.chan_subs["ticker"]:
             for t, m in tick.items():
                 msg = None
