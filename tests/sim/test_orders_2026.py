@@ -117,3 +117,24 @@ async def test_exchange_schedule_lists_the_thursday_trading_pause(sim: SimExchan
     assert hours["thursday"] == [{"open_time": "00:00", "close_time": "03:00"},
                                  {"open_time": "05:00", "close_time": "23:59"}]
     assert hours["monday"] == [{"open_time": "00:00", "close_time": "23:59"}]
+
+
+async def test_amend_expiration_time_keeps_sets_or_clears_the_expiry(sim: SimExchange, alice: SimClient):
+    import time as _t
+    _, o = await alice.place(LIN, "bid", "0.3000", "2.00")
+    oid = o["order_id"]
+    amend = {"ticker": LIN, "side": "bid", "price": "0.3000", "count": "2.00"}
+    st, _ = await alice.req("POST", f"/portfolio/events/orders/{oid}/amend",
+                            {**amend, "expiration_time": int(_t.time()) + 1})
+    assert st == 200
+    st, got = await alice.get(f"/portfolio/orders/{oid}")
+    assert got["order"]["expiration_time"] is not None
+    st, _ = await alice.req("POST", f"/portfolio/events/orders/{oid}/amend", {**amend, "expiration_time": 0})
+    st, got = await alice.get(f"/portfolio/orders/{oid}")
+    assert st == 200 and got["order"]["expiration_time"] is None
+    st, body = await alice.req("POST", f"/portfolio/events/orders/{oid}/amend", {**amend, "expiration_time": 5})
+    assert st == 400 and body["error"]["code"] == "invalid_order"  # in the past
+    st, _ = await alice.req("POST", f"/portfolio/events/orders/{oid}/amend",
+                            {**amend, "expiration_time": int(_t.time()) + 1})
+    await asyncio.sleep(2.1)
+    assert sim.orders(alice.key_id, status="resting") == []  # expired

@@ -783,8 +783,9 @@ class Engine:
         self.out.append(("k", m))
 
     def amend(self, account: Account, order_id: str, ticker: str, side: int, price: int, count: int,
-              new_coid: str | None = None, shard: int | None = None) -> Order:
-        """``count`` is the new total (filled + remaining). Keeps priority only for a pure size decrease."""
+              new_coid: str | None = None, shard: int | None = None, expiration_s: int | None = None) -> Order:
+        """``count`` is the new total (filled + remaining). Keeps priority only for a pure size decrease.
+        ``expiration_s``: None keeps the order's expiry, 0 clears it, else a future Unix second (GTC only)."""
         o = self.order_of(account, order_id, shard)
         if o.status != RESTING:
             raise Reject("order_not_found", f"order {order_id} is {o.status}, not resting")
@@ -813,6 +814,17 @@ class Engine:
             if need > 0 and account.available_on(m.shard) < need:
                 raise Reject("insufficient_balance", f"amend needs {fmt_money(need)} more, available on "
                              f"shard {m.shard} {fmt_money(account.available_on(m.shard))}")
+        if expiration_s:
+            if o.tif != protocol.TIF_GTC:
+                raise Reject("invalid_order", "expiration_time is allowed with good_till_canceled only")
+            if expiration_s * 1000 <= self.wall_ms():
+                raise Reject("invalid_order", f"expiration_time {expiration_s} is in the past")
+        if expiration_s is not None:
+            o.expiration_s = expiration_s or None
+            if o.expiration_s is None:
+                self.expiring.discard(o)
+            else:
+                self.expiring.add(o)
         if new_coid and new_coid != o.coid:
             del account.coids[o.coid]
             o.coid = new_coid

@@ -44,7 +44,7 @@ CREATE_FIELDS = frozenset({"ticker", "client_order_id", "side", "count", "count_
                            "self_trade_prevention_type", "expiration_time", "post_only", "reduce_only",
                            "cancel_order_on_pause", "subaccount", "order_group_id", "exchange_index"})
 AMEND_FIELDS = frozenset({"ticker", "side", "price", "count", "count_fp", "client_order_id",
-                          "updated_client_order_id", "exchange_index", "subaccount"})
+                          "updated_client_order_id", "expiration_time", "exchange_index", "subaccount"})
 DECREASE_FIELDS = frozenset({"reduce_by", "reduce_to", "reduce_by_fp", "reduce_to_fp", "exchange_index",
                              "market_ticker", "subaccount"})
 BATCH_CANCEL_ITEM_FIELDS = frozenset({"order_id", "subaccount", "exchange_index", "market_ticker"})
@@ -680,7 +680,8 @@ class Api:
         if coid is not None and coid != old.coid:
             raise Reject("order_id_and_client_order_id_mismatch", f"{coid!r} is not this order's client_order_id")
         try:
-            o = self.engine.amend(a, oid, ticker, side, price, count, _coid(body, "updated_client_order_id"), shard)
+            o = self.engine.amend(a, oid, ticker, side, price, count, _coid(body, "updated_client_order_id"), shard,
+                                  _int_field(body, "expiration_time", 0, 10**11))
         finally:
             self.flush()
         return _json({"order_id": o.id, "client_order_id": o.coid, "ts_ms": o.updated_ms, **_fill_summary(o)})
