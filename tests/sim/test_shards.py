@@ -143,3 +143,14 @@ async def test_default_markets_span_three_shards_and_every_market_has_an_event()
             assert {m["event_ticker"] for m in body["markets"]} == set(events)
             for m in body["markets"]:
                 assert events[m["event_ticker"]]["exchange_index"] == m["exchange_index"]
+
+
+async def test_events_filter_by_event_tickers_and_series():
+    async with SimExchange(SimConfig(flow="off", rate_tier="off")) as sim:
+        key, pem = sim.create_key()
+        async with SimClient(sim.rest_url, sim.ws_url, key, pem) as c:
+            st, body = await c.get("/events", params={"tickers": "KXSIMWIN-26,KXBTCSIM-26"})
+            assert sorted(e["event_ticker"] for e in body["events"]) == ["KXBTCSIM-26", "KXSIMWIN-26"]
+            assert "markets" not in body["events"][0]
+            st, body = await c.get("/events", params={"series_ticker": "KXBTCSIM"})
+            assert [e["exchange_index"] for e in body["events"]] == [2]

@@ -130,3 +130,32 @@ async def test_the_weekly_pause_switch_pauses_trading_and_resumes_it(sim: SimExc
     assert st == 200
     sim._follow_weekly_pause(inside + 2 * 3600 * 1000)  # noqa: SLF001
     assert (await alice.place(LIN, "bid", "0.3000", "1.00"))[0] == 201
+
+
+async def test_ws_shard_params_and_market_limits_answer_codes_19_to_22_and_26(sim: SimExchange, alice: SimClient):
+    ws = await alice.ws()
+    cases = [({"shard_factor": 0}, 19), ({"shard_key": 1}, 20), ({"shard_factor": 4, "shard_key": 4}, 21),
+             ({"shard_factor": 101}, 22)]
+    for extra, code in cases:
+        cid = await ws.send("subscribe", {"channels": ["trade"], **extra})
+        m = await ws.recv()
+        assert m["id"] == cid and m["msg"]["code"] == code
+    sim.cfg.ws_max_markets_per_sub = 1
+    cid = await ws.send("subscribe", {"channels": ["ticker"], "market_tickers": sim.tickers[:2]})
+    assert (await ws.recv())["msg"]["code"] == 26
+    await ws.send("subscribe", {"channels": ["ticker"], "market_tickers": sim.tickers[:1]})
+    sid = (await ws.recv())["msg"]["sid"]
+    await ws.send("update_subscription", {"sid": sid, "action": "add_markets", "market_tickers": sim.tickers[1:2]})
+    assert (await ws.recv())["msg"]["code"] == 26
+    await ws.ws.close()
+
+
+async def test_more_commands_than_the_per_second_limit_answer_code_27(sim: SimExchange, alice: SimClient):
+    sim.cfg.ws_max_commands_per_s = 5
+    ws = await alice.ws()
+    for _ in range(7):
+        await ws.send("list_subscriptions")
+    got = [await ws.recv() for _ in range(7)]
+    assert [m["type"] for m in got[:5]] == ["ok"] * 5
+    assert [m["msg"]["code"] for m in got[5:]] == [27, 27]
+    await ws.ws.close()

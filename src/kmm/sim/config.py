@@ -138,6 +138,11 @@ class SimConfig:
     # Kalshi pauses trading every Thursday 03:00-05:00 ET (kalshi-api.md 4.7). Off by default so runs that
     # happen to cross the window behave the same any day; True follows the wall clock.
     weekly_trading_pause: bool = False
+    # WebSocket sanity limits (CL Jun 18): commands per second per connection (error 27) and markets per
+    # subscription (error 26). [U] Kalshi states 500k market subscriptions per *session*; the simulator
+    # counts them per subscription, the granularity of error 26's name.
+    ws_max_commands_per_s: int = 10_000
+    ws_max_markets_per_sub: int = 500_000
     # TLS: a PEM certificate chain and its key (or a ready server context) serve https:// and wss://.
     # Default: plain http:// and ws://.
     tls_cert: str | None = None

@@ -29,6 +29,8 @@ CHANNELS = frozenset({"orderbook_delta", "ticker", "trade", "fill", "user_orders
 
 # WebSocket error codes 1-28 (kalshi-api.md 3.3, Aug 2026 docs), the simulator's own copy of the table.
 # [U] CL Sep 10 (title only) retires 6, 16 and 17; the simulator still sends 16 for an unknown market.
+# [U] The page says only "19-22 shard params (shard_factor <= 100)"; which of the four means what is the
+# simulator's guess, written once here and used by server._check_shard_params.
 WS_ERRORS: dict[int, str] = {
     1: "Unable to process message", 2: "Params required", 3: "Channels required",
     4: "Subscription IDs required", 5: "Unknown command", 6: "Already subscribed",
@@ -62,7 +64,8 @@ class Sub:
 
 
 class Conn:
-    __slots__ = ("ws", "account", "subs", "next_sid", "pending", "wake", "closed", "last_pong", "sent")
+    __slots__ = ("ws", "account", "subs", "next_sid", "pending", "wake", "closed", "last_pong", "sent",
+                 "cmd_window", "cmd_count")
 
     def __init__(self, ws: Any, account: Account | None) -> None:
         self.ws = ws
@@ -74,6 +77,8 @@ class Conn:
         self.closed = False
         self.last_pong = time.monotonic()
         self.sent = 0
+        self.cmd_window = 0.0  # start of the current one-second command window (monotonic s)
+        self.cmd_count = 0
 
     def push(self, frame: str) -> None:
         self.pending.append(frame)

@@ -517,7 +517,10 @@ class Api:
         limit = _int_q(req, "limit", 1, 200)
         nested = q.get("with_nested_markets") == "true"
         rows = []
+        wanted = set(filter(None, q.get("tickers", "").split(",")))  # event tickers
         for et, ms in evs.items():
+            if wanted and et not in wanted:
+                continue
             if q.get("series_ticker") and ms[0].spec.series_ticker != q["series_ticker"]:
                 continue
             if q.get("status"):
@@ -1046,6 +1049,14 @@ class Api:
         cid = cmd.get("id")
         name = cmd.get("cmd")
         params = cmd.get("params")
+        now = time.monotonic()
+        if now - conn.cmd_window >= 1.0:
+            conn.cmd_window = now
+            conn.cmd_count = 0
+        conn.cmd_count += 1
+        if conn.cmd_count > self.sim.cfg.ws_max_commands_per_s:
+            self._err(conn, cid, 27)
+            return
         try:
             if name == "subscribe":
                 self._subscribe(conn, cid, params)
@@ -1091,9 +1102,12 @@ class Api:
                 raise _WsError(8)
             if ch in PRIVATE_CHANNELS and conn.account is None:
                 raise _WsError(9)
+        _check_shard_params(params)
         tickers = self._tickers(params)
         if "orderbook_delta" in channels and not tickers:
             raise _WsError(14)
+        if tickers and len(set(tickers)) > self.sim.cfg.ws_max_markets_per_sub:
+            raise _WsError(26)
         for ch in channels:
             sub = hub.add_sub(conn, ch, set(tickers) if tickers else None)
             hub.reply(conn, {"id": cid, "type": "subscribed", "msg": {"channel": ch, "sid": sub.sid}})
@@ -1151,6 +1165,8 @@ class Api:
             if not tickers:
                 raise _WsError(14)
             if action == "add_markets":
+                if sub.tickers is not None and len(sub.tickers | set(tickers)) > self.sim.cfg.ws_max_markets_per_sub:
+                    raise _WsError(26)
                 new = hub.add_markets(sub, tickers)
                 if sub.channel == "orderbook_delta":
                     for t in new:
@@ -1159,6 +1175,22 @@ class Api:
                 hub.delete_markets(sub, tickers)
         hub.reply(conn, {"id": cid, "sid": sub.sid, "seq": sub.seq, "type": "ok",
                          "msg": {"market_tickers": sorted(sub.tickers or ())}})
+
+
+def _check_shard_params(params: dict[str, Any]) -> None:
+    """``shard_factor`` (1..100) and ``shard_key`` (0..factor-1, only with a factor): WS errors 19-22 [U]."""
+    factor = params.get("shard_factor")
+    key = params.get("shard_key")
+    if factor is not None:
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor <= 0:
+            raise _WsError(19)
+        if factor > 100:
+            raise _WsError(22)
+    if key is not None:
+        if factor is None:
+            raise _WsError(20)
+        if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < factor:
+            raise _WsError(21)
 
 
 WRITE_HIGH_WATER = 4 * 1024 * 1024  # bytes queued in the transport before the writer waits
