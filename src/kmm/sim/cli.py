@@ -14,7 +14,6 @@ import tempfile
 from typing import Any
 
 from kmm import protocol
-from kmm.sim.ratelimit import TIER_NAMES
 
 log = logging.getLogger("kmm.sim")
 
@@ -31,8 +30,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--flow", choices=("off", "calm", "busy"), default="calm")
     p.add_argument("--speed", type=float, default=1.0, help="scales the synthetic flow's message rate")
-    p.add_argument("--rate-tier", choices=("off", *TIER_NAMES), default="basic")
-    p.add_argument("--markets", default=None, help="a count, all-grids, or a comma list of tickers")
+    p.add_argument("--rate-tier", choices=("off", *protocol.RATE_TIERS), default="basic")
+    p.add_argument("--markets", default=None, help="a count, or a comma list of tickers")
     p.add_argument("--state-dir", default=".kmm-sim", help="where a generated key pair is kept")
     p.add_argument("--ping-interval", type=float, default=protocol.WS_PING_INTERVAL_S)
     p.add_argument("--tls-cert", metavar="PEM", help="serve https:// and wss:// with this certificate chain")
