@@ -138,3 +138,15 @@ async def test_amend_expiration_time_keeps_sets_or_clears_the_expiry(sim: SimExc
                             {**amend, "expiration_time": int(_t.time()) + 1})
     await asyncio.sleep(2.1)
     assert sim.orders(alice.key_id, status="resting") == []  # expired
+
+
+async def test_own_book_deltas_carry_the_orders_subaccount(sim: SimExchange, alice: SimClient):
+    ws = await alice.ws()
+    await ws.send("subscribe", {"channels": ["orderbook_delta"], "market_ticker": LIN})
+    await ws.recv()
+    await ws.recv()  # snapshot
+    st, o = await alice.place(LIN, "bid", "0.3000", "1.00", subaccount=3, client_order_id="sub-three")
+    frames = await ws.recv_until(lambda m: m.get("type") == "orderbook_delta")
+    msg = frames[-1]["msg"]
+    assert msg["client_order_id"] == "sub-three" and msg["subaccount"] == 3 and msg["delta_fp"] == "1.00"
+    await ws.ws.close()

@@ -6,7 +6,7 @@ A ``bid`` buys YES at ``price``; an ``ask`` sells YES, which is buying NO at ``1
 Every state change appends an event to :attr:`Engine.out`; the exchange drains it after each operation and
 fans the events out to WebSocket subscribers. Events are tuples whose first item names the kind:
 
-``("d", market, side, price_side, delta, account, client_order_id)``  book delta; ``side`` is "yes" (a
+``("d", market, side, price_side, delta, account, client_order_id, subaccount)``  book delta; ``side`` is "yes" (a
     bid level at ``price_side``) or "no" (an ask level, ``price_side`` in NO terms)
 ``("t", market, trade)``    public trade (wire dict)
 ``("k", market)``           the market's top of book / last price changed
@@ -554,7 +554,7 @@ class Engine:
             if not lvl:
                 self._drop_level(m, side, px)
         self.out.append(("d", m, "yes" if side == BID else "no", px if side == BID else 10000 - px, -qty,
-                         r.account if MAKER_FILL_DELTA_HAS_COID else None, r.coid))
+                         r.account if MAKER_FILL_DELTA_HAS_COID else None, r.coid, r.subaccount))
         t.remaining -= qty
         t.filled += qty
         t.updated_ms = now
@@ -679,7 +679,7 @@ class Engine:
         m.sizes[side][o.price] += o.remaining
         self._set_reserve(o)
         self.out.append(("d", m, "yes" if side == BID else "no",
-                         o.price if side == BID else 10000 - o.price, o.remaining, o.account, o.coid))
+                         o.price if side == BID else 10000 - o.price, o.remaining, o.account, o.coid, o.subaccount))
         self.out.append(("k", m))
 
     def _unrest(self, o: Order) -> None:
@@ -694,7 +694,7 @@ class Engine:
         if not lv:
             self._drop_level(m, side, o.price)
         self.out.append(("d", m, "yes" if side == BID else "no",
-                         o.price if side == BID else 10000 - o.price, -o.remaining, o.account, o.coid))
+                         o.price if side == BID else 10000 - o.price, -o.remaining, o.account, o.coid, o.subaccount))
         self.out.append(("k", m))
 
     def _finish(self, o: Order, status: str) -> None:
@@ -779,7 +779,7 @@ class Engine:
         m.sizes[o.side][o.price] -= by
         self._set_reserve(o)
         self.out.append(("d", m, "yes" if o.side == BID else "no",
-                         o.price if o.side == BID else 10000 - o.price, -by, o.account, o.coid))
+                         o.price if o.side == BID else 10000 - o.price, -by, o.account, o.coid, o.subaccount))
         self.out.append(("k", m))
 
     def amend(self, account: Account, order_id: str, ticker: str, side: int, price: int, count: int,
@@ -989,7 +989,8 @@ class Engine:
         m.status = "determined"
         m.result = result
         self.out.append(("l", m, {"market_ticker": ticker, "event_type": "determined", "result": result,
-                                  "determination_ts": now // 1000}))
+                                  "determination_ts": now // 1000,
+                                  "settlement_value": "1.0000" if result == "yes" else "0.0000"}))
         m.determined_ms = now
         for a in self.accounts.values():
             p = a.positions.get(ticker)

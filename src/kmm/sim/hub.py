@@ -210,7 +210,7 @@ class Hub:
         for ev in events:
             kind = ev[0]
             if kind == "d":
-                _, m, side, px, delta, owner, coid = ev
+                _, m, side, px, delta, owner, coid, subacct = ev
                 subs = book_subs.get(m.ticker)
                 if not subs:
                     continue
@@ -220,7 +220,8 @@ class Hub:
                 for sub in subs:
                     if owner is not None and sub.conn.account is owner:
                         if mine is None:
-                            mine = inner + ',"client_order_id":' + orjson.dumps(coid).decode() + ',"subaccount":0}'
+                            mine = (inner + ',"client_order_id":' + orjson.dumps(coid).decode()
+                                    + f',"subaccount":{subacct}}}')
                         body = mine
                     else:
                         body = inner + "}"
