@@ -154,3 +154,20 @@ async def test_events_filter_by_event_tickers_and_series():
             assert "markets" not in body["events"][0]
             st, body = await c.get("/events", params={"series_ticker": "KXBTCSIM"})
             assert [e["exchange_index"] for e in body["events"]] == [2]
+
+
+async def test_markets_status_paused_lists_the_markets_of_paused_shards(two: SimExchange):
+    key, pem = two.create_key()
+    two.pause_exchange(shard=1)
+    async with SimClient(two.rest_url, two.ws_url, key, pem) as c:
+        st, body = await c.get("/markets", params={"status": "paused"})
+        assert sorted(m["ticker"] for m in body["markets"]) == [S1.ticker, S1B.ticker]
+        st, body = await c.get("/markets", params={"status": "open"})
+        assert len(body["markets"]) == 3  # still active, only their shard is paused
+
+
+def test_cli_markets_all_grids_selects_the_twelve_grid_set():
+    from kmm.sim.cli import _markets
+    from kmm.sim.wire import GRIDS
+    cfg = SimConfig(markets=_markets("all-grids"))
+    assert sorted(m.price_level_structure for m in cfg.market_specs()) == sorted(GRIDS)

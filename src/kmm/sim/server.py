@@ -401,11 +401,16 @@ class Api:
         ms = list(self.engine.markets.values())
         if "status" in q:
             want: tuple[str, ...] = ()
+            paused = False
             for s in q["status"].split(","):
+                if s == "paused":  # active markets on a shard in a trading or exchange pause
+                    paused = True
+                    continue
                 if s not in self._STATUS_FILTER:
-                    raise _bad("status", f"{s!r} is not one of unopened, open, closed, settled")
+                    raise _bad("status", f"{s!r} is not one of unopened, open, closed, settled, paused")
                 want += self._STATUS_FILTER[s]
-            ms = [m for m in ms if m.status in want]
+            ms = [m for m in ms if m.status in want
+                  or (paused and m.status == "active" and self.engine.paused[m.shard] is not None)]
         if q.get("event_ticker"):
             ev = set(q["event_ticker"].split(","))
             ms = [m for m in ms if m.spec.event_ticker in ev]
@@ -486,6 +491,10 @@ class Api:
         _int_q(req, "min_updated_ts", 0)
         rows = [self._series_wire(t, m) for t, m in self._series_all().items()
                 if not cat or m.spec.category == cat]
+        if req.query.get("include_volume") == "true":
+            for r in rows:
+                r["volume_fp"] = fmt_count(sum(m.volume for m in self.engine.markets.values()
+                                               if m.spec.series_ticker == r["ticker"]))
         return _json({"series": rows})
 
     async def fee_changes(self, req: web.Request) -> web.Response:
