@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 
-from kmm import protocol
 from kmm.sim.engine import Account, Engine, Market
 from kmm.sim.wire import fmt_count, fmt_money, fmt_price, rfc3339
 
