@@ -137,7 +137,7 @@ def _bool(body: dict[str, Any], field: str) -> bool:
 def _enum(body: dict[str, Any], field: str, allowed: tuple[str, ...]) -> str:
     v = _req(body, field)
     if v not in allowed:
-        raise _bad(field, f"{v!r} is not one of {', '.join(allowed)}")
+        raise _bad(field, f"{str(v)[:40]!r} is not one of {', '.join(allowed)}")
     return str(v)
 
 
@@ -196,7 +196,7 @@ def _page(req: web.Request, items: list[Any], default: int = 100) -> tuple[list[
         raise _bad("limit", f"must be within 1..{MAX_LIMIT}")
     cur = req.query.get("cursor") or "0"
     if not (cur.isascii() and cur.isdigit() and len(cur) <= 12):
-        raise _bad("cursor", f"{cur!r} is not a cursor this server issued")
+        raise _bad("cursor", f"{cur[:24]!r} is not a cursor this server issued")
     start = int(cur)
     page = items[start:start + limit]
     nxt = str(start + limit) if start + limit < len(items) else ""
