@@ -85,6 +85,22 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "fee_cost": "dollars", "outcome_side": "enum:yes|no", "book_side": "enum:bid|ask",
         "post_position_fp": "fp", "ts_ms": "int",
     },
+    # 3.6 market_position, trade, ticker (WS)
+    "ws_position": {
+        "user_id": "str", "market_ticker": "str", "position_fp": "fp", "position_cost_dollars": "dollars",
+        "realized_pnl_dollars": "dollars", "fees_paid_dollars": "dollars", "position_fee_cost_dollars": "dollars",
+        "volume_fp": "fp",
+    },
+    "ws_trade": {
+        "trade_id": "str", "market_ticker": "str", "yes_price_dollars": "dollars", "no_price_dollars": "dollars",
+        "count_fp": "fp", "taker_outcome_side": "enum:yes|no", "taker_book_side": "enum:bid|ask",
+        "is_block_trade": "bool", "ts_ms": "int",
+    },
+    "ws_ticker": {
+        "market_ticker": "str", "market_id": "str", "price_dollars": "dollars", "yes_bid_dollars": "dollars",
+        "yes_ask_dollars": "dollars", "yes_bid_size_fp": "fp", "yes_ask_size_fp": "fp", "last_trade_size_fp": "fp",
+        "volume_fp": "fp", "open_interest_fp": "fp", "ts_ms": "int",
+    },
     # 4.3 positions
     "market_position": {
         "ticker": "str", "exchange_index": "int", "position_fp": "fp", "market_exposure_dollars": "dollars",

@@ -42,7 +42,7 @@ async def test_every_rest_and_ws_answer_carries_the_spec_required_fields(dsim: S
             SimClient(dsim.rest_url, dsim.ws_url, mkey, mpem) as mm:
         ws = await c.ws()
         await ws.send("subscribe", {"channels": ["fill", "user_orders", "order_group_updates",
-                                                 "market_lifecycle_v2"]})
+                                                 "market_lifecycle_v2", "market_positions", "trade", "ticker"]})
         # market data
         st, body = await c.get("/markets", params={"limit": 1000})
         assert st == 200 and len(body["markets"]) == len(dsim.tickers)
@@ -149,6 +149,9 @@ async def test_every_rest_and_ws_answer_carries_the_spec_required_fields(dsim: S
         check(seen["fill"]["msg"], "ws_fill")
         check(seen["user_order"]["msg"], "user_order")
         check(seen["order_group_updates"]["msg"], "group_update")
+        check(seen["market_position"]["msg"], "ws_position")
+        check(seen["trade"]["msg"], "ws_trade")
+        check(seen["ticker"]["msg"], "ws_ticker")
         assert isinstance(seen["order_group_updates"]["seq"], int)
         check(frames[-1]["msg"], "lifecycle_grid")
         await ws.ws.close()
