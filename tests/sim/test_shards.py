@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -171,3 +172,26 @@ def test_cli_markets_all_grids_selects_the_twelve_grid_set():
     from kmm.sim.wire import GRIDS
     cfg = SimConfig(markets=_markets("all-grids"))
     assert sorted(m.price_level_structure for m in cfg.market_specs()) == sorted(GRIDS)
+
+
+async def test_target_balance_allocation_moves_free_capital_toward_the_targets():
+    cfg = SimConfig(flow="off", rate_tier="off", shards=2, markets=[S0, S1, S1B], rebalance_interval_s=0.1)
+    async with SimExchange(cfg) as sim:
+        key, pem = sim.create_key(balance="100.00")
+        async with SimClient(sim.rest_url, sim.ws_url, key, pem) as c:
+            await c.place(S0.ticker, "bid", "0.5000", "20.00")  # holds $10.00 (+ fee estimate) on shard 0
+            st, _ = await c.req("POST", "/portfolio/target_balance_allocation",
+                                {"allocations": [{"exchange_index": 0, "percent": 75},
+                                                 {"exchange_index": 1, "percent": 25}]})
+            assert st == 200
+            await asyncio.sleep(0.35)
+            # free capital $90.00 (sum reservation): 25 % = $22.50 moves to shard 1, once
+            assert sim.cash(key, 1) == 225_000 and sim.cash(key, 0) == 1_000_000 - 225_000
+            st, body = await c.get("/portfolio/intra_exchange_instance_transfers")
+            assert [t["amount"] for t in body["transfers"]] == [225_000]
+            st, body = await c.get("/portfolio/target_balance_allocation")
+            assert body["allocations"] == [{"exchange_index": 0, "percent": 75},
+                                           {"exchange_index": 1, "percent": 25}]
+            st, body = await c.req("POST", "/portfolio/target_balance_allocation",
+                                   {"allocations": [{"exchange_index": 0, "percent": 70}]})
+            assert st == 400 and body["error"]["code"] == "invalid_parameters"  # must sum to 100

@@ -138,6 +138,8 @@ class SimConfig:
     # Kalshi pauses trading every Thursday 03:00-05:00 ET (kalshi-api.md 4.7). Off by default so runs that
     # happen to cross the window behave the same any day; True follows the wall clock.
     weekly_trading_pause: bool = False
+    # Auto-rebalance of accounts that posted a target balance allocation (Kalshi: every 10 s).
+    rebalance_interval_s: float = 10.0
     # WebSocket sanity limits (CL Jun 18): commands per second per connection (error 27) and markets per
     # subscription (error 26). [U] Kalshi states 500k market subscriptions per *session*; the simulator
     # counts them per subscription, the granularity of error 26's name.
@@ -165,6 +167,8 @@ class SimConfig:
                              f"{', '.join(TIERS)}")
         if not 1 <= self.shards <= MAX_SHARDS:
             raise ValueError(f"SimConfig.shards {self.shards} must be within 1..{MAX_SHARDS}")
+        if self.rebalance_interval_s <= 0:
+            raise ValueError(f"SimConfig.rebalance_interval_s {self.rebalance_interval_s} must be > 0")
         if self.cancel_all_tail_s < 0:
             raise ValueError(f"SimConfig.cancel_all_tail_s {self.cancel_all_tail_s} must be >= 0")
         if isinstance(self.markets, str) and self.markets != "all-grids":

@@ -102,7 +102,8 @@ class OrderGroup:
 
 class Account:
     __slots__ = ("key_id", "user_id", "cash", "reserved", "positions", "orders", "coids", "fills",
-                 "groups", "unlimited", "order_watchers", "settlements", "transfers", "kill_until")
+                 "groups", "unlimited", "order_watchers", "settlements", "transfers", "kill_until",
+                 "allocation", "reservation")
 
     def __init__(self, key_id: str, cash: int, unlimited: bool = False) -> None:
         self.key_id = key_id
@@ -114,6 +115,9 @@ class Account:
         self.transfers: list[dict[str, Any]] = []
         # cancel-all tail: subaccount (None = every subaccount) -> wall ms until which new orders die
         self.kill_until: dict[int | None, int] = {}
+        # target balance allocation (opt-in auto-rebalance): shard -> percent, and what resting orders hold back
+        self.allocation: dict[int, int] = {}
+        self.reservation = "sum"
         self.positions: dict[str, Position] = {}
         self.orders: dict[str, Order] = {}
         self.coids: dict[str, Order] = {}
@@ -911,6 +915,56 @@ class Engine:
                "status": "complete", "created_ts": now, "created_time": rfc3339(now)}
         account.transfers.append(rec)
         return rec
+
+    def set_allocation(self, account: Account, allocation: dict[int, int], reservation: str = "sum") -> None:
+        """Opt in to auto-rebalance: ``allocation`` maps shard -> whole percent (summing to 100)."""
+        if reservation not in ("none", "max", "sum"):
+            raise Reject("invalid_parameters", f"resting_margin_reservation {reservation!r}: none, max or sum")
+        if any(not 0 <= sh < self.n_shards for sh in allocation) or sum(allocation.values()) != 100 \
+                or any(p < 0 for p in allocation.values()):
+            raise Reject("invalid_parameters", f"allocations must name shards 0..{self.n_shards - 1} with "
+                         "percents >= 0 that sum to 100")
+        account.allocation = dict(allocation)
+        account.reservation = reservation
+
+    def _movable(self, a: Account, shard: int) -> int:
+        """Free capital of a shard for rebalancing: cash less what resting orders hold, per the reservation
+        mode. [U] ``max`` is read as the larger of the holds of bids and of asks on the shard."""
+        if a.reservation == "none":
+            return a.cash[shard]
+        if a.reservation == "sum":
+            return a.cash[shard] - a.reserved[shard]
+        bids = sum(o.reserve for o in a.orders.values() if o.status == RESTING and o.market.shard == shard
+                   and o.side == BID)
+        asks = sum(o.reserve for o in a.orders.values() if o.status == RESTING and o.market.shard == shard
+                   and o.side == ASK)
+        return a.cash[shard] - max(bids, asks)
+
+    def rebalance(self) -> int:
+        """One auto-rebalance pass over the accounts that opted in (Kalshi runs one every 10 s): move free
+        capital from shards above their target share to those below. Returns how many transfers ran."""
+        done = 0
+        for a in self.accounts.values():
+            if not a.allocation:
+                continue
+            shards = range(self.n_shards)
+            free = {sh: max(0, min(self._movable(a, sh), a.available_on(sh))) for sh in shards}
+            total = sum(free.values())
+            want = {sh: total * a.allocation.get(sh, 0) // 100 for sh in shards}
+            over = [(sh, free[sh] - want[sh]) for sh in shards if free[sh] > want[sh]]
+            under = [[sh, want[sh] - free[sh]] for sh in shards if free[sh] < want[sh]]
+            for src, extra in over:
+                for item in under:
+                    if extra <= 0:
+                        break
+                    amount = min(extra, item[1])
+                    if amount > 0:
+                        self.transfer(a, src, item[0], amount)
+                        a.transfers[-1]["source"] = "rebalance"
+                        extra -= amount
+                        item[1] -= amount
+                        done += 1
+        return done
 
     # -- market changes (Python / fault API) -----------------------------------------------------
     def add_market(self, spec: MarketSpec) -> Market:

@@ -74,6 +74,7 @@ class SimExchange:
         site = web.SockSite(self._runner, sock, ssl_context=self.ssl_context)
         await site.start()
         self._tasks.append(asyncio.create_task(self._expiry_loop()))
+        self._tasks.append(asyncio.create_task(self._rebalance_loop()))
         if self.cfg.flow != "off":
             self._start_flow()
         log.info("kmm sim listening on %s", self.rest_url)
@@ -211,6 +212,11 @@ class SimExchange:
                 self.flush()
             if self.cfg.weekly_trading_pause:
                 self._follow_weekly_pause(self.engine.wall_ms())
+
+    async def _rebalance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.rebalance_interval_s)
+            self.engine.rebalance()
 
     def _follow_weekly_pause(self, now_ms: int) -> None:
         """Start or end the Thursday trading pause when the wall clock crosses its edges."""

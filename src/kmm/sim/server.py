@@ -268,6 +268,8 @@ class Api:
         po(P + "/portfolio/intra_exchange_instance_transfer", self.transfer)
         g(P + "/portfolio/intra_exchange_instance_transfers", self.transfer_list)
         g(P + "/portfolio/intra_exchange_instance_transfers/{id}", self.transfer_get)
+        po(P + "/portfolio/target_balance_allocation", self.allocation_set)
+        g(P + "/portfolio/target_balance_allocation", self.allocation_get)
         po(P + "/portfolio/order_groups/create", self.group_create)
         g(P + "/portfolio/order_groups", self.group_list)
         g(P + "/portfolio/order_groups/{id}", self.group_get)
@@ -871,6 +873,37 @@ class Api:
         ctid = _str(body, "client_transfer_id", required=False)
         rec = self.engine.transfer(a, src, dst, amount, ctid)
         return _json({"transfer_id": rec["transfer_id"]}, status=201)
+
+    async def allocation_set(self, req: web.Request) -> web.Response:
+        """POST /portfolio/target_balance_allocation {allocations: [{exchange_index, percent}],
+        resting_margin_reservation?}: opt in to moving free capital toward the targets every
+        ``SimConfig.rebalance_interval_s``."""
+        a = self._account(req)
+        body = await self._body(req)
+        _fields(body, frozenset({"allocations", "resting_margin_reservation"}), "target balance allocation")
+        rows = body.get("allocations")
+        if not isinstance(rows, list) or not rows:
+            raise Reject("missing_parameters", "allocations must be a non-empty list of {exchange_index, percent}")
+        alloc: dict[int, int] = {}
+        for r in rows:
+            if not isinstance(r, dict):
+                raise _bad("allocations", "each item must be {exchange_index, percent}")
+            _fields(r, frozenset({"exchange_index", "percent"}), "allocations[]")
+            sh = _int_field(r, "exchange_index", 0, self.engine.n_shards - 1)
+            pct = _int_field(r, "percent", 0, 100)
+            if sh is None or pct is None or sh in alloc:
+                raise _bad("allocations", "each shard once, with exchange_index and percent")
+            alloc[sh] = pct
+        res = body.get("resting_margin_reservation", "sum")
+        if not isinstance(res, str):
+            raise _bad("resting_margin_reservation", "expected none, max or sum")
+        self.engine.set_allocation(a, alloc, res)
+        return _json({}, status=200)
+
+    async def allocation_get(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        return _json({"allocations": [{"exchange_index": sh, "percent": p} for sh, p in sorted(a.allocation.items())],
+                      "resting_margin_reservation": a.reservation})
 
     @staticmethod
     def _transfer_wire(t: dict[str, Any]) -> dict[str, Any]:
