@@ -159,3 +159,23 @@ async def test_more_commands_than_the_per_second_limit_answer_code_27(sim: SimEx
     assert [m["type"] for m in got[:5]] == ["ok"] * 5
     assert [m["msg"]["code"] for m in got[5:]] == [27, 27]
     await ws.ws.close()
+
+
+async def test_settling_the_mutually_exclusive_event_pays_only_the_winner():
+    async with SimExchange(SimConfig(flow="off", rate_tier="off")) as sim:
+        key, pem = sim.create_key()
+        mkey, mpem = sim.create_key()
+        reds, greens = f"{ME_EVENT}-RED", f"{ME_EVENT}-GREEN"
+        async with SimClient(sim.rest_url, sim.ws_url, key, pem) as c, \
+                SimClient(sim.rest_url, sim.ws_url, mkey, mpem) as mm:
+            for t in (reds, greens):
+                await mm.place(t, "ask", "0.4000", "2.00")
+                st, body = await c.place(t, "bid", "0.4000", "2.00")
+                assert body["fill_count"] == "2.00"
+            before = sim.cash(key)
+            await sim.settle_event(ME_EVENT, greens)
+            assert sim.cash(key) - before == 20_000  # $1 x 2 on GREEN, nothing on RED
+            st, body = await c.get("/portfolio/settlements")
+            assert {s["ticker"]: s["market_result"] for s in body["settlements"]} == {reds: "no", greens: "yes"}
+            st, body = await c.get(f"/events/{ME_EVENT}")
+            assert sorted(m["result"] for m in body["markets"]) == ["no", "no", "yes"]

@@ -157,6 +157,18 @@ class SimExchange:
         self.engine.settle(ticker, result)
         self.flush()
 
+    async def settle_event(self, event_ticker: str, winner: str | None) -> None:
+        """Settle every market of an event: ``winner`` yes and the others no (``None``: all no). A mutually
+        exclusive event can have at most one winner, so this is the way to settle one consistently."""
+        tickers = [m.ticker for m in self.engine.markets.values() if m.spec.event_ticker == event_ticker]
+        if not tickers:
+            raise ValueError(f"settle_event: no markets in event {event_ticker!r}")
+        if winner is not None and winner not in tickers:
+            raise ValueError(f"settle_event: {winner!r} is not a market of {event_ticker} ({', '.join(tickers)})")
+        for t in tickers:
+            self.engine.settle(t, "yes" if t == winner else "no")
+        self.flush()
+
     def pause_exchange(self, shard: int | None = None) -> None:
         """An exchange pause (maintenance or outage): no place, amend or cancel on ``shard`` (None: all)."""
         self.engine.pause(EXCHANGE_PAUSE, shard)
