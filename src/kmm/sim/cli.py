@@ -117,6 +117,8 @@ def _markets(spec: str | None) -> Any:
         return None
     if spec.isdigit():
         return int(spec)
+    if spec == "all-grids":  # one market on each of the twelve price structures
+        return spec
     known = {m.ticker: m for m in default_markets()}
     return [known.get(t) or MarketSpec(t) for t in spec.split(",") if t]
 
