@@ -282,7 +282,11 @@ async def test_queue_position_counts_contracts_ahead_at_the_same_price(sim: SimE
 
 async def test_account_limits_report_the_tier_buckets(sim: SimExchange, alice: SimClient):
     st, body = await alice.get("/account/limits")
-    assert st == 200 and body["usage_tier"] == "off" and body["grants"] == []
+    # rate_tier "off" enforces nothing and reports the largest tier, so a client sizing from it never limits
+    assert st == 200 and body["usage_tier"] == "prestige"
+    assert body["read"] == {"refill_rate": 10000, "bucket_capacity": 10000}
+    assert body["write"] == {"refill_rate": 8000, "bucket_capacity": 16000}
+    assert body["grants"] == [{"exchange_instance": "event_contract", "level": "prestige", "source": "manual"}]
 
 
 async def test_rate_limit_answers_429_when_the_write_bucket_is_empty():

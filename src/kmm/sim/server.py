@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 from kmm import protocol
 from kmm.sim.engine import ASK, BID, EXCHANGE_PAUSE, RESTING, Account, Order, order_wire
 from kmm.sim.hub import CHANNELS, PRIVATE_CHANNELS, WS_ERRORS, Conn, Sub
-from kmm.sim.ratelimit import COST_CANCEL, COST_CANCEL_ALL, DEFAULT_COST, ENDPOINT_COSTS
+from kmm.sim.ratelimit import COST_CANCEL, COST_CANCEL_ALL, DEFAULT_COST, ENDPOINT_COSTS, RateLimiter
 from kmm.sim.rejects import Reject
 from kmm.sim.wire import (WireError, fmt_count, fmt_money, fmt_price, parse_count, parse_int_param, parse_price,
                           rfc3339)
@@ -980,16 +980,16 @@ class Api:
 
     async def account_limits(self, req: web.Request) -> web.Response:
         """``{usage_tier, read, write, grants}`` (kalshi-api.md 5); the per-shard write buckets have the same
-        refill and capacity as ``write``. Tier "off" reports zeros (no limits are enforced)."""
+        refill and capacity as ``write``. Tier "off" enforces no limits and reports the largest tier
+        (prestige), so a client that sizes its buckets from this answer is never the one that limits."""
         self._account(req)
         lim = self.sim.limiter
-        tier = lim.tier
+        tier = "prestige" if lim.tier == "off" else lim.tier
 
         def bucket(kind: str) -> dict[str, int]:
-            rate, cap = lim.limits(kind)
+            rate, cap = RateLimiter(tier, burst_s=lim.burst_s).limits(kind)
             return {"refill_rate": rate, "bucket_capacity": cap}
-        grants = [] if tier == "off" else [{"exchange_instance": "event_contract", "level": tier,
-                                             "source": "manual"}]
+        grants = [{"exchange_instance": "event_contract", "level": tier, "source": "manual"}]
         return _json({"usage_tier": tier, "read": bucket("read"), "write": bucket("write"), "grants": grants})
 
     # -- websocket -------------------------------------------------------------------------------
