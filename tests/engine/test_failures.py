@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from kmm import exitcodes
+from kmm.cli import exits
 from kmm.config import load_config
 from kmm.engine.maker import Engine, EngineOptions
 from kmm.kalshi import ConnectorConfig, KalshiRest
@@ -81,12 +81,17 @@ async def maker_on_sim(tmp_path: Path, *, flow: str = "busy", markets: tuple[str
             recorder.close()
 
 
+def run_exit_code(summary: Any) -> int:
+    """What ``kmm run`` exits with for this summary (kmm.engine.app.run_command)."""
+    return exits.OK if summary.verified_flat_orders else exits.ORDERS_LEFT
+
+
 def assert_clean_stop(run: Run) -> None:
     s = run.summary
     assert s is not None
     assert resting(run.sim, run.key_id) == [], "an order of ours rests at the exchange after the stop"
     assert s.verified_flat_orders and s.resting_after_stop == 0
-    assert exitcodes.for_run(s) == exitcodes.OK
+    assert run_exit_code(s) == exits.OK
 
 
 def assert_money_agrees(run: Run) -> None:
@@ -394,7 +399,7 @@ async def test_2b_kmm_run_sigterm_in_a_429_storm_exits_0_with_nothing_resting(tm
           f"contracts filled after the signal {contracts_filled_since(sim, key_id, t0_ms) / 100:.2f}, "
           f"429s served {storm_hits}")
     text = stdout.decode()
-    assert proc.returncode == exitcodes.OK, text + stderr.decode()
+    assert proc.returncode == exits.OK, text + stderr.decode()
     assert flat_s <= 10.0 and late == 0 and storm_hits > 0
     assert "orders resting after stop: 0 (verified over REST)" in text
 
@@ -442,4 +447,25 @@ async def test_an_order_group_trigger_message_trips_the_kill_switch_at_once(tmp_
         await asyncio.sleep(1.0)
         assert run.engine.orders_sent == sent, "a create was sent after the group triggered"
         assert not resting(run.sim, run.key_id)
+    assert_clean_stop(run)
+
+
+async def test_the_exchange_moving_a_market_to_another_grid_is_followed_end_to_end(tmp_path):
+    """kmm sim moves the market (lifecycle price_level_structure_updated over the wire): the connector
+    regrids the book, the maker moves its gate and pipeline, and quotes come back on the new grid."""
+    t = "KXSIMB-26-B"                                   # deci_cent at start
+
+    def static_book(sim: SimExchange, _key: str) -> None:
+        other, _ = sim.create_key()
+        sim.place_direct(other, t, "bid", 4000, 5000)
+        sim.place_direct(other, t, "ask", 6000, 5000)
+
+    async with maker_on_sim(tmp_path, flow="off", markets=(t,), before_start=static_book) as run:
+        await until(lambda: len(resting(run.sim, run.key_id)) == 2, 10, "both quotes")
+        run.sim.faults.change_grid(t, "linear_cent")
+        await until(lambda: run.engine.events_of("regrid", t), 10, "the regrid")
+        await until(lambda: len(resting(run.sim, run.key_id)) == 2
+                    and run.engine.pipes[t].state == "quoting", 10, "quotes on the new grid")
+        assert all(o["price"] % 100 == 0 for o in resting(run.sim, run.key_id))
+        assert run.engine.gate.markets[t].grid.tick_size(5000) == 100
     assert_clean_stop(run)

@@ -68,7 +68,7 @@ async def test_cancel_all_takes_every_resting_order_in_every_market_without_a_ti
 
 
 async def test_prices_snap_to_the_markets_price_ranges_and_the_sim_agrees(sim):
-    key, pem = sim.create_key()
+    key, pem = sim.create_key(shard_balances={1: "1000.00", 2: "1000.00"})   # markets on shards 1 and 2 need cash there
     async with KalshiRest(cfg_for(sim, key, pem)) as rest:
         for m in await rest.get_markets():
             grid = Grid(wire.price_ranges_for_book(m.price_ranges))

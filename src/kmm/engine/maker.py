@@ -38,9 +38,9 @@ from kmm.engine.housekeeping import Housekeeping
 from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline
 from kmm.engine.orders import LiveOrder, Order
 from kmm.engine.recovery import Recovery
-from kmm.engine.risk import KillState
+from kmm.engine.risk import Decision, KillState
 from kmm.engine.session import Session, SessionOptions
-from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_table
+from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_table, usd
 from kmm.errors import KmmError
 from kmm.kalshi import ConnectorConfig, FeedHandler
 from kmm.kalshi.decode import WireError
@@ -104,8 +104,12 @@ class RunSummary:
     risk_denials: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     stop_s: float = 0.0                 # the stop sweep: stop asked -> verified (or given up)
+    not_started: str | None = None      # the start failed before anything was sent: why
 
     def render(self) -> str:
+        if self.not_started is not None:
+            return (f"kmm run did not start on {self.venue}: {self.not_started}; nothing was sent to the "
+                    "exchange, so nothing of this run can rest there")
         pos = ", ".join(f"{t} {q / 100:+g}" for t, q in sorted(self.positions.items())) or "flat"
         lat = ("-" if self.latency_p50_us is None else
                f"p50 {self.latency_p50_us:.0f} us, p99 {self.latency_p99_us:.0f} us, "
@@ -115,8 +119,8 @@ class RunSummary:
             f"  fills: {self.fills} (bid {self.fills_by_side.get('bid', 0)}, ask {self.fills_by_side.get('ask', 0)})"
             f"   orders sent: {self.orders_sent}, amends: {self.amends_sent}, cancels: {self.cancels_sent}"
             f" (small reprices skipped under write pressure: {self.skipped_reprices})",
-            f"  P&L: realized ${self.realized / 1e4:,.4f}, unrealized ${self.unrealized / 1e4:,.4f}, "
-            f"fees ${self.fees / 1e4:,.4f}",
+            f"  P&L: realized {usd(self.realized, 4)}, unrealized {usd(self.unrealized, 4)}, "
+            f"fees {usd(self.fees, 4)}",
             f"  positions: {pos}",
             f"  frame -> request latency: {lat}",
             f"  orders resting after stop: {self.resting_after_stop} "
@@ -189,6 +193,7 @@ class Engine(FeedHandler):
         self.send_ns: deque[int] = deque(maxlen=200_000)          # actions decided -> first request issued
         self.skipped_reprices = 0
         self.blocked: dict[str, str] = {}     # ticker -> why kmm wants to quote there but cannot
+        self._not_started: str | None = None  # the start failed before anything was sent: why
         self._kill_sweep_running = False
 
     # ---- the session's parts, for callers and tests
@@ -242,7 +247,13 @@ class Engine(FeedHandler):
         self._started_ns = self.clock.monotonic_ns()
         duration = self.cfg.run.duration_s if duration_s is None else duration_s
         try:
-            await self._start()
+            try:
+                await self._start()
+            except BaseException as exc:
+                s = self.session
+                if not (s.orders_sent or s.cancels_sent or s.group_id):
+                    self._not_started = str(exc) or type(exc).__name__
+                raise
             self.housekeeping.start()
             if duration and duration > 0:
                 try:
@@ -599,7 +610,18 @@ class Engine(FeedHandler):
                     self._send(pipe, self._do_decrease(pipe, oid, a.size, trigger_ns), trigger_ns)
                     sent += 1
             elif kind == AMEND:
-                d = self.gate.check_amend(ticker, side, a.price, a.size, live.remaining)
+                size = a.size
+                if self.gate.reduce_only_reason(ticker):
+                    # reduce-only: the order may hold what reduces the position, less the other orders
+                    # on its side; never grown past that (which the gate refuses, then cancel/replace churn)
+                    q = self.pf.position(ticker)
+                    reducing = q * (1 if side == "bid" else -1) < 0
+                    room = abs(q) - (self.om.open_qty(ticker, side) - live.remaining) if reducing else 0
+                    size = min(size, room)
+                    if size > 0 and size == live.remaining and a.price == live.price:
+                        continue                      # already what reduce-only allows
+                d = self.gate.check_amend(ticker, side, a.price, size, live.remaining) if size > 0 else \
+                    Decision(False, "reduce_only", f"{ticker}: a {side} would not reduce the position")
                 if not d:
                     # the gate refuses the new price/size (e.g. reduce-only): take the order down
                     # instead; the next decision places what passes (sized to the position)
@@ -608,7 +630,7 @@ class Engine(FeedHandler):
                         self._send(pipe, self._do_cancel(pipe, oid, trigger_ns), trigger_ns)
                         sent += 1
                     continue
-                if self.om.request_amend(oid, a.price, a.size) is not None:
+                if self.om.request_amend(oid, a.price, size) is not None:
                     self._send(pipe, self._do_amend(pipe, live, a.price, trigger_ns), trigger_ns)
                     sent += 1
         return sent
@@ -861,8 +883,10 @@ class Engine(FeedHandler):
         s.stopping = True
         res = S.StopResult()
         rest = s.rest
+        if self._not_started is not None:
+            log.info("the start failed before anything was sent (%s): no stop sweep is needed", self._not_started)
         try:
-            if rest is not None and rest.signer is not None:
+            if rest is not None and rest.signer is not None and self._not_started is None:
                 if self.cfg.run.leave_orders_on_exit:
                     log.warning("leave_orders_on_exit: orders stay resting at the exchange as asked")
                 else:
@@ -885,7 +909,8 @@ class Engine(FeedHandler):
             fees=self.pf.fees_paid(), positions={t: self.pf.position(t) for t in self.tickers},
             resting_after_stop=res.resting_left, verified_flat_orders=res.verified, portfolio_agrees=res.agrees,
             latency_p50_us=p50, latency_p99_us=p99, latency_p999_us=p999,
-            risk_denials=dict(self.gate.denials), notes=s.notes, stop_s=res.seconds)
+            risk_denials=dict(self.gate.denials), notes=s.notes, stop_s=res.seconds,
+            not_started=self._not_started)
         log.info("%s", summary.render())
         return summary
 

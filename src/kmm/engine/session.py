@@ -763,15 +763,27 @@ class Session:
         """The session owns the key: every resting order of it is ours to cancel at stop."""
         return True
 
-    async def delete_group(self) -> None:
+    async def delete_group(self, attempts: int = 4) -> bool:
+        """Delete the session's order group, retrying a 429 or a failed request; a group that cannot be
+        deleted is a note in the summary (its orders were cancelled by the sweep) and the next start
+        deletes it (its id stays in the group state file)."""
         if self.group_id is None or self.rest is None:
-            return
-        try:
-            await self.rest.delete_order_group(self.group_id)
-            self._forget_group(self.group_id)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("could not delete the session order group %s: %s; the next start deletes it",
-                        self.group_id, exc)
+            return True
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.rest.delete_order_group(self.group_id)
+                self._forget_group(self.group_id)
+                return True
+            except Exception as exc:  # noqa: BLE001 - retried, then reported
+                log.warning("could not delete the session order group %s (attempt %d): %s", self.group_id,
+                            attempt, exc)
+                if attempt == attempts:
+                    self.notes.append(f"the session order group {self.group_id} could not be deleted ({exc}); "
+                                      "the next start deletes it, or delete it on Kalshi "
+                                      "(DELETE /portfolio/order_groups/ID)")
+                    return False
+                await self._sleep(0.5 * attempt)
+        return False
 
     async def _read_paced(self, fn: Callable[[], Any], what: str, deadline_s: float = 10.0) -> Any:
         """A read at stop, retried every ``stop_read_every_s`` (paced by the limiter) until it works or
