@@ -31,7 +31,6 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from kmm.engine.risk import RiskLimits
 from kmm.errors import ConfigError
 
 ENV_PREFIX = "KMM_"
@@ -45,6 +44,38 @@ def opt(default: Any, doc: str, *, unit: str | None = None, choices: tuple[Any, 
     if isinstance(default, (list, dict, set)):
         raise TypeError("config defaults must be immutable; use a tuple")
     return field(default=default, metadata=meta)
+
+
+
+@dataclass(slots=True, frozen=True)
+class RiskLimits:
+    """The gate's limits in kmm units (sizes 1e-2 contracts, money and prices 1e-4 $, times s).
+    :meth:`KmmConfig.risk_limits` builds one from the config; :class:`kmm.engine.risk.RiskGate`
+    applies them. (They live here so that the config never imports the engine.)"""
+
+    max_order_size: int = 10_000            # 100 contracts
+    max_order_notional: int = 1_000_000     # $100
+    price_min: int = 100                    # $0.01
+    price_max: int = 9_900                  # $0.99
+    max_open_orders_per_market: int = 10
+    max_open_orders_total: int = 100
+    max_position: int = 10_000              # default per market; see per_market_max_position
+    max_total_position: int = 100_000
+    reduce_only_at: float = 0.9
+    max_loss: int = 500_000                 # $50
+    loss_reduce_only_at: float = 0.8
+    resume_recovery: int = 100_000          # $10
+    cooldown_s: float = 300.0
+    auto_resume: bool = False
+    stale_after_s: float = 5.0
+    stop_before_close_s: float = 60.0
+    reduce_only_before_close_s: float = 600.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    per_market_max_position: dict[str, int] = field(default_factory=dict)
+
+    def max_position_for(self, ticker: str) -> int:
+        return self.per_market_max_position.get(ticker, self.max_position)
 
 
 @dataclass(slots=True, frozen=True)
@@ -136,8 +167,9 @@ class RiskConfig:
     cooldown_s: float = opt(300.0, "After a trip, the least time before an automatic resume.", lo=0)
     auto_resume: bool = opt(False, "Resume by hysteresis (recovery and cool-down); otherwise only the "
                             "operator resumes.")
-    stale_after_s: float = opt(5.0, "A book silent this long is re-checked with a snapshot (no new orders "
-                               "until it arrives); when the whole feed is silent, quotes are pulled too.",
+    stale_after_s: float = opt(5.0, "A book with no book data this long (pings do not count) is re-checked "
+                               "with a snapshot; its quotes stay while the snapshot answers, and are pulled "
+                               "if it does not within min(1 s, half of this) (then resubscribe, reconnect).",
                                lo=0, lo_open=True)
     pull_on_silence: bool = opt(False, "Also pull a market's quotes when only that market is silent for "
                                 "stale_after_s (its sequence numbers prove nothing was missed, so by default "
@@ -145,9 +177,11 @@ class RiskConfig:
     stop_before_close_s: float = opt(60.0, "Stop quoting a market this long before its close_time.",
                                      lo=0)
     reduce_only_before_close_s: float = opt(600.0, "Reduce-only this long before close_time.", lo=0)
-    backoff_base_s: float = opt(0.5, "First pause of places after a 429; doubles on each 429.",
-                                lo=0, lo_open=True)
-    backoff_max_s: float = opt(30.0, "Longest pause of places after 429s.", lo=0, lo_open=True)
+    backoff_base_s: float = opt(0.25, "First pause of places and amends after a 429 (the connector's rate "
+                                "limiter owns the back-off); doubles on each 429 after a pause ended, "
+                                "resets on the first success.", lo=0, lo_open=True)
+    backoff_max_s: float = opt(1.0, "Longest pause of places after 429s (the bucket refills in well under "
+                               "a second; a long pause only keeps quotes away).", lo=0, lo_open=True)
     unknown_order_policy: str = opt("cancel", "Orders found at the exchange that this session did not "
                                     "create: cancel them, or adopt them as ours.",
                                     choices=("cancel", "adopt"))

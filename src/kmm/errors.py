@@ -1,10 +1,18 @@
-"""One exception hierarchy for kmm. Messages say what happened, to what, and what the user can do."""
+"""One exception hierarchy for kmm. Messages say what happened, to what, and what the user can do.
+
+:class:`KmmError` is the root of every error kmm raises on purpose, the compiled core's
+:class:`BookError`, the connector's ``WireError`` and execution's ``RequestError`` included. The root
+is defined in :mod:`kmm._core.errors` (pure Python, importing nothing) so that the core, which imports
+nothing from the rest of kmm, can subclass it; it is re-exported here and everything imports it from
+here.
+"""
 
 from __future__ import annotations
 
+from kmm._core.errors import BookError, KmmError
 
-class KmmError(Exception):
-    """Base of every error kmm raises on purpose."""
+__all__ = ["KmmError", "ConfigError", "AuthError", "ExchangeError", "RateLimited", "NotFound",
+           "DuplicateOrder", "RequestTimeout", "BookError", "RiskRejected"]
 
 
 class ConfigError(KmmError):
@@ -45,10 +53,6 @@ class DuplicateOrder(ExchangeError):
 
 class RequestTimeout(KmmError):
     """A request got no answer in time; its outcome at the exchange is unknown."""
-
-
-class BookError(KmmError, ValueError):
-    """Book input was rejected (bad price, off the grid, unparseable, or a desync)."""
 
 
 class RiskRejected(KmmError):

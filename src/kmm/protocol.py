@@ -141,3 +141,11 @@ BURST_SECONDS: Final = 2.0  # the write bucket holds 2 s of budget ([U]: basic m
 # Order-group contracts limit window.
 ORDER_GROUP_WINDOW_S: Final = 15.0
 ORDER_GROUP_LIMIT_RANGE: Final = (1, 1_000_000)
+
+# Batched cancel: items per request. [U] the V2 limit "scales with the write budget" (kalshi-api.md 4.1);
+# V1 documented 20, and the sim enforces 20.
+BATCH_CANCEL_MAX: Final = 20
+# One dollar in kmm's price unit (1e-4 $): a YES price p is a NO price PRICE_ONE - p.
+PRICE_ONE: Final = 10_000
+# Cancel-all (DELETE /portfolio/events/orders) may also cancel orders placed within this long after it.
+CANCEL_ALL_TAIL_S: Final = 60.0

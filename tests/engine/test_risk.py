@@ -135,32 +135,53 @@ def test_near_close_stops_quoting_and_earlier_allows_only_reductions():
 
 # ---------------------------------------------------------------- 429 back-off
 
-def test_rate_limit_backs_off_exponentially_and_resets_after_success():
-    gate, clock, *_ = setup(backoff_base_s=0.5, backoff_max_s=2.0)
-    assert gate.on_rate_limited() == 0.5
+def _gate_with_limiter(base_s=0.5, max_s=2.0):
+    from kmm.kalshi.limiter import PLACE, RateLimiter
+    gate, clock, *_ = setup()
+    lim = RateLimiter(100, 100, backoff_base_s=base_s, backoff_max_s=max_s, clock_ns=clock.monotonic_ns)
+    gate.backoff = lim
+    return gate, clock, lim, PLACE
+
+
+def test_rate_limit_back_off_is_the_limiters_and_the_gate_reads_it():
+    """One back-off: the limiter's. It doubles per pause up to its cap and resets after a success;
+    the gate holds places (not cancels) exactly while the limiter pauses them."""
+    gate, clock, lim, PLACE = _gate_with_limiter()
+    assert not hasattr(gate, "on_rate_limited")            # no second back-off in the gate
+    assert lim.on_rate_limited(PLACE) == 0.5 * NS_PER_S
     assert gate.check_place(T, "bid", 4500, 100).reason == "rate_limited"
+    assert gate.backoff_level == 1
     assert gate.check_cancel(T).allowed
     clock.advance(0.2)
-    assert gate.on_rate_limited() == pytest.approx(0.3)    # same burst: the running pause is not doubled
+    assert lim.on_rate_limited(PLACE) == pytest.approx(0.3 * NS_PER_S)   # same burst: not doubled
     clock.advance(0.3)
-    assert gate.on_rate_limited() == 1.0
+    assert lim.on_rate_limited(PLACE) == 1.0 * NS_PER_S
     clock.advance(1.0)
-    assert gate.on_rate_limited() == 2.0
+    assert lim.on_rate_limited(PLACE) == 2.0 * NS_PER_S
     clock.advance(2.0)
-    assert gate.on_rate_limited() == 2.0                   # capped
+    assert lim.on_rate_limited(PLACE) == 2.0 * NS_PER_S                  # capped
     clock.advance(1.9)
     gate.on_book_update(T)
     assert not gate.check_place(T, "bid", 4500, 100)
     clock.advance(0.1)
-    assert gate.check_place(T, "bid", 4500, 100).allowed
-    gate.on_request_ok()
-    assert gate.on_rate_limited() == 0.5
+    assert gate.check_place(T, "bid", 4500, 100).allowed                # recovers the moment it ends
+    assert gate.backoff_level == 0
+    lim.on_success(PLACE)
+    assert lim.on_rate_limited(PLACE) == 0.5 * NS_PER_S
 
 
 def test_amend_is_held_by_backoff():
-    gate, *_ = setup()
-    gate.on_rate_limited()
+    gate, clock, lim, PLACE = _gate_with_limiter()
+    lim.on_rate_limited(PLACE)
     assert gate.check_amend(T, "bid", 4500, 100, 100).reason == "rate_limited"
+
+
+def test_reduce_only_reason_says_why_and_the_gate_passes_a_quote_sized_to_the_position():
+    gate, clock, pf, _ = setup(max_position=1000, reduce_only_at=0.5)
+    buy(pf, 600)                                                        # 6 contracts, limit 10
+    assert gate.reduce_only_reason(T) == "position near its limit"
+    assert gate.check_place(T, "ask", 4500, 1000).reason == "reduce_only"   # 10 > position: refused
+    assert gate.check_place(T, "ask", 4500, 600).allowed                    # sized to it: passes
 
 
 # ---------------------------------------------------------------- open orders and positions

@@ -6,10 +6,7 @@ from kmm._core.grid import Grid
 
 SIDE_NAMES: tuple[str, str]
 
-class BookError(ValueError):
-    """Bad book input: unknown side, price off the grid or outside (0, 1), unparseable string, size out
-    of range, or a delta that would make a level negative (message says "desync"). The shell may
-    re-export it next to kmm.errors."""
+from kmm._core.errors import BookError as BookError
 
 _Levels = Sequence[Sequence[str | bytes]] | None
 _Int64Buffer = Any  # any C-contiguous int64 buffer: numpy int64 array, array('q'), memoryview

@@ -35,12 +35,9 @@ cdef extern from *:
     int kmm_hibit64(unsigned long long x) noexcept nogil  # index of the highest set bit, x != 0
 
 
-class BookError(ValueError):
-    """Book input was refused: unknown side, price off the grid or outside (0, 1), unparseable
-    string, size out of range, or a delta that would make a level negative ("desync").
-
-    Defined here because ``kmm._core`` imports nothing from the rest of kmm; the shell may
-    re-export it next to ``kmm.errors``."""
+# BookError is a KmmError: the root of kmm's errors is defined below the core (pure Python, no
+# import of the rest of kmm) and re-exported by kmm.errors
+from kmm._core.errors import BookError
 
 
 SIDE_NAMES = ("yes", "no")

@@ -8,13 +8,20 @@ Checks on a place (or an amend, which is checked as the order it becomes), in th
 2. kill switch: no places while ``tripped`` or ``paused``;
 3. market gates: unknown market, exchange or market paused, stop quoting ``stop_before_close_s``
    before close_time, stale book (flagged, or no update for ``stale_after_s``);
-4. back-off after a 429: places and amends wait; cancels and decreases do not;
+4. back-off after a 429: places and amends wait; cancels and decreases do not. The back-off is the
+   connector limiter's (:class:`kmm.kalshi.limiter.RateLimiter`, the one owner): the gate only reads
+   it (``backoff``: anything with ``place_pause_ns()``);
 5. open orders per market and in total;
 6. position limits, on the worst case (position + everything resting on that side + this order):
    per market ``max_position`` and in total ``max_total_position``. In reduce-only mode (position at
    ``reduce_only_at`` of its limit, loss at ``loss_reduce_only_at`` of the loss limit, or within
    ``reduce_only_before_close_s`` of close) only orders that reduce |position| without crossing
-   zero pass.
+   zero pass. The maker sizes its reducing quotes to the position (:meth:`RiskGate.reduce_only_reason`
+   tells it when), so reduce-only never leaves it wanting to quote with nothing that passes.
+
+Book freshness is read from ``freshness`` (:class:`kmm.engine.freshness.Freshness`, the one owner)
+when one is given; without it (unit tests, execution) the gate keeps the flag and the time of the
+last update itself.
 
 The loss checks use the P&L read by the last :meth:`RiskGate.update_pnl` (call it after fills and
 marks), so a check never walks the portfolio.
@@ -33,12 +40,15 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from kmm._core.grid import Grid
 from kmm.engine.clock import NS_PER_S, Clock
+from kmm.config import RiskLimits  # the config owns the limits; the gate applies them
 from kmm.errors import RiskRejected
+
+__all__ = ["RiskGate", "RiskLimits", "KillState", "Decision", "MarketRisk"]
 
 log = logging.getLogger(__name__)
 
@@ -58,36 +68,6 @@ class OrderView(Protocol):
 
     def open_count(self, ticker: str | None = None) -> int: ...
     def open_qty(self, ticker: str, side: str) -> int: ...
-
-
-@dataclass(slots=True, frozen=True)
-class RiskLimits:
-    """The gate's limits in kmm units (sizes 1e-2 contracts, money and prices 1e-4 $, times s).
-    :meth:`kmm.config.KmmConfig.risk_limits` builds one from the config."""
-
-    max_order_size: int = 10_000            # 100 contracts
-    max_order_notional: int = 1_000_000     # $100
-    price_min: int = 100                    # $0.01
-    price_max: int = 9_900                  # $0.99
-    max_open_orders_per_market: int = 10
-    max_open_orders_total: int = 100
-    max_position: int = 10_000              # default per market; see per_market_max_position
-    max_total_position: int = 100_000
-    reduce_only_at: float = 0.9
-    max_loss: int = 500_000                 # $50
-    loss_reduce_only_at: float = 0.8
-    resume_recovery: int = 100_000          # $10
-    cooldown_s: float = 300.0
-    auto_resume: bool = False
-    stale_after_s: float = 5.0
-    stop_before_close_s: float = 60.0
-    reduce_only_before_close_s: float = 600.0
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
-    per_market_max_position: dict[str, int] = field(default_factory=dict)
-
-    def max_position_for(self, ticker: str) -> int:
-        return self.per_market_max_position.get(ticker, self.max_position)
 
 
 class KillState(enum.Enum):
@@ -127,11 +107,27 @@ class MarketRisk:
     last_book_ns: int | None = None      # monotonic
 
 
+class BackoffView(Protocol):
+    """What the gate reads from the rate limiter (:class:`kmm.kalshi.limiter.RateLimiter` fits)."""
+
+    def place_pause_ns(self) -> int: ...
+
+
+class FreshnessView(Protocol):
+    """What the gate reads about books (:class:`kmm.engine.freshness.Freshness` fits)."""
+
+    def fresh(self, ticker: str, now_ns: int | None = None) -> bool: ...
+    def why_not(self, ticker: str) -> str: ...
+
+
 class RiskGate:
     """The pre-trade gate. ``positions`` and ``orders`` are read on every check."""
 
     def __init__(self, limits: RiskLimits, clock: Clock, positions: PositionView,
-                 orders: OrderView) -> None:
+                 orders: OrderView, *, backoff: BackoffView | None = None,
+                 freshness: FreshnessView | None = None) -> None:
+        self.backoff = backoff
+        self.freshness = freshness
         self.limits = limits
         self.clock = clock
         self.positions = positions
@@ -141,8 +137,6 @@ class RiskGate:
         self.kill_state = KillState.ARMED
         self.kill_reason = ""
         self.tripped_at_ns: int | None = None
-        self.backoff_until_ns = 0
-        self.backoff_level = 0
         self.last_pnl = 0               # session P&L at the last update_pnl, 1e-4 $
         self.pnl_baseline = 0           # total P&L when the session started (history of the account)
         self.denials: dict[str, int] = {}
@@ -191,24 +185,11 @@ class RiskGate:
             return d
         return self._backoff_gate()
 
-    # ------------------------------------------------------------------ 429 back-off
-    def on_rate_limited(self) -> float:
-        """A 429 came back: pause places and amends, doubling the wait each time up to the max.
-        Returns the wait in seconds."""
-        now = self.clock.monotonic_ns()
-        if now < self.backoff_until_ns:
-            return (self.backoff_until_ns - now) / NS_PER_S   # answers to requests sent together count once
-        self.backoff_level += 1
-        wait = min(self.limits.backoff_max_s, self.limits.backoff_base_s * 2 ** (self.backoff_level - 1))
-        self.backoff_until_ns = now + int(wait * NS_PER_S)
-        log.warning("risk: 429 from the exchange; places paused for %.2f s (level %d)",
-                    wait, self.backoff_level)
-        return wait
-
-    def on_request_ok(self) -> None:
-        """A write went through: the back-off level resets once the current wait is over."""
-        if self.backoff_level and self.clock.monotonic_ns() >= self.backoff_until_ns:
-            self.backoff_level = 0
+    # ------------------------------------------------------------------ 429 back-off (read only)
+    @property
+    def backoff_level(self) -> int:
+        """1 while the limiter pauses places after a 429, else 0."""
+        return 1 if self.backoff is not None and self.backoff.place_pause_ns() > 0 else 0
 
     # ------------------------------------------------------------------ kill switch
     def update_pnl(self) -> KillState:
@@ -275,6 +256,11 @@ class RiskGate:
         if m.close_time_ns is not None and \
                 self.clock.time_ns() >= m.close_time_ns - int(self.limits.stop_before_close_s * NS_PER_S):
             return self._deny("near_close", f"{ticker} closes within {self.limits.stop_before_close_s} s")
+        fr = self.freshness
+        if fr is not None:
+            if not fr.fresh(ticker):
+                return self._deny("stale_book", f"{ticker} book is not fresh: {fr.why_not(ticker)}")
+            return ALLOW
         if m.book_stale:
             return self._deny("stale_book", f"{ticker} book is stale (gap or no snapshot yet)")
         if m.last_book_ns is None or \
@@ -284,10 +270,10 @@ class RiskGate:
         return ALLOW
 
     def _backoff_gate(self) -> Decision:
-        now = self.clock.monotonic_ns()
-        if now < self.backoff_until_ns:
-            return self._deny("rate_limited", f"backing off after a 429 for another "
-                              f"{(self.backoff_until_ns - now) / NS_PER_S:.2f} s")
+        wait = self.backoff.place_pause_ns() if self.backoff is not None else 0
+        if wait > 0:
+            return self._deny("rate_limited", f"the rate limiter backs off after a 429 for another "
+                              f"{wait / NS_PER_S:.2f} s")
         return ALLOW
 
     def _fat_finger(self, ticker: str, side: str, price: int, count: int) -> Decision:
@@ -316,6 +302,10 @@ class RiskGate:
             return self._deny("max_order_notional", f"{where}: notional {notional} exceeds "
                               f"max_order_notional {lim.max_order_notional} (1e-4 $)", fat_finger=True)
         return ALLOW
+
+    def reduce_only_reason(self, ticker: str, q: int | None = None) -> str:
+        """Why ``ticker`` is reduce-only now ("" when it is not)."""
+        return self._reduce_only(ticker, self.positions.position(ticker) if q is None else q)
 
     def _reduce_only(self, ticker: str, q: int) -> str:
         lim = self.limits

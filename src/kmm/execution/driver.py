@@ -33,10 +33,17 @@ Child ids. Execution ids are ``[A-Za-z0-9_-]{1,40}`` (generated: ``x`` + 16 hex 
 ``{execution_id}-{n}`` and is sent as the ``client_order_id`` unchanged (Kalshi-safe, <= 64 chars),
 so an order found at the exchange names its execution.
 
+The venue. The service runs on a :class:`kmm.engine.session.Session`, the same venue wiring as the
+market maker: REST, WebSocket, rate limiter, order manager, risk gate (which reads the limiter's 429
+back-off and the session's book freshness) and portfolio. This module keeps only what is
+execution's own: algorithms, intents, children, fairness, metrics and records. Time comes from the
+injected clock (``clock=``); waits are on events, never polling sleeps.
+
 Stopping. ``stop()`` (and leaving ``async with``) cancels every running execution, waits for their
-children to be reported terminal, then lists resting orders over REST and cancels any of ours left,
-reconciling the OM with each listing, until none rests; ``stop_verified`` is True only when REST
-shows none and the OM has no live order either. With a store, executions and children are written as they
+children to be reported terminal, then runs the session's stop sweep restricted to the executions'
+orders (never the key's other orders, and never cancel-all): it cancels, lists resting orders over
+REST and repeats until none of ours rests; ``stop_verified`` is True only when REST shows none and
+the OM has no live order either. With a store, executions and children are written as they
 change; :meth:`ExecutionService.recover` (run at start) finds executions left open by a previous run,
 cancels their resting children and marks them ended.
 """
@@ -47,7 +54,6 @@ import asyncio
 import logging
 import os
 import re
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -57,10 +63,14 @@ from typing import Any
 
 from kmm._core.fees import TAKER_RATE_E6, fee_rate_e6
 from kmm._core.grid import Grid
-from kmm.engine.clock import SystemClock
-from kmm.engine.orders import IN_FLIGHT, Order, OrderManager
-from kmm.engine.portfolio import Portfolio
-from kmm.engine.risk import RiskGate, RiskLimits
+from kmm import protocol
+from kmm.engine.clock import Clock, SystemClock
+from kmm.engine.freshness import Freshness
+from kmm.engine.orders import IN_FLIGHT, Order
+from kmm.engine.risk import RiskLimits
+from kmm.engine import session as S
+from kmm.engine.session import (CancelAck, ConnectorConfig, FeedHandler, Fill, OrderAck,
+                                OrderRequest, Session, SessionOptions, UserOrder)
 from kmm.errors import ExchangeError, KmmError, RateLimited, RequestTimeout
 from kmm.execution.algo import NS, Algo
 from kmm.execution.algos import build_algo
@@ -68,15 +78,13 @@ from kmm.execution.decision import DEFAULT_POLICY, LiquidityPolicy
 from kmm.execution.intents import Amend, Cancel, Decrease, Intent, Place
 from kmm.execution.metrics import ExecutionMetrics, metrics_for
 from kmm.execution.request import ExecutionRequest, MarketInfo, RequestError
-from kmm.kalshi import ConnectorConfig, FeedHandler, KalshiRest, KalshiWs, OrderNotPlaced
-from kmm.kalshi.types import CancelAck, Fill, OrderAck, OrderRequest, UserOrder
 
 __all__ = ["ExecutionService", "ExecutionHandle", "ChildOrder", "new_execution_id", "check_execution_id",
            "store_status", "market_info_from_raw", "BATCH_CANCEL_MAX"]
 
 log = logging.getLogger(__name__)
 
-BATCH_CANCEL_MAX = 20          # items per batched cancel ([U] the exchange's batch limit, as the sim's)
+BATCH_CANCEL_MAX = protocol.BATCH_CANCEL_MAX
 EXEC_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 TIF_IOC = "immediate_or_cancel"
 
@@ -230,7 +238,8 @@ class ExecutionService(FeedHandler):
 
     def __init__(self, conn: Any, *, store: Any = None, limits: RiskLimits | None = None,
                  policy: LiquidityPolicy = DEFAULT_POLICY, max_inflight: int = 4, settle_s: float = 2.0,
-                 time_scale: float = 1.0, recover: bool = True, stop_timeout_s: float = 10.0) -> None:
+                 time_scale: float = 1.0, recover: bool = True, stop_timeout_s: float = 10.0,
+                 clock: Clock | None = None) -> None:
         self.conn: ConnectorConfig = getattr(conn, "conn", conn)
         if not isinstance(self.conn, ConnectorConfig):
             raise TypeError(f"ExecutionService needs a ConnectorConfig (or a Venue), got {type(conn).__name__}")
@@ -245,14 +254,19 @@ class ExecutionService(FeedHandler):
         self.time_scale = float(time_scale)
         self.recover_on_start = recover
         self.stop_timeout_s = stop_timeout_s
-        self.clock = SystemClock()
-        self._t0 = time.monotonic_ns()
-        self.pf = Portfolio()
+        self.clock: Clock = clock or SystemClock()
+        self._t0 = self.clock.monotonic_ns()
+        self.session = Session(self.conn, self.clock, limits or RiskLimits(),
+                               options=SessionOptions(stop_deadline_s=stop_timeout_s))
+        self.pf = self.session.pf
         # every child sent is tracked here; the gate reads its open orders from it
-        self.om = OrderManager(self.clock)
-        self.gate = RiskGate(limits or RiskLimits(), self.clock, self.pf, self.om)
-        self.rest: KalshiRest | None = None
-        self.ws: KalshiWs | None = None
+        self.om = self.session.om
+        self.gate = self.session.gate
+        # a ready book stays fresh until the connector flags it (gap, disconnect): executions on calm
+        # markets are not blocked by silence; the session's freshness is the one state the gate reads
+        self.freshness = Freshness(self.clock, stale_after_s=limits.stale_after_s if limits else 5.0)
+        self.gate.freshness = self.freshness
+        self._progress: asyncio.Event | None = None
         self._runs: dict[str, _Run] = {}
         self._rr: deque[_Run] = deque()
         self._cancels: list[tuple[_Run, ChildOrder]] = []
@@ -269,10 +283,18 @@ class ExecutionService(FeedHandler):
         self.calls: dict[str, int] = {"place": 0, "amend": 0, "decrease": 0, "cancel": 0, "cancel_batches": 0}
         self.errors: dict[str, int] = {}
 
+    @property
+    def rest(self) -> Any:
+        return self.session.rest
+
+    @property
+    def ws(self) -> Any:
+        return self.session.ws
+
     # ----------------------------------------------------------------- time
     def now_ns(self) -> int:
         """The algorithms' clock (monotonic ns, scaled by ``time_scale``)."""
-        m = time.monotonic_ns()
+        m = self.clock.monotonic_ns()
         if self.time_scale == 1.0:
             return m
         return self._t0 + int((m - self._t0) * self.time_scale)
@@ -295,17 +317,14 @@ class ExecutionService(FeedHandler):
             self._own_store = True
         else:
             self.store = self._store_arg
-        self.rest = KalshiRest(self.conn)
-        await self.rest.start()
+        self._progress = asyncio.Event()
         try:
-            status = await self.rest.get_exchange_status()
-            self.gate.set_exchange_paused(not status.trading_active)
-            for p in await self.rest.get_positions():
+            rest = await self.session.open()      # REST, account limits, status; the gate reads the limiter
+            for p in await rest.get_positions():
                 self.pf.load_position(p)
-            self.ws = KalshiWs(self.conn, handler=self, router=_router(), book_factory=_book_factory())
-            await self.ws.start()
+            await self.session.open_ws(self, _router(), _book_factory(), {}).start()
         except BaseException:
-            await self.rest.close()
+            await self.session.close()
             raise
         self._wake = asyncio.Event()
         self._timer_task = loop.create_task(self._timer_loop(), name="kmm-exec-timers")
@@ -324,9 +343,7 @@ class ExecutionService(FeedHandler):
             for run in list(self._runs.values()):
                 if not run.algo.finished:
                     self._cancel_run(run, reason)
-            deadline = time.monotonic() + self.stop_timeout_s
-            while any(not r.algo.done for r in self._runs.values()) and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            await self._wait_for(lambda: all(r.algo.done for r in self._runs.values()), self.stop_timeout_s)
             verified = await self._stop_sweep()
             for run in list(self._runs.values()):
                 if not run.finished.is_set():
@@ -340,45 +357,42 @@ class ExecutionService(FeedHandler):
             for t in list(self._tasks):
                 if not t.done():
                     t.cancel()
-            if self.ws is not None:
-                await self.ws.close()
-            if self.rest is not None:
-                await self.rest.close()
+            await self.session.close()
             if self._own_store and self.store is not None:
                 await asyncio.get_running_loop().run_in_executor(None, self.store.close)
             self.started = False
         return verified
 
     async def _stop_sweep(self) -> bool:
-        """Make sure no order of ours is left: list resting orders over REST and cancel every one that
-        belongs to our executions until none rests, taking each snapshot into the order manager
-        (``reconcile``: the exchange wins); verified only when REST shows none and the order manager
-        has no live order either (a create still unanswered, or one the exchange never confirmed closed)."""
-        assert self.rest is not None
+        """The session's stop sweep, restricted to our executions' orders (found by the order manager
+        or by their execution id prefix) and without cancel-all (the key may carry other orders):
+        cancel, list resting orders over REST, repeat until none of ours rests. Verified only when REST
+        shows none and the order manager has no live order either."""
         ids = tuple(self._runs)
-        left: list[UserOrder] = []
-        for attempt in range(1, 5):
-            t0 = self.clock.monotonic_ns()
-            left = [o for o in await self.rest.get_orders(status="resting") if self._owned(o, ids)]
-            rep = self.om.reconcile(left, (), as_of_ns=t0)
-            if not rep.clean:
-                log.warning("execution stop: %s", rep)
-            if not left or attempt == 4:
-                break
-            log.warning("execution stop: %d child orders still rest (attempt %d): cancelling", len(left), attempt)
-            await self._cancel_ids([o.order_id for o in left])
-            await asyncio.sleep(0.05 * attempt)
+        res = await self.session.stop_sweep(owned=lambda o: self._owned(o, ids), escalate=False)
         unsure = [o for o in self.om.orders() if o.is_live]
-        if left:
-            log.critical("execution stop: %d child orders still rest: %s", len(left),
-                         ", ".join(o.order_id for o in left))
         if unsure:
             log.critical("execution stop: %d child orders not confirmed terminal (%s); check the exchange",
                          len(unsure), ", ".join(f"{o.client_order_id}:{o.state.value}" for o in unsure))
-        if not left and not unsure:
+        if res.verified and not unsure:
             log.info("execution stop: verified over REST and the order manager that none of %d executions' "
                      "orders rests", len(ids))
-        return not left and not unsure
+        return res.verified and not unsure
+
+    async def _wait_for(self, cond: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait (on the algorithms' progress, never polling) until ``cond()`` or ``timeout_s`` passes."""
+        assert self._progress is not None
+        end = self.clock.monotonic_ns() + int(timeout_s * NS)
+        while not cond():
+            left = (end - self.clock.monotonic_ns()) / NS
+            if left <= 0:
+                return False
+            self._progress.clear()
+            try:
+                await asyncio.wait_for(self._progress.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+        return True
 
     def _owned(self, o: UserOrder, exec_ids: tuple[str, ...]) -> bool:
         coid = o.client_order_id or ""
@@ -481,6 +495,7 @@ class ExecutionService(FeedHandler):
         info = market_info_from_raw(ticker, raw, series)
         self._markets[ticker] = info
         self.gate.add_market(ticker, info.grid, fractional=info.fractional)
+        self.freshness.add(ticker)
         self._ready.setdefault(ticker, asyncio.Event())
         self.ws.add_markets({ticker: raw.get("price_ranges") or info.grid.ranges})
         if self.ws.is_ready(ticker):
@@ -556,12 +571,14 @@ class ExecutionService(FeedHandler):
             self._spawn(self._settle(run))
         if self._wake is not None:
             self._wake.set()
+        if self._progress is not None:
+            self._progress.set()
 
     def _enqueue(self, run: _Run, it: Intent) -> None:
         if isinstance(it, Place):
             level = sum(1 for p, _ in run.arrival_take
                         if (p <= it.price if it.side == "bid" else p >= it.price))
-            c = ChildOrder(it.child_id, it.side, it.price, it.count, level, time.time_ns())
+            c = ChildOrder(it.child_id, it.side, it.price, it.count, level, self.clock.time_ns())
             run.kids[it.child_id] = c
             self._record_child(run, c)
             self._queue_write(run, it)
@@ -649,32 +666,29 @@ class ExecutionService(FeedHandler):
         req = OrderRequest(ticker=run.ticker, side=it.side, price=it.price, count=it.count,
                            client_order_id=coid, time_in_force=it.tif, post_only=it.post_only)
         self.calls["place"] += 1
-        try:
-            ack: OrderAck = await self.rest.create_order(req)
-        except OrderNotPlaced:
-            self.om.resolve_unknown(coid, None)
+        # the session's create: never re-sent, its outcome recorded in the order manager
+        outcome = await self.session.place(c.order, req)
+        if outcome == S.NOT_PLACED:
             self._place_failed(run, c, "not placed (create timed out, lookups found nothing)")
             return
-        except RateLimited:
-            self.gate.on_rate_limited()
-            self.om.on_create_rejected(coid, "429")
+        if outcome == S.RATE_LIMITED:
             self._place_failed(run, c, "429")
             return
-        except ExchangeError as exc:
-            self.om.on_create_rejected(coid, exc.code)
-            self._place_failed(run, c, exc.code)
+        if outcome in (S.REFUSED, S.PAUSED, S.GROUP_FIRED):
+            refusal = self.session.last_refusal
+            self._place_failed(run, c, refusal.code if refusal is not None else outcome)
             return
-        except (RequestTimeout, OSError, KmmError) as exc:
-            self.om.on_create_timeout(coid)
+        if outcome == S.UNKNOWN:
             found = await self._lookup(run, c)
             self.om.resolve_unknown(coid, found)
             if found is None:
-                self._place_failed(run, c, f"outcome unknown ({exc}); not found at the exchange")
+                self._place_failed(run, c, "outcome unknown; not found at the exchange")
                 return
             ack = OrderAck(found.order_id, found.client_order_id, found.fill_count, found.remaining_count)
         else:
-            self.om.on_ack(ack)
-        self.gate.on_request_ok()
+            o = self.om.get(coid)
+            assert o is not None and o.order_id is not None
+            ack = OrderAck(o.order_id, coid, o.fill_count, o.remaining)
         c.place = "acked"
         c.filled = max(c.filled, ack.fill_count)
         if ack.remaining_count > 0:
@@ -729,7 +743,6 @@ class ExecutionService(FeedHandler):
             ack = await self.rest.amend_order(oid, ticker=run.ticker, side=c.side, price=it.price,
                                               count=it.count, client_order_id=c.child_id)
         except RateLimited:
-            self.gate.on_rate_limited()
             self.om.on_request_failed(oid, "429")
             self._deny(run, it.child_id, "amend", "429")
             return
@@ -738,7 +751,6 @@ class ExecutionService(FeedHandler):
             self._deny(run, it.child_id, "amend", getattr(exc, "code", str(exc)))
             await self._refresh(run, c)       # a 404 means it is gone: report its final state
             return
-        self.gate.on_request_ok()
         self.om.on_amend_ack(ack)
         c.price, c.total = it.price, it.count
         c.filled = max(c.filled, ack.fill_count)
@@ -785,7 +797,7 @@ class ExecutionService(FeedHandler):
         self.calls["cancel"] += len(batch)
         self.calls["cancel_batches"] += 1
         try:
-            acks = await self.rest.cancel_orders([c.order_id for _, c in batch])  # type: ignore[misc]
+            acks = await self.rest.cancel_orders([c.order_id for _, c in batch])
         except (ExchangeError, RequestTimeout, KmmError) as exc:
             log.warning("batched cancel of %d children failed: %s; each is answered rejected and retried",
                         len(batch), exc)
@@ -795,7 +807,7 @@ class ExecutionService(FeedHandler):
             return
         by_id = {a.order_id: a for a in acks}
         for run, c in batch:
-            a = by_id.get(c.order_id)  # type: ignore[arg-type]
+            a = by_id.get(c.order_id)
             if (a is None or a.already_gone or not a.reduced_known
                     or (a.reduced_by == 0 and not a.error and c.filled < c.total)):
                 # gone, or the answer does not say how much was removed (or removed nothing while we
@@ -842,20 +854,20 @@ class ExecutionService(FeedHandler):
 
     # ----------------------------------------------------------------- feed callbacks
     def on_book_ready(self, ticker: str) -> None:
-        self.gate.set_book_stale(ticker, False)
-        self.gate.on_book_update(ticker)
+        self.freshness.add(ticker)
+        self.freshness.on_ready(ticker)
         ev = self._ready.get(ticker)
         if ev is not None:
             ev.set()
 
     def on_book_stale(self, ticker: str, reason: str) -> None:
-        self.gate.set_book_stale(ticker, True)
+        self.freshness.on_stale(ticker, reason)
         ev = self._ready.get(ticker)
         if ev is not None:
             ev.clear()
 
     def on_book(self, ticker: str, recv_ns: int) -> None:
-        self.gate.on_book_update(ticker)
+        self.freshness.on_data(ticker, recv_ns or self.clock.monotonic_ns())
         if self.ws is None:
             return
         runs = [r for r in self._runs.values() if r.ticker == ticker and r.algo.started and not r.algo.finished]
@@ -881,7 +893,7 @@ class ExecutionService(FeedHandler):
             return                            # not ours, or a trade_id already counted
         run, c = hit
         self.pf.apply_fill(fill)
-        c.filled_ns = time.time_ns()
+        c.filled_ns = self.clock.time_ns()
         if self.store is not None:
             self.store.record_fill(fill)
         self._feed(run, "on_fill", c.child_id, fill.count, fill.price, fill.fee)
@@ -902,6 +914,7 @@ class ExecutionService(FeedHandler):
     def on_disconnected(self, reason: str) -> None:
         if self.stopping:
             return
+        self.freshness.on_disconnected()
         log.warning("execution feed disconnected (%s): books stale until the snapshot returns", reason)
 
     # ----------------------------------------------------------------- timers, settling
@@ -919,13 +932,7 @@ class ExecutionService(FeedHandler):
                     w = run.algo.next_wakeup_ns
                 if w is not None and (nxt is None or w < nxt):
                     nxt = w
-            # a quiet book on a live connection is fresh: the connector drops a dead connection
-            # (ws_dead_after_s) and flags gaps, so the gate's "no update for stale_after_s" must not
-            # block executions on calm markets
-            if self.ws is not None and self.ws.connected:
-                for t in self._markets:
-                    if self.ws.is_ready(t):
-                        self.gate.on_book_update(t)
+            self.session.forget_closed_orders()     # pre-made signatures of closed children are dropped
             delay = 0.25 if nxt is None else max(0.0, (nxt - self.now_ns()) / NS / self.time_scale)
             self._wake.clear()
             try:
@@ -936,9 +943,7 @@ class ExecutionService(FeedHandler):
     async def _settle(self, run: _Run) -> None:
         """The algorithm is done: wait for fills still on their way, backfill the rest, write records."""
         algo = run.algo
-        deadline = time.monotonic() + self.settle_s
-        while algo.unsettled > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await self._wait_for(lambda: algo.unsettled <= 0, self.settle_s)
         if algo.unsettled > 0 and self.rest is not None:
             for c in list(run.kids.values()):
                 ch = algo.children.get(c.child_id)
@@ -962,7 +967,7 @@ class ExecutionService(FeedHandler):
         if self.store is not None:
             from kmm.record.store import ExecutionMetrics as StoredMetrics
             self.store.record_execution_metrics(StoredMetrics(
-                execution_id=algo.execution_id, ts_ns=time.time_ns(), target_size=m.target_size,
+                execution_id=algo.execution_id, ts_ns=self.clock.time_ns(), target_size=m.target_size,
                 filled_size=m.filled_size, fill_rate=m.fill_rate, target_price=m.target_price,
                 limit_price=m.limit, avg_fill_price=m.avg_fill_price, arrival_bid=run.arrival_bid,
                 arrival_ask=run.arrival_ask, slippage_arrival=m.slippage_vs_arrival,

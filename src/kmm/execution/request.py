@@ -28,6 +28,7 @@ from typing import Any, Mapping
 from kmm._core.fees import TAKER_RATE_E6
 from kmm._core.fixed import format_count, format_price, parse_count, parse_price
 from kmm._core.grid import Grid
+from kmm.errors import KmmError
 
 __all__ = [
     "Action", "MarketInfo", "ExecutionRequest", "RequestError",
@@ -39,7 +40,7 @@ PRICE_ONE = 10000  # $1 in 1e-4 $
 WHOLE_CONTRACT = 100  # one contract in 1e-2 contracts
 
 
-class RequestError(ValueError):
+class RequestError(KmmError, ValueError):
     """An execution request (or an algorithm parameter) is invalid; the message says which field and why."""
 
 

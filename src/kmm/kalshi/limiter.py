@@ -9,7 +9,11 @@ waiting; otherwise it queues. A waiting place never delays a cancel: cancels onl
 cancels, and places and amends may not spend the last ``cancel_reserve`` tokens.
 
 After a 429 everything except cancels pauses with exponential backoff (the exchange sends no
-Retry-After). Time comes from an injected ``clock_ns`` (monotonic ns), so the core is deterministic:
+Retry-After). This is kmm's only 429 back-off: the risk gate reads it (:meth:`RateLimiter.place_pause_ns`)
+instead of keeping its own. The pause starts at ``backoff_base_s``, doubles only for a 429 that comes
+after the previous pause ended, is capped at ``backoff_max_s`` (small: the bucket refills in well under
+a second), and the first success resets it, so quoting comes back as soon as the bucket allows. During
+a stop, :meth:`RateLimiter.set_backoff` caps it lower still, so verification reads stay paced but prompt. Time comes from an injected ``clock_ns`` (monotonic ns), so the core is deterministic:
 ``poll`` decides without sleeping; ``acquire`` is the asyncio wrapper around it.
 """
 
@@ -172,6 +176,25 @@ class RateLimiter:
     @property
     def paused(self) -> bool:
         return self._clock() < self.paused_until_ns
+
+    def place_pause_ns(self) -> int:
+        """How long places and amends still wait after a 429 (0: not paused). The gate reads this."""
+        return max(0, self.paused_until_ns - self._clock())
+
+    def set_backoff(self, base_s: float | None = None, max_s: float | None = None) -> None:
+        """Change the 429 back-off (the config's ``[risk] backoff_*``, or a lower cap during the stop).
+        A running pause longer than the new cap is shortened to it."""
+        if base_s is not None:
+            self.backoff_base_ns = int(base_s * _NS)
+        if max_s is not None:
+            self.backoff_max_ns = max(self.backoff_base_ns, int(max_s * _NS))
+            now = self._clock()
+            self.paused_until_ns = min(self.paused_until_ns, now + self.backoff_max_ns)
+            self.read_paused_until_ns = min(self.read_paused_until_ns, now + self.backoff_max_ns)
+            self._backoff_ns = min(self._backoff_ns, self.backoff_max_ns)
+            self._read_backoff_ns = min(self._read_backoff_ns, self.backoff_max_ns)
+        if self._timer is not None:
+            self._schedule(0)
 
     # -- pressure, for the engine to skip low-value reprices ---------------------------------------
     def pressure(self) -> float:

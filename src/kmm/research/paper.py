@@ -11,8 +11,8 @@ and stop checks run unchanged. Anything else on the real client is refused: a wr
 :class:`PaperEngine` is the live engine with that client and three feed hooks: book messages and
 trades go to the simulator before the engine sees them (queue upkeep, fills of resting paper orders),
 and the account's real fills/orders/positions on the socket are ignored (they are not this session's).
-It runs on the engine's current shape (``Engine._start`` builds its client); when the engine's
-session object lands, paper mode moves onto it.
+It runs on the engine's venue session: ``session.rest_factory`` builds the paper client in place of
+the real one.
 """
 
 from __future__ import annotations
@@ -197,20 +197,19 @@ class PaperEngine(Engine):
         self.sim: FillSimulator | None = None
         self.paper: PaperRest | None = None
         self.ignored_account_messages = 0
+        self.session.opt.group_state_path = None     # paper order groups are not the account's
 
     async def _start(self) -> None:
-        import kmm.engine.live as live
-        real_cls = live.KalshiRest
+        real_cls = self.session.rest_factory
 
         def make(conn: Any) -> Any:
-            live.KalshiRest = real_cls  # type: ignore[misc]  # once: the engine builds one client
             self.paper = PaperRest(real_cls(conn), self)
             return self.paper
-        live.KalshiRest = make  # type: ignore[misc,assignment]
+        self.session.rest_factory = make
         try:
             await super()._start()
         finally:
-            live.KalshiRest = real_cls  # type: ignore[misc]
+            self.session.rest_factory = real_cls
 
     def _ensure_sim(self) -> FillSimulator | None:
         if self.sim is None and self.pipes and self.ws is not None:

@@ -16,6 +16,45 @@ class Faults:
         self.error_burst_status = 500
         self.delay_left = 0
         self.delay_s = 0.0
+        self.storm_until = 0.0          # monotonic s: a 429 storm lasts until then
+        self.storm_every = 0            # ... letting one request in this many through (0: none)
+        self._storm_n = 0
+        self.pause_until = 0.0          # monotonic s: creates (and amends) refused until then
+        self.pause_code = ""            # "trading_paused" (cancels pass) | "exchange_paused" (cancels refused)
+        self.refused_in_pause = 0
+
+    # -- faults the middleware consults on every REST request (Faults.intercept) ----------------
+    def rate_limit_storm(self, seconds: float, let_through_every: int = 4) -> None:
+        """For ``seconds``, every REST request answers 429 except one in ``let_through_every`` (the
+        exchange is overloaded; it lasts through a stop if the stop comes within it)."""
+        self.storm_until = time.monotonic() + seconds
+        self.storm_every = max(0, let_through_every)
+        self._storm_n = 0
+
+    def pause_refusing_creates(self, seconds: float, kind: str = "trading") -> None:
+        """For ``seconds``, creates and amends are refused with ``trading_paused`` (cancels pass) or,
+        with ``kind="exchange"``, ``exchange_paused`` (cancels refused too). The status endpoint and the
+        lifecycle channel say nothing: only the answers tell."""
+        if kind not in ("trading", "exchange"):
+            raise ValueError(f"pause_refusing_creates: kind {kind!r} must be 'trading' or 'exchange'")
+        self.pause_until = time.monotonic() + seconds
+        self.pause_code = f"{kind}_paused"
+
+    def intercept(self, method: str, path: str) -> tuple[int, dict[str, object]] | None:
+        """(status, body) to answer instead of the handler, or None. Called by the REST middleware."""
+        now = time.monotonic()
+        if now < self.storm_until:
+            self._storm_n += 1
+            if not self.storm_every or self._storm_n % self.storm_every:
+                self._sim.stats_rest["fault_429_storm"] += 1
+                return 429, {"error": "too many requests"}
+        if now < self.pause_until and "/portfolio/events/orders" in path:
+            is_cancel = method == "DELETE"
+            if not is_cancel or self.pause_code == "exchange_paused":
+                self.refused_in_pause += 1
+                msg = "trading is paused" if self.pause_code == "trading_paused" else "the exchange is paused"
+                return 409, {"error": {"code": self.pause_code, "message": msg}}
+        return None
 
     def drop_ws_connections(self) -> int:
         """Cut every WebSocket connection at the transport (no close handshake). Returns how many."""
@@ -39,6 +78,12 @@ class Faults:
     def stall_feed(self, seconds: float) -> None:
         """Hold every outgoing WebSocket frame for ``seconds``; they are delivered afterwards."""
         self._sim.hub.stall_until = time.monotonic() + seconds
+
+    def stall_data(self, seconds: float) -> None:
+        """A data stall with the connection alive: every data frame (books, fills, command answers
+        such as snapshot requests) is held for ``seconds`` while WebSocket pings go on at the sim's
+        ``ping_interval_s`` (the pinger writes control frames directly, past the held queue)."""
+        self.stall_feed(seconds)
 
     def http_error_burst(self, status: int = 500, count: int = 1) -> None:
         """The next ``count`` REST requests answer ``status`` (429 with Kalshi's body, or a 5xx)."""

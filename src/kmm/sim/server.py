@@ -298,6 +298,9 @@ class Api:
             if status == 429:
                 return _json({"error": "too many requests"}, status=429)
             return _json(Reject("internal_error", "injected fault").body(), status=status)
+        hit = faults.intercept(req.method, req.path)
+        if hit is not None:
+            return _json(hit[1], status=hit[0])
         if faults.delay_left > 0:
             faults.delay_left -= 1
             await asyncio.sleep(faults.delay_s)

@@ -1,0 +1,923 @@
+"""The market maker: book -> pipeline -> actions, on a :class:`kmm.engine.session.Session`.
+
+The hot path is :meth:`Maker.on_book`: the connector's router has already applied the frame to the
+compiled book, the pipeline computes the strategy's target and the diff against our live orders, the
+risk gate checks each action, and each request coroutine is started at once (eagerly), so its bytes
+are written before the frame callback returns. The tape row of a decision is built after that, off
+the bytes' path.
+
+Everything else lives elsewhere: the venue wiring, requests, start-up reconcile and the stop in
+:mod:`kmm.engine.session`; gaps, stale books, disconnects, resyncs and position checks in
+:mod:`kmm.engine.recovery`; the timers in :mod:`kmm.engine.housekeeping`; book freshness in
+:mod:`kmm.engine.freshness`. ``Engine`` is the name the rest of kmm uses for the maker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from kmm._core import diff as _diff
+from kmm._core.book import OrderBook
+from kmm._core.fees import fee_rate_e6
+from kmm._core.grid import Grid
+from kmm._core.ofi import OFI
+from kmm._core.wire import BookRouter
+from kmm.config import KmmConfig
+from kmm.engine import session as S
+from kmm.engine.clock import NS_PER_S, Clock, SystemClock
+from kmm.engine.freshness import Freshness
+from kmm.engine.housekeeping import Housekeeping
+from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline
+from kmm.engine.orders import LiveOrder, Order
+from kmm.engine.recovery import Recovery
+from kmm.engine.risk import Decision, KillState
+from kmm.engine.session import Session, SessionOptions
+from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_table, usd
+from kmm.errors import KmmError
+from kmm.kalshi import ConnectorConfig, FeedHandler
+from kmm.kalshi.decode import WireError
+from kmm.kalshi.types import Fill, Lifecycle, MarketPosition, OrderRequest, Trade, UserOrder
+from kmm.strategy.alpha import AlphaSource, ExternalSkew
+from kmm.strategy.base import Strategy
+from kmm.strategy.inside import InsideStrategy
+from kmm.strategy.stoikov import StoikovStrategy
+
+log = logging.getLogger("kmm.engine")
+
+PLACE, AMEND, DECREASE, CANCEL = _diff.PLACE, _diff.AMEND, _diff.DECREASE, _diff.CANCEL
+
+
+@dataclass(slots=True)
+class EngineOptions:
+    """Live-loop knobs that are not part of kmm.toml's strategy/risk sections."""
+
+    reconcile_interval_s: float = 30.0
+    status_poll_s: float = 15.0
+    pnl_record_s: float = 5.0
+    tape_mark_s: float = 1.0
+    view: str = "plain"                 # "live" (redrawn table) | "plain" (a line every view_every_s) | "off"
+    view_every_s: float = 5.0
+    reprice_pressure: float = 0.5       # write bucket more used than this: small reprices are skipped
+    reprice_min_ticks: int = 3          # ... unless the price moves by more than this many ticks
+    gc_freeze: bool = True              # gc.freeze() after start and a higher gen-0 threshold
+    gc_threshold: tuple[int, int, int] = (50_000, 20, 100)
+    feed_silent_s: float = 12.0         # kept for compatibility: freshness is judged from book data only
+    snapshot_answer_s: float | None = None  # an unanswered snapshot request escalates after this long
+                                        # (None: half of risk.stale_after_s, at most 1 s)
+    order_group_limit: int = 0          # session order group contracts limit, 1e-2 contracts; 0: none
+    group_state_path: Path | None = None
+    stop_deadline_s: float = 8.0        # the stop sweep's bound (cancels, escalations, verification)
+    stop_escalate_s: float = 1.5        # cancel-all and the group trigger after this long
+    stop_verify_attempts: int = 5       # kept for compatibility (the stop is bounded in time)
+    request_drain_s: float = 5.0        # after the sweep: requests still open are waited for this long
+    tick_s: float = 0.25                # housekeeping period
+
+
+@dataclass(slots=True)
+class RunSummary:
+    venue: str
+    duration_s: float
+    fills: int
+    fills_by_side: dict[str, int]
+    orders_sent: int
+    cancels_sent: int
+    amends_sent: int
+    skipped_reprices: int
+    realized: int                       # 1e-4 $
+    unrealized: int
+    fees: int
+    positions: dict[str, int]
+    resting_after_stop: int
+    verified_flat_orders: bool
+    portfolio_agrees: bool
+    latency_p50_us: float | None
+    latency_p99_us: float | None
+    latency_p999_us: float | None
+    risk_denials: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    stop_s: float = 0.0                 # the stop sweep: stop asked -> verified (or given up)
+    not_started: str | None = None      # the start failed before anything was sent: why
+
+    def render(self) -> str:
+        if self.not_started is not None:
+            return (f"kmm run did not start on {self.venue}: {self.not_started}; nothing was sent to the "
+                    "exchange, so nothing of this run can rest there")
+        pos = ", ".join(f"{t} {q / 100:+g}" for t, q in sorted(self.positions.items())) or "flat"
+        lat = ("-" if self.latency_p50_us is None else
+               f"p50 {self.latency_p50_us:.0f} us, p99 {self.latency_p99_us:.0f} us, "
+               f"p99.9 {self.latency_p999_us:.0f} us")
+        lines = [
+            f"kmm run summary ({self.venue}, {self.duration_s:.1f} s)",
+            f"  fills: {self.fills} (bid {self.fills_by_side.get('bid', 0)}, ask {self.fills_by_side.get('ask', 0)})"
+            f"   orders sent: {self.orders_sent}, amends: {self.amends_sent}, cancels: {self.cancels_sent}"
+            f" (small reprices skipped under write pressure: {self.skipped_reprices})",
+            f"  P&L: realized {usd(self.realized, 4)}, unrealized {usd(self.unrealized, 4)}, "
+            f"fees {usd(self.fees, 4)}",
+            f"  positions: {pos}",
+            f"  frame -> request latency: {lat}",
+            f"  orders resting after stop: {self.resting_after_stop} "
+            f"({'verified over REST' if self.verified_flat_orders else 'NOT verified'}) in every market, "
+            f"stop sweep {self.stop_s:.1f} s",
+            f"  portfolio vs exchange: {'agrees to the cent' if self.portfolio_agrees else 'DISAGREES (see ops.log)'}",
+        ]
+        if self.risk_denials:
+            lines.append("  risk denials: " + ", ".join(f"{k} {v}" for k, v in sorted(self.risk_denials.items())))
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def _iso_to_ns(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * NS_PER_S)
+    except ValueError:
+        log.warning("close_time %r is not an ISO timestamp; treating the close as unknown", text)
+        return None
+
+
+class Engine(FeedHandler):
+    """Market making on one session for several markets. ``await engine.run(stop_event)``."""
+
+    def __init__(self, cfg: KmmConfig, conn: ConnectorConfig, *, recorder: Any = None,
+                 alpha: ExternalSkew | None = None, clock: Clock | None = None, venue: str = "",
+                 options: EngineOptions | None = None, out: TextIO | None = None,
+                 strategy_factory: Callable[[MarketInfo], Strategy] | None = None) -> None:
+        self.cfg = cfg
+        self.conn = conn
+        self.recorder = recorder
+        self._capture = getattr(recorder, "capture", None)
+        self.alpha: ExternalSkew = alpha or AlphaSource()
+        self.clock: Clock = clock or SystemClock()
+        self.venue = venue or conn.env
+        self.opt = options or EngineOptions()
+        self.out = out
+        self._strategy_factory = strategy_factory
+        self.tickers = tuple(cfg.tickers())
+        if not self.tickers:
+            raise KmmError("no markets to quote: set [run] markets in kmm.toml or pass --markets T1,T2")
+        group_state = self.opt.group_state_path or Path(cfg.run.out_dir) / "order_groups.json"
+        self.session = Session(conn, self.clock, cfg.risk_limits(),
+                               unknown_order_policy=cfg.risk.unknown_order_policy, pnl_mark=cfg.risk.pnl_mark,
+                               cash_rounding=cfg.risk.cash_rounding, recorder=recorder,
+                               strategy_name=cfg.run.strategy,
+                               options=SessionOptions(order_group_limit=self.opt.order_group_limit,
+                                                      group_state_path=group_state,
+                                                      stop_deadline_s=self.opt.stop_deadline_s,
+                                                      stop_escalate_s=self.opt.stop_escalate_s,
+                                                      backoff_base_s=cfg.risk.backoff_base_s,
+                                                      backoff_max_s=cfg.risk.backoff_max_s))
+        self.session.on_pause = self._on_pause
+        self.freshness = Freshness(self.clock, stale_after_s=cfg.risk.stale_after_s,
+                                   answer_s=(self.opt.snapshot_answer_s if self.opt.snapshot_answer_s is not None
+                                             else min(1.0, cfg.risk.stale_after_s / 2)))
+        self.gate.freshness = self.freshness
+        self.router = BookRouter()
+        self.pipes: dict[str, MarketPipeline] = {}
+        self.quoting = False
+        self.stopping = False
+        self.recovery = Recovery(self)
+        self.housekeeping = Housekeeping(self)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started_ns = 0
+        self._latency_ns: deque[int] = deque(maxlen=200_000)      # frame received -> first request issued
+        self.decide_ns: deque[int] = deque(maxlen=200_000)        # frame received -> actions decided
+        self.send_ns: deque[int] = deque(maxlen=200_000)          # actions decided -> first request issued
+        self.skipped_reprices = 0
+        self.blocked: dict[str, str] = {}     # ticker -> why kmm wants to quote there but cannot
+        self._not_started: str | None = None  # the start failed before anything was sent: why
+        self._kill_sweep_running = False
+
+    # ---- the session's parts, for callers and tests
+    @property
+    def om(self) -> Any:
+        return self.session.om
+
+    @property
+    def pf(self) -> Any:
+        return self.session.pf
+
+    @property
+    def gate(self) -> Any:
+        return self.session.gate
+
+    @property
+    def rest(self) -> Any:
+        return self.session.rest
+
+    @property
+    def ws(self) -> Any:
+        return self.session.ws
+
+    @property
+    def group_id(self) -> str | None:
+        return self.session.group_id
+
+    @property
+    def events(self) -> deque[tuple[int, str, str, str]]:
+        return self.session.events
+
+    def events_of(self, kind: str, ticker: str | None = None) -> list[tuple[int, str, str, str]]:
+        return self.session.events_of(kind, ticker)
+
+    def _event(self, kind: str, ticker: str = "*", detail: str = "") -> None:
+        self.session.event(kind, ticker, detail)
+
+    orders_sent = property(lambda self: self.session.orders_sent)
+    cancels_sent = property(lambda self: self.session.cancels_sent)
+    amends_sent = property(lambda self: self.session.amends_sent)
+    decreases_sent = property(lambda self: self.session.decreases_sent)
+    fills = property(lambda self: self.session.fills)
+    fills_by_side = property(lambda self: self.session.fills_by_side)
+    notes = property(lambda self: self.session.notes)
+
+    # ================================================================================== life cycle
+    async def run(self, stop: asyncio.Event | None = None, duration_s: float | None = None) -> RunSummary:
+        """Start, quote until ``stop`` is set or ``duration_s`` passes, then stop safely."""
+        self._loop = asyncio.get_running_loop()
+        stop = stop or asyncio.Event()
+        self._started_ns = self.clock.monotonic_ns()
+        duration = self.cfg.run.duration_s if duration_s is None else duration_s
+        try:
+            try:
+                await self._start()
+            except BaseException as exc:
+                s = self.session
+                if not (s.orders_sent or s.cancels_sent or s.group_id):
+                    self._not_started = str(exc) or type(exc).__name__
+                raise
+            self.housekeeping.start()
+            if duration and duration > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=duration)
+                except asyncio.TimeoutError:
+                    log.info("duration of %.0f s reached: stopping", duration)
+            else:
+                await stop.wait()
+        finally:
+            summary = await self._shutdown()
+        return summary
+
+    async def _start(self) -> None:
+        s = self.session
+        rest = await s.open()
+        markets = {}
+        for t in self.tickers:
+            raw = await rest.get_market_raw(t)
+            info = await self._market_info(t, raw)
+            markets[t] = raw.get("price_ranges") or info.grid.ranges
+            self._add_pipeline(info)
+        await s.load_account(self.tickers)
+        ws = s.open_ws(self, self.router, OrderBook, markets)
+        await ws.start()
+        if self.opt.gc_freeze:
+            # everything allocated so far (markets, books, config, connections) is long-lived: move it
+            # out of the collector's reach, and collect the young generation less often, so a
+            # collection does not land between a frame and its request
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(*self.opt.gc_threshold)
+        self.quoting = True
+        log.info("quoting %s with %s on %s", ", ".join(self.tickers), self.cfg.run.strategy, self.venue)
+        # books that became ready during the start are quoted now, not on their next message
+        self._requote_all()
+
+    async def _market_info(self, ticker: str, raw: dict[str, Any]) -> MarketInfo:
+        rest = self.session.rest
+        assert rest is not None
+        grid = Grid(raw.get("price_ranges") or raw.get("price_level_structure") or None)
+        fee_type, mult = "quadratic", 1
+        series = raw.get("series_ticker") or str(raw.get("event_ticker", ticker)).split("-")[0]
+        try:
+            ser = await rest.get_series(series)
+            ser = ser.get("series", ser)
+            fee_type = ser.get("fee_type") or fee_type
+            mult = ser.get("fee_multiplier", 1) or 1
+        except KmmError as exc:
+            log.warning("%s: series %s not readable (%s); assuming fee_type quadratic", ticker, series, exc)
+        try:
+            maker, taker = fee_rate_e6(fee_type, False, mult), fee_rate_e6(fee_type, True, mult)
+        except ValueError as exc:
+            log.warning("%s: %s; quoting as if makers paid the taker rate, to stay conservative", ticker, exc)
+            maker = taker = fee_rate_e6("quadratic", True, mult)
+        close_ns = _iso_to_ns(raw.get("close_time"))
+        status = str(raw.get("status", "active"))
+        fractional = bool(raw.get("fractional_trading_enabled", False))
+        info = MarketInfo(ticker, grid, close_ns, fractional, maker, taker, status)
+        self.gate.add_market(ticker, grid, close_time_ns=close_ns, fractional=fractional)
+        self.freshness.add(ticker)
+        if status not in ("active", "open"):
+            self.gate.set_market_paused(ticker, True)
+            log.warning("%s is %s: not quoting it until it is active", ticker, status)
+        return info
+
+    def _add_pipeline(self, info: MarketInfo) -> None:
+        params = self.cfg.strategy_for(info.ticker)
+        if self._strategy_factory is not None:
+            strategy = self._strategy_factory(info)
+        elif self.cfg.run.strategy == "inside":
+            strategy = InsideStrategy(info.grid, quote_size=params.quote_size, max_position=params.max_position)
+        else:
+            tick = info.grid.tick_size(5000)
+            strategy = StoikovStrategy(info.grid, gamma=params.gamma, kappa=params.kappa,
+                                       quote_size=params.quote_size, max_position=params.max_position,
+                                       maker_fee_rate_e6=info.maker_rate_e6,
+                                       min_spread=params.min_spread_ticks * tick, min_edge=params.min_edge,
+                                       fractional=info.fractional)
+        ofi = OFI(window_ns=10 * NS_PER_S, half_life_ns=5 * NS_PER_S)   # skews quotes when ofi_weight != 0
+        pipe = MarketPipeline(info, None, strategy, params, self.alpha, ofi)
+        pipe.skip_reprice_px = self.opt.reprice_min_ticks * info.grid.tick_size(5000)
+        self.pipes[info.ticker] = pipe
+
+    # ================================================================================== feed callbacks
+    def on_connected(self) -> None:
+        log.info("websocket connected")
+        self.recovery.on_connected()
+
+    def on_disconnected(self, reason: str) -> None:
+        self.recovery.on_disconnected(reason)
+
+    def on_book_ready(self, ticker: str) -> None:
+        pipe = self.pipes.get(ticker)
+        if pipe is None:
+            return
+        if pipe.book is None and self.ws is not None:
+            pipe.book = self.ws.book(ticker)
+        self.freshness.on_ready(ticker)
+        pipe.ready = True
+        self._event("book_ready", ticker)
+        self.on_book(ticker, self.clock.monotonic_ns())
+
+    def on_book_stale(self, ticker: str, reason: str) -> None:
+        self.recovery.on_book_stale(ticker, reason)
+
+    def on_book(self, ticker: str, recv_ns: int) -> None:
+        """The hot path: a snapshot or delta for ``ticker`` was applied by the router."""
+        pipe = self.pipes.get(ticker)
+        if pipe is None:
+            return
+        now = self.clock.monotonic_ns()
+        self.freshness.on_data(ticker, now)       # book data, never pings, keeps a book fresh
+        if not pipe.ready or pipe.book is None:
+            return
+        live = self.om.live_orders(ticker)
+        pipe.on_book(now, self.clock.time_ns(), live)
+        inp = pipe.inputs
+        self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
+        self._requote(pipe, recv_ns or now, live)
+
+    def on_fill(self, fill: Fill) -> None:
+        if not self.session.apply_fill(fill):
+            return  # duplicate trade_id: already counted
+        pipe = self.pipes.get(fill.ticker)
+        if pipe is not None:
+            pipe.fills += 1
+            pipe.on_trade(fill.price)      # our own fills inform kappa too (when it is estimated)
+            self._tape(pipe, "fill", fill=fill)
+        self._after_pnl_change()
+        if pipe is not None and pipe.ready:
+            self._requote(pipe, fill.recv_ns or self.clock.monotonic_ns())
+
+    def on_user_order(self, order: UserOrder) -> None:
+        known = self.om.by_order_id(order.order_id) or (
+            self.om.get(order.client_order_id) if order.client_order_id else None)
+        was_closed = known is not None and not known.is_live
+        self.om.on_user_order(order)
+        if (was_closed and order.status == "resting" and not self.session.verifying(order.order_id)):
+            # we had closed it (a create whose lookups found nothing, a cancel we believed): the exchange
+            # says it rests. Cancel it; if it is in fact gone, the cancel answers "not found".
+            log.warning("%s: order %s rests at the exchange but was closed here; cancelling it",
+                        order.ticker, order.order_id)
+            self._event("stray_order", order.ticker, order.order_id)
+            self.session.spawn(self.session.cancel_stray(order.order_id))
+        if self.recorder is not None:
+            self.recorder.store.record_user_order(order, strategy=self.cfg.run.strategy)
+        pipe = self.pipes.get(order.ticker)
+        if pipe is not None and pipe.dirty and pipe.in_flight == 0 and pipe.ready:
+            self._requote(pipe, order.recv_ns or self.clock.monotonic_ns())
+
+    def on_market_position(self, position: MarketPosition) -> None:
+        check = self.pf.check_against(position)
+        if not check.ok:
+            # channels are not ordered against each other: a fill may still be on its way; the
+            # authoritative check is the REST reconcile
+            log.debug("market_position differs for now: %s", check)
+
+    def on_trade(self, trade: Trade) -> None:
+        pipe = self.pipes.get(trade.ticker)
+        if pipe is not None:
+            pipe.on_trade(trade.price)
+
+    def on_lifecycle(self, event: Lifecycle) -> None:
+        self.recovery.on_lifecycle(event)
+
+    def on_order_group(self, update: Any) -> None:
+        """``order_group_updates``: the session's group triggered at the exchange (its contracts limit,
+        or someone's trigger) is the same signal as a create refused for it, at once: kill switch."""
+        if update.order_group_id != self.group_id or self.stopping:
+            return
+        if update.event_type == "triggered" and not self.session.group_fired:
+            self.session.group_fired = True
+            self._event("group_triggered", detail=update.order_group_id)
+            self.gate.trip(f"session order group {update.order_group_id} triggered at the exchange; "
+                           "it rejects every new order until reset")
+            self._after_pnl_change()
+        elif update.event_type == "deleted":
+            log.critical("session order group %s was deleted at the exchange; its orders are gone",
+                         update.order_group_id)
+            self.session.group_id = None
+            self.gate.trip("session order group deleted at the exchange")
+            self._after_pnl_change()
+
+    def on_raw_frame(self, recv_ns: int, data: bytes) -> None:
+        """Every received frame, with its receive time, to the raw capture (enqueued; written off the loop)."""
+        capture = self._capture
+        if capture is not None:
+            capture.write(recv_ns, data)
+
+    def on_error(self, error: Exception) -> None:
+        log.warning("connector: %s", error)
+        if isinstance(error, WireError) and not self.stopping and self.quoting:
+            # a fill or order update we could not decode: backfill and reconcile over REST now
+            self.recovery.resync_soon("unreadable user message")
+
+    def _on_pause(self, kind: str) -> None:
+        """The session saw the exchange pause (or resume), from an answer, a lifecycle event or a poll."""
+        if kind:
+            for p in self.pipes.values():
+                self._pull(p, f"exchange {kind} pause")
+                p.state = "exchange_paused"
+        else:
+            self._requote_all()
+
+    # ================================================================================== decisions
+    def _blocked(self, pipe: MarketPipeline, reason: str, detail: str = "") -> None:
+        """kmm wants to quote here but cannot: say so once (log, status, view), not once per book."""
+        pipe.state = reason
+        if self.blocked.get(pipe.ticker) != reason:
+            self.blocked[pipe.ticker] = reason
+            log.warning("%s: wants to quote but cannot: %s%s", pipe.ticker, reason, f" ({detail})" if detail else "")
+            self._event("blocked", pipe.ticker, reason)
+
+    def _requote(self, pipe: MarketPipeline, trigger_ns: int, live: list[LiveOrder] | None = None) -> None:
+        """Decide and act for one market. ``live`` is its live orders when the caller has them already."""
+        if not self.quoting or self.stopping:
+            return
+        if pipe.in_flight:
+            pipe.dirty = True
+            return
+        if pipe.hold_until_ns and self.clock.monotonic_ns() < pipe.hold_until_ns:
+            pipe.dirty = True          # after a refused create: the housekeeping tick retries later
+            return
+        ticker = pipe.ticker
+        d = self.gate.is_quotable(ticker)
+        if live is None:
+            live = self.om.live_orders(ticker)
+        if not d:
+            pipe.state = d.reason
+            if d.reason == "rate_limited":
+                pipe.dirty = True        # places and amends wait out the back-off; live quotes stay
+                return
+            if live:
+                self._pull(pipe, d.reason)
+            if self.gate.kill_state is KillState.TRIPPED:
+                self._start_kill_sweep()
+            return
+        for o in live:
+            if not o.actionable:
+                pipe.dirty = True      # a request on this market is still open: decide after its answer
+                return
+        pipe.dirty = False
+        actions = pipe.decide(self.pf.position(ticker), live)
+        pipe.state = "quoting"
+        if actions:
+            if self._small_reprices_only(pipe, actions):
+                self.skipped_reprices += 1      # save the write budget for what matters
+                return
+            pipe.trigger_ns = trigger_ns
+            pipe.decided_ns = self.clock.monotonic_ns()
+            self.decide_ns.append(pipe.decided_ns - trigger_ns)
+            sent = self._apply(pipe, actions, trigger_ns)
+            if not sent and not live and not self.om.live_orders(ticker):
+                reason = self._last_denial or "no order passes the gate"
+                self._blocked(pipe, reason, self._last_denial_detail)
+            elif sent or live:
+                self.blocked.pop(ticker, None)
+        elif live:
+            self.blocked.pop(ticker, None)
+
+    _last_denial = ""
+    _last_denial_detail = ""
+
+    def _pull(self, pipe: MarketPipeline, reason: str) -> None:
+        """Cancel every live order of this market (orders still being created are cancelled on ack).
+        Not during an exchange pause: the exchange refuses cancels then (and kills every order of ours,
+        which all carry cancel_order_on_pause); the reconcile after the pause confirms it."""
+        live = self.om.live_orders(pipe.ticker)
+        if not live or self.session.pause == "exchange":
+            return
+        actions = pipe.pull([o for o in live if o.order_id is not None])
+        if actions:
+            log.info("%s: pulling %d quotes (%s)", pipe.ticker, len(actions), reason)
+            self._event("pull", pipe.ticker, reason)
+            self._apply(pipe, actions, self.clock.monotonic_ns())
+
+    def _apply(self, pipe: MarketPipeline, actions: Iterable[Any], trigger_ns: int) -> int:
+        pipe.applying = True
+        try:
+            sent = self._apply_actions(pipe, actions, trigger_ns)
+        finally:
+            pipe.applying = False
+        if pipe.in_flight == 0 and pipe.dirty and pipe.ready and self._loop is not None:
+            self._loop.call_soon(self._requote, pipe, self.clock.monotonic_ns())
+        return sent
+
+    def _small_reprices_only(self, pipe: MarketPipeline, actions: tuple[Any, ...]) -> bool:
+        """True when every action is an amend that only nudges a price (no size change) by at most
+        ``reprice_min_ticks`` while the write bucket is under pressure: such a decision is skipped
+        whole (never half of it, which could leave our bid at or above our ask)."""
+        rest = self.rest
+        if rest is None or rest.limiter.pressure() <= self.opt.reprice_pressure:
+            return False
+        for a in actions:
+            if a.kind != AMEND:
+                return False
+            o = self.om.get(a.order_id)
+            if o is None or a.size != o.remaining or abs(a.price - o.price) > pipe.skip_reprice_px:
+                return False
+        return True
+
+    def _reducing_size(self, ticker: str, side: str, size: int) -> int:
+        """In reduce-only mode a reducing quote is sized to what reduces the position (never more than
+        the position less what already rests on that side), so it passes instead of being refused; a
+        quote that would not reduce is not asked for at all (0)."""
+        gate = self.gate
+        q = self.pf.position(ticker)
+        if not gate.reduce_only_reason(ticker, q):
+            return size
+        sign = 1 if side == "bid" else -1
+        if q * sign >= 0:
+            return 0                        # not reducing: it cannot pass, so it is not sent
+        room = abs(q) - self.om.open_qty(ticker, side)
+        return max(0, min(size, room))
+
+    def _apply_actions(self, pipe: MarketPipeline, actions: Iterable[Any], trigger_ns: int) -> int:
+        ticker = pipe.ticker
+        sent = 0
+        session = self.session
+        for a in actions:
+            kind, side = a.kind, SIDE_NAME[a.side]
+            if kind == PLACE:
+                size = self._reducing_size(ticker, side, a.size)
+                if size <= 0:
+                    self._last_denial = "reduce_only"
+                    self._last_denial_detail = f"{self.gate.reduce_only_reason(ticker)}: a {side} would not reduce"
+                    continue
+                d = self.gate.check_place(ticker, side, a.price, size)
+                if not d:
+                    self._last_denial, self._last_denial_detail = d.reason, d.detail
+                    log.debug("%s: place %s %d x %d denied: %s", ticker, side, a.price, size, d.detail)
+                    continue
+                o = self.om.create(ticker, side, a.price, size)
+                req = OrderRequest(ticker=ticker, side=side, price=a.price, count=size,
+                                   client_order_id=o.client_order_id, post_only=True,
+                                   cancel_order_on_pause=True, order_group_id=session.group_id)
+                if self.recorder is not None:
+                    self.recorder.store.record_order(status="pending", client_order_id=o.client_order_id,
+                                                     ticker=ticker, side=side, price=a.price, count=size,
+                                                     strategy=self.cfg.run.strategy, reason="quote")
+                self._send(pipe, self._do_place(pipe, o, req, trigger_ns), trigger_ns)
+                sent += 1
+                continue
+            live = self.om.get(a.order_id)
+            if live is None or live.order_id is None:
+                continue
+            oid = live.order_id
+            if kind == CANCEL:
+                if self.om.request_cancel(oid) is not None:
+                    self._send(pipe, self._do_cancel(pipe, oid, trigger_ns), trigger_ns)
+                    sent += 1
+            elif kind == DECREASE:
+                if self.om.request_decrease(oid, a.size) is not None:
+                    self._send(pipe, self._do_decrease(pipe, oid, a.size, trigger_ns), trigger_ns)
+                    sent += 1
+            elif kind == AMEND:
+                size = a.size
+                if self.gate.reduce_only_reason(ticker):
+                    # reduce-only: the order may hold what reduces the position, less the other orders
+                    # on its side; never grown past that (which the gate refuses, then cancel/replace churn)
+                    q = self.pf.position(ticker)
+                    reducing = q * (1 if side == "bid" else -1) < 0
+                    room = abs(q) - (self.om.open_qty(ticker, side) - live.remaining) if reducing else 0
+                    size = min(size, room)
+                    if size > 0 and size == live.remaining and a.price == live.price:
+                        continue                      # already what reduce-only allows
+                d = self.gate.check_amend(ticker, side, a.price, size, live.remaining) if size > 0 else \
+                    Decision(False, "reduce_only", f"{ticker}: a {side} would not reduce the position")
+                if not d:
+                    # the gate refuses the new price/size (e.g. reduce-only): take the order down
+                    # instead; the next decision places what passes (sized to the position)
+                    self._last_denial, self._last_denial_detail = d.reason, d.detail
+                    if self.om.request_cancel(oid) is not None:
+                        self._send(pipe, self._do_cancel(pipe, oid, trigger_ns), trigger_ns)
+                        sent += 1
+                    continue
+                if self.om.request_amend(oid, a.price, size) is not None:
+                    self._send(pipe, self._do_amend(pipe, live, a.price, trigger_ns), trigger_ns)
+                    sent += 1
+        return sent
+
+    def _send(self, pipe: MarketPipeline, coro: Any, trigger_ns: int) -> None:
+        """Start a request now: the connector writes its bytes before this returns (eager start); the
+        tape row of the decision is built after that."""
+        issued = self.clock.monotonic_ns()
+        pipe.in_flight += 1
+        self.session.spawn(coro, eager=True)
+        self._issued(pipe, trigger_ns, issued)
+
+    def _done(self, pipe: MarketPipeline) -> None:
+        pipe.in_flight -= 1
+        if pipe.in_flight or pipe.applying:
+            return             # more answers to come, or inside _apply, which re-decides when done
+        if not pipe.ready or not self.quoting:
+            # the market stopped being quotable while this request was out (stale book, lost
+            # connection): an order that could not be cancelled then can be now
+            if not self.stopping:
+                self._pull(pipe, "not quotable")
+            return
+        if pipe.dirty:
+            self._requote(pipe, self.clock.monotonic_ns())
+
+    # ================================================================================== requests
+    # The request coroutines take the decision's trigger (frame receive time) last: tools that follow
+    # a decision to its bytes (bench/bench_engine.py) read it there.
+    def _issued(self, pipe: MarketPipeline, trigger_ns: int, issued_ns: int) -> None:
+        """The first request of a decision was written: frame received -> request issued."""
+        if pipe.tape_trigger_ns == trigger_ns:
+            return
+        pipe.tape_trigger_ns = trigger_ns
+        latency = issued_ns - trigger_ns
+        self._latency_ns.append(latency)
+        if pipe.decided_ns and pipe.trigger_ns == trigger_ns:
+            self.send_ns.append(issued_ns - pipe.decided_ns)
+        self._tape(pipe, "decision", latency_ns=latency)
+
+    async def _do_place(self, pipe: MarketPipeline, o: Order, req: OrderRequest, trigger_ns: int = 0) -> None:
+        session = self.session
+        try:
+            outcome = await session.place(o, req)
+            if outcome == S.PLACED:
+                pipe.hold_s = 0.0
+                oid = self.om.get(o.client_order_id)
+                ack_id = oid.order_id if oid is not None else None
+                if ack_id is not None and oid is not None and oid.is_live and (
+                        not self.quoting or self.stopping or not pipe.ready
+                        or not self.gate.is_quotable(pipe.ticker)):
+                    # quotes were pulled (stale book, lost connection, kill switch, pause, stop) while
+                    # this create was in flight: take it down now
+                    if self.om.request_cancel(ack_id) is not None:
+                        pipe.in_flight += 1
+                        session.spawn(self._do_cancel(pipe, ack_id), eager=True)
+            elif outcome == S.GROUP_FIRED:
+                # the exchange-side circuit breaker fired: too many contracts matched in 15 s
+                self.gate.trip(f"session order group {session.group_id} triggered at the exchange; "
+                               "it rejects every new order until reset")
+                self._after_pnl_change()
+            elif outcome == S.REFUSED:
+                exc = session.last_refusal
+                if exc is not None and exc.code.lower() != "post_only_cross":
+                    pipe.hold(self.clock.monotonic_ns())
+                    log.warning("%s: create %s refused: %s; new orders here wait %.1f s", pipe.ticker,
+                                o.client_order_id, exc, pipe.hold_s)
+        finally:
+            self._done(pipe)
+
+    async def _do_cancel(self, pipe: MarketPipeline, order_id: str, trigger_ns: int = 0) -> None:
+        try:
+            await self.session.cancel(order_id, pipe.ticker)
+        finally:
+            self._done(pipe)
+
+    async def _do_amend(self, pipe: MarketPipeline, o: Order, price: int, trigger_ns: int = 0) -> None:
+        try:
+            await self.session.amend(o, price)
+        finally:
+            self._done(pipe)
+
+    async def _do_decrease(self, pipe: MarketPipeline, order_id: str, reduce_to: int,
+                           trigger_ns: int = 0) -> None:
+        try:
+            await self.session.decrease(order_id, reduce_to)
+        finally:
+            self._done(pipe)
+
+    # ================================================================================== kill switch
+    def _start_kill_sweep(self) -> None:
+        if self._kill_sweep_running:
+            return
+        self._kill_sweep_running = True
+
+        async def sweep() -> None:
+            try:
+                await self.session.cancel_everything(f"kill switch: {self.gate.kill_reason}")
+                if not self.session.live_with_id():
+                    self.gate.on_cancel_sweep_done()   # else still tripped: housekeeping sweeps again
+            finally:
+                self._kill_sweep_running = False
+        self.session.spawn(sweep())
+
+    def _after_pnl_change(self) -> None:
+        was = self.gate.kill_state
+        if self.gate.update_pnl() is KillState.TRIPPED or self.gate.kill_state is KillState.TRIPPED:
+            if not self._kill_sweep_running:
+                self._event("kill_switch", detail=self.gate.kill_reason)
+            for p in self.pipes.values():
+                p.state = "killed"
+                p.dirty = True
+            self._start_kill_sweep()
+        elif was is not KillState.ARMED and self.gate.kill_state is KillState.ARMED:
+            self._event("kill_switch_rearmed")
+            self._requote_all()
+
+    def _requote_all(self) -> None:
+        now = self.clock.monotonic_ns()
+        for p in self.pipes.values():
+            if p.ready:
+                self._requote(p, now)
+
+    # ================================================================================== operator
+    def operator_trip(self, reason: str = "operator") -> None:
+        """Trip the kill switch by hand (``kill -USR2 <pid>`` in ``kmm run``): cancel all and pause."""
+        self.gate.trip(reason)
+        self._after_pnl_change()
+
+    def operator_resume(self) -> None:
+        """Re-arm the kill switch by hand (``kill -USR1 <pid>`` in ``kmm run``) and quote again; a
+        session order group that fired is reset first."""
+        self._event("operator_resume")
+        if self.session.group_fired and self.group_id is not None and self.rest is not None:
+            self.session.spawn(self._reset_group_then_resume())
+            return
+        self.gate.operator_resume()
+        self._requote_all()
+
+    async def _reset_group_then_resume(self) -> None:
+        assert self.rest is not None and self.group_id is not None
+        try:
+            await self.rest.reset_order_group(self.group_id)
+        except KmmError as exc:
+            log.error("could not reset the session order group %s (%s); staying paused", self.group_id, exc)
+            return
+        self.session.group_fired = False
+        log.warning("session order group %s reset by the operator", self.group_id)
+        self.gate.operator_resume()
+        self._requote_all()
+
+    # ================================================================================== records, view
+    def _tape(self, pipe: MarketPipeline | None, event: str, fill: Fill | None = None,
+              latency_ns: int | None = None) -> None:
+        if self.recorder is None or pipe is None:
+            return
+        from kmm.record.tape import TapeRow
+        t = pipe.ticker
+        inp, tgt = pipe.inputs, pipe.target
+        live = self.om.live_orders(t)
+        bid = next((o for o in live if o.side == "bid"), None)
+        ask = next((o for o in live if o.side == "ask"), None)
+        latency = latency_ns if event == "decision" else None
+        realized = self.pf.realized_pnl(t) - self.pf.fees_paid(t)
+        row = TapeRow(
+            ts_ns=self.clock.time_ns(), ticker=t, event=event,
+            mid=None if inp.mid is None else int(round(inp.mid)),
+            my_bid=bid.price if bid else None, my_ask=ask.price if ask else None,
+            bid_size=bid.remaining if bid else 0, ask_size=ask.remaining if ask else 0,
+            inventory=self.pf.position(t), unrealized_pnl=self.pf.unrealized_pnl(t),
+            realized_pnl=realized, fees=self.pf.fees_paid(t), latency_ns=latency,
+            reservation=tgt.reservation, spread=(2 * tgt.half_spread) if tgt.half_spread else None,
+            sigma=inp.sigma, ofi=inp.ofi_skew or None,
+            fill_side=fill.side if fill else None, fill_price=fill.price if fill else None,
+            fill_size=fill.count if fill else None, fill_fee=fill.fee if fill else None,
+            trade_id=fill.trade_id if fill else None)
+        self.recorder.tape.write(row)
+
+    def _record_pnl(self) -> None:
+        if self.recorder is None:
+            return
+        for t in self.tickers:
+            self.recorder.store.record_pnl(ticker=t, position=self.pf.position(t), cash=self.pf.cash,
+                                           realized=self.pf.realized_pnl(t), unrealized=self.pf.unrealized_pnl(t),
+                                           fees=self.pf.fees_paid(t))
+
+    def _record_books(self, reason: str, depth: int = 10) -> None:
+        if self.recorder is None:
+            return
+        for t, p in self.pipes.items():
+            if p.ready and p.book is not None:
+                self.recorder.store.record_book_snapshot(ticker=t, bids=p.book.bids(depth), asks=p.book.asks(depth),
+                                                         reason=reason)
+
+    def latency_percentiles(self) -> tuple[float | None, float | None, float | None]:
+        if not self._latency_ns:
+            return None, None, None
+        s = sorted(self._latency_ns)
+        n = len(s)
+
+        def q(x: float) -> float:
+            return s[min(n - 1, int(x * n))] / 1000.0
+        return q(0.5), q(0.99), q(0.999)
+
+    def snapshot(self) -> Snapshot:
+        p50, p99, _ = self.latency_percentiles()
+        rows = []
+        for t, p in self.pipes.items():
+            live = self.om.live_orders(t)
+            bid = next((o for o in live if o.side == "bid"), None)
+            ask = next((o for o in live if o.side == "ask"), None)
+            state = p.state if t not in self.blocked else f"blocked: {self.blocked[t]}"
+            rows.append(MarketRow(t, p.inputs.best_bid or None, p.inputs.best_ask or None,
+                                  bid.price if bid else None, ask.price if ask else None,
+                                  bid.remaining if bid else 0, ask.remaining if ask else 0,
+                                  self.pf.position(t), self.pf.realized_pnl(t) - self.pf.fees_paid(t),
+                                  self.pf.unrealized_pnl(t), p.fills, state))
+        pressure = self.rest.limiter.pressure() if self.rest is not None else 0.0
+        kill = self.gate.kill_state
+        notes = [] if kill is KillState.ARMED else [f"kill switch {kill.value}"]
+        if self.session.pause:
+            notes.append(f"exchange {self.session.pause} pause")
+        return Snapshot(elapsed_s=(self.clock.monotonic_ns() - self._started_ns) / NS_PER_S, venue=self.venue,
+                        markets=rows, cash=self.pf.cash, fees=self.pf.fees_paid(), fills=self.fills,
+                        orders_sent=self.orders_sent, write_pressure=pressure,
+                        latency_p50_us=p50, latency_p99_us=p99, note="; ".join(notes))
+
+    def draw(self) -> None:
+        if self.opt.view == "off":
+            return
+        snap = self.snapshot()
+        if self.opt.view == "live" and self.out is not None:
+            self.out.write(CLEAR + render_table(snap) + "\n")
+            self.out.flush()
+        else:
+            line = render_line(snap)
+            log.info("%s", line)
+            if self.out is not None:
+                self.out.write(line + "\n")
+                self.out.flush()
+
+    # ================================================================================== stop
+    async def _shutdown(self) -> RunSummary:
+        """Stop quoting, then the session's stop: cancels first (escalating), verification over REST in
+        every market, requests drained, the order group deleted, positions and cash checked."""
+        self.stopping = True
+        self.quoting = False
+        self.housekeeping.stop()
+        self.recovery.stop()
+        s = self.session
+        s.stopping = True
+        res = S.StopResult()
+        rest = s.rest
+        if self._not_started is not None:
+            log.info("the start failed before anything was sent (%s): no stop sweep is needed", self._not_started)
+        try:
+            if rest is not None and rest.signer is not None and self._not_started is None:
+                if self.cfg.run.leave_orders_on_exit:
+                    log.warning("leave_orders_on_exit: orders stay resting at the exchange as asked")
+                else:
+                    res = await s.stop_sweep()
+                await self._drain_requests(self.opt.request_drain_s)
+                await s.delete_group()
+                res.agrees = await s.final_check()
+        except KmmError as exc:
+            log.critical("stop sequence failed: %s; check the exchange for resting orders", exc)
+            s.notes.append(f"stop sequence failed: {exc}")
+        finally:
+            await s.close()
+        self._record_pnl()
+        p50, p99, p999 = self.latency_percentiles()
+        summary = RunSummary(
+            venue=self.venue, duration_s=(self.clock.monotonic_ns() - self._started_ns) / NS_PER_S,
+            fills=s.fills, fills_by_side=dict(s.fills_by_side), orders_sent=s.orders_sent,
+            cancels_sent=s.cancels_sent, amends_sent=s.amends_sent, skipped_reprices=self.skipped_reprices,
+            realized=self.pf.realized_pnl() - self.pf.fees_paid(), unrealized=self.pf.unrealized_pnl(),
+            fees=self.pf.fees_paid(), positions={t: self.pf.position(t) for t in self.tickers},
+            resting_after_stop=res.resting_left, verified_flat_orders=res.verified, portfolio_agrees=res.agrees,
+            latency_p50_us=p50, latency_p99_us=p99, latency_p999_us=p999,
+            risk_denials=dict(self.gate.denials), notes=s.notes, stop_s=res.seconds,
+            not_started=self._not_started)
+        log.info("%s", summary.render())
+        return summary
+
+    async def _drain_requests(self, timeout_s: float) -> None:
+        pending = self.session.pending_tasks()
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+
+
+Maker = Engine
