@@ -310,7 +310,7 @@ class Engine(FeedHandler):
             maker = taker = fee_rate_e6("quadratic", True, mult)
         close_ns = _iso_to_ns(raw.get("close_time"))
         status = str(raw.get("status", "active"))
-        fractional = bool(raw.get("fractional_trading_enabled", False))
+        fractional = True   # every market takes 0.01-contract counts since Apr 2026 (kalshi-api.md 2.2); the flag is gone
         info = MarketInfo(ticker, grid, close_ns, fractional, maker, taker, status)
         self.gate.add_market(ticker, grid, close_time_ns=close_ns, fractional=fractional)
         self.freshness.add(ticker)

@@ -124,7 +124,8 @@ def market_info_from_raw(ticker: str, raw: dict[str, Any], series: dict[str, Any
             rate = fee_rate_e6(s.get("fee_type") or "quadratic", True, s.get("fee_multiplier", 1) or 1)
         except ValueError as exc:
             log.warning("%s: %s; estimating fees at the standard taker rate", ticker, exc)
-    return MarketInfo(ticker, grid, bool(raw.get("fractional_trading_enabled", False)), rate)
+    # every market takes 0.01-contract counts since Apr 2026 (kalshi-api.md 2.2); the flag is gone
+    return MarketInfo(ticker, grid, True, rate)
 
 
 # ---------------------------------------------------------------------------------------- state

@@ -74,7 +74,8 @@ async def market_def(rest: Any, ticker: str) -> tuple[dict[str, Any], Any]:
     fmt = lambda p: f"{p // 10000}.{p % 10000:04d}"  # noqa: E731
     d = {"price_ranges": [{"start": fmt(a), "end": fmt(b), "step": fmt(st)} for a, b, st in grid.ranges],
          "maker_rate_e6": maker, "taker_rate_e6": taker, "close_time_ns": _iso_to_ns(raw.get("close_time")),
-         "fractional": bool(raw.get("fractional_trading_enabled", False)), "status": str(raw.get("status", "active")),
+         "fractional": True,  # 0.01 counts on every market (kalshi-api.md 2.2)
+         "status": str(raw.get("status", "active")),
          "fee_type": fee_type, "fee_multiplier": str(mult), "raw": raw}
     return d, raw.get("price_ranges") or d["price_ranges"]
 
