@@ -97,6 +97,27 @@ def test_per_order_paths_of_a_kind_never_used_stop_being_presigned(signer, clock
     made = pool.fill_now()
     assert made == 0 and all(pool.available(*k) == 0 for k in keys[3:])
     assert pool.stats.skipped == 2
-    verify(signer, pool.take(*keys[0]), *keys[0])          # an amend is used: the kind comes back
-    pool.fill_now()
-    assert all(pool.available(*k) == 1 for k in keys[1:])
+    verify(signer, pool.take(*keys[0]), *keys[0])          # an amend is used: the kind comes back,
+    pool.fill_now()                                        # two per order (re-priced within a refill)
+    assert all(pool.available(*k) == 2 for k in keys)
+
+
+def test_take_async_waits_for_the_signer_process_instead_of_signing_inline(signer):
+    async def run() -> None:
+        pool = SignaturePool(signer, [PAIR], depth=1, max_age_s=5.0)
+        pool.start()
+        try:
+            await _filled(pool, PAIR, 1)
+            first = await pool.take_async(*PAIR)
+            second = await pool.take_async(*PAIR, wait_s=5.0)      # the pool is empty now
+            amend = ("POST", AMEND.format("fresh"))
+            pool.add_pair(*amend, depth=1)                         # an order just acked, amended at once
+            third = await pool.take_async(*amend, wait_s=5.0)
+            for h, k in ((first, PAIR), (second, PAIR), (third, amend)):
+                verify(signer, h, *k)
+            assert pool.stats.hits == 1 and pool.stats.waited == 2
+            assert pool.stats.fallbacks == 0
+        finally:
+            pool.close()
+
+    asyncio.run(run())

@@ -19,7 +19,9 @@ Where signatures are made (``mode``):
 Sized to real churn: a fixed pair's depth grows with its measured take rate (enough for
 ``lead_s`` of peak demand, at least ``depth``); per-order pairs (an order's amend and decrease paths)
 are kept only for the kinds this run actually uses: after ``per_order_warmup`` orders whose amend (or
-decrease) signatures went unused, that kind is no longer pre-signed until a request of it is seen.
+decrease) signatures went unused, that kind is no longer pre-signed until a request of it is seen; a
+kind in use keeps ``per_order_depth`` per order (an order re-priced twice within the refill time).
+The signer process answers one signature at a time, emptiest pairs first.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -156,6 +158,8 @@ class PoolStats:
     made: int = 0        # made ahead of need
     unpooled: int = 0    # pair not pooled (per-order paths): signed inline by design
     skipped: int = 0     # per-order pairs not pre-signed because their kind goes unused this run
+    miss_kinds: dict[str, int] = field(default_factory=dict)   # misses by path kind ("create", "amend", ...)
+    waited: int = 0      # take_async: waited for the signer process instead of signing inline
 
     @property
     def discards(self) -> int:
@@ -188,15 +192,17 @@ def _signer_process(conn: object, key_id: str, pem: bytes) -> None:
             return
         if jobs is None:
             return
-        for method, path, n in jobs:
-            out = []
-            for _ in range(n):
+        # one signature of each pair first (an empty pair is a miss waiting to happen), then the rest
+        rounds = max((n for _, _, n in jobs), default=0)
+        for r in range(rounds):
+            for method, path, n in jobs:
+                if r >= n:
+                    continue
                 ts = wall_ms()
-                out.append((time.monotonic_ns(), ts, signer.sign(ts, method, path)))
-            try:
-                send((method, path, out))
-            except (BrokenPipeError, OSError):
-                return
+                try:
+                    send((method, path, [(time.monotonic_ns(), ts, signer.sign(ts, method, path))]))
+                except (BrokenPipeError, OSError):
+                    return
 
 
 class SignaturePool:
@@ -210,7 +216,7 @@ class SignaturePool:
     def __init__(self, signer: Signer, pairs: Iterable[tuple[str, str]], *, depth: int = 4,
                  max_age_s: float = 5.0, clock_ns: Callable[[], int] = time.monotonic_ns,
                  wall_ms: Callable[[], int] = wall_ms, mode: str = "process", max_depth: int = 64,
-                 lead_s: float = 0.05, per_order_warmup: int = 20) -> None:
+                 lead_s: float = 0.25, per_order_warmup: int = 20, per_order_depth: int = 2) -> None:
         if depth < 1:
             raise ConfigError("sig_pool_depth must be at least 1")
         if mode not in ("process", "thread"):
@@ -219,11 +225,13 @@ class SignaturePool:
         self.max_depth = max(depth, max_depth)
         self.lead_s = lead_s
         self.per_order_warmup = per_order_warmup
+        self.per_order_depth = per_order_depth
         self._takes: dict[tuple[str, str], int] = {}      # takes of fixed pairs since the last tick
         self._peak_rate: dict[tuple[str, str], float] = {}  # decayed peak takes/s of fixed pairs
         self._kind_adds = {"amend": 0, "decrease": 0}      # per-order pairs added since the kind's last take
         self._kind_used = {"amend": False, "decrease": False}
         self._outstanding: dict[tuple[str, str], int] = {}
+        self._waiters: dict[tuple[str, str], deque[asyncio.Future[Headers]]] = {}
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: object = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -283,7 +291,8 @@ class SignaturePool:
             return 0
         base = self._depth.get(key, self.depth)
         if kind:
-            return base
+            # a kind in use is often taken twice on one order within the refill time (re-pricing)
+            return max(base, self.per_order_depth) if self._kind_used[kind] else base
         peak = self._peak_rate.get(key, 0.0)
         return min(self.max_depth, max(base, math.ceil(peak * self.lead_s) + 1)) if peak else base
 
@@ -316,8 +325,49 @@ class SignaturePool:
                 return headers
             self.stats.expired += 1
         self.stats.misses += 1
+        k = kind or key[1].rsplit("/", 1)[-1]
+        self.stats.miss_kinds[k] = self.stats.miss_kinds.get(k, 0) + 1
         self._kick()
         return self.signer.headers(method, path, self._wall())
+
+    async def take_async(self, method: str, path: str, wait_s: float = 0.02) -> Headers:
+        """:meth:`take`, except that when a pooled pair is empty and the signer process is running, the
+        request waits (up to ``wait_s``) for the process's next signature instead of signing inline
+        on the loop: the loop keeps serving other markets meanwhile. Counted in ``stats.waited``."""
+        key = (method.upper(), signed_path(path))
+        q = self._slots.get(key)
+        if (q is None or self._conn is None or self._loop is None or self._stop.is_set()
+                or asyncio.get_running_loop() is not self._loop):
+            return self.take(method, path)
+        now = self._clock()
+        while q:
+            made_ns, headers = q.popleft()
+            if now - made_ns <= self.max_age_ns:
+                self.stats.hits += 1
+                self._note_take(key)
+                self._kick()
+                return headers
+            self.stats.expired += 1
+        self._note_take(key)
+        fut = self._loop.create_future()
+        self._waiters.setdefault(key, deque()).append(fut)
+        self._request_fill(extra=(key,))
+        try:
+            headers = await asyncio.wait_for(fut, wait_s)
+        except asyncio.TimeoutError:
+            w = self._waiters.get(key)
+            if w is not None and fut in w:
+                w.remove(fut)
+            return self.take(method, path)      # counted as a miss there
+        self.stats.waited += 1
+        return headers
+
+    def _note_take(self, key: tuple[str, str]) -> None:
+        kind = _per_order_kind(key[1])
+        if kind:
+            self._kind_used[kind] = True
+        else:
+            self._takes[key] = self._takes.get(key, 0) + 1
 
     def _drop_aging(self, key: tuple[str, str], q: deque[tuple[int, Headers]], now: int) -> None:
         while True:
@@ -450,8 +500,9 @@ class SignaturePool:
             rate = self._takes.pop(key, 0) / elapsed
             self._peak_rate[key] = max(rate, self._peak_rate.get(key, 0.0) * decay)
 
-    def _request_fill(self) -> None:
-        """Ask the signer process for what each pair is short of (minus what is already asked for)."""
+    def _request_fill(self, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        """Ask the signer process for what each pair is short of (minus what is already asked for);
+        ``extra`` pairs get one more (a request is waiting for it)."""
         self._kick_pending = False
         conn: Any = self._conn
         if conn is None:
@@ -461,11 +512,14 @@ class SignaturePool:
         jobs = []
         for key, q in list(self._slots.items()):
             self._drop_aging(key, q, now)
-            need = self.wanted_depth(key) - len(q) - self._outstanding.get(key, 0)
+            need = self.wanted_depth(key) - len(q) - self._outstanding.get(key, 0) + len(self._waiters.get(key, ()))
+            if key in extra:
+                need = max(need, 1)
             if need > 0:
                 jobs.append((key[0], key[1], need))
                 self._outstanding[key] = self._outstanding.get(key, 0) + need
         if jobs:
+            jobs.sort(key=lambda j: len(self._slots.get((j[0], j[1]), ())))   # empty pairs first
             try:
                 with self._send_lock:
                     conn.send(jobs)
@@ -484,9 +538,15 @@ class SignaturePool:
         if q is None:
             return                     # the order went away meanwhile
         kid = self.signer.key_id
+        waiters = self._waiters.get(key)
         for made_ns, ts, sig in sigs:
-            q.append((made_ns, {protocol.HDR_KEY: kid, protocol.HDR_TIMESTAMP: str(ts),
-                                protocol.HDR_SIGNATURE: sig}))
+            headers = {protocol.HDR_KEY: kid, protocol.HDR_TIMESTAMP: str(ts), protocol.HDR_SIGNATURE: sig}
+            while waiters and waiters[0].done():
+                waiters.popleft()
+            if waiters:
+                waiters.popleft().set_result(headers)
+            else:
+                q.append((made_ns, headers))
         self.stats.made += len(sigs)
 
     def _on_readable(self) -> None:
