@@ -37,6 +37,8 @@ from kmm.kalshi.loop import run as run_loop
 G_DECIDE = "kmm run config: frame -> actions decided (3 markets, busy, recorder on)"
 G_WIRE = "kmm run config: actions decided -> create bytes written"
 G_ISSUE = "kmm run config: actions decided -> request issued"
+G_QUEUE = "kmm run config: frame received -> Engine.on_book entered (wait)"
+G_CODE = "kmm run config: Engine.on_book entered -> actions decided (code path)"
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "kmm": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
@@ -49,6 +51,27 @@ VARIANTS: dict[str, dict[str, Any]] = {
                   label="compiled pipeline, no recorder, 5 ms (quiet)"),
 }
 _RESULTS: dict[str, dict[str, Any]] = {}
+
+
+def _split_decide(engine: Engine) -> dict[str, list[int]]:
+    """Split frame -> decided into the wait before ``Engine.on_book`` runs for the frame (earlier frames
+    of the same read, their requests, other callbacks, the GIL) and ``on_book`` -> decided (the
+    decision's own code path). Wraps the instance's ``on_book``, which the connector calls by name."""
+    import time
+    out: dict[str, list[int]] = {"queue": [], "code": []}
+    orig = engine.on_book
+    clock = time.monotonic_ns
+
+    def on_book(ticker: str, recv_ns: int) -> None:
+        t = clock()
+        orig(ticker, recv_ns)
+        pipe = engine.pipes.get(ticker)
+        if pipe is not None and recv_ns and pipe.trigger_ns == recv_ns and pipe.decided_ns >= t:
+            out["queue"].append(t - recv_ns)
+            out["code"].append(pipe.decided_ns - t)
+
+    engine.on_book = on_book  # type: ignore[method-assign]
+    return out
 
 
 def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3) -> tuple[Any, dict[str, Any]]:
@@ -75,6 +98,7 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3) -> tuple[Any, dict[
         assert all(p.compiled == v["compiled"] for p in engine.pipes.values()) or not engine.pipes
         stamps = WireStamps(engine)
         stamps.install()
+        split = _split_decide(engine)
         sys.setswitchinterval(v["switch"])
         try:
             summary, m = run_loop(drive(engine, stamps, QUOTE_S))
@@ -82,6 +106,8 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3) -> tuple[Any, dict[
             sys.setswitchinterval(old_switch)
             stamps.uninstall()
         m["compiled"] = [p.compiled for p in engine.pipes.values()]
+        n = len(split["queue"])
+        m["queue"], m["code"] = split["queue"][n // 10:], split["code"][n // 10:]   # past the warm-up
         if recorder is not None:
             recorder.close()
             m["tape_rows"] = sum(1 for _ in open(tmp / "out" / "tape.csv")) - 1
@@ -111,12 +137,15 @@ def test_kmm_run_config_frame_to_decided(benchmark, variant, tmp_path):
     if v["recorder"]:
         assert m["tape_rows"] > 20, "the recorder was on: the tape must have rows"
     decide, create, issue = dist(m["decide"]), dist(m["wire_create"]), dist(m["issue"])
+    queue, code = dist(m["queue"]), dist(m["code"])
     pool = m["pool"] or {}
     steady = m["pool_steady"] or {}
     fallbacks = steady.get("misses", 0) + steady.get("unpooled", 0)     # after the warm-up
     stages = {G_DECIDE: {k: decide[k] for k in ("p50_ns", "p99_ns", "p999_ns", "n")},
               G_WIRE: {k: create[k] for k in ("p50_ns", "p99_ns", "p999_ns", "n")},
-              G_ISSUE: {k: issue[k] for k in ("p50_ns", "p99_ns", "p999_ns", "n")}}
+              G_ISSUE: {k: issue[k] for k in ("p50_ns", "p99_ns", "p999_ns", "n")},
+              G_QUEUE: {k: queue[k] for k in ("p50_ns", "p99_ns", "p999_ns", "n")},
+              G_CODE: {k: code[k] for k in ("p50_ns", "p99_ns", "p999_ns", "n")}}
     if v["role"] == "kmm":
         stages[G_DECIDE].update(budget_ns=10_000, budget_on="p50", budget_met=decide["p50_ns"] <= 10_000)
         stages[G_WIRE].update(budget_ns=25_000, budget_on="p50", budget_met=create["p50_ns"] <= 25_000)
@@ -128,14 +157,18 @@ def test_kmm_run_config_frame_to_decided(benchmark, variant, tmp_path):
                                 fills=m["fills"], signature_pool=pool, signature_pool_steady=steady,
                                 sign_fallbacks=fallbacks,
                                 seconds=round(m["seconds"], 2))
-    _RESULTS[variant] = {"decide": decide, "create": create, "fallbacks": fallbacks}
+    _RESULTS[variant] = {"decide": decide, "create": create, "fallbacks": fallbacks, "code": code}
     us = lambda ns: f"{ns / 1e3:.1f} us"  # noqa: E731
     print(f"\n[{v['label']}] {m['seconds']:.1f} s: {m['decisions']} decisions, {m['orders']} creates, "
           f"{m['amends']} amends, {m['fills']} fills; signature pool over the run {pool}; in steady state {steady} (inline fallbacks {fallbacks})")
-    for name, d in (("frame -> decided", decide), ("decided -> issued", issue), ("decided -> create written", create)):
+    for name, d in (("frame -> decided", decide), ("  wait before on_book", queue), ("  on_book -> decided", code),
+                    ("decided -> issued", issue), ("decided -> create written", create)):
         print(f"  {name:26s} n={d['n']:6d} p50 {us(d['p50_ns']):>9s}  p99 {us(d['p99_ns']):>9s}  "
               f"p99.9 {us(d['p999_ns']):>9s}")
     if "kmm" in _RESULTS and "python" in _RESULTS and variant == "python":
         k, b = _RESULTS["kmm"]["decide"], _RESULTS["python"]["decide"]
         print(f"  Python path / compiled, frame -> decided: p50 {b['p50_ns'] / k['p50_ns']:.2f}x, "
+              f"p99 {b['p99_ns'] / k['p99_ns']:.2f}x")
+        k, b = _RESULTS["kmm"]["code"], _RESULTS["python"]["code"]
+        print(f"  Python path / compiled, on_book -> decided: p50 {b['p50_ns'] / k['p50_ns']:.2f}x, "
               f"p99 {b['p99_ns'] / k['p99_ns']:.2f}x")
