@@ -24,7 +24,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import IO, Literal
+from typing import Any, IO, Literal
 
 REDACTED = "[REDACTED]"
 
@@ -112,10 +112,12 @@ class _Listener(logging.handlers.QueueListener):
         return copy.copy(record)
 
     def dequeue(self, block: bool) -> logging.LogRecord:
-        get = self.queue.get_nowait
+        q: Any = self.queue
+        get = q.get_nowait
         while True:
             try:
-                return get()  # type: ignore[no-any-return]
+                record: logging.LogRecord = get()
+                return record
             except queue.Empty:
                 if not block:
                     raise

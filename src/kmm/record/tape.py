@@ -279,7 +279,7 @@ class TapeWriter(BackgroundWriter):
         buf = self._buf
         buf.seek(0)
         buf.truncate()
-        self._csv.writerows(format_row(r if type(r) is not tuple else TapeRow(*r)) for r in items)
+        self._csv.writerows(format_row(r if isinstance(r, TapeRow) else TapeRow(*r)) for r in items)  # type: ignore[arg-type]
         self._file.write(buf.getvalue())     # one write per batch: rows go out whole
 
     def _flush(self) -> None:
