@@ -74,11 +74,11 @@ def _split_decide(engine: Engine) -> dict[str, list[int]]:
     return out
 
 
-def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3) -> tuple[Any, dict[str, Any]]:
+def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimProcess) -> tuple[Any, dict[str, Any]]:
     from kmm.record import Recorder
     priv, pub = key_pair()
     key_id = f"bench-run-{seed}-{v['label'][:8]}"
-    sim = SimProcess(tmp, key_id, pub, seed=seed)
+    sim = sim_cls(tmp, key_id, pub, seed=seed)
     old_switch = sys.getswitchinterval()
     orig_pipe = live_mod.MarketPipeline
     recorder = None
