@@ -11,6 +11,19 @@ from kmm._core.ofi cimport OFI
 from kmm._core.quote cimport QuoteParams, Quotes
 from kmm._core.diff cimport Differ
 
+# Pre-check outcomes (the per-market rules of kmm.engine.risk.RiskGate), 0 = allowed.
+cdef enum:
+    CHK_OK = 0
+    CHK_BAD_SIZE = 1
+    CHK_MAX_ORDER_SIZE = 2
+    CHK_FRACTIONAL = 3
+    CHK_PRICE_RANGE = 4
+    CHK_OFF_GRID = 5
+    CHK_NOTIONAL = 6
+    CHK_OPEN_ORDERS = 7
+    CHK_REDUCE_ONLY = 8
+    CHK_MAX_POSITION = 9
+
 cdef enum:
     STRAT_STOIKOV = 0     # kmm._core.quote on microprice or mid (kmm.strategy.stoikov)
     STRAT_INSIDE = 1      # one tick inside the best prices (kmm.strategy.inside)
@@ -71,6 +84,17 @@ cdef class Pipeline:
     cdef double _half
     cdef readonly uint64_t decisions
     cdef readonly uint64_t frames
+    # pre-checks (set_limits): the per-market half of the risk gate
+    cdef readonly bint has_limits
+    cdef qty_t _lim_order_size
+    cdef bint _lim_fractional
+    cdef px_t _lim_price_min
+    cdef px_t _lim_price_max
+    cdef int64_t _lim_notional
+    cdef qty_t _lim_position
+    cdef double _lim_reduce_at
+    cdef int64_t _lim_open_orders
+    cdef uint64_t _denied[10]
     # own orders read from the live list (scratch, grown never shrunk)
     cdef Py_ssize_t _ocap
     cdef px_t* _opx
@@ -87,3 +111,7 @@ cdef class Pipeline:
     cdef int _target(self) except -1
     cdef Py_ssize_t _read_live(self, object live) except -1
     cdef object _diff(self, px_t bid_px, qty_t bid_size, px_t ask_px, qty_t ask_size, object live)
+    cdef qty_t _live_remaining(self, object live, object coid)
+    cdef px_t _live_price(self, object live, object coid)
+    cdef int _check(self, int side, px_t price, qty_t count, qty_t position, qty_t resting,
+                    int64_t open_orders, bint place) noexcept

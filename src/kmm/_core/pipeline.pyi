@@ -15,6 +15,7 @@ from kmm._core.grid import Grid
 from kmm._core.ofi import OFI
 from kmm._core.quote import QuoteParams
 
+CHECK_NAMES: tuple[str, ...]  # pre-check outcome -> the risk gate's reason ("ok" for 0)
 STOIKOV: int    # 0: kmm._core.quote on microprice or mid
 INSIDE: int     # 1: one tick inside the best prices
 EXTERNAL: int   # 2: the target comes from Python (set_target), signals and diff stay compiled
@@ -99,6 +100,10 @@ class Pipeline:
     @property
     def half_spread(self) -> float | None: ...
     @property
+    def has_limits(self) -> bool: ...
+    @property
+    def denied(self) -> dict[str, int]: ...  # pre-check refusals by reason
+    @property
     def decisions(self) -> int: ...
     @property
     def frames(self) -> int: ...
@@ -121,3 +126,12 @@ class Pipeline:
     def frame(self, now_ns: int, wall_ns: int, inventory: int, live: Sequence[Any],
               alpha_skew: float = 0.0) -> tuple[Action, ...]:
         """One book frame, one call: on_book then decide. The shared empty tuple when nothing changes."""
+    def set_limits(self, *, max_order_size: int, fractional: bool, price_min: int, price_max: int,
+                   max_order_notional: int, max_position: int, reduce_only_at: float,
+                   max_open_orders: int) -> None: ...
+    def check(self, side: int, price: int, count: int, position: int, resting: int, open_orders: int = 0,
+              place: bool = True) -> int:
+        """0 when the per-market rules of the risk gate allow the order, else an index into CHECK_NAMES."""
+    def frame_checked(self, now_ns: int, wall_ns: int, inventory: int, live: Sequence[Any], alpha_skew: float,
+                      open_bid: int, open_ask: int, open_orders: int) -> tuple[Action, ...]:
+        """frame(), then the pre-checks: refused places dropped, refused amends turned into cancels."""

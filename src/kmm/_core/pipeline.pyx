@@ -26,8 +26,10 @@ from kmm._core.book cimport OrderBook, SIDE_YES, SIDE_NO
 from kmm._core.grid cimport Grid
 from kmm._core.ofi cimport OFI
 from kmm._core.quote cimport QuoteParams, Quotes, fill_quotes
-from kmm._core.diff cimport Differ, Action, act_t, ACT_PLACE
+from kmm._core.diff cimport Differ, Action, act_t, ACT_PLACE, ACT_AMEND, ACT_CANCEL
 
+CHECK_NAMES = ("ok", "bad_size", "max_order_size", "fractional_size", "price_range", "off_grid",
+               "max_order_notional", "max_open_orders", "reduce_only", "max_position")
 STOIKOV = STRAT_STOIKOV
 INSIDE = STRAT_INSIDE
 EXTERNAL = STRAT_EXTERNAL
@@ -531,6 +533,121 @@ cdef class Pipeline:
         self.decisions += 1
         return self._diff(self.bid_price if self.bid_size else 0, self.bid_size,
                           self.ask_price if self.ask_size else 0, self.ask_size, live)
+
+    # ------------------------------------------------------------------ pre-checks
+    def set_limits(self, *, qty_t max_order_size, bint fractional, px_t price_min, px_t price_max,
+                   int64_t max_order_notional, qty_t max_position, double reduce_only_at,
+                   int64_t max_open_orders):
+        """The per-market limits of the risk gate (kmm.engine.risk.RiskLimits, in its units)."""
+        self._lim_order_size = max_order_size
+        self._lim_fractional = fractional
+        self._lim_price_min = price_min
+        self._lim_price_max = price_max
+        self._lim_notional = max_order_notional
+        self._lim_position = max_position
+        self._lim_reduce_at = reduce_only_at
+        self._lim_open_orders = max_open_orders
+        self.has_limits = True
+
+    cdef int _check(self, int side, px_t price, qty_t count, qty_t position, qty_t resting,
+                    int64_t open_orders, bint place) noexcept:
+        # RiskGate._fat_finger, the per-market open-order count (places) and _position_gate without
+        # the account-wide parts (total position, loss and close-time reduce-only: Python's).
+        cdef int64_t notional, sign, worst, aq, aw
+        if count <= 0:
+            return CHK_BAD_SIZE
+        if count > self._lim_order_size:
+            return CHK_MAX_ORDER_SIZE
+        if not self._lim_fractional and count % 100:
+            return CHK_FRACTIONAL
+        if not self._lim_price_min <= price <= self._lim_price_max:
+            return CHK_PRICE_RANGE
+        if not self.grid.valid(price):
+            return CHK_OFF_GRID
+        notional = count * (price if side == 0 else 10000 - price)
+        notional = notional // 100 if notional >= 0 else -((-notional + 99) // 100)
+        if notional > self._lim_notional:
+            return CHK_NOTIONAL
+        if place and open_orders >= self._lim_open_orders:
+            return CHK_OPEN_ORDERS
+        sign = 1 if side == 0 else -1
+        worst = position + sign * (resting + count)
+        aq = -position if position < 0 else position
+        aw = -worst if worst < 0 else worst
+        if <double>aq >= self._lim_reduce_at * <double>self._lim_position:
+            if position * sign >= 0 or resting + count > aq:
+                return CHK_REDUCE_ONLY
+            return CHK_OK
+        if aw > self._lim_position and aw > aq:
+            return CHK_MAX_POSITION
+        return CHK_OK
+
+    def check(self, int side, px_t price, qty_t count, qty_t position, qty_t resting,
+              int64_t open_orders=0, bint place=True):
+        """The pre-check of one new (``place``) or amended order: 0 when allowed, else an index into
+        ``CHECK_NAMES``. ``resting``: the side's open size, less the amended order's own remaining."""
+        if not self.has_limits:
+            raise ValueError(f"Pipeline({self.ticker}): set_limits() first")
+        return self._check(side, price, count, position, resting, open_orders, place)
+
+    def frame_checked(self, ns_t now_ns, ns_t wall_ns, qty_t inventory, live, double alpha_skew,
+                      qty_t open_bid, qty_t open_ask, int64_t open_orders):
+        """:meth:`frame`, then the pre-checks with the open size per side and the market's open order
+        count from before the decision: a refused place is dropped, a refused amend becomes a cancel
+        (what the engine does when its gate refuses them). Everything an order adds within a decision
+        only grows those figures, so whatever is refused here the gate would refuse too; it stays the
+        authority for the account-wide rules. Refusals are counted in ``denied``."""
+        cdef tuple acts = self.frame(now_ns, wall_ns, inventory, live, alpha_skew)
+        cdef Action a, c
+        cdef int r
+        cdef list out
+        cdef Py_ssize_t j, n = len(acts)
+        if n == 0 or not self.has_limits:
+            return acts
+        out = None
+        for j in range(n):
+            a = <Action>acts[j]
+            r = CHK_OK
+            if a.kind == ACT_PLACE:
+                r = self._check(a.side, a.price, a.size, inventory, open_bid if a.side == 0 else open_ask,
+                                open_orders, True)
+            elif a.kind == ACT_AMEND:
+                r = self._check(a.side, a.price, a.size, inventory,
+                                (open_bid if a.side == 0 else open_ask) - self._live_remaining(live, a.order_id),
+                                open_orders, False)
+            if r == CHK_OK:
+                if out is not None:
+                    out.append(a)
+                continue
+            self._denied[r] += 1
+            if out is None:
+                out = list(acts[:j])
+            if a.kind == ACT_AMEND:
+                c = Action.__new__(Action)
+                c.kind = ACT_CANCEL
+                c.side = a.side
+                c.order_id = a.order_id
+                c.price = self._live_price(live, a.order_id)
+                c.size = 0
+                out.append(c)
+        return acts if out is None else tuple(out)
+
+    cdef qty_t _live_remaining(self, object live, object coid):
+        for o in live:
+            if o[5] == coid:
+                return o[3]
+        return 0
+
+    cdef px_t _live_price(self, object live, object coid):
+        for o in live:
+            if o[5] == coid:
+                return o[2]
+        return 0
+
+    @property
+    def denied(self):
+        """Pre-check refusals so far by reason name (only the reasons that happened)."""
+        return {CHECK_NAMES[i]: self._denied[i] for i in range(1, 10) if self._denied[i]}
 
     @property
     def vol_sigma(self):

@@ -242,6 +242,26 @@ class MarketPipeline:
         self.on_book(now_ns, wall_ns, live)
         return self.decide(inventory, live)
 
+    def set_limits(self, limits: Any) -> None:
+        """Give the core the per-market limits of the risk gate (a kmm.engine.risk.RiskLimits) for
+        :meth:`frame_checked`."""
+        self.core.set_limits(max_order_size=limits.max_order_size, fractional=self.info.fractional,
+                             price_min=limits.price_min, price_max=limits.price_max,
+                             max_order_notional=limits.max_order_notional,
+                             max_position=limits.max_position_for(self.ticker),
+                             reduce_only_at=limits.reduce_only_at,
+                             max_open_orders=limits.max_open_orders_per_market)
+
+    def frame_checked(self, now_ns: int, wall_ns: int, inventory: int, live: list[LiveOrder], open_bid: int,
+                      open_ask: int, open_orders: int) -> tuple[Any, ...]:
+        """:meth:`frame` with the per-market pre-checks of the risk gate applied in the same compiled
+        call (compiled strategies; see ``Pipeline.frame_checked``). The gate stays the authority."""
+        if not self.compiled:
+            raise ValueError(f"{self.ticker}: frame_checked needs a compiled strategy")
+        self.last_book_ns = now_ns
+        alpha = 0.0 if self._alpha_zero else self.alpha.get_external_skew(self.ticker)
+        return self.core.frame_checked(now_ns, wall_ns, inventory, live, alpha, open_bid, open_ask, open_orders)
+
     def pull(self, live: list[LiveOrder]) -> tuple[Any, ...]:
         """Actions that cancel every live order of this market."""
         if not self._python_signals:
