@@ -36,7 +36,10 @@ _RESULTS: dict[str, dict[str, int]] = {}
 
 
 class StampedSim(SimProcess):
-    """SimProcess, but bench/stamped_sim.py: the simulator stamps its frame writes and create arrivals."""
+    """SimProcess, but bench/stamped_sim.py: the simulator stamps its frame writes and create arrivals.
+    ``n_markets`` (class attribute) replaces the 3 markets by the simulator's first N."""
+
+    n_markets: int | None = None
 
     def __init__(self, workdir: Path, key_id: str, pub_pem: bytes, *, seed: int = 3) -> None:
         import subprocess as sp
@@ -46,6 +49,8 @@ class StampedSim(SimProcess):
         def popen(cmd: list[str], **kw: Any) -> Any:
             i = cmd.index("kmm")
             cmd = [*cmd[:i - 1], str(HERE / "stamped_sim.py"), str(self.stamps), *cmd[i + 2:]]
+            if self.n_markets is not None:
+                cmd[cmd.index("--markets") + 1] = str(self.n_markets)
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), env.get("PYTHONPATH", "")])
             return real_popen(cmd, env=env, **kw)

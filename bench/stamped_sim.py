@@ -26,6 +26,7 @@ from typing import Any
 def main() -> int:
     out = sys.argv[1]
     frames: list[tuple[int, str]] = []
+    book_frames = [0]
     creates: list[tuple[int, str]] = []
     from aiohttp import web
 
@@ -38,6 +39,8 @@ def main() -> int:
         data = orig_batch(batch)
         t = clock()
         for f in batch:
+            if '"type":"orderbook_' in f:
+                book_frames[0] += 1
             if '"market_ticker":' in f:
                 i = f.find('"market_ticker":')
                 if i >= 0:
@@ -64,7 +67,7 @@ def main() -> int:
 
     def dump() -> None:
         with open(out, "w") as f:
-            json.dump({"frames": frames, "creates": creates}, f)
+            json.dump({"frames": frames, "creates": creates, "book_frames": book_frames[0]}, f)
 
     atexit.register(dump)
     from kmm.cli import main as kmm_main
