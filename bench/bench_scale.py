@@ -1,5 +1,5 @@
 """Markets on one connection: 1, 10, 100 and 300 markets quoted with the simulator's busy flow, in
-``kmm run``'s configuration (recorder on, 0.5 ms switch interval, compiled pipeline).
+``kmm run``'s configuration (recorder on, compiled pipeline).
 
 For each count the simulator (bench/stamped_sim.py, its own process) counts the book frames it writes;
 the engine must receive every one (received = sent, no sequence gap), and we report the engine
@@ -90,7 +90,6 @@ def run_count(tmp: Path, n: int) -> dict[str, Any]:
                                  capture=cfg.records.raw_capture, logging_enabled=cfg.records.ops_log)
         engine = Engine(cfg, conn, recorder=recorder, venue="kmm sim (subprocess)",
                         options=EngineOptions(view="off", order_group_limit=cfg.risk.order_group_limit))
-        sys.setswitchinterval(0.0005)
         try:
             m = run_loop(_drive(engine, SCALE_S))
         finally:

@@ -162,7 +162,6 @@ def run_command(args: argparse.Namespace) -> int:
     names = [n for n, on in (("ops.log", rec.ops_log), ("tape.csv", True), ("kmm.sqlite", True),
                              ("the frame capture", rec.raw_capture)) if on]
     print(f"kmm run: writing {', '.join(names)} to {out}", file=sys.stderr)
-    sys.setswitchinterval(0.0005)  # no background writer may hold the loop for milliseconds
     try:
         summary = kloop.run(_run_async(cfg, args, explicit, recorder, view))
     except ConfigError as exc:
