@@ -1,7 +1,9 @@
 """Markets on one connection: 1, 10, 100 and 300 markets quoted with the simulator's busy flow, in
 ``kmm run``'s configuration (recorder on, compiled pipeline).
 
-For each count the simulator (bench/stamped_sim.py, its own process) counts the book frames it writes;
+The loss limit is lifted and no order group is used, so the kill switch (which busy flow trips within
+seconds on 10+ markets at the default $50 loss limit) keeps out of the measurement. For each count the
+simulator (bench/stamped_sim.py, its own process) counts the book frames it writes;
 the engine must receive every one (received = sent, no sequence gap), and we report the engine
 process's CPU per book message received (all its threads: loop, recorder; the signer process is not
 in it) and frame -> decided percentiles. The 3-market run of bench_kmm_run.py is the reference point;
@@ -53,10 +55,12 @@ async def _drive(engine: Engine, quote_s: float) -> dict[str, Any]:
     assert engine.ws is not None
     f0, c0, t0 = engine.ws.stats.book_frames, time.process_time(), time.monotonic()
     d0 = sum(p.decisions for p in engine.pipes.values())
-    await asyncio.sleep(quote_s)
     o0 = engine.orders_sent + engine.amends_sent
+    await asyncio.sleep(quote_s)
+    from collections import Counter
     m = {"frames": engine.ws.stats.book_frames - f0, "requests": engine.orders_sent + engine.amends_sent - o0,
-         "quoting": sum(1 for p in engine.pipes.values() if p.state == "quoting"), "cpu_s": time.process_time() - c0,
+         "states": dict(Counter(p.state for p in engine.pipes.values())),
+         "kill": engine.gate.kill_state.value, "denials": dict(engine.gate.denials), "cpu_s": time.process_time() - c0,
          "seconds": time.monotonic() - t0, "decide": list(engine.decide_ns),
          "decisions": sum(p.decisions for p in engine.pipes.values()) - d0}
     stop.set()
@@ -85,11 +89,11 @@ def run_count(tmp: Path, n: int) -> dict[str, Any]:
         cfg = load_config(None, environ={}, cli={
             "run.markets": ",".join(tickers), "strategy.quote_size": "5", "strategy.max_position": "30",
             "risk.max_order_size": "30", "risk.max_open_orders_total": str(max(100, 4 * n)),
-            "risk.max_total_position": str(max(1000, 40 * n))})
+            "risk.max_total_position": str(max(1000, 40 * n)), "risk.max_loss": "1000000"})
         recorder = Recorder.open(tmp / "out", log_level=cfg.run.log_level, console=False,
                                  capture=cfg.records.raw_capture, logging_enabled=cfg.records.ops_log)
         engine = Engine(cfg, conn, recorder=recorder, venue="kmm sim (subprocess)",
-                        options=EngineOptions(view="off", order_group_limit=cfg.risk.order_group_limit))
+                        options=EngineOptions(view="off", order_group_limit=0))   # no exchange-side group breaker
         try:
             m = run_loop(_drive(engine, SCALE_S))
         finally:
@@ -110,7 +114,7 @@ def test_markets_on_one_connection(benchmark, n, tmp_path):
     res: dict[str, Any] = {}
     benchmark.pedantic(lambda: res.update(run_count(tmp_path, n)), rounds=1, iterations=1)
     s = res["summary"]
-    assert res["frames"] > 50 and res["decisions"] > 10, {k: res[k] for k in ("frames", "decisions")}
+    assert res["frames"] > 50, res["frames"]
     assert res["gaps"] == 0, "a sequence gap: the engine fell behind or lost frames"
     assert res["received"] == res["sent"], f"received {res['received']} book frames, the exchange sent {res['sent']}"
     assert s.verified_flat_orders and s.resting_after_stop == 0
@@ -120,13 +124,14 @@ def test_markets_on_one_connection(benchmark, n, tmp_path):
     base = _RESULTS.get(min(_RESULTS))
     benchmark.group = GROUP
     benchmark.extra_info.update(role="kmm", ops=1, label=f"{n} markets", p50_ns=round(cpu_per_msg),
-                                p99_ns=None, unit="CPU ns per book message", markets=n,
+                                unit="CPU ns per book message", markets=n,
                                 frames_per_s=round(res["frames"] / res["seconds"]), received=res["received"],
                                 sent=res["sent"], cpu_share=round(res["cpu_s"] / res["seconds"], 3),
                                 decide_p50_ns=d["p50_ns"], decide_p99_ns=d["p99_ns"], decisions=res["decisions"],
-                                requests=res["requests"], quoting=res["quoting"])
+                                requests=res["requests"], states=res["states"])
     print(f"\n{n:4d} markets: {res['frames'] / res['seconds']:.0f} book msgs/s, received {res['received']} = sent "
           f"{res['sent']}, CPU {res['cpu_s'] / res['seconds'] * 100:.0f}% of a core, {cpu_per_msg / 1e3:.1f} us CPU/msg"
           f" ({cpu_per_msg / base['cpu_ns']:.2f}x of {min(_RESULTS)} market(s)); frame -> decided p50 "
           f"{d['p50_ns'] / 1e3:.1f} us p99 {d['p99_ns'] / 1e3:.1f} us (n {d['n']}); {res['decisions']} decisions, "
-          f"{res['requests']} creates+amends, {res['quoting']} markets quoting at the end of the window")
+          f"{res['requests']} creates+amends; market states at the end {res['states']}, kill switch {res['kill']}, "
+          f"gate denials {res['denials']}")
