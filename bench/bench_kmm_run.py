@@ -1,13 +1,13 @@
 """Book frame -> actions decided under ``kmm run``'s own configuration: recorder on (ops.log at INFO,
-tape.csv, kmm.sqlite, the raw frame capture), CPython's default switch interval (``kmm run`` no longer
-changes it), 3 markets, the simulator's busy flow in its own process.
+tape.csv, kmm.sqlite, the raw frame capture), the 0.5 ms switch interval ``kmm run`` sets, 3 markets,
+the simulator's busy flow in its own process.
 
 Variants, all in this run against the same seeded simulator:
 
 * ``kmm``: the compiled per-market pipeline (``MarketPipeline`` on ``kmm._core.pipeline``);
 * ``python``: the same with ``MarketPipeline(compiled=False)``: the Python path, the baseline;
-* ``kmm-0.5ms``: the compiled pipeline with a 0.5 ms switch interval (what ``kmm run`` used to set;
-  removed because this comparison showed no gain);
+* ``kmm-5ms``: the compiled pipeline with CPython's default 5 ms switch interval: the measurement
+  that keeps ``kmm run``'s ``sys.setswitchinterval(0.0005)`` (docs/records.md);
 * ``quiet``: the compiled pipeline with no recorder (bench_engine.py's configuration), for reference.
 
 Stages: ``Engine.decide_ns`` (picows's receive stamp -> actions decided), the engine's own
@@ -40,12 +40,12 @@ G_QUEUE = "kmm run config: frame received -> Engine.on_book entered (wait)"
 G_CODE = "kmm run config: Engine.on_book entered -> actions decided (code path)"
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "kmm": dict(role="kmm", compiled=True, recorder=True, switch=0.005,
-                label="compiled pipeline, recorder on (kmm run)"),
-    "python": dict(role="baseline", compiled=False, recorder=True, switch=0.005,
-                   label="Python path, recorder on"),
-    "kmm-0.5ms": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
-                      label="compiled pipeline, recorder on, 0.5 ms switch interval"),
+    "kmm": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
+                label="compiled pipeline, recorder on, 0.5 ms (kmm run)"),
+    "python": dict(role="baseline", compiled=False, recorder=True, switch=0.0005,
+                   label="Python path, recorder on, 0.5 ms"),
+    "kmm-5ms": dict(role="kmm", compiled=True, recorder=True, switch=0.005,
+                    label="compiled pipeline, recorder on, default 5 ms switch interval"),
     "quiet": dict(role="kmm", compiled=True, recorder=False, switch=0.005,
                   label="compiled pipeline, no recorder, 5 ms (quiet)"),
 }

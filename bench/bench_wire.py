@@ -5,7 +5,8 @@ or one of our own fills or order updates: whatever can trigger a decision).
 
 * baseline (the floor): bench/min_client.py, a client that answers every book frame with a create built
   and signed before the run, in its own process on uvloop + picows;
-* kmm: the engine in ``kmm run``'s configuration (recorder on, compiled pipeline), in this process.
+* kmm: the engine in ``kmm run``'s configuration (recorder on, 0.5 ms switch interval, compiled
+  pipeline), in this process.
 
 Both face the same seeded busy flow on 3 markets. Matching by "latest frame of the market" credits a
 request to the frame just before it, which may not be the frame that triggered it (an answer to an
