@@ -8,7 +8,9 @@ Variants, all in this run against the same seeded simulator:
 * ``python``: the same with ``MarketPipeline(compiled=False)``: the Python path, the baseline;
 * ``kmm-5ms``: the compiled pipeline with CPython's default 5 ms switch interval: the measurement
   that keeps ``kmm run``'s ``sys.setswitchinterval(0.0005)`` (docs/records.md);
-* ``quiet``: the compiled pipeline with no recorder (bench_engine.py's configuration), for reference.
+* ``quiet``: the compiled pipeline with no recorder (bench_engine.py's configuration), for reference;
+* ``sign-thread``: kmm run's configuration with the signature pool's former worker thread instead of
+  the signer process (``SignaturePool(mode="thread")``): the signing baseline (inline fallbacks).
 
 Stages: ``Engine.decide_ns`` (picows's receive stamp -> actions decided), the engine's own
 ``send_ns`` (decided -> request issued) and, from bench_engine's WireStamps, decided -> create bytes
@@ -48,6 +50,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                     label="compiled pipeline, recorder on, default 5 ms switch interval"),
     "quiet": dict(role="kmm", compiled=True, recorder=False, switch=0.005,
                   label="compiled pipeline, no recorder, 5 ms (quiet)"),
+    "sign-thread": dict(role="kmm", compiled=True, recorder=True, switch=0.0005, sign_mode="thread",
+                        label="kmm run config, signatures from the former worker thread"),
 }
 _RESULTS: dict[str, dict[str, Any]] = {}
 
@@ -76,10 +80,14 @@ def _split_decide(engine: Engine) -> dict[str, list[int]]:
 def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimProcess) -> tuple[Any, dict[str, Any]]:
     from kmm.record import Recorder
     priv, pub = key_pair()
-    key_id = f"bench-run-{seed}-{v['label'][:8]}"
+    key_id = f"bench-run-{seed}-{''.join(c for c in v['label'] if c.isalnum())[:16]}"
     sim = sim_cls(tmp, key_id, pub, seed=seed)
     old_switch = sys.getswitchinterval()
     orig_pipe = live_mod.MarketPipeline
+    from kmm.kalshi import rest as rest_mod
+    orig_pool = rest_mod.SignaturePool
+    if v.get("sign_mode"):
+        rest_mod.SignaturePool = functools.partial(orig_pool, mode=v["sign_mode"])  # type: ignore[misc]
     recorder = None
     try:
         sim.wait_ready()
@@ -114,6 +122,7 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
         return summary, m
     finally:
         live_mod.MarketPipeline = orig_pipe  # type: ignore[misc]
+        rest_mod.SignaturePool = orig_pool  # type: ignore[misc]
         if recorder is not None:
             recorder.close()
         sim.stop()
