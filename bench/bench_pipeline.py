@@ -125,6 +125,7 @@ def test_pipeline_frame_to_decision(benchmark, kind):
     def run() -> None:
         res["d"], res["t"] = _replay(kind)
 
+    benchmark.group = GROUP            # before the run: pytest-benchmark records it then
     benchmark.pedantic(run, rounds=3, iterations=1)
     decisions, spent = res["d"], res["t"]
     assert sum(1 for d in decisions if d) > N // 10, "the stream must make the pipeline act"

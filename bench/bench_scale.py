@@ -113,6 +113,7 @@ def run_count(tmp: Path, n: int) -> dict[str, Any]:
 @pytest.mark.parametrize("n", COUNTS)
 def test_markets_on_one_connection(benchmark, n, tmp_path):
     res: dict[str, Any] = {}
+    benchmark.group = GROUP            # before the run: pytest-benchmark records it then
     benchmark.pedantic(lambda: res.update(run_count(tmp_path, n)), rounds=1, iterations=1)
     s = res["summary"]
     assert res["frames"] > 50, res["frames"]

@@ -118,6 +118,7 @@ def test_wire_to_wire(benchmark, variant, tmp_path):
             res["lat"], res["frames"], res["creates"] = sims[0].latencies()
             res["lat_all"] = sims[0].latencies(("create", "amend"))[0]
 
+    benchmark.group = GROUP            # before the run: pytest-benchmark records it then
     benchmark.pedantic(run, rounds=1, iterations=1)
     lat = res["lat"]
     assert res["frames"] > 500, "the simulator must have written book frames"
