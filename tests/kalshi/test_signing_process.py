@@ -121,3 +121,31 @@ def test_take_async_waits_for_the_signer_process_instead_of_signing_inline(signe
             pool.close()
 
     asyncio.run(run())
+
+
+def test_the_signer_serves_a_pair_with_nothing_signed_before_queued_refreshes(signer, rsa_key):
+    import multiprocessing
+    import threading
+
+    from cryptography.hazmat.primitives import serialization
+
+    from kmm.kalshi.signing import _signer_process
+    pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    here, there = multiprocessing.Pipe()
+    worker = threading.Thread(target=_signer_process, args=(there, signer.key_id, pem), daemon=True)
+    worker.start()
+    fresh = ("POST", AMEND.format("just-acked"))
+    here.send([("POST", PAIR[1], 8, False)])          # a batch of refreshes for a pair that has some
+    here.send([(*fresh, 1, True)])                      # an order just acknowledged: nothing signed yet
+    order = []
+    for _ in range(9):
+        assert here.poll(10), "the signer stopped answering"
+        method, path, sigs = here.recv()
+        order.append(path)
+        ts, sig = sigs[0][1], sigs[0][2]
+        verify(signer, {"KALSHI-ACCESS-TIMESTAMP": str(ts), "KALSHI-ACCESS-SIGNATURE": sig}, method, path)
+    here.send(None)
+    worker.join(5)
+    assert not worker.is_alive()
+    assert order.count(PAIR[1]) == 8 and order.index(fresh[1]) <= 2, order

@@ -182,27 +182,47 @@ def _per_order_kind(path: str) -> str:
 
 
 def _signer_process(conn: object, key_id: str, pem: bytes) -> None:
-    """The signer process: sign each ``(method, path, n)`` job it is sent, answer per job."""
+    """The signer process: sign what it is asked for, one signature per answer.
+
+    Work is a queue of ``[method, path, left]``; after every signature the pipe is checked, and a pair
+    that has nothing signed yet goes to the front (an order just acknowledged whose amend may come at
+    once), so a new pair never waits behind a batch of refreshes."""
     signer = Signer.from_pem(key_id, pem)
-    recv, send = conn.recv, conn.send  # type: ignore[attr-defined]
+    recv, send, poll = conn.recv, conn.send, conn.poll  # type: ignore[attr-defined]
+    work: deque[list[Any]] = deque()
+
+    def take_jobs(jobs: Any) -> bool:
+        if jobs is None:
+            return False
+        urgent: list[list[Any]] = []
+        for job in jobs:
+            (urgent if len(job) > 3 and job[3] else work).append([job[0], job[1], job[2]])
+        for job in reversed(urgent):
+            work.appendleft(job)
+        return True
+
     while True:
         try:
-            jobs = recv()
+            if not work and not take_jobs(recv()):
+                return
+            while poll():
+                if not take_jobs(recv()):
+                    return
         except (EOFError, OSError):
             return
-        if jobs is None:
+        if not work:
+            continue
+        job = work[0]
+        method, path = job[0], job[1]
+        ts = wall_ms()
+        try:
+            send((method, path, [(time.monotonic_ns(), ts, signer.sign(ts, method, path))]))
+        except (BrokenPipeError, OSError):
             return
-        # one signature of each pair first (an empty pair is a miss waiting to happen), then the rest
-        rounds = max((n for _, _, n in jobs), default=0)
-        for r in range(rounds):
-            for method, path, n in jobs:
-                if r >= n:
-                    continue
-                ts = wall_ms()
-                try:
-                    send((method, path, [(time.monotonic_ns(), ts, signer.sign(ts, method, path))]))
-                except (BrokenPipeError, OSError):
-                    return
+        job[2] -= 1
+        work.popleft()
+        if job[2] > 0:
+            work.append(job)           # round robin: one signature per pair per turn
 
 
 class SignaturePool:
@@ -519,10 +539,12 @@ class SignaturePool:
                 jobs.append((key[0], key[1], need))
                 self._outstanding[key] = self._outstanding.get(key, 0) + need
         if jobs:
-            jobs.sort(key=lambda j: len(self._slots.get((j[0], j[1]), ())))   # empty pairs first
+            # empty pairs first, and flagged urgent: the process signs them before queued work
+            flagged = [(m, p, n, not self._slots.get((m, p))) for m, p, n in jobs]
+            flagged.sort(key=lambda j: not j[3])
             try:
                 with self._send_lock:
-                    conn.send(jobs)
+                    conn.send(flagged)
             except (OSError, ValueError):
                 log.warning("the signer process is gone; requests will be signed inline")
 
