@@ -207,3 +207,48 @@ def test_a_decision_is_one_call_and_nothing_changes_returns_the_shared_empty_tup
     live = [LiveOrder("o1", "bid", 4100, 500, 0, "c1", True), LiveOrder("o2", "ask", 4900, 500, 0, "c2", True)]
     book.apply_snapshot([["0.4000", "10.00"], ["0.4100", "5.00"]], [["0.5000", "10.00"], ["0.5100", "5.00"]])
     assert pipe.frame(2, WALL0, 0, live) == ()     # our own 0.41 / 0.49 are taken out: same target
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_orders_held_in_the_pipeline_decide_like_the_live_order_list(data: Any) -> None:
+    """own_set / own_remove (the order manager's transitions) + frame_own == frame on the same orders
+    listed as LiveOrder tuples in the order they were first set."""
+    setup = data.draw(setups().filter(lambda s: s["strategy"] != "python"))
+    stream = data.draw(frames(setup["structure"]))
+    books = [OrderBook(setup["structure"]), OrderBook(setup["structure"])]
+    for b in books:
+        b.apply_snapshot([["0.4000", "10.00"]], [["0.4500", "12.00"]])
+    held, listed = _build(setup, books[0], compiled=True), _build(setup, books[1], compiled=True)
+    grid = Grid(setup["structure"])
+    prices = [p for p in grid.prices() if 100 <= p <= 9900]
+    mirror: dict[str, tuple[Any, ...]] = {}
+    mono, wall = 10**12, WALL0
+    for f in stream:
+        mono += f["dt"]
+        wall += f["dt"]
+        for side, price, delta in f["deltas"]:
+            have = books[0].bids(None) if side == 0 else books[0].no_bids(None)
+            delta = max(delta, -dict(have).get(price, 0))
+            if delta:
+                for b in books:
+                    b.apply_level_delta(side, price, delta)
+        for _ in range(data.draw(st.integers(0, 3))):
+            coid = f"c{data.draw(st.integers(0, 5))}"
+            if data.draw(st.booleans()) and coid in mirror:
+                del mirror[coid]
+                held.core.own_remove(coid)
+            else:
+                side = data.draw(st.integers(0, 1))
+                p, rem = data.draw(st.sampled_from(prices)), data.draw(st.integers(0, 2000))
+                created = mono - data.draw(st.sampled_from([0, 3 * 10**9]))
+                acked = data.draw(st.booleans())
+                held.core.own_set(coid, side, p, rem, created, acked)
+                mirror[coid] = ("o" if acked else None, "bid" if side == 0 else "ask", p, rem, created, coid)
+        live = [LiveOrder(m[0], m[1], m[2], m[3], mono - m[4], m[5], True) for m in mirror.values()]
+        got = _outcome(lambda: held.core.frame_own(mono, wall, f["inventory"], 0.0))
+        want = _outcome(lambda: listed.core.frame(mono, wall, f["inventory"], live, 0.0))
+        assert got == want, (got, want, live)
+        assert (held.core.best_bid, held.core.best_ask, held.core.mid) == (listed.core.best_bid, listed.core.best_ask,
+                                                                            listed.core.mid)
+    assert held.core.own_count == len(mirror)

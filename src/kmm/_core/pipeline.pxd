@@ -100,6 +100,21 @@ cdef class Pipeline:
     cdef px_t* _opx
     cdef qty_t* _oqty
 
+    # our own live orders held here (own_set / own_remove from the order manager's transitions), in
+    # the order they were first set, so frame_own() needs no list of LiveOrder from Python
+    cdef Py_ssize_t _nown
+    cdef Py_ssize_t _own_cap
+    cdef list _own_coid
+    cdef dict _own_index
+    cdef int* _own_side
+    cdef px_t* _own_px
+    cdef qty_t* _own_rem
+    cdef ns_t* _own_created
+    cdef char* _own_acked
+
+    cdef int _reserve_table(self, Py_ssize_t n) except -1
+    cdef int _signals_own(self, ns_t now_ns, ns_t wall_ns) except -1
+    cdef object _diff_own(self, px_t bid_px, qty_t bid_size, px_t ask_px, qty_t ask_size, ns_t now_ns)
     cdef int _reserve_own(self, Py_ssize_t n) except -1
     cdef int _signals(self, ns_t now_ns, ns_t wall_ns, object live) except -1
     cdef int _signals_slow(self, ns_t now_ns, ns_t wall_ns, object live) except -1

@@ -63,10 +63,199 @@ cdef class Pipeline:
         self._ocap = 0
         self._opx = NULL
         self._oqty = NULL
+        self._nown = 0
+        self._own_cap = 0
+        self._own_coid = []
+        self._own_index = {}
+        self._own_side = NULL
+        self._own_px = NULL
+        self._own_rem = NULL
+        self._own_created = NULL
+        self._own_acked = NULL
 
     def __dealloc__(self):
         PyMem_Free(self._opx)
         PyMem_Free(self._oqty)
+        PyMem_Free(self._own_side)
+        PyMem_Free(self._own_px)
+        PyMem_Free(self._own_rem)
+        PyMem_Free(self._own_created)
+        PyMem_Free(self._own_acked)
+
+    # ------------------------------------------------------------------ own orders held here
+    cdef int _reserve_table(self, Py_ssize_t n) except -1:
+        cdef void* p
+        if n <= self._own_cap:
+            return 0
+        n = max(n, 2 * self._own_cap, 8)
+        p = PyMem_Realloc(self._own_side, n * sizeof(int))
+        if p == NULL:
+            raise MemoryError()
+        self._own_side = <int*>p
+        p = PyMem_Realloc(self._own_px, n * sizeof(px_t))
+        if p == NULL:
+            raise MemoryError()
+        self._own_px = <px_t*>p
+        p = PyMem_Realloc(self._own_rem, n * sizeof(qty_t))
+        if p == NULL:
+            raise MemoryError()
+        self._own_rem = <qty_t*>p
+        p = PyMem_Realloc(self._own_created, n * sizeof(ns_t))
+        if p == NULL:
+            raise MemoryError()
+        self._own_created = <ns_t*>p
+        p = PyMem_Realloc(self._own_acked, n * sizeof(char))
+        if p == NULL:
+            raise MemoryError()
+        self._own_acked = <char*>p
+        self._own_cap = n
+        return 0
+
+    def own_set(self, client_order_id, int side, px_t price, qty_t remaining, ns_t created_ns, bint acked):
+        """Add or update one of our live orders as the diff should see it (what
+        ``OrderManager.live_orders`` would list: an amend in flight shows its new price and size;
+        ``acked``: the exchange has given it an order id). A new order goes last."""
+        cdef Py_ssize_t i
+        if side != 0 and side != 1:
+            raise ValueError(f"own_set: side {side} must be 0 (bid) or 1 (ask)")
+        if price < 1 or price > 9999:
+            raise ValueError(f"own_set: price {price} is outside 1..9999 (1e-4 $)")
+        if remaining < 0:
+            raise ValueError(f"own_set: remaining {remaining} must be >= 0 (1e-2 contracts)")
+        slot = self._own_index.get(client_order_id)
+        if slot is None:
+            self._reserve_table(self._nown + 1)
+            i = self._nown
+            self._nown += 1
+            self._own_coid.append(client_order_id)
+            self._own_index[client_order_id] = i
+        else:
+            i = slot
+        self._own_side[i] = side
+        self._own_px[i] = price
+        self._own_rem[i] = remaining
+        self._own_created[i] = created_ns
+        self._own_acked[i] = acked
+
+    def own_remove(self, client_order_id):
+        """The order is no longer live for the diff (closed, or being cancelled). No-op if unknown."""
+        cdef Py_ssize_t i, j
+        slot = self._own_index.pop(client_order_id, None)
+        if slot is None:
+            return
+        i = slot
+        for j in range(i, self._nown - 1):
+            self._own_side[j] = self._own_side[j + 1]
+            self._own_px[j] = self._own_px[j + 1]
+            self._own_rem[j] = self._own_rem[j + 1]
+            self._own_created[j] = self._own_created[j + 1]
+            self._own_acked[j] = self._own_acked[j + 1]
+        del self._own_coid[i]
+        self._nown -= 1
+        for j in range(i, self._nown):
+            self._own_index[self._own_coid[j]] = j
+
+    def own_clear(self):
+        """Forget every own order (e.g. before a reconcile rebuilds them)."""
+        self._nown = 0
+        self._own_coid = []
+        self._own_index = {}
+
+    @property
+    def own_count(self):
+        return self._nown
+
+    cdef int _signals_own(self, ns_t now_ns, ns_t wall_ns) except -1:
+        cdef OrderBook book = self.book
+        cdef Py_ssize_t i, nb = 0, na = 0, n = self._nown
+        cdef px_t bb, ba
+        cdef qty_t bbs, bas
+        cdef int r
+        self._reserve_own(n + 1)
+        for i in range(n):
+            if self._own_acked[i] and self._own_rem[i] > 0 and self._own_side[i] == 0:
+                self._opx[nb] = self._own_px[i]
+                self._oqty[nb] = self._own_rem[i]
+                nb += 1
+        if nb:
+            r = self._best_ex_own(SIDE_YES, nb, &bb, &bbs)
+            if r < 0:
+                return self._signals_slow(now_ns, wall_ns, self.own_orders(now_ns))
+        else:
+            bb = book._best_px(SIDE_YES)
+            bb = 0 if bb < 0 else bb
+            bbs = book._best_sz(SIDE_YES)
+        for i in range(n):
+            if self._own_acked[i] and self._own_rem[i] > 0 and self._own_side[i] == 1:
+                self._opx[na] = self._own_px[i]
+                self._oqty[na] = self._own_rem[i]
+                na += 1
+        if na:
+            r = self._best_ex_own(SIDE_NO, na, &ba, &bas)
+            if r < 0:
+                return self._signals_slow(now_ns, wall_ns, self.own_orders(now_ns))
+        else:
+            ba = book._best_px(SIDE_NO)
+            ba = 0 if ba < 0 else 10000 - ba
+            bas = book._best_sz(SIDE_NO)
+        self._set_best(bb, bbs, ba, bas)
+        self._after_best(now_ns, wall_ns)
+        return 0
+
+    def own_orders(self, ns_t now_ns):
+        """The held orders as LiveOrder-shaped tuples ``(order_id or None, side, price, remaining,
+        age_ns, client_order_id, True)``, in order (order_id is a placeholder: True when acked)."""
+        return [(True if self._own_acked[i] else None, "bid" if self._own_side[i] == 0 else "ask",
+                 self._own_px[i], self._own_rem[i], now_ns - self._own_created[i], self._own_coid[i], True)
+                for i in range(self._nown)]
+
+    cdef object _diff_own(self, px_t bid_px, qty_t bid_size, px_t ask_px, qty_t ask_size, ns_t now_ns):
+        cdef Differ df = self.differ
+        cdef Py_ssize_t n = self._nown, m, j, i
+        cdef act_t* a
+        cdef Action act
+        cdef tuple out
+        cdef ns_t age
+        if bid_size > 0 and ask_size > 0 and bid_px >= ask_px:
+            raise ValueError(f"diff: target bid {bid_px} must be below target ask {ask_px}")
+        if (bid_size > 0 and not 1 <= bid_px <= 9999) or (ask_size > 0 and not 1 <= ask_px <= 9999):
+            raise ValueError(f"diff: target prices {bid_px} / {ask_px} must be in 1..9999 (1e-4 $)")
+        df._reserve(n)
+        for i in range(n):
+            age = now_ns - self._own_created[i]
+            if age < 0:
+                raise ValueError(f"own order {self._own_coid[i]!r}: created after now_ns")
+            df._side[i] = self._own_side[i]
+            df._px[i] = self._own_px[i]
+            df._rem[i] = self._own_rem[i]
+            df._age[i] = age
+        m = df._decide(bid_px, bid_size, ask_px, ask_size, n)
+        if m == 0:
+            return ()
+        out = PyTuple_New(m)
+        for j in range(m):
+            a = &df._acts[j]
+            act = Action.__new__(Action)
+            act.kind = a.kind
+            act.side = a.side
+            act.order_id = None if a.live_index < 0 else self._own_coid[a.live_index]
+            act.price = a.price
+            act.size = a.size
+            Py_INCREF(act)
+            PyTuple_SET_ITEM(out, j, act)
+        return out
+
+    def frame_own(self, ns_t now_ns, ns_t wall_ns, qty_t inventory, double alpha_skew=0.0):
+        """:meth:`frame` on the orders held with :meth:`own_set`: no Python list per frame."""
+        if self.book is None:
+            raise ValueError(f"Pipeline({self.ticker}): no book yet")
+        self._signals_own(now_ns, wall_ns)
+        self.inventory = inventory
+        self.alpha_skew = alpha_skew
+        self._target()
+        self.decisions += 1
+        return self._diff_own(self.bid_price if self.bid_size else 0, self.bid_size,
+                              self.ask_price if self.ask_size else 0, self.ask_size, now_ns)
 
     def __init__(self, str ticker not None, Grid grid not None, Differ differ not None, *,
                  int strategy_kind=STRAT_EXTERNAL, QuoteParams qparams=None, bint use_microprice=True,
