@@ -8,7 +8,9 @@ inventory moving, time advancing 0.2-3 ms per frame) is replayed through:
   volatility, OFI, Avellaneda-Stoikov, diff);
 * baseline: ``MarketPipeline(compiled=False)``: ``on_book`` + ``decide`` in Python around the compiled
   book, quote and differ (what kmm ran before);
-* python strategy: a user's Python strategy class on the compiled signals and differ.
+* python strategy: a user's Python strategy class on the compiled signals and differ;
+* own table: the compiled pipeline holding our orders itself (``own_set``/``own_remove`` outside the
+  timing, where the order manager's transitions would call them) and ``frame_own``.
 
 Each run asserts that the three decided the same actions on every frame.
 """
@@ -92,7 +94,26 @@ def _replay(kind: str) -> tuple[list[Any], float]:
     out: list[Any] = []
     spent = []
     clock = time.perf_counter_ns
-    if kind == "kmm":
+    if kind == "own_table":
+        core = pipe.core
+        held: dict[str, Any] = {}
+        for t, deltas, inv, live in STREAM:
+            for side, p, d in deltas:
+                book.apply_level_delta(side, p, d)
+            now = {o.client_order_id: o for o in live}
+            for coid in [c for c in held if c not in now]:      # the order manager's transitions
+                core.own_remove(coid)
+                del held[coid]
+            for coid, o in now.items():
+                if held.get(coid) != o:
+                    core.own_set(coid, 0 if o.side == "bid" else 1, o.price, o.remaining, t - o.age_ns,
+                                 o.order_id is not None)
+                    held[coid] = o
+            t0 = clock()
+            acts = core.frame_own(t, WALL0 + t, inv, 0.0)
+            spent.append(clock() - t0)
+            out.append(acts)
+    elif kind == "kmm":
         for t, deltas, inv, live in STREAM:
             for side, p, d in deltas:
                 book.apply_level_delta(side, p, d)
@@ -115,7 +136,8 @@ def _replay(kind: str) -> tuple[list[Any], float]:
 
 _DECISIONS: dict[str, list[Any]] = {}
 ROLES = {"kmm": ("kmm", "compiled pipeline, one call"), "baseline": ("baseline", "Python path"),
-         "python_strategy": ("kmm", "Python strategy on compiled signals")}
+         "python_strategy": ("kmm", "Python strategy on compiled signals"),
+         "own_table": ("kmm", "compiled pipeline, own orders held in it (frame_own)")}
 
 
 @pytest.mark.parametrize("kind", list(ROLES))
@@ -131,8 +153,8 @@ def test_pipeline_frame_to_decision(benchmark, kind):
     assert sum(1 for d in decisions if d) > N // 10, "the stream must make the pipeline act"
     _DECISIONS[kind] = decisions
     if len(_DECISIONS) == len(ROLES):
-        assert _DECISIONS["kmm"] == _DECISIONS["baseline"] == _DECISIONS["python_strategy"], \
-            "the compiled pipeline must decide like the Python path"
+        assert (_DECISIONS["kmm"] == _DECISIONS["baseline"] == _DECISIONS["python_strategy"]
+                == _DECISIONS["own_table"]), "the compiled pipeline must decide like the Python path"
     p50, p99 = spent[len(spent) // 2], spent[int(len(spent) * 0.99)]
     role, label = ROLES[kind]
     benchmark.group = GROUP
