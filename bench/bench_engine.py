@@ -237,6 +237,10 @@ async def drive(engine: Engine, stamps: WireStamps, quote_s: float) -> tuple[Run
     for d in (engine.decide_ns, engine.send_ns, engine._latency_ns):  # noqa: SLF001
         d.clear()
     stamps.reset()
+    pool0 = engine.rest.pool if engine.rest is not None else None
+    st0 = dict(vars(pool0.stats)) if pool0 is not None and hasattr(pool0.stats, "__dict__") else (
+        {k: getattr(pool0.stats, k) for k in ("hits", "misses", "unpooled", "miss_kinds")} if pool0 is not None else {})
+    st0 = {k: (dict(v) if isinstance(v, dict) else v) for k, v in st0.items()}
     counts0 = (engine.orders_sent, engine.amends_sent, engine.cancels_sent, engine.fills,
                sum(p.decisions for p in engine.pipes.values()))
     t0 = time.monotonic()
@@ -254,8 +258,16 @@ async def drive(engine: Engine, stamps: WireStamps, quote_s: float) -> tuple[Run
     }
     pool = engine.rest.pool if engine.rest is not None else None
     st = pool.stats if pool is not None else None
-    measured["pool"] = ({"hits": st.hits, "misses": st.misses, "expired": st.expired, "unpooled": st.unpooled}
+    measured["pool"] = ({"hits": st.hits, "misses": st.misses, "expired": st.expired, "unpooled": st.unpooled,
+                         "made": st.made, "miss_kinds": dict(getattr(st, "miss_kinds", {}))}
                         if st is not None else None)
+    # the same counters over the measured (steady-state) window only, after the warm-up
+    measured["pool_steady"] = ({k: st.__getattribute__(k) - st0.get(k, 0) for k in ("hits", "misses", "unpooled")}
+                               if st is not None else None)
+    if st is not None:
+        kinds = dict(getattr(st, "miss_kinds", {}))
+        measured["pool_steady"]["miss_kinds"] = {k: n - st0.get("miss_kinds", {}).get(k, 0) for k, n in kinds.items()
+                                                 if n - st0.get("miss_kinds", {}).get(k, 0)}
     stop.set()
     summary = await asyncio.wait_for(task, STOP_TIMEOUT_S)
     return summary, measured

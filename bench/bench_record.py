@@ -163,3 +163,80 @@ def test_capture_write_baseline_inline_gzip(benchmark: Any, tmp_path: Path) -> N
         pos += 12 + int.from_bytes(data[pos:pos + 4], "little")
         count += 1
     assert count == n[0]
+
+
+def _raw(i: int) -> tuple[object, ...]:
+    return (i, "KXMKT", "decision", 4275.5, 4200, 4300, 1000, 1000, -250, -125, i, 70, 8_000, 4270.25, 95.0,
+            0.012, -0.3)
+
+
+def test_tape_write_raw_kmm(benchmark: Any, tmp_path: Path) -> None:
+    w = TapeWriter(tmp_path / "tape.csv")
+    n = [0]
+
+    def body() -> None:
+        base = n[0]
+        for i in range(base, base + N):
+            w.write_raw(_raw(i))
+        n[0] += N
+
+    _run(benchmark, "record: tape row, raw tuple (row built by the writer)", "kmm", body)
+    w.close()
+    rows = list(read_tape(tmp_path / "tape.csv"))
+    assert len(rows) == n[0] and rows[-1].ts_ns == n[0] - 1 and rows[0].my_ask == 4300
+
+
+def test_tape_write_row_object_baseline(benchmark: Any, tmp_path: Path) -> None:
+    w = TapeWriter(tmp_path / "tape.csv")
+    n = [0]
+
+    def body() -> None:
+        base = n[0]
+        for i in range(base, base + N):
+            w.write(_row(i))
+        n[0] += N
+
+    _run(benchmark, "record: tape row, raw tuple (row built by the writer)", "baseline", body)
+    w.close()
+    assert sum(1 for _ in read_tape(tmp_path / "tape.csv")) == n[0]
+
+
+def _log_setup(tmp_path: Path, old: bool) -> Any:
+    import copy
+    import logging
+    from kmm.record.oplog import setup_logging
+    name = f"kmm.bench.log.{'old' if old else 'new'}"
+    handle = setup_logging(tmp_path, "INFO", console=False, logger=name)
+    if old:
+        h = handle._handler
+
+        def prepare(record: logging.LogRecord) -> logging.LogRecord:
+            record = copy.copy(record)
+            record.msg = record.getMessage()
+            record.args = None
+            return record
+
+        h.prepare = prepare  # type: ignore[method-assign]
+    lg = logging.getLogger(name)
+    lg.propagate = False
+    return handle, lg
+
+
+@pytest.mark.parametrize("old", [False, True], ids=["kmm", "baseline"])
+def test_log_line_on_the_loop(benchmark: Any, tmp_path: Path, old: bool) -> None:
+    """The caller's (the loop's) cost of one log line; the listener is held while timing, so its own
+    work (which shares the GIL) is not counted here, then started to write everything and checked."""
+    handle, lg = _log_setup(tmp_path, old)
+    handle._listener.stop()
+    n = [0]
+
+    def body() -> None:
+        for i in range(N):
+            lg.info("fill %s %s %s @ %.4f x %s (fee %.4f)", "KXMKT", "bid", "trade-1", 0.4275, 1.0, 0.0018)
+        n[0] += N
+
+    _run(benchmark, "record: ops.log line (message built by the listener)", "baseline" if old else "kmm", body)
+    handle._listener.start()
+    handle.stop()
+    lines = (tmp_path / "ops.log").read_text().splitlines()
+    assert len(lines) == n[0] and lines[-1].endswith("fill KXMKT bid trade-1 @ 0.4275 x 1.0 (fee 0.0018)")

@@ -77,8 +77,32 @@ def summarize(data: dict) -> list[dict]:
     return rows
 
 
+#: Which configuration each row was measured in, by the prefix of its group.
+CONFIGURATIONS = (
+    ("kmm run config:", "kmm run's own configuration: recorder on (ops.log, tape.csv, kmm.sqlite, capture), "
+                        "compiled pipeline, 3 markets, busy flow, simulator in its own process"),
+    ("wire to wire:", "kmm run's configuration, stamped by the simulator (frame write -> order arrival); "
+                      "baseline = the minimal pre-built-request client"),
+    ("scale:", "kmm run's configuration, 1/10/100/300 markets on one connection; CPU per book message"),
+    ("engine:", "the quiet configuration: no recorder (bench_engine.py), 3 markets, busy flow"),
+    ("", "everything else: one component in one process, no I/O"),
+)
+
+
+def configuration(group: str) -> str:
+    for prefix, text in CONFIGURATIONS:
+        if group.startswith(prefix):
+            return text
+    return CONFIGURATIONS[-1][1]
+
+
+def legend() -> str:
+    return "\n".join(f"- `{p or '(other)'}` rows: {t}" for p, t in CONFIGURATIONS)
+
+
 def render(rows: list[dict]) -> str:
-    out = ["| operation | kmm median | kmm p99 | baseline median | speed-up | budget |",
+    out = [legend(), "",
+           "| operation | kmm median | kmm p99 | baseline median | speed-up | budget |",
            "|---|---|---|---|---|---|"]
     for r in rows:
         k, b = r["kmm"], r["baseline"]

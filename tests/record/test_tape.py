@@ -145,3 +145,46 @@ def test_note_with_newlines_is_written_as_one_line(tmp_path: Path) -> None:
     w.close()
     assert len(p.read_text().splitlines()) == 2
     assert [r.note for r in read_tape(p)] == ["loss limit hit, pulling"]
+
+
+def test_raw_tuples_are_built_into_rows_on_the_writer_thread_and_written_like_rows(tmp_path):
+    from kmm.record.tape import TapeRow, TapeWriter, read_tape
+    row = TapeRow(ts_ns=1_700_000_000_123_456_789, ticker="KXA", event="decision", mid=4275.5, my_bid=4200,
+                  my_ask=4300, bid_size=500, ask_size=500, inventory=-100, unrealized_pnl=-25,
+                  realized_pnl=130, fees=7, latency_ns=12_345, reservation=4270.25, spread=95.0, sigma=5.0)
+    w = TapeWriter(tmp_path / "a.csv")
+    w.write(row)
+    w.close()
+    raw = TapeWriter(tmp_path / "b.csv")
+    raw.write_raw((row.ts_ns, "KXA", "decision", 4275.5, 4200, 4300, 500, 500, -100, -25, 130, 7, 12_345,
+                   4270.25, 95.0, 5.0))
+    raw.write_raw((row.ts_ns + 1, "KXA", "fill"))          # trailing fields left out: their defaults
+    raw.close()
+    assert (tmp_path / "b.csv").read_text().splitlines()[:2] == (tmp_path / "a.csv").read_text().splitlines()
+    rows = list(read_tape(tmp_path / "b.csv"))
+    assert rows[0] == next(iter(read_tape(tmp_path / "a.csv"))) and (rows[1].event, rows[1].my_bid, rows[1].bid_size) == ("fill", None, 0)
+
+
+def test_log_lines_are_formatted_on_the_listener_thread_and_mutable_arguments_are_frozen_first(tmp_path):
+    import logging
+    import threading
+    from kmm.record.oplog import setup_logging
+    seen: list[str] = []
+
+    class Spy(logging.Formatter):
+        def format(self, record):
+            seen.append(threading.current_thread().name)
+            return super().format(record)
+
+    handle = setup_logging(tmp_path, "INFO", console=False, logger="kmm.test.raw")
+    for h in handle._outputs:
+        h.setFormatter(Spy("%(message)s"))
+    log = logging.getLogger("kmm.test.raw")
+    items = [1, 2]
+    log.info("plain %d %s", 7, "x")
+    log.info("mutable %s", items)
+    items.append(3)                     # after the call: the line must still say [1, 2]
+    handle.stop()
+    text = (tmp_path / "ops.log").read_text()
+    assert "plain 7 x" in text and "mutable [1, 2]" in text and "[1, 2, 3]" not in text
+    assert seen and threading.main_thread().name not in seen

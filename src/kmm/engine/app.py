@@ -100,7 +100,8 @@ def run_command(args: argparse.Namespace) -> int:
     names = [n for n, on in (("ops.log", rec.ops_log), ("tape.csv", True), ("kmm.sqlite", True),
                              ("the frame capture", rec.raw_capture)) if on]
     print(f"kmm run: writing {', '.join(names)} to {out}", file=sys.stderr)
-    sys.setswitchinterval(0.0005)  # no background writer may hold the loop for milliseconds
+    # measured (docs/records.md): frame -> decided p50 -32 %, p99 -28 % against the default 5 ms, recorder on
+    sys.setswitchinterval(0.0005)
     try:
         summary = kloop.run(_run_async(cfg, args, explicit, recorder, view))
     except ConfigError as exc:

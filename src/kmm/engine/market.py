@@ -1,8 +1,15 @@
 """One market's pipeline: book -> signals -> strategy -> quantized target -> diff against live orders.
 
-The live loop owns one :class:`MarketPipeline` per market and calls :meth:`MarketPipeline.decide` on
-every applied book message. Everything here is synchronous and allocation-light; the I/O (sending the
-actions) is the live loop's job. Units: prices 1e-4 $ YES terms, sizes 1e-2 contracts, time ns.
+The live loop owns one :class:`MarketPipeline` per market and calls :meth:`MarketPipeline.on_book`
+and :meth:`MarketPipeline.decide` on every applied book message (or :meth:`MarketPipeline.frame`, both
+in one call). With the Avellaneda-Stoikov or the inside strategy the whole decision runs in the compiled
+:class:`kmm._core.pipeline.Pipeline` (one crossing per frame); any other strategy object (a user's
+Python strategy) runs through the Python path below, which computes the same signals in Python and
+calls ``strategy.target(inputs, target)``. ``compiled=False`` forces the Python path for any strategy:
+the benchmarks' baseline and the property tests' second opinion. Both paths decide the same actions.
+
+Everything here is synchronous and allocation-light; the I/O (sending the actions) is the live loop's
+job. Units: prices 1e-4 $ YES terms, sizes 1e-2 contracts, time ns.
 """
 
 from __future__ import annotations
@@ -14,11 +21,14 @@ from typing import Any
 
 from kmm._core.diff import Differ
 from kmm._core.grid import Grid
+from kmm._core.pipeline import EXTERNAL, INSIDE, STOIKOV, Pipeline
 from kmm.config import StrategyParams
 from kmm.engine.orders import LiveOrder
-from kmm.strategy.alpha import ExternalSkew
+from kmm.strategy.alpha import AlphaSource, ExternalSkew
 from kmm.strategy.base import MarketInputs, Strategy, Target
+from kmm.strategy.inside import InsideStrategy
 from kmm.strategy.signals import KappaEstimator, VolatilityEWMA
+from kmm.strategy.stoikov import StoikovStrategy
 
 log = logging.getLogger("kmm.engine.market")
 
@@ -49,18 +59,23 @@ def _best_ex_own(levels: list[tuple[int, int]], own: dict[int, int]) -> tuple[in
     return 0, 0
 
 
+def _no_alpha(alpha: object) -> bool:
+    """True when ``alpha`` is the default source, whose skew is always 0.0 (no call needed)."""
+    return getattr(type(alpha), "get_external_skew", None) is AlphaSource.get_external_skew
+
+
 class MarketPipeline:
     """Signals, strategy and diff for one market. ``book`` is the compiled OrderBook the connector's
-    router keeps; ``ofi`` an optional kmm._core.ofi.OFI fed from it."""
+    router keeps (None until subscribed); ``ofi`` an optional kmm._core.ofi.OFI fed from it."""
 
     def __init__(self, info: MarketInfo, book: Any, strategy: Strategy, params: StrategyParams,
-                 alpha: ExternalSkew, ofi: Any = None) -> None:
+                 alpha: ExternalSkew, ofi: Any = None, *, compiled: bool = True) -> None:
         self.info = info
         self.ticker = info.ticker
-        self.book = book
         self.strategy = strategy
         self.params = params
         self.alpha = alpha
+        self._alpha_zero = _no_alpha(alpha)
         self.ofi = ofi
         self.vol = VolatilityEWMA(halflife_s=params.sigma_halflife_s)
         self.kappa = KappaEstimator(prior=params.kappa / 10_000.0)
@@ -68,8 +83,26 @@ class MarketPipeline:
         price_tol = max(params.price_tolerance_ticks * tick, params.min_price_tolerance)
         self.differ = Differ(price_tol=price_tol, size_tol=params.size_tolerance,
                              max_age_ns=int(params.max_order_age_s * NS_PER_S) or None)
-        self.inputs = MarketInputs(info.ticker, info.grid, kappa=params.kappa / 10_000.0)
-        self.target = Target()
+        kind = EXTERNAL
+        kw: dict[str, Any] = {}
+        if compiled and type(strategy) is StoikovStrategy:
+            kind = STOIKOV
+            kw = {"qparams": strategy.params, "use_microprice": strategy.use_microprice}
+        elif compiled and type(strategy) is InsideStrategy:
+            kind = INSIDE
+            kw = {"quote_size": strategy.quote_size, "max_position": strategy.max_position}
+        #: the compiled pipeline (signals and diff always; the strategy too unless it is Python)
+        self.core = Pipeline(info.ticker, info.grid, self.differ, strategy_kind=kind, ofi=ofi,
+                             ofi_weight=params.ofi_weight, horizon_s=params.horizon_s,
+                             close_time_ns=info.close_time_ns, kappa=params.kappa / 10_000.0,
+                             vol_halflife_s=params.sigma_halflife_s, book=book, **kw)
+        self.compiled = kind != EXTERNAL
+        self._python_signals = not compiled
+        # the Python path's inputs and target; on the compiled path both views are the core itself
+        self._inputs = MarketInputs(info.ticker, info.grid, kappa=params.kappa / 10_000.0)
+        self._target = Target()
+        self.inputs: Any = self.core if self.compiled else self._inputs
+        self.target: Any = self.core if self.compiled else self._target
         self.live_view: list[tuple[Any, int, int, int, int]] = []
         # engine-owned state
         self.ready = False            # a snapshot has been applied since the last (re)subscribe
@@ -84,8 +117,20 @@ class MarketPipeline:
         self.hold_s = 0.0             # back-off after a refused create (doubles, 0.5 s .. 30 s)
         self.hold_until_ns = 0
         self.state = "starting"
-        self.decisions = 0
         self.fills = 0
+        self._py_decisions = 0
+
+    @property
+    def book(self) -> Any:
+        return self.core.book
+
+    @book.setter
+    def book(self, book: Any) -> None:
+        self.core.set_book(book)
+
+    @property
+    def decisions(self) -> int:
+        return self._py_decisions if self._python_signals else int(self.core.decisions)
 
     # ---------------------------------------------------------------------------------- signals
     def on_book(self, now_ns: int, wall_ns: int, live: Sequence[LiveOrder] = ()) -> None:
@@ -94,7 +139,24 @@ class MarketPipeline:
         Our own resting orders (``live``) are taken out of the book first: in a thin market they are
         often the best bid and ask, and a fair value that includes them would chase its own quotes.
         """
-        book, inp = self.book, self.inputs
+        self.last_book_ns = now_ns
+        if self._python_signals:
+            self._py_on_book(now_ns, wall_ns, live)
+        else:
+            self.core.on_book(now_ns, wall_ns, live)
+            if not self.compiled:
+                self._copy_inputs()
+
+    def _copy_inputs(self) -> None:
+        core, inp = self.core, self._inputs
+        inp.best_bid, inp.best_ask = core.best_bid, core.best_ask
+        inp.mid, inp.microprice = core.mid, core.microprice
+        inp.sigma, inp.tau_s, inp.ofi_skew = core.sigma, core.tau_s, core.ofi_skew
+
+    def _py_on_book(self, now_ns: int, wall_ns: int, live: Sequence[LiveOrder]) -> None:
+        # The plain-Python signals (the benchmark's baseline): the same decisions as the core's.
+        book: Any = self.core.book
+        inp = self._inputs
         own_bid: dict[int, int] = {}
         own_ask: dict[int, int] = {}
         for o in live:
@@ -121,22 +183,25 @@ class MarketPipeline:
             self.ofi.update(book, now_ns)
             if self.params.ofi_weight:
                 inp.ofi_skew = self.params.ofi_weight * 10_000.0 * self.ofi.normalized
-        self.last_book_ns = now_ns
         self.refresh_tau(wall_ns)
 
     def refresh_tau(self, wall_ns: int) -> None:
+        if not self._python_signals:
+            self.core.refresh_tau(wall_ns)
+            self._inputs.tau_s = self.core.tau_s
+            return
         horizon = self.params.horizon_s
         close = self.info.close_time_ns
         left = max(0.0, (close - wall_ns) / NS_PER_S) if close is not None else None
         if horizon > 0:
-            self.inputs.tau_s = horizon if left is None else min(horizon, left)
+            self._inputs.tau_s = horizon if left is None else min(horizon, left)
         else:
-            self.inputs.tau_s = left if left is not None else 3600.0
+            self._inputs.tau_s = left if left is not None else 3600.0
 
     def on_trade(self, price: int) -> None:
         if self.params.kappa_estimate:
             self.kappa.observe_trade(price, self.inputs.mid)
-            self.inputs.kappa = self.kappa.kappa
+            self._inputs.kappa = self.core.kappa = self.kappa.kappa
 
     def hold(self, now_ns: int) -> None:
         """A create was refused (other than a post-only cross): wait before placing here again."""
@@ -150,20 +215,57 @@ class MarketPipeline:
         ``live`` comes from the order manager; the diff sees each order under its client_order_id,
         which exists from the moment a create is sent.
         """
-        inp = self.inputs
+        alpha = 0.0 if self._alpha_zero else self.alpha.get_external_skew(self.ticker)
+        if self.compiled:
+            return self.core.decide(inventory, live, alpha)
+        inp = self._inputs
         inp.inventory = inventory
-        inp.alpha_skew = self.alpha.get_external_skew(self.ticker)
-        t = self.strategy.target(inp, self.target)
+        inp.alpha_skew = alpha
+        t = self.strategy.target(inp, self._target)
+        if not self._python_signals:
+            self.core.set_target(t.bid_price, t.bid_size, t.ask_price, t.ask_size)
+            return self.core.diff_target(live)
         view = self.live_view
         view.clear()
         for o in live:
             view.append((o.client_order_id, SIDE_CODE[o.side], o.price, o.remaining, o.age_ns))
-        self.decisions += 1
+        self._py_decisions += 1
         return self.differ.diff(t.bid_price if t.bid_size else 0, t.bid_size,
                                 t.ask_price if t.ask_size else 0, t.ask_size, view)
 
+    def frame(self, now_ns: int, wall_ns: int, inventory: int, live: list[LiveOrder]) -> tuple[Any, ...]:
+        """One book frame: :meth:`on_book` then :meth:`decide` (one compiled call when compiled)."""
+        if self.compiled:
+            self.last_book_ns = now_ns
+            alpha = 0.0 if self._alpha_zero else self.alpha.get_external_skew(self.ticker)
+            return self.core.frame(now_ns, wall_ns, inventory, live, alpha)
+        self.on_book(now_ns, wall_ns, live)
+        return self.decide(inventory, live)
+
+    def set_limits(self, limits: Any) -> None:
+        """Give the core the per-market limits of the risk gate (a kmm.engine.risk.RiskLimits) for
+        :meth:`frame_checked`."""
+        self.core.set_limits(max_order_size=limits.max_order_size, fractional=self.info.fractional,
+                             price_min=limits.price_min, price_max=limits.price_max,
+                             max_order_notional=limits.max_order_notional,
+                             max_position=limits.max_position_for(self.ticker),
+                             reduce_only_at=limits.reduce_only_at,
+                             max_open_orders=limits.max_open_orders_per_market)
+
+    def frame_checked(self, now_ns: int, wall_ns: int, inventory: int, live: list[LiveOrder], open_bid: int,
+                      open_ask: int, open_orders: int) -> tuple[Any, ...]:
+        """:meth:`frame` with the per-market pre-checks of the risk gate applied in the same compiled
+        call (compiled strategies; see ``Pipeline.frame_checked``). The gate stays the authority."""
+        if not self.compiled:
+            raise ValueError(f"{self.ticker}: frame_checked needs a compiled strategy")
+        self.last_book_ns = now_ns
+        alpha = 0.0 if self._alpha_zero else self.alpha.get_external_skew(self.ticker)
+        return self.core.frame_checked(now_ns, wall_ns, inventory, live, alpha, open_bid, open_ask, open_orders)
+
     def pull(self, live: list[LiveOrder]) -> tuple[Any, ...]:
         """Actions that cancel every live order of this market."""
+        if not self._python_signals:
+            return self.core.pull(live)
         view = self.live_view
         view.clear()
         for o in live:

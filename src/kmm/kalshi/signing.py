@@ -4,24 +4,39 @@ Message = timestamp_ms + METHOD + path, where path starts at ``/trade-api/...`` 
 Signature = base64(RSA-PSS(SHA-256, MGF1-SHA-256, salt 32 bytes)).
 
 An RSA-2048 signature costs ~230 us, far too much for the order path. ``SignaturePool`` keeps a few
-fresh single-use signatures for each hot (method, path) pair, made ahead of need on a worker thread
-(the cryptography library releases the GIL while it signs) and thrown away when older than
-``max_age_s``, so the timestamp the exchange checks stays close to now. When the pool is empty the
-request is signed inline and the miss is counted.
+fresh single-use signatures for each hot (method, path) pair, made ahead of need and thrown away when
+older than ``max_age_s``, so the timestamp the exchange checks stays close to now. When the pool is
+empty the request is signed inline and the fallback is counted (``stats.fallbacks``: 0 in steady state).
 
-Paths with a per-order component (``DELETE /portfolio/events/orders/{id}``, amend, decrease) cannot be
-pre-signed: the engine should cancel through the batched endpoint, whose path is fixed.
+Where signatures are made (``mode``):
+- ``"process"`` (default): a separate signer process holds a copy of the key (sent once over a pipe,
+  never logged) and signs what the pool asks for. The event loop reads the finished signatures from
+  the pipe between callbacks (``loop.add_reader``), so signing never takes the GIL from the loop and
+  never runs in the middle of a decision; without a running loop a small reader thread does it.
+- ``"thread"``: the former worker thread (the library releases the GIL while it signs, but the Python
+  around each signature competes with the loop for the GIL; measured in bench/bench_signing.py).
+
+Sized to real churn: a fixed pair's depth grows with its measured take rate (enough for
+``lead_s`` of peak demand, at least ``depth``); per-order pairs (an order's amend and decrease paths)
+are kept only for the kinds this run actually uses: after ``per_order_warmup`` orders whose amend (or
+decrease) signatures went unused, that kind is no longer pre-signed until a request of it is seen; a
+kind in use keeps ``per_order_depth`` per order (an order re-priced twice within the refill time).
+The signer process answers one signature at a time, emptiest pairs first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import math
+import multiprocessing
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import Any
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -142,11 +157,72 @@ class PoolStats:
     refreshed: int = 0   # replaced by the worker before it could expire unused (worker thread)
     made: int = 0        # made ahead of need
     unpooled: int = 0    # pair not pooled (per-order paths): signed inline by design
+    skipped: int = 0     # per-order pairs not pre-signed because their kind goes unused this run
+    miss_kinds: dict[str, int] = field(default_factory=dict)   # misses by path kind ("create", "amend", ...)
+    waited: int = 0      # take_async: waited for the signer process instead of signing inline
 
     @property
     def discards(self) -> int:
         """Signatures made and never used because they grew old."""
         return self.expired + self.refreshed
+
+    @property
+    def fallbacks(self) -> int:
+        """Requests signed inline on the caller's thread (the loop's, on the order path)."""
+        return self.misses + self.unpooled
+
+
+def _per_order_kind(path: str) -> str:
+    """"amend" / "decrease" for an order's own write paths, "" for a fixed path."""
+    if path.endswith("/amend"):
+        return "amend"
+    if path.endswith("/decrease"):
+        return "decrease"
+    return ""
+
+
+def _signer_process(conn: object, key_id: str, pem: bytes) -> None:
+    """The signer process: sign what it is asked for, one signature per answer.
+
+    Work is a queue of ``[method, path, left]``; after every signature the pipe is checked, and a pair
+    that has nothing signed yet goes to the front (an order just acknowledged whose amend may come at
+    once), so a new pair never waits behind a batch of refreshes."""
+    signer = Signer.from_pem(key_id, pem)
+    recv, send, poll = conn.recv, conn.send, conn.poll  # type: ignore[attr-defined]
+    work: deque[list[Any]] = deque()
+
+    def take_jobs(jobs: Any) -> bool:
+        if jobs is None:
+            return False
+        urgent: list[list[Any]] = []
+        for job in jobs:
+            (urgent if len(job) > 3 and job[3] else work).append([job[0], job[1], job[2]])
+        for job in reversed(urgent):
+            work.appendleft(job)
+        return True
+
+    while True:
+        try:
+            if not work and not take_jobs(recv()):
+                return
+            while poll():
+                if not take_jobs(recv()):
+                    return
+        except (EOFError, OSError):
+            return
+        if not work:
+            continue
+        job = work[0]
+        method, path = job[0], job[1]
+        ts = wall_ms()
+        try:
+            send((method, path, [(time.monotonic_ns(), ts, signer.sign(ts, method, path))]))
+        except (BrokenPipeError, OSError):
+            return
+        job[2] -= 1
+        work.popleft()
+        if job[2] > 0:
+            work.append(job)           # round robin: one signature per pair per turn
 
 
 class SignaturePool:
@@ -159,9 +235,30 @@ class SignaturePool:
 
     def __init__(self, signer: Signer, pairs: Iterable[tuple[str, str]], *, depth: int = 4,
                  max_age_s: float = 5.0, clock_ns: Callable[[], int] = time.monotonic_ns,
-                 wall_ms: Callable[[], int] = wall_ms) -> None:
+                 wall_ms: Callable[[], int] = wall_ms, mode: str = "process", max_depth: int = 64,
+                 lead_s: float = 0.25, per_order_warmup: int = 20, per_order_depth: int = 2) -> None:
         if depth < 1:
             raise ConfigError("sig_pool_depth must be at least 1")
+        if mode not in ("process", "thread"):
+            raise ConfigError(f"signature pool mode {mode!r} must be 'process' or 'thread'")
+        self.mode = mode
+        self.max_depth = max(depth, max_depth)
+        self.lead_s = lead_s
+        self.per_order_warmup = per_order_warmup
+        self.per_order_depth = per_order_depth
+        self._takes: dict[tuple[str, str], int] = {}      # takes of fixed pairs since the last tick
+        self._peak_rate: dict[tuple[str, str], float] = {}  # decayed peak takes/s of fixed pairs
+        self._kind_adds = {"amend": 0, "decrease": 0}      # per-order pairs added since the kind's last take
+        self._kind_used = {"amend": False, "decrease": False}
+        self._outstanding: dict[tuple[str, str], int] = {}
+        self._waiters: dict[tuple[str, str], deque[asyncio.Future[Headers]]] = {}
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._conn: object = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._kick_pending = False
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._last_tick_ns = 0
+        self._send_lock = threading.Lock()    # the reader thread and the caller may both ask
         self.signer = signer
         self.depth = depth
         self.max_age_ns = int(max_age_s * 1e9)
@@ -191,7 +288,10 @@ class SignaturePool:
         self._slots.setdefault(key, deque())
         if depth is not None:
             self._depth[key] = max(1, depth)
-        self._wake.set()
+        kind = _per_order_kind(key[1])
+        if kind:
+            self._kind_adds[kind] += 1
+        self._kick()
 
     def remove_pair(self, method: str, path: str) -> None:
         """Stop keeping signatures for ``(method, path)`` (e.g. the order is gone); unused ones are dropped."""
@@ -203,6 +303,19 @@ class SignaturePool:
         q = self._slots.get((method.upper(), signed_path(path)))
         return len(q) if q is not None else 0
 
+    def wanted_depth(self, key: tuple[str, str]) -> int:
+        """How many signatures to keep for ``key`` now: 0 for a per-order kind this run does not use,
+        else the pair's depth, grown for a fixed pair to ``lead_s`` of its peak take rate."""
+        kind = _per_order_kind(key[1])
+        if kind and not self._kind_used[kind] and self._kind_adds[kind] > self.per_order_warmup:
+            return 0
+        base = self._depth.get(key, self.depth)
+        if kind:
+            # a kind in use is often taken twice on one order within the refill time (re-pricing)
+            return max(base, self.per_order_depth) if self._kind_used[kind] else base
+        peak = self._peak_rate.get(key, 0.0)
+        return min(self.max_depth, max(base, math.ceil(peak * self.lead_s) + 1)) if peak else base
+
     def take(self, method: str, path: str) -> Headers:
         """Auth headers for one request: a pre-made signature if fresh, else signed inline now."""
         q = self._slots.get((method, path))
@@ -212,6 +325,14 @@ class SignaturePool:
             if q is None:
                 self.stats.unpooled += 1
                 return self.signer.headers(method, path, self._wall())
+        else:
+            key = (method, path)
+        kind = _per_order_kind(key[1])
+        if kind:
+            if not self._kind_used[kind]:
+                self._kind_used[kind] = True
+        else:
+            self._takes[key] = self._takes.get(key, 0) + 1
         now = self._clock()
         while True:
             try:
@@ -220,51 +341,261 @@ class SignaturePool:
                 break
             if now - made_ns <= self.max_age_ns:
                 self.stats.hits += 1
-                self._wake.set()
+                self._kick()
                 return headers
             self.stats.expired += 1
         self.stats.misses += 1
-        self._wake.set()
+        k = kind or key[1].rsplit("/", 1)[-1]
+        self.stats.miss_kinds[k] = self.stats.miss_kinds.get(k, 0) + 1
+        self._kick()
         return self.signer.headers(method, path, self._wall())
 
+    async def take_async(self, method: str, path: str, wait_s: float = 0.02) -> Headers:
+        """:meth:`take`, except that when a pooled pair is empty and the signer process is running, the
+        request waits (up to ``wait_s``) for the process's next signature instead of signing inline
+        on the loop: the loop keeps serving other markets meanwhile. Counted in ``stats.waited``."""
+        key = (method.upper(), signed_path(path))
+        q = self._slots.get(key)
+        if (q is None or self._conn is None or self._loop is None or self._stop.is_set()
+                or asyncio.get_running_loop() is not self._loop):
+            return self.take(method, path)
+        now = self._clock()
+        while q:
+            made_ns, headers = q.popleft()
+            if now - made_ns <= self.max_age_ns:
+                self.stats.hits += 1
+                self._note_take(key)
+                self._kick()
+                return headers
+            self.stats.expired += 1
+        self._note_take(key)
+        fut = self._loop.create_future()
+        self._waiters.setdefault(key, deque()).append(fut)
+        self._request_fill(extra=(key,))
+        try:
+            headers = await asyncio.wait_for(fut, wait_s)
+        except asyncio.TimeoutError:
+            w = self._waiters.get(key)
+            if w is not None and fut in w:
+                w.remove(fut)
+            return self.take(method, path)      # counted as a miss there
+        self.stats.waited += 1
+        return headers
+
+    def _note_take(self, key: tuple[str, str]) -> None:
+        kind = _per_order_kind(key[1])
+        if kind:
+            self._kind_used[kind] = True
+        else:
+            self._takes[key] = self._takes.get(key, 0) + 1
+
+    def _drop_aging(self, key: tuple[str, str], q: deque[tuple[int, Headers]], now: int) -> None:
+        while True:
+            try:
+                made_ns = q[0][0]
+            except IndexError:
+                return
+            if now - made_ns <= self.refresh_age_ns:
+                return
+            try:
+                q.popleft()  # the caller may have taken it meanwhile: then we drop the next one
+            except IndexError:
+                return
+            self.stats.refreshed += 1
+
     def fill_now(self) -> int:
-        """Drop stale entries and top every pair up to ``depth``. Returns how many were signed."""
+        """Drop stale entries and top every pair up to its depth here, on this thread (tests, and the
+        ``thread`` mode's worker). Returns how many were signed."""
         made = 0
-        for (method, path), q in list(self._slots.items()):
-            depth = self._depth.get((method, path), self.depth)
-            now = self._clock()
-            while True:
-                try:
-                    made_ns = q[0][0]
-                except IndexError:
-                    break
-                if now - made_ns <= self.refresh_age_ns:
-                    break
-                try:
-                    q.popleft()  # the caller may have taken it meanwhile: then we drop the next one
-                except IndexError:
-                    break
-                self.stats.refreshed += 1
-            while len(q) < depth and (method, path) in self._slots:
+        for key, q in list(self._slots.items()):
+            method, path = key
+            self._drop_aging(key, q, self._clock())
+            depth = self.wanted_depth(key)
+            if depth == 0 and len(q) == 0:
+                self.stats.skipped += 1
+            while len(q) < depth and key in self._slots:
                 q.append((self._clock(), self.signer.headers(method, path, self._wall())))
                 made += 1
         self.stats.made += made
         return made
 
-    # -- worker thread -------------------------------------------------------------------------
+    # -- background signing ----------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None:
+        """Start making signatures in the background (``mode``: a signer process, or a thread)."""
+        if self._thread is not None or self._proc is not None:
             return
+        if self.mode == "thread":
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="kmm-sig-pool", daemon=True)
+            self._thread.start()
+            return
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        key = self.signer._key
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        self._proc = ctx.Process(target=_signer_process, args=(child, self.signer.key_id, pem),
+                                 name="kmm-signer", daemon=True)
+        self._proc.start()
+        child.close()
+        self._conn = parent
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="kmm-sig-pool", daemon=True)
-        self._thread.start()
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        if self._loop is not None:
+            self._loop.add_reader(parent.fileno(), self._on_readable)
+            self._schedule_tick()
+        else:
+            self._thread = threading.Thread(target=self._recv_run, name="kmm-sig-recv", daemon=True)
+            self._thread.start()
+        self._request_fill()
 
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        conn: Any = self._conn
+        if conn is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                try:
+                    self._loop.remove_reader(conn.fileno())
+                except (ValueError, OSError):
+                    pass
+            try:
+                with self._send_lock:
+                    conn.send(None)
+            except (OSError, ValueError):
+                pass
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
+        if self._proc is not None:
+            self._proc.join(timeout=2.0)
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join(timeout=2.0)
+            self._proc = None
+        if conn is not None:
+            conn.close()
+        self._conn = None
+        self._loop = None
+
+    def _kick(self) -> None:
+        """Something was taken or added: top up soon, never inside the caller's decision."""
+        if self._conn is None:
+            self._wake.set()           # thread mode (or not started): the worker looks now
+            return
+        if self._loop is None:
+            self._request_fill()       # reader-thread mode: ask now (a short pipe write)
+            return
+        if not self._kick_pending:
+            self._kick_pending = True
+            self._loop.call_soon(self._request_fill)
+
+    def _schedule_tick(self) -> None:
+        if self._loop is not None and not self._stop.is_set():
+            self._tick_handle = self._loop.call_later(max(self.refresh_age_ns / 4e9, 0.01), self._tick)
+
+    def _tick(self) -> None:
+        self._request_fill()
+        self._schedule_tick()
+
+    def _update_rates(self) -> None:
+        now = self._clock()
+        if not self._last_tick_ns:
+            self._last_tick_ns = now
+            return
+        elapsed = (now - self._last_tick_ns) / 1e9
+        if elapsed < 0.1:
+            return
+        self._last_tick_ns = now
+        decay = 0.5 ** (elapsed / 10.0)        # the peak fades with a 10 s half-life
+        for key in self._slots:
+            if _per_order_kind(key[1]):
+                continue
+            rate = self._takes.pop(key, 0) / elapsed
+            self._peak_rate[key] = max(rate, self._peak_rate.get(key, 0.0) * decay)
+
+    def _request_fill(self, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        """Ask the signer process for what each pair is short of (minus what is already asked for);
+        ``extra`` pairs get one more (a request is waiting for it)."""
+        self._kick_pending = False
+        conn: Any = self._conn
+        if conn is None:
+            return
+        self._update_rates()
+        now = self._clock()
+        jobs = []
+        for key, q in list(self._slots.items()):
+            self._drop_aging(key, q, now)
+            need = self.wanted_depth(key) - len(q) - self._outstanding.get(key, 0) + len(self._waiters.get(key, ()))
+            if key in extra:
+                need = max(need, 1)
+            if need > 0:
+                jobs.append((key[0], key[1], need))
+                self._outstanding[key] = self._outstanding.get(key, 0) + need
+        if jobs:
+            # empty pairs first, and flagged urgent: the process signs them before queued work
+            flagged = [(m, p, n, not self._slots.get((m, p))) for m, p, n in jobs]
+            flagged.sort(key=lambda j: not j[3])
+            try:
+                with self._send_lock:
+                    conn.send(flagged)
+            except (OSError, ValueError):
+                log.warning("the signer process is gone; requests will be signed inline")
+
+    def _receive(self, msg: tuple[str, str, list[tuple[int, int, str]]]) -> None:
+        method, path, sigs = msg
+        key = (method, path)
+        left = self._outstanding.get(key, 0) - len(sigs)
+        if left > 0:
+            self._outstanding[key] = left
+        else:
+            self._outstanding.pop(key, None)
+        q = self._slots.get(key)
+        if q is None:
+            return                     # the order went away meanwhile
+        kid = self.signer.key_id
+        waiters = self._waiters.get(key)
+        for made_ns, ts, sig in sigs:
+            headers = {protocol.HDR_KEY: kid, protocol.HDR_TIMESTAMP: str(ts), protocol.HDR_SIGNATURE: sig}
+            while waiters and waiters[0].done():
+                waiters.popleft()
+            if waiters:
+                waiters.popleft().set_result(headers)
+            else:
+                q.append((made_ns, headers))
+        self.stats.made += len(sigs)
+
+    def _on_readable(self) -> None:
+        conn: Any = self._conn
+        try:
+            while conn is not None and conn.poll():
+                self._receive(conn.recv())
+        except (EOFError, OSError):
+            if self._loop is not None and conn is not None:
+                try:
+                    self._loop.remove_reader(conn.fileno())
+                except (ValueError, OSError):
+                    pass
+            if not self._stop.is_set():
+                log.warning("the signer process stopped; requests will be signed inline")
+
+    def _recv_run(self) -> None:
+        conn: Any = self._conn
+        period_s = max(self.refresh_age_ns / 4e9, 0.01)
+        while not self._stop.is_set():
+            try:
+                if conn.poll(period_s):
+                    self._receive(conn.recv())
+                else:
+                    self._request_fill()
+            except (EOFError, OSError):
+                return
 
     def _run(self) -> None:
         period_s = max(self.refresh_age_ns / 4e9, 0.01)

@@ -1,7 +1,8 @@
 """The background writer every record shares: the caller enqueues, one thread touches the disk.
 
 The event loop only calls ``_put`` (a ``SimpleQueue.put``: O(1), never blocks, no I/O). A single
-daemon thread drains the queue in batches, hands each batch to ``_sink`` and calls ``_flush`` when the
+daemon thread polls the queue every ``poll_s`` (a put never wakes it, so it never asks the loop for the
+GIL mid-decision) and drains it in batches, hands each batch to ``_sink`` and calls ``_flush`` when the
 batch policy says so (``flush_rows`` items or ``flush_interval_s`` since the first unflushed item) and
 always before a barrier or stop is acknowledged. ``close()`` stops intake, drains everything enqueued
 before it, flushes, closes the sink and joins the thread; it is idempotent and also runs at interpreter
@@ -47,7 +48,7 @@ class BackgroundWriter:
     """
 
     def __init__(self, name: str, *, flush_interval_s: float, flush_rows: int,
-                 max_batch: int = 4096) -> None:
+                 max_batch: int = 4096, poll_s: float = 0.01) -> None:
         if flush_interval_s <= 0 or flush_rows <= 0 or max_batch <= 0:
             raise ValueError(f"{name}: flush_interval_s, flush_rows and max_batch must be > 0, got "
                              f"{flush_interval_s}, {flush_rows}, {max_batch}")
@@ -56,6 +57,7 @@ class BackgroundWriter:
         self._flush_interval_s = flush_interval_s
         self._flush_rows = flush_rows
         self._max_batch = max_batch
+        self._poll_s = min(poll_s, flush_interval_s)
         self._closed = False
         self._close_lock = threading.Lock()
         self._written = 0          # items handed to the sink (writer thread only)
@@ -141,10 +143,14 @@ class BackgroundWriter:
                 except empty:
                     break
             else:
+                # Poll, do not block on the queue: a blocked get is woken by every put and asks for the
+                # GIL at once, in the middle of the loop's decision; polled, records go out in batches.
                 try:
-                    item = get(timeout=max(0.0, deadline - time.monotonic()) if unflushed else None)
+                    item = get_nowait()
                 except empty:
-                    unflushed = self._safe_flush(unflushed)
+                    if unflushed and time.monotonic() >= deadline:
+                        unflushed = self._safe_flush(unflushed)
+                    time.sleep(self._poll_s)
                     continue
             batch = [item]
             while len(batch) < self._max_batch:

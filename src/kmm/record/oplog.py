@@ -2,9 +2,10 @@
 
 ``setup_logging`` puts one ``QueueHandler`` on a logger (``kmm`` by default, or the root logger) and
 starts a ``QueueListener`` thread that owns the real handlers: ``ops.log`` in the output directory and,
-optionally, the console. The queue handler merges the message with its arguments on the caller's
-thread (cheap, and safe against arguments mutated later); formatting, redaction and writing happen on
-the listener thread.
+optionally, the console. On the caller's thread (the event loop) the queue handler only enqueues the
+record: when every argument is immutable (numbers, strings, bytes, None: what kmm logs) the message is
+merged with its arguments on the listener thread, with formatting, redaction and writing; a record with
+a mutable argument (which could change before the listener reads it) or a traceback is merged at once.
 
 Redaction is defence in depth: kmm never logs key material or signatures on purpose, but if a PEM
 private key block or a ``KALSHI-ACCESS-SIGNATURE`` header value reaches a log line anyway (a request
@@ -18,11 +19,12 @@ import logging
 import logging.handlers
 import os
 import queue
+import time
 import re
 import sys
 import time
 from pathlib import Path
-from typing import IO, Literal
+from typing import Any, IO, Literal
 
 REDACTED = "[REDACTED]"
 
@@ -74,10 +76,17 @@ class PlainFormatter(logging.Formatter):
         return text if record.levelno < logging.WARNING else f"{record.levelname}: {text}"
 
 
+_IMMUTABLE = (int, float, str, bytes, bool, type(None))
+
+
 class _Handoff(logging.handlers.QueueHandler):
-    """QueueHandler that merges message and args but leaves traceback formatting to the listener."""
+    """QueueHandler that leaves building the line to the listener thread whenever that is safe."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        args = record.args
+        if not record.exc_info and (not args or (type(args) is tuple
+                                                 and all(type(a) in _IMMUTABLE for a in args))):
+            return record            # raw: message, arguments and the formatting stay for the listener
         record = copy.copy(record)
         record.msg = record.getMessage()
         record.args = None
@@ -86,6 +95,33 @@ class _Handoff(logging.handlers.QueueHandler):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
         return record
+
+
+LISTENER_POLL_S = 0.02
+
+
+class _Listener(logging.handlers.QueueListener):
+    """Works on its own copy of each record: the redaction filter rewrites the message, and the caller
+    may still be handing the original to other handlers (propagation) on its own thread.
+
+    It polls the queue every ``LISTENER_POLL_S`` instead of blocking on it: a blocked ``get`` is woken
+    by every log call and asks for the GIL at once, which (with ``kmm run``'s short switch interval)
+    takes it from the event loop in the middle of a decision; polled, the lines go out in batches."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return copy.copy(record)
+
+    def dequeue(self, block: bool) -> logging.LogRecord:
+        q: Any = self.queue
+        get = q.get_nowait
+        while True:
+            try:
+                record: logging.LogRecord = get()
+                return record
+            except queue.Empty:
+                if not block:
+                    raise
+                time.sleep(LISTENER_POLL_S)
 
 
 class LogHandle:
@@ -165,7 +201,7 @@ def setup_logging(out_dir: Path | str | None, level: int | str = "INFO",
 
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     handoff = _Handoff(q)
-    listener = logging.handlers.QueueListener(q, *outputs, respect_handler_level=True)
+    listener = _Listener(q, *outputs, respect_handler_level=True)
     previous = target.level
     target.setLevel(level)
     listener.start()

@@ -1,7 +1,8 @@
 """``tape.csv``: one row per decision, fill or lifecycle event, for humans and for equity-curve replay.
 
 The loop builds a :class:`TapeRow` in kmm's integer units and calls :meth:`TapeWriter.write`, which
-only enqueues. The writer thread formats rows as CSV (prices and money in dollars, sizes in contracts)
+only enqueues; or it enqueues the raw field tuple with :meth:`TapeWriter.write_raw` and the writer
+thread builds the row. The writer thread formats rows as CSV (prices and money in dollars, sizes in contracts)
 and writes each batch with one ``write`` call, so rows are whole; a reader drops a last line that has
 no newline (the only thing a crash can leave behind). Every column is documented in ``COLUMNS`` and in
 ``docs/records.md``.
@@ -243,6 +244,12 @@ class TapeWriter(BackgroundWriter):
         """Enqueue one row (non-blocking, no I/O)."""
         self._put(row)
 
+    def write_raw(self, fields: tuple[object, ...]) -> None:
+        """Enqueue one row as a plain tuple of :class:`TapeRow`'s fields in their order (``ts_ns,
+        ticker, event, mid, ...``; trailing ones may be left out): the row object is built on the
+        writer thread, so the event loop pays one tuple and one queue put."""
+        self._put(fields)
+
     def _open_sink(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         size = self.path.stat().st_size if self.path.exists() else 0
@@ -268,11 +275,11 @@ class TapeWriter(BackgroundWriter):
         self._buf = io.StringIO()
         self._csv = csv.writer(self._buf, lineterminator="\n")
 
-    def _sink(self, items: list[TapeRow]) -> None:
+    def _sink(self, items: list[TapeRow | tuple[object, ...]]) -> None:
         buf = self._buf
         buf.seek(0)
         buf.truncate()
-        self._csv.writerows(format_row(r) for r in items)
+        self._csv.writerows(format_row(r if isinstance(r, TapeRow) else TapeRow(*r)) for r in items)  # type: ignore[arg-type]
         self._file.write(buf.getvalue())     # one write per batch: rows go out whole
 
     def _flush(self) -> None:

@@ -1,0 +1,182 @@
+"""Book frame -> actions decided under ``kmm run``'s own configuration: recorder on (ops.log at INFO,
+tape.csv, kmm.sqlite, the raw frame capture), the 0.5 ms switch interval ``kmm run`` sets, 3 markets,
+the simulator's busy flow in its own process.
+
+Variants, all in this run against the same seeded simulator:
+
+* ``kmm``: the compiled per-market pipeline (``MarketPipeline`` on ``kmm._core.pipeline``);
+* ``python``: the same with ``MarketPipeline(compiled=False)``: the Python path, the baseline;
+* ``kmm-5ms``: the compiled pipeline with CPython's default 5 ms switch interval: the measurement
+  that keeps ``kmm run``'s ``sys.setswitchinterval(0.0005)`` (docs/records.md);
+* ``quiet``: the compiled pipeline with no recorder (bench_engine.py's configuration), for reference;
+* ``sign-thread``: kmm run's configuration with the signature pool's former worker thread instead of
+  the signer process (``SignaturePool(mode="thread")``): the signing baseline (inline fallbacks).
+
+Stages: ``Engine.decide_ns`` (picows's receive stamp -> actions decided), the engine's own
+``send_ns`` (decided -> request issued) and, from bench_engine's WireStamps, decided -> create bytes
+written. The signature pool's inline fallbacks are reported. Each run must decide, send and fill, and
+stop flat (verified over REST).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.bench_engine import MARKETS, QUOTE_S, SimProcess, WireStamps, dist, drive, key_pair
+from kmm.config import load_config
+from kmm.engine import live as live_mod
+from kmm.engine.live import Engine, EngineOptions
+from kmm.engine.market import MarketPipeline
+from kmm.kalshi import ConnectorConfig
+from kmm.kalshi.loop import run as run_loop
+
+G_DECIDE = "kmm run config: frame -> actions decided (3 markets, busy, recorder on)"
+G_WIRE = "kmm run config: actions decided -> create bytes written"
+G_ISSUE = "kmm run config: actions decided -> request issued"
+G_QUEUE = "kmm run config: frame received -> Engine.on_book entered (wait)"
+G_CODE = "kmm run config: Engine.on_book entered -> actions decided (code path)"
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "kmm": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
+                label="compiled pipeline, recorder on, 0.5 ms (kmm run)"),
+    "python": dict(role="baseline", compiled=False, recorder=True, switch=0.0005,
+                   label="Python path, recorder on, 0.5 ms"),
+    "kmm-5ms": dict(role="kmm", compiled=True, recorder=True, switch=0.005,
+                    label="compiled pipeline, recorder on, default 5 ms switch interval"),
+    "quiet": dict(role="kmm", compiled=True, recorder=False, switch=0.005,
+                  label="compiled pipeline, no recorder, 5 ms (quiet)"),
+    "sign-thread": dict(role="kmm", compiled=True, recorder=True, switch=0.0005, sign_mode="thread",
+                        label="kmm run config, signatures from the former worker thread"),
+}
+_RESULTS: dict[str, dict[str, Any]] = {}
+
+
+def _split_decide(engine: Engine) -> dict[str, list[int]]:
+    """Split frame -> decided into the wait before ``Engine.on_book`` runs for the frame (earlier frames
+    of the same read, their requests, other callbacks, the GIL) and ``on_book`` -> decided (the
+    decision's own code path). Wraps the instance's ``on_book``, which the connector calls by name."""
+    import time
+    out: dict[str, list[int]] = {"queue": [], "code": []}
+    orig = engine.on_book
+    clock = time.monotonic_ns
+
+    def on_book(ticker: str, recv_ns: int) -> None:
+        t = clock()
+        orig(ticker, recv_ns)
+        pipe = engine.pipes.get(ticker)
+        if pipe is not None and recv_ns and pipe.trigger_ns == recv_ns and pipe.decided_ns >= t:
+            out["queue"].append(t - recv_ns)
+            out["code"].append(pipe.decided_ns - t)
+
+    engine.on_book = on_book  # type: ignore[method-assign]
+    return out
+
+
+def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimProcess) -> tuple[Any, dict[str, Any]]:
+    from kmm.record import Recorder
+    priv, pub = key_pair()
+    key_id = f"bench-run-{seed}-{''.join(c for c in v['label'] if c.isalnum())[:16]}"
+    sim = sim_cls(tmp, key_id, pub, seed=seed)
+    old_switch = sys.getswitchinterval()
+    orig_pipe = live_mod.MarketPipeline
+    from kmm.kalshi import rest as rest_mod
+    orig_pool = rest_mod.SignaturePool
+    if v.get("sign_mode"):
+        rest_mod.SignaturePool = functools.partial(orig_pool, mode=v["sign_mode"])  # type: ignore[misc]
+    recorder = None
+    try:
+        sim.wait_ready()
+        conn = ConnectorConfig(env="sim", read_rate=1e6, write_rate=1e6).with_server(
+            sim.rest_url, sim.ws_url, api_key_id=key_id, private_key_pem=priv)
+        cfg = load_config(None, environ={}, cli={
+            "run.markets": ",".join(MARKETS), "strategy.quote_size": "5", "strategy.max_position": "30",
+            "risk.max_order_size": "30"})
+        if v["recorder"]:
+            recorder = Recorder.open(tmp / "out", log_level=cfg.run.log_level, console=False,
+                                     capture=cfg.records.raw_capture, logging_enabled=cfg.records.ops_log)
+        live_mod.MarketPipeline = functools.partial(MarketPipeline, compiled=v["compiled"])  # type: ignore[misc]
+        engine = Engine(cfg, conn, recorder=recorder, venue="kmm sim (subprocess)",
+                        options=EngineOptions(view="off", order_group_limit=cfg.risk.order_group_limit))
+        assert all(p.compiled == v["compiled"] for p in engine.pipes.values()) or not engine.pipes
+        stamps = WireStamps(engine)
+        stamps.install()
+        split = _split_decide(engine)
+        sys.setswitchinterval(v["switch"])
+        try:
+            summary, m = run_loop(drive(engine, stamps, QUOTE_S))
+        finally:
+            sys.setswitchinterval(old_switch)
+            stamps.uninstall()
+        m["compiled"] = [p.compiled for p in engine.pipes.values()]
+        n = len(split["queue"])
+        m["queue"], m["code"] = split["queue"][n // 10:], split["code"][n // 10:]   # past the warm-up
+        if recorder is not None:
+            recorder.close()
+            m["tape_rows"] = sum(1 for _ in open(tmp / "out" / "tape.csv")) - 1
+            recorder = None
+        return summary, m
+    finally:
+        live_mod.MarketPipeline = orig_pipe  # type: ignore[misc]
+        rest_mod.SignaturePool = orig_pool  # type: ignore[misc]
+        if recorder is not None:
+            recorder.close()
+        sim.stop()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_kmm_run_config_frame_to_decided(benchmark, variant, tmp_path):
+    v = VARIANTS[variant]
+    res: dict[str, Any] = {}
+
+    def run() -> None:
+        res["s"], res["m"] = run_variant(tmp_path, v)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    s, m = res["s"], res["m"]
+    assert m["compiled"] == [v["compiled"]] * len(MARKETS)
+    assert m["decisions"] > 100 and len(m["decide"]) > 100, m
+    assert m["orders"] + m["amends"] > 20 and len(m["wire_create"]) > 5
+    assert s.fills > 0 and s.verified_flat_orders and s.resting_after_stop == 0
+    if v["recorder"]:
+        assert m["tape_rows"] > 20, "the recorder was on: the tape must have rows"
+    decide, create, issue = dist(m["decide"]), dist(m["wire_create"]), dist(m["issue"])
+    queue, code = dist(m["queue"]), dist(m["code"])
+    pool = m["pool"] or {}
+    steady = m["pool_steady"] or {}
+    fallbacks = steady.get("misses", 0) + steady.get("unpooled", 0)     # after the warm-up
+    stages = {G_DECIDE: {k: decide[k] for k in ("p50_ns", "p99_ns", "p999_ns", "n")},
+              G_WIRE: {k: create[k] for k in ("p50_ns", "p99_ns", "p999_ns", "n")},
+              G_ISSUE: {k: issue[k] for k in ("p50_ns", "p99_ns", "p999_ns", "n")},
+              G_QUEUE: {k: queue[k] for k in ("p50_ns", "p99_ns", "p999_ns", "n")},
+              G_CODE: {k: code[k] for k in ("p50_ns", "p99_ns", "p999_ns", "n")}}
+    if v["role"] == "kmm":
+        stages[G_DECIDE].update(budget_ns=10_000, budget_on="p50", budget_met=decide["p50_ns"] <= 10_000)
+        stages[G_WIRE].update(budget_ns=25_000, budget_on="p50", budget_met=create["p50_ns"] <= 25_000)
+    for st in stages.values():
+        st["label"] = v["label"] if v["role"] == "kmm" else None
+    benchmark.group = G_DECIDE
+    benchmark.extra_info.update(role=v["role"], ops=1, label=v["label"], stages=stages,
+                                decisions=m["decisions"], orders=m["orders"], amends=m["amends"],
+                                fills=m["fills"], signature_pool=pool, signature_pool_steady=steady,
+                                sign_fallbacks=fallbacks,
+                                seconds=round(m["seconds"], 2))
+    _RESULTS[variant] = {"decide": decide, "create": create, "fallbacks": fallbacks, "code": code}
+    us = lambda ns: f"{ns / 1e3:.1f} us"  # noqa: E731
+    print(f"\n[{v['label']}] {m['seconds']:.1f} s: {m['decisions']} decisions, {m['orders']} creates, "
+          f"{m['amends']} amends, {m['fills']} fills; signature pool over the run {pool}; in steady state {steady} (inline fallbacks {fallbacks})")
+    for name, d in (("frame -> decided", decide), ("  wait before on_book", queue), ("  on_book -> decided", code),
+                    ("decided -> issued", issue), ("decided -> create written", create)):
+        print(f"  {name:26s} n={d['n']:6d} p50 {us(d['p50_ns']):>9s}  p99 {us(d['p99_ns']):>9s}  "
+              f"p99.9 {us(d['p999_ns']):>9s}")
+    if "kmm" in _RESULTS and "python" in _RESULTS and variant == "python":
+        k, b = _RESULTS["kmm"]["decide"], _RESULTS["python"]["decide"]
+        print(f"  Python path / compiled, frame -> decided: p50 {b['p50_ns'] / k['p50_ns']:.2f}x, "
+              f"p99 {b['p99_ns'] / k['p99_ns']:.2f}x")
+        k, b = _RESULTS["kmm"]["code"], _RESULTS["python"]["code"]
+        print(f"  Python path / compiled, on_book -> decided: p50 {b['p50_ns'] / k['p50_ns']:.2f}x, "
+              f"p99 {b['p99_ns'] / k['p99_ns']:.2f}x")

@@ -1,0 +1,139 @@
+"""Markets on one connection: 1, 10, 100 and 300 markets quoted with the simulator's busy flow, in
+``kmm run``'s configuration (recorder on, 0.5 ms switch interval, compiled pipeline).
+
+The loss limit is lifted and no order group is used, so the kill switch (which busy flow trips within
+seconds on 10+ markets at the default $50 loss limit) keeps out of the measurement. For each count the
+simulator (bench/stamped_sim.py, its own process) counts the book frames it writes;
+the engine must receive every one (received = sent, no sequence gap), and we report the engine
+process's CPU per book message received (all its threads: loop, recorder; the signer process is not
+in it) and frame -> decided percentiles. The 3-market run of bench_kmm_run.py is the reference point;
+the ratio reported here is CPU per message at N markets over that at 1 market.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.bench_engine import QUOTE_S, dist, key_pair
+from bench.bench_wire import StampedSim
+from kmm.config import load_config
+from kmm.engine.live import Engine, EngineOptions
+from kmm.kalshi import ConnectorConfig
+from kmm.kalshi.loop import run as run_loop
+from kmm.sim.config import default_markets
+
+COUNTS = [int(x) for x in os.environ.get("KMM_BENCH_SCALE", "1,10,100,300").split(",")]
+SCALE_S = float(os.environ.get("KMM_BENCH_SCALE_S", str(min(QUOTE_S, 8.0))))
+START_TIMEOUT_S = 120.0
+GROUP = "scale: CPU per book message on one connection (kmm run config)"
+_RESULTS: dict[int, dict[str, Any]] = {}
+
+
+async def _drive(engine: Engine, quote_s: float) -> dict[str, Any]:
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(engine.run(stop))
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not (engine.quoting and all(p.ready for p in engine.pipes.values()) and engine.orders_sent > 0):
+        if task.done():
+            task.result()
+            raise AssertionError("engine.run returned before quoting")
+        if time.monotonic() > deadline:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+            raise AssertionError(f"not quoting every market within {START_TIMEOUT_S} s")
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)
+    engine.decide_ns.clear()
+    assert engine.ws is not None
+    f0, c0, t0 = engine.ws.stats.book_frames, time.process_time(), time.monotonic()
+    d0 = sum(p.decisions for p in engine.pipes.values())
+    o0 = engine.orders_sent + engine.amends_sent
+    await asyncio.sleep(quote_s)
+    from collections import Counter
+    m = {"frames": engine.ws.stats.book_frames - f0, "requests": engine.orders_sent + engine.amends_sent - o0,
+         "states": dict(Counter(p.state for p in engine.pipes.values())),
+         "kill": engine.gate.kill_state.value, "denials": dict(engine.gate.denials), "cpu_s": time.process_time() - c0,
+         "seconds": time.monotonic() - t0, "decide": list(engine.decide_ns),
+         "decisions": sum(p.decisions for p in engine.pipes.values()) - d0}
+    stop.set()
+    m["summary"] = await asyncio.wait_for(task, 60)
+    m["received"] = engine.ws.stats.book_frames
+    m["gaps"] = engine.ws.stats.gaps
+    return m
+
+
+def run_count(tmp: Path, n: int) -> dict[str, Any]:
+    from kmm.record import Recorder
+    priv, pub = key_pair()
+    key_id = f"bench-scale-{n}"
+
+    class Sim(StampedSim):
+        n_markets = n
+
+    sim = Sim(tmp, key_id, pub, seed=3)
+    tickers = [m.ticker for m in default_markets(n)]
+    old = sys.getswitchinterval()
+    recorder = None
+    try:
+        sim.wait_ready()
+        conn = ConnectorConfig(env="sim", read_rate=1e6, write_rate=1e6).with_server(
+            sim.rest_url, sim.ws_url, api_key_id=key_id, private_key_pem=priv)
+        cfg = load_config(None, environ={}, cli={
+            "run.markets": ",".join(tickers), "strategy.quote_size": "5", "strategy.max_position": "30",
+            "risk.max_order_size": "30", "risk.max_open_orders_total": str(max(100, 4 * n)),
+            "risk.max_total_position": str(max(1000, 40 * n)), "risk.max_loss": "1000000"})
+        recorder = Recorder.open(tmp / "out", log_level=cfg.run.log_level, console=False,
+                                 capture=cfg.records.raw_capture, logging_enabled=cfg.records.ops_log)
+        engine = Engine(cfg, conn, recorder=recorder, venue="kmm sim (subprocess)",
+                        options=EngineOptions(view="off", order_group_limit=0))   # no exchange-side group breaker
+        sys.setswitchinterval(0.0005)
+        try:
+            m = run_loop(_drive(engine, SCALE_S))
+        finally:
+            sys.setswitchinterval(old)
+        recorder.close()
+        recorder = None
+    finally:
+        if recorder is not None:
+            recorder.close()
+        sim.stop()
+    data = json.loads(sim.stamps.read_text())
+    m["sent"] = data["book_frames"]
+    return m
+
+
+@pytest.mark.parametrize("n", COUNTS)
+def test_markets_on_one_connection(benchmark, n, tmp_path):
+    res: dict[str, Any] = {}
+    benchmark.group = GROUP            # before the run: pytest-benchmark records it then
+    benchmark.pedantic(lambda: res.update(run_count(tmp_path, n)), rounds=1, iterations=1)
+    s = res["summary"]
+    assert res["frames"] > 50, res["frames"]
+    assert res["gaps"] == 0, "a sequence gap: the engine fell behind or lost frames"
+    assert res["received"] == res["sent"], f"received {res['received']} book frames, the exchange sent {res['sent']}"
+    assert s.verified_flat_orders and s.resting_after_stop == 0
+    cpu_per_msg = res["cpu_s"] * 1e9 / res["frames"]
+    d = dist(res["decide"])
+    _RESULTS[n] = {"cpu_ns": cpu_per_msg, **d}
+    base = _RESULTS.get(min(_RESULTS))
+    benchmark.group = GROUP
+    benchmark.extra_info.update(role="kmm", ops=1, label=f"{n} markets", p50_ns=round(cpu_per_msg),
+                                unit="CPU ns per book message", markets=n,
+                                frames_per_s=round(res["frames"] / res["seconds"]), received=res["received"],
+                                sent=res["sent"], cpu_share=round(res["cpu_s"] / res["seconds"], 3),
+                                decide_p50_ns=d["p50_ns"], decide_p99_ns=d["p99_ns"], decisions=res["decisions"],
+                                requests=res["requests"], states=res["states"])
+    print(f"\n{n:4d} markets: {res['frames'] / res['seconds']:.0f} book msgs/s, received {res['received']} = sent "
+          f"{res['sent']}, CPU {res['cpu_s'] / res['seconds'] * 100:.0f}% of a core, {cpu_per_msg / 1e3:.1f} us CPU/msg"
+          f" ({cpu_per_msg / base['cpu_ns']:.2f}x of {min(_RESULTS)} market(s)); frame -> decided p50 "
+          f"{d['p50_ns'] / 1e3:.1f} us p99 {d['p99_ns'] / 1e3:.1f} us (n {d['n']}); {res['decisions']} decisions, "
+          f"{res['requests']} creates+amends; market states at the end {res['states']}, kill switch {res['kill']}, "
+          f"gate denials {res['denials']}")

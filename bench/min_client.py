@@ -1,0 +1,124 @@
+"""The wire-to-wire floor: a client that does nothing but answer each book frame with a pre-built create.
+
+``python bench/min_client.py WS_URL REST_URL KEY_ID PRIVATE_KEY.pem SECONDS TICKER [TICKER...]``,
+in its own process on uvloop. It opens one picows WebSocket (signed upgrade) and one keep-alive TCP
+connection to the REST port, subscribes to the tickers' order books and, for every ``orderbook_delta``
+frame of a ticker, writes that ticker's create request, built and signed before the run (a post-only
+bid for one contract at $0.01, far from the market), unless a request is still unanswered (one in
+flight, like kmm per market). It parses nothing but the frame's type and ticker. It prints a JSON
+line with its counts when done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+from typing import Any
+
+import orjson
+from picows import WSListener, WSMsgType, ws_connect
+
+from kmm import protocol
+from kmm.kalshi.signing import Signer
+
+
+class Http(asyncio.Protocol):
+    """Counts answers on the keep-alive connection (status lines); one request in flight at a time."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.busy = False
+        self.answers = 0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        n = data.count(b"HTTP/1.1 ")
+        if n:
+            self.answers += n
+            self.busy = False
+
+
+class Feed(WSListener):
+    def __init__(self, http: Http, requests: dict[bytes, list[bytes]]) -> None:
+        super().__init__()
+        self.http, self.requests, self.frames, self.sent = http, requests, 0, 0
+        self.next = dict.fromkeys(requests, 0)
+
+    def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        if frame.msg_type is WSMsgType.PING:
+            transport.send_pong(frame.get_payload_as_bytes())
+            return
+        if frame.msg_type is not WSMsgType.TEXT:
+            return
+        data = frame.get_payload_as_bytes()
+        if b'"orderbook_delta"' not in data:
+            return
+        self.frames += 1
+        http = self.http
+        if http.busy:
+            return
+        i = data.find(b'"market_ticker":"')
+        tk = data[i + 17:data.find(b'"', i + 17)]
+        reqs = self.requests.get(tk)
+        if reqs is None:
+            return
+        k = self.next[tk]
+        self.next[tk] = k + 1
+        http.busy = True
+        http.transport.write(reqs[k % len(reqs)])
+        self.sent += 1
+
+
+def build_requests(signer: Signer, host: str, tickers: list[str], n: int) -> dict[bytes, list[bytes]]:
+    path = protocol.API_PREFIX + protocol.PATH_ORDERS_V2
+    out: dict[bytes, list[bytes]] = {}
+    for tk in tickers:
+        reqs = []
+        for _ in range(n):
+            body = orjson.dumps({"ticker": tk, "client_order_id": str(uuid.uuid4()), "side": "bid",
+                                 "count": "1.00", "price": "0.0100", "time_in_force": "good_till_canceled",
+                                 "self_trade_prevention_type": "taker_at_cross", "post_only": True})
+            h = signer.headers("POST", path)
+            head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n")
+            reqs.append(head.encode() + body)
+        out[tk.encode()] = reqs
+    return out
+
+
+async def run(ws_url: str, rest_url: str, key_id: str, pem: bytes, seconds: float, tickers: list[str]) -> dict[str, Any]:
+    from urllib.parse import urlsplit
+    signer = Signer.from_pem(key_id, pem)
+    u = urlsplit(rest_url)
+    requests = build_requests(signer, u.netloc, tickers, 2000)
+    loop = asyncio.get_running_loop()
+    _, http = await loop.create_connection(Http, u.hostname, u.port)
+    transport, feed = await ws_connect(lambda: Feed(http, requests), ws_url,
+                                       extra_headers=signer.ws_headers(urlsplit(ws_url).path),
+                                       enable_auto_pong=False)
+    transport.send(WSMsgType.TEXT, orjson.dumps({"id": 1, "cmd": "subscribe", "params": {
+        "channels": ["orderbook_delta"], "market_tickers": tickers}}))
+    await asyncio.sleep(seconds)
+    transport.disconnect()
+    http.transport.close()
+    return {"frames": feed.frames, "sent": feed.sent, "answers": http.answers}
+
+
+def main() -> int:
+    ws_url, rest_url, key_id, key_path, seconds, *tickers = sys.argv[1:]
+    import uvloop
+    with open(key_path, "rb") as f:
+        pem = f.read()
+    res = uvloop.run(run(ws_url, rest_url, key_id, pem, float(seconds), tickers))
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    t0 = time.monotonic()
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The signature pool's signer process: signatures verify, the loop never signs in steady state, the
+fallbacks are counted, and the pool is sized to the churn it sees."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from kmm.kalshi.signing import SignaturePool, Signer
+from tests.kalshi.test_signing import PAIR, verify
+
+AMEND = "/trade-api/v2/portfolio/events/orders/{}/amend"
+
+
+@pytest.fixture(scope="module")
+def signer(rsa_key) -> Signer:
+    return Signer("key-id-9", rsa_key)
+
+
+async def _filled(pool: SignaturePool, key: tuple[str, str], n: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while pool.available(*key) < n:
+        assert time.monotonic() < deadline, f"pool never reached {n} for {key}: {pool!r}"
+        await asyncio.sleep(0.005)
+
+
+def test_steady_churn_is_served_from_the_signer_process_with_zero_inline_fallbacks(signer):
+    async def run() -> None:
+        pool = SignaturePool(signer, [PAIR], depth=4, max_age_s=5.0)
+        pool.start()
+        try:
+            assert pool._proc is not None and pool._proc.pid != os.getpid()
+            await _filled(pool, PAIR, 4)
+            taken = []
+            for _ in range(150):           # ~1.5 s of a create every 10 ms, bursts of 2
+                taken.append(pool.take(*PAIR))
+                taken.append(pool.take(*PAIR))
+                await asyncio.sleep(0.01)
+            for h in taken[::7]:
+                verify(signer, h, *PAIR)
+            assert len({h["KALSHI-ACCESS-SIGNATURE"] for h in taken}) == len(taken)   # single use
+            assert pool.stats.hits == 300
+            assert pool.stats.fallbacks == 0 and pool.stats.misses == 0
+            assert pool.stats.made >= 300
+        finally:
+            pool.close()
+        assert pool._proc is None
+
+    asyncio.run(run())
+
+
+def test_a_burst_past_the_pool_is_signed_inline_and_counted_as_fallbacks(signer):
+    async def run() -> None:
+        pool = SignaturePool(signer, [PAIR], depth=3, max_age_s=5.0)
+        pool.start()
+        try:
+            await _filled(pool, PAIR, 3)
+            burst = [pool.take(*PAIR) for _ in range(5)]   # no yield to the loop in between
+            for h in burst:
+                verify(signer, h, *PAIR)
+            assert pool.stats.hits == 3 and pool.stats.misses == 2 and pool.stats.fallbacks == 2
+            pool.take("POST", "/trade-api/v2/portfolio/events/orders/x/decrease")
+            assert pool.stats.unpooled == 1 and pool.stats.fallbacks == 3
+            await _filled(pool, PAIR, 3)                   # topped up after the burst
+        finally:
+            pool.close()
+
+    asyncio.run(run())
+
+
+def test_depth_grows_with_the_measured_take_rate(signer, clock):
+    pool = SignaturePool(signer, [PAIR], depth=2, max_age_s=5.0, clock_ns=clock, lead_s=0.05)
+    assert pool.wanted_depth(PAIR) == 2
+    pool._update_rates()
+    for _ in range(400):                                   # 400 takes in 0.5 s: 800/s
+        pool._takes[PAIR] = pool._takes.get(PAIR, 0) + 1
+    clock.advance(0.5)
+    pool._update_rates()
+    assert pool.wanted_depth(PAIR) == 41                   # ceil(800 * 0.05) + 1
+    clock.advance(60)                                      # a quiet minute: the peak fades
+    pool._update_rates()
+    assert pool.wanted_depth(PAIR) == 2
+
+
+def test_per_order_paths_of_a_kind_never_used_stop_being_presigned(signer, clock):
+    pool = SignaturePool(signer, [PAIR], depth=2, max_age_s=5.0, clock_ns=clock, per_order_warmup=3)
+    keys = [("POST", AMEND.format(f"o{i}")) for i in range(5)]
+    for k in keys[:3]:
+        pool.add_pair(*k, depth=1)
+    pool.fill_now()
+    assert all(pool.available(*k) == 1 for k in keys[:3])  # within the warm-up: pre-signed
+    for k in keys[3:]:
+        pool.add_pair(*k, depth=1)
+    made = pool.fill_now()
+    assert made == 0 and all(pool.available(*k) == 0 for k in keys[3:])
+    assert pool.stats.skipped == 2
+    verify(signer, pool.take(*keys[0]), *keys[0])          # an amend is used: the kind comes back,
+    pool.fill_now()                                        # two per order (re-priced within a refill)
+    assert all(pool.available(*k) == 2 for k in keys)
+
+
+def test_take_async_waits_for_the_signer_process_instead_of_signing_inline(signer):
+    async def run() -> None:
+        pool = SignaturePool(signer, [PAIR], depth=1, max_age_s=5.0)
+        pool.start()
+        try:
+            await _filled(pool, PAIR, 1)
+            first = await pool.take_async(*PAIR)
+            second = await pool.take_async(*PAIR, wait_s=5.0)      # the pool is empty now
+            amend = ("POST", AMEND.format("fresh"))
+            pool.add_pair(*amend, depth=1)                         # an order just acked, amended at once
+            third = await pool.take_async(*amend, wait_s=5.0)
+            for h, k in ((first, PAIR), (second, PAIR), (third, amend)):
+                verify(signer, h, *k)
+            assert pool.stats.hits == 1 and pool.stats.waited == 2
+            assert pool.stats.fallbacks == 0
+        finally:
+            pool.close()
+
+    asyncio.run(run())
+
+
+def test_the_signer_serves_a_pair_with_nothing_signed_before_queued_refreshes(signer, rsa_key):
+    import multiprocessing
+    import threading
+
+    from cryptography.hazmat.primitives import serialization
+
+    from kmm.kalshi.signing import _signer_process
+    pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    here, there = multiprocessing.Pipe()
+    worker = threading.Thread(target=_signer_process, args=(there, signer.key_id, pem), daemon=True)
+    worker.start()
+    fresh = ("POST", AMEND.format("just-acked"))
+    here.send([("POST", PAIR[1], 8, False)])          # a batch of refreshes for a pair that has some
+    here.send([(*fresh, 1, True)])                      # an order just acknowledged: nothing signed yet
+    order = []
+    for _ in range(9):
+        assert here.poll(10), "the signer stopped answering"
+        method, path, sigs = here.recv()
+        order.append(path)
+        ts, sig = sigs[0][1], sigs[0][2]
+        verify(signer, {"KALSHI-ACCESS-TIMESTAMP": str(ts), "KALSHI-ACCESS-SIGNATURE": sig}, method, path)
+    here.send(None)
+    worker.join(5)
+    assert not worker.is_alive()
+    assert order.count(PAIR[1]) == 8 and order.index(fresh[1]) <= 2, order
