@@ -18,11 +18,13 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     from kmm.engine import app
     from kmm.execution import cli as execute_cli
+    from kmm.report import cli as report_cli
     from kmm.sim import cli as sim_cli
     app.add_run_parser(subparsers)
     app.add_probe_parser(subparsers)
     execute_cli.add_parser(subparsers)
     sim_cli.add_parser(subparsers)
+    report_cli.add_parsers(subparsers)
     return parser
 
 
