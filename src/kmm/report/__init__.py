@@ -10,14 +10,17 @@ from kmm.report.data import ReportError, RunData, load_run
 __all__ = ["ReportError", "RunData", "build_report", "load_run", "report_command_for", "write_run_report"]
 
 
-def write_run_report(out_dir: object) -> str:
-    """The hook for the end of ``kmm run``: build the report of ``out_dir`` when asked (``--report``).
+def write_run_report(out_dir: object, build: bool = True) -> str:
+    """The hook for the end of ``kmm run``: the line to print, after building the report of ``out_dir``
+    when ``build`` (``kmm run --report``); without it the line is the command that builds it.
 
-    Returns the line to print. A failure to draw the report never changes the run's outcome: the
-    message says what went wrong and the command to retry.
+    A failure to draw the report never changes the run's outcome: the line says what went wrong and
+    the command to retry.
     """
     from pathlib import Path
     cmd = report_command_for(out_dir)
+    if not build:
+        return f"kmm run: for the report run: {cmd}"
     try:
         written = build_report([Path(str(out_dir))])
     except Exception as exc:  # noqa: BLE001 - the run already finished; the report is a courtesy
