@@ -22,6 +22,7 @@ from kmm.report.data import load_run
 from kmm.report.figures import compute
 
 pytestmark = pytest.mark.slow
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 CHART_NAMES = ("equity", "inventory", "quotes", "spread_captured", "markouts", "attribution", "latency",
                "fill_queue", "rate_limit", "events")
@@ -30,6 +31,8 @@ CHART_NAMES = ("equity", "inventory", "quotes", "spread_captured", "markouts", "
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "KMM_"))}
     env["HOME"] = str(home)
+    # this source tree, whatever the working directory (a relative PYTHONPATH=src would not follow)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
 
