@@ -470,8 +470,11 @@ def _num(v: Any) -> float | None:
 def _grid_matrix(rows: list[dict[str, Any]], kx: str, ky: str | None, metric: str
                  ) -> tuple[list[str], list[str], list[list[float | None]]]:
     """Mean of ``metric`` over captures for each (x, y) cell; None where no task finished."""
-    xs = list(dict.fromkeys(str(r[kx]) for r in rows))
-    ys = list(dict.fromkeys(str(r[ky]) for r in rows)) if ky else [""]
+    def order(vals: list[str]) -> list[str]:
+        uniq = list(dict.fromkeys(vals))
+        return sorted(uniq, key=float) if all(_num(v) is not None for v in uniq) else uniq
+    xs = order([str(r[kx]) for r in rows])
+    ys = order([str(r[ky]) for r in rows]) if ky else [""]
     mat: list[list[float | None]] = []
     for y in ys:
         line: list[float | None] = []
@@ -531,11 +534,16 @@ def write_sweep_report(out: str | Path, rows: list[dict[str, Any]] | None = None
                 import numpy as np
                 arr = np.array([[np.nan if v is None else v for v in line] for line in mat], dtype=float)
                 fig, ax = plt.subplots(figsize=(1.3 * len(xs) + 3, 0.8 * len(ys) + 2))
+                norm = None
+                if metric == "net_pnl_num" and np.nanmin(arr) < 0 < np.nanmax(arr):
+                    from matplotlib.colors import TwoSlopeNorm
+                    norm = TwoSlopeNorm(vcenter=0.0)        # red losses, green gains, white at 0
                 im = ax.imshow(np.ma.masked_invalid(arr), cmap="RdYlGn" if metric == "net_pnl_num" else "viridis",
-                               aspect="auto")
+                               aspect="auto", norm=norm, origin="lower")
                 for yi, line in enumerate(mat):
                     for xi, v in enumerate(line):
-                        ax.text(xi, yi, "n/a" if v is None else f"{v:,.4g}", ha="center", va="center", fontsize=9)
+                        ax.text(xi, yi, "n/a" if v is None else f"{v:,.4g}", ha="center", va="center", fontsize=9,
+                                bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0})
                 ax.set_xticks(range(len(xs)))
                 ax.set_xticklabels(xs)
                 ax.set_yticks(range(len(ys)))
