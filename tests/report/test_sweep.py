@@ -204,28 +204,34 @@ def test_sweep_on_a_ray_cluster_started_by_the_test(tmp_path, capture):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    # token authentication off: a throwaway cluster on 127.0.0.1 that only this test uses
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]), RAY_AUTH_MODE="disabled")
     ray_bin = str(Path(sys.executable).parent / "ray")
-    temp = tmp_path / "ray"
+    import tempfile
+    temp = Path(tempfile.mkdtemp(prefix="kmmray", dir="/tmp"))   # Ray's unix sockets need a short path
     head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                              f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                             f"--temp-dir={temp}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             f"--temp-dir={temp}"], env=env, stdout=(tmp_path / "head.log").open("w"),
+                            stderr=subprocess.STDOUT)     # a file: an unread pipe would fill and stall Ray
     worker = None
     try:
         time.sleep(15)
+        assert head.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
         worker = subprocess.Popen([ray_bin, "start", "--block", f"--address=127.0.0.1:{port}",
                                    "--node-ip-address=127.0.0.1", "--num-cpus=1"], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                  stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT)
         time.sleep(10)
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
         script = tmp_path / "driver.py"
         script.write_text(DRIVER.replace("make_task(sleep_s=2.0)", "make_task()").format(
             root=str(ROOT), src=str(ROOT / "src")))
         p = subprocess.run([sys.executable, str(script), "sweep", "--capture", str(capture), *sum(
             (["--grid", g] for g in GRID), []), "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "o")],
-            capture_output=True, text=True, timeout=300, env=env)
+            capture_output=True, text=True, timeout=240, env=env)
         assert p.returncode == 0, p.stdout + p.stderr
         rows = S.collect(tmp_path / "o")
         assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
+        assert "4/4 tasks" in p.stdout
     finally:
         for proc in (worker, head):
             if proc is not None and proc.poll() is None:
@@ -234,3 +240,5 @@ def test_sweep_on_a_ray_cluster_started_by_the_test(tmp_path, capture):
                     proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+        import shutil
+        shutil.rmtree(temp, ignore_errors=True)

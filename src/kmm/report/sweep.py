@@ -189,7 +189,6 @@ class Progress:
         self.total, self.stream, self.width = total, stream, width
         self.t0 = time.monotonic()
         self.done = self.failed = 0
-        self.lines: list[str] = []
 
     @staticmethod
     def _clock(s: float) -> str:
@@ -210,17 +209,21 @@ class Progress:
             self.done += 1
         else:
             self.failed += 1
-        self.show()
+        self.show(changed=True)
 
-    def show(self) -> None:
-        line = self.render()
-        self.lines.append(line)
-        if self.stream is not None:
-            self.stream.write("\r" + line)
-            self.stream.flush()
+    def show(self, changed: bool = True) -> None:
+        """Redraw in place on a terminal; elsewhere (a log, a pipe) one line per finished task."""
+        if self.stream is None:
+            return
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        if tty:
+            self.stream.write("\r" + self.render())
+        elif changed:
+            self.stream.write(self.render() + "\n")
+        self.stream.flush()
 
     def close(self) -> None:
-        if self.stream is not None:
+        if self.stream is not None and getattr(self.stream, "isatty", lambda: False)():
             self.stream.write("\n")
             self.stream.flush()
 
@@ -364,7 +367,7 @@ def run_sweep(captures: Sequence[str | Path], grid: Mapping[str, Sequence[str]],
                                          f" (traceback in {_task_dir(outp, t) / 'error.txt'})\n")
                     progress.update(bool(res.get("ok")))
                 if not ready:
-                    progress.show()
+                    progress.show(changed=False)     # the elapsed time moves on a terminal
         except KeyboardInterrupt:
             result.interrupted = True
             for ref, t in pending.items():
