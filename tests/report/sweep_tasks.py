@@ -56,7 +56,8 @@ def write_capture(path: Path, *, ticker: str = "KXTOY-26-A", n: int = 400, seed:
 def make_task(*, fail_when: dict[str, Any] | None = None, sleep_s: float = 0.0,
               calls_dir: str | None = None) -> Any:
     """The task: quote mid +- gamma dollars, fill when the market trades through, cap |position| at
-    max_position (fills happen when the mid moves through a quote). ``fail_when={"gamma": 0.1, "max_position": 5000}`` raises for that cell;
+    max_position (fills happen when the mid moves through a quote).
+    ``fail_when={"gamma": 0.1, "max_position": 5000}`` raises for that cell;
     ``calls_dir`` gets one file per call (to count executions across processes)."""
 
     def toy_backtest(captures: list[Path], cfg: Any, out: Path, *, seed: int = 0,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kmm.report.data import RunData
-from kmm.report.figures import MARKOUT_HORIZONS_S, RunFigures, mean, percentile
+from kmm.report.figures import MARKOUT_HORIZONS_S, RunFigures, percentile
 
 __all__ = ["Chart", "CHARTS", "ChartError", "comparison_equity", "run_charts"]
 
@@ -188,14 +188,15 @@ def markouts(run: RunData, figs: RunFigures) -> Chart:
     any_bar = False
     for k, (side, color, label) in enumerate((("bid", "tab:green", "after buys"), ("ask", "tab:red", "after sells"))):
         for j, h in enumerate(MARKOUT_HORIZONS_S):
-            vals = [v.markouts[h] / 100 for v in figs.fills if v.side == side and v.markouts.get(h) is not None]
+            vals = [x / 100 for v in figs.fills if v.side == side and (x := v.markouts.get(h)) is not None]
             x = j + (k - 0.5) * width
             if not vals:      # no bar for a value that does not exist
                 ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=8, color=color)
                 continue
             any_bar = True
-            ax.bar(x, mean(vals), width, color=color, label=label if j == 0 or not ax.get_legend_handles_labels()[1].count(label) else None)
-            ax.text(x, mean(vals), f"n={len(vals)}", ha="center", va="bottom" if mean(vals) >= 0 else "top", fontsize=7)  # type: ignore[arg-type]
+            avg = sum(vals) / len(vals)
+            ax.bar(x, avg, width, color=color, label=label)
+            ax.text(x, avg, f"n={len(vals)}", ha="center", va="bottom" if avg >= 0 else "top", fontsize=7)
     ax.set_xticks(range(len(MARKOUT_HORIZONS_S)))
     ax.set_xticklabels([f"{h} s" for h in MARKOUT_HORIZONS_S])
     ax.axhline(0, color="grey", linewidth=0.5)

@@ -234,14 +234,12 @@ def compute(run: RunData) -> RunFigures:
             mf.position = mf.bought - mf.sold
             mf.fees = mf.fill_fees
         mfills = [v for v in fills if v.ticker == t]
-        caps = [v.spread_captured for v in mfills if v.spread_captured is not None]
-        qty = sum(v.count for v in mfills if v.spread_captured is not None)
-        if caps:
-            mf.avg_spread_captured = sum(v.spread_captured * v.count for v in mfills  # type: ignore[operator]
-                                         if v.spread_captured is not None) / qty
-        m5 = [(v.markouts.get(5), v.count) for v in mfills if v.markouts.get(5) is not None]
+        caps = [(c, v.count) for v in mfills if (c := v.spread_captured) is not None]
+        if caps:      # size-weighted, per contract
+            mf.avg_spread_captured = sum(c * n for c, n in caps) / sum(n for _, n in caps)
+        m5 = [(x, v.count) for v in mfills if (x := v.markouts.get(5)) is not None]
         if m5:
-            mf.markout_5s = sum(x * c for x, c in m5) / sum(c for _, c in m5)  # type: ignore[operator]
+            mf.markout_5s = sum(x * n for x, n in m5) / sum(n for _, n in m5)
         m = mids.get(t)
         if mf.net is not None and m is not None and m.last is not None:
             a = Attribution()
@@ -251,11 +249,11 @@ def compute(run: RunData) -> RunFigures:
                     a.complete = False
                     continue
                 q = v.count / 100
-                later = m.at(min(v.ts_ns + ADVERSE_HORIZON_S * NS, m.last[0]))
-                later = v.mid if later is None else later
+                seen = m.at(min(v.ts_ns + ADVERSE_HORIZON_S * NS, m.last[0]))
+                mid_later = v.mid if seen is None else seen
                 a.spread_capture += v.sign * q * (v.mid - v.price)
-                a.adverse_selection += v.sign * q * (later - v.mid)
-                a.inventory_carry += v.sign * q * (end_mid - later)
+                a.adverse_selection += v.sign * q * (mid_later - v.mid)
+                a.inventory_carry += v.sign * q * (end_mid - mid_later)
             a.fees = -float(mf.fees or 0)
             a.settlement_and_mark = mf.net - (a.spread_capture + a.adverse_selection + a.inventory_carry + a.fees)
             mf.attribution = a
@@ -285,23 +283,23 @@ def compute(run: RunData) -> RunFigures:
     sources["fills"] = "kmm.sqlite fills" if run.has_store else "none"
     checks: list[tuple[str, Any, Any, bool]] = []
     if summary:
-        sv = {"fills": summary.get("fills")}
+        sv: dict[str, int | None] = {"fills": summary.get("fills")}
         for k in ("fees", "realized_pnl", "unrealized_pnl", "net_pnl"):
             if summary.get(k) is not None:
                 sv[k] = _d4(summary[k])
         mine = {"fills": totals["fills"], "fees": totals.get("fees"), "realized_pnl": totals.get("realized"),
                 "unrealized_pnl": totals.get("unrealized"), "net_pnl": totals.get("net")}
-        for k, v in sv.items():
-            if v is None:
+        for k, val in sv.items():
+            if val is None:
                 continue
             if mine.get(k) is None:          # nothing in the other records: take summary.json's figure
                 key = {"realized_pnl": "realized", "unrealized_pnl": "unrealized", "net_pnl": "net"}.get(k, k)
-                totals[key] = v
+                totals[key] = val
                 sources[k] = "summary.json"
             else:
                 # 1e-4 $ rounding of per-market sums may differ from the portfolio total by a unit per market
                 tol = 0 if k == "fills" else len(markets)
-                checks.append((k, mine[k], v, abs(mine[k] - v) <= tol))
+                checks.append((k, mine[k], val, abs(mine[k] - val) <= tol))
 
     lat = [r.latency_ns / 1e6 for r in run.tape if r.event == "decision" and r.latency_ns is not None]
     placed_orders = sum(mf.orders for mf in markets.values())

@@ -72,7 +72,8 @@ def overview_rows(figs: RunFigures) -> list[tuple[str, str]]:
         ("realized P&L (before fees)", f'<span data-fig="realized">{usd(t.get("realized"))}</span>'),
         ("unrealized P&L", f'<span data-fig="unrealized">{usd(t.get("unrealized"))}</span>'),
         ("net P&L", f'<span data-fig="net">{usd(t.get("net"))}</span>'),
-        ("orders with a fill", "n/a" if figs.fill_rate is None else f'<span data-fig="fill_rate">{figs.fill_rate:.1%}</span>'),
+        ("orders with a fill", "n/a" if figs.fill_rate is None else
+         f'<span data-fig="fill_rate">{figs.fill_rate:.1%}</span>'),
         ("median queue time to fill", "n/a" if not figs.queue_s else f"{percentile(figs.queue_s, 0.5):.3f} s"),
         ("frame -> request p50 / p99", "n/a" if not lat else
          f"{percentile(lat, 0.5) * 1000:,.0f} us / {percentile(lat, 0.99) * 1000:,.0f} us"),  # type: ignore[operator]
@@ -94,10 +95,15 @@ def market_table(figs: RunFigures) -> str:
 def attribution_table(figs: RunFigures) -> str:
     a = figs.attribution
     if a is None:
-        return '<p class="missing">P&amp;L attribution not computed: the records lack the tape mids or the final P&amp;L.</p>'
+        return ('<p class="missing">P&amp;L attribution not computed: the records lack the tape mids or the '
+                'final P&amp;L.</p>')
     rows = [[e(n), f'<span data-attr="{e(n)}">{usd(v)}</span>'] for n, v in a.items()]
     rows.append(["<b>sum = net P&amp;L</b>", f'<b data-attr="total">{usd(a.total)}</b>'])
     return table(["term", "amount"], rows)
+
+
+def _secs(ns: int | None) -> str:
+    return "n/a (not filled)" if ns is None else f"{ns / 1e9:.2f} s"
 
 
 def execution_table(run: RunData) -> str:
@@ -112,8 +118,7 @@ def execution_table(run: RunData) -> str:
                      f"{m.fill_rate:.1%}",
                      "n/a" if m.avg_fill_price is None else f"{m.avg_fill_price / 100:.2f}c",
                      cents(m.slippage_arrival), cents(m.slippage_limit), usd(m.fees),
-                     "n/a (not filled)" if m.time_to_first_fill_ns is None else f"{m.time_to_first_fill_ns / 1e9:.2f} s",
-                     "n/a (not filled)" if m.time_to_full_fill_ns is None else f"{m.time_to_full_fill_ns / 1e9:.2f} s",
+                     _secs(m.time_to_first_fill_ns), _secs(m.time_to_full_fill_ns),
                      m.walks, m.splits, m.api_calls, e(x.status if x else "?")])
     return "<h3>Executions</h3>" + table(
         ["execution", "algo", "market", "side", "target", "filled", "fill rate", "avg YES price",
@@ -154,11 +159,10 @@ def comparison_section(items: Sequence[tuple[RunData, RunFigures]], chart: Chart
     cols = [dict(overview_rows(f)) for _, f in items]
     rows = [[e(k)] + [c.get(k, "n/a") for c in cols] for k in keys]
     out = ["<h2>Runs side by side</h2>", table(["figure"] + names, rows)]
-    if all(f.attribution for _, f in items):
-        terms = [n for n, _ in items[0][1].attribution.items()]  # type: ignore[union-attr]
+    attrs = [dict(f.attribution.items()) for _, f in items if f.attribution is not None]
+    if len(attrs) == len(items):
         out.append("<h3>P&amp;L attribution side by side</h3>" + table(
-            ["term"] + names,
-            [[e(t)] + [usd(dict(f.attribution.items())[t]) for _, f in items] for t in terms]))  # type: ignore[union-attr]
+            ["term"] + names, [[e(t)] + [usd(a[t]) for a in attrs] for t in attrs[0]]))
     if chart is not None:
         out.append(img(chart))
     return "\n".join(out)

@@ -119,11 +119,11 @@ def expand(grid: Mapping[str, Sequence[str]], captures: Sequence[Path], seed: in
 # ---------------------------------------------------------------------------------------------- tasks
 def _default_task(captures: Sequence[Path], cfg: KmmConfig, out: Path, *, seed: int = 0) -> Mapping[str, Any]:
     try:
-        from kmm.research.backtest import run_backtest  # type: ignore[import-not-found]
+        from kmm.research.backtest import run_backtest
     except ImportError as exc:
         raise SweepError(f"this kmm has no backtester (kmm.research.backtest: {exc}); kmm sweep needs "
                          "kmm backtest") from None
-    return run_backtest(captures, cfg, out, seed=seed)  # type: ignore[no-any-return]
+    return run_backtest(captures, cfg, out, seed=seed)
 
 
 def _max_inventory(out: Path) -> float | None:
