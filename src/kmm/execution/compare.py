@@ -237,9 +237,9 @@ def write_chart(summary: dict[tuple[str, str], dict[str, tuple[float, float] | N
                        yerr=[[b.err_low for b in drawn], [b.err_high for b in drawn]], capsize=3,
                        color=colors[i % len(colors)], label=f"{sc} book")
             for j, b in enumerate(bars[col][sc]):
-                if b is None:
-                    ax.text(j + i * width, 0, "n/a", ha="center", va="bottom", fontsize=8,
-                            color=colors[i % len(colors)])
+                if b is None:     # at the panel's foot, whatever the scale
+                    ax.text(j + i * width, 0.02, "n/a", ha="center", va="bottom", fontsize=8,
+                            color=colors[i % len(colors)], transform=ax.get_xaxis_transform())
         ax.set_title(title)
         ax.set_ylabel(ylabel)
         if lo is not None:

@@ -191,7 +191,8 @@ def markouts(run: RunData, figs: RunFigures) -> Chart:
             vals = [x / 100 for v in figs.fills if v.side == side and (x := v.markouts.get(h)) is not None]
             x = j + (k - 0.5) * width
             if not vals:      # no bar for a value that does not exist
-                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=8, color=color)
+                ax.text(x, 0.02, "n/a", ha="center", va="bottom", fontsize=8, color=color,
+                        transform=ax.get_xaxis_transform())
                 continue
             any_bar = True
             avg = sum(vals) / len(vals)
