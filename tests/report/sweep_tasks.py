@@ -112,7 +112,8 @@ def make_task(*, fail_when: dict[str, Any] | None = None, sleep_s: float = 0.0,
                    "contracts_bought": f"{bought / 100:.2f}", "contracts_sold": f"{sold / 100:.2f}",
                    "fees": "0.0000", "realized_pnl": "0.0000", "unrealized_pnl": f"{net / 1e4:.4f}",
                    "net_pnl": f"{net / 1e4:.4f}", "positions": {ticker: f"{pos / 100:.2f}"},
-                   "book_messages": len(frames), "orders_sent": 0, "messages_per_s": 0.0, "pid": os.getpid()}
+                   "book_messages": len(frames), "orders_sent": 0, "messages_per_s": 0.0, "pid": os.getpid(),
+                   "capture_read": str(captures[0])}
         (out / "summary.json").write_text(json.dumps(summary))
         return summary
 

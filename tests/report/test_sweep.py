@@ -90,6 +90,11 @@ def test_a_2x2_sweep_runs_on_ray_and_collects_tables_and_a_report(tmp_path, capt
             float(line.split(",")[9]) for line in (out / "tasks" / r["task_id"] / "run" / "tape.csv")
             .read_text().splitlines()[1:]])
     assert len({r["net_pnl"] for r in rows}) > 1         # the parameters matter
+    # the capture reached the workers through the object store: each task read a worker-local copy
+    copies = {r["capture_read"] for r in rows}
+    assert len(copies) == 1 and str(capture) not in copies
+    copy = Path(copies.pop())
+    assert copy.read_bytes() == capture.read_bytes() and copy.parent.name.startswith("kmm-sweep-")
     import pyarrow.parquet as pq
     table = pq.read_table(out / "sweep.parquet").to_pylist()
     assert sorted((t["task_id"], t["net_pnl_num"], t["fills"]) for t in table) == \
