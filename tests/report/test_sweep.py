@@ -133,6 +133,21 @@ def test_a_failed_task_is_reported_with_parameters_and_traceback_and_a_rerun_onl
     assert all(r["status"] == "done" for r in S.collect(out))
 
 
+def test_shared_path_mode_reads_the_capture_where_it_is(tmp_path, capture, local_ray):
+    res = S.run_sweep([capture], {"strategy.gamma": ["0.01"]}, tmp_path / "o", task_fn=make_task(), stream=None,
+                      ship="path")
+    (tid,) = res.done
+    summary = json.loads((tmp_path / "o" / "tasks" / tid / "summary.json").read_text())
+    assert summary["capture_read"] == str(capture.resolve())
+
+
+def test_without_a_backtester_the_sweep_stops_before_starting_ray(tmp_path, capture, monkeypatch):
+    monkeypatch.setitem(sys.modules, "kmm.research.backtest", None)
+    monkeypatch.setitem(sys.modules, "ray", None)       # would raise "Ray is not installed" if reached
+    with pytest.raises(S.SweepError, match="no backtester"):
+        S.run_sweep([capture], S.parse_grid(GRID), tmp_path / "o", stream=None)
+
+
 def test_progress_line_shows_done_total_elapsed_and_eta():
     p = S.Progress(8, None)
     p.t0 -= 30

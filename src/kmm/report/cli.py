@@ -37,6 +37,9 @@ def add_parsers(subparsers: Any) -> None:
     s.add_argument("--workers", type=int, help="local Ray: number of CPUs to use (default: all cores)")
     s.add_argument("--out", default="kmm-sweep", metavar="DIR", help="sweep directory (default ./kmm-sweep)")
     s.add_argument("--seed", type=int, default=0, help="backtest seed for every task")
+    s.add_argument("--shared-path", action="store_true",
+                   help="workers read the captures where they are (a filesystem every worker sees) instead "
+                        "of receiving them through Ray's object store")
     s.set_defaults(func=sweep_command)
 
 

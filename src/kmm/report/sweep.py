@@ -117,13 +117,17 @@ def expand(grid: Mapping[str, Sequence[str]], captures: Sequence[Path], seed: in
 
 
 # ---------------------------------------------------------------------------------------------- tasks
-def _default_task(captures: Sequence[Path], cfg: KmmConfig, out: Path, *, seed: int = 0) -> Mapping[str, Any]:
+def _backtester() -> TaskFn:
     try:
         from kmm.research.backtest import run_backtest
     except ImportError as exc:
-        raise SweepError(f"this kmm has no backtester (kmm.research.backtest: {exc}); kmm sweep needs "
-                         "kmm backtest") from None
-    return run_backtest(captures, cfg, out, seed=seed)
+        raise SweepError(f"this kmm has no backtester (kmm.research.backtest: {exc}); kmm sweep runs "
+                         "kmm backtest's run_backtest") from None
+    return run_backtest
+
+
+def _default_task(captures: Sequence[Path], cfg: KmmConfig, out: Path, *, seed: int = 0) -> Mapping[str, Any]:
+    return _backtester()(captures, cfg, out, seed=seed)
 
 
 def _max_inventory(out: Path) -> float | None:
@@ -295,6 +299,8 @@ def run_sweep(captures: Sequence[str | Path], grid: Mapping[str, Sequence[str]],
     the object store (a filesystem every worker sees). Ctrl-C cancels what is left and returns with
     ``interrupted`` set; what finished is kept."""
     caps = [Path(c) for c in captures]
+    if task_fn is None:
+        _backtester()           # fail before starting Ray, not once per task
     missing = [str(c) for c in caps if not c.is_file()]
     if missing:
         raise SweepError(f"--capture: no such file: {', '.join(missing)}")
@@ -594,7 +600,8 @@ def run_sweep_cli(args: Any, *, task_fn: TaskFn | None = None, stream: IO[str] =
         fixed = parse_set_args(args.set)
         grid = parse_grid(args.grid, base_config=args.config, fixed=fixed)
         res = run_sweep(caps, grid, args.out, task_fn=task_fn, address=args.address, workers=args.workers,
-                        base_config=args.config, fixed=fixed, seed=args.seed, stream=stream)
+                        base_config=args.config, fixed=fixed, seed=args.seed, stream=stream,
+                        ship="path" if getattr(args, "shared_path", False) else "object_store")
     except (SweepError, ConfigError) as exc:
         print(f"kmm sweep: {exc}", file=sys.stderr)
         return 2
