@@ -42,7 +42,10 @@ def _kmm(*args: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two short runs on the embedded exchange, started together: stoikov (seed 1) and inside (seed 2)."""
+    """Two short runs on the embedded exchange, started together: stoikov (seed 1), whose kill switch the
+    operator trips (SIGUSR2) ~2.5 s after quoting starts, and inside (seed 2)."""
+    import signal
+    import time
     base = tmp_path_factory.mktemp("runs")
     a, b = base / "stoikov", base / "inside"
     procs = [subprocess.Popen(_kmm("run", "--duration", "6", "--out", str(a), "--view", "plain",
@@ -51,6 +54,14 @@ def runs(tmp_path_factory):
              subprocess.Popen(_kmm("run", "--duration", "6", "--out", str(b), "--view", "plain", "--strategy",
                                    "inside", "--set", "sim.flow=busy", "--set", "sim.seed=2"),
                               cwd=base, env=_env(base), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        log = a / "ops.log"
+        if log.exists() and "quoting" in log.read_text():
+            break
+        time.sleep(0.1)
+    time.sleep(2.5)
+    procs[0].send_signal(signal.SIGUSR2)
     outs = []
     for p in procs:
         try:
@@ -181,6 +192,8 @@ def test_every_chart_is_drawn_inline_and_as_png_and_the_page_needs_no_network(ru
         png = out / "charts" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert "Not shown" not in html
+    # the operator's kill-switch trip is on the timeline, with its ops.log line
+    assert re.search(r"<td class=\"\">kill</td><td class=\"\">CRITICAL</td><td class=\"\">risk: kill switch tripped", html)
     assert "<script" not in html and "<link" not in html
     assert not re.search(r'src="(?!data:)', html)
 

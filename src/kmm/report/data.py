@@ -33,8 +33,8 @@ class ReportError(KmmError):
 
 @dataclass(slots=True, frozen=True)
 class LogEvent:
-    """An ops.log line that matters on the timeline: ``kind`` is ``pull``, ``kill``, ``pause``,
-    ``stale``, ``disconnect``, ``rate_limit`` or ``stop``."""
+    """An ops.log line that matters on the timeline: ``kind`` is ``kill``, ``rearm``, ``pull``,
+    ``pause``, ``stale``, ``disconnect``, ``rate_limit`` or ``stop``."""
 
     ts_ns: int
     level: str
@@ -44,6 +44,7 @@ class LogEvent:
 
 #: (kind, regex on the message) for timeline events; the first match wins.
 _EVENT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("rearm", re.compile(r"kill switch re-armed", re.I)),
     ("kill", re.compile(r"kill switch|kill-switch|loss limit|tripped", re.I)),
     ("pull", re.compile(r"pulling \d+ quotes|cancelling all \d+ live orders", re.I)),
     ("stale", re.compile(r"book stale", re.I)),
