@@ -55,8 +55,8 @@ def _t(ts_ns: int, fig: RunFigures) -> float:
 
 
 def _event_lines(ax: Any, run: RunData, figs: RunFigures) -> None:
-    colors = {"kill": "red", "rearm": "green", "pull": "orange", "stale": "purple", "disconnect": "black", "pause": "brown",
-              "rate_limit": "magenta", "stop": "grey"}
+    colors = {"kill": "red", "rearm": "green", "pull": "orange", "stale": "purple", "disconnect": "black",
+              "pause": "brown", "rate_limit": "magenta", "stop": "grey"}
     seen: set[str] = set()
     for ev in run.log_events:
         ax.axvline(_t(ev.ts_ns, figs), color=colors.get(ev.kind, "grey"), linestyle=":", linewidth=1,

@@ -273,6 +273,14 @@ def compute(run: RunData) -> RunFigures:
         "sold": sum(mf.sold for mf in markets.values()),
         "fill_fees": sum(mf.fill_fees for mf in markets.values()),
     }
+    if not run.has_store:
+        # no fills table: the counts are unknown here (not zero); summary.json may have them
+        totals["fills"] = summary.get("fills")
+        totals["bought"] = _c2(summary["contracts_bought"]) if summary.get("contracts_bought") else None
+        totals["sold"] = _c2(summary["contracts_sold"]) if summary.get("contracts_sold") else None
+        totals["fill_fees"] = None
+        if summary.get("fills") is not None:
+            sources["fills"] = "summary.json"
     if all(mf.fees is not None for mf in markets.values()):
         totals["fees"] = sum(mf.fees or 0 for mf in markets.values())
     have = [mf for mf in markets.values() if mf.net is not None]
@@ -280,26 +288,28 @@ def compute(run: RunData) -> RunFigures:
         totals.update(fees=sum(mf.fees or 0 for mf in have), realized=sum(mf.realized or 0 for mf in have),
                       unrealized=sum(mf.unrealized or 0 for mf in have), net=sum(mf.net or 0 for mf in have))
         sources["P&L"] = "kmm.sqlite pnl (last snapshot per market)" if run.pnl else "tape.csv (last row per market)"
-    sources["fills"] = "kmm.sqlite fills" if run.has_store else "none"
+    sources.setdefault("fills", "kmm.sqlite fills" if run.has_store else "none")
     checks: list[tuple[str, Any, Any, bool]] = []
     if summary:
         sv: dict[str, int | None] = {"fills": summary.get("fills")}
         for k in ("fees", "realized_pnl", "unrealized_pnl", "net_pnl"):
             if summary.get(k) is not None:
                 sv[k] = _d4(summary[k])
-        mine = {"fills": totals["fills"], "fees": totals.get("fees"), "realized_pnl": totals.get("realized"),
-                "unrealized_pnl": totals.get("unrealized"), "net_pnl": totals.get("net")}
+        mine = {"fills": totals["fills"] if run.has_store else None, "fees": totals.get("fees"),
+                "realized_pnl": totals.get("realized"), "unrealized_pnl": totals.get("unrealized"),
+                "net_pnl": totals.get("net")}
         for k, val in sv.items():
             if val is None:
                 continue
-            if mine.get(k) is None:          # nothing in the other records: take summary.json's figure
+            ours = mine.get(k)
+            if ours is None:                 # nothing in the other records: take summary.json's figure
                 key = {"realized_pnl": "realized", "unrealized_pnl": "unrealized", "net_pnl": "net"}.get(k, k)
                 totals[key] = val
                 sources[k] = "summary.json"
             else:
                 # 1e-4 $ rounding of per-market sums may differ from the portfolio total by a unit per market
                 tol = 0 if k == "fills" else len(markets)
-                checks.append((k, mine[k], val, abs(mine[k] - val) <= tol))
+                checks.append((k, ours, val, abs(ours - val) <= tol))
 
     lat = [r.latency_ns / 1e6 for r in run.tape if r.event == "decision" and r.latency_ns is not None]
     placed_orders = sum(mf.orders for mf in markets.values())

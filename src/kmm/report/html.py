@@ -65,7 +65,7 @@ def overview_rows(figs: RunFigures) -> list[tuple[str, str]]:
     return [
         ("mode", e(figs.mode)),
         ("duration", "n/a" if figs.duration_s is None else f"{figs.duration_s:,.1f} s"),
-        ("fills", f'<span data-fig="fills">{t["fills"]}</span>'),
+        ("fills", f'<span data-fig="fills">{"n/a" if t["fills"] is None else t["fills"]}</span>'),
         ("contracts bought", f'<span data-fig="bought">{contracts(t["bought"])}</span>'),
         ("contracts sold", f'<span data-fig="sold">{contracts(t["sold"])}</span>'),
         ("fees paid", f'<span data-fig="fees">{usd(t.get("fees"))}</span>'),
