@@ -106,6 +106,13 @@ def test_a_2x2_sweep_runs_on_ray_and_collects_tables_and_a_report(tmp_path, capt
         assert f'<img data-chart="{name}"' in html and (out / "charts" / f"{name}.png").exists()
     for r in rows:
         assert f'data-task="{r["task_id"]}"' in html
+    # a task's directory (summary.json + tape, like a backtest's) makes a report whose figures agree with it
+    from kmm.report.build import build_report
+    r = rows[0]
+    page = build_report([out / "tasks" / r["task_id"] / "run"], tmp_path / "taskrep", ["html"])["html"][0].read_text()
+    assert f'<span data-fig="fills">{r["fills"]}</span>' in page
+    assert f'<span data-fig="net">${float(r["net_pnl"]):,.4f}</span>' in page
+    assert "DIFFER" not in page and page.count('class="ok">agree') >= 4
 
 
 def test_a_failed_task_is_reported_with_parameters_and_traceback_and_a_rerun_only_does_what_is_left(
