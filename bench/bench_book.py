@@ -240,3 +240,54 @@ def test_ofi_update(benchmark, role, cls, book_cls):
     benchmark(lambda: ofi.update(book, next(clock)))
     assert ofi.events > 1 and ofi.window_sum == 0 and ofi.count == min(ofi.events, 1000)
     assert ofi.avg_depth > 0 and ofi.overflowed == 0
+
+
+# ---- a $0.0001 grid (10,001 slots) costs what a cent grid costs per delta -------------------
+# Group "... $0.0001 vs cent grid": role "kmm" is the centi-cent book, role "baseline" the cent book
+# fed the same shape of batch, so the report's ratio is cent cost / centi-cent cost (about 1).
+
+CENTI = "center_centi_edge_centi_cent"
+
+
+def _grid_batch(step: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r = random.Random(seed)
+    adds = [(r.randint(0, 1), r.randint(1, 10000 // step - 1) * step, r.randint(1, 2000)) for _ in range(N // 2)]
+    rows = adds + [(s, p, -d) for s, p, d in reversed(adds)]
+    return tuple(np.array(col, dtype=np.int64) for col in zip(*rows))
+
+
+@pytest.mark.parametrize("role,structure,step", [("kmm", CENTI, 1), ("baseline", "linear_cent", 100)])
+def test_apply_deltas_centi_cent_grid_vs_cent_grid(benchmark, role, structure, step):
+    info(benchmark, "book apply_deltas $0.0001 vs cent grid (per delta)", role, N, budget_ns=50)
+    book = OrderBook(structure)
+    book.apply_snapshot(YES, NO)
+    sides, prices, deltas = _grid_batch(step, 11)
+    before = book.levels()
+    assert benchmark(book.apply_deltas, sides, prices, deltas) == N
+    assert book.levels() == before and book.grid.n_slots == 10000 // step + 1
+
+
+def _grid_frames(step: int) -> list[bytes]:
+    r = random.Random(13)
+    rows = [(r.choice(("yes", "no")), r.randint(1, 10000 // step - 1) * step, r.randint(1, 2000)) for _ in range(2000)]
+    rows += [(s, p, -d) for s, p, d in reversed(rows)]
+    return [json.dumps({"type": "orderbook_delta", "sid": 7, "seq": 2 + i, "msg": {
+        "market_ticker": "KXA-1", "market_id": "9b0f6d2c-3c1e-4a57-8f5e-2f1d7f0c9a11",
+        "price_dollars": s4(p), "delta_fp": s2(d), "side": side, "ts_ms": 1767225600123 + i}},
+        separators=(",", ":")).encode() for i, (side, p, d) in enumerate(rows)]
+
+
+@pytest.mark.parametrize("role,structure,step", [("kmm", CENTI, 1), ("baseline", "linear_cent", 100)])
+def test_router_feed_centi_cent_grid_vs_cent_grid(benchmark, role, structure, step):
+    info(benchmark, "router.feed delta $0.0001 vs cent grid (per frame)", role, 4000, budget_ns=1500)
+    frames = _grid_frames(step)
+    router = BookRouter()
+    router.add("KXA-1", OrderBook(structure))
+
+    def round_():
+        feed = router.feed
+        feed(SNAP_FRAME, 0)
+        return sum(feed(f, 0) == DELTA for f in frames)
+
+    assert benchmark(round_) == len(frames)
+    assert router.book("KXA-1").best_bid() == 4900 and router.stale_tickers() == []

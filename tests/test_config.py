@@ -226,7 +226,7 @@ def test_missing_file_and_bad_toml(tmp_path):
 
 def test_check_command_reports_errors(tmp_path, capsys):
     assert main(["check", str(EXAMPLE)]) == 0
-    assert main(["check", str(write(tmp_path, "[risk]\nnope = 1\n"))]) == 1
+    assert main(["check", str(write(tmp_path, "[risk]\nnope = 1\n"))]) == 2  # as kmm run exits
     assert "nope" in capsys.readouterr().err
 
 

@@ -6,7 +6,7 @@ variables < command-line overrides (``{"risk.max_loss": "25"}``, e.g. from ``--s
 Sections: ``[run]``, ``[kalshi]``, ``[strategy]``, ``[markets.TICKER]`` (per-market strategy
 overrides), ``[risk]``, ``[records]``, ``[sim]``. Every key has a default and a doc string (the field
 metadata below); ``examples/kmm.toml`` and ``docs/configuration.md`` are rendered from them
-(``python -m kmm.config example`` / ``python -m kmm.config markdown``) and a test keeps them in step.
+(``kmm config example`` / ``kmm config markdown``) and a test keeps them in step.
 
 Values in the file are in human units, named in each key's doc: contracts, dollars, seconds. The
 typed config holds kmm units (sizes 1e-2 contracts, money and prices 1e-4 $); seconds stay seconds
@@ -71,7 +71,7 @@ class RunConfig:
 # The connector owns [kalshi]; these are the keys it documents (kept in step with its
 # ConnectorConfig by the integrator). Values pass through untouched.
 KALSHI_KEYS: dict[str, tuple[Any, str]] = {
-    "rest_url": ("", "REST base URL; empty: the env's default (kalshi-api.md section 1)."),
+    "rest_url": ("", "REST base URL; empty: the env's default (`ENVIRONMENTS` in src/kmm/protocol.py)."),
     "ws_url": ("", "WebSocket URL; empty: the env's default."),
     "api_key_id": ("", "API key id (UUID); empty: the connector reads it from its environment."),
     "private_key_path": ("", "Path to the RSA private key file (PEM); empty: from the environment. "
@@ -372,6 +372,19 @@ def parse_set_args(items: list[str] | tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Warnings for ``KMM_*`` variables that name no setting (a misspelled one would be ignored)."""
+    env = os.environ if environ is None else environ
+    known = {f"{ENV_PREFIX}{s.upper()}_{k.upper()}" for s, c in SECTIONS.items() for k in _fields(c)}
+    known |= {"KMM_CONFIG", "KMM_DEBUG", "KMM_DEBUG_BUILD", "KMM_BUILD_KIND", "KMM_HYPOTHESIS_PROFILE", "KMM_QTY_MAX"}
+    out = []
+    for name in sorted(n for n in env if n.startswith(ENV_PREFIX) and n not in known):
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        out.append(f"environment variable {name} is not a kmm setting and is ignored.{hint}")
+    return out
+
+
 def load_config(path: str | os.PathLike[str] | None = None, *,
                 environ: Mapping[str, str] | None = None,
                 cli: Mapping[str, Any] | None = None) -> KmmConfig:
@@ -562,10 +575,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args[1])
         except ConfigError as exc:
             sys.stderr.write(f"{exc}\n")
-            return 1
+            return 2  # as `kmm run` and `kmm config check` exit for the same file
         sys.stdout.write(f"{args[1]}: ok ({len(cfg.markets)} market overrides)\n")
         return 0
-    sys.stderr.write("usage: python -m kmm.config example | markdown | check FILE\n")
+    sys.stderr.write("usage: kmm config example | markdown | check FILE\n")
     return 2
 
 

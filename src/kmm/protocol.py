@@ -42,6 +42,13 @@ PATH_MARKETS: Final = "/markets"
 PATH_SERIES: Final = "/series"
 PATH_EVENTS: Final = "/events"
 PATH_TRADES: Final = "/markets/trades"
+PATH_ORDERBOOKS: Final = "/markets/orderbooks"
+PATH_SETTLEMENTS: Final = "/portfolio/settlements"
+PATH_TRANSFER: Final = "/portfolio/intra_exchange_instance_transfer"
+PATH_EXCHANGE_SCHEDULE: Final = "/exchange/schedule"
+PATH_ENDPOINT_COSTS: Final = "/account/endpoint_costs"
+PATH_HISTORICAL_CUTOFF: Final = "/historical/cutoff"
+PATH_CANCEL_ALL: Final = "/portfolio/events/orders"   # DELETE, no ticker; 204 with no body (section 4.1)
 
 # Order vocabulary.
 SIDE_BID: Final = "bid"  # buy YES
@@ -56,7 +63,23 @@ SELF_TRADE_PREVENTION: Final = (STP_TAKER_AT_CROSS, STP_MAKER)
 ORDER_STATUS: Final = ("resting", "canceled", "executed")
 
 # Market vocabulary.
-PRICE_LEVEL_STRUCTURES: Final = ("linear_cent", "deci_cent", "tapered_deci_cent")
+# Labels only: a market's price_ranges decide its grid (section 2.2), and new names keep coming.
+PRICE_LEVEL_STRUCTURES: Final = ("linear_cent", "deci_cent", "tapered_deci_cent",
+                                 "center_whole_edge_half_cent", "center_whole_edge_quint_cent",
+                                 "center_half_edge_half_cent", "center_half_edge_quint_cent",
+                                 "center_half_edge_deci_cent", "center_quint_edge_quint_cent",
+                                 "center_quint_edge_deci_cent", "center_centi_edge_centi_cent",
+                                 "center_deci_edge_centi_cent")
+COUNT_STEP: Final = 1   # 0.01 contracts (1e-2 units): every market since Apr 17 2026
+# Exchange shards (section 10): exchange_index >= 0 names a shard; -1 or omitted auto-routes by ticker.
+EXCHANGE_INDEX_AUTO: Final = -1
+TRANSFER_INSTANCE: Final = "event_contract"
+LAST_UPDATE_POST_ONLY_CROSS: Final = "PostOnlyCrossCancel"
+# Error codes that say a pause refused the request (section 4.5/4.7) [U: lower-case REST spellings of
+# FIX TRADING_PAUSED / EXCHANGE_PAUSED; both spellings accepted]. Kept here so the assumption lives once.
+PAUSE_TRADING_CODES: Final = frozenset({"trading_paused", "TRADING_PAUSED", "trading_is_paused"})
+PAUSE_EXCHANGE_CODES: Final = frozenset({"exchange_paused", "EXCHANGE_PAUSED", "exchange_is_paused",
+                                         "exchange_closed"})
 MARKET_STATUS: Final = ("initialized", "active", "inactive", "closed", "determined", "disputed",
                         "amended", "finalized")
 FEE_TYPES: Final = ("quadratic", "quadratic_with_maker_fees", "flat")
@@ -86,8 +109,16 @@ WS_ERRORS: Final[dict[int, str]] = {
     16: "Market not found",
     17: "Internal error",
     18: "Command timeout",
-    25: "Subscription buffer overflow",  # [U] 2026 asyncapi
-    27: "Too many requests",  # [U] 2026 asyncapi
+    19: "Shard parameter error",            # 19-22: shard_factor/shard_key params (shard_factor <= 100)
+    20: "Shard parameter error",
+    21: "Shard parameter error",
+    22: "Shard parameter error",
+    23: "Match IDs required",
+    24: "Index IDs required",
+    25: "Subscription buffer overflow",     # live since CL May 12: subscribe to less or read faster
+    26: "Per-subscription market limit exceeded",
+    27: "Too many requests",                # subscription command rate
+    28: "Underlying tickers required",
 }
 WS_ERRORS_NEED_RESUBSCRIBE: Final = (10, 17, 25)
 
@@ -98,10 +129,13 @@ RATE_TIERS: Final[dict[str, tuple[int, int]]] = {
     "premier": (1000, 1000),
     "paragon": (2000, 2000),
     "prime": (4000, 4000),
+    "expert": (600, 600),
+    "prestige": (10000, 8000),
 }
 COST_DEFAULT: Final = 10
 COST_CANCEL: Final = 2
-COST_CANCEL_ALL: Final = 10  # [U] not documented; billed like a default write
+# [U] "a max-size batch cancel" per its page, lowered Sep 3: KalshiRest uses /account/endpoint_costs when read
+COST_CANCEL_ALL: Final = 10
 BURST_SECONDS: Final = 2.0  # the write bucket holds 2 s of budget ([U]: basic may hold 1 s)
 
 # Order-group contracts limit window.

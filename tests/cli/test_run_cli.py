@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.conftest import clean_env
+
 from kmm.record.store import StoreReader
 from kmm.record.tape import read_tape
 
@@ -18,9 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "KMM_"))}
-    env["HOME"] = str(tmp_path)
-    return env
+    return clean_env(tmp_path)
 
 
 def _kmm(*args: str) -> list[str]:

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from kmm._core.book import BookError, OrderBook
 from kmm._core.grid import Grid
 from tests.reference.book import QTY_MAX, RefBook
+from tests.reference.book import STRUCTURES as REF_STRUCTURES
 from tests.reference.book import BookError as RefBookError
 
-STRUCTURES = ("linear_cent", "deci_cent", "tapered_deci_cent")
+STRUCTURES = tuple(REF_STRUCTURES)  # all twelve of kalshi-api.md section 2.2
 
 
 def same_book(c: OrderBook, r: RefBook) -> None:
@@ -210,11 +211,11 @@ def test_size_limits_and_bad_query_arguments_raise_book_error():
 @st.composite
 def book_ops(draw, structure):
     ref = RefBook(structure)
-    prices = ref.grid.prices
+    prices = sorted(set(ref.grid.prices) | {10000 - p for p in ref.grid.prices})  # YES and NO terms
     ops = []
     for _ in range(draw(st.integers(1, 25))):
         kind = draw(st.sampled_from(["delta", "delta", "delta", "remove_best", "snapshot", "batch",
-                                     "desync", "bad", "clear"]))
+                                     "desync", "bad", "clear", "regrid"]))
         if kind == "snapshot":
             levels = []
             for _side in range(2):
@@ -239,6 +240,11 @@ def book_ops(draw, structure):
             ops.append(("delta", draw(st.sampled_from(["yes", "no", "YES"])),
                         draw(st.sampled_from(["0.00", "1.0000", "0.12345", "x", s4(draw(st.integers(1, 9999)))])),
                         draw(st.sampled_from(["1.00", "-0.01", "1e2", "+2.50"]))))
+        elif kind == "regrid":
+            new = draw(st.sampled_from(STRUCTURES))
+            ops.append(("regrid", new))
+            ref = RefBook(new)  # later ops draw prices of the new grid
+            prices = sorted(set(ref.grid.prices) | {10000 - p for p in ref.grid.prices})
         else:
             ops.append(("clear",))
     return ops
@@ -257,6 +263,8 @@ def run_op(book, op):
             book.apply_deltas(*op[1:])
     elif kind == "clear":
         book.clear()
+    elif kind == "regrid":
+        book.regrid(op[1])
 
 
 def resolve(ref: RefBook, op):
@@ -287,3 +295,44 @@ def test_compiled_book_matches_reference_after_every_operation(case):
                 outcome.append("BookError")
         assert outcome[0] == outcome[1], (op, outcome)
         same_book(c, r)
+
+
+@st.composite
+def any_ranges(draw):
+    """price_ranges of a structure kmm never heard of: 1-3 bands, steps that divide them, possibly
+    asymmetric (a NO bid at p is then valid only when 1 - p is a valid YES price)."""
+    cuts = sorted(set(draw(st.lists(st.integers(1, 99), max_size=2))))
+    bounds = [0] + [c * 100 for c in cuts] + [10000]
+    out = []
+    for a, b in zip(bounds, bounds[1:]):
+        step = draw(st.sampled_from([s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 500) if (b - a) % s == 0]))
+        out.append((s4(a), s4(b), s4(step)))
+    return tuple(out)
+
+
+@given(any_ranges().flatmap(lambda r: st.tuples(st.just(r), book_ops(r))))
+def test_compiled_book_matches_reference_on_arbitrary_price_ranges(case):
+    ranges, ops = case
+    c, r = OrderBook(ranges), RefBook(ranges)
+    assert c.grid.prices() == r.grid.prices
+    for op in ops:
+        op = resolve(r, op)
+        outcome = []
+        for book in (c, r):
+            try:
+                run_op(book, op)
+                outcome.append(None)
+            except (BookError, RefBookError):
+                outcome.append("BookError")
+        assert outcome[0] == outcome[1], (op, outcome)
+        same_book(c, r)
+
+
+def test_no_bids_are_checked_against_the_mirrored_grid_on_an_asymmetric_grid():
+    ranges = (("0.0000", "0.5000", "0.0010"), ("0.5000", "1.0000", "0.0100"))
+    b = OrderBook(ranges)
+    b.apply_delta("yes", "0.4010", "1.00")          # YES bid on the fine half
+    b.apply_delta("no", "0.4100", "1.00")           # NO bid at 0.41 = YES ask at 0.59: on the coarse half
+    with pytest.raises(BookError, match="off the market's grid"):
+        b.apply_delta("no", "0.4010", "1.00")       # YES ask at 0.599: not a valid price
+    assert b.best_ask() == 5900 and b.size_at("no", 4010) == 0

@@ -6,10 +6,11 @@ from hypothesis import strategies as st
 
 from kmm._core import quote as q
 from kmm._core.fees import MAKER_RATE_E6, fee_rate_e6
+from kmm._core.grid import STRUCTURES as GRID_STRUCTURES
 from kmm._core.grid import Grid
 from tests.reference import quote as ref
 
-GRIDS = {name: Grid(name) for name in ("linear_cent", "deci_cent", "tapered_deci_cent")}
+GRIDS = {name: Grid(name) for name in GRID_STRUCTURES}  # all twelve of kalshi-api.md 2.2, 10,001-slot grids included
 
 
 def _fields(x):

@@ -14,12 +14,14 @@ from kmm._core import wire
 from kmm._core.book import OrderBook
 from kmm._core.wire import (DELTA, GAP, MALFORMED, NOT_BOOK, SNAPSHOT, STALE_SKIPPED, UNKNOWN_MARKET,
                             BookRouter, scan_fields)
+from tests.reference.book import STRUCTURES as REF_STRUCTURES
 from tests.reference.book import RefBook
 from tests.reference.wire import RefRouter
 
-TICKERS = {"KXA-1": "linear_cent", "KXB-2": "deci_cent", "KXC-3": "tapered_deci_cent"}
+TICKERS = {"KXA-1": "linear_cent", "KXB-2": "deci_cent", "KXC-3": "tapered_deci_cent",
+           "KXD-4": "center_deci_edge_centi_cent", "KXE-5": "center_half_edge_quint_cent"}
 UNKNOWN = "KXZ-9"
-GRID_PRICES = {s: RefBook(s).grid.prices for s in TICKERS.values()}
+GRID_PRICES = {s: RefBook(s).grid.prices for s in REF_STRUCTURES}
 
 
 def s4(p: int) -> str:
@@ -297,6 +299,7 @@ class Stream:
     def __init__(self, data, rnd: random.Random, ref: RefRouter) -> None:
         self.data, self.rnd, self.ref = data, rnd, ref
         self.sid_of = {t: data.draw(st.sampled_from([1, 2])) for t in [*TICKERS, UNKNOWN]}
+        self.structure = dict(TICKERS)  # follows regrid
         self.seq = {1: data.draw(st.integers(1, 100)), 2: data.draw(st.integers(1, 100))}
 
     def draw(self, s):
@@ -313,7 +316,7 @@ class Stream:
         return obj
 
     def grid_prices(self, ticker: str) -> list[int]:
-        return GRID_PRICES[TICKERS.get(ticker, "linear_cent")]
+        return GRID_PRICES[self.structure.get(ticker, "linear_cent")]
 
     def snapshot(self, ticker: str) -> dict:
         prices = self.grid_prices(ticker)
@@ -375,7 +378,7 @@ class Stream:
                                                                  "api"]))
         ticker = self.draw(st.sampled_from(list(TICKERS)))
         if kind == "api":
-            return self.draw(st.sampled_from(["mark_stale", "mark_all_stale", "forget_sid", "reset"]))
+            return self.draw(st.sampled_from(["mark_stale", "mark_all_stale", "forget_sid", "reset", "regrid"]))
         if kind == "unknown":
             ticker = UNKNOWN
             kind = "delta"
@@ -404,6 +407,25 @@ def same_router(c: BookRouter, r: RefRouter) -> None:
         assert cb.best_bid() == rb.best_bid() and cb.best_ask() == rb.best_ask()
 
 
+def test_regrid_empties_the_book_marks_it_stale_and_a_snapshot_on_the_same_sid_refills_it():
+    r = router_with("KXA-1")
+    assert r.feed(snap("KXA-1", yes=[["0.4100", "5.00"]], no=[["0.5500", "2.00"]])) == SNAPSHOT
+    book = r.book("KXA-1")
+    assert r.regrid("KXA-1", "center_deci_edge_centi_cent") is book  # same object: holders keep it
+    assert r.is_stale("KXA-1") and book.is_empty() and book.grid.n_slots == 10001
+    assert r.sid_of("KXA-1") == 7
+    assert r.feed(delta("KXA-1", "yes", "0.4101", "1.00")) == STALE_SKIPPED
+    assert r.feed(snap("KXA-1", yes=[["0.0042", "5.00"], ["0.4100", "1.00"]], no=[["0.9998", "3.00"]],
+                       seq=4)) == SNAPSHOT
+    assert not r.is_stale("KXA-1") and book.best_bid() == 4100 and book.best_ask() == 2
+    assert r.feed(delta("KXA-1", "yes", "0.0043", "1.00", seq=5)) == DELTA
+    assert r.feed(delta("KXA-1", "yes", "0.4101", "1.00", seq=6)) == MALFORMED  # $0.001 in the centre
+    with pytest.raises(ValueError):
+        r.regrid("KXA-1", [{"start": "0.0000", "end": "1.0000", "step": "0.0000"}])
+    with pytest.raises(KeyError):
+        r.regrid("NOPE", "linear_cent")
+
+
 @settings(max_examples=150)
 @given(st.data())
 def test_router_matches_reference_on_random_frame_streams(data):
@@ -422,6 +444,13 @@ def test_router_matches_reference_on_random_frame_streams(data):
                 args = (data.draw(st.sampled_from(list(TICKERS))),)
             elif frame == "forget_sid":
                 args = (data.draw(st.sampled_from([1, 2])),)
+            elif frame == "regrid":
+                t, new = data.draw(st.sampled_from(list(TICKERS))), data.draw(st.sampled_from(sorted(REF_STRUCTURES)))
+                stream.structure[t] = new
+                c.regrid(t, new)
+                r.regrid(t, new)
+                same_router(c, r)
+                continue
             getattr(c, frame)(*args)
             getattr(r, frame)(*args)
         else:

@@ -54,6 +54,7 @@ class MiniExchange:
         self._seq: dict[int, int] = {}
         self._subs: dict[web.WebSocketResponse, dict[str, tuple[int, set[str]]]] = {}
         self.commands: list[dict[str, Any]] = []
+        self.cancel_all_queries: list[dict[str, str]] = []
         self.pongs: list[bytes] = []
         self.runner: web.AppRunner | None = None
         self.port = 0
@@ -223,8 +224,13 @@ class MiniExchange:
         return self._json({"orders": out})
 
     async def h_cancel_all(self, q: web.Request) -> web.Response:
-        out = [r for oid in list(self.orders) if (r := self._cancel(oid)) is not None]
-        return self._json({"orders": out})
+        # kalshi-api.md 4.1: every shard, no ticker/event/shard filter, 204 with an empty body
+        if set(q.query) - {"subaccount"}:
+            return self._json({"error": {"code": "invalid_parameters", "message": f"unknown {sorted(q.query)}"}}, 400)
+        self.cancel_all_queries.append(dict(q.query))
+        for oid in list(self.orders):
+            self._cancel(oid)
+        return web.Response(status=204)
 
     async def h_amend(self, q: web.Request) -> web.Response:
         o = self.orders[q.match_info["id"]]

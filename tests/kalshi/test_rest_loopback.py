@@ -94,8 +94,11 @@ async def test_batched_create_and_cancel_report_per_item(rest, ex):
 async def test_cancel_all_cancels_every_resting_order(rest, ex):
     for i in range(3):
         await rest.create_order(req(f"a{i}"))
-    out = await rest.cancel_all()
-    assert len(out) == 3 and all(o["status"] == "canceled" for o in ex.orders.values())
+    assert await rest.cancel_all() is None          # 204, no body
+    assert len(ex.orders) == 3 and all(o["status"] == "canceled" for o in ex.orders.values())
+    assert ex.cancel_all_queries == [{}]            # no ticker: it covers the whole account
+    await rest.cancel_all(subaccount=2)
+    assert ex.cancel_all_queries[-1] == {"subaccount": "2"}
 
 
 async def test_duplicate_client_order_id_raises_duplicate_order(rest):

@@ -123,7 +123,9 @@ async def test_every_endpoint_with_a_signed_key(sim):
         await rest.trigger_order_group(gid)
         await rest.reset_order_group(gid)
         await rest.delete_order_group(gid)
-        await rest.get_account_limits()
+        # the sim answers the spec's shape (read/write refill_rate and bucket_capacity, grants)
+        limits = await rest.get_account_limits()
+        assert limits.usage_tier and limits.read.refill_rate > 0 and limits.write.bucket_capacity > 0
         with pytest.raises(NotFound):
             await rest.get_order(str(uuid.uuid4()))
 

@@ -12,11 +12,26 @@ from typing import Any
 QTY_MAX = 10**14
 _DECIMAL = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?", re.ASCII)
 
+
+def _bands(edge: str, centre: str, lo: str = "0.1000", hi: str = "0.9000") -> tuple[tuple[str, str, str], ...]:
+    return (("0.0000", lo, edge), (lo, hi, centre), (hi, "1.0000", edge))
+
+
+# kalshi-api.md section 2.2, one line per row of its table: "center_{c}_edge_{e}_cent" with whole
+# $0.01, half $0.005, quint $0.002, deci $0.001, centi $0.0001; edges below $0.10 and above $0.90.
 STRUCTURES = {
     "linear_cent": (("0.0000", "1.0000", "0.0100"),),
     "deci_cent": (("0.0000", "1.0000", "0.0010"),),
-    "tapered_deci_cent": (("0.0000", "0.1000", "0.0010"), ("0.1000", "0.9000", "0.0100"),
-                          ("0.9000", "1.0000", "0.0010")),
+    "tapered_deci_cent": _bands("0.0010", "0.0100"),
+    "center_whole_edge_half_cent": _bands("0.0050", "0.0100"),
+    "center_whole_edge_quint_cent": _bands("0.0020", "0.0100"),
+    "center_half_edge_half_cent": (("0.0000", "1.0000", "0.0050"),),
+    "center_half_edge_quint_cent": _bands("0.0020", "0.0050"),
+    "center_half_edge_deci_cent": _bands("0.0010", "0.0050"),
+    "center_quint_edge_quint_cent": (("0.0000", "1.0000", "0.0020"),),
+    "center_quint_edge_deci_cent": _bands("0.0010", "0.0020"),
+    "center_centi_edge_centi_cent": (("0.0000", "1.0000", "0.0001"),),
+    "center_deci_edge_centi_cent": _bands("0.0001", "0.0010", "0.0100", "0.9900"),
 }
 
 
@@ -72,6 +87,18 @@ class RefGrid:
         above = [p for p in self.prices if p >= price]
         return above[0] if above else None
 
+    def ticks_px(self, n: int, price: int = 5000, min_px: int = 0) -> int:
+        """n valid prices up from the valid price at or below price (down when the grid ends)."""
+        if n == 0:
+            return max(min_px, 0)
+        lo = self.snap_down(price)
+        if lo is None:
+            lo = self.prices[0]
+        i = self.prices.index(lo)
+        if i + n < len(self.prices):
+            return max(self.prices[i + n] - lo, min_px)
+        return max(lo - self.prices[max(i - n, 0)], min_px)
+
 
 SIDES = ("yes", "no")
 
@@ -82,11 +109,20 @@ class RefBook:
         self.side: list[dict[int, int]] = [{}, {}]  # 0 = YES bids, 1 = NO bids, own terms
         self.version = 0
 
+    def on_grid(self, side: int, price: int) -> bool:
+        """A YES bid at p must be a valid price; a NO bid at p is a YES ask at 10000 - p."""
+        return (price if side == 0 else 10000 - price) in self.grid.valid
+
     # ---- updates ----
+    def regrid(self, price_ranges: Any) -> None:
+        self.grid = RefGrid(price_ranges)
+        self.side = [{}, {}]
+        self.version += 1
+
     def _check(self, side: Any, price: int, amount: int) -> None:
         if side not in (0, 1):
             raise BookError(f"unknown side {side!r}")
-        if not 0 < price < 10000 or price not in self.grid.valid:
+        if not 0 < price < 10000 or not self.on_grid(side, price):
             raise BookError(f"{side} price {price} off the grid")
         if abs(amount) > QTY_MAX:
             raise BookError(f"{side} size {amount} out of range")
@@ -139,7 +175,7 @@ class RefBook:
                 size = parse_fixed(level[1], 2, False)
                 if price is None or size is None:
                     raise BookError(f"{SIDES[side]} level {level!r} unparseable")
-                if not 0 < price < 10000 or price not in self.grid.valid:
+                if not 0 < price < 10000 or not self.on_grid(side, price):
                     raise BookError(f"{SIDES[side]} price {price} off the grid")
                 if size > QTY_MAX:
                     raise BookError("size out of range")

@@ -63,6 +63,11 @@ class RefRouter:
     def add(self, ticker: str, book: RefBook) -> None:
         self.markets[ticker] = _Market(ticker, book)
 
+    def regrid(self, ticker: str, price_ranges: Any) -> None:
+        m = self.markets[ticker]
+        m.book.regrid(price_ranges)
+        m.stale = True
+
     def remove(self, ticker: str) -> None:
         del self.markets[ticker]
 

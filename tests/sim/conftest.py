@@ -14,7 +14,7 @@ MARKETS = [
     MarketSpec("KXT-26-DECI", price_level_structure="deci_cent"),
     MarketSpec("KXT-26-TAPER", price_level_structure="tapered_deci_cent"),
     MarketSpec("KXM-26-MAKER", fee_type="quadratic_with_maker_fees"),
-    MarketSpec("KXT-26-FRAC", price_level_structure="deci_cent", fractional_trading_enabled=True),
+    MarketSpec("KXT-26-FRAC", price_level_structure="deci_cent"),
 ]
 LIN, DECI, TAPER, MAKER, FRAC = (m.ticker for m in MARKETS)
 
@@ -23,7 +23,7 @@ LIN, DECI, TAPER, MAKER, FRAC = (m.ticker for m in MARKETS)
 async def sim() -> AsyncIterator[SimExchange]:
     cfg = SimConfig(seed=1, flow="off", rate_tier="off", balance="1000.00",
                     markets=[MarketSpec(m.ticker, price_level_structure=m.price_level_structure,
-                                        fee_type=m.fee_type, fractional_trading_enabled=m.fractional_trading_enabled)
+                                        fee_type=m.fee_type)
                              for m in MARKETS])
     async with SimExchange(cfg) as s:
         yield s

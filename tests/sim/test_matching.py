@@ -44,11 +44,15 @@ async def test_maker_stp_cancels_the_resting_own_order_and_keeps_matching(sim: S
     assert {o["order_id"]: o["status"] for o in sim.orders(alice.key_id)}[own["order_id"]] == "canceled"
 
 
-async def test_post_only_that_would_cross_is_rejected_and_rests_otherwise(sim: SimExchange, alice: SimClient,
-                                                                         bob: SimClient):
+async def test_post_only_that_would_cross_is_cancelled_and_rests_otherwise(sim: SimExchange, alice: SimClient,
+                                                                          bob: SimClient):
     await bob.place(LIN, "ask", "0.5000", "1.00")
     st, body = await alice.place(LIN, "bid", "0.5000", "1.00", post_only=True)
-    assert st == 400 and body["error"]["code"] == "post_only_cross"
+    # since Jun 4 2026: accepted with nothing filled, then cancelled with reason PostOnlyCrossCancel
+    assert st == 201 and body["fill_count"] == "0.00" and body["remaining_count"] == "0.00"
+    st, got = await alice.get(f"/portfolio/orders/{body['order_id']}")
+    assert got["order"]["status"] == "canceled" and got["order"]["last_update_reason"] == "PostOnlyCrossCancel"
+    assert sim.book(LIN) == {"yes": [], "no": [(5000, 100)]}
     st, body = await alice.place(LIN, "bid", "0.4900", "1.00", post_only=True)
     assert st == 201 and body["remaining_count"] == "1.00"
 
@@ -142,20 +146,38 @@ async def test_amend_count_is_the_new_total_and_an_amend_may_cross_and_fill(sim:
     assert sim.book(LIN)["no"] == [(5200, 600)]
 
 
-async def test_pause_cancels_cancel_on_pause_orders_and_rejects_new_ones(sim: SimExchange, alice: SimClient):
+async def test_trading_pause_cancels_cancel_on_pause_orders_and_rejects_new_ones(sim: SimExchange,
+                                                                                 alice: SimClient):
     _, keep = await alice.place(LIN, "bid", "0.3000", "1.00")
     _, gone = await alice.place(LIN, "bid", "0.3100", "1.00", cancel_order_on_pause=True)
-    sim.pause_exchange()
+    sim.pause_trading()
     status = {o["order_id"]: o["status"] for o in sim.orders(alice.key_id)}
     assert status == {keep["order_id"]: "resting", gone["order_id"]: "canceled"}
     st, body = await alice.get("/exchange/status")
-    assert body["trading_active"] is False
+    assert body["trading_active"] is False and body["exchange_active"] is True
     st, body = await alice.place(LIN, "bid", "0.3000", "1.00")
-    assert st == 409 and body["error"]["code"] == "exchange_paused"
+    assert st == 409 and body["error"]["code"] == "trading_paused"
     st, _ = await alice.req("DELETE", f"/portfolio/events/orders/{keep['order_id']}")
-    assert st == 200  # cancels still work while paused
+    assert st == 200  # cancels still work in a trading pause
     sim.resume_exchange()
     assert (await alice.place(LIN, "bid", "0.3000", "1.00"))[0] == 201
+
+
+async def test_exchange_pause_refuses_cancels_and_decreases_too(sim: SimExchange, alice: SimClient):
+    _, keep = await alice.place(LIN, "bid", "0.3000", "2.00")
+    sim.pause_exchange()
+    st, body = await alice.get("/exchange/status")
+    assert body["exchange_active"] is False and body["trading_active"] is False
+    st, body = await alice.req("DELETE", f"/portfolio/events/orders/{keep['order_id']}")
+    assert st == 409 and body["error"]["code"] == "exchange_paused"
+    st, body = await alice.req("POST", f"/portfolio/events/orders/{keep['order_id']}/decrease", {"reduce_by": "1.00"})
+    assert st == 409 and body["error"]["code"] == "exchange_paused"
+    st, body = await alice.place(LIN, "bid", "0.3000", "1.00")
+    assert st == 409 and body["error"]["code"] == "exchange_paused"
+    assert [o["remaining"] for o in sim.orders(alice.key_id, status="resting")] == [200]
+    sim.resume_exchange()
+    st, _ = await alice.req("DELETE", f"/portfolio/events/orders/{keep['order_id']}")
+    assert st == 200 and sim.orders(alice.key_id, status="resting") == []
 
 
 async def test_reduce_only_is_capped_to_the_position_and_refused_when_flat(sim: SimExchange, alice: SimClient,
@@ -168,13 +190,15 @@ async def test_reduce_only_is_capped_to_the_position_and_refused_when_flat(sim: 
     assert st == 201 and body["remaining_count"] == "3.00"
 
 
-async def test_fractional_market_trades_hundredths_and_whole_market_refuses_them(sim: SimExchange,
-                                                                                alice: SimClient, bob: SimClient):
+async def test_every_market_trades_hundredths_of_a_contract(sim: SimExchange, alice: SimClient, bob: SimClient):
     await bob.place(FRAC, "ask", "0.4550", "0.50")
     st, body = await alice.place(FRAC, "bid", "0.4550", "0.25")
     assert st == 201 and body["fill_count"] == "0.25"
     assert sim.position(alice.key_id, FRAC)["position"] == 25
+    await bob.place(LIN, "ask", "0.4500", "1.00")
     st, body = await alice.place(LIN, "bid", "0.4500", "0.25")
+    assert st == 201 and body["fill_count"] == "0.25"
+    st, body = await alice.place(LIN, "bid", "0.4500", "0.255")
     assert st == 400 and body["error"]["code"] == "invalid_count"
 
 

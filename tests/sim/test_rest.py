@@ -13,8 +13,8 @@ from tests.sim.conftest import DECI, FRAC, LIN, TAPER
 async def test_public_market_data_needs_no_auth_but_portfolio_does(sim: SimExchange):
     async with SimClient(sim.rest_url, sim.ws_url, None, None) as anon:
         st, body = await anon.get("/exchange/status")
-        assert st == 200 and body == {"exchange_active": True, "trading_active": True,
-                                      "exchange_estimated_resume_time": None}
+        assert st == 200 and body["exchange_active"] is True and body["trading_active"] is True
+        assert [r["exchange_index"] for r in body["exchange_index_statuses"]] == [0, 1, 2, 3]
         st, body = await anon.get("/markets")
         assert st == 200 and len(body["markets"]) == 5
         st, body = await anon.get("/portfolio/balance")
@@ -72,13 +72,13 @@ async def test_market_object_carries_fixed_point_fields_and_price_ranges(sim: Si
                   "expiration_time", "latest_expiration_time", "settlement_timer_seconds", "can_close_early",
                   "yes_bid_dollars", "yes_ask_dollars", "yes_bid_size_fp", "yes_ask_size_fp", "no_bid_dollars",
                   "no_ask_dollars", "last_price_dollars", "volume_fp", "volume_24h_fp", "open_interest_fp",
-                  "notional_value_dollars", "price_level_structure", "price_ranges",
-                  "fractional_trading_enabled"):
+                  "notional_value_dollars", "price_level_structure", "price_ranges", "exchange_index"):
         assert field in m, field
+    assert "fractional_trading_enabled" not in m and "tick_size" not in m  # removed by Kalshi in 2026
     assert m["status"] == "active" and m["market_type"] == "binary"
-    assert m["price_ranges"] == [{"start": "0.0010", "end": "0.1000", "step": "0.0010"},
+    assert m["price_ranges"] == [{"start": "0.0000", "end": "0.1000", "step": "0.0010"},
                                  {"start": "0.1000", "end": "0.9000", "step": "0.0100"},
-                                 {"start": "0.9000", "end": "0.9990", "step": "0.0010"}]
+                                 {"start": "0.9000", "end": "1.0000", "step": "0.0010"}]
     assert "yes_bid" not in m and "volume" not in m  # legacy integer twins are gone
     st, body = await alice.get("/markets/NOPE")
     assert st == 404 and body["error"]["code"] == "market_not_found"
@@ -138,7 +138,7 @@ async def test_trades_endpoint_lists_trades_newest_first(sim: SimExchange, alice
     ("price", "0.4550", "invalid_price"),  # off the linear_cent grid
     ("price", "1.2000", "invalid_price"),
     ("price", 45, "invalid_price"),
-    ("count", "1.5", "invalid_count"),  # fractional on a whole-contract market
+    ("count", "1.555", "invalid_count"),  # counts have 0.01 steps
     ("count", "1.001", "invalid_count"),
     ("count", "0", "invalid_count"),
     ("side", "buy", "invalid_parameters"),
@@ -227,12 +227,23 @@ async def test_cancel_all_cancels_every_resting_order_of_the_caller_only(sim: Si
         await alice.place(LIN, "bid", p, "1.00")
     await alice.place(DECI, "bid", "0.1000", "1.00")
     await bob.place(LIN, "bid", "0.3000", "1.00")
+    # Kalshi's cancel-all has no ticker filter: ?ticker= is ignored and every market's orders go, 204 no body
     st, body = await alice.req("DELETE", "/portfolio/events/orders", params={"ticker": LIN})
-    assert st == 200 and len(body["orders"]) == 2
-    st, body = await alice.req("DELETE", "/portfolio/events/orders")
-    assert len(body["orders"]) == 1
+    assert st == 204 and body is None
     assert sim.orders(alice.key_id, status="resting") == []
     assert len(sim.orders(bob.key_id, status="resting")) == 1
+
+
+async def test_legacy_cancel_all_keeps_the_per_ticker_filter_and_the_json_answer():
+    async with SimExchange(SimConfig(flow="off", rate_tier="off", legacy_cancel_all=True)) as sim:
+        key, pem = sim.create_key()
+        a, b = sim.tickers[:2]
+        async with SimClient(sim.rest_url, sim.ws_url, key, pem) as c:
+            await c.place(a, "bid", "0.1000", "1.00")
+            await c.place(b, "bid", "0.1000", "1.00")
+            st, body = await c.req("DELETE", "/portfolio/events/orders", params={"ticker": a})
+            assert st == 200 and [o["reduced_by"] for o in body["orders"]] == ["1.00"]
+            assert [o["ticker"] for o in sim.orders(key, status="resting")] == [b]
 
 
 async def test_order_reads_filter_and_paginate(sim: SimExchange, alice: SimClient):
@@ -271,7 +282,11 @@ async def test_queue_position_counts_contracts_ahead_at_the_same_price(sim: SimE
 
 async def test_account_limits_report_the_tier_buckets(sim: SimExchange, alice: SimClient):
     st, body = await alice.get("/account/limits")
-    assert st == 200 and body["usage_tier"] == "off"
+    # rate_tier "off" enforces nothing and reports the largest tier, so a client sizing from it never limits
+    assert st == 200 and body["usage_tier"] == "prestige"
+    assert body["read"] == {"refill_rate": 10000, "bucket_capacity": 10000}
+    assert body["write"] == {"refill_rate": 8000, "bucket_capacity": 16000}
+    assert body["grants"] == [{"exchange_instance": "event_contract", "level": "prestige", "source": "manual"}]
 
 
 async def test_rate_limit_answers_429_when_the_write_bucket_is_empty():
@@ -279,11 +294,13 @@ async def test_rate_limit_answers_429_when_the_write_bucket_is_empty():
         key, pem = sim.create_key()
         async with SimClient(sim.rest_url, sim.ws_url, key, pem) as c:
             t = sim.tickers[0]
-            # basic: write 100 tokens/s, burst 2 s = 200 tokens = 20 creates; then 429 with Kalshi's body
-            statuses = [(await c.place(t, "bid", "0.0100", "1.00"))[0] for _ in range(22)]
-            assert statuses[:20] == [201] * 20 and statuses[20] == 429
+            # basic: write 100 tokens/s, burst 1 s = 100 tokens = 10 creates; then 429 with Kalshi's body
+            statuses = [(await c.place(t, "bid", "0.0100", "1.00"))[0] for _ in range(12)]
+            assert statuses[:10] == [201] * 10 and statuses[10] == 429
             st, body = await c.place(t, "bid", "0.0100", "1.00")
             assert st == 429 and body == {"error": "too many requests"}
             st, body = await c.get("/account/limits")
-            assert st == 200 and body["usage_tier"] == "basic" and body["write"]["refill_rate_per_second"] == 100
+            assert st == 200 and body["usage_tier"] == "basic"
+            assert body["write"] == {"refill_rate": 100, "bucket_capacity": 100}
+            assert body["read"] == {"refill_rate": 200, "bucket_capacity": 400}
             assert sim.stats["rest_429"] >= 2

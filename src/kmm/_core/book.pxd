@@ -40,10 +40,14 @@ cdef class OrderBook:
     cdef Py_ssize_t _nw              # 64-bit bitmap words per side
     cdef qty_t* _q                   # sizes, 1e-2 contracts: _q[side * _n + slot]
     cdef uint64_t* _bits             # non-empty slots: _bits[side * _nw + slot // 64]
-    cdef int16_t* _slot              # _slot[price] = slot of a valid price, -1 otherwise (10001 entries)
+    cdef int16_t* _slot              # _slot[price] = slot of a valid YES price, -1 otherwise (10001 entries)
+    cdef int16_t* _slot_no           # the same for a NO price p: valid when 10000 - p is on the grid
     cdef Py_ssize_t _top[2]          # best (highest) non-empty slot per side, -1 when the side is empty
     cdef qty_t* _sq                  # snapshot staging sizes (allocated on first snapshot)
     cdef uint64_t* _sbits            # snapshot staging bitmap
+
+    # (Re)allocate every array for grid; the book is empty afterwards (regrid and __cinit__).
+    cdef int _alloc(self, Grid grid) except -1
 
     # Apply one signed delta (1e-2 contracts) at (side, price in that side's terms, 1e-4 $).
     # Returns a BookStatus; on anything but BOOK_OK the book is unchanged.

@@ -23,6 +23,8 @@ class OrderBook:
     @property
     def version(self) -> int: ...  # +1 per applied delta, per snapshot, per clear
     def __init__(self, price_ranges: Sequence[Any] | str | Grid | None = None) -> None: ...
+    def regrid(self, price_ranges: Sequence[Any] | str | Grid) -> None:
+        """Move to a new grid in place: the book is emptied (version + 1); refill from a snapshot."""
     # updates
     def apply_snapshot(self, yes: _Levels, no: _Levels) -> None:
         """Replace the book from [price, size] string pairs (WS yes_dollars_fp/no_dollars_fp, REST

@@ -114,30 +114,73 @@ cdef class OrderBook:
         self._q = NULL
         self._bits = NULL
         self._slot = NULL
+        self._slot_no = NULL
         self._sq = NULL
         self._sbits = NULL
         self._top[0] = -1
         self._top[1] = -1
         self.version = 0
-        self.grid = price_ranges if isinstance(price_ranges, Grid) else Grid(price_ranges)
-        self._step = self.grid.step_min
-        self._n = self.grid.n_slots
-        self._nw = (self._n + 63) // 64
-        self._q = <qty_t*>PyMem_Malloc(2 * self._n * sizeof(qty_t))
-        self._bits = <uint64_t*>PyMem_Malloc(2 * self._nw * sizeof(uint64_t))
-        self._slot = <int16_t*>PyMem_Malloc(10001 * sizeof(int16_t))
-        if self._q == NULL or self._bits == NULL or self._slot == NULL:
-            raise MemoryError()
-        memset(self._q, 0, 2 * self._n * sizeof(qty_t))
-        memset(self._bits, 0, 2 * self._nw * sizeof(uint64_t))
+        self._alloc(price_ranges if isinstance(price_ranges, Grid) else Grid(price_ranges))
+
+    cdef int _alloc(self, Grid grid) except -1:
+        # (Re)build every array for ``grid``; the book is empty afterwards.
+        cdef qty_t* q
+        cdef uint64_t* bits
+        cdef int16_t* slot
+        cdef int16_t* slot_no
+        cdef Py_ssize_t n = grid.n_slots
+        cdef Py_ssize_t nw = (n + 63) // 64
         cdef px_t p
+        q = <qty_t*>PyMem_Malloc(2 * n * sizeof(qty_t))
+        bits = <uint64_t*>PyMem_Malloc(2 * nw * sizeof(uint64_t))
+        slot = <int16_t*>PyMem_Malloc(10001 * sizeof(int16_t))
+        slot_no = <int16_t*>PyMem_Malloc(10001 * sizeof(int16_t))
+        if q == NULL or bits == NULL or slot == NULL or slot_no == NULL:
+            PyMem_Free(q)
+            PyMem_Free(bits)
+            PyMem_Free(slot)
+            PyMem_Free(slot_no)
+            raise MemoryError()
+        memset(q, 0, 2 * n * sizeof(qty_t))
+        memset(bits, 0, 2 * nw * sizeof(uint64_t))
         for p in range(10001):
-            self._slot[p] = <int16_t>(p // self._step) if self.grid.valid(p) else -1
+            slot[p] = <int16_t>(p // grid.step_min) if grid.valid(p) else -1
+            # a NO bid at p is a YES ask at 1 - p: valid when 1 - p is on the grid (the same set on
+            # every Kalshi structure, which are symmetric; not on arbitrary ranges)
+            slot_no[p] = <int16_t>(p // grid.step_min) if grid.valid(10000 - p) else -1
+        PyMem_Free(self._q)
+        PyMem_Free(self._bits)
+        PyMem_Free(self._slot)
+        PyMem_Free(self._slot_no)
+        PyMem_Free(self._sq)
+        PyMem_Free(self._sbits)
+        self._sq = NULL
+        self._sbits = NULL
+        self._q = q
+        self._bits = bits
+        self._slot = slot
+        self._slot_no = slot_no
+        self.grid = grid
+        self._step = grid.step_min
+        self._n = n
+        self._nw = nw
+        self._top[0] = -1
+        self._top[1] = -1
+        return 0
+
+    def regrid(self, price_ranges):
+        """Move the book to a new grid (a ``Grid``, ``price_ranges`` or a structure name), in place:
+        the book is emptied (``version`` + 1) and must be refilled from a fresh snapshot. Objects that
+        hold this book keep holding it. On a bad grid nothing changes (ValueError)."""
+        cdef Grid grid = price_ranges if isinstance(price_ranges, Grid) else Grid(price_ranges)
+        self._alloc(grid)
+        self.version += 1
 
     def __dealloc__(self):
         PyMem_Free(self._q)
         PyMem_Free(self._bits)
         PyMem_Free(self._slot)
+        PyMem_Free(self._slot_no)
         PyMem_Free(self._sq)
         PyMem_Free(self._sbits)
 
@@ -168,7 +211,7 @@ cdef class OrderBook:
             return BOOK_BAD_SIDE
         if price <= 0 or price >= 10000:
             return BOOK_OFF_GRID
-        slot = self._slot[price]
+        slot = self._slot[price] if side == SIDE_YES else self._slot_no[price]
         if slot < 0:
             return BOOK_OFF_GRID
         if delta > QTY_MAX or delta < -QTY_MAX:
@@ -198,7 +241,7 @@ cdef class OrderBook:
         cdef qty_t have = 0
         if status != BOOK_OK:
             if status == BOOK_DESYNC:
-                have = self._q[side * self._n + self._slot[price]] + delta
+                have = self._q[side * self._n + (self._slot if side == SIDE_YES else self._slot_no)[price]] + delta
             raise BookError(_level_error(status, SIDE_NAMES[side] if 0 <= side <= 1 else side,
                                          price, delta, have))
         return 0
@@ -219,7 +262,7 @@ cdef class OrderBook:
             return BOOK_BAD_SIDE
         if price <= 0 or price >= 10000:
             return BOOK_OFF_GRID
-        slot = self._slot[price]
+        slot = self._slot[price] if side == SIDE_YES else self._slot_no[price]
         if slot < 0:
             return BOOK_OFF_GRID
         if size < 0 or size > QTY_MAX:
@@ -291,7 +334,7 @@ cdef class OrderBook:
         cdef int status = self._try_level(s, p, d)
         if status != BOOK_OK:
             raise BookError(_level_error(status, side, price, delta,
-                                         self._q[s * self._n + self._slot[p]] + d
+                                         self._q[s * self._n + (self._slot if s == SIDE_YES else self._slot_no)[p]] + d
                                          if status == BOOK_DESYNC else 0))
 
     def apply_level_delta(self, int side, px_t price, qty_t delta):
@@ -299,8 +342,6 @@ cdef class OrderBook:
         side's terms; ``delta`` signed 1e-2 contracts."""
         self._apply_level(side, price, delta)
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
     def apply_deltas(self, const int64_t[::1] sides not None, const int64_t[::1] prices not None,
                      const int64_t[::1] deltas not None):
         """Apply a batch of integer deltas (the fast path): three equal-length int64 buffers
@@ -333,7 +374,8 @@ cdef class OrderBook:
             side = SIDE_NAMES[sides[i]] if 0 <= sides[i] <= 1 else sides[i]
             have = 0
             if status == BOOK_DESYNC:
-                have = self._q[sides[i] * self._n + self._slot[prices[i]]] + deltas[i]
+                have = self._q[sides[i] * self._n
+                               + (self._slot if sides[i] == SIDE_YES else self._slot_no)[prices[i]]] + deltas[i]
             raise BookError(f"apply_deltas: delta #{i} refused, batch rolled back (0 applied): "
                             + _level_error(status, side, prices[i], deltas[i], have))
         return n
@@ -447,9 +489,10 @@ cdef class OrderBook:
         "yes"/"no"; 0 for an empty level or a price off the grid."""
         cdef int s = _book_side(side)
         cdef px_t p = price
-        if p <= 0 or p >= 10000 or self._slot[p] < 0:
+        cdef int16_t* table = self._slot if s == SIDE_YES else self._slot_no
+        if p <= 0 or p >= 10000 or table[p] < 0:
             return 0
-        return self._q[s * self._n + self._slot[p]]
+        return self._q[s * self._n + table[p]]
 
     def depth_within(self, side, px_t limit_price):
         """Size (1e-2 contracts) a taker can trade now without passing ``limit_price`` (YES terms,

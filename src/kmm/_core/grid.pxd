@@ -4,7 +4,8 @@ from kmm._core._types cimport px_t
 
 @cython.final
 cdef class Grid:
-    cdef readonly px_t step_min     # finest step of the market, 1e-4 $ (100 = $0.01, 10 = $0.001)
+    cdef readonly px_t step_min     # slot unit, 1e-4 $: gcd of every step, start and $1 (the finest
+                                    # step, except where steps interleave: $0.001 for $0.002 + $0.005)
     cdef readonly Py_ssize_t n_slots  # 10000 // step_min + 1 slots, slot i is price i * step_min
     cdef readonly px_t min_price    # lowest valid price > 0, 1e-4 $
     cdef readonly px_t max_price    # highest valid price < 10000, 1e-4 $

@@ -1,8 +1,14 @@
-"""A market's price grid, from its ``price_ranges`` (design section 3).
+"""A market's price grid, from its ``price_ranges`` (design section 3, kalshi-api.md section 2.2).
 
-``linear_cent`` has $0.01 steps, ``deci_cent`` $0.001, ``tapered_deci_cent`` $0.001 below $0.10 and
-above $0.90 with $0.01 in between. Valid order prices are the points ``start + k * step`` of any range,
-strictly between $0 and $1. Snapping is O(1) through tables over the finest step.
+A price is valid when it is a point ``start + k * step`` of some range and strictly between $0 and $1.
+The ranges are the truth; the ``price_level_structure`` name is a label (new names keep coming), so
+``Grid`` never branches on it. Steps run from $0.01 down to $0.0001, where the grid has 10,001 slots.
+Snapping is O(1) through tables over the finest step.
+
+Tick-denominated settings (a spread of N ticks, a tolerance of N ticks) mean different money on
+different grids. ``ticks_px(n, price)`` turns them into price units once, walking n valid prices from
+``price`` (so a tick is the step of the band the price sits in), with a floor in money
+(``min_px``) so that a $0.0001 grid does not turn "1 tick" into a hundredth of a cent.
 """
 
 cimport cython
@@ -14,12 +20,37 @@ from libc.stdint cimport int64_t
 
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 
+# The twelve structures of kalshi-api.md section 2.2 (Aug 2026). A market's ``price_ranges`` always
+# win: these tables only serve ``Grid(name)`` (tests, the sim's defaults, a market whose ranges are
+# missing). Edge bands are $0.00-0.10 and $0.90-1.00 unless a structure says otherwise.
 LINEAR_CENT = (("0.0000", "1.0000", "0.0100"),)
 DECI_CENT = (("0.0000", "1.0000", "0.0010"),)
 TAPERED_DECI_CENT = (("0.0000", "0.1000", "0.0010"), ("0.1000", "0.9000", "0.0100"),
                      ("0.9000", "1.0000", "0.0010"))
-STRUCTURES = {"linear_cent": LINEAR_CENT, "deci_cent": DECI_CENT,
-              "tapered_deci_cent": TAPERED_DECI_CENT}
+
+
+TICK_FLOOR = 10   # 1e-4 $: the least money one tick of a setting stands for ($0.001)
+
+
+def _edged(edge, centre, lo="0.1000", hi="0.9000"):
+    return (("0.0000", lo, edge), (lo, hi, centre), (hi, "1.0000", edge))
+
+
+STRUCTURES = {
+    "linear_cent": LINEAR_CENT,
+    "deci_cent": DECI_CENT,
+    "tapered_deci_cent": TAPERED_DECI_CENT,
+    "center_whole_edge_half_cent": _edged("0.0050", "0.0100"),
+    "center_whole_edge_quint_cent": _edged("0.0020", "0.0100"),
+    "center_half_edge_half_cent": (("0.0000", "1.0000", "0.0050"),),
+    "center_half_edge_quint_cent": _edged("0.0020", "0.0050"),
+    "center_half_edge_deci_cent": _edged("0.0010", "0.0050"),
+    "center_quint_edge_quint_cent": (("0.0000", "1.0000", "0.0020"),),
+    "center_quint_edge_deci_cent": _edged("0.0010", "0.0020"),
+    "center_centi_edge_centi_cent": (("0.0000", "1.0000", "0.0001"),),
+    # $0.0001 below $0.01 and above $0.99, $0.001 between (every combo market since Aug 27)
+    "center_deci_edge_centi_cent": _edged("0.0001", "0.0010", "0.0100", "0.9900"),
+}
 
 
 cdef px_t _dollars(object text, str where) except -1:
@@ -32,6 +63,12 @@ cdef px_t _dollars(object text, str where) except -1:
     if parse_fixed(s, n, 4, False, &v) != 0 or v > 10000:
         raise ValueError(f"price_ranges: {where} {text!r} is not a dollar amount in 0..1 with <= 4 decimals")
     return v
+
+
+cdef px_t _gcd(px_t a, px_t b) noexcept:
+    while b:
+        a, b = b, a % b
+    return a
 
 
 def _normalize(price_ranges):
@@ -76,13 +113,11 @@ cdef class Grid:
         cdef tuple ranges = _normalize(price_ranges)
         cdef px_t step_min = 10000, start, end, step, p, last
         cdef Py_ssize_t i
+        # the slot unit: the largest amount dividing every step, every start and $1, so every valid
+        # price is a slot (the finest step on most grids; $0.001 on center_half_edge_quint_cent,
+        # whose $0.002 and $0.005 steps interleave)
         for start, end, step in ranges:
-            if step < step_min:
-                step_min = step
-        for start, end, step in ranges:
-            if step % step_min != 0 or start % step_min != 0:
-                raise ValueError(f"price_ranges: step {step} and start {start} (1e-4 $) must be "
-                                 f"multiples of the finest step {step_min}")
+            step_min = _gcd(_gcd(step_min, step), start)
         self.step_min = step_min
         self.ranges = ranges
         self.n_slots = 10000 // step_min + 1
@@ -167,6 +202,56 @@ cdef class Grid:
         if hi >= 0:
             return hi - lo
         return lo - self.floor_px(lo - 1)
+
+    def ticks_px(self, int n, px_t price=5000, px_t min_px=0):
+        """The money of ``n`` ticks at ``price``, in 1e-4 $: the distance from the valid price at or
+        below ``price`` to the n-th valid price above it (below it when the grid ends first), and at
+        least ``min_px``. ``n = 0`` gives ``min_px``. Use it to turn tick-based settings into price
+        units once per market (and again on a grid change)."""
+        cdef px_t lo, p, q
+        cdef int done
+        if n < 0:
+            raise ValueError(f"ticks_px: n = {n} must be >= 0")
+        if n == 0:
+            return max(min_px, 0)
+        lo = self.floor_px(price)
+        if lo < 0:
+            lo = self.min_price
+        p = lo
+        done = 0
+        while done < n:
+            q = self.ceil_px(p + 1)
+            if q < 0:
+                break
+            p = q
+            done += 1
+        if done == n:
+            return max(p - lo, min_px)
+        # the grid ends above: measure downwards instead
+        p = lo
+        done = 0
+        while done < n:
+            q = self.floor_px(p - 1)
+            if q < 0:
+                break
+            p = q
+            done += 1
+        return max(lo - p, min_px)
+
+    def tick_money(self, int n, px_t price=5000):
+        """What ``n`` ticks of a tick-denominated setting (``min_spread_ticks``,
+        ``price_tolerance_ticks``, ``reprice_min_ticks``) mean in money at ``price``, 1e-4 $: n steps of
+        the band holding ``price``, and never less than n * TICK_FLOOR ($0.001 per tick). So a tick is
+        $0.01 on a cent grid and $0.001 on deci-cent and centi-cent grids alike, instead of a $0.0001
+        step that no fee or queue would notice. Turn settings into price units with it once per market
+        (and again after a grid change)."""
+        if n < 0:
+            raise ValueError(f"tick_money: n = {n} must be >= 0")
+        return self.ticks_px(n, price, n * TICK_FLOOR)
+
+    def steps(self):
+        """The distinct steps of the grid's ranges, ascending, in 1e-4 $."""
+        return sorted({r[2] for r in self.ranges})
 
     def prices(self):
         """Every valid price, ascending."""

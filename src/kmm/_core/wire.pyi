@@ -1,6 +1,6 @@
 """WebSocket frames -> compiled order books (orderbook_snapshot / orderbook_delta)."""
 
-from typing import final
+from typing import Any, final
 
 from kmm._core.book import OrderBook
 
@@ -56,6 +56,8 @@ class BookRouter:
         raises on frame content."""
     def add(self, ticker: str, book: OrderBook) -> None:
         """Route ticker to book (replaces an earlier one). Stale until its first snapshot."""
+    def regrid(self, ticker: str, price_ranges: Any) -> OrderBook:
+        """Move the market's book to a new grid in place (emptied) and mark it stale until a snapshot."""
     def remove(self, ticker: str) -> None: ...
     def book(self, ticker: str) -> OrderBook: ...
     def tickers(self) -> list[str]: ...

@@ -850,6 +850,17 @@ cdef class BookRouter:
         self._markets[ticker] = _Market(ticker, book)
         self._rebuild()
 
+    def regrid(self, str ticker not None, price_ranges):
+        """A market's price grid changed (lifecycle ``price_level_structure_updated``): its book
+        moves to the new grid (a ``Grid``, ``price_ranges`` or a structure name) in place, emptied,
+        and the market is stale until a fresh snapshot lands (deltas meanwhile are STALE_SKIPPED).
+        The sid link and seq base are kept, so ``get_snapshot`` on the same subscription refills it.
+        KeyError if not routed; ValueError (nothing changed) for bad ranges. Returns the book."""
+        cdef _Market m = self._get(ticker)
+        m.book.regrid(price_ranges)
+        m.stale = True
+        return m.book
+
     def remove(self, str ticker not None):
         """Stop routing ``ticker`` (KeyError if it was not added)."""
         if ticker not in self._markets:

@@ -18,55 +18,20 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from kmm.config import KmmConfig, load_config, parse_set_args
+from kmm.cli import exits
+from kmm.cli.args import has_credentials as _has_credentials
+from kmm.cli.args import load
+from kmm.cli.args import out_dir as _out_dir
+from kmm.cli.args import venue_args as _venue_args
+from kmm.config import KmmConfig
 from kmm.errors import ConfigError, KmmError
 
 log = logging.getLogger("kmm.app")
 
-EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_ORDERS_LEFT = 0, 1, 2, 3
-
-
-# ---------------------------------------------------------------------------------------- arguments
-def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "run", help="market-make on Kalshi (the embedded exchange when no credentials are configured)",
-        description="Quote both sides of one or more Kalshi markets. Without credentials and without "
-                    "--env, kmm starts its embedded exchange in-process and trades there.")
-    _venue_args(p)
-    p.add_argument("--markets", help="comma-separated market tickers (default: [run] markets, or the sim's)")
-    p.add_argument("--strategy", choices=("stoikov", "inside"), help="quoting strategy (default stoikov)")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
-    p.add_argument("--out", metavar="DIR", help="output directory (default ./kmm-out/<timestamp>)")
-    p.add_argument("--view", choices=("auto", "live", "plain", "off"), default="auto",
-                   help="live terminal table, plain status lines, or nothing (auto: live on a terminal)")
-    p.set_defaults(func=run_command)
-    return p
-
-
-def add_probe_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "probe", help="connectivity check: place one 1-contract bid at the lowest price and cancel it",
-        description="Connect, place 1 contract bid at the market's lowest price, confirm the order id, "
-                    "cancel it, confirm the cancel; print each step with its latency.")
-    _venue_args(p)
-    p.add_argument("--market", help="market ticker (default: the first configured market)")
-    p.set_defaults(func=probe_command)
-    return p
-
-
-def _venue_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="kmm.toml (default: $KMM_CONFIG, else built-in defaults)")
-    p.add_argument("--env", choices=("sim", "demo", "prod"), help="venue (default: sim unless credentials exist)")
-    p.add_argument("--allow-prod", action="store_true", help="required, with --env prod, to trade real money")
-    p.add_argument("--rest-url", help="REST base URL of a Kalshi-compatible server (.../trade-api/v2)")
-    p.add_argument("--ws-url", help="WebSocket URL of that server (.../trade-api/ws/v2)")
-    p.add_argument("--api-key-id", help="Kalshi API key id (or $KALSHI_API_KEY_ID)")
-    p.add_argument("--private-key", metavar="PATH", help="RSA private key PEM file (or $KALSHI_PRIVATE_KEY_PATH)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override any kmm.toml key, e.g. --set risk.max_loss=25 (repeatable)")
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_ORDERS_LEFT = exits.OK, exits.ERROR, exits.USAGE, exits.ORDERS_LEFT
+__all__ = ["load", "open_venue", "run_command", "probe_command", "_venue_args", "_has_credentials", "_out_dir"]
 
 
 @dataclass(slots=True)
@@ -78,36 +43,11 @@ class Venue:
     sim: Any = None
 
 
-def load(args: argparse.Namespace) -> tuple[KmmConfig, bool]:
-    """The typed config from file + environment + flags; True when the venue was named explicitly."""
-    cli = parse_set_args(args.set)
-    for key, value in (("run.env", args.env), ("run.strategy", getattr(args, "strategy", None)),
-                       ("run.duration_s", getattr(args, "duration", None)),
-                       ("run.out_dir", getattr(args, "out", None))):
-        if value is not None:
-            cli[key] = str(value)
-    markets = getattr(args, "markets", None) or getattr(args, "market", None)
-    if markets:
-        cli["run.markets"] = markets
-    if args.allow_prod:
-        cli["run.allow_prod"] = "true"
-    path = args.config or os.environ.get("KMM_CONFIG")
-    cfg = load_config(path, environ=os.environ, cli=cli)
-    explicit = args.env is not None or bool(args.rest_url) or (cfg.source is not None and cfg.run.env != "sim")
-    return cfg, explicit
-
-
 def _connector_cli(cfg: KmmConfig, args: argparse.Namespace) -> dict[str, Any]:
     cli: dict[str, Any] = dict(cfg.kalshi_cli)
     cli.update({"env": cfg.run.env, "allow_prod": cfg.run.allow_prod or None, "rest_url": args.rest_url,
                 "ws_url": args.ws_url, "api_key_id": args.api_key_id, "private_key": args.private_key})
     return {k: v for k, v in cli.items() if v not in (None, "")}
-
-
-def _has_credentials(cfg: KmmConfig, args: argparse.Namespace) -> bool:
-    from kmm.kalshi.config import ENV_KEY_ID, ENV_KEY_PATH
-    return bool((args.api_key_id or os.environ.get(ENV_KEY_ID) or cfg.kalshi.get("api_key_id"))
-                and (args.private_key or os.environ.get(ENV_KEY_PATH) or cfg.kalshi.get("private_key_path")))
 
 
 @contextlib.asynccontextmanager
@@ -120,10 +60,14 @@ async def open_venue(cfg: KmmConfig, args: argparse.Namespace, explicit: bool) -
         conn = ConnectorConfig.resolve(cfg.kalshi, _connector_cli(cfg, args), os.environ)
         yield Venue(conn, f"{conn.env} ({conn.rest_url})")
         return
-    from kmm.sim import MarketSpec, SimConfig, SimExchange
+    from kmm.sim import SimConfig, SimExchange
     from kmm.sim.config import default_markets
     known = {m.ticker: m for m in default_markets()}
-    specs = [known.get(t) or MarketSpec(t) for t in cfg.tickers()]
+    unknown = [t for t in cfg.tickers() if t not in known]
+    if unknown:  # never invent a market: an unknown ticker is an error, as the standalone kmm sim answers
+        raise ConfigError(f"market {', '.join(unknown)} is not listed on kmm's embedded exchange; it lists "
+                          f"{', '.join(known)}")
+    specs = [known[t] for t in cfg.tickers()]
     scfg = SimConfig(seed=cfg.sim.seed, flow=cfg.sim.flow, speed=cfg.sim.speed, rate_tier=cfg.sim.rate_tier,
                      balance=str(cfg.sim.balance // 10_000), markets=specs)
     async with SimExchange(scfg) as sim:
@@ -137,12 +81,6 @@ async def open_venue(cfg: KmmConfig, args: argparse.Namespace, explicit: bool) -
         log.info("%s", msg)
         print(msg, file=sys.stderr)
         yield Venue(conn, "sim (in-process)", sim)
-
-
-def _out_dir(cfg: KmmConfig, args: argparse.Namespace) -> Path:
-    if getattr(args, "out", None):
-        return Path(args.out)
-    return Path(cfg.run.out_dir) / time.strftime("%Y%m%d-%H%M%S")
 
 
 # ---------------------------------------------------------------------------------------- kmm run
@@ -191,8 +129,15 @@ async def _run_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool, r
     async with open_venue(cfg, args, explicit) as venue:
         if venue.sim is not None and cfg.run.markets == () and not getattr(args, "markets", None):
             cfg = replace(cfg, run=replace(cfg.run, markets=tuple(venue.sim.tickers[:len(cfg.sim.markets)])))
-        opts = EngineOptions(view=view, order_group_limit=cfg.risk.order_group_limit)
-        engine = Engine(cfg, venue.conn, recorder=recorder, venue=venue.label, options=opts, out=sys.stdout)
+        # the live console is drawn by kmm.cli.console, not by the engine
+        opts = EngineOptions(view="off" if view == "live" else view, order_group_limit=cfg.risk.order_group_limit)
+        paper = bool(getattr(args, "paper", False))
+        if paper:   # docs/research.md: the same engine, writes served by the fill simulator
+            from kmm.research.paper import PaperEngine
+            engine: Engine = PaperEngine(cfg, venue.conn, recorder=recorder, venue=f"PAPER {venue.label}",
+                                         options=opts, out=sys.stdout)
+        else:
+            engine = Engine(cfg, venue.conn, recorder=recorder, venue=venue.label, options=opts, out=sys.stdout)
         for usr_sig, handler in ((getattr(signal, "SIGUSR1", None), engine.operator_resume),
                                  (getattr(signal, "SIGUSR2", None), engine.operator_trip)):
             if usr_sig is not None:
@@ -200,7 +145,13 @@ async def _run_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool, r
                     loop.add_signal_handler(usr_sig, handler)
         print(f"kmm run: pid {os.getpid()}; SIGINT/SIGTERM stop cleanly, SIGUSR2 trips the kill switch, "
               "SIGUSR1 re-arms it", file=sys.stderr)
-        return await engine.run(stop)
+        from kmm.cli.console import attached   # control socket, metrics, live console
+        start_ns = time.time_ns()
+        async with attached(engine, stop, args, view):
+            result = await engine.run(stop)
+        from kmm.research.runrecord import write_run_outputs   # summary.json + markets.json (docs/research.md)
+        write_run_outputs(engine, recorder, start_ns, mode="paper" if paper else "live")
+        return result
 
 
 # ---------------------------------------------------------------------------------------- kmm probe

@@ -44,7 +44,7 @@ from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline
 from kmm.engine.orders import IN_FLIGHT, LiveOrder, Order, OrderManager
 from kmm.engine.portfolio import Portfolio
 from kmm.engine.risk import KillState, RiskGate
-from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_table
+from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_table, usd
 from kmm.errors import ExchangeError, KmmError, NotFound, RateLimited
 from kmm.kalshi import ConnectorConfig, FeedHandler, KalshiRest, KalshiWs, OrderNotPlaced
 from kmm.kalshi.decode import WireError
@@ -104,8 +104,12 @@ class RunSummary:
     latency_p999_us: float | None
     risk_denials: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    not_started: str | None = None      # the start failed before anything was sent: why
 
     def render(self) -> str:
+        if self.not_started is not None:
+            return (f"kmm run did not start on {self.venue}: {self.not_started}; nothing was sent to the "
+                    "exchange, so nothing of this run can rest there")
         pos = ", ".join(f"{t} {q / 100:+g}" for t, q in sorted(self.positions.items())) or "flat"
         lat = ("-" if self.latency_p50_us is None else
                f"p50 {self.latency_p50_us:.0f} us, p99 {self.latency_p99_us:.0f} us, "
@@ -115,8 +119,8 @@ class RunSummary:
             f"  fills: {self.fills} (bid {self.fills_by_side.get('bid', 0)}, ask {self.fills_by_side.get('ask', 0)})"
             f"   orders sent: {self.orders_sent}, amends: {self.amends_sent}, cancels: {self.cancels_sent}"
             f" (small reprices skipped under write pressure: {self.skipped_reprices})",
-            f"  P&L: realized ${self.realized / 1e4:,.4f}, unrealized ${self.unrealized / 1e4:,.4f}, "
-            f"fees ${self.fees / 1e4:,.4f}",
+            f"  P&L: realized {usd(self.realized, 4)}, unrealized {usd(self.unrealized, 4)}, "
+            f"fees {usd(self.fees, 4)}",
             f"  positions: {pos}",
             f"  frame -> request latency: {lat}",
             f"  orders resting after stop: {self.resting_after_stop} "
@@ -198,6 +202,7 @@ class Engine(FeedHandler):
         # what the loop did about each failure, for the operator's log and for tests:
         # (monotonic ns, kind, ticker or "*", detail)
         self.events: deque[tuple[int, str, str, str]] = deque(maxlen=10_000)
+        self._not_started: str | None = None  # the start failed before anything was sent: why
 
     # ================================================================================== life cycle
     async def run(self, stop: asyncio.Event | None = None, duration_s: float | None = None) -> RunSummary:
@@ -207,7 +212,12 @@ class Engine(FeedHandler):
         self._started_ns = self.clock.monotonic_ns()
         duration = self.cfg.run.duration_s if duration_s is None else duration_s
         try:
-            await self._start()
+            try:
+                await self._start()
+            except BaseException as exc:
+                if not (self.orders_sent or self.cancels_sent or self.group_id):
+                    self._not_started = str(exc) or type(exc).__name__
+                raise
             house = self._spawn(self._housekeeping(stop))
             if duration and duration > 0:
                 try:
@@ -1193,8 +1203,10 @@ class Engine(FeedHandler):
         if self._resync_task is not None and not self._resync_task.done():
             self._resync_task.cancel()
         rest = self.rest
+        if self._not_started is not None:
+            log.info("the start failed before anything was sent (%s): no stop sweep is needed", self._not_started)
         try:
-            if rest is not None and rest.signer is not None:
+            if rest is not None and rest.signer is not None and self._not_started is None:
                 # a create can take its timeout plus the connector's lookups before it is settled
                 await self._drain_requests(max(self.opt.request_drain_s, self._stuck_ns / NS_PER_S))
                 if self.cfg.run.leave_orders_on_exit:
@@ -1223,7 +1235,7 @@ class Engine(FeedHandler):
             fees=self.pf.fees_paid(), positions={t: self.pf.position(t) for t in self.tickers},
             resting_after_stop=resting_left, verified_flat_orders=verified, portfolio_agrees=agrees,
             latency_p50_us=p50, latency_p99_us=p99, latency_p999_us=p999,
-            risk_denials=dict(self.gate.denials), notes=self.notes)
+            risk_denials=dict(self.gate.denials), notes=self.notes, not_started=self._not_started)
         log.info("%s", summary.render())
         return summary
 
@@ -1264,10 +1276,7 @@ class Engine(FeedHandler):
             unsure = [o for o in self.om.orders() if o.is_live and o.order_id is None]
         finally:
             if self.group_id is not None:
-                try:
-                    await rest.delete_order_group(self.group_id)
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("could not delete the session order group %s: %s", self.group_id, exc)
+                await self._delete_group(rest)
         if left or unsure:
             log.critical("stop: %d orders still rest at the exchange and %d creates are unresolved after %d "
                          "attempts: %s", len(left), len(unsure), self.opt.stop_verify_attempts,
@@ -1275,6 +1284,23 @@ class Engine(FeedHandler):
         if not left and not unsure:
             return True, 0
         return False, len(left) + len(unsure)
+
+    async def _delete_group(self, rest: KalshiRest, attempts: int = 4) -> bool:
+        """Delete the session's order group, retrying a 429 or a failed request; a group that cannot be
+        deleted is a note in the summary (its orders were cancelled by the sweep, but it stays listed)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                await rest.delete_order_group(self.group_id)  # type: ignore[arg-type]
+                return True
+            except Exception as exc:  # noqa: BLE001 - retried, then reported
+                log.warning("could not delete the session order group %s (attempt %d): %s", self.group_id,
+                            attempt, exc)
+                if attempt == attempts:
+                    self.notes.append(f"the session order group {self.group_id} could not be deleted ({exc}); "
+                                      "delete it on Kalshi (DELETE /portfolio/order_groups/ID)")
+                    return False
+                await asyncio.sleep(0.5 * attempt)
+        return False
 
     async def _final_check(self, rest: KalshiRest) -> bool:
         """Backfill the last fills, then compare positions and cash with the exchange."""

@@ -1,12 +1,15 @@
-"""What the operator sees while kmm runs: a live terminal table, or plain status lines for logs.
+"""What the operator sees while kmm runs: the full-screen console, or plain status lines for logs.
 
-Rendering is pure (a snapshot in, text out), so it is tested without a terminal; the engine decides how
-often to draw. Prices are shown in cents, sizes in contracts, money in dollars.
+Rendering is pure (a snapshot in, a rich renderable or text out), so it is tested without a terminal;
+:mod:`kmm.cli.console` builds the snapshot from the engine, draws it on the alternate screen and reads
+the keys. Prices are shown in cents, sizes in contracts, money in dollars (``-$0.18``; the run summary
+uses four decimals).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -23,6 +26,11 @@ class MarketRow:
     unrealized: int = 0
     fills: int = 0
     state: str = "quoting"           # quoting | stale | paused | reduce-only | killed | closed
+    bids: list[tuple[int, int]] = field(default_factory=list)    # book levels, best first (price, size)
+    asks: list[tuple[int, int]] = field(default_factory=list)
+    mine_bids: dict[int, int] = field(default_factory=dict)      # price -> our resting bid size there
+    mine_asks: dict[int, int] = field(default_factory=dict)
+    max_position: int = 0            # 1e-2 contracts; 0: unknown
 
 
 @dataclass(slots=True)
@@ -38,6 +46,20 @@ class Snapshot:
     latency_p50_us: float | None = None
     latency_p99_us: float | None = None
     note: str = ""
+    # the console's extras (defaults keep the plain line working from the engine's snapshot alone)
+    mode: str = "live"
+    pid: int = 0
+    out: str = ""
+    duration_s: float | None = None  # None: runs until stopped
+    kill_state: str = "armed"
+    open_orders: list[tuple[str, str, int, int]] = field(default_factory=list)  # ticker, side, price, size
+    recent_fills: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    log_lines: list[str] = field(default_factory=list)
+    max_loss: int = 0                # 1e-4 $; 0: unknown
+    max_total_position: int = 0      # 1e-2 contracts
+    max_open_orders: int = 0
+    stopping: bool = False
 
 
 def _c(px: int | None) -> str:
@@ -48,41 +70,188 @@ def _n(qty: int) -> str:
     return f"{qty / 100:g}"
 
 
-def _usd(m: int) -> str:
-    return f"{'-' if m < 0 else ''}${abs(m) / 10000:,.2f}"
+def usd(m: int, dp: int = 2) -> str:
+    """Money in dollars, sign first: ``-$0.18`` (``dp=4``: ``-$0.1826``)."""
+    return f"{'-' if m < 0 else ''}${abs(m) / 10000:,.{dp}f}"
+
+
+_usd = usd
 
 
 def _lat(us: float | None) -> str:
-    return "-" if us is None else f"{us:,.0f}us"
+    return "-" if us is None else f"{us:.0f} us"
+
+
+def _clock(s: float) -> str:
+    s = max(0, int(s))
+    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+def time_left(s: Snapshot) -> str:
+    if s.stopping:
+        return "stopping"
+    if not s.duration_s:
+        return "until stopped"
+    return f"{_clock(s.duration_s - s.elapsed_s)} left"
+
+
+def net_pnl(s: Snapshot) -> int:
+    """Session P&L, net of fees (the rows' realized is already net of their fees)."""
+    return sum(m.realized + m.unrealized for m in s.markets)
 
 
 def render_table(s: Snapshot) -> str:
-    total_real = sum(m.realized for m in s.markets)
-    total_unreal = sum(m.unrealized for m in s.markets)
-    lines = [
-        f"kmm  {s.venue}  t={s.elapsed_s:,.0f}s  fills={s.fills}  orders={s.orders_sent}  "
-        f"write-bucket={s.write_pressure:4.0%}  latency p50={_lat(s.latency_p50_us)} p99={_lat(s.latency_p99_us)}",
-        f"{'market':<22} {'bid':>5} {'ask':>5} | {'my bid':>6} {'x':>5} {'my ask':>6} {'x':>5} | "
-        f"{'pos':>7} {'realized':>10} {'unreal':>10} {'fills':>5}  state",
-    ]
+    """A plain text table within 80 columns (for a redraw without the console)."""
+    lines = [f"kmm {s.venue} t={s.elapsed_s:,.0f}s fills={s.fills} sent={s.orders_sent} "
+             f"write-bucket={s.write_pressure:4.0%} p50={_lat(s.latency_p50_us)} p99={_lat(s.latency_p99_us)}"[:80],
+             f"{'market':<16} {'bid':>5} {'ask':>5} {'mybid':>5} {'myask':>5} {'pos':>6} {'P&L':>9} "
+             f"{'fills':>5} state"]
     for m in s.markets:
-        lines.append(
-            f"{m.ticker[:22]:<22} {_c(m.best_bid)} {_c(m.best_ask)} | {_c(m.my_bid):>6} "
-            f"{_n(m.my_bid_size):>5} {_c(m.my_ask):>6} {_n(m.my_ask_size):>5} | {_n(m.position):>7} "
-            f"{_usd(m.realized):>10} {_usd(m.unrealized):>10} {m.fills:>5}  {m.state}")
-    lines.append(f"P&L realized {_usd(total_real)}  unrealized {_usd(total_unreal)}  "
-                 f"fees {_usd(s.fees)}  cash {_usd(s.cash)}" + (f"  | {s.note}" if s.note else ""))
+        lines.append(f"{m.ticker[:16]:<16} {_c(m.best_bid)} {_c(m.best_ask)} {_c(m.my_bid)} {_c(m.my_ask)} "
+                     f"{_n(m.position):>6} {usd(m.realized + m.unrealized):>9} {m.fills:>5} {m.state}"[:80])
+    lines.append(f"P&L net {usd(net_pnl(s))} (fees {usd(s.fees)}) cash {usd(s.cash)}"
+                 + (f" | {s.note}" if s.note else ""))
     return "\n".join(lines)
 
 
 def render_line(s: Snapshot) -> str:
     """One log line: the plain mode for non-interactive use."""
-    parts = [f"t={s.elapsed_s:.0f}s fills={s.fills} orders={s.orders_sent} "
-             f"pressure={s.write_pressure:.0%} p50={_lat(s.latency_p50_us)} p99={_lat(s.latency_p99_us)}"]
+    parts = [f"t={s.elapsed_s:.0f}s fills={s.fills} sent={s.orders_sent} "
+             f"pressure={s.write_pressure:.0%} p50={_lat(s.latency_p50_us)} p99={_lat(s.latency_p99_us)} "
+             f"pnl={usd(net_pnl(s))}"]
     for m in s.markets:
         parts.append(f"{m.ticker} {_c(m.my_bid).strip()}/{_c(m.my_ask).strip()} pos={_n(m.position)} "
-                     f"pnl={_usd(m.realized + m.unrealized)} {m.state}")
+                     f"pnl={usd(m.realized + m.unrealized)} {m.state}")
+    if s.note:
+        parts.append(s.note)
     return " | ".join(parts)
 
 
 CLEAR = "\x1b[H\x1b[2J"
+
+
+# ------------------------------------------------------------------------------------------ console
+def _pick(book: dict[int, int], mine: dict[int, int], depth: int, best_first: list[int]) -> list[int]:
+    """Up to ``depth`` prices nearest the inside, always including ours (dropping far book levels)."""
+    keep = list(best_first[:depth])
+    for px in mine:
+        if px not in keep:
+            keep.append(px)
+    while len(keep) > max(depth, len(mine)):
+        far = [p for p in keep if p not in mine]
+        keep.remove(far[-1] if far else keep[-1])
+    return keep
+
+
+def ladder_rows(m: MarketRow, depth: int) -> list[tuple[str, str, str]]:
+    """The market's small ladder, asks above bids, best in the middle: (our size, price, book size).
+    Our orders are marked with ``*`` and their size, also where they are away from the shown book."""
+    asks, bids = dict(m.asks), dict(m.bids)
+    ask_px = sorted(_pick(asks, m.mine_asks, depth, sorted(asks)))
+    bid_px = sorted(_pick(bids, m.mine_bids, depth, sorted(bids, reverse=True)), reverse=True)
+    rows = []
+    for px, mine, book, tag in ([(p, m.mine_asks.get(p), asks.get(p, 0), "a") for p in reversed(ask_px)]
+                                + [(p, m.mine_bids.get(p), bids.get(p, 0), "b") for p in bid_px]):
+        rows.append((f"*{_n(mine)}" if mine else "", f"{px / 100:.1f}{tag}", _n(book) if book else ""))
+    return rows
+
+
+def render_console(s: Snapshot, width: int = 80, height: int = 24) -> Any:
+    """The full-screen console as a rich renderable sized for ``width`` x ``height`` (>= 80x24):
+    header, markets with headroom, ladders, then fills / open orders / warnings / log in what is left."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    kill = s.kill_state
+    head = Text(no_wrap=True, overflow="ellipsis")
+    head.append("kmm ", style="bold")
+    head.append(f"{s.mode} ", style="bold green" if s.mode == "live" else "bold yellow")
+    head.append(f"{s.venue}  pid {s.pid}  t {_clock(s.elapsed_s)}  {time_left(s)}  ")
+    head.append(f"kill switch {kill}", style="bold white on red" if kill != "armed" else "green")
+    out = Text(f"out {s.out}", no_wrap=True, overflow="ellipsis", style="dim")
+    pnl = net_pnl(s)
+    n_open = len(s.open_orders)
+    room: list[str] = []
+    if s.max_loss:
+        room.append(f"{usd(s.max_loss + min(0, pnl))} to max loss")
+    if s.max_total_position:
+        room.append(f"{_n(s.max_total_position - sum(abs(m.position) for m in s.markets))} contracts")
+    if s.max_open_orders:
+        room.append(f"{s.max_open_orders - n_open} orders")
+    tot = Text(f"P&L {usd(pnl)} net (fees {usd(s.fees)})  " + ("room: " + ", ".join(room) if room else ""),
+               no_wrap=True, overflow="ellipsis", style="bold red" if pnl < 0 else "bold")
+    flow = Text(f"fills {s.fills}  open {n_open}  sent {s.orders_sent}  write bucket {s.write_pressure:.0%}  "
+                f"latency p50 {_lat(s.latency_p50_us)} p99 {_lat(s.latency_p99_us)}"
+                + (f"  {s.note}" if s.note and not s.note.startswith("kill switch") else ""),
+                no_wrap=True, overflow="ellipsis")
+    keys = Text("k kill switch  r resume  q stop  | kmm status/kill-switch/resume/stop, or signals",
+                no_wrap=True, overflow="ellipsis", style="reverse")
+
+    mt = Table(box=None, pad_edge=False, padding=(0, 1), expand=False, show_edge=False)
+    for name, just in (("market", "left"), ("bid", "right"), ("ask", "right"), ("our bid", "right"),
+                       ("our ask", "right"), ("pos", "right"), ("room", "right"), ("P&L", "right"),
+                       ("state", "left")):
+        mt.add_column(name, justify=just, no_wrap=True)  # type: ignore[arg-type]
+    for m in s.markets:
+        mroom = _n(m.max_position - abs(m.position)) if m.max_position else "-"
+        ours_b = "-" if m.my_bid is None else f"{_n(m.my_bid_size)}@{m.my_bid / 100:.1f}"
+        ours_a = "-" if m.my_ask is None else f"{_n(m.my_ask_size)}@{m.my_ask / 100:.1f}"
+        mpnl = m.realized + m.unrealized
+        mt.add_row(m.ticker[:14], _c(m.best_bid).strip(), _c(m.best_ask).strip(), ours_b, ours_a,
+                   _n(m.position), mroom, Text(usd(mpnl), style="red" if mpnl < 0 else ""), m.state[:11])
+
+    fixed = 4 + 1 + (len(s.markets) + 1) + 1      # header, keys, market table, spacer
+    spare = max(4, height - fixed)
+    depth = max(1, min(8, (spare - 6) // 4))       # ladder rows: 2*depth + title
+    ladders = Table.grid(padding=(0, 2))
+    per_row = max(1, min(len(s.markets), width // 26))
+    ladder_h = 0
+    cells = []
+    for m in s.markets:
+        t = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1), title_justify="left")
+        t.title = m.ticker[:24]
+        t.add_column(justify="right", style="bold cyan", width=6)
+        t.add_column(justify="right", width=6)
+        t.add_column(justify="right", width=7)
+        rows = ladder_rows(m, depth)
+        for mine, px, size in rows:
+            t.add_row(mine, Text(px, style="red" if px.endswith("a") else "green"), size)
+        cells.append(t)
+        ladder_h = max(ladder_h, len(rows) + 1)
+    for i in range(0, len(cells), per_row):
+        ladders.add_row(*cells[i:i + per_row])
+    ladder_lines = ladder_h * ((len(cells) + per_row - 1) // per_row)
+
+    rest = max(0, height - fixed - ladder_lines - 1)
+    lists = Table.grid(padding=(0, 2), expand=True)
+    lists.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+    lists.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+    n = max(1, rest - 1)
+    opens = [f"{t[:14]} {side} {_n(q)}@{px / 100:.1f}" for t, side, px, q in s.open_orders]
+    left = Text("recent fills\n", style="bold")
+    left.append("\n".join(s.recent_fills[-(n // 2 or 1):] or ["-"]))
+    left.append("\nopen orders\n", style="bold")
+    left.append("\n".join(opens[: max(1, n - n // 2 - 1)] or ["-"]))
+    right = Text("warnings\n", style="bold")
+    right.append("\n".join(s.warnings[-(n // 3 or 1):] or ["-"]), style="yellow")
+    right.append("\nlog\n", style="bold")
+    right.append("\n".join(s.log_lines[-max(1, n - (n // 3 or 1) - 1):] or ["-"]))
+    lists.add_row(left, right)
+    parts: list[Any] = [head, out, tot, flow, mt, Text(""), ladders]
+    if rest >= 3:
+        parts.append(lists)
+    parts.append(keys)
+    return Group(*parts)
+
+
+def render_console_text(s: Snapshot, width: int = 80, height: int = 24) -> str:
+    """The console as plain text (what a terminal of that size shows), for tests and ``kmm status``."""
+    import io
+
+    from rich.console import Console
+    con = Console(width=width, height=height, record=True, color_system=None, force_terminal=False,
+                  file=io.StringIO())
+    con.print(render_console(s, width, height), crop=True)
+    return con.export_text()
+

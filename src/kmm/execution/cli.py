@@ -30,13 +30,17 @@ __all__ = ["add_parser", "execute_command", "compare_command", "parse_param", "b
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_ORDERS_LEFT = 0, 1, 2, 3
+from kmm.cli import exits  # noqa: E402
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_ORDERS_LEFT = exits.OK, exits.ERROR, exits.USAGE, exits.ORDERS_LEFT
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from kmm.engine.app import _venue_args
+    from kmm.cli.args import venue_args as _venue_args
     p = subparsers.add_parser(
         "execute", help="execute one order with a liquidity-aware taker algorithm (or compare algorithms)",
+        usage="kmm execute --market T --action buy-yes|sell-yes|buy-no|sell-no --size N --limit P [options]\n"
+              "       kmm execute compare [--algos A,B] [--runs N] [options]",
         description="Buy or sell YES/NO contracts with an execution algorithm, never past --limit. Without "
                     "credentials and without --env, kmm runs it on its embedded exchange. "
                     "'kmm execute compare' runs the algorithms side by side on simulated markets.")
@@ -57,7 +61,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--view", choices=("auto", "live", "plain", "off"), default="auto",
                    help="progress: live redraw, plain lines or nothing (auto: live on a terminal)")
     p.set_defaults(func=execute_command)
-    sub = p.add_subparsers(dest="execute_command", metavar="compare")
+    sub = p.add_subparsers(dest="execute_command", metavar="compare", title="optional subcommand")
     c = sub.add_parser("compare", help="compare algorithms on identical simulated markets (table + PNG)",
                        description="Run the chosen algorithms on identical simulated markets (same seed and "
                                    "flow, a thin and a thick book) several times; print a table and write "
@@ -106,6 +110,7 @@ def build_request(args: argparse.Namespace, fractional: bool) -> ExecutionReques
     if missing:
         raise RequestError(f"kmm execute needs {', '.join(missing)} (e.g. --market KXSIMA-26-A --action buy-yes "
                            "--size 10 --limit 0.55)")
+    _check_size_text(args.size)
     params = dict(parse_param(p) for p in args.param)
     if args.timeout is not None:
         params["timeout_s"] = args.timeout
@@ -116,12 +121,40 @@ def build_request(args: argparse.Namespace, fractional: bool) -> ExecutionReques
         edge=parse_edge(args.edge) if args.edge else None, confidence=args.confidence, fractional=fractional)
 
 
+def _check_size_text(text: str) -> None:
+    """--size in contracts, positive: said in contracts, before the lot check of the market."""
+    from decimal import Decimal, InvalidOperation
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise RequestError(f"--size {text!r} is not a number of contracts such as 10 or 2.50") from None
+    if not value.is_finite() or value <= 0:
+        raise RequestError(f"--size {text}: give a positive number of contracts, e.g. 10")
+    if value != value.quantize(Decimal("0.01")):
+        raise RequestError(f"--size {text}: contracts have at most 2 decimals (e.g. 2.50 on fractional markets)")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Everything checkable before the venue starts: raises RequestError / ConfigError (exit 2)."""
+    if args.timeout is not None and not args.timeout > 0:
+        raise RequestError(f"--timeout {args.timeout:g}: give a positive number of seconds")
+    if args.confidence is not None and not 0.0 <= args.confidence <= 1.0:
+        raise RequestError(f"--confidence {args.confidence:g}: give a number in 0..1")
+    build_request(args, fractional=True)        # the market's lot is checked again once it is known
+
+
 def execute_command(args: argparse.Namespace) -> int:
-    from kmm.engine.app import load
+    from kmm.cli.args import load, preflight
     from kmm.kalshi import loop as kloop
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_args(args)
+        preflight(args, "execute")
         cfg, explicit = load(args)
+    except (ConfigError, RequestError) as exc:
+        print(f"kmm execute: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
         return kloop.run(run_execute(cfg, args, explicit, sys.stdout))
     except (ConfigError, RequestError) as exc:
         print(f"kmm execute: {exc}", file=sys.stderr)
@@ -153,7 +186,7 @@ async def run_execute(cfg: Any, args: argparse.Namespace, explicit: bool, out: T
                            lot=info.lot, edge=req.edge, confidence=req.confidence, opposite_best=own,
                            fee_rate_e6=info.taker_fee_rate_e6)
                 print(format_decision(d, req.ticker, dry_run=True), file=out)
-                print(f"algorithm {req.algo}: nothing was sent", file=out)
+                print(f"algorithm {req.algo}: parameters accepted", file=out)
             return EXIT_OK
         store = Path(args.store) if args.store else Path(cfg.run.out_dir) / "executions.sqlite"
         view = args.view if args.view != "auto" else ("live" if out.isatty() else "plain")
@@ -177,11 +210,24 @@ async def run_execute(cfg: Any, args: argparse.Namespace, explicit: bool, out: T
                     with contextlib.suppress(NotImplementedError, RuntimeError):
                         loop.remove_signal_handler(sig)
         m = handle.metrics
-        print(report(m), file=out)
+        reasons = reject_reasons(svc, handle)
+        print(report(m, reasons), file=out)
         if not svc.stop_verified:
             print("kmm execute: child orders may still rest at the exchange: check and cancel them", file=sys.stderr)
             return EXIT_ORDERS_LEFT
+    if m.filled_size < m.target_size:
+        why = f"; rejects: {reasons}" if reasons else ""
+        print(f"kmm execute: not done: filled {format_count(m.filled_size)} of {format_count(m.target_size)} "
+              f"contracts, ended {ended(m)}{why}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
+
+
+def reject_reasons(svc: Any, handle: Any) -> str:
+    """Why child orders were refused: the exchange's codes and the risk gate's reasons, counted."""
+    # every refusal of this command's one execution goes through the service's count of reasons
+    counts: dict[str, int] = dict(getattr(svc, "errors", {}) or {})
+    return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
 
 
 def progress_line(handle: Any) -> str:
@@ -219,7 +265,17 @@ async def _progress(handle: Any, stop: asyncio.Event, view: str, out: TextIO) ->
         print(progress_line(handle), file=out)
 
 
-def report(m: Any) -> str:
+def ended(m: Any) -> str:
+    """``done``, ``partial``, ``expired``, ``canceled`` or ``failed``, with the algorithm's end reason:
+    the store's execution status, except that an execution ended short of its size is ``partial``."""
+    from kmm.execution.driver import store_status
+    status = store_status(m.end_reason or "")
+    if status == "done" and m.filled_size < m.target_size:
+        status = "partial"
+    return f"{status} ({m.end_reason or 'no reason recorded'})"
+
+
+def report(m: Any, rejects: str = "") -> str:
     """The final report: the execution's metrics, one per line, in the user's terms."""
     act = m.action
 
@@ -227,7 +283,13 @@ def report(m: Any) -> str:
         return "-" if v is None else f"{act.from_yes(v) / 10000:.4f}"
 
     def secs(ns: int | None) -> str:
-        return "-" if ns is None else f"{ns / 1e9:.3f} s"
+        if ns is None:
+            return "-"
+        return f"{ns / 1e6:.1f} ms" if ns < 1_000_000_000 else f"{ns / 1e9:.2f} s"
+
+    # the end can be stamped before the last fill's record: the execution lasted at least until it
+    spans = [t for t in (m.duration_ns, m.time_to_full_fill_ns, m.time_to_first_fill_ns) if t is not None]
+    duration = max(spans) if spans else None
 
     def slip(v: float | None, pct: float | None) -> str:
         return "-" if v is None else f"{v / 10000:+.4f} $/contract ({pct:+.2f} %)"
@@ -244,13 +306,34 @@ def report(m: Any) -> str:
         ("fees", f"${m.fees / 10000:.4f}"),
         ("time to first fill", secs(m.time_to_first_fill_ns)),
         ("time to full fill", secs(m.time_to_full_fill_ns)),
-        ("duration", secs(m.duration_ns)),
+        ("duration", secs(duration)),
         ("child orders", f"{m.child_orders} (walks {m.walks}, splits {m.splits}, rejects {m.rejects})"),
+        *((("rejected because", rejects),) if rejects else ()),
         ("API calls", calls),
-        ("ended", m.end_reason or "-"),
+        ("ended", ended(m)),
     ]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def check_compare_args(args: argparse.Namespace) -> None:
+    """Before any simulation runs: the algorithms, the numbers, and matplotlib for the chart."""
+    import importlib.util
+    algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    unknown = [a for a in algos if a not in ALGORITHMS]
+    if not algos or unknown:
+        raise RequestError(f"--algos {args.algos!r}: unknown {', '.join(unknown) or '(none given)'}; "
+                           f"choose from {', '.join(sorted(ALGORITHMS))}")
+    if len(set(algos)) != len(algos):
+        raise RequestError(f"--algos {args.algos!r}: an algorithm is listed twice")
+    for name, value in (("--runs", args.runs), ("--scale", args.scale), ("--sim-seconds", args.sim_seconds)):
+        if not value > 0:
+            raise RequestError(f"{name} {value:g}: must be positive")
+    if not args.size > 0 or round(args.size * 100) % 100:
+        raise RequestError(f"--size {args.size:g}: give a positive whole number of contracts")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise RequestError("kmm execute compare draws its chart with matplotlib, which is not installed: "
+                           "pip install 'kmm[plot]' (nothing was run)")
 
 
 def compare_command(args: argparse.Namespace) -> int:
@@ -258,6 +341,7 @@ def compare_command(args: argparse.Namespace) -> int:
     from kmm.kalshi import loop as kloop
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_compare_args(args)
         return kloop.run(run_compare_cli(args, sys.stdout))
     except (RequestError, CompareError) as exc:
         print(f"kmm execute compare: {exc}", file=sys.stderr)

@@ -6,16 +6,25 @@ Rules that matter for money:
   ``client_order_id`` and returns what the exchange holds, or raises ``OrderNotPlaced``.
 - A 404 on a cancel means the order is already gone: it is reported as done (``already_gone``).
 - Every request passes through the rate limiter's lane for its kind (cancel > amend > place; read).
+- Every write reaches the market's shard: ``exchange_index`` (body for create/amend/decrease and batch
+  items, query for a single cancel) from the shard map, which learns each market's shard from the
+  markets it reads (``set_shard`` to tell it), plus ``market_ticker`` on cancels and decreases so an
+  unknown shard is still auto-routed by the exchange (kalshi-api.md 4.1, 10).
+- A V2 cancel, amend or decrease answer that names another ``order_id`` than the one sent is not
+  trusted (kalshi-api.md 4.1, CL May 21): the result carries ``mismatch=True`` and its counts come
+  from ``GET /portfolio/orders/{id}`` (amend, decrease) or are marked unknown (cancel).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import logging
 import random
 import ssl
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -32,8 +41,9 @@ from kmm.kalshi.config import ConnectorConfig
 from kmm.kalshi.fasthttp import FastHttp, HttpConnectionError, TlsVerifyError
 from kmm.kalshi.limiter import AMEND, CANCEL, PLACE, READ, RateLimiter, limits_from_account
 from kmm.kalshi.signing import SignaturePool, Signer
-from kmm.kalshi.types import (Balance, BookSnapshot, CancelAck, DecreaseAck, ExchangeStatus, Fill, Market,
-                              MarketPosition, OrderAck, OrderRequest, Trade, UserOrder)
+from kmm.kalshi.types import (AccountLimits, Balance, BookSnapshot, CancelAck, DecreaseAck, EndpointCosts, Event,
+                              EventPosition, ExchangeSchedule, ExchangeStatus, Fill, HistoricalCutoff, Market,
+                              MarketPosition, OrderAck, OrderRequest, Series, Settlement, Trade, UserOrder)
 
 log = logging.getLogger("kmm.kalshi.rest")
 
@@ -52,6 +62,51 @@ class OrderNotPlaced(RequestTimeout):
         self.ticker = ticker
         super().__init__(f"create of {client_order_id} on {ticker} timed out and the exchange has no such "
                          "order: it was not placed (watch user_orders in case it lands late)")
+
+
+class TradingPaused(ExchangeError):
+    """The exchange refused a place or amend during a trading pause: cancels still work."""
+
+
+class ExchangePaused(ExchangeError):
+    """The exchange refused a request during an exchange pause: cancels are refused too."""
+
+
+class ShardBalanceError(KmmError):
+    """A shard holding markets to trade has less free balance than needed (collateral is checked per
+    shard, kalshi-api.md 10). The message names the shard, the amounts and the transfer to make."""
+
+    def __init__(self, shortfalls: list[tuple[int, int, int, list[str]]], balance: Balance) -> None:
+        self.shortfalls = shortfalls          # (shard, have, need, tickers), money 1e-4 $
+        self.balance = balance
+        lines = []
+        spare = {i: b for i, b in balance.breakdown}
+        for shard, have, need, tickers in shortfalls:
+            missing = need - have
+            # take it from the shard with the most to spare after its own needs
+            src = max((i for i in spare if i != shard), key=lambda i: spare[i], default=0)
+            lines.append(
+                f"shard {shard} ({', '.join(tickers[:5])}{'...' if len(tickers) > 5 else ''}) holds "
+                f"${format_price(have)} and needs ${format_price(need)}; move ${format_price(missing)} to it, e.g. "
+                + transfer_command(missing, src, shard))
+        super().__init__("not enough balance on the markets' shards: " + "; ".join(lines))
+
+
+def transfer_body(amount: int, source_shard: int, destination_shard: int,
+                  client_transfer_id: str) -> dict[str, Any]:
+    """The body of ``POST /portfolio/intra_exchange_instance_transfer``; ``amount`` in 1e-4 $ (the
+    wire's centi-cents, $1 = 10,000)."""
+    return {"source": protocol.TRANSFER_INSTANCE, "destination": protocol.TRANSFER_INSTANCE,
+            "amount": amount, "source_exchange_shard": source_shard, "destination_exchange_shard": destination_shard,
+            "client_transfer_id": client_transfer_id}
+
+
+def transfer_command(amount: int, source_shard: int, destination_shard: int) -> str:
+    """The command that moves ``amount`` (1e-4 $) between shards, and the REST call it makes."""
+    body = transfer_body(amount, source_shard, destination_shard, "<new uuid>")
+    return (f"python -m kmm.kalshi.transfer --config <your kmm config> --from-shard {source_shard} "
+            f"--to-shard {destination_shard} --amount {format_price(amount)} --yes "
+            f"(POST {protocol.API_PREFIX}{protocol.PATH_TRANSFER} {orjson.dumps(body).decode()})")
 
 
 # A create being looked up was made seconds ago: list orders from this long before now (covers clock skew)
@@ -90,6 +145,10 @@ def _error_from(status: int, body: bytes, method: str, path: str) -> ExchangeErr
     if status == 409:
         return DuplicateOrder(status, code or "duplicate", message or "duplicate client_order_id", details,
                               method=method, path=path)
+    if code in protocol.PAUSE_TRADING_CODES:
+        return TradingPaused(status, code, message or "trading is paused", details, method=method, path=path)
+    if code in protocol.PAUSE_EXCHANGE_CODES:
+        return ExchangePaused(status, code, message or "the exchange is paused", details, method=method, path=path)
     if status in (401, 403):
         # Never echo our headers; the body is the exchange's text about why.
         return AuthError(f"{method} {path}: HTTP {status} {code or 'unauthorized'}: {message or 'refused'}; "
@@ -136,6 +195,16 @@ class KalshiRest:
         self.retries = 0
         self.recovered_creates = 0
         self.lost_creates = 0
+        self.mismatched_answers = 0
+        # ticker -> exchange_index, learned from every Market read (or set_shard); order_id -> ticker,
+        # learned from our creates, so a cancel by id can name its market and shard
+        self.shards: dict[str, int] = {}
+        self._order_ticker: OrderedDict[str, str] = OrderedDict()
+        self.endpoint_costs: EndpointCosts | None = None
+        # does the limiter keep per-shard write buckets (acquire(..., shard=))? single writes on shard
+        # >= 1 then bill their shard's bucket; batches and shard 0 bill the unscoped one
+        self._limiter_shards = all("shard" in inspect.signature(getattr(limiter, f)).parameters
+                                   for f in ("acquire", "on_success", "on_rate_limited"))
 
     def __repr__(self) -> str:
         return f"KalshiRest(base={self.base!r}, signer={self.signer!r})"
@@ -164,6 +233,58 @@ class KalshiRest:
         base = f"{self.prefix}{protocol.PATH_ORDERS_V2}/{order_id}"
         self.pool.remove_pair("POST", base + "/amend")
         self.pool.remove_pair("POST", base + "/decrease")
+
+    # -- shard routing -------------------------------------------------------------------------
+    def set_shard(self, ticker: str, exchange_index: int | None) -> None:
+        """Tell the client which shard a market trades on (None: forget it, auto-route)."""
+        if exchange_index is None:
+            self.shards.pop(ticker, None)
+        else:
+            self.shards[ticker] = exchange_index
+
+    def shard_of(self, ticker: str | None) -> int | None:
+        """The market's shard if known (learned from Market reads or set_shard), else None."""
+        return self.shards.get(ticker) if ticker is not None else None
+
+    def remember_order(self, order_id: str, ticker: str) -> None:
+        """Note which market an order is in (done for our creates; call it for adopted orders)."""
+        ot = self._order_ticker
+        ot[order_id] = ticker
+        if len(ot) > 100_000:
+            ot.popitem(last=False)
+
+    def _learn(self, m: Market) -> Market:
+        if m.exchange_index is not None:
+            self.shards[m.ticker] = m.exchange_index
+        return m
+
+    def _route(self, order_id: str | None, ticker: str | None, exchange_index: int | None) -> dict[str, Any]:
+        """``exchange_index`` and ``market_ticker`` for a write on an existing order."""
+        if ticker is None and order_id is not None:
+            ticker = self._order_ticker.get(order_id)
+        if exchange_index is None:
+            exchange_index = self.shard_of(ticker)
+        out: dict[str, Any] = {}
+        if exchange_index is not None:
+            out["exchange_index"] = exchange_index
+        if ticker is not None:
+            out["market_ticker"] = ticker
+        return out
+
+    def _with_shard(self, req: OrderRequest) -> dict[str, Any]:
+        body = wire.encode_order(req)
+        if "exchange_index" not in body:
+            shard = self.shard_of(req.ticker)
+            if shard is not None:
+                body["exchange_index"] = shard
+        return body
+
+    def _cost(self, method: str, path: str, default: float) -> float:
+        """Tokens for a call: GET /account/endpoint_costs when loaded, else ``default``."""
+        ec = self.endpoint_costs
+        if ec is None:
+            return default
+        return float(ec.costs.get((method, path), default))
 
     async def start(self) -> KalshiRest:
         if self._session is None:
@@ -202,10 +323,13 @@ class KalshiRest:
     # -- the one request function --------------------------------------------------------------
     async def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                       body: Any = None, lane: int = READ, cost: float = protocol.COST_DEFAULT,
-                      auth: bool = True, retry: bool | None = None) -> Any:
+                      auth: bool = True, retry: bool | None = None, shard: int | None = None) -> Any:
         """Send one request (``path`` relative to the API prefix) and return the decoded JSON body.
 
-        ``retry`` defaults to True for GET; writes are never retried here.
+        ``retry`` defaults to True for GET; writes are never retried here. ``shard``: the write bucket
+        a single write with ``exchange_index >= 1`` bills (kalshi-api.md 5); passed to the limiter's
+        ``acquire``/``on_rate_limited``/``on_success`` as ``shard=`` when they take it (the limiter
+        keeps one unscoped write bucket until then).
         """
         if self._session is None:
             raise KmmError("KalshiRest is not started: use 'async with KalshiRest(cfg)' or await start()")
@@ -216,7 +340,10 @@ class KalshiRest:
         attempts = 1 + (self.config.read_retries if (method == "GET" if retry is None else retry) else 0)
         delay = self.config.retry_backoff_s
         for attempt in range(attempts):
-            await self.limiter.acquire(lane, cost)
+            if shard is not None and self._limiter_shards:
+                await self.limiter.acquire(lane, cost, shard=shard)  # type: ignore[call-arg]
+            else:
+                await self.limiter.acquire(lane, cost)
             headers = dict(_JSON)
             if auth and self.signer is not None:
                 headers.update(self.pool.take(method, full) if self.pool is not None
@@ -251,17 +378,25 @@ class KalshiRest:
                 raise ExchangeError(0, "connection_error", f"{type(exc).__name__}: {exc}",
                                     method=method, path=full) from None
             if status < 300:
-                self.limiter.on_success(lane)
+                if shard is not None and self._limiter_shards:
+                    self.limiter.on_success(lane, shard=shard)  # type: ignore[call-arg]
+                else:
+                    self.limiter.on_success(lane)
                 if not raw:
                     return {}
                 try:
-                    return orjson.loads(raw)
+                    obj = orjson.loads(raw)
                 except orjson.JSONDecodeError:
                     raise ExchangeError(status, "bad_json", f"response is not JSON: {raw[:120]!r}",
                                         method=method, path=full) from None
+                if not isinstance(obj, dict):   # every answer of the API is an object
+                    raise ExchangeError(status, "bad_json", f"response is not a JSON object: {raw[:120]!r}",
+                                        method=method, path=full)
+                return obj
             err = _error_from(status, raw, method, full)
             if status == 429:
-                pause_ns = self.limiter.on_rate_limited(lane)
+                pause_ns = (self.limiter.on_rate_limited(lane, shard=shard)  # type: ignore[call-arg]
+                            if shard is not None and self._limiter_shards else self.limiter.on_rate_limited(lane))
                 log.warning("429 on %s %s: pausing non-cancel requests for %.3f s", method, full, pause_ns / 1e9)
             if attempt + 1 < attempts and (status == 429 or status >= 500):
                 self.retries += 1
@@ -299,14 +434,14 @@ class KalshiRest:
         params = {"status": status, "event_ticker": event_ticker, "series_ticker": series_ticker,
                   "tickers": ",".join(tickers) if tickers else None, **filters}
         async for m in self.paginate(protocol.PATH_MARKETS, "markets", params, limit=limit, max_pages=max_pages):
-            yield wire.decode_market(m)
+            yield self._learn(wire.decode_market(m))
 
     async def get_markets(self, **kw: Any) -> list[Market]:
         return [m async for m in self.iter_markets(**kw)]
 
     async def get_market(self, ticker: str) -> Market:
         body = await self.request("GET", f"{protocol.PATH_MARKETS}/{ticker}")
-        return wire.decode_market(body.get("market") or body)
+        return self._learn(wire.decode_market(body.get("market") or body))
 
     async def get_market_raw(self, ticker: str) -> dict[str, Any]:
         body = await self.request("GET", f"{protocol.PATH_MARKETS}/{ticker}")
@@ -317,9 +452,52 @@ class KalshiRest:
                                   params={"depth": depth})
         return wire.decode_rest_orderbook(ticker, body)
 
+    async def get_orderbooks(self, tickers: Iterable[str]) -> dict[str, BookSnapshot]:
+        """``GET /markets/orderbooks``, 100 tickers per call."""
+        ts = list(tickers)
+        out: dict[str, BookSnapshot] = {}
+        for i in range(0, len(ts), 100):
+            body = await self.request("GET", protocol.PATH_ORDERBOOKS, params={"tickers": ",".join(ts[i:i + 100])})
+            out.update(wire.decode_orderbooks(body))
+        return out
+
     async def get_series(self, series_ticker: str) -> dict[str, Any]:
+        """The raw series object (see ``get_series_info`` for the typed one)."""
         body = await self.request("GET", f"{protocol.PATH_SERIES}/{series_ticker}")
         return dict(body.get("series") or body)
+
+    async def get_series_info(self, series_ticker: str) -> Series:
+        body = await self.request("GET", f"{protocol.PATH_SERIES}/{series_ticker}")
+        return wire.decode_series(body.get("series") or body)
+
+    async def list_series(self, *, category: str | None = None, tags: str | None = None,
+                          include_volume: bool | None = None, min_updated_ts: int | None = None) -> list[Series]:
+        body = await self.request("GET", protocol.PATH_SERIES, params={
+            "category": category, "tags": tags, "include_volume": include_volume, "min_updated_ts": min_updated_ts})
+        return [wire.decode_series(x) for x in body.get("series") or ()]
+
+    async def iter_events(self, *, status: str | None = None, series_ticker: str | None = None,
+                          with_nested_markets: bool | None = None, tickers: Iterable[str] | None = None,
+                          limit: int = 200, max_pages: int | None = None) -> AsyncIterator[Event]:
+        params = {"status": status, "series_ticker": series_ticker, "with_nested_markets": with_nested_markets,
+                  "tickers": ",".join(tickers) if tickers else None}
+        async for e in self.paginate(protocol.PATH_EVENTS, "events", params, limit=min(limit, 200),
+                                     max_pages=max_pages):
+            ev = wire.decode_event(e)
+            for m in ev.markets:
+                self._learn(m)
+            yield ev
+
+    async def get_events(self, **kw: Any) -> list[Event]:
+        return [e async for e in self.iter_events(**kw)]
+
+    async def get_event(self, event_ticker: str) -> Event:
+        """``GET /events/{ticker}``: the event with its markets (and ``mutually_exclusive``)."""
+        body = await self.request("GET", f"{protocol.PATH_EVENTS}/{event_ticker}")
+        ev = wire.decode_event(body.get("event") or body, body.get("markets"))
+        for m in ev.markets:
+            self._learn(m)
+        return ev
 
     async def iter_trades(self, ticker: str | None = None, *, min_ts: int | None = None,
                           max_ts: int | None = None, limit: int = 1000,
@@ -329,15 +507,23 @@ class KalshiRest:
             yield wire.decode_trade(t)
 
     async def get_exchange_status(self) -> ExchangeStatus:
+        """Top level (shard 0) and ``exchange_index_statuses`` per shard; ``status.pause(shard)`` tells a
+        trading pause (cancels allowed) from an exchange pause (no cancels)."""
         return wire.decode_exchange_status(await self.request("GET", protocol.PATH_EXCHANGE_STATUS))
+
+    async def get_exchange_schedule(self) -> ExchangeSchedule:
+        return wire.decode_schedule(await self.request("GET", protocol.PATH_EXCHANGE_SCHEDULE))
+
+    async def get_historical_cutoff(self) -> HistoricalCutoff:
+        return wire.decode_historical_cutoff(await self.request("GET", protocol.PATH_HISTORICAL_CUTOFF))
 
     # -- orders (V2) ---------------------------------------------------------------------------
     async def create_order(self, req: OrderRequest) -> OrderAck:
         """Place one order. Never retried: after a timeout the order is looked up by client_order_id."""
-        body = wire.encode_order(req)
+        body = self._with_shard(req)
         try:
             ack = await self.request("POST", protocol.PATH_ORDERS_V2, body=body, lane=PLACE,
-                                     cost=protocol.COST_DEFAULT, retry=False)
+                                     cost=protocol.COST_DEFAULT, retry=False, shard=_write_shard(body))
         except RequestTimeout:
             return await self._recover_create(req)
         except ExchangeError as exc:
@@ -349,7 +535,17 @@ class KalshiRest:
         if "remaining_count" not in ack or "order_id" not in ack:
             # an answer without the counts would read as "nothing rests": look the order up instead
             return await self._recover_create(req)
-        return wire.decode_order_ack(ack)
+        return self._placed(req, wire.decode_order_ack(ack))
+
+    def _placed(self, req: OrderRequest, ack: OrderAck) -> OrderAck:
+        self.remember_order(ack.order_id, req.ticker)
+        if req.post_only and ack.fill_count == 0 and ack.remaining_count == 0:
+            # a post-only order that would have crossed is cancelled, not rejected (CL Jun 4) [U: the
+            # create answer is undocumented; "0 filled, 0 resting" is what it must mean]
+            log.info("post-only %s on %s would have crossed: cancelled by the exchange (%s)",
+                     req.client_order_id, req.ticker, protocol.LAST_UPDATE_POST_ONLY_CROSS)
+            return OrderAck(ack.order_id, ack.client_order_id, 0, 0, ts_ms=ack.ts_ms, post_only_cross=True)
+        return ack
 
     async def _recover_create(self, req: OrderRequest) -> OrderAck:
         """The create's outcome is unknown: look the order up by client_order_id, several times.
@@ -372,6 +568,7 @@ class KalshiRest:
                 self.recovered_creates += 1
                 log.warning("create of %s timed out but the exchange holds it as %s (%s)", req.client_order_id,
                             order.order_id, order.status)
+                self.remember_order(order.order_id, req.ticker)
                 return wire.order_ack_from_order(order)
             left = deadline - loop.time()
             if left <= 0:
@@ -394,7 +591,7 @@ class KalshiRest:
         """Batched create: one result per request, in order (an ExchangeError for items the exchange refused)."""
         if not reqs:
             return []
-        bodies = [wire.encode_order(r) for r in reqs]
+        bodies = [self._with_shard(r) for r in reqs]
         try:
             resp = await self.request("POST", protocol.PATH_ORDERS_V2_BATCHED, body={"orders": bodies},
                                       lane=PLACE, cost=protocol.COST_DEFAULT * len(reqs), retry=False)
@@ -409,7 +606,11 @@ class KalshiRest:
             return out
         items = resp.get("orders") or []
         results: list[OrderAck | ExchangeError] = []
-        for _req, item in zip(reqs, items):
+        for one, item in zip(reqs, items):
+            if not isinstance(item, Mapping):
+                results.append(ExchangeError(200, "bad_item", f"batch item {str(item)[:80]} is not an object",
+                                             method="POST", path=self.prefix + protocol.PATH_ORDERS_V2_BATCHED))
+                continue
             err = item.get("error")
             if err:
                 e = err if isinstance(err, dict) else {"code": str(err), "message": str(err)}
@@ -417,26 +618,45 @@ class KalshiRest:
                                              str(e.get("message") or ""), e.get("details"), method="POST",
                                              path=self.prefix + protocol.PATH_ORDERS_V2_BATCHED))
             else:
-                results.append(wire.decode_order_ack(item))
+                results.append(self._placed(one, wire.decode_order_ack(item)))
         if len(items) != len(reqs):
             raise ExchangeError(200, "batch_mismatch", f"sent {len(reqs)} orders, got {len(items)} results",
                                 method="POST", path=self.prefix + protocol.PATH_ORDERS_V2_BATCHED)
         return results
 
-    async def cancel_order(self, order_id: str) -> CancelAck:
-        """Cancel one order. A 404 means it is already gone: returned as ``already_gone=True``.
+    async def cancel_order(self, order_id: str, *, ticker: str | None = None,
+                           exchange_index: int | None = None, subaccount: int | None = None) -> CancelAck:
+        """Cancel one order on its shard (``exchange_index`` and ``market_ticker`` from the arguments or
+        what the client knows of the order). A 404 means it is already gone: ``already_gone=True``.
+        An answer about another order gives ``mismatch=True`` with the reduction unknown.
 
         Its path names the order, so its signature cannot be pre-made: prefer ``cancel_orders``.
         """
+        params = self._route(order_id, ticker, exchange_index)
+        if subaccount is not None:
+            params["subaccount"] = subaccount
         try:
-            body = await self.request("DELETE", f"{protocol.PATH_ORDERS_V2}/{order_id}", lane=CANCEL,
-                                      cost=protocol.COST_CANCEL, retry=False)
+            body = await self.request("DELETE", f"{protocol.PATH_ORDERS_V2}/{order_id}", params=params or None,
+                                      lane=CANCEL, cost=protocol.COST_CANCEL, retry=False,
+                                      shard=_write_shard(params))
         except NotFound:
             return CancelAck(order_id=order_id, client_order_id=None, reduced_by=0, already_gone=True)
+        if body.get("order_id") not in (None, order_id):
+            return self._cancel_mismatch(order_id, body)
+        if "order_id" not in body:
+            body = {**body, "order_id": order_id}
         return wire.decode_cancel_ack(body)
 
-    async def cancel_orders(self, order_ids: list[str], *, subaccount: int | None = None) -> list[CancelAck]:
-        """Batched cancel (fixed path, so pre-signed); one CancelAck per id, in order.
+    def _cancel_mismatch(self, order_id: str, body: Mapping[str, Any]) -> CancelAck:
+        self.mismatched_answers += 1
+        log.warning("cancel of %s answered about order %s: not trusting its counts (take the state from "
+                    "user_orders or GET /portfolio/orders/%s)", order_id, str(body.get("order_id"))[:60], order_id)
+        return CancelAck(order_id=order_id, client_order_id=None, reduced_by=0, reduced_known=False, mismatch=True)
+
+    async def cancel_orders(self, order_ids: list[str], *, subaccount: int | None = None,
+                            tickers: Mapping[str, str] | None = None) -> list[CancelAck]:
+        """Batched cancel (fixed path, so pre-signed); one CancelAck per id, in order. Each item names its
+        shard and market when known (``tickers``: order_id -> ticker, else what the client remembers).
 
         Only an item the exchange answers with "not found" counts as already gone. An item refused for
         another reason comes back with ``error`` set (the order may still rest). A 404 on the whole
@@ -444,8 +664,12 @@ class KalshiRest:
         cancel for that id, so a cancel is never assumed."""
         if not order_ids:
             return []
-        items = [{"order_id": oid} if subaccount is None else {"order_id": oid, "subaccount": subaccount}
-                 for oid in order_ids]
+        items = []
+        for oid in order_ids:
+            item: dict[str, Any] = {"order_id": oid, **self._route(oid, (tickers or {}).get(oid), None)}
+            if subaccount is not None:
+                item["subaccount"] = subaccount
+            items.append(item)
         try:
             resp = await self.request("DELETE", protocol.PATH_ORDERS_V2_BATCHED, body={"orders": items},
                                       lane=CANCEL, cost=protocol.COST_CANCEL * len(order_ids), retry=False)
@@ -454,20 +678,24 @@ class KalshiRest:
             return [await self._cancel_one(oid) for oid in order_ids]
         by_id: dict[str, CancelAck] = {}
         for item in resp.get("orders") or []:
-            oid = item.get("order_id")
-            if not isinstance(oid, str):
+            if not isinstance(item, Mapping):
+                continue
+            iid = item.get("order_id")
+            if not isinstance(iid, str):
                 continue
             err = item.get("error")
+            coid = item.get("client_order_id") if isinstance(item.get("client_order_id"), str) else None
             if err:
                 code = str(err.get("code", "") if isinstance(err, dict) else err)
                 if code in NOT_FOUND_CODES:
-                    by_id[oid] = CancelAck(order_id=oid, client_order_id=item.get("client_order_id"),
-                                           reduced_by=0, already_gone=True)
+                    by_id[iid] = CancelAck(order_id=iid, client_order_id=coid, reduced_by=0, already_gone=True)
                 else:
-                    by_id[oid] = CancelAck(order_id=oid, client_order_id=item.get("client_order_id"),
-                                           reduced_by=0, error=code or "refused")
+                    by_id[iid] = CancelAck(order_id=iid, client_order_id=coid, reduced_by=0, error=code or "refused")
             else:
-                by_id[oid] = wire.decode_cancel_ack(item)
+                try:
+                    by_id[iid] = wire.decode_cancel_ack(item)
+                except wire.WireError as exc:
+                    log.warning("batched cancel item for %s unreadable (%s): cancelling it alone", oid, exc)
         out = []
         for oid in order_ids:
             ack = by_id.get(oid)
@@ -480,24 +708,37 @@ class KalshiRest:
         except ExchangeError as exc:
             return CancelAck(order_id=order_id, client_order_id=None, reduced_by=0, error=exc.code)
 
-    async def cancel_all(self, ticker: str | None = None) -> list[CancelAck]:
-        """DELETE /portfolio/events/orders ([U] added ~Aug 2026; body shape assumed like batched cancel)."""
-        body = await self.request("DELETE", protocol.PATH_ORDERS_V2, params={"ticker": ticker}, lane=CANCEL,
-                                  cost=protocol.COST_CANCEL_ALL, retry=False)
-        return [wire.decode_cancel_ack(o) for o in (body.get("orders") or []) if not o.get("error")]
+    async def cancel_all(self, *, subaccount: int | None = None) -> None:
+        """``DELETE /portfolio/events/orders`` (kalshi-api.md 4.1): cancels every resting order of the
+        member on every shard (all subaccounts, or only ``subaccount``); no ticker filter exists. Answers
+        204 with no body. Orders placed in the minute after it may be cancelled too: do not re-quote at
+        once. Raises ExchangeError (or RateLimited) when refused; the caller verifies over REST."""
+        params = {"subaccount": subaccount} if subaccount is not None else None
+        await self.request("DELETE", protocol.PATH_CANCEL_ALL, params=params, lane=CANCEL,
+                           cost=self._cost("DELETE", protocol.PATH_CANCEL_ALL, protocol.COST_CANCEL_ALL), retry=False)
 
     async def amend_order(self, order_id: str, *, ticker: str, side: str, price: int, count: int,
-                          client_order_id: str | None = None,
-                          updated_client_order_id: str | None = None) -> OrderAck:
-        """Amend price and/or size. ``count`` is the new total (filled + desired remaining), 1e-2 contracts."""
+                          client_order_id: str | None = None, updated_client_order_id: str | None = None,
+                          exchange_index: int | None = None) -> OrderAck:
+        """Amend price and/or size. ``count`` is the new total (filled + desired remaining), 1e-2 contracts.
+        An answer about another order is not trusted: the order is read back (``mismatch=True``)."""
         body: dict[str, Any] = {"ticker": ticker, "side": side, "price": format_price(price),
                                 "count": format_count(count)}
         if client_order_id is not None:
             body["client_order_id"] = client_order_id
         if updated_client_order_id is not None:
             body["updated_client_order_id"] = updated_client_order_id
+        shard = exchange_index if exchange_index is not None else self.shard_of(ticker)
+        if shard is not None:
+            body["exchange_index"] = shard
+        self.remember_order(order_id, ticker)
         resp = await self.request("POST", f"{protocol.PATH_ORDERS_V2}/{order_id}/amend", body=body, lane=AMEND,
-                                  retry=False)
+                                  retry=False, shard=_write_shard(body))
+        if resp.get("order_id") not in (None, order_id):
+            self.mismatched_answers += 1
+            log.warning("amend of %s answered about order %s: reading the order back", order_id,
+                        str(resp.get("order_id"))[:60])
+            return wire.order_ack_from_order(await self.get_order(order_id), mismatch=True)
         if "order_id" not in resp:
             resp = {**resp, "order_id": order_id}
         if "remaining_count" not in resp or "fill_count" not in resp:
@@ -505,9 +746,23 @@ class KalshiRest:
             return wire.order_ack_from_order(await self.get_order(order_id))
         return wire.decode_order_ack(resp)
 
-    async def decrease_order(self, order_id: str, reduce_to: int) -> DecreaseAck:
-        resp = await self.request("POST", f"{protocol.PATH_ORDERS_V2}/{order_id}/decrease",
-                                  body={"reduce_to": format_count(reduce_to)}, lane=AMEND, retry=False)
+    async def decrease_order(self, order_id: str, reduce_to: int | None = None, *, reduce_by: int | None = None,
+                             ticker: str | None = None, exchange_index: int | None = None) -> DecreaseAck:
+        """V2 decrease: exactly one of ``reduce_to`` (the remaining size wanted) or ``reduce_by``, 1e-2
+        contracts. An answer about another order is not trusted: the order is read back."""
+        if (reduce_to is None) == (reduce_by is None):
+            raise ValueError("decrease_order takes exactly one of reduce_to and reduce_by")
+        body: dict[str, Any] = ({"reduce_to": format_count(reduce_to)} if reduce_to is not None
+                                else {"reduce_by": format_count(reduce_by)})  # type: ignore[arg-type]
+        body.update(self._route(order_id, ticker, exchange_index))
+        resp = await self.request("POST", f"{protocol.PATH_ORDERS_V2}/{order_id}/decrease", body=body, lane=AMEND,
+                                  retry=False, shard=_write_shard(body))
+        if resp.get("order_id") not in (None, order_id):
+            self.mismatched_answers += 1
+            log.warning("decrease of %s answered about order %s: reading the order back", order_id,
+                        str(resp.get("order_id"))[:60])
+            o = await self.get_order(order_id)
+            return DecreaseAck(order_id, o.client_order_id, o.remaining_count, mismatch=True)
         if "order_id" not in resp:
             resp = {**resp, "order_id": order_id}
         return wire.decode_decrease_ack(resp)
@@ -515,9 +770,10 @@ class KalshiRest:
     # -- portfolio reads -----------------------------------------------------------------------
     async def iter_orders(self, *, ticker: str | None = None, event_ticker: str | None = None,
                           status: str | None = None, min_ts: int | None = None, max_ts: int | None = None,
-                          limit: int = 200, max_pages: int | None = None) -> AsyncIterator[UserOrder]:
+                          limit: int = 200, max_pages: int | None = None, exchange_index: int | None = None,
+                          subaccount: int | None = None) -> AsyncIterator[UserOrder]:
         params = {"ticker": ticker, "event_ticker": event_ticker, "status": status, "min_ts": min_ts,
-                  "max_ts": max_ts}
+                  "max_ts": max_ts, "exchange_index": exchange_index, "subaccount": subaccount}
         async for o in self.paginate(protocol.PATH_ORDERS_READ, "orders", params, limit=limit, max_pages=max_pages):
             yield wire.decode_user_order(o)
 
@@ -530,8 +786,10 @@ class KalshiRest:
 
     async def iter_fills(self, *, ticker: str | None = None, order_id: str | None = None,
                          min_ts: int | None = None, max_ts: int | None = None, limit: int = 200,
-                         max_pages: int | None = None) -> AsyncIterator[Fill]:
-        params = {"ticker": ticker, "order_id": order_id, "min_ts": min_ts, "max_ts": max_ts}
+                         max_pages: int | None = None, exchange_index: int | None = None,
+                         subaccount: int | None = None) -> AsyncIterator[Fill]:
+        params = {"ticker": ticker, "order_id": order_id, "min_ts": min_ts, "max_ts": max_ts,
+                  "exchange_index": exchange_index, "subaccount": subaccount}
         async for f in self.paginate(protocol.PATH_FILLS, "fills", params, limit=limit, max_pages=max_pages):
             yield wire.decode_fill(f)
 
@@ -540,9 +798,11 @@ class KalshiRest:
 
     async def iter_positions(self, *, ticker: str | None = None, event_ticker: str | None = None,
                              count_filter: str | None = None, settlement_status: str | None = None,
-                             limit: int = 200, max_pages: int | None = None) -> AsyncIterator[MarketPosition]:
+                             limit: int = 200, max_pages: int | None = None, exchange_index: int | None = None,
+                             subaccount: int | None = None) -> AsyncIterator[MarketPosition]:
         params = {"ticker": ticker, "event_ticker": event_ticker, "count_filter": count_filter,
-                  "settlement_status": settlement_status}
+                  "settlement_status": settlement_status, "exchange_index": exchange_index,
+                  "subaccount": subaccount}
         async for p in self.paginate(protocol.PATH_POSITIONS, "market_positions", params, limit=limit,
                                      max_pages=max_pages):
             yield wire.decode_market_position(p)
@@ -550,17 +810,99 @@ class KalshiRest:
     async def get_positions(self, **kw: Any) -> list[MarketPosition]:
         return [p async for p in self.iter_positions(**kw)]
 
-    async def get_balance(self) -> Balance:
-        return wire.decode_balance(await self.request("GET", protocol.PATH_BALANCE))
+    async def get_event_positions(self, *, event_ticker: str | None = None, limit: int = 200,
+                                  max_pages: int | None = None) -> list[EventPosition]:
+        """``event_positions[]`` of GET /portfolio/positions (``total_cost_shares_fp`` included)."""
+        out = []
+        async for e in self.paginate(protocol.PATH_POSITIONS, "event_positions", {"event_ticker": event_ticker},
+                                     limit=limit, max_pages=max_pages):
+            out.append(wire.decode_event_position(e))
+        return out
+
+    async def iter_settlements(self, *, ticker: str | None = None, event_ticker: str | None = None,
+                               min_ts: int | None = None, max_ts: int | None = None, limit: int = 200,
+                               max_pages: int | None = None, subaccount: int | None = None
+                               ) -> AsyncIterator[Settlement]:
+        params = {"ticker": ticker, "event_ticker": event_ticker, "min_ts": min_ts, "max_ts": max_ts,
+                  "subaccount": subaccount}
+        async for x in self.paginate(protocol.PATH_SETTLEMENTS, "settlements", params, limit=limit,
+                                     max_pages=max_pages):
+            yield wire.decode_settlement(x)
+
+    async def get_settlements(self, **kw: Any) -> list[Settlement]:
+        return [x async for x in self.iter_settlements(**kw)]
+
+    async def get_balance(self, *, exchange_index: int | None = None, subaccount: int | None = None) -> Balance:
+        """Balance over every shard with ``breakdown`` per shard (or one shard's with ``exchange_index``)."""
+        return wire.decode_balance(await self.request("GET", protocol.PATH_BALANCE, params={
+            "exchange_index": exchange_index, "subaccount": subaccount}))
+
+    async def transfer_between_shards(self, amount: int, source_shard: int, destination_shard: int, *,
+                                      source_subaccount: int | None = None,
+                                      destination_subaccount: int | None = None,
+                                      client_transfer_id: str | None = None) -> str:
+        """``POST /portfolio/intra_exchange_instance_transfer``: move ``amount`` (1e-4 $, the wire's
+        centi-cents) of collateral between shards. Returns the ``transfer_id``. Not retried (a write);
+        pass the same ``client_transfer_id`` to retry safely."""
+        if amount <= 0:
+            raise ValueError(f"transfer amount {amount} must be > 0 (1e-4 $)")
+        body = transfer_body(amount, source_shard, destination_shard, client_transfer_id or str(uuid.uuid4()))
+        if source_subaccount is not None:
+            body["source_subaccount"] = source_subaccount
+        if destination_subaccount is not None:
+            body["destination_subaccount"] = destination_subaccount
+        resp = await self.request("POST", protocol.PATH_TRANSFER, body=body, lane=AMEND, retry=False)
+        tid = resp.get("transfer_id") if isinstance(resp, Mapping) else None
+        if not isinstance(tid, str) or not tid:
+            raise wire.WireError(f"transfer answer without transfer_id: {str(resp)[:120]}")
+        return tid
+
+    intra_exchange_instance_transfer = transfer_between_shards   # the endpoint's own name
+
+    async def check_shard_balances(self, needs: Mapping[str, int]) -> Balance:
+        """Check that each shard holding markets to trade has the balance they need before trading.
+
+        ``needs``: ticker -> money the market may tie up (1e-4 $); summed per shard. A market's shard
+        comes from the shard map (it is read with GET /markets/{t} when unknown). Raises
+        ``ShardBalanceError`` naming each short shard and the transfer to make; returns the balance
+        when every shard has enough. With no ``balance_breakdown`` (subaccount-locked keys) the total
+        balance is checked against the total need instead."""
+        per_shard: dict[int, int] = {}
+        tickers_of: dict[int, list[str]] = {}
+        for t, need in needs.items():
+            shard = self.shard_of(t)
+            if shard is None:
+                shard = (await self.get_market(t)).exchange_index or 0
+                self.shards.setdefault(t, shard)
+            per_shard[shard] = per_shard.get(shard, 0) + need
+            tickers_of.setdefault(shard, []).append(t)
+        bal = await self.get_balance()
+        short = []
+        if not bal.breakdown:
+            total = sum(per_shard.values())
+            if bal.balance < total:
+                raise ShardBalanceError([(0, bal.balance, total, sorted(needs))], bal)
+            return bal
+        have = dict(bal.breakdown)
+        for shard, need in sorted(per_shard.items()):
+            if have.get(shard, 0) < need:
+                short.append((shard, have.get(shard, 0), need, tickers_of[shard]))
+        if short:
+            raise ShardBalanceError(short, bal)
+        return bal
 
     # -- order groups (write bucket, place lane) -----------------------------------------------
-    async def create_order_group(self, contracts_limit: int, *, subaccount: int | None = None) -> str:
-        """Create a group; ``contracts_limit`` in 1e-2 contracts over the rolling 15 s window."""
+    async def create_order_group(self, contracts_limit: int, *, subaccount: int | None = None,
+                                 exchange_index: int | None = None) -> str:
+        """Create a group; ``contracts_limit`` in 1e-2 contracts over the rolling 15 s window. A group
+        lives on one shard (kalshi-api.md 4.4): create one per shard the session trades on."""
         body: dict[str, Any] = {"contracts_limit_fp": format_count(contracts_limit)}
         if contracts_limit % 100 == 0:
             body["contracts_limit"] = contracts_limit // 100
         if subaccount is not None:
             body["subaccount"] = subaccount
+        if exchange_index is not None:
+            body["exchange_index"] = exchange_index
         resp = await self.request("POST", f"{protocol.PATH_ORDER_GROUPS}/create", body=body, lane=AMEND,
                                   retry=False)
         return str(resp["order_group_id"])
@@ -598,22 +940,39 @@ class KalshiRest:
             pass
 
     # -- account -------------------------------------------------------------------------------
-    async def get_account_limits(self) -> dict[str, Any]:
-        return dict(await self.request("GET", protocol.PATH_ACCOUNT_LIMITS))
+    async def get_account_limits(self) -> AccountLimits:
+        """``GET /account/limits``, typed: ``read``/``write`` {refill_rate, bucket_capacity}, ``grants``.
+        Raises WireError when the answer lacks the spec's fields (see ``apply_account_limits``)."""
+        return wire.decode_account_limits(await self.request("GET", protocol.PATH_ACCOUNT_LIMITS))
+
+    async def get_endpoint_costs(self) -> EndpointCosts:
+        """``GET /account/endpoint_costs`` (default cost + the routes that differ); kept in
+        ``self.endpoint_costs`` for the client's own cost of cancel-all."""
+        self.endpoint_costs = wire.decode_endpoint_costs(
+            await self.request("GET", protocol.PATH_ENDPOINT_COSTS, auth=True))
+        return self.endpoint_costs
 
     async def apply_account_limits(self) -> tuple[float, float] | None:
-        """Read GET /account/limits and size the buckets from it; None (budget unchanged) if unreadable."""
+        """Read GET /account/limits and size the buckets from it (rates and capacities); returns (read,
+        write) tokens/s, or None (budget unchanged) if unreadable. An answer in the spec's shape is used
+        as is; an older shape (tier name, ``read_limit``) falls back to the limiter's reading of it."""
         try:
-            body = await self.get_account_limits()
+            body = await self.request("GET", protocol.PATH_ACCOUNT_LIMITS)
         except (ExchangeError, RequestTimeout) as exc:
             log.info("account limits unavailable (%s); keeping the configured budget", exc)
             return None
-        rates = limits_from_account(body)
-        if rates is None:
-            log.info("account limits body not understood; keeping the configured budget")
-            return None
-        self.limiter.set_budget(*rates)
-        return rates
+        try:
+            lim = wire.decode_account_limits(body)
+        except wire.WireError as exc:
+            rates = limits_from_account(body)
+            if rates is None:
+                log.info("account limits body not understood (%s); keeping the configured budget", exc)
+                return None
+            self.limiter.set_budget(*rates)
+            return rates
+        self.limiter.set_budget(lim.read.refill_rate, lim.write.refill_rate,
+                                read_capacity=lim.read.bucket_capacity, write_capacity=lim.write.bucket_capacity)
+        return lim.read.refill_rate, lim.write.refill_rate
 
 
 TLS_HINT = ("the server's TLS certificate is not trusted: set kalshi.ca_file to the PEM bundle of the CA "
@@ -625,6 +984,12 @@ def _tls_reason(exc: BaseException) -> str:
     if isinstance(cert_err, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {cert_err.verify_message}"
     return str(exc)
+
+
+def _write_shard(fields: Mapping[str, Any]) -> int | None:
+    """The per-shard write bucket a single write bills: its exchange_index when >= 1, else None."""
+    i = fields.get("exchange_index")
+    return i if isinstance(i, int) and i >= 1 else None
 
 
 def _param(v: Any) -> str:

@@ -27,7 +27,7 @@ import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,7 +39,7 @@ from kmm.errors import AuthError, KmmError
 from kmm.kalshi import decode as wire
 from kmm.kalshi.config import ConnectorConfig
 from kmm.kalshi.signing import Signer
-from kmm.kalshi.types import Fill, Lifecycle, MarketPosition, Ticker, Trade, UserOrder
+from kmm.kalshi.types import Fill, Lifecycle, MarketPosition, OrderGroupUpdate, Ticker, Trade, UserOrder
 
 log = logging.getLogger("kmm.kalshi.ws")
 
@@ -49,7 +49,14 @@ NOT_BOOK, SNAPSHOT, DELTA, GAP, STALE_SKIPPED, UNKNOWN_MARKET, MALFORMED = range
 BOOK_CHANNEL = "orderbook_delta"
 MARKET_CHANNELS = ("orderbook_delta", "ticker", "trade")  # subscribed per market
 USER_CHANNELS = ("fill", "user_orders", "market_positions")  # whole account, no market filter
-DEFAULT_CHANNELS = MARKET_CHANNELS + USER_CHANNELS
+ORDER_GROUP_CHANNEL = "order_group_updates"
+# Channels subscribed in a command of their own, and dropped (with a warning) when the server does not
+# know them (error 8): a server without order-group updates must not keep the connection from coming up.
+OPTIONAL_CHANNELS = (ORDER_GROUP_CHANNEL,)
+DEFAULT_CHANNELS = MARKET_CHANNELS + USER_CHANNELS + (ORDER_GROUP_CHANNEL,)
+LIFECYCLE_CHANNEL = "market_lifecycle_v2"
+# Frame types that are known and carry nothing the connector acts on
+IGNORED_TYPES = frozenset({"event_lifecycle", "event_fee_update", "multivariate_market_lifecycle"})
 
 _TRUNC = 200
 
@@ -84,7 +91,8 @@ class FeedHandler:
     def on_market_position(self, position: MarketPosition) -> None: ...
     def on_trade(self, trade: Trade) -> None: ...
     def on_ticker(self, ticker: Ticker) -> None: ...
-    def on_lifecycle(self, event: Lifecycle) -> None: ...
+    def on_lifecycle(self, event: Lifecycle) -> None: ...             # after any regrid it caused
+    def on_order_group(self, update: OrderGroupUpdate) -> None: ...
     def on_error(self, error: Exception) -> None: ...
     def on_raw_frame(self, recv_ns: int, data: bytes) -> None: ...     # raw capture; only called if overridden
 
@@ -107,6 +115,10 @@ class WsStats:
     error_frames: int = 0
     callback_errors: int = 0
     last_recv_ns: int = 0
+    regrids: int = 0
+    order_group_gaps: int = 0
+    internal_errors: int = 0        # a bug caught by handle_frame's last guard (never expected)
+    bad_by_type: dict[str, int] = field(default_factory=dict)   # malformed messages per frame type
 
 
 def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
@@ -137,7 +149,7 @@ class KalshiWs:
                  channels: Iterable[str] = DEFAULT_CHANNELS, lifecycle: bool = False,
                  rng: random.Random | None = None, clock_ns: Callable[[], int] = time.monotonic_ns,
                  resync_timeout_s: float = 5.0, fill_dedupe_window: int = 65536,
-                 connect: Callable[..., Any] | None = None) -> None:
+                 connect: Callable[..., Any] | None = None, auto_regrid: bool = True) -> None:
         if not config.ws_url:
             raise KmmError("ConnectorConfig.ws_url is empty; point it at a Kalshi-compatible server")
         config.require_prod_opt_in()
@@ -150,7 +162,10 @@ class KalshiWs:
         chans = tuple(channels)
         self.market_channels = tuple(c for c in chans if c in MARKET_CHANNELS)
         self.account_channels = tuple(c for c in chans if c not in MARKET_CHANNELS) + (
-            ("market_lifecycle_v2",) if lifecycle else ())
+            (LIFECYCLE_CHANNEL,) if lifecycle and LIFECYCLE_CHANNEL not in chans else ())
+        self.unsupported_channels: set[str] = set()   # optional channels the server refused (error 8)
+        self.auto_regrid = auto_regrid
+        self._group_seq: dict[int, int] = {}
         self._rng = rng or random.Random()
         self._clock = clock_ns
         self.resync_timeout_ns = int(resync_timeout_s * 1e9)
@@ -189,6 +204,7 @@ class KalshiWs:
             "trade": self._on_trade_msg,
             "ticker": self._on_ticker_msg,
             "market_lifecycle_v2": self._on_lifecycle_msg,
+            "order_group_updates": self._on_order_group_msg,
             "subscribed": self._on_subscribed,
             "ok": self._on_ok,
             "unsubscribed": self._on_unsubscribed,
@@ -292,6 +308,20 @@ class KalshiWs:
         if removed and self._transport is not None:
             self._sync_market_channels()
 
+    def regrid(self, ticker: str, price_ranges: Any) -> None:
+        """Move a followed market to a new price grid (lifecycle ``price_level_structure_updated``):
+        the book is emptied in place on the new grid, marked stale (``on_book_stale`` fires, so quotes
+        come down) and a fresh snapshot is requested; ``on_book_ready`` fires when it lands.
+        ``price_ranges``: the Lifecycle's int ranges, wire dicts, a ``Grid`` or a structure name.
+        Raises KeyError for a market not followed and ValueError for bad ranges (nothing changed)."""
+        if ticker not in self._markets:
+            raise KeyError(f"market {ticker!r} is not followed; add_markets() it first")
+        ranges = wire.price_ranges_for_book(price_ranges)
+        self.router.regrid(ticker, ranges)
+        self._markets[ticker] = ranges
+        self.stats.regrids += 1
+        self.request_snapshot([ticker], reason="price grid changed")
+
     def request_snapshot(self, tickers: Iterable[str], reason: str = "requested", *, mark_stale: bool = True) -> None:
         """Ask the exchange for fresh snapshots; the books are marked stale first unless ``mark_stale``
         is false (a quiet check of a book that is still in sequence)."""
@@ -375,8 +405,13 @@ class KalshiWs:
         # Fresh subscriptions: new sids, new seq bases, a snapshot per market. The server numbers sids
         # per connection, so the router must forget the old ones.
         self.router.reset()
-        if self.account_channels:
-            self._send_cmd("subscribe", {"channels": list(self.account_channels)}, self.account_channels, ())
+        plain = tuple(c for c in self.account_channels if c not in OPTIONAL_CHANNELS)
+        if plain:
+            self._send_cmd("subscribe", {"channels": list(plain)}, plain, ())
+        for ch in self.account_channels:
+            if ch in OPTIONAL_CHANNELS and ch not in self.unsupported_channels:
+                self._send_cmd("subscribe", {"channels": [ch]}, (ch,), ())
+        self._group_seq.clear()
         self._sync_market_channels()
         self._maybe_all_subscribed()  # nothing to subscribe to: up at once
         self._start_watchdog()
@@ -494,56 +529,73 @@ class KalshiWs:
 
     # -- frames ----------------------------------------------------------------------------------
     def handle_frame(self, data: bytes, recv_ns: int) -> int:
-        """Process one complete text frame. Returns the router status. Never raises."""
+        """Process one complete text frame. Returns the router status. Never raises: a frame kmm cannot
+        read is logged with its type and a truncated copy, counted (``stats.malformed``,
+        ``stats.bad_by_type``) and skipped; callbacks that raise are logged and counted
+        (``stats.callback_errors``); anything else is a kmm bug, caught here as the last guard
+        (``stats.internal_errors``) so that the feed survives it."""
         stats = self.stats
         stats.frames += 1
         stats.last_recv_ns = recv_ns
-        if self._raw is not None:
-            try:
-                self._raw(recv_ns, data)
-            except Exception:
-                self.stats.callback_errors += 1
-                log.exception("on_raw_frame failed")
-        router = self.router
         try:
-            status: int = router.feed(data, recv_ns)
-        except Exception as exc:  # the router should not raise; never let it kill the feed
-            self.stats.malformed += 1
-            log.warning("book router raised %s on frame %s", exc, _trunc(data))
-            return MALFORMED
-        if status == DELTA:  # the hot path: one callback, no extra frames
-            stats.book_frames += 1
+            if self._raw is not None:
+                try:
+                    self._raw(recv_ns, data)
+                except Exception:
+                    stats.callback_errors += 1
+                    log.exception("on_raw_frame failed")
+            router = self.router
             try:
-                self._on_book(router.last_ticker, recv_ns)
-            except Exception:
-                stats.callback_errors += 1
-                log.exception("on_book raised")
-        elif status == NOT_BOOK:
-            self._dispatch_json(data, recv_ns)
-        elif status == SNAPSHOT:
-            self.stats.book_frames += 1
-            ticker = router.last_ticker
-            sid = router.last_sid
-            if sid in self._resync_deadline and not any(
-                    router.is_stale(t) for t in self._markets if router.sid_of(t) == sid):
-                del self._resync_deadline[sid]  # every book of the sid is fresh again
-            if ticker not in self._ready and ticker in self._markets:
-                self._ready.add(ticker)
-                self._call(self.handler.on_book_ready, ticker)
-            self._call(self.handler.on_book, ticker, recv_ns)
-        elif status == GAP:
-            self.stats.gaps += 1
-            self._on_gap(router.last_sid)
-        elif status == STALE_SKIPPED:
-            self._resync_if_ready(router.last_ticker, "delta for a stale book")
-        elif status == UNKNOWN_MARKET:
-            self.stats.unknown_market += 1
-            log.debug("book frame for a market not followed: %s", _trunc(data))
-        else:
-            self.stats.malformed += 1
-            log.warning("malformed frame (%s): %s", getattr(router, "last_error", ""), _trunc(data))
-            self._resync_if_ready(router.last_ticker, "book desync")
-        return status
+                status: int = router.feed(data, recv_ns)
+            except Exception as exc:  # the router should not raise; never let it kill the feed
+                stats.malformed += 1
+                log.warning("book router raised %s on frame %s", exc, _trunc(data))
+                return MALFORMED
+            if status == DELTA:  # the hot path: one callback, no extra frames
+                stats.book_frames += 1
+                try:
+                    self._on_book(router.last_ticker, recv_ns)
+                except Exception:
+                    stats.callback_errors += 1
+                    log.exception("on_book raised")
+            elif status == NOT_BOOK:
+                self._dispatch_json(data, recv_ns)
+            elif status == SNAPSHOT:
+                stats.book_frames += 1
+                ticker = router.last_ticker
+                sid = router.last_sid
+                if sid in self._resync_deadline and not any(
+                        router.is_stale(t) for t in self._markets if router.sid_of(t) == sid):
+                    del self._resync_deadline[sid]  # every book of the sid is fresh again
+                if ticker not in self._ready and ticker in self._markets:
+                    self._ready.add(ticker)
+                    self._call(self.handler.on_book_ready, ticker)
+                self._call(self.handler.on_book, ticker, recv_ns)
+            elif status == GAP:
+                stats.gaps += 1
+                self._on_gap(router.last_sid)
+            elif status == STALE_SKIPPED:
+                self._resync_if_ready(router.last_ticker, "delta for a stale book")
+            elif status == UNKNOWN_MARKET:
+                stats.unknown_market += 1
+                log.debug("book frame for a market not followed: %s", _trunc(data))
+            else:
+                self._count_bad("orderbook", str(getattr(router, "last_error", "")), data)
+                self._resync_if_ready(router.last_ticker, "book desync")
+            return status
+        except Exception:
+            stats.internal_errors += 1
+            log.exception("internal error on frame %s (skipped; please report)", _trunc(data))
+            return MALFORMED
+
+    def _count_bad(self, typ: str, why: str, data: bytes) -> None:
+        """Count a malformed message and log it (every one of the first 100, then every 1000th)."""
+        stats = self.stats
+        stats.malformed += 1
+        stats.bad_by_type[typ] = stats.bad_by_type.get(typ, 0) + 1
+        if stats.malformed <= 100 or stats.malformed % 1000 == 0:
+            log.warning("bad %s message skipped (%s; %d malformed so far): %s", typ, why, stats.malformed,
+                        _trunc(data))
 
     def _resync_if_ready(self, ticker: str | None, reason: str) -> None:
         """The router stopped applying a book we announced as ready: say so and ask for a snapshot."""
@@ -572,27 +624,28 @@ class KalshiWs:
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            self.stats.malformed += 1
-            log.warning("frame is not JSON (%s): %s", exc, _trunc(data))
+            self._count_bad("?", f"not JSON: {exc}", data)
             return
         if not isinstance(obj, dict):
-            self.stats.malformed += 1
-            log.warning("frame is not a JSON object: %s", _trunc(data))
+            self._count_bad("?", "not a JSON object", data)
             return
         typ = obj.get("type")
-        fn = self._dispatch.get(typ)  # type: ignore[arg-type]
+        if not isinstance(typ, str):
+            self._count_bad("?", f"field type: {typ!r:.40} is not a string", data)
+            return
+        fn = self._dispatch.get(typ)
         if fn is None:
-            self.stats.unknown_type += 1
-            log.info("unknown frame type %r: %s", typ, _trunc(data))
+            if typ not in IGNORED_TYPES:
+                self.stats.unknown_type += 1
+                log.info("unknown frame type %r: %s", typ[:40], _trunc(data))
             return
         msg = obj.get("msg")
         if msg is None:
             msg = {}
         try:
             fn(obj, msg, recv_ns)
-        except (wire.WireError, ValueError, TypeError, KeyError, AttributeError) as exc:
-            self.stats.malformed += 1
-            log.warning("bad %s frame (%s): %s", typ, exc, _trunc(data))
+        except wire.WireError as exc:
+            self._count_bad(typ, str(exc), data)
             if typ in ("fill", "user_order", "market_position"):
                 # our own state changed and we could not read how: the engine must read it over REST
                 self._call(self.handler.on_error, wire.WireError(f"unreadable {typ} message: {exc}"))
@@ -630,28 +683,50 @@ class KalshiWs:
         self._call(self.handler.on_ticker, wire.decode_ticker(msg, recv_ns))
 
     def _on_lifecycle_msg(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
-        self._call(self.handler.on_lifecycle, wire.decode_lifecycle(msg, recv_ns))
+        event = wire.decode_lifecycle(msg, recv_ns)
+        if (event.event_type == "price_level_structure_updated" and self.auto_regrid
+                and event.ticker in self._markets and event.price_ranges):
+            self.regrid(event.ticker, event.price_ranges)
+            log.warning("%s moved to price grid %s %s: book emptied, waiting for a fresh snapshot",
+                        event.ticker, event.price_level_structure, event.price_ranges)
+        self._call(self.handler.on_lifecycle, event)
+
+    def _on_order_group_msg(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
+        update = wire.decode_order_group_update(obj, msg, recv_ns)
+        last = self._group_seq.get(update.sid)
+        if last is not None and update.seq and update.seq != last + 1:
+            self.stats.order_group_gaps += 1
+            log.warning("order_group_updates seq %d after %d on sid %d: an update was missed; read the groups "
+                        "over REST", update.seq, last, update.sid)
+            self._call(self.handler.on_error, wire.WireError(
+                f"order_group_updates seq gap on sid {update.sid} ({last} -> {update.seq})"))
+        if update.seq:
+            self._group_seq[update.sid] = update.seq
+        self._call(self.handler.on_order_group, update)
 
     # command responses
     def _on_subscribed(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
+        if not isinstance(msg, dict):
+            raise wire.WireError("subscribed frame: msg is not an object")
         channel = msg.get("channel")
         sid = msg.get("sid")
-        if not isinstance(channel, str) or not isinstance(sid, int):
+        if not isinstance(channel, str) or not isinstance(sid, int) or isinstance(sid, bool):
             raise wire.WireError("subscribed frame without channel/sid")
         self._sid_channel[sid] = channel
         self._channel_sid[channel] = sid
         if channel in self.market_channels:
             self._channel_markets.setdefault(channel, set())
             self._sync_market_channels()  # markets added while the subscribe was in flight
-        pending = self._pending.get(obj.get("id"))  # type: ignore[arg-type]
+        cmd_id = _cmd_id(obj)
+        pending = self._pending.get(cmd_id) if cmd_id is not None else None
         if pending is not None:
             # one "subscribed" per channel: the command is done when every channel has a sid
             if all(c in self._channel_sid for c in pending[1]):
-                self._pending.pop(obj.get("id"))  # type: ignore[arg-type]
+                self._pending.pop(cmd_id, None)  # type: ignore[arg-type]
         self._maybe_all_subscribed()
 
     def _maybe_all_subscribed(self) -> None:
-        want = set(self.account_channels)
+        want = set(self.account_channels) - self.unsupported_channels
         if self._markets:
             want.update(self.market_channels)
         if want <= set(self._channel_sid) and self._announced_conn != self.stats.connects:
@@ -659,28 +734,41 @@ class KalshiWs:
             self._on_all_subscribed()
 
     def _on_ok(self, obj: dict[str, Any], msg: Any, recv_ns: int) -> None:
-        self._pending.pop(obj.get("id"), None)  # type: ignore[arg-type]
+        self._pending.pop(_cmd_id(obj), None)  # type: ignore[arg-type]
         self._note_seq(obj)
 
     def _on_unsubscribed(self, obj: dict[str, Any], msg: Any, recv_ns: int) -> None:
-        self._pending.pop(obj.get("id"), None)  # type: ignore[arg-type]
+        self._pending.pop(_cmd_id(obj), None)  # type: ignore[arg-type]
         self._note_seq(obj)
 
     def _note_seq(self, obj: dict[str, Any]) -> None:
         """Command answers may carry the subscription's seq (kalshi-api.md 3.3 [U] whether they consume
         a number): let the router move past it so the next delta is not taken for a gap."""
         sid, seq = obj.get("sid"), obj.get("seq")
-        if isinstance(sid, int) and isinstance(seq, int) and self._sid_channel.get(sid) == BOOK_CHANNEL:
+        if (type(sid) is int and type(seq) is int and 0 < sid < 2**63 and 0 <= seq < 2**63
+                and self._sid_channel.get(sid) == BOOK_CHANNEL):
             self.router.note_seq(sid, seq)
 
     def _on_error_frame(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
         self.stats.error_frames += 1
-        code = int(msg.get("code", 0)) if isinstance(msg, dict) else 0
-        text = str(msg.get("msg", "")) if isinstance(msg, dict) else str(msg)
-        cmd_id = obj.get("id")
-        sid = obj.get("sid") if isinstance(obj.get("sid"), int) else None
-        pending = self._pending.pop(cmd_id, None)  # type: ignore[arg-type]
-        err = WsError(code, text, cmd_id=cmd_id, sid=sid)
+        raw_code = msg.get("code", 0) if isinstance(msg, dict) else 0
+        code = raw_code if type(raw_code) is int else 0
+        text = msg.get("msg", "") if isinstance(msg, dict) else msg
+        text = text if isinstance(text, str) else repr(text)[:120]
+        cmd_id = _cmd_id(obj)
+        raw_sid = obj.get("sid")
+        if raw_sid is None and isinstance(msg, dict):
+            raw_sid = msg.get("sid")      # [U] CL Sep 10: sid on subscription errors
+        sid = raw_sid if type(raw_sid) is int else None
+        pending = self._pending.pop(cmd_id, None) if cmd_id is not None else None
+        err = WsError(code, text[:500], cmd_id=cmd_id, sid=sid)
+        if (code == 8 and pending is not None and pending[0] == "subscribe"
+                and all(ch in OPTIONAL_CHANNELS for ch in pending[1])):
+            # an optional channel this server does not offer: expected, not an error for the engine
+            self.unsupported_channels.update(pending[1])
+            log.warning("the server does not offer %s; continuing without it", ", ".join(pending[1]))
+            self._maybe_all_subscribed()
+            return
         log.warning("%s (command %s)", err, pending[0] if pending else "?")
         self._call(self.handler.on_error, err)
         if code in protocol.WS_ERRORS_NEED_RESUBSCRIBE:
@@ -699,6 +787,12 @@ class KalshiWs:
             for ch in pending[1]:  # the subscribe failed: let the next sync try again
                 if ch not in self._channel_sid:
                     self._channel_markets.pop(ch, None)
+
+
+def _cmd_id(obj: Mapping[str, Any]) -> int | None:
+    """A frame's command id when it is one we could have sent (an int), else None."""
+    v = obj.get("id")
+    return v if type(v) is int else None
 
 
 class _Listener(WSListener):

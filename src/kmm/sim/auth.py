@@ -64,7 +64,7 @@ class Verifier:
         key = self.keys.get(key_id)
         if key is None:
             raise Reject("unknown_api_key", f"key {key_id!r} is not registered")
-        if not ts.isdigit():
+        if not (ts.isascii() and ts.isdigit() and len(ts) <= 16):
             raise Reject("timestamp_out_of_window", f"{protocol.HDR_TIMESTAMP} {ts!r} is not Unix milliseconds")
         skew = abs(int(ts) - self.clock_ms())
         if skew > self.window_ms:

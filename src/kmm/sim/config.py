@@ -8,11 +8,18 @@ import time
 from dataclasses import dataclass, field
 
 from kmm import protocol
+from kmm.sim.ratelimit import TIERS
+from kmm.sim.wire import GRIDS, STRUCTURES
 
 
 @dataclass(slots=True)
 class MarketSpec:
-    """One market. ``fair_value`` (0..1) seeds the synthetic flow; ``close_time`` is Unix seconds."""
+    """One market. ``fair_value`` (0..1) seeds the synthetic flow; ``close_time`` is Unix seconds.
+
+    ``exchange_index`` is the shard (matching engine) the market lives on; every market of one event must
+    share it, and ``mutually_exclusive`` (the event's ``collateral_return_type`` MECNET) must agree too.
+    Counts are in 0.01 steps on every market (Kalshi removed ``fractional_trading_enabled`` in 2026).
+    """
 
     ticker: str
     event_ticker: str = ""
@@ -22,15 +29,21 @@ class MarketSpec:
     fee_type: str = "quadratic"
     fee_multiplier: float | str = 1
     close_time: int | None = None
-    fractional_trading_enabled: bool = False
     fair_value: float = 0.5
+    exchange_index: int = 0
+    mutually_exclusive: bool = False
+    category: str = "Simulated"
 
     def __post_init__(self) -> None:
         if not self.ticker:
             raise ValueError("MarketSpec.ticker is empty")
-        if self.price_level_structure not in protocol.PRICE_LEVEL_STRUCTURES:
+        if self.price_level_structure not in GRIDS:
             raise ValueError(f"MarketSpec {self.ticker}: price_level_structure {self.price_level_structure!r} "
-                             f"is not one of {protocol.PRICE_LEVEL_STRUCTURES}")
+                             f"is not one of {', '.join(STRUCTURES)}")
+        if isinstance(self.exchange_index, bool) or not isinstance(self.exchange_index, int) \
+                or not 0 <= self.exchange_index < MAX_SHARDS:
+            raise ValueError(f"MarketSpec {self.ticker}: exchange_index {self.exchange_index!r} must be an "
+                             f"integer in 0..{MAX_SHARDS - 1}")
         if self.fee_type not in ("quadratic", "quadratic_with_maker_fees"):
             raise ValueError(f"MarketSpec {self.ticker}: fee_type {self.fee_type!r} is not supported")
         if not 0.0 < self.fair_value < 1.0:
@@ -46,25 +59,47 @@ class MarketSpec:
             self.close_time = int(time.time()) + 30 * 86400
 
 
+MAX_SHARDS = 8  # shards the simulator will run (Kalshi had 0..3 in late 2026)
+
+# The mutually exclusive event of the default set: three outcomes, at most one resolves yes.
+ME_EVENT = "KXSIMWIN-26"
+
+
 def default_markets(n: int | None = None) -> list[MarketSpec]:
-    """A handful of varied markets: every grid, maker fees on one, a fractional one, a half-fee series."""
+    """Varied markets on shard 0 (the three classic grids, maker fees, a half-fee series, a mutually exclusive
+    event of three markets), a combo-style market on shard 1 and a crypto-style event on shard 2."""
     base = [
         MarketSpec("KXSIMA-26-A", fair_value=0.50),
         MarketSpec("KXSIMB-26-B", price_level_structure="deci_cent", fair_value=0.35),
         MarketSpec("KXSIMC-26-C", price_level_structure="tapered_deci_cent", fair_value=0.08),
         MarketSpec("KXSIMM-26-M", fee_type="quadratic_with_maker_fees", fair_value=0.62),
-        MarketSpec("KXSIMF-26-F", price_level_structure="deci_cent", fractional_trading_enabled=True,
-                   fair_value=0.45),
+        MarketSpec("KXSIMF-26-F", price_level_structure="deci_cent", fair_value=0.45),
         MarketSpec("KXSIMH-26-H", fee_multiplier="0.5", fair_value=0.25),
+        MarketSpec(f"{ME_EVENT}-RED", event_ticker=ME_EVENT, mutually_exclusive=True, fair_value=0.50),
+        MarketSpec(f"{ME_EVENT}-GREEN", event_ticker=ME_EVENT, mutually_exclusive=True, fair_value=0.30),
+        MarketSpec(f"{ME_EVENT}-BLUE", event_ticker=ME_EVENT, mutually_exclusive=True, fair_value=0.20),
+        MarketSpec("KXMVESIM-26-C1", price_level_structure="center_deci_edge_centi_cent", exchange_index=1,
+                   category="Exotics", fair_value=0.30),
+        MarketSpec("KXBTCSIM-26-T1", price_level_structure="center_half_edge_deci_cent", exchange_index=2,
+                   category="Crypto", fair_value=0.55),
+        MarketSpec("KXBTCSIM-26-T2", price_level_structure="center_half_edge_deci_cent", exchange_index=2,
+                   event_ticker="KXBTCSIM-26", category="Crypto", fair_value=0.40),
     ]
     if n is None:
         return base
     if n <= len(base):
         return base[:n]
-    structures = protocol.PRICE_LEVEL_STRUCTURES
-    extra = [MarketSpec(f"KXSIMX-26-X{i}", price_level_structure=structures[i % 3],
+    extra = [MarketSpec(f"KXSIMX-26-X{i}", price_level_structure=STRUCTURES[i % 3],
                         fair_value=0.2 + 0.6 * ((i * 37) % 100) / 100) for i in range(n - len(base))]
     return base + extra
+
+
+def grid_markets(exchange_index: int = 0) -> list[MarketSpec]:
+    """One market on each of the twelve price structures (``--markets all-grids``), on one shard."""
+    return [MarketSpec(f"KXGRID-26-G{i:02d}", event_ticker=f"KXGRID-26G{i:02d}", price_level_structure=s,
+                       exchange_index=exchange_index, fair_value=0.15 + 0.7 * i / len(STRUCTURES),
+                       title=f"Grid market on {s}")
+            for i, s in enumerate(STRUCTURES)]
 
 
 @dataclass(slots=True)
@@ -74,9 +109,13 @@ class SimConfig:
     seed: int = 1
     flow: str = "off"  # off | calm | busy
     speed: float = 1.0
-    rate_tier: str = "off"  # basic | advanced | premier | paragon | prime | off
+    rate_tier: str = "off"  # basic | advanced | expert | premier | paragon | prime | prestige | off
+    # Bucket depth in seconds of budget for every bucket; None = Kalshi's per-tier bursts (kalshi-api.md 5:
+    # Basic write 1 s, write above Basic 2 s, read 2 s at Basic/Advanced and 1 s above). A fixed value is
+    # for clients that predate sizing their buckets from GET /account/limits.
+    burst_s: float | None = None
     balance: str | int = "1000.00"
-    markets: None | int | list[MarketSpec] = None
+    markets: None | int | str | list[MarketSpec] = None  # None | count | "all-grids" | specs
     host: str = "127.0.0.1"
     port: int = 0
     ping_interval_s: float = protocol.WS_PING_INTERVAL_S
@@ -86,6 +125,26 @@ class SimConfig:
     require_ws_auth: bool = True
     expiry_check_s: float = 0.05
     extra_keys: list[tuple[str, bytes]] = field(default_factory=list)
+    # Shards the exchange runs beyond those its markets use (each has its own balances and write buckets).
+    shards: int = 4
+    # Cancel-all (DELETE /portfolio/events/orders). Kalshi: "orders placed in the minute after the request
+    # may also be cancelled" (kalshi-api.md 4.1) without saying which. [U] The simulator takes the worst
+    # case: every order the caller (that subaccount, or all of them) places within ``cancel_all_tail_s``
+    # after the request is cancelled as soon as it is accepted. 0 turns the tail off.
+    cancel_all_tail_s: float = 60.0
+    # The pre-Aug-2026 simulator answered cancel-all 200 with the cancelled orders and honoured ?ticker=.
+    # Kalshi answers 204, has no ticker filter and covers every shard; True restores the old behaviour.
+    legacy_cancel_all: bool = False
+    # Kalshi pauses trading every Thursday 03:00-05:00 ET (kalshi-api.md 4.7). Off by default so runs that
+    # happen to cross the window behave the same any day; True follows the wall clock.
+    weekly_trading_pause: bool = False
+    # Auto-rebalance of accounts that posted a target balance allocation (Kalshi: every 10 s).
+    rebalance_interval_s: float = 10.0
+    # WebSocket sanity limits (CL Jun 18): commands per second per connection (error 27) and markets per
+    # subscription (error 26). [U] Kalshi states 500k market subscriptions per *session*; the simulator
+    # counts them per subscription, the granularity of error 26's name.
+    ws_max_commands_per_s: int = 10_000
+    ws_max_markets_per_sub: int = 500_000
     # TLS: a PEM certificate chain and its key (or a ready server context) serve https:// and wss://.
     # Default: plain http:// and ws://.
     tls_cert: str | None = None
@@ -103,9 +162,20 @@ class SimConfig:
                 raise ValueError(f"SimConfig.{name} {path!r} is not a file; pass a PEM file")
         if self.flow not in ("off", "calm", "busy"):
             raise ValueError(f"SimConfig.flow {self.flow!r}: expected off, calm or busy")
-        if self.rate_tier != "off" and self.rate_tier not in protocol.RATE_TIERS:
+        if self.rate_tier != "off" and self.rate_tier not in TIERS:
             raise ValueError(f"SimConfig.rate_tier {self.rate_tier!r}: expected off or one of "
-                             f"{', '.join(protocol.RATE_TIERS)}")
+                             f"{', '.join(TIERS)}")
+        if not 1 <= self.shards <= MAX_SHARDS:
+            raise ValueError(f"SimConfig.shards {self.shards} must be within 1..{MAX_SHARDS}")
+        if self.rebalance_interval_s <= 0:
+            raise ValueError(f"SimConfig.rebalance_interval_s {self.rebalance_interval_s} must be > 0")
+        if self.cancel_all_tail_s < 0:
+            raise ValueError(f"SimConfig.cancel_all_tail_s {self.cancel_all_tail_s} must be >= 0")
+        if isinstance(self.markets, str) and self.markets != "all-grids":
+            raise ValueError(f"SimConfig.markets {self.markets!r}: expected a count, a list of MarketSpec "
+                             "or 'all-grids'")
+        if self.burst_s is not None and self.burst_s <= 0:
+            raise ValueError(f"SimConfig.burst_s {self.burst_s} must be > 0 (or None for Kalshi's bursts)")
         if self.speed <= 0:
             raise ValueError(f"SimConfig.speed {self.speed} must be > 0")
 
@@ -125,6 +195,8 @@ class SimConfig:
         return ctx
 
     def market_specs(self) -> list[MarketSpec]:
+        if isinstance(self.markets, str):
+            return grid_markets()  # "all-grids" (checked in __post_init__)
         if self.markets is None or isinstance(self.markets, int):
             return default_markets(self.markets)
         return list(self.markets)

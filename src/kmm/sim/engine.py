@@ -6,7 +6,7 @@ A ``bid`` buys YES at ``price``; an ``ask`` sells YES, which is buying NO at ``1
 Every state change appends an event to :attr:`Engine.out`; the exchange drains it after each operation and
 fans the events out to WebSocket subscribers. Events are tuples whose first item names the kind:
 
-``("d", market, side, price_side, delta, account, client_order_id)``  book delta; ``side`` is "yes" (a
+``("d", market, side, price_side, delta, account, client_order_id, subaccount)``  book delta; ``side`` is "yes" (a
     bid level at ``price_side``) or "no" (an ask level, ``price_side`` in NO terms)
 ``("t", market, trade)``    public trade (wire dict)
 ``("k", market)``           the market's top of book / last price changed
@@ -14,6 +14,13 @@ fans the events out to WebSocket subscribers. Events are tuples whose first item
 ``("o", account, order)``   user_order (wire dict)
 ``("p", account, market)``  market_position changed
 ``("l", market, event)``    market_lifecycle_v2 event (wire dict)
+``("g", account, update)``  order_group_updates message (wire dict)
+
+Shards (kalshi-api.md 10): every market lives on one shard (``Market.shard``); an account's cash and holds
+are kept per shard and an order needs collateral on its market's shard. Writes name a shard with
+``exchange_index`` (None = the caller did not say: routed by ticker where there is one, else shard 0).
+Pauses are per shard: a trading pause refuses places and amends (cancels work), an exchange pause refuses
+cancels and decreases too.
 
 Cash, cost and P&L on a fill (docs/sim.md has worked examples): the buyer of a side pays ``q * paid``
 (``paid`` = p for YES, 1 - p for NO), rounded up to $0.0001, when the fill opens or extends a position; when
@@ -34,9 +41,9 @@ from typing import Any
 
 from kmm import protocol
 from kmm._core.fees import cent_fee, fee_rate_e6, trade_fee
-from kmm.sim.config import MarketSpec
+from kmm.sim.config import MAX_SHARDS, MarketSpec
 from kmm.sim.rejects import Reject
-from kmm.sim.wire import GRIDS, fmt_count, fmt_money, fmt_price, on_grid, price_ranges, rfc3339
+from kmm.sim.wire import GRIDS, fmt_count, fmt_money, fmt_price, on_bands, ranges_wire, rfc3339
 
 BID = 0
 ASK = 1
@@ -52,7 +59,10 @@ MAKER_FILL_DELTA_HAS_COID = True
 ORDER_GROUP_TRIGGER_AT_LIMIT = True
 
 
-TRADE_TAPE_MAX = 200_000  # public trades kept per market for GET /markets/trades
+TRADE_TAPE_MAX = 200_000
+POST_ONLY_CROSS_REASON = "PostOnlyCrossCancel"  # last_update_reason of a post-only order that would cross
+TRADING_PAUSE = "trading"  # places and amends refused, cancels allowed (the Thursday window)
+EXCHANGE_PAUSE = "exchange"  # nothing allowed, cancels included  # public trades kept per market for GET /markets/trades
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -74,9 +84,12 @@ class Position:
 
 
 class OrderGroup:
-    __slots__ = ("id", "account", "limit", "window", "window_sum", "triggered", "orders", "deleted")
+    __slots__ = ("id", "account", "limit", "window", "window_sum", "triggered", "orders", "deleted", "shard",
+                 "subaccount")
 
-    def __init__(self, gid: str, account: Account, limit: int) -> None:
+    def __init__(self, gid: str, account: Account, limit: int, shard: int = 0, subaccount: int = 0) -> None:
+        self.shard = shard
+        self.subaccount = subaccount
         self.id = gid
         self.account = account
         self.limit = limit  # 1e-2 contracts
@@ -89,13 +102,22 @@ class OrderGroup:
 
 class Account:
     __slots__ = ("key_id", "user_id", "cash", "reserved", "positions", "orders", "coids", "fills",
-                 "groups", "unlimited", "order_watchers")
+                 "groups", "unlimited", "order_watchers", "settlements", "transfers", "kill_until",
+                 "allocation", "reservation")
 
     def __init__(self, key_id: str, cash: int, unlimited: bool = False) -> None:
         self.key_id = key_id
         self.user_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "kmm-sim-user:" + key_id))
-        self.cash = cash  # 1e-4 $
-        self.reserved = 0  # 1e-4 $ held for the opening part of resting orders
+        self.cash = [0] * MAX_SHARDS  # 1e-4 $ per shard; deposits land on shard 0
+        self.cash[0] = cash
+        self.reserved = [0] * MAX_SHARDS  # 1e-4 $ held per shard for the opening part of resting orders
+        self.settlements: list[dict[str, Any]] = []
+        self.transfers: list[dict[str, Any]] = []
+        # cancel-all tail: subaccount (None = every subaccount) -> wall ms until which new orders die
+        self.kill_until: dict[int | None, int] = {}
+        # target balance allocation (opt-in auto-rebalance): shard -> percent, and what resting orders hold back
+        self.allocation: dict[int, int] = {}
+        self.reservation = "sum"
         self.positions: dict[str, Position] = {}
         self.orders: dict[str, Order] = {}
         self.coids: dict[str, Order] = {}
@@ -107,7 +129,15 @@ class Account:
 
     @property
     def available(self) -> int:
-        return self.cash - self.reserved
+        """Free cash over every shard, 1e-4 $."""
+        return sum(self.cash) - sum(self.reserved)
+
+    @property
+    def total_cash(self) -> int:
+        return sum(self.cash)
+
+    def available_on(self, shard: int) -> int:
+        return self.cash[shard] - self.reserved[shard]
 
     def position(self, ticker: str) -> Position:
         p = self.positions.get(ticker)
@@ -120,7 +150,7 @@ class Order:
     __slots__ = ("id", "coid", "account", "market", "side", "price", "initial", "remaining", "filled",
                  "status", "tif", "post_only", "reduce_only", "stp", "group", "cancel_on_pause",
                  "expiration_s", "created_ms", "updated_ms", "taker_cost", "maker_cost", "taker_fees",
-                 "maker_fees", "carry", "subaccount", "open_left", "reserve", "prio")
+                 "maker_fees", "carry", "subaccount", "open_left", "reserve", "prio", "reason")
     id: str
     coid: str
     account: Account
@@ -149,8 +179,10 @@ class Order:
     open_left: int  # 1e-2 contracts of this order that open a position (drives the hold)
     reserve: int  # 1e-4 $ held from the account's cash
     prio: int  # time priority
+    reason: str  # last_update_reason ("" until something names one)
 
     def __init__(self) -> None:
+        self.reason = ""
         self.reserve = 0
         self.carry = 0
         self.taker_cost = self.maker_cost = self.taker_fees = self.maker_fees = 0
@@ -165,7 +197,8 @@ class Order:
 class Market:
     __slots__ = ("spec", "ticker", "id", "status", "result", "levels", "sizes", "prices", "last_price",
                  "volume", "open_interest", "dollar_volume", "taker_rate", "maker_rate", "open_ms",
-                 "trades", "close_s", "settled_ms", "last_size")
+                 "trades", "close_s", "settled_ms", "last_size", "shard", "structure", "bands", "updated_ms",
+                 "meta", "determined_ms")
 
     def __init__(self, spec: MarketSpec, now_ms: int) -> None:
         self.spec = spec
@@ -187,7 +220,14 @@ class Market:
         self.trades: deque[dict[str, Any]] = deque(maxlen=TRADE_TAPE_MAX)
         self.close_s = spec.close_time or 0
         self.settled_ms = 0
+        self.determined_ms = 0
         self.last_size = 0
+        self.shard = spec.exchange_index
+        self.structure = spec.price_level_structure
+        self.bands = GRIDS[spec.price_level_structure]
+        self.updated_ms = now_ms  # last non-trading change (grid, close time, metadata)
+        self.meta: dict[str, Any] = {"yes_sub_title": "Yes", "no_sub_title": "No", "strike_type": "custom",
+                                     "floor_strike": None, "cap_strike": None, "custom_strike": None}
 
     def best_bid(self) -> int:
         p = self.prices[BID]
@@ -208,10 +248,12 @@ class Market:
         s = self.spec
         bb, ba = self.best_bid(), self.best_ask()
         close_iso = rfc3339(self.close_s * 1000)
-        return {
+        meta = self.meta
+        d = {
             "ticker": s.ticker, "event_ticker": s.event_ticker, "series_ticker": s.series_ticker,
-            "market_type": "binary", "title": s.title, "subtitle": "", "yes_sub_title": "Yes",
-            "no_sub_title": "No", "status": self.status, "result": self.result,
+            "market_type": "binary", "title": s.title, "subtitle": "", "yes_sub_title": meta["yes_sub_title"],
+            "no_sub_title": meta["no_sub_title"], "status": self.status, "result": self.result,
+            "created_time": rfc3339(self.open_ms), "updated_time": rfc3339(self.updated_ms),
             "open_time": rfc3339(self.open_ms), "close_time": close_iso, "expiration_time": close_iso,
             "latest_expiration_time": close_iso, "expected_expiration_time": close_iso,
             "settlement_timer_seconds": 0, "can_close_early": True,
@@ -225,18 +267,24 @@ class Market:
             "previous_yes_ask_dollars": "0.0000",
             "volume_fp": fmt_count(self.volume), "volume_24h_fp": fmt_count(self.volume),
             "open_interest_fp": fmt_count(self.open_interest), "liquidity_dollars": "0.0000",
-            "notional_value_dollars": "1.0000", "price_level_structure": s.price_level_structure,
-            "price_ranges": price_ranges(s.price_level_structure),
-            "fractional_trading_enabled": s.fractional_trading_enabled,
+            "notional_value_dollars": "1.0000", "price_level_structure": self.structure,
+            "price_ranges": ranges_wire(self.bands), "settlement_bounds_type": "default",
+            "expiration_value": "", "exchange_index": self.shard, "strike_type": meta["strike_type"],
             "rules_primary": "Simulated market: settles by the simulator's settle call.", "rules_secondary": "",
         }
+        for k in ("floor_strike", "cap_strike", "custom_strike"):
+            if meta[k] is not None:
+                d[k] = meta[k]
+        if self.settled_ms:
+            d["settlement_ts"] = rfc3339(self.settled_ms)
+        return d
 
 
 class Engine:
     """Matching, accounts and order groups. Not thread-safe; one asyncio loop drives it."""
 
     def __init__(self, specs: list[MarketSpec], *, wall_ms: Callable[[], int] | None = None,
-                 mono_ns: Callable[[], int] | None = None) -> None:
+                 mono_ns: Callable[[], int] | None = None, n_shards: int = 1) -> None:
         self.wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
         self.mono_ns = mono_ns or time.monotonic_ns
         now = self.wall_ms()
@@ -249,11 +297,39 @@ class Engine:
         self.orders: dict[str, Order] = {}
         self.groups: dict[str, OrderGroup] = {}
         self.out: list[tuple[Any, ...]] = []
-        self.trading_active = True
+        shards = 1 + max((m.shard for m in self.markets.values()), default=0)
+        self.n_shards = max(shards, n_shards)
+        self.paused: list[str | None] = [None] * self.n_shards  # None | TRADING_PAUSE | EXCHANGE_PAUSE
+        self.transfers_active = True
         self.expiring: set[Order] = set()
         self._prio = itertools.count()
+        self._check_events()
         self.stats = {"orders_placed": 0, "orders_matched": 0, "fills": 0, "trades": 0, "rejects": 0,
                       "cancels": 0}
+
+    def _check_events(self) -> None:
+        seen: dict[str, Market] = {}
+        for m in self.markets.values():
+            first = seen.setdefault(m.spec.event_ticker, m)
+            if first.shard != m.shard or first.spec.mutually_exclusive != m.spec.mutually_exclusive:
+                raise ValueError(f"event {m.spec.event_ticker}: markets {first.ticker} and {m.ticker} disagree "
+                                 "on exchange_index or mutually_exclusive; every market of an event shares both")
+
+    @property
+    def trading_active(self) -> bool:
+        """Shard 0 accepts orders (the top-level status Kalshi reports)."""
+        return self.paused[0] is None
+
+    def shard_of(self, exchange_index: int | None, ticker: str | None = None) -> int:
+        """The shard a write goes to: the one named, else the ticker's market's, else 0 (kalshi-api.md 4.1)."""
+        if exchange_index is not None and exchange_index >= 0:
+            if exchange_index >= self.n_shards:
+                raise Reject("invalid_parameters", f"exchange_index {exchange_index}: this exchange runs shards "
+                             f"0..{self.n_shards - 1}")
+            return exchange_index
+        if ticker:
+            return self.market(ticker).shard
+        return 0
 
     # -- accounts --------------------------------------------------------------------------------
     def add_account(self, key_id: str, cash: int, unlimited: bool = False) -> Account:
@@ -268,27 +344,39 @@ class Engine:
             raise Reject("market_not_found", f"no market {ticker!r}")
         return m
 
-    def order_of(self, account: Account, order_id: str) -> Order:
+    def order_of(self, account: Account, order_id: str, shard: int | None = None) -> Order:
+        """The caller's order; with ``shard`` given, only if it lives there (an order id does not name its
+        shard: a write sent to the wrong shard does not find it)."""
         o = account.orders.get(order_id)
-        if o is None:
-            raise Reject("order_not_found", f"no order {order_id!r} for this key")
+        if o is None or (shard is not None and o.market.shard != shard):
+            where = f" on shard {shard}" if shard is not None else ""
+            raise Reject("order_not_found", f"no order {order_id!r} for this key{where}; pass the order's "
+                         "exchange_index or market_ticker")
         return o
 
     # -- placing ---------------------------------------------------------------------------------
     def check_price(self, m: Market, price: int, field: str = "price") -> None:
-        if not on_grid(m.spec.price_level_structure, price):
+        if not on_bands(m.bands, price):
             raise Reject("invalid_price", f"{field} {fmt_price(price)} is not on the "
-                         f"{m.spec.price_level_structure} grid of {m.ticker} ({_grid_text(m)})")
+                         f"{m.structure} grid of {m.ticker} ({_grid_text(m)})")
 
     def check_count(self, m: Market, count: int, field: str = "count") -> None:
+        # counts are in 0.01 steps on every market (the wire parser already refuses a third decimal)
         if count <= 0:
             raise Reject("invalid_count", f"{field} must be > 0")
-        if count % 100 and not m.spec.fractional_trading_enabled:
-            raise Reject("invalid_count", f"{field} {fmt_count(count)}: {m.ticker} trades whole contracts only")
+
+    def check_cancellable(self, shard: int) -> None:
+        if self.paused[shard] == EXCHANGE_PAUSE:
+            raise Reject("exchange_paused", f"shard {shard} is in an exchange pause: no cancels either; "
+                         "retry after it resumes")
 
     def _check_tradable(self, m: Market) -> None:
-        if not self.trading_active:
-            raise Reject("exchange_paused", "trading is paused exchange-wide; retry after resume")
+        state = self.paused[m.shard]
+        if state == EXCHANGE_PAUSE:
+            raise Reject("exchange_paused", f"shard {m.shard} is in an exchange pause; retry after it resumes")
+        if state == TRADING_PAUSE:
+            raise Reject("trading_paused", f"trading is paused on shard {m.shard} (cancels still work); "
+                         "retry after it resumes")
         if m.status != "active":
             raise Reject("market_inactive", f"{m.ticker} is {m.status}")
         if m.close_s and self.wall_ms() // 1000 >= m.close_s:
@@ -297,9 +385,14 @@ class Engine:
     def place(self, account: Account, ticker: str, side: int, price: int, count: int, *, coid: str,
               tif: str = protocol.TIF_GTC, stp: str = protocol.STP_TAKER_AT_CROSS, post_only: bool = False,
               reduce_only: bool = False, cancel_on_pause: bool = False, expiration_s: int | None = None,
-              group_id: str | None = None, subaccount: int = 0) -> Order:
+              group_id: str | None = None, subaccount: int = 0, exchange_index: int | None = None) -> Order:
         """Validate, match and (GTC) rest one order. Raises :class:`Reject` without touching state."""
         m = self.market(ticker)
+        if exchange_index is not None and exchange_index >= 0:
+            self.shard_of(exchange_index)  # a shard this exchange runs
+        if exchange_index is not None and exchange_index >= 0 and exchange_index != m.shard:
+            raise Reject("market_not_found", f"{ticker} is not on shard {exchange_index} (it is on shard "
+                         f"{m.shard}); send exchange_index {m.shard} or -1 to route by ticker")
         self.check_price(m, price)
         self.check_count(m, count)
         if coid in account.coids:
@@ -326,18 +419,22 @@ class Engine:
                 raise Reject("reduce_only_would_increase", f"position in {ticker} is {fmt_count(pos)}")
             count = min(count, closable)
         opp = ASK if side == BID else BID
+        if group is not None and group.shard != m.shard:
+            raise Reject("invalid_order", f"order group {group.id} lives on shard {group.shard}, {ticker} on "
+                         f"shard {m.shard}; a group does not span shards")
         crosses = self._crosses(m, side, price)
-        if post_only and crosses:
-            raise Reject("post_only_cross", f"{SIDE_NAMES[side]} at {fmt_price(price)} would cross the book")
         paid = price if side == BID else 10000 - price
         closable = max(0, -pos if side == BID else pos)
         open_qty = max(0, count - closable)
         if not account.unlimited:
             need = _ceil_div(open_qty * paid, 100)
             fee = _ceil_div(trade_fee(count, price, m.taker_rate), 100) * 100
-            if account.available < need + fee:
-                raise Reject("insufficient_balance", f"order needs {fmt_money(need + fee)}, available "
-                             f"{fmt_money(account.available)}")
+            free = account.available_on(m.shard)
+            if free < need + fee:
+                hint = (f"; shard {m.shard} holds {fmt_money(account.cash[m.shard])}: move collateral there with "
+                        "POST /portfolio/intra_exchange_instance_transfer") if m.shard else ""
+                raise Reject("insufficient_balance", f"order needs {fmt_money(need + fee)}, available on shard "
+                             f"{m.shard} {fmt_money(free)}{hint}")
         if tif == protocol.TIF_FOK:
             self._check_fok(m, account, side, price, count, stp)
         now = self.wall_ms()
@@ -369,6 +466,13 @@ class Engine:
         if expiration_s is not None:
             self.expiring.add(o)
         self.stats["orders_placed"] += 1
+        if post_only and crosses:
+            # since Jun 4 2026 a crossing post-only order is accepted and cancelled, not rejected
+            o.remaining = 0
+            o.reason = POST_ONLY_CROSS_REASON
+            self._finish(o, CANCELED)
+            self._emit_order(o)
+            return o
         if crosses:
             self._match(o, opp)
         if o.status == RESTING:
@@ -377,6 +481,9 @@ class Engine:
             else:
                 self._finish(o, CANCELED if o.remaining else EXECUTED)
         self._emit_order(o)
+        tail = max(account.kill_until.get(None, 0), account.kill_until.get(subaccount, 0))
+        if tail and o.status == RESTING and now < tail:
+            self._cancel_resting(o)  # [U] the cancel-all tail (SimConfig.cancel_all_tail_s)
         return o
 
     def _crosses(self, m: Market, side: int, price: int) -> bool:
@@ -451,7 +558,7 @@ class Engine:
             if not lvl:
                 self._drop_level(m, side, px)
         self.out.append(("d", m, "yes" if side == BID else "no", px if side == BID else 10000 - px, -qty,
-                         r.account if MAKER_FILL_DELTA_HAS_COID else None, r.coid))
+                         r.account if MAKER_FILL_DELTA_HAS_COID else None, r.coid, r.subaccount))
         t.remaining -= qty
         t.filled += qty
         t.updated_ms = now
@@ -486,12 +593,13 @@ class Engine:
         for o, is_taker, chg, pos_after in ((t, True, t_chg, t_pos), (r, False, r_chg, r_pos)):
             yes = o.side == BID
             fill = {"trade_id": trade_id, "fill_id": trade_id, "order_id": o.id, "client_order_id": o.coid,
-                    "market_ticker": m.ticker, "ticker": m.ticker, "exchange_index": 0, "is_taker": is_taker,
+                    "market_ticker": m.ticker, "ticker": m.ticker, "exchange_index": m.shard, "is_taker": is_taker,
                     "side": "yes" if yes else "no", "yes_price_dollars": fmt_price(px),
                     "no_price_dollars": fmt_price(10000 - px), "count_fp": fmt_count(qty),
                     "fee_cost": fmt_money(chg), "action": "buy", "outcome_side": "yes" if yes else "no",
                     "book_side": SIDE_NAMES[o.side], "purchased_side": "yes" if yes else "no",
                     "post_position_fp": fmt_count(pos_after), "subaccount": o.subaccount,
+                    "subaccount_number": o.subaccount,
                     "ts": ts_s, "ts_ms": now, "created_time": rfc3339(now)}
             o.account.fills.append({"trade_id": trade_id, "order_id": o.id, "client_order_id": o.coid,
                                     "key_id": o.account.key_id, "ticker": m.ticker, "side": SIDE_NAMES[o.side],
@@ -515,6 +623,8 @@ class Engine:
     def _apply_fill(self, a: Account, m: Market, buys_yes: bool, q: int, px: int, fee: int, now: int) -> int:
         """Move cash, cost, realized P&L and fees of ``a`` for buying ``q`` of a side; returns the new position."""
         p = a.position(m.ticker)
+        cash = a.cash
+        sh = m.shard
         paid = px if buys_yes else 10000 - px
         pos = p.qty
         held = -pos if buys_yes else pos  # contracts of the other side this fill closes
@@ -525,16 +635,16 @@ class Engine:
             proceeds = closing * (10000 - paid) // 100
             p.cost -= part
             p.realized += proceeds - part
-            a.cash += proceeds
+            cash[sh] += proceeds
             pos += closing if buys_yes else -closing
         if opening:
             spend = _ceil_div(opening * paid, 100)
             p.cost += spend
-            a.cash -= spend
+            cash[sh] -= spend
             pos += opening if buys_yes else -opening
         if p.qty == 0 or (p.qty > 0) != (pos > 0):
             p.pos_fees = 0
-        a.cash -= fee
+        cash[sh] -= fee
         p.fees_paid += fee
         p.pos_fees += fee
         p.qty = pos
@@ -547,7 +657,7 @@ class Engine:
         a = o.account
         new = (_ceil_div(min(o.open_left, o.remaining) * o.paid, 100)
                if o.status == RESTING and o.remaining else 0)
-        a.reserved += new - o.reserve
+        a.reserved[o.market.shard] += new - o.reserve
         o.reserve = new
 
     # -- book maintenance ------------------------------------------------------------------------
@@ -573,7 +683,7 @@ class Engine:
         m.sizes[side][o.price] += o.remaining
         self._set_reserve(o)
         self.out.append(("d", m, "yes" if side == BID else "no",
-                         o.price if side == BID else 10000 - o.price, o.remaining, o.account, o.coid))
+                         o.price if side == BID else 10000 - o.price, o.remaining, o.account, o.coid, o.subaccount))
         self.out.append(("k", m))
 
     def _unrest(self, o: Order) -> None:
@@ -588,7 +698,7 @@ class Engine:
         if not lv:
             self._drop_level(m, side, o.price)
         self.out.append(("d", m, "yes" if side == BID else "no",
-                         o.price if side == BID else 10000 - o.price, -o.remaining, o.account, o.coid))
+                         o.price if side == BID else 10000 - o.price, -o.remaining, o.account, o.coid, o.subaccount))
         self.out.append(("k", m))
 
     def _finish(self, o: Order, status: str) -> None:
@@ -620,21 +730,31 @@ class Engine:
         return reduced
 
     # -- order operations ------------------------------------------------------------------------
-    def cancel(self, account: Account, order_id: str) -> tuple[Order, int]:
-        o = self.order_of(account, order_id)
+    def cancel(self, account: Account, order_id: str, shard: int | None = None) -> tuple[Order, int]:
+        o = self.order_of(account, order_id, shard)
         if o.status != RESTING:
             raise Reject("order_not_found", f"order {order_id} is {o.status}, not resting")
+        self.check_cancellable(o.market.shard)
         return o, self._cancel_resting(o)
 
-    def cancel_all(self, account: Account, ticker: str | None = None) -> list[tuple[Order, int]]:
+    def cancel_all(self, account: Account, ticker: str | None = None, *, subaccount: int | None = None,
+                   tail_ms: int = 0) -> list[tuple[Order, int]]:
+        """Cancel the caller's resting orders on every shard (one subaccount, or all); ``ticker`` is the
+        legacy per-market filter. With ``tail_ms``, orders placed in the next ``tail_ms`` die too."""
         done = []
         for o in list(account.orders.values()):
-            if o.status == RESTING and (ticker is None or o.market.ticker == ticker):
+            if o.status == RESTING and (ticker is None or o.market.ticker == ticker) \
+                    and (subaccount is None or o.subaccount == subaccount) \
+                    and self.paused[o.market.shard] != EXCHANGE_PAUSE:
                 done.append((o, self._cancel_resting(o)))
+        if tail_ms > 0:
+            account.kill_until[subaccount] = self.wall_ms() + tail_ms
         return done
 
-    def decrease(self, account: Account, order_id: str, reduce_to: int | None, reduce_by: int | None) -> Order:
-        o = self.order_of(account, order_id)
+    def decrease(self, account: Account, order_id: str, reduce_to: int | None, reduce_by: int | None,
+                 shard: int | None = None) -> Order:
+        o = self.order_of(account, order_id, shard)
+        self.check_cancellable(o.market.shard)
         if o.status != RESTING:
             raise Reject("order_not_found", f"order {order_id} is {o.status}, not resting")
         if (reduce_to is None) == (reduce_by is None):
@@ -663,13 +783,14 @@ class Engine:
         m.sizes[o.side][o.price] -= by
         self._set_reserve(o)
         self.out.append(("d", m, "yes" if o.side == BID else "no",
-                         o.price if o.side == BID else 10000 - o.price, -by, o.account, o.coid))
+                         o.price if o.side == BID else 10000 - o.price, -by, o.account, o.coid, o.subaccount))
         self.out.append(("k", m))
 
     def amend(self, account: Account, order_id: str, ticker: str, side: int, price: int, count: int,
-              new_coid: str | None = None) -> Order:
-        """``count`` is the new total (filled + remaining). Keeps priority only for a pure size decrease."""
-        o = self.order_of(account, order_id)
+              new_coid: str | None = None, shard: int | None = None, expiration_s: int | None = None) -> Order:
+        """``count`` is the new total (filled + remaining). Keeps priority only for a pure size decrease.
+        ``expiration_s``: None keeps the order's expiry, 0 clears it, else a future Unix second (GTC only)."""
+        o = self.order_of(account, order_id, shard)
         if o.status != RESTING:
             raise Reject("order_not_found", f"order {order_id} is {o.status}, not resting")
         if ticker != o.market.ticker:
@@ -694,9 +815,20 @@ class Engine:
             pos = account.position(m.ticker).qty
             closable = max(0, -pos if o.side == BID else pos)
             need = _ceil_div(max(0, new_remaining - closable) * paid, 100) - o.reserve
-            if need > 0 and account.available < need:
-                raise Reject("insufficient_balance", f"amend needs {fmt_money(need)} more, available "
-                             f"{fmt_money(account.available)}")
+            if need > 0 and account.available_on(m.shard) < need:
+                raise Reject("insufficient_balance", f"amend needs {fmt_money(need)} more, available on "
+                             f"shard {m.shard} {fmt_money(account.available_on(m.shard))}")
+        if expiration_s:
+            if o.tif != protocol.TIF_GTC:
+                raise Reject("invalid_order", "expiration_time is allowed with good_till_canceled only")
+            if expiration_s * 1000 <= self.wall_ms():
+                raise Reject("invalid_order", f"expiration_time {expiration_s} is in the past")
+        if expiration_s is not None:
+            o.expiration_s = expiration_s or None
+            if o.expiration_s is None:
+                self.expiring.discard(o)
+            else:
+                self.expiring.add(o)
         if new_coid and new_coid != o.coid:
             del account.coids[o.coid]
             o.coid = new_coid
@@ -733,14 +865,168 @@ class Engine:
             self._cancel_resting(o)
         return len(due)
 
-    def pause(self) -> None:
-        self.trading_active = False
+    def pause(self, kind: str = TRADING_PAUSE, shard: int | None = None) -> None:
+        """Start a pause on one shard (or all): ``trading`` keeps cancels, ``exchange`` refuses them too.
+        Orders with ``cancel_order_on_pause`` die when either starts."""
+        if kind not in (TRADING_PAUSE, EXCHANGE_PAUSE):
+            raise ValueError(f"pause kind {kind!r}: expected {TRADING_PAUSE!r} or {EXCHANGE_PAUSE!r}")
+        shards = range(self.n_shards) if shard is None else (self._shard_arg(shard),)
+        for sh in shards:
+            self.paused[sh] = kind
         for o in list(self.orders.values()):
-            if o.status == RESTING and o.cancel_on_pause:
+            if o.status == RESTING and o.cancel_on_pause and o.market.shard in shards:
                 self._cancel_resting(o)
 
-    def resume(self) -> None:
-        self.trading_active = True
+    def resume(self, shard: int | None = None) -> None:
+        for sh in range(self.n_shards) if shard is None else (self._shard_arg(shard),):
+            self.paused[sh] = None
+
+    def _shard_arg(self, shard: int) -> int:
+        if not 0 <= shard < self.n_shards:
+            raise ValueError(f"shard {shard}: this exchange runs shards 0..{self.n_shards - 1}")
+        return shard
+
+    # -- money between shards --------------------------------------------------------------------
+    def transfer(self, account: Account, source: int, destination: int, amount: int,
+                 client_transfer_id: str | None = None) -> dict[str, Any]:
+        """Move ``amount`` (1e-4 $) of free cash between shards; returns the transfer record."""
+        if not self.transfers_active:
+            raise Reject("exchange_paused", "intra-exchange transfers are paused")
+        for name, sh in (("source_exchange_shard", source), ("destination_exchange_shard", destination)):
+            if not 0 <= sh < self.n_shards:
+                raise Reject("invalid_parameters", f"{name} {sh}: this exchange runs shards 0..{self.n_shards - 1}")
+        if amount <= 0:
+            raise Reject("invalid_parameters", "amount must be a positive integer of centi-cents")
+        if client_transfer_id is not None:
+            for t in account.transfers:
+                if t["client_transfer_id"] == client_transfer_id:
+                    raise Reject("transfer_already_exists", f"client_transfer_id {client_transfer_id!r} was "
+                                 f"used by transfer {t['transfer_id']}")
+        free = account.available_on(source)
+        if free < amount:
+            raise Reject("insufficient_balance", f"transfer of {fmt_money(amount)} needs that much free cash on "
+                         f"shard {source}, which has {fmt_money(free)}")
+        account.cash[source] -= amount
+        account.cash[destination] += amount
+        now = self.wall_ms()
+        rec = {"transfer_id": str(uuid.uuid4()), "client_transfer_id": client_transfer_id,
+               "source": "event_contract", "destination": "event_contract", "amount": amount,
+               "source_exchange_shard": source, "destination_exchange_shard": destination,
+               "status": "complete", "created_ts": now, "created_time": rfc3339(now)}
+        account.transfers.append(rec)
+        return rec
+
+    def set_allocation(self, account: Account, allocation: dict[int, int], reservation: str = "sum") -> None:
+        """Opt in to auto-rebalance: ``allocation`` maps shard -> whole percent (summing to 100)."""
+        if reservation not in ("none", "max", "sum"):
+            raise Reject("invalid_parameters", f"resting_margin_reservation {reservation!r}: none, max or sum")
+        if any(not 0 <= sh < self.n_shards for sh in allocation) or sum(allocation.values()) != 100 \
+                or any(p < 0 for p in allocation.values()):
+            raise Reject("invalid_parameters", f"allocations must name shards 0..{self.n_shards - 1} with "
+                         "percents >= 0 that sum to 100")
+        account.allocation = dict(allocation)
+        account.reservation = reservation
+
+    def _movable(self, a: Account, shard: int) -> int:
+        """Free capital of a shard for rebalancing: cash less what resting orders hold, per the reservation
+        mode. [U] ``max`` is read as the larger of the holds of bids and of asks on the shard."""
+        if a.reservation == "none":
+            return a.cash[shard]
+        if a.reservation == "sum":
+            return a.cash[shard] - a.reserved[shard]
+        bids = sum(o.reserve for o in a.orders.values() if o.status == RESTING and o.market.shard == shard
+                   and o.side == BID)
+        asks = sum(o.reserve for o in a.orders.values() if o.status == RESTING and o.market.shard == shard
+                   and o.side == ASK)
+        return a.cash[shard] - max(bids, asks)
+
+    def rebalance(self) -> int:
+        """One auto-rebalance pass over the accounts that opted in (Kalshi runs one every 10 s): move free
+        capital from shards above their target share to those below. Returns how many transfers ran."""
+        done = 0
+        for a in self.accounts.values():
+            if not a.allocation:
+                continue
+            shards = range(self.n_shards)
+            free = {sh: max(0, min(self._movable(a, sh), a.available_on(sh))) for sh in shards}
+            total = sum(free.values())
+            want = {sh: total * a.allocation.get(sh, 0) // 100 for sh in shards}
+            over = [(sh, free[sh] - want[sh]) for sh in shards if free[sh] > want[sh]]
+            under = [[sh, want[sh] - free[sh]] for sh in shards if free[sh] < want[sh]]
+            for src, extra in over:
+                for item in under:
+                    if extra <= 0:
+                        break
+                    amount = min(extra, item[1])
+                    if amount > 0:
+                        self.transfer(a, src, item[0], amount)
+                        a.transfers[-1]["source"] = "rebalance"
+                        extra -= amount
+                        item[1] -= amount
+                        done += 1
+        return done
+
+    # -- market changes (Python / fault API) -----------------------------------------------------
+    def add_market(self, spec: MarketSpec) -> Market:
+        """List a new market mid-run: lifecycle ``created`` (and ``event_lifecycle`` for a new event)."""
+        if spec.ticker in self.markets:
+            raise ValueError(f"market {spec.ticker} exists already")
+        if spec.exchange_index >= self.n_shards:
+            raise ValueError(f"market {spec.ticker}: shard {spec.exchange_index} is not run (0..{self.n_shards - 1})")
+        new_event = all(m.spec.event_ticker != spec.event_ticker for m in self.markets.values())
+        m = self.markets[spec.ticker] = Market(spec, self.wall_ms())
+        try:
+            self._check_events()
+        except ValueError:
+            del self.markets[spec.ticker]
+            raise
+        if new_event:
+            self.out.append(("l", m, {"event_ticker": spec.event_ticker, "exchange_index": m.shard,
+                                      "title": f"Simulated event {spec.event_ticker}", "subtitle": "",
+                                      "collateral_return_type": "MECNET" if spec.mutually_exclusive else "",
+                                      "series_ticker": spec.series_ticker, "_type": "event_lifecycle"}))
+        self.out.append(("l", m, {"market_ticker": spec.ticker, "event_type": "created", "exchange_index": m.shard,
+                                  "open_ts": m.open_ms // 1000, "close_ts": m.close_s,
+                                  "price_level_structure": m.structure, "price_ranges": ranges_wire(m.bands),
+                                  "additional_metadata": {
+                                      "name": spec.title, "title": spec.title, "yes_sub_title": "Yes",
+                                      "no_sub_title": "No", "rules_primary": "", "rules_secondary": "",
+                                      "can_close_early": True, "event_ticker": spec.event_ticker,
+                                      "expected_expiration_ts": m.close_s, "strike_type": "custom"}}))
+        return m
+
+    def set_price_structure(self, ticker: str, structure: str) -> None:
+        """Move a live market to another grid in place; resting orders stay (Kalshi moved combos this way)."""
+        if structure not in GRIDS:
+            raise ValueError(f"set_price_structure {ticker}: unknown structure {structure!r}")
+        m = self.market(ticker)
+        m.structure = structure
+        m.bands = GRIDS[structure]
+        m.updated_ms = self.wall_ms()
+        self.out.append(("l", m, {"market_ticker": ticker, "event_type": "price_level_structure_updated",
+                                  "price_level_structure": structure, "price_ranges": ranges_wire(m.bands)}))
+
+    def set_close_time(self, ticker: str, close_s: int) -> None:
+        """Move a market's close time (Unix s): lifecycle ``close_date_updated``."""
+        if isinstance(close_s, bool) or not isinstance(close_s, int) or close_s <= 0:
+            raise ValueError(f"set_close_time {ticker}: close_s {close_s!r} must be Unix seconds")
+        m = self.market(ticker)
+        m.close_s = close_s
+        m.updated_ms = self.wall_ms()
+        self.out.append(("l", m, {"market_ticker": ticker, "event_type": "close_date_updated",
+                                  "close_ts": close_s}))
+
+    META_FIELDS = ("floor_strike", "cap_strike", "strike_type", "custom_strike", "yes_sub_title")
+
+    def update_metadata(self, ticker: str, **fields: Any) -> None:
+        """Change strikes or the YES subtitle: lifecycle ``metadata_updated`` with the changed fields."""
+        bad = set(fields) - set(self.META_FIELDS)
+        if bad or not fields:
+            raise ValueError(f"update_metadata {ticker}: fields must be among {', '.join(self.META_FIELDS)}")
+        m = self.market(ticker)
+        m.meta.update(fields)
+        m.updated_ms = self.wall_ms()
+        self.out.append(("l", m, {"market_ticker": ticker, "event_type": "metadata_updated", **fields}))
 
     def settle(self, ticker: str, result: str) -> None:
         """Determine ``ticker``: cancel resting orders, pay $1 per winning net contract, flatten positions."""
@@ -757,14 +1043,25 @@ class Engine:
         m.status = "determined"
         m.result = result
         self.out.append(("l", m, {"market_ticker": ticker, "event_type": "determined", "result": result,
-                                  "determination_ts": now // 1000}))
+                                  "determination_ts": now // 1000,
+                                  "settlement_value": "1.0000" if result == "yes" else "0.0000"}))
+        m.determined_ms = now
         for a in self.accounts.values():
             p = a.positions.get(ticker)
             if p is None or p.qty == 0:
                 continue
             won = (p.qty > 0) == (result == "yes")
             payout = abs(p.qty) * 100 if won else 0  # $1.00 per contract, 1e-2 contracts -> 1e-4 $
-            a.cash += payout
+            a.cash[m.shard] += payout
+            if not a.unlimited:
+                yes_q, no_q = (p.qty, 0) if p.qty > 0 else (0, -p.qty)
+                a.settlements.append({
+                    "ticker": ticker, "exchange_index": m.shard, "event_ticker": m.spec.event_ticker,
+                    "market_result": result, "yes_count_fp": fmt_count(yes_q),
+                    "yes_total_cost_dollars": fmt_money(p.cost if yes_q else 0), "no_count_fp": fmt_count(no_q),
+                    "no_total_cost_dollars": fmt_money(p.cost if no_q else 0), "revenue": payout // 100,
+                    "settled_time": rfc3339(now), "fee_cost": "0.0000",
+                    "value": 100 if result == "yes" else 0, "ts_ms": now})
             p.realized += payout - p.cost
             p.cost = 0
             p.qty = 0
@@ -779,14 +1076,24 @@ class Engine:
         self.out.append(("k", m))
 
     # -- order groups ----------------------------------------------------------------------------
-    def create_group(self, account: Account, limit: int) -> OrderGroup:
+    def create_group(self, account: Account, limit: int, shard: int = 0, subaccount: int = 0) -> OrderGroup:
         lo, hi = protocol.ORDER_GROUP_LIMIT_RANGE
         if not lo * 100 <= limit <= hi * 100:
             raise Reject("invalid_parameters", f"contracts_limit must be within {lo}..{hi}")
-        g = OrderGroup(str(uuid.uuid4()), account, limit)
+        if len(account.groups) >= MAX_ORDER_GROUPS:
+            raise Reject("invalid_parameters", f"at most {MAX_ORDER_GROUPS} order groups per user")
+        g = OrderGroup(str(uuid.uuid4()), account, limit, shard, subaccount)
         account.groups[g.id] = g
         self.groups[g.id] = g
+        self._group_event(g, "created")
         return g
+
+    def _group_event(self, g: OrderGroup, event_type: str) -> None:
+        msg: dict[str, Any] = {"event_type": event_type, "order_group_id": g.id}
+        if event_type in ("created", "limit_updated"):
+            msg["contracts_limit_fp"] = fmt_count(g.limit)
+        msg["ts_ms"] = self.wall_ms()
+        self.out.append(("g", g.account, msg))
 
     def group_of(self, account: Account, gid: str) -> OrderGroup:
         g = account.groups.get(gid)
@@ -808,6 +1115,8 @@ class Engine:
             self.trigger_group(g)
 
     def trigger_group(self, g: OrderGroup) -> None:
+        if not g.triggered:
+            self._group_event(g, "triggered")
         g.triggered = True
         for o in list(g.orders):
             if o.status == RESTING:
@@ -822,12 +1131,14 @@ class Engine:
         g.triggered = False
         g.window.clear()
         g.window_sum = 0
+        self._group_event(g, "reset")
 
     def set_group_limit(self, g: OrderGroup, limit: int) -> None:
         lo, hi = protocol.ORDER_GROUP_LIMIT_RANGE
         if not lo * 100 <= limit <= hi * 100:
             raise Reject("invalid_parameters", f"contracts_limit must be within {lo}..{hi}")
         g.limit = limit
+        self._group_event(g, "limit_updated")
         self._roll_group(g)
         if g.window_sum >= limit if ORDER_GROUP_TRIGGER_AT_LIMIT else g.window_sum > limit:
             self.trigger_group(g)
@@ -838,6 +1149,7 @@ class Engine:
         g.deleted = True
         del g.account.groups[g.id]
         self.groups.pop(g.id, None)
+        self._group_event(g, "deleted")
 
     # -- wire views ------------------------------------------------------------------------------
     def queue_position(self, o: Order) -> int:
@@ -863,9 +1175,11 @@ class Engine:
                 "volume_fp": fmt_count(p.volume), "subaccount": 0}
 
 
+MAX_ORDER_GROUPS = 100_000  # per user (CL Aug 13)
+
+
 def _grid_text(m: Market) -> str:
-    return ", ".join(f"{fmt_price(a)}..{fmt_price(b)} step {fmt_price(s)}"
-                     for a, b, s in GRIDS[m.spec.price_level_structure])
+    return ", ".join(f"{fmt_price(a)}..{fmt_price(b)} step {fmt_price(s)}" for a, b, s in m.bands)
 
 
 def order_wire(o: Order, user: bool = False) -> dict[str, Any]:
@@ -882,7 +1196,10 @@ def order_wire(o: Order, user: bool = False) -> dict[str, Any]:
         "taker_fees_dollars": fmt_money(o.taker_fees), "maker_fees_dollars": fmt_money(o.maker_fees),
         "client_order_id": o.coid, "self_trade_prevention_type": o.stp,
         "created_ts_ms": o.created_ms, "last_updated_ts_ms": o.updated_ms, "subaccount_number": o.subaccount,
+        "exchange_index": o.market.shard,
     }
+    if o.reason:
+        d["last_update_reason"] = o.reason
     if o.group is not None:
         d["order_group_id"] = o.group.id
     if o.expiration_s is not None:
@@ -892,5 +1209,6 @@ def order_wire(o: Order, user: bool = False) -> dict[str, Any]:
                   "reduce_only": o.reduce_only, "cancel_order_on_pause": o.cancel_on_pause,
                   "created_time": rfc3339(o.created_ms), "last_update_time": rfc3339(o.updated_ms),
                   "expiration_time": rfc3339(o.expiration_s * 1000) if o.expiration_s else None,
-                  "event_ticker": o.market.spec.event_ticker})
+                  "event_ticker": o.market.spec.event_ticker,
+                  "created_time": rfc3339(o.created_ms), "last_updated_time": rfc3339(o.updated_ms)})
     return d

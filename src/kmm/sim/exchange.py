@@ -7,14 +7,16 @@ import logging
 import socket
 import time
 from collections import Counter
+from datetime import datetime
+from zoneinfo import ZoneInfo
 from typing import Any
 
 from aiohttp import web
 
 from kmm import protocol
 from kmm.sim.auth import Verifier, new_key_id, new_key_pair
-from kmm.sim.config import SimConfig, parse_dollars
-from kmm.sim.engine import ASK, BID, SIDE_NAMES, Engine
+from kmm.sim.config import MarketSpec, SimConfig, parse_dollars
+from kmm.sim.engine import ASK, BID, EXCHANGE_PAUSE, SIDE_NAMES, TRADING_PAUSE, Engine
 from kmm.sim.faults import Faults
 from kmm.sim.flow import PROFILES, MarketFlow
 from kmm.sim.hub import Hub
@@ -22,6 +24,13 @@ from kmm.sim.ratelimit import RateLimiter
 from kmm.sim.server import Api
 
 log = logging.getLogger(__name__)
+_ET = ZoneInfo("America/New_York")
+
+
+def in_weekly_pause(ts_ms: int) -> bool:
+    """True inside Kalshi's weekly trading pause, Thursday 03:00-05:00 US Eastern time."""
+    t = datetime.fromtimestamp(ts_ms / 1000, _ET)
+    return t.weekday() == 3 and 3 <= t.hour < 5
 
 
 class SimExchange:
@@ -29,9 +38,9 @@ class SimExchange:
 
     def __init__(self, cfg: SimConfig | None = None) -> None:
         self.cfg = cfg or SimConfig()
-        self.engine = Engine(self.cfg.market_specs())
+        self.engine = Engine(self.cfg.market_specs(), n_shards=self.cfg.shards)
         self.verifier = Verifier(self.cfg.auth_window_s)
-        self.limiter = RateLimiter(self.cfg.rate_tier)
+        self.limiter = RateLimiter(self.cfg.rate_tier, burst_s=self.cfg.burst_s)
         self.hub = Hub(self.engine)
         self.faults = Faults(self)
         self.stats_rest: Counter[str] = Counter()
@@ -41,7 +50,11 @@ class SimExchange:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._flows: list[MarketFlow] = []
-        self.flow_running = True  # tests may freeze the synthetic flow to compare books at rest
+        self.flow_running = True
+        self.started_ms = time.time_ns() // 1_000_000
+        # (start ms, end ms) maintenance windows GET /exchange/schedule lists; tests and tools add them
+        self.maintenance_windows: list[tuple[int, int]] = []
+        self._weekly_paused = False  # tests may freeze the synthetic flow to compare books at rest
         self.host = self.cfg.host
         self.port = 0
         self.ssl_context = self.cfg.server_ssl_context()
@@ -61,6 +74,7 @@ class SimExchange:
         site = web.SockSite(self._runner, sock, ssl_context=self.ssl_context)
         await site.start()
         self._tasks.append(asyncio.create_task(self._expiry_loop()))
+        self._tasks.append(asyncio.create_task(self._rebalance_loop()))
         if self.cfg.flow != "off":
             self._start_flow()
         log.info("kmm sim listening on %s", self.rest_url)
@@ -110,19 +124,26 @@ class SimExchange:
         return list(self.engine.markets)
 
     # -- accounts --------------------------------------------------------------------------------
-    def create_key(self, balance: str | int | None = None) -> tuple[str, bytes]:
-        """A new RSA-2048 key pair and its account; returns (key_id, private key PEM)."""
+    def create_key(self, balance: str | int | None = None,
+                   shard_balances: dict[int, str | int] | None = None) -> tuple[str, bytes]:
+        """A new RSA-2048 key pair and its account; returns (key_id, private key PEM).
+
+        ``balance`` (dollars) lands on shard 0; ``shard_balances`` adds dollars on other shards
+        (e.g. ``{1: "50.00"}``), as if transferred there already."""
         priv, pub = new_key_pair()
         key_id = new_key_id()
-        self.add_key(key_id, pub, balance)
+        self.add_key(key_id, pub, balance, shard_balances)
         return key_id, priv
 
-    def add_key(self, key_id: str, public_pem: bytes, balance: str | int | None = None) -> None:
-        """Register a caller's public key with a fresh account holding ``balance`` dollars."""
+    def add_key(self, key_id: str, public_pem: bytes, balance: str | int | None = None,
+                shard_balances: dict[int, str | int] | None = None) -> None:
+        """Register a caller's public key with a fresh account holding ``balance`` dollars on shard 0."""
         self.verifier.add(key_id, public_pem)
         cash = self._default_balance if balance is None else parse_dollars(balance)
         if key_id not in self.engine.accounts:
-            self.engine.add_account(key_id, cash)
+            a = self.engine.add_account(key_id, cash)
+            for shard, amount in (shard_balances or {}).items():
+                a.cash[self.engine._shard_arg(shard)] += parse_dollars(amount)  # noqa: SLF001
 
     # -- control ---------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -136,19 +157,88 @@ class SimExchange:
         self.engine.settle(ticker, result)
         self.flush()
 
-    def pause_exchange(self) -> None:
-        self.engine.pause()
+    async def settle_event(self, event_ticker: str, winner: str | None) -> None:
+        """Settle every market of an event: ``winner`` yes and the others no (``None``: all no). A mutually
+        exclusive event can have at most one winner, so this is the way to settle one consistently."""
+        tickers = [m.ticker for m in self.engine.markets.values() if m.spec.event_ticker == event_ticker]
+        if not tickers:
+            raise ValueError(f"settle_event: no markets in event {event_ticker!r}")
+        if winner is not None and winner not in tickers:
+            raise ValueError(f"settle_event: {winner!r} is not a market of {event_ticker} ({', '.join(tickers)})")
+        for t in tickers:
+            self.engine.settle(t, "yes" if t == winner else "no")
         self.flush()
 
-    def resume_exchange(self) -> None:
-        self.engine.resume()
+    def pause_exchange(self, shard: int | None = None) -> None:
+        """An exchange pause (maintenance or outage): no place, amend or cancel on ``shard`` (None: all)."""
+        self.engine.pause(EXCHANGE_PAUSE, shard)
         self.flush()
+
+    def pause_trading(self, shard: int | None = None) -> None:
+        """A trading pause (the Thursday 03:00-05:00 ET window): no place or amend, cancels allowed."""
+        self.engine.pause(TRADING_PAUSE, shard)
+        self.flush()
+
+    def resume_exchange(self, shard: int | None = None) -> None:
+        """End either pause on ``shard`` (None: all)."""
+        self.engine.resume(shard)
+        self.flush()
+
+    def set_price_structure(self, ticker: str, structure: str) -> None:
+        """Change a live market's grid (lifecycle ``price_level_structure_updated``); resting orders stay."""
+        self.engine.set_price_structure(ticker, structure)
+        flow = next((f for f in self._flows if f.m.ticker == ticker), None)
+        if flow is not None:
+            flow.regrid()
+        self.flush()
+
+    def add_market(self, spec: MarketSpec) -> None:
+        """List a market mid-run (lifecycle ``created``); the synthetic flow trades it when it runs."""
+        m = self.engine.add_market(spec)
+        if self._flows:
+            prof = PROFILES[self.cfg.flow]
+            f0 = self._flows[0]
+            flow = MarketFlow(self.engine, m, self.cfg.seed, prof, f0.lp, f0.noise, f0.informed)
+            self._flows.append(flow)
+            flow._refill()  # noqa: SLF001
+        self.flush()
+
+    def set_close_time(self, ticker: str, close_s: int) -> None:
+        """Move a market's close time (Unix s); lifecycle ``close_date_updated``."""
+        self.engine.set_close_time(ticker, close_s)
+        self.flush()
+
+    def update_metadata(self, ticker: str, **fields: Any) -> None:
+        """Change strikes / YES subtitle; lifecycle ``metadata_updated``."""
+        self.engine.update_metadata(ticker, **fields)
+        self.flush()
+
+    def fund_shard(self, key_id: str, shard: int, dollars: str | int) -> None:
+        """Add ``dollars`` of cash on ``shard`` to an account (a deposit, outside the transfer endpoint)."""
+        self.engine.accounts[key_id].cash[self.engine._shard_arg(shard)] += parse_dollars(dollars)  # noqa: SLF001
 
     async def _expiry_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.expiry_check_s)
             if self.engine.expire(int(time.time())):
                 self.flush()
+            if self.cfg.weekly_trading_pause:
+                self._follow_weekly_pause(self.engine.wall_ms())
+
+    async def _rebalance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.rebalance_interval_s)
+            self.engine.rebalance()
+
+    def _follow_weekly_pause(self, now_ms: int) -> None:
+        """Start or end the Thursday trading pause when the wall clock crosses its edges."""
+        inside = in_weekly_pause(now_ms)
+        if inside and not self._weekly_paused:
+            self._weekly_paused = True
+            self.pause_trading()
+        elif not inside and self._weekly_paused:
+            self._weekly_paused = False
+            self.resume_exchange()
 
     def _start_flow(self) -> None:
         prof = PROFILES[self.cfg.flow]
@@ -201,12 +291,15 @@ class SimExchange:
         p = self.engine.accounts[key_id].position(ticker)
         return {"position": p.qty, "cost": p.cost, "realized_pnl": p.realized, "fees_paid": p.fees_paid}
 
-    def balance(self, key_id: str) -> int:
-        """Available balance (cash minus what resting orders hold), 1e-4 $, as GET /portfolio/balance."""
-        return self.engine.accounts[key_id].available
+    def balance(self, key_id: str, shard: int | None = None) -> int:
+        """Available balance (cash minus what resting orders hold), 1e-4 $, as GET /portfolio/balance:
+        over every shard, or on ``shard``."""
+        a = self.engine.accounts[key_id]
+        return a.available if shard is None else a.available_on(shard)
 
-    def cash(self, key_id: str) -> int:
-        return self.engine.accounts[key_id].cash
+    def cash(self, key_id: str, shard: int | None = None) -> int:
+        a = self.engine.accounts[key_id]
+        return a.total_cash if shard is None else a.cash[shard]
 
     @property
     def stats(self) -> dict[str, int]:

@@ -56,5 +56,14 @@ class Faults:
         """The next ``n`` fill messages are sent twice (same trade_id)."""
         self._sim.hub.duplicate_fills += n
 
-    def pause_exchange(self) -> None:
-        self._sim.pause_exchange()
+    def pause_exchange(self, shard: int | None = None) -> None:
+        """An exchange pause: no place, amend or cancel (``sim.resume_exchange()`` ends it)."""
+        self._sim.pause_exchange(shard)
+
+    def pause_trading(self, shard: int | None = None) -> None:
+        """A trading pause (the Thursday window): cancels still work."""
+        self._sim.pause_trading(shard)
+
+    def change_grid(self, ticker: str, structure: str) -> None:
+        """Move a live market to another price structure (lifecycle ``price_level_structure_updated``)."""
+        self._sim.set_price_structure(ticker, structure)

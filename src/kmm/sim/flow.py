@@ -43,10 +43,14 @@ class MarketFlow:
         self.rng = random.Random(f"{seed}:{m.ticker}")
         self.p = profile
         self.fair = m.spec.fair_value
-        self.grid = grid_prices(m.spec.price_level_structure)
+        self.grid = grid_prices(m.structure)
         self.lp, self.noise, self.informed = lp, noise, informed
         self.quotes: dict[tuple[int, int], Order] = {}
         self.n = 0
+
+    def regrid(self) -> None:
+        """The market's grid changed: snap future quotes to the new one."""
+        self.grid = grid_prices(self.m.structure)
 
     def snap(self, x: float, side: int) -> int:
         """The grid price at or below (bids) / at or above (asks) ``x`` dollars."""
@@ -67,7 +71,7 @@ class MarketFlow:
             return None
 
     def step(self, dt: float) -> None:
-        if self.m.status != "active" or not self.engine.trading_active:
+        if self.m.status != "active" or self.engine.paused[self.m.shard] is not None:
             return
         r, p = self.rng, self.p
         self.fair += p.sigma * math.sqrt(dt) * r.gauss(0.0, 1.0)

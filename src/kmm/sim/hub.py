@@ -16,16 +16,32 @@ from typing import Any
 
 import orjson
 
-from kmm import protocol
 from kmm.sim.engine import Account, Engine, Market
 from kmm.sim.wire import fmt_count, fmt_money, fmt_price, rfc3339
 
 log = logging.getLogger(__name__)
 
-SEQ_CHANNELS = frozenset({"orderbook_delta", "trade", "market_lifecycle_v2"})
-PRIVATE_CHANNELS = frozenset({"orderbook_delta", "fill", "user_orders", "market_positions"})
+SEQ_CHANNELS = frozenset({"orderbook_delta", "trade", "market_lifecycle_v2", "order_group_updates"})
+PRIVATE_CHANNELS = frozenset({"orderbook_delta", "fill", "user_orders", "market_positions", "order_group_updates"})
 CHANNELS = frozenset({"orderbook_delta", "ticker", "trade", "fill", "user_orders", "market_positions",
-                      "market_lifecycle_v2"})
+                      "market_lifecycle_v2", "order_group_updates"})
+
+# WebSocket error codes 1-28 (kalshi-api.md 3.3, Aug 2026 docs), the simulator's own copy of the table.
+# [U] CL Sep 10 (title only) retires 6, 16 and 17; the simulator still sends 16 for an unknown market.
+# [U] The page says only "19-22 shard params (shard_factor <= 100)"; which of the four means what is the
+# simulator's guess, written once here and used by server._check_shard_params.
+WS_ERRORS: dict[int, str] = {
+    1: "Unable to process message", 2: "Params required", 3: "Channels required",
+    4: "Subscription IDs required", 5: "Unknown command", 6: "Already subscribed",
+    7: "Unknown subscription ID", 8: "Unknown channel name", 9: "Authentication required",
+    10: "Channel error", 11: "Invalid parameter", 12: "Exactly one subscription ID is required",
+    13: "Unsupported action", 14: "Market Ticker required", 15: "Action required", 16: "Market not found",
+    17: "Internal error", 18: "Command timeout", 19: "shard_factor must be > 0",
+    20: "shard_factor is required with shard_key", 21: "shard_key must be within 0..shard_factor-1",
+    22: "shard_factor must be <= 100", 23: "Match IDs required", 24: "Index IDs required",
+    25: "Subscription buffer overflow", 26: "Per-subscription market limit exceeded",
+    27: "Too many requests", 28: "Underlying tickers required",
+}
 MAX_PENDING = 200_000  # frames queued to one connection before it is cut off (error 25)
 
 
@@ -47,7 +63,8 @@ class Sub:
 
 
 class Conn:
-    __slots__ = ("ws", "account", "subs", "next_sid", "pending", "wake", "closed", "last_pong", "sent")
+    __slots__ = ("ws", "account", "subs", "next_sid", "pending", "wake", "closed", "last_pong", "sent",
+                 "cmd_window", "cmd_count")
 
     def __init__(self, ws: Any, account: Account | None) -> None:
         self.ws = ws
@@ -59,6 +76,8 @@ class Conn:
         self.closed = False
         self.last_pong = time.monotonic()
         self.sent = 0
+        self.cmd_window = 0.0  # start of the current one-second command window (monotonic s)
+        self.cmd_count = 0
 
     def push(self, frame: str) -> None:
         self.pending.append(frame)
@@ -171,7 +190,7 @@ class Hub:
             log.warning("ws connection fell %d frames behind; cutting it off (error 25)", len(conn.pending))
             conn.pending.clear()
             conn.pending.append(orjson.dumps({"type": "error", "msg": {
-                "code": 25, "msg": protocol.WS_ERRORS[25]}}).decode())
+                "code": 25, "msg": WS_ERRORS[25]}}).decode())
             for sub in list(conn.subs.values()):
                 self.remove_sub(sub)
 
@@ -190,7 +209,7 @@ class Hub:
         for ev in events:
             kind = ev[0]
             if kind == "d":
-                _, m, side, px, delta, owner, coid = ev
+                _, m, side, px, delta, owner, coid, subacct = ev
                 subs = book_subs.get(m.ticker)
                 if not subs:
                     continue
@@ -200,7 +219,8 @@ class Hub:
                 for sub in subs:
                     if owner is not None and sub.conn.account is owner:
                         if mine is None:
-                            mine = inner + ',"client_order_id":' + orjson.dumps(coid).decode() + ',"subaccount":0}'
+                            mine = (inner + ',"client_order_id":' + orjson.dumps(coid).decode()
+                                    + f',"subaccount":{subacct}}}')
                         body = mine
                     else:
                         body = inner + "}"
@@ -238,11 +258,20 @@ class Hub:
                             assert acct is not None
                             pos = self.engine.position_wire(acct, m)
                         self._send(sub, "market_position", pos)
+            elif kind == "g":
+                acct, msg = ev[1], ev[2]
+                for sub in self.chan_subs["order_group_updates"]:
+                    if sub.conn.account is acct:
+                        self._send(sub, "order_group_updates", msg, seq=True)
             elif kind == "l":
-                m, body = ev[1], ev[2]
+                m, life = ev[1], ev[2]
+                typ = "market_lifecycle_v2"
+                if "_type" in life:  # event_lifecycle rides the same channel
+                    typ = life["_type"]
+                    life = {k: v for k, v in life.items() if k != "_type"}
                 for sub in self.chan_subs["market_lifecycle_v2"]:
                     if sub.tickers is None or m.ticker in sub.tickers:
-                        self._send(sub, "market_lifecycle_v2", body, seq=True)
+                        self._send(sub, typ, life, seq=True)
         if tick and self.chan_subs["ticker"]:
             for t, m in tick.items():
                 msg = None

@@ -28,6 +28,8 @@ REJECTS: dict[str, tuple[int, str]] = {
     "order_group_not_found": (404, "order group not found"),
     # conflicts
     "order_already_exists": (409, "an order with this client_order_id already exists"),
+    "transfer_already_exists": (409, "a transfer with this client_transfer_id already exists"),
+    "order_id_and_client_order_id_mismatch": (400, "order_id and client_order_id name different orders"),
     # deprecated
     "deprecated_v1_order_endpoint": (410, "V1 order endpoints are retired; use /portfolio/events/orders"),
     # business rejects (FIX Text names, lower-cased) [U]
@@ -58,8 +60,11 @@ class Reject(Exception):
         self.message = message
         self.details = details
 
+    def flat(self) -> dict[str, str]:
+        """``{code, message, details}``: the SDK's ErrorResponse (and a failed batch item's ``error``)."""
+        return {"code": self.code, "message": self.message, "details": self.details}
+
     def body(self) -> dict[str, dict[str, str]]:
-        err = {"code": self.code, "message": self.message, "service": "exchange"}
-        if self.details:
-            err["details"] = self.details
-        return {"error": err}
+        """The REST error body. [U] which of wrapped ``{"error": {...}}`` and flat Kalshi serves live
+        (kalshi-api.md 4.5); the simulator wraps. ``service`` was removed on Aug 6 2026."""
+        return {"error": self.flat()}

@@ -17,10 +17,12 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from kmm import protocol
-from kmm.sim.engine import ASK, BID, RESTING, Account, Order, order_wire
-from kmm.sim.hub import CHANNELS, PRIVATE_CHANNELS, Conn, Sub
+from kmm.sim.engine import ASK, BID, EXCHANGE_PAUSE, RESTING, Account, Order, order_wire
+from kmm.sim.hub import CHANNELS, PRIVATE_CHANNELS, WS_ERRORS, Conn, Sub
+from kmm.sim.ratelimit import COST_CANCEL, COST_CANCEL_ALL, DEFAULT_COST, ENDPOINT_COSTS, RateLimiter
 from kmm.sim.rejects import Reject
-from kmm.sim.wire import WireError, fmt_count, fmt_money, fmt_price, parse_count, parse_price
+from kmm.sim.wire import (WireError, fmt_count, fmt_money, fmt_price, parse_count, parse_int_param, parse_price,
+                          rfc3339)
 
 if TYPE_CHECKING:
     from kmm.sim.exchange import SimExchange
@@ -28,8 +30,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 P = protocol.API_PREFIX
+# Shard names as Kalshi's /exchange/status describes them (kalshi-api.md 10; [U] for 2 and 3 after Sep 10).
+SHARD_NAMES = {0: "Default", 1: "Exotics", 2: "Crypto and commodities", 3: "Tennis, baseball and basketball"}
 MAX_BATCH = 20  # [U] V2 batch size limit (V1 documented 20)
 MAX_LIMIT = 1000
+# [U] Kalshi documents no limit on client_order_id; the simulator takes at most 64 printable ASCII characters
+# with no whitespace (UUIDs and the usual prefixes fit) and answers 400 invalid_parameters otherwise.
+MAX_COID_LEN = 64
+MAX_SUBACCOUNT = 32  # [U] subaccount numbers 0 (primary) .. 32
+
+# Body fields each write accepts (SDK request models); anything else is refused, like "type": "market".
+CREATE_FIELDS = frozenset({"ticker", "client_order_id", "side", "count", "count_fp", "price", "time_in_force",
+                           "self_trade_prevention_type", "expiration_time", "post_only", "reduce_only",
+                           "cancel_order_on_pause", "subaccount", "order_group_id", "exchange_index"})
+AMEND_FIELDS = frozenset({"ticker", "side", "price", "count", "count_fp", "client_order_id",
+                          "updated_client_order_id", "expiration_time", "exchange_index", "subaccount"})
+DECREASE_FIELDS = frozenset({"reduce_by", "reduce_to", "reduce_by_fp", "reduce_to_fp", "exchange_index",
+                             "market_ticker", "subaccount"})
+BATCH_CANCEL_ITEM_FIELDS = frozenset({"order_id", "subaccount", "exchange_index", "market_ticker"})
+GROUP_CREATE_FIELDS = frozenset({"contracts_limit", "contracts_limit_fp", "subaccount", "exchange_index"})
+GROUP_LIMIT_FIELDS = frozenset({"contracts_limit", "contracts_limit_fp", "exchange_index", "subaccount"})
+TRANSFER_FIELDS = frozenset({"source", "destination", "amount", "source_exchange_shard",
+                             "destination_exchange_shard", "source_subaccount", "destination_subaccount",
+                             "client_transfer_id"})
 
 ACCOUNT_KEY = web.RequestKey("account", object)
 BODY_KEY = web.RequestKey("body", dict)
@@ -63,7 +86,43 @@ def _str(body: dict[str, Any], field: str, required: bool = True) -> str | None:
         return None
     if not isinstance(v, str) or not v:
         raise _bad(field, "expected a non-empty string")
+    if len(v) > 256 or not v.isprintable():
+        raise _bad(field, f"{v[:24]!r}... is too long or holds control characters")
     return v
+
+
+def _coid(body: dict[str, Any], field: str = "client_order_id", required: bool = False) -> str | None:
+    v = _str(body, field, required)
+    if v is None:
+        return None
+    if len(v) > MAX_COID_LEN or not v.isascii() or any(c.isspace() for c in v):
+        raise _bad(field, f"must be 1..{MAX_COID_LEN} printable ASCII characters without whitespace")
+    return v
+
+
+def _fields(body: dict[str, Any], allowed: frozenset[str], where: str) -> None:
+    extra = set(body) - allowed
+    if extra:
+        raise _bad(where, f"unknown field(s) {', '.join(sorted(repr(x)[:40] for x in extra))}")
+
+
+def _int_field(body: dict[str, Any], field: str, lo: int, hi: int) -> int | None:
+    v = body.get(field)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise _bad(field, f"expected an integer in {lo}..{hi}, got {str(v)[:24]!r}")
+    return v
+
+
+def _subaccount(body: dict[str, Any], field: str = "subaccount") -> int | None:
+    return _int_field(body, field, 0, MAX_SUBACCOUNT)
+
+
+def _shard_field(body: dict[str, Any], field: str = "exchange_index") -> int | None:
+    """``exchange_index``: >= 0 a shard, -1 route by ticker (returned as None), omitted None."""
+    v = _int_field(body, field, -1, 1 << 15)
+    return None if v is None or v < 0 else v
 
 
 def _bool(body: dict[str, Any], field: str) -> bool:
@@ -78,7 +137,7 @@ def _bool(body: dict[str, Any], field: str) -> bool:
 def _enum(body: dict[str, Any], field: str, allowed: tuple[str, ...]) -> str:
     v = _req(body, field)
     if v not in allowed:
-        raise _bad(field, f"{v!r} is not one of {', '.join(allowed)}")
+        raise _bad(field, f"{str(v)[:40]!r} is not one of {', '.join(allowed)}")
     return str(v)
 
 
@@ -111,22 +170,33 @@ def _side(body: dict[str, Any]) -> int:
     return BID if _enum(body, "side", (protocol.SIDE_BID, protocol.SIDE_ASK)) == protocol.SIDE_BID else ASK
 
 
-def _int_q(req: web.Request, name: str) -> int | None:
+def _int_q(req: web.Request, name: str, lo: int | None = None, hi: int | None = None) -> int | None:
     v = req.query.get(name)
     if v is None or v == "":
         return None
-    if not v.lstrip("-").isdigit():
-        raise _bad(name, f"{v!r} is not an integer")
-    return int(v)
+    try:
+        return parse_int_param(v, name, lo, hi)
+    except WireError as e:
+        raise _bad(name, e.reason) from None
+
+
+def _shard_q(req: web.Request) -> int | None:
+    v = _int_q(req, "exchange_index", -1, 1 << 15)
+    return None if v is None or v < 0 else v
+
+
+def _sub_q(req: web.Request) -> int | None:
+    return _int_q(req, "subaccount", 0, MAX_SUBACCOUNT)
 
 
 def _page(req: web.Request, items: list[Any], default: int = 100) -> tuple[list[Any], str]:
-    limit = _int_q(req, "limit") or default
+    got = _int_q(req, "limit")
+    limit = default if got is None else got
     if limit < 1 or limit > MAX_LIMIT:
         raise _bad("limit", f"must be within 1..{MAX_LIMIT}")
     cur = req.query.get("cursor") or "0"
-    if not cur.isdigit():
-        raise _bad("cursor", f"{cur!r} is not a cursor this server issued")
+    if not (cur.isascii() and cur.isdigit() and len(cur) <= 12):
+        raise _bad("cursor", f"{cur[:24]!r} is not a cursor this server issued")
     start = int(cur)
     page = items[start:start + limit]
     nxt = str(start + limit) if start + limit < len(items) else ""
@@ -160,11 +230,19 @@ class Api:
         r = app.router
         g, po, de, pu = r.add_get, r.add_post, r.add_delete, r.add_put
         g(P + "/exchange/status", self.exchange_status)
+        g(P + "/exchange/schedule", self.exchange_schedule)
         g(P + "/markets", self.markets)
         g(P + "/markets/trades", self.trades)
+        g(P + "/markets/orderbooks", self.orderbooks)  # before /markets/{ticker}, which would swallow it
         g(P + "/markets/{ticker}", self.market)
         g(P + "/markets/{ticker}/orderbook", self.orderbook)
+        g(P + "/series", self.series_list)
+        g(P + "/series/fee_changes", self.fee_changes)  # before /series/{ticker}
         g(P + "/series/{ticker}", self.series)
+        g(P + "/events", self.events)
+        g(P + "/events/{ticker}", self.event)
+        g(P + "/historical/cutoff", self.historical_cutoff)
+        g(P + "/account/endpoint_costs", self.endpoint_costs)
         po(P + "/portfolio/events/orders/batched", self.batch_create)
         de(P + "/portfolio/events/orders/batched", self.batch_cancel)
         po(P + "/portfolio/events/orders", self.create_order)
@@ -186,6 +264,12 @@ class Api:
         g(P + "/portfolio/balance", self.balance)
         g(P + "/portfolio/positions", self.positions)
         g(P + "/portfolio/fills", self.fills)
+        g(P + "/portfolio/settlements", self.settlements)
+        po(P + "/portfolio/intra_exchange_instance_transfer", self.transfer)
+        g(P + "/portfolio/intra_exchange_instance_transfers", self.transfer_list)
+        g(P + "/portfolio/intra_exchange_instance_transfers/{id}", self.transfer_get)
+        po(P + "/portfolio/target_balance_allocation", self.allocation_set)
+        g(P + "/portfolio/target_balance_allocation", self.allocation_get)
         po(P + "/portfolio/order_groups/create", self.group_create)
         g(P + "/portfolio/order_groups", self.group_list)
         g(P + "/portfolio/order_groups/{id}", self.group_get)
@@ -197,7 +281,8 @@ class Api:
         g(protocol.WS_PATH, self.websocket)
         return app
 
-    PUBLIC_PREFIXES = (P + "/markets", P + "/series", P + "/exchange")
+    PUBLIC_PREFIXES = (P + "/markets", P + "/series", P + "/exchange", P + "/events", P + "/historical/cutoff",
+                       P + "/account/endpoint_costs")
 
     @web.middleware
     async def middleware(self, req: web.Request, handler: Handler) -> web.StreamResponse:
@@ -217,12 +302,13 @@ class Api:
             faults.delay_left -= 1
             await asyncio.sleep(faults.delay_s)
         try:
-            key_id = sim.verifier.verify(req.headers, req.method, req.path)
+            # the signature covers the path as sent (percent-encoding kept), not aiohttp's decoded path
+            key_id = sim.verifier.verify(req.headers, req.method, req.raw_path.split("?", 1)[0])
             if key_id is None and not req.path.startswith(self.PUBLIC_PREFIXES):
                 raise Reject("missing_auth", "this endpoint needs a signed request")
             req[ACCOUNT_KEY] = sim.engine.accounts.get(key_id) if key_id else None
-            kind, cost = await self._cost(req)
-            if not sim.limiter.take(key_id or "anonymous:" + (req.remote or ""), kind, cost):
+            kind, cost, shard = await self._cost(req)
+            if not sim.limiter.take(key_id or "anonymous:" + (req.remote or ""), kind, cost, shard):
                 sim.stats_rest["429"] += 1
                 return _json({"error": "too many requests"}, status=429)
             return await handler(req)
@@ -236,19 +322,28 @@ class Api:
             log.exception("sim: handler failed for %s %s", req.method, req.path)
             return _reject(Reject("internal_error", "the simulator failed on this request; see its log"))
 
-    async def _cost(self, req: web.Request) -> tuple[str, int]:
+    async def _cost(self, req: web.Request) -> tuple[str, int, int | None]:
+        """(bucket kind, tokens, shard of the write bucket or None for the unscoped one) (kalshi-api.md 5)."""
         path, method = req.path, req.method
         if method == "GET" or not path.startswith((P + "/portfolio/events/orders", P + "/portfolio/order_groups")):
-            return "read", protocol.COST_DEFAULT
-        if path.endswith("/batched"):
+            return "read", DEFAULT_COST, None
+        if path.endswith("/batched"):  # every batch bills the unscoped bucket, item by item
             body = await self._body(req)
             raw = body.get("orders") if isinstance(body.get("orders"), list) else body.get("ids")
             items = raw if isinstance(raw, list) else []
-            per = protocol.COST_CANCEL if method == "DELETE" else protocol.COST_DEFAULT
-            return "write", per * max(1, len(items))
+            per = COST_CANCEL if method == "DELETE" else DEFAULT_COST
+            return "write", per * max(1, len(items)), None
+        if method == "DELETE" and path == P + "/portfolio/events/orders":
+            return "write", COST_CANCEL_ALL, None
+        # a single write named to a shard >= 1 bills that shard's bucket
+        if method == "DELETE":
+            shard = _shard_q(req)
+        else:
+            body = await self._body(req)
+            shard = _shard_field(body) if isinstance(body.get("exchange_index"), int) else None
         if method == "DELETE" and path.startswith(P + "/portfolio/events/orders/"):
-            return "write", protocol.COST_CANCEL
-        return "write", protocol.COST_DEFAULT
+            return "write", COST_CANCEL, shard
+        return "write", DEFAULT_COST, shard
 
     async def _body(self, req: web.Request) -> dict[str, Any]:
         if BODY_KEY in req:
@@ -273,9 +368,32 @@ class Api:
         return cast(Account, a)
 
     # -- market data -----------------------------------------------------------------------------
+    def _shard_status(self, shard: int) -> dict[str, Any]:
+        state = self.engine.paused[shard]
+        return {"exchange_index": shard, "description": SHARD_NAMES.get(shard, f"shard {shard}"),
+                "exchange_active": state != EXCHANGE_PAUSE, "trading_active": state is None,
+                "intra_exchange_transfers_active": self.engine.transfers_active}
+
     async def exchange_status(self, req: web.Request) -> web.Response:
-        return _json({"exchange_active": True, "trading_active": self.engine.trading_active,
-                      "exchange_estimated_resume_time": None})
+        """Top level = shard 0 (kalshi-api.md 4.7); one ``exchange_index_statuses`` row per shard."""
+        rows = [self._shard_status(i) for i in range(self.engine.n_shards)]
+        top = rows[0]
+        return _json({"exchange_active": top["exchange_active"], "trading_active": top["trading_active"],
+                      "exchange_estimated_resume_time": None,
+                      "intra_exchange_transfers_active": self.engine.transfers_active,
+                      "exchange_index_statuses": rows})
+
+    async def exchange_schedule(self, req: web.Request) -> web.Response:
+        """Open around the clock except the weekly Thursday 03:00-05:00 ET trading pause (kalshi-api.md 4.7).
+        [U] The simulator lists the pause as a maintenance window only when one is scheduled by a test."""
+        days = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+        hours: dict[str, Any] = {"start_time": "2026-01-01T00:00:00Z", "end_time": "2027-01-01T00:00:00Z"}
+        for d in days:
+            hours[d] = ([{"open_time": "00:00", "close_time": "03:00"}, {"open_time": "05:00", "close_time": "23:59"}]
+                        if d == "thursday" else [{"open_time": "00:00", "close_time": "23:59"}])
+        windows = [{"start_datetime": rfc3339(a), "end_datetime": rfc3339(b)}
+                   for a, b in self.sim.maintenance_windows]
+        return _json({"schedule": {"standard_hours": [hours], "maintenance_windows": windows}})
 
     _STATUS_FILTER = {"unopened": ("initialized",), "open": ("active",), "closed": ("closed", "inactive"),
                       "settled": ("determined", "finalized")}
@@ -285,11 +403,16 @@ class Api:
         ms = list(self.engine.markets.values())
         if "status" in q:
             want: tuple[str, ...] = ()
+            paused = False
             for s in q["status"].split(","):
+                if s == "paused":  # active markets on a shard in a trading or exchange pause
+                    paused = True
+                    continue
                 if s not in self._STATUS_FILTER:
-                    raise _bad("status", f"{s!r} is not one of unopened, open, closed, settled")
+                    raise _bad("status", f"{s!r} is not one of unopened, open, closed, settled, paused")
                 want += self._STATUS_FILTER[s]
-            ms = [m for m in ms if m.status in want]
+            ms = [m for m in ms if m.status in want
+                  or (paused and m.status == "active" and self.engine.paused[m.shard] is not None)]
         if q.get("event_ticker"):
             ev = set(q["event_ticker"].split(","))
             ms = [m for m in ms if m.spec.event_ticker in ev]
@@ -303,6 +426,21 @@ class Api:
 
     async def market(self, req: web.Request) -> web.Response:
         return _json({"market": self.engine.market(req.match_info["ticker"]).to_wire()})
+
+    async def orderbooks(self, req: web.Request) -> web.Response:
+        """GET /markets/orderbooks?tickers=A,B (at most 100)."""
+        raw = req.query.get("tickers", "")
+        tickers = [t for t in raw.split(",") if t]
+        if not tickers:
+            raise Reject("missing_parameters", "tickers is required (a comma list of up to 100)")
+        if len(tickers) > 100:
+            raise _bad("tickers", f"{len(tickers)} tickers; at most 100")
+        out = []
+        for t in tickers:
+            yes, no = self.engine.market(t).book_levels()
+            out.append({"ticker": t, "orderbook_fp": {"yes_dollars": [[fmt_price(p), fmt_count(q)] for p, q in yes],
+                                                      "no_dollars": [[fmt_price(p), fmt_count(q)] for p, q in no]}})
+        return _json({"orderbooks": out})
 
     async def orderbook(self, req: web.Request) -> web.Response:
         m = self.engine.market(req.match_info["ticker"])
@@ -326,38 +464,124 @@ class Api:
         page, cursor = _page(req, out)
         return _json({"trades": page, "cursor": cursor})
 
+    def _series_wire(self, t: str, m: Any) -> dict[str, Any]:
+        spec = m.spec
+        return {"ticker": t, "frequency": "custom", "title": f"Simulated series {t}", "category": spec.category,
+                "categories": [spec.category], "tags": [], "settlement_sources": [{"name": "kmm sim",
+                                                                                   "url": "http://127.0.0.1/"}],
+                "contract_url": f"http://127.0.0.1/contracts/{t}.pdf",
+                "contract_terms_url": f"http://127.0.0.1/contracts/{t}-terms.pdf",
+                "fee_type": spec.fee_type, "fee_multiplier": float(spec.fee_multiplier),
+                "additional_prohibitions": [], "exchange_index": m.shard,
+                "last_updated_ts": rfc3339(m.open_ms)}
+
+    def _series_all(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for m in self.engine.markets.values():
+            out.setdefault(m.spec.series_ticker, m)
+        return out
+
     async def series(self, req: web.Request) -> web.Response:
         t = req.match_info["ticker"]
+        m = self._series_all().get(t)
+        if m is None:
+            raise Reject("not_found", f"no series {t!r}")
+        return _json({"series": self._series_wire(t, m)})
+
+    async def series_list(self, req: web.Request) -> web.Response:
+        cat = req.query.get("category")
+        _int_q(req, "min_updated_ts", 0)
+        rows = [self._series_wire(t, m) for t, m in self._series_all().items()
+                if not cat or m.spec.category == cat]
+        if req.query.get("include_volume") == "true":
+            for r in rows:
+                r["volume_fp"] = fmt_count(sum(m.volume for m in self.engine.markets.values()
+                                               if m.spec.series_ticker == r["ticker"]))
+        return _json({"series": rows})
+
+    async def fee_changes(self, req: web.Request) -> web.Response:
+        """GET /series/fee_changes: the simulator schedules no fee changes."""
+        return _json({"series_fee_change_arr": []})
+
+    def _events_all(self) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
         for m in self.engine.markets.values():
-            if m.spec.series_ticker == t:
-                return _json({"series": {"ticker": t, "title": f"Simulated series {t}", "category": "Simulated",
-                                         "frequency": "custom", "fee_type": m.spec.fee_type,
-                                         "fee_multiplier": float(m.spec.fee_multiplier),
-                                         "settlement_sources": [], "tags": []}})
-        raise Reject("not_found", f"no series {t!r}")
+            out.setdefault(m.spec.event_ticker, []).append(m)
+        return out
+
+    def _event_wire(self, et: str, ms: list[Any], nested: bool) -> dict[str, Any]:
+        first = ms[0].spec
+        me = first.mutually_exclusive
+        d: dict[str, Any] = {"event_ticker": et, "series_ticker": first.series_ticker,
+                             "title": f"Simulated event {et}", "sub_title": "",
+                             "collateral_return_type": "MECNET" if me else "", "mutually_exclusive": me,
+                             "settlement_sources": [{"name": "kmm sim", "url": "http://127.0.0.1/"}],
+                             "category": first.category, "exchange_index": ms[0].shard,
+                             "strike_period": "", "available_on_brokers": False}
+        if nested:
+            d["markets"] = [m.to_wire() for m in ms]
+        return d
+
+    async def events(self, req: web.Request) -> web.Response:
+        q = req.query
+        evs = self._events_all()
+        limit = _int_q(req, "limit", 1, 200)
+        nested = q.get("with_nested_markets") == "true"
+        rows = []
+        wanted = set(filter(None, q.get("tickers", "").split(",")))  # event tickers
+        for et, ms in evs.items():
+            if wanted and et not in wanted:
+                continue
+            if q.get("series_ticker") and ms[0].spec.series_ticker != q["series_ticker"]:
+                continue
+            if q.get("status"):
+                want = self._STATUS_FILTER.get(q["status"])
+                if want is None:
+                    raise _bad("status", f"{q['status']!r} is not one of unopened, open, closed, settled")
+                if not any(m.status in want for m in ms):
+                    continue
+            rows.append(self._event_wire(et, ms, nested))
+        page, cursor = _page(req, rows, default=limit or 200)
+        return _json({"events": page, "cursor": cursor})
+
+    async def event(self, req: web.Request) -> web.Response:
+        et = req.match_info["ticker"]
+        ms = self._events_all().get(et)
+        if ms is None:
+            raise Reject("not_found", f"no event {et!r}")
+        return _json({"event": self._event_wire(et, ms, True), "markets": [m.to_wire() for m in ms]})
+
+    async def historical_cutoff(self, req: web.Request) -> web.Response:
+        """Nothing in the simulator is old enough for the historical tier: the cutoffs are its start."""
+        t = rfc3339(self.sim.started_ms)
+        return _json({"market_settled_ts": t, "trades_created_ts": t, "orders_updated_ts": t,
+                      "market_positions_last_updated_ts": t})
+
+    async def endpoint_costs(self, req: web.Request) -> web.Response:
+        return _json({"default_cost": DEFAULT_COST,
+                      "endpoint_costs": [{"method": m, "path": P + p, "cost": c} for m, p, c in ENDPOINT_COSTS]})
 
     # -- orders ----------------------------------------------------------------------------------
     def _place(self, a: Account, body: dict[str, Any]) -> Order:
         if not isinstance(body, dict):
             raise Reject("invalid_order", "each order must be a JSON object")
+        _fields(body, CREATE_FIELDS, "order")
         ticker = _str(body, "ticker")
-        coid = _str(body, "client_order_id")
+        coid = _coid(body, required=True)
         side = _side(body)
         count = _count(body)
         price = _price(body)
         tif = _enum(body, "time_in_force", protocol.TIME_IN_FORCE)
         stp = _enum(body, "self_trade_prevention_type", protocol.SELF_TRADE_PREVENTION)
-        exp = body.get("expiration_time")
-        if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int)):
-            raise _bad("expiration_time", "expected Unix seconds as an integer")
-        sub = body.get("subaccount", 0) or 0
-        if not isinstance(sub, int):
-            raise _bad("subaccount", "expected an integer")
+        exp = _int_field(body, "expiration_time", 1, 10**11)
+        sub = _subaccount(body) or 0
+        shard = _shard_field(body)
         assert ticker is not None and coid is not None and count is not None
         return self.engine.place(a, ticker, side, price, count, coid=coid, tif=tif, stp=stp,
                                  post_only=_bool(body, "post_only"), reduce_only=_bool(body, "reduce_only"),
                                  cancel_on_pause=_bool(body, "cancel_order_on_pause"), expiration_s=exp,
-                                 group_id=_str(body, "order_group_id", required=False), subaccount=sub)
+                                 group_id=_str(body, "order_group_id", required=False), subaccount=sub,
+                                 exchange_index=shard)
 
     def _placed(self, o: Order) -> dict[str, Any]:
         d = {"order_id": o.id, "client_order_id": o.coid, **_fill_summary(o), "ts_ms": o.updated_ms}
@@ -386,7 +610,7 @@ class Api:
             except Reject as r:
                 out.append({"order_id": None,
                             "client_order_id": item.get("client_order_id") if isinstance(item, dict) else None,
-                            "error": r.body()["error"]})
+                            "error": r.flat()})
         self.flush()
         return _json({"orders": out}, status=201)
 
@@ -394,10 +618,18 @@ class Api:
         return {"order_id": o.id, "client_order_id": o.coid, "reduced_by": fmt_count(reduced),
                 "ts_ms": o.updated_ms}
 
+    def _route(self, shard: int | None, ticker: Any) -> int:
+        """The shard a write on an existing order goes to: named, else by ``market_ticker``, else 0."""
+        if ticker is not None and not isinstance(ticker, str):
+            raise _bad("market_ticker", "expected a ticker string")
+        return self.engine.shard_of(shard, ticker or None)
+
     async def cancel_order(self, req: web.Request) -> web.Response:
         a = self._account(req)
+        _sub_q(req)
+        shard = self._route(_shard_q(req), req.query.get("market_ticker"))
         try:
-            o, reduced = self.engine.cancel(a, req.match_info["id"])
+            o, reduced = self.engine.cancel(a, req.match_info["id"], shard)
         finally:
             self.flush()
         return _json(self._cancelled(o, reduced))
@@ -416,37 +648,54 @@ class Api:
         for item in items:
             oid = item.get("order_id") if isinstance(item, dict) else None
             try:
-                if not isinstance(oid, str):
+                if not isinstance(item, dict):
+                    raise Reject("invalid_parameters", "each item must be an object {order_id, ...}")
+                _fields(item, BATCH_CANCEL_ITEM_FIELDS, "orders[]")
+                if not isinstance(oid, str) or not oid:
                     raise Reject("missing_parameters", "order_id is required")
-                o, reduced = self.engine.cancel(a, oid)
+                _subaccount(item)
+                shard = self._route(_shard_field(item), item.get("market_ticker"))
+                o, reduced = self.engine.cancel(a, oid, shard)
                 out.append(self._cancelled(o, reduced))
             except Reject as r:
-                out.append({"order_id": oid, "error": r.body()["error"]})
+                # a failed item keeps reduced_by (required by the SDK) and has no ts_ms
+                out.append({"order_id": oid if isinstance(oid, str) else "", "reduced_by": "0.00",
+                            "error": r.flat()})
         self.flush()
         return _json({"orders": out})
 
     async def cancel_all(self, req: web.Request) -> web.Response:
+        """DELETE /portfolio/events/orders: every resting order on every shard, 204 with no body."""
         a = self._account(req)
-        done = self.engine.cancel_all(a, req.query.get("ticker") or None)
+        sub = _sub_q(req)
+        cfg = self.sim.cfg
+        if cfg.legacy_cancel_all:
+            done = self.engine.cancel_all(a, req.query.get("ticker") or None, subaccount=sub)
+            self.flush()
+            return _json({"orders": [self._cancelled(o, r) for o, r in done]})
+        self.engine.cancel_all(a, subaccount=sub, tail_ms=int(cfg.cancel_all_tail_s * 1000))
         self.flush()
-        return _json({"orders": [self._cancelled(o, r) for o, r in done]})
+        return web.Response(status=204)
 
     async def amend_order(self, req: web.Request) -> web.Response:
         a = self._account(req)
         body = await self._body(req)
+        _fields(body, AMEND_FIELDS, "amend")
+        _subaccount(body)
         ticker = _str(body, "ticker")
         side = _side(body)
         price = _price(body)
         count = _count(body)
         assert ticker is not None and count is not None
         oid = req.match_info["id"]
-        old = self.engine.order_of(a, oid)
-        coid = _str(body, "client_order_id", required=False)
+        shard = self.engine.shard_of(_shard_field(body), ticker)
+        old = self.engine.order_of(a, oid, shard)
+        coid = _coid(body)
         if coid is not None and coid != old.coid:
-            raise _bad("client_order_id", f"{coid!r} is not this order's client_order_id")
+            raise Reject("order_id_and_client_order_id_mismatch", f"{coid!r} is not this order's client_order_id")
         try:
-            o = self.engine.amend(a, oid, ticker, side, price, count,
-                                  _str(body, "updated_client_order_id", required=False))
+            o = self.engine.amend(a, oid, ticker, side, price, count, _coid(body, "updated_client_order_id"), shard,
+                                  _int_field(body, "expiration_time", 0, 10**11))
         finally:
             self.flush()
         return _json({"order_id": o.id, "client_order_id": o.coid, "ts_ms": o.updated_ms, **_fill_summary(o)})
@@ -454,10 +703,15 @@ class Api:
     async def decrease_order(self, req: web.Request) -> web.Response:
         a = self._account(req)
         body = await self._body(req)
+        _fields(body, DECREASE_FIELDS, "decrease")
+        _subaccount(body)
         to = _count(body, "reduce_to", "reduce_to_fp", required=False)
         by = _count(body, "reduce_by", "reduce_by_fp", required=False)
+        if (to is None) == (by is None):
+            raise Reject("invalid_parameters", "give exactly one of reduce_by or reduce_to")
+        shard = self._route(_shard_field(body), body.get("market_ticker"))
         try:
-            o = self.engine.decrease(a, req.match_info["id"], to, by)
+            o = self.engine.decrease(a, req.match_info["id"], to, by, shard)
         finally:
             self.flush()
         return _json({"order_id": o.id, "client_order_id": o.coid, "remaining_count": fmt_count(o.remaining),
@@ -481,6 +735,11 @@ class Api:
             if q["status"] not in protocol.ORDER_STATUS:
                 raise _bad("status", f"{q['status']!r} is not one of {', '.join(protocol.ORDER_STATUS)}")
             os_ = [o for o in os_ if o.status == q["status"]]
+        shard, sub = _shard_q(req), _sub_q(req)
+        if shard is not None:
+            os_ = [o for o in os_ if o.market.shard == shard]
+        if sub is not None:
+            os_ = [o for o in os_ if o.subaccount == sub]
         lo, hi = _int_q(req, "min_ts"), _int_q(req, "max_ts")
         if lo is not None:
             os_ = [o for o in os_ if o.created_ms // 1000 >= lo]
@@ -509,16 +768,26 @@ class Api:
 
     # -- portfolio -------------------------------------------------------------------------------
     async def balance(self, req: web.Request) -> web.Response:
+        """Totals over every shard unless ``exchange_index`` names one; ``balance_breakdown`` per shard."""
         a = self._account(req)
-        value = sum(p.cost for p in a.positions.values())
-        bal = a.available
+        _sub_q(req)
+        shard = _shard_q(req)
+        if shard is not None and shard >= self.engine.n_shards:
+            raise _bad("exchange_index", f"this exchange runs shards 0..{self.engine.n_shards - 1}")
+        shards = range(self.engine.n_shards) if shard is None else (shard,)
+        value = sum(p.cost for t, p in a.positions.items() if self.engine.markets[t].shard in shards)
+        bal = sum(a.available_on(i) for i in shards)
         return _json({"balance": bal // 100, "balance_dollars": fmt_money(bal), "portfolio_value": value // 100,
-                      "portfolio_value_dollars": fmt_money(value), "updated_ts": int(time.time())})
+                      "portfolio_value_dollars": fmt_money(value), "updated_ts": int(time.time()),
+                      "balance_breakdown": [{"exchange_index": i, "balance": fmt_money(a.available_on(i))}
+                                            for i in shards]})
 
     async def positions(self, req: web.Request) -> web.Response:
         a = self._account(req)
         q = req.query
         rows = []
+        _sub_q(req)
+        shard = _shard_q(req)
         events: dict[str, dict[str, int]] = {}
         for t, p in sorted(a.positions.items()):
             m = self.engine.markets[t]
@@ -532,36 +801,126 @@ class Api:
                 continue
             if q.get("settlement_status") == "settled" and m.status not in ("determined", "finalized"):
                 continue
-            resting = sum(1 for o in a.orders.values() if o.status == RESTING and o.market is m)
-            rows.append({"ticker": t, "position_fp": fmt_count(p.qty),
+            if shard is not None and m.shard != shard:
+                continue
+            rows.append({"ticker": t, "exchange_index": m.shard, "position_fp": fmt_count(p.qty),
                          "market_exposure_dollars": fmt_money(p.cost), "position_cost_dollars": fmt_money(p.cost),
                          "realized_pnl_dollars": fmt_money(p.realized), "fees_paid_dollars": fmt_money(p.fees_paid),
                          "total_traded_dollars": fmt_money(p.traded), "volume_fp": fmt_count(p.volume),
-                         "resting_orders_count": resting, "last_updated_ts": p.updated_ms // 1000})
-            e = events.setdefault(m.spec.event_ticker, {"cost": 0, "pnl": 0, "fees": 0, "traded": 0})
+                         "last_updated_ts": rfc3339(p.updated_ms)})
+            e = events.setdefault(m.spec.event_ticker, {"cost": 0, "pnl": 0, "fees": 0, "traded": 0, "shares": 0})
             e["cost"] += p.cost
             e["pnl"] += p.realized
             e["fees"] += p.fees_paid
             e["traded"] += p.traded
+            e["shares"] += abs(p.qty)
         page, cursor = _page(req, rows)
         ev_rows = [{"event_ticker": k, "event_exposure_dollars": fmt_money(v["cost"]),
                     "realized_pnl_dollars": fmt_money(v["pnl"]), "fees_paid_dollars": fmt_money(v["fees"]),
-                    "total_cost_dollars": fmt_money(v["traded"])} for k, v in events.items()]
+                    "total_cost_dollars": fmt_money(v["traded"]), "total_cost_shares_fp": fmt_count(v["shares"])}
+                   for k, v in events.items()]
         return _json({"market_positions": page, "event_positions": ev_rows, "cursor": cursor})
 
     async def fills(self, req: web.Request) -> web.Response:
         a = self._account(req)
         q = req.query
         lo, hi = _int_q(req, "min_ts"), _int_q(req, "max_ts")
-        rows = [f["wire"] for f in reversed(a.fills)
-                if (not q.get("ticker") or f["ticker"] == q["ticker"])
+        _sub_q(req)
+        shard = _shard_q(req)
+        tickers = set(filter(None, q.get("ticker", "").split(",")))
+        # REST fills carry no client_order_id since Mar 30 2026 (join to orders by order_id)
+        rows = [{k: v for k, v in f["wire"].items() if k != "client_order_id"} for f in reversed(a.fills)
+                if (not tickers or f["ticker"] in tickers)
                 and (not q.get("order_id") or f["order_id"] == q["order_id"])
+                and (shard is None or f["wire"]["exchange_index"] == shard)
                 and (lo is None or f["ts_ms"] // 1000 >= lo) and (hi is None or f["ts_ms"] // 1000 <= hi)]
         limit = _int_q(req, "limit")
         if limit is not None and limit > 200:
             raise _bad("limit", "must be within 1..200")
         page, cursor = _page(req, rows)
         return _json({"fills": page, "cursor": cursor})
+
+    async def settlements(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        q = req.query
+        lo, hi = _int_q(req, "min_ts"), _int_q(req, "max_ts")
+        _sub_q(req)
+        rows = [{k: v for k, v in s.items() if k != "ts_ms"} for s in reversed(a.settlements)
+                if (not q.get("ticker") or s["ticker"] == q["ticker"])
+                and (not q.get("event_ticker") or s["event_ticker"] == q["event_ticker"])
+                and (lo is None or s["ts_ms"] // 1000 >= lo) and (hi is None or s["ts_ms"] // 1000 <= hi)]
+        page, cursor = _page(req, rows)
+        return _json({"settlements": page, "cursor": cursor})
+
+    # -- shards: moving collateral -----------------------------------------------------------------
+    async def transfer(self, req: web.Request) -> web.Response:
+        """POST /portfolio/intra_exchange_instance_transfer; ``amount`` in centi-cents ($1 = 10,000)."""
+        a = self._account(req)
+        body = await self._body(req)
+        _fields(body, TRANSFER_FIELDS, "transfer")
+        for f in ("source", "destination"):
+            if _enum(body, f, ("event_contract",)) != "event_contract":
+                raise _bad(f, "only event_contract is simulated")
+        amount = _int_field(body, "amount", 1, 10**15)
+        src = _int_field(body, "source_exchange_shard", 0, self.engine.n_shards - 1)
+        dst = _int_field(body, "destination_exchange_shard", 0, self.engine.n_shards - 1)
+        if amount is None or src is None or dst is None:
+            raise Reject("missing_parameters", "amount, source_exchange_shard and destination_exchange_shard "
+                         "are required")
+        ss, ds = _subaccount(body, "source_subaccount"), _subaccount(body, "destination_subaccount")
+        if (ss or 0) != 0 or (ds or 0) != 0:
+            raise _bad("source_subaccount", "subaccount transfers are not simulated; use subaccount 0")
+        ctid = _str(body, "client_transfer_id", required=False)
+        rec = self.engine.transfer(a, src, dst, amount, ctid)
+        return _json({"transfer_id": rec["transfer_id"]}, status=201)
+
+    async def allocation_set(self, req: web.Request) -> web.Response:
+        """POST /portfolio/target_balance_allocation {allocations: [{exchange_index, percent}],
+        resting_margin_reservation?}: opt in to moving free capital toward the targets every
+        ``SimConfig.rebalance_interval_s``."""
+        a = self._account(req)
+        body = await self._body(req)
+        _fields(body, frozenset({"allocations", "resting_margin_reservation"}), "target balance allocation")
+        rows = body.get("allocations")
+        if not isinstance(rows, list) or not rows:
+            raise Reject("missing_parameters", "allocations must be a non-empty list of {exchange_index, percent}")
+        alloc: dict[int, int] = {}
+        for r in rows:
+            if not isinstance(r, dict):
+                raise _bad("allocations", "each item must be {exchange_index, percent}")
+            _fields(r, frozenset({"exchange_index", "percent"}), "allocations[]")
+            sh = _int_field(r, "exchange_index", 0, self.engine.n_shards - 1)
+            pct = _int_field(r, "percent", 0, 100)
+            if sh is None or pct is None or sh in alloc:
+                raise _bad("allocations", "each shard once, with exchange_index and percent")
+            alloc[sh] = pct
+        res = body.get("resting_margin_reservation", "sum")
+        if not isinstance(res, str):
+            raise _bad("resting_margin_reservation", "expected none, max or sum")
+        self.engine.set_allocation(a, alloc, res)
+        return _json({}, status=200)
+
+    async def allocation_get(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        return _json({"allocations": [{"exchange_index": sh, "percent": p} for sh, p in sorted(a.allocation.items())],
+                      "resting_margin_reservation": a.reservation})
+
+    @staticmethod
+    def _transfer_wire(t: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in t.items() if k != "created_ts"}
+
+    async def transfer_list(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        page, cursor = _page(req, [self._transfer_wire(t) for t in reversed(a.transfers)])
+        return _json({"transfers": page, "cursor": cursor})
+
+    async def transfer_get(self, req: web.Request) -> web.Response:
+        a = self._account(req)
+        tid = req.match_info["id"]
+        for t in a.transfers:
+            if t["transfer_id"] == tid:
+                return _json({"transfer": self._transfer_wire(t)})
+        raise Reject("not_found", f"no transfer {tid!r}")
 
     # -- order groups ----------------------------------------------------------------------------
     def _group_limit(self, body: dict[str, Any]) -> int:
@@ -571,11 +930,19 @@ class Api:
 
     def _group_wire(self, g: Any) -> dict[str, Any]:
         return {"order_group_id": g.id, "id": g.id, "contracts_limit": g.limit // 100,
-                "contracts_limit_fp": fmt_count(g.limit), "is_auto_cancel_enabled": g.triggered}
+                "contracts_limit_fp": fmt_count(g.limit), "is_auto_cancel_enabled": g.triggered,
+                "exchange_index": g.shard, "subaccount": g.subaccount}
 
     async def group_create(self, req: web.Request) -> web.Response:
-        g = self.engine.create_group(self._account(req), self._group_limit(await self._body(req)))
-        return _json({"order_group_id": g.id}, status=201)
+        body = await self._body(req)
+        _fields(body, GROUP_CREATE_FIELDS, "order group")
+        sub = _subaccount(body) or 0
+        shard = self.engine.shard_of(_shard_field(body))
+        try:
+            g = self.engine.create_group(self._account(req), self._group_limit(body), shard, sub)
+        finally:
+            self.flush()
+        return _json({"order_group_id": g.id, "subaccount": g.subaccount, "exchange_index": g.shard}, status=201)
 
     async def group_list(self, req: web.Request) -> web.Response:
         a = self._account(req)
@@ -595,6 +962,7 @@ class Api:
 
     async def group_reset(self, req: web.Request) -> web.Response:
         self.engine.reset_group(self.engine.group_of(self._account(req), req.match_info["id"]))
+        self.flush()
         return _json({})
 
     async def group_trigger(self, req: web.Request) -> web.Response:
@@ -604,21 +972,25 @@ class Api:
 
     async def group_limit(self, req: web.Request) -> web.Response:
         g = self.engine.group_of(self._account(req), req.match_info["id"])
-        self.engine.set_group_limit(g, self._group_limit(await self._body(req)))
+        body = await self._body(req)
+        _fields(body, GROUP_LIMIT_FIELDS, "order group limit")
+        self.engine.set_group_limit(g, self._group_limit(body))
         self.flush()
         return _json({})
 
     async def account_limits(self, req: web.Request) -> web.Response:
+        """``{usage_tier, read, write, grants}`` (kalshi-api.md 5); the per-shard write buckets have the same
+        refill and capacity as ``write``. Tier "off" enforces no limits and reports the largest tier
+        (prestige), so a client that sizes its buckets from this answer is never the one that limits."""
         self._account(req)
-        tier = self.sim.limiter.tier
-        read, write = self.sim.limiter.rates()
-        burst = self.sim.limiter.burst_s
+        lim = self.sim.limiter
+        tier = "prestige" if lim.tier == "off" else lim.tier
 
-        def bucket(rate: int) -> dict[str, Any]:
-            return {"refill_rate_per_second": rate, "capacity": int(rate * burst),
-                    "default_cost": protocol.COST_DEFAULT, "cancel_cost": protocol.COST_CANCEL}
-        return _json({"usage_tier": tier, "read": bucket(read), "write": bucket(write),
-                      "read_limit": read, "write_limit": write})
+        def bucket(kind: str) -> dict[str, int]:
+            rate, cap = RateLimiter(tier, burst_s=lim.burst_s).limits(kind)
+            return {"refill_rate": rate, "bucket_capacity": cap}
+        grants = [{"exchange_instance": "event_contract", "level": tier, "source": "manual"}]
+        return _json({"usage_tier": tier, "read": bucket("read"), "write": bucket("write"), "grants": grants})
 
     # -- websocket -------------------------------------------------------------------------------
     async def websocket(self, req: web.Request) -> web.StreamResponse:
@@ -705,7 +1077,7 @@ class Api:
             pass
 
     def _err(self, conn: Conn, cid: Any, code: int) -> None:
-        self.sim.hub.reply(conn, {"id": cid, "type": "error", "msg": {"code": code, "msg": protocol.WS_ERRORS[code]}})
+        self.sim.hub.reply(conn, {"id": cid, "type": "error", "msg": {"code": code, "msg": WS_ERRORS[code]}})
 
     def _command(self, conn: Conn, data: str | bytes) -> None:
         try:
@@ -719,6 +1091,14 @@ class Api:
         cid = cmd.get("id")
         name = cmd.get("cmd")
         params = cmd.get("params")
+        now = time.monotonic()
+        if now - conn.cmd_window >= 1.0:
+            conn.cmd_window = now
+            conn.cmd_count = 0
+        conn.cmd_count += 1
+        if conn.cmd_count > self.sim.cfg.ws_max_commands_per_s:
+            self._err(conn, cid, 27)
+            return
         try:
             if name == "subscribe":
                 self._subscribe(conn, cid, params)
@@ -764,9 +1144,12 @@ class Api:
                 raise _WsError(8)
             if ch in PRIVATE_CHANNELS and conn.account is None:
                 raise _WsError(9)
+        _check_shard_params(params)
         tickers = self._tickers(params)
         if "orderbook_delta" in channels and not tickers:
             raise _WsError(14)
+        if tickers and len(set(tickers)) > self.sim.cfg.ws_max_markets_per_sub:
+            raise _WsError(26)
         for ch in channels:
             sub = hub.add_sub(conn, ch, set(tickers) if tickers else None)
             hub.reply(conn, {"id": cid, "type": "subscribed", "msg": {"channel": ch, "sid": sub.sid}})
@@ -824,6 +1207,8 @@ class Api:
             if not tickers:
                 raise _WsError(14)
             if action == "add_markets":
+                if sub.tickers is not None and len(sub.tickers | set(tickers)) > self.sim.cfg.ws_max_markets_per_sub:
+                    raise _WsError(26)
                 new = hub.add_markets(sub, tickers)
                 if sub.channel == "orderbook_delta":
                     for t in new:
@@ -832,6 +1217,22 @@ class Api:
                 hub.delete_markets(sub, tickers)
         hub.reply(conn, {"id": cid, "sid": sub.sid, "seq": sub.seq, "type": "ok",
                          "msg": {"market_tickers": sorted(sub.tickers or ())}})
+
+
+def _check_shard_params(params: dict[str, Any]) -> None:
+    """``shard_factor`` (1..100) and ``shard_key`` (0..factor-1, only with a factor): WS errors 19-22 [U]."""
+    factor = params.get("shard_factor")
+    key = params.get("shard_key")
+    if factor is not None:
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor <= 0:
+            raise _WsError(19)
+        if factor > 100:
+            raise _WsError(22)
+    if key is not None:
+        if factor is None:
+            raise _WsError(20)
+        if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < factor:
+            raise _WsError(21)
 
 
 WRITE_HIGH_WATER = 4 * 1024 * 1024  # bytes queued in the transport before the writer waits
@@ -855,5 +1256,5 @@ def _frame_batch(frames: list[str]) -> bytes:
 
 class _WsError(Exception):
     def __init__(self, code: int) -> None:
-        super().__init__(protocol.WS_ERRORS[code])
+        super().__init__(WS_ERRORS[code])
         self.code = code

@@ -1,0 +1,853 @@
+"""``kmm backtest``: replay captures through the engine's own parts against the fill simulator.
+
+The quoting is the live engine's: the same compiled ``BookRouter`` applies the recorded frames to the
+same compiled ``OrderBook``; the same ``MarketPipeline`` (signals, strategy, ``Differ``), ``RiskGate``,
+``OrderManager`` and ``Portfolio`` decide and account. What replaces the exchange is
+:class:`~kmm.research.fills.FillSimulator`, and what replaces the event loop is a synchronous loop over
+the capture's frames with a heap of timed events (order arrivals and answers, from the
+:class:`~kmm.research.latency.LatencyModel`) on a simulated clock (the engine's ``Clock`` interface:
+monotonic = the frames' receive times, wall = their recorded wall times).
+
+The glue between those parts (when to decide, in-flight requests per market, pulls on a stale book,
+the kill switch sweep) follows ``kmm.engine.live.Engine`` step by step; it is kept here, synchronous,
+until the engine's session object can drive a simulated venue (then this module runs on it).
+
+Deterministic: the same captures, config, options and seed give the same records and summary (the
+seed drives latency draws and the client_order_id session prefix).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from kmm._core import diff as _diff
+from kmm._core.book import OrderBook
+from kmm._core.fixed import parse_price, parse_signed_count
+from kmm._core.grid import Grid
+from kmm._core.ofi import OFI
+from kmm._core.wire import DELTA, GAP, MALFORMED, NOT_BOOK, SNAPSHOT, BookRouter
+from kmm.config import KmmConfig
+from kmm.engine.live import EngineOptions
+from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline
+from kmm.engine.orders import LiveOrder, OrderManager
+from kmm.engine.portfolio import Portfolio
+from kmm.engine.risk import KillState, RiskGate
+from kmm.errors import KmmError
+from kmm.kalshi import limiter as _lim
+from kmm.kalshi.decode import decode_lifecycle, decode_trade
+from kmm.kalshi.limiter import RateLimiter
+from kmm.kalshi.types import Fill, OrderAck
+from kmm.record.capture import GAP_TYPE, capture_files, read_capture, read_market_defs
+from kmm.record.summary import build_summary, write_summary
+from kmm.research.events import load_frames
+from kmm.research.fills import LINEAR_CENT, FillSimulator, MarketDef
+from kmm.research.latency import Dist, LatencyModel, fit_latency
+from kmm.research.queue import QueueModel
+from kmm.strategy.alpha import AlphaSource
+from kmm.strategy.base import Strategy
+from kmm.strategy.inside import InsideStrategy
+from kmm.strategy.stoikov import StoikovStrategy
+
+log = logging.getLogger("kmm.research.backtest")
+
+NS_PER_S = 1_000_000_000
+PLACE, AMEND, DECREASE, CANCEL = _diff.PLACE, _diff.AMEND, _diff.DECREASE, _diff.CANCEL
+
+
+@dataclass(slots=True)
+class BacktestOptions:
+    """Replay knobs (``--set backtest.KEY=VALUE`` on the command line)."""
+
+    queue_model: str = "power"          # pessimistic | proportional | power | log | optimistic
+    queue_power: float = 2.0
+    feed_latency: str = "1ms"           # NS | const:NS | lognormal:MEDIAN:SIGMA (units ns/us/ms/s)
+    entry_latency: str = "1ms"
+    response_latency: str = "1ms"
+    latency_from: str = ""              # a kmm run directory: fit all three latencies from it
+    trade_window_ms: float = 5.0        # a level decrease and a trade this close are one event
+    book_only: bool = False             # apply the book and nothing else (replay speed of the book)
+    progress_every_s: float = 2.0       # wall seconds between progress reports
+    housekeeping_s: float = 0.25        # simulated seconds between kill-switch / mark ticks
+    rate_tier: str = ""                 # write budget of the account (basic, advanced, ...; off: none);
+                                        # empty: [sim] rate_tier, the budget kmm run had on the sim
+    settle: dict[str, str] = field(default_factory=dict)   # ticker -> yes|no at the end of the replay
+    preload_mb: float = 512.0           # capture files up to this size are decompressed whole (faster)
+
+    @classmethod
+    def from_pairs(cls, pairs: dict[str, str]) -> BacktestOptions:
+        o = cls()
+        for k, v in pairs.items():
+            if k == "settle":
+                o.settle = dict(item.split("=", 1) for item in v.split(",") if item)
+                continue
+            if not hasattr(o, k):
+                raise KmmError(f"backtest.{k}: unknown backtest option; known: "
+                               f"{', '.join(f for f in cls.__dataclass_fields__)}")
+            cur = getattr(o, k)
+            if isinstance(cur, bool):
+                setattr(o, k, v.lower() in ("1", "true", "yes", "on"))
+            elif isinstance(cur, float):
+                setattr(o, k, float(v))
+            else:
+                setattr(o, k, v)
+        return o
+
+    def latency(self) -> LatencyModel:
+        if self.latency_from:
+            return fit_latency(self.latency_from)
+        return LatencyModel(Dist.parse(self.feed_latency), Dist.parse(self.entry_latency),
+                            Dist.parse(self.response_latency), source="configured")
+
+
+class ReplayClock:
+    """The engine's ``Clock`` on the replay: monotonic = the capture's receive time, wall = its wall time."""
+
+    __slots__ = ("mono", "wall_offset")
+
+    def __init__(self) -> None:
+        self.mono = 0
+        self.wall_offset = 0
+
+    def monotonic_ns(self) -> int:
+        return self.mono
+
+    def time_ns(self) -> int:
+        return self.mono + self.wall_offset
+
+
+def load_market_defs(captures: Sequence[Path], tickers: Sequence[str]) -> dict[str, MarketDef]:
+    """Market definitions from the ``markets.json`` beside the captures; a ticker without one replays
+    on a linear-cent grid with the standard taker fee and no maker fee (logged as a warning)."""
+    raw: dict[str, dict[str, Any]] = {}
+    for c in captures:
+        raw.update(read_market_defs(c))
+    out: dict[str, MarketDef] = {}
+    for t in tickers or list(raw):
+        d = raw.get(t)
+        if d is None:
+            log.warning("%s: no market definition beside the capture; replaying it on a linear-cent grid "
+                        "with taker fee 0.07 and no maker fee", t)
+            out[t] = MarketDef(t, LINEAR_CENT)
+            continue
+        close = d.get("close_time_ns")
+        out[t] = MarketDef(t, d.get("price_ranges") or LINEAR_CENT, int(d.get("maker_rate_e6", 0)),
+                           int(d.get("taker_rate_e6", 70_000)), int(close) if close is not None else None,
+                           bool(d.get("fractional", False)), str(d.get("status", "active")))
+    return out
+
+
+def build_strategy(cfg: KmmConfig, info: MarketInfo) -> Strategy:
+    """The strategy the live engine builds for this market (kmm.engine.live.Engine._add_pipeline)."""
+    params = cfg.strategy_for(info.ticker)
+    if cfg.run.strategy == "inside":
+        return InsideStrategy(info.grid, quote_size=params.quote_size, max_position=params.max_position)
+    tick = info.grid.tick_size(5000)
+    return StoikovStrategy(info.grid, gamma=params.gamma, kappa=params.kappa, quote_size=params.quote_size,
+                           max_position=params.max_position, maker_fee_rate_e6=info.maker_rate_e6,
+                           min_spread=params.min_spread_ticks * tick, min_edge=params.min_edge,
+                           fractional=info.fractional)
+
+
+OUT_FILES = ("ops.log", "tape.csv", "kmm.sqlite", "kmm.sqlite-wal", "kmm.sqlite-shm", "summary.json")
+
+
+def prepare_out(out: Path) -> None:
+    """A backtest writes into a fresh directory. One that holds an earlier backtest's records (its
+    summary.json says so) is cleared of them; one that holds anything else of kmm's is refused."""
+    from kmm.record.summary import read_summary
+    if not out.exists():
+        return
+    present = [n for n in OUT_FILES if (out / n).exists()]
+    if not present:
+        return
+    try:
+        mode = read_summary(out).get("mode")
+    except (OSError, ValueError):
+        mode = None
+    if mode != "backtest":
+        raise KmmError(f"{out} already holds {', '.join(present)} of another run: give kmm backtest a new "
+                       "--out directory (a backtest never mixes its records with a live run's)")
+    for n in present:
+        (out / n).unlink()
+
+
+class Backtest:
+    """One replay. ``run()`` returns the summary dict (and writes the records when ``out`` is given)."""
+
+    def __init__(self, captures: Sequence[Path], cfg: KmmConfig, out: Path | None, *, seed: int = 0,
+                 options: BacktestOptions | None = None, progress: Callable[[float], None] | None = None,
+                 strategy_factory: Callable[[MarketInfo], Strategy] | None = None,
+                 core: tuple[Callable[[], Any], Callable[[Any], Any], Callable[[], Any]] | None = None) -> None:
+        """``core``: (router factory, book factory taking a Grid, OFI factory) in place of the compiled
+        ``BookRouter``/``OrderBook``/``OFI`` (the benchmark's plain-Python baseline uses it)."""
+        self.files: list[Path] = [f for c in captures for f in capture_files(c)]
+        if not self.files:
+            raise KmmError(f"no capture files in {', '.join(map(str, captures))}: give capture.bin.gz files "
+                           "or directories holding them")
+        self.cfg = cfg
+        self.out = out
+        self.opt = options or BacktestOptions()
+        self.progress = progress
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.clock = ReplayClock()
+        self.latency = self.opt.latency()
+        self.defs = load_market_defs([Path(c) for c in captures], list(cfg.run.markets))
+        self.tickers = tuple(self.defs)
+        self.sim = FillSimulator(self.defs, QueueModel(self.opt.queue_model, self.opt.queue_power),
+                                 trade_window_ns=int(self.opt.trade_window_ms * 1e6))
+        self.om = OrderManager(self.clock, session=f"bt{seed}", unknown_order_policy="cancel")
+        self.pf = Portfolio(mark=cfg.risk.pnl_mark, cash_rounding=cfg.risk.cash_rounding)
+        self.pf.set_cash(cfg.sim.balance)
+        self.gate = RiskGate(cfg.risk_limits(), self.clock, self.pf, self.om)
+        new_router, new_book, new_ofi = core or (BookRouter, OrderBook,
+                                                 lambda: OFI(window_ns=10 * NS_PER_S, half_life_ns=5 * NS_PER_S))
+        self.router = new_router()
+        self.alpha = AlphaSource()
+        self.pipes: dict[str, MarketPipeline] = {}
+        self.books: dict[str, OrderBook] = {}
+        for t, d in self.defs.items():
+            grid = Grid(list(d.price_ranges))
+            book = new_book(grid)
+            self.router.add(t, book)
+            self.books[t] = book
+            self.sim.attach_book(t, book)
+            info = MarketInfo(t, grid, d.close_time_ns, d.fractional, d.maker_rate_e6, d.taker_rate_e6, d.status)
+            self.gate.add_market(t, grid, close_time_ns=d.close_time_ns, fractional=d.fractional)
+            strategy = strategy_factory(info) if strategy_factory else build_strategy(cfg, info)
+            pipe = MarketPipeline(info, book, strategy, cfg.strategy_for(t), self.alpha, new_ofi())
+            self.pipes[t] = pipe
+        self.events: list[tuple[int, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._seq = 0
+        self.quoting = True
+        self.recorder: Any = None
+        self.fills: list[Fill] = []
+        self.orders_sent = self.cancels_sent = self.amends_sent = self.decreases_sent = 0
+        self.book_messages = 0
+        self.frames = 0
+        self.gaps = 0
+        self.malformed = 0
+        self.decisions = 0
+        self._kill_sweeping = False
+        self._next_house = 0
+        self._next_mark = 0
+        self._next_pnl = 0
+        tier = self.opt.rate_tier or cfg.sim.rate_tier
+        # the live connector's token buckets on the replay clock: requests wait for write tokens
+        self.limiter = None if tier == "off" else RateLimiter.for_tier(tier, clock_ns=self.clock.monotonic_ns)
+        eo = EngineOptions()
+        self.reprice_pressure = eo.reprice_pressure
+        self.reprice_min_ticks = eo.reprice_min_ticks
+        for p in self.pipes.values():
+            p.skip_reprice_px = eo.reprice_min_ticks * p.info.grid.tick_size(5000)
+        self.skipped_reprices = 0
+        self.rate_waits = 0
+
+    # ============================================================================ events
+    def _at(self, t: int, fn: Callable[..., None], *args: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self.events, (t, self._seq, fn, args))
+
+    def _run_events(self, until: int) -> None:
+        ev = self.events
+        clock = self.clock
+        while ev and ev[0][0] <= until:
+            t, _, fn, args = heapq.heappop(ev)
+            if t > clock.mono:
+                clock.mono = t
+            fn(*args)
+
+    # ============================================================================ the replay
+    def run(self) -> dict[str, Any]:
+        from kmm.record import Recorder
+        if self.out is not None:
+            prepare_out(self.out)
+            self.recorder = Recorder.open(self.out, log_level=self.cfg.run.log_level, console=False,
+                                          capture=False, logging_enabled=self.cfg.records.ops_log)
+            log.info("backtest of %s (%d files) on %s, seed %d, queue %s, latency %s", ", ".join(self.tickers),
+                     len(self.files), ", ".join(map(str, self.files[:3])), self.seed, self.opt.queue_model,
+                     self.latency.describe())
+        try:
+            summary = self._replay()
+        finally:
+            if self.recorder is not None:
+                self.recorder.close()
+        if self.out is not None:
+            write_summary(self.out, summary)
+        return summary
+
+    def _replay(self) -> dict[str, Any]:
+        sizes = [f.stat().st_size for f in self.files]
+        total = sum(sizes) or 1
+        done_bytes = 0
+        t0 = time.perf_counter()
+        next_report = t0 + self.opt.progress_every_s
+        start_wall = end_wall = None
+        shift = 0
+        last = 0
+        book_only = self.opt.book_only
+        feed = self.router.feed
+        clock = self.clock
+        frame_fn = self._frame
+        for fi, path in enumerate(self.files):
+            first = True
+            records: Any = (load_frames(path) if sizes[fi] <= self.opt.preload_mb * (1 << 20)
+                            else ((r.recv_ns, r.wall_ns, r.frame) for r in read_capture(path)))
+            for recv0, wall, frame in records:
+                recv = recv0 + shift
+                if first:
+                    first = False
+                    if recv < last:                  # another run's capture: its own monotonic base
+                        shift += last - recv + NS_PER_S
+                        recv = recv0 + shift
+                        if fi:
+                            self._gap(recv, "next capture file of another run")
+                    if start_wall is None:
+                        start_wall = wall
+                end_wall = wall
+                last = recv
+                self.frames += 1
+                if book_only:
+                    st = feed(frame, recv)
+                    if st == DELTA or st == SNAPSHOT:
+                        self.book_messages += 1
+                    continue
+                if self.events and self.events[0][0] <= recv:
+                    self._run_events(recv)
+                clock.mono = recv
+                clock.wall_offset = wall - recv
+                frame_fn(frame, recv)
+                if recv >= self._next_house:
+                    self._housekeeping(recv)
+                if (self.frames & 4095) == 0:
+                    now = time.perf_counter()
+                    if now >= next_report:
+                        next_report = now + self.opt.progress_every_s
+                        frac = (done_bytes + sizes[fi] * 0.5) / total
+                        if self.progress is not None:
+                            self.progress(min(0.99, frac))
+            done_bytes += sizes[fi]
+        if not book_only:
+            self._run_events(last + 60 * NS_PER_S)
+            self._finish(last)
+        elapsed = time.perf_counter() - t0
+        if self.progress is not None:
+            self.progress(1.0)
+        mps = self.book_messages / elapsed if elapsed > 0 else 0.0
+        span_s = (end_wall - start_wall) / NS_PER_S if start_wall is not None and end_wall is not None else 0.0
+        st = self.sim.stats
+        extra = {
+            "seed": self.seed, "queue_model": self.opt.queue_model, "latency": self.latency.describe(),
+            "frames": self.frames, "elapsed_s": round(elapsed, 3), "replayed_span_s": round(span_s, 3),
+            "speedup_vs_real_time": round(span_s / elapsed, 1) if elapsed > 0 else None,
+            "decisions": self.decisions, "cancels_sent": self.cancels_sent, "amends_sent": self.amends_sent,
+            "decreases_sent": self.decreases_sent, "skipped_reprices": self.skipped_reprices,
+            "rate_waits": self.rate_waits, "gaps": self.gaps, "malformed": self.malformed,
+            "maker_fills": st.maker_fills, "taker_fills": st.taker_fills, "fills_at_level": st.fills_at_level,
+            "fills_through": st.fills_through, "post_only_cancels": st.post_only_cancels,
+            "queue_cancel_advance": round(st.queue_cancel_advance / 100, 2),
+            "trade_advance": st.trade_advance / 100, "own_deltas_removed": st.own_deltas_removed,
+            "taken_contracts": st.taken / 100, "clamped": st.clamped, "risk_denials": dict(self.gate.denials),
+            "files": [str(f) for f in self.files],
+        }
+        return build_summary(
+            mode="backtest", venue="backtest (" + ", ".join(str(f) for f in self.files[:3])
+            + (", ..." if len(self.files) > 3 else "") + ")",
+            markets=self.tickers, start_ns=start_wall or 0, end_ns=end_wall or 0, fills=self.fills,
+            realized=self.pf.realized_pnl(), unrealized=self.pf.unrealized_pnl(), fees=self.pf.fees_paid(),
+            positions={t: self.pf.position(t) for t in self.tickers}, book_messages=self.book_messages,
+            orders_sent=self.orders_sent, messages_per_s=mps, extra=extra)
+
+    # ============================================================================ frames
+    def _frame(self, frame: bytes, recv: int) -> None:
+        router = self.router
+        head = frame[:24]
+        if b'"type":"ticker"' in head:
+            return          # the engine reads nothing from ticker messages
+        if b'"type":"trade"' in head:
+            self._json(frame, recv)     # not a book frame: no need for the router's scan
+            return
+        if b'"client_order_id"' in frame:
+            if b'"orderbook_delta"' in frame:
+                self._slow_delta(frame, recv, own=True)
+            return          # our recorded run's fills, orders, positions: its outcome, not the replay's
+        if self.sim.corrected and b'"orderbook_delta"' in frame:
+            i = frame.find(b'"market_ticker":"')
+            if i >= 0:
+                j = frame.find(b'"', i + 17)
+                if frame[i + 17:j].decode() in self.sim.corrected:
+                    self._slow_delta(frame, recv, own=False)
+                    return
+        st = router.feed(frame, recv)
+        if st == DELTA:
+            self.book_messages += 1
+            self._on_book(router.last_ticker or "", recv)
+        elif st == NOT_BOOK:
+            self._json(frame, recv)
+        elif st == SNAPSHOT:
+            self.book_messages += 1
+            t = router.last_ticker
+            if t in self.pipes:
+                self.sim.on_snapshot(t)
+                pipe = self.pipes[t]
+                pipe.ready = True
+                self.gate.set_book_stale(t, False)
+                self.gate.on_book_update(t)
+                self._on_book(t, recv)
+        elif st == GAP:
+            self._gap(recv, f"seq gap on sid {router.last_sid}", sid=router.last_sid)
+        elif st == MALFORMED:
+            self.malformed += 1
+            t = router.last_ticker
+            if t in self.pipes and self.pipes[t].ready:
+                self._stale(t, f"book desync: {router.last_error}")
+
+    def _slow_delta(self, frame: bytes, recv: int, *, own: bool) -> None:
+        """A delta the driver applies itself: the recorded run's own order, or a market whose replay
+        book carries liquidity we took. The sid's sequence is moved on as the router would."""
+        try:
+            obj = orjson.loads(frame)
+            msg = obj["msg"]
+            t = msg["market_ticker"]
+            side = 0 if msg["side"] == "yes" else 1
+            price = parse_price(msg["price_dollars"])
+            delta = parse_signed_count(msg["delta_fp"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            self.malformed += 1
+            log.warning("unreadable book delta in the capture (%s): %.200r", exc, frame)
+            return
+        if t not in self.pipes:
+            return
+        sid, seq = int(obj.get("sid") or 0), int(obj.get("seq") or 0)
+        router = self.router
+        if sid and seq:
+            prev = router.last_seq_of(sid)
+            if prev is not None and seq > prev + 1 and not router.is_stale(t):
+                router.note_seq(sid, seq)
+                self._gap(recv, f"seq gap on sid {sid}", sid=sid)
+                return
+            router.note_seq(sid, seq)
+        if own:     # the recorded run's order: never in the replay book, stale or not; only tracked
+            self.sim.apply_recorded_delta(t, side, price, delta, own)
+            return
+        if router.is_stale(t):
+            return
+        self.sim.apply_recorded_delta(t, side, price, delta, own)
+        if not own:
+            self.book_messages += 1
+            self._on_book(t, recv)
+
+    def _json(self, frame: bytes, recv: int) -> None:
+        try:
+            obj = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            self.malformed += 1
+            return
+        typ = obj.get("type") if isinstance(obj, dict) else None
+        msg = obj.get("msg") if isinstance(obj, dict) else None
+        if typ == "trade" and isinstance(msg, dict):
+            try:
+                tr = decode_trade(msg, recv)
+            except Exception:  # noqa: BLE001 - a bad frame is skipped, as live does
+                self.malformed += 1
+                log.warning("unreadable trade in the capture: %.200r", frame)
+                return
+            pipe = self.pipes.get(tr.ticker)
+            if pipe is None:
+                return
+            for f in self.sim.on_trade(recv, tr.ts_ms or self.clock.time_ns() // 1_000_000, tr.ticker,
+                                       tr.price, tr.count, tr.taker_side, tr.trade_id):
+                self._on_fill(f)
+            pipe.on_trade(tr.price)
+        elif typ == "market_lifecycle_v2" and isinstance(msg, dict):
+            try:
+                ev = decode_lifecycle(msg, recv)
+            except Exception:  # noqa: BLE001
+                self.malformed += 1
+                return
+            if ev.ticker not in self.pipes:
+                return
+            if ev.event_type in ("deactivated", "determined", "settled"):
+                self.gate.set_market_paused(ev.ticker, True)
+                self._pull(self.pipes[ev.ticker], f"market {ev.event_type}")
+            elif ev.event_type == "activated":
+                self.gate.set_market_paused(ev.ticker, False)
+            if ev.event_type == "settled" and ev.result in ("yes", "no"):
+                self.pf.settle(ev.ticker, ev.result)
+                self._tape(self.pipes[ev.ticker], "settle")
+        elif typ == GAP_TYPE:
+            self._gap(recv, str((msg or {}).get("reason", "connection lost")))
+        elif typ == "subscribed" and isinstance(msg, dict) and msg.get("channel") == "orderbook_delta":
+            if any(p.ready for p in self.pipes.values()):
+                self._gap(recv, "resubscribed (reconnect)")
+
+    def _gap(self, recv: int, reason: str, sid: int | None = None) -> None:
+        """Frames may be missing: as live, every affected book is stale and its quotes are pulled until
+        the next recorded snapshot."""
+        self.gaps += 1
+        log.warning("replay gap at %d: %s", recv, reason)
+        if sid is None:
+            self.router.reset()
+        for t, p in self.pipes.items():
+            if sid is None or self.router.sid_of(t) in (sid, None):
+                self._stale(t, reason)
+
+    def _stale(self, t: str, reason: str) -> None:
+        pipe = self.pipes[t]
+        self.router.mark_stale(t)
+        pipe.ready = False
+        pipe.state = "stale"
+        self.gate.set_book_stale(t, True)
+        self._pull(pipe, f"book stale: {reason}")
+
+    # ============================================================================ the engine's path
+    def _on_book(self, ticker: str, recv: int) -> None:
+        pipe = self.pipes.get(ticker)
+        if pipe is None or not pipe.ready:
+            return
+        sim = self.sim
+        if sim.markets[ticker].orders:
+            sim.on_book_change(recv, ticker)
+        live = self.om.live_orders(ticker)
+        pipe.on_book(recv, self.clock.time_ns(), live)
+        self.gate.on_book_update(ticker)
+        inp = pipe.inputs
+        self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
+        self._requote(pipe, recv, live)
+
+    def _requote(self, pipe: MarketPipeline, trigger: int, live: list[LiveOrder] | None = None) -> None:
+        if not self.quoting:
+            return
+        if pipe.in_flight:
+            pipe.dirty = True
+            return
+        now = self.clock.mono
+        if pipe.hold_until_ns and now < pipe.hold_until_ns:
+            pipe.dirty = True
+            return
+        t = pipe.ticker
+        d = self.gate.is_quotable(t)
+        if live is None:
+            live = self.om.live_orders(t)
+        if not d:
+            pipe.state = d.reason
+            if live:
+                self._pull(pipe, d.reason)
+            if self.gate.kill_state is KillState.TRIPPED:
+                self._kill_sweep()
+            return
+        for o in live:
+            if not o.actionable:
+                pipe.dirty = True
+                return
+        pipe.dirty = False
+        actions = pipe.decide(self.pf.position(t), live)
+        pipe.state = "quoting"
+        if actions:
+            if self._small_reprices_only(pipe, actions):
+                self.skipped_reprices += 1
+                return
+            self.decisions += 1
+            pipe.trigger_ns = trigger
+            pipe.decided_ns = now
+            self._apply(pipe, actions, trigger)
+
+    def _small_reprices_only(self, pipe: MarketPipeline, actions: Any) -> bool:
+        """As live (Engine._small_reprices_only): under write pressure a decision that only nudges
+        prices by a few ticks is skipped whole."""
+        if self.limiter is None or self.limiter.pressure() <= self.reprice_pressure:
+            return False
+        for a in actions:
+            if a.kind != AMEND:
+                return False
+            o = self.om.get(a.order_id)
+            if o is None or a.size != o.remaining or abs(a.price - o.price) > pipe.skip_reprice_px:
+                return False
+        return True
+
+    def _pull(self, pipe: MarketPipeline, reason: str) -> None:
+        live = [o for o in self.om.live_orders(pipe.ticker) if o.order_id is not None and o.actionable]
+        if not live:
+            return
+        actions = pipe.pull(live)
+        if actions:
+            log.info("%s: pulling %d quotes (%s)", pipe.ticker, len(actions), reason)
+            self._apply(pipe, actions, self.clock.mono)
+
+    def _apply(self, pipe: MarketPipeline, actions: Any, trigger: int) -> None:
+        t = pipe.ticker
+        first = True
+        for a in actions:
+            kind, side = a.kind, SIDE_NAME[a.side]
+            if kind == PLACE:
+                d = self.gate.check_place(t, side, a.price, a.size)
+                if not d:
+                    continue
+                o = self.om.create(t, side, a.price, a.size)
+                if self.recorder is not None:
+                    self.recorder.store.record_order(status="pending", client_order_id=o.client_order_id, ticker=t,
+                                                     side=side, price=a.price, count=a.size,
+                                                     strategy=self.cfg.run.strategy, reason="quote",
+                                                     ts_ns=self.clock.time_ns())
+                self.orders_sent += 1
+                self._send(pipe, first, trigger, _lim.PLACE, self._x_place, o.client_order_id, t, side, a.price, a.size)
+                first = False
+                continue
+            lo = self.om.get(a.order_id)
+            if lo is None or lo.order_id is None:
+                continue
+            oid = lo.order_id
+            if kind == CANCEL:
+                if self.om.request_cancel(oid) is not None:
+                    self.cancels_sent += 1
+                    self._send(pipe, first, trigger, _lim.CANCEL, self._x_cancel, oid)
+                    first = False
+            elif kind == DECREASE:
+                if self.om.request_decrease(oid, a.size) is not None:
+                    self.decreases_sent += 1
+                    self._send(pipe, first, trigger, _lim.AMEND, self._x_decrease, oid, a.size)
+                    first = False
+            elif kind == AMEND:
+                d = self.gate.check_amend(t, side, a.price, a.size, lo.remaining)
+                if not d:
+                    if self.om.request_cancel(oid) is not None:
+                        self.cancels_sent += 1
+                        self._send(pipe, first, trigger, _lim.CANCEL, self._x_cancel, oid)
+                        first = False
+                    continue
+                if self.om.request_amend(oid, a.price, a.size) is not None:
+                    self.amends_sent += 1
+                    self._send(pipe, first, trigger, _lim.AMEND, self._x_amend, oid, a.price, a.size)
+                    first = False
+
+    def _send(self, pipe: MarketPipeline, first: bool, trigger: int, lane: int, act: Callable[..., Any],
+              *args: Any) -> None:
+        """A request starts now: it waits for write tokens (the live connector's buckets), leaves, acts
+        at the exchange after entry + feed latency (on the book as it is then), and its answer comes
+        back entry + response after it left."""
+        pipe.in_flight += 1
+        if first and self.recorder is not None:
+            self._tape(pipe, "decision", latency_ns=self.clock.mono - trigger)
+        self._depart(pipe, lane, act, args)
+
+    def _depart(self, pipe: MarketPipeline, lane: int, act: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        now = self.clock.mono
+        if self.limiter is not None:
+            wait = self.limiter.poll(lane, 2 if lane == _lim.CANCEL else 10)
+            if wait:
+                self.rate_waits += 1
+                self._at(now + wait, self._depart, pipe, lane, act, args)
+                return
+        lat = self.latency
+        entry = lat.entry.draw(self.rng)
+        arrive = now + entry + lat.feed.draw(self.rng)
+        answer = max(arrive, now + entry + lat.response.draw(self.rng))
+        self._at(arrive, self._arrive, pipe, answer, act, args)
+
+    def _arrive(self, pipe: MarketPipeline, answer: int, act: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        result = act(*args)
+        self._at(answer, self._answer, pipe, result)
+
+    def _answer(self, pipe: MarketPipeline, result: Callable[[], None]) -> None:
+        result()
+        pipe.in_flight -= 1
+        if pipe.in_flight:
+            return
+        if not pipe.ready or not self.quoting:
+            self._pull(pipe, "not quotable")
+            return
+        if pipe.dirty:
+            self._requote(pipe, self.clock.mono)
+
+    # ---- what each request does at the exchange (returns what its answer does here)
+    def _wall_ms(self) -> int:
+        return self.clock.time_ns() // 1_000_000
+
+    def _x_place(self, coid: str, t: str, side: str, price: int, count: int) -> Callable[[], None]:
+        ack, so, fills = self.sim.place(self.clock.mono, self._wall_ms(), t, side, price, count, coid, post_only=True)
+
+        def answer() -> None:
+            self.om.on_ack(ack)
+            for f in fills:
+                self._on_fill(f)
+            if self.recorder is not None:
+                status = "resting" if so.status == "resting" else so.status
+                self.recorder.store.record_order(status=status, client_order_id=coid, order_id=ack.order_id,
+                                                 reason="PostOnlyCrossCancel" if so.status == "canceled" else None,
+                                                 ts_ns=self.clock.time_ns())
+            if ack.remaining_count and (not self.quoting or not self.pipes[t].ready
+                                        or not self.gate.is_quotable(t)):
+                if self.om.request_cancel(ack.order_id) is not None:
+                    self.cancels_sent += 1
+                    self._send(self.pipes[t], False, self.clock.mono, _lim.CANCEL, self._x_cancel, ack.order_id)
+        return answer
+
+    def _x_cancel(self, oid: str) -> Callable[[], None]:
+        reduced = self.sim.cancel(self.clock.mono, self._wall_ms(), oid)
+
+        def answer() -> None:
+            self.om.on_cancel_ack(oid, reduced)
+            self.pf.forget_order(oid)
+            if self.recorder is not None:
+                self.recorder.store.record_order(status="canceled", order_id=oid, ts_ns=self.clock.time_ns())
+        return answer
+
+    def _x_decrease(self, oid: str, reduce_to: int) -> Callable[[], None]:
+        so = self.sim.decrease(self.clock.mono, self._wall_ms(), oid, reduce_to)
+
+        def answer() -> None:
+            if so is None:
+                self.om.on_request_failed(oid, "order_not_found", gone=True)
+            else:
+                self.om.on_decrease_ack(oid, so.remaining)
+        return answer
+
+    def _x_amend(self, oid: str, price: int, remaining: int) -> Callable[[], None]:
+        so, refused, fills = self.sim.amend(self.clock.mono, self._wall_ms(), oid, price, remaining)
+
+        def answer() -> None:
+            for f in fills:
+                self._on_fill(f)
+            if refused is not None or so is None:
+                self.om.on_request_failed(oid, refused or "order_not_found", gone=refused == "order_not_found")
+            else:
+                self.om.on_amend_ack(OrderAck(so.order_id, so.coid, so.filled, so.remaining, ts_ms=so.updated_ms))
+        return answer
+
+    # ---- fills
+    def _on_fill(self, f: Fill) -> None:
+        self.om.on_fill(f)
+        if not self.pf.apply_fill(f):
+            return
+        self.fills.append(f)
+        pipe = self.pipes.get(f.ticker)
+        if pipe is not None:
+            pipe.fills += 1
+            pipe.on_trade(f.price)
+        if self.recorder is not None:
+            self.recorder.store.record_fill(f)
+            o = self.om.get(f.client_order_id or "")
+            if o is not None:       # what the exchange's user_order would say after this fill
+                self.recorder.store.record_order(status="executed" if o.remaining == 0 else "resting",
+                                                 client_order_id=o.client_order_id, order_id=f.order_id,
+                                                 fill_count=o.fill_count, ts_ns=self.clock.time_ns())
+            self._tape(pipe, "fill", fill=f)
+        self._after_pnl_change()
+        if pipe is not None and pipe.ready:
+            self._requote(pipe, self.clock.mono)
+
+    def _after_pnl_change(self) -> None:
+        was = self.gate.kill_state
+        if self.gate.update_pnl() is KillState.TRIPPED:
+            for p in self.pipes.values():
+                p.state = "killed"
+                p.dirty = True
+            self._kill_sweep()
+        elif was is not KillState.ARMED and self.gate.kill_state is KillState.ARMED:
+            for p in self.pipes.values():
+                if p.ready:
+                    self._requote(p, self.clock.mono)
+
+    def _kill_sweep(self) -> None:
+        if self._kill_sweeping:
+            return
+        self._kill_sweeping = True
+        try:
+            for p in self.pipes.values():
+                self._pull(p, f"kill switch: {self.gate.kill_reason}")
+            if not any(o.is_live and o.order_id is not None for o in self.om.orders()) and not self.sim.resting():
+                self.gate.on_cancel_sweep_done()
+        finally:
+            self._kill_sweeping = False
+
+    # ============================================================================ timers and the end
+    def _housekeeping(self, now: int) -> None:
+        self._next_house = now + int(self.opt.housekeeping_s * NS_PER_S)
+        self.sim.expire_all(now)
+        self._after_pnl_change()
+        if self.gate.kill_state is KillState.TRIPPED:
+            self._kill_sweep()
+        for p in self.pipes.values():
+            if p.hold_until_ns and p.dirty and p.ready and now >= p.hold_until_ns:
+                p.hold_until_ns = 0
+                self._requote(p, now)
+        if self.recorder is None:
+            return
+        if now >= self._next_mark:
+            self._next_mark = now + NS_PER_S
+            for p in self.pipes.values():
+                p.refresh_tau(self.clock.time_ns())
+                self._tape(p, "mark")
+        if now >= self._next_pnl:
+            self._next_pnl = now + 5 * NS_PER_S
+            self._record_pnl()
+
+    def _finish(self, last: int) -> None:
+        """End of the captures: stop quoting, cancel what rests, settle what was asked, final records."""
+        self.quoting = False
+        self.clock.mono = max(self.clock.mono, last)
+        for p in self.pipes.values():
+            self._pull(p, "end of replay")
+        self._run_events(self.clock.mono + 60 * NS_PER_S)
+        for t, result in self.opt.settle.items():
+            if t in self.pipes and result in ("yes", "no"):
+                self.pf.settle(t, result)
+                self._tape(self.pipes[t], "settle")
+        if self.recorder is not None:
+            for p in self.pipes.values():
+                self._tape(p, "stop")
+            self._record_pnl()
+        log.info("backtest done: %d fills, %d orders sent, realized %.4f, fees %.4f, unrealized %.4f",
+                 len(self.fills), self.orders_sent, self.pf.realized_pnl() / 1e4, self.pf.fees_paid() / 1e4,
+                 self.pf.unrealized_pnl() / 1e4)
+
+    def _record_pnl(self) -> None:
+        ts = self.clock.time_ns()
+        for t in self.tickers:
+            self.recorder.store.record_pnl(ticker=t, position=self.pf.position(t), cash=self.pf.cash,
+                                           realized=self.pf.realized_pnl(t), unrealized=self.pf.unrealized_pnl(t),
+                                           fees=self.pf.fees_paid(t), ts_ns=ts)
+
+    def _tape(self, pipe: MarketPipeline | None, event: str, fill: Fill | None = None,
+              latency_ns: int | None = None) -> None:
+        """The same tape row the live engine writes (kmm.engine.live.Engine._tape)."""
+        if self.recorder is None or pipe is None:
+            return
+        from kmm.record.tape import TapeRow
+        t = pipe.ticker
+        inp, tgt = pipe.inputs, pipe.target
+        live = self.om.live_orders(t)
+        bid = next((o for o in live if o.side == "bid"), None)
+        ask = next((o for o in live if o.side == "ask"), None)
+        row = TapeRow(
+            ts_ns=self.clock.time_ns(), ticker=t, event=event,
+            mid=None if inp.mid is None else int(round(inp.mid)),
+            my_bid=bid.price if bid else None, my_ask=ask.price if ask else None,
+            bid_size=bid.remaining if bid else 0, ask_size=ask.remaining if ask else 0,
+            inventory=self.pf.position(t), unrealized_pnl=self.pf.unrealized_pnl(t),
+            realized_pnl=self.pf.realized_pnl(t) - self.pf.fees_paid(t), fees=self.pf.fees_paid(t),
+            latency_ns=latency_ns if event == "decision" else None,
+            reservation=tgt.reservation, spread=(2 * tgt.half_spread) if tgt.half_spread else None,
+            sigma=inp.sigma, ofi=inp.ofi_skew or None,
+            fill_side=fill.side if fill else None, fill_price=fill.price if fill else None,
+            fill_size=fill.count if fill else None, fill_fee=fill.fee if fill else None,
+            trade_id=fill.trade_id if fill else None)
+        self.recorder.tape.write(row)
+
+
+def run_backtest(captures: Sequence[Path], cfg: KmmConfig, out: Path, *, seed: int = 0,
+                 progress: Callable[[float], None] | None = None,
+                 options: BacktestOptions | None = None) -> dict[str, Any]:
+    """Replay ``captures`` (files or directories) with ``cfg``; write ops.log, tape.csv, kmm.sqlite and
+    summary.json into ``out``; return the summary dict (the contract in docs/research.md)."""
+    return Backtest([Path(c) for c in captures], cfg, Path(out), seed=seed, options=options,
+                    progress=progress).run()

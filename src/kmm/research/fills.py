@@ -1,0 +1,520 @@
+"""The fill simulator: our virtual orders inside a recorded book (used by ``kmm backtest``; paper mode
+will use the same object).
+
+What it holds, per market:
+
+- the replay book (a compiled ``OrderBook`` fed from the capture by the backtest driver), corrected so
+  it is the book the engine would have seen had this run traded there: the recorded run's own orders
+  are taken out (their deltas carry ``client_order_id``; a snapshot's share of them is subtracted), our
+  virtual orders are put in at their price, and liquidity our taker orders took stays taken;
+- our virtual orders, each with a queue position ``ahead`` (others' size in front of it, 1e-2
+  contracts) estimated from the visible size at the price when the order arrived.
+
+Queue rules (Kalshi's, kalshi-api.md section 4.1): a new order joins the back of its level; a decrease
+(or an amend that only lowers size) keeps its place; an amend that changes the price or raises the size
+goes to the back of the new level. ``ahead`` shrinks only with trades at our price (a trade eats the
+front first; past the front it fills us) and with cancels, split front/behind by the
+:class:`~kmm.research.queue.QueueModel`. A level that shrinks is first matched with trades at that
+price seen within ``trade_window_ns`` (the trade and its book delta come on different channels and
+either can come first); what no trade explains is a cancel. A trade at a price beyond ours (a seller
+hitting a bid below our bid) means our level was swept: it fills us up to its size.
+
+Orders that cross: a post-only order is cancelled (``PostOnlyCrossCancel``: an ack with nothing
+filled and nothing resting); any other order walks the book best first up to its limit, each level's
+size less our own orders there, pays the taker fee, and the size it took is removed from the replay
+book for the rest of the replay, so the same liquidity is never filled twice. A post-only amend that
+would cross is refused like the sim refuses it (``post_only_cross``; the order stays as it was).
+
+Fees: the exact fee of each fill (``kmm._core.fees.trade_fee``: maker or taker rate of the market,
+rounded up to $0.0001) charged in whole cents with the order's carry (``cent_fee``), as the exchange
+reports it in ``fee_cost``. Units everywhere: prices 1e-4 $ YES, sizes 1e-2 contracts, money 1e-4 $,
+time ns on the replay's clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kmm._core.fees import cent_fee, trade_fee
+from kmm.kalshi.types import Fill, OrderAck, UserOrder
+from kmm.research.queue import QueueModel
+
+log = logging.getLogger("kmm.research.fills")
+
+ONE = 10_000
+YES, NO = 0, 1
+LINEAR_CENT = ({"start": "0.0100", "end": "0.9900", "step": "0.0100"},)
+
+
+@dataclass(slots=True)
+class MarketDef:
+    """What a replay needs to know about a market (stored beside a capture as ``markets.json``)."""
+
+    ticker: str
+    price_ranges: Any = LINEAR_CENT         # the wire form: [{start, end, step}] dollar strings
+    maker_rate_e6: int = 0
+    taker_rate_e6: int = 70_000
+    close_time_ns: int | None = None
+    fractional: bool = False
+    status: str = "active"
+
+
+class SimOrder:
+    """One virtual order. ``ahead`` is a float: the expected size in front of us."""
+
+    __slots__ = ("order_id", "coid", "ticker", "side", "price", "initial", "remaining", "filled",
+                 "post_only", "carry", "fees", "status", "bside", "bprice", "ahead", "seen",
+                 "pend", "credit", "created_ms", "updated_ms")
+
+    def __init__(self, order_id: str, coid: str, ticker: str, side: str, price: int, count: int,
+                 post_only: bool, now_ms: int) -> None:
+        self.order_id = order_id
+        self.coid = coid
+        self.ticker = ticker
+        self.side = side
+        self.price = price
+        self.initial = count
+        self.remaining = count
+        self.filled = 0
+        self.post_only = post_only
+        self.carry = 0                       # cent-rounding carry of this order, 1e-4 $
+        self.fees = 0
+        self.status = "resting"
+        self.bside = YES if side == "bid" else NO
+        self.bprice = price if side == "bid" else ONE - price
+        self.ahead = 0.0
+        self.seen = 0                        # others' size at our level when last looked, 1e-2
+        self.pend: list[list[int]] = []      # [time ns, size]: level decreases not yet explained
+        self.credit: list[list[int]] = []    # [time ns, size]: trades seen before their book delta
+        self.created_ms = now_ms
+        self.updated_ms = now_ms
+
+    def user_order(self, recv_ns: int = 0) -> UserOrder:
+        return UserOrder(order_id=self.order_id, client_order_id=self.coid, ticker=self.ticker,
+                         status=self.status, side=self.side, price=self.price, initial_count=self.initial,
+                         fill_count=self.filled, remaining_count=self.remaining,
+                         created_ts_ms=self.created_ms, last_updated_ts_ms=self.updated_ms, recv_ns=recv_ns)
+
+
+@dataclass(slots=True)
+class FillStats:
+    """Counts a replay reports (and the reconciliation explains differences with)."""
+
+    maker_fills: int = 0
+    taker_fills: int = 0
+    maker_contracts: int = 0
+    taker_contracts: int = 0
+    fills_at_level: int = 0          # from trades at our price, after the queue in front was eaten
+    fills_through: int = 0           # from trades beyond our price (our level was swept)
+    post_only_cancels: int = 0
+    queue_cancel_advance: float = 0.0  # size the queue model moved us forward on cancels, 1e-2
+    trade_advance: int = 0           # size trades moved us forward, 1e-2
+    own_deltas_removed: int = 0      # recorded deltas of the recorded run's own orders left out
+    taken: int = 0                   # size our taker orders removed from the book, 1e-2
+    clamped: int = 0                 # corrections that would have made a level negative
+
+
+@dataclass(slots=True)
+class _Market:
+    d: MarketDef
+    book: Any = None
+    orders: dict[str, SimOrder] = field(default_factory=dict)     # resting, by order_id
+    live_own: dict[tuple[int, int], int] = field(default_factory=dict)   # recorded run's resting size
+    taken: dict[tuple[int, int], int] = field(default_factory=dict)      # our taker fills per level
+
+
+class FillSimulator:
+    """The virtual exchange of one replay. Every method takes ``now`` (ns on the replay clock) and
+    ``wall_ms`` (exchange time stamps on what it reports)."""
+
+    def __init__(self, markets: dict[str, MarketDef], queue: QueueModel | None = None, *,
+                 trade_window_ns: int = 5_000_000) -> None:
+        self.markets = {t: _Market(d) for t, d in markets.items()}
+        self.queue = queue or QueueModel()
+        self.trade_window_ns = trade_window_ns
+        self.stats = FillStats()
+        self.orders: dict[str, SimOrder] = {}                 # every order, by order_id
+        self.by_coid: dict[str, SimOrder] = {}
+        self._n_orders = 0
+        self._n_trades = 0
+        self.corrected: set[str] = set()     # markets whose book carries taken liquidity
+        self.keep_outcomes = False
+        self.trade_outcomes: dict[str, tuple[str, str]] = {}
+
+    # ------------------------------------------------------------------------------ books
+    def attach_book(self, ticker: str, book: Any) -> None:
+        self.markets[ticker].book = book
+
+    def _own_at(self, m: _Market, bside: int, bprice: int) -> int:
+        n = 0
+        for o in m.orders.values():
+            if o.bside == bside and o.bprice == bprice:
+                n += o.remaining
+        return n
+
+    def _level(self, m: _Market, bside: int, bprice: int, delta: int) -> None:
+        """Move a level of the replay book by ``delta``, never below zero."""
+        if delta == 0:
+            return
+        book = m.book
+        if delta < 0:
+            have = book.size_at("yes" if bside == YES else "no", bprice)
+            if have + delta < 0:
+                self.stats.clamped += 1
+                delta = -have
+                if delta == 0:
+                    return
+        book.apply_level_delta(bside, bprice, delta)
+
+    def others_at(self, ticker: str, side: str, price: int) -> int:
+        """Visible size at a YES price on our order side, not counting our own virtual orders."""
+        m = self.markets[ticker]
+        bside = YES if side == "bid" else NO
+        bprice = price if side == "bid" else ONE - price
+        return max(0, m.book.size_at("yes" if bside == YES else "no", bprice) - self._own_at(m, bside, bprice))
+
+    def apply_recorded_delta(self, ticker: str, bside: int, bprice: int, delta: int, own: bool) -> None:
+        """A recorded delta the driver parsed itself (the recorded run's own order, or a market whose
+        book carries taken liquidity)."""
+        m = self.markets[ticker]
+        key = (bside, bprice)
+        if own:
+            self.stats.own_deltas_removed += 1
+            left = m.live_own.get(key, 0) + delta
+            if left > 0:
+                m.live_own[key] = left
+            else:
+                m.live_own.pop(key, None)
+                if left < 0:
+                    # a reduction of the recorded run's order that we never added: the level already
+                    # lacks it (e.g. it was in a snapshot we corrected); nothing to apply
+                    pass
+            return
+        taken = m.taken.get(key, 0)
+        if taken and delta < 0:
+            # the recorded level shrinks: what we took is the first to go (it was at the front)
+            book_size = m.book.size_at("yes" if bside == YES else "no", bprice) - self._own_at(m, bside, bprice)
+            recorded_before = book_size + taken
+            recorded_after = max(0, recorded_before + delta)
+            new_taken = min(taken, recorded_after)
+            self._level(m, bside, bprice, (recorded_after - new_taken) - book_size)
+            if new_taken:
+                m.taken[key] = new_taken
+            else:
+                del m.taken[key]
+                if not m.taken:
+                    self.corrected.discard(ticker)
+        else:
+            self._level(m, bside, bprice, delta)
+
+    def on_snapshot(self, ticker: str) -> None:
+        """The router replaced the book from a recorded snapshot: take the recorded run's resting orders
+        and the liquidity we took back out, and put our virtual orders back in."""
+        m = self.markets[ticker]
+        book = m.book
+        for (bside, bprice), size in list(m.live_own.items()):
+            have = book.size_at("yes" if bside == YES else "no", bprice)
+            if have < size:
+                # the snapshot shows less than we thought rests there: believe the snapshot
+                m.live_own[(bside, bprice)] = have
+            if have:
+                book.apply_level_delta(bside, bprice, -min(have, size))
+        for (bside, bprice), size in list(m.taken.items()):
+            have = book.size_at("yes" if bside == YES else "no", bprice)
+            cut = min(have, size)
+            if cut:
+                book.apply_level_delta(bside, bprice, -cut)
+            if cut < size:
+                if cut:
+                    m.taken[(bside, bprice)] = cut
+                else:
+                    del m.taken[(bside, bprice)]
+        if not m.taken:
+            self.corrected.discard(ticker)
+        for o in m.orders.values():
+            book.apply_level_delta(o.bside, o.bprice, o.remaining)
+            o.seen = self.others_at(ticker, o.side, o.price)
+            o.ahead = min(o.ahead, float(o.seen))
+
+    # ------------------------------------------------------------------------------ queue upkeep
+    def on_book_change(self, now: int, ticker: str) -> None:
+        """After a recorded delta in ``ticker``: see what happened at each of our levels."""
+        m = self.markets[ticker]
+        if not m.orders:
+            return
+        for o in list(m.orders.values()):
+            vis = self.others_at(ticker, o.side, o.price)
+            if vis < o.seen:
+                d = o.seen - vis
+                while d and o.credit:
+                    c = o.credit[0]
+                    if now - c[0] > self.trade_window_ns:
+                        o.credit.pop(0)
+                        continue
+                    used = min(d, c[1])
+                    c[1] -= used
+                    d -= used
+                    if c[1] == 0:
+                        o.credit.pop(0)
+                if d:
+                    o.pend.append([now, d])
+            o.seen = vis
+            if o.pend:
+                self._expire(o, now)
+            # nobody can be in front who is not visible, except what left and is not yet explained
+            cap = vis + sum(p[1] for p in o.pend)
+            if o.ahead > cap:
+                o.ahead = float(cap)
+
+    def _expire(self, o: SimOrder, now: int) -> None:
+        """Level decreases no trade explained within the window are cancels: the queue model splits them."""
+        window = self.trade_window_ns
+        pend = o.pend
+        while pend and now - pend[0][0] > window:
+            _, d = pend.pop(0)
+            others_before = o.seen + d + sum(p[1] for p in pend)
+            behind = max(0.0, others_before - o.ahead)
+            before = o.ahead
+            o.ahead = min(self.queue.after_cancel(o.ahead, behind, d), float(o.seen + sum(p[1] for p in pend)))
+            self.stats.queue_cancel_advance += before - o.ahead
+
+    def expire_all(self, now: int) -> None:
+        for m in self.markets.values():
+            for o in m.orders.values():
+                if o.pend:
+                    self._expire(o, now)
+                if o.credit:
+                    o.credit = [c for c in o.credit if now - c[0] <= self.trade_window_ns]
+
+    def on_trade(self, now: int, wall_ms: int, ticker: str, price: int, count: int, taker_side: str,
+                 trade_id: str = "") -> list[Fill]:
+        """A recorded public trade: advance the queue of our orders it reaches, fill those it passes.
+        With ``trade_id``, what the trade did to us is kept in ``trade_outcomes`` (``filled``, ``queue``:
+        an order of ours was at the price but others in front took it all, or ``none``)."""
+        m = self.markets.get(ticker)
+        if m is None or not m.orders:
+            if trade_id and self.keep_outcomes:
+                self.trade_outcomes[trade_id] = (ticker, "none")
+            return []
+        outcome = "none"
+        maker_side = "ask" if taker_side == "bid" else "bid"
+        fills: list[Fill] = []
+        for o in sorted(m.orders.values(), key=lambda o: (o.price if maker_side == "ask" else -o.price)):
+            if o.side != maker_side or o.remaining <= 0:
+                continue
+            if o.pend:
+                self._expire(o, now)
+            at_level = o.price == price
+            through = price > o.price if maker_side == "ask" else price < o.price
+            if not at_level and not through:
+                continue
+            if through:
+                q = min(o.remaining, count)
+                o.ahead = 0.0
+                if q > 0:
+                    self.stats.fills_through += 1
+                    fills.append(self._maker_fill(o, q, now, wall_ms))
+                    outcome = "filled"
+                continue
+            # at our price: the trade ate the front of the queue first
+            explained = 0
+            while o.pend and explained < count:
+                p = o.pend[0]
+                used = min(count - explained, p[1])
+                p[1] -= used
+                explained += used
+                if p[1] == 0:
+                    o.pend.pop(0)
+            if count > explained:
+                o.credit.append([now, count - explained])
+            before = o.ahead
+            o.ahead = before - count
+            self.stats.trade_advance += int(min(before, count))
+            if o.ahead < 0:
+                # the estimate is fractional; what stood in front is whole contracts (or 0.01 on a
+                # fractional market): round the front up, never in our favour
+                step = 1 if m.d.fractional else 100
+                front = -(-int(math.ceil(before)) // step) * step
+                q = min(o.remaining, max(0, count - front))
+                o.ahead = 0.0
+                if q > 0:
+                    self.stats.fills_at_level += 1
+                    fills.append(self._maker_fill(o, q, now, wall_ms))
+                    outcome = "filled"
+                elif outcome == "none":
+                    outcome = "queue"
+            elif outcome == "none":
+                outcome = "queue"
+        if trade_id and self.keep_outcomes:
+            self.trade_outcomes[trade_id] = (ticker, outcome)
+        return fills
+
+    def _maker_fill(self, o: SimOrder, q: int, now: int, wall_ms: int) -> Fill:
+        m = self.markets[o.ticker]
+        f = self._fill(o, q, o.price, m.d.maker_rate_e6, False, now, wall_ms)
+        self._level(m, o.bside, o.bprice, -q)
+        self.stats.maker_fills += 1
+        self.stats.maker_contracts += q
+        if o.remaining == 0:
+            self._close(o, "executed", wall_ms)
+        return f
+
+    def _fill(self, o: SimOrder, q: int, price: int, rate_e6: int, taker: bool, now: int, wall_ms: int) -> Fill:
+        fee = trade_fee(q, price, rate_e6)
+        charged, o.carry = cent_fee(fee, o.carry)
+        o.fees += charged
+        o.remaining -= q
+        o.filled += q
+        o.updated_ms = wall_ms
+        self._n_trades += 1
+        return Fill(trade_id=f"bt-t{self._n_trades}", order_id=o.order_id, client_order_id=o.coid,
+                    ticker=o.ticker, side=o.side, price=price, count=q, fee=charged, is_taker=taker,
+                    post_position=None, ts_ms=wall_ms, recv_ns=now)
+
+    def _close(self, o: SimOrder, status: str, wall_ms: int) -> None:
+        o.status = status
+        o.updated_ms = wall_ms
+        m = self.markets[o.ticker]
+        m.orders.pop(o.order_id, None)
+        o.pend.clear()
+        o.credit.clear()
+
+    # ------------------------------------------------------------------------------ order entry
+    def _crosses(self, m: _Market, side: str, price: int) -> bool:
+        if side == "bid":
+            for p, s in m.book.asks(8):
+                if p > price:
+                    return False
+                if s - self._own_at(m, NO, ONE - p) > 0:
+                    return True
+            return False
+        for p, s in m.book.bids(8):
+            if p < price:
+                return False
+            if s - self._own_at(m, YES, p) > 0:
+                return True
+        return False
+
+    def _take(self, o: SimOrder, now: int, wall_ms: int) -> list[Fill]:
+        """Walk the opposite side best first up to the order's price; the size taken stays taken."""
+        m = self.markets[o.ticker]
+        fills: list[Fill] = []
+        levels = m.book.asks() if o.side == "bid" else m.book.bids()
+        for p, size in levels:
+            if o.remaining <= 0:
+                break
+            if (o.side == "bid" and p > o.price) or (o.side == "ask" and p < o.price):
+                break
+            bside, bprice = (NO, ONE - p) if o.side == "bid" else (YES, p)
+            avail = size - self._own_at(m, bside, bprice)
+            if avail <= 0:
+                continue      # our own resting order: never trade with ourselves
+            q = min(avail, o.remaining)
+            fills.append(self._fill(o, q, p, m.d.taker_rate_e6, True, now, wall_ms))
+            self._level(m, bside, bprice, -q)
+            m.taken[(bside, bprice)] = m.taken.get((bside, bprice), 0) + q
+            self.corrected.add(o.ticker)
+            self.stats.taker_fills += 1
+            self.stats.taker_contracts += q
+            self.stats.taken += q
+        return fills
+
+    def _rest(self, o: SimOrder) -> None:
+        m = self.markets[o.ticker]
+        o.seen = self.others_at(o.ticker, o.side, o.price)
+        o.ahead = float(o.seen)             # the back of the queue: everyone visible is in front
+        o.pend.clear()
+        o.credit.clear()
+        m.orders[o.order_id] = o
+        m.book.apply_level_delta(o.bside, o.bprice, o.remaining)
+
+    def _unrest(self, o: SimOrder) -> None:
+        m = self.markets[o.ticker]
+        if m.orders.pop(o.order_id, None) is not None and o.remaining:
+            self._level(m, o.bside, o.bprice, -o.remaining)
+
+    def place(self, now: int, wall_ms: int, ticker: str, side: str, price: int, count: int, coid: str,
+              *, post_only: bool = True) -> tuple[OrderAck, SimOrder, list[Fill]]:
+        """A create arrives at the exchange now. Returns the ack, the order and any taker fills."""
+        m = self.markets[ticker]
+        self._n_orders += 1
+        o = SimOrder(f"bt-{self._n_orders}", coid, ticker, side, price, count, post_only, wall_ms)
+        self.orders[o.order_id] = o
+        self.by_coid[coid] = o
+        fills: list[Fill] = []
+        if self._crosses(m, side, price):
+            if post_only:
+                self.stats.post_only_cancels += 1
+                o.remaining = 0
+                o.status = "canceled"
+                return OrderAck(o.order_id, coid, 0, 0, ts_ms=wall_ms), o, fills
+            fills = self._take(o, now, wall_ms)
+        if o.remaining > 0:
+            self._rest(o)
+        else:
+            o.status = "executed"
+        return OrderAck(o.order_id, coid, o.filled, o.remaining, ts_ms=wall_ms), o, fills
+
+    def cancel(self, now: int, wall_ms: int, order_id: str) -> int | None:
+        """Returns the size removed, or None when the order is not resting (already filled/cancelled)."""
+        o = self.orders.get(order_id)
+        if o is None or o.status != "resting":
+            return None
+        reduced = o.remaining
+        self._unrest(o)
+        o.remaining = 0
+        self._close(o, "canceled", wall_ms)
+        return reduced
+
+    def decrease(self, now: int, wall_ms: int, order_id: str, reduce_to: int) -> SimOrder | None:
+        """Shrink in place: the queue position is kept. None when the order is not resting."""
+        o = self.orders.get(order_id)
+        if o is None or o.status != "resting":
+            return None
+        if reduce_to <= 0:
+            self.cancel(now, wall_ms, order_id)
+            return o
+        by = o.remaining - reduce_to
+        if by > 0:
+            self._level(self.markets[o.ticker], o.bside, o.bprice, -by)
+            o.remaining = reduce_to
+            o.initial = o.filled + reduce_to
+            o.updated_ms = wall_ms
+        return o
+
+    def amend(self, now: int, wall_ms: int, order_id: str, price: int, remaining: int
+              ) -> tuple[SimOrder | None, str | None, list[Fill]]:
+        """Amend to ``price`` with ``remaining`` left. Returns (order, refusal code, fills). A pure size
+        decrease keeps the queue position; a price change or a larger size goes to the back."""
+        o = self.orders.get(order_id)
+        if o is None or o.status != "resting":
+            return None, "order_not_found", []
+        if price == o.price and remaining <= o.remaining:
+            self.decrease(now, wall_ms, order_id, remaining)
+            return o, None, []
+        m = self.markets[o.ticker]
+        if price != o.price and o.post_only and self._crosses(m, o.side, price):
+            return o, "post_only_cross", []      # refused: the order stays as it was, queue and all
+        self._unrest(o)
+        o.price = price
+        o.bprice = price if o.side == "bid" else ONE - price
+        o.remaining = remaining
+        o.initial = o.filled + remaining
+        o.updated_ms = wall_ms
+        fills: list[Fill] = []
+        if not o.post_only and self._crosses(m, o.side, price):
+            fills = self._take(o, now, wall_ms)
+        if o.remaining > 0:
+            self._rest(o)
+        else:
+            self._close(o, "executed", wall_ms)
+        return o, None, fills
+
+    def resting(self, ticker: str | None = None) -> list[SimOrder]:
+        if ticker is not None:
+            return list(self.markets[ticker].orders.values())
+        return [o for m in self.markets.values() for o in m.orders.values()]
