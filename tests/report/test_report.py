@@ -130,7 +130,7 @@ def test_report_figures_equal_the_database_tape_and_the_run_summary(runs, tmp_pa
                           f"FROM fills WHERE ticker = '{ticker}'")[0][0]
         assert signed == pos
     # ... and equals what kmm run printed (realized there is net of fees; cents may round by 1e-4 per market)
-    m = re.search(r"realized \$(-?[\d,.]+), unrealized \$(-?[\d,.]+)", runs["stdout_a"])
+    m = re.search(r"realized (-?\$-?[\d,.]+), unrealized (-?\$-?[\d,.]+)", runs["stdout_a"])
     assert m
     printed = _usd(m.group(1)) + _usd(m.group(2))
     assert abs(printed - net) <= len(last)
@@ -279,3 +279,29 @@ def test_report_of_a_kmm_execute_store_shows_the_execution_metrics(tmp_path):
     assert int(_span(html, "fig", "fills")) == nfills
     assert _usd(_span(html, "fig", "fees")) == fill_fees
     assert _span(html, "fig", "net") == "n/a"       # no marks in an execute store: not invented
+
+
+def test_report_of_a_kmm_backtest_of_the_run_equals_its_summary_and_database(runs, tmp_path):
+    bt = tmp_path / "bt"
+    p = subprocess.run(_kmm("backtest", "--capture", str(runs["a"]), "--out", str(bt)), env=_env(tmp_path),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = subprocess.run(_kmm("report", str(bt)), env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    html = (bt / "report.html").read_text()
+    summary = json.loads((bt / "summary.json").read_text())
+    assert summary["mode"] == "backtest"
+    assert int(_span(html, "fig", "fills")) == summary["fills"] == _db(bt, "SELECT COUNT(*) FROM fills")[0][0]
+    assert _usd(_span(html, "fig", "fees")) == _usd(summary["fees"])
+    # per-market P&L snapshots sum to the portfolio figure within a 1e-4 $ rounding per market
+    assert abs(_usd(_span(html, "fig", "net")) - _usd(summary["net_pnl"])) <= len(summary["markets"])
+    for ticker, pos in summary["positions"].items():
+        assert Decimal(_span(html, "pos", ticker)) == Decimal(pos)
+    assert "DIFFER" not in html and html.count('class="ok">agree') == 5
+    # the market's best bid/ask come from the capture the backtest names in summary.json
+    assert "best bid/ask: no capture" not in html
+    for name in CHART_NAMES:
+        if name == "rate_limit":      # a backtest logs no status lines: said, not drawn
+            assert 'data-chart="rate_limit">Not shown: not recorded' in html
+        else:
+            assert re.search(rf'<img data-chart="{name}"', html), name

@@ -240,6 +240,10 @@ def load_run(path: str | Path, label: str | None = None, *, capture: bool = True
     else:
         run.notes.append("no ops.log: pull, kill-switch and rate-limit events cannot be shown")
     caps = _captures(p)
+    if not caps and run.summary:
+        # a backtest names the captures it replayed (summary.json details.files)
+        files = (run.summary.get("details") or {}).get("files") or []
+        caps = [Path(f) for f in files if str(f).endswith(".bin.gz") and Path(f).is_file()]
     if capture and caps:
         from kmm.record.capture import read_capture
         try:
