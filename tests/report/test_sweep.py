@@ -94,7 +94,7 @@ def test_a_2x2_sweep_runs_on_ray_and_collects_tables_and_a_report(tmp_path, capt
     copies = {r["capture_read"] for r in rows}
     assert len(copies) == 1 and str(capture) not in copies
     copy = Path(copies.pop())
-    assert copy.read_bytes() == capture.read_bytes() and copy.parent.name.startswith("kmm-sweep-")
+    assert copy.read_bytes() == capture.read_bytes() and copy.parent.parent.name.startswith("kmm-sweep-")
     import pyarrow.parquet as pq
     table = pq.read_table(out / "sweep.parquet").to_pylist()
     assert sorted((t["task_id"], t["net_pnl_num"], t["fills"]) for t in table) == \
@@ -113,6 +113,43 @@ def test_a_2x2_sweep_runs_on_ray_and_collects_tables_and_a_report(tmp_path, capt
     assert f'<span data-fig="fills">{r["fills"]}</span>' in page
     assert f'<span data-fig="net">${float(r["net_pnl"]):,.4f}</span>' in page
     assert "DIFFER" not in page and page.count('class="ok">agree') >= 4
+
+
+@pytest.fixture(scope="module")
+def run_capture(tmp_path_factory):
+    """The frame capture of a 5 s ``kmm run`` against the in-process sim (busy flow)."""
+    d = tmp_path_factory.mktemp("run")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "KMM_"))}
+    env.update(HOME=str(d), PYTHONPATH=str(ROOT / "src"))
+    p = subprocess.run([sys.executable, "-m", "kmm", "run", "--duration", "5", "--out", str(d / "out"), "--view",
+                        "off", "--set", "sim.flow=busy"], env=env, cwd=d, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return d / "out" / "capture.bin.gz"
+
+
+def test_a_2x2_sweep_of_real_backtests_on_ray_equals_run_backtest_in_process(tmp_path, run_capture, local_ray):
+    from kmm.research.backtest import run_backtest
+    grid = S.parse_grid(["strategy.gamma=0.05,0.3", "strategy.max_position=5,50"])
+    out = tmp_path / "sweep"
+    res = S.run_sweep([run_capture], grid, out, stream=None)        # the default task: run_backtest
+    assert len(res.done) == 4 and not res.failed, res.failed
+    rows = S.collect(out)
+    for r in rows:
+        assert r["mode"] == "backtest" and r["status"] == "done"
+        cfg = load_config(None, environ={}, cli={"strategy.gamma": r["param.strategy.gamma"],
+                                                 "strategy.max_position": r["param.strategy.max_position"]})
+        mine = run_backtest([run_capture], cfg, tmp_path / f"local-{r['task_id']}", seed=0)
+        for k in ("fills", "net_pnl", "fees", "contracts_bought", "contracts_sold", "orders_sent"):
+            assert r[k] == mine[k], (k, r)
+        assert r["max_inventory"] is not None
+        assert r["max_inventory"] <= float(r["param.strategy.max_position"]) + 1e-9
+    assert len({(r["fills"], r["net_pnl"]) for r in rows}) > 1      # the grid changes the result
+    # the capture travelled with its markets.json (a replay without it uses a default grid and fees)
+    assert all(r["fills"] > 0 for r in rows)
+    S.write_tables(rows, out)
+    html = S.write_sweep_report(out, rows).read_text()
+    assert '<img data-chart="sweep_net_pnl_num"' in html
 
 
 def test_a_failed_task_is_reported_with_parameters_and_traceback_and_a_rerun_only_does_what_is_left(

@@ -12,9 +12,10 @@ Shape of a sweep directory (``--out``)::
     sweep.csv, sweep.parquet        one row per task: parameters, capture, status, every summary figure
     report.html                     the grid's heat maps/tables of net P&L, fills and max inventory
 
-A task id is a hash of (parameters, capture file, seed), so re-running with the same ``--out`` skips
-every task that already has its ``summary.json``. Captures are put in Ray's object store once and
-written to a worker-local file once per worker; a task gets the object reference, not the bytes.
+A task id is a hash of (parameters, capture files, seed), so re-running with the same ``--out`` skips
+every task that already has its ``summary.json``. A capture (a file with the ``markets.json`` beside
+it, or a directory of capture files) is put in Ray's object store once and written to worker-local
+files once per worker; a task gets the object reference, not the bytes.
 
 The task function is injectable: ``run_sweep(..., task_fn=f)`` with ``f(captures, cfg, out, *, seed)
 -> dict`` (the signature of ``kmm.research.backtest.run_backtest``, which is the default).
@@ -39,7 +40,8 @@ from typing import IO, Any
 from kmm.config import KmmConfig, load_config
 from kmm.errors import ConfigError, KmmError
 
-__all__ = ["SweepError", "SweepResult", "SweepTask", "TaskFn", "collect", "expand", "parse_grid", "run_sweep",
+__all__ = ["SweepError", "SweepResult", "SweepTask", "TaskFn", "capture_bundle", "collect", "expand", "parse_grid",
+           "run_sweep",
            "run_sweep_cli", "write_sweep_report"]
 
 TaskFn = Callable[..., Mapping[str, Any]]
@@ -98,9 +100,17 @@ class SweepTask:
         return ", ".join(f"{k}={v}" for k, v in self.params.items()) + f" on {self.capture.name}"
 
 
+def capture_bundle(p: Path) -> list[Path]:
+    """The files one capture stands for: a capture file and the ``markets.json`` beside it, or every
+    capture file of a directory (rotation parts, later runs) and its ``markets.json``."""
+    from kmm.record.capture import MARKETS_FILE, capture_files
+    files = capture_files(p) if p.is_dir() else [p]
+    defs = (p if p.is_dir() else p.parent) / MARKETS_FILE
+    return files + ([defs] if defs.is_file() else [])
+
+
 def _capture_identity(p: Path) -> str:
-    st = p.stat()
-    return f"{p.resolve()}:{st.st_size}"
+    return ";".join(f"{f.resolve()}:{f.stat().st_size}" for f in capture_bundle(p))
 
 
 def expand(grid: Mapping[str, Sequence[str]], captures: Sequence[Path], seed: int = 0) -> list[SweepTask]:
@@ -143,24 +153,29 @@ def _max_inventory(out: Path) -> float | None:
     return best
 
 
-def execute_task(task_fn: TaskFn, capture_bytes: bytes | None, capture_name: str, capture_key: str,
+def execute_task(task_fn: TaskFn, bundle: dict[str, bytes] | None, capture_name: str, capture_key: str,
                  cfg: KmmConfig, out: str, seed: int) -> dict[str, Any]:
-    """Runs on a Ray worker (also callable in-process): materialise the capture once per worker, run the
-    task, return ``{"ok": True, "summary": ..., "max_inventory": ...}`` or ``{"ok": False, "error": ...,
-    "traceback": ...}``. It never raises, so one failure cannot stop the sweep."""
+    """Runs on a Ray worker (also callable in-process): materialise the capture (its files by name, from
+    the object store) once per worker, run the task, return ``{"ok": True, "summary": ...,
+    "max_inventory": ...}`` or ``{"ok": False, "error": ..., "traceback": ...}``. It never raises, so one
+    failure cannot stop the sweep. ``bundle`` None: read ``capture_name`` where it is (a shared path)."""
     t0 = time.perf_counter()
     try:
-        if capture_bytes is None:
-            cap = Path(capture_name)                 # a shared path: read where it is
+        if bundle is None:
+            cap = Path(capture_name)
         else:
             import tempfile
-            cache = Path(tempfile.gettempdir()) / f"kmm-sweep-{os.getuid()}"
-            cache.mkdir(exist_ok=True)
-            cap = cache / f"{capture_key}-{Path(capture_name).name}"
-            if not cap.exists():
-                tmp = cap.with_suffix(f".{os.getpid()}.part")
-                tmp.write_bytes(capture_bytes)
-                os.replace(tmp, cap)
+            home = Path(tempfile.gettempdir()) / f"kmm-sweep-{os.getuid()}" / capture_key
+            home.mkdir(parents=True, exist_ok=True)
+            for name, data in bundle.items():
+                f = home / name
+                if not f.exists():
+                    tmp = home / f".{name}.{os.getpid()}.part"
+                    tmp.write_bytes(data)
+                    os.replace(tmp, f)
+            # a directory stays a directory; a file keeps its markets.json beside it
+            cap = home if Path(capture_name).is_dir() or len(
+                [n for n in bundle if n.endswith(".bin.gz")]) > 1 else home / Path(capture_name).name
         outp = Path(out)
         outp.mkdir(parents=True, exist_ok=True)
         summary = dict(task_fn([cap], cfg, outp, seed=seed))
@@ -301,9 +316,10 @@ def run_sweep(captures: Sequence[str | Path], grid: Mapping[str, Sequence[str]],
     caps = [Path(c) for c in captures]
     if task_fn is None:
         _backtester()           # fail before starting Ray, not once per task
-    missing = [str(c) for c in caps if not c.is_file()]
+    missing = [str(c) for c in caps if not (c.is_file() or (c.is_dir() and capture_bundle(c)))]
     if missing:
-        raise SweepError(f"--capture: no such file: {', '.join(missing)}")
+        raise SweepError(f"--capture: no capture file at {', '.join(missing)} (give capture.bin.gz files or "
+                         "directories holding them)")
     if ship not in ("object_store", "path"):
         raise ValueError(f"run_sweep: ship must be 'object_store' or 'path', got {ship!r}")
     outp = Path(out)
@@ -341,7 +357,8 @@ def run_sweep(captures: Sequence[str | Path], grid: Mapping[str, Sequence[str]],
         cap_keys: dict[Path, str] = {}
         for c in {t.capture for t in todo}:
             cap_keys[c] = hashlib.sha1(_capture_identity(c).encode()).hexdigest()[:12]
-            cap_refs[c] = ray.put(c.read_bytes()) if ship == "object_store" else None   # shipped once
+            cap_refs[c] = (ray.put({f.name: f.read_bytes() for f in capture_bundle(c)})   # shipped once
+                           if ship == "object_store" else None)
         cfg_refs = {k: ray.put(v) for k, v in cfgs.items()}
         pending: dict[Any, SweepTask] = {}
         queue = list(todo)
