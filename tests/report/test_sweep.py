@@ -263,7 +263,8 @@ def test_ctrl_c_cancels_the_rest_cleanly_and_a_rerun_finishes(tmp_path, capture)
 
 @pytest.mark.skipif(os.environ.get("KMM_TEST_RAY_CLUSTER") != "1",
                     reason="starts a Ray cluster (head + worker) on 127.0.0.1: set KMM_TEST_RAY_CLUSTER=1")
-def test_sweep_on_a_ray_cluster_started_by_the_test(tmp_path, capture):
+def test_sweep_on_a_ray_cluster_started_by_the_test(tmp_path, run_capture):
+    """Real backtests (the default task) of a kmm run capture on a head + worker cluster."""
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -287,14 +288,15 @@ def test_sweep_on_a_ray_cluster_started_by_the_test(tmp_path, capture):
         time.sleep(10)
         assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
         script = tmp_path / "driver.py"
-        script.write_text(DRIVER.replace("make_task(sleep_s=2.0)", "make_task()").format(
+        script.write_text(DRIVER.replace("make_task(sleep_s=2.0)", "None").format(
             root=str(ROOT), src=str(ROOT / "src")))
-        p = subprocess.run([sys.executable, str(script), "sweep", "--capture", str(capture), *sum(
+        p = subprocess.run([sys.executable, str(script), "sweep", "--capture", str(run_capture), *sum(
             (["--grid", g] for g in GRID), []), "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "o")],
             capture_output=True, text=True, timeout=240, env=env)
         assert p.returncode == 0, p.stdout + p.stderr
         rows = S.collect(tmp_path / "o")
-        assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
+        assert len(rows) == 4 and all(r["status"] == "done" and r["mode"] == "backtest" for r in rows)
+        assert all(r["fills"] > 0 for r in rows)
         assert "4/4 tasks" in p.stdout
     finally:
         for proc in (worker, head):
