@@ -363,6 +363,7 @@ def run_sweep(captures: Sequence[str | Path], grid: Mapping[str, Sequence[str]],
         pending: dict[Any, SweepTask] = {}
         queue = list(todo)
         limit = max_in_flight or max(4, 4 * int(ray.cluster_resources().get("CPU", 1)))
+        progress.t0 = time.monotonic()       # the ETA counts from the first task, not from Ray's start-up
         progress.show()
         try:
             while queue or pending:
