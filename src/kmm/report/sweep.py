@@ -562,11 +562,15 @@ def write_sweep_report(out: str | Path, rows: list[dict[str, Any]] | None = None
                 arr = np.array([[np.nan if v is None else v for v in line] for line in mat], dtype=float)
                 fig, ax = plt.subplots(figsize=(1.3 * len(xs) + 3, 0.8 * len(ys) + 2))
                 norm = None
-                if metric == "net_pnl_num" and np.nanmin(arr) < 0 < np.nanmax(arr):
-                    from matplotlib.colors import TwoSlopeNorm
-                    norm = TwoSlopeNorm(vcenter=0.0)        # red losses, green gains, white at 0
-                im = ax.imshow(np.ma.masked_invalid(arr), cmap="RdYlGn" if metric == "net_pnl_num" else "viridis",
-                               aspect="auto", norm=norm, origin="lower")
+                cmap = "viridis"
+                if metric == "net_pnl_num":     # red only for losses, green only for gains
+                    lo_v, hi_v = float(np.nanmin(arr)), float(np.nanmax(arr))
+                    if lo_v < 0 < hi_v:
+                        from matplotlib.colors import TwoSlopeNorm
+                        cmap, norm = "RdYlGn", TwoSlopeNorm(vcenter=0.0)
+                    else:
+                        cmap = "Greens" if lo_v >= 0 else "Reds_r"
+                im = ax.imshow(np.ma.masked_invalid(arr), cmap=cmap, aspect="auto", norm=norm, origin="lower")
                 for yi, line in enumerate(mat):
                     for xi, v in enumerate(line):
                         ax.text(xi, yi, "n/a" if v is None else f"{v:,.4g}", ha="center", va="center", fontsize=9,
