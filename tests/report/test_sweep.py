@@ -53,6 +53,11 @@ def test_grid_keys_and_values_are_checked_against_the_config_schema():
         S.parse_grid(["gamma=0.1"])
     with pytest.raises(S.SweepError, match=r"\[run\] keys"):
         S.parse_grid(["run.duration_s=1,2"])
+    assert S.parse_grid(["markets.KXA-1.gamma=0.1,0.2"]) == {"markets.KXA-1.gamma": ["0.1", "0.2"]}
+    # a rule across keys is checked per parameter set, and the set that breaks it is named
+    assert S.parse_grid(["risk.max_loss=50,100"], fixed={"risk.resume_recovery": "20"})
+    with pytest.raises(S.SweepError, match=r"risk.max_loss=5, risk.resume_recovery=8: .*cannot exceed"):
+        S.parse_grid(["risk.max_loss=5,50", "risk.resume_recovery=1,8"])
 
 
 def test_expansion_is_every_parameter_set_times_every_capture_with_stable_ids(tmp_path, capture):

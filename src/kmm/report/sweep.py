@@ -61,8 +61,8 @@ class SweepError(KmmError):
 # ---------------------------------------------------------------------------------------------- grid
 def parse_grid(items: Sequence[str], *, base_config: str | os.PathLike[str] | None = None,
                fixed: Mapping[str, str] | None = None) -> dict[str, list[str]]:
-    """``["strategy.gamma=0.05,0.1", ...]`` -> ``{"strategy.gamma": ["0.05", "0.1"]}``, every value
-    checked against the config schema (unknown key, wrong type, out of range: a ConfigError naming it)."""
+    """``["strategy.gamma=0.05,0.1", ...]`` -> ``{"strategy.gamma": ["0.05", "0.1"]}``, every parameter
+    set checked against the config schema (unknown key, wrong type, out of range, a rule across keys)."""
     grid: dict[str, list[str]] = {}
     for item in items:
         key, sep, values = item.partition("=")
@@ -80,12 +80,17 @@ def parse_grid(items: Sequence[str], *, base_config: str | os.PathLike[str] | No
         if key.split(".", 1)[0] in ("run", "kalshi", "records"):
             raise SweepError(f"--grid {key}: [{key.split('.', 1)[0]}] keys do not change a backtest's result; "
                              "sweep [strategy], [markets.TICKER], [risk] or [sim] keys")
-        for v in vals:
-            try:
-                load_config(base_config, environ={}, cli={**(fixed or {}), key: v})
-            except ConfigError as exc:
-                raise SweepError(f"--grid {key}={v}: {exc}") from None
         grid[key] = vals
+    # every parameter set, as a task will load it: a type or range error names its key; a cross-key rule
+    # (e.g. risk.resume_recovery <= risk.max_loss) names the combination that breaks it
+    keys = list(grid)
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        params = dict(zip(keys, combo))
+        try:
+            load_config(base_config, environ={}, cli={**(fixed or {}), **params})
+        except ConfigError as exc:
+            where = ", ".join(f"{k}={v}" for k, v in params.items())
+            raise SweepError(f"--grid {where}: {exc}") from None
     return grid
 
 
