@@ -19,6 +19,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("kmm.cli.args", "add_probe_parser"),
     ("kmm.execution.cli", "add_parser"),
     ("kmm.research.cli", "add_parsers"),      # kmm record, kmm backtest
+    ("kmm.report.cli", "add_parsers"),        # kmm report, kmm sweep
     ("kmm.sim.cli", "add_parser"),
     ("kmm.cli.control", "add_parsers"),
     ("kmm.cli.config_cmd", "add_parser"),

@@ -31,7 +31,7 @@ from kmm.execution.metrics import ExecutionMetrics
 from kmm.execution.request import Action, ExecutionRequest, RequestError
 
 __all__ = ["CompareError", "RunResult", "Scenario", "SCENARIOS", "run_compare", "summarize", "format_table",
-           "write_chart", "write_csv", "run_compare_cli"]
+           "write_chart", "write_csv", "run_compare_cli", "Bar", "PANELS", "chart_bars"]
 
 TICKER = "KXCMP-26-A"
 FAIR = 0.50
@@ -167,8 +167,57 @@ def write_csv(results: Sequence[RunResult], path: Path) -> None:
                        + [r.metrics.end_reason])
 
 
+#: panel column -> (title in words, axis label with unit, (lowest, highest) value the measure can take)
+PANELS: dict[str, tuple[str, str, tuple[float | None, float | None]]] = {
+    "fill rate %": ("Share of the order filled", "filled (% of target)", (0.0, 100.0)),
+    "slip arr c": ("Slippage against the arrival price", "cents per contract (+ = worse)", (None, None)),
+    "fees $": ("Fees paid", "$ per execution", (0.0, None)),
+    "full fill s": ("Time to fill the whole order", "simulated seconds", (0.0, None)),
+    "API calls": ("Exchange API calls", "calls per execution", (0.0, None)),
+    "slip lim c": ("Slippage against the limit price", "cents per contract (+ = worse)", (None, None)),
+}
+
+
+@dataclass(slots=True, frozen=True)
+class Bar:
+    """One bar of the chart: mean with an error bar of one stdev, cut to what the measure can take."""
+
+    x: float
+    height: float
+    err_low: float
+    err_high: float
+
+
+def chart_bars(summary: dict[tuple[str, str], dict[str, tuple[float, float] | None]]
+               ) -> tuple[list[str], list[str], dict[str, dict[str, list[Bar | None]]]]:
+    """(scenarios, algos, panel -> scenario -> one entry per algo). An entry is None when no run of
+    that algorithm had a value (e.g. never filled: no time to fill), so nothing is drawn for it."""
+    scenarios = sorted({s for s, _ in summary})
+    algos = sorted({a for _, a in summary})
+    width = 0.8 / max(1, len(scenarios))
+    out: dict[str, dict[str, list[Bar | None]]] = {}
+    for col, (_, _, (lo, hi)) in PANELS.items():
+        per: dict[str, list[Bar | None]] = {}
+        for i, sc in enumerate(scenarios):
+            bars: list[Bar | None] = []
+            for j, a in enumerate(algos):
+                v = summary.get((sc, a), {}).get(col)
+                if v is None:
+                    bars.append(None)
+                    continue
+                mean, sd = v
+                low = sd if lo is None else max(0.0, min(sd, mean - lo))
+                high = sd if hi is None else max(0.0, min(sd, hi - mean))
+                bars.append(Bar(j + i * width, mean, low, high))
+            per[sc] = bars
+        out[col] = per
+    return scenarios, algos, out
+
+
 def write_chart(summary: dict[tuple[str, str], dict[str, tuple[float, float] | None]], path: Path) -> Path:
-    """A PNG with one panel per measure, bars per algorithm grouped by scenario, stdev as error bars."""
+    """A PNG with one panel per measure, bars per algorithm grouped by scenario, one stdev as error bars
+    (cut at the measure's bounds: no fill rate above 100 %, no time below 0). An algorithm with no value
+    (never filled) gets no bar but an "n/a" mark; the legend sits outside the panels."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -176,26 +225,41 @@ def write_chart(summary: dict[tuple[str, str], dict[str, tuple[float, float] | N
     except ImportError:
         raise CompareError("the PNG chart needs matplotlib, which is not installed: "
                            "pip install 'kmm[plot]' (or matplotlib>=3.8); the table above is complete") from None
-    scenarios = sorted({s for s, _ in summary})
-    algos = sorted({a for _, a in summary})
-    panels = ["fill rate %", "slip arr c", "fees $", "full fill s", "API calls", "slip lim c"]
+    scenarios, algos, bars = chart_bars(summary)
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     width = 0.8 / max(1, len(scenarios))
-    for ax, col in zip(axes.flat, panels):
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (col, (title, ylabel, (lo, hi))) in zip(axes.flat, PANELS.items()):
         for i, sc in enumerate(scenarios):
-            xs, ys, es = [], [], []
-            for j, a in enumerate(algos):
-                v = summary.get((sc, a), {}).get(col)
-                xs.append(j + i * width)
-                ys.append(v[0] if v else 0.0)
-                es.append(v[1] if v else 0.0)
-            ax.bar(xs, ys, width, yerr=es, capsize=3, label=sc)
-        ax.set_title(col)
+            drawn = [b for b in bars[col][sc] if b is not None]
+            if drawn:
+                ax.bar([b.x for b in drawn], [b.height for b in drawn], width,
+                       yerr=[[b.err_low for b in drawn], [b.err_high for b in drawn]], capsize=3,
+                       color=colors[i % len(colors)], label=f"{sc} book")
+            for j, b in enumerate(bars[col][sc]):
+                if b is None:     # at the panel's foot, whatever the scale
+                    ax.text(j + i * width, 0.02, "n/a", ha="center", va="bottom", fontsize=8,
+                            color=colors[i % len(colors)], transform=ax.get_xaxis_transform())
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        if lo is not None:
+            ax.set_ylim(bottom=lo)
+        if hi is not None:
+            ax.set_ylim(top=hi * 1.05)
         ax.set_xticks([j + width * (len(scenarios) - 1) / 2 for j in range(len(algos))])
         ax.set_xticklabels(algos, rotation=30)
-    axes.flat[0].legend()
-    fig.suptitle("kmm execution algorithms on identical simulated markets")
-    fig.tight_layout()
+        ax.axhline(0, color="grey", linewidth=0.5)
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.suptitle("kmm execution algorithms on identical simulated markets "
+                 "(mean over runs, error bar = one stdev; n/a = no run had a value)")
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
