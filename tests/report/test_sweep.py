@@ -19,6 +19,8 @@ from kmm.report import sweep as S
 from tests.report.sweep_tasks import make_task, write_capture
 
 pytestmark = pytest.mark.slow
+# a local Ray binds to loopback only when this is set before Ray is imported (see kmm.report.sweep)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[2]
 GRID = ["strategy.gamma=0.005,0.02", "strategy.max_position=20,50"]
@@ -276,6 +278,7 @@ def test_sweep_on_a_ray_cluster_started_by_the_test(tmp_path, run_capture):
         port = s.getsockname()[1]
     # token authentication off: a throwaway cluster on 127.0.0.1 that only this test uses
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]), RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)   # `ray start` of a multi-node cluster refuses it
     ray_bin = str(Path(sys.executable).parent / "ray")
     import tempfile
     temp = Path(tempfile.mkdtemp(prefix="kmmray", dir="/tmp"))   # Ray's unix sockets need a short path

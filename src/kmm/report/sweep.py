@@ -278,7 +278,15 @@ def _record(out: Path, t: SweepTask, res: Mapping[str, Any]) -> None:
                                      f"{res.get('traceback', '')}")
 
 
-def _ray() -> Any:
+# Ray on Linux resolves a node address of 127.0.0.1 to the machine's outward address and binds its
+# servers there (or on every interface). A local sweep's Ray is this machine's alone, so before Ray is
+# imported, this switch (read once, at import) keeps the node on loopback: every server binds 127.0.0.1.
+_RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _ray(address: str | None = None) -> Any:
+    if address is None and "ray" not in sys.modules:
+        os.environ.setdefault(_RAY_LOOPBACK_ENV, "0")
     try:
         import ray
     except ImportError:
@@ -295,6 +303,8 @@ def _init_ray(ray: Any, address: str | None, workers: int | None) -> bool:
         kw["address"] = address
     else:
         kw["num_cpus"] = workers or os.cpu_count() or 1
+        # a local Ray is this machine's alone: its processes bind to loopback, never another interface
+        kw["_node_ip_address"] = "127.0.0.1"
         # local workers import this same kmm: hand them the driver's import path for kmm when it is a
         # source tree rather than an installed package
         import kmm
@@ -353,7 +363,7 @@ def run_sweep(captures: Sequence[str | Path], grid: Mapping[str, Sequence[str]],
         progress.show()
         progress.close()
         return result
-    ray = _ray()
+    ray = _ray(address)
     started = _init_ray(ray, address, workers)
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(execute_task)
