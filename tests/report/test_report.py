@@ -52,7 +52,7 @@ def runs(tmp_path_factory):
                                    "--set", "sim.flow=busy"),
                               cwd=base, env=_env(base), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
              subprocess.Popen(_kmm("run", "--duration", "6", "--out", str(b), "--view", "plain", "--strategy",
-                                   "inside", "--set", "sim.flow=busy", "--set", "sim.seed=2"),
+                                   "inside", "--set", "sim.flow=busy", "--set", "sim.seed=2", "--report"),
                               cwd=base, env=_env(base), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -305,3 +305,14 @@ def test_report_of_a_kmm_backtest_of_the_run_equals_its_summary_and_database(run
             assert 'data-chart="rate_limit">Not shown: not recorded' in html
         else:
             assert re.search(rf'<img data-chart="{name}"', html), name
+
+
+def test_kmm_run_prints_the_report_command_and_with_report_writes_the_tearsheet(runs):
+    """Without --report the run ends with the command that builds its report; with it, report.html is in
+    the run directory and its net P&L is the run's summary.json net P&L."""
+    assert f"kmm run: for the report run: kmm report {runs['a']}" in runs["stdout_a"]
+    assert not (runs["a"] / "report.html").exists()
+    page = runs["b"] / "report.html"
+    assert f"kmm run: report written to {page}" in runs["stdout_b"]
+    summary = json.loads((runs["b"] / "summary.json").read_text())
+    assert _usd(_span(page.read_text(), "fig", "net")) == _usd(summary["net_pnl"])

@@ -42,6 +42,8 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output directory, new or empty (default ./kmm-out/<timestamp>)")
     p.add_argument("--view", choices=("auto", "live", "plain", "off"), default="auto",
                    help="live full-screen console, plain status lines, or nothing (auto: live on a terminal)")
+    p.add_argument("--report", action="store_true",
+                   help="write report.html (the run's tearsheet, see kmm report) into the output directory at the end")
     p.add_argument("--paper", action="store_true",
                    help="paper trading: quote on the live feed, the fill simulator fills; no order is sent")
     p.add_argument("--metrics-port", type=int, metavar="PORT",

@@ -114,6 +114,9 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         recorder.close()
     print(summary.render())
+    if summary.not_started is None:      # a tearsheet of the run: built now (--report) or the command for it
+        from kmm.report import write_run_report
+        print(write_run_report(out, build=bool(getattr(args, "report", False))))
     if not summary.verified_flat_orders and not cfg.run.leave_orders_on_exit:
         print("kmm run: orders may still rest at the exchange: check and cancel them", file=sys.stderr)
         return EXIT_ORDERS_LEFT
