@@ -12,14 +12,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kmm.errors import KmmError
 from kmm.report.data import RunData
 from kmm.report.figures import MARKOUT_HORIZONS_S, RunFigures, percentile
 
 __all__ = ["Chart", "CHARTS", "ChartError", "comparison_equity", "run_charts"]
 
 
-class ChartError(ImportError):
-    pass
+class ChartError(KmmError, ImportError):
+    """matplotlib, which draws the charts, is missing (the message names the extra to install)."""
 
 
 @dataclass(slots=True)
