@@ -232,7 +232,7 @@ def test_summary_json_is_cross_checked_and_a_disagreement_is_shown(runs, tmp_pat
                "unrealized_pnl": f"{t['unrealized'] / 1e4:.4f}", "net_pnl": f"{t['net'] / 1e4:.4f}"}
     (d / "summary.json").write_text(json.dumps(summary))
     assert write_run_report(d, build=True).startswith("kmm run: report written")
-    assert write_run_report(d, build=False) == f"kmm run: for the report run: kmm report {d}"
+    assert write_run_report(d, build=False) == f"kmm run: to draw this run's tearsheet, run: kmm report {d}"
     html = (d / "report.html").read_text()
     assert html.count('class="ok">agree') == 5 and "DIFFER" not in html
 
@@ -310,7 +310,7 @@ def test_report_of_a_kmm_backtest_of_the_run_equals_its_summary_and_database(run
 def test_kmm_run_prints_the_report_command_and_with_report_writes_the_tearsheet(runs):
     """Without --report the run ends with the command that builds its report; with it, report.html is in
     the run directory and its net P&L is the run's summary.json net P&L."""
-    assert f"kmm run: for the report run: kmm report {runs['a']}" in runs["stdout_a"]
+    assert f"kmm run: to draw this run's tearsheet, run: kmm report {runs['a']}" in runs["stdout_a"]
     assert not (runs["a"] / "report.html").exists()
     page = runs["b"] / "report.html"
     assert f"kmm run: report written to {page}" in runs["stdout_b"]

@@ -22,7 +22,7 @@ def write_run_report(out_dir: str | os.PathLike[str], build: bool = True) -> str
     from pathlib import Path
     cmd = report_command_for(Path(out_dir))
     if not build:
-        return f"kmm run: for the report run: {cmd}"
+        return f"kmm run: to draw this run's tearsheet, run: {cmd}"
     try:
         written = build_report([Path(out_dir)])
     except Exception as exc:  # noqa: BLE001 - the run already finished; the report is a courtesy
