@@ -33,6 +33,7 @@ from kmm._core.wire import BookRouter
 from kmm.config import KmmConfig
 from kmm.engine import session as S
 from kmm.engine.clock import NS_PER_S, Clock, SystemClock
+from kmm.engine.eventwire import EventWiring, merged_denials
 from kmm.engine.freshness import Freshness
 from kmm.engine.housekeeping import Housekeeping
 from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline
@@ -176,6 +177,7 @@ class Engine(FeedHandler):
                                                       backoff_base_s=cfg.risk.backoff_base_s,
                                                       backoff_max_s=cfg.risk.backoff_max_s))
         self.session.on_pause = self._on_pause
+        self.event_risk = EventWiring(cfg, self.session.pf, self.session.om)   # events learnt at start
         self.freshness = Freshness(self.clock, stale_after_s=cfg.risk.stale_after_s,
                                    answer_s=(self.opt.snapshot_answer_s if self.opt.snapshot_answer_s is not None
                                              else min(1.0, cfg.risk.stale_after_s / 2)))
@@ -270,12 +272,15 @@ class Engine(FeedHandler):
         s = self.session
         rest = await s.open()
         markets = {}
+        raws = {}
         for t in self.tickers:
-            raw = await rest.get_market_raw(t)
+            raw = raws[t] = await rest.get_market_raw(t)
             info = await self._market_info(t, raw)
             markets[t] = raw.get("price_ranges") or info.grid.ranges
             self._add_pipeline(info)
         await s.load_account(self.tickers)
+        # after the positions: each event's session baseline is the account as found
+        await self.event_risk.learn(rest, raws, {t: p.info for t, p in self.pipes.items()})
         ws = s.open_ws(self, self.router, OrderBook, markets)
         await ws.start()
         if self.opt.gc_freeze:
@@ -496,7 +501,7 @@ class Engine(FeedHandler):
                 pipe.dirty = True      # a request on this market is still open: decide after its answer
                 return
         pipe.dirty = False
-        actions = pipe.decide(self.pf.position(ticker), live)
+        actions = pipe.decide(self.event_risk.quote_inventory(ticker), live)
         pipe.state = "quoting"
         if actions:
             if self._small_reprices_only(pipe, actions):
@@ -586,6 +591,10 @@ class Engine(FeedHandler):
                     self._last_denial, self._last_denial_detail = d.reason, d.detail
                     log.debug("%s: place %s %d x %d denied: %s", ticker, side, a.price, size, d.detail)
                     continue
+                size, d = self.event_risk.size_place(ticker, side, a.price, size)   # after the market's gate
+                if not size:
+                    self._last_denial, self._last_denial_detail = (d.reason, d.detail) if d is not None else ("event", "")
+                    continue
                 o = self.om.create(ticker, side, a.price, size)
                 req = OrderRequest(ticker=ticker, side=side, price=a.price, count=size,
                                    client_order_id=o.client_order_id, post_only=True,
@@ -622,6 +631,9 @@ class Engine(FeedHandler):
                         continue                      # already what reduce-only allows
                 d = self.gate.check_amend(ticker, side, a.price, size, live.remaining) if size > 0 else \
                     Decision(False, "reduce_only", f"{ticker}: a {side} would not reduce the position")
+                if d:
+                    denied = self.event_risk.check_amend(ticker, side, a.price, size, live.price, live.remaining)
+                    d = d if denied is None else denied
                 if not d:
                     # the gate refuses the new price/size (e.g. reduce-only): take the order down
                     # instead; the next decision places what passes (sized to the position)
@@ -736,6 +748,9 @@ class Engine(FeedHandler):
 
     def _after_pnl_change(self) -> None:
         was = self.gate.kill_state
+        why = self.event_risk.kill_signal()      # an event's positions alone past max_event_loss
+        if why and was is KillState.ARMED:
+            self.gate.trip(why)
         if self.gate.update_pnl() is KillState.TRIPPED or self.gate.kill_state is KillState.TRIPPED:
             if not self._kill_sweep_running:
                 self._event("kill_switch", detail=self.gate.kill_reason)
@@ -909,7 +924,7 @@ class Engine(FeedHandler):
             fees=self.pf.fees_paid(), positions={t: self.pf.position(t) for t in self.tickers},
             resting_after_stop=res.resting_left, verified_flat_orders=res.verified, portfolio_agrees=res.agrees,
             latency_p50_us=p50, latency_p99_us=p99, latency_p999_us=p999,
-            risk_denials=dict(self.gate.denials), notes=s.notes, stop_s=res.seconds,
+            risk_denials=merged_denials(self.gate.denials.items(), self.event_risk.denials.items()), notes=s.notes, stop_s=res.seconds,
             not_started=self._not_started)
         log.info("%s", summary.render())
         return summary

@@ -1,0 +1,127 @@
+"""Event risk wired into the live maker, against ``kmm sim``'s mutually exclusive event KXSIMWIN-26.
+
+The worst case is computed here from the exchange's own state (our fills and our resting orders as the
+sim holds them), independently of kmm's portfolio and event book."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from kmm.engine.risk import KillState
+from kmm.sim import SimExchange
+from kmm.sim.config import ME_EVENT
+from tests.engine.test_live import engine_on_sim, resting, until
+
+pytestmark = pytest.mark.slow
+
+WIN = tuple(f"{ME_EVENT}-{c}" for c in ("RED", "GREEN", "BLUE"))
+ONE = 10_000
+
+
+def exchange_outcomes(sim: SimExchange, key: str, *, with_resting: bool = True) -> dict[str, int]:
+    """P&L (1e-4 $, rounded down) of this account's fills and resting orders in KXSIMWIN-26 for each
+    outcome: one market YES and the others NO, or none YES. A resting order counts only where it hurts
+    (it may fill alone, in full). Maker fees on these markets are 0; fills carry their charged fee."""
+    fills = [f for f in sim.fills(key) if f["ticker"] in WIN]
+    orders = [o for o in resting(sim, key) if o["ticker"] in WIN] if with_resting else []
+    out = {}
+    for winner in (*WIN, ""):
+        e6 = 0
+        for f in fills:
+            v = ONE if f["ticker"] == winner else 0
+            e6 += f["count"] * (v - f["price"]) if f["side"] == "bid" else f["count"] * (f["price"] - v)
+            e6 -= f["fee"] * 100
+        for o in orders:
+            v = ONE if o["ticker"] == winner else 0
+            ch = o["remaining"] * (v - o["price"]) if o["side"] == "bid" else o["remaining"] * (o["price"] - v)
+            e6 += min(0, ch)
+        out[winner or "none"] = e6 // 100
+    return out
+
+
+async def sample_worst(sim: SimExchange, key: str, seconds: float, every_s: float = 0.02) -> tuple[int, int]:
+    """The lowest worst case seen over ``seconds`` and how many samples had resting orders."""
+    lowest, with_orders = 0, 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        lowest = min(lowest, min(exchange_outcomes(sim, key).values()))
+        with_orders += bool(resting(sim, key))
+        await asyncio.sleep(every_s)
+    return lowest, with_orders
+
+
+SETTINGS = {"strategy.quote_size": "5", "strategy.max_position": "30", "risk.max_order_size": "30",
+            "risk.max_event_loss": "3", "strategy.gamma": "0.01"}
+
+
+async def test_worst_case_event_loss_with_resting_quotes_never_passes_max_event_loss(tmp_path):
+    limit = 3 * ONE
+    async with engine_on_sim(tmp_path, markets=WIN, settings=SETTINGS, seed=5) as run:
+        eng, sim, key = run.engine, run.sim, run.key_id
+        book = eng.event_risk.gate.event_of(WIN[0])
+        assert book is not None and book.spec.mutually_exclusive and set(WIN) <= set(book.markets)
+        lowest, with_orders = await sample_worst(sim, key, 6.0)
+        await until(lambda: eng.fills >= 3, 30, "fills in the event")
+        more, more_orders = await sample_worst(sim, key, 4.0)
+        lowest, with_orders = min(lowest, more), with_orders + more_orders
+        bound = eng.event_risk.resized + eng.event_risk.denials.get("event_max_loss", 0)
+    s = run.summary
+    assert s is not None and s.verified_flat_orders and s.resting_after_stop == 0
+    # the limit was binding (the unlimited quotes would risk 3 x 5 contracts of bids in "none"), quotes
+    # rested across the run, fills happened, and the worst case never went past $3
+    assert bound > 0 and with_orders > 50 and s.fills >= 3
+    assert -limit <= lowest < 0, lowest
+    after = exchange_outcomes(sim, key, with_resting=False)
+    assert min(after.values()) >= -limit, after
+    # kmm's event book agrees with the exchange's fills in every outcome (to the 1e-4 $: exact sizes)
+    kmm_outcomes = {("none" if not o else o[0]): v for o, v in book.outcome_pnl().items()}
+    assert kmm_outcomes == after
+    assert s.risk_denials.get("event_max_loss", 0) == eng.event_risk.denials.get("event_max_loss", 0)
+
+
+async def test_an_event_loss_past_the_limit_trips_the_kill_switch_and_pulls_every_quote(tmp_path):
+    from kmm.engine.events import EventLimits
+    async with engine_on_sim(tmp_path, markets=WIN, settings=SETTINGS, seed=5) as run:
+        eng, sim, key = run.engine, run.sim, run.key_id
+        await until(lambda: eng.fills >= 1, 30, "a fill in the event")
+        worst = min(exchange_outcomes(sim, key, with_resting=False).values())
+        assert worst < 0
+        # the operator's limit is now below what the positions alone may lose: the next P&L change trips
+        eng.event_risk.gate.limits = EventLimits(max_event_loss=max(1, -worst // 2), max_event_exposure=10_000)
+        t0 = time.monotonic()
+        eng._after_pnl_change()
+        assert eng.gate.kill_state is not KillState.ARMED and "event loss limit" in eng.gate.kill_reason
+        await until(lambda: not resting(sim, key), 5, "every quote pulled")
+        pulled_s = time.monotonic() - t0
+        placed = eng.orders_sent
+        await asyncio.sleep(1.0)
+        assert eng.orders_sent == placed and not resting(sim, key)
+    assert pulled_s < 2.0
+
+
+def event_inventory(sim: SimExchange, key: str) -> int:
+    return sum(sim.position(key, t)["position"] for t in WIN)
+
+
+async def test_with_event_inventory_weight_1_kmm_stops_accumulating_yes_across_every_outcome(tmp_path):
+    # max_position 10 contracts per market; with weight 1 the event's YES inventory counts against it,
+    # so the bids of every market stop once the event holds 10 (plus what rested when it got there:
+    # at most one 5-contract bid per market)
+    settings = {**SETTINGS, "risk.max_event_loss": "1000", "strategy.max_position": "10",
+                "strategy.event_inventory_weight": "1", "strategy.gamma": "0.5"}
+    cap = 10 * 100 + 3 * 5 * 100
+    seen: list[int] = []
+    async with engine_on_sim(tmp_path, markets=WIN, settings=settings, seed=5) as run:
+        eng, sim, key = run.engine, run.sim, run.key_id
+        end = time.monotonic() + 12.0
+        while time.monotonic() < end:
+            seen.append(event_inventory(sim, key))
+            await asyncio.sleep(0.05)
+        qi = {t: eng.event_risk.quote_inventory(t) for t in WIN}
+        e = sum(eng.pf.position(t) for t in WIN)
+    assert max(seen) <= cap, max(seen)
+    assert all(q == e for q in qi.values()), (qi, e)      # weight 1: every market skews on E
+    assert run.summary is not None and run.summary.fills > 0
