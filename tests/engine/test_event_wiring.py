@@ -106,22 +106,37 @@ def event_inventory(sim: SimExchange, key: str) -> int:
     return sum(sim.position(key, t)["position"] for t in WIN)
 
 
-async def test_with_event_inventory_weight_1_kmm_stops_accumulating_yes_across_every_outcome(tmp_path):
-    # max_position 10 contracts per market; with weight 1 the event's YES inventory counts against it,
-    # so the bids of every market stop once the event holds 10 (plus what rested when it got there:
-    # at most one 5-contract bid per market)
+def _long_red_and_green(sim: SimExchange, key: str) -> None:
+    """The account holds 40 YES in RED and in GREEN from before: event inventory 80, none in BLUE."""
+    other, _ = sim.create_key()
+    for t, px in ((WIN[0], 5000), (WIN[1], 3000)):
+        sim.place_direct(other, t, "ask", px, 4000)
+        sim.place_direct(key, t, "bid", px, 4000, tif="immediate_or_cancel")
+
+
+async def _blue_bids(tmp_path, weight: str) -> tuple[list[dict], int, int]:
     settings = {**SETTINGS, "risk.max_event_loss": "1000", "strategy.max_position": "10",
-                "strategy.event_inventory_weight": "1", "strategy.gamma": "0.5"}
-    cap = 10 * 100 + 3 * 5 * 100
-    seen: list[int] = []
-    async with engine_on_sim(tmp_path, markets=WIN, settings=settings, seed=5) as run:
+                "strategy.event_inventory_weight": weight}
+    async with engine_on_sim(tmp_path / weight, markets=WIN, settings=settings, seed=5, flow="calm",
+                             before_start=_long_red_and_green) as run:
         eng, sim, key = run.engine, run.sim, run.key_id
-        end = time.monotonic() + 12.0
+        assert eng.pf.position(WIN[2]) == 0 and sum(eng.pf.position(t) for t in WIN) == 8000
+        low = event_inventory(sim, key)
+        end = time.monotonic() + 4.0
         while time.monotonic() < end:
-            seen.append(event_inventory(sim, key))
+            low = min(low, event_inventory(sim, key))
             await asyncio.sleep(0.05)
-        qi = {t: eng.event_risk.quote_inventory(t) for t in WIN}
-        e = sum(eng.pf.position(t) for t in WIN)
-    assert max(seen) <= cap, max(seen)
-    assert all(q == e for q in qi.values()), (qi, e)      # weight 1: every market skews on E
-    assert run.summary is not None and run.summary.fills > 0
+        qi = eng.event_risk.quote_inventory(WIN[2])
+    bids = [o for o in sim.orders(key) if o["ticker"] == WIN[2] and o["side"] == "bid"]
+    return bids, low, qi
+
+
+async def test_with_event_inventory_weight_1_kmm_stops_accumulating_yes_across_every_outcome(tmp_path):
+    # 80 YES across the event, none in BLUE, max_position 10 per market. With weight 0, BLUE's own
+    # position (0) drives its quotes and kmm bids for more YES there; with weight 1 BLUE skews on the
+    # event inventory (>= 10): no bid is ever placed in BLUE while the event holds that much
+    bids0, low0, qi0 = await _blue_bids(tmp_path, "0")
+    assert bids0 and qi0 <= 0      # weight 0: BLUE skews on its own position (0, or short after asks fill)
+    bids1, low1, qi1 = await _blue_bids(tmp_path, "1")
+    assert low1 >= 1000, "the event inventory fell below max_position: the test saw nothing"
+    assert bids1 == [] and qi1 >= 1000

@@ -593,7 +593,8 @@ class Engine(FeedHandler):
                     continue
                 size, d = self.event_risk.size_place(ticker, side, a.price, size)   # after the market's gate
                 if not size:
-                    self._last_denial, self._last_denial_detail = (d.reason, d.detail) if d is not None else ("event", "")
+                    why = (d.reason, d.detail) if d is not None else ("event", "")
+                    self._last_denial, self._last_denial_detail = why
                     continue
                 o = self.om.create(ticker, side, a.price, size)
                 req = OrderRequest(ticker=ticker, side=side, price=a.price, count=size,
@@ -924,7 +925,8 @@ class Engine(FeedHandler):
             fees=self.pf.fees_paid(), positions={t: self.pf.position(t) for t in self.tickers},
             resting_after_stop=res.resting_left, verified_flat_orders=res.verified, portfolio_agrees=res.agrees,
             latency_p50_us=p50, latency_p99_us=p99, latency_p999_us=p999,
-            risk_denials=merged_denials(self.gate.denials.items(), self.event_risk.denials.items()), notes=s.notes, stop_s=res.seconds,
+            risk_denials=merged_denials(self.gate.denials.items(), self.event_risk.denials.items()),
+            notes=s.notes, stop_s=res.seconds,
             not_started=self._not_started)
         log.info("%s", summary.render())
         return summary
