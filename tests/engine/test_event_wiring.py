@@ -140,3 +140,28 @@ async def test_with_event_inventory_weight_1_kmm_stops_accumulating_yes_across_e
     bids1, low1, qi1 = await _blue_bids(tmp_path, "1")
     assert low1 >= 1000, "the event inventory fell below max_position: the test saw nothing"
     assert bids1 == [] and qi1 >= 1000
+
+
+async def test_settling_the_whole_event_settles_every_market_and_agrees_with_the_exchange_to_the_cent(tmp_path):
+    settings = {**SETTINGS, "risk.max_event_loss": "20"}
+    async with engine_on_sim(tmp_path, markets=WIN, settings=settings, seed=5) as run:
+        eng, sim, key = run.engine, run.sim, run.key_id
+        await until(lambda: sum(1 for t in WIN if eng.pf.position(t)) >= 2, 30, "positions in two markets")
+        cash0 = sim.cash(key)
+        held = {t: sim.position(key, t)["position"] for t in WIN}
+        await sim.settle_event(ME_EVENT, WIN[1])          # GREEN wins, RED and BLUE settle NO
+        paid = sim.cash(key) - cash0
+        await until(lambda: len(eng.event_risk.settled.get(ME_EVENT, {})) == 3, 10, "every market settled here")
+        await until(lambda: not resting(sim, key) and all(eng.pf.position(t) == 0 for t in WIN), 10,
+                    "quotes gone and positions paid")
+        kmm = eng.event_risk.settled[ME_EVENT]
+        assert {t: r for t, (r, _) in kmm.items()} == {WIN[0]: "no", WIN[1]: "yes", WIN[2]: "no"}
+        # what kmm expected per market is what the exchange paid, in sum to the 1e-4 $, and per market
+        # by Kalshi's rule for the position the exchange held
+        assert sum(p for _, p in kmm.values()) == paid
+        for t, (r, p) in kmm.items():
+            won = held[t] if r == "yes" else -held[t]
+            assert p == max(0, won) * 100, (t, r, p, held[t])     # 1e-2 contracts x $1 = x 100 (1e-4 $)
+        assert eng.pf.cash == sim.balance(key)
+        assert eng.event_risk.gate.event_of(WIN[0]).outcomes() == [(WIN[1],)]
+    assert run.summary is not None and run.summary.portfolio_agrees and run.summary.resting_after_stop == 0

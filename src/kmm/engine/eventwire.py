@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kmm.engine.events import EventRiskGate, EventRow, EventSpec, may_fill_from_orders
+from kmm.engine.events import EventRiskGate, EventRow, EventSpec, may_fill_from_orders, payout
 from kmm.engine.risk import Decision
 
 log = logging.getLogger("kmm.events")
@@ -49,6 +49,8 @@ class EventWiring:
         self.pf = pf
         self.gate = EventRiskGate(cfg.event_limits(), pf, LiveResting(om))
         self.resized = 0                    # places cut to what the event limits allow
+        # event -> ticker -> (result, Kalshi's payout for the position held: $1 a net contract, cents)
+        self.settled: dict[str, dict[str, tuple[str, int]]] = {}
         self._weight: dict[str, float] = {}
 
     # ------------------------------------------------------------------ start
@@ -81,6 +83,23 @@ class EventWiring:
                      len(quoted), self.gate.limits.loss_for(ev) / 1e4)
         for t in raws:
             self._weight[t] = float(self.cfg.strategy_for(t).event_inventory_weight)
+
+    # ------------------------------------------------------------------ settlement
+    def on_settled(self, ticker: str, result: str) -> None:
+        """A market of an event settled (lifecycle ``settled``); call before the portfolio settles it.
+        The event's outcomes narrow (a YES decides a mutually exclusive event) and the payout Kalshi's
+        rule gives for the position held is kept, per event, for the log and the summary."""
+        book = self.gate.event_of(ticker)
+        if book is None or result not in ("yes", "no"):
+            return
+        paid = payout(self.pf.position(ticker), result)
+        book.on_market_settled(ticker, result)
+        done = self.settled.setdefault(book.ticker, {})
+        done[ticker] = (result, paid)
+        if len(done) == len(book.markets):
+            winner = next((t for t, (r, _) in done.items() if r == "yes"), "none")
+            log.info("event %s settled (%s won): payouts $%.2f over %d markets", book.ticker, winner,
+                     sum(p for _, p in done.values()) / 1e4, len(done))
 
     # ------------------------------------------------------------------ checks
     def size_place(self, ticker: str, side: str, price: int, size: int) -> tuple[int, Decision | None]:

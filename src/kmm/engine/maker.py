@@ -422,6 +422,8 @@ class Engine(FeedHandler):
             pipe.on_trade(trade.price)
 
     def on_lifecycle(self, event: Lifecycle) -> None:
+        if event.event_type == "settled" and event.result:
+            self.event_risk.on_settled(event.ticker, event.result)   # before the portfolio pays it
         self.recovery.on_lifecycle(event)
 
     def on_order_group(self, update: Any) -> None:
