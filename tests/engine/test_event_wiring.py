@@ -165,3 +165,44 @@ async def test_settling_the_whole_event_settles_every_market_and_agrees_with_the
         assert eng.pf.cash == sim.balance(key)
         assert eng.event_risk.gate.event_of(WIN[0]).outcomes() == [(WIN[1],)]
     assert run.summary is not None and run.summary.portfolio_agrees and run.summary.resting_after_stop == 0
+
+
+def _carried_long(sim: SimExchange, key: str) -> None:
+    """A static book (0.40 / 0.60) and 10 YES of KXSIMA-26-A bought at 0.50 by an earlier session."""
+    other, _ = sim.create_key()
+    sim.place_direct(other, "KXSIMA-26-A", "ask", 5000, 1000)
+    sim.place_direct(key, "KXSIMA-26-A", "bid", 5000, 1000, tif="immediate_or_cancel")
+    sim.place_direct(other, "KXSIMA-26-A", "bid", 4000, 5000)
+    sim.place_direct(other, "KXSIMA-26-A", "ask", 6000, 5000)
+
+
+async def test_a_reused_account_with_a_carried_position_shows_session_pnl_0_at_start(tmp_path):
+    import json
+
+    from kmm.engine.view import net_pnl, render_line
+    from kmm.record.summary import validate_summary
+    from kmm.research.runrecord import write_run_outputs
+    async with engine_on_sim(tmp_path, flow="off", markets=("KXSIMA-26-A",), before_start=_carried_long) as run:
+        eng = run.engine
+        await until(lambda: eng.pipes["KXSIMA-26-A"].ready and eng.pf.unrealized_pnl() != 0, 10, "a mark")
+        assert eng.pf.position("KXSIMA-26-A") == 1000 and eng.fills == 0
+        life = eng.lifetime_pnl()
+        assert life.unrealized == -10_000           # the account: 10 YES bought at 0.50, marked at the 0.40 bid
+        sp = eng.session_pnl()
+        assert (sp.realized, sp.unrealized, sp.fees, sp.net) == (0, 0, 0, 0)
+        snap = eng.snapshot()
+        assert net_pnl(snap) == 0 and "session_pnl=$0.00" in render_line(snap)
+        s = write_run_outputs(eng, eng.recorder, time.time_ns() - 1)
+        assert s is not None
+        on_disk = json.loads((run.out / "summary.json").read_text())
+        validate_summary(on_disk)
+        assert (on_disk["realized_pnl"], on_disk["unrealized_pnl"], on_disk["fees"], on_disk["net_pnl"]) == \
+            ("0.0000", "0.0000", "0.0000", "0.0000")
+        assert on_disk["details"]["account_lifetime_1e4_usd"]["unrealized_pnl"] == -10_000
+        assert "gross of fees" in on_disk["details"]["pnl_scope"]
+    summary = run.summary
+    assert summary is not None and summary.fills == 0 and summary.net == 0
+    text = summary.render()
+    assert "session P&L net $0.0000 (this session only" in text and "gross of fees" in text
+    # the earlier session paid a $0.18 taker fee: lifetime figures, shown apart
+    assert "account (not this session): lifetime P&L net $-1.1800" in text

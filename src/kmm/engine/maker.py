@@ -41,6 +41,7 @@ from kmm.engine.orders import LiveOrder, Order
 from kmm.engine.recovery import Recovery
 from kmm.engine.risk import Decision, KillState
 from kmm.engine.session import Session, SessionOptions
+from kmm.engine.sessionpnl import PnlFigures, SessionPnl
 from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_table, usd
 from kmm.errors import KmmError
 from kmm.kalshi import ConnectorConfig, FeedHandler
@@ -92,9 +93,9 @@ class RunSummary:
     cancels_sent: int
     amends_sent: int
     skipped_reprices: int
-    realized: int                       # 1e-4 $
-    unrealized: int
-    fees: int
+    realized: int                       # 1e-4 $, this session's, gross of fees
+    unrealized: int                     # this session's
+    fees: int                           # this session's fills' fees
     positions: dict[str, int]
     resting_after_stop: int
     verified_flat_orders: bool
@@ -106,6 +107,12 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
     stop_s: float = 0.0                 # the stop sweep: stop asked -> verified (or given up)
     not_started: str | None = None      # the start failed before anything was sent: why
+    lifetime: str = ""                  # the account's lifetime P&L, labelled (shown apart)
+
+    @property
+    def net(self) -> int:
+        """This session's net P&L: realized (gross of fees) + unrealized - fees, 1e-4 $."""
+        return self.realized + self.unrealized - self.fees
 
     def render(self) -> str:
         if self.not_started is not None:
@@ -120,8 +127,8 @@ class RunSummary:
             f"  fills: {self.fills} (bid {self.fills_by_side.get('bid', 0)}, ask {self.fills_by_side.get('ask', 0)})"
             f"   orders sent: {self.orders_sent}, amends: {self.amends_sent}, cancels: {self.cancels_sent}"
             f" (small reprices skipped under write pressure: {self.skipped_reprices})",
-            f"  P&L: realized {usd(self.realized, 4)}, unrealized {usd(self.unrealized, 4)}, "
-            f"fees {usd(self.fees, 4)}",
+            f"  session P&L net {usd(self.net, 4)} (this session only: realized {usd(self.realized, 4)} "
+            f"gross of fees, unrealized {usd(self.unrealized, 4)}, fees {usd(self.fees, 4)})",
             f"  positions: {pos}",
             f"  frame -> request latency: {lat}",
             f"  orders resting after stop: {self.resting_after_stop} "
@@ -129,6 +136,8 @@ class RunSummary:
             f"stop sweep {self.stop_s:.1f} s",
             f"  portfolio vs exchange: {'agrees to the cent' if self.portfolio_agrees else 'DISAGREES (see ops.log)'}",
         ]
+        if self.lifetime:
+            lines.append(f"  account (not this session): {self.lifetime}")
         if self.risk_denials:
             lines.append("  risk denials: " + ", ".join(f"{k} {v}" for k, v in sorted(self.risk_denials.items())))
         lines.extend(f"  note: {n}" for n in self.notes)
@@ -178,6 +187,7 @@ class Engine(FeedHandler):
                                                       backoff_max_s=cfg.risk.backoff_max_s))
         self.session.on_pause = self._on_pause
         self.event_risk = EventWiring(cfg, self.session.pf, self.session.om)   # events learnt at start
+        self.spnl: SessionPnl | None = None   # this session's P&L, from the account as loaded at start
         self.freshness = Freshness(self.clock, stale_after_s=cfg.risk.stale_after_s,
                                    answer_s=(self.opt.snapshot_answer_s if self.opt.snapshot_answer_s is not None
                                              else min(1.0, cfg.risk.stale_after_s / 2)))
@@ -279,6 +289,8 @@ class Engine(FeedHandler):
             markets[t] = raw.get("price_ranges") or info.grid.ranges
             self._add_pipeline(info)
         await s.load_account(self.tickers)
+        self.spnl = SessionPnl(self.pf)
+        s.on_booked = self.spnl.on_fill
         # after the positions: each event's session baseline is the account as found
         await self.event_risk.learn(rest, raws, {t: p.info for t, p in self.pipes.items()})
         ws = s.open_ws(self, self.router, OrderBook, markets)
@@ -377,6 +389,8 @@ class Engine(FeedHandler):
         pipe.on_book(now, self.clock.time_ns(), live)
         inp = pipe.inputs
         self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
+        if self.spnl is not None:
+            self.spnl.on_mark(ticker, inp.best_bid or None, inp.best_ask or None)
         self._requote(pipe, recv_ns or now, live)
 
     def on_fill(self, fill: Fill) -> None:
@@ -424,6 +438,8 @@ class Engine(FeedHandler):
     def on_lifecycle(self, event: Lifecycle) -> None:
         if event.event_type == "settled" and event.result:
             self.event_risk.on_settled(event.ticker, event.result)   # before the portfolio pays it
+            if self.spnl is not None and event.result in ("yes", "no"):
+                self.spnl.settle(event.ticker, event.result)
         self.recovery.on_lifecycle(event)
 
     def on_order_group(self, update: Any) -> None:
@@ -842,6 +858,16 @@ class Engine(FeedHandler):
                 self.recorder.store.record_book_snapshot(ticker=t, bids=p.book.bids(depth), asks=p.book.asks(depth),
                                                          reason=reason)
 
+    def session_pnl(self, ticker: str | None = None) -> PnlFigures:
+        """This session's P&L (all markets, or ``ticker``): 0 at start whatever the account carried."""
+        if self.spnl is None:
+            return PnlFigures("session", 0, 0, 0)
+        return self.spnl.session() if ticker is None else self.spnl.session_for(ticker)
+
+    def lifetime_pnl(self) -> PnlFigures:
+        pf = self.pf
+        return PnlFigures("lifetime", pf.realized_pnl(), pf.unrealized_pnl(), pf.fees_paid())
+
     def latency_percentiles(self) -> tuple[float | None, float | None, float | None]:
         if not self._latency_ns:
             return None, None, None
@@ -860,18 +886,18 @@ class Engine(FeedHandler):
             bid = next((o for o in live if o.side == "bid"), None)
             ask = next((o for o in live if o.side == "ask"), None)
             state = p.state if t not in self.blocked else f"blocked: {self.blocked[t]}"
+            sp = self.session_pnl(t)       # the session's, never the account's lifetime figures
             rows.append(MarketRow(t, p.inputs.best_bid or None, p.inputs.best_ask or None,
                                   bid.price if bid else None, ask.price if ask else None,
                                   bid.remaining if bid else 0, ask.remaining if ask else 0,
-                                  self.pf.position(t), self.pf.realized_pnl(t) - self.pf.fees_paid(t),
-                                  self.pf.unrealized_pnl(t), p.fills, state))
+                                  self.pf.position(t), sp.realized - sp.fees, sp.unrealized, p.fills, state))
         pressure = self.rest.limiter.pressure() if self.rest is not None else 0.0
         kill = self.gate.kill_state
         notes = [] if kill is KillState.ARMED else [f"kill switch {kill.value}"]
         if self.session.pause:
             notes.append(f"exchange {self.session.pause} pause")
         return Snapshot(elapsed_s=(self.clock.monotonic_ns() - self._started_ns) / NS_PER_S, venue=self.venue,
-                        markets=rows, cash=self.pf.cash, fees=self.pf.fees_paid(), fills=self.fills,
+                        markets=rows, cash=self.pf.cash, fees=self.session_pnl().fees, fills=self.fills,
                         orders_sent=self.orders_sent, write_pressure=pressure,
                         latency_p50_us=p50, latency_p99_us=p99, note="; ".join(notes))
 
@@ -919,12 +945,13 @@ class Engine(FeedHandler):
             await s.close()
         self._record_pnl()
         p50, p99, p999 = self.latency_percentiles()
+        sp = self.session_pnl()
         summary = RunSummary(
             venue=self.venue, duration_s=(self.clock.monotonic_ns() - self._started_ns) / NS_PER_S,
             fills=s.fills, fills_by_side=dict(s.fills_by_side), orders_sent=s.orders_sent,
             cancels_sent=s.cancels_sent, amends_sent=s.amends_sent, skipped_reprices=self.skipped_reprices,
-            realized=self.pf.realized_pnl() - self.pf.fees_paid(), unrealized=self.pf.unrealized_pnl(),
-            fees=self.pf.fees_paid(), positions={t: self.pf.position(t) for t in self.tickers},
+            realized=sp.realized, unrealized=sp.unrealized, fees=sp.fees, lifetime=self.lifetime_pnl().label(),
+            positions={t: self.pf.position(t) for t in self.tickers},
             resting_after_stop=res.resting_left, verified_flat_orders=res.verified, portfolio_agrees=res.agrees,
             latency_p50_us=p50, latency_p99_us=p99, latency_p999_us=p999,
             risk_denials=merged_denials(self.gate.denials.items(), self.event_risk.denials.items()),

@@ -123,6 +123,7 @@ class Session:
         self.stopping = False
         self.pause: str = ""                  # "" | "trading" | "exchange": the exchange's pause as last seen
         self.on_pause: Callable[[str], None] | None = None   # told at once when an answer says paused
+        self.on_booked: Callable[[Fill], Any] | None = None  # every fill booked (the session P&L)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._verifying: set[str] = set()
@@ -366,6 +367,8 @@ class Session:
         self.om.on_fill(fill)
         if not self.pf.apply_fill(fill):
             return False
+        if self.on_booked is not None:
+            self.on_booked(fill)
         self.fills += 1
         self.fills_by_side[fill.side] = self.fills_by_side.get(fill.side, 0) + 1
         if self.recorder is not None:

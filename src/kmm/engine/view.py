@@ -109,7 +109,7 @@ def render_table(s: Snapshot) -> str:
     for m in s.markets:
         lines.append(f"{m.ticker[:16]:<16} {_c(m.best_bid)} {_c(m.best_ask)} {_c(m.my_bid)} {_c(m.my_ask)} "
                      f"{_n(m.position):>6} {usd(m.realized + m.unrealized):>9} {m.fills:>5} {m.state}"[:80])
-    lines.append(f"P&L net {usd(net_pnl(s))} (fees {usd(s.fees)}) cash {usd(s.cash)}"
+    lines.append(f"session P&L net {usd(net_pnl(s))} (fees {usd(s.fees)}) cash {usd(s.cash)}"
                  + (f" | {s.note}" if s.note else ""))
     return "\n".join(lines)
 
@@ -118,7 +118,7 @@ def render_line(s: Snapshot) -> str:
     """One log line: the plain mode for non-interactive use."""
     parts = [f"t={s.elapsed_s:.0f}s fills={s.fills} sent={s.orders_sent} "
              f"pressure={s.write_pressure:.0%} p50={_lat(s.latency_p50_us)} p99={_lat(s.latency_p99_us)} "
-             f"pnl={usd(net_pnl(s))}"]
+             f"session_pnl={usd(net_pnl(s))}"]
     for m in s.markets:
         parts.append(f"{m.ticker} {_c(m.my_bid).strip()}/{_c(m.my_ask).strip()} pos={_n(m.position)} "
                      f"pnl={usd(m.realized + m.unrealized)} {m.state}")
@@ -169,7 +169,7 @@ def render_console(s: Snapshot, width: int = 80, height: int = 24) -> Any:
     head.append(f"{s.mode} ", style="bold green" if s.mode == "live" else "bold yellow")
     head.append(f"{s.venue}  pid {s.pid}  t {_clock(s.elapsed_s)}  {time_left(s)}  ")
     head.append(f"kill switch {kill}", style="bold white on red" if kill != "armed" else "green")
-    out = Text(f"out {s.out}", no_wrap=True, overflow="ellipsis", style="dim")
+    out = Text(f"P&L: this session's  out {s.out}", no_wrap=True, overflow="ellipsis", style="dim")
     pnl = net_pnl(s)
     n_open = len(s.open_orders)
     room: list[str] = []
