@@ -97,6 +97,13 @@ class RunConfig:
                          choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     leave_orders_on_exit: bool = opt(False, "Leave resting orders at the exchange on exit; by default "
                                      "kmm cancels everything and verifies it.")
+    verify_interval_s: float = opt(5.0, "Verify open orders, fills and positions over REST this often "
+                                   "(GET fills + orders + positions: 3 reads of 10 tokens, more with pages; "
+                                   "30 tokens every 5 s is 3% of Basic's 200 read tokens/s). A desync "
+                                   "cancels the quotes and rebuilds from the exchange.", lo=0.5)
+    latency_warn_us: float = opt(20_000.0, "Warn (log and status) when the frame -> request p99 over the "
+                                 "last latency_window_s passes this; 0: never.", lo=0)
+    latency_window_s: float = opt(10.0, "Window of that p99.", lo=1)
 
 
 # The connector owns [kalshi]; these are the keys it documents (kept in step with its

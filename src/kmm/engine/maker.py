@@ -61,7 +61,7 @@ PLACE, AMEND, DECREASE, CANCEL = _diff.PLACE, _diff.AMEND, _diff.DECREASE, _diff
 class EngineOptions:
     """Live-loop knobs that are not part of kmm.toml's strategy/risk sections."""
 
-    reconcile_interval_s: float = 30.0
+    reconcile_interval_s: float | None = None   # REST verification period; None: [run] verify_interval_s
     status_poll_s: float = 15.0
     pnl_record_s: float = 5.0
     tape_mark_s: float = 1.0
@@ -169,6 +169,9 @@ class Engine(FeedHandler):
         self.clock: Clock = clock or SystemClock()
         self.venue = venue or conn.env
         self.opt = options or EngineOptions()
+        if self.opt.reconcile_interval_s is None:
+            self.opt.reconcile_interval_s = cfg.run.verify_interval_s
+        self.high_latency = ""                # the warning while frame -> request p99 is over the threshold
         self.out = out
         self._strategy_factory = strategy_factory
         self.tickers = tuple(cfg.tickers())
@@ -201,6 +204,7 @@ class Engine(FeedHandler):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started_ns = 0
         self._latency_ns: deque[int] = deque(maxlen=200_000)      # frame received -> first request issued
+        self._latency_at: deque[tuple[int, int]] = deque(maxlen=200_000)   # (issued ns, that latency)
         self.decide_ns: deque[int] = deque(maxlen=200_000)        # frame received -> actions decided
         self.send_ns: deque[int] = deque(maxlen=200_000)          # actions decided -> first request issued
         self.skipped_reprices = 0
@@ -697,6 +701,7 @@ class Engine(FeedHandler):
         pipe.tape_trigger_ns = trigger_ns
         latency = issued_ns - trigger_ns
         self._latency_ns.append(latency)
+        self._latency_at.append((issued_ns, latency))
         if pipe.decided_ns and pipe.trigger_ns == trigger_ns:
             self.send_ns.append(issued_ns - pipe.decided_ns)
         self._tape(pipe, "decision", latency_ns=latency)
@@ -868,6 +873,28 @@ class Engine(FeedHandler):
         pf = self.pf
         return PnlFigures("lifetime", pf.realized_pnl(), pf.unrealized_pnl(), pf.fees_paid())
 
+    def check_latency(self, now_ns: int, min_samples: int = 20) -> str:
+        """The "high latency" warning: frame -> request p99 over the last ``[run] latency_window_s``
+        above ``[run] latency_warn_us``, with the figure; logged when it starts and when it ends."""
+        run = self.cfg.run
+        if run.latency_warn_us <= 0:
+            return ""
+        since = now_ns - int(run.latency_window_s * NS_PER_S)
+        recent = sorted(lat for at, lat in reversed(self._latency_at) if at >= since) if self._latency_at else []
+        warn = ""
+        if len(recent) >= min_samples:
+            p99_us = recent[min(len(recent) - 1, int(0.99 * len(recent)))] / 1000.0
+            if p99_us > run.latency_warn_us:
+                warn = (f"high latency: frame -> request p99 {p99_us:,.0f} us over the last "
+                        f"{run.latency_window_s:g} s ({len(recent)} decisions; threshold {run.latency_warn_us:,.0f} us)")
+        if warn and not self.high_latency:
+            log.warning("%s", warn)
+            self._event("high_latency", detail=warn)
+        elif self.high_latency and not warn:
+            log.info("latency back under the threshold (was: %s)", self.high_latency)
+        self.high_latency = warn
+        return warn
+
     def latency_percentiles(self) -> tuple[float | None, float | None, float | None]:
         if not self._latency_ns:
             return None, None, None
@@ -896,6 +923,8 @@ class Engine(FeedHandler):
         notes = [] if kill is KillState.ARMED else [f"kill switch {kill.value}"]
         if self.session.pause:
             notes.append(f"exchange {self.session.pause} pause")
+        if self.high_latency:
+            notes.append(self.high_latency)
         return Snapshot(elapsed_s=(self.clock.monotonic_ns() - self._started_ns) / NS_PER_S, venue=self.venue,
                         markets=rows, cash=self.pf.cash, fees=self.session_pnl().fees, fills=self.fills,
                         orders_sent=self.orders_sent, write_pressure=pressure,
