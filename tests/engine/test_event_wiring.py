@@ -165,6 +165,14 @@ async def test_settling_the_whole_event_settles_every_market_and_agrees_with_the
         assert eng.pf.cash == sim.balance(key)
         assert eng.event_risk.gate.event_of(WIN[0]).outcomes() == [(WIN[1],)]
     assert run.summary is not None and run.summary.portfolio_agrees and run.summary.resting_after_stop == 0
+    # maker metrics of the session (MakerStats): every fill was a maker fill of a post-only quote
+    m = run.summary.maker
+    maker_fills = [f for f in sim.fills(key) if not f["is_taker"]]
+    assert maker_fills and len(maker_fills) == len(sim.fills(key))
+    assert m["maker_contracts"] == sum(f["count"] for f in maker_fills) / 100 and m["taker_contracts"] == 0
+    assert 0 < m["resting_orders_placed"] <= len(sim.orders(key))
+    assert m["contract_seconds_resting"] > 0 and 0 < m["maker_fill_rate"] <= 1
+    assert "resting orders placed" in run.summary.render()
 
 
 def _carried_long(sim: SimExchange, key: str) -> None:
@@ -192,6 +200,7 @@ async def test_a_reused_account_with_a_carried_position_shows_session_pnl_0_at_s
         assert (sp.realized, sp.unrealized, sp.fees, sp.net) == (0, 0, 0, 0)
         snap = eng.snapshot()
         assert net_pnl(snap) == 0 and "session_pnl=$0.00" in render_line(snap)
+        await until(lambda: len(resting(run.sim, run.key_id)) >= 2 and eng.mstats.placed >= 2, 10, "two quotes")
         s = write_run_outputs(eng, eng.recorder, time.time_ns() - 1)
         assert s is not None
         on_disk = json.loads((run.out / "summary.json").read_text())
@@ -200,6 +209,8 @@ async def test_a_reused_account_with_a_carried_position_shows_session_pnl_0_at_s
             ("0.0000", "0.0000", "0.0000", "0.0000")
         assert on_disk["details"]["account_lifetime_1e4_usd"]["unrealized_pnl"] == -10_000
         assert "gross of fees" in on_disk["details"]["pnl_scope"]
+        mm = on_disk["details"]["maker_metrics"]
+        assert mm["resting_orders_placed"] >= 2 and mm["maker_contracts"] == 0     # quotes rest, no fill
     summary = run.summary
     assert summary is not None and summary.fills == 0 and summary.net == 0
     text = summary.render()

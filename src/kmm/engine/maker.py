@@ -41,6 +41,7 @@ from kmm.engine.orders import LiveOrder, Order
 from kmm.engine.recovery import Recovery
 from kmm.engine.risk import Decision, KillState
 from kmm.engine.session import Session, SessionOptions
+from kmm.engine.makerstats import MakerStats
 from kmm.engine.sessionpnl import PnlFigures, SessionPnl
 from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_table, usd
 from kmm.errors import KmmError
@@ -108,6 +109,7 @@ class RunSummary:
     stop_s: float = 0.0                 # the stop sweep: stop asked -> verified (or given up)
     not_started: str | None = None      # the start failed before anything was sent: why
     lifetime: str = ""                  # the account's lifetime P&L, labelled (shown apart)
+    maker: dict[str, Any] = field(default_factory=dict)   # MakerMetrics.as_dict() of this session
 
     @property
     def net(self) -> int:
@@ -136,6 +138,15 @@ class RunSummary:
             f"stop sweep {self.stop_s:.1f} s",
             f"  portfolio vs exchange: {'agrees to the cent' if self.portfolio_agrees else 'DISAGREES (see ops.log)'}",
         ]
+        if self.maker:
+            m = self.maker
+
+            def pct(x: Any) -> str:
+                return "-" if x is None else f"{x:.1%}"
+            lines.append(f"  maker: {m['resting_orders_placed']} resting orders placed, "
+                         f"{m['contracts_offered']:g} contracts offered, {m['contract_seconds_near_best']:,.0f} "
+                         f"contract-s at the best, maker fill rate {pct(m['maker_fill_rate'])}, "
+                         f"maker {m['maker_contracts']:g} / taker {m['taker_contracts']:g} contracts")
         if self.lifetime:
             lines.append(f"  account (not this session): {self.lifetime}")
         if self.risk_denials:
@@ -191,6 +202,7 @@ class Engine(FeedHandler):
         self.session.on_pause = self._on_pause
         self.event_risk = EventWiring(cfg, self.session.pf, self.session.om)   # events learnt at start
         self.spnl: SessionPnl | None = None   # this session's P&L, from the account as loaded at start
+        self.mstats = MakerStats(self.clock)  # maker metrics of this session (near the best: at the best)
         self.freshness = Freshness(self.clock, stale_after_s=cfg.risk.stale_after_s,
                                    answer_s=(self.opt.snapshot_answer_s if self.opt.snapshot_answer_s is not None
                                              else min(1.0, cfg.risk.stale_after_s / 2)))
@@ -294,7 +306,7 @@ class Engine(FeedHandler):
             self._add_pipeline(info)
         await s.load_account(self.tickers)
         self.spnl = SessionPnl(self.pf)
-        s.on_booked = self.spnl.on_fill
+        s.on_booked = self._booked
         # after the positions: each event's session baseline is the account as found
         await self.event_risk.learn(rest, raws, {t: p.info for t, p in self.pipes.items()})
         ws = s.open_ws(self, self.router, OrderBook, markets)
@@ -395,6 +407,7 @@ class Engine(FeedHandler):
         self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
         if self.spnl is not None:
             self.spnl.on_mark(ticker, inp.best_bid or None, inp.best_ask or None)
+        self.mstats.on_top(ticker, inp.best_bid or None, inp.best_ask or None)
         self._requote(pipe, recv_ns or now, live)
 
     def on_fill(self, fill: Fill) -> None:
@@ -414,6 +427,7 @@ class Engine(FeedHandler):
             self.om.get(order.client_order_id) if order.client_order_id else None)
         was_closed = known is not None and not known.is_live
         self.om.on_user_order(order)
+        self.mstats.on_user_order(order)
         if (was_closed and order.status == "resting" and not self.session.verifying(order.order_id)):
             # we had closed it (a create whose lookups found nothing, a cancel we believed): the exchange
             # says it rests. Cancel it; if it is in fact gone, the cancel answers "not found".
@@ -863,6 +877,12 @@ class Engine(FeedHandler):
                 self.recorder.store.record_book_snapshot(ticker=t, bids=p.book.bids(depth), asks=p.book.asks(depth),
                                                          reason=reason)
 
+    def _booked(self, fill: Fill) -> None:
+        """A fill the portfolio booked (feed or backfill, once per trade_id): the session's figures."""
+        if self.spnl is not None:
+            self.spnl.on_fill(fill)
+        self.mstats.on_fill(fill)
+
     def session_pnl(self, ticker: str | None = None) -> PnlFigures:
         """This session's P&L (all markets, or ``ticker``): 0 at start whatever the account carried."""
         if self.spnl is None:
@@ -984,7 +1004,7 @@ class Engine(FeedHandler):
             resting_after_stop=res.resting_left, verified_flat_orders=res.verified, portfolio_agrees=res.agrees,
             latency_p50_us=p50, latency_p99_us=p99, latency_p999_us=p999,
             risk_denials=merged_denials(self.gate.denials.items(), self.event_risk.denials.items()),
-            notes=s.notes, stop_s=res.seconds,
+            notes=s.notes, stop_s=res.seconds, maker=self.mstats.snapshot().as_dict(),
             not_started=self._not_started)
         log.info("%s", summary.render())
         return summary

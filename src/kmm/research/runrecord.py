@@ -69,7 +69,9 @@ def write_run_outputs(engine: Any, recorder: Any, start_ns: int, *, mode: str = 
                                  "amends_sent": engine.amends_sent,
                                  "pnl_scope": "session: net_pnl is this session's net P&L; realized_pnl is "
                                               "gross of fees (net_pnl = realized + unrealized - fees)",
-                                 **({"account_lifetime_1e4_usd": lifetime} if lifetime else {})})
+                                 **({"account_lifetime_1e4_usd": lifetime} if lifetime else {}),
+                                 **({"maker_metrics": engine.mstats.snapshot().as_dict()}
+                                    if hasattr(engine, "mstats") else {})})
         write_summary(out, s)
         return s
     except Exception as exc:  # noqa: BLE001 - the run itself is over and fine
