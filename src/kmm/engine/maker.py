@@ -906,7 +906,8 @@ class Engine(FeedHandler):
             p99_us = recent[min(len(recent) - 1, int(0.99 * len(recent)))] / 1000.0
             if p99_us > run.latency_warn_us:
                 warn = (f"high latency: frame -> request p99 {p99_us:,.0f} us over the last "
-                        f"{run.latency_window_s:g} s ({len(recent)} decisions; threshold {run.latency_warn_us:,.0f} us)")
+                        f"{run.latency_window_s:g} s ({len(recent)} decisions; "
+                        f"threshold {run.latency_warn_us:,.0f} us)")
         if warn and not self.high_latency:
             log.warning("%s", warn)
             self._event("high_latency", detail=warn)
