@@ -30,6 +30,7 @@ from kmm._core.fees import fee_rate_e6
 from kmm._core.grid import Grid
 from kmm._core.ofi import OFI
 from kmm._core.wire import BookRouter
+from kmm import protocol
 from kmm.config import KmmConfig
 from kmm.engine import session as S
 from kmm.engine.clock import NS_PER_S, Clock, SystemClock
@@ -82,6 +83,7 @@ class EngineOptions:
     stop_verify_attempts: int = 5       # kept for compatibility (the stop is bounded in time)
     request_drain_s: float = 5.0        # after the sweep: requests still open are waited for this long
     tick_s: float = 0.25                # housekeeping period
+    batch_creates: bool = True          # a requote of every market placing in more than 3 markets batches
 
 
 @dataclass(slots=True)
@@ -640,6 +642,11 @@ class Engine(FeedHandler):
                     self.recorder.store.record_order(status="pending", client_order_id=o.client_order_id,
                                                      ticker=ticker, side=side, price=a.price, count=size,
                                                      strategy=self.cfg.run.strategy, reason="quote")
+                if self._batch is not None:          # a requote of every market: sent together after it
+                    pipe.in_flight += 1
+                    self._batch.append((pipe, o, req, trigger_ns))
+                    sent += 1
+                    continue
                 self._send(pipe, self._do_place(pipe, o, req, trigger_ns), trigger_ns)
                 sent += 1
                 continue
@@ -721,34 +728,37 @@ class Engine(FeedHandler):
         self._tape(pipe, "decision", latency_ns=latency)
 
     async def _do_place(self, pipe: MarketPipeline, o: Order, req: OrderRequest, trigger_ns: int = 0) -> None:
-        session = self.session
         try:
-            outcome = await session.place(o, req)
-            if outcome == S.PLACED:
-                pipe.hold_s = 0.0
-                oid = self.om.get(o.client_order_id)
-                ack_id = oid.order_id if oid is not None else None
-                if ack_id is not None and oid is not None and oid.is_live and (
-                        not self.quoting or self.stopping or not pipe.ready
-                        or not self.gate.is_quotable(pipe.ticker)):
-                    # quotes were pulled (stale book, lost connection, kill switch, pause, stop) while
-                    # this create was in flight: take it down now
-                    if self.om.request_cancel(ack_id) is not None:
-                        pipe.in_flight += 1
-                        session.spawn(self._do_cancel(pipe, ack_id), eager=True)
-            elif outcome == S.GROUP_FIRED:
-                # the exchange-side circuit breaker fired: too many contracts matched in 15 s
-                self.gate.trip(f"session order group {session.group_id} triggered at the exchange; "
-                               "it rejects every new order until reset")
-                self._after_pnl_change()
-            elif outcome == S.REFUSED:
-                exc = session.last_refusal
-                if exc is not None and exc.code.lower() != "post_only_cross":
-                    pipe.hold(self.clock.monotonic_ns())
-                    log.warning("%s: create %s refused: %s; new orders here wait %.1f s", pipe.ticker,
-                                o.client_order_id, exc, pipe.hold_s)
+            outcome = await self.session.place(o, req)
+            self._after_place(pipe, o, outcome, self.session.last_refusal)
         finally:
             self._done(pipe)
+
+    def _after_place(self, pipe: MarketPipeline, o: Order, outcome: str, exc: Any) -> None:
+        """What a create's outcome means for the quoting (single or batched)."""
+        session = self.session
+        if outcome == S.PLACED:
+            pipe.hold_s = 0.0
+            oid = self.om.get(o.client_order_id)
+            ack_id = oid.order_id if oid is not None else None
+            if ack_id is not None and oid is not None and oid.is_live and (
+                    not self.quoting or self.stopping or not pipe.ready
+                    or not self.gate.is_quotable(pipe.ticker)):
+                # quotes were pulled (stale book, lost connection, kill switch, pause, stop) while
+                # this create was in flight: take it down now
+                if self.om.request_cancel(ack_id) is not None:
+                    pipe.in_flight += 1
+                    session.spawn(self._do_cancel(pipe, ack_id), eager=True)
+        elif outcome == S.GROUP_FIRED:
+            # the exchange-side circuit breaker fired: too many contracts matched in 15 s
+            self.gate.trip(f"session order group {session.group_id} triggered at the exchange; "
+                           "it rejects every new order until reset")
+            self._after_pnl_change()
+        elif outcome == S.REFUSED:
+            if exc is not None and exc.code.lower() != "post_only_cross":
+                pipe.hold(self.clock.monotonic_ns())
+                log.warning("%s: create %s refused: %s; new orders here wait %.1f s", pipe.ticker,
+                            o.client_order_id, exc, pipe.hold_s)
 
     async def _do_cancel(self, pipe: MarketPipeline, order_id: str, trigger_ns: int = 0) -> None:
         try:
@@ -800,11 +810,48 @@ class Engine(FeedHandler):
             self._event("kill_switch_rearmed")
             self._requote_all()
 
+    _batch: list[tuple[Any, Order, OrderRequest, int]] | None = None
+
     def _requote_all(self) -> None:
+        """Requote every ready market (start, resume after a pause, a kill-switch resume, a reconnect).
+        When that places in more than three markets the creates go in batched requests
+        (``protocol.BATCH_CREATE_MAX`` a request), with the same unknown-outcome handling as single ones."""
         now = self.clock.monotonic_ns()
-        for p in self.pipes.values():
-            if p.ready:
+        ready = [p for p in self.pipes.values() if p.ready]
+        if not self.opt.batch_creates or len(ready) <= 3 or self._batch is not None:
+            for p in ready:
                 self._requote(p, now)
+            return
+        self._batch = []
+        try:
+            for p in ready:
+                self._requote(p, now)
+        finally:
+            batch, self._batch = self._batch, None
+        if len({id(b[0]) for b in batch}) <= 3:
+            for pipe, o, req, trig in batch:
+                pipe.in_flight -= 1                  # _send counts it again
+                self._send(pipe, self._do_place(pipe, o, req, trig), trig)
+            return
+        issued = self.clock.monotonic_ns()
+        for i in range(0, len(batch), protocol.BATCH_CREATE_MAX):
+            chunk = batch[i:i + protocol.BATCH_CREATE_MAX]
+            self.session.spawn(self._do_place_batch(chunk), eager=True)
+        for pipe, _, _, trig in batch:
+            self._issued(pipe, trig, issued)
+
+    async def _do_place_batch(self, chunk: list[tuple[Any, Order, OrderRequest, int]]) -> None:
+        try:
+            outcomes = await self.session.place_batch([(o, req) for _, o, req, _ in chunk])
+        except BaseException:
+            for pipe, *_ in chunk:
+                self._done(pipe)
+            raise
+        for (pipe, o, _, _), (outcome, exc) in zip(chunk, outcomes):
+            try:
+                self._after_place(pipe, o, outcome, exc)
+            finally:
+                self._done(pipe)
 
     # ================================================================================== operator
     def operator_trip(self, reason: str = "operator") -> None:
