@@ -436,8 +436,9 @@ class Session:
 
     async def place_batch(self, items: list[tuple[Order, OrderRequest]]) -> list[tuple[str, ExchangeError | None]]:
         """Create several orders in one batched request; one outcome per item, as :meth:`place` gives
-        them (with the item's refusal, if any). Never re-sent: an answer that is lost (or does not match the items) leaves every item's
-        outcome unknown, looked up by client_order_id like a single create (:meth:`watch_requests`);
+        them (with the item's refusal, if any). Never re-sent: an answer that is lost (or does not match
+        the items) leaves every item's outcome unknown, looked up by client_order_id like a single
+        create (:meth:`watch_requests`);
         the connector already looks the items up itself after a timeout (``not_placed`` items)."""
         assert self.rest is not None
         self.orders_sent += len(items)
