@@ -169,7 +169,7 @@ def render_console(s: Snapshot, width: int = 80, height: int = 24) -> Any:
     head.append(f"{s.mode} ", style="bold green" if s.mode == "live" else "bold yellow")
     head.append(f"{s.venue}  pid {s.pid}  t {_clock(s.elapsed_s)}  {time_left(s)}  ")
     head.append(f"kill switch {kill}", style="bold white on red" if kill != "armed" else "green")
-    out = Text(f"P&L: this session's  out {s.out}", no_wrap=True, overflow="ellipsis", style="dim")
+    out = Text(f"out {s.out}", no_wrap=True, overflow="ellipsis", style="dim")
     pnl = net_pnl(s)
     n_open = len(s.open_orders)
     room: list[str] = []
@@ -179,10 +179,10 @@ def render_console(s: Snapshot, width: int = 80, height: int = 24) -> Any:
         room.append(f"{_n(s.max_total_position - sum(abs(m.position) for m in s.markets))} contracts")
     if s.max_open_orders:
         room.append(f"{s.max_open_orders - n_open} orders")
-    tot = Text(f"P&L {usd(pnl)} net (fees {usd(s.fees)})  " + ("room: " + ", ".join(room) if room else ""),
+    tot = Text(f"session P&L {usd(pnl)} net  " + ("room: " + ", ".join(room) if room else ""),
                no_wrap=True, overflow="ellipsis", style="bold red" if pnl < 0 else "bold")
     flow = Text(f"fills {s.fills}  open {n_open}  sent {s.orders_sent}  write bucket {s.write_pressure:.0%}  "
-                f"latency p50 {_lat(s.latency_p50_us)} p99 {_lat(s.latency_p99_us)}"
+                f"latency p50 {_lat(s.latency_p50_us)} p99 {_lat(s.latency_p99_us)}  fees {usd(s.fees)}"
                 + (f"  {s.note}" if s.note and not s.note.startswith("kill switch") else ""),
                 no_wrap=True, overflow="ellipsis")
     keys = Text("k kill switch  r resume  q stop  | kmm status/kill-switch/resume/stop, or signals",
