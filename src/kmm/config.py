@@ -97,6 +97,13 @@ class RunConfig:
                          choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     leave_orders_on_exit: bool = opt(False, "Leave resting orders at the exchange on exit; by default "
                                      "kmm cancels everything and verifies it.")
+    verify_interval_s: float = opt(5.0, "Verify open orders, fills and positions over REST this often "
+                                   "(GET fills + orders + positions: 3 reads of 10 tokens, more with pages; "
+                                   "30 tokens every 5 s is 3% of Basic's 200 read tokens/s). A desync "
+                                   "cancels the quotes and rebuilds from the exchange.", lo=0.5)
+    latency_warn_us: float = opt(20_000.0, "Warn (log and status) when the frame -> request p99 over the "
+                                 "last latency_window_s passes this; 0: never.", lo=0)
+    latency_window_s: float = opt(10.0, "Window of that p99.", lo=1)
 
 
 # The connector owns [kalshi]; these are the keys it documents (kept in step with its
@@ -141,6 +148,10 @@ class StrategyParams:
     size_tolerance: int = opt(0, "Leave a live quote alone while its size is within this of the "
                               "target.", unit="contracts", lo=0)
     max_order_age_s: float = opt(0.0, "Refresh a quote older than this; 0: never for age alone.", lo=0)
+    event_inventory_weight: float = opt(0.0, "Inventory the quotes skew on: (1 - w) x this market's "
+                                        "position + w x its event's inventory (the sum of the YES-equivalent "
+                                        "positions of the event's open markets); 1 stops kmm buying YES "
+                                        "across every outcome of one event.", lo=0, hi=1)
 
 
 @dataclass(slots=True, frozen=True)
@@ -189,6 +200,13 @@ class RiskConfig:
                         "at the ask) or mid.", choices=("conservative", "mid"))
     cash_rounding: str = opt("cent", "Fees charged to cash: cent (rounded up per fill with a "
                              "per-order carry) or exact (direct members).", choices=("cent", "exact"))
+    max_event_loss: int = opt(250_000, "Worst-case loss of one event (this session's P&L in its worst "
+                              "outcome, with every resting order that hurts there filling) that no order may "
+                              "pass; positions alone past it trip the kill switch.", unit="dollars",
+                              lo=0, lo_open=True)
+    max_event_exposure: int = opt(10_000, "Most |event inventory| (sum of the YES-equivalent positions of "
+                                  "an event's markets, with every resting order on one side filling).",
+                                  unit="contracts", lo=0, lo_open=True)
     order_group_limit: int = opt(100_000, "Contracts limit of the session's order group: when more than "
                                  "this matches within Kalshi's rolling 15 s window, the exchange cancels "
                                  "every order of the group (an exchange-side circuit breaker); 0: no group.",
@@ -265,6 +283,14 @@ class KmmConfig:
             reduce_only_before_close_s=r.reduce_only_before_close_s,
             backoff_base_s=r.backoff_base_s, backoff_max_s=r.backoff_max_s,
             per_market_max_position={t: p.max_position for t, p in self.markets.items()})
+
+    def event_limits(self) -> Any:
+        """The event gate's :class:`kmm.engine.events.EventLimits`; reduce-only at the same fraction
+        as a market's."""
+        from kmm.engine.events import EventLimits   # the engine imports config: import at call time
+        r = self.risk
+        return EventLimits(max_event_loss=r.max_event_loss, max_event_exposure=r.max_event_exposure,
+                           reduce_only_at=r.reduce_only_at)
 
 
 # ---------------------------------------------------------------------------------- parsing

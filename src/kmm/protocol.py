@@ -145,6 +145,7 @@ ORDER_GROUP_LIMIT_RANGE: Final = (1, 1_000_000)
 # Batched cancel: items per request. [U] the V2 limit "scales with the write budget" (kalshi-api.md 4.1);
 # V1 documented 20, and the sim enforces 20.
 BATCH_CANCEL_MAX: Final = 20
+BATCH_CREATE_MAX: Final = 20     # [U] orders per batched create (V1 documented 20; the sim enforces it)
 # One dollar in kmm's price unit (1e-4 $): a YES price p is a NO price PRICE_ONE - p.
 PRICE_ONE: Final = 10_000
 # Cancel-all (DELETE /portfolio/events/orders) may also cancel orders placed within this long after it.

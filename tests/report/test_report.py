@@ -129,10 +129,11 @@ def test_report_figures_equal_the_database_tape_and_the_run_summary(runs, tmp_pa
         signed = _db(run, f"SELECT COALESCE(SUM(CASE WHEN side='bid' THEN count ELSE -count END), 0) "
                           f"FROM fills WHERE ticker = '{ticker}'")[0][0]
         assert signed == pos
-    # ... and equals what kmm run printed (realized there is net of fees; cents may round by 1e-4 per market)
-    m = re.search(r"realized (-?\$-?[\d,.]+), unrealized (-?\$-?[\d,.]+)", runs["stdout_a"])
+    # ... and equals the session's net P&L kmm run printed (the run started flat, so session = account;
+    # cents may round by 1e-4 per market)
+    m = re.search(r"session P&L net (-?\$-?[\d,.]+) \(this session only", runs["stdout_a"])
     assert m
-    printed = _usd(m.group(1)) + _usd(m.group(2))
+    printed = _usd(m.group(1))
     assert abs(printed - net) <= len(last)
     pos_line = re.search(r"positions: (.*)", runs["stdout_a"]).group(1)
     for ticker, pos, *_ in last:

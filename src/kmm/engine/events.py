@@ -622,9 +622,13 @@ class EventRiskGate:
                                   "the worst case of the event's positions", count_denial)
         else:
             max_loss = lim.loss_for(name)
-            if after < -max_loss * E6_PER_E4 and after < before:
+            # every outcome the order lowers must stay at or above the limit: "the worst case does not
+            # fall" is not enough once some outcome is already past it (a lowered limit, an amend in
+            # flight counted at both sizes), as the order could then take another outcome past it too
+            low, low_outcome = _lowered_worst(book, after_legs, k, ch_yes < 0, ch_no < 0)
+            if low is not None and low < -max_loss * E6_PER_E4:
                 return self._deny("event_max_loss", f"{where}: with every resting order filling, the "
-                                  f"event could lose {-_floor_e4(after)} if {_outcome_name(after_outcome)}; "
+                                  f"event could lose {-_floor_e4(low)} if {_outcome_name(low_outcome)}; "
                                   f"limit max_event_loss {max_loss} (1e-4 $)", count_denial)
         sign = 1 if prop.side == "bid" else -1
         open_legs = [x for x in legs if x.result is None]
@@ -644,6 +648,47 @@ class EventRiskGate:
                               f"the same way could reach {extreme}, limit max_event_exposure {limit_e} "
                               "(1e-2 contracts)", count_denial)
         return ALLOW
+
+
+def _lowered_worst(book: EventBook, legs: Sequence[Leg], k: int, lowers_yes: bool, lowers_no: bool
+                   ) -> tuple[int | None, tuple[str, ...]]:
+    """The lowest P&L (1e-6 $, ``legs`` already holding the order) over the outcomes in which an order
+    in market ``k`` lowers the P&L: where ``k`` settles YES (``lowers_yes``) or NO (``lowers_no``).
+    (None, ()) when it lowers no possible outcome. O(markets)."""
+    leg = legs[k]
+    r = leg.result
+    if not book.spec.mutually_exclusive:
+        others, out = 0, []
+        for i, x in enumerate(legs):
+            if i == k:
+                continue
+            y, n = x.pnl_yes + x.rest_yes, x.pnl_no + x.rest_no
+            if x.result == "yes" or (x.result is None and y < n):
+                others += y
+                out.append(x.ticker)
+            else:
+                others += n
+        cands = []
+        if lowers_yes and r != "no":
+            cands.append((others + leg.pnl_yes + leg.rest_yes, tuple(out + [leg.ticker])))
+        if lowers_no and r != "yes":
+            cands.append((others + leg.pnl_no + leg.rest_no, tuple(out)))
+        return min(cands) if cands else (None, ())
+    by_ticker = {x.ticker: x for x in legs}
+    all_no = sum(x.pnl_no + x.rest_no for x in legs)
+    best: tuple[int, tuple[str, ...]] | None = None
+    for o in book.outcomes():
+        k_yes = leg.ticker in o
+        if not ((lowers_yes and k_yes) or (lowers_no and not k_yes)):
+            continue
+        if o:
+            w = by_ticker[o[0]]
+            v = all_no - (w.pnl_no + w.rest_no) + w.pnl_yes + w.rest_yes
+        else:
+            v = all_no
+        if best is None or v < best[0]:
+            best = (v, o)
+    return best if best is not None else (None, ())
 
 
 def _reduces_without_crossing(book: EventBook, held: list[Leg], k: int, ch_yes: int, ch_no: int) -> bool:

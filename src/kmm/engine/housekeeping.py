@@ -88,7 +88,10 @@ class Housekeeping:
             s.om.prune(300 * NS_PER_S)
         if self._due("status", now, m.opt.status_poll_s) and (self._status is None or self._status.done()):
             self._status = s.spawn(self._poll_status())
-        if self._due("reconcile", now, m.opt.reconcile_interval_s) and m.quoting and not m.recovery.busy():
+        if self._due("latency", now, 1.0):
+            m.check_latency(now)
+        verify_s = m.opt.reconcile_interval_s or m.cfg.run.verify_interval_s
+        if self._due("reconcile", now, verify_s) and m.quoting and not m.recovery.busy():
             m.recovery.resync_soon("periodic")
         if self._due("mark", now, m.opt.tape_mark_s):
             for p in m.pipes.values():

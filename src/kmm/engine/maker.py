@@ -30,9 +30,11 @@ from kmm._core.fees import fee_rate_e6
 from kmm._core.grid import Grid
 from kmm._core.ofi import OFI
 from kmm._core.wire import BookRouter
+from kmm import protocol
 from kmm.config import KmmConfig
 from kmm.engine import session as S
 from kmm.engine.clock import NS_PER_S, Clock, SystemClock
+from kmm.engine.eventwire import EventWiring, merged_denials
 from kmm.engine.freshness import Freshness
 from kmm.engine.housekeeping import Housekeeping
 from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline
@@ -40,6 +42,8 @@ from kmm.engine.orders import LiveOrder, Order
 from kmm.engine.recovery import Recovery
 from kmm.engine.risk import Decision, KillState
 from kmm.engine.session import Session, SessionOptions
+from kmm.engine.makerstats import MakerStats
+from kmm.engine.sessionpnl import PnlFigures, SessionPnl
 from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_table, usd
 from kmm.errors import KmmError
 from kmm.kalshi import ConnectorConfig, FeedHandler
@@ -59,7 +63,7 @@ PLACE, AMEND, DECREASE, CANCEL = _diff.PLACE, _diff.AMEND, _diff.DECREASE, _diff
 class EngineOptions:
     """Live-loop knobs that are not part of kmm.toml's strategy/risk sections."""
 
-    reconcile_interval_s: float = 30.0
+    reconcile_interval_s: float | None = None   # REST verification period; None: [run] verify_interval_s
     status_poll_s: float = 15.0
     pnl_record_s: float = 5.0
     tape_mark_s: float = 1.0
@@ -79,6 +83,7 @@ class EngineOptions:
     stop_verify_attempts: int = 5       # kept for compatibility (the stop is bounded in time)
     request_drain_s: float = 5.0        # after the sweep: requests still open are waited for this long
     tick_s: float = 0.25                # housekeeping period
+    batch_creates: bool = True          # a requote of every market placing in more than 3 markets batches
 
 
 @dataclass(slots=True)
@@ -91,9 +96,9 @@ class RunSummary:
     cancels_sent: int
     amends_sent: int
     skipped_reprices: int
-    realized: int                       # 1e-4 $
-    unrealized: int
-    fees: int
+    realized: int                       # 1e-4 $, this session's, gross of fees
+    unrealized: int                     # this session's
+    fees: int                           # this session's fills' fees
     positions: dict[str, int]
     resting_after_stop: int
     verified_flat_orders: bool
@@ -105,6 +110,13 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
     stop_s: float = 0.0                 # the stop sweep: stop asked -> verified (or given up)
     not_started: str | None = None      # the start failed before anything was sent: why
+    lifetime: str = ""                  # the account's lifetime P&L, labelled (shown apart)
+    maker: dict[str, Any] = field(default_factory=dict)   # MakerMetrics.as_dict() of this session
+
+    @property
+    def net(self) -> int:
+        """This session's net P&L: realized (gross of fees) + unrealized - fees, 1e-4 $."""
+        return self.realized + self.unrealized - self.fees
 
     def render(self) -> str:
         if self.not_started is not None:
@@ -119,8 +131,8 @@ class RunSummary:
             f"  fills: {self.fills} (bid {self.fills_by_side.get('bid', 0)}, ask {self.fills_by_side.get('ask', 0)})"
             f"   orders sent: {self.orders_sent}, amends: {self.amends_sent}, cancels: {self.cancels_sent}"
             f" (small reprices skipped under write pressure: {self.skipped_reprices})",
-            f"  P&L: realized {usd(self.realized, 4)}, unrealized {usd(self.unrealized, 4)}, "
-            f"fees {usd(self.fees, 4)}",
+            f"  session P&L net {usd(self.net, 4)} (this session only: realized {usd(self.realized, 4)} "
+            f"gross of fees, unrealized {usd(self.unrealized, 4)}, fees {usd(self.fees, 4)})",
             f"  positions: {pos}",
             f"  frame -> request latency: {lat}",
             f"  orders resting after stop: {self.resting_after_stop} "
@@ -128,6 +140,17 @@ class RunSummary:
             f"stop sweep {self.stop_s:.1f} s",
             f"  portfolio vs exchange: {'agrees to the cent' if self.portfolio_agrees else 'DISAGREES (see ops.log)'}",
         ]
+        if self.maker:
+            m = self.maker
+
+            def pct(x: Any) -> str:
+                return "-" if x is None else f"{x:.1%}"
+            lines.append(f"  maker: {m['resting_orders_placed']} resting orders placed, "
+                         f"{m['contracts_offered']:g} contracts offered, {m['contract_seconds_near_best']:,.0f} "
+                         f"contract-s at the best, maker fill rate {pct(m['maker_fill_rate'])}, "
+                         f"maker {m['maker_contracts']:g} / taker {m['taker_contracts']:g} contracts")
+        if self.lifetime:
+            lines.append(f"  account (not this session): {self.lifetime}")
         if self.risk_denials:
             lines.append("  risk denials: " + ", ".join(f"{k} {v}" for k, v in sorted(self.risk_denials.items())))
         lines.extend(f"  note: {n}" for n in self.notes)
@@ -159,6 +182,9 @@ class Engine(FeedHandler):
         self.clock: Clock = clock or SystemClock()
         self.venue = venue or conn.env
         self.opt = options or EngineOptions()
+        if self.opt.reconcile_interval_s is None:
+            self.opt.reconcile_interval_s = cfg.run.verify_interval_s
+        self.high_latency = ""                # the warning while frame -> request p99 is over the threshold
         self.out = out
         self._strategy_factory = strategy_factory
         self.tickers = tuple(cfg.tickers())
@@ -176,6 +202,9 @@ class Engine(FeedHandler):
                                                       backoff_base_s=cfg.risk.backoff_base_s,
                                                       backoff_max_s=cfg.risk.backoff_max_s))
         self.session.on_pause = self._on_pause
+        self.event_risk = EventWiring(cfg, self.session.pf, self.session.om)   # events learnt at start
+        self.spnl: SessionPnl | None = None   # this session's P&L, from the account as loaded at start
+        self.mstats = MakerStats(self.clock)  # maker metrics of this session (near the best: at the best)
         self.freshness = Freshness(self.clock, stale_after_s=cfg.risk.stale_after_s,
                                    answer_s=(self.opt.snapshot_answer_s if self.opt.snapshot_answer_s is not None
                                              else min(1.0, cfg.risk.stale_after_s / 2)))
@@ -189,6 +218,7 @@ class Engine(FeedHandler):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started_ns = 0
         self._latency_ns: deque[int] = deque(maxlen=200_000)      # frame received -> first request issued
+        self._latency_at: deque[tuple[int, int]] = deque(maxlen=200_000)   # (issued ns, that latency)
         self.decide_ns: deque[int] = deque(maxlen=200_000)        # frame received -> actions decided
         self.send_ns: deque[int] = deque(maxlen=200_000)          # actions decided -> first request issued
         self.skipped_reprices = 0
@@ -270,12 +300,17 @@ class Engine(FeedHandler):
         s = self.session
         rest = await s.open()
         markets = {}
+        raws = {}
         for t in self.tickers:
-            raw = await rest.get_market_raw(t)
+            raw = raws[t] = await rest.get_market_raw(t)
             info = await self._market_info(t, raw)
             markets[t] = raw.get("price_ranges") or info.grid.ranges
             self._add_pipeline(info)
         await s.load_account(self.tickers)
+        self.spnl = SessionPnl(self.pf)
+        s.on_booked = self._booked
+        # after the positions: each event's session baseline is the account as found
+        await self.event_risk.learn(rest, raws, {t: p.info for t, p in self.pipes.items()})
         ws = s.open_ws(self, self.router, OrderBook, markets)
         await ws.start()
         if self.opt.gc_freeze:
@@ -372,6 +407,9 @@ class Engine(FeedHandler):
         pipe.on_book(now, self.clock.time_ns(), live)
         inp = pipe.inputs
         self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
+        if self.spnl is not None:
+            self.spnl.on_mark(ticker, inp.best_bid or None, inp.best_ask or None)
+        self.mstats.on_top(ticker, inp.best_bid or None, inp.best_ask or None)
         self._requote(pipe, recv_ns or now, live)
 
     def on_fill(self, fill: Fill) -> None:
@@ -391,6 +429,7 @@ class Engine(FeedHandler):
             self.om.get(order.client_order_id) if order.client_order_id else None)
         was_closed = known is not None and not known.is_live
         self.om.on_user_order(order)
+        self.mstats.on_user_order(order)
         if (was_closed and order.status == "resting" and not self.session.verifying(order.order_id)):
             # we had closed it (a create whose lookups found nothing, a cancel we believed): the exchange
             # says it rests. Cancel it; if it is in fact gone, the cancel answers "not found".
@@ -417,6 +456,10 @@ class Engine(FeedHandler):
             pipe.on_trade(trade.price)
 
     def on_lifecycle(self, event: Lifecycle) -> None:
+        if event.event_type == "settled" and event.result:
+            self.event_risk.on_settled(event.ticker, event.result)   # before the portfolio pays it
+            if self.spnl is not None and event.result in ("yes", "no"):
+                self.spnl.settle(event.ticker, event.result)
         self.recovery.on_lifecycle(event)
 
     def on_order_group(self, update: Any) -> None:
@@ -496,7 +539,7 @@ class Engine(FeedHandler):
                 pipe.dirty = True      # a request on this market is still open: decide after its answer
                 return
         pipe.dirty = False
-        actions = pipe.decide(self.pf.position(ticker), live)
+        actions = pipe.decide(self.event_risk.quote_inventory(ticker), live)
         pipe.state = "quoting"
         if actions:
             if self._small_reprices_only(pipe, actions):
@@ -586,6 +629,11 @@ class Engine(FeedHandler):
                     self._last_denial, self._last_denial_detail = d.reason, d.detail
                     log.debug("%s: place %s %d x %d denied: %s", ticker, side, a.price, size, d.detail)
                     continue
+                size, d = self.event_risk.size_place(ticker, side, a.price, size)   # after the market's gate
+                if not size:
+                    why = (d.reason, d.detail) if d is not None else ("event", "")
+                    self._last_denial, self._last_denial_detail = why
+                    continue
                 o = self.om.create(ticker, side, a.price, size)
                 req = OrderRequest(ticker=ticker, side=side, price=a.price, count=size,
                                    client_order_id=o.client_order_id, post_only=True,
@@ -594,6 +642,11 @@ class Engine(FeedHandler):
                     self.recorder.store.record_order(status="pending", client_order_id=o.client_order_id,
                                                      ticker=ticker, side=side, price=a.price, count=size,
                                                      strategy=self.cfg.run.strategy, reason="quote")
+                if self._batch is not None:          # a requote of every market: sent together after it
+                    pipe.in_flight += 1
+                    self._batch.append((pipe, o, req, trigger_ns))
+                    sent += 1
+                    continue
                 self._send(pipe, self._do_place(pipe, o, req, trigger_ns), trigger_ns)
                 sent += 1
                 continue
@@ -622,6 +675,9 @@ class Engine(FeedHandler):
                         continue                      # already what reduce-only allows
                 d = self.gate.check_amend(ticker, side, a.price, size, live.remaining) if size > 0 else \
                     Decision(False, "reduce_only", f"{ticker}: a {side} would not reduce the position")
+                if d:
+                    denied = self.event_risk.check_amend(ticker, side, a.price, size, live.price, live.remaining)
+                    d = d if denied is None else denied
                 if not d:
                     # the gate refuses the new price/size (e.g. reduce-only): take the order down
                     # instead; the next decision places what passes (sized to the position)
@@ -666,39 +722,43 @@ class Engine(FeedHandler):
         pipe.tape_trigger_ns = trigger_ns
         latency = issued_ns - trigger_ns
         self._latency_ns.append(latency)
+        self._latency_at.append((issued_ns, latency))
         if pipe.decided_ns and pipe.trigger_ns == trigger_ns:
             self.send_ns.append(issued_ns - pipe.decided_ns)
         self._tape(pipe, "decision", latency_ns=latency)
 
     async def _do_place(self, pipe: MarketPipeline, o: Order, req: OrderRequest, trigger_ns: int = 0) -> None:
-        session = self.session
         try:
-            outcome = await session.place(o, req)
-            if outcome == S.PLACED:
-                pipe.hold_s = 0.0
-                oid = self.om.get(o.client_order_id)
-                ack_id = oid.order_id if oid is not None else None
-                if ack_id is not None and oid is not None and oid.is_live and (
-                        not self.quoting or self.stopping or not pipe.ready
-                        or not self.gate.is_quotable(pipe.ticker)):
-                    # quotes were pulled (stale book, lost connection, kill switch, pause, stop) while
-                    # this create was in flight: take it down now
-                    if self.om.request_cancel(ack_id) is not None:
-                        pipe.in_flight += 1
-                        session.spawn(self._do_cancel(pipe, ack_id), eager=True)
-            elif outcome == S.GROUP_FIRED:
-                # the exchange-side circuit breaker fired: too many contracts matched in 15 s
-                self.gate.trip(f"session order group {session.group_id} triggered at the exchange; "
-                               "it rejects every new order until reset")
-                self._after_pnl_change()
-            elif outcome == S.REFUSED:
-                exc = session.last_refusal
-                if exc is not None and exc.code.lower() != "post_only_cross":
-                    pipe.hold(self.clock.monotonic_ns())
-                    log.warning("%s: create %s refused: %s; new orders here wait %.1f s", pipe.ticker,
-                                o.client_order_id, exc, pipe.hold_s)
+            outcome = await self.session.place(o, req)
+            self._after_place(pipe, o, outcome, self.session.last_refusal)
         finally:
             self._done(pipe)
+
+    def _after_place(self, pipe: MarketPipeline, o: Order, outcome: str, exc: Any) -> None:
+        """What a create's outcome means for the quoting (single or batched)."""
+        session = self.session
+        if outcome == S.PLACED:
+            pipe.hold_s = 0.0
+            oid = self.om.get(o.client_order_id)
+            ack_id = oid.order_id if oid is not None else None
+            if ack_id is not None and oid is not None and oid.is_live and (
+                    not self.quoting or self.stopping or not pipe.ready
+                    or not self.gate.is_quotable(pipe.ticker)):
+                # quotes were pulled (stale book, lost connection, kill switch, pause, stop) while
+                # this create was in flight: take it down now
+                if self.om.request_cancel(ack_id) is not None:
+                    pipe.in_flight += 1
+                    session.spawn(self._do_cancel(pipe, ack_id), eager=True)
+        elif outcome == S.GROUP_FIRED:
+            # the exchange-side circuit breaker fired: too many contracts matched in 15 s
+            self.gate.trip(f"session order group {session.group_id} triggered at the exchange; "
+                           "it rejects every new order until reset")
+            self._after_pnl_change()
+        elif outcome == S.REFUSED:
+            if exc is not None and exc.code.lower() != "post_only_cross":
+                pipe.hold(self.clock.monotonic_ns())
+                log.warning("%s: create %s refused: %s; new orders here wait %.1f s", pipe.ticker,
+                            o.client_order_id, exc, pipe.hold_s)
 
     async def _do_cancel(self, pipe: MarketPipeline, order_id: str, trigger_ns: int = 0) -> None:
         try:
@@ -736,6 +796,9 @@ class Engine(FeedHandler):
 
     def _after_pnl_change(self) -> None:
         was = self.gate.kill_state
+        why = self.event_risk.kill_signal()      # an event's positions alone past max_event_loss
+        if why and was is KillState.ARMED:
+            self.gate.trip(why)
         if self.gate.update_pnl() is KillState.TRIPPED or self.gate.kill_state is KillState.TRIPPED:
             if not self._kill_sweep_running:
                 self._event("kill_switch", detail=self.gate.kill_reason)
@@ -747,11 +810,48 @@ class Engine(FeedHandler):
             self._event("kill_switch_rearmed")
             self._requote_all()
 
+    _batch: list[tuple[Any, Order, OrderRequest, int]] | None = None
+
     def _requote_all(self) -> None:
+        """Requote every ready market (start, resume after a pause, a kill-switch resume, a reconnect).
+        When that places in more than three markets the creates go in batched requests
+        (``protocol.BATCH_CREATE_MAX`` a request), with the same unknown-outcome handling as single ones."""
         now = self.clock.monotonic_ns()
-        for p in self.pipes.values():
-            if p.ready:
+        ready = [p for p in self.pipes.values() if p.ready]
+        if not self.opt.batch_creates or len(ready) <= 3 or self._batch is not None:
+            for p in ready:
                 self._requote(p, now)
+            return
+        self._batch = []
+        try:
+            for p in ready:
+                self._requote(p, now)
+        finally:
+            batch, self._batch = self._batch, None
+        if len({id(b[0]) for b in batch}) <= 3:
+            for pipe, o, req, trig in batch:
+                pipe.in_flight -= 1                  # _send counts it again
+                self._send(pipe, self._do_place(pipe, o, req, trig), trig)
+            return
+        issued = self.clock.monotonic_ns()
+        for i in range(0, len(batch), protocol.BATCH_CREATE_MAX):
+            chunk = batch[i:i + protocol.BATCH_CREATE_MAX]
+            self.session.spawn(self._do_place_batch(chunk), eager=True)
+        for pipe, _, _, trig in batch:
+            self._issued(pipe, trig, issued)
+
+    async def _do_place_batch(self, chunk: list[tuple[Any, Order, OrderRequest, int]]) -> None:
+        try:
+            outcomes = await self.session.place_batch([(o, req) for _, o, req, _ in chunk])
+        except BaseException:
+            for pipe, *_ in chunk:
+                self._done(pipe)
+            raise
+        for (pipe, o, _, _), (outcome, exc) in zip(chunk, outcomes):
+            try:
+                self._after_place(pipe, o, outcome, exc)
+            finally:
+                self._done(pipe)
 
     # ================================================================================== operator
     def operator_trip(self, reason: str = "operator") -> None:
@@ -824,6 +924,45 @@ class Engine(FeedHandler):
                 self.recorder.store.record_book_snapshot(ticker=t, bids=p.book.bids(depth), asks=p.book.asks(depth),
                                                          reason=reason)
 
+    def _booked(self, fill: Fill) -> None:
+        """A fill the portfolio booked (feed or backfill, once per trade_id): the session's figures."""
+        if self.spnl is not None:
+            self.spnl.on_fill(fill)
+        self.mstats.on_fill(fill)
+
+    def session_pnl(self, ticker: str | None = None) -> PnlFigures:
+        """This session's P&L (all markets, or ``ticker``): 0 at start whatever the account carried."""
+        if self.spnl is None:
+            return PnlFigures("session", 0, 0, 0)
+        return self.spnl.session() if ticker is None else self.spnl.session_for(ticker)
+
+    def lifetime_pnl(self) -> PnlFigures:
+        pf = self.pf
+        return PnlFigures("lifetime", pf.realized_pnl(), pf.unrealized_pnl(), pf.fees_paid())
+
+    def check_latency(self, now_ns: int, min_samples: int = 20) -> str:
+        """The "high latency" warning: frame -> request p99 over the last ``[run] latency_window_s``
+        above ``[run] latency_warn_us``, with the figure; logged when it starts and when it ends."""
+        run = self.cfg.run
+        if run.latency_warn_us <= 0:
+            return ""
+        since = now_ns - int(run.latency_window_s * NS_PER_S)
+        recent = sorted(lat for at, lat in reversed(self._latency_at) if at >= since) if self._latency_at else []
+        warn = ""
+        if len(recent) >= min_samples:
+            p99_us = recent[min(len(recent) - 1, int(0.99 * len(recent)))] / 1000.0
+            if p99_us > run.latency_warn_us:
+                warn = (f"high latency: frame -> request p99 {p99_us:,.0f} us over the last "
+                        f"{run.latency_window_s:g} s ({len(recent)} decisions; "
+                        f"threshold {run.latency_warn_us:,.0f} us)")
+        if warn and not self.high_latency:
+            log.warning("%s", warn)
+            self._event("high_latency", detail=warn)
+        elif self.high_latency and not warn:
+            log.info("latency back under the threshold (was: %s)", self.high_latency)
+        self.high_latency = warn
+        return warn
+
     def latency_percentiles(self) -> tuple[float | None, float | None, float | None]:
         if not self._latency_ns:
             return None, None, None
@@ -842,18 +981,20 @@ class Engine(FeedHandler):
             bid = next((o for o in live if o.side == "bid"), None)
             ask = next((o for o in live if o.side == "ask"), None)
             state = p.state if t not in self.blocked else f"blocked: {self.blocked[t]}"
+            sp = self.session_pnl(t)       # the session's, never the account's lifetime figures
             rows.append(MarketRow(t, p.inputs.best_bid or None, p.inputs.best_ask or None,
                                   bid.price if bid else None, ask.price if ask else None,
                                   bid.remaining if bid else 0, ask.remaining if ask else 0,
-                                  self.pf.position(t), self.pf.realized_pnl(t) - self.pf.fees_paid(t),
-                                  self.pf.unrealized_pnl(t), p.fills, state))
+                                  self.pf.position(t), sp.realized - sp.fees, sp.unrealized, p.fills, state))
         pressure = self.rest.limiter.pressure() if self.rest is not None else 0.0
         kill = self.gate.kill_state
         notes = [] if kill is KillState.ARMED else [f"kill switch {kill.value}"]
         if self.session.pause:
             notes.append(f"exchange {self.session.pause} pause")
+        if self.high_latency:
+            notes.append(self.high_latency)
         return Snapshot(elapsed_s=(self.clock.monotonic_ns() - self._started_ns) / NS_PER_S, venue=self.venue,
-                        markets=rows, cash=self.pf.cash, fees=self.pf.fees_paid(), fills=self.fills,
+                        markets=rows, cash=self.pf.cash, fees=self.session_pnl().fees, fills=self.fills,
                         orders_sent=self.orders_sent, write_pressure=pressure,
                         latency_p50_us=p50, latency_p99_us=p99, note="; ".join(notes))
 
@@ -901,15 +1042,17 @@ class Engine(FeedHandler):
             await s.close()
         self._record_pnl()
         p50, p99, p999 = self.latency_percentiles()
+        sp = self.session_pnl()
         summary = RunSummary(
             venue=self.venue, duration_s=(self.clock.monotonic_ns() - self._started_ns) / NS_PER_S,
             fills=s.fills, fills_by_side=dict(s.fills_by_side), orders_sent=s.orders_sent,
             cancels_sent=s.cancels_sent, amends_sent=s.amends_sent, skipped_reprices=self.skipped_reprices,
-            realized=self.pf.realized_pnl() - self.pf.fees_paid(), unrealized=self.pf.unrealized_pnl(),
-            fees=self.pf.fees_paid(), positions={t: self.pf.position(t) for t in self.tickers},
+            realized=sp.realized, unrealized=sp.unrealized, fees=sp.fees, lifetime=self.lifetime_pnl().label(),
+            positions={t: self.pf.position(t) for t in self.tickers},
             resting_after_stop=res.resting_left, verified_flat_orders=res.verified, portfolio_agrees=res.agrees,
             latency_p50_us=p50, latency_p99_us=p99, latency_p999_us=p999,
-            risk_denials=dict(self.gate.denials), notes=s.notes, stop_s=res.seconds,
+            risk_denials=merged_denials(self.gate.denials.items(), self.event_risk.denials.items()),
+            notes=s.notes, stop_s=res.seconds, maker=self.mstats.snapshot().as_dict(),
             not_started=self._not_started)
         log.info("%s", summary.render())
         return summary

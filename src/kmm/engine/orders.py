@@ -212,6 +212,9 @@ class OrderManager:
         self._live_by_ticker: dict[str, dict[str, Order]] = {}   # the same, per market (hot-path queries)
         self._seen_trades: set[str] = set()
         self._orphans: dict[str, list[Fill]] = {}
+        # orders whose exchange-reported fills are ahead of the fill messages booked (a user_order
+        # came first): the event gate counts that part as still able to fill, even once terminal
+        self._unbooked: dict[str, Order] = {}
 
     # ------------------------------------------------------------------ ids and creation
     def new_client_order_id(self) -> str:
@@ -279,6 +282,8 @@ class OrderManager:
     def _apply_counts(self, o: Order, fill_e: int, remaining_e: int) -> None:
         """Take the exchange's (fill count, remaining), less fills we saw past that report."""
         o.exchange_filled = max(o.exchange_filled, fill_e)
+        if o.exchange_filled > o.filled:
+            self._unbooked[o.client_order_id] = o
         o.remaining = max(0, remaining_e - max(0, o.fill_count - fill_e))
 
     def _working_state(self, o: Order) -> OrderState:
@@ -541,6 +546,8 @@ class OrderManager:
         before = o.fill_count
         o.filled += fill.count
         o.fees += fill.fee
+        if o.filled >= o.exchange_filled:
+            self._unbooked.pop(o.client_order_id, None)
         o.remaining = max(0, o.remaining - (o.fill_count - before))
         if o.filled > o.count:
             self.stats.overfills += 1
@@ -649,6 +656,16 @@ class OrderManager:
 
     def orders(self) -> list[Order]:
         return list(self._by_coid.values())
+
+    def live_in(self, ticker: str) -> list[Order]:
+        """Every non-terminal order of ``ticker`` (what may still fill), foreign ones included."""
+        return list(self._live_by_ticker.get(ticker, {}).values())
+
+    def unbooked_in(self, ticker: str) -> list[tuple[str, int, int]]:
+        """``(side, price, size)`` the exchange reported filled in ``ticker`` whose fill messages are
+        not booked yet (live or terminal orders): not in the portfolio, no longer in ``remaining``."""
+        return [(o.side, o.price, o.exchange_filled - o.filled) for o in self._unbooked.values()
+                if o.ticker == ticker and o.exchange_filled > o.filled]
 
     def live_orders(self, ticker: str, side: str | None = None) -> list[LiveOrder]:
         """Our orders working in ``ticker`` (and ``side``), for the diff: everything not closed and

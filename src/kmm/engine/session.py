@@ -123,6 +123,7 @@ class Session:
         self.stopping = False
         self.pause: str = ""                  # "" | "trading" | "exchange": the exchange's pause as last seen
         self.on_pause: Callable[[str], None] | None = None   # told at once when an answer says paused
+        self.on_booked: Callable[[Fill], Any] | None = None  # every fill booked (the session P&L)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._verifying: set[str] = set()
@@ -366,6 +367,8 @@ class Session:
         self.om.on_fill(fill)
         if not self.pf.apply_fill(fill):
             return False
+        if self.on_booked is not None:
+            self.on_booked(fill)
         self.fills += 1
         self.fills_by_side[fill.side] = self.fills_by_side.get(fill.side, 0) + 1
         if self.recorder is not None:
@@ -429,6 +432,73 @@ class Session:
         return PLACED
 
     last_refusal: ExchangeError | None = None    # the last create refusal (the caller reads its code)
+    batches_sent = 0
+
+    async def place_batch(self, items: list[tuple[Order, OrderRequest]]) -> list[tuple[str, ExchangeError | None]]:
+        """Create several orders in one batched request; one outcome per item, as :meth:`place` gives
+        them (with the item's refusal, if any). Never re-sent: an answer that is lost (or does not match
+        the items) leaves every item's outcome unknown, looked up by client_order_id like a single
+        create (:meth:`watch_requests`);
+        the connector already looks the items up itself after a timeout (``not_placed`` items)."""
+        assert self.rest is not None
+        self.orders_sent += len(items)
+        self.batches_sent += 1
+        self.last_refusal = None
+        try:
+            results: list[Any] = await self.rest.create_orders([r for _, r in items])
+        except RateLimited:
+            for o, _ in items:
+                self.event("rate_limited", o.ticker, "batched create")
+                self.om.on_create_rejected(o.client_order_id, "rate limited")
+                self.record_order(o.client_order_id, "rejected", reason="429")
+            return [(RATE_LIMITED, None)] * len(items)
+        except ExchangeError as exc:
+            if exc.code == "batch_mismatch":          # some items may rest: find each one
+                results = [None] * len(items)
+            else:                                     # the whole batch was refused
+                paused = self._answer_paused(exc)
+                for o, _ in items:
+                    self.om.on_create_rejected(o.client_order_id, exc.code)
+                    self.record_order(o.client_order_id, "rejected", reason=exc.code)
+                self.last_refusal = exc
+                return [(PAUSED if paused else REFUSED, exc)] * len(items)
+        except Exception as exc:  # noqa: BLE001 - outcome unknown: resolved by lookup, never re-sent
+            log.warning("batched create of %d orders: outcome unknown (%s); resolving each by lookup",
+                        len(items), exc)
+            results = [None] * len(items)
+        out: list[tuple[str, ExchangeError | None]] = []
+        for (o, _), res in zip(items, results):
+            coid = o.client_order_id
+            if res is None:
+                self.om.on_create_timeout(coid)
+                out.append((UNKNOWN, None))
+            elif isinstance(res, ExchangeError):
+                if res.code == "not_placed":
+                    self.om.resolve_unknown(coid, None)
+                    self.record_order(coid, "rejected",
+                                      reason="not placed (batch timed out, lookups found nothing)")
+                    out.append((NOT_PLACED, None))
+                    continue
+                self.om.on_create_rejected(coid, res.code)
+                self.record_order(coid, "rejected", reason=res.code)
+                self.last_refusal = res
+                if self._answer_paused(res):
+                    out.append((PAUSED, res))
+                elif "order_group" in res.code.lower():
+                    self.group_fired = True
+                    out.append((GROUP_FIRED, res))
+                else:
+                    out.append((REFUSED, res))
+            else:
+                self.om.on_ack(res)
+                if res.remaining_count:
+                    self.rest.presign_order(res.order_id)
+                    self._presigned.add(res.order_id)
+                self.record_order(coid, "resting" if res.remaining_count else "executed", order_id=res.order_id)
+                out.append((PLACED, None))
+        if any(x == PLACED for x, _ in out) and self.pause and not self.stopping:
+            self.set_pause("", "a create went through")
+        return out
 
     def on_cancel_acks(self, acks: Iterable[Any]) -> int:
         """Apply batched-cancel answers; returns how many were refused (those orders may still rest)."""

@@ -109,7 +109,7 @@ def render_table(s: Snapshot) -> str:
     for m in s.markets:
         lines.append(f"{m.ticker[:16]:<16} {_c(m.best_bid)} {_c(m.best_ask)} {_c(m.my_bid)} {_c(m.my_ask)} "
                      f"{_n(m.position):>6} {usd(m.realized + m.unrealized):>9} {m.fills:>5} {m.state}"[:80])
-    lines.append(f"P&L net {usd(net_pnl(s))} (fees {usd(s.fees)}) cash {usd(s.cash)}"
+    lines.append(f"session P&L net {usd(net_pnl(s))} (fees {usd(s.fees)}) cash {usd(s.cash)}"
                  + (f" | {s.note}" if s.note else ""))
     return "\n".join(lines)
 
@@ -118,7 +118,7 @@ def render_line(s: Snapshot) -> str:
     """One log line: the plain mode for non-interactive use."""
     parts = [f"t={s.elapsed_s:.0f}s fills={s.fills} sent={s.orders_sent} "
              f"pressure={s.write_pressure:.0%} p50={_lat(s.latency_p50_us)} p99={_lat(s.latency_p99_us)} "
-             f"pnl={usd(net_pnl(s))}"]
+             f"session_pnl={usd(net_pnl(s))}"]
     for m in s.markets:
         parts.append(f"{m.ticker} {_c(m.my_bid).strip()}/{_c(m.my_ask).strip()} pos={_n(m.position)} "
                      f"pnl={usd(m.realized + m.unrealized)} {m.state}")
@@ -179,10 +179,10 @@ def render_console(s: Snapshot, width: int = 80, height: int = 24) -> Any:
         room.append(f"{_n(s.max_total_position - sum(abs(m.position) for m in s.markets))} contracts")
     if s.max_open_orders:
         room.append(f"{s.max_open_orders - n_open} orders")
-    tot = Text(f"P&L {usd(pnl)} net (fees {usd(s.fees)})  " + ("room: " + ", ".join(room) if room else ""),
+    tot = Text(f"session P&L {usd(pnl)} net  " + ("room: " + ", ".join(room) if room else ""),
                no_wrap=True, overflow="ellipsis", style="bold red" if pnl < 0 else "bold")
     flow = Text(f"fills {s.fills}  open {n_open}  sent {s.orders_sent}  write bucket {s.write_pressure:.0%}  "
-                f"latency p50 {_lat(s.latency_p50_us)} p99 {_lat(s.latency_p99_us)}"
+                f"latency p50 {_lat(s.latency_p50_us)} p99 {_lat(s.latency_p99_us)}  fees {usd(s.fees)}"
                 + (f"  {s.note}" if s.note and not s.note.startswith("kill switch") else ""),
                 no_wrap=True, overflow="ellipsis")
     keys = Text("k kill switch  r resume  q stop  | kmm status/kill-switch/resume/stop, or signals",

@@ -35,7 +35,7 @@ from kmm.research.queue import QueueModel
 log = logging.getLogger("kmm.research.paper")
 
 # what PaperRest passes to the venue: reads only
-_READS = frozenset({"start", "close", "apply_account_limits", "get_exchange_status", "get_market_raw",
+_READS = frozenset({"start", "close", "apply_account_limits", "get_exchange_status", "get_market_raw", "get_event",
                     "get_series", "get_markets", "get_orderbook", "limiter", "signer", "config", "base"})
 
 

@@ -51,13 +51,27 @@ def write_run_outputs(engine: Any, recorder: Any, start_ns: int, *, mode: str = 
         fees = sum(f.fee for f in fills)
         unrealized = pf.unrealized_pnl()
         realized = pf.total_pnl() - engine.gate.pnl_baseline - unrealized + fees
+        lifetime = None
+        if callable(getattr(engine, "session_pnl", None)):
+            # the maker's SessionPnl: carried positions re-based at their first mark of the session,
+            # so a reused account starts at exactly 0 (the baseline above still moves with their marks)
+            sp = engine.session_pnl()
+            realized, unrealized, fees = sp.realized, sp.unrealized, sp.fees
+            lt = engine.lifetime_pnl()
+            lifetime = {"scope": "lifetime (the account, not this session)", "realized_pnl": lt.realized,
+                        "unrealized_pnl": lt.unrealized, "fees": lt.fees}
         s = build_summary(mode=mode, venue=str(engine.venue), markets=tickers, start_ns=start_ns,
                           end_ns=time.time_ns(), fills=fills, realized=realized,
                           unrealized=unrealized, fees=fees,
                           positions={t: pf.position(t) for t in tickers},
                           book_messages=int(router.snapshots + router.deltas), orders_sent=int(engine.orders_sent),
                           extra={"engine_fills": engine.fills, "cancels_sent": engine.cancels_sent,
-                                 "amends_sent": engine.amends_sent})
+                                 "amends_sent": engine.amends_sent,
+                                 "pnl_scope": "session: net_pnl is this session's net P&L; realized_pnl is "
+                                              "gross of fees (net_pnl = realized + unrealized - fees)",
+                                 **({"account_lifetime_1e4_usd": lifetime} if lifetime else {}),
+                                 **({"maker_metrics": engine.mstats.snapshot().as_dict()}
+                                    if hasattr(engine, "mstats") else {})})
         write_summary(out, s)
         return s
     except Exception as exc:  # noqa: BLE001 - the run itself is over and fine

@@ -1,0 +1,150 @@
+"""Event risk on the live loop: the glue between :mod:`kmm.engine.events` and the maker.
+
+At start the maker learns each quoted market's event (``GET /events/{event_ticker}``), after the
+positions are loaded (so every event's session baseline is the account as found). On every place the
+event gate sizes the order after the per-market gate passed it (:meth:`EventWiring.size_place`: the
+largest size whose worst case, with every resting order filling, stays inside ``risk.max_event_loss``
+and ``risk.max_event_exposure``); every amend is checked the same way; after a fill
+:meth:`kill_signal` says whether positions alone lost past the limit (the maker trips the kill switch).
+The strategy's inventory is :meth:`quote_inventory` (``strategy.event_inventory_weight``).
+
+Kept apart from the maker so that its decision path gains one call per check, not the event logic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kmm.engine.events import EventRiskGate, EventRow, EventSpec, may_fill_from_orders, payout
+from kmm.engine.risk import Decision
+
+log = logging.getLogger("kmm.events")
+
+
+class LiveResting:
+    """:class:`kmm.engine.events.RestingView` over the order manager: every non-terminal order of a
+    market (a create or cancel in flight and an unknown outcome included; an amend in flight at both
+    its old and new price and size), plus what the exchange reported filled (``user_order``) whose fill
+    messages are not booked in the portfolio yet: without it, an order update arriving before its
+    fill would hide that risk for a moment and let a new order past the limit. [U] that part is
+    counted at the order's current price (an amended order may have filled at its old one)."""
+
+    def __init__(self, om: Any) -> None:
+        self.om = om
+
+    def may_fill(self, ticker: str) -> list[tuple[str, int, int]]:
+        out = may_fill_from_orders(self.om.live_in(ticker))
+        if self.om._unbooked:
+            out.extend(self.om.unbooked_in(ticker))
+        return out
+
+
+class EventWiring:
+    """The event gate as the maker uses it. ``cfg`` is the :class:`kmm.config.KmmConfig`."""
+
+    def __init__(self, cfg: Any, pf: Any, om: Any) -> None:
+        self.cfg = cfg
+        self.pf = pf
+        self.gate = EventRiskGate(cfg.event_limits(), pf, LiveResting(om))
+        self.resized = 0                    # places cut to what the event limits allow
+        # event -> ticker -> (result, Kalshi's payout for the position held: $1 a net contract, cents)
+        self.settled: dict[str, dict[str, tuple[str, int]]] = {}
+        self._weight: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ start
+    async def learn(self, rest: Any, raws: Mapping[str, Mapping[str, Any]], infos: Mapping[str, Any]) -> None:
+        """Register the event of every quoted market. ``raws``: ticker -> the market's JSON (its
+        ``event_ticker``); ``infos``: ticker -> :class:`kmm.engine.market.MarketInfo` (fee rates).
+
+        An event that cannot be read is registered with the quoted markets only and as *not* mutually
+        exclusive: every combination of results is then possible, the most careful worst case."""
+        by_event: dict[str, list[str]] = {}
+        for t, raw in raws.items():
+            ev = str(raw.get("event_ticker") or "")
+            if ev:
+                by_event.setdefault(ev, []).append(t)
+        for ev, quoted in by_event.items():
+            try:
+                e = await rest.get_event(ev)
+                markets = tuple(m.ticker for m in e.markets)
+                markets += tuple(t for t in quoted if t not in markets)
+                spec = EventSpec(ev, bool(e.mutually_exclusive), markets)
+            except Exception as exc:  # noqa: BLE001 - any failure: the careful fallback below
+                log.warning("event %s not readable (%s); its markets %s are limited as independent "
+                            "(every combination of results possible)", ev, exc, ", ".join(quoted))
+                spec = EventSpec(ev, False, tuple(quoted))
+            maker = max(infos[t].maker_rate_e6 for t in quoted)
+            taker = max(infos[t].taker_rate_e6 for t in quoted)
+            self.gate.add_event(spec, maker_fee_rate_e6=maker, taker_fee_rate_e6=taker)
+            log.info("event %s (%s, %d markets, %d quoted): max_event_loss $%.2f", ev,
+                     "mutually exclusive" if spec.mutually_exclusive else "independent", len(spec.markets),
+                     len(quoted), self.gate.limits.loss_for(ev) / 1e4)
+        for t in raws:
+            self._weight[t] = float(self.cfg.strategy_for(t).event_inventory_weight)
+
+    # ------------------------------------------------------------------ settlement
+    def on_settled(self, ticker: str, result: str) -> None:
+        """A market of an event settled (lifecycle ``settled``); call before the portfolio settles it.
+        The event's outcomes narrow (a YES decides a mutually exclusive event) and the payout Kalshi's
+        rule gives for the position held is kept, per event, for the log and the summary."""
+        book = self.gate.event_of(ticker)
+        if book is None or result not in ("yes", "no"):
+            return
+        paid = payout(self.pf.position(ticker), result)
+        book.on_market_settled(ticker, result)
+        done = self.settled.setdefault(book.ticker, {})
+        done[ticker] = (result, paid)
+        if len(done) == len(book.markets):
+            winner = next((t for t, (r, _) in done.items() if r == "yes"), "none")
+            log.info("event %s settled (%s won): payouts $%.2f over %d markets", book.ticker, winner,
+                     sum(p for _, p in done.values()) / 1e4, len(done))
+
+    # ------------------------------------------------------------------ checks
+    def size_place(self, ticker: str, side: str, price: int, size: int) -> tuple[int, Decision | None]:
+        """The size a place may have under the event limits (``size`` when it passes whole, less near
+        a limit, 0 with the denial, counted, when no size passes)."""
+        if self.gate.event_of(ticker) is None:
+            return size, None
+        step = 100 if size % 100 == 0 else 1
+        n = self.gate.max_count(ticker, side, price, size, size_step=step)
+        if n == size:
+            return size, None
+        if n <= 0:
+            return 0, self.gate.check_place(ticker, side, price, size)
+        self.resized += 1
+        return n, None
+
+    def check_amend(self, ticker: str, side: str, price: int, size: int, old_price: int,
+                    old_remaining: int) -> Decision | None:
+        """None when the amend passes the event limits, else the (counted) denial."""
+        if self.gate.event_of(ticker) is None:
+            return None
+        d = self.gate.check_amend(ticker, side, price, size, old_price, old_remaining)
+        return None if d else d
+
+    def kill_signal(self) -> str | None:
+        return self.gate.kill_signal() if self.gate.events else None
+
+    def quote_inventory(self, ticker: str) -> int:
+        """The inventory the strategy skews on: ``(1 - w) q + w E`` (``strategy.event_inventory_weight``)."""
+        w = self._weight.get(ticker, 0.0)
+        if not w:
+            return self.pf.position(ticker)
+        return self.gate.quote_inventory(ticker, w)
+
+    @property
+    def denials(self) -> dict[str, int]:
+        return self.gate.denials
+
+    def rollup(self) -> list[EventRow]:
+        return self.gate.rollup() if self.gate.events else []
+
+
+def merged_denials(*counts: Iterable[tuple[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in c:
+            out[k] = out.get(k, 0) + v
+    return out
