@@ -469,3 +469,14 @@ async def test_a_single_write_on_a_shard_bills_that_shards_bucket_and_a_429_ther
     with pytest.raises(ExchangeError):
         await rest.create_order(OrderRequest("C", "bid", 4000, 500, "c4"))
     assert lim.place_pause_ns(3) > 0 and lim.place_pause_ns(0) == 0
+
+
+async def test_a_raw_market_read_teaches_the_shard_map_so_no_second_read_is_needed(srv, rest):
+    srv.on("GET", "/markets/C", {"market": market("C", 2)})
+    srv.on("GET", "/portfolio/balance", {"balance": 50_000, "balance_breakdown": [
+        {"exchange_index": 0, "balance": "5.0000"}, {"exchange_index": 2, "balance": "0.5000"}]})
+    await rest.get_market_raw("C")
+    assert rest.shard_of("C") == 2
+    with pytest.raises(ShardBalanceError, match="shard 2"):
+        await rest.check_shard_balances({"C": 10_000})
+    assert len(srv.sent("GET", "/markets/C")) == 1

@@ -445,7 +445,11 @@ class KalshiRest:
 
     async def get_market_raw(self, ticker: str) -> dict[str, Any]:
         body = await self.request("GET", f"{protocol.PATH_MARKETS}/{ticker}")
-        return dict(body.get("market") or body)
+        m = dict(body.get("market") or body)
+        shard = m.get("exchange_index")
+        if isinstance(shard, int) and not isinstance(shard, bool) and shard >= 0:
+            self.shards[ticker] = shard     # the raw read teaches the shard map too (writes route by it)
+        return m
 
     async def get_orderbook(self, ticker: str, depth: int | None = None) -> BookSnapshot:
         body = await self.request("GET", f"{protocol.PATH_MARKETS}/{ticker}/orderbook",
