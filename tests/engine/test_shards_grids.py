@@ -191,6 +191,7 @@ async def test_a_moved_close_time_moves_tau_the_reduce_only_window_and_the_stop_
         run.sim.set_close_time(t, int(time.time()) + 30)
         await until(lambda: not resting(run.sim, run.key_id, t), 5, "quotes pulled")
         pulled_s = time.monotonic() - t0
+        print(f"close moved inside the stop window: quotes pulled in {pulled_s:.3f} s")
         assert pulled_s < 2.0
         await asyncio.sleep(1.5)
         assert resting(run.sim, run.key_id, t) == []
