@@ -199,3 +199,60 @@ async def test_close_fails_waiting_requests_with_an_error_not_a_cancellation(clo
     lim.close()
     with pytest.raises(KmmError, match="closed"):
         await waiting
+
+
+# -- per-shard write buckets (kalshi-api.md 5) -------------------------------------------------------
+
+def test_each_shard_has_its_own_write_bucket_with_the_full_budget(clock):
+    lim = make(clock)
+    assert sum(1 for _ in range(30) if lim.poll(PLACE, 10) == 0) == 18     # unscoped: empty to the reserve
+    assert lim.poll(PLACE, 10, shard=0) > 0 and lim.poll(PLACE, 10, shard=-1) > 0  # 0/-1 bill it too
+    for shard in (1, 2):
+        assert sum(1 for _ in range(30) if lim.poll(PLACE, 10, shard=shard) == 0) == 18
+        assert lim.shard_bucket(shard).tokens == pytest.approx(20)
+        assert lim.shard_bucket(shard).capacity == lim.write.capacity
+    assert lim.poll(PLACE, 10, shard=1) == pytest.approx(0.1 * NS, rel=0.01)
+    # the shards' spending never touched the unscoped bucket's cancel reserve
+    assert lim.write.tokens == pytest.approx(20)
+    assert lim.pressure(1) == pytest.approx(0.9) and lim.pressure() == pytest.approx(0.9)
+
+
+def test_a_429_on_one_shard_pauses_that_shard_only(clock):
+    lim = make(clock)
+    assert lim.on_rate_limited(PLACE, shard=2) == 0.25 * NS
+    assert lim.poll(PLACE, 10, shard=2) > 0
+    assert lim.poll(PLACE, 10, shard=1) == 0 and lim.poll(PLACE, 10) == 0
+    clock.advance(0.03)
+    assert lim.poll(CANCEL, 2, shard=2) == 0                 # cancels still go on the paused shard
+    assert lim.place_pause_ns(2) == 0.22 * NS and lim.place_pause_ns(0) == 0
+    assert lim.place_pause_ns() == 0.22 * NS                  # no shard named: the longest pause
+    assert lim.pressure(2) == 1.0 and lim.pressure(0) < 1.0
+    clock.advance(0.3)
+    lim.on_success(PLACE, shard=2)
+    assert lim.on_rate_limited(PLACE, shard=2) == 0.25 * NS   # back to the base after a success
+
+
+def test_set_budget_resizes_every_shard_bucket(clock):
+    lim = make(clock)
+    lim.poll(PLACE, 10, shard=3)
+    lim.set_budget(400, 300, write_capacity=600)
+    assert (lim.shard_bucket(3).rate, lim.shard_bucket(3).capacity) == (300, 600)
+    assert (lim.shard_bucket(4).rate, lim.shard_bucket(4).capacity) == (300, 600)   # made later: same
+
+
+async def test_a_place_queued_on_one_shard_does_not_hold_back_another(clock):
+    lim = make(clock, reserve=0)
+    while lim.poll(PLACE, 10, shard=1) == 0:
+        pass
+    waiting = asyncio.ensure_future(lim.acquire(PLACE, 10, shard=1))
+    await asyncio.sleep(0)
+    assert lim.queue_depths()["place"] == 1
+    await asyncio.wait_for(lim.acquire(PLACE, 10, shard=2), 0.1)
+    await asyncio.wait_for(lim.acquire(PLACE, 10), 0.1)
+    assert not waiting.done()
+    clock.advance(0.1)
+    lim.dispatch()
+    await asyncio.sleep(0)
+    assert waiting.done() and lim.queue_depths()["place"] == 0
+    lim.close()
+

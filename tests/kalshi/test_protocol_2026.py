@@ -445,3 +445,38 @@ async def test_an_answer_that_is_not_a_json_object_is_a_clear_exchange_error(srv
     srv.on("GET", "/markets/B", {"market": {"ticker": ["B"], "status": "active"}})
     with pytest.raises(WireError, match="field ticker"):
         await rest.get_market("B")
+
+
+async def test_a_single_write_on_a_shard_bills_that_shards_bucket_and_a_429_there_pauses_it_alone(srv, rest):
+    srv.on("GET", "/markets/C", {"market": market("C", 3)})
+    srv.on("GET", "/markets/A", {"market": market("A", 0)})
+    srv.on("POST", "/portfolio/events/orders", ack)
+    srv.on("POST", "/portfolio/events/orders/batched",
+           lambda r: (201, {"orders": [ack({"body": o})[1] for o in r["body"]["orders"]]}))
+    await rest.get_market("C")
+    await rest.get_market("A")
+    assert rest._limiter_shards                       # the connector found the limiter's shard= support
+    lim = rest.limiter
+    full = lim.write.capacity
+    await rest.create_order(OrderRequest("C", "bid", 4100, 500, "c1"))
+    assert lim.shard_bucket(3).tokens == pytest.approx(full - 10, abs=0.5)
+    assert lim.write.tokens == pytest.approx(full, abs=0.5)            # the unscoped bucket is untouched
+    await rest.create_orders([OrderRequest("C", "ask", 6000, 100, "c2"), OrderRequest("C", "ask", 6100, 100, "c3")])
+    assert lim.write.tokens == pytest.approx(full - 20, abs=0.5)       # a batch bills the unscoped bucket
+    await rest.create_order(OrderRequest("A", "bid", 4100, 500, "a1"))
+    assert lim.write.tokens == pytest.approx(full - 30, abs=0.5)       # shard 0 bills the unscoped bucket
+    srv.on("POST", "/portfolio/events/orders", {"error": {"code": "too_many_requests", "message": "slow"}}, 429)
+    with pytest.raises(ExchangeError):
+        await rest.create_order(OrderRequest("C", "bid", 4000, 500, "c4"))
+    assert lim.place_pause_ns(3) > 0 and lim.place_pause_ns(0) == 0
+
+
+async def test_a_raw_market_read_teaches_the_shard_map_so_no_second_read_is_needed(srv, rest):
+    srv.on("GET", "/markets/C", {"market": market("C", 2)})
+    srv.on("GET", "/portfolio/balance", {"balance": 50_000, "balance_breakdown": [
+        {"exchange_index": 0, "balance": "5.0000"}, {"exchange_index": 2, "balance": "0.5000"}]})
+    await rest.get_market_raw("C")
+    assert rest.shard_of("C") == 2
+    with pytest.raises(ShardBalanceError, match="shard 2"):
+        await rest.check_shard_balances({"C": 10_000})
+    assert len(srv.sent("GET", "/markets/C")) == 1

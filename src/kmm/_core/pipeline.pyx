@@ -545,6 +545,13 @@ cdef class Pipeline:
         """Recompute the model horizon left (tau_s) at ``wall_ns``."""
         self._refresh_tau(wall_ns)
 
+    def set_close_time(self, close_time_ns):
+        """The market's close moved (lifecycle ``close_date_updated``): tau counts to the new close
+        from the next refresh (wall clock ns, or None for no close)."""
+        self.close_time_ns = close_time_ns
+        self._has_close = close_time_ns is not None
+        self._close_ns = close_time_ns if close_time_ns is not None else 0
+
     def set_kappa(self, double kappa):
         """The estimated order-arrival decay (per 1e-4 $) the next decision uses."""
         self.kappa = kappa

@@ -71,7 +71,10 @@ async def open_venue(cfg: KmmConfig, args: argparse.Namespace, explicit: bool) -
     scfg = SimConfig(seed=cfg.sim.seed, flow=cfg.sim.flow, speed=cfg.sim.speed, rate_tier=cfg.sim.rate_tier,
                      balance=str(cfg.sim.balance // 10_000), markets=specs)
     async with SimExchange(scfg) as sim:
-        key_id, pem = sim.create_key()
+        # the embedded account holds the configured balance on every shard the chosen markets use, as if
+        # transferred there already (a real account must fund each shard: kmm run checks it at start)
+        extra = {m.exchange_index: scfg.balance for m in specs if m.exchange_index}
+        key_id, pem = sim.create_key(shard_balances=extra)
         conn = ConnectorConfig.resolve(cfg.kalshi, {**_connector_cli(cfg, args), "env": "sim",
                                                     "rest_url": sim.rest_url, "ws_url": sim.ws_url}, {})
         conn = conn.with_server(sim.rest_url, sim.ws_url, api_key_id=key_id, private_key_pem=pem)
@@ -86,6 +89,7 @@ async def open_venue(cfg: KmmConfig, args: argparse.Namespace, explicit: bool) -
 # ---------------------------------------------------------------------------------------- kmm run
 def run_command(args: argparse.Namespace) -> int:
     from kmm.kalshi import loop as kloop
+    from kmm.kalshi.rest import ShardBalanceError
     from kmm.record import Recorder
     try:
         cfg, explicit = load(args)
@@ -104,7 +108,7 @@ def run_command(args: argparse.Namespace) -> int:
     sys.setswitchinterval(0.0005)
     try:
         summary = kloop.run(_run_async(cfg, args, explicit, recorder, view))
-    except ConfigError as exc:
+    except (ConfigError, ShardBalanceError) as exc:   # refused before any order: fix and rerun
         print(f"kmm run: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KmmError as exc:
@@ -161,6 +165,7 @@ async def _run_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool, r
 # ---------------------------------------------------------------------------------------- kmm probe
 def probe_command(args: argparse.Namespace) -> int:
     from kmm.kalshi import loop as kloop
+    from kmm.kalshi.rest import ShardBalanceError
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg, explicit = load(args)

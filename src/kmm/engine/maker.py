@@ -306,6 +306,7 @@ class Engine(FeedHandler):
             info = await self._market_info(t, raw)
             markets[t] = raw.get("price_ranges") or info.grid.ranges
             self._add_pipeline(info)
+        await s.check_shard_balances({t: self.cfg.strategy_for(t).quote_size for t in self.tickers})
         await s.load_account(self.tickers)
         self.spnl = SessionPnl(self.pf)
         s.on_booked = self._booked

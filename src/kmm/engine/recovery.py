@@ -222,6 +222,9 @@ class Recovery:
         if kind == "price_level_structure_updated" and getattr(event, "price_ranges", None):
             self.regrid(event.ticker, event.price_ranges)
             return
+        if kind == "close_date_updated" and event.close_ts is not None:
+            self.close_moved(event.ticker, event.close_ts * 1_000_000_000)
+            return
         if kind in ("deactivated", "determined", "settled", "paused"):
             m.gate.set_market_paused(event.ticker, True)
             m._pull(m.pipes[event.ticker], f"market {kind}")
@@ -230,6 +233,29 @@ class Recovery:
             m._requote_all()
         if kind == "settled" and event.result in ("yes", "no"):
             m.pf.settle(event.ticker, event.result)
+
+    def close_moved(self, ticker: str, close_ns: int) -> None:
+        """The market's close time moved (``close_date_updated``). Everything timed from the close
+        follows at once: the model's tau (compiled pipeline and Python signals), and the risk gate's
+        stop-before-close and reduce-only-before-close windows. A close moved inside the stop window
+        pulls the market's quotes now; otherwise the market is requoted with the new tau."""
+        m = self.m
+        pipe = m.pipes.get(ticker)
+        if pipe is None:
+            return
+        old = pipe.info.close_time_ns
+        pipe.info.close_time_ns = close_ns
+        pipe.core.set_close_time(close_ns)
+        m.gate.set_close_time(ticker, close_ns)
+        wall = m.clock.time_ns()
+        pipe.refresh_tau(wall)
+        m._event("close_moved", ticker, f"{old} -> {close_ns}")
+        left_s = (close_ns - wall) / 1e9
+        log.warning("%s: close time moved to %d (%.0f s from now)", ticker, close_ns, left_s)
+        if left_s <= m.gate.limits.stop_before_close_s:
+            m._pull(pipe, "close moved inside stop_before_close")
+        else:
+            m._requote_all()
 
     def regrid(self, ticker: str, price_ranges: Any) -> None:
         """The market moved to another price grid. The connector has already emptied its book on the

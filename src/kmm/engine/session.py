@@ -186,6 +186,18 @@ class Session:
         await self.read_status()
         return rest
 
+    async def check_shard_balances(self, quote_sizes: dict[str, int]) -> None:
+        """Refuse to start when a shard holding markets to trade cannot fund them (collateral is checked
+        per shard, kalshi-api.md 10). The need per market is one two-sided quote at the worst price:
+        ``quote_size`` contracts x $1.00 (a bid at p and an ask at p' > p tie up p + (1 - p') < $1 per
+        contract), summed per shard. Raises ``ShardBalanceError`` (``kmm run`` exits 2 with the
+        transfer command). A venue without per-shard balances (paper) is not checked."""
+        check = getattr(self.rest, "check_shard_balances", None)
+        if check is None:
+            return
+        # 1e-2 contracts x $1 = 100 x 1e-4 $ per 1e-2 contract
+        await check({t: size * (protocol.PRICE_ONE // 100) for t, size in quote_sizes.items()})
+
     async def read_status(self) -> None:
         """``GET /exchange/status``: an exchange pause (``exchange_active`` false) forbids cancels too;
         a trading pause (``trading_active`` false) forbids places and amends only."""

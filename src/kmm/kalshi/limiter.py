@@ -15,6 +15,12 @@ after the previous pause ended, is capped at ``backoff_max_s`` (small: the bucke
 a second), and the first success resets it, so quoting comes back as soon as the bucket allows. During
 a stop, :meth:`RateLimiter.set_backoff` caps it lower still, so verification reads stay paced but prompt. Time comes from an injected ``clock_ns`` (monotonic ns), so the core is deterministic:
 ``poll`` decides without sleeping; ``acquire`` is the asyncio wrapper around it.
+
+Per-shard write buckets (kalshi-api.md 5, 10): a single REST write with ``exchange_index >= 1`` bills
+that shard's own write bucket, which has the full tier budget; shard 0, omitted/-1 (auto-routed) writes
+and every batch bill the unscoped bucket. Each write bucket has its own lanes, reserve and 429 pause, so
+a 429 on shard 2 pauses shard 2's places only. Callers pass ``shard=`` (``None`` or 0: unscoped); a
+shard's bucket is made the first time it is named. Reads are not per shard.
 """
 
 from __future__ import annotations
@@ -74,6 +80,18 @@ class TokenBucket:
         self.tokens = min(self.tokens, self.capacity)
 
 
+class _Writes:
+    """One write bucket with its lanes (cancel, amend, place) and its 429 pause."""
+
+    __slots__ = ("bucket", "paused_until_ns", "backoff_ns", "waiters")
+
+    def __init__(self, rate: float, capacity: float, now_ns: int) -> None:
+        self.bucket = TokenBucket(rate, capacity, now_ns)
+        self.paused_until_ns = 0      # places and amends wait until then after a 429 of this bucket
+        self.backoff_ns = 0
+        self.waiters: tuple[deque[tuple[float, asyncio.Future[None]]], ...] = (deque(), deque(), deque())
+
+
 @dataclass(slots=True)
 class LimiterStats:
     granted: tuple[int, int, int, int] = (0, 0, 0, 0)
@@ -93,19 +111,46 @@ class RateLimiter:
         now = clock_ns()
         self.burst_s = burst_s
         self.read = TokenBucket(read_rate, read_rate * burst_s, now)
-        self.write = TokenBucket(write_rate, write_rate * burst_s, now)
-        self.cancel_reserve = min(cancel_reserve, self.write.capacity / 2)
+        self._w0 = _Writes(write_rate, write_rate * burst_s, now)   # the unscoped write bucket
+        self._shard_writes: dict[int, _Writes] = {}                 # shard >= 1 -> its own write bucket
+        self.cancel_reserve = min(cancel_reserve, self._w0.bucket.capacity / 2)
         self.backoff_base_ns = int(backoff_base_s * _NS)
         self.backoff_max_ns = int(backoff_max_s * _NS)
-        self._backoff_ns = 0
-        self.paused_until_ns = 0        # places and amends wait until then after a write 429
         self._read_backoff_ns = 0
         self.read_paused_until_ns = 0   # reads wait until then after a read 429 (the buckets are independent)
-        self._waiters: tuple[deque[tuple[float, asyncio.Future[None]]], ...] = (
-            deque(), deque(), deque(), deque())
+        self._read_waiters: deque[tuple[float, asyncio.Future[None]]] = deque()
         self._granted = [0, 0, 0, 0]
         self.rate_limited = 0
         self._timer: asyncio.TimerHandle | None = None
+
+    # the unscoped write bucket, under the names callers used before shards existed
+    @property
+    def write(self) -> TokenBucket:
+        return self._w0.bucket
+
+    @property
+    def paused_until_ns(self) -> int:
+        return self._w0.paused_until_ns
+
+    @paused_until_ns.setter
+    def paused_until_ns(self, v: int) -> None:
+        self._w0.paused_until_ns = v
+
+    def _writes(self, shard: int | None) -> _Writes:
+        """The write bucket a write on ``shard`` bills (None, 0 or -1: the unscoped one)."""
+        if shard is None or shard < 1:
+            return self._w0
+        w = self._shard_writes.get(shard)
+        if w is None:   # every shard has the full tier budget (kalshi-api.md 5)
+            w = self._shard_writes[shard] = _Writes(self._w0.bucket.rate, self._w0.bucket.capacity, self._clock())
+        return w
+
+    def shard_bucket(self, shard: int | None) -> TokenBucket:
+        """The write bucket ``shard`` bills (made on first use)."""
+        return self._writes(shard).bucket
+
+    def _all_writes(self) -> list[_Writes]:
+        return [self._w0, *self._shard_writes.values()]
 
     @classmethod
     def for_tier(cls, tier: str = "basic", **kw: object) -> RateLimiter:
@@ -117,12 +162,14 @@ class RateLimiter:
         """Adopt the budget the exchange reports (GET /account/limits)."""
         now = self._clock()
         self.read.set_rate(read_rate, read_capacity or read_rate * self.burst_s, now)
-        self.write.set_rate(write_rate, write_capacity or write_rate * self.burst_s, now)
+        for w in self._all_writes():   # each shard's bucket has the full tier budget
+            w.bucket.set_rate(write_rate, write_capacity or write_rate * self.burst_s, now)
         self.cancel_reserve = min(self.cancel_reserve, self.write.capacity / 2)
 
     # -- the deterministic core ----------------------------------------------------------------
-    def poll(self, lane: int, cost: float) -> int:
-        """Take ``cost`` tokens for ``lane`` now if allowed (returns 0), else ns to wait. Ignores queues."""
+    def poll(self, lane: int, cost: float, shard: int | None = None) -> int:
+        """Take ``cost`` tokens for ``lane`` (on ``shard``'s write bucket) now if allowed (returns 0),
+        else ns to wait. Ignores queues."""
         now = self._clock()
         if lane == READ:
             if now < self.read_paused_until_ns:
@@ -130,9 +177,10 @@ class RateLimiter:
             bucket = self.read
             floor = 0.0
         else:
-            if lane != CANCEL and now < self.paused_until_ns:
-                return self.paused_until_ns - now
-            bucket = self.write
+            w = self._writes(shard)
+            if lane != CANCEL and now < w.paused_until_ns:
+                return w.paused_until_ns - now
+            bucket = w.bucket
             floor = 0.0 if lane == CANCEL else self.cancel_reserve
         bucket.refill(now)
         wait = bucket.wait_ns(cost, floor)
@@ -141,11 +189,12 @@ class RateLimiter:
             self._granted[lane] += 1
         return wait
 
-    def on_rate_limited(self, lane: int = PLACE) -> int:
+    def on_rate_limited(self, lane: int = PLACE, shard: int | None = None) -> int:
         """A 429 arrived for a request of ``lane``: pause that bucket's non-cancel traffic (reads for a
         read, places and amends for a write; Kalshi's two buckets are independent) and assume its tokens
         are gone. The pause doubles only for a 429 that comes after the previous pause ended, so a burst
-        of answers to requests sent together counts once. Returns the pause in ns."""
+        of answers to requests sent together counts once. A write 429 on ``shard`` >= 1 pauses that
+        shard's bucket only. Returns the pause in ns."""
         self.rate_limited += 1
         now = self._clock()
         if lane == READ:
@@ -156,30 +205,38 @@ class RateLimiter:
             self.read.refill(now)
             self.read.tokens = min(self.read.tokens, 0.0)
             return self.read_paused_until_ns - now
-        if now >= self.paused_until_ns:
-            self._backoff_ns = self.backoff_base_ns if self._backoff_ns == 0 else min(
-                self._backoff_ns * 2, self.backoff_max_ns)
-            self.paused_until_ns = now + self._backoff_ns
-        self.write.refill(now)
-        self.write.tokens = min(self.write.tokens, 0.0)
-        return self.paused_until_ns - now
+        w = self._writes(shard)
+        if now >= w.paused_until_ns:
+            w.backoff_ns = self.backoff_base_ns if w.backoff_ns == 0 else min(
+                w.backoff_ns * 2, self.backoff_max_ns)
+            w.paused_until_ns = now + w.backoff_ns
+        w.bucket.refill(now)
+        w.bucket.tokens = min(w.bucket.tokens, 0.0)
+        return w.paused_until_ns - now
 
-    def on_success(self, lane: int = PLACE) -> None:
+    def on_success(self, lane: int = PLACE, shard: int | None = None) -> None:
         """A request went through: the next 429 of its bucket starts the backoff from its base again."""
         now = self._clock()
         if lane == READ:
             if self._read_backoff_ns and now >= self.read_paused_until_ns:
                 self._read_backoff_ns = 0
-        elif self._backoff_ns and now >= self.paused_until_ns:
-            self._backoff_ns = 0
+        else:
+            w = self._writes(shard)
+            if w.backoff_ns and now >= w.paused_until_ns:
+                w.backoff_ns = 0
 
     @property
     def paused(self) -> bool:
         return self._clock() < self.paused_until_ns
 
-    def place_pause_ns(self) -> int:
-        """How long places and amends still wait after a 429 (0: not paused). The gate reads this."""
-        return max(0, self.paused_until_ns - self._clock())
+    def place_pause_ns(self, shard: int | None = None) -> int:
+        """How long places and amends still wait after a 429 (0: not paused). The gate reads this.
+        With no ``shard``: the longest pause of any write bucket (a caller that does not say which
+        bucket it bills is held back by any paused one)."""
+        now = self._clock()
+        if shard is not None:
+            return max(0, self._writes(shard).paused_until_ns - now)
+        return max(0, max(w.paused_until_ns for w in self._all_writes()) - now)
 
     def set_backoff(self, base_s: float | None = None, max_s: float | None = None) -> None:
         """Change the 429 back-off (the config's ``[risk] backoff_*``, or a lower cap during the stop).
@@ -189,21 +246,26 @@ class RateLimiter:
         if max_s is not None:
             self.backoff_max_ns = max(self.backoff_base_ns, int(max_s * _NS))
             now = self._clock()
-            self.paused_until_ns = min(self.paused_until_ns, now + self.backoff_max_ns)
+            for w in self._all_writes():
+                w.paused_until_ns = min(w.paused_until_ns, now + self.backoff_max_ns)
+                w.backoff_ns = min(w.backoff_ns, self.backoff_max_ns)
             self.read_paused_until_ns = min(self.read_paused_until_ns, now + self.backoff_max_ns)
-            self._backoff_ns = min(self._backoff_ns, self.backoff_max_ns)
             self._read_backoff_ns = min(self._read_backoff_ns, self.backoff_max_ns)
         if self._timer is not None:
             self._schedule(0)
 
     # -- pressure, for the engine to skip low-value reprices ---------------------------------------
-    def pressure(self) -> float:
-        """Fraction of the write bucket in use, 0.0 (full) .. 1.0 (empty or paused)."""
+    def pressure(self, shard: int | None = None) -> float:
+        """Fraction of a write bucket in use, 0.0 (full) .. 1.0 (empty or paused): ``shard``'s, or with
+        no shard the most used of all write buckets."""
         now = self._clock()
-        if now < self.paused_until_ns:
-            return 1.0
-        self.write.refill(now)
-        return max(0.0, min(1.0, 1.0 - self.write.tokens / self.write.capacity))
+        worst = 0.0
+        for w in ([self._writes(shard)] if shard is not None else self._all_writes()):
+            if now < w.paused_until_ns:
+                return 1.0
+            w.bucket.refill(now)
+            worst = max(worst, 1.0 - w.bucket.tokens / w.bucket.capacity)
+        return max(0.0, min(1.0, worst))
 
     def read_pressure(self) -> float:
         now = self._clock()
@@ -211,32 +273,41 @@ class RateLimiter:
         return max(0.0, min(1.0, 1.0 - self.read.tokens / self.read.capacity))
 
     def queue_depths(self) -> dict[str, int]:
-        return {name: len(q) for name, q in zip(LANE_NAMES, self._waiters)}
+        depths = [0, 0, 0, len(self._read_waiters)]
+        for w in self._all_writes():
+            for i in range(3):
+                depths[i] += len(w.waiters[i])
+        return dict(zip(LANE_NAMES, depths))
 
     def granted(self) -> dict[str, int]:
         return dict(zip(LANE_NAMES, self._granted))
 
     # -- asyncio wrapper ----------------------------------------------------------------------
-    def _blocked_by_queue(self, lane: int) -> bool:
+    def _queue(self, lane: int, shard: int | None) -> deque[tuple[float, asyncio.Future[None]]]:
+        return self._read_waiters if lane == READ else self._writes(shard).waiters[lane]
+
+    def _blocked_by_queue(self, lane: int, shard: int | None = None) -> bool:
         if lane == READ:
-            return bool(self._waiters[READ])
+            return bool(self._read_waiters)
+        waiters = self._writes(shard).waiters
         for i in range(lane + 1):
-            if self._waiters[i]:
+            if waiters[i]:
                 return True
         return False
 
-    def try_acquire(self, lane: int, cost: float) -> bool:
+    def try_acquire(self, lane: int, cost: float, shard: int | None = None) -> bool:
         """Non-blocking: True if the tokens were taken (nothing more urgent waiting)."""
-        if self._blocked_by_queue(lane):
+        if self._blocked_by_queue(lane, shard):
             return False
-        return self.poll(lane, cost) == 0
+        return self.poll(lane, cost, shard) == 0
 
-    async def acquire(self, lane: int, cost: float) -> None:
-        """Wait for ``cost`` tokens in ``lane``'s turn. O(1) when the budget allows at once."""
-        if not self._blocked_by_queue(lane) and self.poll(lane, cost) == 0:
+    async def acquire(self, lane: int, cost: float, shard: int | None = None) -> None:
+        """Wait for ``cost`` tokens in ``lane``'s turn (on ``shard``'s write bucket for a write).
+        O(1) when the budget allows at once."""
+        if not self._blocked_by_queue(lane, shard) and self.poll(lane, cost, shard) == 0:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        q = self._waiters[lane]
+        q = self._queue(lane, shard)
         q.append((cost, fut))
         self._schedule(0)
         try:
@@ -251,23 +322,25 @@ class RateLimiter:
     def dispatch(self) -> int | None:
         """Grant queued requests in lane order. Returns ns until the next attempt, or None if idle."""
         next_wait: int | None = None
-        write_blocked = False
-        for lane in (CANCEL, AMEND, PLACE, READ):
-            q = self._waiters[lane]
-            if lane == READ:
-                write_blocked = False  # the read bucket is independent
+        queues: list[tuple[int, int | None, deque[tuple[float, asyncio.Future[None]]]]] = []
+        for shard, w in [(None, self._w0), *self._shard_writes.items()]:
+            queues += [(CANCEL, shard, w.waiters[CANCEL]), (AMEND, shard, w.waiters[AMEND]),
+                       (PLACE, shard, w.waiters[PLACE])]
+        queues.append((READ, None, self._read_waiters))
+        blocked: set[int | None] = set()   # write buckets whose more urgent lane is still waiting
+        for lane, shard, q in queues:
             while q:
                 cost, fut = q[0]
                 if fut.done():
                     q.popleft()
                     continue
-                if write_blocked:
+                if lane != READ and shard in blocked:
                     break
-                wait = self.poll(lane, cost)
+                wait = self.poll(lane, cost, shard)
                 if wait:
                     next_wait = wait if next_wait is None else min(next_wait, wait)
                     if lane != READ:
-                        write_blocked = True  # strict priority: lower write lanes wait their turn
+                        blocked.add(shard)  # strict priority: lower lanes of this bucket wait their turn
                     break
                 q.popleft()
                 fut.set_result(None)
@@ -289,7 +362,7 @@ class RateLimiter:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for q in self._waiters:
+        for q in [self._read_waiters, *(q for w in self._all_writes() for q in w.waiters)]:
             while q:
                 _, fut = q.popleft()
                 if not fut.done():

@@ -341,7 +341,7 @@ class KalshiRest:
         delay = self.config.retry_backoff_s
         for attempt in range(attempts):
             if shard is not None and self._limiter_shards:
-                await self.limiter.acquire(lane, cost, shard=shard)  # type: ignore[call-arg]
+                await self.limiter.acquire(lane, cost, shard=shard)
             else:
                 await self.limiter.acquire(lane, cost)
             headers = dict(_JSON)
@@ -379,7 +379,7 @@ class KalshiRest:
                                     method=method, path=full) from None
             if status < 300:
                 if shard is not None and self._limiter_shards:
-                    self.limiter.on_success(lane, shard=shard)  # type: ignore[call-arg]
+                    self.limiter.on_success(lane, shard=shard)
                 else:
                     self.limiter.on_success(lane)
                 if not raw:
@@ -395,7 +395,7 @@ class KalshiRest:
                 return obj
             err = _error_from(status, raw, method, full)
             if status == 429:
-                pause_ns = (self.limiter.on_rate_limited(lane, shard=shard)  # type: ignore[call-arg]
+                pause_ns = (self.limiter.on_rate_limited(lane, shard=shard)
                             if shard is not None and self._limiter_shards else self.limiter.on_rate_limited(lane))
                 log.warning("429 on %s %s: pausing non-cancel requests for %.3f s", method, full, pause_ns / 1e9)
             if attempt + 1 < attempts and (status == 429 or status >= 500):
@@ -445,7 +445,11 @@ class KalshiRest:
 
     async def get_market_raw(self, ticker: str) -> dict[str, Any]:
         body = await self.request("GET", f"{protocol.PATH_MARKETS}/{ticker}")
-        return dict(body.get("market") or body)
+        m = dict(body.get("market") or body)
+        shard = m.get("exchange_index")
+        if isinstance(shard, int) and not isinstance(shard, bool) and shard >= 0:
+            self.shards[ticker] = shard     # the raw read teaches the shard map too (writes route by it)
+        return m
 
     async def get_orderbook(self, ticker: str, depth: int | None = None) -> BookSnapshot:
         body = await self.request("GET", f"{protocol.PATH_MARKETS}/{ticker}/orderbook",
