@@ -44,6 +44,7 @@ from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_tabl
 from kmm.errors import KmmError
 from kmm.kalshi import ConnectorConfig, FeedHandler
 from kmm.kalshi.decode import WireError
+from kmm.kalshi.fasthttp import ON_WRITE
 from kmm.kalshi.types import Fill, Lifecycle, MarketPosition, OrderRequest, Trade, UserOrder
 from kmm.strategy.alpha import AlphaSource, ExternalSkew
 from kmm.strategy.base import Strategy
@@ -132,6 +133,25 @@ class RunSummary:
             lines.append("  risk denials: " + ", ".join(f"{k} {v}" for k, v in sorted(self.risk_denials.items())))
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+
+class _IssuedStamp:
+    """The write hook of a decision's first request (see ``Engine._send``). One shot: a later request
+    started from that request's task (a cancel after its ack) inherits the context, not the stamp."""
+
+    __slots__ = ("engine", "pipe", "trigger_ns")
+
+    def __init__(self, engine: Engine, pipe: MarketPipeline | None, trigger_ns: int) -> None:
+        self.engine, self.pipe, self.trigger_ns = engine, pipe, trigger_ns
+
+    def __call__(self, written_ns: int) -> None:
+        pipe, self.pipe = self.pipe, None
+        if pipe is None:
+            return
+        try:
+            self.engine._issued(pipe, self.trigger_ns, written_ns)
+        except Exception:   # records must never fail the request whose bytes were just written
+            log.exception("%s: recording the decision after its write failed", pipe.ticker)
 
 
 def _iso_to_ns(text: str | None) -> int | None:
@@ -369,10 +389,17 @@ class Engine(FeedHandler):
         if not pipe.ready or pipe.book is None:
             return
         live = self.om.live_orders(ticker)
+        if self._may_decide(pipe, live, now, act=False):
+            # one crossing: signals and the decision in a single pipeline call
+            actions = pipe.frame(now, self.clock.time_ns(), self.pf.position(ticker), live)
+            inp = pipe.inputs
+            self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
+            self._act(pipe, actions, live, recv_ns or now)
+            return
         pipe.on_book(now, self.clock.time_ns(), live)
         inp = pipe.inputs
         self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
-        self._requote(pipe, recv_ns or now, live)
+        self._requote(pipe, recv_ns or now, live)     # not deciding now: says why (pull, dirty, ...)
 
     def on_fill(self, fill: Fill) -> None:
         if not self.session.apply_fill(fill):
@@ -469,34 +496,48 @@ class Engine(FeedHandler):
 
     def _requote(self, pipe: MarketPipeline, trigger_ns: int, live: list[LiveOrder] | None = None) -> None:
         """Decide and act for one market. ``live`` is its live orders when the caller has them already."""
+        if live is None:
+            live = self.om.live_orders(pipe.ticker)
+        if self._may_decide(pipe, live, self.clock.monotonic_ns()):
+            self._act(pipe, pipe.decide(self.pf.position(pipe.ticker), live), live, trigger_ns)
+
+    def _may_decide(self, pipe: MarketPipeline, live: list[LiveOrder], now_ns: int, act: bool = True) -> bool:
+        """True when ``pipe`` may decide now. Otherwise, with ``act``, the reason is acted on here: a
+        decision is kept for later (``dirty``: requests in flight, a hold after a refused create, a
+        rate-limit back-off, an order with a request open) or the market's quotes are pulled (not
+        quotable). Without ``act`` nothing but ``dirty`` changes (the frame path asks first, then runs
+        the signals, then :meth:`_requote` acts)."""
         if not self.quoting or self.stopping:
-            return
+            return False
         if pipe.in_flight:
             pipe.dirty = True
-            return
-        if pipe.hold_until_ns and self.clock.monotonic_ns() < pipe.hold_until_ns:
+            return False
+        if pipe.hold_until_ns and now_ns < pipe.hold_until_ns:
             pipe.dirty = True          # after a refused create: the housekeeping tick retries later
-            return
-        ticker = pipe.ticker
-        d = self.gate.is_quotable(ticker)
-        if live is None:
-            live = self.om.live_orders(ticker)
+            return False
+        d = self.gate.is_quotable(pipe.ticker)
         if not d:
+            if not act:
+                return False
             pipe.state = d.reason
             if d.reason == "rate_limited":
                 pipe.dirty = True        # places and amends wait out the back-off; live quotes stay
-                return
+                return False
             if live:
                 self._pull(pipe, d.reason)
             if self.gate.kill_state is KillState.TRIPPED:
                 self._start_kill_sweep()
-            return
+            return False
         for o in live:
             if not o.actionable:
                 pipe.dirty = True      # a request on this market is still open: decide after its answer
-                return
+                return False
         pipe.dirty = False
-        actions = pipe.decide(self.pf.position(ticker), live)
+        return True
+
+    def _act(self, pipe: MarketPipeline, actions: tuple[Any, ...], live: list[LiveOrder], trigger_ns: int) -> None:
+        """Send a decision's actions (after :meth:`_may_decide` said yes and the pipeline decided)."""
+        ticker = pipe.ticker
         pipe.state = "quoting"
         if actions:
             if self._small_reprices_only(pipe, actions):
@@ -636,12 +677,27 @@ class Engine(FeedHandler):
         return sent
 
     def _send(self, pipe: MarketPipeline, coro: Any, trigger_ns: int) -> None:
-        """Start a request now: the connector writes its bytes before this returns (eager start); the
-        tape row of the decision is built after that."""
-        issued = self.clock.monotonic_ns()
+        """Start a request now: the connector writes its bytes before this returns (eager start).
+
+        The decision's latency (frame received -> request issued) is stamped when the first request's
+        bytes have been written (``transport.write`` returned; :data:`kmm.kalshi.fasthttp.ON_WRITE`),
+        which is also when a request that had to wait (for a connection, the limiter, a signature)
+        is stamped, later. The tape row of the decision is built after the write."""
         pipe.in_flight += 1
-        self.session.spawn(coro, eager=True)
-        self._issued(pipe, trigger_ns, issued)
+        if pipe.tape_trigger_ns == trigger_ns:
+            self.session.spawn(coro, eager=True)    # the decision's latency is stamped already
+            return
+        rest = self.rest
+        if rest is None or rest.fast is None:
+            # no order-path client (the bytes go through aiohttp later): stamp when the request started
+            self.session.spawn(coro, eager=True)
+            self._issued(pipe, trigger_ns, self.clock.monotonic_ns())
+            return
+        token = ON_WRITE.set(_IssuedStamp(self, pipe, trigger_ns))
+        try:
+            self.session.spawn(coro, eager=True)
+        finally:
+            ON_WRITE.reset(token)
 
     def _done(self, pipe: MarketPipeline) -> None:
         pipe.in_flight -= 1
@@ -660,7 +716,8 @@ class Engine(FeedHandler):
     # The request coroutines take the decision's trigger (frame receive time) last: tools that follow
     # a decision to its bytes (bench/bench_engine.py) read it there.
     def _issued(self, pipe: MarketPipeline, trigger_ns: int, issued_ns: int) -> None:
-        """The first request of a decision was written: frame received -> request issued."""
+        """The first request of a decision was written (``issued_ns``: after its bytes were written):
+        frame received -> request issued."""
         if pipe.tape_trigger_ns == trigger_ns:
             return
         pipe.tape_trigger_ns = trigger_ns
