@@ -106,6 +106,7 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
     stop_s: float = 0.0                 # the stop sweep: stop asked -> verified (or given up)
     not_started: str | None = None      # the start failed before anything was sent: why
+    signatures: dict[str, int] | None = None  # the signature pool's counters (None: no pool); see signature_stats
 
     def render(self) -> str:
         if self.not_started is not None:
@@ -129,6 +130,12 @@ class RunSummary:
             f"stop sweep {self.stop_s:.1f} s",
             f"  portfolio vs exchange: {'agrees to the cent' if self.portfolio_agrees else 'DISAGREES (see ops.log)'}",
         ]
+        if self.signatures is not None:
+            sg = self.signatures
+            lines.append(f"  signatures: {sg['hits']} pre-made, {sg['waited']} awaited from the signer process; "
+                         f"signed inline on the loop: {sg['write_fallbacks']} writes (fallbacks: {sg['misses']} "
+                         f"pool empty, {sg['unpooled'] - sg['unpooled_reads']} unpooled paths), "
+                         f"{sg['unpooled_reads']} reads (by design)")
         if self.risk_denials:
             lines.append("  risk denials: " + ", ".join(f"{k} {v}" for k, v in sorted(self.risk_denials.items())))
         lines.extend(f"  note: {n}" for n in self.notes)
@@ -881,6 +888,19 @@ class Engine(FeedHandler):
                 self.recorder.store.record_book_snapshot(ticker=t, bids=p.book.bids(depth), asks=p.book.asks(depth),
                                                          reason=reason)
 
+    def signature_stats(self) -> dict[str, int] | None:
+        """The signature pool's counters over the run: ``write_fallbacks`` (writes signed inline on the
+        loop's thread) is the figure that stays 0 in steady state (reads are signed inline by design:
+        ``unpooled_reads``); ``fallbacks`` counts both. None without a pool."""
+        rest = self.rest
+        pool = getattr(rest, "pool", None) if rest is not None else None
+        if pool is None:
+            return None
+        st = pool.stats
+        return {"hits": st.hits, "waited": st.waited, "misses": st.misses, "unpooled": st.unpooled,
+                "unpooled_reads": st.unpooled_reads, "fallbacks": st.fallbacks,
+                "write_fallbacks": st.write_fallbacks, "made": st.made}
+
     def latency_percentiles(self) -> tuple[float | None, float | None, float | None]:
         if not self._latency_ns:
             return None, None, None
@@ -967,7 +987,7 @@ class Engine(FeedHandler):
             resting_after_stop=res.resting_left, verified_flat_orders=res.verified, portfolio_agrees=res.agrees,
             latency_p50_us=p50, latency_p99_us=p99, latency_p999_us=p999,
             risk_denials=dict(self.gate.denials), notes=s.notes, stop_s=res.seconds,
-            not_started=self._not_started)
+            not_started=self._not_started, signatures=self.signature_stats())
         log.info("%s", summary.render())
         return summary
 

@@ -160,6 +160,7 @@ class PoolStats:
     skipped: int = 0     # per-order pairs not pre-signed because their kind goes unused this run
     miss_kinds: dict[str, int] = field(default_factory=dict)   # misses by path kind ("create", "amend", ...)
     waited: int = 0      # take_async: waited for the signer process instead of signing inline
+    unpooled_reads: int = 0  # of ``unpooled``: GETs (reads, off the order path)
 
     @property
     def discards(self) -> int:
@@ -170,6 +171,12 @@ class PoolStats:
     def fallbacks(self) -> int:
         """Requests signed inline on the caller's thread (the loop's, on the order path)."""
         return self.misses + self.unpooled
+
+    @property
+    def write_fallbacks(self) -> int:
+        """Writes (creates, amends, decreases, cancels) signed inline on the caller's thread: the
+        figure that is 0 in steady state (reads are signed inline by design)."""
+        return self.misses + self.unpooled - self.unpooled_reads
 
 
 def _per_order_kind(path: str) -> str:
@@ -324,6 +331,8 @@ class SignaturePool:
             q = self._slots.get(key)
             if q is None:
                 self.stats.unpooled += 1
+                if method == "GET":
+                    self.stats.unpooled_reads += 1
                 return self.signer.headers(method, path, self._wall())
         else:
             key = (method, path)

@@ -57,7 +57,8 @@ def write_run_outputs(engine: Any, recorder: Any, start_ns: int, *, mode: str = 
                           positions={t: pf.position(t) for t in tickers},
                           book_messages=int(router.snapshots + router.deltas), orders_sent=int(engine.orders_sent),
                           extra={"engine_fills": engine.fills, "cancels_sent": engine.cancels_sent,
-                                 "amends_sent": engine.amends_sent})
+                                 "amends_sent": engine.amends_sent,
+                                 "signatures": getattr(engine, "signature_stats", lambda: None)()})
         write_summary(out, s)
         return s
     except Exception as exc:  # noqa: BLE001 - the run itself is over and fine
