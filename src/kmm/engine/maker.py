@@ -1,10 +1,11 @@
 """The market maker: book -> pipeline -> actions, on a :class:`kmm.engine.session.Session`.
 
 The hot path is :meth:`Maker.on_book`: the connector's router has already applied the frame to the
-compiled book, the pipeline computes the strategy's target and the diff against our live orders, the
-risk gate checks each action, and each request coroutine is started at once (eagerly), so its bytes
-are written before the frame callback returns. The tape row of a decision is built after that, off
-the bytes' path.
+compiled book; when the market may decide now, one call into its pipeline (``MarketPipeline.frame``)
+computes the signals, the strategy's target and the diff against our live orders; the risk gate checks
+each action, and each request coroutine is started at once (eagerly), so its bytes are written before
+the frame callback returns. The decision's latency is stamped after its first request's bytes were
+written, and its tape row (a raw tuple for the writer thread) is enqueued after that.
 
 Everything else lives elsewhere: the venue wiring, requests, start-up reconcile and the stop in
 :mod:`kmm.engine.session`; gaps, stale books, disconnects, resyncs and position checks in
@@ -850,27 +851,27 @@ class Engine(FeedHandler):
               latency_ns: int | None = None) -> None:
         if self.recorder is None or pipe is None:
             return
-        from kmm.record.tape import TapeRow
+        # the raw field tuple (TapeRow's order); the writer thread builds the row object and its text
         t = pipe.ticker
         inp, tgt = pipe.inputs, pipe.target
-        live = self.om.live_orders(t)
-        bid = next((o for o in live if o.side == "bid"), None)
-        ask = next((o for o in live if o.side == "ask"), None)
-        latency = latency_ns if event == "decision" else None
-        realized = self.pf.realized_pnl(t) - self.pf.fees_paid(t)
-        row = TapeRow(
-            ts_ns=self.clock.time_ns(), ticker=t, event=event,
-            mid=None if inp.mid is None else int(round(inp.mid)),
-            my_bid=bid.price if bid else None, my_ask=ask.price if ask else None,
-            bid_size=bid.remaining if bid else 0, ask_size=ask.remaining if ask else 0,
-            inventory=self.pf.position(t), unrealized_pnl=self.pf.unrealized_pnl(t),
-            realized_pnl=realized, fees=self.pf.fees_paid(t), latency_ns=latency,
-            reservation=tgt.reservation, spread=(2 * tgt.half_spread) if tgt.half_spread else None,
-            sigma=inp.sigma, ofi=inp.ofi_skew or None,
-            fill_side=fill.side if fill else None, fill_price=fill.price if fill else None,
-            fill_size=fill.count if fill else None, fill_fee=fill.fee if fill else None,
-            trade_id=fill.trade_id if fill else None)
-        self.recorder.tape.write(row)
+        bid = ask = None
+        for o in self.om.live_orders(t):
+            if o.side == "bid":
+                bid = bid or o
+            elif ask is None:
+                ask = o
+        pf = self.pf
+        fees = pf.fees_paid(t)
+        mid = inp.mid
+        half = tgt.half_spread
+        self.recorder.tape.write_raw((
+            self.clock.time_ns(), t, event, None if mid is None else int(round(mid)),
+            bid.price if bid else None, ask.price if ask else None,
+            bid.remaining if bid else 0, ask.remaining if ask else 0,
+            pf.position(t), pf.unrealized_pnl(t), pf.realized_pnl(t) - fees, fees,
+            latency_ns if event == "decision" else None,
+            tgt.reservation, (2 * half) if half else None, inp.sigma, inp.ofi_skew or None,
+            *((fill.side, fill.price, fill.count, fill.fee, fill.trade_id) if fill else ())))
 
     def _record_pnl(self) -> None:
         if self.recorder is None:
