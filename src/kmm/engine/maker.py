@@ -695,9 +695,9 @@ class Engine(FeedHandler):
         if pipe.tape_trigger_ns == trigger_ns:
             self.session.spawn(coro, eager=True)    # the decision's latency is stamped already
             return
-        rest = self.rest
-        if rest is None or rest.fast is None:
-            # no order-path client (the bytes go through aiohttp later): stamp when the request started
+        if getattr(self.rest, "fast", None) is None:
+            # no order-path client (the bytes go through aiohttp later, or paper mode, where the
+            # request never leaves): stamp when the request started
             self.session.spawn(coro, eager=True)
             self._issued(pipe, trigger_ns, self.clock.monotonic_ns())
             return
