@@ -29,7 +29,7 @@ import pytest
 
 from bench.bench_engine import MARKETS, QUOTE_S, SimProcess, WireStamps, dist, drive, key_pair
 from kmm.config import load_config
-from kmm.engine import live as live_mod
+from kmm.engine import maker as live_mod   # the maker builds the pipelines (kmm.engine.live is a compatibility name)
 from kmm.engine.live import Engine, EngineOptions
 from kmm.engine.market import MarketPipeline
 from kmm.kalshi import ConnectorConfig

@@ -149,3 +149,35 @@ def test_the_signer_serves_a_pair_with_nothing_signed_before_queued_refreshes(si
     worker.join(5)
     assert not worker.is_alive()
     assert order.count(PAIR[1]) == 8 and order.index(fresh[1]) <= 2, order
+
+
+def test_take_async_stops_waiting_for_a_signer_process_that_does_not_deliver(signer):
+    """A stuck or starved signer process must not cost every write wait_s: after one timeout,
+    take_async signs inline at once (counted as fallbacks) until ``no_wait_after_timeout_ns`` passes."""
+    async def run() -> None:
+        pool = SignaturePool(signer, [PAIR], depth=1, max_age_s=5.0)
+        pool.start()
+        try:
+            await _filled(pool, PAIR, 1)
+            pool._request_fill = lambda extra=(): None             # the process gets no more work
+            await pool.take_async(*PAIR)                           # the pool's one signature
+            await asyncio.sleep(0.05)
+            assert pool.available(*PAIR) == 0
+            t0 = time.monotonic()
+            verify(signer, await pool.take_async(*PAIR, wait_s=0.2), *PAIR)
+            first_s = time.monotonic() - t0
+            t1 = time.monotonic()
+            for _ in range(5):
+                verify(signer, await pool.take_async(*PAIR, wait_s=0.2), *PAIR)
+            rest_s = time.monotonic() - t1
+            assert first_s >= 0.2 and pool.stats.wait_timeouts == 1
+            assert rest_s < 0.2, f"5 takes after the timeout took {rest_s:.3f} s: they waited again"
+            assert pool.stats.misses == 6 and pool.stats.fallbacks == 6
+            pool._no_wait_until_ns = 0                             # the hold-off over: waits again
+            t2 = time.monotonic()
+            await pool.take_async(*PAIR, wait_s=0.1)
+            assert time.monotonic() - t2 >= 0.1 and pool.stats.wait_timeouts == 2
+        finally:
+            pool.close()
+
+    asyncio.run(run())

@@ -1,10 +1,11 @@
 """The market maker: book -> pipeline -> actions, on a :class:`kmm.engine.session.Session`.
 
 The hot path is :meth:`Maker.on_book`: the connector's router has already applied the frame to the
-compiled book, the pipeline computes the strategy's target and the diff against our live orders, the
-risk gate checks each action, and each request coroutine is started at once (eagerly), so its bytes
-are written before the frame callback returns. The tape row of a decision is built after that, off
-the bytes' path.
+compiled book; when the market may decide now, one call into its pipeline (``MarketPipeline.frame``)
+computes the signals, the strategy's target and the diff against our live orders; the risk gate checks
+each action, and each request coroutine is started at once (eagerly), so its bytes are written before
+the frame callback returns. The decision's latency is stamped after its first request's bytes were
+written, and its tape row (a raw tuple for the writer thread) is enqueued after that.
 
 Everything else lives elsewhere: the venue wiring, requests, start-up reconcile and the stop in
 :mod:`kmm.engine.session`; gaps, stale books, disconnects, resyncs and position checks in
@@ -48,6 +49,7 @@ from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_tabl
 from kmm.errors import KmmError
 from kmm.kalshi import ConnectorConfig, FeedHandler
 from kmm.kalshi.decode import WireError
+from kmm.kalshi.fasthttp import ON_WRITE
 from kmm.kalshi.types import Fill, Lifecycle, MarketPosition, OrderRequest, Trade, UserOrder
 from kmm.strategy.alpha import AlphaSource, ExternalSkew
 from kmm.strategy.base import Strategy
@@ -117,6 +119,7 @@ class RunSummary:
     def net(self) -> int:
         """This session's net P&L: realized (gross of fees) + unrealized - fees, 1e-4 $."""
         return self.realized + self.unrealized - self.fees
+    signatures: dict[str, int] | None = None  # the signature pool's counters (None: no pool); see signature_stats
 
     def render(self) -> str:
         if self.not_started is not None:
@@ -151,10 +154,35 @@ class RunSummary:
                          f"maker {m['maker_contracts']:g} / taker {m['taker_contracts']:g} contracts")
         if self.lifetime:
             lines.append(f"  account (not this session): {self.lifetime}")
+        if self.signatures is not None:
+            sg = self.signatures
+            lines.append(f"  signatures: {sg['hits']} pre-made, {sg['waited']} awaited from the signer process; "
+                         f"signed inline on the loop: {sg['write_fallbacks']} writes (fallbacks: {sg['misses']} "
+                         f"pool empty, {sg['unpooled'] - sg['unpooled_reads']} unpooled paths), "
+                         f"{sg['unpooled_reads']} reads (by design)")
         if self.risk_denials:
             lines.append("  risk denials: " + ", ".join(f"{k} {v}" for k, v in sorted(self.risk_denials.items())))
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+
+class _IssuedStamp:
+    """The write hook of a decision's first request (see ``Engine._send``). One shot: a later request
+    started from that request's task (a cancel after its ack) inherits the context, not the stamp."""
+
+    __slots__ = ("engine", "pipe", "trigger_ns")
+
+    def __init__(self, engine: Engine, pipe: MarketPipeline | None, trigger_ns: int) -> None:
+        self.engine, self.pipe, self.trigger_ns = engine, pipe, trigger_ns
+
+    def __call__(self, written_ns: int) -> None:
+        pipe, self.pipe = self.pipe, None
+        if pipe is None:
+            return
+        try:
+            self.engine._issued(pipe, self.trigger_ns, written_ns)
+        except Exception:   # records must never fail the request whose bytes were just written
+            log.exception("%s: recording the decision after its write failed", pipe.ticker)
 
 
 def _iso_to_ns(text: str | None) -> int | None:
@@ -405,13 +433,23 @@ class Engine(FeedHandler):
         if not pipe.ready or pipe.book is None:
             return
         live = self.om.live_orders(ticker)
+        if self._may_decide(pipe, live, now, act=False):
+            # one crossing: signals and the decision in a single pipeline call
+            actions = pipe.frame(now, self.clock.time_ns(), self.event_risk.quote_inventory(ticker), live)
+            self._marks(ticker, pipe.inputs)
+            self._act(pipe, actions, live, recv_ns or now)
+            return
         pipe.on_book(now, self.clock.time_ns(), live)
-        inp = pipe.inputs
-        self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
+        self._marks(ticker, pipe.inputs)
+        self._requote(pipe, recv_ns or now, live)     # not deciding now: says why (pull, dirty, ...)
+
+    def _marks(self, ticker: str, inp: Any) -> None:
+        """The market's top of book marks the portfolio, the session's P&L and the maker metrics."""
+        bid, ask = inp.best_bid or None, inp.best_ask or None
+        self.pf.set_mark(ticker, bid, ask)
         if self.spnl is not None:
-            self.spnl.on_mark(ticker, inp.best_bid or None, inp.best_ask or None)
-        self.mstats.on_top(ticker, inp.best_bid or None, inp.best_ask or None)
-        self._requote(pipe, recv_ns or now, live)
+            self.spnl.on_mark(ticker, bid, ask)
+        self.mstats.on_top(ticker, bid, ask)
 
     def on_fill(self, fill: Fill) -> None:
         if not self.session.apply_fill(fill):
@@ -513,34 +551,48 @@ class Engine(FeedHandler):
 
     def _requote(self, pipe: MarketPipeline, trigger_ns: int, live: list[LiveOrder] | None = None) -> None:
         """Decide and act for one market. ``live`` is its live orders when the caller has them already."""
+        if live is None:
+            live = self.om.live_orders(pipe.ticker)
+        if self._may_decide(pipe, live, self.clock.monotonic_ns()):
+            self._act(pipe, pipe.decide(self.event_risk.quote_inventory(pipe.ticker), live), live, trigger_ns)
+
+    def _may_decide(self, pipe: MarketPipeline, live: list[LiveOrder], now_ns: int, act: bool = True) -> bool:
+        """True when ``pipe`` may decide now. Otherwise, with ``act``, the reason is acted on here: a
+        decision is kept for later (``dirty``: requests in flight, a hold after a refused create, a
+        rate-limit back-off, an order with a request open) or the market's quotes are pulled (not
+        quotable). Without ``act`` nothing but ``dirty`` changes (the frame path asks first, then runs
+        the signals, then :meth:`_requote` acts)."""
         if not self.quoting or self.stopping:
-            return
+            return False
         if pipe.in_flight:
             pipe.dirty = True
-            return
-        if pipe.hold_until_ns and self.clock.monotonic_ns() < pipe.hold_until_ns:
+            return False
+        if pipe.hold_until_ns and now_ns < pipe.hold_until_ns:
             pipe.dirty = True          # after a refused create: the housekeeping tick retries later
-            return
-        ticker = pipe.ticker
-        d = self.gate.is_quotable(ticker)
-        if live is None:
-            live = self.om.live_orders(ticker)
+            return False
+        d = self.gate.is_quotable(pipe.ticker)
         if not d:
+            if not act:
+                return False
             pipe.state = d.reason
             if d.reason == "rate_limited":
                 pipe.dirty = True        # places and amends wait out the back-off; live quotes stay
-                return
+                return False
             if live:
                 self._pull(pipe, d.reason)
             if self.gate.kill_state is KillState.TRIPPED:
                 self._start_kill_sweep()
-            return
+            return False
         for o in live:
             if not o.actionable:
                 pipe.dirty = True      # a request on this market is still open: decide after its answer
-                return
+                return False
         pipe.dirty = False
-        actions = pipe.decide(self.event_risk.quote_inventory(ticker), live)
+        return True
+
+    def _act(self, pipe: MarketPipeline, actions: tuple[Any, ...], live: list[LiveOrder], trigger_ns: int) -> None:
+        """Send a decision's actions (after :meth:`_may_decide` said yes and the pipeline decided)."""
+        ticker = pipe.ticker
         pipe.state = "quoting"
         if actions:
             if self._small_reprices_only(pipe, actions):
@@ -693,12 +745,27 @@ class Engine(FeedHandler):
         return sent
 
     def _send(self, pipe: MarketPipeline, coro: Any, trigger_ns: int) -> None:
-        """Start a request now: the connector writes its bytes before this returns (eager start); the
-        tape row of the decision is built after that."""
-        issued = self.clock.monotonic_ns()
+        """Start a request now: the connector writes its bytes before this returns (eager start).
+
+        The decision's latency (frame received -> request issued) is stamped when the first request's
+        bytes have been written (``transport.write`` returned; :data:`kmm.kalshi.fasthttp.ON_WRITE`),
+        which is also when a request that had to wait (for a connection, the limiter, a signature)
+        is stamped, later. The tape row of the decision is built after the write."""
         pipe.in_flight += 1
-        self.session.spawn(coro, eager=True)
-        self._issued(pipe, trigger_ns, issued)
+        if pipe.tape_trigger_ns == trigger_ns:
+            self.session.spawn(coro, eager=True)    # the decision's latency is stamped already
+            return
+        if getattr(self.rest, "fast", None) is None:
+            # no order-path client (the bytes go through aiohttp later, or paper mode, where the
+            # request never leaves): stamp when the request started
+            self.session.spawn(coro, eager=True)
+            self._issued(pipe, trigger_ns, self.clock.monotonic_ns())
+            return
+        token = ON_WRITE.set(_IssuedStamp(self, pipe, trigger_ns))
+        try:
+            self.session.spawn(coro, eager=True)
+        finally:
+            ON_WRITE.reset(token)
 
     def _done(self, pipe: MarketPipeline) -> None:
         pipe.in_flight -= 1
@@ -717,7 +784,8 @@ class Engine(FeedHandler):
     # The request coroutines take the decision's trigger (frame receive time) last: tools that follow
     # a decision to its bytes (bench/bench_engine.py) read it there.
     def _issued(self, pipe: MarketPipeline, trigger_ns: int, issued_ns: int) -> None:
-        """The first request of a decision was written: frame received -> request issued."""
+        """The first request of a decision was written (``issued_ns``: after its bytes were written):
+        frame received -> request issued."""
         if pipe.tape_trigger_ns == trigger_ns:
             return
         pipe.tape_trigger_ns = trigger_ns
@@ -887,27 +955,27 @@ class Engine(FeedHandler):
               latency_ns: int | None = None) -> None:
         if self.recorder is None or pipe is None:
             return
-        from kmm.record.tape import TapeRow
+        # the raw field tuple (TapeRow's order); the writer thread builds the row object and its text
         t = pipe.ticker
         inp, tgt = pipe.inputs, pipe.target
-        live = self.om.live_orders(t)
-        bid = next((o for o in live if o.side == "bid"), None)
-        ask = next((o for o in live if o.side == "ask"), None)
-        latency = latency_ns if event == "decision" else None
-        realized = self.pf.realized_pnl(t) - self.pf.fees_paid(t)
-        row = TapeRow(
-            ts_ns=self.clock.time_ns(), ticker=t, event=event,
-            mid=None if inp.mid is None else int(round(inp.mid)),
-            my_bid=bid.price if bid else None, my_ask=ask.price if ask else None,
-            bid_size=bid.remaining if bid else 0, ask_size=ask.remaining if ask else 0,
-            inventory=self.pf.position(t), unrealized_pnl=self.pf.unrealized_pnl(t),
-            realized_pnl=realized, fees=self.pf.fees_paid(t), latency_ns=latency,
-            reservation=tgt.reservation, spread=(2 * tgt.half_spread) if tgt.half_spread else None,
-            sigma=inp.sigma, ofi=inp.ofi_skew or None,
-            fill_side=fill.side if fill else None, fill_price=fill.price if fill else None,
-            fill_size=fill.count if fill else None, fill_fee=fill.fee if fill else None,
-            trade_id=fill.trade_id if fill else None)
-        self.recorder.tape.write(row)
+        bid = ask = None
+        for o in self.om.live_orders(t):
+            if o.side == "bid":
+                bid = bid or o
+            elif ask is None:
+                ask = o
+        pf = self.pf
+        fees = pf.fees_paid(t)
+        mid = inp.mid
+        half = tgt.half_spread
+        self.recorder.tape.write_raw((
+            self.clock.time_ns(), t, event, None if mid is None else int(round(mid)),
+            bid.price if bid else None, ask.price if ask else None,
+            bid.remaining if bid else 0, ask.remaining if ask else 0,
+            pf.position(t), pf.unrealized_pnl(t), pf.realized_pnl(t) - fees, fees,
+            latency_ns if event == "decision" else None,
+            tgt.reservation, (2 * half) if half else None, inp.sigma, inp.ofi_skew or None,
+            *((fill.side, fill.price, fill.count, fill.fee, fill.trade_id) if fill else ())))
 
     def _record_pnl(self) -> None:
         if self.recorder is None:
@@ -963,6 +1031,18 @@ class Engine(FeedHandler):
             log.info("latency back under the threshold (was: %s)", self.high_latency)
         self.high_latency = warn
         return warn
+    def signature_stats(self) -> dict[str, int] | None:
+        """The signature pool's counters over the run: ``write_fallbacks`` (writes signed inline on the
+        loop's thread) is the figure that stays 0 in steady state (reads are signed inline by design:
+        ``unpooled_reads``); ``fallbacks`` counts both. None without a pool."""
+        rest = self.rest
+        pool = getattr(rest, "pool", None) if rest is not None else None
+        if pool is None:
+            return None
+        st = pool.stats
+        return {"hits": st.hits, "waited": st.waited, "misses": st.misses, "unpooled": st.unpooled,
+                "unpooled_reads": st.unpooled_reads, "fallbacks": st.fallbacks,
+                "write_fallbacks": st.write_fallbacks, "made": st.made}
 
     def latency_percentiles(self) -> tuple[float | None, float | None, float | None]:
         if not self._latency_ns:
@@ -1054,7 +1134,7 @@ class Engine(FeedHandler):
             latency_p50_us=p50, latency_p99_us=p99, latency_p999_us=p999,
             risk_denials=merged_denials(self.gate.denials.items(), self.event_risk.denials.items()),
             notes=s.notes, stop_s=res.seconds, maker=self.mstats.snapshot().as_dict(),
-            not_started=self._not_started)
+            not_started=self._not_started, signatures=self.signature_stats())
         log.info("%s", summary.render())
         return summary
 

@@ -15,6 +15,8 @@ import logging
 import ssl as ssl_module
 import time
 from collections import deque
+from collections.abc import Callable
+from contextvars import ContextVar
 from urllib.parse import urlsplit
 
 from kmm.errors import RequestTimeout
@@ -24,6 +26,11 @@ log = logging.getLogger("kmm.kalshi.fasthttp")
 _CRLF2 = b"\r\n\r\n"
 _MAX_HEAD = 64 * 1024
 LINGER_S = 30.0  # how long a timed-out request's connection waits for its late answer
+
+#: Called with the write stamp (monotonic ns, taken after ``transport.write`` returned) by the request
+#: whose context holds it: the live loop sets it around starting a decision's first request, so its
+#: latency is stamped when the bytes are written, even when the request first waited (connection, limiter).
+ON_WRITE: ContextVar[Callable[[int], None] | None] = ContextVar("kmm_on_write", default=None)
 
 
 class HttpConnectionError(ConnectionError):
@@ -336,6 +343,9 @@ class FastHttp:
         fut = conn.send(data, limit_s, asyncio.get_running_loop())
         self.last_write_ns = conn.last_write_ns
         self.requests += 1
+        on_write = ON_WRITE.get()
+        if on_write is not None:
+            on_write(conn.last_write_ns)
         return await fut
 
     async def close(self) -> None:

@@ -160,6 +160,8 @@ class PoolStats:
     skipped: int = 0     # per-order pairs not pre-signed because their kind goes unused this run
     miss_kinds: dict[str, int] = field(default_factory=dict)   # misses by path kind ("create", "amend", ...)
     waited: int = 0      # take_async: waited for the signer process instead of signing inline
+    wait_timeouts: int = 0   # take_async: the process did not deliver within wait_s (then signed inline)
+    unpooled_reads: int = 0  # of ``unpooled``: GETs (reads, off the order path)
 
     @property
     def discards(self) -> int:
@@ -170,6 +172,12 @@ class PoolStats:
     def fallbacks(self) -> int:
         """Requests signed inline on the caller's thread (the loop's, on the order path)."""
         return self.misses + self.unpooled
+
+    @property
+    def write_fallbacks(self) -> int:
+        """Writes (creates, amends, decreases, cancels) signed inline on the caller's thread: the
+        figure that is 0 in steady state (reads are signed inline by design)."""
+        return self.misses + self.unpooled - self.unpooled_reads
 
 
 def _per_order_kind(path: str) -> str:
@@ -256,6 +264,9 @@ class SignaturePool:
         self._conn: object = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kick_pending = False
+        #: after a take_async timed out, take_async signs inline at once until then (monotonic ns)
+        self._no_wait_until_ns = 0
+        self.no_wait_after_timeout_ns = 1_000_000_000
         self._tick_handle: asyncio.TimerHandle | None = None
         self._last_tick_ns = 0
         self._send_lock = threading.Lock()    # the reader thread and the caller may both ask
@@ -324,6 +335,8 @@ class SignaturePool:
             q = self._slots.get(key)
             if q is None:
                 self.stats.unpooled += 1
+                if method == "GET":
+                    self.stats.unpooled_reads += 1
                 return self.signer.headers(method, path, self._wall())
         else:
             key = (method, path)
@@ -356,10 +369,10 @@ class SignaturePool:
         on the loop: the loop keeps serving other markets meanwhile. Counted in ``stats.waited``."""
         key = (method.upper(), signed_path(path))
         q = self._slots.get(key)
-        if (q is None or self._conn is None or self._loop is None or self._stop.is_set()
-                or asyncio.get_running_loop() is not self._loop):
-            return self.take(method, path)
         now = self._clock()
+        if (q is None or self._conn is None or self._loop is None or self._stop.is_set()
+                or now < self._no_wait_until_ns or asyncio.get_running_loop() is not self._loop):
+            return self.take(method, path)
         while q:
             made_ns, headers = q.popleft()
             if now - made_ns <= self.max_age_ns:
@@ -378,6 +391,10 @@ class SignaturePool:
             w = self._waiters.get(key)
             if w is not None and fut in w:
                 w.remove(fut)
+            # the process did not deliver in time (stuck, starved of CPU, gone): for a while, requests
+            # sign inline at once rather than each waiting wait_s first
+            self.stats.wait_timeouts += 1
+            self._no_wait_until_ns = self._clock() + self.no_wait_after_timeout_ns
             return self.take(method, path)      # counted as a miss there
         self.stats.waited += 1
         return headers

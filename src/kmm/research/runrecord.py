@@ -71,7 +71,8 @@ def write_run_outputs(engine: Any, recorder: Any, start_ns: int, *, mode: str = 
                                               "gross of fees (net_pnl = realized + unrealized - fees)",
                                  **({"account_lifetime_1e4_usd": lifetime} if lifetime else {}),
                                  **({"maker_metrics": engine.mstats.snapshot().as_dict()}
-                                    if hasattr(engine, "mstats") else {})})
+                                    if hasattr(engine, "mstats") else {}),
+                                 "signatures": getattr(engine, "signature_stats", lambda: None)()})
         write_summary(out, s)
         return s
     except Exception as exc:  # noqa: BLE001 - the run itself is over and fine
