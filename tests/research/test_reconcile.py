@@ -2,7 +2,8 @@
 the latency fitted from it, must agree within the tolerance docs/research.md states and explains:
 
 - fills: within 25 % of the live count;
-- net P&L (same marks, exact fees): within 0.4 cent per contract the live run traded, plus $0.50.
+- net P&L (same marks, exact fees): within 1.3 cent per contract the live run traded, plus $0.50
+  (twice the largest replay-minus-live bias measured on the integrated engine: docs/research.md).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 RUN_S = 30
 FILL_TOL = 0.25
-PNL_PER_CONTRACT = 40          # 1e-4 $ = 0.4 cent
+PNL_PER_CONTRACT = 130         # 1e-4 $ = 1.3 cent
 PNL_FLOOR = 5_000              # 1e-4 $ = $0.50
 
 
