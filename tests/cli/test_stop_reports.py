@@ -47,6 +47,8 @@ def _no_false_alarms(out: Path, p: subprocess.CompletedProcess[str]) -> None:
         assert alarm not in text, alarm
     assert "Traceback" not in text
     assert "did not start" in (out / "ops.log").read_text() and "nothing was sent" in (out / "ops.log").read_text()
+    # no empty tape, store, capture or summary that would read as a run: only the log that says why
+    assert sorted(f.name for f in out.iterdir()) == ["ops.log"]
 
 
 def test_no_server_there_is_one_error_and_no_false_alarm(tmp_path):

@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from kmm.cli import exits
@@ -106,19 +108,26 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"kmm run: writing {', '.join(names)} to {out}", file=sys.stderr)
     # measured (docs/records.md): frame -> decided p50 -32 %, p99 -28 % against the default 5 ms, recorder on
     sys.setswitchinterval(0.0005)
+    started: dict[str, Any] = {}          # the engine, once built: did its start reach the exchange?
     try:
-        summary = kloop.run(_run_async(cfg, args, explicit, recorder, view))
+        summary = kloop.run(_run_async(cfg, args, explicit, recorder, view, started))
     except (ConfigError, ShardBalanceError) as exc:   # refused before any order: fix and rerun
         print(f"kmm run: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KmmError as exc:
         log.critical("kmm run stopped on an error: %s", exc)
         print(f"kmm run: {exc}", file=sys.stderr)
+        engine = started.get("engine")
+        if engine is not None and getattr(engine, "_not_started", None) is not None:
+            recorder.close()
+            _prune_unstarted(out)
         return EXIT_ERROR
     finally:
         recorder.close()
     print(summary.render())
-    if summary.not_started is None:      # a tearsheet of the run: built now (--report) or the command for it
+    if summary.not_started is not None:
+        _prune_unstarted(out)
+    else:                                 # a tearsheet of the run: built now (--report) or the command for it
         from kmm.report import write_run_report
         print(write_run_report(out, build=bool(getattr(args, "report", False))))
     if not summary.verified_flat_orders and not cfg.run.leave_orders_on_exit:
@@ -127,7 +136,20 @@ def run_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _run_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool, recorder: Any, view: str) -> Any:
+def _prune_unstarted(out: Path) -> None:
+    """A run that never reached the exchange keeps only ``ops.log``, which says why: its empty tape,
+    store, capture and summary would otherwise read as a run that happened."""
+    for p in out.iterdir():
+        if p.name == "ops.log":
+            continue
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+async def _run_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool, recorder: Any, view: str,
+                     started: dict[str, Any] | None = None) -> Any:
     from kmm.engine.live import Engine, EngineOptions
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -146,6 +168,8 @@ async def _run_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool, r
                                          options=opts, out=sys.stdout)
         else:
             engine = Engine(cfg, venue.conn, recorder=recorder, venue=venue.label, options=opts, out=sys.stdout)
+        if started is not None:
+            started["engine"] = engine
         for usr_sig, handler in ((getattr(signal, "SIGUSR1", None), engine.operator_resume),
                                  (getattr(signal, "SIGUSR2", None), engine.operator_trip)):
             if usr_sig is not None:
