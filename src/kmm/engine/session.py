@@ -31,6 +31,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,8 @@ class Session:
         self.rest: KalshiRest | None = None
         self.ws: KalshiWs | None = None
         # what builds the REST client (paper mode stands a client that never writes in its place)
-        self.rest_factory: Callable[[ConnectorConfig], Any] = KalshiRest
+        # the limiter (token buckets, the one 429 back-off) runs on the session's injected clock
+        self.rest_factory: Callable[[ConnectorConfig], Any] = partial(KalshiRest, clock_ns=clock.monotonic_ns)
         self.markets: tuple[str, ...] = ()
         self.group_id: str | None = None
         self.group_fired = False

@@ -158,12 +158,14 @@ def _error_from(status: int, body: bytes, method: str, path: str) -> ExchangeErr
 
 class KalshiRest:
     """Async client for the Trade API v2. Create with ``KalshiRest(config)``; ``await start()``/``close()``
-    or use ``async with``. ``signer``, ``limiter``, ``pool`` and ``session`` may be injected."""
+    or use ``async with``. ``signer``, ``limiter``, ``pool`` and ``session`` may be injected; ``clock_ns``
+    (monotonic ns) is the clock of the limiter it builds when none is given."""
 
     def __init__(self, config: ConnectorConfig, *, signer: Signer | None = None,
                  limiter: RateLimiter | None = None, pool: SignaturePool | None = None,
                  session: aiohttp.ClientSession | None = None, rng: random.Random | None = None,
-                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Any] = asyncio.sleep,
+                 clock_ns: Callable[[], int] | None = None) -> None:
         if not config.rest_url:
             raise KmmError("ConnectorConfig.rest_url is empty; point it at a Kalshi-compatible server")
         config.require_prod_opt_in()
@@ -176,7 +178,8 @@ class KalshiRest:
             read, write = config.rates()
             limiter = RateLimiter(read, write, burst_s=config.burst_s,
                                   cancel_reserve=config.cancel_reserve_tokens,
-                                  backoff_base_s=config.backoff_429_base_s, backoff_max_s=config.backoff_429_max_s)
+                                  backoff_base_s=config.backoff_429_base_s, backoff_max_s=config.backoff_429_max_s,
+                                  clock_ns=clock_ns or time.monotonic_ns)
         self.limiter = limiter
         if pool is None and self.signer is not None and config.sig_pool_depth > 0:
             pool = SignaturePool(self.signer, self.hot_pairs(), depth=config.sig_pool_depth,
