@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kmm.engine.portfolio import Portfolio
-from kmm.engine.sessionpnl import SessionPnl
+from kmm.engine.sessionpnl import PnlFigures, SessionPnl
 from kmm.kalshi.types import Fill, MarketPosition
 
 A, B = "KXSP-A", "KXSP-B"
@@ -114,3 +114,8 @@ def test_session_net_is_cash_change_plus_marked_value_change(seq, carried):
     fee_rounding = pf.fees_charged() - pf.fees_paid()
     # realized and unrealized are each rounded to 1e-4 $ (average-cost releases leave sub-1e-4 parts)
     assert abs(sp.session().net - (sp.cash_change() + fee_rounding + value_now - value_start)) <= 1
+
+
+def test_label_writes_money_sign_first_like_every_other_figure():
+    assert PnlFigures("lifetime", -18_260, -15_000, 326).label() == (
+        "lifetime P&L net -$3.3586 (realized -$1.8260 gross of fees, unrealized -$1.5000, fees $0.0326)")

@@ -42,10 +42,10 @@ class PnlFigures:
         return self.realized + self.unrealized - self.fees
 
     def label(self) -> str:
-        """A short line for the status line and the view, e.g. ``session P&L net $-0.1826 (realized
-        $0.0000 gross of fees, unrealized $-0.1500, fees $0.0326)``."""
+        """A short line for the status line and the view, e.g. ``session P&L net -$0.1826 (realized
+        $0.0000 gross of fees, unrealized -$0.1500, fees $0.0326)``: money sign first, as everywhere."""
         def d(x: int) -> str:
-            return f"${x / ONE_DOLLAR:.4f}"
+            return f"{'-' if x < 0 else ''}${abs(x) / ONE_DOLLAR:,.4f}"
         return (f"{self.scope} P&L net {d(self.net)} (realized {d(self.realized)} gross of fees, "
                 f"unrealized {d(self.unrealized)}, fees {d(self.fees)})")
 
