@@ -216,4 +216,4 @@ async def test_a_reused_account_with_a_carried_position_shows_session_pnl_0_at_s
     text = summary.render()
     assert "session P&L net $0.0000 (this session only" in text and "gross of fees" in text
     # the earlier session paid a $0.18 taker fee: lifetime figures, shown apart
-    assert "account (not this session): lifetime P&L net $-1.1800" in text
+    assert "account (not this session): lifetime P&L net -$1.1800" in text
