@@ -16,13 +16,15 @@ from pathlib import Path
 
 import pytest
 
+import kmm
+
 from kmm.report import write_run_report
 from kmm.report.charts import CHARTS
 from kmm.report.data import load_run
 from kmm.report.figures import compute
 
 pytestmark = pytest.mark.slow
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(kmm.__file__).resolve().parents[1]   # the kmm under test (source tree, or site-packages in CI)
 
 CHART_NAMES = ("equity", "inventory", "quotes", "spread_captured", "markouts", "attribution", "latency",
                "fill_queue", "rate_limit", "events")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import kmm
+
 from kmm.config import load_config
 from kmm.report import sweep as S
 from tests.report.sweep_tasks import make_task, write_capture
@@ -23,6 +25,8 @@ pytestmark = pytest.mark.slow
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[2]
+# the kmm under test (the source tree in development, site-packages in CI): subprocesses import it too
+KMM_SRC = Path(kmm.__file__).resolve().parents[1]
 GRID = ["strategy.gamma=0.005,0.02", "strategy.max_position=20,50"]
 
 
@@ -127,7 +131,7 @@ def run_capture(tmp_path_factory):
     """The frame capture of a 5 s ``kmm run`` against the in-process sim (busy flow)."""
     d = tmp_path_factory.mktemp("run")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "KMM_"))}
-    env.update(HOME=str(d), PYTHONPATH=str(ROOT / "src"))
+    env.update(HOME=str(d), PYTHONPATH=str(KMM_SRC))
     p = subprocess.run([sys.executable, "-m", "kmm", "run", "--duration", "5", "--out", str(d / "out"), "--view",
                         "off", "--set", "sim.flow=busy"], env=env, cwd=d, capture_output=True, text=True,
                        timeout=120)
@@ -218,7 +222,7 @@ def test_without_ray_the_message_names_the_extra(tmp_path, capture, monkeypatch)
 def test_cli_rejects_a_bad_grid_key_before_starting_anything(tmp_path, capture):
     p = subprocess.run([sys.executable, "-m", "kmm", "sweep", "--capture", str(capture), "--grid",
                         "strategy.gama=1,2", "--out", str(tmp_path / "o")], capture_output=True, text=True,
-                       timeout=60, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+                       timeout=60, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(KMM_SRC)))
     assert p.returncode == 2 and "strategy.gama" in p.stderr and "gamma" in p.stderr
     assert not (tmp_path / "o").exists()
 
@@ -238,7 +242,7 @@ sys.exit(S.run_sweep_cli(args, task_fn=make_task(sleep_s=2.0), stream=sys.stdout
 
 def test_ctrl_c_cancels_the_rest_cleanly_and_a_rerun_finishes(tmp_path, capture):
     script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(root=str(ROOT), src=str(ROOT / "src")))
+    script.write_text(DRIVER.format(root=str(ROOT), src=str(KMM_SRC)))
     out = tmp_path / "sweep"
     argv = [sys.executable, str(script), "sweep", "--capture", str(capture), "--grid",
             "strategy.gamma=0.005,0.01,0.02", "--grid", "strategy.max_position=20,50", "--workers", "1",
@@ -277,7 +281,7 @@ def test_sweep_on_a_ray_cluster_started_by_the_test(tmp_path, run_capture):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # token authentication off: a throwaway cluster on 127.0.0.1 that only this test uses
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]), RAY_AUTH_MODE="disabled")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(KMM_SRC), str(ROOT)]), RAY_AUTH_MODE="disabled")
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)   # `ray start` of a multi-node cluster refuses it
     ray_bin = str(Path(sys.executable).parent / "ray")
     import tempfile
@@ -297,7 +301,7 @@ def test_sweep_on_a_ray_cluster_started_by_the_test(tmp_path, run_capture):
         assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
         script = tmp_path / "driver.py"
         script.write_text(DRIVER.replace("make_task(sleep_s=2.0)", "None").format(
-            root=str(ROOT), src=str(ROOT / "src")))
+            root=str(ROOT), src=str(KMM_SRC)))
         p = subprocess.run([sys.executable, str(script), "sweep", "--capture", str(run_capture), *sum(
             (["--grid", g] for g in GRID), []), "--address", f"127.0.0.1:{port}", "--out", str(tmp_path / "o")],
             capture_output=True, text=True, timeout=240, env=env)
