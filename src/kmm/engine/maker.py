@@ -27,7 +27,6 @@ from typing import Any, TextIO
 
 from kmm._core import diff as _diff
 from kmm._core.book import OrderBook
-from kmm._core.fees import fee_rate_e6
 from kmm._core.grid import Grid
 from kmm._core.ofi import OFI
 from kmm._core.wire import BookRouter
@@ -38,7 +37,7 @@ from kmm.engine.clock import NS_PER_S, Clock, SystemClock
 from kmm.engine.eventwire import EventWiring, merged_denials
 from kmm.engine.freshness import Freshness
 from kmm.engine.housekeeping import Housekeeping
-from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline
+from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline, read_fee_rates
 from kmm.engine.orders import LiveOrder, Order
 from kmm.engine.recovery import Recovery
 from kmm.engine.risk import Decision, KillState
@@ -358,20 +357,7 @@ class Engine(FeedHandler):
         rest = self.session.rest
         assert rest is not None
         grid = Grid(raw.get("price_ranges") or raw.get("price_level_structure") or None)
-        fee_type, mult = "quadratic", 1
-        series = raw.get("series_ticker") or str(raw.get("event_ticker", ticker)).split("-")[0]
-        try:
-            ser = await rest.get_series(series)
-            ser = ser.get("series", ser)
-            fee_type = ser.get("fee_type") or fee_type
-            mult = ser.get("fee_multiplier", 1) or 1
-        except KmmError as exc:
-            log.warning("%s: series %s not readable (%s); assuming fee_type quadratic", ticker, series, exc)
-        try:
-            maker, taker = fee_rate_e6(fee_type, False, mult), fee_rate_e6(fee_type, True, mult)
-        except ValueError as exc:
-            log.warning("%s: %s; quoting as if makers paid the taker rate, to stay conservative", ticker, exc)
-            maker = taker = fee_rate_e6("quadratic", True, mult)
+        _, _, maker, taker = await read_fee_rates(rest, ticker, raw)
         close_ns = _iso_to_ns(raw.get("close_time"))
         status = str(raw.get("status", "active"))
         fractional = True   # every market takes 0.01-contract counts since Apr 2026 (kalshi-api.md 2.2); the flag is gone

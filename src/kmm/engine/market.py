@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kmm._core.diff import Differ
+from kmm._core.fees import fee_rate_e6
 from kmm._core.grid import Grid
 from kmm._core.pipeline import EXTERNAL, INSIDE, STOIKOV, Pipeline
 from kmm.config import StrategyParams
 from kmm.engine.orders import LiveOrder
+from kmm.errors import KmmError
 from kmm.strategy.alpha import AlphaSource, ExternalSkew
 from kmm.strategy.base import MarketInputs, Strategy, Target
 from kmm.strategy.inside import InsideStrategy
@@ -36,6 +38,27 @@ NS_PER_S = 1_000_000_000
 SIDE_CODE = {"bid": 0, "ask": 1}
 SIDE_NAME = ("bid", "ask")
 
+
+
+async def read_fee_rates(rest: Any, ticker: str, raw: dict[str, Any]) -> tuple[str, Any, int, int]:
+    """A market's fee schedule from its series (``GET /series/{t}``): ``(fee_type, fee_multiplier,
+    maker_rate_e6, taker_rate_e6)``. An unreadable series is quoted as ``quadratic``; an unknown fee type
+    as if makers paid the taker rate (the conservative reading). Used by kmm run and kmm record alike."""
+    fee_type, mult = "quadratic", 1
+    series = raw.get("series_ticker") or str(raw.get("event_ticker", ticker)).split("-")[0]
+    try:
+        ser = await rest.get_series(series)
+        ser = ser.get("series", ser)
+        fee_type = ser.get("fee_type") or fee_type
+        mult = ser.get("fee_multiplier", 1) or 1
+    except KmmError as exc:
+        log.warning("%s: series %s not readable (%s); assuming fee_type quadratic", ticker, series, exc)
+    try:
+        maker, taker = fee_rate_e6(fee_type, False, mult), fee_rate_e6(fee_type, True, mult)
+    except ValueError as exc:
+        log.warning("%s: %s; quoting as if makers paid the taker rate, to stay conservative", ticker, exc)
+        maker = taker = fee_rate_e6("quadratic", True, mult)
+    return fee_type, mult, maker, taker
 
 @dataclass(slots=True)
 class MarketInfo:

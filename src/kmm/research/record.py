@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kmm._core.fees import fee_rate_e6
 from kmm._core.grid import Grid
+from kmm.engine.market import read_fee_rates
 from kmm.errors import ConfigError, KmmError
 from kmm.kalshi.ws import MARKET_CHANNELS, FeedHandler
 
@@ -58,19 +58,7 @@ async def market_def(rest: Any, ticker: str) -> tuple[dict[str, Any], Any]:
     from kmm.engine.live import _iso_to_ns
     raw = await rest.get_market_raw(ticker)
     grid = Grid(raw.get("price_ranges") or raw.get("price_level_structure") or None)
-    fee_type, mult = "quadratic", 1
-    series = raw.get("series_ticker") or str(raw.get("event_ticker", ticker)).split("-")[0]
-    try:
-        s = await rest.get_series(series)
-        s = s.get("series", s)
-        fee_type = s.get("fee_type") or fee_type
-        mult = s.get("fee_multiplier", 1) or 1
-    except KmmError as exc:
-        log.warning("%s: series %s not readable (%s); assuming fee_type quadratic", ticker, series, exc)
-    try:
-        maker, taker = fee_rate_e6(fee_type, False, mult), fee_rate_e6(fee_type, True, mult)
-    except ValueError:
-        maker = taker = fee_rate_e6("quadratic", True, mult)
+    fee_type, mult, maker, taker = await read_fee_rates(rest, ticker, raw)
     fmt = lambda p: f"{p // 10000}.{p % 10000:04d}"  # noqa: E731
     d = {"price_ranges": [{"start": fmt(a), "end": fmt(b), "step": fmt(st)} for a, b, st in grid.ranges],
          "maker_rate_e6": maker, "taker_rate_e6": taker, "close_time_ns": _iso_to_ns(raw.get("close_time")),
