@@ -174,12 +174,17 @@ def _long_two(sim: SimExchange, key: str) -> None:
     other, _ = sim.create_key()
     sim.place_direct(other, "KXSIMA-26-A", "ask", 5000, 200)
     sim.place_direct(key, "KXSIMA-26-A", "bid", 5000, 200, tif="immediate_or_cancel")   # we are long 2
+    # a book to quote against that nobody trades (flow off): the position stays 2 for the whole test
+    sim.place_direct(other, "KXSIMA-26-A", "bid", 4600, 1000)
+    sim.place_direct(other, "KXSIMA-26-A", "ask", 5400, 1000)
 
 
 async def test_4_reduce_only_sizes_the_reducing_quote_to_the_position(tmp_path):
     # quotes are 10 contracts; the position is 2 and at reduce-only (5 % of max_position 30 = 1.5)
     settings = {"strategy.quote_size": "10", "risk.reduce_only_at": "0.05"}
-    async with maker_on_sim(tmp_path, flow="calm", markets=("KXSIMA-26-A",), settings=settings,
+    # flow off: with synthetic takers a buyer can lift part of our ask, the position falls below the
+    # reduce-only threshold (1.5) and a full 10-contract quote is then right, not a defect
+    async with maker_on_sim(tmp_path, flow="off", markets=("KXSIMA-26-A",), settings=settings,
                             before_start=_long_two, wait_quoting=False) as run:
         await until(lambda: run.engine.quoting, 15, "the start")
         assert run.engine.pf.position("KXSIMA-26-A") == 200
@@ -189,6 +194,7 @@ async def test_4_reduce_only_sizes_the_reducing_quote_to_the_position(tmp_path):
         assert all(o["remaining"] <= 200 for o in asks), asks             # sized to the position
         assert not [o for o in resting(run.sim, run.key_id) if o["side"] == "bid"]
         await asyncio.sleep(1.0)
+        assert run.sim.position(run.key_id, "KXSIMA-26-A")["position"] == 200    # nothing traded meanwhile
         denials = run.engine.gate.denials.get("reduce_only", 0)
     assert denials < 50, f"{denials} reduce-only denials: the maker keeps asking for what cannot pass"
     assert_clean_stop(run)

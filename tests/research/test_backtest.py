@@ -243,3 +243,37 @@ def test_two_runs_in_one_directory_replay_in_order_with_a_gap_between(tmp_path):
     assert s["details"]["gaps"] == 1                     # the second run's file starts after a gap
     assert s["fills"] == 2                               # one fill in each run
     assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+
+
+class _BidThenLower:
+    """Bids 0.40 on its first decision and 0.37 on every later one (so the second decision amends)."""
+
+    name = "bid-then-lower"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def target(self, inp, out):
+        self.calls += 1
+        out.bid_price, out.bid_size = (4000 if self.calls == 1 else 3700), 500
+        out.ask_price, out.ask_size = 0, 0
+        return out
+
+
+def test_an_amend_is_a_new_total_so_fills_on_its_way_never_push_past_max_position(tmp_path):
+    # max_position 5: we bid 5 at 0.40; the next decision amends to 0.37 (new total 5 = 0 filled + 5);
+    # while the amend travels (5 ms), a seller takes 3 of ours at 0.40. Kalshi applies the new total, so
+    # 2 remain at 0.37; a big seller at 0.37 right after it lands fills those 2. Position 5, never 8.
+    cap = (Cap().snapshot(0, [(3700, 1000)], [(6000, 1000)])
+           .delta(10, "bid", 3700, 100)                              # a book change: the strategy re-decides
+           .trade(12, 4000, 300, "ask", "tr1")                        # takes 3 of ours at 0.40
+           .delta(15.5, "bid", 3700, -1100).trade(15.5, 3700, 5000, "ask", "tr2"))   # sweeps 0.37
+    cfg = load_config(None, environ={}, cli={"run.markets": T, "strategy.max_position": "5",
+                                             "risk.reduce_only_at": "1"})
+    b = Backtest([cap.write(tmp_path / "cap")], cfg, tmp_path / "out", seed=0,
+                 options=BacktestOptions(feed_latency="0", entry_latency="5ms", response_latency="1ms",
+                                         rate_tier="off"),
+                 strategy_factory=lambda info: _BidThenLower())
+    s = b.run()
+    assert s["contracts_bought"] == "5.00", s
+    assert max(abs(r.inventory) for r in read_tape(tmp_path / "out" / "tape.csv")) == 500

@@ -624,9 +624,12 @@ class Backtest:
                         self._send(pipe, first, trigger, _lim.CANCEL, self._x_cancel, oid)
                         first = False
                     continue
-                if self.om.request_amend(oid, a.price, a.size) is not None:
+                o = self.om.request_amend(oid, a.price, a.size)
+                if o is not None:
                     self.amends_sent += 1
-                    self._send(pipe, first, trigger, _lim.AMEND, self._x_amend, oid, a.price, a.size)
+                    # Kalshi's amend count is the new total (filled + remaining) as known when sent; fills
+                    # that land while it travels come off the new remaining at the exchange
+                    self._send(pipe, first, trigger, _lim.AMEND, self._x_amend, oid, a.price, int(o.pending_count))
                     first = False
 
     def _send(self, pipe: MarketPipeline, first: bool, trigger: int, lane: int, act: Callable[..., Any],
@@ -711,8 +714,14 @@ class Backtest:
                 self.om.on_decrease_ack(oid, so.remaining)
         return answer
 
-    def _x_amend(self, oid: str, price: int, remaining: int) -> Callable[[], None]:
-        so, refused, fills = self.sim.amend(self.clock.mono, self._wall_ms(), oid, price, remaining)
+    def _x_amend(self, oid: str, price: int, count: int) -> Callable[[], None]:
+        """``count`` is the amend's new total, as the live connector sends it."""
+        so0 = self.sim.orders.get(oid)
+        remaining = count - (so0.filled if so0 is not None else 0)
+        if remaining <= 0:      # filled past the new total on the way: Kalshi refuses it (invalid_count)
+            so, refused, fills = so0, "invalid_count", []
+        else:
+            so, refused, fills = self.sim.amend(self.clock.mono, self._wall_ms(), oid, price, remaining)
 
         def answer() -> None:
             for f in fills:

@@ -148,7 +148,10 @@ class PaperRest:
         now, wall = self._now()
         o = sim.orders.get(order_id)
         remaining = count - (o.filled if o is not None else 0)
-        so, refused, fills = sim.amend(now, wall, order_id, price, remaining)
+        if o is not None and remaining <= 0:     # filled past the new total on the way, as Kalshi refuses it
+            so, refused, fills = o, "invalid_count", []
+        else:
+            so, refused, fills = sim.amend(now, wall, order_id, price, remaining)
         await self._back()
         for f in fills:
             self.book_fill(f)
