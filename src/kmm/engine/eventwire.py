@@ -13,12 +13,17 @@ Kept apart from the maker so that its decision path gains one call per check, no
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from kmm.engine.events import EventRiskGate, EventRow, EventSpec, may_fill_from_orders, payout
+from kmm.engine.events import EventRiskGate, EventRow, EventSpec, EventStatus, may_fill_from_orders, payout
 from kmm.engine.risk import Decision
+
+#: event statuses in which every quote of the event is pulled at once (then requoted through the gate,
+#: which lets only risk-lowering orders through)
+PULL = (EventStatus.REDUCE_ONLY, EventStatus.OVER_LIMIT, EventStatus.KILL)
 
 log = logging.getLogger("kmm.events")
 
@@ -52,6 +57,8 @@ class EventWiring:
         # event -> ticker -> (result, Kalshi's payout for the position held: $1 a net contract, cents)
         self.settled: dict[str, dict[str, tuple[str, int]]] = {}
         self._weight: dict[str, float] = {}
+        self._status: dict[str, EventStatus] = {}    # last status seen per event (for pulls)
+        self.pulls: list[tuple[str, str]] = []       # (event, status) of every event-level pull
 
     # ------------------------------------------------------------------ start
     async def learn(self, rest: Any, raws: Mapping[str, Mapping[str, Any]], infos: Mapping[str, Any]) -> None:
@@ -134,12 +141,70 @@ class EventWiring:
             return self.pf.position(ticker)
         return self.gate.quote_inventory(ticker, w)
 
+    # ------------------------------------------------------------------ event-level pulls
+    def to_pull(self, ticker: str | None = None) -> list[tuple[str, EventStatus, tuple[str, ...]]]:
+        """Events whose status just moved into one that pulls quotes (:data:`PULL`): ``(event, status,
+        markets)``. Only ``ticker``'s event (after its fill), or every event (the housekeeping tick).
+        O(markets + resting orders) per event checked."""
+        if not self.gate.events:
+            return []
+        if ticker is not None:
+            book = self.gate.event_of(ticker)
+            books = [book] if book is not None else []
+        else:
+            books = list(self.gate.events.values())
+        out = []
+        for book in books:
+            st = self.gate.status(book.ticker)
+            prev = self._status.get(book.ticker, EventStatus.OK)
+            self._status[book.ticker] = st
+            if st is not prev and st in PULL:
+                out.append((book.ticker, st, book.markets))
+                self.pulls.append((book.ticker, st.value))
+        return out
+
+    def status_of(self, event: str) -> str:
+        return self._status.get(event, EventStatus.OK).value
+
     @property
     def denials(self) -> dict[str, int]:
         return self.gate.denials
 
     def rollup(self) -> list[EventRow]:
         return self.gate.rollup() if self.gate.events else []
+
+
+async def pull_event_orders(session: Any, markets: Collection[str], reason: str, *, limit_s: float = 2.0,
+                            every_s: float = 0.02) -> int:
+    """Cancel every order of ours in ``markets`` (one event) that is live now, in batched cancels (one
+    request per 20), and those still being created as soon as their ack gives them an id (polled every
+    ``every_s`` for at most ``limit_s``). Orders placed after this call went through the event gate and
+    are left alone. Returns how many cancels were sent."""
+    om = session.om
+    coids = {o.client_order_id for t in markets for o in om.live_in(t) if o.is_live}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    asked: set[str] = set()
+    sent = 0
+    while coids:
+        todo = []
+        waiting = False
+        for t in markets:
+            for o in om.live_in(t):
+                if o.client_order_id not in coids or not o.is_live:
+                    continue
+                if o.order_id is None:
+                    waiting = True               # a create in flight: cancelled once acked
+                elif o.client_order_id not in asked:
+                    todo.append(o)
+        if todo:
+            asked.update(o.client_order_id for o in todo)
+            sent += len(todo)
+            await session.cancel_orders(todo, reason)
+        if not waiting or loop.time() >= deadline:
+            break
+        await asyncio.sleep(every_s)
+    return sent
 
 
 def merged_denials(*counts: Iterable[tuple[str, int]]) -> dict[str, int]:

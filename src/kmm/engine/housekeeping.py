@@ -80,6 +80,7 @@ class Housekeeping:
         s.forget_closed_orders()
         s.watch_requests()
         m._after_pnl_change()                     # marks move unrealized P&L: the loss limit sees it
+        m.event_guard()                           # an event status changed without a fill (marks, limits)
         if m.gate.kill_state is KillState.TRIPPED and not m._kill_sweep_running:
             m._start_kill_sweep()                 # a cancel of the last sweep was refused: sweep again
         m.recovery.keep_recovering()

@@ -34,10 +34,10 @@ from kmm import protocol
 from kmm.config import KmmConfig
 from kmm.engine import session as S
 from kmm.engine.clock import NS_PER_S, Clock, SystemClock
-from kmm.engine.eventwire import EventWiring, merged_denials
+from kmm.engine.eventwire import EventWiring, merged_denials, pull_event_orders
 from kmm.engine.freshness import Freshness
 from kmm.engine.housekeeping import Housekeeping
-from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline, read_fee_rates
+from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline, read_fee_rates, read_markets_raw
 from kmm.engine.orders import LiveOrder, Order
 from kmm.engine.recovery import Recovery
 from kmm.engine.risk import Decision, KillState
@@ -49,6 +49,7 @@ from kmm.errors import KmmError
 from kmm.kalshi import ConnectorConfig, FeedHandler
 from kmm.kalshi.decode import WireError
 from kmm.kalshi.fasthttp import ON_WRITE
+from kmm.kalshi.limiter import FAIR_KEY
 from kmm.kalshi.types import Fill, Lifecycle, MarketPosition, OrderRequest, Trade, UserOrder
 from kmm.strategy.alpha import AlphaSource, ExternalSkew
 from kmm.strategy.base import Strategy
@@ -85,6 +86,7 @@ class EngineOptions:
     request_drain_s: float = 5.0        # after the sweep: requests still open are waited for this long
     tick_s: float = 0.25                # housekeeping period
     batch_creates: bool = True          # a requote of every market placing in more than 3 markets batches
+    event_pull: bool = True             # an event going reduce-only / over its limit pulls all its quotes
 
 
 @dataclass(slots=True)
@@ -327,10 +329,11 @@ class Engine(FeedHandler):
         s = self.session
         rest = await s.open()
         markets = {}
-        raws = {}
+        raws = await read_markets_raw(rest, self.tickers)   # 100 a read: 300 markets in 3 reads
+        series: dict[str, Any] = {}                        # one fee read per series
         for t in self.tickers:
-            raw = raws[t] = await rest.get_market_raw(t)
-            info = await self._market_info(t, raw)
+            raw = raws[t]
+            info = await self._market_info(t, raw, series)
             markets[t] = raw.get("price_ranges") or info.grid.ranges
             self._add_pipeline(info)
         await s.check_shard_balances({t: self.cfg.strategy_for(t).quote_size for t in self.tickers})
@@ -353,11 +356,12 @@ class Engine(FeedHandler):
         # books that became ready during the start are quoted now, not on their next message
         self._requote_all()
 
-    async def _market_info(self, ticker: str, raw: dict[str, Any]) -> MarketInfo:
+    async def _market_info(self, ticker: str, raw: dict[str, Any], series: dict[str, Any] | None = None
+                           ) -> MarketInfo:
         rest = self.session.rest
         assert rest is not None
         grid = Grid(raw.get("price_ranges") or raw.get("price_level_structure") or None)
-        _, _, maker, taker = await read_fee_rates(rest, ticker, raw)
+        _, _, maker, taker = await read_fee_rates(rest, ticker, raw, cache=series)
         close_ns = _iso_to_ns(raw.get("close_time"))
         status = str(raw.get("status", "active"))
         fractional = True   # every market takes 0.01-contract counts since Apr 2026 (kalshi-api.md 2.2); the flag is gone
@@ -446,8 +450,27 @@ class Engine(FeedHandler):
             pipe.on_trade(fill.price)      # our own fills inform kappa too (when it is estimated)
             self._tape(pipe, "fill", fill=fill)
         self._after_pnl_change()
+        self.event_guard(fill.ticker)
         if pipe is not None and pipe.ready:
             self._requote(pipe, fill.recv_ns or self.clock.monotonic_ns())
+
+    def event_guard(self, ticker: str | None = None) -> None:
+        """An event that just went reduce-only or over its limit has every quote pulled at once (one
+        decision for all its markets): queued places and amends dropped, live orders cancelled in one
+        batched request; the markets then requote through the event gate (risk-lowering orders only)."""
+        if not self.opt.event_pull or not self.quoting or self.stopping:
+            return
+        for ev, status, markets in self.event_risk.to_pull(ticker):
+            reason = f"event {ev} {status.value}"
+            log.warning("%s: pulling the quotes of its %d markets at once", reason, len(markets))
+            self._event("event_pull", ev, reason)
+            if self.rest is not None:
+                self.rest.limiter.drop_waiting(reason, keys=set(markets))
+            for t in markets:
+                pipe = self.pipes.get(t)
+                if pipe is not None:
+                    pipe.dirty = True
+            self.session.spawn(pull_event_orders(self.session, markets, reason), eager=True)
 
     def on_user_order(self, order: UserOrder) -> None:
         known = self.om.by_order_id(order.order_id) or (
@@ -614,9 +637,11 @@ class Engine(FeedHandler):
 
     def _apply(self, pipe: MarketPipeline, actions: Iterable[Any], trigger_ns: int) -> int:
         pipe.applying = True
+        fair = FAIR_KEY.set(pipe.ticker)      # the limiter serves markets round-robin (kalshi/limiter.py)
         try:
             sent = self._apply_actions(pipe, actions, trigger_ns)
         finally:
+            FAIR_KEY.reset(fair)
             pipe.applying = False
         if pipe.in_flight == 0 and pipe.dirty and pipe.ready and self._loop is not None:
             self._loop.call_soon(self._requote, pipe, self.clock.monotonic_ns())
@@ -839,6 +864,8 @@ class Engine(FeedHandler):
         if self._kill_sweep_running:
             return
         self._kill_sweep_running = True
+        if self.rest is not None:
+            self.rest.limiter.drop_waiting("kill switch")   # places still queued are never sent
 
         async def sweep() -> None:
             try:
@@ -889,9 +916,16 @@ class Engine(FeedHandler):
                 self._send(pipe, self._do_place(pipe, o, req, trig), trig)
             return
         issued = self.clock.monotonic_ns()
-        for i in range(0, len(batch), protocol.BATCH_CREATE_MAX):
-            chunk = batch[i:i + protocol.BATCH_CREATE_MAX]
-            self.session.spawn(self._do_place_batch(chunk), eager=True)
+        # a batch must fit the write bucket (Kalshi refuses a larger one): 8 creates on Basic
+        per = min(protocol.BATCH_CREATE_MAX, self.rest.limiter.batch_room()) if self.rest is not None \
+            else protocol.BATCH_CREATE_MAX
+        for i in range(0, len(batch), per):
+            chunk = batch[i:i + per]
+            fair = FAIR_KEY.set(f"batch:{chunk[0][0].ticker}")   # each batch a flow of its own
+            try:
+                self.session.spawn(self._do_place_batch(chunk), eager=True)
+            finally:
+                FAIR_KEY.reset(fair)
         for pipe, _, _, trig in batch:
             self._issued(pipe, trig, issued)
 

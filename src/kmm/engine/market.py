@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kmm import protocol
 from kmm._core.diff import Differ
 from kmm._core.fees import fee_rate_e6
 from kmm._core.grid import Grid
@@ -40,14 +41,51 @@ SIDE_NAME = ("bid", "ask")
 
 
 
-async def read_fee_rates(rest: Any, ticker: str, raw: dict[str, Any]) -> tuple[str, Any, int, int]:
+async def read_markets_raw(rest: Any, tickers: Sequence[str], per_read: int = 100) -> dict[str, dict[str, Any]]:
+    """Every market's JSON with ``GET /markets?tickers=`` (``per_read`` a read; 300 markets cost 3 reads
+    instead of 300, which at Basic's 20 reads/s is the difference between a 0.2 s and a 15 s start).
+    A market the list does not return is read alone (``get_market_raw``, which raises if it is unknown).
+    Teaches the REST client's shard map like ``get_market_raw``."""
+    out: dict[str, dict[str, Any]] = {}
+    want = list(dict.fromkeys(tickers))
+    if len(want) > 1:
+        for i in range(0, len(want), per_read):
+            chunk = want[i:i + per_read]
+            try:
+                async for m in rest.paginate(protocol.PATH_MARKETS, "markets", {"tickers": ",".join(chunk)},
+                                             limit=per_read):
+                    t = m.get("ticker")
+                    if t in chunk:
+                        out[t] = dict(m)
+            except KmmError as exc:
+                log.warning("GET /markets?tickers= failed (%s); reading the markets one by one", exc)
+                break
+        shards = getattr(rest, "shards", None)
+        for t, m in out.items():
+            shard = m.get("exchange_index")
+            if shards is not None and isinstance(shard, int) and not isinstance(shard, bool) and shard >= 0:
+                shards[t] = shard
+    for t in want:
+        if t not in out:
+            out[t] = await rest.get_market_raw(t)
+    return out
+
+
+async def read_fee_rates(rest: Any, ticker: str, raw: dict[str, Any], cache: dict[str, Any] | None = None
+                         ) -> tuple[str, Any, int, int]:
     """A market's fee schedule from its series (``GET /series/{t}``): ``(fee_type, fee_multiplier,
     maker_rate_e6, taker_rate_e6)``. An unreadable series is quoted as ``quadratic``; an unknown fee type
-    as if makers paid the taker rate (the conservative reading). Used by kmm run and kmm record alike."""
+    as if makers paid the taker rate (the conservative reading). Used by kmm run and kmm record alike.
+    ``cache``: series ticker -> series JSON, filled here, so many markets of one series cost one read."""
     fee_type, mult = "quadratic", 1
     series = raw.get("series_ticker") or str(raw.get("event_ticker", ticker)).split("-")[0]
     try:
-        ser = await rest.get_series(series)
+        if cache is not None and series in cache:
+            ser = cache[series]
+        else:
+            ser = await rest.get_series(series)
+            if cache is not None:
+                cache[series] = ser
         ser = ser.get("series", ser)
         fee_type = ser.get("fee_type") or fee_type
         mult = ser.get("fee_multiplier", 1) or 1

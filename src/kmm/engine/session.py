@@ -785,6 +785,9 @@ class Session:
         assert self.rest is not None
         res = StopResult()
         self.rest.limiter.set_backoff(max_s=self.opt.stop_backoff_max_s)
+        drop = getattr(self.rest.limiter, "drop_waiting", None)
+        if drop is not None:
+            drop("stop")      # places and amends still queued in the limiter are never sent
         t0 = self.clock.monotonic_ns()
         deadline = t0 + int(self.opt.stop_deadline_s * NS_PER_S)
         escalate_ns = int(self.opt.stop_escalate_s * NS_PER_S)

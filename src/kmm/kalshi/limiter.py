@@ -21,18 +21,30 @@ that shard's own write bucket, which has the full tier budget; shard 0, omitted/
 and every batch bill the unscoped bucket. Each write bucket has its own lanes, reserve and 429 pause, so
 a 429 on shard 2 pauses shard 2's places only. Callers pass ``shard=`` (``None`` or 0: unscoped); a
 shard's bucket is made the first time it is named. Reads are not per shard.
+
+Fair queueing across markets (many markets on one budget): inside each lane, waiting requests are
+served round-robin over their *fair key*, the market they are for, read from the context variable
+:data:`FAIR_KEY` that the caller sets around the request (the maker sets it to the ticker of the
+decision; requests without a key share one flow). A market with many requests waiting gets one grant per
+round, so a busy market cannot hold the others back. Lanes stay strictly ordered with one exception
+against starvation: a place that has waited ``promote_after_s`` goes before the amends of its bucket
+(else, with the write budget spent on amends of quoted markets, an unquoted market would never get its
+first quote). :meth:`RateLimiter.fair_stats` gives grants and the longest queue wait per key, the
+figures that show no market starves. :meth:`RateLimiter.drop_waiting` fails places and amends still in
+the queue (never sent) at once, for the stop, the kill switch and an event's reduce-only pull.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from kmm import protocol
-from kmm.errors import KmmError
+from kmm.errors import KmmError, RateLimited
 
 CANCEL = 0
 AMEND = 1
@@ -41,6 +53,120 @@ READ = 3
 LANE_NAMES = ("cancel", "amend", "place", "read")
 
 _NS = 1_000_000_000
+
+#: The market a request is for (its fair key), set by the caller around the request; ``None``: one
+#: shared flow. Read once when a request has to queue; asyncio tasks inherit it from where they start.
+FAIR_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar("kmm_fair_key", default=None)
+
+
+class NotSent(RateLimited):
+    """A place or amend was dropped from the limiter's queue (:meth:`RateLimiter.drop_waiting`): it was
+    never sent, so the exchange knows nothing of it. Handled like a 429 refusal (nothing rests)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(0, "not_sent", f"dropped from the rate limiter's queue before sending ({reason})")
+
+
+class _Waiter:
+    __slots__ = ("cost", "fut", "key", "enq_ns", "done")
+
+    def __init__(self, cost: float, fut: asyncio.Future[None], key: str | None, enq_ns: int) -> None:
+        self.cost, self.fut, self.key, self.enq_ns, self.done = cost, fut, key, enq_ns, False
+
+
+class FairQueue:
+    """Waiting requests of one lane, served round-robin over their keys (FIFO within a key).
+
+    ``head()`` is the next to serve; ``pop()`` takes it and moves its key to the back of the round.
+    ``oldest_ns()`` is the enqueue time of the longest-waiting entry (O(1) amortized)."""
+
+    __slots__ = ("_by_key", "_round", "_fifo", "_n")
+
+    def __init__(self) -> None:
+        self._by_key: dict[str | None, deque[_Waiter]] = {}
+        self._round: deque[str | None] = deque()
+        self._fifo: deque[_Waiter] = deque()
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def append(self, w: _Waiter) -> None:
+        q = self._by_key.get(w.key)
+        if q is None:
+            q = self._by_key[w.key] = deque()
+            self._round.append(w.key)
+        q.append(w)
+        self._fifo.append(w)
+        self._n += 1
+
+    def head(self) -> _Waiter | None:
+        while self._round:
+            key = self._round[0]
+            q = self._by_key[key]
+            while q and q[0].done:
+                q.popleft()
+            if q:
+                return q[0]
+            del self._by_key[key]
+            self._round.popleft()
+        return None
+
+    def pop(self) -> _Waiter:
+        """Take the head (call after :meth:`head` returned it)."""
+        key = self._round.popleft()
+        q = self._by_key[key]
+        w = q.popleft()
+        w.done = True
+        self._n -= 1
+        if q:
+            self._round.append(key)         # its next request waits for the others' turn
+        else:
+            del self._by_key[key]
+        return w
+
+    def remove(self, w: _Waiter) -> bool:
+        """Forget ``w`` (its caller gave up); False when it was already served."""
+        if w.done:
+            return False
+        w.done = True
+        self._n -= 1
+        return True
+
+    def oldest_waiter(self) -> _Waiter | None:
+        """The longest-waiting entry (still waiting, its caller not gone)."""
+        f = self._fifo
+        while f and (f[0].done or f[0].fut.done()):
+            if not f[0].done:
+                self.remove(f[0])
+            f.popleft()
+        return f[0] if f else None
+
+    def pop_waiter(self, w: _Waiter) -> None:
+        """Take ``w`` out of turn (the oldest: it is the first waiting entry of its key)."""
+        q = self._by_key[w.key]
+        while q and q[0].done:
+            q.popleft()
+        if q and q[0] is w:
+            q.popleft()
+        else:
+            q.remove(w)
+        w.done = True
+        self._n -= 1
+        if not q:
+            del self._by_key[w.key]
+            self._round.remove(w.key)
+
+    def take_all(self, keys: Collection[str] | None = None) -> list[_Waiter]:
+        """Remove and return every waiting entry (of ``keys`` only, when given)."""
+        out = [w for w in self._fifo if not w.done and (keys is None or w.key in keys)]
+        for w in out:
+            w.done = True
+        self._n -= len(out)
+        return out
 
 
 class TokenBucket:
@@ -89,7 +215,7 @@ class _Writes:
         self.bucket = TokenBucket(rate, capacity, now_ns)
         self.paused_until_ns = 0      # places and amends wait until then after a 429 of this bucket
         self.backoff_ns = 0
-        self.waiters: tuple[deque[tuple[float, asyncio.Future[None]]], ...] = (deque(), deque(), deque())
+        self.waiters: tuple[FairQueue, FairQueue, FairQueue] = (FairQueue(), FairQueue(), FairQueue())
 
 
 @dataclass(slots=True)
@@ -106,6 +232,7 @@ class RateLimiter:
                  write_rate: float = protocol.RATE_TIERS["basic"][1], *,
                  burst_s: float = protocol.BURST_SECONDS, cancel_reserve: float = 20.0,
                  backoff_base_s: float = 0.25, backoff_max_s: float = 8.0,
+                 promote_after_s: float = 1.0,
                  clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self._clock = clock_ns
         now = clock_ns()
@@ -118,8 +245,12 @@ class RateLimiter:
         self.backoff_max_ns = int(backoff_max_s * _NS)
         self._read_backoff_ns = 0
         self.read_paused_until_ns = 0   # reads wait until then after a read 429 (the buckets are independent)
-        self._read_waiters: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._read_waiters = FairQueue()
+        self.promote_after_ns = int(promote_after_s * _NS)
         self._granted = [0, 0, 0, 0]
+        # per fair key: [grants, queued grants, longest queue wait ns, total queue wait ns]
+        self._fair: dict[str | None, list[int]] = {}
+        self.promotions = 0
         self.rate_limited = 0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -283,7 +414,7 @@ class RateLimiter:
         return dict(zip(LANE_NAMES, self._granted))
 
     # -- asyncio wrapper ----------------------------------------------------------------------
-    def _queue(self, lane: int, shard: int | None) -> deque[tuple[float, asyncio.Future[None]]]:
+    def _queue(self, lane: int, shard: int | None) -> FairQueue:
         return self._read_waiters if lane == READ else self._writes(shard).waiters[lane]
 
     def _blocked_by_queue(self, lane: int, shard: int | None = None) -> bool:
@@ -299,52 +430,124 @@ class RateLimiter:
         """Non-blocking: True if the tokens were taken (nothing more urgent waiting)."""
         if self._blocked_by_queue(lane, shard):
             return False
-        return self.poll(lane, cost, shard) == 0
+        if self.poll(lane, cost, shard) == 0:
+            self._count(FAIR_KEY.get(), 0, False)
+            return True
+        return False
+
+    def _count(self, key: str | None, waited_ns: int, queued: bool) -> None:
+        st = self._fair.get(key)
+        if st is None:
+            st = self._fair[key] = [0, 0, 0, 0]
+        st[0] += 1
+        if queued:
+            st[1] += 1
+            st[3] += waited_ns
+            if waited_ns > st[2]:
+                st[2] = waited_ns
 
     async def acquire(self, lane: int, cost: float, shard: int | None = None) -> None:
-        """Wait for ``cost`` tokens in ``lane``'s turn (on ``shard``'s write bucket for a write).
-        O(1) when the budget allows at once."""
+        """Wait for ``cost`` tokens in ``lane``'s turn (on ``shard``'s write bucket for a write), served
+        round-robin with the other markets' requests (:data:`FAIR_KEY`). O(1) when the budget allows at
+        once. Raises :class:`NotSent` when :meth:`drop_waiting` drops it from the queue."""
+        key = FAIR_KEY.get()
         if not self._blocked_by_queue(lane, shard) and self.poll(lane, cost, shard) == 0:
+            self._count(key, 0, False)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        w = _Waiter(cost, fut, key, self._clock())
         q = self._queue(lane, shard)
-        q.append((cost, fut))
+        q.append(w)
         self._schedule(0)
         try:
             await fut
         except asyncio.CancelledError:
-            try:
-                q.remove((cost, fut))
-            except ValueError:  # already granted: its tokens are spent, nothing to give back
-                pass
+            q.remove(w)   # False when already granted: its tokens are spent, nothing to give back
             raise
 
+    def _grant(self, q: FairQueue, w: _Waiter, now: int) -> None:
+        q.pop()
+        self._count(w.key, now - w.enq_ns, True)
+        w.fut.set_result(None)
+
+    def _serve(self, lane: int, shard: int | None, q: FairQueue) -> int | None:
+        """Grant ``q``'s heads while the bucket allows; ns until the next try, or None when empty."""
+        while True:
+            w = q.head()
+            if w is None:
+                return None
+            if w.fut.done():          # cancelled by its caller
+                q.pop()
+                continue
+            wait = self.poll(lane, w.cost, shard)
+            if wait:
+                return wait
+            self._grant(q, w, self._clock())
+
     def dispatch(self) -> int | None:
-        """Grant queued requests in lane order. Returns ns until the next attempt, or None if idle."""
+        """Grant queued requests in lane order (round-robin over keys inside a lane; a place that waited
+        ``promote_after_s`` before the amends). Returns ns until the next attempt, or None if idle."""
         next_wait: int | None = None
-        queues: list[tuple[int, int | None, deque[tuple[float, asyncio.Future[None]]]]] = []
+
+        def later(wait: int | None) -> None:
+            nonlocal next_wait
+            if wait is not None:
+                next_wait = wait if next_wait is None else min(next_wait, wait)
+
         for shard, w in [(None, self._w0), *self._shard_writes.items()]:
-            queues += [(CANCEL, shard, w.waiters[CANCEL]), (AMEND, shard, w.waiters[AMEND]),
-                       (PLACE, shard, w.waiters[PLACE])]
-        queues.append((READ, None, self._read_waiters))
-        blocked: set[int | None] = set()   # write buckets whose more urgent lane is still waiting
-        for lane, shard, q in queues:
-            while q:
-                cost, fut = q[0]
-                if fut.done():
-                    q.popleft()
-                    continue
-                if lane != READ and shard in blocked:
-                    break
-                wait = self.poll(lane, cost, shard)
+            cancel_q, amend_q, place_q = w.waiters
+            wait = self._serve(CANCEL, shard, cancel_q)
+            if wait is not None:        # strict priority: the other lanes of this bucket wait their turn
+                later(wait)
+                continue
+            # places that have waited promote_after_s go first, oldest first, and the amends (and the
+            # round-robin) wait until they are through: under sustained overload this is FIFO, so no
+            # wait is longer than the queue takes to drain (amends of quoted markets, cheaper to fit in
+            # the bucket than a batch, would otherwise hold an unquoted market back forever)
+            starving = False
+            while (oldest := place_q.oldest_waiter()) is not None and \
+                    self._clock() - oldest.enq_ns >= self.promote_after_ns:
+                wait = self.poll(PLACE, oldest.cost, shard)
                 if wait:
-                    next_wait = wait if next_wait is None else min(next_wait, wait)
-                    if lane != READ:
-                        blocked.add(shard)  # strict priority: lower lanes of this bucket wait their turn
+                    later(wait)
+                    starving = True
                     break
-                q.popleft()
-                fut.set_result(None)
+                place_q.pop_waiter(oldest)
+                self._count(oldest.key, self._clock() - oldest.enq_ns, True)
+                oldest.fut.set_result(None)
+                self.promotions += 1
+            if starving:
+                continue
+            wait = self._serve(AMEND, shard, amend_q)
+            if wait is not None:
+                later(wait)
+                continue
+            later(self._serve(PLACE, shard, place_q))
+        later(self._serve(READ, None, self._read_waiters))
         return next_wait
+
+    def drop_waiting(self, reason: str, keys: Collection[str] | None = None) -> int:
+        """Fail every place and amend still waiting in a write queue (of the markets ``keys`` only, when
+        given) with :class:`NotSent`: they were never sent. Cancels and reads are kept. Returns how many."""
+        n = 0
+        for w in self._all_writes():
+            for lane in (AMEND, PLACE):
+                for x in w.waiters[lane].take_all(keys):
+                    if not x.fut.done():
+                        x.fut.set_exception(NotSent(reason))
+                        n += 1
+        return n
+
+    def fair_stats(self) -> dict[str | None, dict[str, float]]:
+        """Per fair key (market): grants, grants that had to queue, longest and mean queue wait (s)."""
+        return {k: {"grants": v[0], "queued": v[1], "max_wait_s": v[2] / _NS,
+                    "mean_wait_s": (v[3] / v[1] / _NS) if v[1] else 0.0} for k, v in self._fair.items()}
+
+    def batch_room(self, cost_each: float = protocol.COST_DEFAULT, shard: int | None = None) -> int:
+        """How many items of ``cost_each`` one batch may hold so that it fits the write bucket with the
+        cancel reserve kept (Kalshi refuses a batch larger than the bucket, kalshi-api.md 5). >= 1."""
+        cap = self._writes(shard).bucket.capacity - self.cancel_reserve
+        return max(1, int(cap // cost_each))
 
     def _schedule(self, delay_ns: int) -> None:
         if self._timer is not None:
@@ -363,12 +566,11 @@ class RateLimiter:
             self._timer.cancel()
             self._timer = None
         for q in [self._read_waiters, *(q for w in self._all_writes() for q in w.waiters)]:
-            while q:
-                _, fut = q.popleft()
-                if not fut.done():
+            for x in q.take_all():
+                if not x.fut.done():
                     # an error, not a cancellation: the waiting request must fail visibly (a cancel
                     # that silently vanished would look like the caller's own task being cancelled)
-                    fut.set_exception(KmmError("the rate limiter was closed while this request waited"))
+                    x.fut.set_exception(KmmError("the rate limiter was closed while this request waited"))
 
 
 def limits_from_account(body: object) -> tuple[float, float] | None:

@@ -64,8 +64,11 @@ class MarketFlow:
 
     def _order(self, a: Account, side: int, price: int, count: int, tif: str) -> Order | None:
         self.n += 1
+        # the ticker keeps the coid unique per account: every market's flow counts from 1, and a
+        # repeated coid is refused, which left every market but the first with an empty book at start
+        coid = f"flow-{a.key_id}-{self.m.ticker}-{self.n}"
         try:
-            return self.engine.place(a, self.m.ticker, side, price, count, coid=f"flow-{a.key_id}-{self.n}",
+            return self.engine.place(a, self.m.ticker, side, price, count, coid=coid,
                                      tif=tif, stp=protocol.STP_MAKER)
         except Reject:
             return None
