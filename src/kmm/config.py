@@ -104,6 +104,15 @@ class RunConfig:
     latency_warn_us: float = opt(20_000.0, "Warn (log and status) when the frame -> request p99 over the "
                                  "last latency_window_s passes this; 0: never.", lo=0)
     latency_window_s: float = opt(10.0, "Window of that p99.", lo=1)
+    incentive_refresh_s: float = opt(300.0, "Read GET /incentive_programs (active programs, 10 read tokens a "
+                                     "page of 1000) at start and this often after.", lo=10)
+    incentive_sample_s: float = opt(1.0, "Score our resting quotes against each quoted market's liquidity "
+                                    "program this often (the program samples the book every second).",
+                                    lo=0.1)
+    volume_backfill_days: float = opt(30.0, "At start, read this many days of the account's fills "
+                                      "(GET /portfolio/fills, 10 read tokens a page of 1000, at most 20 "
+                                      "pages) for the 30-day volume; 0: this session's fills only.",
+                                      lo=0, hi=30)
 
 
 # The connector owns [kalshi]; these are the keys it documents (kept in step with its

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from kmm.engine.events import EventRiskGate, EventRow, EventSpec, EventStatus, may_fill_from_orders, payout
 from kmm.engine.risk import Decision
+from kmm.engine.view import EventView
 
 #: event statuses in which every quote of the event is pulled at once (then requoted through the gate,
 #: which lets only risk-lowering orders through)
@@ -172,6 +173,25 @@ class EventWiring:
 
     def rollup(self) -> list[EventRow]:
         return self.gate.rollup() if self.gate.events else []
+
+    def views(self, pnl_of: Callable[[str], int], quoted: Collection[str],
+              incentive_of: Callable[[str], str] | None = None) -> list[EventView]:
+        """The per-event roll-up for the view and the records, worst case (with resting) first:
+        positions, worst-case loss, exposure and this session's P&L (``pnl_of(ticker)``, net) per
+        event. O(markets + resting orders)."""
+        out = []
+        lim = self.gate.limits
+        for row in self.rollup():
+            book = self.gate.events[row.event_ticker]
+            mine = [t for t in book.markets if t in quoted]
+            out.append(EventView(
+                row.event_ticker, row.mutually_exclusive, row.markets, len(mine),
+                sum(abs(self.pf.position(t)) for t in book.markets), row.inventory, row.worst_now,
+                row.worst_resting, row.max_event_loss, lim.exposure_for(row.event_ticker),
+                sum(pnl_of(t) for t in mine), row.status,
+                incentive_of(row.event_ticker) if incentive_of is not None else ""))
+        out.sort(key=lambda v: (v.worst_resting, v.event))
+        return out
 
 
 async def pull_event_orders(session: Any, markets: Collection[str], reason: str, *, limit_s: float = 2.0,

@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from kmm.engine.clock import NS_PER_S
+from kmm.engine.incentwire import sample_engine
 from kmm.engine.risk import KillState
 from kmm.errors import KmmError
 
@@ -28,6 +29,7 @@ class Housekeeping:
         self.m = maker
         self._handle: asyncio.TimerHandle | None = None
         self._status: asyncio.Future[Any] | None = None
+        self._incentive_read: asyncio.Future[Any] | None = None
         self.ticks = 0
         self.last_tick_ns = 0
         self._next: dict[str, int] = {}
@@ -91,6 +93,11 @@ class Housekeeping:
             self._status = s.spawn(self._poll_status())
         if self._due("latency", now, 1.0):
             m.check_latency(now)
+        if self._due("incentive_read", now, m.cfg.run.incentive_refresh_s) and \
+                (self._incentive_read is None or self._incentive_read.done()) and m.rest is not None:
+            self._incentive_read = s.spawn(m.incentives.refresh(m.rest))
+        if m.incentives.programs and self._due("incentive_sample", now, m.cfg.run.incentive_sample_s):
+            sample_engine(m.incentives, m)
         verify_s = m.opt.reconcile_interval_s or m.cfg.run.verify_interval_s
         if self._due("reconcile", now, verify_s) and m.quoting and not m.recovery.busy():
             m.recovery.resync_soon("periodic")

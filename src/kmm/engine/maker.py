@@ -37,6 +37,7 @@ from kmm.engine.clock import NS_PER_S, Clock, SystemClock
 from kmm.engine.eventwire import EventWiring, merged_denials, pull_event_orders
 from kmm.engine.freshness import Freshness
 from kmm.engine.housekeeping import Housekeeping
+from kmm.engine.incentwire import IncentiveWiring
 from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline, read_fee_rates, read_markets_raw
 from kmm.engine.orders import LiveOrder, Order
 from kmm.engine.recovery import Recovery
@@ -44,7 +45,7 @@ from kmm.engine.risk import Decision, KillState
 from kmm.engine.session import Session, SessionOptions
 from kmm.engine.makerstats import MakerStats
 from kmm.engine.sessionpnl import PnlFigures, SessionPnl
-from kmm.engine.view import CLEAR, MarketRow, Snapshot, render_line, render_table, usd
+from kmm.engine.view import CLEAR, EventView, MarketRow, Snapshot, event_line, render_line, render_table, usd
 from kmm.errors import KmmError
 from kmm.kalshi import ConnectorConfig, FeedHandler
 from kmm.kalshi.decode import WireError
@@ -115,6 +116,8 @@ class RunSummary:
     not_started: str | None = None      # the start failed before anything was sent: why
     lifetime: str = ""                  # the account's lifetime P&L, labelled (shown apart)
     maker: dict[str, Any] = field(default_factory=dict)   # MakerMetrics.as_dict() of this session
+    events: list[dict[str, Any]] = field(default_factory=list)   # EventView.as_dict() per event, worst first
+    incentives: dict[str, Any] = field(default_factory=dict)     # IncentiveWiring.summary()
 
     @property
     def net(self) -> int:
@@ -153,6 +156,30 @@ class RunSummary:
                          f"{m['contracts_offered']:g} contracts offered, {m['contract_seconds_near_best']:,.0f} "
                          f"contract-s at the best, maker fill rate {pct(m['maker_fill_rate'])}, "
                          f"maker {m['maker_contracts']:g} / taker {m['taker_contracts']:g} contracts")
+            lines.append(f"  maker: liquidity {m['contract_seconds_near_best']:,.0f} contract-s / "
+                         f"${m['dollar_seconds_near_best']:,.2f}-s at the best ({m['contract_seconds_resting']:,.0f}"
+                         f" contract-s resting), spread improvement "
+                         + ("-" if m['spread_improvement_avg'] is None else f"{m['spread_improvement_avg'] / 100:.2f}c")
+                         + f" avg, maker/taker {'-' if m['maker_taker_ratio'] is None else format(m['maker_taker_ratio'], '.2f')}"
+                         f", 30-day volume {m['volume_30d_contracts']:,.2f} contracts (${m['volume_30d_dollars']:,.2f}; "
+                         f"{m.get('volume_30d_source', '')})")
+        if self.events:
+            bad = [e for e in self.events if e["status"] != "ok"]
+            lines.append(f"  events: {len(self.events)}" + (f", not ok: {len(bad)}" if bad else "") +
+                         " (worst first; worst case now / with resting orders, limit)")
+            for ev in self.events[:10]:
+                lines.append("    " + event_line(EventView(**ev)))
+            if len(self.events) > 10:
+                lines.append(f"    ... {len(self.events) - 10} more events in summary.json (details.events)")
+        if self.incentives:
+            for t, v in sorted(self.incentives.items())[:10]:
+                frac = v["qualified_fraction"]
+                lines.append(f"  incentive program {v['program_id']} on {t}: our quotes qualified in "
+                             f"{v['qualified']}/{v['snapshots']} snapshots"
+                             + ("" if frac is None else f" ({frac:.0%})")
+                             + ("" if v["mean_share"] is None else f", mean share {v['mean_share']:.1%}")
+                             + (f"; last: {', '.join(v['last']['reasons'])}" if v["last"] and v["last"]["reasons"]
+                                else ""))
         if self.lifetime:
             lines.append(f"  account (not this session): {self.lifetime}")
         if self.signatures is not None:
@@ -234,6 +261,7 @@ class Engine(FeedHandler):
         self.event_risk = EventWiring(cfg, self.session.pf, self.session.om)   # events learnt at start
         self.spnl: SessionPnl | None = None   # this session's P&L, from the account as loaded at start
         self.mstats = MakerStats(self.clock)  # maker metrics of this session (near the best: at the best)
+        self.incentives = IncentiveWiring(self.tickers)   # maker programs (GET /incentive_programs)
         self.freshness = Freshness(self.clock, stale_after_s=cfg.risk.stale_after_s,
                                    answer_s=(self.opt.snapshot_answer_s if self.opt.snapshot_answer_s is not None
                                              else min(1.0, cfg.risk.stale_after_s / 2)))
@@ -342,6 +370,9 @@ class Engine(FeedHandler):
         s.on_booked = self._booked
         # after the positions: each event's session baseline is the account as found
         await self.event_risk.learn(rest, raws, {t: p.info for t, p in self.pipes.items()})
+        await self.incentives.refresh(rest)                 # never raises
+        if self.cfg.run.volume_backfill_days > 0:
+            s.spawn(self._load_volume(rest))
         ws = s.open_ws(self, self.router, OrderBook, markets)
         await ws.start()
         if self.opt.gc_freeze:
@@ -432,6 +463,18 @@ class Engine(FeedHandler):
         pipe.on_book(now, self.clock.time_ns(), live)
         self._marks(ticker, pipe.inputs)
         self._requote(pipe, recv_ns or now, live)     # not deciding now: says why (pull, dirty, ...)
+
+    async def _load_volume(self, rest: Any) -> None:
+        """The 30-day volume from the exchange's own fills (the API has no 30-day volume figure)."""
+        days = self.cfg.run.volume_backfill_days
+        since_s = self.clock.time_ns() // NS_PER_S - int(days * 86_400)
+        try:
+            fills = await rest.get_fills(min_ts=since_s, limit=1000, max_pages=20)
+        except KmmError as exc:
+            log.warning("30-day volume: fills not readable (%s); the volume counts this session only", exc)
+            return
+        self.mstats.load_volume(fills, f"the account's fills over {days:g} days (GET /portfolio/fills; "
+                                       "the API gives no 30-day volume figure) + this session's")
 
     def _marks(self, ticker: str, inp: Any) -> None:
         """The market's top of book marks the portfolio, the session's P&L and the maker metrics."""
@@ -1086,7 +1129,8 @@ class Engine(FeedHandler):
             rows.append(MarketRow(t, p.inputs.best_bid or None, p.inputs.best_ask or None,
                                   bid.price if bid else None, ask.price if ask else None,
                                   bid.remaining if bid else 0, ask.remaining if ask else 0,
-                                  self.pf.position(t), sp.realized - sp.fees, sp.unrealized, p.fills, state))
+                                  self.pf.position(t), sp.realized - sp.fees, sp.unrealized, p.fills, state,
+                                  incentive=self.incentives.label(t)))
         pressure = self.rest.limiter.pressure() if self.rest is not None else 0.0
         kill = self.gate.kill_state
         notes = [] if kill is KillState.ARMED else [f"kill switch {kill.value}"]
@@ -1097,7 +1141,15 @@ class Engine(FeedHandler):
         return Snapshot(elapsed_s=(self.clock.monotonic_ns() - self._started_ns) / NS_PER_S, venue=self.venue,
                         markets=rows, cash=self.pf.cash, fees=self.session_pnl().fees, fills=self.fills,
                         orders_sent=self.orders_sent, write_pressure=pressure,
-                        latency_p50_us=p50, latency_p99_us=p99, note="; ".join(notes))
+                        latency_p50_us=p50, latency_p99_us=p99, note="; ".join(notes),
+                        events=self.event_views(), incentives=self.incentives.brief())
+
+    def event_views(self) -> list[EventView]:
+        """The per-event roll-up (worst first): positions, worst case, exposure, session P&L."""
+        def pnl(t: str) -> int:
+            return self.session_pnl(t).net
+        return self.event_risk.views(pnl, self.pipes, lambda ev: self.incentives.event_label(
+            self.event_risk.gate.events[ev].markets))
 
     def draw(self) -> None:
         if self.opt.view == "off":
@@ -1154,6 +1206,7 @@ class Engine(FeedHandler):
             latency_p50_us=p50, latency_p99_us=p99, latency_p999_us=p999,
             risk_denials=merged_denials(self.gate.denials.items(), self.event_risk.denials.items()),
             notes=s.notes, stop_s=res.seconds, maker=self.mstats.snapshot().as_dict(),
+            events=[v.as_dict() for v in self.event_views()], incentives=self.incentives.summary(),
             not_started=self._not_started, signatures=self.signature_stats())
         log.info("%s", summary.render())
         return summary

@@ -80,6 +80,7 @@ class MakerMetrics:
     maker_taker_ratio: float | None        # maker / taker contracts; None without taker fills
     volume_30d_contracts: float
     volume_30d_dollars: float
+    volume_30d_source: str = "this session's fills only"   # where the 30-day volume comes from
 
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -114,6 +115,7 @@ class MakerStats:
         self.improvement_n = 0
         self.maker_count = 0                # 1e-2 contracts
         self.taker_count = 0
+        self.volume_source = "this session's fills only"
 
     # ------------------------------------------------------------------ accrual
     def _market(self, ticker: str) -> _Market:
@@ -210,6 +212,9 @@ class MakerStats:
             k = key if key is not None else fill.client_order_id
             if k is not None and k in self._seen_keys:
                 self._with_maker_fill.add(k)
+        self._add_volume(fill)
+
+    def _add_volume(self, fill: Fill) -> None:
         ts = fill.ts_ms * NS_PER_MS if fill.ts_ms else self.clock.time_ns()
         notional = fill.count * fill.price
         vol = self._volume
@@ -220,6 +225,17 @@ class MakerStats:
         self._vol_count += fill.count
         self._vol_notional_e6 += notional
         self._evict()
+
+    def load_volume(self, fills: list[Fill], source: str) -> None:
+        """Seed only the 30-day volume from the exchange's fills (``GET /portfolio/fills`` since 30 days
+        ago, read at start): the maker/taker counts and fill rates stay this session's. Fills seen again
+        later (deduplicated by ``trade_id``) count once. ``source`` says where the figure comes from."""
+        for f in sorted(fills, key=lambda f: f.ts_ms):
+            if f.trade_id in self._trades:
+                continue
+            self._trades.add(f.trade_id)
+            self._add_volume(f)
+        self.volume_source = source
 
     def load_fills(self, fills: list[Fill]) -> None:
         """Seed the 30-day volume (and maker/taker counts) from ``GET /portfolio/fills`` at start."""
@@ -259,4 +275,5 @@ class MakerStats:
             maker_taker_ratio=(self.maker_count / self.taker_count) if self.taker_count else None,
             volume_30d_contracts=self._vol_count / CONTRACT,
             volume_30d_dollars=self._vol_notional_e6 / E6_PER_DOLLAR,
+            volume_30d_source=self.volume_source,
         )

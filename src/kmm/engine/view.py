@@ -26,11 +26,34 @@ class MarketRow:
     unrealized: int = 0
     fills: int = 0
     state: str = "quoting"           # quoting | stale | paused | reduce-only | killed | closed
+    incentive: str = ""              # "" (no program) | "LIP ok 12%" | "LIP no: bid outside target" ...
     bids: list[tuple[int, int]] = field(default_factory=list)    # book levels, best first (price, size)
     asks: list[tuple[int, int]] = field(default_factory=list)
     mine_bids: dict[int, int] = field(default_factory=dict)      # price -> our resting bid size there
     mine_asks: dict[int, int] = field(default_factory=dict)
     max_position: int = 0            # 1e-2 contracts; 0: unknown
+
+
+@dataclass(slots=True)
+class EventView:
+    """One event at a glance (the per-event roll-up): money 1e-4 $, sizes 1e-2 contracts."""
+
+    event: str
+    mutually_exclusive: bool
+    markets: int                     # markets of the event kmm knows
+    quoted: int                      # ... of them quoted this session
+    positions: int                   # sum of |position| over its markets
+    inventory: int                   # event inventory E (YES-equivalent, signed): the exposure
+    worst_now: int                   # worst outcome P&L of the positions (<= 0 is a loss)
+    worst_resting: int               # ... with every resting order that hurts there filling
+    max_event_loss: int
+    max_event_exposure: int
+    pnl: int                         # this session's net P&L over its markets
+    status: str                      # ok | reduce_only | over_limit | kill
+    incentive: str = ""              # e.g. "2/5 qualify" when programs apply to its markets
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
 
 
 @dataclass(slots=True)
@@ -60,6 +83,8 @@ class Snapshot:
     max_total_position: int = 0      # 1e-2 contracts
     max_open_orders: int = 0
     stopping: bool = False
+    events: list[EventView] = field(default_factory=list)   # the per-event roll-up, worst first
+    incentives: str = ""             # programs: e.g. "LIP 2 markets, 1 qualifies"
 
 
 def _c(px: int | None) -> str:
@@ -100,17 +125,62 @@ def net_pnl(s: Snapshot) -> int:
     return sum(m.realized + m.unrealized for m in s.markets)
 
 
+#: more markets than this and the views show the ones that need a look, plus the per-event roll-up
+MANY_MARKETS = 20
+
+
+def notable(markets: list[MarketRow], n: int) -> list[MarketRow]:
+    """Up to ``n`` markets that need a look, first: not quoting normally, then the largest positions,
+    then the worst P&L. The others are in the per-event roll-up."""
+    def rank(m: MarketRow) -> tuple[int, int, int]:
+        return (0 if m.state != "quoting" else 1, -abs(m.position), m.realized + m.unrealized)
+    return sorted(markets, key=rank)[:n]
+
+
+def event_line(ev: EventView) -> str:
+    """One event in a few words: ``KXSIMWIN-26 me 3/3 pos 12 E +12 worst -$3.40 (-$4.10 resting) of $25.00
+    P&L -$0.12 ok``."""
+    me = "me" if ev.mutually_exclusive else "ind"
+    return (f"{ev.event} {me} {ev.quoted}/{ev.markets} pos {_n(ev.positions)} E {ev.inventory / 100:+g} "
+            f"worst {usd(ev.worst_now)} ({usd(ev.worst_resting)} resting) of {usd(ev.max_event_loss)} "
+            f"P&L {usd(ev.pnl)} {ev.status}" + (f" {ev.incentive}" if ev.incentive else ""))
+
+
+def events_brief(s: Snapshot, n: int = 3) -> str:
+    """The roll-up in one phrase for the status line: how many events, how many not ok, the worst."""
+    if not s.events:
+        return ""
+    bad = [e for e in s.events if e.status != "ok"]
+    worst = min(s.events, key=lambda e: e.worst_resting)
+    out = f"events={len(s.events)}"
+    if bad:
+        out += " not-ok=" + ",".join(f"{e.event}:{e.status}" for e in bad[:n]) + ("..." if len(bad) > n else "")
+    return out + f" worst={worst.event} {usd(worst.worst_now)}/{usd(worst.worst_resting)} resting"
+
+
 def render_table(s: Snapshot) -> str:
     """A plain text table within 80 columns (for a redraw without the console)."""
     lines = [f"kmm {s.venue} t={s.elapsed_s:,.0f}s fills={s.fills} sent={s.orders_sent} "
              f"write-bucket={s.write_pressure:4.0%} p50={_lat(s.latency_p50_us)} p99={_lat(s.latency_p99_us)}"[:80],
              f"{'market':<16} {'bid':>5} {'ask':>5} {'mybid':>5} {'myask':>5} {'pos':>6} {'P&L':>9} "
              f"{'fills':>5} state"]
-    for m in s.markets:
+    many = len(s.markets) > MANY_MARKETS
+    for m in (notable(s.markets, MANY_MARKETS // 2) if many else s.markets):
         lines.append(f"{m.ticker[:16]:<16} {_c(m.best_bid)} {_c(m.best_ask)} {_c(m.my_bid)} {_c(m.my_ask)} "
                      f"{_n(m.position):>6} {usd(m.realized + m.unrealized):>9} {m.fills:>5} {m.state}"[:80])
+    progs = [m for m in s.markets if m.incentive]
+    for m in progs[:5]:
+        lines.append(f"LIP {m.ticker}: {m.incentive}"[:80])
+    if len(progs) > 5:
+        lines.append(f"LIP ... {len(progs) - 5} more markets with a program")
+    if many:
+        lines.append(f"... {len(s.markets) - MANY_MARKETS // 2} more markets: see the events below"[:80])
+    if s.events:
+        lines.append(f"events ({len(s.events)}, worst first; worst case now / with resting, limit):"[:80])
+        for ev in s.events[:10]:
+            lines.append(event_line(ev)[:80])
     lines.append(f"session P&L net {usd(net_pnl(s))} (fees {usd(s.fees)}) cash {usd(s.cash)}"
-                 + (f" | {s.note}" if s.note else ""))
+                 + (f" | {s.incentives}" if s.incentives else "") + (f" | {s.note}" if s.note else ""))
     return "\n".join(lines)
 
 
@@ -119,9 +189,17 @@ def render_line(s: Snapshot) -> str:
     parts = [f"t={s.elapsed_s:.0f}s fills={s.fills} sent={s.orders_sent} "
              f"pressure={s.write_pressure:.0%} p50={_lat(s.latency_p50_us)} p99={_lat(s.latency_p99_us)} "
              f"session_pnl={usd(net_pnl(s))}"]
-    for m in s.markets:
+    many = len(s.markets) > MANY_MARKETS
+    for m in (notable(s.markets, 5) if many else s.markets):
         parts.append(f"{m.ticker} {_c(m.my_bid).strip()}/{_c(m.my_ask).strip()} pos={_n(m.position)} "
-                     f"pnl={usd(m.realized + m.unrealized)} {m.state}")
+                     f"pnl={usd(m.realized + m.unrealized)} {m.state}" + (f" {m.incentive}" if m.incentive else ""))
+    if many:
+        quoting = sum(1 for m in s.markets if m.state == "quoting")
+        parts.append(f"+{len(s.markets) - 5} markets ({quoting}/{len(s.markets)} quoting)")
+    if s.events:
+        parts.append(events_brief(s))
+    if s.incentives:
+        parts.append(s.incentives)
     if s.note:
         parts.append(s.note)
     return " | ".join(parts)
@@ -183,32 +261,59 @@ def render_console(s: Snapshot, width: int = 80, height: int = 24) -> Any:
                no_wrap=True, overflow="ellipsis", style="bold red" if pnl < 0 else "bold")
     flow = Text(f"fills {s.fills}  open {n_open}  sent {s.orders_sent}  write bucket {s.write_pressure:.0%}  "
                 f"latency p50 {_lat(s.latency_p50_us)} p99 {_lat(s.latency_p99_us)}  fees {usd(s.fees)}"
+                + (f"  {s.incentives}" if s.incentives else "")
                 + (f"  {s.note}" if s.note and not s.note.startswith("kill switch") else ""),
                 no_wrap=True, overflow="ellipsis")
     keys = Text("k kill switch  r resume  q stop  | kmm status/kill-switch/resume/stop, or signals",
                 no_wrap=True, overflow="ellipsis", style="reverse")
 
+    many = len(s.markets) > MANY_MARKETS
+    room_rows = max(3, (height - 12) // 2)
+    shown = notable(s.markets, room_rows) if many else s.markets
+    any_prog = any(m.incentive for m in s.markets)
     mt = Table(box=None, pad_edge=False, padding=(0, 1), expand=False, show_edge=False)
     for name, just in (("market", "left"), ("bid", "right"), ("ask", "right"), ("our bid", "right"),
                        ("our ask", "right"), ("pos", "right"), ("room", "right"), ("P&L", "right"),
-                       ("state", "left")):
+                       ("state", "left")) + ((("LIP", "left"),) if any_prog else ()):
         mt.add_column(name, justify=just, no_wrap=True)  # type: ignore[arg-type]
-    for m in s.markets:
+    for m in shown:
         mroom = _n(m.max_position - abs(m.position)) if m.max_position else "-"
         ours_b = "-" if m.my_bid is None else f"{_n(m.my_bid_size)}@{m.my_bid / 100:.1f}"
         ours_a = "-" if m.my_ask is None else f"{_n(m.my_ask_size)}@{m.my_ask / 100:.1f}"
         mpnl = m.realized + m.unrealized
-        mt.add_row(m.ticker[:14], _c(m.best_bid).strip(), _c(m.best_ask).strip(), ours_b, ours_a,
-                   _n(m.position), mroom, Text(usd(mpnl), style="red" if mpnl < 0 else ""), m.state[:11])
+        cells: list[Any] = [m.ticker[:14], _c(m.best_bid).strip(), _c(m.best_ask).strip(), ours_b, ours_a,
+                            _n(m.position), mroom, Text(usd(mpnl), style="red" if mpnl < 0 else ""), m.state[:11]]
+        if any_prog:
+            cells.append(Text(m.incentive[:8] or "-", style="green" if m.incentive.startswith("ok") else ""))
+        mt.add_row(*cells)
+    extra: list[Any] = []
+    if many:
+        extra.append(Text(f"... {len(s.markets) - len(shown)} more markets ("
+                          f"{sum(1 for m in s.markets if m.state == 'quoting')}/{len(s.markets)} quoting); "
+                          "per event below", no_wrap=True, overflow="ellipsis", style="dim"))
+    if s.events:
+        et = Table(box=None, pad_edge=False, padding=(0, 1), expand=False, show_edge=False)
+        for name, just in (("event", "left"), ("mkts", "right"), ("pos", "right"), ("E", "right"),
+                           ("worst", "right"), ("w/ resting", "right"), ("limit", "right"), ("P&L", "right"),
+                           ("status", "left")):
+            et.add_column(name, justify=just, no_wrap=True)  # type: ignore[arg-type]
+        for ev in s.events[:room_rows if many else 5]:
+            et.add_row(ev.event[:16], f"{ev.quoted}/{ev.markets}", _n(ev.positions), f"{ev.inventory / 100:+g}",
+                       Text(usd(ev.worst_now), style="red" if ev.worst_now < 0 else ""), usd(ev.worst_resting),
+                       usd(ev.max_event_loss), usd(ev.pnl),
+                       Text(ev.status[:11], style="" if ev.status == "ok" else "bold red"))
+        extra.append(et)
+    ladder_markets = shown[:3] if many else s.markets
 
-    fixed = 4 + 1 + (len(s.markets) + 1) + 1      # header, keys, market table, spacer
+    fixed = 4 + 1 + (len(shown) + 1) + 1 + (1 if many else 0) + \
+        ((min(len(s.events), room_rows if many else 5) + 1) if s.events else 0)
     spare = max(4, height - fixed)
     depth = max(1, min(8, (spare - 6) // 4))       # ladder rows: 2*depth + title
     ladders = Table.grid(padding=(0, 2))
-    per_row = max(1, min(len(s.markets), width // 26))
+    per_row = max(1, min(len(ladder_markets), width // 26))
     ladder_h = 0
     cells = []
-    for m in s.markets:
+    for m in ladder_markets:
         t = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1), title_justify="left")
         t.title = m.ticker[:24]
         t.add_column(justify="right", style="bold cyan", width=6)
@@ -238,7 +343,7 @@ def render_console(s: Snapshot, width: int = 80, height: int = 24) -> Any:
     right.append("\nlog\n", style="bold")
     right.append("\n".join(s.log_lines[-max(1, n - (n // 3 or 1) - 1):] or ["-"]))
     lists.add_row(left, right)
-    parts: list[Any] = [head, out, tot, flow, mt, Text(""), ladders]
+    parts: list[Any] = [head, out, tot, flow, mt, *extra, Text(""), ladders]
     if rest >= 3:
         parts.append(lists)
     parts.append(keys)

@@ -153,6 +153,21 @@ CREATE TABLE book_snapshots (
 );
 CREATE INDEX book_snapshots_by_ticker ON book_snapshots (ticker, ts_ns);
 """),
+    (2, """
+CREATE TABLE incentive_samples (
+    id              INTEGER PRIMARY KEY,
+    ts_ns           INTEGER NOT NULL,
+    ticker          TEXT NOT NULL,
+    program_id      TEXT NOT NULL,
+    qualifies       INTEGER NOT NULL,  -- 1: our resting quotes score in this snapshot
+    score           REAL NOT NULL,     -- our score, contracts x distance multiplier (both sides)
+    share           REAL,              -- our score / everyone's, NULL when nobody scores
+    bid_qualifying  INTEGER NOT NULL,  -- 1e-2 contracts of our bid that count
+    ask_qualifying  INTEGER NOT NULL,
+    reasons         TEXT NOT NULL      -- why not (or not all) of our size counts, empty when it all does
+);
+CREATE INDEX incentive_samples_by_ticker ON incentive_samples (ticker, ts_ns);
+"""),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -380,6 +395,16 @@ class StoreReader:
         rows = self._query(f"SELECT {_METRIC_COLS} FROM execution_metrics{where} ORDER BY ts_ns", args)
         return [ExecutionMetrics(*r) for r in rows]
 
+    def incentive_samples(self, ticker: str | None = None) -> list[tuple[Any, ...]]:
+        """``(ts_ns, ticker, program_id, qualifies, score, share, bid_qualifying, ask_qualifying,
+        reasons)`` rows in time order (an older store without the table: none)."""
+        where, args = _where(ticker=ticker)
+        try:
+            return self._query("SELECT ts_ns, ticker, program_id, qualifies, score, share, bid_qualifying, "
+                               f"ask_qualifying, reasons FROM incentive_samples{where} ORDER BY id", args)
+        except sqlite3.OperationalError:
+            return []
+
     def book_snapshots(self, ticker: str | None = None, *, reason: str | None = None) -> list[BookSnapshot]:
         where, args = _where(ticker=ticker, reason=reason)
         rows = self._query(f"SELECT ts_ns, ticker, seq, reason, bids, asks FROM book_snapshots{where} "
@@ -411,7 +436,7 @@ def _where(**conds: Any) -> tuple[str, list[Any]]:
 # ---- writing --------------------------------------------------------------------------------------
 
 # operation codes of queued items: (code, params)
-_ORDER, _FILL, _PNL, _EXEC, _EXEC_UPD, _EXEC_ORDER, _METRICS, _BOOK = range(8)
+_ORDER, _FILL, _PNL, _EXEC, _EXEC_UPD, _EXEC_ORDER, _METRICS, _BOOK, _INCENTIVE = range(9)
 
 
 class Store(StoreReader, BackgroundWriter):
@@ -511,6 +536,13 @@ class Store(StoreReader, BackgroundWriter):
         sides), e.g. ``reason='arrival'`` when an execution starts. The levels are copied here."""
         self._put((_BOOK, (self._clock() if ts_ns is None else ts_ns, ticker, seq, reason,
                            [(int(p), int(s)) for p, s in bids], [(int(p), int(s)) for p, s in asks])))
+
+    def record_incentive(self, *, ticker: str, program_id: str, qualifies: bool, score: float,
+                         share: float | None, bid_qualifying: int, ask_qualifying: int, reasons: str,
+                         ts_ns: int | None = None) -> None:
+        """One incentive-program snapshot of our quotes in ``ticker`` (:mod:`kmm.engine.incentives`)."""
+        self._put((_INCENTIVE, (self._clock() if ts_ns is None else ts_ns, ticker, program_id, int(qualifies),
+                                float(score), share, int(bid_qualifying), int(ask_qualifying), reasons)))
 
     # ---- writer thread -----------------------------------------------------------------------------
 
@@ -636,12 +668,16 @@ class Store(StoreReader, BackgroundWriter):
                      (ts, ticker, seq, reason, json.dumps(bids, separators=(",", ":")),
                       json.dumps(asks, separators=(",", ":"))))
 
+    def _w_incentive(self, conn: sqlite3.Connection, a: tuple[Any, ...]) -> None:
+        conn.execute("INSERT INTO incentive_samples (ts_ns, ticker, program_id, qualifies, score, share, "
+                     "bid_qualifying, ask_qualifying, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", a)
+
     _handlers: Sequence[Callable[[Store, sqlite3.Connection, Any], None]] = (
-        _w_order, _w_fill, _w_pnl, _w_exec, _w_exec_upd, _w_exec_order, _w_metrics, _w_book)
+        _w_order, _w_fill, _w_pnl, _w_exec, _w_exec_upd, _w_exec_order, _w_metrics, _w_book, _w_incentive)
 
 
 _OP_NAMES = ("order", "fill", "pnl", "execution", "execution update", "execution order",
-             "execution metrics", "book snapshot")
+             "execution metrics", "book snapshot", "incentive sample")
 
 __all__ = [
     "BookSnapshot", "ExecutionMetrics", "ExecutionOrderRecord", "ExecutionRecord", "MIGRATIONS",

@@ -72,6 +72,10 @@ def write_run_outputs(engine: Any, recorder: Any, start_ns: int, *, mode: str = 
                                  **({"account_lifetime_1e4_usd": lifetime} if lifetime else {}),
                                  **({"maker_metrics": engine.mstats.snapshot().as_dict()}
                                     if hasattr(engine, "mstats") else {}),
+                                 **({"events": [v.as_dict() for v in engine.event_views()]}
+                                    if hasattr(engine, "event_views") else {}),
+                                 **({"incentives": engine.incentives.summary()}
+                                    if hasattr(engine, "incentives") else {}),
                                  "signatures": getattr(engine, "signature_stats", lambda: None)()})
         write_summary(out, s)
         return s

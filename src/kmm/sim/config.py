@@ -6,6 +6,7 @@ import os
 import ssl
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from kmm import protocol
 from kmm.sim.ratelimit import TIERS
@@ -94,6 +95,22 @@ def default_markets(n: int | None = None) -> list[MarketSpec]:
     return base + extra
 
 
+def liquidity_program(ticker: str, *, target_size: str = "100.00", discount_factor_bps: int = 5000,
+                      period_reward: int = 1_000_000, start_s: float | None = None, days: float = 30.0,
+                      program_id: str | None = None, paid_out: bool = False) -> dict[str, Any]:
+    """A Liquidity Incentive Program item as ``GET /incentive_programs`` lists it (kalshi-api.md 11):
+    ``period_reward`` in centi-cents ($100 by default), ``target_size_fp`` contracts, running from
+    ``start_s`` (Unix seconds; default: a day ago) for ``days``."""
+    start = time.time() - 86400 if start_s is None else start_s
+
+    def iso(t: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return {"id": program_id or f"lip-{ticker}", "market_id": f"mkt-{ticker}", "market_ticker": ticker,
+            "incentive_type": "liquidity", "incentive_description": f"Liquidity incentive on {ticker}",
+            "start_date": iso(start), "end_date": iso(start + days * 86400), "period_reward": period_reward,
+            "paid_out": paid_out, "discount_factor_bps": discount_factor_bps, "target_size_fp": target_size}
+
+
 def grid_markets(exchange_index: int = 0) -> list[MarketSpec]:
     """One market on each of the twelve price structures (``--markets all-grids``), on one shard."""
     return [MarketSpec(f"KXGRID-26-G{i:02d}", event_ticker=f"KXGRID-26G{i:02d}", price_level_structure=s,
@@ -150,6 +167,9 @@ class SimConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     ssl_context: ssl.SSLContext | None = None
+    # GET /incentive_programs (kalshi-api.md 11): the programs served, as wire items (see
+    # liquidity_program); none by default.
+    incentive_programs: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -243,6 +244,7 @@ class Api:
         g(P + "/events/{ticker}", self.event)
         g(P + "/historical/cutoff", self.historical_cutoff)
         g(P + "/account/endpoint_costs", self.endpoint_costs)
+        g(P + "/incentive_programs", self.incentive_programs)
         po(P + "/portfolio/events/orders/batched", self.batch_create)
         de(P + "/portfolio/events/orders/batched", self.batch_cancel)
         po(P + "/portfolio/events/orders", self.create_order)
@@ -282,7 +284,7 @@ class Api:
         return app
 
     PUBLIC_PREFIXES = (P + "/markets", P + "/series", P + "/exchange", P + "/events", P + "/historical/cutoff",
-                       P + "/account/endpoint_costs")
+                       P + "/account/endpoint_costs", P + "/incentive_programs")
 
     @web.middleware
     async def middleware(self, req: web.Request, handler: Handler) -> web.StreamResponse:
@@ -559,6 +561,34 @@ class Api:
         t = rfc3339(self.sim.started_ms)
         return _json({"market_settled_ts": t, "trades_created_ts": t, "orders_updated_ts": t,
                       "market_positions_last_updated_ts": t})
+
+    _PROGRAM_STATUS = ("all", "active", "upcoming", "closed", "paid_out")
+    _PROGRAM_TYPES = ("all", "liquidity", "volume", "margin_maker_volume")
+
+    async def incentive_programs(self, req: web.Request) -> web.Response:
+        """GET /incentive_programs?status&type&limit&cursor (kalshi-api.md 11): the configured programs,
+        filtered; the cursor comes back as ``next_cursor``."""
+        q = req.query
+        status = q.get("status", "all")
+        kind = q.get("type", "all")
+        if status not in self._PROGRAM_STATUS:
+            raise _bad("status", f"{status!r} is not one of {', '.join(self._PROGRAM_STATUS)}")
+        if kind not in self._PROGRAM_TYPES:
+            raise _bad("type", f"{kind!r} is not one of {', '.join(self._PROGRAM_TYPES)}")
+        now = time.time()
+        rows = []
+        for p in self.sim.cfg.incentive_programs:
+            start = datetime.fromisoformat(p["start_date"].replace("Z", "+00:00")).timestamp()
+            end = datetime.fromisoformat(p["end_date"].replace("Z", "+00:00")).timestamp()
+            state = ("paid_out" if p.get("paid_out") else "upcoming" if now < start
+                     else "active" if now < end else "closed")
+            if (status == "all" or status == state) and (kind == "all" or kind == p["incentive_type"]):
+                rows.append(p)
+        page, cursor = _page(req, rows, default=100)
+        body: dict[str, Any] = {"incentive_programs": page}
+        if cursor:
+            body["next_cursor"] = cursor
+        return _json(body)
 
     async def endpoint_costs(self, req: web.Request) -> web.Response:
         return _json({"default_cost": DEFAULT_COST,
