@@ -51,6 +51,7 @@ class WriteLog:
     def __init__(self) -> None:
         self.writes: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
         self.outcomes: Counter[Any] = Counter()
+        self.sides: dict[str, list[tuple[int, int, str, str]]] = defaultdict(list)   # placed creates' sides
 
     def wrap(self, engine: Engine) -> None:
         s = engine.session
@@ -72,8 +73,13 @@ class WriteLog:
                     # queue at the stop, or refused, is not a quote
                     if name == "place":
                         outs = [res]
+                        if res == "placed":
+                            self.sides[a[1].ticker].append((t0, t1, name, a[1].side))
                     elif name == "place_batch":
                         outs = [r for r, _ in res] if res else [None] * len(tickers)
+                        for (_, req), out in zip(a[0], outs):
+                            if out == "placed":
+                                self.sides[req.ticker].append((t0, t1, name, req.side))
                     else:
                         outs = ["placed"] * len(tickers)
                     for t, out in zip(tickers, outs):
@@ -108,8 +114,10 @@ def fairness(log: WriteLog, tickers: list[str], quoting_ns: int, end_ns: int) ->
     quoted = [f for f in firsts if f is not None]
     mean = statistics.fmean(counts) if counts else 0.0
     jain = (sum(counts) ** 2 / (len(counts) * sum(c * c for c in counts))) if any(counts) else 0.0
+    sides = {t: {x[3] for x in log.sides.get(t, ())} for t in tickers}
     return {
         "markets": len(tickers), "never_quoted": sum(f is None for f in firsts),
+        "one_sided": sorted(t for t in tickers if len(sides[t]) == 1),
         "writes_total": sum(counts), "writes_min": min(counts, default=0), "writes_median": statistics.median(counts) if counts else 0,
         "writes_max": max(counts, default=0), "writes_mean": round(mean, 2), "jain_index": round(jain, 3),
         "first_quote_median_s": round(statistics.median(quoted), 3) if quoted else None,

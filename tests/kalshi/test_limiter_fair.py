@@ -80,7 +80,7 @@ async def test_no_market_waits_longer_than_the_queue_takes_to_drain(clock):
     # 300 markets, each asking a place and then amends at random, on Basic's 10 writes/s: the
     # longest wait of any request is bounded by the backlog / rate (+ the promotion delay)
     rng = random.Random(3)
-    lim = basic(clock, promote_after_s=1.0)
+    lim = basic(clock, promote_after_s=1.0, max_queue_s=0)     # nothing expires: every request is served
     drain(lim, clock)
     log: list[str] = []
     tasks = [await enqueue(lim, PLACE, f"M{i}", log) for i in range(300)]
@@ -126,3 +126,28 @@ def test_a_batch_fits_the_write_bucket_with_the_cancel_reserve(clock):
     assert lim.batch_room() == 8
     lim.set_budget(1000, 1000, write_capacity=2000)
     assert lim.batch_room() == 198                  # capped by the caller at protocol.BATCH_CREATE_MAX
+
+
+async def test_a_write_queued_past_max_queue_s_is_dropped_never_sent(clock):
+    lim = basic(clock, max_queue_s=4.0)
+    drain(lim, clock)
+    lim.write.tokens = 0.0
+    lim.write.rate = 1e-9                           # no refill: only the expiry can move anything
+    log: list[str] = []
+    old = await enqueue(lim, PLACE, "A", log)
+    clock.advance(3.0)
+    young = await enqueue(lim, AMEND, "B", log)
+    cancel = await enqueue(lim, CANCEL, "A", log, cost=2.0)
+    clock.advance(1.5)
+    lim.dispatch()
+    await asyncio.sleep(0)
+    with pytest.raises(NotSent, match="stale"):
+        old.result()
+    assert not young.done() and lim.expired == 1
+    clock.advance(3.0)
+    lim.dispatch()
+    await asyncio.sleep(0)
+    with pytest.raises(NotSent):
+        young.result()
+    assert not cancel.done()                         # a cancel is never dropped
+    cancel.cancel()

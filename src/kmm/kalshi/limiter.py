@@ -23,15 +23,18 @@ a 429 on shard 2 pauses shard 2's places only. Callers pass ``shard=`` (``None``
 shard's bucket is made the first time it is named. Reads are not per shard.
 
 Fair queueing across markets (many markets on one budget): inside each lane, waiting requests are
-served round-robin over their *fair key*, the market they are for, read from the context variable
-:data:`FAIR_KEY` that the caller sets around the request (the maker sets it to the ticker of the
-decision; requests without a key share one flow). A market with many requests waiting gets one grant per
-round, so a busy market cannot hold the others back. Lanes stay strictly ordered with one exception
-against starvation: a place that has waited ``promote_after_s`` goes before the amends of its bucket
-(else, with the write budget spent on amends of quoted markets, an unquoted market would never get its
-first quote). :meth:`RateLimiter.fair_stats` gives grants and the longest queue wait per key, the
-figures that show no market starves. :meth:`RateLimiter.drop_waiting` fails places and amends still in
-the queue (never sent) at once, for the stop, the kill switch and an event's reduce-only pull.
+served by their *fair key*, the market they are for, read from the context variable :data:`FAIR_KEY`
+that the caller sets around the request (the maker sets it to the ticker of the decision; requests
+without a key share one flow). The market served least so far goes first (ties round-robin), so a
+market waiting for its first quote goes before the requotes of markets already quoted, and a busy
+market cannot hold the others back. Lanes stay strictly ordered with one exception against starvation:
+once a place has waited ``promote_after_s``, the places of its bucket go before the amends (else, with
+the write budget spent on amends of quoted markets, an unquoted market would never get its first
+quote). A place or amend still queued after ``max_queue_s`` (4 s) is dropped (:class:`NotSent`): its
+decision is stale, and the create watchdog must never look up an order that was not sent yet.
+:meth:`RateLimiter.fair_stats` gives grants and the longest queue wait per key, the figures that show
+no market starves. :meth:`RateLimiter.drop_waiting` fails places and amends still in the queue (never
+sent) at once, for the stop, the kill switch and an event's reduce-only pull.
 """
 
 from __future__ import annotations
@@ -75,18 +78,20 @@ class _Waiter:
 
 
 class FairQueue:
-    """Waiting requests of one lane, served round-robin over their keys (FIFO within a key).
+    """Waiting requests of one lane, served by key (FIFO within a key): the key that has been served
+    least so far first (``served(key)``, e.g. its grants), ties in round-robin order; without
+    ``served``, plain round-robin. ``head()`` is the next to serve; ``pop()`` takes it and moves its key
+    to the back of the round. ``oldest_waiter()`` is the longest-waiting entry (O(1) amortized)."""
 
-    ``head()`` is the next to serve; ``pop()`` takes it and moves its key to the back of the round.
-    ``oldest_ns()`` is the enqueue time of the longest-waiting entry (O(1) amortized)."""
+    __slots__ = ("_by_key", "_round", "_fifo", "_n", "_served", "_next")
 
-    __slots__ = ("_by_key", "_round", "_fifo", "_n")
-
-    def __init__(self) -> None:
+    def __init__(self, served: Callable[[str | None], int] | None = None) -> None:
         self._by_key: dict[str | None, deque[_Waiter]] = {}
         self._round: deque[str | None] = deque()
         self._fifo: deque[_Waiter] = deque()
         self._n = 0
+        self._served = served
+        self._next: str | None = None
 
     def __len__(self) -> int:
         return self._n
@@ -103,25 +108,47 @@ class FairQueue:
         self._fifo.append(w)
         self._n += 1
 
-    def head(self) -> _Waiter | None:
-        while self._round:
-            key = self._round[0]
-            q = self._by_key[key]
-            while q and q[0].done:
-                q.popleft()
-            if q:
-                return q[0]
-            del self._by_key[key]
-            self._round.popleft()
+    def _live(self, key: str | None) -> deque[_Waiter] | None:
+        q = self._by_key[key]
+        while q and (q[0].done or q[0].fut.done()):
+            x = q.popleft()
+            if not x.done:
+                x.done = True
+                self._n -= 1
+        if q:
+            return q
+        del self._by_key[key]
+        self._round.remove(key)
         return None
 
+    def head(self) -> _Waiter | None:
+        served = self._served
+        best: tuple[int, str | None] | None = None
+        for key in list(self._round):
+            q = self._live(key)
+            if q is None:
+                continue
+            if served is None:
+                self._next = key
+                return q[0]
+            n = served(key)
+            if best is None or n < best[0]:
+                best = (n, key)
+                if n == 0:
+                    break
+        if best is None:
+            return None
+        self._next = best[1]
+        return self._by_key[best[1]][0]
+
     def pop(self) -> _Waiter:
-        """Take the head (call after :meth:`head` returned it)."""
-        key = self._round.popleft()
+        """Take the head (call right after :meth:`head` returned it)."""
+        key = self._next
         q = self._by_key[key]
         w = q.popleft()
         w.done = True
         self._n -= 1
+        self._round.remove(key)
         if q:
             self._round.append(key)         # its next request waits for the others' turn
         else:
@@ -211,11 +238,12 @@ class _Writes:
 
     __slots__ = ("bucket", "paused_until_ns", "backoff_ns", "waiters")
 
-    def __init__(self, rate: float, capacity: float, now_ns: int) -> None:
+    def __init__(self, rate: float, capacity: float, now_ns: int,
+                 served: Callable[[str | None], int] | None = None) -> None:
         self.bucket = TokenBucket(rate, capacity, now_ns)
         self.paused_until_ns = 0      # places and amends wait until then after a 429 of this bucket
         self.backoff_ns = 0
-        self.waiters: tuple[FairQueue, FairQueue, FairQueue] = (FairQueue(), FairQueue(), FairQueue())
+        self.waiters: tuple[FairQueue, FairQueue, FairQueue] = (FairQueue(), FairQueue(served), FairQueue(served))
 
 
 @dataclass(slots=True)
@@ -232,13 +260,13 @@ class RateLimiter:
                  write_rate: float = protocol.RATE_TIERS["basic"][1], *,
                  burst_s: float = protocol.BURST_SECONDS, cancel_reserve: float = 20.0,
                  backoff_base_s: float = 0.25, backoff_max_s: float = 8.0,
-                 promote_after_s: float = 1.0,
+                 promote_after_s: float = 1.0, max_queue_s: float = 4.0,
                  clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self._clock = clock_ns
         now = clock_ns()
         self.burst_s = burst_s
         self.read = TokenBucket(read_rate, read_rate * burst_s, now)
-        self._w0 = _Writes(write_rate, write_rate * burst_s, now)   # the unscoped write bucket
+        self._w0 = _Writes(write_rate, write_rate * burst_s, now, self._served)   # the unscoped write bucket
         self._shard_writes: dict[int, _Writes] = {}                 # shard >= 1 -> its own write bucket
         self.cancel_reserve = min(cancel_reserve, self._w0.bucket.capacity / 2)
         self.backoff_base_ns = int(backoff_base_s * _NS)
@@ -247,6 +275,8 @@ class RateLimiter:
         self.read_paused_until_ns = 0   # reads wait until then after a read 429 (the buckets are independent)
         self._read_waiters = FairQueue()
         self.promote_after_ns = int(promote_after_s * _NS)
+        self.max_queue_ns = int(max_queue_s * _NS) if max_queue_s > 0 else 0
+        self.expired = 0
         self._granted = [0, 0, 0, 0]
         # per fair key: [grants, queued grants, longest queue wait ns, total queue wait ns]
         self._fair: dict[str | None, list[int]] = {}
@@ -273,7 +303,8 @@ class RateLimiter:
             return self._w0
         w = self._shard_writes.get(shard)
         if w is None:   # every shard has the full tier budget (kalshi-api.md 5)
-            w = self._shard_writes[shard] = _Writes(self._w0.bucket.rate, self._w0.bucket.capacity, self._clock())
+            w = self._shard_writes[shard] = _Writes(self._w0.bucket.rate, self._w0.bucket.capacity, self._clock(),
+                                                        self._served)
         return w
 
     def shard_bucket(self, shard: int | None) -> TokenBucket:
@@ -435,6 +466,12 @@ class RateLimiter:
             return True
         return False
 
+    def _served(self, key: str | None) -> int:
+        """Grants so far of ``key`` (a market): the fair queue serves the least-served market first, so
+        a market waiting for its first quote goes before the requotes of markets already quoted."""
+        st = self._fair.get(key) if hasattr(self, "_fair") else None
+        return st[0] if st is not None else 0
+
     def _count(self, key: str | None, waited_ns: int, queued: bool) -> None:
         st = self._fair.get(key)
         if st is None:
@@ -494,30 +531,24 @@ class RateLimiter:
             if wait is not None:
                 next_wait = wait if next_wait is None else min(next_wait, wait)
 
+        if self.max_queue_ns:
+            self._expire(self._clock() - self.max_queue_ns)
         for shard, w in [(None, self._w0), *self._shard_writes.items()]:
             cancel_q, amend_q, place_q = w.waiters
             wait = self._serve(CANCEL, shard, cancel_q)
             if wait is not None:        # strict priority: the other lanes of this bucket wait their turn
                 later(wait)
                 continue
-            # places that have waited promote_after_s go first, oldest first, and the amends (and the
-            # round-robin) wait until they are through: under sustained overload this is FIFO, so no
-            # wait is longer than the queue takes to drain (amends of quoted markets, cheaper to fit in
-            # the bucket than a batch, would otherwise hold an unquoted market back forever)
-            starving = False
-            while (oldest := place_q.oldest_waiter()) is not None and \
-                    self._clock() - oldest.enq_ns >= self.promote_after_ns:
-                wait = self.poll(PLACE, oldest.cost, shard)
-                if wait:
-                    later(wait)
-                    starving = True
-                    break
-                place_q.pop_waiter(oldest)
-                self._count(oldest.key, self._clock() - oldest.enq_ns, True)
-                oldest.fut.set_result(None)
+            # once a place has waited promote_after_s the places go first (least-served market
+            # first) and the amends wait until they are through: amends of quoted markets, cheaper to
+            # fit in the bucket than a batch, would otherwise hold an unquoted market back forever
+            oldest = place_q.oldest_waiter()
+            if amend_q and oldest is not None and self._clock() - oldest.enq_ns >= self.promote_after_ns:
                 self.promotions += 1
-            if starving:
-                continue
+                wait = self._serve(PLACE, shard, place_q)
+                if wait is not None:
+                    later(wait)
+                    continue
             wait = self._serve(AMEND, shard, amend_q)
             if wait is not None:
                 later(wait)
@@ -525,6 +556,19 @@ class RateLimiter:
             later(self._serve(PLACE, shard, place_q))
         later(self._serve(READ, None, self._read_waiters))
         return next_wait
+
+    def _expire(self, before_ns: int) -> None:
+        """Places and amends queued since before ``before_ns`` (``max_queue_s``) fail with NotSent: the
+        decision is stale by then, and the order manager would start looking up a create that has not
+        even been sent (its in-flight watchdog counts from the decision)."""
+        for w in self._all_writes():
+            for lane in (AMEND, PLACE):
+                q = w.waiters[lane]
+                while (x := q.oldest_waiter()) is not None and x.enq_ns < before_ns:
+                    q.pop_waiter(x)
+                    self.expired += 1
+                    x.fut.set_exception(NotSent(f"waited {(self._clock() - x.enq_ns) / _NS:.1f} s in the "
+                                                "rate limiter's queue: the decision is stale"))
 
     def drop_waiting(self, reason: str, keys: Collection[str] | None = None) -> int:
         """Fail every place and amend still waiting in a write queue (of the markets ``keys`` only, when

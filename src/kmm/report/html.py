@@ -141,6 +141,8 @@ def run_section(run: RunData, figs: RunFigures, charts: Sequence[Chart]) -> str:
              "<h3>Per market</h3>", market_table(figs),
              "<h3>P&amp;L attribution</h3>", attribution_table(figs),
              execution_table(run), checks_html(figs)]
+    from kmm.report.maker import events_html, incentives_html, maker_html   # (imports this module)
+    parts += [maker_html(run), events_html(run), incentives_html(run)]
     if figs.notes:
         parts.append("<h3>What the records do not hold</h3><ul>" +
                      "".join(f'<li class="missing">{e(n)}</li>' for n in figs.notes) + "</ul>")
