@@ -110,7 +110,7 @@ class RunConfig:
                                     "program this often (the program samples the book every second).",
                                     lo=0.1)
     volume_backfill_days: float = opt(30.0, "At start, read this many days of the account's fills "
-                                      "(GET /portfolio/fills, 10 read tokens a page of 1000, at most 20 "
+                                      "(GET /portfolio/fills, 10 read tokens a page of 200, at most 20 "
                                       "pages) for the 30-day volume; 0: this session's fills only.",
                                       lo=0, hi=30)
 

@@ -319,3 +319,28 @@ def test_kmm_run_prints_the_report_command_and_with_report_writes_the_tearsheet(
     assert f"kmm run: report written to {page}" in runs["stdout_b"]
     summary = json.loads((runs["b"] / "summary.json").read_text())
     assert _usd(_span(page.read_text(), "fig", "net")) == _usd(summary["net_pnl"])
+
+
+def test_report_shows_the_maker_metrics_and_the_per_event_roll_up_of_the_run(runs, tmp_path):
+    run = runs["b"]
+    out = tmp_path / "rep"
+    p = subprocess.run(_kmm("report", str(run), "--out", str(out)), env=_env(tmp_path), capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    html = (out / "report.html").read_text()
+    details = json.loads((run / "summary.json").read_text())["details"]
+    mm = details["maker_metrics"]
+    # the engine's figures as summary.json has them
+    assert _span(html, "maker", "resting_orders_placed") == f"{mm['resting_orders_placed']:,}"
+    assert mm["resting_orders_placed"] > 0
+    assert _span(html, "maker", "contract_seconds_near_best") == f"{mm['contract_seconds_near_best']:,.2f}"
+    assert _span(html, "maker", "volume_30d_contracts") == f"{mm['volume_30d_contracts']:,.2f}"
+    assert "30-day volume: the account" in html            # where the figure comes from is said
+    # ... and beside them, maker and taker contracts computed from the store's fills
+    maker, taker = _db(run, "SELECT COALESCE(SUM(CASE WHEN is_taker = 0 THEN count END), 0), "
+                            "COALESCE(SUM(CASE WHEN is_taker = 1 THEN count END), 0) FROM fills")[0]
+    assert Decimal(_span(html, "makerrec", "maker_contracts").replace(",", "")) * 100 == maker
+    assert Decimal(_span(html, "makerrec", "taker_contracts").replace(",", "")) * 100 == taker
+    assert mm["maker_contracts"] * 100 == maker
+    # the per-event roll-up: one row per event of the run
+    assert details["events"] and all(_span(html, "event", ev["event"]) == ev["event"] for ev in details["events"])

@@ -469,7 +469,7 @@ class Engine(FeedHandler):
         days = self.cfg.run.volume_backfill_days
         since_s = self.clock.time_ns() // NS_PER_S - int(days * 86_400)
         try:
-            fills = await rest.get_fills(min_ts=since_s, limit=1000, max_pages=20)
+            fills = await rest.get_fills(min_ts=since_s, limit=200, max_pages=20)
         except KmmError as exc:
             log.warning("30-day volume: fills not readable (%s); the volume counts this session only", exc)
             return

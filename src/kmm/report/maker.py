@@ -75,7 +75,7 @@ def maker_html(run: RunData) -> str:
         a = "n/a (not in summary.json)" if not sm or key not in sm else (
             fmt(sm[key]) if sm[key] is not None else "n/a")
         b = fmt(rec[key]) if key in rec and rec[key] is not None else ("n/a" if key in rec else "-")
-        rows.append([e(name), f'<span data-maker="{e(key)}">{a}</span>', b])
+        rows.append([e(name), f'<span data-maker="{e(key)}">{a}</span>', f'<span data-makerrec="{e(key)}">{b}</span>'])
     out = ["<h3>Maker metrics</h3>", table(["metric", "summary.json (engine)", "from the store"], rows)]
     notes = []
     if sm:
