@@ -151,3 +151,25 @@ async def test_a_write_queued_past_max_queue_s_is_dropped_never_sent(clock):
         young.result()
     assert not cancel.done()                         # a cancel is never dropped
     cancel.cancel()
+
+
+async def test_a_batch_counts_as_a_grant_for_each_of_its_markets(clock):
+    lim = basic(clock)
+    drain(lim, clock)
+    log: list[str] = []
+    batch = await enqueue(lim, PLACE, ("A", "B"), log)
+    await step(lim, clock, 0.1)
+    assert batch.done() and lim.fair_stats()["A"]["grants"] == 1 == lim.fair_stats()["B"]["grants"]
+    # C (never served) goes before A's and B's next requests, whatever the order they came in
+    tasks = [await enqueue(lim, PLACE, k, log) for k in ("A", "B", "C")]
+    for _ in range(3):
+        await step(lim, clock, 0.1)
+    await asyncio.gather(*tasks)
+    assert log[1:] == ["C", "A", "B"]
+    # dropping the places of market B takes a queued batch that holds B too
+    lim.write.tokens = 0.0
+    b2 = await enqueue(lim, PLACE, ("B", "D"), log)
+    assert lim.drop_waiting("event pull", keys={"B"}) == 1
+    await asyncio.sleep(0)
+    with pytest.raises(NotSent):
+        b2.result()

@@ -964,7 +964,7 @@ class Engine(FeedHandler):
             else protocol.BATCH_CREATE_MAX
         for i in range(0, len(batch), per):
             chunk = batch[i:i + per]
-            fair = FAIR_KEY.set(f"batch:{chunk[0][0].ticker}")   # each batch a flow of its own
+            fair = FAIR_KEY.set(tuple(dict.fromkeys(b[0].ticker for b in chunk)))   # its markets
             try:
                 self.session.spawn(self._do_place_batch(chunk), eager=True)
             finally:

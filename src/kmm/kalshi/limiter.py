@@ -57,9 +57,13 @@ LANE_NAMES = ("cancel", "amend", "place", "read")
 
 _NS = 1_000_000_000
 
+#: A fair key: a market's ticker, a tuple of tickers (a batch for several markets: it is served as
+#: its least-served market and counts as a grant for each), or None (the shared flow).
+Key = str | tuple[str, ...] | None
+
 #: The market a request is for (its fair key), set by the caller around the request; ``None``: one
 #: shared flow. Read once when a request has to queue; asyncio tasks inherit it from where they start.
-FAIR_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar("kmm_fair_key", default=None)
+FAIR_KEY: contextvars.ContextVar[Key] = contextvars.ContextVar("kmm_fair_key", default=None)
 
 
 class NotSent(RateLimited):
@@ -73,7 +77,7 @@ class NotSent(RateLimited):
 class _Waiter:
     __slots__ = ("cost", "fut", "key", "enq_ns", "done")
 
-    def __init__(self, cost: float, fut: asyncio.Future[None], key: str | None, enq_ns: int) -> None:
+    def __init__(self, cost: float, fut: asyncio.Future[None], key: Key, enq_ns: int) -> None:
         self.cost, self.fut, self.key, self.enq_ns, self.done = cost, fut, key, enq_ns, False
 
 
@@ -85,13 +89,13 @@ class FairQueue:
 
     __slots__ = ("_by_key", "_round", "_fifo", "_n", "_served", "_next")
 
-    def __init__(self, served: Callable[[str | None], int] | None = None) -> None:
-        self._by_key: dict[str | None, deque[_Waiter]] = {}
-        self._round: deque[str | None] = deque()
+    def __init__(self, served: Callable[[Key], int] | None = None) -> None:
+        self._by_key: dict[Key, deque[_Waiter]] = {}
+        self._round: deque[Key] = deque()
         self._fifo: deque[_Waiter] = deque()
         self._n = 0
         self._served = served
-        self._next: str | None = None
+        self._next: Key = None
 
     def __len__(self) -> int:
         return self._n
@@ -108,7 +112,7 @@ class FairQueue:
         self._fifo.append(w)
         self._n += 1
 
-    def _live(self, key: str | None) -> deque[_Waiter] | None:
+    def _live(self, key: Key) -> deque[_Waiter] | None:
         q = self._by_key[key]
         while q and (q[0].done or q[0].fut.done()):
             x = q.popleft()
@@ -123,7 +127,7 @@ class FairQueue:
 
     def head(self) -> _Waiter | None:
         served = self._served
-        best: tuple[int, str | None] | None = None
+        best: tuple[int, Key] | None = None
         for key in list(self._round):
             q = self._live(key)
             if q is None:
@@ -188,8 +192,15 @@ class FairQueue:
             self._round.remove(w.key)
 
     def take_all(self, keys: Collection[str] | None = None) -> list[_Waiter]:
-        """Remove and return every waiting entry (of ``keys`` only, when given)."""
-        out = [w for w in self._fifo if not w.done and (keys is None or w.key in keys)]
+        """Remove and return every waiting entry (of ``keys`` only, when given: a batch whose markets
+        include one of them too)."""
+        def hit(k: Key) -> bool:
+            if keys is None:
+                return True
+            if isinstance(k, tuple):
+                return any(x in keys for x in k)
+            return k in keys
+        out = [w for w in self._fifo if not w.done and hit(w.key)]
         for w in out:
             w.done = True
         self._n -= len(out)
@@ -239,7 +250,7 @@ class _Writes:
     __slots__ = ("bucket", "paused_until_ns", "backoff_ns", "waiters")
 
     def __init__(self, rate: float, capacity: float, now_ns: int,
-                 served: Callable[[str | None], int] | None = None) -> None:
+                 served: Callable[[Key], int] | None = None) -> None:
         self.bucket = TokenBucket(rate, capacity, now_ns)
         self.paused_until_ns = 0      # places and amends wait until then after a 429 of this bucket
         self.backoff_ns = 0
@@ -466,13 +477,23 @@ class RateLimiter:
             return True
         return False
 
-    def _served(self, key: str | None) -> int:
-        """Grants so far of ``key`` (a market): the fair queue serves the least-served market first, so
-        a market waiting for its first quote goes before the requotes of markets already quoted."""
-        st = self._fair.get(key) if hasattr(self, "_fair") else None
+    def _served(self, key: Key) -> int:
+        """Grants so far of ``key`` (a market; a batch: its least-served market): the fair queue serves
+        the least-served first, so a market waiting for its first quote goes before the requotes of
+        markets already quoted."""
+        fair = getattr(self, "_fair", None)
+        if fair is None:
+            return 0
+        if isinstance(key, tuple):
+            return min((fair[k][0] if k in fair else 0) for k in key) if key else 0
+        st = fair.get(key)
         return st[0] if st is not None else 0
 
-    def _count(self, key: str | None, waited_ns: int, queued: bool) -> None:
+    def _count(self, key: Key, waited_ns: int, queued: bool) -> None:
+        if isinstance(key, tuple):          # a batch: a grant for each of its markets
+            for k in key:
+                self._count(k, waited_ns, queued)
+            return
         st = self._fair.get(key)
         if st is None:
             st = self._fair[key] = [0, 0, 0, 0]
@@ -582,7 +603,7 @@ class RateLimiter:
                         n += 1
         return n
 
-    def fair_stats(self) -> dict[str | None, dict[str, float]]:
+    def fair_stats(self) -> dict[Key, dict[str, float]]:
         """Per fair key (market): grants, grants that had to queue, longest and mean queue wait (s)."""
         return {k: {"grants": v[0], "queued": v[1], "max_wait_s": v[2] / _NS,
                     "mean_wait_s": (v[3] / v[1] / _NS) if v[1] else 0.0} for k, v in self._fair.items()}
