@@ -28,7 +28,7 @@ KEYS = ("markets", "tier", "seconds", "start_s", "never_quoted", "writes_min", "
         "one_sided", "jain_index", "first_quote_median_s", "first_quote_max_s", "write_wait_max_s",
         "write_wait_median_of_max_s", "gap_between_writes_max_s", "gap_between_writes_median_of_max_s",
         "orders_sent", "amends_sent", "cancels_sent", "sim_429", "skipped_reprices", "resting_after_stop",
-        "verified_flat")
+        "verified_flat", "resting_two_sided_at_end", "resting_none_at_end")
 
 
 async def main() -> None:

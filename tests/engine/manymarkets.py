@@ -167,6 +167,13 @@ async def measure(tmp: Path, n: int, tier: str, seconds: float, *, flow: str = "
             await asyncio.sleep(seconds)
             end_ns = time.monotonic_ns()
             sim_empty = sum(1 for t in tickers if not any(sim.book(t).values()))
+            rest_sides: dict[str, set[str]] = defaultdict(set)
+            for o in sim.orders(key_id, status="resting"):
+                rest_sides[o["ticker"]].add(o["side"])
+            resting_two = sum(1 for t in tickers if len(rest_sides[t]) == 2)
+            statuses = Counter(o["status"] for o in sim.orders(key_id))
+            our_fills = len(sim.fills(key_id))
+            resting_none = sum(1 for t in tickers if not rest_sides[t])
             eng_empty = sum(1 for t in tickers if engine.pipes[t].book is None
                             or not (engine.pipes[t].book.bids(1) or engine.pipes[t].book.asks(1)))
             view_line_chars = len(engine.snapshot_line()) if hasattr(engine, "snapshot_line") else None
@@ -184,6 +191,8 @@ async def measure(tmp: Path, n: int, tier: str, seconds: float, *, flow: str = "
             out["view_line_chars"] = view_line_chars
         out["outcomes"] = dict(log.outcomes)
         out["books_empty_sim"], out["books_empty_engine"] = sim_empty, eng_empty
+        out["resting_two_sided_at_end"], out["resting_none_at_end"] = resting_two, resting_none
+        out["sim_order_statuses"], out["sim_fills"] = dict(statuses), our_fills
         out["engine"] = engine
         out["summary"] = summary
         return out

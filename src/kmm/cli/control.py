@@ -110,7 +110,14 @@ class ControlServer:
             "markets": {m.ticker: {"position": f"{m.position / 100:.2f}", "state": m.state,
                                    "bid": None if m.my_bid is None else f"{m.my_bid / 10000:.4f}",
                                    "ask": None if m.my_ask is None else f"{m.my_ask / 10000:.4f}",
-                                   "pnl": f"{(m.realized + m.unrealized) / 10000:.4f}"} for m in s.markets},
+                                   "pnl": f"{(m.realized + m.unrealized) / 10000:.4f}",
+                                   **({"incentive": m.incentive} if m.incentive else {})} for m in s.markets},
+            "events": [{"event": e.event, "status": e.status, "positions": f"{e.positions / 100:.2f}",
+                        "inventory": f"{e.inventory / 100:.2f}", "worst_now": f"{e.worst_now / 10000:.4f}",
+                        "worst_resting": f"{e.worst_resting / 10000:.4f}",
+                        "max_event_loss": f"{e.max_event_loss / 10000:.4f}", "pnl": f"{e.pnl / 10000:.4f}"}
+                       for e in s.events],
+            "incentives": s.incentives,
         }
 
 
@@ -199,7 +206,22 @@ def format_status(s: dict[str, Any]) -> str:
              f"  kill switch: {s['kill_switch']}   fills {s['fills']}   open orders {s['open_orders']}   "
              f"orders sent {s['orders_sent']}",
              f"  P&L: net {money(s['net_pnl'])} (fees {money(s['fees'])})"]
-    for t, m in s["markets"].items():
+    markets = list(s["markets"].items())
+    many = len(markets) > 20
+    if many:   # the ones that need a look; the events carry the rest
+        markets = sorted(markets, key=lambda kv: (kv[1]["state"] == "quoting", -abs(float(kv[1]["position"]))))[:10]
+    for t, m in markets:
         lines.append(f"  {t:<16} pos {m['position']:>8}  bid {m['bid'] or '-':>7}  ask {m['ask'] or '-':>7}  "
-                     f"pnl {money(m['pnl'])}  {m['state']}")
+                     f"pnl {money(m['pnl'])}  {m['state']}" + (f"  LIP {m['incentive']}" if m.get("incentive") else ""))
+    if many:
+        lines.append(f"  ... {len(s['markets']) - 10} more markets (kmm status --json lists them all)")
+    evs = s.get("events") or []
+    if evs:
+        lines.append(f"  events ({len(evs)}, worst first):")
+        for e in evs[:10]:
+            lines.append(f"    {e['event']:<18} pos {e['positions']:>8}  E {e['inventory']:>8}  worst "
+                         f"{money(e['worst_now'])} / {money(e['worst_resting'])} with resting of "
+                         f"{money(e['max_event_loss'])}  pnl {money(e['pnl'])}  {e['status']}")
+    if s.get("incentives"):
+        lines.append(f"  {s['incentives']}")
     return "\n".join(lines)
