@@ -35,7 +35,7 @@ async def test_300_markets_on_a_high_tier_all_quote_at_once_and_stay_readable(tm
     # the records: one roll-up row per event in the summary, worst first
     assert len(s.events) == 60 and s.events == sorted(s.events, key=lambda e: (e["worst_resting"], e["event"]))
     assert sum(e["quoted"] for e in s.events) == 300
-    assert "events: 60" in s.render() and "... 50 more events" in s.render()
+    assert "events: 60" in s.render() and "... 50 more events" in s.render()   # five markets each
 
 
 async def test_on_basic_the_write_budget_is_shared_and_no_market_starves(tmp_path):

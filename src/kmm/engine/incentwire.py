@@ -69,7 +69,7 @@ class IncentiveWiring:
                 found.extend(p for p in items if p.market_ticker in self.tickers)
                 if not cursor:
                     break
-        except (KmmError, ValueError) as exc:
+        except (KmmError, ValueError, AttributeError) as exc:   # AttributeError: paper mode's client
             self.read_error = str(exc)
             log.warning("incentive programs not readable (%s); keeping the %d known", exc,
                         sum(len(v) for v in self.programs.values()))

@@ -164,13 +164,16 @@ class RunSummary:
                          f", 30-day volume {m['volume_30d_contracts']:,.2f} contracts (${m['volume_30d_dollars']:,.2f}; "
                          f"{m.get('volume_30d_source', '')})")
         if self.events:
+            # events of one quoted market that ended ok say nothing the market lines do not: counted only
+            shown = [e for e in self.events if e["quoted"] > 1 or e["status"] != "ok"]
             bad = [e for e in self.events if e["status"] != "ok"]
-            lines.append(f"  events: {len(self.events)}" + (f", not ok: {len(bad)}" if bad else "") +
-                         " (worst first; worst case now / with resting orders, limit)")
-            for ev in self.events[:10]:
+            lines.append(f"  events: {len(self.events)}" + (f", not ok: {len(bad)}" if bad else ", all ok") +
+                         (" (worst first; worst case now / with resting orders, limit)" if shown else
+                          " (one quoted market each)"))
+            for ev in shown[:10]:
                 lines.append("    " + event_line(EventView(**ev)))
-            if len(self.events) > 10:
-                lines.append(f"    ... {len(self.events) - 10} more events in summary.json (details.events)")
+            if len(shown) > 10:
+                lines.append(f"    ... {len(shown) - 10} more events in summary.json (details.events)")
         if self.incentives:
             for t, v in sorted(self.incentives.items())[:10]:
                 frac = v["qualified_fraction"]
@@ -470,7 +473,7 @@ class Engine(FeedHandler):
         since_s = self.clock.time_ns() // NS_PER_S - int(days * 86_400)
         try:
             fills = await rest.get_fills(min_ts=since_s, limit=200, max_pages=20)
-        except KmmError as exc:
+        except (KmmError, AttributeError) as exc:
             log.warning("30-day volume: fills not readable (%s); the volume counts this session only", exc)
             return
         self.mstats.load_volume(fills, f"the account's fills over {days:g} days (GET /portfolio/fills; "

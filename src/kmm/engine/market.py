@@ -57,8 +57,8 @@ async def read_markets_raw(rest: Any, tickers: Sequence[str], per_read: int = 10
                     t = m.get("ticker")
                     if t in chunk:
                         out[t] = dict(m)
-            except KmmError as exc:
-                log.warning("GET /markets?tickers= failed (%s); reading the markets one by one", exc)
+            except (KmmError, AttributeError) as exc:   # AttributeError: a client without paginate (paper)
+                log.info("GET /markets?tickers= not used (%s); reading the markets one by one", exc)
                 break
         shards = getattr(rest, "shards", None)
         for t, m in out.items():
