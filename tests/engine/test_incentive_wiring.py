@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from kmm.engine.view import render_line, render_table
+from kmm.engine.view import render_console_text, render_line, render_table
 from kmm.record.store import StoreReader
 from kmm.sim.config import liquidity_program
 from tests.engine.test_live import engine_on_sim, resting, until
@@ -60,6 +60,10 @@ async def test_a_program_on_one_market_scores_our_bid_and_not_our_ask_in_view_st
         assert snap.incentives == "LIP 1 mkts, 1 qualify"
         assert "bid ok ask no" in render_line(snap) and "LIP 1 mkts" in render_line(snap)
         assert "bid ok ask no" in render_table(snap)
+        console = render_console_text(snap, 100, 30)          # the full-screen console's market table
+        row_a = next(x for x in console.splitlines() if x.startswith(A[:14]))
+        assert " LIP" in console and "bid ok" in row_a
+        assert "bid ok" not in next(x for x in console.splitlines() if x.startswith(B[:14]))
         # summary.json: the program's run totals and the per-event roll-up under details
         from kmm.research.runrecord import write_run_outputs
         write_run_outputs(eng, eng.recorder, 1)
