@@ -460,11 +460,12 @@ class RateLimiter:
         return self._read_waiters if lane == READ else self._writes(shard).waiters[lane]
 
     def _blocked_by_queue(self, lane: int, shard: int | None = None) -> bool:
+        # the queues' counts read directly (a FairQueue's __bool__ is a Python call: this is the hot path)
         if lane == READ:
-            return bool(self._read_waiters)
+            return self._read_waiters._n > 0
         waiters = self._writes(shard).waiters
         for i in range(lane + 1):
-            if waiters[i]:
+            if waiters[i]._n:
                 return True
         return False
 
@@ -510,7 +511,11 @@ class RateLimiter:
         once. Raises :class:`NotSent` when :meth:`drop_waiting` drops it from the queue."""
         key = FAIR_KEY.get()
         if not self._blocked_by_queue(lane, shard) and self.poll(lane, cost, shard) == 0:
-            self._count(key, 0, False)
+            st = self._fair.get(key)
+            if st is None:
+                self._count(key, 0, False)      # first grant of this key (or a batch's tuple)
+            else:
+                st[0] += 1
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         w = _Waiter(cost, fut, key, self._clock())
