@@ -118,7 +118,8 @@ def fairness(log: WriteLog, tickers: list[str], quoting_ns: int, end_ns: int) ->
     return {
         "markets": len(tickers), "never_quoted": sum(f is None for f in firsts),
         "one_sided": sorted(t for t in tickers if len(sides[t]) == 1),
-        "writes_total": sum(counts), "writes_min": min(counts, default=0), "writes_median": statistics.median(counts) if counts else 0,
+        "writes_total": sum(counts), "writes_min": min(counts, default=0),
+        "writes_median": statistics.median(counts) if counts else 0,
         "writes_max": max(counts, default=0), "writes_mean": round(mean, 2), "jain_index": round(jain, 3),
         "first_quote_median_s": round(statistics.median(quoted), 3) if quoted else None,
         "first_quote_max_s": round(max(quoted), 3) if quoted else None,

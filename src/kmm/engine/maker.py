@@ -156,13 +156,15 @@ class RunSummary:
                          f"{m['contracts_offered']:g} contracts offered, {m['contract_seconds_near_best']:,.0f} "
                          f"contract-s at the best, maker fill rate {pct(m['maker_fill_rate'])}, "
                          f"maker {m['maker_contracts']:g} / taker {m['taker_contracts']:g} contracts")
+            imp = m["spread_improvement_avg"]
+            mt = m["maker_taker_ratio"]
             lines.append(f"  maker: liquidity {m['contract_seconds_near_best']:,.0f} contract-s / "
                          f"${m['dollar_seconds_near_best']:,.2f}-s at the best ({m['contract_seconds_resting']:,.0f}"
                          f" contract-s resting), spread improvement "
-                         + ("-" if m['spread_improvement_avg'] is None else f"{m['spread_improvement_avg'] / 100:.2f}c")
-                         + f" avg, maker/taker {'-' if m['maker_taker_ratio'] is None else format(m['maker_taker_ratio'], '.2f')}"
-                         f", 30-day volume {m['volume_30d_contracts']:,.2f} contracts (${m['volume_30d_dollars']:,.2f}; "
-                         f"{m.get('volume_30d_source', '')})")
+                         + ("-" if imp is None else f"{imp / 100:.2f}c")
+                         + f" avg, maker/taker {'-' if mt is None else format(mt, '.2f')}"
+                         f", 30-day volume {m['volume_30d_contracts']:,.2f} contracts "
+                         f"(${m['volume_30d_dollars']:,.2f}; {m.get('volume_30d_source', '')})")
         if self.events:
             # events of one quoted market that ended ok say nothing the market lines do not: counted only
             shown = [e for e in self.events if e["quoted"] > 1 or e["status"] != "ok"]

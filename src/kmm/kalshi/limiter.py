@@ -290,7 +290,7 @@ class RateLimiter:
         self.expired = 0
         self._granted = [0, 0, 0, 0]
         # per fair key: [grants, queued grants, longest queue wait ns, total queue wait ns]
-        self._fair: dict[str | None, list[int]] = {}
+        self._fair: dict[Key, list[int]] = {}   # str keys only (a batch counts for each market)
         self.promotions = 0
         self.rate_limited = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -506,8 +506,8 @@ class RateLimiter:
                 st[2] = waited_ns
 
     async def acquire(self, lane: int, cost: float, shard: int | None = None) -> None:
-        """Wait for ``cost`` tokens in ``lane``'s turn (on ``shard``'s write bucket for a write), served
-        round-robin with the other markets' requests (:data:`FAIR_KEY`). O(1) when the budget allows at
+        """Wait for ``cost`` tokens in ``lane``'s turn (on ``shard``'s write bucket for a write), the
+        least-served market first among those waiting (:data:`FAIR_KEY`). O(1) when the budget allows at
         once. Raises :class:`NotSent` when :meth:`drop_waiting` drops it from the queue."""
         key = FAIR_KEY.get()
         if not self._blocked_by_queue(lane, shard) and self.poll(lane, cost, shard) == 0:
