@@ -277,3 +277,28 @@ def test_an_amend_is_a_new_total_so_fills_on_its_way_never_push_past_max_positio
     s = b.run()
     assert s["contracts_bought"] == "5.00", s
     assert max(abs(r.inventory) for r in read_tape(tmp_path / "out" / "tape.csv")) == 500
+
+
+def test_requests_waiting_for_write_tokens_leave_in_the_live_limiters_order(tmp_path):
+    """As the live connector's RateLimiter: with the bucket empty, requests queue per lane and leave
+    cancel first, then amends, then places, each lane first come first served; a request that comes
+    while others wait queues behind them even if the bucket could pay for it."""
+    from kmm.kalshi import limiter as lim
+    b = bt(tmp_path, busy_level(), BacktestOptions(feed_latency="0", entry_latency="0", response_latency="0",
+                                                   rate_tier="basic"), bid=0)
+    b.clock.mono = 1_000_000_000
+    b.limiter.write.refill(b.clock.mono)
+    b.limiter.write.tokens = 0.0
+    left: list[str] = []
+    pipe = b.pipes[T]
+    pipe.in_flight = 10
+    def act(name):
+        return lambda: (left.append(name), (lambda: None))[1]
+    for name, lane in (("place1", lim.PLACE), ("amend1", lim.AMEND), ("place2", lim.PLACE),
+                       ("cancel1", lim.CANCEL), ("amend2", lim.AMEND)):
+        b._depart(pipe, lane, act(name), ())
+    assert left == [] and b.rate_waits == 5
+    b._run_events(b.clock.mono + 2_000_000_000)
+    assert left == ["cancel1", "amend1", "amend2", "place1", "place2"]
+    # 2 + 4 x 10 tokens at 100/s above the 20-token cancel reserve: the last leaves about 0.6 s later
+    assert 0.55e9 < b.clock.mono - 1_000_000_000 < 0.65e9

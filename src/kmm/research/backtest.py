@@ -19,6 +19,7 @@ seed drives latency draws and the client_order_id session prefix).
 from __future__ import annotations
 
 import heapq
+from collections import deque
 import logging
 import random
 import time
@@ -48,6 +49,7 @@ from kmm.kalshi.limiter import RateLimiter
 from kmm.kalshi.types import Fill, OrderAck
 from kmm.record.capture import GAP_TYPE, capture_files, read_capture, read_market_defs
 from kmm.record.summary import build_summary, write_summary
+from kmm.research.adverse import PickoffFit, PickoffModel
 from kmm.research.events import load_frames
 from kmm.research.fills import LINEAR_CENT, FillSimulator, MarketDef
 from kmm.research.latency import Dist, LatencyModel, fit_latency
@@ -81,6 +83,8 @@ class BacktestOptions:
                                         # empty: [sim] rate_tier, the budget kmm run had on the sim
     settle: dict[str, str] = field(default_factory=dict)   # ticker -> yes|no at the end of the replay
     preload_mb: float = 512.0           # capture files up to this size are decompressed whole (faster)
+    pickoff: str = "fitted"             # adverse selection: none | fitted | rate:X | always (research/adverse.py)
+    pickoff_min_ticks: float = 0.5      # staleness (ticks beyond the others' mid) that draws pick-offs
 
     @classmethod
     def from_pairs(cls, pairs: dict[str, str]) -> BacktestOptions:
@@ -186,9 +190,12 @@ class Backtest:
     def __init__(self, captures: Sequence[Path], cfg: KmmConfig, out: Path | None, *, seed: int = 0,
                  options: BacktestOptions | None = None, progress: Callable[[float], None] | None = None,
                  strategy_factory: Callable[[MarketInfo], Strategy] | None = None,
-                 core: tuple[Callable[[], Any], Callable[[Any], Any], Callable[[], Any]] | None = None) -> None:
+                 core: tuple[Callable[[], Any], Callable[[Any], Any], Callable[[], Any]] | None = None,
+                 fit_pass: bool = False) -> None:
         """``core``: (router factory, book factory taking a Grid, OFI factory) in place of the compiled
-        ``BookRouter``/``OrderBook``/``OFI`` (the benchmark's plain-Python baseline uses it)."""
+        ``BookRouter``/``OrderBook``/``OFI`` (the benchmark's plain-Python baseline uses it).
+        ``fit_pass``: replay the book without quoting and measure the recorded run's own quotes for the
+        pick-off model (``self.sim.fit``)."""
         self.files: list[Path] = [f for c in captures for f in capture_files(c)]
         if not self.files:
             raise KmmError(f"no capture files in {', '.join(map(str, captures))}: give capture.bin.gz files "
@@ -205,6 +212,12 @@ class Backtest:
         self.tickers = tuple(self.defs)
         self.sim = FillSimulator(self.defs, QueueModel(self.opt.queue_model, self.opt.queue_power),
                                  trade_window_ns=int(self.opt.trade_window_ms * 1e6))
+        self.sim.rng = random.Random(f"pickoff:{seed}")
+        self.fit_pass = fit_pass
+        if fit_pass:
+            self.sim.fit = PickoffFit(self.opt.pickoff_min_ticks)
+        else:
+            self.sim.pickoff = self._pickoff_model(captures, cfg, core)
         self.om = OrderManager(self.clock, session=f"bt{seed}", unknown_order_policy="cancel")
         self.pf = Portfolio(mark=cfg.risk.pnl_mark, cash_rounding=cfg.risk.cash_rounding)
         self.pf.set_cash(cfg.sim.balance)
@@ -228,7 +241,7 @@ class Backtest:
             self.pipes[t] = pipe
         self.events: list[tuple[int, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0
-        self.quoting = True
+        self.quoting = not fit_pass
         self.recorder: Any = None
         self.fills: list[Fill] = []
         self.orders_sent = self.cancels_sent = self.amends_sent = self.decreases_sent = 0
@@ -251,6 +264,33 @@ class Backtest:
             p.skip_reprice_px = eo.reprice_min_ticks * p.info.grid.tick_size(5000)
         self.skipped_reprices = 0
         self.rate_waits = 0
+        self._wq: tuple[deque[Any], deque[Any], deque[Any]] = (deque(), deque(), deque())  # cancel, amend, place
+        self._dispatch_at = 0
+        self.decision_latency_ns: list[int] = []
+
+    def _pickoff_model(self, captures: Sequence[Path], cfg: KmmConfig, core: Any) -> PickoffModel:
+        """The adverse-selection model: parsed, and for any but ``none`` a fitting pass over the
+        captures finds the recorded run's reaction trades (left out of the replay) and, for
+        ``fitted``, the rates."""
+        try:
+            model = PickoffModel.parse(self.opt.pickoff, self.opt.pickoff_min_ticks)
+        except ValueError as exc:
+            raise KmmError(f"backtest.pickoff: {exc}") from None
+        if not model.active:
+            return model
+        fitter = Backtest(captures, cfg, None, seed=self.seed, options=self.opt, core=core, fit_pass=True)
+        fitter.run()
+        fit = fitter.sim.fit
+        assert fit is not None
+        if not fit.fill_ids and model.kind == "fitted":
+            log.info("pick-off model: the captures hold no fills of a recorded run to fit it from; "
+                     "replaying with recorded trades only (backtest.pickoff=none)")
+            return PickoffModel("none", model.min_ticks)
+        fitted = fit.model("fitted", ", ".join(str(c) for c in captures[:3]))
+        if model.kind == "fitted":
+            return fitted
+        model.reaction_ids = fitted.reaction_ids
+        return model
 
     # ============================================================================ events
     def _at(self, t: int, fn: Callable[..., None], *args: Any) -> None:
@@ -357,6 +397,10 @@ class Backtest:
             "queue_cancel_advance": round(st.queue_cancel_advance / 100, 2),
             "trade_advance": st.trade_advance / 100, "own_deltas_removed": st.own_deltas_removed,
             "taken_contracts": st.taken / 100, "clamped": st.clamped, "risk_denials": dict(self.gate.denials),
+            "pickoff_model": self.sim.pickoff.describe() if self.sim.pickoff is not None else "fitting pass",
+            "reaction_trades_left_out": st.reaction_trades, "pickoff_fills": st.pickoff_fills,
+            "pickoff_contracts": st.pickoff_contracts / 100, "stale_order_s": round(st.stale_ns / 1e9, 2),
+            "decision_latency_ms": _quantiles_ms(self.decision_latency_ns),
             "files": [str(f) for f in self.files],
         }
         return build_summary(
@@ -379,6 +423,11 @@ class Backtest:
         if b'"client_order_id"' in frame:
             if b'"orderbook_delta"' in frame:
                 self._slow_delta(frame, recv, own=True)
+            elif self.fit_pass and b'"type":"fill"' in head:
+                i = frame.find(b'"trade_id":"')
+                if i >= 0:
+                    assert self.sim.fit is not None
+                    self.sim.fit.fill_ids.add(frame[i + 12:frame.find(b'"', i + 12)].decode())
             return          # our recorded run's fills, orders, positions: its outcome, not the replay's
         if self.sim.corrected and b'"orderbook_delta"' in frame:
             i = frame.find(b'"market_ticker":"')
@@ -438,6 +487,8 @@ class Backtest:
             router.note_seq(sid, seq)
         if own:     # the recorded run's order: never in the replay book, stale or not; only tracked
             self.sim.apply_recorded_delta(t, side, price, delta, own)
+            if self.fit_pass and not router.is_stale(t):
+                self.sim.after_event(recv, self.clock.time_ns() // 1_000_000, t)
             return
         if router.is_stale(t):
             return
@@ -464,10 +515,13 @@ class Backtest:
             pipe = self.pipes.get(tr.ticker)
             if pipe is None:
                 return
-            for f in self.sim.on_trade(recv, tr.ts_ms or self.clock.time_ns() // 1_000_000, tr.ticker,
-                                       tr.price, tr.count, tr.taker_side, tr.trade_id):
+            wall_ms = tr.ts_ms or self.clock.time_ns() // 1_000_000
+            for f in self.sim.on_trade(recv, wall_ms, tr.ticker, tr.price, tr.count, tr.taker_side, tr.trade_id):
                 self._on_fill(f)
             pipe.on_trade(tr.price)
+            if pipe.ready:
+                for f in self.sim.after_event(recv, wall_ms, tr.ticker):
+                    self._on_fill(f)
         elif typ == "market_lifecycle_v2" and isinstance(msg, dict):
             try:
                 ev = decode_lifecycle(msg, recv)
@@ -515,6 +569,9 @@ class Backtest:
         if pipe is None or not pipe.ready:
             return
         sim = self.sim
+        if self.fit_pass:
+            sim.after_event(recv, self.clock.time_ns() // 1_000_000, ticker)
+            return
         if sim.markets[ticker].orders:
             sim.on_book_change(recv, ticker)
         live = self.om.live_orders(ticker)
@@ -522,6 +579,12 @@ class Backtest:
         self.gate.on_book_update(ticker)
         inp = pipe.inputs
         self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
+        if sim.markets[ticker].orders and sim.pickoff is not None and sim.pickoff.active:
+            picked = sim.after_event(recv, self.clock.time_ns() // 1_000_000, ticker)
+            if picked:
+                for f in picked:
+                    self._on_fill(f)
+                return          # each fill re-decided already (or left the decision for the answers)
         self._requote(pipe, recv, live)
 
     def _requote(self, pipe: MarketPipeline, trigger: int, live: list[LiveOrder] | None = None) -> None:
@@ -638,18 +701,52 @@ class Backtest:
         at the exchange after entry + feed latency (on the book as it is then), and its answer comes
         back entry + response after it left."""
         pipe.in_flight += 1
-        if first and self.recorder is not None:
-            self._tape(pipe, "decision", latency_ns=self.clock.mono - trigger)
-        self._depart(pipe, lane, act, args)
+        self._depart(pipe, lane, act, args, trigger if first else -1)
 
-    def _depart(self, pipe: MarketPipeline, lane: int, act: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        now = self.clock.mono
-        if self.limiter is not None:
-            wait = self.limiter.poll(lane, 2 if lane == _lim.CANCEL else 10)
-            if wait:
+    def _depart(self, pipe: MarketPipeline, lane: int, act: Callable[..., Any], args: tuple[Any, ...],
+                trigger: int = -1) -> None:
+        """As the live connector's ``RateLimiter.acquire``: a request takes its tokens at once when
+        nothing of its lane or a more urgent one waits; otherwise it queues in its lane (FIFO), and the
+        lanes are served strictly in order (cancel, amend, place), as ``RateLimiter.dispatch`` does."""
+        lim = self.limiter
+        if lim is not None:
+            cost = 2 if lane == _lim.CANCEL else 10
+            wq = self._wq
+            if any(wq[i] for i in range(lane + 1)) or lim.poll(lane, cost):
                 self.rate_waits += 1
-                self._at(now + wait, self._depart, pipe, lane, act, args)
+                wq[lane].append((cost, pipe, act, args, trigger))
+                self._dispatch()
                 return
+        self._leave(pipe, act, args, trigger)
+
+    def _dispatch(self) -> None:
+        """Grant queued requests in lane order; come back when the bucket has refilled."""
+        lim = self.limiter
+        assert lim is not None
+        now = self.clock.mono
+        if self._dispatch_at and self._dispatch_at <= now:
+            self._dispatch_at = 0
+        for lane, q in enumerate(self._wq):
+            while q:
+                cost, pipe, act, args, trigger = q[0]
+                wait = lim.poll(lane, cost)
+                if wait:
+                    t = now + wait
+                    if not self._dispatch_at or t < self._dispatch_at:
+                        self._dispatch_at = t
+                        self._at(t, self._dispatch)
+                    return          # strict priority: the lanes after this one wait their turn
+                q.popleft()
+                self._leave(pipe, act, args, trigger)
+
+    def _leave(self, pipe: MarketPipeline, act: Callable[..., Any], args: tuple[Any, ...], trigger: int) -> None:
+        """The request's bytes leave now. The first request of a decision stamps the decision (frame
+        received -> first request left, after any wait for write tokens), as the live maker does."""
+        now = self.clock.mono
+        if trigger >= 0:
+            self.decision_latency_ns.append(now - trigger)
+            if self.recorder is not None:
+                self._tape(pipe, "decision", latency_ns=now - trigger)
         lat = self.latency
         entry = lat.entry.draw(self.rng)
         arrive = now + entry + lat.feed.draw(self.rng)
@@ -782,6 +879,13 @@ class Backtest:
     def _housekeeping(self, now: int) -> None:
         self._next_house = now + int(self.opt.housekeeping_s * NS_PER_S)
         self.sim.expire_all(now)
+        po = self.sim.pickoff
+        if po is not None and po.active:     # the pick-off hazard runs between sparse book messages too
+            wall_ms = self.clock.time_ns() // 1_000_000
+            for t, p in self.pipes.items():
+                if p.ready and self.sim.markets[t].orders:
+                    for f in self.sim.after_event(now, wall_ms, t):
+                        self._on_fill(f)
         self._after_pnl_change()
         if self.gate.kill_state is KillState.TRIPPED:
             self._kill_sweep()
@@ -851,6 +955,14 @@ class Backtest:
             fill_size=fill.count if fill else None, fill_fee=fill.fee if fill else None,
             trade_id=fill.trade_id if fill else None)
         self.recorder.tape.write(row)
+
+
+def _quantiles_ms(xs: list[int]) -> dict[str, float]:
+    """p50/p90/p99 of ns samples, in ms."""
+    if not xs:
+        return {}
+    s = sorted(xs)
+    return {f"p{q}": round(s[min(len(s) - 1, len(s) * q // 100)] / 1e6, 3) for q in (50, 90, 99)}
 
 
 def run_backtest(captures: Sequence[Path], cfg: KmmConfig, out: Path, *, seed: int = 0,
