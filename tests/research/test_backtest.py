@@ -302,3 +302,24 @@ def test_requests_waiting_for_write_tokens_leave_in_the_live_limiters_order(tmp_
     assert left == ["cancel1", "amend1", "amend2", "place1", "place2"]
     # 2 + 4 x 10 tokens at 100/s above the 20-token cancel reserve: the last leaves about 0.6 s later
     assert 0.55e9 < b.clock.mono - 1_000_000_000 < 0.65e9
+
+
+def test_one_taker_sweeping_several_levels_fills_our_order_once_for_the_sum(tmp_path):
+    """A seller sweeps the bids at 0.40 and 0.39 (two prints, a book delta between them, the same
+    exchange millisecond). Our bid at 0.41 (5 contracts) stood in front of both: that taker meets it
+    once, one fill of 5 (3 + 2) with the maker fee computed on 5. A later seller is a fill of its own."""
+    from kmm._core.fees import cent_fee, trade_fee
+    cap = (Cap(maker_rate_e6=17_500).snapshot(0, [(4000, 1000), (3900, 1000)], [(6000, 1000)])
+           .trade(20, 4000, 300, "ask", "s1").delta(20.2, "bid", 4000, -300)
+           .trade(20.4, 3900, 400, "ask", "s2").delta(20.5, "bid", 3900, -400)
+           .delta(40, "bid", 3900, 100)
+           .trade(60, 4000, 200, "ask", "s3").delta(60.2, "bid", 4000, -200)
+           .delta(80, "bid", 3900, 100))
+    b = bt(tmp_path, cap, zero(), bid=4100)
+    s = b.run()
+    assert [(f.price, f.count) for f in b.fills] == [(4100, 500), (4100, 200)]
+    assert s["fills"] == 2 and s["contracts_bought"] == "7.00"
+    assert b.fills[0].fee == cent_fee(trade_fee(500, 4100, 17_500), 0)[0]
+    assert b.fills[1].order_id != b.fills[0].order_id           # the re-placed order: its own fee carry
+    assert b.fills[1].fee == cent_fee(trade_fee(200, 4100, 17_500), 0)[0]
+    assert b.pf.fees_paid() == b.fills[0].fee + b.fills[1].fee

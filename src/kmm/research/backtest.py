@@ -62,6 +62,7 @@ from kmm.strategy.stoikov import StoikovStrategy
 log = logging.getLogger("kmm.research.backtest")
 
 NS_PER_S = 1_000_000_000
+SWEEP_NS = 1_000_000        # the prints of one taker order arrive within this (receive time)
 PLACE, AMEND, DECREASE, CANCEL = _diff.PLACE, _diff.AMEND, _diff.DECREASE, _diff.CANCEL
 
 
@@ -267,6 +268,9 @@ class Backtest:
         self._wq: tuple[deque[Any], deque[Any], deque[Any]] = (deque(), deque(), deque())  # cancel, amend, place
         self._dispatch_at = 0
         self.decision_latency_ns: list[int] = []
+        self._held: dict[str, Fill] = {}      # fills of the taker sweep being printed (trade_id -> fill)
+        self._held_until = 0
+        self._held_key: tuple[str, str, int] | None = None
 
     def _pickoff_model(self, captures: Sequence[Path], cfg: KmmConfig, core: Any) -> PickoffModel:
         """The adverse-selection model: parsed, and for any but ``none`` a fitting pass over the
@@ -291,6 +295,14 @@ class Backtest:
             return fitted
         model.reaction_ids = fitted.reaction_ids
         return model
+
+    def _deliver_held(self) -> None:
+        """Hand the fills of the last taker sweep to the engine."""
+        held = list(self._held.values())
+        self._held.clear()
+        self.sim.end_sweeps()
+        for f in held:
+            self._on_fill(f)
 
     # ============================================================================ events
     def _at(self, t: int, fn: Callable[..., None], *args: Any) -> None:
@@ -361,6 +373,8 @@ class Backtest:
                     if st == DELTA or st == SNAPSHOT:
                         self.book_messages += 1
                     continue
+                if self._held and (recv > self._held_until or (self.events and self.events[0][0] <= recv)):
+                    self._deliver_held()
                 if self.events and self.events[0][0] <= recv:
                     self._run_events(recv)
                 clock.mono = recv
@@ -377,6 +391,8 @@ class Backtest:
                             self.progress(min(0.99, frac))
             done_bytes += sizes[fi]
         if not book_only:
+            if self._held:
+                self._deliver_held()
             self._run_events(last + 60 * NS_PER_S)
             self._finish(last)
         elapsed = time.perf_counter() - t0
@@ -516,12 +532,26 @@ class Backtest:
             if pipe is None:
                 return
             wall_ms = tr.ts_ms or self.clock.time_ns() // 1_000_000
-            for f in self.sim.on_trade(recv, wall_ms, tr.ticker, tr.price, tr.count, tr.taker_side, tr.trade_id):
-                self._on_fill(f)
+            key = (tr.ticker, tr.taker_side, wall_ms)
+            if self._held and key != self._held_key:
+                self._deliver_held()
+            fills = self.sim.on_trade(recv, wall_ms, tr.ticker, tr.price, tr.count, tr.taker_side, tr.trade_id)
+            if fills:
+                # the other prints of this taker's sweep may follow: they grow these fills (one fill per
+                # order of ours per taker order); delivered when the sweep is over (the next trade of
+                # another taker, a frame SWEEP_NS later, or before any timed event)
+                if not self._held:
+                    self._held_until = recv + SWEEP_NS
+                    self._held_key = key
+                for f in fills:
+                    self._held[f.trade_id] = f
             pipe.on_trade(tr.price)
-            if pipe.ready:
-                for f in self.sim.after_event(recv, wall_ms, tr.ticker):
-                    self._on_fill(f)
+            if pipe.ready and self.sim.pickoff is not None and self.sim.pickoff.active:
+                picked = self.sim.after_event(recv, wall_ms, tr.ticker)
+                if picked:
+                    self._deliver_held()
+                    for f in picked:
+                        self._on_fill(f)
         elif typ == "market_lifecycle_v2" and isinstance(msg, dict):
             try:
                 ev = decode_lifecycle(msg, recv)
@@ -582,6 +612,7 @@ class Backtest:
         if sim.markets[ticker].orders and sim.pickoff is not None and sim.pickoff.active:
             picked = sim.after_event(recv, self.clock.time_ns() // 1_000_000, ticker)
             if picked:
+                self._deliver_held()
                 for f in picked:
                     self._on_fill(f)
                 return          # each fill re-decided already (or left the decision for the answers)
@@ -881,6 +912,8 @@ class Backtest:
         self.sim.expire_all(now)
         po = self.sim.pickoff
         if po is not None and po.active:     # the pick-off hazard runs between sparse book messages too
+            if self._held:
+                self._deliver_held()
             wall_ms = self.clock.time_ns() // 1_000_000
             for t, p in self.pipes.items():
                 if p.ready and self.sim.markets[t].orders:

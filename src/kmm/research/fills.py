@@ -76,7 +76,7 @@ class SimOrder:
 
     __slots__ = ("order_id", "coid", "ticker", "side", "price", "initial", "remaining", "filled",
                  "post_only", "carry", "fees", "status", "bside", "bprice", "ahead", "seen",
-                 "pend", "credit", "created_ms", "updated_ms", "hz_t", "hz_acc", "hz_need", "hz_rate")
+                 "pend", "credit", "created_ms", "updated_ms", "hz_t", "hz_acc", "hz_need", "hz_rate", "sweep")
 
     def __init__(self, order_id: str, coid: str, ticker: str, side: str, price: int, count: int,
                  post_only: bool, now_ms: int) -> None:
@@ -104,6 +104,7 @@ class SimOrder:
         self.hz_acc = 0.0                    # accumulated hazard, the Exp(1) draw it must reach,
         self.hz_need = 0.0                   # and the rate (per ns) since the last check
         self.hz_rate = 0.0
+        self.sweep: tuple[Any, ...] | None = None   # (taker side, ms, fill, carry, fees before it)
 
     def user_order(self, recv_ns: int = 0) -> UserOrder:
         return UserOrder(order_id=self.order_id, client_order_id=self.coid, ticker=self.ticker,
@@ -165,6 +166,7 @@ class FillSimulator:
         self.fit: PickoffFit | None = None           # a fitting pass: measure the recorded run's quotes
         self.rng = random.Random(0)                  # pick-off draws (the replay seeds it)
         self.pickoff_by_ticker: dict[str, int] = {}
+        self._swept: list[SimOrder] = []             # orders with an open sweep fill
 
     # ------------------------------------------------------------------------------ books
     def attach_book(self, ticker: str, book: Any) -> None:
@@ -348,7 +350,7 @@ class FillSimulator:
                 o.ahead = 0.0
                 if q > 0:
                     self.stats.fills_through += 1
-                    fills.append(self._maker_fill(o, q, now, wall_ms))
+                    fills.append(self._sweep_fill(o, q, now, wall_ms, taker_side))
                     outcome = "filled"
                 continue
             # at our price: the trade ate the front of the queue first
@@ -374,7 +376,7 @@ class FillSimulator:
                 o.ahead = 0.0
                 if q > 0:
                     self.stats.fills_at_level += 1
-                    fills.append(self._maker_fill(o, q, now, wall_ms))
+                    fills.append(self._sweep_fill(o, q, now, wall_ms, taker_side))
                     outcome = "filled"
                 elif outcome == "none":
                     outcome = "queue"
@@ -383,6 +385,43 @@ class FillSimulator:
         if trade_id and self.keep_outcomes:
             self.trade_outcomes[trade_id] = (ticker, outcome)
         return fills
+
+    def _sweep_fill(self, o: SimOrder, q: int, now: int, wall_ms: int, taker_side: str) -> Fill:
+        """A fill from a recorded trade. One taker order that sweeps several price levels prints one
+        trade per maker order it met; had our order stood in front of them, the taker would have met
+        it once, for the sum. So prints of the same taker side and exchange millisecond that reach the
+        same order of ours (while :meth:`end_sweeps` has not been called) make one fill: the fill is
+        returned again, grown, under the same trade_id, with its fee computed on the whole."""
+        sw = o.sweep
+        if sw is None or sw[0] != taker_side or sw[1] != wall_ms:
+            carry0, fees0 = o.carry, o.fees
+            f = self._maker_fill(o, q, now, wall_ms)
+            o.sweep = (taker_side, wall_ms, f, carry0, fees0)
+            self._swept.append(o)
+            return f
+        _, _, f0, carry0, fees0 = sw
+        m = self.markets[o.ticker]
+        total = f0.count + q
+        charged, o.carry = cent_fee(trade_fee(total, o.price, m.d.maker_rate_e6), carry0)
+        o.fees = fees0 + charged
+        o.remaining -= q
+        o.filled += q
+        o.updated_ms = wall_ms
+        self._level(m, o.bside, o.bprice, -q)
+        self.stats.maker_contracts += q
+        f = Fill(trade_id=f0.trade_id, order_id=o.order_id, client_order_id=o.coid, ticker=o.ticker, side=o.side,
+                 price=o.price, count=total, fee=charged, is_taker=False, post_position=None, ts_ms=wall_ms,
+                 recv_ns=f0.recv_ns)
+        o.sweep = (taker_side, wall_ms, f, carry0, fees0)
+        if o.remaining == 0:
+            self._close(o, "executed", wall_ms)
+        return f
+
+    def end_sweeps(self) -> None:
+        """The fills handed out so far are final: later prints start new fills."""
+        for o in self._swept:
+            o.sweep = None
+        self._swept.clear()
 
     def _maker_fill(self, o: SimOrder, q: int, now: int, wall_ms: int) -> Fill:
         m = self.markets[o.ticker]
@@ -548,6 +587,7 @@ class FillSimulator:
         m.book.apply_level_delta(o.bside, o.bprice, o.remaining)
 
     def _unrest(self, o: SimOrder) -> None:
+        o.sweep = None
         m = self.markets[o.ticker]
         if m.orders.pop(o.order_id, None) is not None and o.remaining:
             self._level(m, o.bside, o.bprice, -o.remaining)

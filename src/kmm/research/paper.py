@@ -246,6 +246,7 @@ class PaperEngine(Engine):
             for f in sim.on_trade(self.clock.monotonic_ns(), trade.ts_ms or self.clock.time_ns() // 1_000_000,
                                   trade.ticker, trade.price, trade.count, trade.taker_side, trade.trade_id):
                 self.paper.book_fill(f)
+            sim.end_sweeps()        # fills are delivered at once here: each print is its own fill
 
     def deliver_fill(self, f: Fill) -> None:
         Engine.on_fill(self, f)
