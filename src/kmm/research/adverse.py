@@ -18,8 +18,9 @@ The pick-off model replaces those reaction trades with a hazard:
   ``min_ticks`` is a **reaction trade**: the replay leaves it out of the tape;
 - instead, each virtual order that is stale by ``d >= min_ticks`` is picked off at a rate
   ``rate(d)`` per second (a Poisson process, checked at every book message and trade of its market
-  and at the replay's housekeeping ticks (every 0.25 s), the rate held from one check to the next), by a taker whose size is drawn from the reaction trades'
-  sizes (capped at what rests); the fill is at our price with the maker fee.
+  and at the replay's housekeeping ticks (every 0.25 s), the rate held from one check to the next),
+  by a taker whose size is drawn from the reaction trades' sizes (capped at what rests); the fill is
+  at our price with the maker fee.
 
 ``rate(d)`` is fitted from the recording itself (``fitted``): the number of reaction trades per
 second the recorded run's best quote on a side spent at that staleness (half-tick buckets from

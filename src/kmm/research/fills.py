@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 

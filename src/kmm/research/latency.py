@@ -191,8 +191,8 @@ def _entry_from_tape(run: Path, updates: dict[str, list[int]]) -> list[int]:
     path = run / "tape.csv"
     if not path.exists() or not updates:
         return []
-    for u in updates.values():
-        u.sort()
+    for stamps in updates.values():
+        stamps.sort()
     out: list[int] = []
     try:
         for row in read_tape(path):
