@@ -32,7 +32,7 @@ import orjson
 
 from kmm._core import diff as _diff
 from kmm._core.book import OrderBook
-from kmm._core.fixed import parse_price, parse_signed_count
+from kmm._core.fixed import parse_count, parse_price, parse_signed_count
 from kmm._core.grid import Grid
 from kmm._core.ofi import OFI
 from kmm._core.wire import DELTA, GAP, MALFORMED, NOT_BOOK, SNAPSHOT, BookRouter
@@ -44,7 +44,7 @@ from kmm.engine.portfolio import Portfolio
 from kmm.engine.risk import KillState, RiskGate
 from kmm.errors import KmmError
 from kmm.kalshi import limiter as _lim
-from kmm.kalshi.decode import decode_lifecycle, decode_trade
+from kmm.kalshi.decode import MAX_ID_LEN, decode_lifecycle, decode_trade
 from kmm.kalshi.limiter import RateLimiter
 from kmm.kalshi.types import Fill, OrderAck
 from kmm.record.capture import GAP_TYPE, capture_files, read_capture, read_market_defs
@@ -192,11 +192,12 @@ class Backtest:
                  options: BacktestOptions | None = None, progress: Callable[[float], None] | None = None,
                  strategy_factory: Callable[[MarketInfo], Strategy] | None = None,
                  core: tuple[Callable[[], Any], Callable[[Any], Any], Callable[[], Any]] | None = None,
-                 fit_pass: bool = False) -> None:
+                 fit_pass: bool = False, frames_cache: dict[Path, Any] | None = None) -> None:
         """``core``: (router factory, book factory taking a Grid, OFI factory) in place of the compiled
         ``BookRouter``/``OrderBook``/``OFI`` (the benchmark's plain-Python baseline uses it).
         ``fit_pass``: replay the book without quoting and measure the recorded run's own quotes for the
         pick-off model (``self.sim.fit``)."""
+        self._t_start = time.perf_counter()     # the replay's speed counts its fitting pass too
         self.files: list[Path] = [f for c in captures for f in capture_files(c)]
         if not self.files:
             raise KmmError(f"no capture files in {', '.join(map(str, captures))}: give capture.bin.gz files "
@@ -204,6 +205,8 @@ class Backtest:
         self.cfg = cfg
         self.out = out
         self.opt = options or BacktestOptions()
+        # decompressed capture files, shared with the pick-off model's fitting pass (decoded once)
+        self._frames_cache: dict[Path, Any] = frames_cache if frames_cache is not None else {}
         self.progress = progress
         self.rng = random.Random(seed)
         self.seed = seed
@@ -282,13 +285,18 @@ class Backtest:
             raise KmmError(f"backtest.pickoff: {exc}") from None
         if not model.active:
             return model
-        fitter = Backtest(captures, cfg, None, seed=self.seed, options=self.opt, core=core, fit_pass=True)
+        if not self._has_recorded_fills():
+            if model.kind == "fitted":
+                log.info("pick-off model: the captures hold no fills of a recorded run to fit it from; "
+                         "replaying with recorded trades only (backtest.pickoff=none)")
+                return PickoffModel("none", model.min_ticks)
+            return model            # nothing recorded to leave out
+        fitter = Backtest(captures, cfg, None, seed=self.seed, options=self.opt, core=core, fit_pass=True,
+                          frames_cache=self._frames_cache)
         fitter.run()
         fit = fitter.sim.fit
         assert fit is not None
         if not fit.fill_ids and model.kind == "fitted":
-            log.info("pick-off model: the captures hold no fills of a recorded run to fit it from; "
-                     "replaying with recorded trades only (backtest.pickoff=none)")
             return PickoffModel("none", model.min_ticks)
         fitted = fit.model("fitted", ", ".join(str(c) for c in captures[:3]))
         if model.kind == "fitted":
@@ -303,6 +311,26 @@ class Backtest:
         self.sim.end_sweeps()
         for f in held:
             self._on_fill(f)
+
+    def _frames(self, path: Path, size: int) -> Any:
+        """The records of one capture file: decompressed whole (and kept for the next pass) when it is
+        small enough, else streamed."""
+        if size > self.opt.preload_mb * (1 << 20):
+            return ((r.recv_ns, r.wall_ns, r.frame) for r in read_capture(path))
+        frames = self._frames_cache.get(path)
+        if frames is None:
+            frames = self._frames_cache[path] = load_frames(path)
+        return frames
+
+    def _has_recorded_fills(self) -> bool:
+        """Whether the captures hold a recorded run's fill messages (streamed files: assumed so)."""
+        for path in self.files:
+            size = path.stat().st_size
+            if size > self.opt.preload_mb * (1 << 20):
+                return True
+            if any(b'"type":"fill"' in f[:24] for _, _, f in self._frames(path, size)):
+                return True
+        return False
 
     # ============================================================================ events
     def _at(self, t: int, fn: Callable[..., None], *args: Any) -> None:
@@ -352,8 +380,7 @@ class Backtest:
         frame_fn = self._frame
         for fi, path in enumerate(self.files):
             first = True
-            records: Any = (load_frames(path) if sizes[fi] <= self.opt.preload_mb * (1 << 20)
-                            else ((r.recv_ns, r.wall_ns, r.frame) for r in read_capture(path)))
+            records: Any = self._frames(path, sizes[fi])
             for recv0, wall, frame in records:
                 recv = recv0 + shift
                 if first:
@@ -395,7 +422,7 @@ class Backtest:
                 self._deliver_held()
             self._run_events(last + 60 * NS_PER_S)
             self._finish(last)
-        elapsed = time.perf_counter() - t0
+        elapsed = time.perf_counter() - self._t_start
         if self.progress is not None:
             self.progress(1.0)
         mps = self.book_messages / elapsed if elapsed > 0 else 0.0
@@ -522,20 +549,28 @@ class Backtest:
         typ = obj.get("type") if isinstance(obj, dict) else None
         msg = obj.get("msg") if isinstance(obj, dict) else None
         if typ == "trade" and isinstance(msg, dict):
-            try:
-                tr = decode_trade(msg, recv)
-            except Exception:  # noqa: BLE001 - a bad frame is skipped, as live does
-                self.malformed += 1
-                log.warning("unreadable trade in the capture: %.200r", frame)
-                return
-            pipe = self.pipes.get(tr.ticker)
+            tr = _fast_trade(msg)
+            if tr is None:
+                try:
+                    t0 = decode_trade(msg, recv)
+                except Exception:  # noqa: BLE001 - a bad frame is skipped, as live does
+                    self.malformed += 1
+                    log.warning("unreadable trade in the capture: %.200r", frame)
+                    return
+                tr = (t0.trade_id, t0.ticker, t0.price, t0.count, t0.taker_side, t0.ts_ms)
+            trade_id, ticker, price, count, taker_side, ts_ms = tr
+            pipe = self.pipes.get(ticker)
             if pipe is None:
                 return
-            wall_ms = tr.ts_ms or self.clock.time_ns() // 1_000_000
-            key = (tr.ticker, tr.taker_side, wall_ms)
+            if self.fit_pass:
+                if trade_id:
+                    self.sim.on_trade(recv, ts_ms, ticker, price, count, taker_side, trade_id)
+                return
+            wall_ms = ts_ms or self.clock.time_ns() // 1_000_000
+            key = (ticker, taker_side, wall_ms)
             if self._held and key != self._held_key:
                 self._deliver_held()
-            fills = self.sim.on_trade(recv, wall_ms, tr.ticker, tr.price, tr.count, tr.taker_side, tr.trade_id)
+            fills = self.sim.on_trade(recv, wall_ms, ticker, price, count, taker_side, trade_id)
             if fills:
                 # the other prints of this taker's sweep may follow: they grow these fills (one fill per
                 # order of ours per taker order); delivered when the sweep is over (the next trade of
@@ -545,9 +580,9 @@ class Backtest:
                     self._held_key = key
                 for f in fills:
                     self._held[f.trade_id] = f
-            pipe.on_trade(tr.price)
+            pipe.on_trade(price)
             if pipe.ready and self.sim.pickoff is not None and self.sim.pickoff.active:
-                picked = self.sim.after_event(recv, wall_ms, tr.ticker)
+                picked = self.sim.after_event(recv, wall_ms, ticker)
                 if picked:
                     self._deliver_held()
                     for f in picked:
@@ -988,6 +1023,33 @@ class Backtest:
             fill_size=fill.count if fill else None, fill_fee=fill.fee if fill else None,
             trade_id=fill.trade_id if fill else None)
         self.recorder.tape.write(row)
+
+
+_MAX_TS_MS = 2**53
+
+
+def _fast_trade(msg: dict[str, Any]) -> tuple[str, str, int, int, str, int] | None:
+    """A recorded trade's (trade_id, ticker, YES price, count, taker side, ts_ms) when it has the usual
+    fields in their usual form (what ``decode_trade`` returns for it); None: decode it the slow way."""
+    try:
+        taker = msg.get("taker_book_side")
+        tid = msg.get("trade_id")
+        t = msg.get("market_ticker")
+        ts = msg.get("ts_ms")
+        yp = msg.get("yes_price_dollars")
+        cnt = msg.get("count_fp")
+        if (taker != "bid" and taker != "ask") or type(tid) is not str or type(t) is not str \
+                or type(ts) is not int or type(yp) is not str or type(cnt) is not str:
+            return None
+        if not tid or not t or len(tid) > MAX_ID_LEN or len(t) > MAX_ID_LEN or not 0 <= ts <= _MAX_TS_MS:
+            return None
+        price = parse_price(yp)
+        count = parse_count(cnt)
+    except (ValueError, TypeError):
+        return None
+    if not 0 < price < 10_000 or count <= 0:
+        return None
+    return tid, t, price, count, taker, ts
 
 
 def _quantiles_ms(xs: list[int]) -> dict[str, float]:

@@ -456,6 +456,9 @@ class FillSimulator:
     def others_mid(self, ticker: str) -> float | None:
         """Mid (YES, 1e-4 $) of the replay book without our virtual orders; None when a side is empty."""
         m = self.markets[ticker]
+        if not m.orders:
+            bb, ba = m.book.best_bid(), m.book.best_ask()
+            return None if bb is None or ba is None else (bb + ba) / 2
         bid = ask = None
         for p, sz in m.book.bids(8):
             if sz - (self._own_at(m, YES, p) if m.orders else 0) > 0:
@@ -494,14 +497,23 @@ class FillSimulator:
             return []
         fit = self.fit
         if fit is not None:
-            mid = self.others_mid(ticker) if m.live_own else None
-            bid = max((bp for (bs, bp) in m.live_own if bs == YES), default=0)
-            ask = ONE - max((bp for (bs, bp) in m.live_own if bs == NO), default=ONE)
-            for side, px, name in ((0, bid, "bid"), (1, ask, "ask")):
-                b = -1
-                if mid is not None and 0 < px < ONE:
-                    b = bucket_of(self.staleness(ticker, name, px, mid), fit.min_ticks)
-                fit.expose(ticker, side, b, now)
+            if m.live_own:
+                mid = self.others_mid(ticker)
+                bid = nob = 0
+                for bs, bp in m.live_own:
+                    if bs == YES:
+                        if bp > bid:
+                            bid = bp
+                    elif bp > nob:
+                        nob = bp
+                for side, px, name in ((0, bid, "bid"), (1, ONE - nob if nob else 0, "ask")):
+                    b = -1
+                    if mid is not None and 0 < px < ONE:
+                        b = bucket_of(self.staleness(ticker, name, px, mid), fit.min_ticks)
+                    fit.expose(ticker, side, b, now)
+            elif fit.state.get((ticker, 0), (-1,))[0] >= 0 or fit.state.get((ticker, 1), (-1,))[0] >= 0:
+                fit.expose(ticker, 0, -1, now)
+                fit.expose(ticker, 1, -1, now)
         po = self.pickoff
         if po is None or not po.active or not m.orders:
             return []
