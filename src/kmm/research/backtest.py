@@ -192,12 +192,16 @@ class Backtest:
                  options: BacktestOptions | None = None, progress: Callable[[float], None] | None = None,
                  strategy_factory: Callable[[MarketInfo], Strategy] | None = None,
                  core: tuple[Callable[[], Any], Callable[[Any], Any], Callable[[], Any]] | None = None,
-                 fit_pass: bool = False, frames_cache: dict[Path, Any] | None = None) -> None:
+                 fit_pass: bool = False, frames_cache: dict[Path, Any] | None = None,
+                 python_pipeline: bool = False) -> None:
         """``core``: (router factory, book factory taking a Grid, OFI factory) in place of the compiled
         ``BookRouter``/``OrderBook``/``OFI`` (the benchmark's plain-Python baseline uses it).
         ``fit_pass``: replay the book without quoting and measure the recorded run's own quotes for the
-        pick-off model (``self.sim.fit``)."""
+        pick-off model (``self.sim.fit``). ``python_pipeline``: the market pipelines run their plain-Python
+        signals and strategy (``MarketPipeline(compiled=False)``; the benchmark's baseline), with the OFI
+        from ``core``."""
         self._t_start = time.perf_counter()     # the replay's speed counts its fitting pass too
+        self._python_pipeline = python_pipeline
         self.files: list[Path] = [f for c in captures for f in capture_files(c)]
         if not self.files:
             raise KmmError(f"no capture files in {', '.join(map(str, captures))}: give capture.bin.gz files "
@@ -241,7 +245,11 @@ class Backtest:
             info = MarketInfo(t, grid, d.close_time_ns, d.fractional, d.maker_rate_e6, d.taker_rate_e6, d.status)
             self.gate.add_market(t, grid, close_time_ns=d.close_time_ns, fractional=d.fractional)
             strategy = strategy_factory(info) if strategy_factory else build_strategy(cfg, info)
-            pipe = MarketPipeline(info, book, strategy, cfg.strategy_for(t), self.alpha, new_ofi())
+            if python_pipeline:
+                pipe = MarketPipeline(info, book, strategy, cfg.strategy_for(t), self.alpha, None, compiled=False)
+                pipe.ofi = new_ofi()
+            else:
+                pipe = MarketPipeline(info, book, strategy, cfg.strategy_for(t), self.alpha, new_ofi())
             self.pipes[t] = pipe
         self.events: list[tuple[int, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0
@@ -292,7 +300,7 @@ class Backtest:
                 return PickoffModel("none", model.min_ticks)
             return model            # nothing recorded to leave out
         fitter = Backtest(captures, cfg, None, seed=self.seed, options=self.opt, core=core, fit_pass=True,
-                          frames_cache=self._frames_cache)
+                          frames_cache=self._frames_cache, python_pipeline=self._python_pipeline)
         fitter.run()
         fit = fitter.sim.fit
         assert fit is not None

@@ -459,15 +459,21 @@ class FillSimulator:
         if not m.orders:
             bb, ba = m.book.best_bid(), m.book.best_ask()
             return None if bb is None or ba is None else (bb + ba) / 2
-        bid = ask = None
-        for p, sz in m.book.bids(8):
-            if sz - (self._own_at(m, YES, p) if m.orders else 0) > 0:
-                bid = p
-                break
-        for p, sz in m.book.asks(8):
-            if sz - (self._own_at(m, NO, ONE - p) if m.orders else 0) > 0:
-                ask = p
-                break
+        book = m.book
+        bid = book.best_bid()
+        if bid is not None and book.best_bid_size() <= self._own_at(m, YES, bid):
+            bid = None                      # the best level is all ours: look deeper
+            for p, sz in book.bids(8):
+                if sz - self._own_at(m, YES, p) > 0:
+                    bid = p
+                    break
+        ask = book.best_ask()
+        if ask is not None and book.best_ask_size() <= self._own_at(m, NO, ONE - ask):
+            ask = None
+            for p, sz in book.asks(8):
+                if sz - self._own_at(m, NO, ONE - p) > 0:
+                    ask = p
+                    break
         if bid is None or ask is None:
             return None
         return (bid + ask) / 2
