@@ -14,8 +14,8 @@ tickers). Groups (ns per book message; the report prints the ratio baseline / km
   manager, portfolio, fill simulator, latency and rate-limit model; no records); baseline: the same
   replay with the market pipelines' plain-Python signals and strategy and the reference OFI
   (``Backtest(python_pipeline=True)``; the compiled pipeline takes compiled books only, so the router
-  and book stay compiled); it must make the same decisions and fills. The speed-up over real time is printed and stored in
-  ``extra_info``.
+  and book stay compiled); it must make the same decisions and fills. The speed-up over real time
+  is printed and stored in ``extra_info``.
 
 Run: ``PYTHONPATH=src python -m pytest bench/bench_backtest.py``.
 """
