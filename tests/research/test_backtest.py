@@ -323,3 +323,39 @@ def test_one_taker_sweeping_several_levels_fills_our_order_once_for_the_sum(tmp_
     assert b.fills[1].order_id != b.fills[0].order_id           # the re-placed order: its own fee carry
     assert b.fills[1].fee == cent_fee(trade_fee(200, 4100, 17_500), 0)[0]
     assert b.pf.fees_paid() == b.fills[0].fee + b.fills[1].fee
+
+
+class _BidUntilLongThenAsk:
+    """Bids 8 at 0.41 while flat; once long, asks 8 at 0.59 and bids nothing."""
+
+    name = "bid-until-long"
+
+    def target(self, inp, out):
+        if inp.inventory > 0:
+            out.bid_price, out.bid_size, out.ask_price, out.ask_size = 0, 0, 5900, 800
+        else:
+            out.bid_price, out.bid_size, out.ask_price, out.ask_size = 4100, 800, 0, 0
+        return out
+
+
+def test_the_replay_sizes_a_reduce_only_quote_to_the_position_as_the_live_maker_does(tmp_path):
+    """The replay sends what the live maker's planner (kmm.engine.quoting) makes of a decision. Long 6
+    with max_position 10 and reduce_only_at 0.5 the market is reduce-only: the strategy's ask of 8
+    would be refused by the gate (it would leave us short), so the planner sizes it to the 6 that
+    reduce. A buyer of 10 then takes exactly those 6: flat, never short."""
+    cap = (Cap().snapshot(0, [(4000, 1000)], [(6000, 1000)])
+           .delta(10, "bid", 4000, 100)
+           .trade(20, 4100, 600, "ask", "sell6")                     # takes 6 of our 8 at 0.41
+           .delta(30, "ask", 6000, 100)
+           .trade(40, 5900, 1000, "bid", "buy10"))                   # a buyer of 10 at 0.59
+    cfg = load_config(None, environ={}, cli={"run.markets": T, "strategy.max_position": "10",
+                                             "risk.reduce_only_at": "0.5"})
+    b = Backtest([cap.write(tmp_path / "cap")], cfg, None, seed=0,
+                 options=BacktestOptions(feed_latency="0", entry_latency="0", response_latency="0",
+                                         rate_tier="off"),
+                 strategy_factory=lambda info: _BidUntilLongThenAsk())
+    s = b.run()
+    assert [(f.side, f.price, f.count) for f in b.fills] == [("bid", 4100, 600), ("ask", 5900, 600)]
+    asks = [o for o in b.om.orders() if o.side == "ask"]
+    assert [o.count for o in asks] == [600]
+    assert s["positions"][T] == "0.00" and not b.gate.denials.get("reduce_only")

@@ -38,8 +38,10 @@ from kmm._core.ofi import OFI
 from kmm._core.wire import DELTA, GAP, MALFORMED, NOT_BOOK, SNAPSHOT, BookRouter
 from kmm.config import KmmConfig
 from kmm.engine.live import EngineOptions
-from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline
+from kmm.engine.market import MarketInfo, MarketPipeline
+from kmm.engine.eventwire import EventWiring
 from kmm.engine.orders import LiveOrder, OrderManager
+from kmm.engine.quoting import QuotePlanner, small_reprices_only
 from kmm.engine.portfolio import Portfolio
 from kmm.engine.risk import KillState, RiskGate
 from kmm.errors import KmmError
@@ -49,6 +51,7 @@ from kmm.kalshi.limiter import RateLimiter
 from kmm.kalshi.types import Fill, OrderAck
 from kmm.record.capture import GAP_TYPE, capture_files, read_capture, read_market_defs
 from kmm.record.summary import build_summary, write_summary
+from kmm.record.tape import engine_fields
 from kmm.research.adverse import PickoffFit, PickoffModel
 from kmm.research.events import load_frames
 from kmm.research.fills import LINEAR_CENT, FillSimulator, MarketDef
@@ -230,6 +233,9 @@ class Backtest:
         self.pf = Portfolio(mark=cfg.risk.pnl_mark, cash_rounding=cfg.risk.cash_rounding)
         self.pf.set_cash(cfg.sim.balance)
         self.gate = RiskGate(cfg.risk_limits(), self.clock, self.pf, self.om)
+        # the live maker's decision -> requests step (no events learnt: the event limits pass)
+        self.event_risk = EventWiring(cfg, self.pf, self.om)
+        self.planner = QuotePlanner(self.gate, self.om, self.pf, self.event_risk)
         new_router, new_book, new_ofi = core or (BookRouter, OrderBook,
                                                  lambda: OFI(window_ns=10 * NS_PER_S, half_life_ns=5 * NS_PER_S))
         self.router = new_router()
@@ -624,7 +630,7 @@ class Backtest:
         log.warning("replay gap at %d: %s", recv, reason)
         if sid is None:
             self.router.reset()
-        for t, p in self.pipes.items():
+        for t in self.pipes:
             if sid is None or self.router.sid_of(t) in (sid, None):
                 self._stale(t, reason)
 
@@ -687,7 +693,7 @@ class Backtest:
                 pipe.dirty = True
                 return
         pipe.dirty = False
-        actions = pipe.decide(self.pf.position(t), live)
+        actions = pipe.decide(self.event_risk.quote_inventory(t), live)
         pipe.state = "quoting"
         if actions:
             if self._small_reprices_only(pipe, actions):
@@ -703,13 +709,7 @@ class Backtest:
         prices by a few ticks is skipped whole."""
         if self.limiter is None or self.limiter.pressure() <= self.reprice_pressure:
             return False
-        for a in actions:
-            if a.kind != AMEND:
-                return False
-            o = self.om.get(a.order_id)
-            if o is None or a.size != o.remaining or abs(a.price - o.price) > pipe.skip_reprice_px:
-                return False
-        return True
+        return small_reprices_only(self.om, actions, pipe.skip_reprice_px)
 
     def _pull(self, pipe: MarketPipeline, reason: str) -> None:
         live = [o for o in self.om.live_orders(pipe.ticker) if o.order_id is not None and o.actionable]
@@ -721,53 +721,35 @@ class Backtest:
             self._apply(pipe, actions, self.clock.mono)
 
     def _apply(self, pipe: MarketPipeline, actions: Any, trigger: int) -> None:
+        """The requests the live maker's planner makes of ``actions`` (kmm.engine.quoting: the gate,
+        reduce-only sizing, event limits, the order manager's transitions), sent on the replay."""
         t = pipe.ticker
         first = True
-        for a in actions:
-            kind, side = a.kind, SIDE_NAME[a.side]
+        for step in self.planner.plan(t, actions):
+            kind = step[0]
             if kind == PLACE:
-                d = self.gate.check_place(t, side, a.price, a.size)
-                if not d:
-                    continue
-                o = self.om.create(t, side, a.price, a.size)
+                _, o, side, price, size = step
                 if self.recorder is not None:
                     self.recorder.store.record_order(status="pending", client_order_id=o.client_order_id, ticker=t,
-                                                     side=side, price=a.price, count=a.size,
+                                                     side=side, price=price, count=size,
                                                      strategy=self.cfg.run.strategy, reason="quote",
                                                      ts_ns=self.clock.time_ns())
                 self.orders_sent += 1
-                self._send(pipe, first, trigger, _lim.PLACE, self._x_place, o.client_order_id, t, side, a.price, a.size)
-                first = False
-                continue
-            lo = self.om.get(a.order_id)
-            if lo is None or lo.order_id is None:
-                continue
-            oid = lo.order_id
-            if kind == CANCEL:
-                if self.om.request_cancel(oid) is not None:
-                    self.cancels_sent += 1
-                    self._send(pipe, first, trigger, _lim.CANCEL, self._x_cancel, oid)
-                    first = False
+                self._send(pipe, first, trigger, _lim.PLACE, self._x_place, o.client_order_id, t, side, price, size)
+            elif kind == CANCEL:
+                self.cancels_sent += 1
+                self._send(pipe, first, trigger, _lim.CANCEL, self._x_cancel, step[1])
             elif kind == DECREASE:
-                if self.om.request_decrease(oid, a.size) is not None:
-                    self.decreases_sent += 1
-                    self._send(pipe, first, trigger, _lim.AMEND, self._x_decrease, oid, a.size)
-                    first = False
-            elif kind == AMEND:
-                d = self.gate.check_amend(t, side, a.price, a.size, lo.remaining)
-                if not d:
-                    if self.om.request_cancel(oid) is not None:
-                        self.cancels_sent += 1
-                        self._send(pipe, first, trigger, _lim.CANCEL, self._x_cancel, oid)
-                        first = False
-                    continue
-                o = self.om.request_amend(oid, a.price, a.size)
-                if o is not None:
-                    self.amends_sent += 1
-                    # Kalshi's amend count is the new total (filled + remaining) as known when sent; fills
-                    # that land while it travels come off the new remaining at the exchange
-                    self._send(pipe, first, trigger, _lim.AMEND, self._x_amend, oid, a.price, int(o.pending_count))
-                    first = False
+                self.decreases_sent += 1
+                self._send(pipe, first, trigger, _lim.AMEND, self._x_decrease, step[1], step[2])
+            else:   # AMEND
+                _, live, _, price, _, amended = step
+                self.amends_sent += 1
+                # Kalshi's amend count is the new total (filled + remaining) as known when sent; fills
+                # that land while it travels come off the new remaining at the exchange
+                self._send(pipe, first, trigger, _lim.AMEND, self._x_amend, live.order_id, price,
+                           int(amended.pending_count))
+            first = False
 
     def _send(self, pipe: MarketPipeline, first: bool, trigger: int, lane: int, act: Callable[..., Any],
               *args: Any) -> None:
@@ -889,6 +871,9 @@ class Backtest:
         """``count`` is the amend's new total, as the live connector sends it."""
         so0 = self.sim.orders.get(oid)
         remaining = count - (so0.filled if so0 is not None else 0)
+        so: Any
+        refused: str | None
+        fills: list[Fill]
         if remaining <= 0:      # filled past the new total on the way: Kalshi refuses it (invalid_count)
             so, refused, fills = so0, "invalid_count", []
         else:
@@ -1008,29 +993,12 @@ class Backtest:
 
     def _tape(self, pipe: MarketPipeline | None, event: str, fill: Fill | None = None,
               latency_ns: int | None = None) -> None:
-        """The same tape row the live engine writes (kmm.engine.live.Engine._tape)."""
+        """The same tape row the live engine writes (kmm.record.tape.engine_fields)."""
         if self.recorder is None or pipe is None:
             return
-        from kmm.record.tape import TapeRow
         t = pipe.ticker
-        inp, tgt = pipe.inputs, pipe.target
-        live = self.om.live_orders(t)
-        bid = next((o for o in live if o.side == "bid"), None)
-        ask = next((o for o in live if o.side == "ask"), None)
-        row = TapeRow(
-            ts_ns=self.clock.time_ns(), ticker=t, event=event,
-            mid=None if inp.mid is None else int(round(inp.mid)),
-            my_bid=bid.price if bid else None, my_ask=ask.price if ask else None,
-            bid_size=bid.remaining if bid else 0, ask_size=ask.remaining if ask else 0,
-            inventory=self.pf.position(t), unrealized_pnl=self.pf.unrealized_pnl(t),
-            realized_pnl=self.pf.realized_pnl(t) - self.pf.fees_paid(t), fees=self.pf.fees_paid(t),
-            latency_ns=latency_ns if event == "decision" else None,
-            reservation=tgt.reservation, spread=(2 * tgt.half_spread) if tgt.half_spread else None,
-            sigma=inp.sigma, ofi=inp.ofi_skew or None,
-            fill_side=fill.side if fill else None, fill_price=fill.price if fill else None,
-            fill_size=fill.count if fill else None, fill_fee=fill.fee if fill else None,
-            trade_id=fill.trade_id if fill else None)
-        self.recorder.tape.write(row)
+        self.recorder.tape.write_raw(engine_fields(self.clock.time_ns(), t, event, pipe.inputs, pipe.target,
+                                                   self.om.live_orders(t), self.pf, latency_ns, fill))
 
 
 _MAX_TS_MS = 2**53
