@@ -148,6 +148,9 @@ class PaperRest:
         now, wall = self._now()
         o = sim.orders.get(order_id)
         remaining = count - (o.filled if o is not None else 0)
+        so: Any
+        refused: str | None
+        fills: list[Fill]
         if o is not None and remaining <= 0:     # filled past the new total on the way, as Kalshi refuses it
             so, refused, fills = o, "invalid_count", []
         else:
