@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from kmm._core.fees import cent_fee, trade_fee
-from kmm.research.adverse import BUCKETS, PickoffModel, bucket_of
+from kmm.research.adverse import ALL, BUCKETS, PickoffModel, bucket_of
 from kmm.research.backtest import Backtest, BacktestOptions
 from kmm.research.fills import FillSimulator
 from tests.research.helpers import WALL0, Cap, FixedQuotes, T
@@ -32,7 +32,7 @@ def test_staleness_buckets_start_at_the_threshold_and_the_last_is_open_ended():
 
 def test_model_parsing_and_refusals():
     assert PickoffModel.parse("none", 0.5).active is False
-    assert PickoffModel.parse("rate:3", 1.0).rate(0) == 3.0
+    assert PickoffModel.parse("rate:3", 1.0).rate("ANY", 0) == 3.0
     assert PickoffModel.parse("always", 0.5).kind == "always"
     for bad in ("sometimes", "rate:x", "rate:-1", "rate"):
         with pytest.raises(ValueError, match="pickoff"):
@@ -42,11 +42,11 @@ def test_model_parsing_and_refusals():
 def test_a_stale_bid_is_picked_off_at_our_price_with_the_maker_fee_a_fresh_one_never():
     # others: bid 0.40, ask 0.60 -> mid 0.50. Our bid at 0.52 stands 2 ticks beyond the mid (stale);
     # our ask at 0.58 is on the right side of the mid.
-    sim = picky(make(maker=17_500), PickoffModel("rate", 0.5, (1000.0,) * BUCKETS, (300,)))
+    sim = picky(make(maker=17_500), PickoffModel("rate", 0.5, {ALL: (1000.0,) * BUCKETS}, {ALL: (300,)}))
     sim.place(0, 0, TQ, "bid", 5200, 500, "c1")
     sim.place(0, 0, TQ, "ask", 5800, 500, "c2")
     assert sim.others_mid(TQ) == 5000
-    assert sim.staleness(TQ, "bid", 5200, 5000) == 2.0 and sim.staleness(TQ, "ask", 5800, 5000) == -8.0
+    assert sim.staleness("bid", 5200, 5000) == 2.0 and sim.staleness("ask", 5800, 5000) == -8.0
     assert sim.after_event(0, 0, TQ) == []                       # the first check starts the clock
     fills = []
     for k in range(1, 200):                                      # 1 ms apart: 1000/s must fire soon
@@ -76,7 +76,7 @@ def test_always_is_the_pessimistic_extreme_a_stale_order_goes_whole_at_the_first
 def test_the_pick_off_draws_are_the_seeds():
     def run(seed: int) -> list[int]:
         import random
-        sim = picky(make(), PickoffModel("rate", 0.5, (50.0,) * BUCKETS, (100, 200, 300)))
+        sim = picky(make(), PickoffModel("rate", 0.5, {ALL: (50.0,) * BUCKETS}, {ALL: (100, 200, 300)}))
         sim.rng = random.Random(seed)
         sim.place(0, 0, TQ, "bid", 5300, 100_000, "c1")
         out = []
@@ -121,10 +121,11 @@ def test_fitting_pass_finds_the_reaction_trade_and_the_rate_per_stale_second(tmp
     assert fit is not None and fit.fill_ids == {"react-1"}
     model = fit.model("fitted", "test")
     assert model.reaction_ids == frozenset({"react-1"})
-    assert model.sizes == (300,)
-    # 2 ticks stale = bucket 3; 1.0 s of exposure (100 ms -> 1100 ms), one reaction: 1 per second
-    assert fit.exposure_ns[bucket_of(2.0, 0.5)] == pytest.approx(1_000 * MS, rel=0.01)
-    assert model.rates[bucket_of(2.0, 0.5)] == pytest.approx(1.0, rel=0.01)
+    assert model.sizes[T] == (300,)
+    # 2 cents stale = bucket 3; 1.0 s of exposure (100 ms -> 1100 ms), one reaction: 1 per second
+    assert fit.exposure_ns[T][bucket_of(2.0, 0.5)] == pytest.approx(1_000 * MS, rel=0.01)
+    assert model.rates[T][bucket_of(2.0, 0.5)] == pytest.approx(1.0, rel=0.01)
+    assert model.rate(T, bucket_of(2.0, 0.5)) == model.rates[T][bucket_of(2.0, 0.5)]
     assert model.live_stale_s == pytest.approx(1.0, rel=0.01)
 
 

@@ -88,7 +88,7 @@ class BacktestOptions:
     settle: dict[str, str] = field(default_factory=dict)   # ticker -> yes|no at the end of the replay
     preload_mb: float = 512.0           # capture files up to this size are decompressed whole (faster)
     pickoff: str = "fitted"             # adverse selection: none | fitted | rate:X | always (research/adverse.py)
-    pickoff_min_ticks: float = 0.5      # staleness (ticks beyond the others' mid) that draws pick-offs
+    pickoff_min_cents: float = 0.5      # staleness (cents beyond the others' mid) that draws pick-offs
 
     @classmethod
     def from_pairs(cls, pairs: dict[str, str]) -> BacktestOptions:
@@ -226,7 +226,7 @@ class Backtest:
         self.sim.rng = random.Random(f"pickoff:{seed}")
         self.fit_pass = fit_pass
         if fit_pass:
-            self.sim.fit = PickoffFit(self.opt.pickoff_min_ticks)
+            self.sim.fit = PickoffFit(self.opt.pickoff_min_cents)
         else:
             self.sim.pickoff = self._pickoff_model(captures, cfg, core)
         self.om = OrderManager(self.clock, session=f"bt{seed}", unknown_order_policy="cancel")
@@ -294,7 +294,7 @@ class Backtest:
         captures finds the recorded run's reaction trades (left out of the replay) and, for
         ``fitted``, the rates."""
         try:
-            model = PickoffModel.parse(self.opt.pickoff, self.opt.pickoff_min_ticks)
+            model = PickoffModel.parse(self.opt.pickoff, self.opt.pickoff_min_cents)
         except ValueError as exc:
             raise KmmError(f"backtest.pickoff: {exc}") from None
         if not model.active:
@@ -303,7 +303,7 @@ class Backtest:
             if model.kind == "fitted":
                 log.info("pick-off model: the captures hold no fills of a recorded run to fit it from; "
                          "replaying with recorded trades only (backtest.pickoff=none)")
-                return PickoffModel("none", model.min_ticks)
+                return PickoffModel("none", model.min_cents)
             return model            # nothing recorded to leave out
         fitter = Backtest(captures, cfg, None, seed=self.seed, options=self.opt, core=core, fit_pass=True,
                           frames_cache=self._frames_cache, python_pipeline=self._python_pipeline)
@@ -311,7 +311,7 @@ class Backtest:
         fit = fitter.sim.fit
         assert fit is not None
         if not fit.fill_ids and model.kind == "fitted":
-            return PickoffModel("none", model.min_ticks)
+            return PickoffModel("none", model.min_cents)
         fitted = fit.model("fitted", ", ".join(str(c) for c in captures[:3]))
         if model.kind == "fitted":
             return fitted

@@ -130,7 +130,7 @@ class FillStats:
     reaction_trades: int = 0         # recorded trades left out as a reaction to the recorded run's quotes
     pickoff_fills: int = 0           # fills of the pick-off model (stale virtual orders)
     pickoff_contracts: int = 0
-    stale_ns: int = 0                # time our virtual orders stood stale (>= pickoff.min_ticks), order-ns
+    stale_ns: int = 0                # time our virtual orders stood stale (>= pickoff.min_cents), order-ns
     clamped: int = 0                 # corrections that would have made a level negative
 
 
@@ -478,10 +478,10 @@ class FillSimulator:
             return None
         return (bid + ask) / 2
 
-    def staleness(self, ticker: str, side: str, price: int, mid: float) -> float:
-        """Ticks our ``side`` order at ``price`` stands beyond ``mid`` toward the losing side."""
-        tick = self.markets[ticker].grid.tick_size(price) or 100
-        return ((price - mid) if side == "bid" else (mid - price)) / tick
+    @staticmethod
+    def staleness(side: str, price: int, mid: float) -> float:
+        """Cents our ``side`` order at ``price`` stands beyond ``mid`` toward the losing side."""
+        return ((price - mid) if side == "bid" else (mid - price)) / 100
 
     def _fit_trade(self, m: _Market, ticker: str, maker_side: str, price: int, count: int, trade_id: str) -> None:
         key = (YES, price) if maker_side == "bid" else (NO, ONE - price)
@@ -491,9 +491,9 @@ class FillSimulator:
         if mid is None:
             return
         assert self.fit is not None
-        b = bucket_of(self.staleness(ticker, maker_side, price, mid), self.fit.min_ticks)
+        b = bucket_of(self.staleness(maker_side, price, mid), self.fit.min_cents)
         if b >= 0:
-            self.fit.candidates.append((trade_id, b, count))
+            self.fit.candidates.append((trade_id, ticker, b, count))
 
     def after_event(self, now: int, wall_ms: int, ticker: str) -> list[Fill]:
         """After a book message or trade of ``ticker``: measure the recorded run's quotes (a fitting
@@ -515,7 +515,7 @@ class FillSimulator:
                 for side, px, name in ((0, bid, "bid"), (1, ONE - nob if nob else 0, "ask")):
                     b = -1
                     if mid is not None and 0 < px < ONE:
-                        b = bucket_of(self.staleness(ticker, name, px, mid), fit.min_ticks)
+                        b = bucket_of(self.staleness(name, px, mid), fit.min_cents)
                     fit.expose(ticker, side, b, now)
             elif fit.state.get((ticker, 0), (-1,))[0] >= 0 or fit.state.get((ticker, 1), (-1,))[0] >= 0:
                 fit.expose(ticker, 0, -1, now)
@@ -535,12 +535,13 @@ class FillSimulator:
                 if o.hz_rate > 0 or po.kind == "always":
                     self.stats.stale_ns += now - o.hz_t
                 o.hz_t = now
-            b = -1 if mid is None else bucket_of(self.staleness(ticker, o.side, o.price, mid), po.min_ticks)
+            b = -1 if mid is None else bucket_of(self.staleness(o.side, o.price, mid), po.min_cents)
             if po.kind == "always":
                 fire, size = b >= 0, o.remaining
             else:
                 fire = o.hz_acc >= o.hz_need
-                size = po.sizes[rng.randrange(len(po.sizes))] if fire else 0
+                pool = po.size_pool(ticker)
+                size = pool[rng.randrange(len(pool))] if fire else 0
             if fire and o.remaining > 0:
                 o.hz_acc = 0.0
                 o.hz_need = rng.expovariate(1.0)
@@ -551,7 +552,7 @@ class FillSimulator:
                 fills.append(self._maker_fill(o, q, now, wall_ms))
                 if o.remaining <= 0:
                     continue
-            o.hz_rate = po.rate(b) / 1e9
+            o.hz_rate = po.rate(ticker, b) / 1e9
         return fills
 
     # ------------------------------------------------------------------------------ order entry
