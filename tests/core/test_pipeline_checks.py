@@ -4,7 +4,6 @@ filtered by them only loses actions the gate would have refused."""
 
 from __future__ import annotations
 
-from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st

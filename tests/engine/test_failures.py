@@ -19,12 +19,12 @@ from kmm.cli import exits
 from kmm.config import load_config
 from kmm.engine.maker import Engine, EngineOptions
 from kmm.kalshi import ConnectorConfig, KalshiRest
-from kmm.record import Recorder
 from kmm.record.store import StoreReader
 from kmm.sim import SimConfig, SimExchange
 from kmm.sim.config import default_markets
 
-from .test_live import MARKETS, Run, resting, until
+from .test_live import MARKETS, Run, engine_against, resting, until
+from .test_live import sim_markets as specs_of
 
 pytestmark = pytest.mark.slow
 
@@ -49,36 +49,15 @@ async def maker_on_sim(tmp_path: Path, *, flow: str = "busy", markets: tuple[str
                        sim_kw: dict[str, Any] | None = None, seed: int = 3, wait_quoting: bool = True,
                        before_start: Callable[[SimExchange, str], None] | None = None,
                        sim_markets: tuple[str, ...] | None = None) -> AsyncIterator[Run]:
-    known = {m.ticker: m for m in default_markets()}
-    listed = sim_markets or markets
     async with SimExchange(SimConfig(seed=seed, flow=flow, speed=2.0, rate_tier="off",
-                                     markets=[known[t] for t in listed], **(sim_kw or {}))) as sim:
+                                     markets=specs_of(sim_markets or markets), **(sim_kw or {}))) as sim:
         key_id, pem = sim.create_key()
         if before_start is not None:
             before_start(sim, key_id)
-        conn = ConnectorConfig(env="sim").with_server(sim.rest_url, sim.ws_url, api_key_id=key_id,
-                                                      private_key_pem=pem)
-        cli = {"run.markets": ",".join(markets), "strategy.quote_size": "5", "strategy.max_position": "30",
-               "risk.max_order_size": "30", "run.out_dir": str(tmp_path / "runs"), **(settings or {})}
-        cfg = load_config(None, environ={}, cli=cli)
-        out = tmp_path / "out"
-        recorder = Recorder.open(out, console=False, logging_enabled=False)
-        opts = EngineOptions(**{"view": "off", "reconcile_interval_s": 2.0, "status_poll_s": 0.5,
-                                "order_group_limit": 0, **(options or {})})
-        engine = Engine(cfg, conn, recorder=recorder, venue="sim (test)", options=opts)
-        stop = asyncio.Event()
-        task = asyncio.ensure_future(engine.run(stop))
-        run = Run(sim, key_id, engine, stop, task, out)
-        try:
-            if wait_quoting:
-                await until(lambda: (engine.quoting and engine.orders_sent > 0) or task.done(), 15, "quoting")
-                if task.done():
-                    task.result()
+        ready = (lambda e: e.quoting and e.orders_sent > 0) if wait_quoting else None
+        async with engine_against(sim, key_id, pem, tmp_path, markets, options=options, ready=ready,
+                                  settings={"run.out_dir": str(tmp_path / "runs"), **(settings or {})}) as run:
             yield run
-        finally:
-            stop.set()
-            run.summary = await asyncio.wait_for(task, 40)
-            recorder.close()
 
 
 def run_exit_code(summary: Any) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,39 +57,60 @@ def resting(sim: SimExchange, key_id: str, ticker: str | None = None) -> list[di
 
 
 @contextlib.asynccontextmanager
+async def engine_against(sim: SimExchange, key_id: str, pem: bytes, tmp_path: Path, markets: Sequence[str], *,
+                         settings: dict[str, str] | None = None, options: dict[str, Any] | None = None,
+                         conn_kw: dict[str, Any] | None = None, ready: Callable[[Engine], bool] | None = None,
+                         ready_s: float = 15.0, stop_s: float = 40.0,
+                         stop_errors: tuple[type[BaseException], ...] = ()) -> AsyncIterator[Run]:
+    """The maker on ``sim`` (already running, ``key_id`` funded) as the tests run it: 5-contract quotes,
+    max_position 30, records in ``tmp_path/out``. Waits for ``ready(engine)`` (None: no wait), yields the
+    run, then stops it and keeps its summary (``stop_errors``: errors of the run the test expects)."""
+    conn = ConnectorConfig(env="sim", **(conn_kw or {})).with_server(
+        sim.rest_url, sim.ws_url, api_key_id=key_id, private_key_pem=pem)
+    cli = {"run.markets": ",".join(markets), "strategy.quote_size": "5", "strategy.max_position": "30",
+           "risk.max_order_size": "30", **(settings or {})}
+    cfg = load_config(None, environ={}, cli=cli)
+    out = tmp_path / "out"
+    recorder = Recorder.open(out, console=False, logging_enabled=False)
+    opts = EngineOptions(**{"view": "off", "reconcile_interval_s": 2.0, "status_poll_s": 0.5,
+                            "order_group_limit": 0, **(options or {})})
+    engine = Engine(cfg, conn, recorder=recorder, venue="sim (test)", options=opts)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(engine.run(stop))
+    run = Run(sim, key_id, engine, stop, task, out)
+    try:
+        if ready is not None:
+            await until(lambda: ready(engine) or task.done(), ready_s, "the engine to quote")
+            if task.done():
+                task.result()
+        yield run
+    finally:
+        stop.set()
+        with contextlib.suppress(*stop_errors):
+            run.summary = await asyncio.wait_for(task, stop_s)
+        recorder.close()
+
+
+def sim_markets(tickers: Sequence[str]) -> list[Any]:
+    """The specs of sim's default markets by ticker."""
+    known = {m.ticker: m for m in default_markets()}
+    return [known[t] for t in tickers]
+
+
+@contextlib.asynccontextmanager
 async def engine_on_sim(tmp_path: Path, *, flow: str = "busy", markets: tuple[str, ...] = MARKETS,
                         rate_tier: str = "off", settings: dict[str, str] | None = None,
                         options: dict[str, Any] | None = None, conn_kw: dict[str, Any] | None = None,
                         seed: int = 3, before_start: Callable[[SimExchange, str], None] | None = None
                         ) -> AsyncIterator[Run]:
-    known = {m.ticker: m for m in default_markets()}
     async with SimExchange(SimConfig(seed=seed, flow=flow, speed=2.0, rate_tier=rate_tier,
-                                     markets=[known[t] for t in markets])) as sim:
+                                     markets=sim_markets(markets))) as sim:
         key_id, pem = sim.create_key()
         if before_start is not None:
             before_start(sim, key_id)
-        conn = ConnectorConfig(env="sim", **(conn_kw or {})).with_server(
-            sim.rest_url, sim.ws_url, api_key_id=key_id, private_key_pem=pem)
-        cli = {"run.markets": ",".join(markets), "strategy.quote_size": "5", "strategy.max_position": "30",
-               "risk.max_order_size": "30", **(settings or {})}
-        cfg = load_config(None, environ={}, cli=cli)
-        out = tmp_path / "out"
-        recorder = Recorder.open(out, console=False, logging_enabled=False)
-        opts = EngineOptions(**{"view": "off", "reconcile_interval_s": 2.0, "status_poll_s": 0.5,
-                                "order_group_limit": 0, **(options or {})})
-        engine = Engine(cfg, conn, recorder=recorder, venue="sim (test)", options=opts)
-        stop = asyncio.Event()
-        task = asyncio.ensure_future(engine.run(stop))
-        run = Run(sim, key_id, engine, stop, task, out)
-        try:
-            await until(lambda: quoting(engine) or task.done(), 15, "the engine to quote")
-            if task.done():
-                task.result()
+        async with engine_against(sim, key_id, pem, tmp_path, markets, settings=settings, options=options,
+                                  conn_kw=conn_kw, ready=quoting, stop_s=30) as run:
             yield run
-        finally:
-            stop.set()
-            run.summary = await asyncio.wait_for(task, 30)
-            recorder.close()
 
 
 async def test_market_maker_gets_fills_on_both_sides_and_records_agree_with_the_exchange(tmp_path):

@@ -16,15 +16,11 @@ import pytest
 
 from kmm._core.grid import Grid
 from kmm.cli import exits
-from kmm.config import load_config
-from kmm.engine.live import Engine, EngineOptions
-from kmm.kalshi import ConnectorConfig
 from kmm.kalshi.rest import ShardBalanceError
-from kmm.record import Recorder
 from kmm.sim import SimConfig, SimExchange
 from kmm.sim.config import MarketSpec, grid_markets
 
-from .test_live import Run, resting, until
+from .test_live import Run, engine_against, resting, until
 
 pytestmark = pytest.mark.slow
 
@@ -40,29 +36,10 @@ async def engine_on(tmp_path: Path, specs: list[MarketSpec] | str, *, balance: s
     async with SimExchange(SimConfig(seed=5, flow="busy", speed=2.0, rate_tier="off", markets=specs)) as sim:
         tickers = [m.ticker for m in sim.cfg.market_specs()] if isinstance(specs, str) else [m.ticker for m in specs]
         key_id, pem = sim.create_key(balance=balance, shard_balances=shard_balances)
-        conn = ConnectorConfig(env="sim").with_server(sim.rest_url, sim.ws_url, api_key_id=key_id,
-                                                      private_key_pem=pem)
-        cli = {"run.markets": ",".join(tickers), "strategy.quote_size": "5", "strategy.max_position": "30",
-               "risk.max_order_size": "30", **(settings or {})}
-        cfg = load_config(None, environ={}, cli=cli)
-        out = tmp_path / "out"
-        recorder = Recorder.open(out, console=False, logging_enabled=False)
-        opts = EngineOptions(view="off", reconcile_interval_s=2.0, status_poll_s=0.5, order_group_limit=0)
-        engine = Engine(cfg, conn, recorder=recorder, venue="sim (test)", options=opts)
-        stop = asyncio.Event()
-        task = asyncio.ensure_future(engine.run(stop))
-        run = Run(sim, key_id, engine, stop, task, out)
-        try:
-            if wait_quoting:
-                await until(lambda: (engine.quoting and engine.orders_sent > 0) or task.done(), 20, "quoting")
-                if task.done():
-                    task.result()
+        ready = (lambda e: e.quoting and e.orders_sent > 0) if wait_quoting else None
+        async with engine_against(sim, key_id, pem, tmp_path, tickers, settings=settings, ready=ready, ready_s=20,
+                                  stop_errors=(ShardBalanceError,)) as run:
             yield run
-        finally:
-            stop.set()
-            with contextlib.suppress(ShardBalanceError):
-                run.summary = await asyncio.wait_for(task, 40)
-            recorder.close()
 
 
 def quoted_tickers(run: Run) -> set[str]:

@@ -189,7 +189,6 @@ async def _run_async(cfg: KmmConfig, args: argparse.Namespace, explicit: bool, r
 # ---------------------------------------------------------------------------------------- kmm probe
 def probe_command(args: argparse.Namespace) -> int:
     from kmm.kalshi import loop as kloop
-    from kmm.kalshi.rest import ShardBalanceError
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg, explicit = load(args)

@@ -132,7 +132,7 @@ class BackgroundWriter:
     # ---- writer thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
-        get, get_nowait, empty = self._queue.get, self._queue.get_nowait, queue.Empty
+        get_nowait, empty = self._queue.get_nowait, queue.Empty
         unflushed = 0
         deadline = 0.0
         stopping = False

@@ -19,7 +19,6 @@ import logging
 import logging.handlers
 import os
 import queue
-import time
 import re
 import sys
 import time

@@ -1209,6 +1209,5 @@ def order_wire(o: Order, user: bool = False) -> dict[str, Any]:
                   "reduce_only": o.reduce_only, "cancel_order_on_pause": o.cancel_on_pause,
                   "created_time": rfc3339(o.created_ms), "last_update_time": rfc3339(o.updated_ms),
                   "expiration_time": rfc3339(o.expiration_s * 1000) if o.expiration_s else None,
-                  "event_ticker": o.market.spec.event_ticker,
-                  "created_time": rfc3339(o.created_ms), "last_updated_time": rfc3339(o.updated_ms)})
+                  "event_ticker": o.market.spec.event_ticker, "last_updated_time": rfc3339(o.updated_ms)})
     return d
