@@ -277,3 +277,85 @@ def test_an_amend_is_a_new_total_so_fills_on_its_way_never_push_past_max_positio
     s = b.run()
     assert s["contracts_bought"] == "5.00", s
     assert max(abs(r.inventory) for r in read_tape(tmp_path / "out" / "tape.csv")) == 500
+
+
+def test_requests_waiting_for_write_tokens_leave_in_the_live_limiters_order(tmp_path):
+    """As the live connector's RateLimiter: with the bucket empty, requests queue per lane and leave
+    cancel first, then amends, then places, each lane first come first served; a request that comes
+    while others wait queues behind them even if the bucket could pay for it."""
+    from kmm.kalshi import limiter as lim
+    b = bt(tmp_path, busy_level(), BacktestOptions(feed_latency="0", entry_latency="0", response_latency="0",
+                                                   rate_tier="basic"), bid=0)
+    b.clock.mono = 1_000_000_000
+    b.limiter.write.refill(b.clock.mono)
+    b.limiter.write.tokens = 0.0
+    left: list[str] = []
+    pipe = b.pipes[T]
+    pipe.in_flight = 10
+    def act(name):
+        return lambda: (left.append(name), (lambda: None))[1]
+    for name, lane in (("place1", lim.PLACE), ("amend1", lim.AMEND), ("place2", lim.PLACE),
+                       ("cancel1", lim.CANCEL), ("amend2", lim.AMEND)):
+        b._depart(pipe, lane, act(name), ())
+    assert left == [] and b.rate_waits == 5
+    b._run_events(b.clock.mono + 2_000_000_000)
+    assert left == ["cancel1", "amend1", "amend2", "place1", "place2"]
+    # 2 + 4 x 10 tokens at 100/s above the 20-token cancel reserve: the last leaves about 0.6 s later
+    assert 0.55e9 < b.clock.mono - 1_000_000_000 < 0.65e9
+
+
+def test_one_taker_sweeping_several_levels_fills_our_order_once_for_the_sum(tmp_path):
+    """A seller sweeps the bids at 0.40 and 0.39 (two prints, a book delta between them, the same
+    exchange millisecond). Our bid at 0.41 (5 contracts) stood in front of both: that taker meets it
+    once, one fill of 5 (3 + 2) with the maker fee computed on 5. A later seller is a fill of its own."""
+    from kmm._core.fees import cent_fee, trade_fee
+    cap = (Cap(maker_rate_e6=17_500).snapshot(0, [(4000, 1000), (3900, 1000)], [(6000, 1000)])
+           .trade(20, 4000, 300, "ask", "s1").delta(20.2, "bid", 4000, -300)
+           .trade(20.4, 3900, 400, "ask", "s2").delta(20.5, "bid", 3900, -400)
+           .delta(40, "bid", 3900, 100)
+           .trade(60, 4000, 200, "ask", "s3").delta(60.2, "bid", 4000, -200)
+           .delta(80, "bid", 3900, 100))
+    b = bt(tmp_path, cap, zero(), bid=4100)
+    s = b.run()
+    assert [(f.price, f.count) for f in b.fills] == [(4100, 500), (4100, 200)]
+    assert s["fills"] == 2 and s["contracts_bought"] == "7.00"
+    assert b.fills[0].fee == cent_fee(trade_fee(500, 4100, 17_500), 0)[0]
+    assert b.fills[1].order_id != b.fills[0].order_id           # the re-placed order: its own fee carry
+    assert b.fills[1].fee == cent_fee(trade_fee(200, 4100, 17_500), 0)[0]
+    assert b.pf.fees_paid() == b.fills[0].fee + b.fills[1].fee
+
+
+class _BidUntilLongThenAsk:
+    """Bids 8 at 0.41 while flat; once long, asks 8 at 0.59 and bids nothing."""
+
+    name = "bid-until-long"
+
+    def target(self, inp, out):
+        if inp.inventory > 0:
+            out.bid_price, out.bid_size, out.ask_price, out.ask_size = 0, 0, 5900, 800
+        else:
+            out.bid_price, out.bid_size, out.ask_price, out.ask_size = 4100, 800, 0, 0
+        return out
+
+
+def test_the_replay_sizes_a_reduce_only_quote_to_the_position_as_the_live_maker_does(tmp_path):
+    """The replay sends what the live maker's planner (kmm.engine.quoting) makes of a decision. Long 6
+    with max_position 10 and reduce_only_at 0.5 the market is reduce-only: the strategy's ask of 8
+    would be refused by the gate (it would leave us short), so the planner sizes it to the 6 that
+    reduce. A buyer of 10 then takes exactly those 6: flat, never short."""
+    cap = (Cap().snapshot(0, [(4000, 1000)], [(6000, 1000)])
+           .delta(10, "bid", 4000, 100)
+           .trade(20, 4100, 600, "ask", "sell6")                     # takes 6 of our 8 at 0.41
+           .delta(30, "ask", 6000, 100)
+           .trade(40, 5900, 1000, "bid", "buy10"))                   # a buyer of 10 at 0.59
+    cfg = load_config(None, environ={}, cli={"run.markets": T, "strategy.max_position": "10",
+                                             "risk.reduce_only_at": "0.5"})
+    b = Backtest([cap.write(tmp_path / "cap")], cfg, None, seed=0,
+                 options=BacktestOptions(feed_latency="0", entry_latency="0", response_latency="0",
+                                         rate_tier="off"),
+                 strategy_factory=lambda info: _BidUntilLongThenAsk())
+    s = b.run()
+    assert [(f.side, f.price, f.count) for f in b.fills] == [("bid", 4100, 600), ("ask", 5900, 600)]
+    asks = [o for o in b.om.orders() if o.side == "ask"]
+    assert [o.count for o in asks] == [600]
+    assert s["positions"][T] == "0.00" and not b.gate.denials.get("reduce_only")

@@ -59,3 +59,36 @@ def test_fit_from_a_recorded_run_reads_feed_entry_and_response(tmp_path):
     m = fit_latency(tmp_path)
     assert m.feed.median_ns == 2 * MS and m.response.median_ns == 4 * MS and m.entry.median_ns == 3 * MS
     assert m.feed.kind == "empirical" and len(m.feed.samples) == 100
+
+
+def test_entry_is_fitted_from_the_tape_decisions_not_from_creates_that_waited_for_tokens(tmp_path):
+    """Each decision row is written when its first request has left; the exchange stamps the request's
+    effect (a user_order that is not a fill) 2 ms later. The creates were recorded in the store 600 ms
+    before the exchange saw them (they waited for write tokens): that wait is not entry latency."""
+    from kmm.record.tape import TapeRow, TapeWriter
+    w = CaptureWriter(tmp_path / "capture.bin.gz")
+    tape = TapeWriter(tmp_path / "tape.csv")
+    store = Store(tmp_path / "kmm.sqlite")
+    for i in range(30):
+        decided = WALL0 + 10_000 * MS + i * 100 * MS + 300_000        # mid-millisecond
+        stamp_ms = (decided + 2 * MS) // MS                              # the exchange's floor of a ms
+        tape.write(TapeRow(ts_ns=decided, ticker="A", event="decision", latency_ns=1000))
+        f = orjson.dumps({"type": "user_order", "sid": 5, "msg": {
+            "order_id": f"o{i}", "client_order_id": f"c{i}", "ticker": "A", "status": "resting",
+            "fill_count_fp": "0.00", "created_ts_ms": stamp_ms, "last_updated_ts_ms": stamp_ms}})
+        w.write(i, f, stamp_ms * MS + 3 * MS)
+        store.record_order(status="pending", client_order_id=f"c{i}", ticker="A", side="bid", price=4000,
+                           count=100, ts_ns=decided - 600 * MS)
+    # a fill of order c0 long after: a user_order that is a fill is not the effect of a request
+    f = orjson.dumps({"type": "user_order", "sid": 5, "msg": {
+        "order_id": "o0", "client_order_id": "c0", "ticker": "A", "status": "resting", "fill_count_fp": "1.00",
+        "created_ts_ms": WALL0 // MS, "last_updated_ts_ms": WALL0 // MS + 50_000}})
+    w.write(100, f, WALL0 + 50_001 * MS)
+    w.close()
+    tape.close()
+    store.close()
+    m = fit_latency(tmp_path)
+    assert m.entry.kind == "empirical" and len(m.entry.samples) == 30
+    # 2 ms to the stamp's millisecond, +0.5 ms for the floor, to within the stamp's resolution
+    assert 1.5 * MS <= m.entry.median_ns <= 2.7 * MS
+    assert max(m.entry.samples) < 3 * MS

@@ -1,14 +1,18 @@
-"""Live vs replay: a busy kmm run against the embedded exchange, replayed from its own capture with
-the latency fitted from it, must agree within the tolerance docs/research.md states and explains:
+"""Live vs replay: a 60 s busy kmm run against the embedded exchange, replayed from its own capture
+with the latency and the pick-off model fitted from it, must agree within the tolerance
+docs/research.md states and explains. The replay's figures are the mean of four replays (seeds 0-3:
+latency and pick-off draws), as a quant would read a replay whose path depends on random draws. Each
+bound is about twice the largest difference measured over seven such runs:
 
-- fills: within 25 % of the live count;
-- net P&L (same marks, exact fees): within 1.3 cent per contract the live run traded, plus $0.50
-  (twice the largest replay-minus-live bias measured on the integrated engine: docs/research.md).
+- fills: in all within 20 % of the live count, per market within 30 %;
+- net P&L (same marks, exact fees): in all within 0.45 cent per contract the live run traded plus
+  $0.50; per market within 1.1 cent per contract that market traded plus $0.50.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +26,12 @@ from kmm.research.compare import compare_run, render
 
 pytestmark = pytest.mark.slow
 
-RUN_S = 30
-FILL_TOL = 0.25
-PNL_PER_CONTRACT = 130         # 1e-4 $ = 1.3 cent
+RUN_S = 60
+SEEDS = (0, 1, 2, 3)
+FILL_TOL = 0.20
+FILL_TOL_MARKET = 0.30
+PNL_PER_CONTRACT = 45          # 1e-4 $ = 0.45 cent
+PNL_PER_CONTRACT_MARKET = 110  # 1e-4 $ = 1.1 cent
 PNL_FLOOR = 5_000              # 1e-4 $ = $0.50
 
 
@@ -37,7 +44,7 @@ def test_a_busy_live_run_replayed_agrees_within_the_stated_tolerance(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join([src, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
     p = subprocess.run([sys.executable, "-m", "kmm", "run", "--duration", str(RUN_S), "--out", str(run),
                         "--view", "off", "--set", "sim.flow=busy"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=RUN_S + 90)
     assert p.returncode == 0, p.stdout + p.stderr
     live = read_summary(run)
     validate_summary(live)
@@ -45,17 +52,38 @@ def test_a_busy_live_run_replayed_agrees_within_the_stated_tolerance(tmp_path):
     assert (run / "markets.json").exists()
 
     cfg = load_config(None, environ={}, cli={})
-    result = compare_run(run, cfg, tmp_path / "replay", seed=0)
+    results = [compare_run(run, cfg, tmp_path / f"replay{seed}", seed=seed) for seed in SEEDS]
+    result = results[0]
     print(render(result))
     tot = result["total"]
     assert tot["live_fills"] == live["fills"]
     traded = parse_contracts(tot["live_contracts"])
     assert traded == parse_contracts(live["contracts_bought"]) + parse_contracts(live["contracts_sold"])
-    assert abs(tot["replay_fills"] - tot["live_fills"]) <= FILL_TOL * tot["live_fills"], tot
-    pnl_diff = abs(parse_money(tot["replay_net_pnl"]) - parse_money(tot["live_net_pnl"]))
-    assert pnl_diff <= PNL_PER_CONTRACT * traded // 100 + PNL_FLOOR, (pnl_diff, traded, tot)
     # the live side of the comparison is the live run's own accounting, to the cent
     assert tot["live_fees"] == live["fees"]
-    replay = read_summary(tmp_path / "replay")
+    replay_fills = statistics.mean(r["total"]["replay_fills"] for r in results)
+    replay_net = statistics.mean(parse_money(r["total"]["replay_net_pnl"]) for r in results)
+    print(f"mean of {len(SEEDS)} replays: fills {replay_fills:.1f} (live {tot['live_fills']}), net P&L "
+          f"{replay_net / 1e4:.4f} (live {tot['live_net_pnl']}) on {traded / 100:.0f} contracts")
+    assert abs(replay_fills - tot["live_fills"]) <= FILL_TOL * tot["live_fills"], (replay_fills, tot)
+    pnl_diff = abs(replay_net - parse_money(tot["live_net_pnl"]))
+    assert pnl_diff <= PNL_PER_CONTRACT * traded // 100 + PNL_FLOOR, (pnl_diff, traded, tot)
+    assert set(result["markets"]) == set(live["markets"])
+    for t, m in result["markets"].items():
+        lv = m["live"]
+        assert lv["fills"] > 20, (t, lv)
+        fills_t = statistics.mean(r["markets"][t]["replay"]["fills"] for r in results)
+        assert abs(fills_t - lv["fills"]) <= FILL_TOL_MARKET * lv["fills"], (t, lv, fills_t)
+        traded_t = parse_contracts(lv["bought"]) + parse_contracts(lv["sold"])
+        net_t = statistics.mean(parse_money(r["markets"][t]["replay"]["net"]) for r in results)
+        diff_t = abs(net_t - parse_money(lv["net"]))
+        assert diff_t <= PNL_PER_CONTRACT_MARKET * traded_t // 100 + PNL_FLOOR, (t, diff_t, traded_t, m)
+        # every live fill is put in one category of the explanation
+        e = m["explained"]
+        assert e["both"] + e["queue"] + e["quote_elsewhere"] + e["reaction"] + e["not_in_capture"] == lv["fills"]
+    # the model is the fitted one, and it found the live run's reaction trades
+    assert result["pickoff_model"].startswith("fitted"), result["pickoff_model"]
+    assert sum(m["explained"]["reaction"] for m in result["markets"].values()) > 0
+    replay = read_summary(tmp_path / "replay0")
     validate_summary(replay)
     assert replay["mode"] == "backtest" and replay["fills"] == tot["replay_fills"]

@@ -38,15 +38,17 @@ from kmm.engine.eventwire import EventWiring, merged_denials, pull_event_orders
 from kmm.engine.freshness import Freshness
 from kmm.engine.housekeeping import Housekeeping
 from kmm.engine.incentwire import IncentiveWiring
-from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline, read_fee_rates, read_markets_raw
+from kmm.engine.market import MarketInfo, MarketPipeline, read_fee_rates, read_markets_raw
 from kmm.engine.orders import LiveOrder, Order
+from kmm.engine.quoting import QuotePlanner, small_reprices_only
 from kmm.engine.recovery import Recovery
-from kmm.engine.risk import Decision, KillState
+from kmm.engine.risk import KillState
 from kmm.engine.session import Session, SessionOptions
 from kmm.engine.makerstats import MakerStats
 from kmm.engine.sessionpnl import PnlFigures, SessionPnl
 from kmm.engine.view import CLEAR, EventView, MarketRow, Snapshot, event_line, render_line, render_table, usd
 from kmm.errors import KmmError
+from kmm.record.tape import engine_fields
 from kmm.kalshi import ConnectorConfig, FeedHandler
 from kmm.kalshi.decode import WireError
 from kmm.kalshi.fasthttp import ON_WRITE
@@ -264,6 +266,8 @@ class Engine(FeedHandler):
                                                       backoff_max_s=cfg.risk.backoff_max_s))
         self.session.on_pause = self._on_pause
         self.event_risk = EventWiring(cfg, self.session.pf, self.session.om)   # events learnt at start
+        # decision -> requests: gate, reduce-only sizing, event limits (shared with kmm backtest)
+        self.planner = QuotePlanner(self.session.gate, self.session.om, self.session.pf, self.event_risk)
         self.spnl: SessionPnl | None = None   # this session's P&L, from the account as loaded at start
         self.mstats = MakerStats(self.clock)  # maker metrics of this session (near the best: at the best)
         self.incentives = IncentiveWiring(self.tickers)   # maker programs (GET /incentive_programs)
@@ -660,15 +664,12 @@ class Engine(FeedHandler):
             self.decide_ns.append(pipe.decided_ns - trigger_ns)
             sent = self._apply(pipe, actions, trigger_ns)
             if not sent and not live and not self.om.live_orders(ticker):
-                reason = self._last_denial or "no order passes the gate"
-                self._blocked(pipe, reason, self._last_denial_detail)
+                reason = self.planner.last_denial or "no order passes the gate"
+                self._blocked(pipe, reason, self.planner.last_denial_detail)
             elif sent or live:
                 self.blocked.pop(ticker, None)
         elif live:
             self.blocked.pop(ticker, None)
-
-    _last_denial = ""
-    _last_denial_detail = ""
 
     def _pull(self, pipe: MarketPipeline, reason: str) -> None:
         """Cancel every live order of this market (orders still being created are cancelled on ack).
@@ -696,63 +697,29 @@ class Engine(FeedHandler):
         return sent
 
     def _small_reprices_only(self, pipe: MarketPipeline, actions: tuple[Any, ...]) -> bool:
-        """True when every action is an amend that only nudges a price (no size change) by at most
-        ``reprice_min_ticks`` while the write bucket is under pressure: such a decision is skipped
-        whole (never half of it, which could leave our bid at or above our ask)."""
+        """Under write pressure, a decision that only nudges prices by at most ``reprice_min_ticks``
+        is skipped whole (:func:`kmm.engine.quoting.small_reprices_only`)."""
         rest = self.rest
         if rest is None or rest.limiter.pressure() <= self.opt.reprice_pressure:
             return False
-        for a in actions:
-            if a.kind != AMEND:
-                return False
-            o = self.om.get(a.order_id)
-            if o is None or a.size != o.remaining or abs(a.price - o.price) > pipe.skip_reprice_px:
-                return False
-        return True
-
-    def _reducing_size(self, ticker: str, side: str, size: int) -> int:
-        """In reduce-only mode a reducing quote is sized to what reduces the position (never more than
-        the position less what already rests on that side), so it passes instead of being refused; a
-        quote that would not reduce is not asked for at all (0)."""
-        gate = self.gate
-        q = self.pf.position(ticker)
-        if not gate.reduce_only_reason(ticker, q):
-            return size
-        sign = 1 if side == "bid" else -1
-        if q * sign >= 0:
-            return 0                        # not reducing: it cannot pass, so it is not sent
-        room = abs(q) - self.om.open_qty(ticker, side)
-        return max(0, min(size, room))
+        return small_reprices_only(self.om, actions, pipe.skip_reprice_px)
 
     def _apply_actions(self, pipe: MarketPipeline, actions: Iterable[Any], trigger_ns: int) -> int:
+        """Send the requests the planner makes of ``actions`` (kmm.engine.quoting: the gate, reduce-only
+        sizing, event limits; each step is sent before the next is planned)."""
         ticker = pipe.ticker
         sent = 0
         session = self.session
-        for a in actions:
-            kind, side = a.kind, SIDE_NAME[a.side]
+        for step in self.planner.plan(ticker, actions):
+            kind = step[0]
             if kind == PLACE:
-                size = self._reducing_size(ticker, side, a.size)
-                if size <= 0:
-                    self._last_denial = "reduce_only"
-                    self._last_denial_detail = f"{self.gate.reduce_only_reason(ticker)}: a {side} would not reduce"
-                    continue
-                d = self.gate.check_place(ticker, side, a.price, size)
-                if not d:
-                    self._last_denial, self._last_denial_detail = d.reason, d.detail
-                    log.debug("%s: place %s %d x %d denied: %s", ticker, side, a.price, size, d.detail)
-                    continue
-                size, d = self.event_risk.size_place(ticker, side, a.price, size)   # after the market's gate
-                if not size:
-                    why = (d.reason, d.detail) if d is not None else ("event", "")
-                    self._last_denial, self._last_denial_detail = why
-                    continue
-                o = self.om.create(ticker, side, a.price, size)
-                req = OrderRequest(ticker=ticker, side=side, price=a.price, count=size,
+                _, o, side, price, size = step
+                req = OrderRequest(ticker=ticker, side=side, price=price, count=size,
                                    client_order_id=o.client_order_id, post_only=True,
                                    cancel_order_on_pause=True, order_group_id=session.group_id)
                 if self.recorder is not None:
                     self.recorder.store.record_order(status="pending", client_order_id=o.client_order_id,
-                                                     ticker=ticker, side=side, price=a.price, count=size,
+                                                     ticker=ticker, side=side, price=price, count=size,
                                                      strategy=self.cfg.run.strategy, reason="quote")
                 if self._batch is not None:          # a requote of every market: sent together after it
                     pipe.in_flight += 1
@@ -760,47 +727,13 @@ class Engine(FeedHandler):
                     sent += 1
                     continue
                 self._send(pipe, self._do_place(pipe, o, req, trigger_ns), trigger_ns)
-                sent += 1
-                continue
-            live = self.om.get(a.order_id)
-            if live is None or live.order_id is None:
-                continue
-            oid = live.order_id
-            if kind == CANCEL:
-                if self.om.request_cancel(oid) is not None:
-                    self._send(pipe, self._do_cancel(pipe, oid, trigger_ns), trigger_ns)
-                    sent += 1
-            elif kind == DECREASE:
-                if self.om.request_decrease(oid, a.size) is not None:
-                    self._send(pipe, self._do_decrease(pipe, oid, a.size, trigger_ns), trigger_ns)
-                    sent += 1
+            elif kind == CANCEL:
+                self._send(pipe, self._do_cancel(pipe, step[1], trigger_ns), trigger_ns)
             elif kind == AMEND:
-                size = a.size
-                if self.gate.reduce_only_reason(ticker):
-                    # reduce-only: the order may hold what reduces the position, less the other orders
-                    # on its side; never grown past that (which the gate refuses, then cancel/replace churn)
-                    q = self.pf.position(ticker)
-                    reducing = q * (1 if side == "bid" else -1) < 0
-                    room = abs(q) - (self.om.open_qty(ticker, side) - live.remaining) if reducing else 0
-                    size = min(size, room)
-                    if size > 0 and size == live.remaining and a.price == live.price:
-                        continue                      # already what reduce-only allows
-                d = self.gate.check_amend(ticker, side, a.price, size, live.remaining) if size > 0 else \
-                    Decision(False, "reduce_only", f"{ticker}: a {side} would not reduce the position")
-                if d:
-                    denied = self.event_risk.check_amend(ticker, side, a.price, size, live.price, live.remaining)
-                    d = d if denied is None else denied
-                if not d:
-                    # the gate refuses the new price/size (e.g. reduce-only): take the order down
-                    # instead; the next decision places what passes (sized to the position)
-                    self._last_denial, self._last_denial_detail = d.reason, d.detail
-                    if self.om.request_cancel(oid) is not None:
-                        self._send(pipe, self._do_cancel(pipe, oid, trigger_ns), trigger_ns)
-                        sent += 1
-                    continue
-                if self.om.request_amend(oid, a.price, size) is not None:
-                    self._send(pipe, self._do_amend(pipe, live, a.price, trigger_ns), trigger_ns)
-                    sent += 1
+                self._send(pipe, self._do_amend(pipe, step[1], step[3], trigger_ns), trigger_ns)
+            else:                                   # DECREASE
+                self._send(pipe, self._do_decrease(pipe, step[1], step[2], trigger_ns), trigger_ns)
+            sent += 1
         return sent
 
     def _send(self, pipe: MarketPipeline, coro: Any, trigger_ns: int) -> None:
@@ -1025,25 +958,8 @@ class Engine(FeedHandler):
             return
         # the raw field tuple (TapeRow's order); the writer thread builds the row object and its text
         t = pipe.ticker
-        inp, tgt = pipe.inputs, pipe.target
-        bid = ask = None
-        for o in self.om.live_orders(t):
-            if o.side == "bid":
-                bid = bid or o
-            elif ask is None:
-                ask = o
-        pf = self.pf
-        fees = pf.fees_paid(t)
-        mid = inp.mid
-        half = tgt.half_spread
-        self.recorder.tape.write_raw((
-            self.clock.time_ns(), t, event, None if mid is None else int(round(mid)),
-            bid.price if bid else None, ask.price if ask else None,
-            bid.remaining if bid else 0, ask.remaining if ask else 0,
-            pf.position(t), pf.unrealized_pnl(t), pf.realized_pnl(t) - fees, fees,
-            latency_ns if event == "decision" else None,
-            tgt.reservation, (2 * half) if half else None, inp.sigma, inp.ofi_skew or None,
-            *((fill.side, fill.price, fill.count, fill.fee, fill.trade_id) if fill else ())))
+        self.recorder.tape.write_raw(engine_fields(self.clock.time_ns(), t, event, pipe.inputs, pipe.target,
+                                                   self.om.live_orders(t), self.pf, latency_ns, fill))
 
     def _record_pnl(self) -> None:
         if self.recorder is None:

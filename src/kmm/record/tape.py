@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from kmm.record._worker import BackgroundWriter, RecordError
 
@@ -222,6 +223,30 @@ def equity_curve(path: str | os.PathLike[str], ticker: str | None = None) -> lis
         latest[row.ticker] = eq
         out.append((row.ts_ns, total))
     return out
+
+
+def engine_fields(ts_ns: int, ticker: str, event: str, inputs: Any, target: Any, live: Iterable[Any], pf: Any,
+                  latency_ns: int | None = None, fill: Any = None) -> tuple[object, ...]:
+    """The raw row (:meth:`TapeWriter.write_raw`) the engine writes for a market: its pipeline's
+    ``inputs`` and ``target``, our first live bid and ask (``live``: the order manager's live orders),
+    the portfolio's position and P&L, the decision's latency, the fill. The live maker and
+    ``kmm backtest`` both write their rows with it."""
+    bid = ask = None
+    for o in live:
+        if o.side == "bid":
+            bid = bid or o
+        elif ask is None:
+            ask = o
+    fees = pf.fees_paid(ticker)
+    mid = inputs.mid
+    half = target.half_spread
+    return (ts_ns, ticker, event, None if mid is None else int(round(mid)),
+            bid.price if bid else None, ask.price if ask else None,
+            bid.remaining if bid else 0, ask.remaining if ask else 0,
+            pf.position(ticker), pf.unrealized_pnl(ticker), pf.realized_pnl(ticker) - fees, fees,
+            latency_ns if event == "decision" else None,
+            target.reservation, (2 * half) if half else None, inputs.sigma, inputs.ofi_skew or None,
+            *((fill.side, fill.price, fill.count, fill.fee, fill.trade_id) if fill else ()))
 
 
 # ---- writer ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ seed drives latency draws and the client_order_id session prefix).
 from __future__ import annotations
 
 import heapq
+from collections import deque
 import logging
 import random
 import time
@@ -31,23 +32,27 @@ import orjson
 
 from kmm._core import diff as _diff
 from kmm._core.book import OrderBook
-from kmm._core.fixed import parse_price, parse_signed_count
+from kmm._core.fixed import parse_count, parse_price, parse_signed_count
 from kmm._core.grid import Grid
 from kmm._core.ofi import OFI
 from kmm._core.wire import DELTA, GAP, MALFORMED, NOT_BOOK, SNAPSHOT, BookRouter
 from kmm.config import KmmConfig
 from kmm.engine.live import EngineOptions
-from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline
+from kmm.engine.market import MarketInfo, MarketPipeline
+from kmm.engine.eventwire import EventWiring
 from kmm.engine.orders import LiveOrder, OrderManager
+from kmm.engine.quoting import QuotePlanner, small_reprices_only
 from kmm.engine.portfolio import Portfolio
 from kmm.engine.risk import KillState, RiskGate
 from kmm.errors import KmmError
 from kmm.kalshi import limiter as _lim
-from kmm.kalshi.decode import decode_lifecycle, decode_trade
+from kmm.kalshi.decode import MAX_ID_LEN, decode_lifecycle, decode_trade
 from kmm.kalshi.limiter import RateLimiter
 from kmm.kalshi.types import Fill, OrderAck
 from kmm.record.capture import GAP_TYPE, capture_files, read_capture, read_market_defs
 from kmm.record.summary import build_summary, write_summary
+from kmm.record.tape import engine_fields
+from kmm.research.adverse import PickoffFit, PickoffModel
 from kmm.research.events import load_frames
 from kmm.research.fills import LINEAR_CENT, FillSimulator, MarketDef
 from kmm.research.latency import Dist, LatencyModel, fit_latency
@@ -60,6 +65,7 @@ from kmm.strategy.stoikov import StoikovStrategy
 log = logging.getLogger("kmm.research.backtest")
 
 NS_PER_S = 1_000_000_000
+SWEEP_NS = 1_000_000        # the prints of one taker order arrive within this (receive time)
 PLACE, AMEND, DECREASE, CANCEL = _diff.PLACE, _diff.AMEND, _diff.DECREASE, _diff.CANCEL
 
 
@@ -81,6 +87,8 @@ class BacktestOptions:
                                         # empty: [sim] rate_tier, the budget kmm run had on the sim
     settle: dict[str, str] = field(default_factory=dict)   # ticker -> yes|no at the end of the replay
     preload_mb: float = 512.0           # capture files up to this size are decompressed whole (faster)
+    pickoff: str = "fitted"             # adverse selection: none | fitted | rate:X | always (research/adverse.py)
+    pickoff_min_cents: float = 0.5      # staleness (cents beyond the others' mid) that draws pick-offs
 
     @classmethod
     def from_pairs(cls, pairs: dict[str, str]) -> BacktestOptions:
@@ -186,9 +194,17 @@ class Backtest:
     def __init__(self, captures: Sequence[Path], cfg: KmmConfig, out: Path | None, *, seed: int = 0,
                  options: BacktestOptions | None = None, progress: Callable[[float], None] | None = None,
                  strategy_factory: Callable[[MarketInfo], Strategy] | None = None,
-                 core: tuple[Callable[[], Any], Callable[[Any], Any], Callable[[], Any]] | None = None) -> None:
+                 core: tuple[Callable[[], Any], Callable[[Any], Any], Callable[[], Any]] | None = None,
+                 fit_pass: bool = False, frames_cache: dict[Path, Any] | None = None,
+                 python_pipeline: bool = False) -> None:
         """``core``: (router factory, book factory taking a Grid, OFI factory) in place of the compiled
-        ``BookRouter``/``OrderBook``/``OFI`` (the benchmark's plain-Python baseline uses it)."""
+        ``BookRouter``/``OrderBook``/``OFI`` (the benchmark's plain-Python baseline uses it).
+        ``fit_pass``: replay the book without quoting and measure the recorded run's own quotes for the
+        pick-off model (``self.sim.fit``). ``python_pipeline``: the market pipelines run their plain-Python
+        signals and strategy (``MarketPipeline(compiled=False)``; the benchmark's baseline), with the OFI
+        from ``core``."""
+        self._t_start = time.perf_counter()     # the replay's speed counts its fitting pass too
+        self._python_pipeline = python_pipeline
         self.files: list[Path] = [f for c in captures for f in capture_files(c)]
         if not self.files:
             raise KmmError(f"no capture files in {', '.join(map(str, captures))}: give capture.bin.gz files "
@@ -196,6 +212,8 @@ class Backtest:
         self.cfg = cfg
         self.out = out
         self.opt = options or BacktestOptions()
+        # decompressed capture files, shared with the pick-off model's fitting pass (decoded once)
+        self._frames_cache: dict[Path, Any] = frames_cache if frames_cache is not None else {}
         self.progress = progress
         self.rng = random.Random(seed)
         self.seed = seed
@@ -205,10 +223,19 @@ class Backtest:
         self.tickers = tuple(self.defs)
         self.sim = FillSimulator(self.defs, QueueModel(self.opt.queue_model, self.opt.queue_power),
                                  trade_window_ns=int(self.opt.trade_window_ms * 1e6))
+        self.sim.rng = random.Random(f"pickoff:{seed}")
+        self.fit_pass = fit_pass
+        if fit_pass:
+            self.sim.fit = PickoffFit(self.opt.pickoff_min_cents)
+        else:
+            self.sim.pickoff = self._pickoff_model(captures, cfg, core)
         self.om = OrderManager(self.clock, session=f"bt{seed}", unknown_order_policy="cancel")
         self.pf = Portfolio(mark=cfg.risk.pnl_mark, cash_rounding=cfg.risk.cash_rounding)
         self.pf.set_cash(cfg.sim.balance)
         self.gate = RiskGate(cfg.risk_limits(), self.clock, self.pf, self.om)
+        # the live maker's decision -> requests step (no events learnt: the event limits pass)
+        self.event_risk = EventWiring(cfg, self.pf, self.om)
+        self.planner = QuotePlanner(self.gate, self.om, self.pf, self.event_risk)
         new_router, new_book, new_ofi = core or (BookRouter, OrderBook,
                                                  lambda: OFI(window_ns=10 * NS_PER_S, half_life_ns=5 * NS_PER_S))
         self.router = new_router()
@@ -224,11 +251,15 @@ class Backtest:
             info = MarketInfo(t, grid, d.close_time_ns, d.fractional, d.maker_rate_e6, d.taker_rate_e6, d.status)
             self.gate.add_market(t, grid, close_time_ns=d.close_time_ns, fractional=d.fractional)
             strategy = strategy_factory(info) if strategy_factory else build_strategy(cfg, info)
-            pipe = MarketPipeline(info, book, strategy, cfg.strategy_for(t), self.alpha, new_ofi())
+            if python_pipeline:
+                pipe = MarketPipeline(info, book, strategy, cfg.strategy_for(t), self.alpha, None, compiled=False)
+                pipe.ofi = new_ofi()
+            else:
+                pipe = MarketPipeline(info, book, strategy, cfg.strategy_for(t), self.alpha, new_ofi())
             self.pipes[t] = pipe
         self.events: list[tuple[int, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0
-        self.quoting = True
+        self.quoting = not fit_pass
         self.recorder: Any = None
         self.fills: list[Fill] = []
         self.orders_sent = self.cancels_sent = self.amends_sent = self.decreases_sent = 0
@@ -251,6 +282,69 @@ class Backtest:
             p.skip_reprice_px = eo.reprice_min_ticks * p.info.grid.tick_size(5000)
         self.skipped_reprices = 0
         self.rate_waits = 0
+        self._wq: tuple[deque[Any], deque[Any], deque[Any]] = (deque(), deque(), deque())  # cancel, amend, place
+        self._dispatch_at = 0
+        self.decision_latency_ns: list[int] = []
+        self._held: dict[str, Fill] = {}      # fills of the taker sweep being printed (trade_id -> fill)
+        self._held_until = 0
+        self._held_key: tuple[str, str, int] | None = None
+
+    def _pickoff_model(self, captures: Sequence[Path], cfg: KmmConfig, core: Any) -> PickoffModel:
+        """The adverse-selection model: parsed, and for any but ``none`` a fitting pass over the
+        captures finds the recorded run's reaction trades (left out of the replay) and, for
+        ``fitted``, the rates."""
+        try:
+            model = PickoffModel.parse(self.opt.pickoff, self.opt.pickoff_min_cents)
+        except ValueError as exc:
+            raise KmmError(f"backtest.pickoff: {exc}") from None
+        if not model.active:
+            return model
+        if not self._has_recorded_fills():
+            if model.kind == "fitted":
+                log.info("pick-off model: the captures hold no fills of a recorded run to fit it from; "
+                         "replaying with recorded trades only (backtest.pickoff=none)")
+                return PickoffModel("none", model.min_cents)
+            return model            # nothing recorded to leave out
+        fitter = Backtest(captures, cfg, None, seed=self.seed, options=self.opt, core=core, fit_pass=True,
+                          frames_cache=self._frames_cache, python_pipeline=self._python_pipeline)
+        fitter.run()
+        fit = fitter.sim.fit
+        assert fit is not None
+        if not fit.fill_ids and model.kind == "fitted":
+            return PickoffModel("none", model.min_cents)
+        fitted = fit.model("fitted", ", ".join(str(c) for c in captures[:3]))
+        if model.kind == "fitted":
+            return fitted
+        model.reaction_ids = fitted.reaction_ids
+        return model
+
+    def _deliver_held(self) -> None:
+        """Hand the fills of the last taker sweep to the engine."""
+        held = list(self._held.values())
+        self._held.clear()
+        self.sim.end_sweeps()
+        for f in held:
+            self._on_fill(f)
+
+    def _frames(self, path: Path, size: int) -> Any:
+        """The records of one capture file: decompressed whole (and kept for the next pass) when it is
+        small enough, else streamed."""
+        if size > self.opt.preload_mb * (1 << 20):
+            return ((r.recv_ns, r.wall_ns, r.frame) for r in read_capture(path))
+        frames = self._frames_cache.get(path)
+        if frames is None:
+            frames = self._frames_cache[path] = load_frames(path)
+        return frames
+
+    def _has_recorded_fills(self) -> bool:
+        """Whether the captures hold a recorded run's fill messages (streamed files: assumed so)."""
+        for path in self.files:
+            size = path.stat().st_size
+            if size > self.opt.preload_mb * (1 << 20):
+                return True
+            if any(b'"type":"fill"' in f[:24] for _, _, f in self._frames(path, size)):
+                return True
+        return False
 
     # ============================================================================ events
     def _at(self, t: int, fn: Callable[..., None], *args: Any) -> None:
@@ -300,8 +394,7 @@ class Backtest:
         frame_fn = self._frame
         for fi, path in enumerate(self.files):
             first = True
-            records: Any = (load_frames(path) if sizes[fi] <= self.opt.preload_mb * (1 << 20)
-                            else ((r.recv_ns, r.wall_ns, r.frame) for r in read_capture(path)))
+            records: Any = self._frames(path, sizes[fi])
             for recv0, wall, frame in records:
                 recv = recv0 + shift
                 if first:
@@ -321,6 +414,8 @@ class Backtest:
                     if st == DELTA or st == SNAPSHOT:
                         self.book_messages += 1
                     continue
+                if self._held and (recv > self._held_until or (self.events and self.events[0][0] <= recv)):
+                    self._deliver_held()
                 if self.events and self.events[0][0] <= recv:
                     self._run_events(recv)
                 clock.mono = recv
@@ -337,9 +432,11 @@ class Backtest:
                             self.progress(min(0.99, frac))
             done_bytes += sizes[fi]
         if not book_only:
+            if self._held:
+                self._deliver_held()
             self._run_events(last + 60 * NS_PER_S)
             self._finish(last)
-        elapsed = time.perf_counter() - t0
+        elapsed = time.perf_counter() - self._t_start
         if self.progress is not None:
             self.progress(1.0)
         mps = self.book_messages / elapsed if elapsed > 0 else 0.0
@@ -357,6 +454,10 @@ class Backtest:
             "queue_cancel_advance": round(st.queue_cancel_advance / 100, 2),
             "trade_advance": st.trade_advance / 100, "own_deltas_removed": st.own_deltas_removed,
             "taken_contracts": st.taken / 100, "clamped": st.clamped, "risk_denials": dict(self.gate.denials),
+            "pickoff_model": self.sim.pickoff.describe() if self.sim.pickoff is not None else "fitting pass",
+            "reaction_trades_left_out": st.reaction_trades, "pickoff_fills": st.pickoff_fills,
+            "pickoff_contracts": st.pickoff_contracts / 100, "stale_order_s": round(st.stale_ns / 1e9, 2),
+            "decision_latency_ms": _quantiles_ms(self.decision_latency_ns),
             "files": [str(f) for f in self.files],
         }
         return build_summary(
@@ -379,6 +480,11 @@ class Backtest:
         if b'"client_order_id"' in frame:
             if b'"orderbook_delta"' in frame:
                 self._slow_delta(frame, recv, own=True)
+            elif self.fit_pass and b'"type":"fill"' in head:
+                i = frame.find(b'"trade_id":"')
+                if i >= 0:
+                    assert self.sim.fit is not None
+                    self.sim.fit.fill_ids.add(frame[i + 12:frame.find(b'"', i + 12)].decode())
             return          # our recorded run's fills, orders, positions: its outcome, not the replay's
         if self.sim.corrected and b'"orderbook_delta"' in frame:
             i = frame.find(b'"market_ticker":"')
@@ -438,6 +544,8 @@ class Backtest:
             router.note_seq(sid, seq)
         if own:     # the recorded run's order: never in the replay book, stale or not; only tracked
             self.sim.apply_recorded_delta(t, side, price, delta, own)
+            if self.fit_pass and not router.is_stale(t):
+                self.sim.after_event(recv, self.clock.time_ns() // 1_000_000, t)
             return
         if router.is_stale(t):
             return
@@ -455,19 +563,44 @@ class Backtest:
         typ = obj.get("type") if isinstance(obj, dict) else None
         msg = obj.get("msg") if isinstance(obj, dict) else None
         if typ == "trade" and isinstance(msg, dict):
-            try:
-                tr = decode_trade(msg, recv)
-            except Exception:  # noqa: BLE001 - a bad frame is skipped, as live does
-                self.malformed += 1
-                log.warning("unreadable trade in the capture: %.200r", frame)
-                return
-            pipe = self.pipes.get(tr.ticker)
+            tr = _fast_trade(msg)
+            if tr is None:
+                try:
+                    t0 = decode_trade(msg, recv)
+                except Exception:  # noqa: BLE001 - a bad frame is skipped, as live does
+                    self.malformed += 1
+                    log.warning("unreadable trade in the capture: %.200r", frame)
+                    return
+                tr = (t0.trade_id, t0.ticker, t0.price, t0.count, t0.taker_side, t0.ts_ms)
+            trade_id, ticker, price, count, taker_side, ts_ms = tr
+            pipe = self.pipes.get(ticker)
             if pipe is None:
                 return
-            for f in self.sim.on_trade(recv, tr.ts_ms or self.clock.time_ns() // 1_000_000, tr.ticker,
-                                       tr.price, tr.count, tr.taker_side, tr.trade_id):
-                self._on_fill(f)
-            pipe.on_trade(tr.price)
+            if self.fit_pass:
+                if trade_id:
+                    self.sim.on_trade(recv, ts_ms, ticker, price, count, taker_side, trade_id)
+                return
+            wall_ms = ts_ms or self.clock.time_ns() // 1_000_000
+            key = (ticker, taker_side, wall_ms)
+            if self._held and key != self._held_key:
+                self._deliver_held()
+            fills = self.sim.on_trade(recv, wall_ms, ticker, price, count, taker_side, trade_id)
+            if fills:
+                # the other prints of this taker's sweep may follow: they grow these fills (one fill per
+                # order of ours per taker order); delivered when the sweep is over (the next trade of
+                # another taker, a frame SWEEP_NS later, or before any timed event)
+                if not self._held:
+                    self._held_until = recv + SWEEP_NS
+                    self._held_key = key
+                for f in fills:
+                    self._held[f.trade_id] = f
+            pipe.on_trade(price)
+            if pipe.ready and self.sim.pickoff is not None and self.sim.pickoff.active:
+                picked = self.sim.after_event(recv, wall_ms, ticker)
+                if picked:
+                    self._deliver_held()
+                    for f in picked:
+                        self._on_fill(f)
         elif typ == "market_lifecycle_v2" and isinstance(msg, dict):
             try:
                 ev = decode_lifecycle(msg, recv)
@@ -497,7 +630,7 @@ class Backtest:
         log.warning("replay gap at %d: %s", recv, reason)
         if sid is None:
             self.router.reset()
-        for t, p in self.pipes.items():
+        for t in self.pipes:
             if sid is None or self.router.sid_of(t) in (sid, None):
                 self._stale(t, reason)
 
@@ -515,6 +648,9 @@ class Backtest:
         if pipe is None or not pipe.ready:
             return
         sim = self.sim
+        if self.fit_pass:
+            sim.after_event(recv, self.clock.time_ns() // 1_000_000, ticker)
+            return
         if sim.markets[ticker].orders:
             sim.on_book_change(recv, ticker)
         live = self.om.live_orders(ticker)
@@ -522,6 +658,13 @@ class Backtest:
         self.gate.on_book_update(ticker)
         inp = pipe.inputs
         self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
+        if sim.markets[ticker].orders and sim.pickoff is not None and sim.pickoff.active:
+            picked = sim.after_event(recv, self.clock.time_ns() // 1_000_000, ticker)
+            if picked:
+                self._deliver_held()
+                for f in picked:
+                    self._on_fill(f)
+                return          # each fill re-decided already (or left the decision for the answers)
         self._requote(pipe, recv, live)
 
     def _requote(self, pipe: MarketPipeline, trigger: int, live: list[LiveOrder] | None = None) -> None:
@@ -550,7 +693,7 @@ class Backtest:
                 pipe.dirty = True
                 return
         pipe.dirty = False
-        actions = pipe.decide(self.pf.position(t), live)
+        actions = pipe.decide(self.event_risk.quote_inventory(t), live)
         pipe.state = "quoting"
         if actions:
             if self._small_reprices_only(pipe, actions):
@@ -566,13 +709,7 @@ class Backtest:
         prices by a few ticks is skipped whole."""
         if self.limiter is None or self.limiter.pressure() <= self.reprice_pressure:
             return False
-        for a in actions:
-            if a.kind != AMEND:
-                return False
-            o = self.om.get(a.order_id)
-            if o is None or a.size != o.remaining or abs(a.price - o.price) > pipe.skip_reprice_px:
-                return False
-        return True
+        return small_reprices_only(self.om, actions, pipe.skip_reprice_px)
 
     def _pull(self, pipe: MarketPipeline, reason: str) -> None:
         live = [o for o in self.om.live_orders(pipe.ticker) if o.order_id is not None and o.actionable]
@@ -584,53 +721,35 @@ class Backtest:
             self._apply(pipe, actions, self.clock.mono)
 
     def _apply(self, pipe: MarketPipeline, actions: Any, trigger: int) -> None:
+        """The requests the live maker's planner makes of ``actions`` (kmm.engine.quoting: the gate,
+        reduce-only sizing, event limits, the order manager's transitions), sent on the replay."""
         t = pipe.ticker
         first = True
-        for a in actions:
-            kind, side = a.kind, SIDE_NAME[a.side]
+        for step in self.planner.plan(t, actions):
+            kind = step[0]
             if kind == PLACE:
-                d = self.gate.check_place(t, side, a.price, a.size)
-                if not d:
-                    continue
-                o = self.om.create(t, side, a.price, a.size)
+                _, o, side, price, size = step
                 if self.recorder is not None:
                     self.recorder.store.record_order(status="pending", client_order_id=o.client_order_id, ticker=t,
-                                                     side=side, price=a.price, count=a.size,
+                                                     side=side, price=price, count=size,
                                                      strategy=self.cfg.run.strategy, reason="quote",
                                                      ts_ns=self.clock.time_ns())
                 self.orders_sent += 1
-                self._send(pipe, first, trigger, _lim.PLACE, self._x_place, o.client_order_id, t, side, a.price, a.size)
-                first = False
-                continue
-            lo = self.om.get(a.order_id)
-            if lo is None or lo.order_id is None:
-                continue
-            oid = lo.order_id
-            if kind == CANCEL:
-                if self.om.request_cancel(oid) is not None:
-                    self.cancels_sent += 1
-                    self._send(pipe, first, trigger, _lim.CANCEL, self._x_cancel, oid)
-                    first = False
+                self._send(pipe, first, trigger, _lim.PLACE, self._x_place, o.client_order_id, t, side, price, size)
+            elif kind == CANCEL:
+                self.cancels_sent += 1
+                self._send(pipe, first, trigger, _lim.CANCEL, self._x_cancel, step[1])
             elif kind == DECREASE:
-                if self.om.request_decrease(oid, a.size) is not None:
-                    self.decreases_sent += 1
-                    self._send(pipe, first, trigger, _lim.AMEND, self._x_decrease, oid, a.size)
-                    first = False
-            elif kind == AMEND:
-                d = self.gate.check_amend(t, side, a.price, a.size, lo.remaining)
-                if not d:
-                    if self.om.request_cancel(oid) is not None:
-                        self.cancels_sent += 1
-                        self._send(pipe, first, trigger, _lim.CANCEL, self._x_cancel, oid)
-                        first = False
-                    continue
-                o = self.om.request_amend(oid, a.price, a.size)
-                if o is not None:
-                    self.amends_sent += 1
-                    # Kalshi's amend count is the new total (filled + remaining) as known when sent; fills
-                    # that land while it travels come off the new remaining at the exchange
-                    self._send(pipe, first, trigger, _lim.AMEND, self._x_amend, oid, a.price, int(o.pending_count))
-                    first = False
+                self.decreases_sent += 1
+                self._send(pipe, first, trigger, _lim.AMEND, self._x_decrease, step[1], step[2])
+            else:   # AMEND
+                _, live, _, price, _, amended = step
+                self.amends_sent += 1
+                # Kalshi's amend count is the new total (filled + remaining) as known when sent; fills
+                # that land while it travels come off the new remaining at the exchange
+                self._send(pipe, first, trigger, _lim.AMEND, self._x_amend, live.order_id, price,
+                           int(amended.pending_count))
+            first = False
 
     def _send(self, pipe: MarketPipeline, first: bool, trigger: int, lane: int, act: Callable[..., Any],
               *args: Any) -> None:
@@ -638,18 +757,52 @@ class Backtest:
         at the exchange after entry + feed latency (on the book as it is then), and its answer comes
         back entry + response after it left."""
         pipe.in_flight += 1
-        if first and self.recorder is not None:
-            self._tape(pipe, "decision", latency_ns=self.clock.mono - trigger)
-        self._depart(pipe, lane, act, args)
+        self._depart(pipe, lane, act, args, trigger if first else -1)
 
-    def _depart(self, pipe: MarketPipeline, lane: int, act: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        now = self.clock.mono
-        if self.limiter is not None:
-            wait = self.limiter.poll(lane, 2 if lane == _lim.CANCEL else 10)
-            if wait:
+    def _depart(self, pipe: MarketPipeline, lane: int, act: Callable[..., Any], args: tuple[Any, ...],
+                trigger: int = -1) -> None:
+        """As the live connector's ``RateLimiter.acquire``: a request takes its tokens at once when
+        nothing of its lane or a more urgent one waits; otherwise it queues in its lane (FIFO), and the
+        lanes are served strictly in order (cancel, amend, place), as ``RateLimiter.dispatch`` does."""
+        lim = self.limiter
+        if lim is not None:
+            cost = 2 if lane == _lim.CANCEL else 10
+            wq = self._wq
+            if any(wq[i] for i in range(lane + 1)) or lim.poll(lane, cost):
                 self.rate_waits += 1
-                self._at(now + wait, self._depart, pipe, lane, act, args)
+                wq[lane].append((cost, pipe, act, args, trigger))
+                self._dispatch()
                 return
+        self._leave(pipe, act, args, trigger)
+
+    def _dispatch(self) -> None:
+        """Grant queued requests in lane order; come back when the bucket has refilled."""
+        lim = self.limiter
+        assert lim is not None
+        now = self.clock.mono
+        if self._dispatch_at and self._dispatch_at <= now:
+            self._dispatch_at = 0
+        for lane, q in enumerate(self._wq):
+            while q:
+                cost, pipe, act, args, trigger = q[0]
+                wait = lim.poll(lane, cost)
+                if wait:
+                    t = now + wait
+                    if not self._dispatch_at or t < self._dispatch_at:
+                        self._dispatch_at = t
+                        self._at(t, self._dispatch)
+                    return          # strict priority: the lanes after this one wait their turn
+                q.popleft()
+                self._leave(pipe, act, args, trigger)
+
+    def _leave(self, pipe: MarketPipeline, act: Callable[..., Any], args: tuple[Any, ...], trigger: int) -> None:
+        """The request's bytes leave now. The first request of a decision stamps the decision (frame
+        received -> first request left, after any wait for write tokens), as the live maker does."""
+        now = self.clock.mono
+        if trigger >= 0:
+            self.decision_latency_ns.append(now - trigger)
+            if self.recorder is not None:
+                self._tape(pipe, "decision", latency_ns=now - trigger)
         lat = self.latency
         entry = lat.entry.draw(self.rng)
         arrive = now + entry + lat.feed.draw(self.rng)
@@ -718,6 +871,9 @@ class Backtest:
         """``count`` is the amend's new total, as the live connector sends it."""
         so0 = self.sim.orders.get(oid)
         remaining = count - (so0.filled if so0 is not None else 0)
+        so: Any
+        refused: str | None
+        fills: list[Fill]
         if remaining <= 0:      # filled past the new total on the way: Kalshi refuses it (invalid_count)
             so, refused, fills = so0, "invalid_count", []
         else:
@@ -782,6 +938,15 @@ class Backtest:
     def _housekeeping(self, now: int) -> None:
         self._next_house = now + int(self.opt.housekeeping_s * NS_PER_S)
         self.sim.expire_all(now)
+        po = self.sim.pickoff
+        if po is not None and po.active:     # the pick-off hazard runs between sparse book messages too
+            if self._held:
+                self._deliver_held()
+            wall_ms = self.clock.time_ns() // 1_000_000
+            for t, p in self.pipes.items():
+                if p.ready and self.sim.markets[t].orders:
+                    for f in self.sim.after_event(now, wall_ms, t):
+                        self._on_fill(f)
         self._after_pnl_change()
         if self.gate.kill_state is KillState.TRIPPED:
             self._kill_sweep()
@@ -828,29 +993,47 @@ class Backtest:
 
     def _tape(self, pipe: MarketPipeline | None, event: str, fill: Fill | None = None,
               latency_ns: int | None = None) -> None:
-        """The same tape row the live engine writes (kmm.engine.live.Engine._tape)."""
+        """The same tape row the live engine writes (kmm.record.tape.engine_fields)."""
         if self.recorder is None or pipe is None:
             return
-        from kmm.record.tape import TapeRow
         t = pipe.ticker
-        inp, tgt = pipe.inputs, pipe.target
-        live = self.om.live_orders(t)
-        bid = next((o for o in live if o.side == "bid"), None)
-        ask = next((o for o in live if o.side == "ask"), None)
-        row = TapeRow(
-            ts_ns=self.clock.time_ns(), ticker=t, event=event,
-            mid=None if inp.mid is None else int(round(inp.mid)),
-            my_bid=bid.price if bid else None, my_ask=ask.price if ask else None,
-            bid_size=bid.remaining if bid else 0, ask_size=ask.remaining if ask else 0,
-            inventory=self.pf.position(t), unrealized_pnl=self.pf.unrealized_pnl(t),
-            realized_pnl=self.pf.realized_pnl(t) - self.pf.fees_paid(t), fees=self.pf.fees_paid(t),
-            latency_ns=latency_ns if event == "decision" else None,
-            reservation=tgt.reservation, spread=(2 * tgt.half_spread) if tgt.half_spread else None,
-            sigma=inp.sigma, ofi=inp.ofi_skew or None,
-            fill_side=fill.side if fill else None, fill_price=fill.price if fill else None,
-            fill_size=fill.count if fill else None, fill_fee=fill.fee if fill else None,
-            trade_id=fill.trade_id if fill else None)
-        self.recorder.tape.write(row)
+        self.recorder.tape.write_raw(engine_fields(self.clock.time_ns(), t, event, pipe.inputs, pipe.target,
+                                                   self.om.live_orders(t), self.pf, latency_ns, fill))
+
+
+_MAX_TS_MS = 2**53
+
+
+def _fast_trade(msg: dict[str, Any]) -> tuple[str, str, int, int, str, int] | None:
+    """A recorded trade's (trade_id, ticker, YES price, count, taker side, ts_ms) when it has the usual
+    fields in their usual form (what ``decode_trade`` returns for it); None: decode it the slow way."""
+    try:
+        taker = msg.get("taker_book_side")
+        tid = msg.get("trade_id")
+        t = msg.get("market_ticker")
+        ts = msg.get("ts_ms")
+        yp = msg.get("yes_price_dollars")
+        cnt = msg.get("count_fp")
+        if (taker != "bid" and taker != "ask") or type(tid) is not str or type(t) is not str \
+                or type(ts) is not int or type(yp) is not str or type(cnt) is not str:
+            return None
+        if not tid or not t or len(tid) > MAX_ID_LEN or len(t) > MAX_ID_LEN or not 0 <= ts <= _MAX_TS_MS:
+            return None
+        price = parse_price(yp)
+        count = parse_count(cnt)
+    except (ValueError, TypeError):
+        return None
+    if not 0 < price < 10_000 or count <= 0:
+        return None
+    return tid, t, price, count, taker, ts
+
+
+def _quantiles_ms(xs: list[int]) -> dict[str, float]:
+    """p50/p90/p99 of ns samples, in ms."""
+    if not xs:
+        return {}
+    s = sorted(xs)
+    return {f"p{q}": round(s[min(len(s) - 1, len(s) * q // 100)] / 1e6, 3) for q in (50, 90, 99)}
 
 
 def run_backtest(captures: Sequence[Path], cfg: KmmConfig, out: Path, *, seed: int = 0,

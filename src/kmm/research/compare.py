@@ -17,14 +17,19 @@ the same ``trade_id``; the replay records what each recorded trade did to our vi
 - ``replay_only``: the replay was filled by a trade that did not fill us live (live, the trade met
   others first or our live order stood elsewhere);
 - ``not_in_capture``: a live fill whose trade is not in the capture (our own taker orders, trades on
-  channels not recorded).
+  channels not recorded);
+- ``reaction``: filled live while the live quote was stale; the replay leaves that trade out and its
+  pick-off model (:mod:`kmm.research.adverse`) stands for it: ``pickoff`` counts the replay's fills
+  of that model (replay only, no recorded trade).
 
-What no replay can contain is the market's reaction to our live orders: participants who traded
-*because* our quotes were there (an informed taker picks off a stale quote of ours live; in the
-replay our stale quote was somewhere else, the recording shows no such trade, and the replay is spared
-the loss), liquidity others took after seeing us. P&L: a second replay with zero latency gives the
-latency share of the difference (``pnl_latency``); the rest (``pnl_residual``) is queue position,
-liquidity taken by others and their reaction to us.
+What no recording contains is the market's reaction to the replay's own orders: participants who
+trade *because* a quote is there (an informed taker picks off a stale quote; live that was ours, and
+the recording shows the trade; in the replay our stale quote is elsewhere, where the recording shows
+no such trade). The pick-off model stands for that reaction (fitted from the live run's own stale
+quotes); liquidity others took after seeing us stays out of any replay. P&L: a second replay with zero latency gives the
+latency share of the difference (``pnl_latency``), a third without the pick-off model the share of
+adverse selection as modelled (``pnl_adverse``: replay - replay with recorded trades only); the rest
+(``pnl_residual``) is queue position, liquidity taken by others and what the models miss.
 """
 
 from __future__ import annotations
@@ -87,10 +92,16 @@ def compare_run(run_dir: Path, cfg: KmmConfig, out: Path, *, seed: int = 0,
     bt0 = Backtest([run_dir], cfg, None, seed=seed, options=opt0)
     bt0.run()
     replay0 = _valued(bt0.fills, tickers, marks, cfg)
+    # recorded trades only (no pick-off model): how much of the difference adverse selection makes
+    optn = replace(opt, pickoff="none")
+    btn = Backtest([run_dir], cfg, None, seed=seed, options=optn)
+    btn.run()
+    replayn = _valued(btn.fills, tickers, marks, cfg)
     outcomes = bt.sim.trade_outcomes
     per: dict[str, dict[str, Any]] = {}
     for t in tickers:
-        cats = {"both": 0, "queue": 0, "quote_elsewhere": 0, "replay_only": 0, "not_in_capture": 0}
+        cats = {"both": 0, "queue": 0, "quote_elsewhere": 0, "reaction": 0, "replay_only": 0,
+                "pickoff": 0, "not_in_capture": 0}
         live_ids = set()
         for f in live_fills:
             if f.ticker != t:
@@ -103,21 +114,27 @@ def compare_run(run_dir: Path, cfg: KmmConfig, out: Path, *, seed: int = 0,
                 cats["both"] += 1
             elif o == "queue":
                 cats["queue"] += 1
+            elif o == "reaction":
+                cats["reaction"] += 1
             else:
                 cats["quote_elsewhere"] += 1
         cats["replay_only"] = sum(1 for tid, (tt, o) in outcomes.items()
                                   if tt == t and o == "filled" and tid not in live_ids)
-        lv, rp, r0 = live[t], replay[t], replay0[t]
+        cats["pickoff"] = bt.sim.pickoff_by_ticker.get(t, 0)
+        lv, rp, r0, rn = live[t], replay[t], replay0[t], replayn[t]
         per[t] = {
             "live": _fmt(lv), "replay": _fmt(rp), "replay_zero_latency": _fmt(r0),
             "fill_difference": rp["fills"] - lv["fills"], "explained": cats,
             "pnl_difference": format_money(rp["net"] - lv["net"]),
             "pnl_latency": format_money(rp["net"] - r0["net"]),
-            "pnl_residual": format_money((rp["net"] - lv["net"]) - (rp["net"] - r0["net"])),
+            "pnl_adverse": format_money(rp["net"] - rn["net"]),
+            "pnl_residual": format_money((rp["net"] - lv["net"]) - (rp["net"] - r0["net"]) - (rp["net"] - rn["net"])),
+            "replay_no_pickoff": _fmt(rn),
         }
     tot_live = {k: sum(live[t][k] for t in tickers) for k in ("fills", "bought", "sold", "fees", "net")}
     tot_rep = {k: sum(replay[t][k] for t in tickers) for k in ("fills", "bought", "sold", "fees", "net")}
     result = {"run": str(run_dir), "latency": bt.latency.describe(), "queue_model": opt.queue_model,
+              "pickoff_model": bt.sim.pickoff.describe() if bt.sim.pickoff is not None else "none",
               "markets": per,
               "total": {"live_fills": tot_live["fills"], "replay_fills": tot_rep["fills"],
                         "live_net_pnl": format_money(tot_live["net"]), "replay_net_pnl": format_money(tot_rep["net"]),
@@ -138,7 +155,8 @@ def _fmt(v: dict[str, Any]) -> dict[str, Any]:
 
 def render(result: dict[str, Any]) -> str:
     """The comparison as a table for the terminal."""
-    lines = [f"live vs replay of {result['run']} (latency: {result['latency']}; queue: {result['queue_model']})",
+    lines = [f"live vs replay of {result['run']} (latency: {result['latency']}; queue: {result['queue_model']}; "
+             f"pick-off: {result.get('pickoff_model', 'none')})",
              f"{'market':<16} {'':>7} {'fills':>6} {'bought':>9} {'sold':>9} {'fees':>9} {'net P&L':>10}"]
     for t, m in result["markets"].items():
         for side in ("live", "replay", "replay_zero_latency"):
@@ -148,10 +166,12 @@ def render(result: dict[str, Any]) -> str:
                          f"{v['net']:>10}")
         e = m["explained"]
         lines.append(f"{'':<16} fills from the same trade {e['both']}; live only: queue position {e['queue']}, "
-                     f"quote elsewhere {e['quote_elsewhere']}, not in capture {e['not_in_capture']}; "
-                     f"replay only {e['replay_only']}")
+                     f"quote elsewhere {e['quote_elsewhere']}, reaction to a stale quote {e['reaction']}, "
+                     f"not in capture {e['not_in_capture']}; replay only: recorded trades {e['replay_only']}, "
+                     f"pick-offs {e['pickoff']}")
         lines.append(f"{'':<16} net P&L replay - live {m['pnl_difference']} = latency {m['pnl_latency']} "
-                     f"+ rest {m['pnl_residual']} (queue position, liquidity others took, others' reaction to us)")
+                     f"+ pick-offs {m['pnl_adverse']} + rest {m['pnl_residual']} (queue position, liquidity "
+                     "others took, what the models miss)")
     tot = result["total"]
     lines.append(f"total: fills live {tot['live_fills']} / replay {tot['replay_fills']}; net P&L live "
                  f"{tot['live_net_pnl']} / replay {tot['replay_net_pnl']}; fees live {tot['live_fees']} / "

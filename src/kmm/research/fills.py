@@ -27,7 +27,12 @@ would cross is refused like the sim refuses it (``post_only_cross``; the order s
 
 Fees: the exact fee of each fill (``kmm._core.fees.trade_fee``: maker or taker rate of the market,
 rounded up to $0.0001) charged in whole cents with the order's carry (``cent_fee``), as the exchange
-reports it in ``fee_cost``. Units everywhere: prices 1e-4 $ YES, sizes 1e-2 contracts, money 1e-4 $,
+reports it in ``fee_cost``.
+
+Adverse selection (:mod:`kmm.research.adverse`): trades that filled the recorded run's own quotes
+while they were stale are a reaction to those quotes; with a pick-off model they are left out of the
+tape and our stale virtual orders are picked off at the rate fitted from them instead
+(:meth:`FillSimulator.after_event`). Units everywhere: prices 1e-4 $ YES, sizes 1e-2 contracts, money 1e-4 $,
 time ns on the replay's clock.
 """
 
@@ -35,11 +40,14 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from kmm._core.fees import cent_fee, trade_fee
+from kmm._core.grid import Grid
 from kmm.kalshi.types import Fill, OrderAck, UserOrder
+from kmm.research.adverse import PickoffFit, PickoffModel, bucket_of
 from kmm.research.queue import QueueModel
 
 log = logging.getLogger("kmm.research.fills")
@@ -67,7 +75,7 @@ class SimOrder:
 
     __slots__ = ("order_id", "coid", "ticker", "side", "price", "initial", "remaining", "filled",
                  "post_only", "carry", "fees", "status", "bside", "bprice", "ahead", "seen",
-                 "pend", "credit", "created_ms", "updated_ms")
+                 "pend", "credit", "created_ms", "updated_ms", "hz_t", "hz_acc", "hz_need", "hz_rate", "sweep")
 
     def __init__(self, order_id: str, coid: str, ticker: str, side: str, price: int, count: int,
                  post_only: bool, now_ms: int) -> None:
@@ -91,6 +99,11 @@ class SimOrder:
         self.credit: list[list[int]] = []    # [time ns, size]: trades seen before their book delta
         self.created_ms = now_ms
         self.updated_ms = now_ms
+        self.hz_t = -1                       # pick-off hazard: last check (ns; -1 not yet checked),
+        self.hz_acc = 0.0                    # accumulated hazard, the Exp(1) draw it must reach,
+        self.hz_need = 0.0                   # and the rate (per ns) since the last check
+        self.hz_rate = 0.0
+        self.sweep: tuple[Any, ...] | None = None   # (taker side, ms, fill, carry, fees before it)
 
     def user_order(self, recv_ns: int = 0) -> UserOrder:
         return UserOrder(order_id=self.order_id, client_order_id=self.coid, ticker=self.ticker,
@@ -114,6 +127,10 @@ class FillStats:
     trade_advance: int = 0           # size trades moved us forward, 1e-2
     own_deltas_removed: int = 0      # recorded deltas of the recorded run's own orders left out
     taken: int = 0                   # size our taker orders removed from the book, 1e-2
+    reaction_trades: int = 0         # recorded trades left out as a reaction to the recorded run's quotes
+    pickoff_fills: int = 0           # fills of the pick-off model (stale virtual orders)
+    pickoff_contracts: int = 0
+    stale_ns: int = 0                # time our virtual orders stood stale (>= pickoff.min_cents), order-ns
     clamped: int = 0                 # corrections that would have made a level negative
 
 
@@ -121,6 +138,7 @@ class FillStats:
 class _Market:
     d: MarketDef
     book: Any = None
+    grid: Any = None
     orders: dict[str, SimOrder] = field(default_factory=dict)     # resting, by order_id
     live_own: dict[tuple[int, int], int] = field(default_factory=dict)   # recorded run's resting size
     taken: dict[tuple[int, int], int] = field(default_factory=dict)      # our taker fills per level
@@ -132,7 +150,7 @@ class FillSimulator:
 
     def __init__(self, markets: dict[str, MarketDef], queue: QueueModel | None = None, *,
                  trade_window_ns: int = 5_000_000) -> None:
-        self.markets = {t: _Market(d) for t, d in markets.items()}
+        self.markets = {t: _Market(d, grid=Grid(list(d.price_ranges))) for t, d in markets.items()}
         self.queue = queue or QueueModel()
         self.trade_window_ns = trade_window_ns
         self.stats = FillStats()
@@ -143,6 +161,11 @@ class FillSimulator:
         self.corrected: set[str] = set()     # markets whose book carries taken liquidity
         self.keep_outcomes = False
         self.trade_outcomes: dict[str, tuple[str, str]] = {}
+        self.pickoff: PickoffModel | None = None     # adverse selection (kmm.research.adverse)
+        self.fit: PickoffFit | None = None           # a fitting pass: measure the recorded run's quotes
+        self.rng = random.Random(0)                  # pick-off draws (the replay seeds it)
+        self.pickoff_by_ticker: dict[str, int] = {}
+        self._swept: list[SimOrder] = []             # orders with an open sweep fill
 
     # ------------------------------------------------------------------------------ books
     def attach_book(self, ticker: str, book: Any) -> None:
@@ -295,12 +318,22 @@ class FillSimulator:
         With ``trade_id``, what the trade did to us is kept in ``trade_outcomes`` (``filled``, ``queue``:
         an order of ours was at the price but others in front took it all, or ``none``)."""
         m = self.markets.get(ticker)
+        maker_side = "ask" if taker_side == "bid" else "bid"
+        if m is not None and self.fit is not None and trade_id:
+            self._fit_trade(m, ticker, maker_side, price, count, trade_id)
+        po = self.pickoff
+        if m is not None and po is not None and po.active and trade_id in po.reaction_ids:
+            # it traded with the recorded run's stale quote because that quote was there: left out,
+            # the pick-off hazard stands for it (kmm.research.adverse)
+            self.stats.reaction_trades += 1
+            if self.keep_outcomes:
+                self.trade_outcomes[trade_id] = (ticker, "reaction")
+            return []
         if m is None or not m.orders:
             if trade_id and self.keep_outcomes:
                 self.trade_outcomes[trade_id] = (ticker, "none")
             return []
         outcome = "none"
-        maker_side = "ask" if taker_side == "bid" else "bid"
         fills: list[Fill] = []
         for o in sorted(m.orders.values(), key=lambda o: (o.price if maker_side == "ask" else -o.price)):
             if o.side != maker_side or o.remaining <= 0:
@@ -316,7 +349,7 @@ class FillSimulator:
                 o.ahead = 0.0
                 if q > 0:
                     self.stats.fills_through += 1
-                    fills.append(self._maker_fill(o, q, now, wall_ms))
+                    fills.append(self._sweep_fill(o, q, now, wall_ms, taker_side))
                     outcome = "filled"
                 continue
             # at our price: the trade ate the front of the queue first
@@ -342,7 +375,7 @@ class FillSimulator:
                 o.ahead = 0.0
                 if q > 0:
                     self.stats.fills_at_level += 1
-                    fills.append(self._maker_fill(o, q, now, wall_ms))
+                    fills.append(self._sweep_fill(o, q, now, wall_ms, taker_side))
                     outcome = "filled"
                 elif outcome == "none":
                     outcome = "queue"
@@ -351,6 +384,43 @@ class FillSimulator:
         if trade_id and self.keep_outcomes:
             self.trade_outcomes[trade_id] = (ticker, outcome)
         return fills
+
+    def _sweep_fill(self, o: SimOrder, q: int, now: int, wall_ms: int, taker_side: str) -> Fill:
+        """A fill from a recorded trade. One taker order that sweeps several price levels prints one
+        trade per maker order it met; had our order stood in front of them, the taker would have met
+        it once, for the sum. So prints of the same taker side and exchange millisecond that reach the
+        same order of ours (while :meth:`end_sweeps` has not been called) make one fill: the fill is
+        returned again, grown, under the same trade_id, with its fee computed on the whole."""
+        sw = o.sweep
+        if sw is None or sw[0] != taker_side or sw[1] != wall_ms:
+            carry0, fees0 = o.carry, o.fees
+            f = self._maker_fill(o, q, now, wall_ms)
+            o.sweep = (taker_side, wall_ms, f, carry0, fees0)
+            self._swept.append(o)
+            return f
+        _, _, f0, carry0, fees0 = sw
+        m = self.markets[o.ticker]
+        total = f0.count + q
+        charged, o.carry = cent_fee(trade_fee(total, o.price, m.d.maker_rate_e6), carry0)
+        o.fees = fees0 + charged
+        o.remaining -= q
+        o.filled += q
+        o.updated_ms = wall_ms
+        self._level(m, o.bside, o.bprice, -q)
+        self.stats.maker_contracts += q
+        f = Fill(trade_id=f0.trade_id, order_id=o.order_id, client_order_id=o.coid, ticker=o.ticker, side=o.side,
+                 price=o.price, count=total, fee=charged, is_taker=False, post_position=None, ts_ms=wall_ms,
+                 recv_ns=f0.recv_ns)
+        o.sweep = (taker_side, wall_ms, f, carry0, fees0)
+        if o.remaining == 0:
+            self._close(o, "executed", wall_ms)
+        return f
+
+    def end_sweeps(self) -> None:
+        """The fills handed out so far are final: later prints start new fills."""
+        for o in self._swept:
+            o.sweep = None
+        self._swept.clear()
 
     def _maker_fill(self, o: SimOrder, q: int, now: int, wall_ms: int) -> Fill:
         m = self.markets[o.ticker]
@@ -381,6 +451,109 @@ class FillSimulator:
         m.orders.pop(o.order_id, None)
         o.pend.clear()
         o.credit.clear()
+
+    # ------------------------------------------------------------------------------ adverse selection
+    def others_mid(self, ticker: str) -> float | None:
+        """Mid (YES, 1e-4 $) of the replay book without our virtual orders; None when a side is empty."""
+        m = self.markets[ticker]
+        if not m.orders:
+            bb, ba = m.book.best_bid(), m.book.best_ask()
+            return None if bb is None or ba is None else (bb + ba) / 2
+        book = m.book
+        bid = book.best_bid()
+        if bid is not None and book.best_bid_size() <= self._own_at(m, YES, bid):
+            bid = None                      # the best level is all ours: look deeper
+            for p, sz in book.bids(8):
+                if sz - self._own_at(m, YES, p) > 0:
+                    bid = p
+                    break
+        ask = book.best_ask()
+        if ask is not None and book.best_ask_size() <= self._own_at(m, NO, ONE - ask):
+            ask = None
+            for p, sz in book.asks(8):
+                if sz - self._own_at(m, NO, ONE - p) > 0:
+                    ask = p
+                    break
+        if bid is None or ask is None:
+            return None
+        return (bid + ask) / 2
+
+    @staticmethod
+    def staleness(side: str, price: int, mid: float) -> float:
+        """Cents our ``side`` order at ``price`` stands beyond ``mid`` toward the losing side."""
+        return ((price - mid) if side == "bid" else (mid - price)) / 100
+
+    def _fit_trade(self, m: _Market, ticker: str, maker_side: str, price: int, count: int, trade_id: str) -> None:
+        key = (YES, price) if maker_side == "bid" else (NO, ONE - price)
+        if not m.live_own.get(key):
+            return
+        mid = self.others_mid(ticker)
+        if mid is None:
+            return
+        assert self.fit is not None
+        b = bucket_of(self.staleness(maker_side, price, mid), self.fit.min_cents)
+        if b >= 0:
+            self.fit.candidates.append((trade_id, ticker, b, count))
+
+    def after_event(self, now: int, wall_ms: int, ticker: str) -> list[Fill]:
+        """After a book message or trade of ``ticker``: measure the recorded run's quotes (a fitting
+        pass) and run the pick-off hazard of our stale virtual orders. Returns pick-off fills."""
+        m = self.markets.get(ticker)
+        if m is None or m.book is None:
+            return []
+        fit = self.fit
+        if fit is not None:
+            if m.live_own:
+                mid = self.others_mid(ticker)
+                bid = nob = 0
+                for bs, bp in m.live_own:
+                    if bs == YES:
+                        if bp > bid:
+                            bid = bp
+                    elif bp > nob:
+                        nob = bp
+                for side, px, name in ((0, bid, "bid"), (1, ONE - nob if nob else 0, "ask")):
+                    b = -1
+                    if mid is not None and 0 < px < ONE:
+                        b = bucket_of(self.staleness(name, px, mid), fit.min_cents)
+                    fit.expose(ticker, side, b, now)
+            elif fit.state.get((ticker, 0), (-1,))[0] >= 0 or fit.state.get((ticker, 1), (-1,))[0] >= 0:
+                fit.expose(ticker, 0, -1, now)
+                fit.expose(ticker, 1, -1, now)
+        po = self.pickoff
+        if po is None or not po.active or not m.orders:
+            return []
+        mid = self.others_mid(ticker)
+        fills: list[Fill] = []
+        rng = self.rng
+        for o in list(m.orders.values()):
+            if o.hz_t < 0:
+                o.hz_t = now
+                o.hz_need = rng.expovariate(1.0)
+            elif now > o.hz_t:
+                o.hz_acc += o.hz_rate * (now - o.hz_t)
+                if o.hz_rate > 0 or po.kind == "always":
+                    self.stats.stale_ns += now - o.hz_t
+                o.hz_t = now
+            b = -1 if mid is None else bucket_of(self.staleness(o.side, o.price, mid), po.min_cents)
+            if po.kind == "always":
+                fire, size = b >= 0, o.remaining
+            else:
+                fire = o.hz_acc >= o.hz_need
+                pool = po.size_pool(ticker)
+                size = pool[rng.randrange(len(pool))] if fire else 0
+            if fire and o.remaining > 0:
+                o.hz_acc = 0.0
+                o.hz_need = rng.expovariate(1.0)
+                q = min(o.remaining, size)
+                self.stats.pickoff_fills += 1
+                self.pickoff_by_ticker[ticker] = self.pickoff_by_ticker.get(ticker, 0) + 1
+                self.stats.pickoff_contracts += q
+                fills.append(self._maker_fill(o, q, now, wall_ms))
+                if o.remaining <= 0:
+                    continue
+            o.hz_rate = po.rate(ticker, b) / 1e9
+        return fills
 
     # ------------------------------------------------------------------------------ order entry
     def _crosses(self, m: _Market, side: str, price: int) -> bool:
@@ -432,6 +605,7 @@ class FillSimulator:
         m.book.apply_level_delta(o.bside, o.bprice, o.remaining)
 
     def _unrest(self, o: SimOrder) -> None:
+        o.sweep = None
         m = self.markets[o.ticker]
         if m.orders.pop(o.order_id, None) is not None and o.remaining:
             self._level(m, o.bside, o.bprice, -o.remaining)

@@ -12,11 +12,16 @@ Fills of resting orders reach us with the recorded trade that caused them (same 
 A :class:`Dist` is ``const:NS``, ``lognormal:MEDIAN_NS:SIGMA`` or an empirical list of samples (drawn
 with the replay's seeded random generator, so a replay is deterministic per seed).
 :func:`fit_latency` builds the model from a recorded ``kmm run`` directory: feed from the capture
-(frame receive wall time - the exchange's ``ts_ms``), entry from the store (``user_order``
-``created_ts_ms`` at the exchange - our create's record time), response from the capture
-(``user_order`` receive wall time - its ``created_ts_ms``); the entry samples include the wait for write
-tokens, which the replay models separately, so only their fastest tenth is kept. Exchange stamps are whole milliseconds,
-so fitted values carry that resolution; negative samples (clock skew, rounding) count as 0.
+(frame receive wall time - the exchange's ``ts_ms``), response from the capture (``user_order``
+receive wall time - its ``created_ts_ms``), entry from the tape: a ``decision`` row is written right
+after the decision's first request left (its bytes written, after any wait for write tokens), and the
+exchange stamps what that request did (``last_updated_ts_ms`` of the market's next ``user_order``
+that is not a fill); entry = that stamp + 0.5 ms (the stamp is the floor of a millisecond) - the row's
+time. A decision whose first request changed nothing at the exchange (refused) matches a later
+update: samples above ten times the median (at least 5 ms) are such mismatches and are left out.
+Without a tape, entry comes from the store (``created_ts_ms`` - our create's record time), which
+includes the wait for write tokens (modelled by the replay itself): only the fastest tenth is kept.
+Negative samples (clock skew, rounding) count as 0.
 """
 
 from __future__ import annotations
@@ -114,6 +119,8 @@ def fit_latency(run_dir: str | Path, *, max_frames: int = 200_000) -> LatencyMod
     feed: list[int] = []
     response: list[int] = []
     created_ms: dict[str, int] = {}
+    updates: dict[str, list[int]] = {}          # ticker -> exchange stamps (ms) of our requests' effects
+    last_fill: dict[str, object] = {}
     n = 0
     for path in capture_files(run):
         for rec in read_capture(path):
@@ -137,13 +144,20 @@ def fit_latency(run_dir: str | Path, *, max_frames: int = 200_000) -> LatencyMod
                 c = msg.get("created_ts_ms")
                 coid = msg.get("client_order_id")
                 upd = msg.get("last_updated_ts_ms") or c
+                fc = msg.get("fill_count_fp", msg.get("fill_count"))
+                if isinstance(upd, int) and coid:
+                    if last_fill.get(coid, fc) == fc:       # not a fill: a request of ours did this
+                        updates.setdefault(str(msg.get("ticker") or msg.get("market_ticker") or ""),
+                                           []).append(upd)
+                    last_fill[coid] = fc
                 if isinstance(c, int) and coid and coid not in created_ms:
                     created_ms[coid] = c
                 if isinstance(upd, int) and msg.get("status") == "resting" and upd == c:
                     response.append(max(0, rec.wall_ns - upd * NS_PER_MS))
-    entry: list[int] = []
+    entry = _entry_from_tape(run, updates)
+    entry_from_tape = bool(entry)
     store = run / "kmm.sqlite"
-    if store.exists() and created_ms:
+    if not entry and store.exists() and created_ms:
         from kmm.record.store import StoreReader
         for o in StoreReader(store).orders():
             c = created_ms.get(o.client_order_id or "")
@@ -152,8 +166,10 @@ def fit_latency(run_dir: str | Path, *, max_frames: int = 200_000) -> LatencyMod
     model = LatencyModel(source=f"fitted from {run}")
     if feed:
         model.feed = Dist.empirical(feed)
-    if entry:
-        # the records cannot tell the network from the wait for write tokens (requests queue in the
+    if entry and entry_from_tape:
+        model.entry = Dist.empirical(entry)
+    elif entry:
+        # the store cannot tell the network from the wait for write tokens (requests queue in the
         # limiter before they are sent; the replay models that wait itself with the same buckets):
         # the fastest tenth of the creates are the ones that did not wait
         entry.sort()
@@ -163,3 +179,35 @@ def fit_latency(run_dir: str | Path, *, max_frames: int = 200_000) -> LatencyMod
     log.info("latency fitted from %s: %s (feed n=%d, entry n=%d, response n=%d)", run, model.describe(),
              len(feed), len(entry), len(response))
     return model
+
+
+def _entry_from_tape(run: Path, updates: dict[str, list[int]]) -> list[int]:
+    """Entry samples (ns): each tape ``decision`` row (written when the decision's first request had
+    left) to the exchange's stamp of the market's next non-fill ``user_order`` update."""
+    import bisect
+
+    from kmm.record._worker import RecordError
+    from kmm.record.tape import read_tape
+    path = run / "tape.csv"
+    if not path.exists() or not updates:
+        return []
+    for stamps in updates.values():
+        stamps.sort()
+    out: list[int] = []
+    try:
+        for row in read_tape(path):
+            if row.event != "decision":
+                continue
+            u = updates.get(row.ticker)
+            if not u:
+                continue
+            i = bisect.bisect_left(u, row.ts_ns // NS_PER_MS)
+            if i < len(u):
+                out.append(max(0, u[i] * NS_PER_MS + NS_PER_MS // 2 - row.ts_ns))
+    except (OSError, RecordError) as exc:
+        log.warning("latency fit: tape %s unreadable (%s); entry latency from the store instead", path, exc)
+        return []
+    if not out:
+        return []
+    cut = max(10 * statistics.median(out), 5 * NS_PER_MS)
+    return [x for x in out if x <= cut]

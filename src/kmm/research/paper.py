@@ -148,6 +148,9 @@ class PaperRest:
         now, wall = self._now()
         o = sim.orders.get(order_id)
         remaining = count - (o.filled if o is not None else 0)
+        so: Any
+        refused: str | None
+        fills: list[Fill]
         if o is not None and remaining <= 0:     # filled past the new total on the way, as Kalshi refuses it
             so, refused, fills = o, "invalid_count", []
         else:
@@ -246,6 +249,7 @@ class PaperEngine(Engine):
             for f in sim.on_trade(self.clock.monotonic_ns(), trade.ts_ms or self.clock.time_ns() // 1_000_000,
                                   trade.ticker, trade.price, trade.count, trade.taker_side, trade.trade_id):
                 self.paper.book_fill(f)
+            sim.end_sweeps()        # fills are delivered at once here: each print is its own fill
 
     def deliver_fill(self, f: Fill) -> None:
         Engine.on_fill(self, f)
