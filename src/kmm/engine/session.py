@@ -353,6 +353,13 @@ class Session:
             self.event("old_group_deleted", detail=gid)
             self._forget_group(gid)
 
+    async def signatures_ready(self, timeout_s: float = 3.0) -> bool:
+        """Before the first write: wait (bounded) until the signer process has pre-made a signature for
+        every fixed write path, so the first quotes are not signed inline."""
+        pool = getattr(self.rest, "pool", None)
+        wait = getattr(pool, "wait_ready", None)
+        return bool(await wait(timeout_s)) if wait is not None else False
+
     def open_ws(self, handler: FeedHandler, router: Any, book_factory: Any,
                 markets: dict[str, Any]) -> KalshiWs:
         ws = self.ws = KalshiWs(self.conn, handler=handler, router=router, book_factory=book_factory,

@@ -27,10 +27,13 @@ _CRLF2 = b"\r\n\r\n"
 _MAX_HEAD = 64 * 1024
 LINGER_S = 30.0  # how long a timed-out request's connection waits for its late answer
 
-#: Called with the write stamp (monotonic ns, taken after ``transport.write`` returned) by the request
-#: whose context holds it: the live loop sets it around starting a decision's first request, so its
-#: latency is stamped when the bytes are written, even when the request first waited (connection, limiter).
-ON_WRITE: ContextVar[Callable[[int], None] | None] = ContextVar("kmm_on_write", default=None)
+#: Called with ``(written_ns, waited_ns)`` by the request whose context holds it: ``written_ns`` is the
+#: write stamp (monotonic ns, taken after ``transport.write`` returned), ``waited_ns`` how long the
+#: request stood waiting for the write budget (the limiter's queue, a 429 pause; measured by the
+#: caller and passed in) and for a free connection. The live loop sets it around starting a decision's
+#: first request, so the decision is stamped when its bytes are written, and the time it spent waiting
+#: for the budget is reported apart from kmm's own path (``Engine._issued``).
+ON_WRITE: ContextVar[Callable[[int, int], None] | None] = ContextVar("kmm_on_write", default=None)
 
 
 class HttpConnectionError(ConnectionError):
@@ -241,6 +244,7 @@ class FastHttp:
         self.last_write_ns = 0
         self.requests = 0
         self.opened = 0
+        self.conn_waits = 0          # requests that found no idle connection and waited for one
 
     def request_head(self, method: str, target: str, headers: dict[str, str], body_len: int) -> bytes:
         """The request line and headers as bytes (Host, Content-Length added)."""
@@ -328,16 +332,21 @@ class FastHttp:
             await w
 
     async def request(self, method: str, target: str, headers: dict[str, str], body: bytes | None,
-                      timeout_s: float | None = None, *, priority: bool = False) -> tuple[int, bytes]:
+                      timeout_s: float | None = None, *, priority: bool = False,
+                      waited_ns: int = 0) -> tuple[int, bytes]:
         """Send one request; returns (status, body). Raises RequestTimeout or HttpConnectionError.
-        Waiting for a connection counts against the request's timeout."""
+        Waiting for a connection counts against the request's timeout. ``waited_ns``: how long the
+        caller already waited for the write budget; the ON_WRITE hook gets it plus the connection wait."""
         limit_s = self.timeout_s if timeout_s is None else timeout_s
         conn = self._idle_conn()
         if conn is None:   # only then wait (wait_for runs the wait in a task: never on the warm path)
+            t0 = time.monotonic_ns()
             try:
                 conn = await asyncio.wait_for(self._acquire(priority), limit_s)
             except asyncio.TimeoutError:
                 raise RequestTimeout(f"{method} {target}: no connection free within {limit_s} s") from None
+            waited_ns += time.monotonic_ns() - t0
+            self.conn_waits += 1
         payload = body or b""
         data = self.request_head(method, target, headers, len(payload)) + payload
         fut = conn.send(data, limit_s, asyncio.get_running_loop())
@@ -345,7 +354,7 @@ class FastHttp:
         self.requests += 1
         on_write = ON_WRITE.get()
         if on_write is not None:
-            on_write(conn.last_write_ns)
+            on_write(conn.last_write_ns, waited_ns)
         return await fut
 
     async def close(self) -> None:

@@ -196,6 +196,7 @@ class KalshiRest:
         self._sleep = sleep
         self.requests = 0
         self.retries = 0
+        self.budget_waits = 0          # requests that waited for the limiter (queue or 429 pause)
         self.recovered_creates = 0
         self.lost_creates = 0
         self.mismatched_answers = 0
@@ -343,10 +344,22 @@ class KalshiRest:
         attempts = 1 + (self.config.read_retries if (method == "GET" if retry is None else retry) else 0)
         delay = self.config.retry_backoff_s
         for attempt in range(attempts):
-            if shard is not None and self._limiter_shards:
-                await self.limiter.acquire(lane, cost, shard=shard)
-            else:
-                await self.limiter.acquire(lane, cost)
+            # the time spent waiting for the write budget (a queue ahead in the lane, a 429 pause) is
+            # measured apart: it is the budget's, not kmm's path (ON_WRITE gets it with the write stamp)
+            waited = 0
+            lim = self.limiter
+            sharded = shard is not None and self._limiter_shards
+            try_acquire = getattr(lim, "try_acquire", None)   # an injected limiter may only acquire
+            if try_acquire is None or not (try_acquire(lane, cost, shard=shard) if sharded
+                                           else try_acquire(lane, cost)):
+                t0 = time.monotonic_ns()
+                if sharded:
+                    await lim.acquire(lane, cost, shard=shard)
+                else:
+                    await lim.acquire(lane, cost)
+                waited = time.monotonic_ns() - t0 if try_acquire is not None else 0
+            if waited:
+                self.budget_waits += 1
             headers = dict(_JSON)
             if auth and self.signer is not None:
                 if self.pool is None:
@@ -365,7 +378,8 @@ class KalshiRest:
             try:
                 if self.fast is not None and lane != READ:
                     target = full + ("?" + urlencode(q) if q else "")
-                    status, raw = await self.fast.request(method, target, headers, data, priority=lane == CANCEL)
+                    status, raw = await self.fast.request(method, target, headers, data, priority=lane == CANCEL,
+                                                          waited_ns=waited)
                 else:
                     async with self._session.request(method, url, params=q, data=data, headers=headers) as resp:
                         raw = await resp.read()

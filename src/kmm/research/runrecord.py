@@ -72,7 +72,8 @@ def write_run_outputs(engine: Any, recorder: Any, start_ns: int, *, mode: str = 
                                  **({"account_lifetime_1e4_usd": lifetime} if lifetime else {}),
                                  **({"maker_metrics": engine.mstats.snapshot().as_dict()}
                                     if hasattr(engine, "mstats") else {}),
-                                 "signatures": getattr(engine, "signature_stats", lambda: None)()})
+                                 "signatures": getattr(engine, "signature_stats", lambda: None)(),
+                                 "latency": getattr(engine, "latency_stats", lambda: None)()})
         write_summary(out, s)
         return s
     except Exception as exc:  # noqa: BLE001 - the run itself is over and fine
