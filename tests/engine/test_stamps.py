@@ -18,14 +18,13 @@ pytestmark = pytest.mark.slow
 
 async def test_decision_latency_is_stamped_after_the_bytes_are_written(tmp_path, monkeypatch):
     writes: set[int] = set()
-    orig_send = fasthttp._Conn.send
+    orig_start = fasthttp._Conn.start          # every write: the coroutine path's send() calls it too
 
-    def send(conn, data, timeout_s, loop):
-        fut = orig_send(conn, data, timeout_s, loop)
+    def start(conn, data, timeout_s, done):
+        orig_start(conn, data, timeout_s, done)
         writes.add(conn.last_write_ns)        # taken after transport.write returned
-        return fut
 
-    monkeypatch.setattr(fasthttp._Conn, "send", send)
+    monkeypatch.setattr(fasthttp._Conn, "start", start)
     issued: list[tuple[int, int]] = []
     async with engine_on_sim(tmp_path) as run:
         e = run.engine

@@ -462,17 +462,27 @@ class Engine(FeedHandler):
             self.spnl.on_mark(ticker, bid, ask)
         self.mstats.on_top(ticker, bid, ask)
 
+    def _later(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` after the current callback (and the decision it makes): records that the
+        next decision does not need (store rows, log lines, tape rows) stay off the decision path."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon(fn, *args)
+        else:
+            fn(*args)
+
     def on_fill(self, fill: Fill) -> None:
-        if not self.session.apply_fill(fill):
+        if not self.session.apply_fill(fill, defer=self._later):
             return  # duplicate trade_id: already counted
         pipe = self.pipes.get(fill.ticker)
         if pipe is not None:
             pipe.fills += 1
             pipe.on_trade(fill.price)      # our own fills inform kappa too (when it is estimated)
-            self._tape(pipe, "fill", fill=fill)
         self._after_pnl_change()
         if pipe is not None and pipe.ready:
             self._requote(pipe, fill.recv_ns or self.clock.monotonic_ns())
+        if pipe is not None:
+            self._later(self._tape, pipe, "fill", fill)     # after the requote the fill triggered
 
     def on_user_order(self, order: UserOrder) -> None:
         known = self.om.by_order_id(order.order_id) or (
@@ -702,16 +712,13 @@ class Engine(FeedHandler):
                 req = OrderRequest(ticker=ticker, side=side, price=a.price, count=size,
                                    client_order_id=o.client_order_id, post_only=True,
                                    cancel_order_on_pause=True, order_group_id=session.group_id)
-                if self.recorder is not None:
-                    self.recorder.store.record_order(status="pending", client_order_id=o.client_order_id,
-                                                     ticker=ticker, side=side, price=a.price, count=size,
-                                                     strategy=self.cfg.run.strategy, reason="quote")
                 if self._batch is not None:          # a requote of every market: sent together after it
+                    self._record_pending(req)
                     pipe.in_flight += 1
                     self._batch.append((pipe, o, req, trigger_ns))
                     sent += 1
                     continue
-                self._send(pipe, self._do_place(pipe, o, req, trigger_ns), trigger_ns)
+                self._send_place(pipe, o, req, trigger_ns)
                 sent += 1
                 continue
             live = self.om.get(a.order_id)
@@ -720,11 +727,11 @@ class Engine(FeedHandler):
             oid = live.order_id
             if kind == CANCEL:
                 if self.om.request_cancel(oid) is not None:
-                    self._send(pipe, self._do_cancel(pipe, oid, trigger_ns), trigger_ns)
+                    self._send_cancel(pipe, oid, trigger_ns)
                     sent += 1
             elif kind == DECREASE:
                 if self.om.request_decrease(oid, a.size) is not None:
-                    self._send(pipe, self._do_decrease(pipe, oid, a.size, trigger_ns), trigger_ns)
+                    self._send_decrease(pipe, oid, a.size, trigger_ns)
                     sent += 1
             elif kind == AMEND:
                 size = a.size
@@ -747,13 +754,67 @@ class Engine(FeedHandler):
                     # instead; the next decision places what passes (sized to the position)
                     self._last_denial, self._last_denial_detail = d.reason, d.detail
                     if self.om.request_cancel(oid) is not None:
-                        self._send(pipe, self._do_cancel(pipe, oid, trigger_ns), trigger_ns)
+                        self._send_cancel(pipe, oid, trigger_ns)
                         sent += 1
                     continue
                 if self.om.request_amend(oid, a.price, size) is not None:
-                    self._send(pipe, self._do_amend(pipe, live, a.price, trigger_ns), trigger_ns)
+                    self._send_amend(pipe, live, a.price, trigger_ns)
                     sent += 1
         return sent
+
+    # ---- sending a request: written now with its answer by callback (no coroutine, task, future or
+    # timer of its own: Session.*_now), or, when it cannot be written at once (no idle connection,
+    # no budget now, no pre-made signature; paper mode), started as a coroutine (_send)
+    def _send_place(self, pipe: MarketPipeline, o: Order, req: OrderRequest, trigger_ns: int) -> None:
+        pipe.in_flight += 1
+
+        def then(outcome: str, refusal: Any) -> None:
+            try:
+                self._after_place(pipe, o, outcome, refusal)
+            finally:
+                self._done(pipe)
+        written = self.session.place_now(o, req, then)
+        if written:
+            self._stamp_now(pipe, trigger_ns, written)
+            self._record_pending(req)      # after the write; its answer can only come in a later callback
+            return
+        pipe.in_flight -= 1
+        self._record_pending(req)          # before the coroutine, which may settle the create at once
+        self._send(pipe, self._do_place(pipe, o, req, trigger_ns), trigger_ns)
+
+    def _record_pending(self, req: OrderRequest) -> None:
+        if self.recorder is not None:
+            self.recorder.store.record_order(status="pending", client_order_id=req.client_order_id,
+                                             ticker=req.ticker, side=req.side, price=req.price, count=req.count,
+                                             strategy=self.cfg.run.strategy, reason="quote")
+
+    def _send_amend(self, pipe: MarketPipeline, o: Order, price: int, trigger_ns: int) -> None:
+        pipe.in_flight += 1
+        written = self.session.amend_now(o, price, lambda: self._done(pipe))
+        if written:
+            self._stamp_now(pipe, trigger_ns, written)
+            return
+        pipe.in_flight -= 1
+        self._send(pipe, self._do_amend(pipe, o, price, trigger_ns), trigger_ns)
+
+    def _send_cancel(self, pipe: MarketPipeline, order_id: str, trigger_ns: int) -> None:
+        pipe.in_flight += 1
+        written = self.session.cancel_now(order_id, pipe.ticker, lambda: self._done(pipe))
+        if written:
+            self._stamp_now(pipe, trigger_ns, written)
+            return
+        pipe.in_flight -= 1
+        self._send(pipe, self._do_cancel(pipe, order_id, trigger_ns), trigger_ns)
+
+    def _send_decrease(self, pipe: MarketPipeline, order_id: str, reduce_to: int, trigger_ns: int) -> None:
+        self._send(pipe, self._do_decrease(pipe, order_id, reduce_to, trigger_ns), trigger_ns)
+
+    def _stamp_now(self, pipe: MarketPipeline, trigger_ns: int, written_ns: int) -> None:
+        if pipe.tape_trigger_ns != trigger_ns:
+            try:
+                self._issued(pipe, trigger_ns, written_ns, 0)
+            except Exception:   # records must never fail the request whose bytes were just written
+                log.exception("%s: recording the decision after its write failed", pipe.ticker)
 
     def _send(self, pipe: MarketPipeline, coro: Any, trigger_ns: int) -> None:
         """Start a request now: the connector writes its bytes before this returns (eager start).
@@ -811,7 +872,9 @@ class Engine(FeedHandler):
         self._latency_at.append((issued_ns, latency))
         if pipe.decided_ns and pipe.trigger_ns == trigger_ns:
             self.send_ns.append(issued_ns - pipe.decided_ns - waited_ns)
-        self._tape(pipe, "decision", latency_ns=latency)
+        if self.recorder is not None:
+            # the row is built after the decision's other requests are written, not between them
+            self._later(self._tape, pipe, "decision", None, latency)
 
     async def _do_place(self, pipe: MarketPipeline, o: Order, req: OrderRequest, trigger_ns: int = 0) -> None:
         try:
@@ -917,7 +980,7 @@ class Engine(FeedHandler):
         if len({id(b[0]) for b in batch}) <= 3:
             for pipe, o, req, trig in batch:
                 pipe.in_flight -= 1                  # _send counts it again
-                self._send(pipe, self._do_place(pipe, o, req, trig), trig)
+                self._send_place(pipe, o, req, trig)
             return
         issued = self.clock.monotonic_ns()
         for i in range(0, len(batch), protocol.BATCH_CREATE_MAX):
@@ -1172,9 +1235,13 @@ class Engine(FeedHandler):
         return summary
 
     async def _drain_requests(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
         pending = self.session.pending_tasks()
         if pending:
             await asyncio.wait(pending, timeout=timeout_s)
+        while self.session.inflight_now > 0 and loop.time() < end:   # requests answered by callback
+            await asyncio.sleep(0.01)
 
 
 Maker = Engine
