@@ -372,6 +372,7 @@ class Engine(FeedHandler):
             gc.collect()
             gc.freeze()
             gc.set_threshold(*self.opt.gc_threshold)
+        await s.warm_order_connections(len(self.tickers))
         await s.signatures_ready()
         self.quoting = True
         log.info("quoting %s with %s on %s", ", ".join(self.tickers), self.cfg.run.strategy, self.venue)

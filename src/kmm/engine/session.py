@@ -353,6 +353,26 @@ class Session:
             self.event("old_group_deleted", detail=gid)
             self._forget_group(gid)
 
+    #: warm order connections the session keeps at most (2 per quoted market up to this)
+    max_order_connections = 16
+
+    async def warm_order_connections(self, n_markets: int) -> int:
+        """Open enough warm order connections that a decision's requests do not wait for one: each
+        market has at most one decision in flight, of usually two requests (bid and ask), so two per
+        market, at least ``order_connections``, at most :attr:`max_order_connections`. Measured with 3
+        markets on the default 2: 22-30 of ~300 decisions a run waited for a connection, and a create
+        that waits is no longer written at once. Returns the pool's size."""
+        fast = getattr(self.rest, "fast", None)
+        if fast is None:
+            return 0
+        want = max(fast.max_connections, min(self.max_order_connections, 2 * n_markets))
+        fast.max_connections = want
+        try:
+            await fast.warm(want)
+        except Exception as exc:  # noqa: BLE001 - not fatal: connections open on first use
+            log.warning("could not pre-open %d order connections: %s", want, exc)
+        return want
+
     async def signatures_ready(self, timeout_s: float = 3.0) -> bool:
         """Before the first write: wait (bounded) until the signer process has pre-made a signature for
         every fixed write path, so the first quotes are not signed inline."""
