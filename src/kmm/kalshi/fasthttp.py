@@ -293,6 +293,7 @@ class FastHttp:
         self._sweep: asyncio.TimerHandle | None = None
         self._sweep_at = 0.0
         self._heads: dict[tuple[str, str], str] = {}   # (method, target) -> request line and Host
+        self._templates: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
 
     # -- timeouts: one timer per pool, at the earliest deadline of the requests in flight --------------
     def _arm(self, conn: _Conn, timeout_s: float) -> None:
@@ -320,6 +321,29 @@ class FastHttp:
         if nxt:
             self._sweep_at = nxt
             self._sweep = loop.call_at(nxt, self._on_sweep)
+
+    def head_template(self, method: str, target: str, fixed: tuple[tuple[str, str], ...]) -> str:
+        """The unchanging part of a request head, made once per (method, target, fixed headers): the
+        request line, Host and ``fixed``; the caller appends the per-request headers (timestamp,
+        signature), ``Content-Length`` and the blank line (:meth:`send_raw`)."""
+        key = (method, target, fixed)
+        t = self._templates.get(key)
+        if t is None:
+            t = f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n" + "".join(
+                f"{k}: {v}\r\n" for k, v in fixed)
+            if len(self._templates) < 4096:      # fixed paths; per-order paths come and go
+                self._templates[key] = t
+        return t
+
+    def send_raw(self, data: bytes, done: Done, timeout_s: float | None = None) -> int:
+        """:meth:`send_now` for a request already in bytes (from :meth:`head_template`)."""
+        conn = self._idle_conn()
+        if conn is None:
+            return 0
+        conn.start(data, self.timeout_s if timeout_s is None else timeout_s, done)
+        self.last_write_ns = conn.last_write_ns
+        self.requests += 1
+        return conn.last_write_ns
 
     def send_now(self, method: str, target: str, headers: dict[str, str], body: bytes, done: Done,
                  timeout_s: float | None = None) -> int:

@@ -48,6 +48,7 @@ from kmm.kalshi.types import (AccountLimits, Balance, BookSnapshot, CancelAck, D
 log = logging.getLogger("kmm.kalshi.rest")
 
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+_HDR_TS, _HDR_SIG = protocol.HDR_TIMESTAMP, protocol.HDR_SIGNATURE
 
 
 class OrderNotPlaced(RequestTimeout):
@@ -185,6 +186,9 @@ class KalshiRest:
             pool = SignaturePool(self.signer, self.hot_pairs(), depth=config.sig_pool_depth,
                                  max_age_s=config.sig_pool_max_age_s)
         self.pool = pool
+        # the headers every signed write carries unchanged, for the order path's prebuilt heads
+        self._fixed_head: tuple[tuple[str, str], ...] = (
+            (*_JSON.items(), (protocol.HDR_KEY, self.signer.key_id)) if self.signer is not None else tuple(_JSON.items()))
         self._session = session
         self._own_session = session is None
         # One verified TLS context for reads and writes (None for a plain http:// server).
@@ -455,14 +459,19 @@ class KalshiRest:
         sharded = shard is not None and self._limiter_shards
         if try_acquire is None or not (try_acquire(lane, cost, shard=shard) if sharded else try_acquire(lane, cost)):
             return 0
-        headers = dict(_JSON)
-        if self.signer is not None and pool is not None:
-            headers.update(pool.take(method, full))
         self.requests += 1
 
         def answered(status: int, raw: bytes, exc: BaseException | None) -> None:
             on_answer(*self._answer(method, full, lane, shard if sharded else None, status, raw, exc))
-        return fast.send_now(method, full, headers, orjson.dumps(body), answered)
+        data = orjson.dumps(body)
+        if self.signer is None or pool is None:
+            return fast.send_now(method, full, dict(_JSON), data, answered)
+        # a prebuilt head (request line, Host, content type, key id), then the signature's two headers
+        auth = pool.take(method, full)
+        head = fast.head_template(method, full, self._fixed_head)
+        return fast.send_raw((f"{head}{_HDR_TS}: {auth[_HDR_TS]}\r\n{_HDR_SIG}: {auth[_HDR_SIG]}\r\n"
+                              f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n"
+                              ).encode("latin-1") + data, answered)
 
     def _answer(self, method: str, full: str, lane: int, shard: int | None, status: int, raw: bytes,
                 exc: BaseException | None) -> tuple[Any, BaseException | None]:
