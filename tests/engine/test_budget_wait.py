@@ -5,8 +5,8 @@ must still fire when kmm's own path is slow (a delay injected before the bytes a
 
 from __future__ import annotations
 
-import asyncio
 import json
+import time
 
 import pytest
 
@@ -75,15 +75,14 @@ async def test_waits_for_a_throttled_write_budget_are_reported_apart_and_raise_n
 
 async def test_a_slow_path_before_the_write_still_raises_the_warning(tmp_path, monkeypatch):
     delay_s = 0.04                              # 40 ms of kmm's own, before the bytes are written
-    orig_request = fasthttp.FastHttp.request
+    orig_start = fasthttp._Conn.start           # every write goes through it (callback and coroutine paths)
 
-    async def slow_request(self, method, target, headers, body, timeout_s=None, *, priority=False, waited_ns=0):
-        if method == "POST":                    # creates and amends: a slow encoder, say
-            await asyncio.sleep(delay_s)
-        return await orig_request(self, method, target, headers, body, timeout_s, priority=priority,
-                                  waited_ns=waited_ns)
+    def slow_start(conn, data, timeout_s, done):
+        if data.startswith(b"POST"):            # creates and amends: a slow encoder, say (it holds the loop)
+            time.sleep(delay_s)
+        orig_start(conn, data, timeout_s, done)
 
-    monkeypatch.setattr(fasthttp.FastHttp, "request", slow_request)
+    monkeypatch.setattr(fasthttp._Conn, "start", slow_start)
     async with engine_on_sim(tmp_path, settings={"run.latency_warn_us": str(WARN_US),
                                                  "run.latency_window_s": "60"}) as run:
         e = run.engine
