@@ -170,7 +170,8 @@ def test_kmm_run_config_frame_to_decided(benchmark, variant, tmp_path):
     _RESULTS[variant] = {"decide": decide, "create": create, "fallbacks": fallbacks, "code": code}
     us = lambda ns: f"{ns / 1e3:.1f} us"  # noqa: E731
     print(f"\n[{v['label']}] {m['seconds']:.1f} s: {m['decisions']} decisions, {m['orders']} creates, "
-          f"{m['amends']} amends, {m['fills']} fills; signature pool over the run {pool}; in steady state {steady} (writes signed inline: {fallbacks}; decisions that waited for the write budget: {m.get('budget_waits')})")
+          f"{m['amends']} amends, {m['fills']} fills; signature pool over the run {pool}; in steady state {steady} "
+          f"(writes signed inline: {fallbacks}; decisions that waited for the write budget: {m.get('budget_waits')})")
     for name, d in (("frame -> decided", decide), ("  wait before on_book", queue), ("  on_book -> decided", code),
                     ("decided -> issued", issue), ("decided -> create written", create)):
         print(f"  {name:26s} n={d['n']:6d} p50 {us(d['p50_ns']):>9s}  p99 {us(d['p99_ns']):>9s}  "

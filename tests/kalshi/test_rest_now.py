@@ -13,9 +13,16 @@ from kmm.errors import RateLimited
 from kmm.kalshi.limiter import PLACE
 from kmm.kalshi.rest import KalshiRest, OrderNotPlaced
 from kmm.kalshi.signing import Signer
-from tests.kalshi.test_rest_loopback import KEY_ID, config, ex, req  # noqa: F401 - ex is a fixture
+from tests.kalshi.mini_exchange import MiniExchange
+from tests.kalshi.test_rest_loopback import KEY_ID, TICKERS, config, req
 
 CREATE = ("POST", "/trade-api/v2/portfolio/events/orders")
+
+
+@pytest.fixture
+async def ex(rsa_key):
+    async with MiniExchange(rsa_key.public_key(), KEY_ID, TICKERS) as server:
+        yield server
 
 
 class Waiter:

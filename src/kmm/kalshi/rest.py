@@ -187,8 +187,8 @@ class KalshiRest:
                                  max_age_s=config.sig_pool_max_age_s)
         self.pool = pool
         # the headers every signed write carries unchanged, for the order path's prebuilt heads
-        self._fixed_head: tuple[tuple[str, str], ...] = (
-            (*_JSON.items(), (protocol.HDR_KEY, self.signer.key_id)) if self.signer is not None else tuple(_JSON.items()))
+        self._fixed_head: tuple[tuple[str, str], ...] = tuple(_JSON.items()) + (
+            ((protocol.HDR_KEY, self.signer.key_id),) if self.signer is not None else ())
         self._session = session
         self._own_session = session is None
         # One verified TLS context for reads and writes (None for a plain http:// server).
@@ -595,7 +595,8 @@ class KalshiRest:
             self.remember_order(order_id, ticker)
         return written
 
-    def cancel_orders_now(self, order_ids: list[str], done: Callable[[list[CancelAck] | None, BaseException | None], None],
+    def cancel_orders_now(self, order_ids: list[str],
+                          done: Callable[[list[CancelAck] | None, BaseException | None], None],
                           spawn: Callable[[Any], Any]) -> int:
         """:meth:`cancel_orders` written now (0: not sent). Ids the answer does not settle (a 404 for the
         whole request, an id missing or unreadable) are cancelled one by one in a coroutine, as
