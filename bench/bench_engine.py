@@ -10,7 +10,7 @@ Stages (design section 9):
 * ``frame -> actions decided``: ``Engine.decide_ns`` (picows stamps the frame; the engine stamps the
   decision). Budget: p99 <= 10 us.
 * ``actions decided -> request bytes written``: stamped by this harness right after the order
-  connection's ``transport.write`` returns (a wrapper around ``kmm.kalshi.fasthttp._Conn.send``),
+  connection's ``transport.write`` returns (a wrapper around ``kmm.kalshi.fasthttp._Conn.start``),
   matched to its decision by the order's client_order_id / order_id. Only the first request of a
   decision counts, as in the engine's own ``send_ns``. Budget: p50 <= 50 us.
 * ``frame -> request bytes written``: the two together.
@@ -147,11 +147,11 @@ class WireStamps:
         self.write_create_ns: list[int] = []                  # the create's write() itself
         self.total_ns: list[int] = []                         # frame -> bytes written
         self.unmatched = 0
-        self._orig_send = fasthttp._Conn.send
-        self._wrap("_do_place", lambda a: a[2].client_order_id)
-        self._wrap("_do_amend", lambda a: a[1].order_id)
-        self._wrap("_do_cancel", lambda a: a[1])
-        self._wrap("_do_decrease", lambda a: a[1])
+        self._orig_send = fasthttp._Conn.start
+        self._wrap("_send_place", lambda a: a[2].client_order_id)
+        self._wrap("_send_amend", lambda a: a[1].order_id)
+        self._wrap("_send_cancel", lambda a: a[1])
+        self._wrap("_send_decrease", lambda a: a[1])
 
     def _wrap(self, name: str, key_of: Any) -> None:
         orig = getattr(self.engine, name)
@@ -165,7 +165,7 @@ class WireStamps:
                 if len(pending) > 10_000:       # writes that never happened (refused before the write)
                     self.unmatched += len(pending)
                     pending.clear()
-                pending[str(key_of(args)).encode()] = (pipe.decided_ns, trigger, name[4:])
+                pending[str(key_of(args)).encode()] = (pipe.decided_ns, trigger, name.rsplit("_", 1)[-1])
             return orig(*args)
 
         setattr(self.engine, name, wrapper)
@@ -176,9 +176,9 @@ class WireStamps:
         pre, write = self.pre_create_ns, self.write_create_ns
         clock = time.monotonic_ns
 
-        def send(conn: Any, data: bytes, timeout_s: float, loop: asyncio.AbstractEventLoop) -> Any:
+        def send(conn: Any, data: bytes, timeout_s: float, done: Any) -> Any:
             t_in = clock()
-            fut = orig(conn, data, timeout_s, loop)
+            fut = orig(conn, data, timeout_s, done)
             if pending:
                 t = conn.last_write_ns
                 for k in pending:
@@ -193,10 +193,10 @@ class WireStamps:
                         break
             return fut
 
-        fasthttp._Conn.send = send  # type: ignore[method-assign]
+        fasthttp._Conn.start = send  # type: ignore[method-assign]
 
     def uninstall(self) -> None:
-        fasthttp._Conn.send = self._orig_send  # type: ignore[method-assign]
+        fasthttp._Conn.start = self._orig_send  # type: ignore[method-assign]
 
     def reset(self) -> None:
         self.pending.clear()
@@ -234,12 +234,13 @@ async def drive(engine: Engine, stamps: WireStamps, quote_s: float) -> tuple[Run
             raise AssertionError(f"the engine was not quoting all markets within {START_TIMEOUT_S} s")
         await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)                               # warm-up: connections open, code paths hot
-    for d in (engine.decide_ns, engine.send_ns, engine._latency_ns):  # noqa: SLF001
+    for d in (engine.decide_ns, engine.send_ns, engine._latency_ns, engine.budget_wait_ns):  # noqa: SLF001
         d.clear()
     stamps.reset()
     pool0 = engine.rest.pool if engine.rest is not None else None
     st0 = dict(vars(pool0.stats)) if pool0 is not None and hasattr(pool0.stats, "__dict__") else (
-        {k: getattr(pool0.stats, k) for k in ("hits", "misses", "unpooled", "miss_kinds")} if pool0 is not None else {})
+        {k: getattr(pool0.stats, k) for k in ("hits", "misses", "unpooled", "unpooled_reads", "miss_kinds")}
+        if pool0 is not None else {})
     st0 = {k: (dict(v) if isinstance(v, dict) else v) for k, v in st0.items()}
     counts0 = (engine.orders_sent, engine.amends_sent, engine.cancels_sent, engine.fills,
                sum(p.decisions for p in engine.pipes.values()))
@@ -262,8 +263,10 @@ async def drive(engine: Engine, stamps: WireStamps, quote_s: float) -> tuple[Run
                          "made": st.made, "miss_kinds": dict(getattr(st, "miss_kinds", {}))}
                         if st is not None else None)
     # the same counters over the measured (steady-state) window only, after the warm-up
-    measured["pool_steady"] = ({k: st.__getattribute__(k) - st0.get(k, 0) for k in ("hits", "misses", "unpooled")}
+    measured["pool_steady"] = ({k: st.__getattribute__(k) - st0.get(k, 0)
+                                for k in ("hits", "misses", "unpooled", "unpooled_reads")}
                                if st is not None else None)
+    measured["budget_waits"] = len(engine.budget_wait_ns)
     if st is not None:
         kinds = dict(getattr(st, "miss_kinds", {}))
         measured["pool_steady"]["miss_kinds"] = {k: n - st0.get("miss_kinds", {}).get(k, 0) for k, n in kinds.items()

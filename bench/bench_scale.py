@@ -70,6 +70,19 @@ async def _drive(engine: Engine, quote_s: float) -> dict[str, Any]:
     return m
 
 
+async def _fund_shards(conn: ConnectorConfig, tickers: list[str]) -> None:
+    """Move collateral from shard 0 to every other shard the markets trade on, as a user would before
+    quoting them (the engine refuses to start on an unfunded shard: ShardBalanceError)."""
+    from kmm.kalshi.rest import KalshiRest, ShardBalanceError
+    async with KalshiRest(conn) as rest:
+        try:
+            await rest.check_shard_balances({t: 100 * 10_000 for t in tickers})
+        except ShardBalanceError as exc:
+            for shard, have, need, _ in exc.shortfalls:
+                if shard != 0:
+                    await rest.transfer_between_shards(2 * need - have, 0, shard)
+
+
 def run_count(tmp: Path, n: int) -> dict[str, Any]:
     from kmm.record import Recorder
     priv, pub = key_pair()
@@ -86,6 +99,7 @@ def run_count(tmp: Path, n: int) -> dict[str, Any]:
         sim.wait_ready()
         conn = ConnectorConfig(env="sim", read_rate=1e6, write_rate=1e6).with_server(
             sim.rest_url, sim.ws_url, api_key_id=key_id, private_key_pem=priv)
+        run_loop(_fund_shards(conn, tickers))
         cfg = load_config(None, environ={}, cli={
             "run.markets": ",".join(tickers), "strategy.quote_size": "5", "strategy.max_position": "30",
             "risk.max_order_size": "30", "risk.max_open_orders_total": str(max(100, 4 * n)),

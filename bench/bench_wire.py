@@ -51,6 +51,7 @@ class StampedSim(SimProcess):
             cmd = [*cmd[:i - 1], str(HERE / "stamped_sim.py"), str(self.stamps), *cmd[i + 2:]]
             if self.n_markets is not None:
                 cmd[cmd.index("--markets") + 1] = str(self.n_markets)
+                cmd += ["--balance", "100000.00"]   # bench_scale funds every shard's markets from it
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), env.get("PYTHONPATH", "")])
             return real_popen(cmd, env=env, **kw)

@@ -222,6 +222,26 @@ def test_fill_after_cancel_is_still_counted():
     assert m.stats.late_fills == 1
 
 
+def test_a_cancel_that_took_off_less_than_rested_keeps_the_unbooked_fill_as_risk_until_it_is_booked():
+    # the cancel's answer can overtake the fill message (the order path answers by callback): the
+    # part the exchange filled must stay visible to the event gate until its fill is booked
+    m, _ = mgr()
+    o = placed(m)
+    m.request_cancel("X1")
+    m.on_cancel_ack("X1", reduced_by=600)
+    assert o.state is S.CANCELED and o.remaining == 0
+    assert m.unbooked_in(T) == [("bid", o.price, 400)]
+    assert m.on_fill(fill("X1", 400))
+    assert m.unbooked_in(T) == [] and o.fill_count == 400
+    # a cancel of everything that rested adds nothing
+    m2, _ = mgr()
+    m2.create(T, "bid", 4000, 1000, client_order_id="c2")
+    m2.on_ack(ack("c2", "X2"))
+    m2.request_cancel("X2")
+    m2.on_cancel_ack("X2", reduced_by=1000)
+    assert m2.unbooked_in(T) == []
+
+
 def test_duplicate_fill_is_ignored():
     m, _ = mgr()
     o = placed(m)

@@ -118,10 +118,14 @@ def read_engine(e: Any) -> dict[str, Any]:
                 ("net", (pf.realized_pnl() + pf.unrealized_pnl() - pf.fees_paid()) / 1e4)],
         "positions": [(t, pf.position(t) / 100) for t in e.tickers],
         "kill": e.gate.kill_state.value,
-        "latency": [("kmm_frame_to_request_seconds", "Frame received -> first request written", list(e._latency_ns)),
+        "latency": [("kmm_frame_to_request_seconds",
+                     "Frame received -> first request written (write-budget waits excluded)", list(e._latency_ns)),
                     ("kmm_frame_to_decision_seconds", "Frame received -> actions decided", list(e.decide_ns)),
-                    ("kmm_decision_to_request_seconds", "Actions decided -> first request written",
-                     list(e.send_ns))],
+                    ("kmm_decision_to_request_seconds",
+                     "Actions decided -> first request written (write-budget waits excluded)", list(e.send_ns)),
+                    ("kmm_write_budget_wait_seconds",
+                     "A decision's first request waiting for the write budget or a connection (only those that waited)",
+                     list(getattr(e, "budget_wait_ns", ())))],
     }
 
 

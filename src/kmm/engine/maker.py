@@ -126,6 +126,12 @@ class RunSummary:
         """This session's net P&L: realized (gross of fees) + unrealized - fees, 1e-4 $."""
         return self.realized + self.unrealized - self.fees
     signatures: dict[str, int] | None = None  # the signature pool's counters (None: no pool); see signature_stats
+    send_p50_us: float | None = None    # actions decided -> first request written, budget waits excluded
+    send_p99_us: float | None = None
+    budget_waits: int = 0               # decisions whose first request waited for the write budget
+    decisions: int = 0                  # decisions stamped
+    budget_wait_p50_us: float | None = None
+    budget_wait_p99_us: float | None = None
 
     def render(self) -> str:
         if self.not_started is not None:
@@ -143,7 +149,12 @@ class RunSummary:
             f"  session P&L net {usd(self.net, 4)} (this session only: realized {usd(self.realized, 4)} "
             f"gross of fees, unrealized {usd(self.unrealized, 4)}, fees {usd(self.fees, 4)})",
             f"  positions: {pos}",
-            f"  frame -> request latency: {lat}",
+            f"  frame -> request written: {lat} (write-budget waits excluded)"
+            + ("" if self.send_p50_us is None else
+               f"; decided -> written p50 {self.send_p50_us:.0f} us, p99 {self.send_p99_us:.0f} us"),
+            f"  waited for the write budget or a connection: {self.budget_waits} of {self.decisions} decisions"
+            + ("" if not self.budget_waits else
+               f", p50 {self.budget_wait_p50_us:,.0f} us, p99 {self.budget_wait_p99_us:,.0f} us"),
             f"  orders resting after stop: {self.resting_after_stop} "
             f"({'verified over REST' if self.verified_flat_orders else 'NOT verified'}) in every market, "
             f"stop sweep {self.stop_s:.1f} s",
@@ -210,14 +221,22 @@ class _IssuedStamp:
     def __init__(self, engine: Engine, pipe: MarketPipeline | None, trigger_ns: int) -> None:
         self.engine, self.pipe, self.trigger_ns = engine, pipe, trigger_ns
 
-    def __call__(self, written_ns: int) -> None:
+    def __call__(self, written_ns: int, waited_ns: int = 0) -> None:
         pipe, self.pipe = self.pipe, None
         if pipe is None:
             return
         try:
-            self.engine._issued(pipe, self.trigger_ns, written_ns)
+            self.engine._issued(pipe, self.trigger_ns, written_ns, waited_ns)
         except Exception:   # records must never fail the request whose bytes were just written
             log.exception("%s: recording the decision after its write failed", pipe.ticker)
+
+
+def _percentiles_us(samples: Iterable[int]) -> tuple[float | None, float | None, float | None]:
+    s = sorted(samples)
+    n = len(s)
+    if not n:
+        return None, None, None
+    return tuple(s[min(n - 1, int(x * n))] / 1000.0 for x in (0.5, 0.99, 0.999))  # type: ignore[return-value]
 
 
 def _iso_to_ns(text: str | None) -> int | None:
@@ -283,10 +302,15 @@ class Engine(FeedHandler):
         self.housekeeping = Housekeeping(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started_ns = 0
-        self._latency_ns: deque[int] = deque(maxlen=200_000)      # frame received -> first request issued
-        self._latency_at: deque[tuple[int, int]] = deque(maxlen=200_000)   # (issued ns, that latency)
+        # the decision's latencies exclude the time its first request stood waiting for the write
+        # budget (the limiter's queue, a 429 pause) or a free connection: that is the budget's, kept
+        # apart in budget_wait_ns, so a throttled account does not read as a slow engine
+        self._latency_ns: deque[int] = deque(maxlen=200_000)      # frame received -> first request written
+        self._latency_at: deque[tuple[int, int]] = deque(maxlen=200_000)   # (written ns, that latency)
         self.decide_ns: deque[int] = deque(maxlen=200_000)        # frame received -> actions decided
-        self.send_ns: deque[int] = deque(maxlen=200_000)          # actions decided -> first request issued
+        self.send_ns: deque[int] = deque(maxlen=200_000)          # actions decided -> first request written
+        self.budget_wait_ns: deque[int] = deque(maxlen=200_000)   # decisions that waited: how long
+        self.stamped = 0                                          # decisions stamped (waited or not)
         self.skipped_reprices = 0
         self.blocked: dict[str, str] = {}     # ticker -> why kmm wants to quote there but cannot
         self._not_started: str | None = None  # the start failed before anything was sent: why
@@ -391,6 +415,8 @@ class Engine(FeedHandler):
             gc.collect()
             gc.freeze()
             gc.set_threshold(*self.opt.gc_threshold)
+        await s.warm_order_connections(len(self.tickers))
+        await s.signatures_ready()
         self.quoting = True
         log.info("quoting %s with %s on %s", ", ".join(self.tickers), self.cfg.run.strategy, self.venue)
         # books that became ready during the start are quoted now, not on their next message
@@ -493,18 +519,28 @@ class Engine(FeedHandler):
             self.spnl.on_mark(ticker, bid, ask)
         self.mstats.on_top(ticker, bid, ask)
 
+    def _later(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` after the current callback (and the decision it makes): records that the
+        next decision does not need (store rows, log lines, tape rows) stay off the decision path."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon(fn, *args)
+        else:
+            fn(*args)
+
     def on_fill(self, fill: Fill) -> None:
-        if not self.session.apply_fill(fill):
+        if not self.session.apply_fill(fill, defer=self._later):
             return  # duplicate trade_id: already counted
         pipe = self.pipes.get(fill.ticker)
         if pipe is not None:
             pipe.fills += 1
             pipe.on_trade(fill.price)      # our own fills inform kappa too (when it is estimated)
-            self._tape(pipe, "fill", fill=fill)
         self._after_pnl_change()
         self.event_guard(fill.ticker)
         if pipe is not None and pipe.ready:
             self._requote(pipe, fill.recv_ns or self.clock.monotonic_ns())
+        if pipe is not None:
+            self._later(self._tape, pipe, "fill", fill)     # after the requote the fill triggered
 
     def event_guard(self, ticker: str | None = None) -> None:
         """An event that just went reduce-only or over its limit has every quote pulled at once (one
@@ -717,24 +753,75 @@ class Engine(FeedHandler):
                 req = OrderRequest(ticker=ticker, side=side, price=price, count=size,
                                    client_order_id=o.client_order_id, post_only=True,
                                    cancel_order_on_pause=True, order_group_id=session.group_id)
-                if self.recorder is not None:
-                    self.recorder.store.record_order(status="pending", client_order_id=o.client_order_id,
-                                                     ticker=ticker, side=side, price=price, count=size,
-                                                     strategy=self.cfg.run.strategy, reason="quote")
                 if self._batch is not None:          # a requote of every market: sent together after it
+                    self._record_pending(req)
                     pipe.in_flight += 1
                     self._batch.append((pipe, o, req, trigger_ns))
                     sent += 1
                     continue
-                self._send(pipe, self._do_place(pipe, o, req, trigger_ns), trigger_ns)
+                self._send_place(pipe, o, req, trigger_ns)
             elif kind == CANCEL:
-                self._send(pipe, self._do_cancel(pipe, step[1], trigger_ns), trigger_ns)
+                self._send_cancel(pipe, step[1], trigger_ns)
             elif kind == AMEND:
-                self._send(pipe, self._do_amend(pipe, step[1], step[3], trigger_ns), trigger_ns)
+                self._send_amend(pipe, step[1], step[3], trigger_ns)
             else:                                   # DECREASE
-                self._send(pipe, self._do_decrease(pipe, step[1], step[2], trigger_ns), trigger_ns)
+                self._send_decrease(pipe, step[1], step[2], trigger_ns)
             sent += 1
         return sent
+
+    # ---- sending a request: written now with its answer by callback (no coroutine, task, future or
+    # timer of its own: Session.*_now), or, when it cannot be written at once (no idle connection,
+    # no budget now, no pre-made signature; paper mode), started as a coroutine (_send)
+    def _send_place(self, pipe: MarketPipeline, o: Order, req: OrderRequest, trigger_ns: int) -> None:
+        pipe.in_flight += 1
+
+        def then(outcome: str, refusal: Any) -> None:
+            try:
+                self._after_place(pipe, o, outcome, refusal)
+            finally:
+                self._done(pipe)
+        written = self.session.place_now(o, req, then)
+        if written:
+            self._stamp_now(pipe, trigger_ns, written)
+            self._record_pending(req)      # after the write; its answer can only come in a later callback
+            return
+        pipe.in_flight -= 1
+        self._record_pending(req)          # before the coroutine, which may settle the create at once
+        self._send(pipe, self._do_place(pipe, o, req, trigger_ns), trigger_ns)
+
+    def _record_pending(self, req: OrderRequest) -> None:
+        if self.recorder is not None:
+            self.recorder.store.record_order(status="pending", client_order_id=req.client_order_id,
+                                             ticker=req.ticker, side=req.side, price=req.price, count=req.count,
+                                             strategy=self.cfg.run.strategy, reason="quote")
+
+    def _send_amend(self, pipe: MarketPipeline, o: Order, price: int, trigger_ns: int) -> None:
+        pipe.in_flight += 1
+        written = self.session.amend_now(o, price, lambda: self._done(pipe))
+        if written:
+            self._stamp_now(pipe, trigger_ns, written)
+            return
+        pipe.in_flight -= 1
+        self._send(pipe, self._do_amend(pipe, o, price, trigger_ns), trigger_ns)
+
+    def _send_cancel(self, pipe: MarketPipeline, order_id: str, trigger_ns: int) -> None:
+        pipe.in_flight += 1
+        written = self.session.cancel_now(order_id, pipe.ticker, lambda: self._done(pipe))
+        if written:
+            self._stamp_now(pipe, trigger_ns, written)
+            return
+        pipe.in_flight -= 1
+        self._send(pipe, self._do_cancel(pipe, order_id, trigger_ns), trigger_ns)
+
+    def _send_decrease(self, pipe: MarketPipeline, order_id: str, reduce_to: int, trigger_ns: int) -> None:
+        self._send(pipe, self._do_decrease(pipe, order_id, reduce_to, trigger_ns), trigger_ns)
+
+    def _stamp_now(self, pipe: MarketPipeline, trigger_ns: int, written_ns: int) -> None:
+        if pipe.tape_trigger_ns != trigger_ns:
+            try:
+                self._issued(pipe, trigger_ns, written_ns, 0)
+            except Exception:   # records must never fail the request whose bytes were just written
+                log.exception("%s: recording the decision after its write failed", pipe.ticker)
 
     def _send(self, pipe: MarketPipeline, coro: Any, trigger_ns: int) -> None:
         """Start a request now: the connector writes its bytes before this returns (eager start).
@@ -775,18 +862,26 @@ class Engine(FeedHandler):
     # ================================================================================== requests
     # The request coroutines take the decision's trigger (frame receive time) last: tools that follow
     # a decision to its bytes (bench/bench_engine.py) read it there.
-    def _issued(self, pipe: MarketPipeline, trigger_ns: int, issued_ns: int) -> None:
-        """The first request of a decision was written (``issued_ns``: after its bytes were written):
-        frame received -> request issued."""
+    def _issued(self, pipe: MarketPipeline, trigger_ns: int, issued_ns: int, waited_ns: int = 0) -> None:
+        """The first request of a decision was written (``issued_ns``: after its bytes were written),
+        having waited ``waited_ns`` for the write budget or a connection: frame received -> request
+        written, less that wait (kept apart in :attr:`budget_wait_ns`)."""
         if pipe.tape_trigger_ns == trigger_ns:
             return
         pipe.tape_trigger_ns = trigger_ns
-        latency = issued_ns - trigger_ns
+        self.stamped += 1
+        if waited_ns > 0:
+            self.budget_wait_ns.append(waited_ns)
+        else:
+            waited_ns = 0
+        latency = issued_ns - trigger_ns - waited_ns
         self._latency_ns.append(latency)
         self._latency_at.append((issued_ns, latency))
         if pipe.decided_ns and pipe.trigger_ns == trigger_ns:
-            self.send_ns.append(issued_ns - pipe.decided_ns)
-        self._tape(pipe, "decision", latency_ns=latency)
+            self.send_ns.append(issued_ns - pipe.decided_ns - waited_ns)
+        if self.recorder is not None:
+            # the row is built after the decision's other requests are written, not between them
+            self._later(self._tape, pipe, "decision", None, latency)
 
     async def _do_place(self, pipe: MarketPipeline, o: Order, req: OrderRequest, trigger_ns: int = 0) -> None:
         try:
@@ -894,7 +989,7 @@ class Engine(FeedHandler):
         if len({id(b[0]) for b in batch}) <= 3:
             for pipe, o, req, trig in batch:
                 pipe.in_flight -= 1                  # _send counts it again
-                self._send(pipe, self._do_place(pipe, o, req, trig), trig)
+                self._send_place(pipe, o, req, trig)
             return
         issued = self.clock.monotonic_ns()
         # a batch must fit the write bucket (Kalshi refuses a larger one): 8 creates on Basic
@@ -994,8 +1089,10 @@ class Engine(FeedHandler):
         return PnlFigures("lifetime", pf.realized_pnl(), pf.unrealized_pnl(), pf.fees_paid())
 
     def check_latency(self, now_ns: int, min_samples: int = 20) -> str:
-        """The "high latency" warning: frame -> request p99 over the last ``[run] latency_window_s``
-        above ``[run] latency_warn_us``, with the figure; logged when it starts and when it ends."""
+        """The "high latency" warning: frame -> request written p99 over the last ``[run]
+        latency_window_s`` above ``[run] latency_warn_us``, with the figure; logged when it starts and
+        when it ends. Time a request stood waiting for the write budget is not in the figure (a
+        throttled account is not a slow engine; the summary reports the waits apart)."""
         run = self.cfg.run
         if run.latency_warn_us <= 0:
             return ""
@@ -1006,8 +1103,8 @@ class Engine(FeedHandler):
             p99_us = recent[min(len(recent) - 1, int(0.99 * len(recent)))] / 1000.0
             if p99_us > run.latency_warn_us:
                 warn = (f"high latency: frame -> request p99 {p99_us:,.0f} us over the last "
-                        f"{run.latency_window_s:g} s ({len(recent)} decisions; "
-                        f"threshold {run.latency_warn_us:,.0f} us)")
+                        f"{run.latency_window_s:g} s ({len(recent)} decisions, write-budget waits "
+                        f"excluded; threshold {run.latency_warn_us:,.0f} us)")
         if warn and not self.high_latency:
             log.warning("%s", warn)
             self._event("high_latency", detail=warn)
@@ -1029,14 +1126,25 @@ class Engine(FeedHandler):
                 "write_fallbacks": st.write_fallbacks, "made": st.made}
 
     def latency_percentiles(self) -> tuple[float | None, float | None, float | None]:
-        if not self._latency_ns:
-            return None, None, None
-        s = sorted(self._latency_ns)
-        n = len(s)
+        """Frame received -> first request written (budget waits excluded), us: p50, p99, p99.9."""
+        return _percentiles_us(self._latency_ns)
 
-        def q(x: float) -> float:
-            return s[min(n - 1, int(x * n))] / 1000.0
-        return q(0.5), q(0.99), q(0.999)
+    def latency_stats(self) -> dict[str, Any]:
+        """The run's latencies for summary.json (``details.latency``), in us: frame -> written and
+        decided -> written, both without the write-budget waits, and the waits themselves
+        (``budget_wait``: how many decisions waited of all stamped, and their percentiles)."""
+        def dist(samples: Iterable[int]) -> dict[str, Any]:
+            s = list(samples)
+            p50, p99, p999 = _percentiles_us(s)
+            return {"n": len(s), "p50_us": p50, "p99_us": p99, "p999_us": p999,
+                    "max_us": max(s) / 1000.0 if s else None}
+        waits = dist(self.budget_wait_ns)
+        waits["decisions"] = self.stamped
+        return {"frame_to_written": dist(self._latency_ns), "decided_to_written": dist(self.send_ns),
+                "frame_to_decided": dist(self.decide_ns), "budget_wait": waits,
+                "note": "frame_to_written and decided_to_written exclude the time a decision's first request "
+                        "waited for the write budget (limiter queue, 429 pause) or a free connection: "
+                        "budget_wait"}
 
     def snapshot(self) -> Snapshot:
         p50, p99, _ = self.latency_percentiles()
@@ -1116,6 +1224,7 @@ class Engine(FeedHandler):
             await s.close()
         self._record_pnl()
         p50, p99, p999 = self.latency_percentiles()
+        send, waits = _percentiles_us(self.send_ns), _percentiles_us(self.budget_wait_ns)
         sp = self.session_pnl()
         summary = RunSummary(
             venue=self.venue, duration_s=(self.clock.monotonic_ns() - self._started_ns) / NS_PER_S,
@@ -1125,6 +1234,8 @@ class Engine(FeedHandler):
             positions={t: self.pf.position(t) for t in self.tickers},
             resting_after_stop=res.resting_left, verified_flat_orders=res.verified, portfolio_agrees=res.agrees,
             latency_p50_us=p50, latency_p99_us=p99, latency_p999_us=p999,
+            send_p50_us=send[0], send_p99_us=send[1], budget_waits=len(self.budget_wait_ns),
+            decisions=self.stamped, budget_wait_p50_us=waits[0], budget_wait_p99_us=waits[1],
             risk_denials=merged_denials(self.gate.denials.items(), self.event_risk.denials.items()),
             notes=s.notes, stop_s=res.seconds, maker=self.mstats.snapshot().as_dict(),
             events=[v.as_dict() for v in self.event_views()], incentives=self.incentives.summary(),
@@ -1133,9 +1244,13 @@ class Engine(FeedHandler):
         return summary
 
     async def _drain_requests(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
         pending = self.session.pending_tasks()
         if pending:
             await asyncio.wait(pending, timeout=timeout_s)
+        while self.session.inflight_now > 0 and loop.time() < end:   # requests answered by callback
+            await asyncio.sleep(0.01)
 
 
 Maker = Engine

@@ -403,6 +403,11 @@ class OrderManager:
             self.stats.unknown_acks += 1
             return None
         if o.state not in TERMINAL:
+            if reduced_by is not None and 0 <= reduced_by < o.remaining:
+                # the exchange took off less than we had resting: the rest filled there, and its fill
+                # messages may still be on their way. Counted as reported-but-unbooked fills (the
+                # event gate keeps that risk until they are booked) rather than vanishing with the order
+                self._apply_counts(o, o.fill_count + (o.remaining - reduced_by), 0)
             o.remaining = 0
             self._move(o, S.FILLED if o.fill_count >= o.count else S.CANCELED, "cancel ack")
             o.reason = o.reason or "canceled by us"

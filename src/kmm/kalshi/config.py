@@ -93,7 +93,8 @@ class ConnectorConfig:
     create_lookup_window_s: float = 3.0      # after a create timeout, look the order up for this long
     retry_backoff_s: float = 0.1
     pool_connections: int = 8                # aiohttp keep-alive pool (reads)
-    order_connections: int = 2               # warm connections of the order-path client (writes)
+    order_connections: int = 2               # warm connections of the order-path client (writes); the maker
+                                             # opens 2 per quoted market (at most 16) if that is more
     fast_writes: bool = True                 # writes through kmm.kalshi.fasthttp instead of aiohttp
     max_pages: int = 1000
     # Signature pool.

@@ -27,10 +27,13 @@ _CRLF2 = b"\r\n\r\n"
 _MAX_HEAD = 64 * 1024
 LINGER_S = 30.0  # how long a timed-out request's connection waits for its late answer
 
-#: Called with the write stamp (monotonic ns, taken after ``transport.write`` returned) by the request
-#: whose context holds it: the live loop sets it around starting a decision's first request, so its
-#: latency is stamped when the bytes are written, even when the request first waited (connection, limiter).
-ON_WRITE: ContextVar[Callable[[int], None] | None] = ContextVar("kmm_on_write", default=None)
+#: Called with ``(written_ns, waited_ns)`` by the request whose context holds it: ``written_ns`` is the
+#: write stamp (monotonic ns, taken after ``transport.write`` returned), ``waited_ns`` how long the
+#: request stood waiting for the write budget (the limiter's queue, a 429 pause; measured by the
+#: caller and passed in) and for a free connection. The live loop sets it around starting a decision's
+#: first request, so the decision is stamped when its bytes are written, and the time it spent waiting
+#: for the budget is reported apart from kmm's own path (``Engine._issued``).
+ON_WRITE: ContextVar[Callable[[int, int], None] | None] = ContextVar("kmm_on_write", default=None)
 
 
 class HttpConnectionError(ConnectionError):
@@ -41,22 +44,38 @@ class TlsVerifyError(HttpConnectionError):
     """The server's TLS certificate failed verification (untrusted chain or wrong host name)."""
 
 
-class _Conn(asyncio.Protocol):
-    """One keep-alive connection; at most one request in flight."""
+#: What a request's completion is told: ``(status, body, None)`` for an answer, ``(0, b"", exc)`` for a
+#: failure (RequestTimeout, HttpConnectionError). Called from the protocol's callbacks, once.
+Done = Callable[[int, bytes, "BaseException | None"], None]
 
-    __slots__ = ("transport", "buf", "waiter", "closed", "keep_alive", "_head_done", "_status", "_length",
-                 "_chunked", "_body", "last_write_ns", "_timer", "_pool")
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection; at most one request in flight.
+
+    A request's completion is a plain callback (``done``), called from ``data_received`` /
+    ``connection_lost`` / the pool's timeout sweep: the order path needs no future, task or timer per
+    request (:meth:`FastHttp.send_now`). The coroutine API (:meth:`FastHttp.request`) wraps it in a
+    future. Timeouts: the pool keeps one timer for all its connections (``deadline`` per request)."""
+
+    __slots__ = ("transport", "buf", "done", "closed", "keep_alive", "_head_done", "_status", "_length",
+                 "_chunked", "_body", "last_write_ns", "_timer", "_pool", "deadline", "timeout_s")
 
     def __init__(self, pool: FastHttp) -> None:
         self._pool = pool
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
-        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.done: Done | None = None
         self.closed = False
         self.keep_alive = True
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None    # only the linger after a timeout
+        self.deadline = 0.0                                 # loop time the answer is due by (0: idle)
+        self.timeout_s = 0.0
         self.last_write_ns = 0
         self._reset_response()
+
+    @property
+    def waiter(self) -> Done | None:       # the request in flight, if any (older name)
+        return self.done
 
     def _reset_response(self) -> None:
         self._head_done = False
@@ -73,7 +92,7 @@ class _Conn(asyncio.Protocol):
         self._pool._forget(self)
         self._pool._lingering.discard(self)
         if (exc is None and self._head_done and not self._chunked and self._length < 0
-                and self.waiter is not None):
+                and self.done is not None):
             # a body with neither a length nor chunks runs to the end of the connection: it is complete
             self._body = self.buf[:]
             del self.buf[:]
@@ -82,34 +101,60 @@ class _Conn(asyncio.Protocol):
             return
         self._fail(HttpConnectionError(f"connection closed before the response completed ({exc or 'EOF'})"))
 
+    def _take_done(self) -> Done | None:
+        d, self.done = self.done, None
+        self.deadline = 0.0
+        self._pool._busy.discard(self)
+        return d
+
+    @staticmethod
+    def _call(d: Done | None, status: int, body: bytes, exc: BaseException | None) -> None:
+        if d is not None:
+            try:
+                d(status, body, exc)
+            except Exception:  # a completion must never break the connection's protocol callbacks
+                log.exception("request completion failed")
+
+    def _finish(self, status: int, body: bytes, exc: BaseException | None) -> None:
+        self._call(self._take_done(), status, body, exc)
+
     def _fail(self, exc: BaseException) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        w, self.waiter = self.waiter, None
-        if w is not None and not w.done():
-            w.set_exception(exc)
+        self._finish(0, b"", exc)
 
-    def send(self, data: bytes, timeout_s: float, loop: asyncio.AbstractEventLoop) -> asyncio.Future[tuple[int, bytes]]:
-        assert self.transport is not None and self.waiter is None
-        fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
-        self.waiter = fut
+    def start(self, data: bytes, timeout_s: float, done: Done) -> None:
+        """Write one request and note its completion; the answer (or failure) calls ``done``."""
+        assert self.transport is not None and self.done is None
+        self.done = done
         self._reset_response()
         self.transport.write(data)
         self.last_write_ns = time.monotonic_ns()
-        self._timer = loop.call_later(timeout_s, self._on_timeout, timeout_s)
+        self.timeout_s = timeout_s
+        self._pool._arm(self, timeout_s)
+
+    def send(self, data: bytes, timeout_s: float, loop: asyncio.AbstractEventLoop) -> asyncio.Future[tuple[int, bytes]]:
+        """:meth:`start` with a future for the coroutine API."""
+        fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+
+        def done(status: int, body: bytes, exc: BaseException | None) -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result((status, body))
+        self.start(data, timeout_s, done)
         return fut
 
-    def _on_timeout(self, timeout_s: float) -> None:
+    def _on_timeout(self) -> None:
         """Fail the caller, but keep the connection open a while: the request may still be processed,
         and closing it could make the server drop it. The connection is never reused."""
-        self._timer = None
         self.keep_alive = False
         self._pool._forget(self)
         self._pool._lingering.add(self)
-        w, self.waiter = self.waiter, None
-        if w is not None and not w.done():
-            w.set_exception(RequestTimeout(f"no answer within {timeout_s} s"))
+        self._finish(0, b"", RequestTimeout(f"no answer within {self.timeout_s} s"))
         self._timer = asyncio.get_running_loop().call_later(LINGER_S, self._abort)
 
     def _abort(self) -> None:
@@ -192,7 +237,7 @@ class _Conn(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        w, self.waiter = self.waiter, None
+        w = self.done
         result = (self._status, bytes(self._body))
         self._reset_response()
         if w is None:
@@ -208,12 +253,14 @@ class _Conn(asyncio.Protocol):
             # nobody asked for would be paired with the next request, so the connection is dropped
             log.info("%d unexpected bytes after an HTTP answer: closing the connection", len(self.buf))
             self.keep_alive = False
+        d = self._take_done()
         if not self.keep_alive and self.transport is not None:
             self.transport.close()
         else:
             self._pool._release(self)
-        if w is not None and not w.done():
-            w.set_result(result)
+        # the connection is idle again before the completion runs: a request it starts at once (the
+        # market's next decision) can take it
+        self._call(d, result[0], result[1], None)
 
 
 class FastHttp:
@@ -241,10 +288,86 @@ class FastHttp:
         self.last_write_ns = 0
         self.requests = 0
         self.opened = 0
+        self.conn_waits = 0          # requests that found no idle connection and waited for one
+        self._busy: set[_Conn] = set()      # connections with a request in flight (for the timeout sweep)
+        self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_at = 0.0
+        self._heads: dict[tuple[str, str], str] = {}   # (method, target) -> request line and Host
+        self._templates: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
+
+    # -- timeouts: one timer per pool, at the earliest deadline of the requests in flight --------------
+    def _arm(self, conn: _Conn, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        conn.deadline = at = loop.time() + timeout_s
+        self._busy.add(conn)
+        if self._sweep is None or at < self._sweep_at:
+            if self._sweep is not None:
+                self._sweep.cancel()
+            self._sweep_at = at
+            self._sweep = loop.call_at(at, self._on_sweep)
+
+    def _on_sweep(self) -> None:
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        nxt = 0.0
+        for conn in list(self._busy):
+            if conn.done is None:
+                self._busy.discard(conn)
+            elif conn.deadline <= now:
+                conn._on_timeout()
+            elif not nxt or conn.deadline < nxt:
+                nxt = conn.deadline
+        if nxt:
+            self._sweep_at = nxt
+            self._sweep = loop.call_at(nxt, self._on_sweep)
+
+    def head_template(self, method: str, target: str, fixed: tuple[tuple[str, str], ...]) -> str:
+        """The unchanging part of a request head, made once per (method, target, fixed headers): the
+        request line, Host and ``fixed``; the caller appends the per-request headers (timestamp,
+        signature), ``Content-Length`` and the blank line (:meth:`send_raw`)."""
+        key = (method, target, fixed)
+        t = self._templates.get(key)
+        if t is None:
+            t = f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n" + "".join(
+                f"{k}: {v}\r\n" for k, v in fixed)
+            if len(self._templates) < 4096:      # fixed paths; per-order paths come and go
+                self._templates[key] = t
+        return t
+
+    def send_raw(self, data: bytes, done: Done, timeout_s: float | None = None) -> int:
+        """:meth:`send_now` for a request already in bytes (from :meth:`head_template`)."""
+        conn = self._idle_conn()
+        if conn is None:
+            return 0
+        conn.start(data, self.timeout_s if timeout_s is None else timeout_s, done)
+        self.last_write_ns = conn.last_write_ns
+        self.requests += 1
+        return conn.last_write_ns
+
+    def send_now(self, method: str, target: str, headers: dict[str, str], body: bytes, done: Done,
+                 timeout_s: float | None = None) -> int:
+        """Write one request now on a warm idle connection, without a coroutine, task or future: the
+        answer calls ``done(status, body, exc)`` from the connection's callbacks. Returns the write stamp
+        (monotonic ns, after ``transport.write``), or 0 when no connection is idle (nothing was written:
+        the caller takes the coroutine path, which waits for one)."""
+        conn = self._idle_conn()
+        if conn is None:
+            return 0
+        conn.start(self.request_head(method, target, headers, len(body)) + body,
+                   self.timeout_s if timeout_s is None else timeout_s, done)
+        self.last_write_ns = conn.last_write_ns
+        self.requests += 1
+        return conn.last_write_ns
 
     def request_head(self, method: str, target: str, headers: dict[str, str], body_len: int) -> bytes:
         """The request line and headers as bytes (Host, Content-Length added)."""
-        parts = [f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n"]
+        line = self._heads.get((method, target))
+        if line is None:
+            line = f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n"
+            if len(self._heads) < 4096:          # fixed paths; per-order paths come and go
+                self._heads[(method, target)] = line
+        parts = [line]
         for k, v in headers.items():
             parts.append(f"{k}: {v}\r\n")
         parts.append(f"Content-Length: {body_len}\r\nConnection: keep-alive\r\n\r\n")
@@ -304,6 +427,13 @@ class FastHttp:
                 w.set_result(None)
                 return
 
+    def has_idle(self) -> bool:
+        """True when a warm connection is idle (a request written now would not wait)."""
+        for conn in self._idle:
+            if not conn.closed:
+                return True
+        return False
+
     def _idle_conn(self) -> _Conn | None:
         """A warm idle connection, taken synchronously (the order path writes without yielding)."""
         while self._idle:
@@ -328,16 +458,21 @@ class FastHttp:
             await w
 
     async def request(self, method: str, target: str, headers: dict[str, str], body: bytes | None,
-                      timeout_s: float | None = None, *, priority: bool = False) -> tuple[int, bytes]:
+                      timeout_s: float | None = None, *, priority: bool = False,
+                      waited_ns: int = 0) -> tuple[int, bytes]:
         """Send one request; returns (status, body). Raises RequestTimeout or HttpConnectionError.
-        Waiting for a connection counts against the request's timeout."""
+        Waiting for a connection counts against the request's timeout. ``waited_ns``: how long the
+        caller already waited for the write budget; the ON_WRITE hook gets it plus the connection wait."""
         limit_s = self.timeout_s if timeout_s is None else timeout_s
         conn = self._idle_conn()
         if conn is None:   # only then wait (wait_for runs the wait in a task: never on the warm path)
+            t0 = time.monotonic_ns()
             try:
                 conn = await asyncio.wait_for(self._acquire(priority), limit_s)
             except asyncio.TimeoutError:
                 raise RequestTimeout(f"{method} {target}: no connection free within {limit_s} s") from None
+            waited_ns += time.monotonic_ns() - t0
+            self.conn_waits += 1
         payload = body or b""
         data = self.request_head(method, target, headers, len(payload)) + payload
         fut = conn.send(data, limit_s, asyncio.get_running_loop())
@@ -345,10 +480,13 @@ class FastHttp:
         self.requests += 1
         on_write = ON_WRITE.get()
         if on_write is not None:
-            on_write(conn.last_write_ns)
+            on_write(conn.last_write_ns, waited_ns)
         return await fut
 
     async def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for conn in list(self._all) + list(self._lingering):
             if conn._timer is not None:
                 conn._timer.cancel()

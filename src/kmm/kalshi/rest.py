@@ -48,6 +48,7 @@ from kmm.kalshi.types import (AccountLimits, Balance, BookSnapshot, CancelAck, D
 log = logging.getLogger("kmm.kalshi.rest")
 
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+_HDR_TS, _HDR_SIG = protocol.HDR_TIMESTAMP, protocol.HDR_SIGNATURE
 
 
 class OrderNotPlaced(RequestTimeout):
@@ -185,6 +186,9 @@ class KalshiRest:
             pool = SignaturePool(self.signer, self.hot_pairs(), depth=config.sig_pool_depth,
                                  max_age_s=config.sig_pool_max_age_s)
         self.pool = pool
+        # the headers every signed write carries unchanged, for the order path's prebuilt heads
+        self._fixed_head: tuple[tuple[str, str], ...] = tuple(_JSON.items()) + (
+            ((protocol.HDR_KEY, self.signer.key_id),) if self.signer is not None else ())
         self._session = session
         self._own_session = session is None
         # One verified TLS context for reads and writes (None for a plain http:// server).
@@ -196,6 +200,7 @@ class KalshiRest:
         self._sleep = sleep
         self.requests = 0
         self.retries = 0
+        self.budget_waits = 0          # requests that waited for the limiter (queue or 429 pause)
         self.recovered_creates = 0
         self.lost_creates = 0
         self.mismatched_answers = 0
@@ -343,10 +348,22 @@ class KalshiRest:
         attempts = 1 + (self.config.read_retries if (method == "GET" if retry is None else retry) else 0)
         delay = self.config.retry_backoff_s
         for attempt in range(attempts):
-            if shard is not None and self._limiter_shards:
-                await self.limiter.acquire(lane, cost, shard=shard)
-            else:
-                await self.limiter.acquire(lane, cost)
+            # the time spent waiting for the write budget (a queue ahead in the lane, a 429 pause) is
+            # measured apart: it is the budget's, not kmm's path (ON_WRITE gets it with the write stamp)
+            waited = 0
+            lim = self.limiter
+            sharded = shard is not None and self._limiter_shards
+            try_acquire = getattr(lim, "try_acquire", None)   # an injected limiter may only acquire
+            if try_acquire is None or not (try_acquire(lane, cost, shard=shard) if sharded
+                                           else try_acquire(lane, cost)):
+                t0 = time.monotonic_ns()
+                if sharded:
+                    await lim.acquire(lane, cost, shard=shard)
+                else:
+                    await lim.acquire(lane, cost)
+                waited = time.monotonic_ns() - t0 if try_acquire is not None else 0
+            if waited:
+                self.budget_waits += 1
             headers = dict(_JSON)
             if auth and self.signer is not None:
                 if self.pool is None:
@@ -365,7 +382,8 @@ class KalshiRest:
             try:
                 if self.fast is not None and lane != READ:
                     target = full + ("?" + urlencode(q) if q else "")
-                    status, raw = await self.fast.request(method, target, headers, data, priority=lane == CANCEL)
+                    status, raw = await self.fast.request(method, target, headers, data, priority=lane == CANCEL,
+                                                          waited_ns=waited)
                 else:
                     async with self._session.request(method, url, params=q, data=data, headers=headers) as resp:
                         raw = await resp.read()
@@ -418,6 +436,199 @@ class KalshiRest:
                 continue
             raise err
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the order path without a coroutine: write now, complete by callback ---------------------------
+    def send_now(self, method: str, path: str, body: Any, *, lane: int, cost: float, shard: int | None,
+                 on_answer: Callable[[Any, BaseException | None], None]) -> int:
+        """One write, now, or nothing: when a warm connection is idle, the write budget allows it at once
+        (nothing more urgent queued) and a pre-made signature is there, the bytes are written before this
+        returns and ``on_answer(obj, None)`` / ``on_answer(None, exc)`` is called from the connection's
+        callbacks with the decoded answer or the same error :meth:`request` would raise (never retried:
+        writes are not). Returns the write stamp (monotonic ns), or 0 when any of the three is missing:
+        nothing was taken or written, and the caller takes the coroutine path (:meth:`request`), which
+        waits for the budget, a signature or a connection."""
+        fast = self.fast
+        if fast is None or self._session is None or not fast.has_idle():
+            return 0
+        full = self.prefix + path
+        pool = self.pool
+        if self.signer is not None and (pool is None or (lane != CANCEL and not pool.available(method, full))):
+            return 0
+        lim = self.limiter
+        try_acquire = getattr(lim, "try_acquire", None)
+        sharded = shard is not None and self._limiter_shards
+        if try_acquire is None or not (try_acquire(lane, cost, shard=shard) if sharded else try_acquire(lane, cost)):
+            return 0
+        self.requests += 1
+
+        def answered(status: int, raw: bytes, exc: BaseException | None) -> None:
+            on_answer(*self._answer(method, full, lane, shard if sharded else None, status, raw, exc))
+        data = orjson.dumps(body)
+        if self.signer is None or pool is None:
+            return fast.send_now(method, full, dict(_JSON), data, answered)
+        # a prebuilt head (request line, Host, content type, key id), then the signature's two headers
+        auth = pool.take(method, full)
+        head = fast.head_template(method, full, self._fixed_head)
+        return fast.send_raw((f"{head}{_HDR_TS}: {auth[_HDR_TS]}\r\n{_HDR_SIG}: {auth[_HDR_SIG]}\r\n"
+                              f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n"
+                              ).encode("latin-1") + data, answered)
+
+    def _answer(self, method: str, full: str, lane: int, shard: int | None, status: int, raw: bytes,
+                exc: BaseException | None) -> tuple[Any, BaseException | None]:
+        """What :meth:`request` makes of one answer (no retry): (decoded object, None) or (None, error)."""
+        if exc is not None:
+            if isinstance(exc, RequestTimeout):
+                return None, RequestTimeout(f"{method} {full}: no answer within {self.config.request_timeout_s} s")
+            if isinstance(exc, TlsVerifyError):
+                return None, ExchangeError(0, "tls_verify_failed", f"{_tls_reason(exc)}; {TLS_HINT}",
+                                           method=method, path=full)
+            return None, ExchangeError(0, "connection_error", f"{type(exc).__name__}: {exc}", method=method,
+                                       path=full)
+        lim = self.limiter
+        if status < 300:
+            if shard is not None:
+                lim.on_success(lane, shard=shard)
+            else:
+                lim.on_success(lane)
+            if not raw:
+                return {}, None
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return None, ExchangeError(status, "bad_json", f"response is not JSON: {raw[:120]!r}",
+                                           method=method, path=full)
+            if not isinstance(obj, dict):
+                return None, ExchangeError(status, "bad_json", f"response is not a JSON object: {raw[:120]!r}",
+                                           method=method, path=full)
+            return obj, None
+        err = _error_from(status, raw, method, full)
+        if status == 429:
+            pause_ns = lim.on_rate_limited(lane, shard=shard) if shard is not None else lim.on_rate_limited(lane)
+            log.warning("429 on %s %s: pausing non-cancel requests for %.3f s", method, full, pause_ns / 1e9)
+        return None, err
+
+    def create_order_now(self, req: OrderRequest, done: Callable[[OrderAck | None, BaseException | None], None],
+                         spawn: Callable[[Any], Any]) -> int:
+        """:meth:`create_order` written now (see :meth:`send_now`; 0: not sent, use create_order). The
+        outcome goes to ``done(ack, None)`` or ``done(None, exc)`` with what create_order would return or
+        raise: an unknown outcome (timeout, dropped connection, 5xx, 408, an answer without the counts)
+        is looked up by client_order_id in a coroutine started with ``spawn``, never re-sent."""
+        body = self._with_shard(req)
+
+        def recover() -> None:
+            async def run() -> None:
+                try:
+                    ack = await self._recover_create(req)
+                except Exception as exc:  # noqa: BLE001 - OrderNotPlaced, or the lookups failed
+                    done(None, exc)
+                    return
+                done(ack, None)
+            spawn(run())
+
+        def on_answer(obj: Any, exc: BaseException | None) -> None:
+            if exc is not None:
+                if isinstance(exc, RequestTimeout) or (isinstance(exc, ExchangeError) and (
+                        exc.code == "connection_error" or exc.status >= 500 or exc.status == 408)):
+                    recover()
+                else:
+                    done(None, exc)
+                return
+            if "remaining_count" not in obj or "order_id" not in obj:
+                recover()
+                return
+            try:
+                ack = self._placed(req, wire.decode_order_ack(obj))
+            except Exception as e:  # noqa: BLE001 - an unreadable answer: the outcome is unknown
+                done(None, e)
+                return
+            done(ack, None)
+        return self.send_now("POST", protocol.PATH_ORDERS_V2, body, lane=PLACE, cost=protocol.COST_DEFAULT,
+                             shard=_write_shard(body), on_answer=on_answer)
+
+    def amend_order_now(self, order_id: str, *, ticker: str, side: str, price: int, count: int,
+                        client_order_id: str | None, done: Callable[[OrderAck | None, BaseException | None], None],
+                        spawn: Callable[[Any], Any]) -> int:
+        """:meth:`amend_order` written now (0: not sent). An answer about another order, or without the
+        counts, is read back in a coroutine started with ``spawn``, as amend_order does."""
+        body: dict[str, Any] = {"ticker": ticker, "side": side, "price": format_price(price),
+                                "count": format_count(count)}
+        if client_order_id is not None:
+            body["client_order_id"] = client_order_id
+        shard = self.shard_of(ticker)
+        if shard is not None:
+            body["exchange_index"] = shard
+
+        def read_back(mismatch: bool) -> None:
+            async def run() -> None:
+                try:
+                    ack = wire.order_ack_from_order(await self.get_order(order_id), mismatch=mismatch)
+                except Exception as exc:  # noqa: BLE001
+                    done(None, exc)
+                    return
+                done(ack, None)
+            spawn(run())
+
+        def on_answer(resp: Any, exc: BaseException | None) -> None:
+            if exc is not None:
+                done(None, exc)
+                return
+            if resp.get("order_id") not in (None, order_id):
+                self.mismatched_answers += 1
+                log.warning("amend of %s answered about order %s: reading the order back", order_id,
+                            str(resp.get("order_id"))[:60])
+                read_back(True)
+                return
+            if "order_id" not in resp:
+                resp = {**resp, "order_id": order_id}
+            if "remaining_count" not in resp or "fill_count" not in resp:
+                read_back(False)
+                return
+            try:
+                ack = wire.decode_order_ack(resp)
+            except Exception as e:  # noqa: BLE001
+                done(None, e)
+                return
+            done(ack, None)
+        written = self.send_now("POST", f"{protocol.PATH_ORDERS_V2}/{order_id}/amend", body, lane=AMEND,
+                                cost=protocol.COST_DEFAULT, shard=_write_shard(body), on_answer=on_answer)
+        if written:
+            self.remember_order(order_id, ticker)
+        return written
+
+    def cancel_orders_now(self, order_ids: list[str],
+                          done: Callable[[list[CancelAck] | None, BaseException | None], None],
+                          spawn: Callable[[Any], Any]) -> int:
+        """:meth:`cancel_orders` written now (0: not sent). Ids the answer does not settle (a 404 for the
+        whole request, an id missing or unreadable) are cancelled one by one in a coroutine, as
+        cancel_orders does."""
+        items = [{"order_id": oid, **self._route(oid, None, None)} for oid in order_ids]
+
+        def finish(by_id: dict[str, CancelAck]) -> None:
+            missing = [oid for oid in order_ids if oid not in by_id]
+            if not missing:
+                done([by_id[oid] for oid in order_ids], None)
+                return
+
+            async def run() -> None:
+                try:
+                    for oid in missing:
+                        by_id[oid] = await self._cancel_one(oid)
+                except Exception as exc:  # noqa: BLE001
+                    done(None, exc)
+                    return
+                done([by_id[oid] for oid in order_ids], None)
+            spawn(run())
+
+        def on_answer(resp: Any, exc: BaseException | None) -> None:
+            if isinstance(exc, NotFound):
+                log.warning("batched cancel answered 404 as a whole; cancelling %d orders one by one", len(order_ids))
+                finish({})
+            elif exc is not None:
+                done(None, exc)
+            else:
+                finish(self._cancel_items(resp))
+        return self.send_now("DELETE", protocol.PATH_ORDERS_V2_BATCHED, {"orders": items}, lane=CANCEL,
+                             cost=protocol.COST_CANCEL * len(order_ids), shard=None, on_answer=on_answer)
 
     async def _backoff(self, delay_s: float) -> None:
         await self._sleep(delay_s * (0.5 + self._rng.random() / 2))
@@ -693,6 +904,17 @@ class KalshiRest:
         except NotFound:
             log.warning("batched cancel answered 404 as a whole; cancelling %d orders one by one", len(order_ids))
             return [await self._cancel_one(oid) for oid in order_ids]
+        by_id = self._cancel_items(resp)
+        out = []
+        for oid in order_ids:
+            ack = by_id.get(oid)
+            out.append(ack if ack is not None else await self._cancel_one(oid))
+        return out
+
+    @staticmethod
+    def _cancel_items(resp: Mapping[str, Any]) -> dict[str, CancelAck]:
+        """A batched cancel's answer, by order id (only an item answered "not found" is already gone;
+        ids the answer leaves out or that cannot be read are not in it)."""
         by_id: dict[str, CancelAck] = {}
         for item in resp.get("orders") or []:
             if not isinstance(item, Mapping):
@@ -712,12 +934,8 @@ class KalshiRest:
                 try:
                     by_id[iid] = wire.decode_cancel_ack(item)
                 except wire.WireError as exc:
-                    log.warning("batched cancel item for %s unreadable (%s): cancelling it alone", oid, exc)
-        out = []
-        for oid in order_ids:
-            ack = by_id.get(oid)
-            out.append(ack if ack is not None else await self._cancel_one(oid))
-        return out
+                    log.warning("batched cancel item for %s unreadable (%s): cancelling it alone", iid, exc)
+        return by_id
 
     async def _cancel_one(self, order_id: str) -> CancelAck:
         try:

@@ -76,7 +76,8 @@ def write_run_outputs(engine: Any, recorder: Any, start_ns: int, *, mode: str = 
                                     if hasattr(engine, "event_views") else {}),
                                  **({"incentives": engine.incentives.summary()}
                                     if hasattr(engine, "incentives") else {}),
-                                 "signatures": getattr(engine, "signature_stats", lambda: None)()})
+                                 "signatures": getattr(engine, "signature_stats", lambda: None)(),
+                                 "latency": getattr(engine, "latency_stats", lambda: None)()})
         write_summary(out, s)
         return s
     except Exception as exc:  # noqa: BLE001 - the run itself is over and fine
