@@ -131,23 +131,27 @@ def test_markets_on_one_connection(benchmark, n, tmp_path):
     benchmark.pedantic(lambda: res.update(run_count(tmp_path, n)), rounds=1, iterations=1)
     s = res["summary"]
     assert res["frames"] > 50, res["frames"]
-    assert res["gaps"] == 0, "a sequence gap: the engine fell behind or lost frames"
-    assert res["received"] == res["sent"], f"received {res['received']} book frames, the exchange sent {res['sent']}"
     assert s.verified_flat_orders and s.resting_after_stop == 0
+    # falling behind is this bench's result to report (the row says so), then its failure
+    behind = res["gaps"] != 0 or res["received"] != res["sent"]
     cpu_per_msg = res["cpu_s"] * 1e9 / res["frames"]
     d = dist(res["decide"])
     _RESULTS[n] = {"cpu_ns": cpu_per_msg, **d}
     base = _RESULTS.get(min(_RESULTS))
     benchmark.group = GROUP
-    benchmark.extra_info.update(role="kmm", ops=1, label=f"{n} markets", p50_ns=round(cpu_per_msg),
+    label = f"{n} markets" + (f", FELL BEHIND: received {res['received']} of {res['sent']} book frames, "
+                              f"{res['gaps']} gaps" if behind else "")
+    benchmark.extra_info.update(role="kmm", ops=1, label=label, p50_ns=round(cpu_per_msg),
                                 unit="CPU ns per book message", markets=n,
                                 frames_per_s=round(res["frames"] / res["seconds"]), received=res["received"],
                                 sent=res["sent"], cpu_share=round(res["cpu_s"] / res["seconds"], 3),
                                 decide_p50_ns=d["p50_ns"], decide_p99_ns=d["p99_ns"], decisions=res["decisions"],
                                 requests=res["requests"], states=res["states"])
-    print(f"\n{n:4d} markets: {res['frames'] / res['seconds']:.0f} book msgs/s, received {res['received']} = sent "
+    print(f"\n{n:4d} markets: {res['frames'] / res['seconds']:.0f} book msgs/s, received {res['received']} of sent "
           f"{res['sent']}, CPU {res['cpu_s'] / res['seconds'] * 100:.0f}% of a core, {cpu_per_msg / 1e3:.1f} us CPU/msg"
           f" ({cpu_per_msg / base['cpu_ns']:.2f}x of {min(_RESULTS)} market(s)); frame -> decided p50 "
           f"{d['p50_ns'] / 1e3:.1f} us p99 {d['p99_ns'] / 1e3:.1f} us (n {d['n']}); {res['decisions']} decisions, "
           f"{res['requests']} creates+amends; market states at the end {res['states']}, kill switch {res['kill']}, "
           f"gate denials {res['denials']}")
+    assert res["gaps"] == 0, "a sequence gap: the engine fell behind or lost frames"
+    assert res["received"] == res["sent"], f"received {res['received']} book frames, the exchange sent {res['sent']}"
