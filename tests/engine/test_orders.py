@@ -568,3 +568,27 @@ def test_reconcile_does_not_ask_twice_to_cancel_a_foreign_order_being_canceled()
     m.request_cancel("Z9")
     rep = m.reconcile(snap)
     assert rep.to_cancel == [] and m.foreign_to_cancel() == []
+
+
+def test_a_fill_past_the_old_size_of_an_amend_to_a_larger_total_is_not_an_overfill():
+    # amended from 10 to 15 contracts; 12 fill at the exchange before the amend's answer arrives
+    m, _ = mgr()
+    o = placed(m)
+    m.request_amend("X1", 4100, 1500)
+    assert o.pending_count == 1500
+    m.on_fill(fill("X1", 1200))
+    assert m.stats.overfills == 0 and o.filled == 1200
+    m.on_amend_ack(OrderAck("X1", o.client_order_id, 1200, 300))
+    assert (o.state, o.price, o.remaining, o.count) == (S.PARTIALLY_FILLED, 4100, 300, 1500)
+    m.on_fill(fill("X1", 400))                   # past the new total: that is an overfill
+    assert m.stats.overfills == 1
+
+
+def test_an_order_filled_whole_while_an_amend_to_more_travels_stays_open_until_the_amend_answers():
+    m, _ = mgr()
+    o = placed(m)
+    m.request_amend("X1", 4100, 1500)
+    m.on_fill(fill("X1", 1000))                  # the old size is all filled; the amend may add 5 more
+    assert o.state is S.PENDING_AMEND and m.open_qty(T, "bid") == 500
+    m.on_request_failed("X1", "post_only_cross")  # refused: nothing more rests
+    assert o.state is S.FILLED and m.open_qty(T, "bid") == 0

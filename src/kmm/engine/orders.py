@@ -297,6 +297,8 @@ class OrderManager:
         if o.state in TERMINAL:
             return
         if o.remaining == 0:
+            if o.state is S.PENDING_AMEND and o.pending_count is not None and o.pending_count > o.fill_count:
+                return    # an amend to a larger total is in flight: its answer says what is left
             self._move(o, self._working_state(o), cause)
         elif o.state in (S.PENDING, S.TIMEOUT_UNKNOWN, S.RESTING):
             self._move(o, self._working_state(o), cause)
@@ -554,7 +556,10 @@ class OrderManager:
         if o.filled >= o.exchange_filled:
             self._unbooked.pop(o.client_order_id, None)
         o.remaining = max(0, o.remaining - (o.fill_count - before))
-        if o.filled > o.count:
+        size = o.count
+        if o.state is S.PENDING_AMEND and o.pending_count is not None:
+            size = max(size, o.pending_count)     # an amend to a larger total may fill before its answer
+        if o.filled > size:
             self.stats.overfills += 1
             log.error("order %s: filled %d past its size %d", o.client_order_id, o.filled, o.count)
         if o.state in TERMINAL:
