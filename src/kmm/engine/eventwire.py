@@ -18,7 +18,8 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
-from kmm.engine.events import EventRiskGate, EventRow, EventSpec, EventStatus, may_fill_from_orders, payout
+from kmm.engine.events import EventRiskGate, EventRow, EventSpec, EventStatus, payout
+from kmm.engine.orders import TERMINAL
 from kmm.engine.risk import Decision
 from kmm.engine.view import EventView
 
@@ -41,7 +42,18 @@ class LiveResting:
         self.om = om
 
     def may_fill(self, ticker: str) -> list[tuple[str, int, int]]:
-        out = may_fill_from_orders(self.om.live_in(ticker))
+        # may_fill_from_orders over the market's non-terminal orders, inlined (every check reads it)
+        out: list[tuple[str, int, int]] = []
+        for o in self.om.live_index(ticker):
+            if o.state in TERMINAL:
+                continue
+            if o.remaining > 0:
+                out.append((o.side, o.price, o.remaining))
+            pp, pc = o.pending_price, o.pending_count
+            if pp is not None and pc is not None:
+                rem = pc - max(o.filled, o.exchange_filled)
+                if rem > 0:
+                    out.append((o.side, pp, rem))
         if self.om._unbooked:
             out.extend(self.om.unbooked_in(ticker))
         return out

@@ -63,6 +63,7 @@ class OrderState(enum.Enum):
 
 S = OrderState
 TERMINAL = frozenset({S.FILLED, S.CANCELED, S.REJECTED})
+_EMPTY: dict[str, "Order"] = {}      # live_index of a market with no orders
 IN_FLIGHT = frozenset({S.PENDING_CANCEL, S.PENDING_AMEND, S.PENDING_DECREASE})
 _CLOSE = frozenset({S.FILLED, S.CANCELED})
 _WORKING = frozenset({S.RESTING, S.PARTIALLY_FILLED})
@@ -670,6 +671,10 @@ class OrderManager:
     def live_in(self, ticker: str) -> list[Order]:
         """Every non-terminal order of ``ticker`` (what may still fill), foreign ones included."""
         return list(self._live_by_ticker.get(ticker, {}).values())
+
+    def live_index(self, ticker: str) -> Iterable[Order]:
+        """:meth:`live_in` without the copy: a view to read at once, never to hold across changes."""
+        return self._live_by_ticker.get(ticker, _EMPTY).values()
 
     def unbooked_in(self, ticker: str) -> list[tuple[str, int, int]]:
         """``(side, price, size)`` the exchange reported filled in ``ticker`` whose fill messages are

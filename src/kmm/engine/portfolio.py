@@ -346,6 +346,14 @@ class Portfolio:
         m = self._markets.get(ticker)
         return e6_to_e4(m.cost_e6) if m is not None else 0
 
+    def event_leg(self, ticker: str) -> tuple[int, int]:
+        """``(position, realized_pnl - fees_paid - position_cost)`` of one market in one call (each term
+        rounded as its own method rounds it): what the event gate reads per market on every check."""
+        m = self._markets.get(ticker)
+        if m is None:
+            return 0, 0
+        return m.position, e6_to_e4(m.realized_e6) - e6_to_e4(m.fees_paid_e6) - e6_to_e4(m.cost_e6)
+
     def average_price(self, ticker: str) -> int | None:
         """YES-terms average entry price of the open position (1e-4 $), None when flat."""
         m = self._markets.get(ticker)
