@@ -783,7 +783,11 @@ class Engine(FeedHandler):
         written = self.session.place_now(o, req, then)
         if written:
             self._stamp_now(pipe, trigger_ns, written)
-            self._record_pending(req)      # after the write; its answer can only come in a later callback
+            if self.recorder is not None:
+                # after the decision's other requests are written: its answer comes in a later I/O
+                # callback, after every callback call_soon queued now, so the store still sees
+                # "pending" before the answer's row
+                self._later(self._record_pending, req)
             return
         pipe.in_flight -= 1
         self._record_pending(req)          # before the coroutine, which may settle the create at once

@@ -232,7 +232,8 @@ class OrderManager:
         coid = client_order_id or self.new_client_order_id()
         if coid in self._by_coid:
             raise ValueError(f"create: client_order_id {coid!r} is already used in this session")
-        if not CLIENT_ORDER_ID_ALPHABET.match(coid) or len(coid) > CLIENT_ORDER_ID_MAX_LEN:
+        # an id made here is the checked session prefix, "-" and base-36 digits: only its length can fail
+        if (client_order_id and not CLIENT_ORDER_ID_ALPHABET.match(coid)) or len(coid) > CLIENT_ORDER_ID_MAX_LEN:
             raise ValueError(f"create: client_order_id {coid!r} must be 1..{CLIENT_ORDER_ID_MAX_LEN}"
                              " characters of A-Z a-z 0-9 - _")
         now = self.clock.monotonic_ns()

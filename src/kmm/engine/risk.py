@@ -277,6 +277,18 @@ class RiskGate:
         return ALLOW
 
     def _fat_finger(self, ticker: str, side: str, price: int, count: int) -> Decision:
+        """The fat-finger checks: ALLOW, or the first denial in :meth:`_fat_finger_denial`'s order.
+        The pass is decided here without building any message (every order passes here)."""
+        lim = self.limits
+        m = self.markets.get(ticker)
+        if ((side == "bid" or side == "ask") and 0 < count <= lim.max_order_size
+                and (m is None or m.fractional or not count % 100)
+                and lim.price_min <= price <= lim.price_max and (m is None or m.grid.is_valid(price))
+                and count * (price if side == "bid" else ONE_DOLLAR - price) // 100 <= lim.max_order_notional):
+            return ALLOW
+        return self._fat_finger_denial(ticker, side, price, count)
+
+    def _fat_finger_denial(self, ticker: str, side: str, price: int, count: int) -> Decision:
         lim = self.limits
         where = f"{side} {count} @ {price} on {ticker}"
         if side not in ("bid", "ask"):
