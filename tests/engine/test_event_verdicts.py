@@ -216,3 +216,28 @@ def test_fast_and_former_agree_at_the_exact_loss_limit():
                 assert d.allowed == (count <= 1000), (me, side, price, count, d)
             assert g.max_count("KXV-1", side, price, 3000, size_step=1) == 1000 == \
                 ref.max_count(r, "KXV-1", side, price, 3000, size_step=1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("fill"), st.sampled_from(["KXV-0", "KXV-1", "KXV-2"]), st.sampled_from(["bid", "ask", "x"]),
+              st.integers(-100, 10_100), st.integers(-100, 4000), st.integers(0, 3)),
+    st.tuples(st.just("load"), st.sampled_from(["KXV-0", "KXV-1", "KXV-3"]), st.integers(-5000, 5000)),
+    st.tuples(st.just("settle"), st.sampled_from(["KXV-0", "KXV-1", "KXV-9"]), st.sampled_from(["yes", "no", 4000]))),
+    max_size=30))
+def test_total_abs_position_kept_equals_the_sum_over_markets(steps):
+    """Portfolio.total_abs_position (kept as positions change: the account-level position check reads
+    it on every order) equals the former sum of |position| over the markets after every step, with
+    duplicate and malformed fills, positions loaded over fills and settlements."""
+    from kmm.kalshi.types import MarketPosition
+    pf = Portfolio(cash=10_000_0000)
+    for st_ in steps:
+        if st_[0] == "fill":
+            _, t, side, price, count, dup = st_
+            pf.apply_fill(Fill(f"d{dup}" if dup else f"t{next(_tid)}", "o", None, t, side, price, count, 0,
+                               False, None, 0))
+        elif st_[0] == "load":
+            pf.load_position(MarketPosition(st_[1], st_[2], abs(st_[2]) * 50, 0, 0))
+        else:
+            pf.settle(st_[1], st_[2])
+        assert pf.total_abs_position() == sum(abs(pf.position(t)) for t in pf.tickers())

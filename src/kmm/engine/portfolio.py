@@ -166,6 +166,9 @@ class Portfolio:
     duplicate_fills: int = field(init=False, default=0)
     rejected_fills: int = field(init=False, default=0)
     position_mismatches: int = field(init=False, default=0)
+    # sum of |position| over the markets, kept as each position changes (the three places that set
+    # MarketBook.position: load_position, _trade, settle) so the risk gate reads it in O(1)
+    _abs_total: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         if self.mark not in MARKS:
@@ -189,6 +192,7 @@ class Portfolio:
         Cash is not touched: call :meth:`set_cash` with the exchange balance after loading.
         """
         m = self._book(pos.ticker)
+        self._abs_total += abs(pos.position) - abs(m.position)
         m.position = pos.position
         m.cost_e6 = pos.position_cost * E6_PER_E4
         m.realized_e6 = pos.realized_pnl * E6_PER_E4
@@ -255,6 +259,7 @@ class Portfolio:
             m.cost_e6 += opened * open_px
             self._cash_e6 -= opened * open_px
             q += sign * opened
+        self._abs_total += abs(q) - abs(m.position)
         m.position = q
         self.cash = e6_to_e4(self._cash_e6)
 
@@ -296,6 +301,7 @@ class Portfolio:
         m.fees_charged_e6 += exact - paid
         self._cash_e6 += paid
         m.cost_e6 = 0
+        self._abs_total -= abs(m.position)
         m.position = 0
         m.settled = value
         self.cash = e6_to_e4(self._cash_e6)
@@ -340,7 +346,8 @@ class Portfolio:
         return {t: m.position for t, m in self._markets.items() if m.position}
 
     def total_abs_position(self) -> int:
-        return sum(abs(m.position) for m in self._markets.values())
+        """Sum of |position| over every market (1e-2 contracts), O(1)."""
+        return self._abs_total
 
     def position_cost(self, ticker: str) -> int:
         m = self._markets.get(ticker)
