@@ -241,3 +241,23 @@ def test_total_abs_position_kept_equals_the_sum_over_markets(steps):
         else:
             pf.settle(st_[1], st_[2])
         assert pf.total_abs_position() == sum(abs(pf.position(t)) for t in pf.tickers())
+
+
+def test_compiled_gather_treats_odd_resting_prices_as_the_former_code_did():
+    """A resting order priced outside 0..10000 (never sent by kmm; a foreign order's bad data): with no
+    maker fee both compute with it and agree; with a fee both raise trade_fee's ValueError."""
+    import pytest
+    for rate, raises in ((0, False), (17_500, True)):
+        sc = dict(markets=("KXV-0", "KXV-1"), me=True, none_possible=True, rate=rate, history=[], results={},
+                  plain=False, asks=[], fills=[], resting={"KXV-0": [("bid", 10_500, 500), ("ask", -200, 300)]},
+                  limits=dict(max_event_loss=100_0000, max_event_exposure=100_000, reduce_only_at=0.9, kill_at=1.0))
+        g, r = _gate(sc), _gate(sc)
+        if raises:
+            with pytest.raises(ValueError, match="outside 0..10000"):
+                g.check_place("KXV-1", "bid", 5000, 1000)
+            with pytest.raises(ValueError, match="outside 0..10000"):
+                ref.check_place(r, "KXV-1", "bid", 5000, 1000)
+        else:
+            for side in ("bid", "ask"):
+                assert g.check_place("KXV-1", side, 5000, 1000) == ref.check_place(r, "KXV-1", side, 5000, 1000)
+                assert g.max_count("KXV-1", side, 5000, 9000) == ref.max_count(r, "KXV-1", side, 5000, 9000)

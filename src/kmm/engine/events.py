@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kmm._core.eventgate import Verdicts as _Verdicts
 from kmm._core.fees import trade_fee
 from kmm.engine.risk import ALLOW, Decision
 
@@ -523,10 +524,10 @@ class EventRiskGate:
         return rows
 
     # ------------------------------------------------------------------ checks
-    # Every check first asks the fast predicate (:class:`_Verdicts`: the event's numbers gathered once
-    # into flat lists, each size checked in O(outcomes) without copying legs or building messages). It
-    # gives exactly the verdict of the full check (:meth:`_check`; property-tested against the former
-    # implementation kept in tests/reference/events.py); a denial, and every check in an event-level
+    # Every check first asks the compiled predicate (kmm._core.eventgate.Verdicts: the event's numbers
+    # gathered once into flat lists, each size checked in O(outcomes) without copying legs or building
+    # messages). It gives exactly the verdict of the full check (:meth:`_check`; property-tested against
+    # the former methods kept in tests/reference/events.py); a denial, and every check in an event-level
     # reduce-only regime, goes through the full check, which words and counts the denial.
     def check_place(self, ticker: str, side: str, price: int, count: int, *,
                     post_only: bool = True) -> Decision:
@@ -666,163 +667,6 @@ class EventRiskGate:
                               f"the same way could reach {extreme}, limit max_event_exposure {limit_e} "
                               "(1e-2 contracts)", count_denial)
         return ALLOW
-
-
-class _Verdicts:
-    """The verdict of :meth:`EventRiskGate._check` for one proposed order (market, side, price) at any
-    size, from the event's numbers gathered once (what :meth:`EventBook.legs` computes, kept in flat
-    lists: no Leg objects, no copies, no messages).
-
-    ``fast`` is False in an event-level reduce-only regime (loss or exposure near its limit): the
-    caller then runs the full check, whose reduce-only rules need the fills' partial orders. Otherwise
-    :meth:`passes` is ``bool(_check(...))``: the loss rule (every outcome the order lowers stays at or
-    above ``-max_event_loss``, with every resting order that hurts there filling) and the exposure rule.
-    ``old`` (price, remaining) is an order the amend replaces: taken out first, as ``_remove_resting``."""
-
-    __slots__ = ("fast", "k", "side", "price", "rate", "sign", "lowers", "max_loss_e6", "e_now", "same",
-                 "limit_e", "_outs")
-
-    def __init__(self, gate: EventRiskGate, book: EventBook, prop: _Proposal,
-                 old: tuple[int, int] | None = None) -> None:
-        led = book.ledger
-        rate = book.maker_fee_rate_e6
-        resting = book.resting
-        baseline, results = book.baseline, book.results
-        spec = book.spec
-        tickers = spec.markets
-        n = len(tickers)
-        pos = [0] * n
-        py = [0] * n          # positions only, if the market settles YES / NO (1e-6 $)
-        pn = [0] * n
-        ry = [0] * n          # ... plus what hurts of the resting orders
-        rn = [0] * n
-        bids = asks = 0       # resting size per side over the open markets
-        k = -1
-        leg_of = getattr(led, "event_leg", None)     # Portfolio: the four reads in one call
-        for i, t in enumerate(tickers):
-            if t == prop.ticker:
-                k = i
-            if leg_of is not None:
-                q, held = leg_of(t)
-                base = (held - baseline.get(t, 0)) * E6_PER_E4
-            else:
-                q = led.position(t)
-                base = (led.realized_pnl(t) - led.fees_paid(t) - baseline.get(t, 0) - led.position_cost(t)) * E6_PER_E4
-            y = base + (q * ONE_DOLLAR if q > 0 else 0)
-            no = base + (-q * ONE_DOLLAR if q < 0 else 0)
-            pos[i], py[i], pn[i] = q, y, no
-            a = b = 0
-            if resting is not None:
-                for side, price, rem in resting.may_fill(t):
-                    if rem <= 0:
-                        continue
-                    fee_e6 = trade_fee(rem, price, rate) * E6_PER_E4 if rate else 0
-                    if side == "bid":
-                        y += min(0, rem * (ONE_DOLLAR - price) - fee_e6)
-                        no -= rem * price + fee_e6
-                        b += rem
-                    else:
-                        y -= rem * (ONE_DOLLAR - price) + fee_e6
-                        no += min(0, rem * price - fee_e6)
-                        a += rem
-            if i == k and old is not None:          # _remove_resting: the amended order's old self
-                o_price, o_rem = old
-                fee = trade_fee(o_rem, o_price, rate) if rate else 0
-                y -= min(0, order_change_e6(prop.side, o_price, o_rem, ONE_DOLLAR, fee))
-                no -= min(0, order_change_e6(prop.side, o_price, o_rem, 0, fee))
-                if prop.side == "bid":
-                    b -= o_rem
-                else:
-                    a -= o_rem
-            ry[i], rn[i] = y, no
-            if t not in results:
-                bids += b
-                asks += a
-        if k < 0:
-            raise ValueError(f"event check: {prop.ticker} is not a market of event {book.ticker}")
-        lim = gate.limits
-        name = book.ticker
-        # the regime (EventRiskGate._reduce_flags): positions-only worst case and event inventory
-        now = _worst_value(book, py, pn)
-        e_now = sum(pos[i] for i, t in enumerate(tickers) if t not in results)
-        loss_ro = -now >= lim.reduce_only_at * lim.loss_for(name) * E6_PER_E4
-        exposure_ro = abs(e_now) >= lim.reduce_only_at * lim.exposure_for(name)
-        self.fast = not (loss_ro or exposure_ro)
-        self.k, self.side, self.price, self.rate = k, prop.side, prop.price, prop.fee_rate_e6
-        self.sign = 1 if prop.side == "bid" else -1
-        self.max_loss_e6 = -lim.loss_for(name) * E6_PER_E4
-        self.e_now = e_now
-        self.same = bids if self.sign > 0 else asks
-        self.limit_e = lim.exposure_for(name)
-        # the outcomes an order in market k can lower, as (P&L with what rests, k settles YES there)
-        outs: list[tuple[int, bool]] = []
-        r = results.get(tickers[k])
-        if not spec.mutually_exclusive:
-            others = 0
-            for i, t in enumerate(tickers):
-                if i == k:
-                    continue
-                res = results.get(t)
-                if res == "yes" or (res is None and ry[i] < rn[i]):
-                    others += ry[i]
-                else:
-                    others += rn[i]
-            if r != "no":
-                outs.append((others + ry[k], True))
-            if r != "yes":
-                outs.append((others + rn[k], False))
-        else:
-            all_no = sum(rn)
-            idx = {t: i for i, t in enumerate(tickers)}
-            kt = tickers[k]
-            for o in book.outcomes():
-                if o:
-                    j = idx[o[0]]
-                    outs.append((all_no - rn[j] + ry[j], kt in o))
-                else:
-                    outs.append((all_no, False))
-        self._outs = outs
-
-    def passes(self, count: int) -> bool:
-        """``bool(EventRiskGate._check(..., count))`` outside the reduce-only regime (``fast``)."""
-        fee = trade_fee(count, self.price, self.rate) if self.rate and count > 0 else 0
-        ch_yes = order_change_e6(self.side, self.price, count, ONE_DOLLAR, fee)
-        ch_no = order_change_e6(self.side, self.price, count, 0, fee)
-        lowers_yes, lowers_no = ch_yes < 0, ch_no < 0
-        d_yes, d_no = min(0, ch_yes), min(0, ch_no)
-        floor = self.max_loss_e6
-        for v, k_yes in self._outs:
-            if k_yes:
-                if lowers_yes and v + d_yes < floor:
-                    return False
-            elif lowers_no and v + d_no < floor:
-                return False
-        extreme = self.e_now + self.sign * (self.same + count)
-        return not (abs(extreme) > self.limit_e and abs(extreme) > abs(self.e_now))
-
-
-def _worst_value(book: EventBook, yes: Sequence[int], no: Sequence[int]) -> int:
-    """``_worst_e6(book, legs)[0]`` from each market's P&L if it settles YES / NO (in market order)."""
-    spec, results = book.spec, book.results
-    tickers = spec.markets
-    if not spec.mutually_exclusive:
-        total = 0
-        for i, t in enumerate(tickers):
-            r = results.get(t)
-            total += yes[i] if r == "yes" or (r is None and yes[i] < no[i]) else no[i]
-        return total
-    all_no = sum(no)
-    for i, t in enumerate(tickers):
-        if results.get(t) == "yes":
-            return all_no - no[i] + yes[i]
-    best: int | None = all_no if spec.none_possible else None
-    for i, t in enumerate(tickers):
-        if results.get(t) == "no":
-            continue
-        v = all_no - no[i] + yes[i]
-        if best is None or v < best:
-            best = v
-    return all_no if best is None else best
 
 
 def _lowered_worst(book: EventBook, legs: Sequence[Leg], k: int, lowers_yes: bool, lowers_no: bool
