@@ -568,13 +568,15 @@ class EventRiskGate:
             return count
         prop = self._proposal(book, ticker, side, price, post_only)
         v = _Verdicts(self, book, prop)
+        ok: Callable[[int], bool]
         if v.fast:
             ok = v.passes
         else:
             legs = book.legs(with_resting=True)
 
-            def ok(n: int) -> bool:
+            def full(n: int) -> bool:
                 return bool(self._check(book, legs, prop, n, count_denial=False))
+            ok = full
         lo, hi = 0, count // size_step           # the check passes at lo; find the largest passing k
         if hi and ok(hi * size_step):
             return hi * size_step
