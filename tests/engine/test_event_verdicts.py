@@ -114,7 +114,8 @@ def test_fast_event_checks_give_the_former_verdicts(sc):
         assert fast.max_count(t, side, price, count, size_step=step, post_only=post_only) == \
             ref.max_count(slow, t, side, price, count, size_step=step, post_only=post_only)
         op, orem = old if old is not None else (None, 0)
-        assert fast.check_amend(t, side, price, count, op, orem) == ref.check_amend(slow, t, side, price, count, op, orem)
+        assert fast.check_amend(t, side, price, count, op, orem) == \
+            ref.check_amend(slow, t, side, price, count, op, orem)
     assert fast.denials == slow.denials
 
 

@@ -63,7 +63,7 @@ class OrderState(enum.Enum):
 
 S = OrderState
 TERMINAL = frozenset({S.FILLED, S.CANCELED, S.REJECTED})
-_EMPTY: dict[str, "Order"] = {}      # live_index of a market with no orders
+_EMPTY: dict[str, Order] = {}      # live_index of a market with no orders
 IN_FLIGHT = frozenset({S.PENDING_CANCEL, S.PENDING_AMEND, S.PENDING_DECREASE})
 _CLOSE = frozenset({S.FILLED, S.CANCELED})
 _WORKING = frozenset({S.RESTING, S.PARTIALLY_FILLED})
