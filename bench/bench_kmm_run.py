@@ -6,8 +6,6 @@ Variants, all in this run against the same seeded simulator:
 
 * ``kmm``: the compiled per-market pipeline (``MarketPipeline`` on ``kmm._core.pipeline``);
 * ``python``: the same with ``MarketPipeline(compiled=False)``: the Python path, the baseline;
-* ``kmm-noconflate``: kmm run's configuration with ``EngineOptions(conflate_reads=False)``: a
-  decision on every frame that may decide, even when later frames of the same socket read follow;
 * ``kmm-5ms``: the compiled pipeline with CPython's default 5 ms switch interval: the measurement
   that keeps ``kmm run``'s ``sys.setswitchinterval(0.0005)`` (docs/records.md);
 * ``quiet``: the compiled pipeline with no recorder (bench_engine.py's configuration), for reference;
@@ -48,8 +46,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
                 label="compiled pipeline, recorder on, 0.5 ms (kmm run)"),
     "python": dict(role="baseline", compiled=False, recorder=True, switch=0.0005,
                    label="Python path, recorder on, 0.5 ms"),
-    "kmm-noconflate": dict(role="kmm", compiled=True, recorder=True, switch=0.0005, conflate=False,
-                           label="kmm run config, a decision on every frame (no read conflation)"),
     "kmm-5ms": dict(role="kmm", compiled=True, recorder=True, switch=0.005,
                     label="compiled pipeline, recorder on, default 5 ms switch interval"),
     "quiet": dict(role="kmm", compiled=True, recorder=False, switch=0.005,
@@ -130,8 +126,7 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
                                      capture=cfg.records.raw_capture, logging_enabled=cfg.records.ops_log)
         live_mod.MarketPipeline = functools.partial(MarketPipeline, compiled=v["compiled"])  # type: ignore[misc]
         engine = Engine(cfg, conn, recorder=recorder, venue="kmm sim (subprocess)",
-                        options=EngineOptions(view="off", order_group_limit=cfg.risk.order_group_limit,
-                                             **({"conflate_reads": False} if v.get("conflate") is False else {})))
+                        options=EngineOptions(view="off", order_group_limit=cfg.risk.order_group_limit))
         assert all(p.compiled == v["compiled"] for p in engine.pipes.values()) or not engine.pipes
         stamps = WireStamps(engine)
         stamps.install()

@@ -1,8 +1,7 @@
 """The book-frame path of the maker (issue 15): what ``Engine.decide_ns`` holds, and the marks.
 
 * ``decide_ns`` (book frame received -> actions decided) holds exactly the decisions a book frame made
-  inside ``Engine.on_book`` or, kept for the end of its socket read, in ``Engine.on_read_end``,
-  stamped from that frame's receive time; a decision after a fill or an
+  inside ``Engine.on_book``, stamped from that frame's receive time; a decision after a fill or an
   order update goes to ``update_decide_ns`` (stamped from that message); one after a request's answer
   or on the housekeeping tick has no frame to time and is in neither.
 * The marks (portfolio, session P&L, maker metrics) run only when a market's top of book moved, and
@@ -37,19 +36,6 @@ async def test_decide_ns_holds_book_frame_decisions_only_and_updates_are_stamped
             finally:
                 where[0] = "other"
 
-        orig_read_end = e.on_read_end
-
-        at_end = [0]
-
-        def on_read_end() -> None:            # decisions kept for the end of a socket read: book frames
-            where[0] = "book"
-            n = len(made)
-            try:
-                orig_read_end()
-            finally:
-                where[0] = "other"
-                at_end[0] += len(made) - n
-
         def on_fill(fill: Any) -> None:
             where[0] = "update"
             try:
@@ -71,7 +57,6 @@ async def test_decide_ns_holds_book_frame_decisions_only_and_updates_are_stamped
                 made.append((where[0], pipe.decided_ns - trigger_ns))
 
         e.on_book, e.on_fill, e.on_user_order, e._act = on_book, on_fill, on_user_order, act  # type: ignore
-        e.on_read_end = on_read_end  # type: ignore[method-assign]
         e.ws._bind_handler()                     # the connector holds on_book bound: take the wrapper
         e.decide_ns.clear()
         e.update_decide_ns.clear()
@@ -93,8 +78,6 @@ async def test_decide_ns_holds_book_frame_decisions_only_and_updates_are_stamped
     assert all(x > 0 for x in book + update)
     # decisions after an answer or on the tick happen, and none of them is in either figure
     assert others, "no decision after a request's answer: the run did not exercise the deferred path"
-    # frames that shared a socket read with later ones had their decision kept for the read's end
-    assert 0 < at_end[0] <= len(by_book), at_end
 
 
 async def test_marks_follow_the_top_of_book_and_skip_repeats(tmp_path):
@@ -125,8 +108,6 @@ async def test_marks_follow_the_top_of_book_and_skip_repeats(tmp_path):
                 mm = e.mstats._market(t)
                 assert (mm.best_bid, mm.best_ask) == (m.bid, m.ask), t
                 checked += 1
-            # between callbacks no decision is left waiting for the end of a socket read
-            assert e._read_pending == {}
         e.on_book, e._marks = orig_on_book, orig_marks  # type: ignore[method-assign]
     assert checked > 300
     assert calls["frames"] > 200, calls

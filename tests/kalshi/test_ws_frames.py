@@ -340,32 +340,3 @@ def test_frames_of_one_read_carry_the_reads_receive_stamp(rec):
     lis.on_ws_frame(None, _Frame(delta(1, 6, "A", d="-1.00"), True))
     assert rec.of("on_book") == [("A", 1000), ("B", 2000), ("A", 2000), ("B", 2000), ("A", 3000)]
     assert client.stats.last_recv_ns == 3000
-
-
-def test_read_end_follows_the_last_frame_of_each_read_and_read_more_is_set_before(rec):
-    """The handler learns, while a frame is handled, whether more frames of the same read follow
-    (``read_more``), and ``on_read_end`` is called once after the last frame of each read."""
-    from kmm.kalshi.ws import _Listener
-    seen: list[tuple[str, object]] = []
-
-    class H(FeedHandler):
-        def on_book(self, ticker, recv_ns):
-            seen.append(("book", client.read_more))
-
-        def on_read_end(self):
-            seen.append(("end", client.read_more))
-
-    cfg = ConnectorConfig(env="sim", rest_url="http://127.0.0.1:1/trade-api/v2",
-                          ws_url="ws://127.0.0.1:1/trade-api/ws/v2")
-    client = KalshiWs(cfg, H(), router=BookRouter(), book_factory=OrderBook)
-    client.add_markets(["A", "B"])
-    lis = _Listener(client)
-    lis.on_ws_frame(None, _Frame(snapshot(1, 2, "A"), False))
-    lis.on_ws_frame(None, _Frame(snapshot(1, 3, "B"), True))
-    lis.on_ws_frame(None, _Frame(delta(1, 4, "A"), True))
-    assert seen == [("book", True), ("book", False), ("end", False), ("book", False), ("end", False)]
-    # a handler without on_read_end is never asked (and frames handled directly never set read_more)
-    plain = KalshiWs(cfg, rec, router=BookRouter(), book_factory=OrderBook)
-    assert plain._read_end is None
-    plain.handle_frame(snapshot(1, 2, "A"), 5)
-    assert plain.read_more is False

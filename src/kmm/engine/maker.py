@@ -77,8 +77,6 @@ class EngineOptions:
     reprice_pressure: float = 0.5       # write bucket more used than this: small reprices are skipped
     reprice_min_ticks: int = 3          # ... unless the price moves by more than this many ticks
     gc_freeze: bool = True              # gc.freeze() after start and a higher gen-0 threshold
-    conflate_reads: bool = True         # a market that may decide on a frame that is not the last of its
-                                        # socket read decides once, at the end of the read, on the latest book
     gc_threshold: tuple[int, int, int] = (50_000, 20, 100)
     feed_silent_s: float = 12.0         # kept for compatibility: freshness is judged from book data only
     snapshot_answer_s: float | None = None  # an unanswered snapshot request escalates after this long
@@ -315,8 +313,6 @@ class Engine(FeedHandler):
         # (after a request's answer, on the housekeeping tick) have no frame to time and are not stamped.
         self.decide_ns: deque[int] = deque(maxlen=200_000)
         self.update_decide_ns: deque[int] = deque(maxlen=200_000)  # fill / order update received -> decided
-        self._feed: Any = None                     # the connector, when decisions wait for a read's end
-        self._read_pending: dict[str, int] = {}    # markets whose decision waits for the read's end
         self.send_ns: deque[int] = deque(maxlen=200_000)          # actions decided -> first request written
         self.budget_wait_ns: deque[int] = deque(maxlen=200_000)   # decisions that waited: how long
         self.stamped = 0                                          # decisions stamped (waited or not)
@@ -416,7 +412,6 @@ class Engine(FeedHandler):
         if self.cfg.run.volume_backfill_days > 0:
             s.spawn(self._load_volume(rest))
         ws = s.open_ws(self, self.router, OrderBook, markets)
-        self._feed = ws if self.opt.conflate_reads else None
         await ws.start()
         if self.opt.gc_freeze:
             # everything allocated so far (markets, books, config, connections) is long-lived: move it
@@ -473,7 +468,6 @@ class Engine(FeedHandler):
         self.recovery.on_connected()
 
     def on_disconnected(self, reason: str) -> None:
-        self._read_pending.clear()
         self.recovery.on_disconnected(reason)
 
     def on_book_ready(self, ticker: str) -> None:
@@ -489,7 +483,6 @@ class Engine(FeedHandler):
         self.on_book(ticker, self.clock.monotonic_ns())
 
     def on_book_stale(self, ticker: str, reason: str) -> None:
-        self._read_pending.pop(ticker, None)
         self.recovery.on_book_stale(ticker, reason)
 
     def on_book(self, ticker: str, recv_ns: int) -> None:
@@ -507,37 +500,13 @@ class Engine(FeedHandler):
         # needs neither the signals nor the marks, so the order against the former ask-then-requote
         # path changes nothing but the second ask
         if self._may_decide(pipe, live, now):
-            feed = self._feed
-            if feed is not None and feed.read_more:
-                # more frames of the same socket read follow at once: they would supersede a decision
-                # made now (and wait behind its requests). Signals and marks now, the decision at the
-                # end of the read (on_read_end), stamped from this read's receive time
-                pipe.on_book(now, clock.time_ns(), live)
-                self._mark_top(pipe)
-                self._read_pending[ticker] = recv_ns or now
-                return
             # one crossing: signals and the decision in a single pipeline call; the decision is
             # stamped before the marks, which value the portfolio and do not feed it
             actions = pipe.frame(now, clock.time_ns(), self.event_risk.quote_inventory(ticker), live)
-            if self._read_pending:
-                self._read_pending.pop(ticker, None)
             self._act(pipe, actions, live, recv_ns or now, self.decide_ns, marks=True)
             return
         pipe.on_book(now, clock.time_ns(), live)
         self._mark_top(pipe)
-
-    def on_read_end(self) -> None:
-        """The last frame of a socket read was handled: the markets whose decision waited for it
-        (``conflate_reads``) decide now, on their latest book, each stamped from its read's receive
-        time (a book-frame decision: ``decide_ns``)."""
-        pending = self._read_pending
-        if not pending:
-            return
-        self._read_pending = {}
-        for ticker, trigger_ns in pending.items():
-            pipe = self.pipes.get(ticker)
-            if pipe is not None and pipe.ready and pipe.book is not None:
-                self._requote(pipe, trigger_ns, stamps=self.decide_ns)
 
     async def _load_volume(self, rest: Any) -> None:
         """The 30-day volume from the exchange's own fills (the API has no 30-day volume figure)."""

@@ -95,8 +95,6 @@ class FeedHandler:
     def on_order_group(self, update: OrderGroupUpdate) -> None: ...
     def on_error(self, error: Exception) -> None: ...
     def on_raw_frame(self, recv_ns: int, data: bytes) -> None: ...     # raw capture; only called if overridden
-    def on_read_end(self) -> None: ...                               # after the last frame of a socket read;
-                                                                     # only called if overridden
 
 
 @dataclass(slots=True)
@@ -186,9 +184,6 @@ class KalshiWs:
         self._ready: set[str] = set()
         self._resync_deadline: dict[int, int] = {}
         self._fragments: list[bytes] | None = None
-        #: True while the listener hands over a frame that is not the last of its socket read: more
-        #: frames (already received) follow at once; the handler may keep decisions for on_read_end
-        self.read_more = False
         self._seen_fills: OrderedDict[str, None] = OrderedDict()
         self._fill_window = fill_dedupe_window
         # lifecycle
@@ -219,8 +214,6 @@ class KalshiWs:
     def _bind_handler(self) -> None:
         self._raw = self._raw_hook()
         self._on_book = self.handler.on_book
-        self._read_end = (None if type(self.handler).on_read_end is FeedHandler.on_read_end
-                          else self.handler.on_read_end)
 
     def _raw_hook(self) -> Callable[[int, bytes], None] | None:
         if type(self.handler).on_raw_frame is FeedHandler.on_raw_frame:
@@ -825,20 +818,7 @@ class _Listener(WSListener):
             recv_ns = self._read_ns
         else:
             recv_ns = self._read_ns = client._clock()
-        last = frame.last_in_buffer
-        self._read_open = client.read_more = not last
-        try:
-            self._on_frame(client, transport, frame, recv_ns)
-        finally:
-            if last and client._read_end is not None:
-                client.read_more = False
-                try:
-                    client._read_end()
-                except Exception:
-                    client.stats.callback_errors += 1
-                    log.exception("on_read_end raised")
-
-    def _on_frame(self, client: KalshiWs, transport: Any, frame: Any, recv_ns: int) -> None:
+        self._read_open = not frame.last_in_buffer
         mt = frame.msg_type
         if mt is WSMsgType.TEXT or mt is WSMsgType.BINARY:
             if frame.fin:
