@@ -234,7 +234,8 @@ async def drive(engine: Engine, stamps: WireStamps, quote_s: float) -> tuple[Run
             raise AssertionError(f"the engine was not quoting all markets within {START_TIMEOUT_S} s")
         await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)                               # warm-up: connections open, code paths hot
-    for d in (engine.decide_ns, engine.send_ns, engine._latency_ns, engine.budget_wait_ns):  # noqa: SLF001
+    for d in (engine.decide_ns, engine.send_ns, engine._latency_ns, engine.budget_wait_ns,  # noqa: SLF001
+              getattr(engine, "update_decide_ns", [])):
         d.clear()
     stamps.reset()
     pool0 = engine.rest.pool if engine.rest is not None else None
@@ -248,6 +249,7 @@ async def drive(engine: Engine, stamps: WireStamps, quote_s: float) -> tuple[Run
     await asyncio.sleep(quote_s)
     measured = {
         "decide": list(engine.decide_ns), "issue": list(engine.send_ns),
+        "update_decide": list(getattr(engine, "update_decide_ns", ())),
         "wire": list(stamps.wire_ns), "wire_create": list(stamps.wire_by_kind["place"]),
         "wire_amend": list(stamps.wire_by_kind["amend"]), "pre_create": list(stamps.pre_create_ns),
         "write_create": list(stamps.write_create_ns), "total": list(stamps.total_ns),
@@ -334,7 +336,11 @@ def test_engine_frame_to_request_latency(benchmark, variant, tmp_path):
     m: dict[str, Any] = result["m"]
 
     # the run did real work, and stopped safely
-    assert m["decisions"] > 100 and len(m["decide"]) > 100, m
+    # decide_ns holds book-frame decisions only (~1 in 3 of the stamped decisions in 12 s of busy flow;
+    # fills and order updates are stamped apart since issue 15): at least 50 of them, and the two
+    # together the 100 the bench asked of the mixed figure before
+    assert m["decisions"] > 100 and len(m["decide"]) > 50, m
+    assert len(m["decide"]) + len(m.get("update_decide", ())) > 100, m
     assert m["orders"] + m["amends"] > 20 and len(m["wire_create"]) > 20, {k: m[k] for k in ("orders", "amends")}
     assert s.fills > 0, "no fills: the run never traded"
     assert s.verified_flat_orders and s.resting_after_stop == 0

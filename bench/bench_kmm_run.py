@@ -59,21 +59,46 @@ _RESULTS: dict[str, dict[str, Any]] = {}
 def _split_decide(engine: Engine) -> dict[str, list[int]]:
     """Split frame -> decided into the wait before ``Engine.on_book`` runs for the frame (earlier frames
     of the same read, their requests, other callbacks, the GIL) and ``on_book`` -> decided (the
-    decision's own code path). Wraps the instance's ``on_book``, which the connector calls by name."""
+    decision's own code path). Wraps the instance's ``on_book``, which the connector calls by name.
+
+    Every decision is also classified by what made it: a book frame inside ``on_book`` (``book``) or
+    anything else (``other``, with the caller of ``_requote``: ``on_fill``, ``on_user_order``,
+    ``_done`` after a request's answer, the housekeeping tick), each with its trigger -> decided
+    time. The engine's ``decide_ns`` held all of them until this split showed the mix (issue 15): a
+    requote after a fill is stamped from the fill's receive time and includes its bookkeeping; one
+    after an answer from the answer's processing; now ``decide_ns`` holds book frames only and
+    ``update_decide_ns`` fills and order updates. Works against older engines too (A/B)."""
     import time
-    out: dict[str, list[int]] = {"queue": [], "code": []}
+    out: dict[str, list[int]] = {"queue": [], "code": [], "book": [], "other": [], "other_kind": []}
     orig = engine.on_book
+    orig_act = engine._act  # noqa: SLF001
     clock = time.monotonic_ns
+    inside = [False]
 
     def on_book(ticker: str, recv_ns: int) -> None:
         t = clock()
-        orig(ticker, recv_ns)
+        inside[0] = True
+        try:
+            orig(ticker, recv_ns)
+        finally:
+            inside[0] = False
         pipe = engine.pipes.get(ticker)
         if pipe is not None and recv_ns and pipe.trigger_ns == recv_ns and pipe.decided_ns >= t:
             out["queue"].append(t - recv_ns)
             out["code"].append(pipe.decided_ns - t)
 
+    def act(pipe: Any, actions: Any, live: Any, trigger_ns: int, *rest: Any, **kw: Any) -> None:
+        d0 = pipe.decided_ns
+        orig_act(pipe, actions, live, trigger_ns, *rest, **kw)
+        if pipe.decided_ns != d0:
+            out["book" if inside[0] else "other"].append(pipe.decided_ns - trigger_ns)
+            if not inside[0]:
+                import sys as _sys
+                f = _sys._getframe(1)          # _requote
+                out["other_kind"].append(f.f_back.f_code.co_name if f.f_back is not None else "?")
+
     engine.on_book = on_book  # type: ignore[method-assign]
+    engine._act = act  # type: ignore[method-assign]  # noqa: SLF001
     return out
 
 
@@ -115,6 +140,10 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
         m["compiled"] = [p.compiled for p in engine.pipes.values()]
         n = len(split["queue"])
         m["queue"], m["code"] = split["queue"][n // 10:], split["code"][n // 10:]   # past the warm-up
+        nb, no = len(split["book"]), len(split["other"])
+        m["book"], m["other"] = split["book"][nb // 10:], split["other"][no // 10:]
+        from collections import Counter
+        m["other_kind"] = dict(Counter(split["other_kind"][no // 10:]))
         if recorder is not None:
             recorder.close()
             m["tape_rows"] = sum(1 for _ in open(tmp / "out" / "tape.csv")) - 1
@@ -139,7 +168,11 @@ def test_kmm_run_config_frame_to_decided(benchmark, variant, tmp_path):
     benchmark.pedantic(run, rounds=1, iterations=1)
     s, m = res["s"], res["m"]
     assert m["compiled"] == [v["compiled"]] * len(MARKETS)
-    assert m["decisions"] > 100 and len(m["decide"]) > 100, m
+    # decide_ns holds book-frame decisions only (~1 in 3 of the stamped decisions in 12 s of busy flow;
+    # fills and order updates are stamped apart since issue 15): at least 50 of them, and the two
+    # together the 100 the bench asked of the mixed figure before
+    assert m["decisions"] > 100 and len(m["decide"]) > 50, m
+    assert len(m["decide"]) + len(m.get("update_decide", ())) > 100, m
     assert m["orders"] + m["amends"] > 20 and len(m["wire_create"]) > 5
     assert s.fills > 0 and s.verified_flat_orders and s.resting_after_stop == 0
     if v["recorder"]:
@@ -169,11 +202,16 @@ def test_kmm_run_config_frame_to_decided(benchmark, variant, tmp_path):
                                 seconds=round(m["seconds"], 2))
     _RESULTS[variant] = {"decide": decide, "create": create, "fallbacks": fallbacks, "code": code}
     us = lambda ns: f"{ns / 1e3:.1f} us"  # noqa: E731
+    print(f"\n  decisions not made by a book frame, by caller: {m['other_kind']}")
     print(f"\n[{v['label']}] {m['seconds']:.1f} s: {m['decisions']} decisions, {m['orders']} creates, "
           f"{m['amends']} amends, {m['fills']} fills; signature pool over the run {pool}; in steady state {steady} "
           f"(writes signed inline: {fallbacks}; decisions that waited for the write budget: {m.get('budget_waits')})")
-    for name, d in (("frame -> decided", decide), ("  wait before on_book", queue), ("  on_book -> decided", code),
+    book, other = dist(m["book"]), (dist(m["other"]) if m["other"] else None)
+    for name, d in (("frame -> decided", decide), ("  book frame, inline", book),
+                    ("  other triggers", other), ("  wait before on_book", queue), ("  on_book -> decided", code),
                     ("decided -> issued", issue), ("decided -> create written", create)):
+        if d is None:
+            continue
         print(f"  {name:26s} n={d['n']:6d} p50 {us(d['p50_ns']):>9s}  p99 {us(d['p99_ns']):>9s}  "
               f"p99.9 {us(d['p999_ns']):>9s}")
     if "kmm" in _RESULTS and "python" in _RESULTS and variant == "python":

@@ -175,6 +175,32 @@ def test_raw_frame_hook_sees_every_frame_with_receive_time(rec):
     assert got == [(77, snapshot(1, 1, "A")), (78, b"garbage")]
 
 
+def test_raw_capture_comes_after_the_frames_callbacks_and_in_arrival_order():
+    """The capture's enqueue is off the path from a frame to its decision: on_book (where the maker
+    decides) runs first; the capture still sees every frame once, in order, even one whose callback
+    raised."""
+    order: list[tuple[str, int]] = []
+
+    class H(FeedHandler):
+        def on_raw_frame(self, recv_ns, data):
+            order.append(("raw", recv_ns))
+
+        def on_book(self, ticker, recv_ns):
+            order.append(("book", recv_ns))
+            if recv_ns == 3:
+                raise RuntimeError("a callback that fails")
+
+    cfg = ConnectorConfig(env="sim", rest_url="http://x/trade-api/v2", ws_url="ws://x/trade-api/ws/v2")
+    client = KalshiWs(cfg, H(), router=BookRouter(), book_factory=OrderBook)
+    client.add_markets(["A"])
+    client.handle_frame(snapshot(1, 1, "A"), 1)
+    client.handle_frame(delta(1, 2, "A"), 2)
+    client.handle_frame(delta(1, 3, "A", d="-1.00"), 3)
+    client.handle_frame(b"garbage", 4)
+    assert order == [("book", 1), ("raw", 1), ("book", 2), ("raw", 2), ("book", 3), ("raw", 3), ("raw", 4)]
+    assert client.stats.callback_errors == 1
+
+
 def test_error_frame_needing_resubscribe_resubscribes_the_channel(ws, rec):
     ws.handle_frame(snapshot(1, 2, "A"), 1)
     ws.handle_frame(frame(id=9, type="error", sid=1, msg={"code": 25, "msg": "Subscription buffer overflow"}), 2)
@@ -276,3 +302,41 @@ def test_an_unreadable_fill_is_reported_so_the_engine_can_backfill(ws, rec):
     errors = rec.of("on_error")
     assert errors and "unreadable fill" in str(errors[-1][0])
     assert not rec.of("on_fill")
+
+
+class _Frame:
+    """A picows frame as the listener reads it (``last_in_buffer``: last frame of its socket read)."""
+
+    def __init__(self, data: bytes, last_in_buffer: bool) -> None:
+        from picows import WSMsgType
+        self.msg_type, self.fin, self.last_in_buffer, self._data = WSMsgType.TEXT, True, last_in_buffer, data
+
+    def get_payload_as_bytes(self) -> bytes:
+        return self._data
+
+
+def test_frames_of_one_read_carry_the_reads_receive_stamp(rec):
+    """A frame that arrived in the same socket read as earlier frames is stamped when the read was
+    handed over (the first frame's stamp), not when its own turn came after the earlier frames'
+    callbacks: the time those took is part of its latency."""
+    from picows import WSMsgType
+    from picows.picows import _make_test_ws_frame
+    from kmm.kalshi.ws import _Listener
+    now = iter(range(1000, 100_000, 1000))
+    cfg = ConnectorConfig(env="sim", rest_url="http://127.0.0.1:1/trade-api/v2",
+                          ws_url="ws://127.0.0.1:1/trade-api/ws/v2")
+    client = KalshiWs(cfg, rec, router=BookRouter(), book_factory=OrderBook, clock_ns=lambda: next(now))
+    client.add_markets(["A", "B"])
+    client._transport = Sent()
+    client._sid_channel[1], client._channel_sid["orderbook_delta"] = "orderbook_delta", 1
+    client._channel_markets["orderbook_delta"] = {"A", "B"}
+    lis = _Listener(client)
+    # read 1: one frame (a real picows frame: last in its buffer)
+    lis.on_ws_frame(None, _make_test_ws_frame(WSMsgType.TEXT, snapshot(1, 2, "A"), True, False))
+    # read 2: three frames; read 3: one
+    lis.on_ws_frame(None, _Frame(snapshot(1, 3, "B"), False))
+    lis.on_ws_frame(None, _Frame(delta(1, 4, "A"), False))
+    lis.on_ws_frame(None, _Frame(delta(1, 5, "B"), True))
+    lis.on_ws_frame(None, _Frame(delta(1, 6, "A", d="-1.00"), True))
+    assert rec.of("on_book") == [("A", 1000), ("B", 2000), ("A", 2000), ("B", 2000), ("A", 3000)]
+    assert client.stats.last_recv_ns == 3000

@@ -307,7 +307,12 @@ class Engine(FeedHandler):
         # apart in budget_wait_ns, so a throttled account does not read as a slow engine
         self._latency_ns: deque[int] = deque(maxlen=200_000)      # frame received -> first request written
         self._latency_at: deque[tuple[int, int]] = deque(maxlen=200_000)   # (written ns, that latency)
-        self.decide_ns: deque[int] = deque(maxlen=200_000)        # frame received -> actions decided
+        # book frame received -> actions decided: decisions a book frame made at once (its receive
+        # stamp is the trigger). Decisions a fill or an order update made are kept apart (their
+        # trigger is that message, and the fill's bookkeeping comes first); decisions made later
+        # (after a request's answer, on the housekeeping tick) have no frame to time and are not stamped.
+        self.decide_ns: deque[int] = deque(maxlen=200_000)
+        self.update_decide_ns: deque[int] = deque(maxlen=200_000)  # fill / order update received -> decided
         self.send_ns: deque[int] = deque(maxlen=200_000)          # actions decided -> first request written
         self.budget_wait_ns: deque[int] = deque(maxlen=200_000)   # decisions that waited: how long
         self.stamped = 0                                          # decisions stamped (waited or not)
@@ -473,6 +478,7 @@ class Engine(FeedHandler):
             pipe.book = self.ws.book(ticker)
         self.freshness.on_ready(ticker)
         pipe.ready = True
+        pipe.marked_top = None
         self._event("book_ready", ticker)
         self.on_book(ticker, self.clock.monotonic_ns())
 
@@ -484,20 +490,23 @@ class Engine(FeedHandler):
         pipe = self.pipes.get(ticker)
         if pipe is None:
             return
-        now = self.clock.monotonic_ns()
+        clock = self.clock
+        now = clock.monotonic_ns()
         self.freshness.on_data(ticker, now)       # book data, never pings, keeps a book fresh
         if not pipe.ready or pipe.book is None:
             return
         live = self.om.live_orders(ticker)
-        if self._may_decide(pipe, live, now, act=False):
-            # one crossing: signals and the decision in a single pipeline call
-            actions = pipe.frame(now, self.clock.time_ns(), self.event_risk.quote_inventory(ticker), live)
-            self._marks(ticker, pipe.inputs)
-            self._act(pipe, actions, live, recv_ns or now)
+        # asked once, acting on the reason (keep the decision for later, or pull) when it says no: that
+        # needs neither the signals nor the marks, so the order against the former ask-then-requote
+        # path changes nothing but the second ask
+        if self._may_decide(pipe, live, now):
+            # one crossing: signals and the decision in a single pipeline call; the decision is
+            # stamped before the marks, which value the portfolio and do not feed it
+            actions = pipe.frame(now, clock.time_ns(), self.event_risk.quote_inventory(ticker), live)
+            self._act(pipe, actions, live, recv_ns or now, self.decide_ns, marks=True)
             return
-        pipe.on_book(now, self.clock.time_ns(), live)
-        self._marks(ticker, pipe.inputs)
-        self._requote(pipe, recv_ns or now, live)     # not deciding now: says why (pull, dirty, ...)
+        pipe.on_book(now, clock.time_ns(), live)
+        self._mark_top(pipe)
 
     async def _load_volume(self, rest: Any) -> None:
         """The 30-day volume from the exchange's own fills (the API has no 30-day volume figure)."""
@@ -519,6 +528,19 @@ class Engine(FeedHandler):
             self.spnl.on_mark(ticker, bid, ask)
         self.mstats.on_top(ticker, bid, ask)
 
+    def _mark_top(self, pipe: MarketPipeline) -> None:
+        """:meth:`_marks` for a book frame (the hot path): every frame calls it, the marks only run when
+        the top of book (ex-own) moved since this market's last mark. The same marks result: each mark
+        stores the top; marking again with an unchanged top changes nothing (the session P&L's re-base
+        of a carried position takes the same price or, with no price, waits the same; the maker metrics
+        accrue time per order up to their next event, and ``snapshot`` accrues to now). A fresh book
+        (:meth:`on_book_ready`) marks again whatever its top."""
+        inp = pipe.inputs
+        top = (inp.best_bid, inp.best_ask)
+        if top != pipe.marked_top:
+            pipe.marked_top = top
+            self._marks(pipe.ticker, inp)
+
     def _later(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` after the current callback (and the decision it makes): records that the
         next decision does not need (store rows, log lines, tape rows) stay off the decision path."""
@@ -538,7 +560,7 @@ class Engine(FeedHandler):
         self._after_pnl_change()
         self.event_guard(fill.ticker)
         if pipe is not None and pipe.ready:
-            self._requote(pipe, fill.recv_ns or self.clock.monotonic_ns())
+            self._requote(pipe, fill.recv_ns or self.clock.monotonic_ns(), stamps=self.update_decide_ns)
         if pipe is not None:
             self._later(self._tape, pipe, "fill", fill)     # after the requote the fill triggered
 
@@ -577,7 +599,7 @@ class Engine(FeedHandler):
             self.recorder.store.record_user_order(order, strategy=self.cfg.run.strategy)
         pipe = self.pipes.get(order.ticker)
         if pipe is not None and pipe.dirty and pipe.in_flight == 0 and pipe.ready:
-            self._requote(pipe, order.recv_ns or self.clock.monotonic_ns())
+            self._requote(pipe, order.recv_ns or self.clock.monotonic_ns(), stamps=self.update_decide_ns)
 
     def on_market_position(self, position: MarketPosition) -> None:
         check = self.pf.check_against(position)
@@ -646,12 +668,15 @@ class Engine(FeedHandler):
             log.warning("%s: wants to quote but cannot: %s%s", pipe.ticker, reason, f" ({detail})" if detail else "")
             self._event("blocked", pipe.ticker, reason)
 
-    def _requote(self, pipe: MarketPipeline, trigger_ns: int, live: list[LiveOrder] | None = None) -> None:
-        """Decide and act for one market. ``live`` is its live orders when the caller has them already."""
+    def _requote(self, pipe: MarketPipeline, trigger_ns: int, live: list[LiveOrder] | None = None,
+                 stamps: deque[int] | None = None) -> None:
+        """Decide and act for one market. ``live`` is its live orders when the caller has them already;
+        ``stamps``: where the decision's trigger -> decided latency goes (None: not stamped)."""
         if live is None:
             live = self.om.live_orders(pipe.ticker)
         if self._may_decide(pipe, live, self.clock.monotonic_ns()):
-            self._act(pipe, pipe.decide(self.event_risk.quote_inventory(pipe.ticker), live), live, trigger_ns)
+            self._act(pipe, pipe.decide(self.event_risk.quote_inventory(pipe.ticker), live), live, trigger_ns,
+                      stamps)
 
     def _may_decide(self, pipe: MarketPipeline, live: list[LiveOrder], now_ns: int, act: bool = True) -> bool:
         """True when ``pipe`` may decide now. Otherwise, with ``act``, the reason is acted on here: a
@@ -687,25 +712,36 @@ class Engine(FeedHandler):
         pipe.dirty = False
         return True
 
-    def _act(self, pipe: MarketPipeline, actions: tuple[Any, ...], live: list[LiveOrder], trigger_ns: int) -> None:
-        """Send a decision's actions (after :meth:`_may_decide` said yes and the pipeline decided)."""
+    def _act(self, pipe: MarketPipeline, actions: tuple[Any, ...], live: list[LiveOrder], trigger_ns: int,
+             stamps: deque[int] | None = None, marks: bool = False) -> None:
+        """Send a decision's actions (after :meth:`_may_decide` said yes and the pipeline decided).
+        ``stamps`` takes the decision's trigger -> decided latency; ``marks``: the book frame's marks
+        (:meth:`_mark_top`) are still to be made, after the decided stamp and before the requests."""
         ticker = pipe.ticker
         pipe.state = "quoting"
         if actions:
             if self._small_reprices_only(pipe, actions):
                 self.skipped_reprices += 1      # save the write budget for what matters
+                if marks:
+                    self._mark_top(pipe)
                 return
             pipe.trigger_ns = trigger_ns
             pipe.decided_ns = self.clock.monotonic_ns()
-            self.decide_ns.append(pipe.decided_ns - trigger_ns)
+            if stamps is not None:
+                stamps.append(pipe.decided_ns - trigger_ns)
+            if marks:
+                self._mark_top(pipe)
             sent = self._apply(pipe, actions, trigger_ns)
             if not sent and not live and not self.om.live_orders(ticker):
                 reason = self.planner.last_denial or "no order passes the gate"
                 self._blocked(pipe, reason, self.planner.last_denial_detail)
             elif sent or live:
                 self.blocked.pop(ticker, None)
-        elif live:
-            self.blocked.pop(ticker, None)
+        else:
+            if marks:
+                self._mark_top(pipe)
+            if live:
+                self.blocked.pop(ticker, None)
 
     def _pull(self, pipe: MarketPipeline, reason: str) -> None:
         """Cancel every live order of this market (orders still being created are cancelled on ack).
@@ -1145,7 +1181,8 @@ class Engine(FeedHandler):
         waits = dist(self.budget_wait_ns)
         waits["decisions"] = self.stamped
         return {"frame_to_written": dist(self._latency_ns), "decided_to_written": dist(self.send_ns),
-                "frame_to_decided": dist(self.decide_ns), "budget_wait": waits,
+                "frame_to_decided": dist(self.decide_ns), "update_to_decided": dist(self.update_decide_ns),
+                "budget_wait": waits,
                 "note": "frame_to_written and decided_to_written exclude the time a decision's first request "
                         "waited for the write budget (limiter queue, 429 pause) or a free connection: "
                         "budget_wait"}

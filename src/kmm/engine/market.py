@@ -174,6 +174,7 @@ class MarketPipeline:
         self.decided_ns = 0           # when that decision's actions were computed
         self.last_book_ns = 0         # monotonic ns of the last applied book message
         self.tape_trigger_ns = 0      # trigger whose decision row is on the tape already
+        self.marked_top: tuple[int, int] | None = None   # (best bid, best ask) ex-own at the last marks
         self.skip_reprice_px = 0      # under write pressure, reprices this small (1e-4 $) are skipped
         self.hold_s = 0.0             # back-off after a refused create (doubles, 0.5 s .. 30 s)
         self.hold_until_ns = 0

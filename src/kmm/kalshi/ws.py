@@ -538,12 +538,6 @@ class KalshiWs:
         stats.frames += 1
         stats.last_recv_ns = recv_ns
         try:
-            if self._raw is not None:
-                try:
-                    self._raw(recv_ns, data)
-                except Exception:
-                    stats.callback_errors += 1
-                    log.exception("on_raw_frame failed")
             router = self.router
             try:
                 status: int = router.feed(data, recv_ns)
@@ -587,6 +581,15 @@ class KalshiWs:
             stats.internal_errors += 1
             log.exception("internal error on frame %s (skipped; please report)", _trunc(data))
             return MALFORMED
+        finally:
+            # the raw capture after the frame's callbacks, off the path to its decision: frames are
+            # still captured one by one in arrival order, each with its receive stamp
+            if self._raw is not None:
+                try:
+                    self._raw(recv_ns, data)
+                except Exception:
+                    stats.callback_errors += 1
+                    log.exception("on_raw_frame failed")
 
     def _count_bad(self, typ: str, why: str, data: bytes) -> None:
         """Count a malformed message and log it (every one of the first 100, then every 1000th)."""
@@ -796,15 +799,26 @@ def _cmd_id(obj: Mapping[str, Any]) -> int | None:
 
 
 class _Listener(WSListener):
-    """picows listener: stamps frames, answers pings, reassembles fragments, hands text to the client."""
+    """picows listener: stamps frames, answers pings, reassembles fragments, hands text to the client.
+
+    The receive stamp is the read's, not the frame's turn: picows hands the frames of one socket read
+    to ``on_ws_frame`` one after the other (``frame.last_in_buffer`` is set on the last of them), so a
+    frame that came in the same read as earlier ones is stamped with the first one's time, and the time
+    spent on those earlier frames (their decisions, their requests) counts in its latency."""
 
     def __init__(self, client: KalshiWs) -> None:
         super().__init__()
         self.client = client
+        self._read_ns = 0          # receive stamp of the read whose frames are being handed over
+        self._read_open = False    # the last frame handed over was not the last of its read
 
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
         client = self.client
-        recv_ns = client._clock()
+        if self._read_open:
+            recv_ns = self._read_ns
+        else:
+            recv_ns = self._read_ns = client._clock()
+        self._read_open = not frame.last_in_buffer
         mt = frame.msg_type
         if mt is WSMsgType.TEXT or mt is WSMsgType.BINARY:
             if frame.fin:

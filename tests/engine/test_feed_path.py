@@ -1,0 +1,115 @@
+"""The book-frame path of the maker (issue 15): what ``Engine.decide_ns`` holds, and the marks.
+
+* ``decide_ns`` (book frame received -> actions decided) holds exactly the decisions a book frame made
+  inside ``Engine.on_book``, stamped from that frame's receive time; a decision after a fill or an
+  order update goes to ``update_decide_ns`` (stamped from that message); one after a request's answer
+  or on the housekeeping tick has no frame to time and is in neither.
+* The marks (portfolio, session P&L, maker metrics) run only when a market's top of book moved, and
+  the portfolio's mark always equals the pipeline's top ex-own after each frame: skipping a repeated
+  top never leaves a stale mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.engine.test_live import engine_on_sim, until
+
+pytestmark = pytest.mark.slow
+
+
+async def test_decide_ns_holds_book_frame_decisions_only_and_updates_are_stamped_apart(tmp_path):
+    made: list[tuple[str, int]] = []            # (what made the decision, trigger -> decided)
+    async with engine_on_sim(tmp_path) as run:
+        e = run.engine
+        orig_on_book, orig_on_fill, orig_on_order = e.on_book, e.on_fill, e.on_user_order
+        orig_act = e._act
+        where = ["other"]
+
+        def on_book(ticker: str, recv_ns: int) -> None:
+            where[0] = "book"
+            try:
+                orig_on_book(ticker, recv_ns)
+            finally:
+                where[0] = "other"
+
+        def on_fill(fill: Any) -> None:
+            where[0] = "update"
+            try:
+                orig_on_fill(fill)
+            finally:
+                where[0] = "other"
+
+        def on_user_order(order: Any) -> None:
+            where[0] = "update"
+            try:
+                orig_on_order(order)
+            finally:
+                where[0] = "other"
+
+        def act(pipe: Any, actions: Any, live: Any, trigger_ns: int, *rest: Any, **kw: Any) -> None:
+            d0 = pipe.decided_ns
+            orig_act(pipe, actions, live, trigger_ns, *rest, **kw)
+            if pipe.decided_ns != d0:
+                made.append((where[0], pipe.decided_ns - trigger_ns))
+
+        e.on_book, e.on_fill, e.on_user_order, e._act = on_book, on_fill, on_user_order, act  # type: ignore
+        e.ws._bind_handler()                     # the connector holds on_book bound: take the wrapper
+        e.decide_ns.clear()
+        e.update_decide_ns.clear()
+        try:
+            await until(lambda: sum(1 for w, _ in made if w == "book") >= 20
+                        and sum(1 for w, _ in made if w == "update") >= 5, 40, "decisions of both kinds")
+        except AssertionError as exc:
+            from collections import Counter
+            raise AssertionError(f"{exc}: {Counter(w for w, _ in made)}") from None
+        await asyncio.sleep(0.1)
+        book, update = list(e.decide_ns), list(e.update_decide_ns)
+        e.on_book, e.on_fill, e.on_user_order, e._act = orig_on_book, orig_on_fill, orig_on_order, orig_act  # type: ignore
+    by_book = [x for w, x in made if w == "book"]
+    by_update = [x for w, x in made if w == "update"]
+    others = [x for w, x in made if w == "other"]
+    # read at the same instant as ``made``: each figure is exactly the decisions of its kind
+    assert len(by_book) >= 20 and sorted(book) == sorted(by_book)
+    assert len(by_update) >= 5 and sorted(update) == sorted(by_update)
+    assert all(x > 0 for x in book + update)
+    # decisions after an answer or on the tick happen, and none of them is in either figure
+    assert others, "no decision after a request's answer: the run did not exercise the deferred path"
+
+
+async def test_marks_follow_the_top_of_book_and_skip_repeats(tmp_path):
+    async with engine_on_sim(tmp_path) as run:
+        e = run.engine
+        calls = {"frames": 0, "marks": 0}
+        orig_on_book, orig_marks = e.on_book, e._marks
+
+        def on_book(ticker: str, recv_ns: int) -> None:
+            calls["frames"] += 1
+            orig_on_book(ticker, recv_ns)
+
+        def marks(ticker: str, inp: Any) -> None:
+            calls["marks"] += 1
+            orig_marks(ticker, inp)
+
+        e.on_book, e._marks = on_book, marks  # type: ignore[method-assign]
+        e.ws._bind_handler()
+        checked = 0
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            # between callbacks: every ready market's portfolio mark is the pipeline's top ex-own
+            for t, p in e.pipes.items():
+                if not p.ready:
+                    continue
+                m = e.pf._book(t)
+                assert (m.bid, m.ask) == (p.inputs.best_bid or None, p.inputs.best_ask or None), t
+                mm = e.mstats._market(t)
+                assert (mm.best_bid, mm.best_ask) == (m.bid, m.ask), t
+                checked += 1
+        e.on_book, e._marks = orig_on_book, orig_marks  # type: ignore[method-assign]
+    assert checked > 300
+    assert calls["frames"] > 200, calls
+    # the busy flow changes deep levels more often than the top: most frames need no new marks
+    assert 0 < calls["marks"] < calls["frames"], calls
