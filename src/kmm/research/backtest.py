@@ -301,6 +301,8 @@ class Backtest:
         # can change the order manager moves it on: requests, answers, fills, housekeeping)
         self._gen = 0
         self._live_cache: dict[str, tuple[int, list[LiveOrder]]] = {}
+        self._fast_markets: dict[str, tuple[MarketPipeline, dict[str, Any]]] = {}
+        self._pickoff_on = False
 
     #: tests: on every book message the fast path compares its cached live orders with a fresh list
     check_live_cache = False
@@ -487,7 +489,7 @@ class Backtest:
         feed = self.router.feed
         clock = self.clock
         frame_fn = self._frame
-        route = self._route
+        router = self.router
         on_book = self._on_book_fast
         trade = self._trade
         corrected = self.sim.corrected
@@ -495,6 +497,9 @@ class Backtest:
         ev = self.events
         held = self._held
         frames = self.frames
+        # per market: the pipeline and the simulator's resting orders (a dict that lives as long as the replay)
+        self._fast_markets = {t: (p, self.sim.markets[t].orders) for t, p in self.pipes.items()}
+        self._pickoff_on = self.sim.pickoff is not None and self.sim.pickoff.active   # fixed once fitted
         for fi, path in enumerate(self.files):
             first = True
             rows: Any = self._rows(path, sizes[fi])
@@ -532,7 +537,12 @@ class Backtest:
                     if x is not None and corrected and x in corrected:
                         slow_delta(frame, recv, own=False)
                     else:
-                        route(frame, recv, on_book)
+                        st = feed(frame, recv)
+                        if st == DELTA:         # the common case of _route, inline
+                            self.book_messages += 1
+                            on_book(router.last_ticker or "", recv)
+                        else:
+                            self._routed(st, frame, recv, on_book)
                 elif kind == TRADE:
                     trade(x, recv)
                 elif kind == OTHER:
@@ -623,7 +633,13 @@ class Backtest:
         if st == DELTA:
             self.book_messages += 1
             on_book(router.last_ticker or "", recv)
-        elif st == NOT_BOOK:
+        else:
+            self._routed(st, frame, recv, on_book)
+
+    def _routed(self, st: int, frame: bytes, recv: int, on_book: Callable[[str, int], None]) -> None:
+        """What a router result other than a delta means (``NOT_BOOK`` reads the frame as JSON)."""
+        router = self.router
+        if st == NOT_BOOK:
             self._json(frame, recv)
         elif st == SNAPSHOT:
             self.book_messages += 1
@@ -801,15 +817,17 @@ class Backtest:
         """:meth:`_on_book` with the market's live orders kept between book messages: the order manager
         changes only in the steps that move ``_gen`` on, and the signals read no order's age (the
         decision, which does, gets a fresh list in :meth:`_requote`). The same steps in the same order."""
-        pipe = self.pipes.get(ticker)
-        if pipe is None or not pipe.ready:
+        mk = self._fast_markets.get(ticker)
+        if mk is None:
+            return
+        pipe, orders = mk
+        if not pipe.ready:
             return
         sim = self.sim
         clock = self.clock
         if self.fit_pass:
             sim.after_event(recv, clock.time_ns() // 1_000_000, ticker)
             return
-        orders = sim.markets[ticker].orders
         if orders:
             sim.on_book_change(recv, ticker)
         cached = self._live_cache.get(ticker)
@@ -825,13 +843,16 @@ class Backtest:
         self.gate.on_book_update(ticker)
         inp = pipe.inputs
         self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
-        if orders and sim.pickoff is not None and sim.pickoff.active:
+        if orders and self._pickoff_on:
             picked = sim.after_event(recv, clock.time_ns() // 1_000_000, ticker)
             if picked:
                 self._deliver_held()
                 for f in picked:
                     self._on_fill(f)
                 return
+        if pipe.in_flight and self.quoting:     # _requote's first answer, without the call
+            pipe.dirty = True
+            return
         self._requote(pipe, recv)
 
     def _requote(self, pipe: MarketPipeline, trigger: int, live: list[LiveOrder] | None = None) -> None:

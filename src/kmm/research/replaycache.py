@@ -44,7 +44,7 @@ from kmm.research.events import load_frames
 log = logging.getLogger("kmm.research.replaycache")
 
 #: bump when the classification or the file layout changes: older files are then decoded again
-FORMAT = 1
+FORMAT = 2
 OTHER, TICKER, FEED, TRADE = 0, 1, 2, 3
 SUFFIX = ".replay.npz"
 
@@ -52,7 +52,7 @@ SUFFIX = ".replay.npz"
 @dataclass(slots=True)
 class Replay:
     """One capture file, decoded, as columns: per record ``recv`` and ``wall`` (ns), ``kind``, ``xs``
-    (the trade's fields for ``TRADE`` as a tuple or, from the file, a list, the delta's ticker or None for ``FEED``, else None) and ``frames``
+    (the trade's fields for ``TRADE`` as a tuple, the delta's ticker or None for ``FEED``, else None) and ``frames``
     (the raw bytes for ``FEED`` and ``OTHER``, else ``b""``). :meth:`rows` zips them."""
 
     recv: list[int]
@@ -145,15 +145,29 @@ def _save(dest: Path, cols: tuple[list[int], list[int], list[int], list[Any], li
           decode_s: float) -> None:
     recv, wall, kind, xs, frames = cols
     n = len(kind)
+    names: dict[str, int] = {}
+    tk = np.full(n, -1, np.int16)
+    trades = []
+    for i, (k, x) in enumerate(zip(kind, xs)):
+        if k == FEED and x is not None:
+            tk[i] = names.setdefault(x, len(names))
+        elif k == TRADE:
+            tk[i] = names.setdefault(x[1], len(names))
+            trades.append(x)
     ofs = np.zeros(n + 1, np.int64)
     np.cumsum(np.fromiter(map(len, frames), np.int64, n), out=ofs[1:])
-    side = orjson.dumps({"format": FORMAT, "source_hash": source_hash, "decode_s": decode_s, "xs": xs})
+    side = orjson.dumps({"format": FORMAT, "source_hash": source_hash, "decode_s": decode_s,
+                         "names": list(names), "trade_ids": [t[0] for t in trades],
+                         "takers": [t[4] for t in trades]})
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name, suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, recv=np.array(recv, np.int64), wall=np.array(wall, np.int64), kind=np.array(kind, np.int8),
-                     ofs=ofs, blob=np.frombuffer(b"".join(frames), np.uint8), side=np.frombuffer(side, np.uint8))
+                     tk=tk, ofs=ofs, blob=np.frombuffer(b"".join(frames), np.uint8),
+                     t_price=np.array([t[2] for t in trades], np.int64),
+                     t_count=np.array([t[3] for t in trades], np.int64),
+                     t_ts=np.array([t[5] for t in trades], np.int64), side=np.frombuffer(side, np.uint8))
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -167,17 +181,30 @@ def _load(src: Path, source_hash: str) -> tuple[tuple[list[int], list[int], list
             side = orjson.loads(z["side"].tobytes())
             if side.get("format") != FORMAT or side.get("source_hash") != source_hash:
                 return None
-            recv, wall, kind = z["recv"].tolist(), z["wall"].tolist(), z["kind"].tolist()
-            ofs = z["ofs"].tolist()
+            kind_a, tk = z["kind"], z["tk"]
+            recv, wall, kind = z["recv"].tolist(), z["wall"].tolist(), kind_a.tolist()
+            ofs = z["ofs"]
             blob = z["blob"].tobytes()
-    except (OSError, ValueError, KeyError, orjson.JSONDecodeError) as exc:
+            t_price, t_count, t_ts = z["t_price"].tolist(), z["t_count"].tolist(), z["t_ts"].tolist()
+        names = np.array([*side["names"], None], object)     # index -1: no ticker
+        n = len(kind)
+        if not (len(recv) == len(wall) == len(tk) == len(ofs) - 1 and
+                len(side["trade_ids"]) == len(side["takers"]) == len(t_price) == len(t_count) == len(t_ts)):
+            raise ValueError("columns of different lengths")
+        # the delta's ticker for FEED rows, the trade tuple for TRADE rows, None for the rest
+        x = names[np.where(kind_a == FEED, tk, -1)]
+        xs = x.tolist()
+        t_rows = np.flatnonzero(kind_a == TRADE)
+        t_names = names[tk[t_rows]].tolist()
+        for i, tr in zip(t_rows.tolist(), zip(side["trade_ids"], t_names, t_price, t_count, side["takers"], t_ts)):
+            xs[i] = tr
+        frames = [b""] * n
+        f_rows = np.flatnonzero((kind_a == FEED) | (kind_a == OTHER))
+        for i, a, b in zip(f_rows.tolist(), ofs[f_rows].tolist(), ofs[f_rows + 1].tolist()):
+            frames[i] = blob[a:b]
+    except (OSError, ValueError, KeyError, IndexError, orjson.JSONDecodeError) as exc:
         log.info("%s: replay cache unreadable (%s); decoding the capture again", src, exc)
         return None
-    xs = side["xs"]
-    if not len(recv) == len(wall) == len(kind) == len(xs) == len(ofs) - 1:
-        log.info("%s: replay cache inconsistent; decoding the capture again", src)
-        return None
-    frames = [blob[a:b] for a, b in zip(ofs, ofs[1:])]
     return (recv, wall, kind, xs, frames), float(side.get("decode_s", 0.0))
 
 
