@@ -303,6 +303,9 @@ class Backtest:
         self._live_cache: dict[str, tuple[int, list[LiveOrder]]] = {}
         self._fast_markets: dict[str, tuple[MarketPipeline, dict[str, Any]]] = {}
         self._pickoff_on = False
+        self._marks: dict[str, tuple[int | None, int | None]] = {}    # the fast path's last set_mark
+        # every book message of a replay takes one path (so the fast path's kept state stays whole)
+        self._on_book_fn = self._on_book_fast if fast else self._on_book
 
     #: tests: on every book message the fast path compares its cached live orders with a fresh list
     check_live_cache = False
@@ -624,7 +627,7 @@ class Backtest:
                 if frame[i + 17:j].decode() in self.sim.corrected:
                     self._slow_delta(frame, recv, own=False)
                     return
-        self._route(frame, recv, self._on_book)
+        self._route(frame, recv, self._on_book_fn)
 
     def _route(self, frame: bytes, recv: int, on_book: Callable[[str, int], None]) -> None:
         """A frame for the compiled router, and what its result means for the engine."""
@@ -694,7 +697,7 @@ class Backtest:
         self.sim.apply_recorded_delta(t, side, price, delta, own)
         if not own:
             self.book_messages += 1
-            self._on_book(t, recv)
+            self._on_book_fn(t, recv)
 
     def _json(self, frame: bytes, recv: int) -> None:
         try:
@@ -842,7 +845,10 @@ class Backtest:
         pipe.on_book(recv, clock.mono + clock.wall_offset, live)
         self.gate.on_book_update(ticker)
         inp = pipe.inputs
-        self.pf.set_mark(ticker, inp.best_bid or None, inp.best_ask or None)
+        mark = (inp.best_bid or None, inp.best_ask or None)
+        if self._marks.get(ticker) != mark:     # only set_mark writes the marks: the same pair is a no-op
+            self._marks[ticker] = mark
+            self.pf.set_mark(ticker, *mark)
         if orders and self._pickoff_on:
             picked = sim.after_event(recv, clock.time_ns() // 1_000_000, ticker)
             if picked:
