@@ -500,6 +500,7 @@ class Backtest:
         ev = self.events
         held = self._held
         frames = self.frames
+        next_house = self._next_house
         # per market: the pipeline and the simulator's resting orders (a dict that lives as long as the replay)
         self._fast_markets = {t: (p, self.sim.markets[t].orders) for t, p in self.pipes.items()}
         self._pickoff_on = self.sim.pickoff is not None and self.sim.pickoff.active   # fixed once fitted
@@ -550,8 +551,9 @@ class Backtest:
                     trade(x, recv)
                 elif kind == OTHER:
                     frame_fn(frame, recv)
-                if recv >= self._next_house:
+                if recv >= next_house:
                     self._housekeeping(recv)
+                    next_house = self._next_house   # only housekeeping moves it
                 if (frames & 4095) == 0:
                     now = time.perf_counter()
                     if now >= next_report:

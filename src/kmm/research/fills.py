@@ -296,7 +296,7 @@ class FillSimulator:
             if o.pend:
                 self._expire(o, now)
             # nobody can be in front who is not visible, except what left and is not yet explained
-            cap = vis + sum(p[1] for p in o.pend)
+            cap = vis + sum(p[1] for p in o.pend) if o.pend else vis
             if o.ahead > cap:
                 o.ahead = float(cap)
 
