@@ -58,7 +58,7 @@ from kmm.research.fills import LINEAR_CENT, FillSimulator, MarketDef
 from kmm.research.latency import Dist, LatencyModel, fit_latency
 from kmm.research.queue import QueueModel
 from kmm.research import replaycache
-from kmm.research.replaycache import FEED, OTHER, TICKER, TRADE
+from kmm.research.replaycache import FEED, OTHER, TRADE
 from kmm.strategy.alpha import AlphaSource
 from kmm.strategy.base import Strategy
 from kmm.strategy.inside import InsideStrategy
