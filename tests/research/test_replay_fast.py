@@ -214,3 +214,48 @@ def test_cache_directory_option_keys_files_by_content_and_off_writes_nothing(tmp
     assert b2.cache_hits == 1 and b2.decode_s == pytest.approx(b.decode_s) and s2["fills"] == s["fills"]
     _replay([d], CFG1, None, fast=True, opt=BacktestOptions(replay_cache="off", rate_tier="off"))
     assert not list(d.glob("*" + replaycache.SUFFIX))
+
+
+# ---------------------------------------------------------------------------------- the pick-off model kept
+def test_the_fitted_pickoff_model_is_kept_in_the_capture_cache_and_the_next_replay_uses_it(tmp_path):
+    d = _scenario().write(tmp_path / "cap")
+    f = d / "capture.bin.gz"
+    opt = BacktestOptions(rate_tier="off")          # pickoff: fitted (the default)
+
+    def quotes(info):
+        return FixedQuotes(bid=4000, ask=6100, size=500)
+    a, sa = _replay([d], CFG1, None, fast=True, opt=opt, strategy_factory=quotes)
+    assert a.sim.pickoff is not None and a.sim.pickoff.kind == "fitted"
+    assert not a.pickoff_cached and a.pickoff_fit_s > 0
+    rep = replaycache.load(f, _fast_trade)
+    assert rep.from_cache and [k for k in rep.models if k.startswith("pickoff:")]
+    b, sb = _replay([d], CFG1, None, fast=True, opt=opt, strategy_factory=quotes)
+    assert b.pickoff_cached and b.pickoff_fit_s == pytest.approx(a.pickoff_fit_s)
+    assert b.sim.pickoff == a.sim.pickoff and b.fills == a.fills
+    assert {k: v for k, v in sb["details"].items() if k not in TIMING} == \
+        {k: v for k, v in sa["details"].items() if k not in TIMING}
+    # the reference path fits on every replay; the fast one, reading the kept model, makes its replay
+    _same(tmp_path, [d], CFG1, opt=opt, strategy_factory=quotes, records=False)
+    # an option the fit reads: fitted again (and kept beside the first)
+    c, _ = _replay([d], CFG1, None, fast=True, opt=BacktestOptions(rate_tier="off", pickoff_min_cents=1.0),
+                   strategy_factory=quotes)
+    assert not c.pickoff_cached
+    assert len([k for k in replaycache.load(f, _fast_trade).models if k.startswith("pickoff:")]) == 2
+    # rate:X takes only the reaction trades from the fit: the kept fit serves it too
+    r, _ = _replay([d], CFG1, None, fast=True, opt=BacktestOptions(rate_tier="off", pickoff="rate:2"),
+                   strategy_factory=quotes)
+    assert r.pickoff_cached and r.sim.pickoff.kind == "rate" and r.sim.pickoff.reaction_ids == a.sim.pickoff.reaction_ids
+    # no cache file: fitted every time
+    off = BacktestOptions(rate_tier="off", replay_cache="off")
+    assert not _replay([d], CFG1, None, fast=True, opt=off, strategy_factory=quotes)[0].pickoff_cached
+
+
+def test_a_changed_capture_does_not_meet_the_model_fitted_on_the_old_one(tmp_path):
+    d = _scenario().write(tmp_path / "cap")
+    opt = BacktestOptions(rate_tier="off")
+    a, _ = _replay([d], CFG1, None, fast=True, opt=opt)
+    assert not a.pickoff_cached
+    assert _replay([d], CFG1, None, fast=True, opt=opt)[0].pickoff_cached
+    other = _scenario().trade(1800, 4000, 100, "ask", "late").write(tmp_path / "other")
+    (d / "capture.bin.gz").write_bytes((other / "capture.bin.gz").read_bytes())
+    assert not _replay([d], CFG1, None, fast=True, opt=opt)[0].pickoff_cached

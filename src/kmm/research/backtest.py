@@ -18,10 +18,12 @@ seed drives latency draws and the client_order_id session prefix).
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from collections import deque
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -234,6 +236,8 @@ class Backtest:
                                  trade_window_ns=int(self.opt.trade_window_ms * 1e6))
         self.sim.rng = random.Random(f"pickoff:{seed}")
         self.fit_pass = fit_pass
+        self.pickoff_fit_s = 0.0        # the pick-off model's fitting pass (its first time, when cached)
+        self.pickoff_cached = False     # the model came from the replay cache (no fitting pass this time)
         if fit_pass:
             self.sim.fit = PickoffFit(self.opt.pickoff_min_cents)
         else:
@@ -326,19 +330,73 @@ class Backtest:
                          "replaying with recorded trades only (backtest.pickoff=none)")
                 return PickoffModel("none", model.min_cents)
             return model            # nothing recorded to leave out
+        fitted = self._fitted_pickoff(captures, cfg, core)
+        if fitted is None:          # the recorded run's fills are in none of its trades' frames
+            return PickoffModel("none", model.min_cents) if model.kind == "fitted" else model
+        if model.kind == "fitted":
+            return fitted
+        model.reaction_ids = fitted.reaction_ids
+        return model
+
+    def _fitted_pickoff(self, captures: Sequence[Path], cfg: KmmConfig, core: Any) -> PickoffModel | None:
+        """The fitting pass's model (None: the captures hold no fill of the recorded run). The fast
+        path keeps it in the first capture's decoded cache (:func:`replaycache.store_model`) under a
+        key naming every capture's content, the options and the code the fit depends on, so later
+        replays and sweep tasks of the same captures read it instead of replaying the captures once
+        more. ``pickoff_fit_s``: what the fitting pass cost (the first time, when read from the cache)."""
+        source = ", ".join(str(c) for c in captures[:3])
+        key = self._fit_key() if self.fast else None
+        rep = self._frames_cache.get(("rows", self.files[0])) if key is not None else None
+        if rep is not None and key is not None:
+            got = rep.models.get(key)
+            if isinstance(got, dict):
+                try:
+                    m = PickoffModel.from_payload(got["model"]) if got["model"] is not None else None
+                    fit_s = float(got["fit_s"])
+                except (KeyError, TypeError, ValueError, AssertionError) as exc:
+                    log.info("pick-off model in the replay cache unreadable (%s); fitting it again", exc)
+                else:
+                    if m is not None:
+                        m.fitted_from = source
+                        log.info("pick-off model from the replay cache (fitted once in %.3f s): %s", fit_s,
+                                 m.describe())
+                    self.pickoff_fit_s = fit_s
+                    self.pickoff_cached = True
+                    return m
+        t0 = time.perf_counter()
         fitter = Backtest(captures, cfg, None, seed=self.seed, options=self.opt, core=core, fit_pass=True,
                           frames_cache=self._frames_cache, python_pipeline=self._python_pipeline,
                           fast=self.fast)
         fitter.run()
         fit = fitter.sim.fit
         assert fit is not None
-        if not fit.fill_ids and model.kind == "fitted":
-            return PickoffModel("none", model.min_cents)
-        fitted = fit.model("fitted", ", ".join(str(c) for c in captures[:3]))
-        if model.kind == "fitted":
-            return fitted
-        model.reaction_ids = fitted.reaction_ids
-        return model
+        fitted = fit.model("fitted", source) if fit.fill_ids else None
+        self.pickoff_fit_s = time.perf_counter() - t0
+        if rep is not None and key is not None:
+            replaycache.store_model(rep, key, {"fit_s": self.pickoff_fit_s,
+                                               "model": fitted.to_payload() if fitted is not None else None})
+        return fitted
+
+    def _fit_key(self) -> str | None:
+        """What the fitting pass depends on: the captures' contents (in order), the options it reads,
+        the market definitions and the replay code (so an edit to the fit never meets an old model).
+        None: some capture has no decoded cache (streamed, or ``replay_cache=off``)."""
+        hashes = []
+        for path in self.files:
+            size = path.stat().st_size
+            if size > self.opt.preload_mb * (1 << 20):
+                return None
+            self._rows(path, size)
+            rep = self._frames_cache[("rows", path)]
+            if not rep.source_hash:
+                return None
+            hashes.append(rep.source_hash)
+        o = self.opt
+        h = hashlib.blake2b(digest_size=16)
+        h.update(orjson.dumps({"captures": hashes, "min_cents": o.pickoff_min_cents, "window_ms": o.trade_window_ms,
+                               "queue": [o.queue_model, o.queue_power], "housekeeping_s": o.housekeeping_s,
+                               "defs": repr(sorted(self.defs.items())), "code": _fit_code_hash()}))
+        return "pickoff:" + h.hexdigest()
 
     def _deliver_held(self) -> None:
         """Hand the fills of the last taker sweep to the engine."""
@@ -1202,6 +1260,19 @@ class Backtest:
 
 
 _MAX_TS_MS = 2**53
+_FIT_CODE: list[str] = []
+
+
+def _fit_code_hash() -> str:
+    """A hash of the modules the fitting pass runs (this one, the fill simulator, the pick-off model,
+    the queue model, the cache): a kept model is used only by the code that fitted it."""
+    if not _FIT_CODE:
+        from kmm.research import adverse, fills, queue
+        h = hashlib.blake2b(digest_size=16)
+        for mod in (adverse, fills, queue, replaycache, sys.modules[__name__]):
+            h.update(Path(mod.__file__ or "").read_bytes())
+        _FIT_CODE.append(h.hexdigest())
+    return _FIT_CODE[0]
 
 
 def _row(kx: tuple[int, Any], frame: bytes) -> tuple[int, Any, bytes]:

@@ -32,7 +32,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,10 @@ class Replay:
     load_s: float              # what getting it this time cost (the decode itself, or reading the cache)
     from_cache: bool
     _fills: bool | None = None
+    # results derived from this capture and kept in its cache file (the fitted pick-off model):
+    # key (see :func:`store_model`) -> JSON-able payload
+    models: dict[str, Any] = field(default_factory=dict)
+    cache_file: Path | None = None      # where this capture's cache lives (None: no cache file)
 
     def holds_fills(self) -> bool:
         """Whether a recorded run's fill messages are among the records (the pick-off model fits on them)."""
@@ -142,7 +146,7 @@ def cache_path(capture: Path, cache_dir: str, source_hash: str) -> Path:
 
 
 def _save(dest: Path, cols: tuple[list[int], list[int], list[int], list[Any], list[bytes]], source_hash: str,
-          decode_s: float) -> None:
+          decode_s: float, models: dict[str, Any] | None = None) -> None:
     recv, wall, kind, xs, frames = cols
     n = len(kind)
     names: dict[str, int] = {}
@@ -158,7 +162,7 @@ def _save(dest: Path, cols: tuple[list[int], list[int], list[int], list[Any], li
     np.cumsum(np.fromiter(map(len, frames), np.int64, n), out=ofs[1:])
     side = orjson.dumps({"format": FORMAT, "source_hash": source_hash, "decode_s": decode_s,
                          "names": list(names), "trade_ids": [t[0] for t in trades],
-                         "takers": [t[4] for t in trades]})
+                         "takers": [t[4] for t in trades], "models": models or {}})
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name, suffix=".tmp", dir=dest.parent)
     try:
@@ -175,7 +179,7 @@ def _save(dest: Path, cols: tuple[list[int], list[int], list[int], list[Any], li
 
 
 def _load(src: Path, source_hash: str) -> tuple[tuple[list[int], list[int], list[int], list[Any], list[bytes]],
-                                                float] | None:
+                                                float, dict[str, Any]] | None:
     try:
         with np.load(src, allow_pickle=False) as z:
             side = orjson.loads(z["side"].tobytes())
@@ -205,7 +209,9 @@ def _load(src: Path, source_hash: str) -> tuple[tuple[list[int], list[int], list
     except (OSError, ValueError, KeyError, IndexError, orjson.JSONDecodeError) as exc:
         log.info("%s: replay cache unreadable (%s); decoding the capture again", src, exc)
         return None
-    return (recv, wall, kind, xs, frames), float(side.get("decode_s", 0.0))
+    models = side.get("models")
+    return (recv, wall, kind, xs, frames), float(side.get("decode_s", 0.0)), \
+        models if isinstance(models, dict) else {}
 
 
 def load(path: Path, fast_trade: Any, cache_dir: str = "", *, write: bool = True) -> Replay:
@@ -233,14 +239,40 @@ def _load_or_decode(path: Path, fast_trade: Any, cache_dir: str, write: bool) ->
     if dest.exists():
         got = _load(dest, h)
         if got is not None:
-            cols, decode_s = got
-            return Replay(*cols, h, decode_s, time.perf_counter() - t0, True)
+            cols, decode_s, models = got
+            return Replay(*cols, h, decode_s, time.perf_counter() - t0, True, models=models, cache_file=dest)
     cols = decode(path, fast_trade)
     dt = time.perf_counter() - t0
+    written = None
     if write:
         try:
             _save(dest, cols, h, dt)
+            written = dest
         except OSError as exc:
             log.info("%s: cannot write the replay cache (%s); the next replay decodes the capture again",
                      dest, exc)
-    return Replay(*cols, h, dt, dt, False)
+    return Replay(*cols, h, dt, dt, False, cache_file=written)
+
+
+def store_model(rep: Replay, key: str, payload: Any) -> bool:
+    """Keep ``payload`` (JSON-able) under ``key`` in ``rep``'s cache file, beside the decoded columns:
+    what a replay derives from the capture alone and would otherwise derive again on every replay
+    (the pick-off model's fitting pass). The key must name everything the payload depends on besides
+    this file's content (which the cache file is already tied to); a capture whose content changes
+    gets a new cache file without the old payloads. False: no cache file to keep it in (kept in
+    memory on ``rep`` only)."""
+    rep.models[key] = payload
+    if rep.cache_file is None:
+        return False
+    gc_on = gc.isenabled()
+    gc.disable()
+    try:
+        _save(rep.cache_file, (rep.recv, rep.wall, rep.kind, rep.xs, rep.frames), rep.source_hash, rep.decode_s,
+              rep.models)
+    except OSError as exc:
+        log.info("%s: cannot keep the %s in the replay cache (%s)", rep.cache_file, key, exc)
+        return False
+    finally:
+        if gc_on:
+            gc.enable()
+    return True
