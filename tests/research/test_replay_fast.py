@@ -244,7 +244,8 @@ def test_the_fitted_pickoff_model_is_kept_in_the_capture_cache_and_the_next_repl
     # rate:X takes only the reaction trades from the fit: the kept fit serves it too
     r, _ = _replay([d], CFG1, None, fast=True, opt=BacktestOptions(rate_tier="off", pickoff="rate:2"),
                    strategy_factory=quotes)
-    assert r.pickoff_cached and r.sim.pickoff.kind == "rate" and r.sim.pickoff.reaction_ids == a.sim.pickoff.reaction_ids
+    assert r.pickoff_cached and r.sim.pickoff.kind == "rate"
+    assert r.sim.pickoff.reaction_ids == a.sim.pickoff.reaction_ids
     # no cache file: fitted every time
     off = BacktestOptions(rate_tier="off", replay_cache="off")
     assert not _replay([d], CFG1, None, fast=True, opt=off, strategy_factory=quotes)[0].pickoff_cached
