@@ -305,7 +305,9 @@ class Backtest:
         # can change the order manager moves it on: requests, answers, fills, housekeeping)
         self._gen = 0
         self._live_cache: dict[str, tuple[int, list[LiveOrder]]] = {}
-        self._fast_markets: dict[str, tuple[MarketPipeline, dict[str, Any]]] = {}
+        # per market: (pipeline, the simulator's resting orders, the compiled pipeline core or None,
+        # the gate's market state, whether the pipeline reads trades)
+        self._fast_markets: dict[str, tuple[MarketPipeline, dict[str, Any], Any, Any, bool]] = {}
         self._pickoff_on = False
         self._marks: dict[str, tuple[int | None, int | None]] = {}    # the fast path's last set_mark
         # every book message of a replay takes one path (so the fast path's kept state stays whole)
@@ -560,8 +562,17 @@ class Backtest:
         frames = self.frames
         next_house = self._next_house
         # per market: the pipeline and the simulator's resting orders (a dict that lives as long as the replay)
-        self._fast_markets = {t: (p, self.sim.markets[t].orders) for t, p in self.pipes.items()}
-        self._pickoff_on = self.sim.pickoff is not None and self.sim.pickoff.active   # fixed once fitted
+        # (a dict that lives as long as the replay), the compiled core when the pipeline's on_book is
+        # only its call (MarketPipeline.on_book), the gate's state of the market (its freshness stamp)
+        self._fast_markets = {t: (p, self.sim.markets[t].orders,
+                                  p.core if p.compiled and not p._python_signals else None,
+                                  self.gate.markets[t], bool(p.params.kappa_estimate))
+                              for t, p in self.pipes.items()}
+        fast_markets = self._fast_markets
+        sim = self.sim
+        self._pickoff_on = pick_on = sim.pickoff is not None and sim.pickoff.active   # fixed once fitted
+        reaction_ids = sim.pickoff.reaction_ids if pick_on and sim.pickoff is not None else frozenset()
+        quoting_trades = not self.fit_pass
         for fi, path in enumerate(self.files):
             first = True
             rows: Any = self._rows(path, sizes[fi])
@@ -606,7 +617,21 @@ class Backtest:
                         else:
                             self._routed(st, frame, recv, on_book)
                 elif kind == TRADE:
-                    trade(x, recv)
+                    mk = fast_markets.get(x[1]) if quoting_trades else None
+                    if mk is not None and not mk[1] and not (pick_on and x[0] in reaction_ids):
+                        # no order of ours rests in this market: of _trade's steps only the end of a
+                        # held sweep and the pipeline's trade signal remain (the simulator would
+                        # record the outcome and return no fill; the pick-off hazard has no order)
+                        if held:
+                            wall_ms = x[5] or clock.time_ns() // 1_000_000
+                            if (x[1], x[4], wall_ms) != self._held_key:
+                                self._deliver_held()
+                        if sim.keep_outcomes and x[0]:
+                            sim.trade_outcomes[x[0]] = (x[1], "none")
+                        if mk[4]:
+                            mk[0].on_trade(x[2])
+                    else:
+                        trade(x, recv)
                 elif kind == OTHER:
                     frame_fn(frame, recv)
                 if recv >= next_house:
@@ -883,7 +908,7 @@ class Backtest:
         mk = self._fast_markets.get(ticker)
         if mk is None:
             return
-        pipe, orders = mk
+        pipe, orders, core, gm, _ = mk
         if not pipe.ready:
             return
         sim = self.sim
@@ -902,8 +927,13 @@ class Backtest:
         else:
             live = self.om.live_orders(ticker)
             self._live_cache[ticker] = (self._gen, live)
-        pipe.on_book(recv, clock.mono + clock.wall_offset, live)
-        self.gate.on_book_update(ticker)
+        if core is not None:            # MarketPipeline.on_book of a compiled pipeline, inline
+            pipe.last_book_ns = recv
+            core.on_book(recv, clock.mono + clock.wall_offset, live)
+        else:
+            pipe.on_book(recv, clock.mono + clock.wall_offset, live)
+        gm.book_stale = False           # RiskGate.on_book_update, inline: the book is fresh
+        gm.last_book_ns = clock.mono
         inp = pipe.inputs
         mark = (inp.best_bid or None, inp.best_ask or None)
         if self._marks.get(ticker) != mark:     # only set_mark writes the marks: the same pair is a no-op
