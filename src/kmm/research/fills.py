@@ -47,7 +47,7 @@ from typing import Any
 from kmm._core.fees import cent_fee, trade_fee
 from kmm._core.grid import Grid
 from kmm.kalshi.types import Fill, OrderAck, UserOrder
-from kmm.research.adverse import PickoffFit, PickoffModel, bucket_of
+from kmm.research.adverse import ALL, BUCKETS, PickoffFit, PickoffModel, bucket_of
 from kmm.research.queue import QueueModel
 
 log = logging.getLogger("kmm.research.fills")
@@ -467,22 +467,29 @@ class FillSimulator:
     def others_mid(self, ticker: str) -> float | None:
         """Mid (YES, 1e-4 $) of the replay book without our virtual orders; None when a side is empty."""
         m = self.markets[ticker]
-        if not m.orders:
-            bb, ba = m.book.best_bid(), m.book.best_ask()
-            return None if bb is None or ba is None else (bb + ba) / 2
         book = m.book
+        orders = m.orders
+        if not orders:
+            bb, ba = book.best_bid(), book.best_ask()
+            return None if bb is None or ba is None else (bb + ba) / 2
+        # our resting size per level (what _own_at sums), once for all the levels looked at
+        own_yes: dict[int, int] = {}
+        own_no: dict[int, int] = {}
+        for o in orders.values():
+            d = own_yes if o.bside == YES else own_no
+            d[o.bprice] = d.get(o.bprice, 0) + o.remaining
         bid = book.best_bid()
-        if bid is not None and book.best_bid_size() <= self._own_at(m, YES, bid):
+        if bid is not None and book.best_bid_size() <= own_yes.get(bid, 0):
             bid = None                      # the best level is all ours: look deeper
             for p, sz in book.bids(8):
-                if sz - self._own_at(m, YES, p) > 0:
+                if sz - own_yes.get(p, 0) > 0:
                     bid = p
                     break
         ask = book.best_ask()
-        if ask is not None and book.best_ask_size() <= self._own_at(m, NO, ONE - ask):
+        if ask is not None and book.best_ask_size() <= own_no.get(ONE - ask, 0):
             ask = None
             for p, sz in book.asks(8):
-                if sz - self._own_at(m, NO, ONE - p) > 0:
+                if sz - own_no.get(ONE - p, 0) > 0:
                     ask = p
                     break
         if bid is None or ask is None:
@@ -537,33 +544,45 @@ class FillSimulator:
         mid = self.others_mid(ticker)
         fills: list[Fill] = []
         rng = self.rng
+        stats = self.stats
+        always = po.kind == "always"
+        min_cents = po.min_cents
+        rates = po.rates.get(ticker) or po.rates.get(ALL)     # PickoffModel.rate's table, once
         for o in list(m.orders.values()):
             if o.hz_t < 0:
                 o.hz_t = now
                 o.hz_need = rng.expovariate(1.0)
             elif now > o.hz_t:
                 o.hz_acc += o.hz_rate * (now - o.hz_t)
-                if o.hz_rate > 0 or po.kind == "always":
-                    self.stats.stale_ns += now - o.hz_t
+                if o.hz_rate > 0 or always:
+                    stats.stale_ns += now - o.hz_t
                 o.hz_t = now
-            b = -1 if mid is None else bucket_of(self.staleness(o.side, o.price, mid), po.min_cents)
-            if po.kind == "always":
+            # bucket_of(staleness(...)), inline: the same arithmetic
+            if mid is None:
+                b = -1
+            else:
+                d = ((o.price - mid) if o.side == "bid" else (mid - o.price)) / 100
+                b = -1 if d < min_cents else min(int((d - min_cents) * 2 + 1e-9), BUCKETS - 1)
+            if always:
                 fire, size = b >= 0, o.remaining
             else:
                 fire = o.hz_acc >= o.hz_need
-                pool = po.size_pool(ticker)
-                size = pool[rng.randrange(len(pool))] if fire else 0
+                if fire:
+                    pool = po.size_pool(ticker)
+                    size = pool[rng.randrange(len(pool))]
+                else:
+                    size = 0
             if fire and o.remaining > 0:
                 o.hz_acc = 0.0
                 o.hz_need = rng.expovariate(1.0)
                 q = min(o.remaining, size)
-                self.stats.pickoff_fills += 1
+                stats.pickoff_fills += 1
                 self.pickoff_by_ticker[ticker] = self.pickoff_by_ticker.get(ticker, 0) + 1
-                self.stats.pickoff_contracts += q
+                stats.pickoff_contracts += q
                 fills.append(self._maker_fill(o, q, now, wall_ms))
                 if o.remaining <= 0:
                     continue
-            o.hz_rate = po.rate(ticker, b) / 1e9
+            o.hz_rate = ((rates[b] if rates else 0.0) if b >= 0 else 0.0) / 1e9     # po.rate(ticker, b) / 1e9
         return fills
 
     # ------------------------------------------------------------------------------ order entry
