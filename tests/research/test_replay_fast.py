@@ -16,6 +16,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import kmm
 from kmm.config import load_config
@@ -33,6 +35,13 @@ TIMING = {"elapsed_s", "speedup_vs_real_time", "replay_path"}
 def _check_live_cache(monkeypatch):
     # every book message of the fast path checks its kept live orders against a fresh list
     monkeypatch.setattr(Backtest, "check_live_cache", True)
+
+
+@pytest.fixture(autouse=True)
+def _check_levels(monkeypatch):
+    # every delta at a level without an order of ours checks that our levels' visible sizes are unchanged
+    from kmm.research.fills import FillSimulator
+    monkeypatch.setattr(FillSimulator, "check_levels", True)
 
 
 def _replay(caps: list[Path], cfg, out: Path | None, *, fast: bool, seed: int = 0,
@@ -260,3 +269,41 @@ def test_a_changed_capture_does_not_meet_the_model_fitted_on_the_old_one(tmp_pat
     other = _scenario().trade(1800, 4000, 100, "ask", "late").write(tmp_path / "other")
     (d / "capture.bin.gz").write_bytes((other / "capture.bin.gz").read_bytes())
     assert not _replay([d], CFG1, None, fast=True, opt=opt)[0].pickoff_cached
+
+
+# ---------------------------------------------------------------------------------- a delta's level
+@settings(max_examples=200, deadline=None)
+@given(side=st.sampled_from(["yes", "no"]), cents=st.integers(1, 99), delta=st.integers(-300, 300).filter(bool),
+       order=st.permutations(["market_ticker", "price_dollars", "delta_fp", "side", "ts_ms"]),
+       spaced=st.booleans())
+def test_a_deltas_cached_level_is_the_level_the_router_moves(side, cents, delta, order, spaced):
+    """The cache's level of a delta (which decides whether the queue upkeep looks at our levels)
+    is the level the compiled router changes, or -1 (unknown: every level of ours is looked at)."""
+    import json
+
+    from kmm._core.book import OrderBook
+    from kmm._core.grid import Grid
+    from kmm._core.wire import DELTA, BookRouter
+    from tests.research.helpers import LINEAR, cnt, px
+    book = OrderBook(Grid(LINEAR))
+    r = BookRouter()
+    r.add(T, book)
+    levels = [(p, 1000) for p in range(100, 10_000, 100)]
+    snap = {"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": {
+        "market_ticker": T, "yes_dollars_fp": [[px(p), cnt(s)] for p, s in levels],
+        "no_dollars_fp": [[px(p), cnt(s)] for p, s in levels]}}
+    assert r.feed(orjson.dumps(snap), 1) != DELTA
+    fields = {"market_ticker": T, "price_dollars": px(cents * 100), "delta_fp": cnt(delta), "side": side,
+              "ts_ms": 1_795_000_000_000}
+    msg = {k: fields[k] for k in order}
+    obj = {"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": msg}
+    frame = json.dumps(obj).encode() if spaced else orjson.dumps(obj)
+    before = (book.size_at("yes", cents * 100), book.size_at("no", cents * 100))
+    assert r.feed(frame, 2) == DELTA
+    after = (book.size_at("yes", cents * 100), book.size_at("no", cents * 100))
+    lv = replaycache.delta_level(frame)
+    moved = [i for i in (0, 1) if before[i] != after[i]]
+    assert len(moved) == 1
+    assert lv == -1 or lv == (moved[0] << 16 | cents * 100)
+    if not spaced:
+        assert lv == moved[0] << 16 | cents * 100       # the usual form is always read

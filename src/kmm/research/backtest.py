@@ -580,7 +580,7 @@ class Backtest:
             if got is not None:
                 self.decode_s += got.decode_s
                 self.cache_hits += got.from_cache
-            for recv0, wall, kind, x, frame in rows:
+            for recv0, wall, kind, x, frame, lv in rows:
                 recv = recv0 + shift
                 if first:
                     first = False
@@ -613,7 +613,7 @@ class Backtest:
                         st = feed(frame, recv)
                         if st == DELTA:         # the common case of _route, inline
                             self.book_messages += 1
-                            on_book(router.last_ticker or "", recv)
+                            on_book(router.last_ticker or "", recv, lv)
                         else:
                             self._routed(st, frame, recv, on_book)
                 elif kind == TRADE:
@@ -901,7 +901,7 @@ class Backtest:
                 return          # each fill re-decided already (or left the decision for the answers)
         self._requote(pipe, recv, live)
 
-    def _on_book_fast(self, ticker: str, recv: int) -> None:
+    def _on_book_fast(self, ticker: str, recv: int, level: int = -1) -> None:
         """:meth:`_on_book` with the market's live orders kept between book messages: the order manager
         changes only in the steps that move ``_gen`` on, and the signals read no order's age (the
         decision, which does, gets a fresh list in :meth:`_requote`). The same steps in the same order."""
@@ -917,7 +917,7 @@ class Backtest:
             sim.after_event(recv, clock.time_ns() // 1_000_000, ticker)
             return
         if orders:
-            sim.on_book_change(recv, ticker)
+            sim.on_book_change(recv, ticker, level)
         cached = self._live_cache.get(ticker)
         if cached is not None and cached[0] == self._gen:
             live = cached[1]
@@ -1305,9 +1305,10 @@ def _fit_code_hash() -> str:
     return _FIT_CODE[0]
 
 
-def _row(kx: tuple[int, Any], frame: bytes) -> tuple[int, Any, bytes]:
+def _row(kx: tuple[int, Any], frame: bytes) -> tuple[int, Any, bytes, int]:
     kind, x = kx
-    return kind, x, frame if kind == FEED or kind == OTHER else b""
+    return (kind, x, frame if kind == FEED or kind == OTHER else b"",
+            replaycache.delta_level(frame) if kind == FEED and x is not None else -1)
 
 
 def _fast_trade(msg: dict[str, Any]) -> tuple[str, str, int, int, str, int] | None:

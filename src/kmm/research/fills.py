@@ -263,13 +263,38 @@ class FillSimulator:
             o.ahead = min(o.ahead, float(o.seen))
 
     # ------------------------------------------------------------------------------ queue upkeep
-    def on_book_change(self, now: int, ticker: str) -> None:
-        """After a recorded delta in ``ticker``: see what happened at each of our levels."""
+    #: tests: a delta at a level without an order of ours checks that every order's visible size is unchanged
+    check_levels = False
+
+    def on_book_change(self, now: int, ticker: str, level: int = -1) -> None:
+        """After a recorded delta in ``ticker``: see what happened at each of our levels. ``level``
+        (``side << 16 | price``, -1 unknown): the level the delta moved; when no order of ours rests
+        there, the visible size at each of ours is what it was (every other change to those levels
+        comes with its own upkeep: placing, cancelling, filling, snapshots), so only the time-driven
+        part runs: unexplained decreases past the trade window become cancels, and the front is
+        capped as below."""
         m = self.markets[ticker]
         orders = m.orders
         if not orders:
             return
         size_at = m.book.size_at
+        if level >= 0:
+            bside, bprice = level >> 16, level & 0xFFFF
+            for o in orders.values():
+                if o.bprice == bprice and o.bside == bside:
+                    break
+            else:
+                for o in list(orders.values()):
+                    if self.check_levels:
+                        own = sum(q.remaining for q in orders.values() if q.bside == o.bside and q.bprice == o.bprice)
+                        vis = max(0, size_at("yes" if o.bside == YES else "no", o.bprice) - own)
+                        assert vis == o.seen, (ticker, level, o.order_id, vis, o.seen)
+                    if o.pend:
+                        self._expire(o, now)
+                    cap = o.seen + sum(p[1] for p in o.pend) if o.pend else o.seen
+                    if o.ahead > cap:
+                        o.ahead = float(cap)
+                return
         for o in list(orders.values()):
             # others_at, inline: the visible size at our level less our own orders there
             bside, bprice = o.bside, o.bprice

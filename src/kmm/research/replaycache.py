@@ -39,12 +39,13 @@ from typing import Any
 import numpy as np
 import orjson
 
+from kmm._core.fixed import parse_price
 from kmm.research.events import load_frames
 
 log = logging.getLogger("kmm.research.replaycache")
 
 #: bump when the classification or the file layout changes: older files are then decoded again
-FORMAT = 2
+FORMAT = 3
 OTHER, TICKER, FEED, TRADE = 0, 1, 2, 3
 SUFFIX = ".replay.npz"
 
@@ -60,6 +61,7 @@ class Replay:
     kind: list[int]
     xs: list[Any]
     frames: list[bytes]
+    lv: list[int]              # a book delta's level (:func:`delta_level`), -1 for any other row
     source_hash: str
     decode_s: float            # first decode of this capture (gzip, split, classify), seconds
     load_s: float              # what getting it this time cost (the decode itself, or reading the cache)
@@ -77,8 +79,8 @@ class Replay:
         return self._fills
 
     def rows(self) -> Any:
-        """``(recv_ns, wall_ns, kind, x, frame)`` per record, in order."""
-        return zip(self.recv, self.wall, self.kind, self.xs, self.frames)
+        """``(recv_ns, wall_ns, kind, x, frame, level)`` per record, in order."""
+        return zip(self.recv, self.wall, self.kind, self.xs, self.frames, self.lv)
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -123,12 +125,38 @@ def classify(frame: bytes, fast_trade: Any) -> tuple[int, Any]:
     return FEED, ticker
 
 
-def decode(path: Path, fast_trade: Any) -> tuple[list[int], list[int], list[int], list[Any], list[bytes]]:
+def delta_level(frame: bytes) -> int:
+    """The level a book delta frame moves, as ``side << 16 | price`` (side 0 yes, 1 no; the price of
+    that side of the book, 1e-4 $): where the fill simulator's queue upkeep must look. -1 when the
+    frame does not state it in the usual form (the replay then looks at every level of ours)."""
+    i = frame.find(b'"price_dollars":"')
+    j = frame.find(b'"side":"')
+    if i < 0 or j < 0:
+        return -1
+    k = frame.find(b'"', i + 17)
+    side = frame[j + 8:j + 12]
+    if side == b'yes"':
+        bside = 0
+    elif side[:3] == b'no"':
+        bside = 1
+    else:
+        return -1
+    try:
+        price = parse_price(frame[i + 17:k])
+    except (ValueError, TypeError):
+        return -1
+    if not 0 < price < 10_000:
+        return -1
+    return bside << 16 | price
+
+
+def decode(path: Path, fast_trade: Any) -> tuple[list[int], list[int], list[int], list[Any], list[bytes], list[int]]:
     recv: list[int] = []
     wall: list[int] = []
     kind: list[int] = []
     xs: list[Any] = []
     frames: list[bytes] = []
+    lv: list[int] = []
     for r, w, frame in load_frames(path):
         k, x = classify(frame, fast_trade)
         recv.append(r)
@@ -136,7 +164,8 @@ def decode(path: Path, fast_trade: Any) -> tuple[list[int], list[int], list[int]
         kind.append(k)
         xs.append(x)
         frames.append(frame if k == FEED or k == OTHER else b"")
-    return recv, wall, kind, xs, frames
+        lv.append(delta_level(frame) if k == FEED and x is not None else -1)
+    return recv, wall, kind, xs, frames, lv
 
 
 def cache_path(capture: Path, cache_dir: str, source_hash: str) -> Path:
@@ -145,9 +174,11 @@ def cache_path(capture: Path, cache_dir: str, source_hash: str) -> Path:
     return capture.with_name(capture.name + SUFFIX)
 
 
-def _save(dest: Path, cols: tuple[list[int], list[int], list[int], list[Any], list[bytes]], source_hash: str,
-          decode_s: float, models: dict[str, Any] | None = None) -> None:
-    recv, wall, kind, xs, frames = cols
+Cols = tuple[list[int], list[int], list[int], list[Any], list[bytes], list[int]]
+
+
+def _save(dest: Path, cols: Cols, source_hash: str, decode_s: float, models: dict[str, Any] | None = None) -> None:
+    recv, wall, kind, xs, frames, lv = cols
     n = len(kind)
     names: dict[str, int] = {}
     tk = np.full(n, -1, np.int16)
@@ -168,7 +199,7 @@ def _save(dest: Path, cols: tuple[list[int], list[int], list[int], list[Any], li
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, recv=np.array(recv, np.int64), wall=np.array(wall, np.int64), kind=np.array(kind, np.int8),
-                     tk=tk, ofs=ofs, blob=np.frombuffer(b"".join(frames), np.uint8),
+                     tk=tk, ofs=ofs, lv=np.array(lv, np.int32), blob=np.frombuffer(b"".join(frames), np.uint8),
                      t_price=np.array([t[2] for t in trades], np.int64),
                      t_count=np.array([t[3] for t in trades], np.int64),
                      t_ts=np.array([t[5] for t in trades], np.int64), side=np.frombuffer(side, np.uint8))
@@ -178,8 +209,7 @@ def _save(dest: Path, cols: tuple[list[int], list[int], list[int], list[Any], li
         raise
 
 
-def _load(src: Path, source_hash: str) -> tuple[tuple[list[int], list[int], list[int], list[Any], list[bytes]],
-                                                float, dict[str, Any]] | None:
+def _load(src: Path, source_hash: str) -> tuple[Cols, float, dict[str, Any]] | None:
     try:
         with np.load(src, allow_pickle=False) as z:
             side = orjson.loads(z["side"].tobytes())
@@ -187,12 +217,13 @@ def _load(src: Path, source_hash: str) -> tuple[tuple[list[int], list[int], list
                 return None
             kind_a, tk = z["kind"], z["tk"]
             recv, wall, kind = z["recv"].tolist(), z["wall"].tolist(), kind_a.tolist()
+            lv = z["lv"].tolist()
             ofs = z["ofs"]
             blob = z["blob"].tobytes()
             t_price, t_count, t_ts = z["t_price"].tolist(), z["t_count"].tolist(), z["t_ts"].tolist()
         names = np.array([*side["names"], None], object)     # index -1: no ticker
         n = len(kind)
-        if not (len(recv) == len(wall) == len(tk) == len(ofs) - 1 and
+        if not (len(recv) == len(wall) == len(tk) == len(lv) == len(ofs) - 1 and
                 len(side["trade_ids"]) == len(side["takers"]) == len(t_price) == len(t_count) == len(t_ts)):
             raise ValueError("columns of different lengths")
         # the delta's ticker for FEED rows, the trade tuple for TRADE rows, None for the rest
@@ -210,7 +241,7 @@ def _load(src: Path, source_hash: str) -> tuple[tuple[list[int], list[int], list
         log.info("%s: replay cache unreadable (%s); decoding the capture again", src, exc)
         return None
     models = side.get("models")
-    return (recv, wall, kind, xs, frames), float(side.get("decode_s", 0.0)), \
+    return (recv, wall, kind, xs, frames, lv), float(side.get("decode_s", 0.0)), \
         models if isinstance(models, dict) else {}
 
 
@@ -267,8 +298,8 @@ def store_model(rep: Replay, key: str, payload: Any) -> bool:
     gc_on = gc.isenabled()
     gc.disable()
     try:
-        _save(rep.cache_file, (rep.recv, rep.wall, rep.kind, rep.xs, rep.frames), rep.source_hash, rep.decode_s,
-              rep.models)
+        _save(rep.cache_file, (rep.recv, rep.wall, rep.kind, rep.xs, rep.frames, rep.lv), rep.source_hash,
+              rep.decode_s, rep.models)
     except OSError as exc:
         log.info("%s: cannot keep the %s in the replay cache (%s)", rep.cache_file, key, exc)
         return False
