@@ -491,30 +491,35 @@ class FillSimulator:
     # ------------------------------------------------------------------------------ adverse selection
     def others_mid(self, ticker: str) -> float | None:
         """Mid (YES, 1e-4 $) of the replay book without our virtual orders; None when a side is empty."""
-        m = self.markets[ticker]
+        return self._others_mid(self.markets[ticker])
+
+    def _others_mid(self, m: _Market) -> float | None:
         book = m.book
         orders = m.orders
-        if not orders:
-            bb, ba = book.best_bid(), book.best_ask()
-            return None if bb is None or ba is None else (bb + ba) / 2
-        # our resting size per level (what _own_at sums), once for all the levels looked at
-        own_yes: dict[int, int] = {}
-        own_no: dict[int, int] = {}
-        for o in orders.values():
-            d = own_yes if o.bside == YES else own_no
-            d[o.bprice] = d.get(o.bprice, 0) + o.remaining
         bid = book.best_bid()
-        if bid is not None and book.best_bid_size() <= own_yes.get(bid, 0):
+        ask = book.best_ask()
+        if not orders:
+            return None if bid is None or ask is None else (bid + ask) / 2
+        # our resting size at the best levels (what _own_at sums there); deeper only when a best level
+        # is all ours
+        own_bid = own_ask = 0
+        nask = ONE - ask if ask is not None else -1
+        for o in orders.values():
+            if o.bside == YES:
+                if o.bprice == bid:
+                    own_bid += o.remaining
+            elif o.bprice == nask:
+                own_ask += o.remaining
+        if bid is not None and book.best_bid_size() <= own_bid:
             bid = None                      # the best level is all ours: look deeper
             for p, sz in book.bids(8):
-                if sz - own_yes.get(p, 0) > 0:
+                if sz - self._own_at(m, YES, p) > 0:
                     bid = p
                     break
-        ask = book.best_ask()
-        if ask is not None and book.best_ask_size() <= own_no.get(ONE - ask, 0):
+        if ask is not None and book.best_ask_size() <= own_ask:
             ask = None
             for p, sz in book.asks(8):
-                if sz - own_no.get(ONE - p, 0) > 0:
+                if sz - self._own_at(m, NO, ONE - p) > 0:
                     ask = p
                     break
         if bid is None or ask is None:
@@ -566,7 +571,7 @@ class FillSimulator:
         po = self.pickoff
         if po is None or not po.active or not m.orders:
             return []
-        mid = self.others_mid(ticker)
+        mid = self._others_mid(m)
         fills: list[Fill] = []
         rng = self.rng
         stats = self.stats
