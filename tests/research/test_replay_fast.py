@@ -307,3 +307,19 @@ def test_a_deltas_cached_level_is_the_level_the_router_moves(side, cents, delta,
     assert lv == -1 or lv == (moved[0] << 16 | cents * 100)
     if not spaced:
         assert lv == moved[0] << 16 | cents * 100       # the usual form is always read
+
+
+def test_a_cache_file_read_once_is_kept_in_the_process_until_the_file_changes(tmp_path):
+    d = _scenario().write(tmp_path / "cap")
+    f = d / "capture.bin.gz"
+    replaycache.forget()
+    first = replaycache.load(f, _fast_trade)                 # decoded, the file written
+    read = replaycache.load(f, _fast_trade)                  # the file read back
+    kept = replaycache.load(f, _fast_trade)                  # the columns read before, shared
+    assert not first.from_cache and read.from_cache and kept.from_cache
+    assert kept.recv is read.recv and kept.frames is read.frames and read.recv is not first.recv
+    assert list(kept.rows()) == list(first.rows())
+    replaycache.cache_path(f, "", first.source_hash).write_bytes(b"not an npz")   # the file changes
+    again = replaycache.load(f, _fast_trade)
+    assert not again.from_cache and again.recv is not read.recv
+    replaycache.forget()

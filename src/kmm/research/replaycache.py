@@ -32,7 +32,8 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +260,41 @@ def load(path: Path, fast_trade: Any, cache_dir: str = "", *, write: bool = True
             gc.enable()
 
 
+#: decoded captures kept in this process (a sweep worker replays the same captures task after task):
+#: (cache file, content hash, FORMAT) -> (the cache file's stat when read, the Replay); the oldest go
+#: first beyond MEMO_ROWS rows in all
+_MEMO: OrderedDict[tuple[str, str, int], tuple[tuple[int, int, int], Replay]] = OrderedDict()
+MEMO_ROWS = 2_000_000
+
+
+def _stat(p: Path) -> tuple[int, int, int] | None:
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _remember(rep: Replay) -> None:
+    if rep.cache_file is None or MEMO_ROWS <= 0:
+        return
+    st = _stat(rep.cache_file)
+    if st is None:
+        return
+    key = (str(rep.cache_file), rep.source_hash, FORMAT)
+    _MEMO[key] = (st, rep)
+    _MEMO.move_to_end(key)
+    rows = sum(len(r) for _, r in _MEMO.values())
+    while len(_MEMO) > 1 and rows > MEMO_ROWS:
+        _, (_, old) = _MEMO.popitem(last=False)
+        rows -= len(old)
+
+
+def forget() -> None:
+    """Drop the decoded captures kept in this process (the next load reads the cache file)."""
+    _MEMO.clear()
+
+
 def _load_or_decode(path: Path, fast_trade: Any, cache_dir: str, write: bool) -> Replay:
     t0 = time.perf_counter()
     if cache_dir == "off":
@@ -267,11 +303,17 @@ def _load_or_decode(path: Path, fast_trade: Any, cache_dir: str, write: bool) ->
         return Replay(*cols, "", dt, dt, False)
     h = content_hash(path)
     dest = cache_path(path, cache_dir, h)
+    kept = _MEMO.get((str(dest), h, FORMAT))
+    if kept is not None and kept[0] == _stat(dest):
+        # the very cache file read before in this process: its columns are read-only, shared
+        return replace(kept[1], load_s=time.perf_counter() - t0)
     if dest.exists():
         got = _load(dest, h)
         if got is not None:
             cols, decode_s, models = got
-            return Replay(*cols, h, decode_s, time.perf_counter() - t0, True, models=models, cache_file=dest)
+            rep = Replay(*cols, h, decode_s, time.perf_counter() - t0, True, models=models, cache_file=dest)
+            _remember(rep)
+            return rep
     cols = decode(path, fast_trade)
     dt = time.perf_counter() - t0
     written = None
@@ -282,6 +324,7 @@ def _load_or_decode(path: Path, fast_trade: Any, cache_dir: str, write: bool) ->
         except OSError as exc:
             log.info("%s: cannot write the replay cache (%s); the next replay decodes the capture again",
                      dest, exc)
+    # not kept in memory: the next load reads the file back (what a later process would read)
     return Replay(*cols, h, dt, dt, False, cache_file=written)
 
 
@@ -306,4 +349,6 @@ def store_model(rep: Replay, key: str, payload: Any) -> bool:
     finally:
         if gc_on:
             gc.enable()
+    if rep.from_cache:
+        _remember(rep)      # the file changed: the kept copy goes with its new stat
     return True
