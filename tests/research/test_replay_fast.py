@@ -323,3 +323,12 @@ def test_a_cache_file_read_once_is_kept_in_the_process_until_the_file_changes(tm
     again = replaycache.load(f, _fast_trade)
     assert not again.from_cache and again.recv is not read.recv
     replaycache.forget()
+
+
+def test_a_book_only_replay_does_not_leave_its_empty_fit_to_the_next_replay(tmp_path):
+    d = _scenario().write(tmp_path / "cap")
+    _replay([d], CFG1, None, fast=True, opt=BacktestOptions(rate_tier="off", book_only=True))
+    b, _ = _replay([d], CFG1, None, fast=True, opt=BacktestOptions(rate_tier="off"))
+    assert b.sim.pickoff is not None and b.sim.pickoff.kind == "fitted"
+    ref, _ = _replay([d], CFG1, None, fast=False, opt=BacktestOptions(rate_tier="off"))
+    assert b.sim.pickoff == ref.sim.pickoff

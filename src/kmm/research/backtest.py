@@ -397,6 +397,7 @@ class Backtest:
         h = hashlib.blake2b(digest_size=16)
         h.update(orjson.dumps({"captures": hashes, "min_cents": o.pickoff_min_cents, "window_ms": o.trade_window_ms,
                                "queue": [o.queue_model, o.queue_power], "housekeeping_s": o.housekeeping_s,
+                               "book_only": o.book_only,
                                "defs": repr(sorted(self.defs.items())), "code": _fit_code_hash()}))
         return "pickoff:" + h.hexdigest()
 
