@@ -118,7 +118,10 @@ def test_capture_from_the_cache_kmm(benchmark, capture):
     n = _book_only(capture)["book_messages"]
     replaycache.load(_file(capture), _fast_trade)        # written beside the capture (if not yet)
     info(benchmark, "backtest capture from the cache (per book message)", "kmm", n)
-    got = benchmark.pedantic(replaycache.load, (_file(capture), _fast_trade), rounds=5, iterations=1)
+    def read() -> replaycache.Replay:      # from the file each round, not the copy kept in the process
+        replaycache.forget()
+        return replaycache.load(_file(capture), _fast_trade)
+    got = benchmark.pedantic(read, rounds=5, iterations=1)
     assert got.from_cache and len(got) == len(load_frames(_file(capture)))
 
 
@@ -278,3 +281,79 @@ def test_backtest_with_quoting_reference_core(benchmark, capture):
     got = benchmark.pedantic(_quoting_reference, (capture,), rounds=3, iterations=1)
     # the plain-Python core makes the very same decisions and fills
     _same_replay(got, s)
+
+
+# ---------------------------------------------------------------------------------- a kmm run capture
+RUN_GROUP = "backtest with quoting, kmm run capture (per book message)"
+
+
+@pytest.fixture(scope="module")
+def run_capture(tmp_path_factory):
+    """A recorded ``kmm run`` (its own orders, fills, and so the fitted pick-off model) named by
+    ``KMM_BENCH_RUN`` (a run directory; copied, so the cache files are written in the copy)."""
+    import os
+    import shutil
+    src = os.environ.get("KMM_BENCH_RUN")
+    if not src:
+        pytest.skip("KMM_BENCH_RUN (a kmm run directory) not set")
+    out = tmp_path_factory.mktemp("bench-run") / "run"
+    out.mkdir()
+    for name in ("capture.bin.gz", "markets.json"):
+        shutil.copy(Path(src) / name, out / name)
+    return out
+
+
+def _quoting_b(capture: Path, fast: bool = True) -> tuple[Backtest, dict]:
+    logging.disable(logging.WARNING)
+    try:
+        b = Backtest([capture], _cfg(), None, seed=1, fast=fast)
+        return b, b.run()
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def test_run_capture_first_replay_kmm(benchmark, run_capture):
+    """The first fast replay of a capture: decoding it into the cache and the pick-off model's fitting
+    pass (kept in the cache) included. Its own group: paid once per capture."""
+    n = _quoting(run_capture, fast=False)["book_messages"]
+    info(benchmark, "backtest kmm run capture, first replay (decode + fit, per book message)", "kmm", n)
+    rounds = iter(range(100))
+
+    def first() -> tuple[Backtest, dict]:
+        for p in run_capture.glob("*" + replaycache.SUFFIX):
+            p.unlink()
+        next(rounds)
+        return _quoting_b(run_capture)
+    b, s = benchmark.pedantic(first, rounds=3, iterations=1)
+    assert not b.pickoff_cached and b.cache_hits == 0 and b.pickoff_fit_s > 0
+    benchmark.extra_info.update({"pickoff_fit_s": b.pickoff_fit_s, "decode_s": b.decode_s})
+    print(f"\nkmm run capture, first replay: pick-off fit {b.pickoff_fit_s * 1e3:.1f} ms, "
+          f"decode {b.decode_s * 1e3:.1f} ms")
+
+
+def test_run_capture_kmm(benchmark, run_capture):
+    s0 = _quoting(run_capture)              # decodes, fits and keeps both in the cache
+    info(benchmark, RUN_GROUP, "kmm", s0["book_messages"])
+    b, got = benchmark.pedantic(_quoting_b, (run_capture,), rounds=7, iterations=1)
+    assert b.pickoff_cached and b.cache_hits == 1 and got["details"]["pickoff_model"].startswith("fitted")
+    _same_replay(got, s0)
+    _same_replay(got, _quoting(run_capture, fast=False))
+    times = sorted(benchmark.stats.stats.data)
+    span = got["details"]["replayed_span_s"]
+    benchmark.extra_info.update({"messages_per_s": got["book_messages"] / times[len(times) // 2],
+                                 "messages_per_s_p99": got["book_messages"] / times[-1],
+                                 "speedup_vs_real_time": span / times[len(times) // 2]})
+    print(f"\nkmm run capture (fast path, model from the cache): {benchmark.extra_info['messages_per_s']:,.0f} "
+          f"book messages/s median, {benchmark.extra_info['speedup_vs_real_time']:.0f}x real time")
+
+
+def test_run_capture_reference_path(benchmark, run_capture):
+    s = _quoting(run_capture, fast=False)
+    info(benchmark, RUN_GROUP, "baseline", s["book_messages"])
+    got = benchmark.pedantic(_quoting, (run_capture, False), rounds=5, iterations=1)
+    _same_replay(got, s)
+    times = sorted(benchmark.stats.stats.data)
+    benchmark.extra_info.update({"messages_per_s": got["book_messages"] / times[len(times) // 2],
+                                 "speedup_vs_real_time": got["details"]["replayed_span_s"] / times[len(times) // 2]})
+    print(f"\nkmm run capture (reference path, fitted every replay): {benchmark.extra_info['messages_per_s']:,.0f} "
+          f"book messages/s median")

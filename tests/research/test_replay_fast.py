@@ -16,6 +16,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import kmm
 from kmm.config import load_config
@@ -33,6 +35,13 @@ TIMING = {"elapsed_s", "speedup_vs_real_time", "replay_path"}
 def _check_live_cache(monkeypatch):
     # every book message of the fast path checks its kept live orders against a fresh list
     monkeypatch.setattr(Backtest, "check_live_cache", True)
+
+
+@pytest.fixture(autouse=True)
+def _check_levels(monkeypatch):
+    # every delta at a level without an order of ours checks that our levels' visible sizes are unchanged
+    from kmm.research.fills import FillSimulator
+    monkeypatch.setattr(FillSimulator, "check_levels", True)
 
 
 def _replay(caps: list[Path], cfg, out: Path | None, *, fast: bool, seed: int = 0,
@@ -214,3 +223,112 @@ def test_cache_directory_option_keys_files_by_content_and_off_writes_nothing(tmp
     assert b2.cache_hits == 1 and b2.decode_s == pytest.approx(b.decode_s) and s2["fills"] == s["fills"]
     _replay([d], CFG1, None, fast=True, opt=BacktestOptions(replay_cache="off", rate_tier="off"))
     assert not list(d.glob("*" + replaycache.SUFFIX))
+
+
+# ---------------------------------------------------------------------------------- the pick-off model kept
+def test_the_fitted_pickoff_model_is_kept_in_the_capture_cache_and_the_next_replay_uses_it(tmp_path):
+    d = _scenario().write(tmp_path / "cap")
+    f = d / "capture.bin.gz"
+    opt = BacktestOptions(rate_tier="off")          # pickoff: fitted (the default)
+
+    def quotes(info):
+        return FixedQuotes(bid=4000, ask=6100, size=500)
+    a, sa = _replay([d], CFG1, None, fast=True, opt=opt, strategy_factory=quotes)
+    assert a.sim.pickoff is not None and a.sim.pickoff.kind == "fitted"
+    assert not a.pickoff_cached and a.pickoff_fit_s > 0
+    rep = replaycache.load(f, _fast_trade)
+    assert rep.from_cache and [k for k in rep.models if k.startswith("pickoff:")]
+    b, sb = _replay([d], CFG1, None, fast=True, opt=opt, strategy_factory=quotes)
+    assert b.pickoff_cached and b.pickoff_fit_s == pytest.approx(a.pickoff_fit_s)
+    assert b.sim.pickoff == a.sim.pickoff and b.fills == a.fills
+    assert {k: v for k, v in sb["details"].items() if k not in TIMING} == \
+        {k: v for k, v in sa["details"].items() if k not in TIMING}
+    # the reference path fits on every replay; the fast one, reading the kept model, makes its replay
+    _same(tmp_path, [d], CFG1, opt=opt, strategy_factory=quotes, records=False)
+    # an option the fit reads: fitted again (and kept beside the first)
+    c, _ = _replay([d], CFG1, None, fast=True, opt=BacktestOptions(rate_tier="off", pickoff_min_cents=1.0),
+                   strategy_factory=quotes)
+    assert not c.pickoff_cached
+    assert len([k for k in replaycache.load(f, _fast_trade).models if k.startswith("pickoff:")]) == 2
+    # rate:X takes only the reaction trades from the fit: the kept fit serves it too
+    r, _ = _replay([d], CFG1, None, fast=True, opt=BacktestOptions(rate_tier="off", pickoff="rate:2"),
+                   strategy_factory=quotes)
+    assert r.pickoff_cached and r.sim.pickoff.kind == "rate"
+    assert r.sim.pickoff.reaction_ids == a.sim.pickoff.reaction_ids
+    # no cache file: fitted every time
+    off = BacktestOptions(rate_tier="off", replay_cache="off")
+    assert not _replay([d], CFG1, None, fast=True, opt=off, strategy_factory=quotes)[0].pickoff_cached
+
+
+def test_a_changed_capture_does_not_meet_the_model_fitted_on_the_old_one(tmp_path):
+    d = _scenario().write(tmp_path / "cap")
+    opt = BacktestOptions(rate_tier="off")
+    a, _ = _replay([d], CFG1, None, fast=True, opt=opt)
+    assert not a.pickoff_cached
+    assert _replay([d], CFG1, None, fast=True, opt=opt)[0].pickoff_cached
+    other = _scenario().trade(1800, 4000, 100, "ask", "late").write(tmp_path / "other")
+    (d / "capture.bin.gz").write_bytes((other / "capture.bin.gz").read_bytes())
+    assert not _replay([d], CFG1, None, fast=True, opt=opt)[0].pickoff_cached
+
+
+# ---------------------------------------------------------------------------------- a delta's level
+@settings(max_examples=200, deadline=None)
+@given(side=st.sampled_from(["yes", "no"]), cents=st.integers(1, 99), delta=st.integers(-300, 300).filter(bool),
+       order=st.permutations(["market_ticker", "price_dollars", "delta_fp", "side", "ts_ms"]),
+       spaced=st.booleans())
+def test_a_deltas_cached_level_is_the_level_the_router_moves(side, cents, delta, order, spaced):
+    """The cache's level of a delta (which decides whether the queue upkeep looks at our levels)
+    is the level the compiled router changes, or -1 (unknown: every level of ours is looked at)."""
+    import json
+
+    from kmm._core.book import OrderBook
+    from kmm._core.grid import Grid
+    from kmm._core.wire import DELTA, BookRouter
+    from tests.research.helpers import LINEAR, cnt, px
+    book = OrderBook(Grid(LINEAR))
+    r = BookRouter()
+    r.add(T, book)
+    levels = [(p, 1000) for p in range(100, 10_000, 100)]
+    snap = {"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": {
+        "market_ticker": T, "yes_dollars_fp": [[px(p), cnt(s)] for p, s in levels],
+        "no_dollars_fp": [[px(p), cnt(s)] for p, s in levels]}}
+    assert r.feed(orjson.dumps(snap), 1) != DELTA
+    fields = {"market_ticker": T, "price_dollars": px(cents * 100), "delta_fp": cnt(delta), "side": side,
+              "ts_ms": 1_795_000_000_000}
+    msg = {k: fields[k] for k in order}
+    obj = {"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": msg}
+    frame = json.dumps(obj).encode() if spaced else orjson.dumps(obj)
+    before = (book.size_at("yes", cents * 100), book.size_at("no", cents * 100))
+    assert r.feed(frame, 2) == DELTA
+    after = (book.size_at("yes", cents * 100), book.size_at("no", cents * 100))
+    lv = replaycache.delta_level(frame)
+    moved = [i for i in (0, 1) if before[i] != after[i]]
+    assert len(moved) == 1
+    assert lv == -1 or lv == (moved[0] << 16 | cents * 100)
+    if not spaced:
+        assert lv == moved[0] << 16 | cents * 100       # the usual form is always read
+
+
+def test_a_cache_file_read_once_is_kept_in_the_process_until_the_file_changes(tmp_path):
+    d = _scenario().write(tmp_path / "cap")
+    f = d / "capture.bin.gz"
+    replaycache.forget()
+    first = replaycache.load(f, _fast_trade)                 # decoded, the file written
+    read = replaycache.load(f, _fast_trade)                  # the file read back
+    kept = replaycache.load(f, _fast_trade)                  # the columns read before, shared
+    assert not first.from_cache and read.from_cache and kept.from_cache
+    assert kept.recv is read.recv and kept.frames is read.frames and read.recv is not first.recv
+    assert list(kept.rows()) == list(first.rows())
+    replaycache.cache_path(f, "", first.source_hash).write_bytes(b"not an npz")   # the file changes
+    again = replaycache.load(f, _fast_trade)
+    assert not again.from_cache and again.recv is not read.recv
+    replaycache.forget()
+
+
+def test_a_book_only_replay_does_not_leave_its_empty_fit_to_the_next_replay(tmp_path):
+    d = _scenario().write(tmp_path / "cap")
+    _replay([d], CFG1, None, fast=True, opt=BacktestOptions(rate_tier="off", book_only=True))
+    b, _ = _replay([d], CFG1, None, fast=True, opt=BacktestOptions(rate_tier="off"))
+    assert b.sim.pickoff is not None and b.sim.pickoff.kind == "fitted"
+    ref, _ = _replay([d], CFG1, None, fast=False, opt=BacktestOptions(rate_tier="off"))
+    assert b.sim.pickoff == ref.sim.pickoff

@@ -94,6 +94,24 @@ class PickoffModel:
         """Reaction trades are left out and stale orders are picked off."""
         return self.kind != "none"
 
+    def to_payload(self) -> dict[str, object]:
+        """The model as JSON (kept with the decoded capture: kmm.research.replaycache.store_model)."""
+        return {"kind": self.kind, "min_cents": self.min_cents, "rates": {t: list(r) for t, r in self.rates.items()},
+                "sizes": {t: list(s) for t, s in self.sizes.items()}, "reaction_ids": sorted(self.reaction_ids),
+                "fitted_from": self.fitted_from, "live_stale_s": self.live_stale_s}
+
+    @classmethod
+    def from_payload(cls, d: dict[str, object]) -> PickoffModel:
+        """The model :meth:`to_payload` wrote (floats round-trip exactly through JSON)."""
+        rates = d["rates"]
+        sizes = d["sizes"]
+        ids = d["reaction_ids"]
+        assert isinstance(rates, dict) and isinstance(sizes, dict) and isinstance(ids, list)
+        return cls(str(d["kind"]), float(d["min_cents"]),  # type: ignore[arg-type]
+                   {str(t): tuple(float(x) for x in r) for t, r in rates.items()},
+                   {str(t): tuple(int(x) for x in s) for t, s in sizes.items()},
+                   frozenset(str(i) for i in ids), str(d["fitted_from"]), float(d["live_stale_s"]))  # type: ignore[arg-type]
+
     def rate(self, ticker: str, bucket: int) -> float:
         if bucket < 0:
             return 0.0

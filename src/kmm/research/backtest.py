@@ -18,10 +18,12 @@ seed drives latency draws and the client_order_id session prefix).
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from collections import deque
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -234,6 +236,8 @@ class Backtest:
                                  trade_window_ns=int(self.opt.trade_window_ms * 1e6))
         self.sim.rng = random.Random(f"pickoff:{seed}")
         self.fit_pass = fit_pass
+        self.pickoff_fit_s = 0.0        # the pick-off model's fitting pass (its first time, when cached)
+        self.pickoff_cached = False     # the model came from the replay cache (no fitting pass this time)
         if fit_pass:
             self.sim.fit = PickoffFit(self.opt.pickoff_min_cents)
         else:
@@ -301,7 +305,9 @@ class Backtest:
         # can change the order manager moves it on: requests, answers, fills, housekeeping)
         self._gen = 0
         self._live_cache: dict[str, tuple[int, list[LiveOrder]]] = {}
-        self._fast_markets: dict[str, tuple[MarketPipeline, dict[str, Any]]] = {}
+        # per market: (pipeline, the simulator's resting orders, the compiled pipeline core or None,
+        # the gate's market state, whether the pipeline reads trades)
+        self._fast_markets: dict[str, tuple[MarketPipeline, dict[str, Any], Any, Any, bool]] = {}
         self._pickoff_on = False
         self._marks: dict[str, tuple[int | None, int | None]] = {}    # the fast path's last set_mark
         # every book message of a replay takes one path (so the fast path's kept state stays whole)
@@ -326,19 +332,74 @@ class Backtest:
                          "replaying with recorded trades only (backtest.pickoff=none)")
                 return PickoffModel("none", model.min_cents)
             return model            # nothing recorded to leave out
+        fitted = self._fitted_pickoff(captures, cfg, core)
+        if fitted is None:          # the recorded run's fills are in none of its trades' frames
+            return PickoffModel("none", model.min_cents) if model.kind == "fitted" else model
+        if model.kind == "fitted":
+            return fitted
+        model.reaction_ids = fitted.reaction_ids
+        return model
+
+    def _fitted_pickoff(self, captures: Sequence[Path], cfg: KmmConfig, core: Any) -> PickoffModel | None:
+        """The fitting pass's model (None: the captures hold no fill of the recorded run). The fast
+        path keeps it in the first capture's decoded cache (:func:`replaycache.store_model`) under a
+        key naming every capture's content, the options and the code the fit depends on, so later
+        replays and sweep tasks of the same captures read it instead of replaying the captures once
+        more. ``pickoff_fit_s``: what the fitting pass cost (the first time, when read from the cache)."""
+        source = ", ".join(str(c) for c in captures[:3])
+        key = self._fit_key() if self.fast else None
+        rep = self._frames_cache.get(("rows", self.files[0])) if key is not None else None
+        if rep is not None and key is not None:
+            got = rep.models.get(key)
+            if isinstance(got, dict):
+                try:
+                    m = PickoffModel.from_payload(got["model"]) if got["model"] is not None else None
+                    fit_s = float(got["fit_s"])
+                except (KeyError, TypeError, ValueError, AssertionError) as exc:
+                    log.info("pick-off model in the replay cache unreadable (%s); fitting it again", exc)
+                else:
+                    if m is not None:
+                        m.fitted_from = source
+                        log.info("pick-off model from the replay cache (fitted once in %.3f s): %s", fit_s,
+                                 m.describe())
+                    self.pickoff_fit_s = fit_s
+                    self.pickoff_cached = True
+                    return m
+        t0 = time.perf_counter()
         fitter = Backtest(captures, cfg, None, seed=self.seed, options=self.opt, core=core, fit_pass=True,
                           frames_cache=self._frames_cache, python_pipeline=self._python_pipeline,
                           fast=self.fast)
         fitter.run()
         fit = fitter.sim.fit
         assert fit is not None
-        if not fit.fill_ids and model.kind == "fitted":
-            return PickoffModel("none", model.min_cents)
-        fitted = fit.model("fitted", ", ".join(str(c) for c in captures[:3]))
-        if model.kind == "fitted":
-            return fitted
-        model.reaction_ids = fitted.reaction_ids
-        return model
+        fitted = fit.model("fitted", source) if fit.fill_ids else None
+        self.pickoff_fit_s = time.perf_counter() - t0
+        if rep is not None and key is not None:
+            replaycache.store_model(rep, key, {"fit_s": self.pickoff_fit_s,
+                                               "model": fitted.to_payload() if fitted is not None else None})
+        return fitted
+
+    def _fit_key(self) -> str | None:
+        """What the fitting pass depends on: the captures' contents (in order), the options it reads,
+        the market definitions and the replay code (so an edit to the fit never meets an old model).
+        None: some capture has no decoded cache (streamed, or ``replay_cache=off``)."""
+        hashes = []
+        for path in self.files:
+            size = path.stat().st_size
+            if size > self.opt.preload_mb * (1 << 20):
+                return None
+            self._rows(path, size)
+            rep = self._frames_cache[("rows", path)]
+            if not rep.source_hash:
+                return None
+            hashes.append(rep.source_hash)
+        o = self.opt
+        h = hashlib.blake2b(digest_size=16)
+        h.update(orjson.dumps({"captures": hashes, "min_cents": o.pickoff_min_cents, "window_ms": o.trade_window_ms,
+                               "queue": [o.queue_model, o.queue_power], "housekeeping_s": o.housekeeping_s,
+                               "book_only": o.book_only,
+                               "defs": repr(sorted(self.defs.items())), "code": _fit_code_hash()}))
+        return "pickoff:" + h.hexdigest()
 
     def _deliver_held(self) -> None:
         """Hand the fills of the last taker sweep to the engine."""
@@ -502,8 +563,17 @@ class Backtest:
         frames = self.frames
         next_house = self._next_house
         # per market: the pipeline and the simulator's resting orders (a dict that lives as long as the replay)
-        self._fast_markets = {t: (p, self.sim.markets[t].orders) for t, p in self.pipes.items()}
-        self._pickoff_on = self.sim.pickoff is not None and self.sim.pickoff.active   # fixed once fitted
+        # (a dict that lives as long as the replay), the compiled core when the pipeline's on_book is
+        # only its call (MarketPipeline.on_book), the gate's state of the market (its freshness stamp)
+        self._fast_markets = {t: (p, self.sim.markets[t].orders,
+                                  p.core if p.compiled and not p._python_signals else None,
+                                  self.gate.markets[t], bool(p.params.kappa_estimate))
+                              for t, p in self.pipes.items()}
+        fast_markets = self._fast_markets
+        sim = self.sim
+        self._pickoff_on = pick_on = sim.pickoff is not None and sim.pickoff.active   # fixed once fitted
+        reaction_ids = sim.pickoff.reaction_ids if pick_on and sim.pickoff is not None else frozenset()
+        quoting_trades = not self.fit_pass
         for fi, path in enumerate(self.files):
             first = True
             rows: Any = self._rows(path, sizes[fi])
@@ -511,7 +581,7 @@ class Backtest:
             if got is not None:
                 self.decode_s += got.decode_s
                 self.cache_hits += got.from_cache
-            for recv0, wall, kind, x, frame in rows:
+            for recv0, wall, kind, x, frame, lv in rows:
                 recv = recv0 + shift
                 if first:
                     first = False
@@ -544,11 +614,25 @@ class Backtest:
                         st = feed(frame, recv)
                         if st == DELTA:         # the common case of _route, inline
                             self.book_messages += 1
-                            on_book(router.last_ticker or "", recv)
+                            on_book(router.last_ticker or "", recv, lv)
                         else:
                             self._routed(st, frame, recv, on_book)
                 elif kind == TRADE:
-                    trade(x, recv)
+                    mk = fast_markets.get(x[1]) if quoting_trades else None
+                    if mk is not None and not mk[1] and not (pick_on and x[0] in reaction_ids):
+                        # no order of ours rests in this market: of _trade's steps only the end of a
+                        # held sweep and the pipeline's trade signal remain (the simulator would
+                        # record the outcome and return no fill; the pick-off hazard has no order)
+                        if held:
+                            wall_ms = x[5] or clock.time_ns() // 1_000_000
+                            if (x[1], x[4], wall_ms) != self._held_key:
+                                self._deliver_held()
+                        if sim.keep_outcomes and x[0]:
+                            sim.trade_outcomes[x[0]] = (x[1], "none")
+                        if mk[4]:
+                            mk[0].on_trade(x[2])
+                    else:
+                        trade(x, recv)
                 elif kind == OTHER:
                     frame_fn(frame, recv)
                 if recv >= next_house:
@@ -818,14 +902,14 @@ class Backtest:
                 return          # each fill re-decided already (or left the decision for the answers)
         self._requote(pipe, recv, live)
 
-    def _on_book_fast(self, ticker: str, recv: int) -> None:
+    def _on_book_fast(self, ticker: str, recv: int, level: int = -1) -> None:
         """:meth:`_on_book` with the market's live orders kept between book messages: the order manager
         changes only in the steps that move ``_gen`` on, and the signals read no order's age (the
         decision, which does, gets a fresh list in :meth:`_requote`). The same steps in the same order."""
         mk = self._fast_markets.get(ticker)
         if mk is None:
             return
-        pipe, orders = mk
+        pipe, orders, core, gm, _ = mk
         if not pipe.ready:
             return
         sim = self.sim
@@ -834,7 +918,7 @@ class Backtest:
             sim.after_event(recv, clock.time_ns() // 1_000_000, ticker)
             return
         if orders:
-            sim.on_book_change(recv, ticker)
+            sim.on_book_change(recv, ticker, level)
         cached = self._live_cache.get(ticker)
         if cached is not None and cached[0] == self._gen:
             live = cached[1]
@@ -844,8 +928,13 @@ class Backtest:
         else:
             live = self.om.live_orders(ticker)
             self._live_cache[ticker] = (self._gen, live)
-        pipe.on_book(recv, clock.mono + clock.wall_offset, live)
-        self.gate.on_book_update(ticker)
+        if core is not None:            # MarketPipeline.on_book of a compiled pipeline, inline
+            pipe.last_book_ns = recv
+            core.on_book(recv, clock.mono + clock.wall_offset, live)
+        else:
+            pipe.on_book(recv, clock.mono + clock.wall_offset, live)
+        gm.book_stale = False           # RiskGate.on_book_update, inline: the book is fresh
+        gm.last_book_ns = clock.mono
         inp = pipe.inputs
         mark = (inp.best_bid or None, inp.best_ask or None)
         if self._marks.get(ticker) != mark:     # only set_mark writes the marks: the same pair is a no-op
@@ -1202,11 +1291,25 @@ class Backtest:
 
 
 _MAX_TS_MS = 2**53
+_FIT_CODE: list[str] = []
 
 
-def _row(kx: tuple[int, Any], frame: bytes) -> tuple[int, Any, bytes]:
+def _fit_code_hash() -> str:
+    """A hash of the modules the fitting pass runs (this one, the fill simulator, the pick-off model,
+    the queue model, the cache): a kept model is used only by the code that fitted it."""
+    if not _FIT_CODE:
+        from kmm.research import adverse, fills, queue
+        h = hashlib.blake2b(digest_size=16)
+        for mod in (adverse, fills, queue, replaycache, sys.modules[__name__]):
+            h.update(Path(mod.__file__ or "").read_bytes())
+        _FIT_CODE.append(h.hexdigest())
+    return _FIT_CODE[0]
+
+
+def _row(kx: tuple[int, Any], frame: bytes) -> tuple[int, Any, bytes, int]:
     kind, x = kx
-    return kind, x, frame if kind == FEED or kind == OTHER else b""
+    return (kind, x, frame if kind == FEED or kind == OTHER else b"",
+            replaycache.delta_level(frame) if kind == FEED and x is not None else -1)
 
 
 def _fast_trade(msg: dict[str, Any]) -> tuple[str, str, int, int, str, int] | None:

@@ -47,7 +47,7 @@ from typing import Any
 from kmm._core.fees import cent_fee, trade_fee
 from kmm._core.grid import Grid
 from kmm.kalshi.types import Fill, OrderAck, UserOrder
-from kmm.research.adverse import PickoffFit, PickoffModel, bucket_of
+from kmm.research.adverse import ALL, BUCKETS, PickoffFit, PickoffModel, bucket_of
 from kmm.research.queue import QueueModel
 
 log = logging.getLogger("kmm.research.fills")
@@ -263,13 +263,38 @@ class FillSimulator:
             o.ahead = min(o.ahead, float(o.seen))
 
     # ------------------------------------------------------------------------------ queue upkeep
-    def on_book_change(self, now: int, ticker: str) -> None:
-        """After a recorded delta in ``ticker``: see what happened at each of our levels."""
+    #: tests: a delta at a level without an order of ours checks that every order's visible size is unchanged
+    check_levels = False
+
+    def on_book_change(self, now: int, ticker: str, level: int = -1) -> None:
+        """After a recorded delta in ``ticker``: see what happened at each of our levels. ``level``
+        (``side << 16 | price``, -1 unknown): the level the delta moved; when no order of ours rests
+        there, the visible size at each of ours is what it was (every other change to those levels
+        comes with its own upkeep: placing, cancelling, filling, snapshots), so only the time-driven
+        part runs: unexplained decreases past the trade window become cancels, and the front is
+        capped as below."""
         m = self.markets[ticker]
         orders = m.orders
         if not orders:
             return
         size_at = m.book.size_at
+        if level >= 0:
+            bside, bprice = level >> 16, level & 0xFFFF
+            for o in orders.values():
+                if o.bprice == bprice and o.bside == bside:
+                    break
+            else:
+                for o in list(orders.values()):
+                    if self.check_levels:
+                        own = sum(q.remaining for q in orders.values() if q.bside == o.bside and q.bprice == o.bprice)
+                        vis = max(0, size_at("yes" if o.bside == YES else "no", o.bprice) - own)
+                        assert vis == o.seen, (ticker, level, o.order_id, vis, o.seen)
+                    if o.pend:
+                        self._expire(o, now)
+                    cap = o.seen + sum(p[1] for p in o.pend) if o.pend else o.seen
+                    if o.ahead > cap:
+                        o.ahead = float(cap)
+                return
         for o in list(orders.values()):
             # others_at, inline: the visible size at our level less our own orders there
             bside, bprice = o.bside, o.bprice
@@ -466,20 +491,32 @@ class FillSimulator:
     # ------------------------------------------------------------------------------ adverse selection
     def others_mid(self, ticker: str) -> float | None:
         """Mid (YES, 1e-4 $) of the replay book without our virtual orders; None when a side is empty."""
-        m = self.markets[ticker]
-        if not m.orders:
-            bb, ba = m.book.best_bid(), m.book.best_ask()
-            return None if bb is None or ba is None else (bb + ba) / 2
+        return self._others_mid(self.markets[ticker])
+
+    def _others_mid(self, m: _Market) -> float | None:
         book = m.book
+        orders = m.orders
         bid = book.best_bid()
-        if bid is not None and book.best_bid_size() <= self._own_at(m, YES, bid):
+        ask = book.best_ask()
+        if not orders:
+            return None if bid is None or ask is None else (bid + ask) / 2
+        # our resting size at the best levels (what _own_at sums there); deeper only when a best level
+        # is all ours
+        own_bid = own_ask = 0
+        nask = ONE - ask if ask is not None else -1
+        for o in orders.values():
+            if o.bside == YES:
+                if o.bprice == bid:
+                    own_bid += o.remaining
+            elif o.bprice == nask:
+                own_ask += o.remaining
+        if bid is not None and book.best_bid_size() <= own_bid:
             bid = None                      # the best level is all ours: look deeper
             for p, sz in book.bids(8):
                 if sz - self._own_at(m, YES, p) > 0:
                     bid = p
                     break
-        ask = book.best_ask()
-        if ask is not None and book.best_ask_size() <= self._own_at(m, NO, ONE - ask):
+        if ask is not None and book.best_ask_size() <= own_ask:
             ask = None
             for p, sz in book.asks(8):
                 if sz - self._own_at(m, NO, ONE - p) > 0:
@@ -534,36 +571,48 @@ class FillSimulator:
         po = self.pickoff
         if po is None or not po.active or not m.orders:
             return []
-        mid = self.others_mid(ticker)
+        mid = self._others_mid(m)
         fills: list[Fill] = []
         rng = self.rng
+        stats = self.stats
+        always = po.kind == "always"
+        min_cents = po.min_cents
+        rates = po.rates.get(ticker) or po.rates.get(ALL)     # PickoffModel.rate's table, once
         for o in list(m.orders.values()):
             if o.hz_t < 0:
                 o.hz_t = now
                 o.hz_need = rng.expovariate(1.0)
             elif now > o.hz_t:
                 o.hz_acc += o.hz_rate * (now - o.hz_t)
-                if o.hz_rate > 0 or po.kind == "always":
-                    self.stats.stale_ns += now - o.hz_t
+                if o.hz_rate > 0 or always:
+                    stats.stale_ns += now - o.hz_t
                 o.hz_t = now
-            b = -1 if mid is None else bucket_of(self.staleness(o.side, o.price, mid), po.min_cents)
-            if po.kind == "always":
+            # bucket_of(staleness(...)), inline: the same arithmetic
+            if mid is None:
+                b = -1
+            else:
+                d = ((o.price - mid) if o.side == "bid" else (mid - o.price)) / 100
+                b = -1 if d < min_cents else min(int((d - min_cents) * 2 + 1e-9), BUCKETS - 1)
+            if always:
                 fire, size = b >= 0, o.remaining
             else:
                 fire = o.hz_acc >= o.hz_need
-                pool = po.size_pool(ticker)
-                size = pool[rng.randrange(len(pool))] if fire else 0
+                if fire:
+                    pool = po.size_pool(ticker)
+                    size = pool[rng.randrange(len(pool))]
+                else:
+                    size = 0
             if fire and o.remaining > 0:
                 o.hz_acc = 0.0
                 o.hz_need = rng.expovariate(1.0)
                 q = min(o.remaining, size)
-                self.stats.pickoff_fills += 1
+                stats.pickoff_fills += 1
                 self.pickoff_by_ticker[ticker] = self.pickoff_by_ticker.get(ticker, 0) + 1
-                self.stats.pickoff_contracts += q
+                stats.pickoff_contracts += q
                 fills.append(self._maker_fill(o, q, now, wall_ms))
                 if o.remaining <= 0:
                     continue
-            o.hz_rate = po.rate(ticker, b) / 1e9
+            o.hz_rate = ((rates[b] if rates else 0.0) if b >= 0 else 0.0) / 1e9     # po.rate(ticker, b) / 1e9
         return fills
 
     # ------------------------------------------------------------------------------ order entry

@@ -32,19 +32,21 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
+from kmm._core.fixed import parse_price
 from kmm.research.events import load_frames
 
 log = logging.getLogger("kmm.research.replaycache")
 
 #: bump when the classification or the file layout changes: older files are then decoded again
-FORMAT = 2
+FORMAT = 3
 OTHER, TICKER, FEED, TRADE = 0, 1, 2, 3
 SUFFIX = ".replay.npz"
 
@@ -60,11 +62,16 @@ class Replay:
     kind: list[int]
     xs: list[Any]
     frames: list[bytes]
+    lv: list[int]              # a book delta's level (:func:`delta_level`), -1 for any other row
     source_hash: str
     decode_s: float            # first decode of this capture (gzip, split, classify), seconds
     load_s: float              # what getting it this time cost (the decode itself, or reading the cache)
     from_cache: bool
     _fills: bool | None = None
+    # results derived from this capture and kept in its cache file (the fitted pick-off model):
+    # key (see :func:`store_model`) -> JSON-able payload
+    models: dict[str, Any] = field(default_factory=dict)
+    cache_file: Path | None = None      # where this capture's cache lives (None: no cache file)
 
     def holds_fills(self) -> bool:
         """Whether a recorded run's fill messages are among the records (the pick-off model fits on them)."""
@@ -73,8 +80,8 @@ class Replay:
         return self._fills
 
     def rows(self) -> Any:
-        """``(recv_ns, wall_ns, kind, x, frame)`` per record, in order."""
-        return zip(self.recv, self.wall, self.kind, self.xs, self.frames)
+        """``(recv_ns, wall_ns, kind, x, frame, level)`` per record, in order."""
+        return zip(self.recv, self.wall, self.kind, self.xs, self.frames, self.lv)
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -119,12 +126,38 @@ def classify(frame: bytes, fast_trade: Any) -> tuple[int, Any]:
     return FEED, ticker
 
 
-def decode(path: Path, fast_trade: Any) -> tuple[list[int], list[int], list[int], list[Any], list[bytes]]:
+def delta_level(frame: bytes) -> int:
+    """The level a book delta frame moves, as ``side << 16 | price`` (side 0 yes, 1 no; the price of
+    that side of the book, 1e-4 $): where the fill simulator's queue upkeep must look. -1 when the
+    frame does not state it in the usual form (the replay then looks at every level of ours)."""
+    i = frame.find(b'"price_dollars":"')
+    j = frame.find(b'"side":"')
+    if i < 0 or j < 0:
+        return -1
+    k = frame.find(b'"', i + 17)
+    side = frame[j + 8:j + 12]
+    if side == b'yes"':
+        bside = 0
+    elif side[:3] == b'no"':
+        bside = 1
+    else:
+        return -1
+    try:
+        price = parse_price(frame[i + 17:k])
+    except (ValueError, TypeError):
+        return -1
+    if not 0 < price < 10_000:
+        return -1
+    return bside << 16 | price
+
+
+def decode(path: Path, fast_trade: Any) -> tuple[list[int], list[int], list[int], list[Any], list[bytes], list[int]]:
     recv: list[int] = []
     wall: list[int] = []
     kind: list[int] = []
     xs: list[Any] = []
     frames: list[bytes] = []
+    lv: list[int] = []
     for r, w, frame in load_frames(path):
         k, x = classify(frame, fast_trade)
         recv.append(r)
@@ -132,7 +165,8 @@ def decode(path: Path, fast_trade: Any) -> tuple[list[int], list[int], list[int]
         kind.append(k)
         xs.append(x)
         frames.append(frame if k == FEED or k == OTHER else b"")
-    return recv, wall, kind, xs, frames
+        lv.append(delta_level(frame) if k == FEED and x is not None else -1)
+    return recv, wall, kind, xs, frames, lv
 
 
 def cache_path(capture: Path, cache_dir: str, source_hash: str) -> Path:
@@ -141,9 +175,11 @@ def cache_path(capture: Path, cache_dir: str, source_hash: str) -> Path:
     return capture.with_name(capture.name + SUFFIX)
 
 
-def _save(dest: Path, cols: tuple[list[int], list[int], list[int], list[Any], list[bytes]], source_hash: str,
-          decode_s: float) -> None:
-    recv, wall, kind, xs, frames = cols
+Cols = tuple[list[int], list[int], list[int], list[Any], list[bytes], list[int]]
+
+
+def _save(dest: Path, cols: Cols, source_hash: str, decode_s: float, models: dict[str, Any] | None = None) -> None:
+    recv, wall, kind, xs, frames, lv = cols
     n = len(kind)
     names: dict[str, int] = {}
     tk = np.full(n, -1, np.int16)
@@ -158,13 +194,13 @@ def _save(dest: Path, cols: tuple[list[int], list[int], list[int], list[Any], li
     np.cumsum(np.fromiter(map(len, frames), np.int64, n), out=ofs[1:])
     side = orjson.dumps({"format": FORMAT, "source_hash": source_hash, "decode_s": decode_s,
                          "names": list(names), "trade_ids": [t[0] for t in trades],
-                         "takers": [t[4] for t in trades]})
+                         "takers": [t[4] for t in trades], "models": models or {}})
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name, suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, recv=np.array(recv, np.int64), wall=np.array(wall, np.int64), kind=np.array(kind, np.int8),
-                     tk=tk, ofs=ofs, blob=np.frombuffer(b"".join(frames), np.uint8),
+                     tk=tk, ofs=ofs, lv=np.array(lv, np.int32), blob=np.frombuffer(b"".join(frames), np.uint8),
                      t_price=np.array([t[2] for t in trades], np.int64),
                      t_count=np.array([t[3] for t in trades], np.int64),
                      t_ts=np.array([t[5] for t in trades], np.int64), side=np.frombuffer(side, np.uint8))
@@ -174,8 +210,7 @@ def _save(dest: Path, cols: tuple[list[int], list[int], list[int], list[Any], li
         raise
 
 
-def _load(src: Path, source_hash: str) -> tuple[tuple[list[int], list[int], list[int], list[Any], list[bytes]],
-                                                float] | None:
+def _load(src: Path, source_hash: str) -> tuple[Cols, float, dict[str, Any]] | None:
     try:
         with np.load(src, allow_pickle=False) as z:
             side = orjson.loads(z["side"].tobytes())
@@ -183,12 +218,13 @@ def _load(src: Path, source_hash: str) -> tuple[tuple[list[int], list[int], list
                 return None
             kind_a, tk = z["kind"], z["tk"]
             recv, wall, kind = z["recv"].tolist(), z["wall"].tolist(), kind_a.tolist()
+            lv = z["lv"].tolist()
             ofs = z["ofs"]
             blob = z["blob"].tobytes()
             t_price, t_count, t_ts = z["t_price"].tolist(), z["t_count"].tolist(), z["t_ts"].tolist()
         names = np.array([*side["names"], None], object)     # index -1: no ticker
         n = len(kind)
-        if not (len(recv) == len(wall) == len(tk) == len(ofs) - 1 and
+        if not (len(recv) == len(wall) == len(tk) == len(lv) == len(ofs) - 1 and
                 len(side["trade_ids"]) == len(side["takers"]) == len(t_price) == len(t_count) == len(t_ts)):
             raise ValueError("columns of different lengths")
         # the delta's ticker for FEED rows, the trade tuple for TRADE rows, None for the rest
@@ -205,7 +241,9 @@ def _load(src: Path, source_hash: str) -> tuple[tuple[list[int], list[int], list
     except (OSError, ValueError, KeyError, IndexError, orjson.JSONDecodeError) as exc:
         log.info("%s: replay cache unreadable (%s); decoding the capture again", src, exc)
         return None
-    return (recv, wall, kind, xs, frames), float(side.get("decode_s", 0.0))
+    models = side.get("models")
+    return (recv, wall, kind, xs, frames, lv), float(side.get("decode_s", 0.0)), \
+        models if isinstance(models, dict) else {}
 
 
 def load(path: Path, fast_trade: Any, cache_dir: str = "", *, write: bool = True) -> Replay:
@@ -222,6 +260,41 @@ def load(path: Path, fast_trade: Any, cache_dir: str = "", *, write: bool = True
             gc.enable()
 
 
+#: decoded captures kept in this process (a sweep worker replays the same captures task after task):
+#: (cache file, content hash, FORMAT) -> (the cache file's stat when read, the Replay); the oldest go
+#: first beyond MEMO_ROWS rows in all
+_MEMO: OrderedDict[tuple[str, str, int], tuple[tuple[int, int, int], Replay]] = OrderedDict()
+MEMO_ROWS = 2_000_000
+
+
+def _stat(p: Path) -> tuple[int, int, int] | None:
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _remember(rep: Replay) -> None:
+    if rep.cache_file is None or MEMO_ROWS <= 0:
+        return
+    st = _stat(rep.cache_file)
+    if st is None:
+        return
+    key = (str(rep.cache_file), rep.source_hash, FORMAT)
+    _MEMO[key] = (st, rep)
+    _MEMO.move_to_end(key)
+    rows = sum(len(r) for _, r in _MEMO.values())
+    while len(_MEMO) > 1 and rows > MEMO_ROWS:
+        _, (_, old) = _MEMO.popitem(last=False)
+        rows -= len(old)
+
+
+def forget() -> None:
+    """Drop the decoded captures kept in this process (the next load reads the cache file)."""
+    _MEMO.clear()
+
+
 def _load_or_decode(path: Path, fast_trade: Any, cache_dir: str, write: bool) -> Replay:
     t0 = time.perf_counter()
     if cache_dir == "off":
@@ -230,17 +303,52 @@ def _load_or_decode(path: Path, fast_trade: Any, cache_dir: str, write: bool) ->
         return Replay(*cols, "", dt, dt, False)
     h = content_hash(path)
     dest = cache_path(path, cache_dir, h)
+    kept = _MEMO.get((str(dest), h, FORMAT))
+    if kept is not None and kept[0] == _stat(dest):
+        # the very cache file read before in this process: its columns are read-only, shared
+        return replace(kept[1], load_s=time.perf_counter() - t0)
     if dest.exists():
         got = _load(dest, h)
         if got is not None:
-            cols, decode_s = got
-            return Replay(*cols, h, decode_s, time.perf_counter() - t0, True)
+            cols, decode_s, models = got
+            rep = Replay(*cols, h, decode_s, time.perf_counter() - t0, True, models=models, cache_file=dest)
+            _remember(rep)
+            return rep
     cols = decode(path, fast_trade)
     dt = time.perf_counter() - t0
+    written = None
     if write:
         try:
             _save(dest, cols, h, dt)
+            written = dest
         except OSError as exc:
             log.info("%s: cannot write the replay cache (%s); the next replay decodes the capture again",
                      dest, exc)
-    return Replay(*cols, h, dt, dt, False)
+    # not kept in memory: the next load reads the file back (what a later process would read)
+    return Replay(*cols, h, dt, dt, False, cache_file=written)
+
+
+def store_model(rep: Replay, key: str, payload: Any) -> bool:
+    """Keep ``payload`` (JSON-able) under ``key`` in ``rep``'s cache file, beside the decoded columns:
+    what a replay derives from the capture alone and would otherwise derive again on every replay
+    (the pick-off model's fitting pass). The key must name everything the payload depends on besides
+    this file's content (which the cache file is already tied to); a capture whose content changes
+    gets a new cache file without the old payloads. False: no cache file to keep it in (kept in
+    memory on ``rep`` only)."""
+    rep.models[key] = payload
+    if rep.cache_file is None:
+        return False
+    gc_on = gc.isenabled()
+    gc.disable()
+    try:
+        _save(rep.cache_file, (rep.recv, rep.wall, rep.kind, rep.xs, rep.frames, rep.lv), rep.source_hash,
+              rep.decode_s, rep.models)
+    except OSError as exc:
+        log.info("%s: cannot keep the %s in the replay cache (%s)", rep.cache_file, key, exc)
+        return False
+    finally:
+        if gc_on:
+            gc.enable()
+    if rep.from_cache:
+        _remember(rep)      # the file changed: the kept copy goes with its new stat
+    return True
