@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from kmm._core.eventgate import Verdicts as _Verdicts
 from kmm._core.fees import trade_fee
+from kmm.engine.eventsums import EventSums, SumVerdicts
 from kmm.engine.risk import ALLOW, Decision
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ class EventBook:
     """
 
     __slots__ = ("spec", "ledger", "resting", "maker_fee_rate_e6", "taker_fee_rate_e6", "baseline",
-                 "results")
+                 "results", "rev", "sums")
 
     def __init__(self, spec: EventSpec, ledger: LedgerView, resting: RestingView | None = None, *,
                  maker_fee_rate_e6: int = 0, taker_fee_rate_e6: int = 70_000) -> None:
@@ -212,6 +213,8 @@ class EventBook:
         self.taker_fee_rate_e6 = taker_fee_rate_e6
         self.baseline: dict[str, int] = {}      # realized - fees at session start, 1e-4 $
         self.results: dict[str, str] = {}       # settled markets
+        self.rev = 0                            # bumped when baseline or results change (EventSums rebuilds)
+        self.sums: EventSums | None = None      # kept numbers, when the gate's views report changes
         self.set_baseline()
 
     @property
@@ -229,6 +232,7 @@ class EventBook:
         event's loss limit. The cost of positions carried in still counts: that money can be lost."""
         led = self.ledger
         self.baseline = {t: led.realized_pnl(t) - led.fees_paid(t) for t in self.spec.markets}
+        self.rev += 1
 
     def on_market_settled(self, ticker: str, result: str) -> None:
         """A market of the event settled (call after the portfolio booked it): outcomes that it rules
@@ -238,6 +242,7 @@ class EventBook:
         if result not in RESULTS:
             raise ValueError(f"event {self.ticker}: result {result!r} for {ticker} must be 'yes' or 'no'")
         self.results[ticker] = result
+        self.rev += 1
         if self.spec.mutually_exclusive and result == "yes":
             others = [t for t, r in self.results.items() if r == "yes" and t != ticker]
             if others:
@@ -437,6 +442,38 @@ class EventRiskGate:
         self.events: dict[str, EventBook] = {}
         self._by_market: dict[str, EventBook] = {}
         self.denials: dict[str, int] = {}
+        # kept sums (kmm.engine.eventsums) when both views report what changed: the portfolio's and
+        # the order manager's ``watchers``; otherwise every check gathers the event anew
+        led_w = getattr(ledger, "watchers", None)
+        watch = getattr(resting, "watch", None) if resting is not None else None
+        self.incremental = isinstance(led_w, list) and watch is not None
+        if self.incremental:
+            led_w.append(self._touched)
+            watch(self._touched)
+
+    def _touched(self, ticker: str | None) -> None:
+        if ticker is None:
+            for b in self.events.values():
+                if b.sums is not None:
+                    b.sums.touch(None)
+            return
+        b = self._by_market.get(ticker)
+        if b is not None and b.sums is not None:
+            b.sums.dirty.add(ticker)
+
+    def _sums(self, book: EventBook) -> EventSums | None:
+        """The event's kept sums, up to date; None when the full gather must answer."""
+        s = book.sums
+        if s is None:
+            return None
+        return s if s.refresh() else None
+
+    def _verdicts(self, book: EventBook, prop: _Proposal, old: tuple[int, int] | None = None
+                  ) -> _Verdicts | SumVerdicts:
+        s = self._sums(book)
+        if s is not None:
+            return s.verdicts(self, prop, old)
+        return _Verdicts(self, book, prop, old)
 
     # ------------------------------------------------------------------ registry
     def add_event(self, spec: EventSpec, *, maker_fee_rate_e6: int = 0,
@@ -456,6 +493,9 @@ class EventRiskGate:
         if old is not None:
             book.baseline.update(old.baseline)
             book.results.update(old.results)
+            book.rev += 1
+        if self.incremental:
+            book.sums = EventSums(book)
         self.events[spec.event_ticker] = book
         for t in spec.markets:
             self._by_market[t] = book
@@ -480,15 +520,27 @@ class EventRiskGate:
         book = self._by_market.get(ticker)
         if book is None or weight == 0.0:
             return q
-        return round((1.0 - weight) * q + weight * book.inventory())
+        s = self._sums(book)
+        return round((1.0 - weight) * q + weight * (s.e_open if s is not None else book.inventory()))
 
     # ------------------------------------------------------------------ status and kill signal
     def status(self, event: str) -> EventStatus:
         """Where an event stands against its limits (see :class:`EventStatus`)."""
         book = self.events[event]
         lim = self.limits
-        legs = book.legs(with_resting=True)
         max_loss = lim.loss_for(event)
+        s = self._sums(book)
+        if s is not None:
+            now = s.worst_now()
+            if -now > lim.kill_at * max_loss * E6_PER_E4:
+                return EventStatus.KILL
+            if -s.worst_resting() > max_loss * E6_PER_E4:
+                return EventStatus.OVER_LIMIT
+            if (-now >= lim.reduce_only_at * max_loss * E6_PER_E4
+                    or abs(s.e_open) >= lim.reduce_only_at * lim.exposure_for(event)):
+                return EventStatus.REDUCE_ONLY
+            return EventStatus.OK
+        legs = book.legs(with_resting=True)
         now = _worst_e6(book, _without_resting(legs))[0]
         if -now > lim.kill_at * max_loss * E6_PER_E4:
             return EventStatus.KILL
@@ -503,8 +555,11 @@ class EventRiskGate:
         ``kill_at`` x ``max_event_loss`` in some outcome; None otherwise. Call after fills. (The gate
         lets the worst case with every resting order filling reach the limit exactly, not pass it.)"""
         for name, book in self.events.items():
-            w = book.worst()
             limit = self.limits.loss_for(name)
+            s = self._sums(book)
+            if s is not None and max(0, -_floor_e4(s.worst_now())) <= self.limits.kill_at * limit:
+                continue              # the kept sums give the positions' worst case: no kill here
+            w = book.worst()
             if w.loss > self.limits.kill_at * limit:
                 return (f"event loss limit: event {name} loses {w.loss} (1e-4 $) if "
                         f"{_outcome_name(w.outcome)}; max_event_loss {limit}")
@@ -536,7 +591,7 @@ class EventRiskGate:
         if book is None:
             return ALLOW
         prop = self._proposal(book, ticker, side, price, post_only)
-        v = _Verdicts(self, book, prop)
+        v = self._verdicts(book, prop)
         if v.fast and v.passes(count):
             return ALLOW
         return self._check(book, book.legs(with_resting=True), prop, count)
@@ -549,8 +604,8 @@ class EventRiskGate:
         if book is None:
             return ALLOW
         prop = self._proposal(book, ticker, side, price, True)
-        v = _Verdicts(self, book, prop, (old_price, old_remaining) if old_price is not None and old_remaining > 0
-                      else None)
+        v = self._verdicts(book, prop, (old_price, old_remaining) if old_price is not None and old_remaining > 0
+                           else None)
         if v.fast and v.passes(remaining):
             return ALLOW
         legs = book.legs(with_resting=True)
@@ -567,7 +622,7 @@ class EventRiskGate:
         if book is None:
             return count
         prop = self._proposal(book, ticker, side, price, post_only)
-        v = _Verdicts(self, book, prop)
+        v = self._verdicts(book, prop)
         ok: Callable[[int], bool]
         if v.fast:
             ok = v.passes

@@ -43,6 +43,7 @@ used, then the cost (unrealized 0), so an empty book side does not invent a loss
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kmm._core.fees import cent_fee
@@ -169,6 +170,9 @@ class Portfolio:
     # sum of |position| over the markets, kept as each position changes (the three places that set
     # MarketBook.position: load_position, _trade, settle) so the risk gate reads it in O(1)
     _abs_total: int = field(init=False, default=0)
+    # called with a ticker after its position, cost, realized P&L or fees changed (load_position,
+    # apply_fill, settle): the event gate keeps per-market sums and recomputes only the markets named
+    watchers: list[Callable[[str], None]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         if self.mark not in MARKS:
@@ -200,6 +204,8 @@ class Portfolio:
         m.fees_charged_e6 = pos.fees_paid * E6_PER_E4
         m.volume = pos.volume
         self.set_cash(self.cash)
+        for w in self.watchers:
+            w(pos.ticker)
 
     def _book(self, ticker: str) -> MarketBook:
         m = self._markets.get(ticker)
@@ -230,6 +236,8 @@ class Portfolio:
         m.volume += fill.count
         m.fills += 1
         self._charge_fee(m, fill.order_id, fill.fee)
+        for w in self.watchers:
+            w(fill.ticker)
         if fill.post_position is not None and fill.post_position != m.position:
             # Out-of-order delivery can cause this transiently; a lasting difference shows in
             # check_against. The exchange's number is authoritative, so the caller reconciles.
@@ -305,6 +313,8 @@ class Portfolio:
         m.position = 0
         m.settled = value
         self.cash = e6_to_e4(self._cash_e6)
+        for w in self.watchers:
+            w(ticker)
         log.info("portfolio: %s settled at %d: paid %d 1e-4 $ for position %d", ticker, value,
                  e6_to_e4(paid), q)
         return e6_to_e4(paid)
