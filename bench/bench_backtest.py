@@ -2,20 +2,30 @@
 >= 2,000,000/s for the book alone), each against a baseline measured in the same run.
 
 The capture: ``kmm record`` of the embedded exchange's three default markets with busy synthetic flow
-at 4x speed for 8 s (recorded once per session, in-process; about half its frames are trades and
-tickers). Groups (ns per book message; the report prints the ratio baseline / kmm):
+at 4x speed for 20 s (recorded once per session, in-process; about half its frames are trades and
+tickers). Groups (ns per book message; the report prints the ratio baseline / kmm; p99 is over the
+rounds, each round one whole replay):
 
+- ``backtest with quoting``: the whole replay (engine pipeline, strategy, differ, risk gate, order
+  manager, portfolio, fill simulator, latency and rate-limit model; no records), each round a new
+  ``Backtest`` that reads the decoded capture cache from disk (``kmm.research.replaycache``: the
+  replays after the first); baseline: the reference path (``Backtest(fast=False)``: the raw capture,
+  decompressed and split each time, every frame through the byte tests and JSON); both must make the
+  same fills, orders and P&L. Messages/s and the multiple of real time (capture span / replay wall
+  time, construction and cache read included) are printed and stored in ``extra_info``.
+- ``backtest with quoting, compiled vs plain-Python pipeline``: the reference path with the compiled
+  pipeline against the same with the market pipelines' plain-Python signals, strategy and OFI
+  (``Backtest(python_pipeline=True)``); the same decisions and fills.
+- ``backtest capture first decode``: decoding a capture file into the cache (gzip, record split,
+  classification, the cache file written); baseline: what the reference path pays on every replay
+  (``load_frames``). ``backtest capture from the cache``: reading the cache file back.
+- ``backtest book only, from the decoded cache``: ``Backtest(book_only=True)`` over the cached raw book
+  frames (the compiled ``BookRouter``); baseline: the same from the raw capture (reference path).
 - ``backtest book only, from the capture``: the raw capture (decompress, CRC, frame scan) through the
   compiled ``BookRouter``; baseline: the same frames through the plain-Python reference router.
 - ``backtest book only, decoded events``: the capture decoded once into integer runs
   (``kmm.research.events.BookEvents``, like hftbacktest's event files) applied with
   ``OrderBook.apply_deltas``; baseline: the same runs through the plain-Python reference book.
-- ``backtest with quoting``: the whole replay (engine pipeline, strategy, differ, risk gate, order
-  manager, portfolio, fill simulator, latency and rate-limit model; no records); baseline: the same
-  replay with the market pipelines' plain-Python signals and strategy and the reference OFI
-  (``Backtest(python_pipeline=True)``; the compiled pipeline takes compiled books only, so the router
-  and book stay compiled); it must make the same decisions and fills. The speed-up over real time
-  is printed and stored in ``extra_info``.
 
 Run: ``PYTHONPATH=src python -m pytest bench/bench_backtest.py``.
 """
@@ -32,15 +42,16 @@ from kmm._core.book import OrderBook
 from kmm._core.wire import BookRouter
 from kmm.config import load_config
 from kmm.record.capture import read_market_defs
-from kmm.research.backtest import Backtest, BacktestOptions
-from kmm.research.events import BookEvents, load_captures
+from kmm.research import replaycache
+from kmm.research.backtest import Backtest, BacktestOptions, _fast_trade
+from kmm.research.events import BookEvents, load_captures, load_frames
 from tests.reference.book import RefBook
 from tests.reference.ofi import RefOFI
 from tests.reference.wire import DELTA as REF_DELTA
 from tests.reference.wire import SNAPSHOT as REF_SNAPSHOT
 from tests.reference.wire import RefRouter
 
-RECORD_S = 8.0
+RECORD_S = 20.0
 
 
 @pytest.fixture(scope="module")
@@ -65,20 +76,72 @@ def _cfg():
     return load_config(None, environ={}, cli={})
 
 
-def _book_only(capture: Path) -> dict:
+def _book_only(capture: Path, fast: bool = False) -> dict:
     logging.disable(logging.WARNING)
     try:
-        return Backtest([capture], _cfg(), None, options=BacktestOptions(book_only=True)).run()
+        return Backtest([capture], _cfg(), None, options=BacktestOptions(book_only=True), fast=fast).run()
     finally:
         logging.disable(logging.NOTSET)
 
 
-def _quoting(capture: Path) -> dict:
+def _quoting(capture: Path, fast: bool = True) -> dict:
     logging.disable(logging.WARNING)
     try:
-        return Backtest([capture], _cfg(), None, seed=1).run()
+        return Backtest([capture], _cfg(), None, seed=1, fast=fast).run()
     finally:
         logging.disable(logging.NOTSET)
+
+
+def _file(capture: Path) -> Path:
+    return capture / "capture.bin.gz"
+
+
+def test_capture_first_decode_kmm(benchmark, capture, tmp_path):
+    n = _book_only(capture)["book_messages"]
+    dirs = iter(range(100))
+
+    def decode() -> replaycache.Replay:      # a new cache directory each round: a first decode
+        return replaycache.load(_file(capture), _fast_trade, str(tmp_path / f"c{next(dirs)}"))
+    info(benchmark, "backtest capture first decode (per book message)", "kmm", n)
+    got = benchmark.pedantic(decode, rounds=3, iterations=1)
+    assert not got.from_cache and len(got) == len(load_frames(_file(capture)))
+    benchmark.extra_info["decode_s"] = got.decode_s
+
+
+def test_capture_first_decode_reference(benchmark, capture):
+    n = _book_only(capture)["book_messages"]
+    info(benchmark, "backtest capture first decode (per book message)", "baseline", n)
+    assert len(benchmark.pedantic(load_frames, (_file(capture),), rounds=3, iterations=1)) > n
+
+
+def test_capture_from_the_cache_kmm(benchmark, capture):
+    n = _book_only(capture)["book_messages"]
+    replaycache.load(_file(capture), _fast_trade)        # written beside the capture (if not yet)
+    info(benchmark, "backtest capture from the cache (per book message)", "kmm", n)
+    got = benchmark.pedantic(replaycache.load, (_file(capture), _fast_trade), rounds=5, iterations=1)
+    assert got.from_cache and len(got) == len(load_frames(_file(capture)))
+
+
+def test_capture_from_the_cache_reference(benchmark, capture):
+    n = _book_only(capture)["book_messages"]
+    info(benchmark, "backtest capture from the cache (per book message)", "baseline", n)
+    assert len(benchmark.pedantic(load_frames, (_file(capture),), rounds=3, iterations=1)) > n
+
+
+def test_book_only_from_the_cache_kmm(benchmark, capture):
+    s = _book_only(capture, fast=True)
+    info(benchmark, "backtest book only, from the decoded cache (per book message)", "kmm", s["book_messages"])
+    got = benchmark.pedantic(_book_only, (capture, True), rounds=5, iterations=1)
+    assert got["book_messages"] == s["book_messages"] == _book_only(capture)["book_messages"] > 1000
+    benchmark.extra_info["messages_per_s"] = got["messages_per_s"]
+    print(f"\nbook only from the decoded cache: {got['messages_per_s']:,.0f} book messages/s")
+
+
+def test_book_only_from_the_cache_reference(benchmark, capture):
+    s = _book_only(capture)
+    info(benchmark, "backtest book only, from the decoded cache (per book message)", "baseline", s["book_messages"])
+    got = benchmark.pedantic(_book_only, (capture,), rounds=3, iterations=1)
+    assert got["book_messages"] == s["book_messages"]
 
 
 def test_book_only_from_capture_kmm(benchmark, capture):
@@ -149,17 +212,52 @@ def test_book_only_decoded_events_reference(benchmark, capture):
     assert benchmark.pedantic(run, rounds=5, iterations=1) == ev.messages
 
 
+QUOTING = "backtest with quoting (per book message)"
+PIPELINES = "backtest with quoting, compiled vs plain-Python pipeline (per book message)"
+
+
+def _same_replay(a: dict, b: dict) -> None:
+    assert a["book_messages"] == b["book_messages"] and a["fills"] == b["fills"]
+    assert a["orders_sent"] == b["orders_sent"] and a["net_pnl"] == b["net_pnl"] and a["fees"] == b["fees"]
+    assert a["details"]["decisions"] == b["details"]["decisions"]
+
+
 def test_backtest_with_quoting_kmm(benchmark, capture):
-    s = _quoting(capture)
-    info(benchmark, "backtest with quoting (per book message)", "kmm", s["book_messages"], budget_ns=5_000)
-    got = benchmark.pedantic(_quoting, (capture,), rounds=5, iterations=1)
+    s = _quoting(capture)                   # the first replay decodes and writes the cache
+    assert s["details"]["replay_path"] == "fast"
+    info(benchmark, QUOTING, "kmm", s["book_messages"], budget_ns=5_000)
+    got = benchmark.pedantic(_quoting, (capture,), rounds=7, iterations=1)
     d = got["details"]
     assert got["book_messages"] == s["book_messages"] and got["orders_sent"] > 0 and d["decisions"] > 0
-    assert got["fills"] == s["fills"]                  # deterministic: every round the same replay
-    benchmark.extra_info["messages_per_s"] = got["messages_per_s"]
-    benchmark.extra_info["speedup_vs_real_time"] = d["speedup_vs_real_time"]
-    print(f"\nbacktest with quoting: {got['messages_per_s']:,.0f} book messages/s, "
-          f"{d['speedup_vs_real_time']}x real time ({d['replayed_span_s']} s replayed in {d['elapsed_s']} s)")
+    _same_replay(got, s)                    # deterministic: every round the same replay
+    _same_replay(got, _quoting(capture, fast=False))    # and the reference path's
+    times = sorted(benchmark.stats.stats.data)
+    span = d["replayed_span_s"]
+    benchmark.extra_info.update({
+        "messages_per_s": got["book_messages"] / times[len(times) // 2],
+        "messages_per_s_p99": got["book_messages"] / times[-1],
+        "speedup_vs_real_time": span / times[len(times) // 2], "replayed_span_s": span})
+    print(f"\nbacktest with quoting (fast path): {benchmark.extra_info['messages_per_s']:,.0f} book messages/s "
+          f"median ({benchmark.extra_info['messages_per_s_p99']:,.0f} at the slowest round), "
+          f"{benchmark.extra_info['speedup_vs_real_time']:.0f}x real time ({span} s replayed)")
+
+
+def test_backtest_with_quoting_reference_path(benchmark, capture):
+    s = _quoting(capture, fast=False)
+    info(benchmark, QUOTING, "baseline", s["book_messages"])
+    got = benchmark.pedantic(_quoting, (capture, False), rounds=5, iterations=1)
+    _same_replay(got, s)
+    times = sorted(benchmark.stats.stats.data)
+    benchmark.extra_info.update({"messages_per_s": got["book_messages"] / times[len(times) // 2],
+                                 "speedup_vs_real_time": got["details"]["replayed_span_s"] / times[len(times) // 2]})
+    print(f"\nbacktest with quoting (reference path): {benchmark.extra_info['messages_per_s']:,.0f} book "
+          f"messages/s median, {benchmark.extra_info['speedup_vs_real_time']:.0f}x real time")
+
+
+def test_backtest_with_quoting_compiled_pipeline(benchmark, capture):
+    s = _quoting(capture, fast=False)
+    info(benchmark, PIPELINES, "kmm", s["book_messages"])
+    _same_replay(benchmark.pedantic(_quoting, (capture, False), rounds=3, iterations=1), s)
 
 
 def _quoting_reference(capture: Path) -> dict:
@@ -167,7 +265,7 @@ def _quoting_reference(capture: Path) -> dict:
     # strategy and OFI on the compiled router and book (the book alone has its own baseline above)
     logging.disable(logging.WARNING)
     try:
-        return Backtest([capture], _cfg(), None, seed=1, python_pipeline=True,
+        return Backtest([capture], _cfg(), None, seed=1, python_pipeline=True, fast=False,
                         core=(BookRouter, OrderBook, lambda: RefOFI(window_ns=10 * 10**9, half_life_ns=5 * 10**9))
                         ).run()
     finally:
@@ -175,9 +273,8 @@ def _quoting_reference(capture: Path) -> dict:
 
 
 def test_backtest_with_quoting_reference_core(benchmark, capture):
-    s = _quoting(capture)
-    info(benchmark, "backtest with quoting (per book message)", "baseline", s["book_messages"])
+    s = _quoting(capture, fast=False)
+    info(benchmark, PIPELINES, "baseline", s["book_messages"])
     got = benchmark.pedantic(_quoting_reference, (capture,), rounds=3, iterations=1)
     # the plain-Python core makes the very same decisions and fills
-    assert got["book_messages"] == s["book_messages"] and got["fills"] == s["fills"]
-    assert got["orders_sent"] == s["orders_sent"] and got["net_pnl"] == s["net_pnl"]
+    _same_replay(got, s)

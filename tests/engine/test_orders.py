@@ -592,3 +592,23 @@ def test_an_order_filled_whole_while_an_amend_to_more_travels_stays_open_until_t
     assert o.state is S.PENDING_AMEND and m.open_qty(T, "bid") == 500
     m.on_request_failed("X1", "post_only_cross")  # refused: nothing more rests
     assert o.state is S.FILLED and m.open_qty(T, "bid") == 0
+
+
+@pytest.mark.parametrize("side, old, new", [("bid", 4000, 3500), ("ask", 4000, 4500), ("bid", 3500, 4000)])
+def test_a_fill_reported_by_count_after_an_amend_is_risk_at_the_worst_price_the_order_held(side, old, new):
+    # the amend's answer says 4 contracts filled; their fill message (at the price they filled at, which
+    # may be the old one) comes later. Until then the event gate must count them at the worst price the
+    # order has held: for a bid moved down from 40c the 4 contracts may have cost 40c, not 35c
+    m, _ = mgr()
+    o = placed(m, price=old, side=side)
+    assert m.request_amend("X1", new, 1000) is o
+    m.on_amend_ack(OrderAck("X1", o.client_order_id, 400, 600))
+    assert o.price == new and o.remaining == 600
+    worst = max(old, new) if side == "bid" else min(old, new)
+    assert m.unbooked_in(T) == [(side, worst, 400)]
+    assert m.on_fill(fill("X1", 400))
+    assert m.unbooked_in(T) == []
+    # the exchange's word on the price keeps the bound too
+    m.on_user_order(uo("X1", o.client_order_id, "resting", 600, 400, price=new + (100 if side == "bid" else -100),
+                       side=side))
+    assert o.price_bound == (max(worst, o.price) if side == "bid" else min(worst, o.price))

@@ -35,8 +35,8 @@ class LiveResting:
     market (a create or cancel in flight and an unknown outcome included; an amend in flight at both
     its old and new price and size), plus what the exchange reported filled (``user_order``) whose fill
     messages are not booked in the portfolio yet: without it, an order update arriving before its
-    fill would hide that risk for a moment and let a new order past the limit. [U] that part is
-    counted at the order's current price (an amended order may have filled at its old one)."""
+    fill would hide that risk for a moment and let a new order past the limit. That part is counted at
+    the worst price the order has held (an amended order may have filled at its old price)."""
 
     def __init__(self, om: Any) -> None:
         self.om = om

@@ -107,6 +107,7 @@ class Order:
     foreign: bool = False          # found at the exchange, not created by this manager
     adopted: bool = False          # a foreign order we manage as our own
     reason: str = ""               # why it was rejected or closed
+    worst_price: int | None = None  # the worst price held before the current one (bid: highest, ask: lowest)
 
     @property
     def fill_count(self) -> int:
@@ -115,6 +116,21 @@ class Order:
     @property
     def is_live(self) -> bool:
         return self.state not in TERMINAL
+
+    def reprice(self, price: int) -> None:
+        """Take a new price (an amend, or the exchange's word), keeping the worst price held so far:
+        a fill reported by count before its fill message may have happened at any of them."""
+        if price != self.price:
+            self.worst_price = self.price_bound
+            self.price = price
+
+    @property
+    def price_bound(self) -> int:
+        """The worst price this order has held: highest for a bid, lowest for an ask."""
+        w = self.worst_price
+        if w is None:
+            return self.price
+        return max(w, self.price) if self.side == "bid" else min(w, self.price)
 
 
 class LiveOrder(NamedTuple):
@@ -465,7 +481,7 @@ class OrderManager:
                 self._settle(o, "amend ack (no amend pending)")
             return o
         if o.pending_price is not None:
-            o.price = o.pending_price
+            o.reprice(o.pending_price)
         self._apply_counts(o, ack.fill_count, ack.remaining_count)
         o.count = o.fill_count + o.remaining
         o.pending_price = o.pending_count = o.prev_state = None
@@ -523,7 +539,7 @@ class OrderManager:
             self._move(o, S.FILLED if o.fill_count >= o.count else S.CANCELED, "user_order canceled")
         elif uo.status == "resting":
             if o.state not in IN_FLIGHT:
-                o.price = uo.price
+                o.reprice(uo.price)
                 o.count = o.fill_count + o.remaining
             self._settle(o, "user_order resting")
         else:
@@ -632,7 +648,7 @@ class OrderManager:
                 o.reason = ""
                 o.exchange_filled = max(o.exchange_filled, uo.fill_count)
                 o.remaining = uo.remaining_count
-                o.price = uo.price
+                o.reprice(uo.price)
                 o.count = o.fill_count + o.remaining
                 self._move(o, self._working_state(o), "reconcile: resting at exchange")
                 rep.reopened.append(o)
@@ -641,7 +657,7 @@ class OrderManager:
                 continue
             if was in (S.PENDING, S.TIMEOUT_UNKNOWN):
                 self._apply_counts(o, uo.fill_count, uo.remaining_count)
-                o.price = uo.price
+                o.reprice(uo.price)
                 self._settle(o, "reconcile")
                 rep.resolved.append(o)
                 continue
@@ -657,7 +673,7 @@ class OrderManager:
             if o.remaining != before_remaining and o.state not in IN_FLIGHT:
                 diffs.append(f"remaining {before_remaining} -> {o.remaining}")
             if o.state not in IN_FLIGHT:
-                o.price = uo.price
+                o.reprice(uo.price)
                 o.count = o.fill_count + o.remaining
             if diffs:
                 rep.corrected.append((o, ", ".join(diffs)))
@@ -703,8 +719,9 @@ class OrderManager:
 
     def unbooked_in(self, ticker: str) -> list[tuple[str, int, int]]:
         """``(side, price, size)`` the exchange reported filled in ``ticker`` whose fill messages are
-        not booked yet (live or terminal orders): not in the portfolio, no longer in ``remaining``."""
-        return [(o.side, o.price, o.exchange_filled - o.filled) for o in self._unbooked.values()
+        not booked yet (live or terminal orders): not in the portfolio, no longer in ``remaining``. The
+        price is the worst the order has held: an order amended since may have filled at its old price."""
+        return [(o.side, o.price_bound, o.exchange_filled - o.filled) for o in self._unbooked.values()
                 if o.ticker == ticker and o.exchange_filled > o.filled]
 
     def live_orders(self, ticker: str, side: str | None = None) -> list[LiveOrder]:

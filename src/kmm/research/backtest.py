@@ -57,6 +57,8 @@ from kmm.research.events import load_frames
 from kmm.research.fills import LINEAR_CENT, FillSimulator, MarketDef
 from kmm.research.latency import Dist, LatencyModel, fit_latency
 from kmm.research.queue import QueueModel
+from kmm.research import replaycache
+from kmm.research.replaycache import FEED, OTHER, TRADE
 from kmm.strategy.alpha import AlphaSource
 from kmm.strategy.base import Strategy
 from kmm.strategy.inside import InsideStrategy
@@ -87,6 +89,7 @@ class BacktestOptions:
                                         # empty: [sim] rate_tier, the budget kmm run had on the sim
     settle: dict[str, str] = field(default_factory=dict)   # ticker -> yes|no at the end of the replay
     preload_mb: float = 512.0           # capture files up to this size are decompressed whole (faster)
+    replay_cache: str = ""              # decoded capture cache: "" beside the capture, "off", or a directory
     pickoff: str = "fitted"             # adverse selection: none | fitted | rate:X | always (research/adverse.py)
     pickoff_min_cents: float = 0.5      # staleness (cents beyond the others' mid) that draws pick-offs
 
@@ -195,16 +198,22 @@ class Backtest:
                  options: BacktestOptions | None = None, progress: Callable[[float], None] | None = None,
                  strategy_factory: Callable[[MarketInfo], Strategy] | None = None,
                  core: tuple[Callable[[], Any], Callable[[Any], Any], Callable[[], Any]] | None = None,
-                 fit_pass: bool = False, frames_cache: dict[Path, Any] | None = None,
-                 python_pipeline: bool = False) -> None:
+                 fit_pass: bool = False, frames_cache: dict[Any, Any] | None = None,
+                 python_pipeline: bool = False, fast: bool = True) -> None:
         """``core``: (router factory, book factory taking a Grid, OFI factory) in place of the compiled
         ``BookRouter``/``OrderBook``/``OFI`` (the benchmark's plain-Python baseline uses it).
         ``fit_pass``: replay the book without quoting and measure the recorded run's own quotes for the
         pick-off model (``self.sim.fit``). ``python_pipeline``: the market pipelines run their plain-Python
         signals and strategy (``MarketPipeline(compiled=False)``; the benchmark's baseline), with the OFI
-        from ``core``."""
+        from ``core``. ``fast``: replay from the decoded capture cache (:mod:`kmm.research.replaycache`)
+        with the lean per-message path; False: the reference path (raw frames, every message through
+        the same steps as the live engine's loop), which must give the very same replay."""
         self._t_start = time.perf_counter()     # the replay's speed counts its fitting pass too
         self._python_pipeline = python_pipeline
+        self.fast = fast
+        self.decode_s = 0.0         # decoding the capture files the first time (cached or now)
+        self.load_s = 0.0           # what getting them cost this replay
+        self.cache_hits = 0
         self.files: list[Path] = [f for c in captures for f in capture_files(c)]
         if not self.files:
             raise KmmError(f"no capture files in {', '.join(map(str, captures))}: give capture.bin.gz files "
@@ -213,7 +222,7 @@ class Backtest:
         self.out = out
         self.opt = options or BacktestOptions()
         # decompressed capture files, shared with the pick-off model's fitting pass (decoded once)
-        self._frames_cache: dict[Path, Any] = frames_cache if frames_cache is not None else {}
+        self._frames_cache: dict[Any, Any] = frames_cache if frames_cache is not None else {}
         self.progress = progress
         self.rng = random.Random(seed)
         self.seed = seed
@@ -288,6 +297,18 @@ class Backtest:
         self._held: dict[str, Fill] = {}      # fills of the taker sweep being printed (trade_id -> fill)
         self._held_until = 0
         self._held_key: tuple[str, str, int] | None = None
+        # the fast path's live orders per market, valid while ``_gen`` is unchanged (every step that
+        # can change the order manager moves it on: requests, answers, fills, housekeeping)
+        self._gen = 0
+        self._live_cache: dict[str, tuple[int, list[LiveOrder]]] = {}
+        self._fast_markets: dict[str, tuple[MarketPipeline, dict[str, Any]]] = {}
+        self._pickoff_on = False
+        self._marks: dict[str, tuple[int | None, int | None]] = {}    # the fast path's last set_mark
+        # every book message of a replay takes one path (so the fast path's kept state stays whole)
+        self._on_book_fn = self._on_book_fast if fast else self._on_book
+
+    #: tests: on every book message the fast path compares its cached live orders with a fresh list
+    check_live_cache = False
 
     def _pickoff_model(self, captures: Sequence[Path], cfg: KmmConfig, core: Any) -> PickoffModel:
         """The adverse-selection model: parsed, and for any but ``none`` a fitting pass over the
@@ -306,7 +327,8 @@ class Backtest:
                 return PickoffModel("none", model.min_cents)
             return model            # nothing recorded to leave out
         fitter = Backtest(captures, cfg, None, seed=self.seed, options=self.opt, core=core, fit_pass=True,
-                          frames_cache=self._frames_cache, python_pipeline=self._python_pipeline)
+                          frames_cache=self._frames_cache, python_pipeline=self._python_pipeline,
+                          fast=self.fast)
         fitter.run()
         fit = fitter.sim.fit
         assert fit is not None
@@ -336,13 +358,32 @@ class Backtest:
             frames = self._frames_cache[path] = load_frames(path)
         return frames
 
+    def _rows(self, path: Path, size: int) -> Any:
+        """The fast path's records of one capture file (``replaycache`` rows): decoded once (from the
+        cache file when it holds this content) and kept for the next pass; streamed and classified on
+        the fly when the file is too big to hold."""
+        if size > self.opt.preload_mb * (1 << 20):
+            classify = replaycache.classify
+            return ((r.recv_ns, r.wall_ns, *_row(classify(r.frame, _fast_trade), r.frame))
+                    for r in read_capture(path))
+        key = ("rows", path)
+        got = self._frames_cache.get(key)
+        if got is None:
+            got = self._frames_cache[key] = replaycache.load(path, _fast_trade, self.opt.replay_cache)
+            self.load_s += got.load_s
+        return got.rows()
+
     def _has_recorded_fills(self) -> bool:
         """Whether the captures hold a recorded run's fill messages (streamed files: assumed so)."""
         for path in self.files:
             size = path.stat().st_size
             if size > self.opt.preload_mb * (1 << 20):
                 return True
-            if any(b'"type":"fill"' in f[:24] for _, _, f in self._frames(path, size)):
+            if self.fast:
+                self._rows(path, size)
+                if self._frames_cache[("rows", path)].holds_fills():
+                    return True
+            elif any(b'"type":"fill"' in f[:24] for _, _, f in self._frames(path, size)):
                 return True
         return False
 
@@ -380,6 +421,8 @@ class Backtest:
         return summary
 
     def _replay(self) -> dict[str, Any]:
+        if self.fast:
+            return self._replay_fast()
         sizes = [f.stat().st_size for f in self.files]
         total = sum(sizes) or 1
         done_bytes = 0
@@ -431,6 +474,99 @@ class Backtest:
                         if self.progress is not None:
                             self.progress(min(0.99, frac))
             done_bytes += sizes[fi]
+        return self._end(last, start_wall, end_wall)
+
+    def _replay_fast(self) -> dict[str, Any]:
+        """The replay loop over decoded rows (``replaycache``): every record takes the branch the
+        reference loop (``_replay`` with ``fast=False``) would take, without the byte tests and JSON
+        the decoding did once; book messages take :meth:`_on_book_fast`."""
+        sizes = [f.stat().st_size for f in self.files]
+        total = sum(sizes) or 1
+        done_bytes = 0
+        t0 = time.perf_counter()
+        next_report = t0 + self.opt.progress_every_s
+        start_wall = end_wall = None
+        shift = 0
+        last = 0
+        book_only = self.opt.book_only
+        feed = self.router.feed
+        clock = self.clock
+        frame_fn = self._frame
+        router = self.router
+        on_book = self._on_book_fast
+        trade = self._trade
+        corrected = self.sim.corrected
+        slow_delta = self._slow_delta
+        ev = self.events
+        held = self._held
+        frames = self.frames
+        next_house = self._next_house
+        # per market: the pipeline and the simulator's resting orders (a dict that lives as long as the replay)
+        self._fast_markets = {t: (p, self.sim.markets[t].orders) for t, p in self.pipes.items()}
+        self._pickoff_on = self.sim.pickoff is not None and self.sim.pickoff.active   # fixed once fitted
+        for fi, path in enumerate(self.files):
+            first = True
+            rows: Any = self._rows(path, sizes[fi])
+            got = self._frames_cache.get(("rows", path))
+            if got is not None:
+                self.decode_s += got.decode_s
+                self.cache_hits += got.from_cache
+            for recv0, wall, kind, x, frame in rows:
+                recv = recv0 + shift
+                if first:
+                    first = False
+                    if recv < last:                  # another run's capture: its own monotonic base
+                        shift += last - recv + NS_PER_S
+                        recv = recv0 + shift
+                        if fi:
+                            self._gap(recv, "next capture file of another run")
+                    if start_wall is None:
+                        start_wall = wall
+                end_wall = wall
+                last = recv
+                frames += 1
+                if book_only:
+                    if frame:                    # tickers and trades are not book frames
+                        st = feed(frame, recv)
+                        if st == DELTA or st == SNAPSHOT:
+                            self.book_messages += 1
+                    continue
+                if held and (recv > self._held_until or (ev and ev[0][0] <= recv)):
+                    self._deliver_held()
+                if ev and ev[0][0] <= recv:
+                    self._run_events(recv)
+                clock.mono = recv
+                clock.wall_offset = wall - recv
+                if kind == FEED:
+                    if x is not None and corrected and x in corrected:
+                        slow_delta(frame, recv, own=False)
+                    else:
+                        st = feed(frame, recv)
+                        if st == DELTA:         # the common case of _route, inline
+                            self.book_messages += 1
+                            on_book(router.last_ticker or "", recv)
+                        else:
+                            self._routed(st, frame, recv, on_book)
+                elif kind == TRADE:
+                    trade(x, recv)
+                elif kind == OTHER:
+                    frame_fn(frame, recv)
+                if recv >= next_house:
+                    self._housekeeping(recv)
+                    next_house = self._next_house   # only housekeeping moves it
+                if (frames & 4095) == 0:
+                    now = time.perf_counter()
+                    if now >= next_report:
+                        next_report = now + self.opt.progress_every_s
+                        frac = (done_bytes + sizes[fi] * 0.5) / total
+                        if self.progress is not None:
+                            self.progress(min(0.99, frac))
+            done_bytes += sizes[fi]
+        self.frames = frames
+        return self._end(last, start_wall, end_wall)
+
+    def _end(self, last: int, start_wall: int | None, end_wall: int | None) -> dict[str, Any]:
+        book_only = self.opt.book_only
         if not book_only:
             if self._held:
                 self._deliver_held()
@@ -458,6 +594,7 @@ class Backtest:
             "reaction_trades_left_out": st.reaction_trades, "pickoff_fills": st.pickoff_fills,
             "pickoff_contracts": st.pickoff_contracts / 100, "stale_order_s": round(st.stale_ns / 1e9, 2),
             "decision_latency_ms": _quantiles_ms(self.decision_latency_ns),
+            "replay_path": "fast" if self.fast else "reference",
             "files": [str(f) for f in self.files],
         }
         return build_summary(
@@ -470,7 +607,6 @@ class Backtest:
 
     # ============================================================================ frames
     def _frame(self, frame: bytes, recv: int) -> None:
-        router = self.router
         head = frame[:24]
         if b'"type":"ticker"' in head:
             return          # the engine reads nothing from ticker messages
@@ -493,11 +629,22 @@ class Backtest:
                 if frame[i + 17:j].decode() in self.sim.corrected:
                     self._slow_delta(frame, recv, own=False)
                     return
+        self._route(frame, recv, self._on_book_fn)
+
+    def _route(self, frame: bytes, recv: int, on_book: Callable[[str, int], None]) -> None:
+        """A frame for the compiled router, and what its result means for the engine."""
+        router = self.router
         st = router.feed(frame, recv)
         if st == DELTA:
             self.book_messages += 1
-            self._on_book(router.last_ticker or "", recv)
-        elif st == NOT_BOOK:
+            on_book(router.last_ticker or "", recv)
+        else:
+            self._routed(st, frame, recv, on_book)
+
+    def _routed(self, st: int, frame: bytes, recv: int, on_book: Callable[[str, int], None]) -> None:
+        """What a router result other than a delta means (``NOT_BOOK`` reads the frame as JSON)."""
+        router = self.router
+        if st == NOT_BOOK:
             self._json(frame, recv)
         elif st == SNAPSHOT:
             self.book_messages += 1
@@ -508,7 +655,7 @@ class Backtest:
                 pipe.ready = True
                 self.gate.set_book_stale(t, False)
                 self.gate.on_book_update(t)
-                self._on_book(t, recv)
+                on_book(t, recv)
         elif st == GAP:
             self._gap(recv, f"seq gap on sid {router.last_sid}", sid=router.last_sid)
         elif st == MALFORMED:
@@ -552,7 +699,7 @@ class Backtest:
         self.sim.apply_recorded_delta(t, side, price, delta, own)
         if not own:
             self.book_messages += 1
-            self._on_book(t, recv)
+            self._on_book_fn(t, recv)
 
     def _json(self, frame: bytes, recv: int) -> None:
         try:
@@ -572,35 +719,7 @@ class Backtest:
                     log.warning("unreadable trade in the capture: %.200r", frame)
                     return
                 tr = (t0.trade_id, t0.ticker, t0.price, t0.count, t0.taker_side, t0.ts_ms)
-            trade_id, ticker, price, count, taker_side, ts_ms = tr
-            pipe = self.pipes.get(ticker)
-            if pipe is None:
-                return
-            if self.fit_pass:
-                if trade_id:
-                    self.sim.on_trade(recv, ts_ms, ticker, price, count, taker_side, trade_id)
-                return
-            wall_ms = ts_ms or self.clock.time_ns() // 1_000_000
-            key = (ticker, taker_side, wall_ms)
-            if self._held and key != self._held_key:
-                self._deliver_held()
-            fills = self.sim.on_trade(recv, wall_ms, ticker, price, count, taker_side, trade_id)
-            if fills:
-                # the other prints of this taker's sweep may follow: they grow these fills (one fill per
-                # order of ours per taker order); delivered when the sweep is over (the next trade of
-                # another taker, a frame SWEEP_NS later, or before any timed event)
-                if not self._held:
-                    self._held_until = recv + SWEEP_NS
-                    self._held_key = key
-                for f in fills:
-                    self._held[f.trade_id] = f
-            pipe.on_trade(price)
-            if pipe.ready and self.sim.pickoff is not None and self.sim.pickoff.active:
-                picked = self.sim.after_event(recv, wall_ms, ticker)
-                if picked:
-                    self._deliver_held()
-                    for f in picked:
-                        self._on_fill(f)
+            self._trade(tr, recv)
         elif typ == "market_lifecycle_v2" and isinstance(msg, dict):
             try:
                 ev = decode_lifecycle(msg, recv)
@@ -622,6 +741,38 @@ class Backtest:
         elif typ == "subscribed" and isinstance(msg, dict) and msg.get("channel") == "orderbook_delta":
             if any(p.ready for p in self.pipes.values()):
                 self._gap(recv, "resubscribed (reconnect)")
+
+    def _trade(self, tr: Sequence[Any], recv: int) -> None:
+        """A recorded public trade (trade_id, ticker, YES price, count, taker side, ts_ms)."""
+        trade_id, ticker, price, count, taker_side, ts_ms = tr
+        pipe = self.pipes.get(ticker)
+        if pipe is None:
+            return
+        if self.fit_pass:
+            if trade_id:
+                self.sim.on_trade(recv, ts_ms, ticker, price, count, taker_side, trade_id)
+            return
+        wall_ms = ts_ms or self.clock.time_ns() // 1_000_000
+        key = (ticker, taker_side, wall_ms)
+        if self._held and key != self._held_key:
+            self._deliver_held()
+        fills = self.sim.on_trade(recv, wall_ms, ticker, price, count, taker_side, trade_id)
+        if fills:
+            # the other prints of this taker's sweep may follow: they grow these fills (one fill per
+            # order of ours per taker order); delivered when the sweep is over (the next trade of
+            # another taker, a frame SWEEP_NS later, or before any timed event)
+            if not self._held:
+                self._held_until = recv + SWEEP_NS
+                self._held_key = key
+            for f in fills:
+                self._held[f.trade_id] = f
+        pipe.on_trade(price)
+        if pipe.ready and self.sim.pickoff is not None and self.sim.pickoff.active:
+            picked = self.sim.after_event(recv, wall_ms, ticker)
+            if picked:
+                self._deliver_held()
+                for f in picked:
+                    self._on_fill(f)
 
     def _gap(self, recv: int, reason: str, sid: int | None = None) -> None:
         """Frames may be missing: as live, every affected book is stale and its quotes are pulled until
@@ -666,6 +817,51 @@ class Backtest:
                     self._on_fill(f)
                 return          # each fill re-decided already (or left the decision for the answers)
         self._requote(pipe, recv, live)
+
+    def _on_book_fast(self, ticker: str, recv: int) -> None:
+        """:meth:`_on_book` with the market's live orders kept between book messages: the order manager
+        changes only in the steps that move ``_gen`` on, and the signals read no order's age (the
+        decision, which does, gets a fresh list in :meth:`_requote`). The same steps in the same order."""
+        mk = self._fast_markets.get(ticker)
+        if mk is None:
+            return
+        pipe, orders = mk
+        if not pipe.ready:
+            return
+        sim = self.sim
+        clock = self.clock
+        if self.fit_pass:
+            sim.after_event(recv, clock.time_ns() // 1_000_000, ticker)
+            return
+        if orders:
+            sim.on_book_change(recv, ticker)
+        cached = self._live_cache.get(ticker)
+        if cached is not None and cached[0] == self._gen:
+            live = cached[1]
+            if self.check_live_cache:
+                fresh = self.om.live_orders(ticker)
+                assert [o[:4] + o[5:] for o in live] == [o[:4] + o[5:] for o in fresh], (ticker, live, fresh)
+        else:
+            live = self.om.live_orders(ticker)
+            self._live_cache[ticker] = (self._gen, live)
+        pipe.on_book(recv, clock.mono + clock.wall_offset, live)
+        self.gate.on_book_update(ticker)
+        inp = pipe.inputs
+        mark = (inp.best_bid or None, inp.best_ask or None)
+        if self._marks.get(ticker) != mark:     # only set_mark writes the marks: the same pair is a no-op
+            self._marks[ticker] = mark
+            self.pf.set_mark(ticker, *mark)
+        if orders and self._pickoff_on:
+            picked = sim.after_event(recv, clock.time_ns() // 1_000_000, ticker)
+            if picked:
+                self._deliver_held()
+                for f in picked:
+                    self._on_fill(f)
+                return
+        if pipe.in_flight and self.quoting:     # _requote's first answer, without the call
+            pipe.dirty = True
+            return
+        self._requote(pipe, recv)
 
     def _requote(self, pipe: MarketPipeline, trigger: int, live: list[LiveOrder] | None = None) -> None:
         if not self.quoting:
@@ -723,6 +919,7 @@ class Backtest:
     def _apply(self, pipe: MarketPipeline, actions: Any, trigger: int) -> None:
         """The requests the live maker's planner makes of ``actions`` (kmm.engine.quoting: the gate,
         reduce-only sizing, event limits, the order manager's transitions), sent on the replay."""
+        self._gen += 1
         t = pipe.ticker
         first = True
         for step in self.planner.plan(t, actions):
@@ -814,6 +1011,7 @@ class Backtest:
         self._at(answer, self._answer, pipe, result)
 
     def _answer(self, pipe: MarketPipeline, result: Callable[[], None]) -> None:
+        self._gen += 1
         result()
         pipe.in_flight -= 1
         if pipe.in_flight:
@@ -890,6 +1088,7 @@ class Backtest:
 
     # ---- fills
     def _on_fill(self, f: Fill) -> None:
+        self._gen += 1
         self.om.on_fill(f)
         if not self.pf.apply_fill(f):
             return
@@ -936,6 +1135,7 @@ class Backtest:
 
     # ============================================================================ timers and the end
     def _housekeeping(self, now: int) -> None:
+        self._gen += 1
         self._next_house = now + int(self.opt.housekeeping_s * NS_PER_S)
         self.sim.expire_all(now)
         po = self.sim.pickoff
@@ -1002,6 +1202,11 @@ class Backtest:
 
 
 _MAX_TS_MS = 2**53
+
+
+def _row(kx: tuple[int, Any], frame: bytes) -> tuple[int, Any, bytes]:
+    kind, x = kx
+    return kind, x, frame if kind == FEED or kind == OTHER else b""
 
 
 def _fast_trade(msg: dict[str, Any]) -> tuple[str, str, int, int, str, int] | None:

@@ -266,10 +266,18 @@ class FillSimulator:
     def on_book_change(self, now: int, ticker: str) -> None:
         """After a recorded delta in ``ticker``: see what happened at each of our levels."""
         m = self.markets[ticker]
-        if not m.orders:
+        orders = m.orders
+        if not orders:
             return
-        for o in list(m.orders.values()):
-            vis = self.others_at(ticker, o.side, o.price)
+        size_at = m.book.size_at
+        for o in list(orders.values()):
+            # others_at, inline: the visible size at our level less our own orders there
+            bside, bprice = o.bside, o.bprice
+            own = 0
+            for q in orders.values():
+                if q.bside == bside and q.bprice == bprice:
+                    own += q.remaining
+            vis = max(0, size_at("yes" if bside == YES else "no", bprice) - own)
             if vis < o.seen:
                 d = o.seen - vis
                 while d and o.credit:
@@ -288,7 +296,7 @@ class FillSimulator:
             if o.pend:
                 self._expire(o, now)
             # nobody can be in front who is not visible, except what left and is not yet explained
-            cap = vis + sum(p[1] for p in o.pend)
+            cap = vis + sum(p[1] for p in o.pend) if o.pend else vis
             if o.ahead > cap:
                 o.ahead = float(cap)
 
@@ -335,9 +343,12 @@ class FillSimulator:
             return []
         outcome = "none"
         fills: list[Fill] = []
-        for o in sorted(m.orders.values(), key=lambda o: (o.price if maker_side == "ask" else -o.price)):
-            if o.side != maker_side or o.remaining <= 0:
-                continue
+        # our orders on the maker side, best price first for the taker (a stable sort: ties keep their
+        # order); one order changes nothing of another's while the loop runs
+        mine = [o for o in m.orders.values() if o.side == maker_side and o.remaining > 0]
+        if len(mine) > 1:
+            mine.sort(key=lambda o: (o.price if maker_side == "ask" else -o.price))
+        for o in mine:
             if o.pend:
                 self._expire(o, now)
             at_level = o.price == price

@@ -1,0 +1,216 @@
+"""The fast replay (decoded capture cache + lean per-message path) against the reference replay
+(``Backtest(fast=False)``: raw frames, every step as before): the same fills, P&L, orders, decisions
+and records, on a live run's capture (own orders, recorded fills, the fitted pick-off model), on a
+``kmm record`` capture, and on hand-made captures with gaps, own deltas, lifecycle events, odd frames
+and two runs. Plus the cache's life: written once, read after, decoded again when the capture or the
+format changes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+import kmm
+from kmm.config import load_config
+from kmm.record.capture import gap_frame
+from kmm.research import replaycache
+from kmm.research.backtest import Backtest, BacktestOptions, _fast_trade
+from tests.research.helpers import Cap, FixedQuotes, T
+
+CFG3 = load_config(None, environ={}, cli={})
+CFG1 = load_config(None, environ={}, cli={"run.markets": T})
+TIMING = {"elapsed_s", "speedup_vs_real_time", "replay_path"}
+
+
+@pytest.fixture(autouse=True)
+def _check_live_cache(monkeypatch):
+    # every book message of the fast path checks its kept live orders against a fresh list
+    monkeypatch.setattr(Backtest, "check_live_cache", True)
+
+
+def _replay(caps: list[Path], cfg, out: Path | None, *, fast: bool, seed: int = 0,
+            opt: BacktestOptions | None = None, **kw) -> tuple[Backtest, dict]:
+    b = Backtest(caps, cfg, out, seed=seed, options=opt, fast=fast, **kw)
+    b.sim.keep_outcomes = True
+    return b, b.run()
+
+
+def _same(tmp: Path, caps: list[Path], cfg, *, seed: int = 0, opt: BacktestOptions | None = None,
+          records: bool = True, **kw) -> dict:
+    ref_out, fast_out = (tmp / f"ref{seed}", tmp / f"fast{seed}") if records else (None, None)
+    ref, s_ref = _replay(caps, cfg, ref_out, fast=False, seed=seed, opt=opt, **kw)
+    fast, s_fast = _replay(caps, cfg, fast_out, fast=True, seed=seed, opt=opt, **kw)
+    assert s_ref["details"]["replay_path"] == "reference" and s_fast["details"]["replay_path"] == "fast"
+    # every fill to the field, every figure of the summary, every trade's outcome, the order manager
+    assert fast.fills == ref.fills
+    strip = {k: v for k, v in s_ref.items() if k not in ("details", "messages_per_s")}
+    assert {k: v for k, v in s_fast.items() if k not in ("details", "messages_per_s")} == strip
+    assert {k: v for k, v in s_fast["details"].items() if k not in TIMING} == \
+        {k: v for k, v in s_ref["details"].items() if k not in TIMING}
+    assert fast.sim.trade_outcomes == ref.sim.trade_outcomes
+    assert fast.decision_latency_ns == ref.decision_latency_ns
+    assert [(o.client_order_id, o.order_id, o.state, o.price, o.fill_count) for o in fast.om.orders()] == \
+        [(o.client_order_id, o.order_id, o.state, o.price, o.fill_count) for o in ref.om.orders()]
+    if records:
+        assert (fast_out / "tape.csv").read_bytes() == (ref_out / "tape.csv").read_bytes()
+    return s_fast
+
+
+# ---------------------------------------------------------------------------------- real captures
+@pytest.fixture(scope="module")
+def live_run(tmp_path_factory):
+    """A 10 s busy ``kmm run`` against the embedded exchange: its capture holds our own orders'
+    deltas and fills (so the pick-off model is fitted and reaction trades are left out)."""
+    tmp = tmp_path_factory.mktemp("live")
+    run = tmp / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KALSHI_", "KMM_"))}
+    env["HOME"] = str(tmp)
+    src = str(Path(kmm.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    p = subprocess.run([sys.executable, "-m", "kmm", "run", "--duration", "10", "--out", str(run),
+                        "--view", "off", "--set", "sim.flow=busy"],
+                       cwd=tmp, env=env, capture_output=True, text=True, timeout=100)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 3])
+def test_fast_replay_of_a_live_run_makes_the_reference_replays_fills_orders_and_records(tmp_path, live_run, seed):
+    s = _same(tmp_path, [live_run], CFG3, seed=seed)
+    d = s["details"]
+    assert s["fills"] > 20 and s["orders_sent"] > 10 and d["decisions"] > 10
+    assert d["reaction_trades_left_out"] > 0 and d["pickoff_model"].startswith("fitted")
+
+
+@pytest.mark.slow
+def test_fast_replay_of_a_recorded_feed_with_the_rate_limiter_makes_the_reference_replay(tmp_path):
+    from kmm.research.record import record
+    cfg = load_config(None, environ={}, cli={"sim.flow": "busy", "sim.speed": "4", "sim.rate_tier": "off"})
+    args = argparse.Namespace(rest_url=None, ws_url=None, api_key_id=None, private_key=None, env=None)
+    res = asyncio.run(record(cfg, args, False, tmp_path / "cap", duration_s=3.0, rotate_bytes=0, rotate_s=0))
+    assert res["frames"] > 500
+    s = _same(tmp_path, [tmp_path / "cap"], CFG3, seed=1, opt=BacktestOptions(rate_tier="basic"))
+    assert s["fills"] > 0 and s["details"]["rate_waits"] > 0
+
+
+# ---------------------------------------------------------------------------------- hand-made captures
+def _odd_frames(cap: Cap) -> Cap:
+    """Frames off the usual paths: a ticker, a trade in an unusual form (decoded the slow way), a
+    frame that is not JSON, a lifecycle event, an unknown market's delta, a fill of the recorded run."""
+    cap.raw(11, orjson.dumps({"type": "ticker", "sid": 4, "msg": {"market_ticker": T, "price_dollars": "0.4000"}}))
+    cap.raw(12, orjson.dumps({"type": "trade", "sid": 2, "msg": {
+        "trade_id": "slow1", "market_ticker": T, "yes_price_dollars": "0.40", "no_price_dollars": "0.60",
+        "count_fp": "2", "taker_book_side": "ask", "ts_ms": 1_795_000_000_012}}))
+    cap.raw(13, b'{"type":"trade", not json')
+    cap.raw(14, orjson.dumps({"type": "orderbook_delta", "sid": 9, "seq": 1, "msg": {
+        "market_ticker": "OTHER-1", "price_dollars": "0.40", "delta_fp": "1.00", "side": "yes"}}))
+    cap.raw(15, orjson.dumps({"type": "fill", "sid": 5, "msg": {"trade_id": "own1", "client_order_id": "x"}}))
+    return cap
+
+
+def _scenario() -> Cap:
+    c = (Cap().snapshot(0, [(4000, 1000), (3900, 500)], [(6000, 1000)])
+         .delta(2, "bid", 4000, 2000)
+         .delta(3, "bid", 4000, 300, coid="rec-1")           # the recorded run's own order
+         .delta(20, "bid", 4000, -1500).trade(20, 4000, 1500, "ask", "tr1"))
+    _odd_frames(c)
+    c.delta(30, "bid", 4000, -300, coid="rec-1")
+    c.lifecycle(40, "deactivated").lifecycle(60, "activated")
+    c.raw(70, gap_frame("connection lost", 0))
+    c.snapshot(400, [(4000, 800)], [(6000, 500)])
+    for i in range(40):                                      # activity past a few housekeeping ticks
+        t = 410 + i * 25
+        c.delta(t, "bid", 4000, 100 if i % 2 else -100)
+        c.trade(t + 1, 4000, 100 + (i % 3) * 100, "ask", f"t{i}")
+        c.delta(t + 2, "ask", 6000 - 100 * (i % 2), 50)
+    c.seq += 5                                               # a seq gap, then a snapshot
+    c.delta(1500, "bid", 4000, 100).snapshot(1600, [(4100, 300)], [(5900, 300)])
+    c.trade(1610, 4100, 900, "ask", "after").lifecycle(1700, "settled", "yes")
+    return c
+
+
+@pytest.mark.parametrize("latency", ["0", "1ms", "lognormal:1ms:0.5"])
+def test_fast_replay_of_odd_frames_gaps_and_lifecycle_makes_the_reference_replay(tmp_path, latency):
+    d = _scenario().write(tmp_path / "cap")
+    opt = BacktestOptions(feed_latency=latency, entry_latency=latency, response_latency=latency, rate_tier="off",
+                          pickoff="always")
+    s = _same(tmp_path, [d], CFG1, opt=opt, strategy_factory=lambda info: FixedQuotes(bid=4000, ask=6100, size=500))
+    d = s["details"]
+    assert s["fills"] > 2 and d["gaps"] >= 2 and d["malformed"] >= 1
+
+
+def test_fast_replay_of_two_runs_in_one_directory_makes_the_reference_replay(tmp_path):
+    d = tmp_path / "cap"
+    _scenario().write(d)
+    (Cap().snapshot(0, [(4000, 100)], [(6000, 1000)]).delta(5, "bid", 4000, -100)
+     .trade(5, 4000, 600, "ask", "tr2")).write(d, "capture.1.bin.gz")
+    s = _same(tmp_path, [d], CFG1, opt=BacktestOptions(rate_tier="off"),
+              strategy_factory=lambda info: FixedQuotes(bid=4000, size=500))
+    assert s["fills"] >= 2 and s["details"]["gaps"] >= 3
+
+
+def test_book_only_from_the_cache_applies_the_same_book_messages(tmp_path):
+    d = _scenario().write(tmp_path / "cap")
+    ref, s_ref = _replay([d], CFG1, None, fast=False, opt=BacktestOptions(book_only=True))
+    fast, s_fast = _replay([d], CFG1, None, fast=True, opt=BacktestOptions(book_only=True))
+    assert s_fast["book_messages"] == s_ref["book_messages"] > 40
+    assert fast.books[T].levels() == ref.books[T].levels()
+
+
+# ---------------------------------------------------------------------------------- the cache file
+def test_the_cache_is_written_once_read_after_and_decoded_again_when_the_capture_changes(tmp_path):
+    d = _scenario().write(tmp_path / "cap")
+    f = d / "capture.bin.gz"
+    first = replaycache.load(f, _fast_trade)
+    cache = replaycache.cache_path(f, "", first.source_hash)
+    assert not first.from_cache and cache.exists() and first.decode_s > 0
+    again = replaycache.load(f, _fast_trade)
+    assert again.from_cache and list(again.rows()) == list(first.rows())
+    kinds = set(again.kind)
+    assert {replaycache.TICKER, replaycache.TRADE, replaycache.FEED, replaycache.OTHER} <= kinds
+    assert again.decode_s == pytest.approx(first.decode_s)   # the first decode's cost is kept
+    # another capture under the same name: its content hash differs, so it is decoded again
+    other = _scenario().trade(1800, 4000, 100, "ask", "late").write(tmp_path / "other")
+    f.write_bytes((other / "capture.bin.gz").read_bytes())
+    changed = replaycache.load(f, _fast_trade)
+    assert not changed.from_cache and len(changed) == len(first) + 1
+    assert replaycache.load(f, _fast_trade).from_cache
+
+
+def test_a_cache_of_another_format_is_not_used(tmp_path, monkeypatch):
+    d = _scenario().write(tmp_path / "cap")
+    f = d / "capture.bin.gz"
+    replaycache.load(f, _fast_trade)
+    monkeypatch.setattr(replaycache, "FORMAT", replaycache.FORMAT + 1)
+    assert not replaycache.load(f, _fast_trade).from_cache
+    assert replaycache.load(f, _fast_trade).from_cache
+
+
+def test_a_corrupt_cache_file_is_decoded_again(tmp_path):
+    d = _scenario().write(tmp_path / "cap")
+    f = d / "capture.bin.gz"
+    first = replaycache.load(f, _fast_trade)
+    replaycache.cache_path(f, "", first.source_hash).write_bytes(b"not an npz")
+    assert not replaycache.load(f, _fast_trade).from_cache
+    assert replaycache.load(f, _fast_trade).from_cache
+
+
+def test_cache_directory_option_keys_files_by_content_and_off_writes_nothing(tmp_path):
+    d = _scenario().write(tmp_path / "cap")
+    cache_dir = tmp_path / "cache"
+    b, s = _replay([d], CFG1, None, fast=True, opt=BacktestOptions(replay_cache=str(cache_dir), rate_tier="off"))
+    h = replaycache.content_hash(d / "capture.bin.gz")
+    assert [p.name for p in cache_dir.iterdir()] == [f"{h}.v{replaycache.FORMAT}{replaycache.SUFFIX}"]
+    assert b.cache_hits == 0 and b.decode_s > 0
+    b2, s2 = _replay([d], CFG1, None, fast=True, opt=BacktestOptions(replay_cache=str(cache_dir), rate_tier="off"))
+    assert b2.cache_hits == 1 and b2.decode_s == pytest.approx(b.decode_s) and s2["fills"] == s["fills"]
+    _replay([d], CFG1, None, fast=True, opt=BacktestOptions(replay_cache="off", rate_tier="off"))
+    assert not list(d.glob("*" + replaycache.SUFFIX))
