@@ -79,6 +79,27 @@ def _compare(fast: EventRiskGate, slow: EventRiskGate, t: str, side: str, price:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
 def test_kept_sums_give_the_former_verdicts_after_every_step(sc):
+    _run(sc)
+
+
+def test_kept_sums_on_long_seeded_streams():
+    """Longer streams than hypothesis makes by default, over every kind of event, 1 to 6 markets."""
+    import random
+    for seed in range(120):
+        rng = random.Random(seed)
+        n = rng.randint(1, 6)
+        loss_ro = rng.choice([0.5, 0.9, 1.0])
+        _run(dict(
+            markets=tuple(f"KXS-{i}" for i in range(n)), me=rng.random() < 0.7, none_possible=rng.random() < 0.6,
+            rate=rng.choice([0, 17_500]),
+            limits=dict(max_event_loss=rng.randint(1, 80) * 1_0000, max_event_exposure=rng.randint(1, 100) * 100,
+                        reduce_only_at=loss_ro, kill_at=rng.choice([loss_ro, 1.0, 1.5])),
+            weight=rng.choice([0.0, 0.5, 1.0]),
+            steps=[(rng.choice(KINDS), rng.randint(0, 40), rng.choice(["bid", "ask"]), rng.randint(1, 99) * 100,
+                    rng.randint(1, 30) * 100, rng.randint(0, 3)) for _ in range(rng.randint(20, 80))]))
+
+
+def _run(sc: dict) -> None:
     markets = sc["markets"]
     pf = Portfolio(cash=10_000_0000)
     om = OrderManager(ManualClock(), session="ktest")
@@ -139,7 +160,9 @@ def test_kept_sums_give_the_former_verdicts_after_every_step(sc):
             fast.set_baseline()
             slow.set_baseline()
         old = (o.price, o.remaining) if o is not None and o.remaining > 0 and x % 2 else None
-        _compare(fast, slow, t, side, price, count, 1 if x == 3 else 100, old, sc["weight"])
+        for sd in ("bid", "ask"):
+            _compare(fast, slow, t, sd, price, count, 1 if x == 3 else 100, old if sd == side else None,
+                     sc["weight"])
         assert fast.status("KXS") == slow.status("KXS")
         assert fast.kill_signal() == slow.kill_signal()
         if fb.sums is not None and fb.sums.refresh():
