@@ -594,6 +594,8 @@ class EventRiskGate:
         v = self._verdicts(book, prop)
         if v.fast and v.passes(count):
             return ALLOW
+        if v.fast and isinstance(v, SumVerdicts):
+            return self._check_sums(book, v, prop, count)
         return self._check(book, book.legs(with_resting=True), prop, count)
 
     def check_amend(self, ticker: str, side: str, price: int, remaining: int, old_price: int | None = None,
@@ -608,6 +610,8 @@ class EventRiskGate:
                            else None)
         if v.fast and v.passes(remaining):
             return ALLOW
+        if v.fast and isinstance(v, SumVerdicts):
+            return self._check_sums(book, v, prop, remaining)
         legs = book.legs(with_resting=True)
         if old_price is not None and old_remaining > 0:
             _remove_resting(book, legs, ticker, side, old_price, old_remaining)
@@ -666,6 +670,27 @@ class EventRiskGate:
         loss = -now >= lim.reduce_only_at * lim.loss_for(book.ticker) * E6_PER_E4
         e = sum(leg.position for leg in legs if leg.result is None)
         return loss, abs(e) >= lim.reduce_only_at * lim.exposure_for(book.ticker)
+
+    def _check_sums(self, book: EventBook, v: SumVerdicts, prop: _Proposal, count: int) -> Decision:
+        """:meth:`_check` outside the reduce-only regime (``v.fast``) from the kept sums: the same
+        rules, reasons and sentences, without gathering the event's legs."""
+        lim = self.limits
+        name = book.ticker
+        where = f"{prop.side} {count} @ {prop.price} on {prop.ticker} (event {name})"
+        max_loss = lim.loss_for(name)
+        low, low_outcome = v.lowered_worst(count)
+        if low is not None and low < -max_loss * E6_PER_E4:
+            return self._deny("event_max_loss", f"{where}: with every resting order filling, the "
+                              f"event could lose {-_floor_e4(low)} if {_outcome_name(low_outcome)}; "
+                              f"limit max_event_loss {max_loss} (1e-4 $)", True)
+        e_now, same = v.e_now, v.same
+        extreme = e_now + (same + count if v.bid else -(same + count))
+        limit_e = lim.exposure_for(name)
+        if abs(extreme) > limit_e and abs(extreme) > abs(e_now):
+            return self._deny("event_max_exposure", f"{where}: event inventory {e_now} with {same} resting "
+                              f"the same way could reach {extreme}, limit max_event_exposure {limit_e} "
+                              "(1e-2 contracts)", True)
+        return ALLOW
 
     def _check(self, book: EventBook, legs: list[Leg], prop: _Proposal, count: int, *,
                count_denial: bool = True) -> Decision:

@@ -149,7 +149,13 @@ class EventSums:
         heapq.heapify(self.hr)
 
     def _min(self, heap: list[tuple[int, int, int]], without: int = -1) -> int | None:
-        """The least live entry of ``heap``, skipping market ``without``; None when there is none."""
+        """The least live value of ``heap``, skipping market ``without``; None when there is none."""
+        e = self._least(heap, without)
+        return None if e is None else e[0]
+
+    def _least(self, heap: list[tuple[int, int, int]], without: int = -1) -> tuple[int, int, int] | None:
+        """The least live entry (value, market, version) of ``heap`` skipping market ``without``: among
+        equal values the first market in the event's order (entries compare by market next)."""
         ver = self.ver
         while heap and heap[0][2] != ver[heap[0][1]]:
             heapq.heappop(heap)
@@ -157,11 +163,11 @@ class EventSums:
             return None
         top = heap[0]
         if top[1] != without:
-            return top[0]
+            return top
         heapq.heappop(heap)
         while heap and heap[0][2] != ver[heap[0][1]]:
             heapq.heappop(heap)
-        out = heap[0][0] if heap else None
+        out = heap[0] if heap else None
         heapq.heappush(heap, top)
         return out
 
@@ -198,20 +204,25 @@ class EventSums:
                     bids -= o_rem
                 else:
                     asks -= o_rem
-        outs: list[tuple[int, bool]] = []
+        # per side of market k, the lowest outcome an order in k can lower, as (P&L with what rests,
+        # k settles YES, outcome, its place in EventBook.outcomes() for ties; None: named on demand)
+        outs: list[tuple[int, bool, tuple[str, ...] | None, int]] = []
+        tickers = book.spec.markets
         if self.me:
             all_no = self.sum_rn - self.rn[k] + rn
             if r != "no":
-                outs.append((all_no - rn + ry, True))
-            mj = self._min(self.hr, k)        # the outcomes "j wins", j != k
-            if self.none_incl or mj is not None:
-                outs.append((all_no + _lowest(0 if self.none_incl else None, mj), False))
+                outs.append((all_no - rn + ry, True, (tickers[k],), k))
+            ej = self._least(self.hr, k)       # the outcomes "j wins", j != k
+            if ej is not None and not (self.none_incl and ej[0] >= 0):
+                outs.append((all_no + ej[0], False, (tickers[ej[1]],), ej[1]))
+            elif self.none_incl:
+                outs.append((all_no, False, (), -1))
         else:
             others = self.sum_cr - _side(r, self.ry[k], self.rn[k])
             if r != "no":
-                outs.append((others + ry, True))
+                outs.append((others + ry, True, None, 0))
             if r != "yes":
-                outs.append((others + rn, False))
+                outs.append((others + rn, False, None, 1))
         lim = gate.limits
         name = book.ticker
         now = self.worst_now()
@@ -220,7 +231,20 @@ class EventSums:
         exposure_ro = abs(e_now) >= lim.reduce_only_at * lim.exposure_for(name)
         return SumVerdicts(not (loss_ro or exposure_ro), bid, prop.price, prop.fee_rate_e6,
                            -lim.loss_for(name) * E6_PER_E4, e_now, bids if bid else asks,
-                           lim.exposure_for(name), outs)
+                           lim.exposure_for(name), outs, self, k)
+
+    def yes_side(self, k: int) -> list[str]:
+        """Independent markets: the markets other than ``k`` whose worse side is YES, in event order
+        (the outcome ``_lowered_worst`` names). O(markets); only a denial's sentence reads it."""
+        results, tickers, ry, rn = self.book.results, self.book.spec.markets, self.ry, self.rn
+        out = []
+        for i, t in enumerate(tickers):
+            if i == k:
+                continue
+            r = results.get(t)
+            if r == "yes" or (r is None and ry[i] < rn[i]):
+                out.append(t)
+        return out
 
 
 def _side(r: str | None, yes: int, no: int) -> int:
@@ -239,10 +263,11 @@ class SumVerdicts:
     :meth:`passes`. Per outcome that an order in its market can lower it keeps only the lowest value
     on each side (k YES / k NO): every such outcome moves by the same amount, so the lowest decides."""
 
-    __slots__ = ("fast", "bid", "price", "rate", "floor", "e_now", "same", "limit_e", "outs")
+    __slots__ = ("fast", "bid", "price", "rate", "floor", "e_now", "same", "limit_e", "outs", "sums", "k")
 
     def __init__(self, fast: bool, bid: bool, price: int, rate: int, floor: int, e_now: int, same: int,
-                 limit_e: int, outs: list[tuple[int, bool]]) -> None:
+                 limit_e: int, outs: list[tuple[int, bool, tuple[str, ...] | None, int]], sums: EventSums,
+                 k: int) -> None:
         self.fast = fast
         self.bid = bid
         self.price = price
@@ -252,18 +277,39 @@ class SumVerdicts:
         self.same = same
         self.limit_e = limit_e
         self.outs = outs
+        self.sums = sums
+        self.k = k
 
-    def passes(self, count: int) -> bool:
+    def changes(self, count: int) -> tuple[int, int]:
+        """The order's P&L change filled in full if its market settles YES / NO, 1e-6 $."""
         price = self.price
         fee = trade_fee(count, price, self.rate) if self.rate and count > 0 else 0
         if self.bid:
-            ch_yes = count * (ONE_DOLLAR - price) - fee * E6_PER_E4
-            ch_no = count * (0 - price) - fee * E6_PER_E4
-        else:
-            ch_yes = -(count * (ONE_DOLLAR - price)) - fee * E6_PER_E4
-            ch_no = -(count * (0 - price)) - fee * E6_PER_E4
+            return count * (ONE_DOLLAR - price) - fee * E6_PER_E4, count * (0 - price) - fee * E6_PER_E4
+        return -(count * (ONE_DOLLAR - price)) - fee * E6_PER_E4, -(count * (0 - price)) - fee * E6_PER_E4
+
+    def lowered_worst(self, count: int) -> tuple[int | None, tuple[str, ...]]:
+        """``_lowered_worst`` with the order of ``count`` resting: the lowest outcome it lowers and
+        which (ties as the former loop broke them: first in EventBook.outcomes() order)."""
+        ch_yes, ch_no = self.changes(count)
+        cands = []
+        for v, k_yes, outcome, pos in self.outs:
+            ch = ch_yes if k_yes else ch_no
+            if ch < 0:
+                cands.append((v + ch, pos, outcome, k_yes))
+        if not cands:
+            return None, ()
+        if self.sums.me:
+            best = min(cands, key=lambda c: (c[0], c[1]))
+            return best[0], best[2]  # type: ignore[return-value]
+        out = self.sums.yes_side(self.k)
+        k_t = self.sums.book.spec.markets[self.k]
+        return min((c[0], tuple(out + [k_t]) if c[3] else tuple(out)) for c in cands)
+
+    def passes(self, count: int) -> bool:
+        ch_yes, ch_no = self.changes(count)
         floor = self.floor
-        for v, k_yes in self.outs:
+        for v, k_yes, _, _ in self.outs:
             if k_yes:
                 if ch_yes < 0 and v + ch_yes < floor:
                     return False
