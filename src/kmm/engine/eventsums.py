@@ -44,7 +44,7 @@ class EventSums:
 
     __slots__ = ("book", "idx", "dirty", "rev", "pos", "py", "pn", "ry", "rn", "bids", "asks", "ver",
                  "hp", "hr", "sum_pn", "sum_rn", "sum_cp", "sum_cr", "e_open", "bids_open", "asks_open",
-                 "n_alive", "decided", "me", "none_incl")
+                 "n_alive", "decided", "me", "none_incl", "yes_set", "yes_list")
 
     def __init__(self, book: Any) -> None:
         self.book = book
@@ -75,6 +75,8 @@ class EventSums:
         self.hr: list[tuple[int, int, int]] = []
         self.sum_pn = self.sum_rn = self.sum_cp = self.sum_cr = 0
         self.e_open = self.bids_open = self.asks_open = 0
+        self.yes_set: set[int] = set()       # independent markets whose worse side is YES
+        self.yes_list: list[str] | None = None   # their tickers in event order, built on demand
         results = book.results
         self.decided = self.me and any(r == "yes" for r in results.values())
         self.n_alive = sum(1 for t in book.spec.markets if results.get(t) != "no")
@@ -136,6 +138,9 @@ class EventSums:
             else:
                 self.sum_cp += _side(r, py, pn) - _side(r, self.py[i], self.pn[i])
                 self.sum_cr += _side(r, ry, rn) - _side(r, self.ry[i], self.rn[i])
+                if (r == "yes" or (r is None and ry < rn)) != (i in self.yes_set):
+                    self.yes_set ^= {i}
+                    self.yes_list = None
             self.pos[i], self.py[i], self.pn[i], self.ry[i], self.rn[i] = q, py, pn, ry, rn
             self.bids[i], self.asks[i] = b, a
             self.dirty.discard(t)
@@ -235,15 +240,14 @@ class EventSums:
 
     def yes_side(self, k: int) -> list[str]:
         """Independent markets: the markets other than ``k`` whose worse side is YES, in event order
-        (the outcome ``_lowered_worst`` names). O(markets); only a denial's sentence reads it."""
-        results, tickers, ry, rn = self.book.results, self.book.spec.markets, self.ry, self.rn
-        out = []
-        for i, t in enumerate(tickers):
-            if i == k:
-                continue
-            r = results.get(t)
-            if r == "yes" or (r is None and ry[i] < rn[i]):
-                out.append(t)
+        (the outcome ``_lowered_worst`` names). Kept as the markets change sides; only a denial's
+        sentence reads it."""
+        tickers = self.book.spec.markets
+        if self.yes_list is None:
+            self.yes_list = [tickers[i] for i in sorted(self.yes_set)]
+        out = list(self.yes_list)
+        if k in self.yes_set:
+            out.remove(tickers[k])
         return out
 
 
