@@ -22,7 +22,9 @@ per-market limit sees. Formulas and choices are in docs/event-risk.md; in short 
 The gate (:class:`EventRiskGate`) is shaped like :class:`kmm.engine.risk.RiskGate`: ``check_place`` and
 ``check_amend`` return a :class:`~kmm.engine.risk.Decision`; :meth:`EventRiskGate.max_count` sizes an
 order so it passes; :meth:`EventRiskGate.kill_signal` names an event whose positions alone are past
-``max_event_loss``. A check costs O(markets in the event + their resting orders).
+``max_event_loss``. With a portfolio and order manager that report changes (their ``watchers``) a check
+costs O(markets changed since the last check) (:mod:`kmm.engine.eventsums`); otherwise O(markets in the
+event + their resting orders).
 """
 
 from __future__ import annotations
@@ -621,7 +623,8 @@ class EventRiskGate:
                   post_only: bool = True) -> int:
         """The largest size <= ``count``, in multiples of ``size_step`` (1e-2 contracts), that the event
         checks pass: near a limit this sizes the order so it only lowers the event's risk. 0 when no
-        size passes. O(markets + their resting orders) once, then O(outcomes x log(count))."""
+        size passes. O(markets changed since the last check) with kept sums (else O(markets + their
+        resting orders)) once, then O(outcomes x log(count))."""
         book = self._by_market.get(ticker)
         if book is None:
             return count
