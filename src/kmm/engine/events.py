@@ -448,16 +448,17 @@ class EventRiskGate:
         # the order manager's ``watchers``; otherwise every check gathers the event anew
         led_w = getattr(ledger, "watchers", None)
         watch = getattr(resting, "watch", None) if resting is not None else None
-        self.incremental = isinstance(led_w, list) and watch is not None
-        if self.incremental:
+        self.incremental = False
+        if isinstance(led_w, list) and watch is not None:
             led_w.append(self._touched)
             watch(self._touched)
+            self.incremental = True
 
     def _touched(self, ticker: str | None) -> None:
         if ticker is None:
-            for b in self.events.values():
-                if b.sums is not None:
-                    b.sums.touch(None)
+            for eb in self.events.values():
+                if eb.sums is not None:
+                    eb.sums.touch(None)
             return
         b = self._by_market.get(ticker)
         if b is not None and b.sums is not None:
