@@ -195,3 +195,38 @@ def test_a_check_after_a_change_reads_only_the_market_that_changed():
     assert gate.max_count("KXS-8", "ask", 6000, 2000) == 2000
     assert gate.check_place("KXS-9", "bid", 4000, 500)
     assert Counting.reads == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("fill"), st.sampled_from(["KXS-0", "KXS-1", "KXS-2"]), st.sampled_from(["bid", "ask", "x"]),
+              st.integers(-100, 10_100), st.integers(-100, 4000), st.integers(0, 400), st.integers(0, 3)),
+    st.tuples(st.just("load"), st.sampled_from(["KXS-0", "KXS-1", "KXS-3"]), st.integers(-5000, 5000),
+              st.integers(-2000, 2000), st.integers(0, 500)),
+    st.tuples(st.just("mark"), st.sampled_from(["KXS-0", "KXS-1", "KXS-2"]),
+              st.one_of(st.none(), st.integers(0, 10_000)), st.one_of(st.none(), st.integers(0, 10_000))),
+    st.tuples(st.just("settle"), st.sampled_from(["KXS-0", "KXS-1", "KXS-9"]), st.sampled_from(["yes", "no", 4000]))),
+    max_size=30), st.sampled_from(["conservative", "mid"]), st.sampled_from(["cent", "exact"]))
+def test_total_pnl_kept_equals_the_sum_over_markets(steps, mark, rounding):
+    """Portfolio.total_pnl (realized and fees kept as running totals, unrealized over the markets held:
+    the loss limit reads it after every fill) equals the former sum over every market after every step,
+    net of fees and gross, with duplicate and malformed fills, loaded positions, marks and settlements."""
+    pf = Portfolio(cash=10_000_0000, mark=mark, cash_rounding=rounding)
+
+    def former(net: bool) -> int:
+        from kmm.engine.portfolio import e6_to_e4
+        return e6_to_e4(sum(m.realized_e6 + pf._unrealized_e6(m) - (m.fees_paid_e6 if net else 0)
+                            for m in pf._markets.values()))
+    for s_ in steps:
+        if s_[0] == "fill":
+            _, t, side, price, count, fee, dup = s_
+            pf.apply_fill(Fill(f"d{dup}" if dup else f"t{next(_tid)}", f"o{dup}", None, t, side, price, count,
+                               fee, False, None, 0))
+        elif s_[0] == "load":
+            pf.load_position(MarketPosition(s_[1], s_[2], abs(s_[2]) * 50, s_[3], s_[4]))
+        elif s_[0] == "mark":
+            pf.set_mark(s_[1], s_[2], s_[3])
+        else:
+            pf.settle(s_[1], s_[2])
+        assert pf.total_pnl() == former(True)
+        assert pf.total_pnl(net_of_fees=False) == former(False)

@@ -173,6 +173,12 @@ class Portfolio:
     # called with a ticker after its position, cost, realized P&L or fees changed (load_position,
     # apply_fill, settle): the event gate keeps per-market sums and recomputes only the markets named
     watchers: list[Callable[[str], None]] = field(init=False, default_factory=list)
+    # realized P&L and exact fees summed over the markets, and the markets holding a position, kept
+    # where MarketBook's realized_e6 / fees_paid_e6 / position change (load_position, _trade,
+    # _charge_fee, settle): total_pnl, read after every fill, costs O(markets held), not O(markets)
+    _realized_total_e6: int = field(init=False, default=0)
+    _fees_total_e6: int = field(init=False, default=0)
+    _held: dict[str, MarketBook] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.mark not in MARKS:
@@ -197,10 +203,15 @@ class Portfolio:
         """
         m = self._book(pos.ticker)
         self._abs_total += abs(pos.position) - abs(m.position)
+        self._realized_total_e6 -= m.realized_e6
+        self._fees_total_e6 -= m.fees_paid_e6
         m.position = pos.position
         m.cost_e6 = pos.position_cost * E6_PER_E4
         m.realized_e6 = pos.realized_pnl * E6_PER_E4
         m.fees_paid_e6 = pos.fees_paid * E6_PER_E4
+        self._realized_total_e6 += m.realized_e6
+        self._fees_total_e6 += m.fees_paid_e6
+        self._hold(m)
         m.fees_charged_e6 = pos.fees_paid * E6_PER_E4
         m.volume = pos.volume
         self.set_cash(self.cash)
@@ -260,6 +271,7 @@ class Portfolio:
             proceeds = reduce * close_px
             m.cost_e6 -= released
             m.realized_e6 += proceeds - released
+            self._realized_total_e6 += proceeds - released
             self._cash_e6 += proceeds
             q += sign * reduce
         opened = count - reduce
@@ -269,7 +281,14 @@ class Portfolio:
             q += sign * opened
         self._abs_total += abs(q) - abs(m.position)
         m.position = q
+        self._hold(m)
         self.cash = e6_to_e4(self._cash_e6)
+
+    def _hold(self, m: MarketBook) -> None:
+        if m.position:
+            self._held[m.ticker] = m
+        else:
+            self._held.pop(m.ticker, None)
 
     def _charge_fee(self, m: MarketBook, order_id: str, fee: int) -> None:
         if self.cash_rounding == "cent":
@@ -277,6 +296,7 @@ class Portfolio:
         else:
             charged = fee
         m.fees_paid_e6 += fee * E6_PER_E4
+        self._fees_total_e6 += fee * E6_PER_E4
         m.fees_charged_e6 += charged * E6_PER_E4
         self._cash_e6 -= charged * E6_PER_E4
         self.cash = e6_to_e4(self._cash_e6)
@@ -306,11 +326,14 @@ class Portfolio:
         paid = exact // unit * unit
         m.realized_e6 += exact - m.cost_e6
         m.fees_paid_e6 += exact - paid
+        self._realized_total_e6 += exact - m.cost_e6
+        self._fees_total_e6 += exact - paid
         m.fees_charged_e6 += exact - paid
         self._cash_e6 += paid
         m.cost_e6 = 0
         self._abs_total -= abs(m.position)
         m.position = 0
+        self._hold(m)
         m.settled = value
         self.cash = e6_to_e4(self._cash_e6)
         for w in self.watchers:
@@ -416,8 +439,9 @@ class Portfolio:
     def total_pnl(self, *, net_of_fees: bool = True) -> int:
         """Realized + unrealized P&L over all markets (minus exact fees by default), 1e-4 $: the
         number the loss limit watches."""
-        e6 = sum(m.realized_e6 + self._unrealized_e6(m) - (m.fees_paid_e6 if net_of_fees else 0)
-                 for m in self._markets.values())
+        e6 = self._realized_total_e6 - (self._fees_total_e6 if net_of_fees else 0)
+        for m in self._held.values():          # a flat market's unrealized P&L is 0
+            e6 += self._unrealized_e6(m)
         return e6_to_e4(e6)
 
     def view(self, ticker: str) -> PnlView:
