@@ -46,6 +46,11 @@ class EventSums:
                  "hp", "hr", "sum_pn", "sum_rn", "sum_cp", "sum_cr", "e_open", "bids_open", "asks_open",
                  "n_alive", "decided", "me", "none_incl", "yes_set", "yes_list")
 
+    #: the heaps are rebuilt from the markets' numbers once they hold more than this many entries per
+    #: market plus the slack (stale entries pile up between rebuilds); the tests set both low
+    COMPACT_FACTOR = 4
+    COMPACT_SLACK = 64
+
     def __init__(self, book: Any) -> None:
         self.book = book
         self.idx = {t: i for i, t in enumerate(book.spec.markets)}
@@ -133,8 +138,6 @@ class EventSums:
                 if r != "no":
                     heapq.heappush(self.hp, (py - pn, i, v))
                     heapq.heappush(self.hr, (ry - rn, i, v))
-                    if len(self.hr) > 4 * len(self.ver) + 64:
-                        self._compact()
             else:
                 self.sum_cp += _side(r, py, pn) - _side(r, self.py[i], self.pn[i])
                 self.sum_cr += _side(r, ry, rn) - _side(r, self.ry[i], self.rn[i])
@@ -144,6 +147,9 @@ class EventSums:
             self.pos[i], self.py[i], self.pn[i], self.ry[i], self.rn[i] = q, py, pn, ry, rn
             self.bids[i], self.asks[i] = b, a
             self.dirty.discard(t)
+            # compact only once market i's numbers are stored: _compact rebuilds from them
+            if self.me and len(self.hr) > self.COMPACT_FACTOR * len(self.ver) + self.COMPACT_SLACK:
+                self._compact()
 
     def _compact(self) -> None:
         results, tickers, ver = self.book.results, self.book.spec.markets, self.ver
