@@ -238,3 +238,9 @@ cdef class Verdicts:
                 return False
         extreme = self.e_now + (self.same + count if self.bid else -(self.same + count))
         return not (abs(extreme) > self.limit_e and abs(extreme) > abs(self.e_now))
+
+
+def resting_sums(orders, rate):
+    """``(yes, no, bids, asks)`` of a market's resting orders, as :class:`Verdicts` gathers them (1e-6 $
+    and 1e-2 contracts): the per-market numbers kmm.engine.eventsums keeps between checks."""
+    return _resting_sums(orders, rate)

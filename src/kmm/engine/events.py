@@ -22,7 +22,9 @@ per-market limit sees. Formulas and choices are in docs/event-risk.md; in short 
 The gate (:class:`EventRiskGate`) is shaped like :class:`kmm.engine.risk.RiskGate`: ``check_place`` and
 ``check_amend`` return a :class:`~kmm.engine.risk.Decision`; :meth:`EventRiskGate.max_count` sizes an
 order so it passes; :meth:`EventRiskGate.kill_signal` names an event whose positions alone are past
-``max_event_loss``. A check costs O(markets in the event + their resting orders).
+``max_event_loss``. With a portfolio and order manager that report changes (their ``watchers``) a check
+costs O(markets changed since the last check) (:mod:`kmm.engine.eventsums`); otherwise O(markets in the
+event + their resting orders).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any, Protocol
 
 from kmm._core.eventgate import Verdicts as _Verdicts
 from kmm._core.fees import trade_fee
+from kmm.engine.eventsums import EventSums, SumVerdicts
 from kmm.engine.risk import ALLOW, Decision
 
 log = logging.getLogger(__name__)
@@ -201,7 +204,7 @@ class EventBook:
     """
 
     __slots__ = ("spec", "ledger", "resting", "maker_fee_rate_e6", "taker_fee_rate_e6", "baseline",
-                 "results")
+                 "results", "rev", "sums")
 
     def __init__(self, spec: EventSpec, ledger: LedgerView, resting: RestingView | None = None, *,
                  maker_fee_rate_e6: int = 0, taker_fee_rate_e6: int = 70_000) -> None:
@@ -212,6 +215,8 @@ class EventBook:
         self.taker_fee_rate_e6 = taker_fee_rate_e6
         self.baseline: dict[str, int] = {}      # realized - fees at session start, 1e-4 $
         self.results: dict[str, str] = {}       # settled markets
+        self.rev = 0                            # bumped when baseline or results change (EventSums rebuilds)
+        self.sums: EventSums | None = None      # kept numbers, when the gate's views report changes
         self.set_baseline()
 
     @property
@@ -229,6 +234,7 @@ class EventBook:
         event's loss limit. The cost of positions carried in still counts: that money can be lost."""
         led = self.ledger
         self.baseline = {t: led.realized_pnl(t) - led.fees_paid(t) for t in self.spec.markets}
+        self.rev += 1
 
     def on_market_settled(self, ticker: str, result: str) -> None:
         """A market of the event settled (call after the portfolio booked it): outcomes that it rules
@@ -238,6 +244,7 @@ class EventBook:
         if result not in RESULTS:
             raise ValueError(f"event {self.ticker}: result {result!r} for {ticker} must be 'yes' or 'no'")
         self.results[ticker] = result
+        self.rev += 1
         if self.spec.mutually_exclusive and result == "yes":
             others = [t for t, r in self.results.items() if r == "yes" and t != ticker]
             if others:
@@ -437,6 +444,39 @@ class EventRiskGate:
         self.events: dict[str, EventBook] = {}
         self._by_market: dict[str, EventBook] = {}
         self.denials: dict[str, int] = {}
+        # kept sums (kmm.engine.eventsums) when both views report what changed: the portfolio's and
+        # the order manager's ``watchers``; otherwise every check gathers the event anew
+        led_w = getattr(ledger, "watchers", None)
+        watch = getattr(resting, "watch", None) if resting is not None else None
+        self.incremental = False
+        if isinstance(led_w, list) and watch is not None:
+            led_w.append(self._touched)
+            watch(self._touched)
+            self.incremental = True
+
+    def _touched(self, ticker: str | None) -> None:
+        if ticker is None:
+            for eb in self.events.values():
+                if eb.sums is not None:
+                    eb.sums.touch(None)
+            return
+        b = self._by_market.get(ticker)
+        if b is not None and b.sums is not None:
+            b.sums.dirty.add(ticker)
+
+    def _sums(self, book: EventBook) -> EventSums | None:
+        """The event's kept sums, up to date; None when the full gather must answer."""
+        s = book.sums
+        if s is None:
+            return None
+        return s if s.refresh() else None
+
+    def _verdicts(self, book: EventBook, prop: _Proposal, old: tuple[int, int] | None = None
+                  ) -> _Verdicts | SumVerdicts:
+        s = self._sums(book)
+        if s is not None:
+            return s.verdicts(self, prop, old)
+        return _Verdicts(self, book, prop, old)
 
     # ------------------------------------------------------------------ registry
     def add_event(self, spec: EventSpec, *, maker_fee_rate_e6: int = 0,
@@ -456,6 +496,9 @@ class EventRiskGate:
         if old is not None:
             book.baseline.update(old.baseline)
             book.results.update(old.results)
+            book.rev += 1
+        if self.incremental:
+            book.sums = EventSums(book)
         self.events[spec.event_ticker] = book
         for t in spec.markets:
             self._by_market[t] = book
@@ -480,15 +523,27 @@ class EventRiskGate:
         book = self._by_market.get(ticker)
         if book is None or weight == 0.0:
             return q
-        return round((1.0 - weight) * q + weight * book.inventory())
+        s = self._sums(book)
+        return round((1.0 - weight) * q + weight * (s.e_open if s is not None else book.inventory()))
 
     # ------------------------------------------------------------------ status and kill signal
     def status(self, event: str) -> EventStatus:
         """Where an event stands against its limits (see :class:`EventStatus`)."""
         book = self.events[event]
         lim = self.limits
-        legs = book.legs(with_resting=True)
         max_loss = lim.loss_for(event)
+        s = self._sums(book)
+        if s is not None:
+            now = s.worst_now()
+            if -now > lim.kill_at * max_loss * E6_PER_E4:
+                return EventStatus.KILL
+            if -s.worst_resting() > max_loss * E6_PER_E4:
+                return EventStatus.OVER_LIMIT
+            if (-now >= lim.reduce_only_at * max_loss * E6_PER_E4
+                    or abs(s.e_open) >= lim.reduce_only_at * lim.exposure_for(event)):
+                return EventStatus.REDUCE_ONLY
+            return EventStatus.OK
+        legs = book.legs(with_resting=True)
         now = _worst_e6(book, _without_resting(legs))[0]
         if -now > lim.kill_at * max_loss * E6_PER_E4:
             return EventStatus.KILL
@@ -503,8 +558,11 @@ class EventRiskGate:
         ``kill_at`` x ``max_event_loss`` in some outcome; None otherwise. Call after fills. (The gate
         lets the worst case with every resting order filling reach the limit exactly, not pass it.)"""
         for name, book in self.events.items():
-            w = book.worst()
             limit = self.limits.loss_for(name)
+            s = self._sums(book)
+            if s is not None and max(0, -_floor_e4(s.worst_now())) <= self.limits.kill_at * limit:
+                continue              # the kept sums give the positions' worst case: no kill here
+            w = book.worst()
             if w.loss > self.limits.kill_at * limit:
                 return (f"event loss limit: event {name} loses {w.loss} (1e-4 $) if "
                         f"{_outcome_name(w.outcome)}; max_event_loss {limit}")
@@ -536,9 +594,11 @@ class EventRiskGate:
         if book is None:
             return ALLOW
         prop = self._proposal(book, ticker, side, price, post_only)
-        v = _Verdicts(self, book, prop)
+        v = self._verdicts(book, prop)
         if v.fast and v.passes(count):
             return ALLOW
+        if v.fast and isinstance(v, SumVerdicts):
+            return self._check_sums(book, v, prop, count)
         return self._check(book, book.legs(with_resting=True), prop, count)
 
     def check_amend(self, ticker: str, side: str, price: int, remaining: int, old_price: int | None = None,
@@ -549,10 +609,12 @@ class EventRiskGate:
         if book is None:
             return ALLOW
         prop = self._proposal(book, ticker, side, price, True)
-        v = _Verdicts(self, book, prop, (old_price, old_remaining) if old_price is not None and old_remaining > 0
-                      else None)
+        v = self._verdicts(book, prop, (old_price, old_remaining) if old_price is not None and old_remaining > 0
+                           else None)
         if v.fast and v.passes(remaining):
             return ALLOW
+        if v.fast and isinstance(v, SumVerdicts):
+            return self._check_sums(book, v, prop, remaining)
         legs = book.legs(with_resting=True)
         if old_price is not None and old_remaining > 0:
             _remove_resting(book, legs, ticker, side, old_price, old_remaining)
@@ -562,12 +624,13 @@ class EventRiskGate:
                   post_only: bool = True) -> int:
         """The largest size <= ``count``, in multiples of ``size_step`` (1e-2 contracts), that the event
         checks pass: near a limit this sizes the order so it only lowers the event's risk. 0 when no
-        size passes. O(markets + their resting orders) once, then O(outcomes x log(count))."""
+        size passes. O(markets changed since the last check) with kept sums (else O(markets + their
+        resting orders)) once, then O(outcomes x log(count))."""
         book = self._by_market.get(ticker)
         if book is None:
             return count
         prop = self._proposal(book, ticker, side, price, post_only)
-        v = _Verdicts(self, book, prop)
+        v = self._verdicts(book, prop)
         ok: Callable[[int], bool]
         if v.fast:
             ok = v.passes
@@ -611,6 +674,27 @@ class EventRiskGate:
         loss = -now >= lim.reduce_only_at * lim.loss_for(book.ticker) * E6_PER_E4
         e = sum(leg.position for leg in legs if leg.result is None)
         return loss, abs(e) >= lim.reduce_only_at * lim.exposure_for(book.ticker)
+
+    def _check_sums(self, book: EventBook, v: SumVerdicts, prop: _Proposal, count: int) -> Decision:
+        """:meth:`_check` outside the reduce-only regime (``v.fast``) from the kept sums: the same
+        rules, reasons and sentences, without gathering the event's legs."""
+        lim = self.limits
+        name = book.ticker
+        where = f"{prop.side} {count} @ {prop.price} on {prop.ticker} (event {name})"
+        max_loss = lim.loss_for(name)
+        low, low_outcome = v.lowered_worst(count)
+        if low is not None and low < -max_loss * E6_PER_E4:
+            return self._deny("event_max_loss", f"{where}: with every resting order filling, the "
+                              f"event could lose {-_floor_e4(low)} if {_outcome_name(low_outcome)}; "
+                              f"limit max_event_loss {max_loss} (1e-4 $)", True)
+        e_now, same = v.e_now, v.same
+        extreme = e_now + (same + count if v.bid else -(same + count))
+        limit_e = lim.exposure_for(name)
+        if abs(extreme) > limit_e and abs(extreme) > abs(e_now):
+            return self._deny("event_max_exposure", f"{where}: event inventory {e_now} with {same} resting "
+                              f"the same way could reach {extreme}, limit max_event_exposure {limit_e} "
+                              "(1e-2 contracts)", True)
+        return ALLOW
 
     def _check(self, book: EventBook, legs: list[Leg], prop: _Proposal, count: int, *,
                count_denial: bool = True) -> Decision:

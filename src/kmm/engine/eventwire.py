@@ -41,6 +41,11 @@ class LiveResting:
     def __init__(self, om: Any) -> None:
         self.om = om
 
+    def watch(self, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback(ticker)`` whenever what may fill in ``ticker`` may have changed (None: any
+        market): the event gate's kept sums recompute only those markets."""
+        self.om.watchers.append(callback)
+
     def may_fill(self, ticker: str) -> list[tuple[str, int, int]]:
         # may_fill_from_orders over the market's non-terminal orders, inlined (every check reads it)
         out: list[tuple[str, int, int]] = []

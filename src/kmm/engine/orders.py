@@ -34,7 +34,7 @@ import enum
 import logging
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -232,6 +232,13 @@ class OrderManager:
         # orders whose exchange-reported fills are ahead of the fill messages booked (a user_order
         # came first): the event gate counts that part as still able to fill, even once terminal
         self._unbooked: dict[str, Order] = {}
+        # called with a ticker after anything that changes what may fill there (None: any market);
+        # the event gate keeps per-market sums and recomputes only the markets named (eventsums.py)
+        self.watchers: list[Callable[[str | None], None]] = []
+
+    def _touch(self, ticker: str | None) -> None:
+        for w in self.watchers:
+            w(ticker)
 
     # ------------------------------------------------------------------ ids and creation
     def new_client_order_id(self) -> str:
@@ -256,17 +263,20 @@ class OrderManager:
         o = Order(coid, ticker, side, price, count, remaining=count, created_ns=now, updated_ns=now)
         self._by_coid[coid] = o
         self._add_live(o)
+        self._touch(ticker)
         return o
 
     def _add_live(self, o: Order) -> None:
         self._live[o.client_order_id] = o
         self._live_by_ticker.setdefault(o.ticker, {})[o.client_order_id] = o
+        self._touch(o.ticker)
 
     def _drop_live(self, o: Order) -> None:
         self._live.pop(o.client_order_id, None)
         m = self._live_by_ticker.get(o.ticker)
         if m is not None:
             m.pop(o.client_order_id, None)
+        self._touch(o.ticker)
 
     # ------------------------------------------------------------------ transitions
     def _move(self, o: Order, new: OrderState, cause: str) -> bool:
@@ -279,6 +289,7 @@ class OrderManager:
             return False
         o.state = new
         o.updated_ns = self.clock.monotonic_ns()
+        self._touch(o.ticker)
         if new in TERMINAL:
             o.pending_price = o.pending_count = o.prev_state = None
             self._drop_live(o)
@@ -303,6 +314,7 @@ class OrderManager:
         if o.exchange_filled > o.filled:
             self._unbooked[o.client_order_id] = o
         o.remaining = max(0, remaining_e - max(0, o.fill_count - fill_e))
+        self._touch(o.ticker)
 
     def _working_state(self, o: Order) -> OrderState:
         """Where an order with the current counts belongs when nothing is in flight."""
@@ -346,6 +358,7 @@ class OrderManager:
         if self._move(o, S.REJECTED, f"reject: {reason}"):
             o.reason = reason
             o.remaining = 0
+        self._touch(o.ticker)
         return o
 
     def on_create_timeout(self, client_order_id: str) -> Order | None:
@@ -374,6 +387,7 @@ class OrderManager:
             elif self._move(o, S.REJECTED, "lookup: not found"):
                 o.reason = "not found at exchange after timeout"
                 o.remaining = 0
+        self._touch(o.ticker)
         return o
 
     # ------------------------------------------------------------------ cancel / amend / decrease
@@ -401,6 +415,7 @@ class OrderManager:
         if o is not None:
             o.pending_price = price
             o.pending_count = o.fill_count + remaining
+            self._touch(o.ticker)
         return o
 
     def request_decrease(self, order_id: str, reduce_to: int) -> Order | None:
@@ -408,6 +423,7 @@ class OrderManager:
         o = self._request(order_id, S.PENDING_DECREASE)
         if o is not None:
             o.pending_count = reduce_to
+            self._touch(o.ticker)
         return o
 
     def _restore(self, o: Order, cause: str) -> None:
@@ -415,6 +431,7 @@ class OrderManager:
         o.pending_price = o.pending_count = o.prev_state = None
         self._move(o, back, cause)
         self._settle(o, cause)
+        self._touch(o.ticker)
 
     def on_cancel_ack(self, order_id: str, reduced_by: int | None = None) -> Order | None:
         """The cancel succeeded (also use for a 404: the order is gone)."""
@@ -431,6 +448,7 @@ class OrderManager:
             o.remaining = 0
             self._move(o, S.FILLED if o.fill_count >= o.count else S.CANCELED, "cancel ack")
             o.reason = o.reason or "canceled by us"
+            self._touch(o.ticker)
         return o
 
     def on_request_failed(self, order_id: str, reason: str, *, gone: bool = False) -> Order | None:
@@ -448,6 +466,7 @@ class OrderManager:
         elif o.state in IN_FLIGHT:
             log.warning("order %s %s request failed: %s", o.client_order_id, o.state.value, reason)
             self._restore(o, f"request failed: {reason}")
+        self._touch(o.ticker)
         return o
 
     def on_amend_ack(self, ack: OrderAck) -> Order | None:
@@ -467,6 +486,7 @@ class OrderManager:
         o.count = o.fill_count + o.remaining
         o.pending_price = o.pending_count = o.prev_state = None
         self._move(o, self._working_state(o), "amend ack")
+        self._touch(o.ticker)
         return o
 
     def on_decrease_ack(self, order_id: str, remaining_count: int) -> Order | None:
@@ -487,6 +507,7 @@ class OrderManager:
             self._move(o, self._working_state(o), "decrease ack")
         else:
             self._settle(o, "decrease ack")
+        self._touch(o.ticker)
         return o
 
     # ------------------------------------------------------------------ exchange updates
@@ -507,6 +528,7 @@ class OrderManager:
                          o.client_order_id, o.state.value)
             else:
                 o.exchange_filled = max(o.exchange_filled, uo.fill_count)
+                self._touch(o.ticker)
             return o
         self._apply_counts(o, uo.fill_count, uo.remaining_count)
         if uo.status == "executed":
@@ -574,6 +596,7 @@ class OrderManager:
         if o.filled >= o.exchange_filled:
             self._unbooked.pop(o.client_order_id, None)
         o.remaining = max(0, o.remaining - (o.fill_count - before))
+        self._touch(o.ticker)
         size = o.count
         if o.state is S.PENDING_AMEND and o.pending_count is not None:
             size = max(size, o.pending_count)     # an amend to a larger total may fill before its answer
@@ -673,6 +696,7 @@ class OrderManager:
             self._move(o, S.FILLED if o.fill_count >= o.count else S.CANCELED, reason)
             o.reason = reason
             rep.closed.append(o)
+        self._touch(None)
         return rep
 
     # ------------------------------------------------------------------ queries

@@ -43,6 +43,7 @@ used, then the cost (unrealized 0), so an empty book side does not invent a loss
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kmm._core.fees import cent_fee
@@ -169,6 +170,15 @@ class Portfolio:
     # sum of |position| over the markets, kept as each position changes (the three places that set
     # MarketBook.position: load_position, _trade, settle) so the risk gate reads it in O(1)
     _abs_total: int = field(init=False, default=0)
+    # called with a ticker after its position, cost, realized P&L or fees changed (load_position,
+    # apply_fill, settle): the event gate keeps per-market sums and recomputes only the markets named
+    watchers: list[Callable[[str], None]] = field(init=False, default_factory=list)
+    # realized P&L and exact fees summed over the markets, and the markets holding a position, kept
+    # where MarketBook's realized_e6 / fees_paid_e6 / position change (load_position, _trade,
+    # _charge_fee, settle): total_pnl, read after every fill, costs O(markets held), not O(markets)
+    _realized_total_e6: int = field(init=False, default=0)
+    _fees_total_e6: int = field(init=False, default=0)
+    _held: dict[str, MarketBook] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.mark not in MARKS:
@@ -193,13 +203,20 @@ class Portfolio:
         """
         m = self._book(pos.ticker)
         self._abs_total += abs(pos.position) - abs(m.position)
+        self._realized_total_e6 -= m.realized_e6
+        self._fees_total_e6 -= m.fees_paid_e6
         m.position = pos.position
         m.cost_e6 = pos.position_cost * E6_PER_E4
         m.realized_e6 = pos.realized_pnl * E6_PER_E4
         m.fees_paid_e6 = pos.fees_paid * E6_PER_E4
+        self._realized_total_e6 += m.realized_e6
+        self._fees_total_e6 += m.fees_paid_e6
+        self._hold(m)
         m.fees_charged_e6 = pos.fees_paid * E6_PER_E4
         m.volume = pos.volume
         self.set_cash(self.cash)
+        for w in self.watchers:
+            w(pos.ticker)
 
     def _book(self, ticker: str) -> MarketBook:
         m = self._markets.get(ticker)
@@ -230,6 +247,8 @@ class Portfolio:
         m.volume += fill.count
         m.fills += 1
         self._charge_fee(m, fill.order_id, fill.fee)
+        for w in self.watchers:
+            w(fill.ticker)
         if fill.post_position is not None and fill.post_position != m.position:
             # Out-of-order delivery can cause this transiently; a lasting difference shows in
             # check_against. The exchange's number is authoritative, so the caller reconciles.
@@ -252,6 +271,7 @@ class Portfolio:
             proceeds = reduce * close_px
             m.cost_e6 -= released
             m.realized_e6 += proceeds - released
+            self._realized_total_e6 += proceeds - released
             self._cash_e6 += proceeds
             q += sign * reduce
         opened = count - reduce
@@ -261,7 +281,14 @@ class Portfolio:
             q += sign * opened
         self._abs_total += abs(q) - abs(m.position)
         m.position = q
+        self._hold(m)
         self.cash = e6_to_e4(self._cash_e6)
+
+    def _hold(self, m: MarketBook) -> None:
+        if m.position:
+            self._held[m.ticker] = m
+        else:
+            self._held.pop(m.ticker, None)
 
     def _charge_fee(self, m: MarketBook, order_id: str, fee: int) -> None:
         if self.cash_rounding == "cent":
@@ -269,6 +296,7 @@ class Portfolio:
         else:
             charged = fee
         m.fees_paid_e6 += fee * E6_PER_E4
+        self._fees_total_e6 += fee * E6_PER_E4
         m.fees_charged_e6 += charged * E6_PER_E4
         self._cash_e6 -= charged * E6_PER_E4
         self.cash = e6_to_e4(self._cash_e6)
@@ -298,13 +326,18 @@ class Portfolio:
         paid = exact // unit * unit
         m.realized_e6 += exact - m.cost_e6
         m.fees_paid_e6 += exact - paid
+        self._realized_total_e6 += exact - m.cost_e6
+        self._fees_total_e6 += exact - paid
         m.fees_charged_e6 += exact - paid
         self._cash_e6 += paid
         m.cost_e6 = 0
         self._abs_total -= abs(m.position)
         m.position = 0
+        self._hold(m)
         m.settled = value
         self.cash = e6_to_e4(self._cash_e6)
+        for w in self.watchers:
+            w(ticker)
         log.info("portfolio: %s settled at %d: paid %d 1e-4 $ for position %d", ticker, value,
                  e6_to_e4(paid), q)
         return e6_to_e4(paid)
@@ -406,8 +439,9 @@ class Portfolio:
     def total_pnl(self, *, net_of_fees: bool = True) -> int:
         """Realized + unrealized P&L over all markets (minus exact fees by default), 1e-4 $: the
         number the loss limit watches."""
-        e6 = sum(m.realized_e6 + self._unrealized_e6(m) - (m.fees_paid_e6 if net_of_fees else 0)
-                 for m in self._markets.values())
+        e6 = self._realized_total_e6 - (self._fees_total_e6 if net_of_fees else 0)
+        for m in self._held.values():          # a flat market's unrealized P&L is 0
+            e6 += self._unrealized_e6(m)
         return e6_to_e4(e6)
 
     def view(self, ticker: str) -> PnlView:
