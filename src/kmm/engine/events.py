@@ -687,14 +687,7 @@ class EventRiskGate:
             return self._deny("event_max_loss", f"{where}: with every resting order filling, the "
                               f"event could lose {-_floor_e4(low)} if {_outcome_name(low_outcome)}; "
                               f"limit max_event_loss {max_loss} (1e-4 $)", True)
-        e_now, same = v.e_now, v.same
-        extreme = e_now + (same + count if v.bid else -(same + count))
-        limit_e = lim.exposure_for(name)
-        if abs(extreme) > limit_e and abs(extreme) > abs(e_now):
-            return self._deny("event_max_exposure", f"{where}: event inventory {e_now} with {same} resting "
-                              f"the same way could reach {extreme}, limit max_event_exposure {limit_e} "
-                              "(1e-2 contracts)", True)
-        return ALLOW
+        return self._exposure(where, lim.exposure_for(name), v.e_now, v.same, 1 if v.bid else -1, count, True)
 
     def _check(self, book: EventBook, legs: list[Leg], prop: _Proposal, count: int, *,
                count_denial: bool = True) -> Decision:
@@ -746,8 +739,13 @@ class EventRiskGate:
                                   f"limit); would not reduce event inventory {e_now} with {same} resting "
                                   "the same way (1e-2 contracts)", count_denial)
             return ALLOW
+        return self._exposure(where, lim.exposure_for(name), e_now, same, sign, count, count_denial)
+
+    def _exposure(self, where: str, limit_e: int, e_now: int, same: int, sign: int, count: int,
+                  count_denial: bool) -> Decision:
+        """The exposure limit: the event's inventory with everything resting the same way and this
+        order filled may not pass ``limit_e``, unless it is no further from zero than now."""
         extreme = e_now + sign * (same + count)
-        limit_e = lim.exposure_for(name)
         if abs(extreme) > limit_e and abs(extreme) > abs(e_now):
             return self._deny("event_max_exposure", f"{where}: event inventory {e_now} with {same} resting "
                               f"the same way could reach {extreme}, limit max_event_exposure {limit_e} "
