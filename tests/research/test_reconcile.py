@@ -4,10 +4,10 @@ docs/research.md states and explains. The replay's figures are the mean of four 
 latency and pick-off draws), as a quant would read a replay whose path depends on random draws. Each
 bound is about twice the largest difference measured over such runs:
 
-- fills: in all within 20 % of the live count; per market within 28 %: on eight runs of Nov 27-28
-  (three with a CPU hog beside them, one beside twelve replays), after the replay's write queue became
+- fills: in all within 20 % of the live count; per market within 30 %: on nine runs of Nov 27-28
+  (four with a CPU hog beside them, one beside twelve replays), after the replay's write queue became
   the live limiter's (least-served market first; docs/research.md, "The per-market fill bound"), the
-  per-market means were -5.8 % to +13.8 % (before: -2.4 % to +26.8 %, the deci-cent market +10 % to
+  per-market means were -5.8 % to +14.9 % (before: -2.4 % to +27.1 %, the deci-cent market +10 % to
   +27 % in every run);
 - net P&L (same marks, exact fees): in all within 0.45 cent per contract the live run traded plus
   $0.50; per market within 1.1 cent per contract that market traded plus $0.50.
@@ -33,10 +33,10 @@ pytestmark = pytest.mark.slow
 RUN_S = 60
 SEEDS = (0, 1, 2, 3)
 FILL_TOL = 0.20
-# per market: twice the largest per-market difference of eight runs (13.8 %, a loaded run). It was 50 % while
+# per market: twice the largest per-market difference of nine runs (14.9 %, a run with a CPU hog). It was 50 % while
 # the replay served its write queue first come first served: the market that asks most often (the deci-cent
 # one) then got more of the write budget than live gives it (a CI run: live 130 fills, replay mean 179).
-FILL_TOL_MARKET = 0.28
+FILL_TOL_MARKET = 0.30
 PNL_PER_CONTRACT = 45          # 1e-4 $ = 0.45 cent
 PNL_PER_CONTRACT_MARKET = 110  # 1e-4 $ = 1.1 cent
 PNL_FLOOR = 5_000              # 1e-4 $ = $0.50
@@ -80,6 +80,8 @@ def test_a_busy_live_run_replayed_agrees_within_the_stated_tolerance(tmp_path):
         lv = m["live"]
         assert lv["fills"] > 20, (t, lv)
         fills_t = statistics.mean(r["markets"][t]["replay"]["fills"] for r in results)
+        print(f"{t}: fills live {lv['fills']}, mean of {len(SEEDS)} replays {fills_t:.1f} "
+              f"({(fills_t - lv['fills']) / lv['fills']:+.1%}; bound {FILL_TOL_MARKET:.0%})")
         assert abs(fills_t - lv["fills"]) <= FILL_TOL_MARKET * lv["fills"], (t, lv, fills_t)
         traded_t = parse_contracts(lv["bought"]) + parse_contracts(lv["sold"])
         net_t = statistics.mean(parse_money(r["markets"][t]["replay"]["net"]) for r in results)
