@@ -2,9 +2,17 @@
 with the latency and the pick-off model fitted from it, must agree within the tolerance
 docs/research.md states and explains. The replay's figures are the mean of four replays (seeds 0-3:
 latency and pick-off draws), as a quant would read a replay whose path depends on random draws. Each
-bound is about twice the largest difference measured over seven such runs:
+bound is about twice the largest difference measured over such runs, but the per-market fill count:
 
-- fills: in all within 20 % of the live count, per market within 30 %;
+- fills: in all within 20 % of the live count; per market within 50 %. With the replay's write queue
+  made the live limiter's (least-served market first; docs/research.md, "The per-market fill bound")
+  nine runs of Nov 27-28 (four beside a CPU hog) gave -5.8 % to +14.9 % per market (before: up to
+  +27.1 %, the deci-cent market +10 % to +27 % in every run), but a tenth, this test in a full-suite
+  run on the shared machine, gave +31.0 % in the deci-cent market (live 117 fills, its usual is 170 to
+  200; replay mean 153) and +19.1 % in all (inside the 20 % by a hair): a live run that fills far less
+  than usual is still not reproduced (as in the first CI run: live 130, replay 179), so the evidence
+  does not support a tighter per-market bound. On failure the test prints each market's decisions, pulls and blocked
+  states, what that case needs to be understood;
 - net P&L (same marks, exact fees): in all within 0.45 cent per contract the live run traded plus
   $0.50; per market within 1.1 cent per contract that market traded plus $0.50.
 """
@@ -29,14 +37,27 @@ pytestmark = pytest.mark.slow
 RUN_S = 60
 SEEDS = (0, 1, 2, 3)
 FILL_TOL = 0.20
-# per market the fill count is a coarse check: the first CI run of this test (2026-11-27) saw +38 % in the
-# deci-cent market (live 130 fills, about 60 % of its usual count; replay mean 179) where 7 runs on the dev
-# machine had shown at most +15 %: the replay does not reproduce a live run that fills far less than
-# usual (docs/research.md, open defect). The in-all bounds (the issue's figure) are unchanged.
+# per market: a coarse check. The replay's first-come-first-served write queue was one cause of the
+# per-market gap (fixed); a live run that fills far less than usual in one market is another, not found
+# (a full-suite run: +31 %; the first CI run: +38 %). Twice that is more than this bound, which stays.
 FILL_TOL_MARKET = 0.50
 PNL_PER_CONTRACT = 45          # 1e-4 $ = 0.45 cent
 PNL_PER_CONTRACT_MARKET = 110  # 1e-4 $ = 1.1 cent
 PNL_FLOOR = 5_000              # 1e-4 $ = $0.50
+
+
+def _diagnosis(run: Path, replays: list[Path], ticker: str) -> str:
+    """What a failing per-market bound needs to be understood (the run directory is gone with tmp_path):
+    decisions live and per replay (tape rows), and the live run's pulls and blocked states (ops.log)."""
+    from kmm.record.tape import read_tape
+
+    def decisions(d: Path) -> int:
+        return sum(1 for r in read_tape(d / "tape.csv") if r.ticker == ticker and r.event == "decision")
+    ops = (run / "ops.log").read_text(errors="replace").splitlines() if (run / "ops.log").exists() else []
+    pulls = sum(1 for line in ops if f"{ticker}: pulling" in line)
+    blocked = [line.split("cannot: ", 1)[1] for line in ops if f"{ticker}: wants to quote but cannot" in line]
+    return (f"decisions live {decisions(run)}, replays {[decisions(d) for d in replays]}; live pulls {pulls}, "
+            f"blocked {blocked}")
 
 
 def test_a_busy_live_run_replayed_agrees_within_the_stated_tolerance(tmp_path):
@@ -69,6 +90,12 @@ def test_a_busy_live_run_replayed_agrees_within_the_stated_tolerance(tmp_path):
     replay_net = statistics.mean(parse_money(r["total"]["replay_net_pnl"]) for r in results)
     print(f"mean of {len(SEEDS)} replays: fills {replay_fills:.1f} (live {tot['live_fills']}), net P&L "
           f"{replay_net / 1e4:.4f} (live {tot['live_net_pnl']}) on {traded / 100:.0f} contracts")
+    for t, m in result["markets"].items():       # every market's figures first: a failure shows them all
+        fills_t = statistics.mean(r["markets"][t]["replay"]["fills"] for r in results)
+        lf = m["live"]["fills"]
+        print(f"{t}: fills live {lf}, mean of {len(SEEDS)} replays {fills_t:.1f} "
+              f"({(fills_t - lf) / max(1, lf):+.1%}; bound {FILL_TOL_MARKET:.0%}); "
+              + _diagnosis(run, [tmp_path / f"replay{seed}" for seed in SEEDS], t))
     assert abs(replay_fills - tot["live_fills"]) <= FILL_TOL * tot["live_fills"], (replay_fills, tot)
     pnl_diff = abs(replay_net - parse_money(tot["live_net_pnl"]))
     assert pnl_diff <= PNL_PER_CONTRACT * traded // 100 + PNL_FLOOR, (pnl_diff, traded, tot)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections import deque
 import logging
 import random
 import sys
@@ -61,6 +60,7 @@ from kmm.research.latency import Dist, LatencyModel, fit_latency
 from kmm.research.queue import QueueModel
 from kmm.research import replaycache
 from kmm.research.replaycache import FEED, OTHER, TRADE
+from kmm.research.writequeue import ReplayWriteQueue
 from kmm.strategy.alpha import AlphaSource
 from kmm.strategy.base import Strategy
 from kmm.strategy.inside import InsideStrategy
@@ -295,7 +295,7 @@ class Backtest:
             p.skip_reprice_px = eo.reprice_min_ticks * p.info.grid.tick_size(5000)
         self.skipped_reprices = 0
         self.rate_waits = 0
-        self._wq: tuple[deque[Any], deque[Any], deque[Any]] = (deque(), deque(), deque())  # cancel, amend, place
+        self._writeq = ReplayWriteQueue(self.limiter) if self.limiter is not None else None
         self._dispatch_at = 0
         self.decision_latency_ns: list[int] = []
         self._held: dict[str, Fill] = {}      # fills of the taker sweep being printed (trade_id -> fill)
@@ -668,7 +668,8 @@ class Backtest:
             "speedup_vs_real_time": round(span_s / elapsed, 1) if elapsed > 0 else None,
             "decisions": self.decisions, "cancels_sent": self.cancels_sent, "amends_sent": self.amends_sent,
             "decreases_sent": self.decreases_sent, "skipped_reprices": self.skipped_reprices,
-            "rate_waits": self.rate_waits, "gaps": self.gaps, "malformed": self.malformed,
+            "rate_waits": self.rate_waits, "rate_drops": self._writeq.dropped if self._writeq is not None else 0,
+            "gaps": self.gaps, "malformed": self.malformed,
             "maker_fills": st.maker_fills, "taker_fills": st.taker_fills, "fills_at_level": st.fills_at_level,
             "fills_through": st.fills_through, "post_only_cancels": st.post_only_cancels,
             "queue_cancel_advance": round(st.queue_cancel_advance / 100, 2),
@@ -1047,39 +1048,49 @@ class Backtest:
 
     def _depart(self, pipe: MarketPipeline, lane: int, act: Callable[..., Any], args: tuple[Any, ...],
                 trigger: int = -1) -> None:
-        """As the live connector's ``RateLimiter.acquire``: a request takes its tokens at once when
-        nothing of its lane or a more urgent one waits; otherwise it queues in its lane (FIFO), and the
-        lanes are served strictly in order (cancel, amend, place), as ``RateLimiter.dispatch`` does."""
-        lim = self.limiter
-        if lim is not None:
+        """As the live connector's ``RateLimiter.acquire``, on the same limiter object
+        (:class:`~kmm.research.writequeue.ReplayWriteQueue`): a request takes its tokens at once when
+        nothing of its lane or a more urgent one waits; otherwise it queues in its lane, where the
+        market served least so far goes first (the maker's ``FAIR_KEY`` is the decision's ticker), a
+        place that waited ``promote_after_s`` goes before the amends, and a place or amend still queued
+        after ``max_queue_s`` is dropped, never sent (:meth:`_not_sent`)."""
+        wq = self._writeq
+        if wq is not None:
             cost = 2 if lane == _lim.CANCEL else 10
-            wq = self._wq
-            if any(wq[i] for i in range(lane + 1)) or lim.poll(lane, cost):
+            if not wq.submit(lane, cost, pipe.ticker, lambda: self._leave(pipe, act, args, trigger),
+                             lambda exc: self._not_sent(pipe, act, args)):
                 self.rate_waits += 1
-                wq[lane].append((cost, pipe, act, args, trigger))
                 self._dispatch()
                 return
         self._leave(pipe, act, args, trigger)
 
     def _dispatch(self) -> None:
-        """Grant queued requests in lane order; come back when the bucket has refilled."""
-        lim = self.limiter
-        assert lim is not None
+        """The limiter's timer: grant what the bucket allows now, come back when it has refilled."""
+        wq = self._writeq
+        assert wq is not None
         now = self.clock.mono
         if self._dispatch_at and self._dispatch_at <= now:
             self._dispatch_at = 0
-        for lane, q in enumerate(self._wq):
-            while q:
-                cost, pipe, act, args, trigger = q[0]
-                wait = lim.poll(lane, cost)
-                if wait:
-                    t = now + wait
-                    if not self._dispatch_at or t < self._dispatch_at:
-                        self._dispatch_at = t
-                        self._at(t, self._dispatch)
-                    return          # strict priority: the lanes after this one wait their turn
-                q.popleft()
-                self._leave(pipe, act, args, trigger)
+        wait = wq.dispatch()
+        if wait is not None:
+            t = now + max(1, wait)
+            if not self._dispatch_at or t < self._dispatch_at:
+                self._dispatch_at = t
+                self._at(t, self._dispatch)
+
+    def _not_sent(self, pipe: MarketPipeline, act: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """A place or amend the limiter dropped from its queue (``NotSent``, a ``RateLimited``): live, the
+        session answers it at once as a create rejected for the rate limit / an amend failed, nothing
+        sent. Its answer runs as a timed event (not inside the limiter's dispatch)."""
+        def result() -> None:
+            if act == self._x_place:
+                self.om.on_create_rejected(args[0], "rate limited")
+                if self.recorder is not None:
+                    self.recorder.store.record_order(status="rejected", client_order_id=args[0], reason="429",
+                                                     ts_ns=self.clock.time_ns())
+            else:
+                self.om.on_request_failed(args[0], "rate limited")
+        self._at(self.clock.mono, self._answer, pipe, result)
 
     def _leave(self, pipe: MarketPipeline, act: Callable[..., Any], args: tuple[Any, ...], trigger: int) -> None:
         """The request's bytes leave now. The first request of a decision stamps the decision (frame
