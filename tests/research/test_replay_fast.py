@@ -53,10 +53,21 @@ def _replay(caps: list[Path], cfg, out: Path | None, *, fast: bool, seed: int = 
 
 def _same(tmp: Path, caps: list[Path], cfg, *, seed: int = 0, opt: BacktestOptions | None = None,
           records: bool = True, **kw) -> dict:
-    ref_out, fast_out = (tmp / f"ref{seed}", tmp / f"fast{seed}") if records else (None, None)
+    """The reference replay, the Python fast loop and the compiled loop (kmm._core.replay): the same
+    replay to every fill, order, figure, trade outcome, decision latency and tape byte."""
+    s_py = _same_as_reference(tmp, caps, cfg, seed=seed, opt=opt, records=records, compiled_loop=False, **kw)
+    s_c = _same_as_reference(tmp, caps, cfg, seed=seed, opt=opt, records=records, compiled_loop=True, **kw)
+    assert s_py["details"]["replay_path"] == "fast" and s_c["details"]["replay_path"] == "compiled"
+    return s_c
+
+
+def _same_as_reference(tmp: Path, caps: list[Path], cfg, *, seed: int, opt: BacktestOptions | None,
+                       records: bool, compiled_loop: bool, **kw) -> dict:
+    tag = f"{seed}{'c' if compiled_loop else 'py'}"
+    ref_out, fast_out = (tmp / f"ref{tag}", tmp / f"fast{tag}") if records else (None, None)
     ref, s_ref = _replay(caps, cfg, ref_out, fast=False, seed=seed, opt=opt, **kw)
-    fast, s_fast = _replay(caps, cfg, fast_out, fast=True, seed=seed, opt=opt, **kw)
-    assert s_ref["details"]["replay_path"] == "reference" and s_fast["details"]["replay_path"] == "fast"
+    fast, s_fast = _replay(caps, cfg, fast_out, fast=True, seed=seed, opt=opt, compiled_loop=compiled_loop, **kw)
+    assert s_ref["details"]["replay_path"] == "reference"
     # every fill to the field, every figure of the summary, every trade's outcome, the order manager
     assert fast.fills == ref.fills
     strip = {k: v for k, v in s_ref.items() if k not in ("details", "messages_per_s")}

@@ -37,6 +37,7 @@ from kmm._core.book import OrderBook
 from kmm._core.fixed import parse_count, parse_price, parse_signed_count
 from kmm._core.grid import Grid
 from kmm._core.ofi import OFI
+from kmm._core.replay import ReplayClock, ReplayLoop
 from kmm._core.wire import DELTA, GAP, MALFORMED, NOT_BOOK, SNAPSHOT, BookRouter
 from kmm.config import KmmConfig
 from kmm.engine.live import EngineOptions
@@ -121,22 +122,6 @@ class BacktestOptions:
                             Dist.parse(self.response_latency), source="configured")
 
 
-class ReplayClock:
-    """The engine's ``Clock`` on the replay: monotonic = the capture's receive time, wall = its wall time."""
-
-    __slots__ = ("mono", "wall_offset")
-
-    def __init__(self) -> None:
-        self.mono = 0
-        self.wall_offset = 0
-
-    def monotonic_ns(self) -> int:
-        return self.mono
-
-    def time_ns(self) -> int:
-        return self.mono + self.wall_offset
-
-
 def load_market_defs(captures: Sequence[Path], tickers: Sequence[str]) -> dict[str, MarketDef]:
     """Market definitions from the ``markets.json`` beside the captures; a ticker without one replays
     on a linear-cent grid with the standard taker fee and no maker fee (logged as a warning)."""
@@ -201,7 +186,7 @@ class Backtest:
                  strategy_factory: Callable[[MarketInfo], Strategy] | None = None,
                  core: tuple[Callable[[], Any], Callable[[Any], Any], Callable[[], Any]] | None = None,
                  fit_pass: bool = False, frames_cache: dict[Any, Any] | None = None,
-                 python_pipeline: bool = False, fast: bool = True) -> None:
+                 python_pipeline: bool = False, fast: bool = True, compiled_loop: bool = True) -> None:
         """``core``: (router factory, book factory taking a Grid, OFI factory) in place of the compiled
         ``BookRouter``/``OrderBook``/``OFI`` (the benchmark's plain-Python baseline uses it).
         ``fit_pass``: replay the book without quoting and measure the recorded run's own quotes for the
@@ -209,10 +194,14 @@ class Backtest:
         signals and strategy (``MarketPipeline(compiled=False)``; the benchmark's baseline), with the OFI
         from ``core``. ``fast``: replay from the decoded capture cache (:mod:`kmm.research.replaycache`)
         with the lean per-message path; False: the reference path (raw frames, every message through
-        the same steps as the live engine's loop), which must give the very same replay."""
+        the same steps as the live engine's loop), which must give the very same replay.
+        ``compiled_loop``: with ``fast``, the per-record loop is the compiled
+        :class:`kmm._core.replay.ReplayLoop` (False: the same loop in Python, :meth:`_replay_fast`);
+        both must give the very same replay as the reference path."""
         self._t_start = time.perf_counter()     # the replay's speed counts its fitting pass too
         self._python_pipeline = python_pipeline
         self.fast = fast
+        self.compiled_loop = fast and compiled_loop
         self.decode_s = 0.0         # decoding the capture files the first time (cached or now)
         self.load_s = 0.0           # what getting them cost this replay
         self.cache_hits = 0
@@ -574,6 +563,14 @@ class Backtest:
         self._pickoff_on = pick_on = sim.pickoff is not None and sim.pickoff.active   # fixed once fitted
         reaction_ids = sim.pickoff.reaction_ids if pick_on and sim.pickoff is not None else frozenset()
         quoting_trades = not self.fit_pass
+        if self.compiled_loop:
+            loop = ReplayLoop(self)
+            self._on_book_fn = loop.on_book     # the driver's own book steps share the loop's kept state
+            try:
+                last, start_wall, end_wall = loop.run(self.files, sizes)
+            finally:
+                self._on_book_fn = self._on_book_fast
+            return self._end(last, start_wall, end_wall)
         for fi, path in enumerate(self.files):
             first = True
             rows: Any = self._rows(path, sizes[fi])
@@ -678,7 +675,7 @@ class Backtest:
             "reaction_trades_left_out": st.reaction_trades, "pickoff_fills": st.pickoff_fills,
             "pickoff_contracts": st.pickoff_contracts / 100, "stale_order_s": round(st.stale_ns / 1e9, 2),
             "decision_latency_ms": _quantiles_ms(self.decision_latency_ns),
-            "replay_path": "fast" if self.fast else "reference",
+            "replay_path": ("compiled" if self.compiled_loop else "fast") if self.fast else "reference",
             "files": [str(f) for f in self.files],
         }
         return build_summary(
