@@ -396,3 +396,36 @@ def test_generated_captures_reach_fills_gaps_and_orders(tmp_path_factory):
         test_generated_captures_replay_the_same_on_all_three_paths(tmp_path_factory=tmp_path_factory)
     assert any(f > 0 for f, _, _ in _GEN_SEEN) and any(g > 0 for _, g, _ in _GEN_SEEN)
     assert sum(o > 0 for _, _, o in _GEN_SEEN) > len(_GEN_SEEN) // 2
+
+
+# ---------------------------------------------------------------------------------- the latency model kept
+def test_the_fitted_latency_model_is_kept_in_the_capture_cache_and_a_changed_run_record_refits(tmp_path):
+    from kmm.research.latency import fit_latency
+    d = _scenario().write(tmp_path / "cap")
+    run = _scenario().write(tmp_path / "run")          # the recorded run the latencies are fitted from
+    opt = BacktestOptions(rate_tier="off", latency_from=str(run), pickoff="none")
+
+    def quotes(info):
+        return FixedQuotes(bid=4000, ask=6100, size=500)
+    a, sa = _replay([d], CFG1, None, fast=True, opt=opt, strategy_factory=quotes)
+    fitted = fit_latency(run)
+    assert not a.latency_cached and a.latency == fitted and fitted.feed.kind == "empirical"
+    rep = replaycache.load(d / "capture.bin.gz", _fast_trade)
+    assert [k for k in rep.models if k.startswith("latency:")]
+    b, sb = _replay([d], CFG1, None, fast=True, opt=opt, strategy_factory=quotes)
+    assert b.latency_cached and b.latency == fitted and b.latency_fit_s == pytest.approx(a.latency_fit_s)
+    assert b.fills == a.fills and b.decision_latency_ns == a.decision_latency_ns and sb["fills"] == sa["fills"] > 0
+    # the reference path fits every time; the kept model makes its replay
+    _same(tmp_path, [d], CFG1, opt=opt, strategy_factory=quotes, records=False)
+    # the run's record changes (a tape appears, then the capture): fitted again, never the old model
+    (run / "tape.csv").write_text("ts_ns,ticker,event\n")
+    c, _ = _replay([d], CFG1, None, fast=True, opt=opt, strategy_factory=quotes)
+    assert not c.latency_cached
+    assert _replay([d], CFG1, None, fast=True, opt=opt, strategy_factory=quotes)[0].latency_cached
+    other = _scenario().delta(1800, "bid", 4000, 100).write(tmp_path / "other")
+    (run / "capture.bin.gz").write_bytes((other / "capture.bin.gz").read_bytes())
+    e, _ = _replay([d], CFG1, None, fast=True, opt=opt, strategy_factory=quotes)
+    assert not e.latency_cached and e.latency == fit_latency(run)
+    # no cache file: fitted every time
+    off = BacktestOptions(rate_tier="off", latency_from=str(run), pickoff="none", replay_cache="off")
+    assert not _replay([d], CFG1, None, fast=True, opt=off, strategy_factory=quotes)[0].latency_cached

@@ -58,7 +58,7 @@ from kmm.record.tape import engine_fields
 from kmm.research.adverse import PickoffFit, PickoffModel
 from kmm.research.events import load_frames
 from kmm.research.fills import LINEAR_CENT, FillSimulator, MarketDef
-from kmm.research.latency import Dist, LatencyModel, fit_latency
+from kmm.research.latency import Dist, LatencyModel, fit_key, fit_latency, model_from_payload, model_payload
 from kmm.research.queue import QueueModel
 from kmm.research import replaycache
 from kmm.research.replaycache import FEED, OTHER, TRADE
@@ -218,7 +218,9 @@ class Backtest:
         self.rng = random.Random(seed)
         self.seed = seed
         self.clock = ReplayClock()
-        self.latency = self.opt.latency()
+        self.latency_fit_s = 0.0        # fitting the latency model (latency_from; its first time, when cached)
+        self.latency_cached = False     # the fitted latency model came from the replay cache
+        self.latency = self._latency_model()
         self.defs = load_market_defs([Path(c) for c in captures], list(cfg.run.markets))
         self.tickers = tuple(self.defs)
         self.sim = FillSimulator(self.defs, QueueModel(self.opt.queue_model, self.opt.queue_power),
@@ -304,6 +306,50 @@ class Backtest:
 
     #: tests: on every book message the fast path compares its cached live orders with a fresh list
     check_live_cache = False
+
+    def _latency_model(self) -> LatencyModel:
+        """The replay's latency model. Fitted from a run (``latency_from``), the fast path keeps it in
+        the first capture's decoded cache (:func:`replaycache.store_model`), as the pick-off model,
+        under :func:`kmm.research.latency.fit_key`: the content of every file of the run the fit reads
+        and the fit's code, so a changed run record is fitted again. The reference path fits every time."""
+        o = self.opt
+        if not o.latency_from or not self.fast:
+            return o.latency()
+        rep = self._first_rows()
+        try:
+            key = fit_key(o.latency_from) if rep is not None else None
+        except OSError:
+            key = None          # fit_latency says what is wrong with the run directory
+        if rep is not None and key is not None:
+            got = rep.models.get(key)
+            if isinstance(got, dict):
+                try:
+                    model = model_from_payload(got["model"])
+                    fit_s = float(got["fit_s"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.info("latency model in the replay cache unreadable (%s); fitting it again", exc)
+                else:
+                    self.latency_fit_s = fit_s
+                    self.latency_cached = True
+                    log.info("latency model from the replay cache (fitted once in %.3f s): %s", fit_s,
+                             model.describe())
+                    return model
+        t0 = time.perf_counter()
+        model = o.latency()
+        self.latency_fit_s = time.perf_counter() - t0
+        if rep is not None and key is not None:
+            replaycache.store_model(rep, key, {"fit_s": self.latency_fit_s, "model": model_payload(model)})
+        return model
+
+    def _first_rows(self) -> replaycache.Replay | None:
+        """The first capture file's decoded cache (None: streamed, or no cache file to keep a model in)."""
+        path = self.files[0]
+        size = path.stat().st_size
+        if size > self.opt.preload_mb * (1 << 20):
+            return None
+        self._rows(path, size)
+        rep = self._frames_cache[("rows", path)]
+        return rep if rep.source_hash else None
 
     def _pickoff_model(self, captures: Sequence[Path], cfg: KmmConfig, core: Any) -> PickoffModel:
         """The adverse-selection model: parsed, and for any but ``none`` a fitting pass over the
