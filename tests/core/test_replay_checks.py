@@ -51,7 +51,8 @@ def _sim(orders: list[SimOrder]) -> FillSimulator:
 
 def _state(sim: FillSimulator) -> tuple:
     m = sim.markets[T]
-    orders = [tuple(copy.deepcopy(getattr(o, k)) for k in SimOrder.__slots__ if k != "sweep") for o in m.orders.values()]
+    keys = [k for k in SimOrder.__slots__ if k != "sweep"]
+    orders = [tuple(copy.deepcopy(getattr(o, k)) for k in keys) for o in m.orders.values()]
     return orders, repr(sim.stats), m.book.levels()
 
 

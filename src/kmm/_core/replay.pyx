@@ -5,8 +5,8 @@ time, kind, the decoded trade or the delta's ticker, the raw book frame, the del
 per record what ``Backtest._replay_fast`` does, in the same order, with the per-record glue in C:
 the shift between capture files of different runs, the simulated clock, the book frame to the
 compiled ``BookRouter``, and for a delta in a ready market the steps of ``Backtest._on_book_fast``
-(queue upkeep when an order of ours rests, the market's live orders kept while the order manager's
-generation is unchanged, the compiled pipeline's ``on_book``, the gate's freshness stamp, the mark
+(queue upkeep when an order of ours rests, the market's live orders kept while the market's
+generation in the order manager is unchanged, the compiled pipeline's ``on_book``, the gate's freshness stamp, the mark
 only when it moved). It crosses into the Python driver only where the engine must act: a timed event
 (request arrival or answer, rate-limit dispatch) or a held taker sweep due, a decision (``_requote``),
 a trade in a market where an order of ours rests (``_trade``), a frame of another kind (``_frame``,
@@ -125,6 +125,7 @@ cdef class ReplayLoop:
     cdef object om
     cdef object pf
     cdef dict live_cache
+    cdef dict mgen              # ticker -> the generation of the market's orders (Backtest._touch)
     cdef dict marks
     cdef dict markets           # ticker -> _Market
     cdef set corrected
@@ -158,6 +159,7 @@ cdef class ReplayLoop:
         self.om = bt.om
         self.pf = bt.pf
         self.live_cache = bt._live_cache
+        self.mgen = bt._mgen
         self.marks = bt._marks
         self.corrected = bt.sim.corrected
         self.book_only = bt.opt.book_only
@@ -227,7 +229,7 @@ cdef class ReplayLoop:
         if orders and (self.check_levels or upkeep_moves(orders, level)):
             self.on_book_change(recv, ticker, level)
         bt = self.bt
-        gen = bt._gen
+        gen = self.mgen[ticker]
         cached = self.live_cache.get(ticker)
         if cached is not None and (<tuple>cached)[0] == gen:
             live = (<tuple>cached)[1]

@@ -292,9 +292,11 @@ class Backtest:
         self._held: dict[str, Fill] = {}      # fills of the taker sweep being printed (trade_id -> fill)
         self._held_until = 0
         self._held_key: tuple[str, str, int] | None = None
-        # the fast path's live orders per market, valid while ``_gen`` is unchanged (every step that
-        # can change the order manager moves it on: requests, answers, fills, housekeeping)
+        # the fast path's live orders per market, valid while the market's generation ``_mgen[t]`` is
+        # unchanged (every step that can change the market's orders in the order manager moves it on:
+        # its requests, their answers, its fills; housekeeping moves every market's on)
         self._gen = 0
+        self._mgen: dict[str, int] = dict.fromkeys(self.pipes, 0)
         self._live_cache: dict[str, tuple[int, list[LiveOrder]]] = {}
         # per market: (pipeline, the simulator's resting orders, the compiled pipeline core or None,
         # the gate's market state, whether the pipeline reads trades)
@@ -946,9 +948,10 @@ class Backtest:
         self._requote(pipe, recv, live)
 
     def _on_book_fast(self, ticker: str, recv: int, level: int = -1) -> None:
-        """:meth:`_on_book` with the market's live orders kept between book messages: the order manager
-        changes only in the steps that move ``_gen`` on, and the signals read no order's age (the
-        decision, which does, gets a fresh list in :meth:`_requote`). The same steps in the same order."""
+        """:meth:`_on_book` with the market's live orders kept between book messages: the market's
+        orders in the order manager change only in the steps that move its ``_mgen`` on (:meth:`_touch`),
+        and the signals read no order's age (the decision, which does, gets a fresh list in
+        :meth:`_requote`). The same steps in the same order."""
         mk = self._fast_markets.get(ticker)
         if mk is None:
             return
@@ -963,14 +966,15 @@ class Backtest:
         if orders:
             sim.on_book_change(recv, ticker, level)
         cached = self._live_cache.get(ticker)
-        if cached is not None and cached[0] == self._gen:
+        gen = self._mgen[ticker]
+        if cached is not None and cached[0] == gen:
             live = cached[1]
             if self.check_live_cache:
                 fresh = self.om.live_orders(ticker)
                 assert [o[:4] + o[5:] for o in live] == [o[:4] + o[5:] for o in fresh], (ticker, live, fresh)
         else:
             live = self.om.live_orders(ticker)
-            self._live_cache[ticker] = (self._gen, live)
+            self._live_cache[ticker] = (gen, live)
         if core is not None:            # MarketPipeline.on_book of a compiled pipeline, inline
             pipe.last_book_ns = recv
             core.on_book(recv, clock.mono + clock.wall_offset, live)
@@ -1051,8 +1055,8 @@ class Backtest:
     def _apply(self, pipe: MarketPipeline, actions: Any, trigger: int) -> None:
         """The requests the live maker's planner makes of ``actions`` (kmm.engine.quoting: the gate,
         reduce-only sizing, event limits, the order manager's transitions), sent on the replay."""
-        self._gen += 1
         t = pipe.ticker
+        self._touch(t)
         first = True
         for step in self.planner.plan(t, actions):
             kind = step[0]
@@ -1143,7 +1147,7 @@ class Backtest:
         self._at(answer, self._answer, pipe, result)
 
     def _answer(self, pipe: MarketPipeline, result: Callable[[], None]) -> None:
-        self._gen += 1
+        self._touch(pipe.ticker)
         result()
         pipe.in_flight -= 1
         if pipe.in_flight:
@@ -1220,7 +1224,7 @@ class Backtest:
 
     # ---- fills
     def _on_fill(self, f: Fill) -> None:
-        self._gen += 1
+        self._touch(f.ticker)
         self.om.on_fill(f)
         if not self.pf.apply_fill(f):
             return
@@ -1266,8 +1270,16 @@ class Backtest:
             self._kill_sweeping = False
 
     # ============================================================================ timers and the end
+    def _touch(self, ticker: str) -> None:
+        """The market's orders in the order manager may change: its kept live orders are stale."""
+        self._gen += 1
+        self._mgen[ticker] = self._gen
+
     def _housekeeping(self, now: int) -> None:
         self._gen += 1
+        mgen = self._mgen
+        for t in mgen:
+            mgen[t] = self._gen
         self._next_house = now + int(self.opt.housekeeping_s * NS_PER_S)
         self.sim.expire_all(now)
         po = self.sim.pickoff
