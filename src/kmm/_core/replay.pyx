@@ -69,6 +69,13 @@ cdef class _Market:
     cdef int64_t mark_bid, mark_ask
 
 
+cdef inline bint _own_report(bytes frame):
+    # Backtest._frame's test for a message of the recorded run's own orders that is not a book delta
+    # (it returns at once for those): not a trade, names a client_order_id, not an orderbook_delta
+    return (b'"type":"trade"' not in frame[:24] and b'"client_order_id"' in frame
+            and b'"orderbook_delta"' not in frame)
+
+
 cpdef bint trade_reaches(dict orders, bint maker_ask, int64_t price) except -1:
     """Whether a public trade at YES ``price`` does anything to the resting orders ``orders`` (the fill
     simulator's ``order_id -> SimOrder``) of its market, ``maker_ask``: the taker bought (the trade
@@ -320,7 +327,10 @@ cdef class ReplayLoop:
         elif kind == K_TRADE:
             self._trade(<tuple>x, recv)
         elif kind == K_OTHER:
-            self.frame_fn(frame, recv)
+            if self.fit_pass or not _own_report(frame):
+                self.frame_fn(frame, recv)
+            # else: the recorded run's own order, fill or position message (not a book delta): its
+            # outcome, not the replay's; Backtest._frame reads nothing from it outside a fitting pass
         if recv >= self.next_house:
             self.housekeeping(recv)
             self.next_house = self.bt._next_house   # only housekeeping moves it
