@@ -37,6 +37,14 @@ cdef enum:
 cdef int64_t NS_PER_S = 1_000_000_000
 
 
+cdef inline int64_t _ms(int64_t ns) noexcept:
+    # ns // 1_000_000 as Python floors it (the module is built with C division, which truncates)
+    cdef int64_t q = ns // 1_000_000
+    if ns % 1_000_000 < 0:
+        q -= 1
+    return q
+
+
 @cython.final
 cdef class ReplayClock:
     """The engine's ``Clock`` on the replay: monotonic = the capture's receive time (ns), wall = its
@@ -230,7 +238,7 @@ cdef class ReplayLoop:
             return 0
         cdef ReplayClock clock = self.clock
         if self.fit_pass:
-            self.after_event(recv, (clock.mono + clock.wall_offset) // 1_000_000, ticker)
+            self.after_event(recv, _ms(clock.mono + clock.wall_offset), ticker)
             return 0
         cdef dict orders = mk.orders
         if orders and (self.check_levels or upkeep_moves(orders, level)):
@@ -268,7 +276,7 @@ cdef class ReplayLoop:
             self.marks[ticker] = (bb or None, ba or None)
             self.pf.set_mark(ticker, bb or None, ba or None)
         if orders and self.pick_on:
-            picked = self.after_event(recv, wall // 1_000_000, ticker)
+            picked = self.after_event(recv, _ms(wall), ticker)
             if picked:
                 self.deliver_held()
                 for f in picked:
@@ -352,7 +360,7 @@ cdef class ReplayLoop:
             self.trade(x, recv)
             return 0
         cdef ReplayClock clock = self.clock
-        wall_ms = x[5] or (clock.mono + clock.wall_offset) // 1_000_000
+        wall_ms = x[5] or _ms(clock.mono + clock.wall_offset)
         if self.held:
             if (x[1], x[4], wall_ms) != self.bt._held_key:
                 self.deliver_held()
