@@ -12,7 +12,11 @@ rounds, each round one whole replay):
   replays after the first); baseline: the reference path (``Backtest(fast=False)``: the raw capture,
   decompressed and split each time, every frame through the byte tests and JSON); both must make the
   same fills, orders and P&L. Messages/s and the multiple of real time (capture span / replay wall
-  time, construction and cache read included) are printed and stored in ``extra_info``.
+  time, construction and cache read included) are printed and stored in ``extra_info``. The kmm side
+  runs the compiled replay loop (``kmm._core.replay.ReplayLoop``).
+- ``backtest with quoting, compiled loop vs Python fast loop``: the same replay from the cache through
+  the compiled loop against the same loop in Python (``Backtest(compiled_loop=False)``, the previous
+  fast path); the same fills, orders and P&L.
 - ``backtest with quoting, compiled vs plain-Python pipeline``: the reference path with the compiled
   pipeline against the same with the market pipelines' plain-Python signals, strategy and OFI
   (``Backtest(python_pipeline=True)``); the same decisions and fills.
@@ -84,10 +88,10 @@ def _book_only(capture: Path, fast: bool = False) -> dict:
         logging.disable(logging.NOTSET)
 
 
-def _quoting(capture: Path, fast: bool = True) -> dict:
+def _quoting(capture: Path, fast: bool = True, compiled: bool = True) -> dict:
     logging.disable(logging.WARNING)
     try:
-        return Backtest([capture], _cfg(), None, seed=1, fast=fast).run()
+        return Backtest([capture], _cfg(), None, seed=1, fast=fast, compiled_loop=compiled).run()
     finally:
         logging.disable(logging.NOTSET)
 
@@ -216,6 +220,7 @@ def test_book_only_decoded_events_reference(benchmark, capture):
 
 
 QUOTING = "backtest with quoting (per book message)"
+LOOPS = "backtest with quoting, compiled loop vs Python fast loop (per book message)"
 PIPELINES = "backtest with quoting, compiled vs plain-Python pipeline (per book message)"
 
 
@@ -227,22 +232,45 @@ def _same_replay(a: dict, b: dict) -> None:
 
 def test_backtest_with_quoting_kmm(benchmark, capture):
     s = _quoting(capture)                   # the first replay decodes and writes the cache
-    assert s["details"]["replay_path"] == "fast"
+    assert s["details"]["replay_path"] == "compiled"
     info(benchmark, QUOTING, "kmm", s["book_messages"], budget_ns=5_000)
     got = benchmark.pedantic(_quoting, (capture,), rounds=7, iterations=1)
     d = got["details"]
     assert got["book_messages"] == s["book_messages"] and got["orders_sent"] > 0 and d["decisions"] > 0
     _same_replay(got, s)                    # deterministic: every round the same replay
     _same_replay(got, _quoting(capture, fast=False))    # and the reference path's
+    _same_replay(got, _quoting(capture, compiled=False))    # and the Python fast loop's
+    _rates(benchmark, got, "backtest with quoting (compiled loop)")
+
+
+def _rates(benchmark, got: dict, what: str) -> None:
+    """Messages/s at the median and the slowest round, and the multiple of real time, printed and kept."""
     times = sorted(benchmark.stats.stats.data)
-    span = d["replayed_span_s"]
+    span = got["details"]["replayed_span_s"]
     benchmark.extra_info.update({
         "messages_per_s": got["book_messages"] / times[len(times) // 2],
         "messages_per_s_p99": got["book_messages"] / times[-1],
         "speedup_vs_real_time": span / times[len(times) // 2], "replayed_span_s": span})
-    print(f"\nbacktest with quoting (fast path): {benchmark.extra_info['messages_per_s']:,.0f} book messages/s "
+    print(f"\n{what}: {benchmark.extra_info['messages_per_s']:,.0f} book messages/s "
           f"median ({benchmark.extra_info['messages_per_s_p99']:,.0f} at the slowest round), "
           f"{benchmark.extra_info['speedup_vs_real_time']:.0f}x real time ({span} s replayed)")
+
+
+def test_backtest_with_quoting_compiled_loop(benchmark, capture):
+    s = _quoting(capture)
+    info(benchmark, LOOPS, "kmm", s["book_messages"])
+    got = benchmark.pedantic(_quoting, (capture,), rounds=7, iterations=1)
+    _same_replay(got, s)
+    _rates(benchmark, got, "backtest with quoting (compiled loop, paired with the Python fast loop)")
+
+
+def test_backtest_with_quoting_python_fast_loop(benchmark, capture):
+    s = _quoting(capture, compiled=False)
+    assert s["details"]["replay_path"] == "fast"
+    info(benchmark, LOOPS, "baseline", s["book_messages"])
+    got = benchmark.pedantic(_quoting, (capture, True, False), rounds=7, iterations=1)
+    _same_replay(got, s)
+    _rates(benchmark, got, "backtest with quoting (Python fast loop)")
 
 
 def test_backtest_with_quoting_reference_path(benchmark, capture):
@@ -290,7 +318,8 @@ RUN_GROUP = "backtest with quoting, kmm run capture (per book message)"
 @pytest.fixture(scope="module")
 def run_capture(tmp_path_factory):
     """A recorded ``kmm run`` (its own orders, fills, and so the fitted pick-off model) named by
-    ``KMM_BENCH_RUN`` (a run directory; copied, so the cache files are written in the copy)."""
+    ``KMM_BENCH_RUN`` (a run directory; copied, so the cache files are written in the copy). Its
+    groups: the compiled loop against the reference path, and against the Python fast loop."""
     import os
     import shutil
     src = os.environ.get("KMM_BENCH_RUN")
@@ -303,10 +332,10 @@ def run_capture(tmp_path_factory):
     return out
 
 
-def _quoting_b(capture: Path, fast: bool = True) -> tuple[Backtest, dict]:
+def _quoting_b(capture: Path, fast: bool = True, compiled: bool = True) -> tuple[Backtest, dict]:
     logging.disable(logging.WARNING)
     try:
-        b = Backtest([capture], _cfg(), None, seed=1, fast=fast)
+        b = Backtest([capture], _cfg(), None, seed=1, fast=fast, compiled_loop=compiled)
         return b, b.run()
     finally:
         logging.disable(logging.NOTSET)
@@ -338,13 +367,29 @@ def test_run_capture_kmm(benchmark, run_capture):
     assert b.pickoff_cached and b.cache_hits == 1 and got["details"]["pickoff_model"].startswith("fitted")
     _same_replay(got, s0)
     _same_replay(got, _quoting(run_capture, fast=False))
-    times = sorted(benchmark.stats.stats.data)
-    span = got["details"]["replayed_span_s"]
-    benchmark.extra_info.update({"messages_per_s": got["book_messages"] / times[len(times) // 2],
-                                 "messages_per_s_p99": got["book_messages"] / times[-1],
-                                 "speedup_vs_real_time": span / times[len(times) // 2]})
-    print(f"\nkmm run capture (fast path, model from the cache): {benchmark.extra_info['messages_per_s']:,.0f} "
-          f"book messages/s median, {benchmark.extra_info['speedup_vs_real_time']:.0f}x real time")
+    _same_replay(got, _quoting(run_capture, compiled=False))
+    _rates(benchmark, got, "kmm run capture (compiled loop, model from the cache)")
+
+
+RUN_LOOPS = "backtest kmm run capture, compiled loop vs Python fast loop (per book message)"
+
+
+def test_run_capture_compiled_loop(benchmark, run_capture):
+    s = _quoting(run_capture)
+    info(benchmark, RUN_LOOPS, "kmm", s["book_messages"])
+    b, got = benchmark.pedantic(_quoting_b, (run_capture,), rounds=7, iterations=1)
+    assert b.pickoff_cached and got["details"]["replay_path"] == "compiled"
+    _same_replay(got, s)
+    _rates(benchmark, got, "kmm run capture (compiled loop, paired with the Python fast loop)")
+
+
+def test_run_capture_python_fast_loop(benchmark, run_capture):
+    s = _quoting(run_capture, compiled=False)
+    info(benchmark, RUN_LOOPS, "baseline", s["book_messages"])
+    b, got = benchmark.pedantic(_quoting_b, (run_capture, True, False), rounds=7, iterations=1)
+    assert b.pickoff_cached and got["details"]["replay_path"] == "fast"
+    _same_replay(got, s)
+    _rates(benchmark, got, "kmm run capture (Python fast loop)")
 
 
 def test_run_capture_reference_path(benchmark, run_capture):

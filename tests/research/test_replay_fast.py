@@ -53,10 +53,21 @@ def _replay(caps: list[Path], cfg, out: Path | None, *, fast: bool, seed: int = 
 
 def _same(tmp: Path, caps: list[Path], cfg, *, seed: int = 0, opt: BacktestOptions | None = None,
           records: bool = True, **kw) -> dict:
-    ref_out, fast_out = (tmp / f"ref{seed}", tmp / f"fast{seed}") if records else (None, None)
+    """The reference replay, the Python fast loop and the compiled loop (kmm._core.replay): the same
+    replay to every fill, order, figure, trade outcome, decision latency and tape byte."""
+    s_py = _same_as_reference(tmp, caps, cfg, seed=seed, opt=opt, records=records, compiled_loop=False, **kw)
+    s_c = _same_as_reference(tmp, caps, cfg, seed=seed, opt=opt, records=records, compiled_loop=True, **kw)
+    assert s_py["details"]["replay_path"] == "fast" and s_c["details"]["replay_path"] == "compiled"
+    return s_c
+
+
+def _same_as_reference(tmp: Path, caps: list[Path], cfg, *, seed: int, opt: BacktestOptions | None,
+                       records: bool, compiled_loop: bool, **kw) -> dict:
+    tag = f"{seed}{'c' if compiled_loop else 'py'}"
+    ref_out, fast_out = (tmp / f"ref{tag}", tmp / f"fast{tag}") if records else (None, None)
     ref, s_ref = _replay(caps, cfg, ref_out, fast=False, seed=seed, opt=opt, **kw)
-    fast, s_fast = _replay(caps, cfg, fast_out, fast=True, seed=seed, opt=opt, **kw)
-    assert s_ref["details"]["replay_path"] == "reference" and s_fast["details"]["replay_path"] == "fast"
+    fast, s_fast = _replay(caps, cfg, fast_out, fast=True, seed=seed, opt=opt, compiled_loop=compiled_loop, **kw)
+    assert s_ref["details"]["replay_path"] == "reference"
     # every fill to the field, every figure of the summary, every trade's outcome, the order manager
     assert fast.fills == ref.fills
     strip = {k: v for k, v in s_ref.items() if k not in ("details", "messages_per_s")}
@@ -332,3 +343,89 @@ def test_a_book_only_replay_does_not_leave_its_empty_fit_to_the_next_replay(tmp_
     assert b.sim.pickoff is not None and b.sim.pickoff.kind == "fitted"
     ref, _ = _replay([d], CFG1, None, fast=False, opt=BacktestOptions(rate_tier="off"))
     assert b.sim.pickoff == ref.sim.pickoff
+
+
+# ---------------------------------------------------------------------------------- generated captures
+@st.composite
+def _captures(draw) -> Cap:
+    """A one-market feed: a snapshot, then deltas, trades (at and through the levels our fixed quotes
+    use), seq gaps with a recovering snapshot, and a connection gap, at random times."""
+    c = Cap().snapshot(0, [(4000, 1000), (3900, 500)], [(6000, 800), (6100, 500)])
+    t = 1.0
+    for i in range(draw(st.integers(5, 60))):
+        t += draw(st.sampled_from([0.0, 0.3, 2.0, 7.0, 40.0, 300.0]))
+        what = draw(st.sampled_from(["delta"] * 5 + ["trade"] * 4 + ["seqgap", "gap", "snapshot"]))
+        if what == "delta":
+            side = draw(st.sampled_from(["bid", "ask"]))
+            price = draw(st.sampled_from([3900, 4000, 4100] if side == "bid" else [5900, 6000, 6100]))
+            c.delta(t, side, price, draw(st.sampled_from([-300, -100, 100, 400])))
+        elif what == "trade":
+            c.trade(t, draw(st.sampled_from([3900, 4000, 4100, 5900, 6000, 6100])),
+                    draw(st.sampled_from([100, 300, 1200])), draw(st.sampled_from(["bid", "ask"])), f"g{i}")
+        elif what == "seqgap":
+            c.seq += 2
+            c.delta(t, "bid", 4000, 100)
+        elif what == "gap":
+            c.raw(t, gap_frame("connection lost", 0))
+        else:
+            c.snapshot(t, [(4000, draw(st.sampled_from([200, 1000]))), (3900, 500)], [(6000, 800)])
+    return c
+
+
+@settings(max_examples=30, deadline=None)
+@given(cap=_captures(), latency=st.sampled_from(["0", "1ms", "lognormal:2ms:0.5"]),
+       pickoff=st.sampled_from(["none", "always"]), queue=st.sampled_from(["power", "pessimistic", "optimistic"]),
+       fixed=st.booleans(), seed=st.integers(0, 3))
+def test_generated_captures_replay_the_same_on_all_three_paths(tmp_path_factory, cap, latency, pickoff, queue,
+                                                               fixed, seed):
+    tmp = tmp_path_factory.mktemp("gen")
+    d = cap.write(tmp / "cap")
+    opt = BacktestOptions(feed_latency=latency, entry_latency=latency, response_latency=latency, rate_tier="off",
+                          pickoff=pickoff, queue_model=queue)
+    kw = {"strategy_factory": lambda info: FixedQuotes(bid=4000, ask=6000, size=500)} if fixed else {}
+    s = _same(tmp, [d], CFG1, seed=seed, opt=opt, **kw)
+    _GEN_SEEN.append((s["fills"], s["details"]["gaps"], s["orders_sent"]))
+
+
+_GEN_SEEN: list[tuple[int, int, int]] = []
+
+
+def test_generated_captures_reach_fills_gaps_and_orders(tmp_path_factory):
+    """The generated feeds are not all quiet: some replays fill, some pull on gaps, most quote."""
+    if not _GEN_SEEN:       # run alone: generate them here
+        test_generated_captures_replay_the_same_on_all_three_paths(tmp_path_factory=tmp_path_factory)
+    assert any(f > 0 for f, _, _ in _GEN_SEEN) and any(g > 0 for _, g, _ in _GEN_SEEN)
+    assert sum(o > 0 for _, _, o in _GEN_SEEN) > len(_GEN_SEEN) // 2
+
+
+# ---------------------------------------------------------------------------------- the latency model kept
+def test_the_fitted_latency_model_is_kept_in_the_capture_cache_and_a_changed_run_record_refits(tmp_path):
+    from kmm.research.latency import fit_latency
+    d = _scenario().write(tmp_path / "cap")
+    run = _scenario().write(tmp_path / "run")          # the recorded run the latencies are fitted from
+    opt = BacktestOptions(rate_tier="off", latency_from=str(run), pickoff="none")
+
+    def quotes(info):
+        return FixedQuotes(bid=4000, ask=6100, size=500)
+    a, sa = _replay([d], CFG1, None, fast=True, opt=opt, strategy_factory=quotes)
+    fitted = fit_latency(run)
+    assert not a.latency_cached and a.latency == fitted and fitted.feed.kind == "empirical"
+    rep = replaycache.load(d / "capture.bin.gz", _fast_trade)
+    assert [k for k in rep.models if k.startswith("latency:")]
+    b, sb = _replay([d], CFG1, None, fast=True, opt=opt, strategy_factory=quotes)
+    assert b.latency_cached and b.latency == fitted and b.latency_fit_s == pytest.approx(a.latency_fit_s)
+    assert b.fills == a.fills and b.decision_latency_ns == a.decision_latency_ns and sb["fills"] == sa["fills"] > 0
+    # the reference path fits every time; the kept model makes its replay
+    _same(tmp_path, [d], CFG1, opt=opt, strategy_factory=quotes, records=False)
+    # the run's record changes (a tape appears, then the capture): fitted again, never the old model
+    (run / "tape.csv").write_text("ts_ns,ticker,event\n")
+    c, _ = _replay([d], CFG1, None, fast=True, opt=opt, strategy_factory=quotes)
+    assert not c.latency_cached
+    assert _replay([d], CFG1, None, fast=True, opt=opt, strategy_factory=quotes)[0].latency_cached
+    other = _scenario().delta(1800, "bid", 4000, 100).write(tmp_path / "other")
+    (run / "capture.bin.gz").write_bytes((other / "capture.bin.gz").read_bytes())
+    e, _ = _replay([d], CFG1, None, fast=True, opt=opt, strategy_factory=quotes)
+    assert not e.latency_cached and e.latency == fit_latency(run)
+    # no cache file: fitted every time
+    off = BacktestOptions(rate_tier="off", latency_from=str(run), pickoff="none", replay_cache="off")
+    assert not _replay([d], CFG1, None, fast=True, opt=off, strategy_factory=quotes)[0].latency_cached

@@ -36,6 +36,7 @@ from kmm._core.book import OrderBook
 from kmm._core.fixed import parse_count, parse_price, parse_signed_count
 from kmm._core.grid import Grid
 from kmm._core.ofi import OFI
+from kmm._core.replay import ReplayClock, ReplayLoop
 from kmm._core.wire import DELTA, GAP, MALFORMED, NOT_BOOK, SNAPSHOT, BookRouter
 from kmm.config import KmmConfig
 from kmm.engine.live import EngineOptions
@@ -56,7 +57,7 @@ from kmm.record.tape import engine_fields
 from kmm.research.adverse import PickoffFit, PickoffModel
 from kmm.research.events import load_frames
 from kmm.research.fills import LINEAR_CENT, FillSimulator, MarketDef
-from kmm.research.latency import Dist, LatencyModel, fit_latency
+from kmm.research.latency import Dist, LatencyModel, fit_key, fit_latency, model_from_payload, model_payload
 from kmm.research.queue import QueueModel
 from kmm.research import replaycache
 from kmm.research.replaycache import FEED, OTHER, TRADE
@@ -119,22 +120,6 @@ class BacktestOptions:
             return fit_latency(self.latency_from)
         return LatencyModel(Dist.parse(self.feed_latency), Dist.parse(self.entry_latency),
                             Dist.parse(self.response_latency), source="configured")
-
-
-class ReplayClock:
-    """The engine's ``Clock`` on the replay: monotonic = the capture's receive time, wall = its wall time."""
-
-    __slots__ = ("mono", "wall_offset")
-
-    def __init__(self) -> None:
-        self.mono = 0
-        self.wall_offset = 0
-
-    def monotonic_ns(self) -> int:
-        return self.mono
-
-    def time_ns(self) -> int:
-        return self.mono + self.wall_offset
 
 
 def load_market_defs(captures: Sequence[Path], tickers: Sequence[str]) -> dict[str, MarketDef]:
@@ -201,7 +186,7 @@ class Backtest:
                  strategy_factory: Callable[[MarketInfo], Strategy] | None = None,
                  core: tuple[Callable[[], Any], Callable[[Any], Any], Callable[[], Any]] | None = None,
                  fit_pass: bool = False, frames_cache: dict[Any, Any] | None = None,
-                 python_pipeline: bool = False, fast: bool = True) -> None:
+                 python_pipeline: bool = False, fast: bool = True, compiled_loop: bool = True) -> None:
         """``core``: (router factory, book factory taking a Grid, OFI factory) in place of the compiled
         ``BookRouter``/``OrderBook``/``OFI`` (the benchmark's plain-Python baseline uses it).
         ``fit_pass``: replay the book without quoting and measure the recorded run's own quotes for the
@@ -209,10 +194,14 @@ class Backtest:
         signals and strategy (``MarketPipeline(compiled=False)``; the benchmark's baseline), with the OFI
         from ``core``. ``fast``: replay from the decoded capture cache (:mod:`kmm.research.replaycache`)
         with the lean per-message path; False: the reference path (raw frames, every message through
-        the same steps as the live engine's loop), which must give the very same replay."""
+        the same steps as the live engine's loop), which must give the very same replay.
+        ``compiled_loop``: with ``fast``, the per-record loop is the compiled
+        :class:`kmm._core.replay.ReplayLoop` (False: the same loop in Python, :meth:`_replay_fast`);
+        both must give the very same replay as the reference path."""
         self._t_start = time.perf_counter()     # the replay's speed counts its fitting pass too
         self._python_pipeline = python_pipeline
         self.fast = fast
+        self.compiled_loop = fast and compiled_loop
         self.decode_s = 0.0         # decoding the capture files the first time (cached or now)
         self.load_s = 0.0           # what getting them cost this replay
         self.cache_hits = 0
@@ -229,7 +218,9 @@ class Backtest:
         self.rng = random.Random(seed)
         self.seed = seed
         self.clock = ReplayClock()
-        self.latency = self.opt.latency()
+        self.latency_fit_s = 0.0        # fitting the latency model (latency_from; its first time, when cached)
+        self.latency_cached = False     # the fitted latency model came from the replay cache
+        self.latency = self._latency_model()
         self.defs = load_market_defs([Path(c) for c in captures], list(cfg.run.markets))
         self.tickers = tuple(self.defs)
         self.sim = FillSimulator(self.defs, QueueModel(self.opt.queue_model, self.opt.queue_power),
@@ -301,9 +292,11 @@ class Backtest:
         self._held: dict[str, Fill] = {}      # fills of the taker sweep being printed (trade_id -> fill)
         self._held_until = 0
         self._held_key: tuple[str, str, int] | None = None
-        # the fast path's live orders per market, valid while ``_gen`` is unchanged (every step that
-        # can change the order manager moves it on: requests, answers, fills, housekeeping)
+        # the fast path's live orders per market, valid while the market's generation ``_mgen[t]`` is
+        # unchanged (every step that can change the market's orders in the order manager moves it on:
+        # its requests, their answers, its fills; housekeeping moves every market's on)
         self._gen = 0
+        self._mgen: dict[str, int] = dict.fromkeys(self.pipes, 0)
         self._live_cache: dict[str, tuple[int, list[LiveOrder]]] = {}
         # per market: (pipeline, the simulator's resting orders, the compiled pipeline core or None,
         # the gate's market state, whether the pipeline reads trades)
@@ -315,6 +308,50 @@ class Backtest:
 
     #: tests: on every book message the fast path compares its cached live orders with a fresh list
     check_live_cache = False
+
+    def _latency_model(self) -> LatencyModel:
+        """The replay's latency model. Fitted from a run (``latency_from``), the fast path keeps it in
+        the first capture's decoded cache (:func:`replaycache.store_model`), as the pick-off model,
+        under :func:`kmm.research.latency.fit_key`: the content of every file of the run the fit reads
+        and the fit's code, so a changed run record is fitted again. The reference path fits every time."""
+        o = self.opt
+        if not o.latency_from or not self.fast:
+            return o.latency()
+        rep = self._first_rows()
+        try:
+            key = fit_key(o.latency_from) if rep is not None else None
+        except OSError:
+            key = None          # fit_latency says what is wrong with the run directory
+        if rep is not None and key is not None:
+            got = rep.models.get(key)
+            if isinstance(got, dict):
+                try:
+                    model = model_from_payload(got["model"])
+                    fit_s = float(got["fit_s"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.info("latency model in the replay cache unreadable (%s); fitting it again", exc)
+                else:
+                    self.latency_fit_s = fit_s
+                    self.latency_cached = True
+                    log.info("latency model from the replay cache (fitted once in %.3f s): %s", fit_s,
+                             model.describe())
+                    return model
+        t0 = time.perf_counter()
+        model = o.latency()
+        self.latency_fit_s = time.perf_counter() - t0
+        if rep is not None and key is not None:
+            replaycache.store_model(rep, key, {"fit_s": self.latency_fit_s, "model": model_payload(model)})
+        return model
+
+    def _first_rows(self) -> replaycache.Replay | None:
+        """The first capture file's decoded cache (None: streamed, or no cache file to keep a model in)."""
+        path = self.files[0]
+        size = path.stat().st_size
+        if size > self.opt.preload_mb * (1 << 20):
+            return None
+        self._rows(path, size)
+        rep = self._frames_cache[("rows", path)]
+        return rep if rep.source_hash else None
 
     def _pickoff_model(self, captures: Sequence[Path], cfg: KmmConfig, core: Any) -> PickoffModel:
         """The adverse-selection model: parsed, and for any but ``none`` a fitting pass over the
@@ -574,6 +611,14 @@ class Backtest:
         self._pickoff_on = pick_on = sim.pickoff is not None and sim.pickoff.active   # fixed once fitted
         reaction_ids = sim.pickoff.reaction_ids if pick_on and sim.pickoff is not None else frozenset()
         quoting_trades = not self.fit_pass
+        if self.compiled_loop:
+            loop = ReplayLoop(self)
+            self._on_book_fn = loop.on_book     # the driver's own book steps share the loop's kept state
+            try:
+                last, start_wall, end_wall = loop.run(self.files, sizes)
+            finally:
+                self._on_book_fn = self._on_book_fast
+            return self._end(last, start_wall, end_wall)
         for fi, path in enumerate(self.files):
             first = True
             rows: Any = self._rows(path, sizes[fi])
@@ -679,7 +724,7 @@ class Backtest:
             "reaction_trades_left_out": st.reaction_trades, "pickoff_fills": st.pickoff_fills,
             "pickoff_contracts": st.pickoff_contracts / 100, "stale_order_s": round(st.stale_ns / 1e9, 2),
             "decision_latency_ms": _quantiles_ms(self.decision_latency_ns),
-            "replay_path": "fast" if self.fast else "reference",
+            "replay_path": ("compiled" if self.compiled_loop else "fast") if self.fast else "reference",
             "files": [str(f) for f in self.files],
         }
         return build_summary(
@@ -904,9 +949,10 @@ class Backtest:
         self._requote(pipe, recv, live)
 
     def _on_book_fast(self, ticker: str, recv: int, level: int = -1) -> None:
-        """:meth:`_on_book` with the market's live orders kept between book messages: the order manager
-        changes only in the steps that move ``_gen`` on, and the signals read no order's age (the
-        decision, which does, gets a fresh list in :meth:`_requote`). The same steps in the same order."""
+        """:meth:`_on_book` with the market's live orders kept between book messages: the market's
+        orders in the order manager change only in the steps that move its ``_mgen`` on (:meth:`_touch`),
+        and the signals read no order's age (the decision, which does, gets a fresh list in
+        :meth:`_requote`). The same steps in the same order."""
         mk = self._fast_markets.get(ticker)
         if mk is None:
             return
@@ -921,14 +967,15 @@ class Backtest:
         if orders:
             sim.on_book_change(recv, ticker, level)
         cached = self._live_cache.get(ticker)
-        if cached is not None and cached[0] == self._gen:
+        gen = self._mgen[ticker]
+        if cached is not None and cached[0] == gen:
             live = cached[1]
             if self.check_live_cache:
                 fresh = self.om.live_orders(ticker)
                 assert [o[:4] + o[5:] for o in live] == [o[:4] + o[5:] for o in fresh], (ticker, live, fresh)
         else:
             live = self.om.live_orders(ticker)
-            self._live_cache[ticker] = (self._gen, live)
+            self._live_cache[ticker] = (gen, live)
         if core is not None:            # MarketPipeline.on_book of a compiled pipeline, inline
             pipe.last_book_ns = recv
             core.on_book(recv, clock.mono + clock.wall_offset, live)
@@ -1009,8 +1056,8 @@ class Backtest:
     def _apply(self, pipe: MarketPipeline, actions: Any, trigger: int) -> None:
         """The requests the live maker's planner makes of ``actions`` (kmm.engine.quoting: the gate,
         reduce-only sizing, event limits, the order manager's transitions), sent on the replay."""
-        self._gen += 1
         t = pipe.ticker
+        self._touch(t)
         first = True
         for step in self.planner.plan(t, actions):
             kind = step[0]
@@ -1111,7 +1158,7 @@ class Backtest:
         self._at(answer, self._answer, pipe, result)
 
     def _answer(self, pipe: MarketPipeline, result: Callable[[], None]) -> None:
-        self._gen += 1
+        self._touch(pipe.ticker)
         result()
         pipe.in_flight -= 1
         if pipe.in_flight:
@@ -1188,7 +1235,7 @@ class Backtest:
 
     # ---- fills
     def _on_fill(self, f: Fill) -> None:
-        self._gen += 1
+        self._touch(f.ticker)
         self.om.on_fill(f)
         if not self.pf.apply_fill(f):
             return
@@ -1234,8 +1281,16 @@ class Backtest:
             self._kill_sweeping = False
 
     # ============================================================================ timers and the end
+    def _touch(self, ticker: str) -> None:
+        """The market's orders in the order manager may change: its kept live orders are stale."""
+        self._gen += 1
+        self._mgen[ticker] = self._gen
+
     def _housekeeping(self, now: int) -> None:
         self._gen += 1
+        mgen = self._mgen
+        for t in mgen:
+            mgen[t] = self._gen
         self._next_house = now + int(self.opt.housekeeping_s * NS_PER_S)
         self.sim.expire_all(now)
         po = self.sim.pickoff

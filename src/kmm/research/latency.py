@@ -211,3 +211,49 @@ def _entry_from_tape(run: Path, updates: dict[str, list[int]]) -> list[int]:
         return []
     cut = max(10 * statistics.median(out), 5 * NS_PER_MS)
     return [x for x in out if x <= cut]
+
+
+# ---------------------------------------------------------------------------------- kept fits
+def model_payload(model: LatencyModel) -> dict[str, object]:
+    """``model`` as JSON-able data (kept in a replay cache file: :func:`model_from_payload` reads it)."""
+    return {"source": model.source,
+            **{name: {"kind": d.kind, "value_ns": d.value_ns, "sigma": d.sigma, "samples": list(d.samples)}
+               for name, d in (("feed", model.feed), ("entry", model.entry), ("response", model.response))}}
+
+
+def model_from_payload(payload: dict[str, object]) -> LatencyModel:
+    """The model :func:`model_payload` wrote; ValueError/TypeError/KeyError when it is not one."""
+    def dist(x: object) -> Dist:
+        if not isinstance(x, dict) or x.get("kind") not in ("const", "lognormal", "empirical"):
+            raise ValueError(f"not a latency distribution: {x!r:.80}")
+        samples = tuple(int(s) for s in x["samples"])
+        if x["kind"] == "empirical" and not samples:
+            raise ValueError("an empirical latency without samples")
+        return Dist(str(x["kind"]), int(x["value_ns"]), float(x["sigma"]), samples)
+    return LatencyModel(dist(payload["feed"]), dist(payload["entry"]), dist(payload["response"]),
+                        source=str(payload["source"]))
+
+
+def fit_key(run_dir: str | Path, *, max_frames: int = 200_000) -> str:
+    """What :func:`fit_latency` of ``run_dir`` depends on: the content of every file it reads (the
+    run's capture files, ``tape.csv``, ``kmm.sqlite`` and its WAL), ``max_frames`` and this module's
+    code. A run record that changes in any of them gets another key, so a kept fit is never used for
+    it. OSError when the run directory cannot be read."""
+    import hashlib
+
+    from kmm.record.capture import capture_files
+    run = Path(run_dir)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(Path(__file__).read_bytes())
+    h.update(str(max_frames).encode())
+    files = [*capture_files(run), run / "tape.csv", run / "kmm.sqlite", run / "kmm.sqlite-wal"]
+    for p in files:
+        h.update(p.name.encode() + b"\0")
+        if not p.exists():
+            h.update(b"-\0")
+            continue
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+        h.update(b"\0")
+    return "latency:" + h.hexdigest()

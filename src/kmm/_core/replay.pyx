@@ -1,0 +1,438 @@
+"""The backtest's replay loop over decoded capture rows, compiled (issue 10).
+
+:class:`ReplayLoop` walks the columns of :class:`kmm.research.replaycache.Replay` (receive and wall
+time, kind, the decoded trade or the delta's ticker, the raw book frame, the delta's level) and does
+per record what ``Backtest._replay_fast`` does, in the same order, with the per-record glue in C:
+the shift between capture files of different runs, the simulated clock, the book frame to the
+compiled ``BookRouter``, and for a delta in a ready market the steps of ``Backtest._on_book_fast``
+(queue upkeep when an order of ours rests, the market's live orders kept while the market's
+generation in the order manager is unchanged, the compiled pipeline's ``on_book``, the gate's freshness stamp, the mark
+only when it moved). It crosses into the Python driver only where the engine must act: a timed event
+(request arrival or answer, rate-limit dispatch) or a held taker sweep due, a decision (``_requote``),
+a trade in a market where an order of ours rests (``_trade``), a frame of another kind (``_frame``,
+``_routed``: snapshots, gaps, lifecycle), the pick-off hazard, housekeeping, progress. Those steps
+are the engine's own Python code (no second implementation of quoting); the tests hold this loop to
+the very same fills, orders, summary, decision latencies and tape as the Python fast path and the
+reference path.
+
+Times are int ns, prices 1e-4 $, as everywhere in kmm.
+"""
+
+cimport cython
+from libc.stdint cimport int64_t
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+
+from kmm._core.pipeline cimport Pipeline
+from kmm._core.wire cimport BookRouter, FEED_DELTA, FEED_SNAPSHOT
+
+import time as _time
+
+# the replay cache's record kinds (kmm.research.replaycache)
+cdef enum:
+    K_OTHER = 0
+    K_TICKER = 1
+    K_FEED = 2
+    K_TRADE = 3
+
+cdef int64_t NS_PER_S = 1_000_000_000
+
+
+cdef inline int64_t _ms(int64_t ns) noexcept:
+    # ns // 1_000_000 as Python floors it (the module is built with C division, which truncates)
+    cdef int64_t q = ns // 1_000_000
+    if ns % 1_000_000 < 0:
+        q -= 1
+    return q
+
+
+@cython.final
+cdef class ReplayClock:
+    """The engine's ``Clock`` on the replay: monotonic = the capture's receive time (ns), wall = its
+    recorded wall time (``mono + wall_offset``, ns)."""
+
+    cdef public int64_t mono
+    cdef public int64_t wall_offset
+
+    def __init__(self):
+        self.mono = 0
+        self.wall_offset = 0
+
+    def monotonic_ns(self):
+        return self.mono
+
+    def time_ns(self):
+        return self.mono + self.wall_offset
+
+
+@cython.final
+cdef class _Market:
+    # one market as the loop sees it (Backtest._fast_markets' tuple, typed)
+    cdef str ticker
+    cdef object pipe           # kmm.engine.market.MarketPipeline
+    cdef dict orders           # the fill simulator's resting orders of the market (lives as long as the replay)
+    cdef Pipeline core         # the compiled pipeline when its on_book is only that call, else None
+    cdef object gm             # the risk gate's state of the market
+    cdef bint reads_trades     # the pipeline's kappa estimate reads trades
+    cdef bint has_mark         # the portfolio's mark was set by this loop: (mark_bid, mark_ask), 0 = None
+    cdef int64_t mark_bid, mark_ask
+
+
+cdef inline bint _own_report(bytes frame):
+    # Backtest._frame's test for a message of the recorded run's own orders that is not a book delta
+    # (it returns at once for those): not a trade, names a client_order_id, not an orderbook_delta
+    return (b'"type":"trade"' not in frame[:24] and b'"client_order_id"' in frame
+            and b'"orderbook_delta"' not in frame)
+
+
+cpdef bint trade_reaches(dict orders, bint maker_ask, int64_t price) except -1:
+    """Whether a public trade at YES ``price`` does anything to the resting orders ``orders`` (the fill
+    simulator's ``order_id -> SimOrder``) of its market, ``maker_ask``: the taker bought (the trade
+    met asks). As ``FillSimulator.on_trade`` reads them: an order on the maker side with size left
+    is touched when it has level decreases pending (they expire first), stands at the price (the
+    queue moves) or is passed by it (filled). False: the simulator would return no fill and change
+    no order (plain-Python reference: tests/reference/replay.py)."""
+    cdef int64_t p
+    side = "ask" if maker_ask else "bid"
+    for o in orders.values():
+        if o.side != side or o.remaining <= 0:
+            continue
+        if o.pend:
+            return True
+        p = o.price
+        if p == price or (maker_ask and price > p) or (not maker_ask and price < p):
+            return True
+    return False
+
+
+cpdef bint upkeep_moves(dict orders, int level) except -1:
+    """Whether ``FillSimulator.on_book_change`` after a delta at ``level`` (``side << 16 | price``,
+    -1 unknown) can change any of ``orders``: the level is unknown or one of ours, or some order has
+    level decreases pending (they may expire) or more estimated in front than is visible (the front
+    is capped). False: the upkeep would change nothing (plain-Python reference:
+    tests/reference/replay.py)."""
+    if level < 0:
+        return True
+    cdef int bside = level >> 16
+    cdef int bprice = level & 0xFFFF
+    for o in orders.values():
+        if o.bprice == bprice and o.bside == bside:
+            return True
+    for o in orders.values():
+        if o.pend or o.ahead > o.seen:
+            return True
+    return False
+
+
+@cython.final
+cdef class ReplayLoop:
+    """One replay's loop (``Backtest(fast=True)``): ``run(files, sizes)`` replays every capture file
+    and returns ``(last_recv, start_wall, end_wall)``; ``on_book`` is the driver's book step
+    (``Backtest._on_book_fn``) for the frames the Python driver routes itself (snapshots, corrected
+    markets)."""
+
+    cdef object bt
+    cdef ReplayClock clock
+    cdef BookRouter router
+    cdef object router_py       # the router when it is not the compiled BookRouter (a baseline core)
+    cdef list ev
+    cdef dict held
+    cdef object sim
+    cdef object om
+    cdef object pf
+    cdef dict live_cache
+    cdef dict mgen              # ticker -> the generation of the market's orders (Backtest._touch)
+    cdef dict marks
+    cdef dict markets           # ticker -> _Market
+    cdef set corrected
+    cdef bint pick_on
+    cdef object reaction_ids
+    cdef bint quoting_trades
+    cdef bint book_only
+    cdef bint fit_pass
+    cdef bint check_live_cache
+    cdef bint check_levels      # tests: the simulator checks our levels on every upkeep call (never skipped)
+    cdef bint keep_outcomes
+    cdef dict trade_outcomes
+    # bound methods of the driver
+    cdef object deliver_held, run_events, trade, routed, slow_delta, frame_fn, housekeeping
+    cdef object requote, on_fill, after_event, on_book_change, progress
+    # loop state
+    cdef int64_t shift, last, next_house
+    cdef object start_wall, end_wall
+    cdef public int64_t frames
+    cdef public int64_t book_messages   # counted here (the driver's own steps count theirs on it)
+
+    def __init__(self, bt):
+        self.bt = bt
+        self.clock = bt.clock
+        r = bt.router
+        self.router = r if isinstance(r, BookRouter) else None
+        self.router_py = r
+        self.ev = bt.events
+        self.held = bt._held
+        self.sim = bt.sim
+        self.om = bt.om
+        self.pf = bt.pf
+        self.live_cache = bt._live_cache
+        self.mgen = bt._mgen
+        self.marks = bt._marks
+        self.corrected = bt.sim.corrected
+        self.book_only = bt.opt.book_only
+        self.fit_pass = bt.fit_pass
+        self.check_live_cache = bt.check_live_cache
+        self.check_levels = bt.sim.check_levels
+        self.keep_outcomes = bt.sim.keep_outcomes
+        self.trade_outcomes = bt.sim.trade_outcomes
+        self.deliver_held = bt._deliver_held
+        self.run_events = bt._run_events
+        self.trade = bt._trade
+        self.routed = bt._routed
+        self.slow_delta = bt._slow_delta
+        self.frame_fn = bt._frame
+        self.housekeeping = bt._housekeeping
+        self.requote = bt._requote
+        self.on_fill = bt._on_fill
+        self.after_event = bt.sim.after_event
+        self.on_book_change = bt.sim.on_book_change
+        self.progress = bt.progress
+        self.markets = {}
+        cdef _Market m
+        for t, (pipe, orders, core, gm, reads) in bt._fast_markets.items():
+            m = _Market()
+            m.ticker = t
+            m.pipe = pipe
+            m.orders = orders
+            m.core = core if isinstance(core, Pipeline) else None
+            m.gm = gm
+            m.reads_trades = bool(reads)
+            m.has_mark = False
+            kept = bt._marks.get(t)
+            if kept is not None:
+                m.has_mark = True
+                m.mark_bid = kept[0] or 0
+                m.mark_ask = kept[1] or 0
+            self.markets[t] = m
+        pick = bt.sim.pickoff
+        self.pick_on = bool(bt._pickoff_on)
+        self.reaction_ids = pick.reaction_ids if self.pick_on and pick is not None else frozenset()
+        self.quoting_trades = not bt.fit_pass
+        self.shift = 0
+        self.last = 0
+        self.next_house = bt._next_house
+        self.start_wall = None
+        self.end_wall = None
+        self.frames = bt.frames
+        self.book_messages = 0
+
+    # ------------------------------------------------------------------ the book step
+    def on_book(self, ticker, int64_t recv, int level=-1):
+        """``Backtest._on_book_fast``: the same steps in the same order."""
+        self._on_book(ticker, recv, level)
+
+    cdef int _on_book(self, object ticker, int64_t recv, int level) except -1:
+        cdef _Market mk = self.markets.get(ticker)
+        if mk is None:
+            return 0
+        pipe = mk.pipe
+        if not pipe.ready:
+            return 0
+        cdef ReplayClock clock = self.clock
+        if self.fit_pass:
+            self.after_event(recv, _ms(clock.mono + clock.wall_offset), ticker)
+            return 0
+        cdef dict orders = mk.orders
+        if orders and (self.check_levels or upkeep_moves(orders, level)):
+            self.on_book_change(recv, ticker, level)
+        bt = self.bt
+        gen = self.mgen[ticker]
+        cached = self.live_cache.get(ticker)
+        if cached is not None and (<tuple>cached)[0] == gen:
+            live = (<tuple>cached)[1]
+            if self.check_live_cache:
+                fresh = self.om.live_orders(ticker)
+                assert [o[:4] + o[5:] for o in live] == [o[:4] + o[5:] for o in fresh], (ticker, live, fresh)
+        else:
+            live = self.om.live_orders(ticker)
+            self.live_cache[ticker] = (gen, live)
+        cdef int64_t wall = clock.mono + clock.wall_offset
+        if mk.core is not None:         # MarketPipeline.on_book of a compiled pipeline, inline
+            pipe.last_book_ns = recv
+            mk.core.on_book(recv, wall, live)
+        else:
+            pipe.on_book(recv, wall, live)
+        gm = mk.gm
+        gm.book_stale = False           # RiskGate.on_book_update, inline: the book is fresh
+        gm.last_book_ns = clock.mono
+        cdef int64_t bb, ba
+        if mk.core is not None:
+            bb, ba = mk.core.best_bid, mk.core.best_ask
+        else:
+            inp = pipe.inputs
+            bb, ba = inp.best_bid or 0, inp.best_ask or 0
+        # only set_mark writes the marks: the same pair again is a no-op
+        if not mk.has_mark or bb != mk.mark_bid or ba != mk.mark_ask:
+            mk.has_mark = True
+            mk.mark_bid, mk.mark_ask = bb, ba
+            self.marks[ticker] = (bb or None, ba or None)
+            self.pf.set_mark(ticker, bb or None, ba or None)
+        if orders and self.pick_on:
+            picked = self.after_event(recv, _ms(wall), ticker)
+            if picked:
+                self.deliver_held()
+                for f in picked:
+                    self.on_fill(f)
+                return 0
+        if pipe.in_flight and bt.quoting:       # _requote's first answer, without the call
+            pipe.dirty = True
+            return 0
+        self.requote(pipe, recv)
+        return 0
+
+    # ------------------------------------------------------------------ one record
+    cdef int _row(self, int64_t recv0, int64_t wall, int kind, object x, object frame, int lv,
+                  bint first, Py_ssize_t fi) except -1:
+        cdef int64_t recv = recv0 + self.shift
+        cdef int st
+        cdef _Market mk
+        if first:
+            if recv < self.last:                # another run's capture: its own monotonic base
+                self.shift += self.last - recv + NS_PER_S
+                recv = recv0 + self.shift
+                if fi:
+                    self.bt._gap(recv, "next capture file of another run")
+            if self.start_wall is None:
+                self.start_wall = wall
+        self.end_wall = wall
+        self.last = recv
+        self.frames += 1
+        if self.book_only:
+            if frame:                           # tickers and trades are not book frames
+                st = self._feed(frame, recv)
+                if st == FEED_DELTA or st == FEED_SNAPSHOT:
+                    self.book_messages += 1
+            return 0
+        cdef list ev = self.ev
+        cdef bint due = PyList_GET_SIZE(ev) > 0 and <int64_t>(<tuple>PyList_GET_ITEM(ev, 0))[0] <= recv
+        if self.held and (recv > <int64_t>self.bt._held_until or due):
+            self.deliver_held()
+            due = PyList_GET_SIZE(ev) > 0 and <int64_t>(<tuple>PyList_GET_ITEM(ev, 0))[0] <= recv
+        if due:
+            self.run_events(recv)
+        cdef ReplayClock clock = self.clock
+        clock.mono = recv
+        clock.wall_offset = wall - recv
+        if kind == K_FEED:
+            if x is not None and self.corrected and x in self.corrected:
+                self.slow_delta(frame, recv, own=False)
+            else:
+                st = self._feed(frame, recv)
+                if st == FEED_DELTA:            # the common case of _route, inline
+                    self.book_messages += 1
+                    t = self.router.last_ticker if self.router is not None else self.router_py.last_ticker
+                    self._on_book(t or "", recv, lv)
+                else:
+                    self.routed(st, frame, recv, self.on_book)
+        elif kind == K_TRADE:
+            self._trade(<tuple>x, recv)
+        elif kind == K_OTHER:
+            if self.fit_pass or not _own_report(frame):
+                self.frame_fn(frame, recv)
+            # else: the recorded run's own order, fill or position message (not a book delta): its
+            # outcome, not the replay's; Backtest._frame reads nothing from it outside a fitting pass
+        if recv >= self.next_house:
+            self.housekeeping(recv)
+            self.next_house = self.bt._next_house   # only housekeeping moves it
+        return 0
+
+    cdef int _trade(self, tuple x, int64_t recv) except -1:
+        """A recorded public trade (``Backtest._trade``). When no order of ours can be touched by it
+        (none rests in the market, or :func:`trade_reaches` says none is reached and none has pending
+        decreases to expire), the simulator would record the outcome ``none`` and return no fill: of
+        ``_trade``'s steps only the end of a held sweep, that outcome, the pipeline's trade signal and
+        the pick-off step remain, done here. Otherwise the driver's ``_trade`` runs."""
+        cdef _Market mk = self.markets.get(x[1]) if self.quoting_trades else None
+        if mk is None or (self.pick_on and x[0] in self.reaction_ids):
+            self.trade(x, recv)
+            return 0
+        cdef dict orders = mk.orders
+        cdef int64_t price = x[2]
+        if orders and trade_reaches(orders, x[4] == "bid", price):
+            self.trade(x, recv)
+            return 0
+        cdef ReplayClock clock = self.clock
+        wall_ms = x[5] or _ms(clock.mono + clock.wall_offset)
+        if self.held:
+            if (x[1], x[4], wall_ms) != self.bt._held_key:
+                self.deliver_held()
+        if self.keep_outcomes and x[0]:
+            self.trade_outcomes[x[0]] = (x[1], "none")
+        if mk.reads_trades:
+            mk.pipe.on_trade(price)
+        if orders and self.pick_on and mk.pipe.ready:
+            # _trade's pick-off step (with no order resting the hazard has nothing to act on: skipped,
+            # as Backtest._replay_fast does)
+            picked = self.after_event(recv, wall_ms, x[1])
+            if picked:
+                self.deliver_held()
+                for f in picked:
+                    self.on_fill(f)
+        return 0
+
+    cdef inline int _feed(self, object frame, int64_t recv) except? -1:
+        if self.router is not None:
+            return self.router.feed(frame, recv)
+        return self.router_py.feed(frame, recv)
+
+    # ------------------------------------------------------------------ the files
+    def run(self, files, sizes):
+        """Replay every capture file (``Backtest._rows`` of each); returns ``(last_recv, start_wall,
+        end_wall)``. ``frames`` is written back to the driver and ``book_messages`` added to its own count."""
+        cdef Py_ssize_t fi, i, n
+        cdef int64_t total = sum(sizes) or 1
+        cdef int64_t done_bytes = 0
+        cdef double every = self.bt.opt.progress_every_s
+        cdef double next_report = _time.perf_counter() + every
+        cdef double now
+        cdef list recv_c, wall_c, kind_c, xs_c, frames_c, lv_c
+        cdef bint first
+        bt = self.bt
+        self.book_messages = 0
+        try:
+            for fi in range(len(files)):
+                path = files[fi]
+                rows = bt._rows(path, sizes[fi])
+                got = bt._frames_cache.get(("rows", path))
+                if got is not None:
+                    bt.decode_s += got.decode_s
+                    bt.cache_hits += got.from_cache
+                    recv_c, wall_c, kind_c = got.recv, got.wall, got.kind
+                    xs_c, frames_c, lv_c = got.xs, got.frames, got.lv
+                    n = PyList_GET_SIZE(kind_c)
+                    for i in range(n):
+                        self._row(<object>PyList_GET_ITEM(recv_c, i), <object>PyList_GET_ITEM(wall_c, i),
+                                  <object>PyList_GET_ITEM(kind_c, i), <object>PyList_GET_ITEM(xs_c, i),
+                                  <object>PyList_GET_ITEM(frames_c, i), <object>PyList_GET_ITEM(lv_c, i),
+                                  i == 0, fi)
+                        if (self.frames & 4095) == 0:
+                            now = _time.perf_counter()
+                            if now >= next_report:
+                                next_report = now + every
+                                if self.progress is not None:
+                                    self.progress(min(0.99, (done_bytes + sizes[fi] * 0.5) / total))
+                else:       # streamed (too big to hold): rows classified on the fly
+                    first = True
+                    for recv0, wall, kind, x, frame, lv in rows:
+                        self._row(recv0, wall, kind, x, frame, lv, first, fi)
+                        first = False
+                        if (self.frames & 4095) == 0:
+                            now = _time.perf_counter()
+                            if now >= next_report:
+                                next_report = now + every
+                                if self.progress is not None:
+                                    self.progress(min(0.99, (done_bytes + sizes[fi] * 0.5) / total))
+                done_bytes += sizes[fi]
+        finally:
+            bt.frames = self.frames
+            bt.book_messages += self.book_messages
+            self.book_messages = 0
+        return self.last, self.start_wall, self.end_wall
