@@ -71,13 +71,13 @@ def main() -> None:
                 first_dirty[pipe.ticker] = time.monotonic_ns()
             return ok
 
-        def act_(pipe: Any, actions: Any, live: Any, trigger_ns: int) -> None:
+        def act_(pipe: Any, actions: Any, live: Any, trigger_ns: int, *rest: Any, **kw: Any) -> None:
             t0 = first_dirty.pop(pipe.ticker, None)
             if actions:
                 counts[0 if t0 is None else 1] += 1
                 if t0 is not None:
                     waits.append(time.monotonic_ns() - t0)
-            orig_act(pipe, actions, live, trigger_ns)
+            orig_act(pipe, actions, live, trigger_ns, *rest, **kw)
         self._may_decide, self._act = may, act_
         orig_open = self.session.open
 
