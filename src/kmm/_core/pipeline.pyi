@@ -148,6 +148,10 @@ class Pipeline:
     hold_until_ns: int
     def verdict(self, now_ns: int) -> int:
         """0 may decide, 1 requests in flight, 2 held after a refused create, 3 an own order not actionable."""
+    def verdict_q(self, now_ns: int, wall_ns: int, epoch: int) -> int:
+        """verdict() with the risk gate's ALLOW held for epoch: 0-3, or +4 when the gate must be asked."""
+    def hold_quotable(self, epoch: int, until_wall_ns: int) -> None: ...
+    def forget_quotable(self) -> None: ...
     def signals_own(self, now_ns: int, wall_ns: int) -> None: ...
     def top_moved(self) -> bool:
         """True once each time the top of book ex-own moved (the marks run then)."""

@@ -76,6 +76,8 @@ cdef class Pipeline:
         self.own_dirty = True
         self.in_flight = 0
         self.hold_until_ns = 0
+        self._q_epoch = -1
+        self._q_until_wall = 0
         self._marked = False
 
     def __dealloc__(self):
@@ -228,6 +230,27 @@ cdef class Pipeline:
             if not self._own_act[i]:
                 return 3
         return 0
+
+    cpdef int verdict_q(self, ns_t now_ns, ns_t wall_ns, int64_t epoch):
+        """:meth:`verdict` with the risk gate's quotability held here: 1 or 2 as there; otherwise, when
+        an ALLOW of the gate is held for ``epoch`` (the engine's sum of the gate's, the freshness's and
+        the limiter's change counters) and ``wall_ns`` is before its close gate, 0 or 3 as there; else
+        4 (ask the gate) or 7 (ask the gate; an order is not actionable)."""
+        cdef int v = self.verdict(now_ns)
+        if v == 1 or v == 2:
+            return v
+        if epoch >= 0 and epoch == self._q_epoch and wall_ns < self._q_until_wall:
+            return v
+        return v + 4
+
+    def hold_quotable(self, int64_t epoch, ns_t until_wall_ns):
+        """The risk gate allowed quoting at ``epoch``: :meth:`verdict_q` keeps that answer while the epoch
+        stands and the wall clock is before ``until_wall_ns``. A negative epoch holds nothing."""
+        self._q_epoch = epoch
+        self._q_until_wall = until_wall_ns
+
+    def forget_quotable(self):
+        self._q_epoch = -1
 
     def signals_own(self, ns_t now_ns, ns_t wall_ns):
         """:meth:`on_book` on the orders held here (a frame that decides nothing still feeds the signals)."""

@@ -527,32 +527,44 @@ class Engine(FeedHandler):
     def _frame(self, pipe: MarketPipeline, ticker: str, now: int, recv_ns: int) -> None:
         """A book frame on a compiled pipeline (:meth:`on_book`'s hot path). The pipeline holds this
         market's live orders (re-read from the order manager only after its watcher said they changed)
-        and the may-decide state (requests in flight, hold, an order with a request open), so a frame
-        asks them in C and builds no list of orders; the risk gate's quotability is asked in Python,
-        in the same place :meth:`_may_decide` asks it. The same verdicts and actions as the list path
-        (tests/engine/test_frame_path.py)."""
+        and the may-decide state (requests in flight, hold, an order with a request open, and the risk
+        gate's last ALLOW while none of the gate's, the freshness's or the limiter's change counters
+        moved and the close gate is not reached), so a frame asks them in C and builds no list of
+        orders; the gate itself is asked, in the place :meth:`_may_decide` asks it, only when its
+        held answer lapsed. The same verdicts and actions as the list path (tests/engine/test_frame_path.py)."""
         core = pipe.core
         if core.own_dirty:
             core.own_sync(self.om.live_orders(ticker, now_ns=now), now)
         pipe.last_book_ns = now
+        wall = self.clock.time_ns()
         if self.quoting and not self.stopping:
-            v = core.verdict(now)
+            gate = self.gate
+            # the gate's ALLOW is held in the pipeline while nothing that can deny it changed: the gate's,
+            # the freshness's and the 429 limiter's change counters (-1: some part keeps no counter)
+            fr, lim = gate.freshness, gate.backoff
+            pauses = 0 if lim is None else getattr(lim, "pauses", None)
+            epoch = -1 if fr is None or pauses is None else gate.epoch + fr.epoch + pauses
+            v = core.verdict_q(now, wall, epoch)
             if v == 1 or v == 2:               # requests in flight, or a hold after a refused create
                 pipe.dirty = True
             else:
-                d = self.gate.is_quotable(ticker)
-                if not d:
+                d = gate.is_quotable(ticker) if v >= 4 else None
+                if d is not None and not d:
+                    core.forget_quotable()
                     self._not_quotable(pipe, d, core.own_count)
-                elif v == 3:                   # a request on one of its orders is still open
-                    pipe.dirty = True
                 else:
-                    pipe.dirty = False
-                    alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)  # noqa: SLF001
-                    actions = core.frame_own(now, self.clock.time_ns(), self.event_risk.quote_inventory(ticker),
-                                             alpha)
-                    self._act(pipe, actions, core.own_count, recv_ns or now, self.decide_ns, marks=True)
-                    return
-        core.signals_own(now, self.clock.time_ns())
+                    if d is not None:
+                        core.hold_quotable(epoch, gate.quotable_until_wall_ns(ticker))
+                        v -= 4
+                    if v == 3:                 # a request on one of its orders is still open
+                        pipe.dirty = True
+                    else:
+                        pipe.dirty = False
+                        alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)  # noqa: SLF001
+                        actions = core.frame_own(now, wall, self.event_risk.quote_inventory(ticker), alpha)
+                        self._act(pipe, actions, core.own_count, recv_ns or now, self.decide_ns, marks=True)
+                        return
+        core.signals_own(now, wall)
         if core.top_moved():
             self._marks(ticker, core)
 
