@@ -29,6 +29,7 @@ and the pre-signed path beats inline signing on decided -> bytes written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,54 @@ def dist(values: list[int] | deque[int]) -> dict[str, int]:
             "max_ns": max(v)}
 
 
+def proc_cpu_s(pid: int | str = "self") -> tuple[float, float]:
+    """(user + system CPU seconds, seconds alive) of a process, from /proc; (0, 0) where unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as f:
+            up = float(f.read().split()[0])
+    except OSError:
+        return 0.0, 0.0
+    hz = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / hz, up - int(fields[19]) / hz
+
+
+# ---------------------------------------------------------------------------------------- CPU placement
+# Every bench that runs the simulator in its own process places the processes as kmm run's [run] cpus
+# and signer_cpus would (docs/benchmarks.md, "CPU placement"): the engine's loop (and the threads it
+# starts) on the first CPU, the simulator and kmm's signer process on the second. Unpinned, the
+# scheduler often woke the simulator on the core kmm had just written from, where it waited for kmm's
+# loop to yield: bench_wire.py measured kmm's requests read by the exchange ~1 ms after they were
+# written, against ~35 us pinned. The simulator stands in for an exchange on another machine; it should
+# not share kmm's core. KMM_BENCH_PIN=0 runs everything unpinned; variants named "unpinned" do too.
+
+def placement(on: bool = True) -> tuple[frozenset[int], frozenset[int]] | None:
+    """(the engine's CPUs, the simulator's and the signer's CPUs), or None: unpinned."""
+    if not on or os.environ.get("KMM_BENCH_PIN", "1") == "0" or not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return frozenset(cpus[:1]), frozenset(cpus[1:2])
+
+
+@contextlib.contextmanager
+def pinned(on: bool = True) -> Iterator[tuple[frozenset[int], frozenset[int]] | None]:
+    """For the block, the calling thread (the engine's loop, and the threads and processes it starts)
+    on the engine's CPU, as ``[run] cpus`` pins ``kmm run``'s."""
+    p = placement(on)
+    if p is None:
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, p[0])
+    try:
+        yield p
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def key_pair() -> tuple[bytes, bytes]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -89,9 +139,10 @@ def key_pair() -> tuple[bytes, bytes]:
 
 
 class SimProcess:
-    """``kmm sim`` in its own process on 127.0.0.1; ``stop()`` ends it (SIGTERM, then SIGKILL)."""
+    """``kmm sim`` in its own process on 127.0.0.1; ``stop()`` ends it (SIGTERM, then SIGKILL). With
+    ``pin`` it runs on the second CPU of :func:`placement`."""
 
-    def __init__(self, workdir: Path, key_id: str, pub_pem: bytes, *, seed: int = 3) -> None:
+    def __init__(self, workdir: Path, key_id: str, pub_pem: bytes, *, seed: int = 3, pin: bool = True) -> None:
         self.workdir = workdir
         pub = workdir / "sim_pub.pem"
         pub.write_bytes(pub_pem)
@@ -101,7 +152,9 @@ class SimProcess:
                "--ready-file", str(self.ready), "--flow", "busy", "--rate-tier", "off", "--seed", str(seed),
                "--markets", ",".join(MARKETS), "--api-key-id", key_id, "--public-key", str(pub),
                "--state-dir", str(workdir / "sim-state")]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir)
+        p = placement(pin)
+        pre = (lambda: os.sched_setaffinity(0, p[1])) if p is not None else None
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir, preexec_fn=pre)
         self.rest_url = self.ws_url = ""
 
     def wait_ready(self, timeout_s: float = 20.0) -> None:
@@ -117,8 +170,13 @@ class SimProcess:
         self.rest_url, self.ws_url = urls["rest_url"], urls["ws_url"]
         assert "127.0.0.1" in self.rest_url and "127.0.0.1" in self.ws_url
 
+    def cpu_s(self) -> tuple[float, float]:
+        """(CPU seconds the simulator used, seconds it has been alive), from /proc (0, 0 elsewhere)."""
+        return proc_cpu_s(self.proc.pid)
+
     def stop(self) -> int:
         if self.proc.poll() is None:
+            self.cpu_at_stop = self.cpu_s()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
@@ -284,25 +342,33 @@ def run_variant(tmp: Path, *, seed: int, profile: bool = False, **conn_kw: Any) 
     sim = SimProcess(tmp, key_id, pub, seed=seed)
     try:
         sim.wait_ready()
-        engine = make_engine(sim, key_id, priv, **conn_kw)
-        stamps = WireStamps(engine)
-        stamps.install()
-        try:
-            if profile:
-                import cProfile
-                prof = cProfile.Profile()
-                prof.enable()
-                try:
-                    out = run_loop(drive(engine, stamps, QUOTE_S))
-                finally:
-                    prof.disable()
-                out[1]["profile"] = prof
-                return out
-            return run_loop(drive(engine, stamps, QUOTE_S))
-        finally:
-            stamps.uninstall()
+        with pinned() as p:
+            if p is not None:
+                conn_kw = {**conn_kw, "signer_cpus": p[1]}
+            return _run_engine(sim, key_id, priv, profile, conn_kw)
     finally:
         sim.stop()
+
+
+def _run_engine(sim: SimProcess, key_id: str, priv: bytes, profile: bool,
+                conn_kw: dict[str, Any]) -> tuple[RunSummary, dict[str, Any]]:
+    engine = make_engine(sim, key_id, priv, **conn_kw)
+    stamps = WireStamps(engine)
+    stamps.install()
+    try:
+        if not profile:
+            return run_loop(drive(engine, stamps, QUOTE_S))
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            out = run_loop(drive(engine, stamps, QUOTE_S))
+        finally:
+            prof.disable()
+        out[1]["profile"] = prof
+        return out
+    finally:
+        stamps.uninstall()
 
 
 # ---------------------------------------------------------------------------------------- benchmarks

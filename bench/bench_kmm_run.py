@@ -10,7 +10,12 @@ Variants, all in this run against the same seeded simulator:
   that keeps ``kmm run``'s ``sys.setswitchinterval(0.0005)`` (docs/records.md);
 * ``quiet``: the compiled pipeline with no recorder (bench_engine.py's configuration), for reference;
 * ``sign-thread``: kmm run's configuration with the signature pool's former worker thread instead of
-  the signer process (``SignaturePool(mode="thread")``): the signing baseline (inline fallbacks).
+  the signer process (``SignaturePool(mode="thread")``): the signing baseline (inline fallbacks);
+* ``unpinned``: kmm run's configuration with no CPU placement.
+
+Every other variant places the processes as ``kmm run --set run.cpus=0 --set run.signer_cpus=1``
+would, with the simulator beside the signer (bench_engine.py, "CPU placement"): the simulator stands in
+for an exchange on another machine and must not take kmm's core.
 
 Stages: ``Engine.decide_ns`` (picows's receive stamp -> actions decided), the engine's own
 ``send_ns`` (decided -> request issued) and, from bench_engine's WireStamps, decided -> create bytes
@@ -20,6 +25,7 @@ stop flat (verified over REST).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -28,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from bench.bench_engine import MARKETS, SimProcess, WireStamps, dist, drive, key_pair
+from bench.bench_engine import MARKETS, SimProcess, WireStamps, dist, drive, key_pair, pinned
 from kmm.config import load_config
 from kmm.engine import maker as live_mod   # the maker builds the pipelines (kmm.engine.live is a compatibility name)
 from kmm.engine.live import Engine, EngineOptions
@@ -57,6 +63,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                   label="compiled pipeline, no recorder, 5 ms (quiet)"),
     "sign-thread": dict(role="kmm", compiled=True, recorder=True, switch=0.0005, sign_mode="thread",
                         label="kmm run config, signatures from the former worker thread"),
+    "unpinned": dict(role="kmm", compiled=True, recorder=True, switch=0.0005, pin=False,
+                     label="kmm run config, no CPU placement (the simulator may share kmm's core)"),
 }
 _RESULTS: dict[str, dict[str, Any]] = {}
 
@@ -107,11 +115,16 @@ def _split_decide(engine: Engine) -> dict[str, list[int]]:
     return out
 
 
-def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimProcess) -> tuple[Any, dict[str, Any]]:
+def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimProcess,
+                hook: Any = None) -> tuple[Any, dict[str, Any]]:
+    """One variant against its own simulator process. ``hook(engine)``, when given, runs once the engine
+    is built and stamped, before it starts (bench_wire.py attributes requests to frames there)."""
     from kmm.record import Recorder
     priv, pub = key_pair()
     key_id = f"bench-run-{seed}-{''.join(c for c in v['label'] if c.isalnum())[:16]}"
-    sim = sim_cls(tmp, key_id, pub, seed=seed)
+    pin = v.get("pin", True)
+    sim = sim_cls(tmp, key_id, pub, seed=seed, pin=pin)
+    place = contextlib.ExitStack()
     old_switch = sys.getswitchinterval()
     orig_pipe = live_mod.MarketPipeline
     from kmm.kalshi import rest as rest_mod
@@ -121,7 +134,9 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
     recorder = None
     try:
         sim.wait_ready()
-        conn = ConnectorConfig(env="sim", read_rate=1e6, write_rate=1e6).with_server(
+        p = place.enter_context(pinned(pin))     # the loop's thread, before the recorder starts its threads
+        conn = ConnectorConfig(env="sim", read_rate=1e6, write_rate=1e6,
+                               signer_cpus=p[1] if p is not None else frozenset()).with_server(
             sim.rest_url, sim.ws_url, api_key_id=key_id, private_key_pem=priv)
         cfg = load_config(None, environ={}, cli={
             "run.markets": ",".join(MARKETS), "strategy.quote_size": "5", "strategy.max_position": "30",
@@ -136,6 +151,8 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
         stamps = WireStamps(engine)
         stamps.install()
         split = _split_decide(engine)
+        if hook is not None:
+            hook(engine)
         sys.setswitchinterval(v["switch"])
         try:
             summary, m = run_loop(drive(engine, stamps, QUOTE_S))
@@ -159,6 +176,7 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
         rest_mod.SignaturePool = orig_pool  # type: ignore[misc]
         if recorder is not None:
             recorder.close()
+        place.close()
         sim.stop()
 
 

@@ -13,6 +13,7 @@ the ratio reported here is CPU per message at N markets over that at 1 market.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from bench.bench_engine import QUOTE_S, dist, key_pair
+from bench.bench_engine import QUOTE_S, dist, key_pair, pinned
 from bench.bench_wire import StampedSim
 from kmm.config import load_config
 from kmm.engine.live import Engine, EngineOptions
@@ -107,9 +108,12 @@ def run_count(tmp: Path, n: int) -> dict[str, Any]:
     tickers = [m.ticker for m in default_markets(n)]
     old = sys.getswitchinterval()
     recorder = None
+    place = contextlib.ExitStack()
     try:
         sim.wait_ready()
-        conn = ConnectorConfig(env="sim", read_rate=1e6, write_rate=1e6).with_server(
+        p = place.enter_context(pinned())    # bench_engine.py's CPU placement, as in bench_kmm_run.py
+        conn = ConnectorConfig(env="sim", read_rate=1e6, write_rate=1e6,
+                               signer_cpus=p[1] if p is not None else frozenset()).with_server(
             sim.rest_url, sim.ws_url, api_key_id=key_id, private_key_pem=priv)
         run_loop(_fund_shards(conn, tickers))
         cfg = load_config(None, environ={}, cli={
@@ -130,6 +134,7 @@ def run_count(tmp: Path, n: int) -> dict[str, Any]:
     finally:
         if recorder is not None:
             recorder.close()
+        place.close()
         sim.stop()
     data = json.loads(sim.stamps.read_text())
     m["sent"] = data["book_frames"]

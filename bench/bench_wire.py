@@ -1,17 +1,29 @@
 """Wire to wire, as the exchange sees it: the simulator stamps each book frame it writes and each order
-create it receives (bench/stamped_sim.py, in its own process), and the latency of a create is its
-arrival minus the write of the latest frame naming the same market before it (a book delta, a trade,
-or one of our own fills or order updates: whatever can trigger a decision).
+request it receives (bench/stamped_sim.py, in its own process).
 
 * baseline (the floor): bench/min_client.py, a client that answers every book frame with a create built
-  and signed before the run, in its own process on uvloop + picows;
+  and signed before the run, in its own process on uvloop + picows (one request in flight at a time);
 * kmm: the engine in ``kmm run``'s configuration (recorder on, 0.5 ms switch interval, compiled
   pipeline), in this process.
 
-Both face the same seeded busy flow on 3 markets. Matching by "latest frame of the market" credits a
-request to the frame just before it, which may not be the frame that triggered it (an answer to an
-earlier request can trigger a decision too); requests more than 20 ms after any frame of their market
-are left out. kmm's re-quotes are mostly amends: they are reported too (creates + amends). Issue 15's target: kmm within 2x of the floor at p50 and 3x at p99.
+Both face the same seeded busy flow on 3 markets. The headline matches each request to the very book
+frame that caused it: the floor notes which frame each create answered; in kmm, every request a
+decision makes while a book frame is being handled (``KalshiWs.handle_frame``; written then, or later
+when it had to wait) is noted with that frame. The latency of a frame is the exchange's receipt of the
+first request it caused (a create or an amend: kmm re-quotes mostly by amending) minus the exchange's
+write of the frame; the exchange's receipt is its read of the request's bytes (bench/stamped_sim.py),
+before its HTTP stack schedules the handler. Requests made after fills, order answers or timers are
+not book-frame decisions and are left out on both sides, as are frames that came while a request was
+in flight (the floor skips them; kmm defers its decision). Issue 15's target: kmm within 2x of the
+floor at p50 and 3x at p99.
+
+Both run with the CPU placement of bench_engine.py (kmm or the floor client on the first CPU, the
+simulator and kmm's signer on the second); the ``-unpinned`` pair runs without it, for reference. The
+kmm run prints where its time goes: the exchange's write -> kmm's receive stamp -> the request written
+-> the exchange's read -> the exchange's handler.
+
+The former matching (a create against the latest frame of its market, whatever caused it) is printed
+too: it mixes in creates after fills and answers, stamped from an unrelated frame.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,11 +39,12 @@ from typing import Any
 
 import pytest
 
-from bench.bench_engine import MARKETS, QUOTE_S, SimProcess, dist, key_pair
+from bench.bench_engine import MARKETS, QUOTE_S, SimProcess, dist, key_pair, placement, proc_cpu_s
 from bench.bench_kmm_run import VARIANTS, run_variant
 
 HERE = Path(__file__).resolve().parent
-GROUP = "wire to wire: exchange writes a book frame -> exchange receives the create (3 markets, busy)"
+GROUP = "wire to wire: exchange writes a book frame -> exchange receives the request it caused (3 markets, busy)"
+GROUP_UNPINNED = GROUP + ", no CPU placement"
 MAX_GAP_NS = 20_000_000
 _RESULTS: dict[str, dict[str, int]] = {}
 
@@ -41,7 +55,7 @@ class StampedSim(SimProcess):
 
     n_markets: int | None = None
 
-    def __init__(self, workdir: Path, key_id: str, pub_pem: bytes, *, seed: int = 3) -> None:
+    def __init__(self, workdir: Path, key_id: str, pub_pem: bytes, *, seed: int = 3, pin: bool = True) -> None:
         import subprocess as sp
         self.stamps = workdir / "stamps.json"
         real_popen = sp.Popen
@@ -58,19 +72,85 @@ class StampedSim(SimProcess):
 
         sp.Popen = popen  # type: ignore[misc]
         try:
-            super().__init__(workdir, key_id, pub_pem, seed=seed)
+            super().__init__(workdir, key_id, pub_pem, seed=seed, pin=pin)
         finally:
             sp.Popen = real_popen  # type: ignore[misc]
 
+    def data(self) -> dict[str, Any]:
+        return json.loads(self.stamps.read_text())
+
+    def parts(self, rows: list[tuple[str, int, int, int, int]], skip: float = 0.2) -> dict[str, list[int]]:
+        """The client's side of :meth:`by_frame`, for the first request of each frame: the exchange's
+        frame write -> the client's receive stamp, that stamp -> the request written, the write -> the
+        exchange's receipt (one monotonic clock for every process on the machine)."""
+        data = self.data()
+        written = {(sid, seq): t for t, sid, seq in data["books"]}
+        arrivals: dict[str, list[int]] = {}
+        for t, _, _, key in data["creates"]:
+            arrivals.setdefault(key, []).append(t)
+        reads: dict[str, list[int]] = {}
+        for t, _, _, key in data.get("reads", ()):
+            reads.setdefault(key, []).append(t)
+        seen: set[tuple[int, int]] = set()
+        names = ("exchange write -> client receive", "client receive -> request written",
+                 "request written -> exchange reads it", "exchange reads it -> exchange handler")
+        out: dict[str, list[int]] = {k: [] for k in names}
+        kept = []
+        for key, sid, seq, recv, wrote in rows:
+            tw, ts, rs = written.get((sid, seq)), arrivals.get(key), reads.get(key)
+            if (sid, seq) in seen or tw is None or not ts or not rs or not wrote:
+                continue
+            i, j = bisect.bisect_left(ts, wrote), bisect.bisect_left(rs, wrote)
+            if i == len(ts) or j == len(rs):
+                continue
+            seen.add((sid, seq))
+            kept.append((recv - tw, wrote - recv, rs[j] - wrote, ts[i] - rs[j]))
+        for row in kept[int(len(kept) * skip):]:
+            for k, v in zip(names, row):
+                out[k].append(v)
+        return out
+
+    def by_frame(self, caused: list[tuple[str, int, int]], skip: float = 0.2) -> list[int]:
+        """Frame write -> first request it caused, from ``caused``: (request key, sid, seq) in the
+        order the client made them (``key``: a create's client_order_id, an amend's order id). The
+        first ``skip`` of the frames are the warm-up. A key's arrival is the simulator's first read of
+        it at or after the frame's write (an order is amended many times under one id, one request at a
+        time): the moment the exchange's process has the bytes, before its HTTP stack schedules the
+        handler (a wait that grows with the exchange's own load, the same for both clients)."""
+        data = self.data()
+        written = {(sid, seq): t for t, sid, seq in data["books"]}
+        arrivals: dict[str, list[int]] = {}
+        for t, _, _, key in data.get("reads") or data["creates"]:
+            arrivals.setdefault(key, []).append(t)
+        first: dict[tuple[int, int], int] = {}
+        order: list[tuple[int, int]] = []
+        for key, sid, seq in caused:
+            tw = written.get((sid, seq))
+            ts = arrivals.get(key)
+            if tw is None or not ts:
+                continue
+            i = bisect.bisect_left(ts, tw)
+            if i == len(ts):
+                continue
+            lat = ts[i] - tw
+            f = (sid, seq)
+            if f not in first:
+                order.append(f)
+                first[f] = lat
+            elif lat < first[f]:
+                first[f] = lat
+        order = order[int(len(order) * skip):]
+        return [first[f] for f in order]
+
     def latencies(self, kinds: tuple[str, ...] = ("create",)) -> tuple[list[int], int, int]:
-        data = json.loads(self.stamps.read_text())
+        data = self.data()
         frames: dict[str, list[int]] = {}
         for t, tk in data["frames"]:
             frames.setdefault(tk, []).append(t)
         creates = [c for c in data["creates"] if c[2] in kinds]
         creates = creates[len(creates) // 5:]                 # past the warm-up
         out = []
-        for t, tk, _ in creates:
+        for t, tk, *_ in creates:
             ts = frames.get(tk, [])
             i = bisect.bisect_right(ts, t) - 1
             if i >= 0 and t - ts[i] <= MAX_GAP_NS:
@@ -78,34 +158,120 @@ class StampedSim(SimProcess):
         return out, len(data["frames"]), len(creates)
 
 
-def _floor(tmp: Path) -> tuple[list[int], dict[str, Any], int, int]:
+class FrameCause:
+    """In kmm's process: notes every create or amend a decision makes while a book frame is handled,
+    with that frame's (sid, seq). ``KalshiWs.handle_frame`` is wrapped at class level (one assignment
+    per frame before and after the engine's own handling); the engine's ``_send_place`` and
+    ``_send_amend`` (which every create and amend of a decision goes through, written at once or
+    later) are wrapped on the instance and note the request's key with the frame being handled."""
+
+    SID_SEQ = re.compile(rb'"sid":(\d+),"seq":(\d+)')
+
+    def __init__(self) -> None:
+        from kmm.kalshi import fasthttp
+        from kmm.kalshi.ws import KalshiWs
+        self.cls = KalshiWs
+        self.orig = KalshiWs.handle_frame
+        self.http = fasthttp._Conn  # noqa: SLF001
+        self.my_start: Any = None
+        self.frame: list[Any] = [None]
+        self.noted: list[list[Any]] = []        # [key, frame, recv_ns, written_ns]
+        self.unwritten: dict[bytes, list[Any]] = {}
+
+    def __call__(self, engine: Any) -> None:
+        cur, orig, noted, unwritten = self.frame, self.orig, self.noted, self.unwritten
+
+        def handle_frame(ws: Any, data: bytes, recv_ns: int) -> int:
+            cur[0] = (data, recv_ns)
+            try:
+                return orig(ws, data, recv_ns)
+            finally:
+                cur[0] = None
+
+        self.cls.handle_frame = handle_frame  # type: ignore[method-assign]
+        for name, key_of in (("_send_place", lambda a: a[2].client_order_id), ("_send_amend", lambda a: a[1].order_id)):
+            inner = getattr(engine, name)
+
+            def wrapper(*args: Any, _inner: Any = inner, _key: Any = key_of) -> Any:
+                if cur[0] is not None:
+                    row = [str(_key(args)), cur[0][0], cur[0][1], 0]
+                    noted.append(row)
+                    unwritten[row[0].encode()] = row
+                return _inner(*args)
+
+            setattr(engine, name, wrapper)
+        # the write stamp of each noted request (the connection's own stamp, after transport.write)
+        start = self.http.start
+
+        def my_start(conn: Any, data: bytes, *a: Any) -> Any:
+            fut = start(conn, data, *a)
+            if unwritten:
+                for k in unwritten:
+                    if k in data:
+                        unwritten.pop(k)[3] = conn.last_write_ns
+                        break
+            return fut
+
+        self.wrapped = start
+        self.my_start = self.http.start = my_start  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        self.cls.handle_frame = self.orig  # type: ignore[method-assign]
+        if self.my_start is not None and self.http.start is self.my_start:
+            self.http.start = self.wrapped  # type: ignore[method-assign]   (else the harness restored it)
+
+    def caused(self) -> list[tuple[str, int, int]]:
+        return [(key, sid, seq) for key, sid, seq, _, _ in self.rows()]
+
+    def rows(self) -> list[tuple[str, int, int, int, int]]:
+        """(key, sid, seq, kmm's receive stamp of the frame, the request's write stamp or 0)."""
+        out = []
+        for key, frame, recv, written in self.noted:
+            if b'"orderbook_' not in frame[:40]:
+                continue
+            m = self.SID_SEQ.search(frame[:96])
+            if m is not None:
+                out.append((key, int(m.group(1)), int(m.group(2)), recv, written))
+        return out
+
+
+def _floor(tmp: Path, pin: bool) -> tuple[list[int], dict[str, Any], int, int]:
     priv, pub = key_pair()
     key_id = "bench-floor"
-    sim = StampedSim(tmp, key_id, pub, seed=3)
+    sim = StampedSim(tmp, key_id, pub, seed=3, pin=pin)
+    p = placement(pin)
     try:
         sim.wait_ready()
         key = tmp / "floor_key.pem"
         key.write_bytes(priv)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), env.get("PYTHONPATH", "")])
-        proc = subprocess.run([sys.executable, str(HERE / "min_client.py"), sim.ws_url, sim.rest_url, key_id,
+        answered = tmp / "floor_answered.json"
+        proc = subprocess.run([sys.executable, str(HERE / "min_client.py"), "--answered", str(answered),
+                               sim.ws_url, sim.rest_url, key_id,
                                str(key), str(QUOTE_S), *MARKETS], capture_output=True, text=True,
-                              timeout=QUOTE_S + 60, env=env)
+                              timeout=QUOTE_S + 60, env=env,
+                              preexec_fn=(lambda: os.sched_setaffinity(0, p[0])) if p is not None else None)
         assert proc.returncode == 0, proc.stderr[-2000:]
         counts = json.loads(proc.stdout.strip().splitlines()[-1])
     finally:
         sim.stop()
-    lat, nframes, ncreates = sim.latencies()
+    counts["sim_cpu"] = getattr(sim, "cpu_at_stop", None)
+    old, nframes, ncreates = sim.latencies()
+    counts["latest_frame_creates"] = dist(old) if old else None
+    lat = sim.by_frame([(k, sid, seq) for k, sid, seq in json.loads(answered.read_text())])
     return lat, counts, nframes, ncreates
 
 
-@pytest.mark.parametrize("variant", ["floor", "kmm"])
+@pytest.mark.parametrize("variant", ["floor", "kmm", "floor-unpinned", "kmm-unpinned"])
 def test_wire_to_wire(benchmark, variant, tmp_path):
     res: dict[str, Any] = {}
+    pin = not variant.endswith("-unpinned")
+    group = GROUP if pin else GROUP_UNPINNED
 
     def run() -> None:
-        if variant == "floor":
-            res["lat"], res["counts"], res["frames"], res["creates"] = _floor(tmp_path)
+        if variant.startswith("floor"):
+            res["lat"], res["counts"], res["frames"], res["creates"] = _floor(tmp_path, pin)
         else:
             sims: list[StampedSim] = []
 
@@ -113,31 +279,49 @@ def test_wire_to_wire(benchmark, variant, tmp_path):
                 sims.append(StampedSim(*a, **kw))
                 return sims[-1]
 
-            s, m = run_variant(tmp_path, VARIANTS["kmm"], sim_cls=make)
+            cause = FrameCause()
+            cpu0 = proc_cpu_s()
+            try:
+                s, m = run_variant(tmp_path, VARIANTS["kmm" if pin else "unpinned"], sim_cls=make, hook=cause)
+            finally:
+                cause.uninstall()
             assert s.fills > 0 and s.resting_after_stop == 0
-            res["counts"] = {"decisions": m["decisions"], "orders": m["orders"], "amends": m["amends"]}
-            res["lat"], res["frames"], res["creates"] = sims[0].latencies()
-            res["lat_all"] = sims[0].latencies(("create", "amend"))[0]
+            res["counts"] = {"decisions": m["decisions"], "orders": m["orders"], "amends": m["amends"],
+                             "sim_cpu": getattr(sims[0], "cpu_at_stop", None),
+                             "kmm_cpu": (proc_cpu_s()[0] - cpu0[0], proc_cpu_s()[1] - cpu0[1])}
+            old, res["frames"], res["creates"] = sims[0].latencies()
+            res["counts"]["latest_frame_creates"] = dist(old) if old else None
+            res["lat"] = sims[0].by_frame(cause.caused())
+            res["parts"] = {k: dist(v) for k, v in sims[0].parts(cause.rows()).items() if v}
 
-    benchmark.group = GROUP            # before the run: pytest-benchmark records it then
+    benchmark.group = group            # before the run: pytest-benchmark records it then
     benchmark.pedantic(run, rounds=1, iterations=1)
     lat = res["lat"]
     assert res["frames"] > 500, "the simulator must have written book frames"
-    assert len(lat) > 20, f"too few creates matched to a frame: {res}"
+    assert len(lat) > 20, f"too few requests matched to the frame that caused them: {res}"
     d = dist(lat)
-    role = "baseline" if variant == "floor" else "kmm"
-    benchmark.group = GROUP
+    role = "baseline" if variant.startswith("floor") else "kmm"
+    benchmark.group = group
     benchmark.extra_info.update(role=role, ops=1, p50_ns=d["p50_ns"], p99_ns=d["p99_ns"], p999_ns=d["p999_ns"],
                                 n=d["n"], counts=res["counts"], frames=res["frames"], creates=res["creates"],
                                 label="kmm run config" if role == "kmm" else None)
     _RESULTS[variant] = d
-    print(f"\n[{variant}] frames {res['frames']}, creates {res['creates']}, matched {d['n']}: "
+    print(f"\n[{variant}] frames written {res['frames']}, frames answered {d['n']}: "
           f"p50 {d['p50_ns'] / 1e3:.1f} us, p99 {d['p99_ns'] / 1e3:.1f} us ({res['counts']})")
-    if "lat_all" in res:
-        a = dist(res["lat_all"])
-        benchmark.extra_info["creates_and_amends"] = a
-        print(f"  creates + amends: n {a['n']}, p50 {a['p50_ns'] / 1e3:.1f} us, p99 {a['p99_ns'] / 1e3:.1f} us")
-    if len(_RESULTS) == 2:
-        f, k = _RESULTS["floor"], _RESULTS["kmm"]
-        print(f"  kmm / floor: p50 {k['p50_ns'] / f['p50_ns']:.2f}x (target <= 2x), "
+    for who in ("sim_cpu", "kmm_cpu"):
+        c = res["counts"].get(who)
+        if c and c[1] > 0:
+            print(f"  {who.split('_')[0]} process: {c[0]:.1f} CPU s over {c[1]:.1f} s "
+                  f"({100 * c[0] / c[1]:.0f} % of a core)")
+    for k, v in res.get("parts", {}).items():
+        benchmark.extra_info.setdefault("parts", {})[k] = v
+        print(f"  {k:38s} n={v['n']:5d} p50 {v['p50_ns'] / 1e3:8.1f} us  p99 {v['p99_ns'] / 1e3:8.1f} us")
+    old = res["counts"].get("latest_frame_creates")
+    if old:
+        print(f"  former matching (creates vs the latest frame of the market, any cause): n {old['n']}, "
+              f"p50 {old['p50_ns'] / 1e3:.1f} us, p99 {old['p99_ns'] / 1e3:.1f} us")
+    suffix = "" if pin else "-unpinned"
+    if f"floor{suffix}" in _RESULTS and f"kmm{suffix}" in _RESULTS and variant.startswith("kmm"):
+        f, k = _RESULTS[f"floor{suffix}"], _RESULTS[f"kmm{suffix}"]
+        print(f"  kmm / floor{suffix}: p50 {k['p50_ns'] / f['p50_ns']:.2f}x (target <= 2x), "
               f"p99 {k['p99_ns'] / f['p99_ns']:.2f}x (target <= 3x)")

@@ -1,12 +1,14 @@
 """The wire-to-wire floor: a client that does nothing but answer each book frame with a pre-built create.
 
-``python bench/min_client.py WS_URL REST_URL KEY_ID PRIVATE_KEY.pem SECONDS TICKER [TICKER...]``,
+``python bench/min_client.py [--answered PATH] WS_URL REST_URL KEY_ID PRIVATE_KEY.pem SECONDS TICKER [TICKER...]``,
 in its own process on uvloop. It opens one picows WebSocket (signed upgrade) and one keep-alive TCP
 connection to the REST port, subscribes to the tickers' order books and, for every ``orderbook_delta``
 frame of a ticker, writes that ticker's create request, built and signed before the run (a post-only
 bid for one contract at $0.01, far from the market), unless a request is still unanswered (one in
-flight, like kmm per market). It parses nothing but the frame's type and ticker. It prints a JSON
-line with its counts when done.
+flight, like kmm per market). It parses nothing but the frame's type and ticker before the write.
+After the write it notes which frame the request answered (``[client_order_id, sid, seq]``, written
+to ``--answered PATH`` at the end), so the exchange's stamps can be matched frame by frame. It prints
+a JSON line with its counts when done.
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ class Http(asyncio.Protocol):
 
 
 class Feed(WSListener):
-    def __init__(self, http: Http, requests: dict[bytes, list[bytes]]) -> None:
+    def __init__(self, http: Http, requests: dict[bytes, list[bytes]], coids: dict[bytes, list[str]]) -> None:
         super().__init__()
-        self.http, self.requests, self.frames, self.sent = http, requests, 0, 0
+        self.http, self.requests, self.coids, self.frames, self.sent = http, requests, coids, 0, 0
         self.next = dict.fromkeys(requests, 0)
+        self.answered: list[tuple[str, bytes]] = []     # (client_order_id, the frame), after each write
 
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
         if frame.msg_type is WSMsgType.PING:
@@ -72,15 +75,20 @@ class Feed(WSListener):
         http.busy = True
         http.transport.write(reqs[k % len(reqs)])
         self.sent += 1
+        self.answered.append((self.coids[tk][k % len(reqs)], data[:96]))
 
 
-def build_requests(signer: Signer, host: str, tickers: list[str], n: int) -> dict[bytes, list[bytes]]:
+def build_requests(signer: Signer, host: str, tickers: list[str], n: int
+                   ) -> tuple[dict[bytes, list[bytes]], dict[bytes, list[str]]]:
     path = protocol.API_PREFIX + protocol.PATH_ORDERS_V2
     out: dict[bytes, list[bytes]] = {}
+    coids: dict[bytes, list[str]] = {}
     for tk in tickers:
         reqs = []
+        ids = coids.setdefault(tk.encode(), [])
         for _ in range(n):
-            body = orjson.dumps({"ticker": tk, "client_order_id": str(uuid.uuid4()), "side": "bid",
+            ids.append(str(uuid.uuid4()))
+            body = orjson.dumps({"ticker": tk, "client_order_id": ids[-1], "side": "bid",
                                  "count": "1.00", "price": "0.0100", "time_in_force": "good_till_canceled",
                                  "self_trade_prevention_type": "taker_at_cross", "post_only": True})
             h = signer.headers("POST", path)
@@ -88,17 +96,18 @@ def build_requests(signer: Signer, host: str, tickers: list[str], n: int) -> dic
                     f"Content-Length: {len(body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n")
             reqs.append(head.encode() + body)
         out[tk.encode()] = reqs
-    return out
+    return out, coids
 
 
-async def run(ws_url: str, rest_url: str, key_id: str, pem: bytes, seconds: float, tickers: list[str]) -> dict[str, Any]:
+async def run(ws_url: str, rest_url: str, key_id: str, pem: bytes, seconds: float, tickers: list[str],
+              answered: str | None = None) -> dict[str, Any]:
     from urllib.parse import urlsplit
     signer = Signer.from_pem(key_id, pem)
     u = urlsplit(rest_url)
-    requests = build_requests(signer, u.netloc, tickers, 2000)
+    requests, coids = build_requests(signer, u.netloc, tickers, 2000)
     loop = asyncio.get_running_loop()
     _, http = await loop.create_connection(Http, u.hostname, u.port)
-    transport, feed = await ws_connect(lambda: Feed(http, requests), ws_url,
+    transport, feed = await ws_connect(lambda: Feed(http, requests, coids), ws_url,
                                        extra_headers=signer.ws_headers(urlsplit(ws_url).path),
                                        enable_auto_pong=False)
     transport.send(WSMsgType.TEXT, orjson.dumps({"id": 1, "cmd": "subscribe", "params": {
@@ -106,15 +115,29 @@ async def run(ws_url: str, rest_url: str, key_id: str, pem: bytes, seconds: floa
     await asyncio.sleep(seconds)
     transport.disconnect()
     http.transport.close()
+    if answered is not None:
+        import re
+        sid_seq = re.compile(rb'"sid":(\d+),"seq":(\d+)')
+        rows = []
+        for coid, head in feed.answered:
+            m = sid_seq.search(head)
+            if m is not None:
+                rows.append([coid, int(m.group(1)), int(m.group(2))])
+        with open(answered, "w") as f:
+            json.dump(rows, f)
     return {"frames": feed.frames, "sent": feed.sent, "answers": http.answers}
 
 
 def main() -> int:
-    ws_url, rest_url, key_id, key_path, seconds, *tickers = sys.argv[1:]
+    argv = sys.argv[1:]
+    answered = None
+    if argv and argv[0] == "--answered":
+        answered, argv = argv[1], argv[2:]
+    ws_url, rest_url, key_id, key_path, seconds, *tickers = argv
     import uvloop
     with open(key_path, "rb") as f:
         pem = f.read()
-    res = uvloop.run(run(ws_url, rest_url, key_id, pem, float(seconds), tickers))
+    res = uvloop.run(run(ws_url, rest_url, key_id, pem, float(seconds), tickers, answered))
     print(json.dumps(res))
     return 0
 

@@ -109,6 +109,11 @@ class RunConfig:
     incentive_sample_s: float = opt(1.0, "Score our resting quotes against each quoted market's liquidity "
                                     "program this often (the program samples the book every second).",
                                     lo=0.1)
+    cpus: str = opt("", "CPUs the engine's event loop (and the threads it starts) may run on, as "
+                    "taskset -c writes them: \"0\", \"0,2\", \"1-3\" (Linux). Empty: wherever the "
+                    "operating system puts it. Give the loop a core of its own (docs/benchmarks.md).")
+    signer_cpus: str = opt("", "CPUs for the signer process (the signature pool), same syntax. Empty: "
+                           "the engine's (cpus). With cpus = \"0\", \"1\" keeps signing off the loop's core.")
     volume_backfill_days: float = opt(30.0, "At start, read this many days of the account's fills "
                                       "(GET /portfolio/fills, 10 read tokens a page of 200, at most 20 "
                                       "pages) for the 30-day volume; 0: this session's fills only.",

@@ -94,6 +94,9 @@ def test_the_key_permission_warning_reaches_the_terminal(tmp_path):
     (["run", "--duration", "nan"], ["positive number of seconds"]),
     (["run", "--metrics-port", "99999"], ["--metrics-port 99999"]),
     (["run", "--set", "risk.max_los=3"], ["Did you mean 'max_loss'"]),
+    (["run", "--set", "run.cpus=zero"], ["run.cpus = 'zero'", "taskset -c"]),
+    (["run", "--set", "run.cpus=4095"], ["run.cpus = '4095': CPU 4095 is not available to kmm"]),
+    (["run", "--set", "run.signer_cpus=1-0"], ["run.signer_cpus = '1-0'", "not a range"]),
     (["execute", "--market", "KXSIMA-26-A", "--action", "buy-yes", "--size", "0", "--limit", "0.5"],
      ["--size 0"]),
 ])

@@ -181,3 +181,20 @@ def test_take_async_stops_waiting_for_a_signer_process_that_does_not_deliver(sig
             pool.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
+def test_the_signer_process_runs_on_the_cpus_it_is_given(signer):
+    target = frozenset({max(os.sched_getaffinity(0))})
+
+    async def run() -> None:
+        pool = SignaturePool(signer, [PAIR], depth=2, cpus=target)
+        pool.start()
+        try:
+            assert pool._proc is not None and pool._proc.pid is not None
+            assert os.sched_getaffinity(pool._proc.pid) == target
+            assert pool.take(*PAIR)["KALSHI-ACCESS-SIGNATURE"]     # and it still signs
+        finally:
+            pool.close()
+
+    asyncio.run(run())

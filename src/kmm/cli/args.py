@@ -200,6 +200,9 @@ def preflight(args: argparse.Namespace, command: str) -> KmmConfig:
                                   "choose another port (0: any free port)") from None
     cli_creds = bool(getattr(args, "api_key_id", None) or getattr(args, "private_key", None))
     cfg, _ = load(args)
+    from kmm.cpus import parse_cpus
+    parse_cpus(cfg.run.cpus, "run.cpus")
+    parse_cpus(cfg.run.signer_cpus, "run.signer_cpus")
     from kmm.config import unknown_environment
     for warning in unknown_environment():
         print(f"kmm {command}: warning: {warning}", file=sys.stderr)

@@ -28,6 +28,7 @@ from kmm.cli.args import load
 from kmm.cli.args import out_dir as _out_dir
 from kmm.cli.args import venue_args as _venue_args
 from kmm.config import KmmConfig
+from kmm.cpus import parse_cpus, pin_thread
 from kmm.errors import ConfigError, KmmError
 
 log = logging.getLogger("kmm.app")
@@ -58,8 +59,10 @@ async def open_venue(cfg: KmmConfig, args: argparse.Namespace, explicit: bool) -
     from kmm.kalshi import ConnectorConfig
     use_sim = cfg.run.env == "sim" and not args.rest_url and not (explicit is False and _has_credentials(cfg, args)
                                                                    and cfg.run.env != "sim")
+    signer_cpus = parse_cpus(cfg.run.signer_cpus, "run.signer_cpus")
     if not use_sim:
         conn = ConnectorConfig.resolve(cfg.kalshi, _connector_cli(cfg, args), os.environ)
+        conn = replace(conn, signer_cpus=signer_cpus)
         yield Venue(conn, f"{conn.env} ({conn.rest_url})")
         return
     from kmm.sim import SimConfig, SimExchange
@@ -80,6 +83,7 @@ async def open_venue(cfg: KmmConfig, args: argparse.Namespace, explicit: bool) -
         conn = ConnectorConfig.resolve(cfg.kalshi, {**_connector_cli(cfg, args), "env": "sim",
                                                     "rest_url": sim.rest_url, "ws_url": sim.ws_url}, {})
         conn = conn.with_server(sim.rest_url, sim.ws_url, api_key_id=key_id, private_key_pem=pem)
+        conn = replace(conn, signer_cpus=signer_cpus)
         reason = "no Kalshi credentials configured" if not _has_credentials(cfg, args) else "env = sim"
         msg = (f"{reason}: trading on kmm's embedded exchange (kmm sim) in-process at {sim.rest_url} "
                f"with {cfg.sim.flow} synthetic flow (seed {cfg.sim.seed})")
@@ -95,6 +99,12 @@ def run_command(args: argparse.Namespace) -> int:
     from kmm.record import Recorder
     try:
         cfg, explicit = load(args)
+    except ConfigError as exc:
+        print(f"kmm run: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:   # before anything starts a thread or a process: they inherit the loop's CPUs (the lists
+        # were checked by kmm.cli.args.preflight; the operating system may still refuse)
+        pin_thread(parse_cpus(cfg.run.cpus, "run.cpus"), "run.cpus")
     except ConfigError as exc:
         print(f"kmm run: {exc}", file=sys.stderr)
         return EXIT_CONFIG

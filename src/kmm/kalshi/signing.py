@@ -244,12 +244,14 @@ class SignaturePool:
     def __init__(self, signer: Signer, pairs: Iterable[tuple[str, str]], *, depth: int = 4,
                  max_age_s: float = 5.0, clock_ns: Callable[[], int] = time.monotonic_ns,
                  wall_ms: Callable[[], int] = wall_ms, mode: str = "process", max_depth: int = 64,
-                 lead_s: float = 0.25, per_order_warmup: int = 20, per_order_depth: int = 2) -> None:
+                 lead_s: float = 0.25, per_order_warmup: int = 20, per_order_depth: int = 2,
+                 cpus: frozenset[int] = frozenset()) -> None:
         if depth < 1:
             raise ConfigError("sig_pool_depth must be at least 1")
         if mode not in ("process", "thread"):
             raise ConfigError(f"signature pool mode {mode!r} must be 'process' or 'thread'")
         self.mode = mode
+        self.cpus = cpus          # the signer process's CPUs ([run] signer_cpus; empty: inherited)
         self.max_depth = max(depth, max_depth)
         self.lead_s = lead_s
         self.per_order_warmup = per_order_warmup
@@ -454,6 +456,9 @@ class SignaturePool:
         self._proc = ctx.Process(target=_signer_process, args=(child, self.signer.key_id, pem),
                                  name="kmm-signer", daemon=True)
         self._proc.start()
+        if self.cpus and self._proc.pid is not None:
+            from kmm.cpus import pin_process
+            pin_process(self._proc.pid, self.cpus, "run.signer_cpus")
         child.close()
         self._conn = parent
         self._stop.clear()
