@@ -330,9 +330,9 @@ class Engine(FeedHandler):
             for p in self.pipes.values():
                 p.core.own_dirty = True
             return
-        p = self.pipes.get(ticker)
-        if p is not None:
-            p.core.own_dirty = True
+        pipe = self.pipes.get(ticker)
+        if pipe is not None:
+            pipe.core.own_dirty = True
 
     # ---- the session's parts, for callers and tests
     @property
