@@ -111,8 +111,21 @@ cdef class Pipeline:
     cdef qty_t* _own_rem
     cdef ns_t* _own_created
     cdef char* _own_acked
+    cdef char* _own_act                  # actionable: resting/partial with an order id, no request open
+    # the may-decide state mirrored here (issue 15): set by the engine / the order manager's watcher
+    cdef public bint own_dirty           # the order manager changed this market's orders since own_sync
+    cdef public int64_t in_flight        # requests sent and not answered
+    cdef public ns_t hold_until_ns       # no deciding before this (monotonic ns) after a refused create
+    cdef int64_t _q_epoch                # the risk gate's ALLOW held for this epoch (-1: none held)
+    cdef ns_t _q_until_wall              # ... and until this wall clock ns (the close gate)
+    cdef bint _marked                    # the top of book (ex-own) last handed to the marks
+    cdef px_t _marked_bid
+    cdef px_t _marked_ask
 
     cdef int _reserve_table(self, Py_ssize_t n) except -1
+    cpdef int verdict(self, ns_t now_ns)
+    cpdef int verdict_q(self, ns_t now_ns, ns_t wall_ns, int64_t epoch)
+    cpdef bint top_moved(self)
     cdef int _signals_own(self, ns_t now_ns, ns_t wall_ns) except -1
     cdef object _diff_own(self, px_t bid_px, qty_t bid_size, px_t ask_px, qty_t ask_size, ns_t now_ns)
     cdef int _reserve_own(self, Py_ssize_t n) except -1

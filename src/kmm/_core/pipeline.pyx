@@ -72,6 +72,13 @@ cdef class Pipeline:
         self._own_rem = NULL
         self._own_created = NULL
         self._own_acked = NULL
+        self._own_act = NULL
+        self.own_dirty = True
+        self.in_flight = 0
+        self.hold_until_ns = 0
+        self._q_epoch = -1
+        self._q_until_wall = 0
+        self._marked = False
 
     def __dealloc__(self):
         PyMem_Free(self._opx)
@@ -81,6 +88,7 @@ cdef class Pipeline:
         PyMem_Free(self._own_rem)
         PyMem_Free(self._own_created)
         PyMem_Free(self._own_acked)
+        PyMem_Free(self._own_act)
 
     # ------------------------------------------------------------------ own orders held here
     cdef int _reserve_table(self, Py_ssize_t n) except -1:
@@ -108,13 +116,19 @@ cdef class Pipeline:
         if p == NULL:
             raise MemoryError()
         self._own_acked = <char*>p
+        p = PyMem_Realloc(self._own_act, n * sizeof(char))
+        if p == NULL:
+            raise MemoryError()
+        self._own_act = <char*>p
         self._own_cap = n
         return 0
 
-    def own_set(self, client_order_id, int side, px_t price, qty_t remaining, ns_t created_ns, bint acked):
+    def own_set(self, client_order_id, int side, px_t price, qty_t remaining, ns_t created_ns, bint acked,
+                bint actionable=True):
         """Add or update one of our live orders as the diff should see it (what
         ``OrderManager.live_orders`` would list: an amend in flight shows its new price and size;
-        ``acked``: the exchange has given it an order id). A new order goes last."""
+        ``acked``: the exchange has given it an order id; ``actionable``: no request on it is open).
+        A new order goes last."""
         cdef Py_ssize_t i
         if side != 0 and side != 1:
             raise ValueError(f"own_set: side {side} must be 0 (bid) or 1 (ask)")
@@ -136,6 +150,7 @@ cdef class Pipeline:
         self._own_rem[i] = remaining
         self._own_created[i] = created_ns
         self._own_acked[i] = acked
+        self._own_act[i] = actionable
 
     def own_remove(self, client_order_id):
         """The order is no longer live for the diff (closed, or being cancelled). No-op if unknown."""
@@ -150,6 +165,7 @@ cdef class Pipeline:
             self._own_rem[j] = self._own_rem[j + 1]
             self._own_created[j] = self._own_created[j + 1]
             self._own_acked[j] = self._own_acked[j + 1]
+            self._own_act[j] = self._own_act[j + 1]
         del self._own_coid[i]
         self._nown -= 1
         for j in range(i, self._nown):
@@ -161,9 +177,99 @@ cdef class Pipeline:
         self._own_coid = []
         self._own_index = {}
 
+    def own_sync(self, live, ns_t now_ns):
+        """Replace the held orders by ``live`` (``OrderManager.live_orders(ticker, now_ns=now_ns)``:
+        LiveOrder tuples whose ages count to ``now_ns``, in that order) and clear :attr:`own_dirty`. The engine calls it on the first frame after the
+        order manager touched this market, so a frame with no order change reads no Python list."""
+        cdef Py_ssize_t n = len(live), i
+        cdef object o, coid
+        cdef int side
+        cdef long long price, rem, age
+        self._reserve_table(n)
+        self._own_coid = []
+        self._own_index = {}
+        self._nown = 0
+        for i in range(n):
+            o = live[i]
+            if not isinstance(o, tuple) or PyTuple_GET_SIZE(o) < 7:
+                raise TypeError(f"own_sync: live[{i}] = {o!r} is not a LiveOrder")
+            side = _side_code(<object>PyTuple_GET_ITEM(o, 1))
+            price = <object>PyTuple_GET_ITEM(o, 2)
+            rem = <object>PyTuple_GET_ITEM(o, 3)
+            age = <object>PyTuple_GET_ITEM(o, 4)
+            if price < 1 or price > 9999:
+                raise ValueError(f"own_sync: live[{i}]: price {price} is outside 1..9999 (1e-4 $)")
+            if rem < 0:
+                raise ValueError(f"own_sync: live[{i}]: remaining {rem} must be >= 0 (1e-2 contracts)")
+            coid = <object>PyTuple_GET_ITEM(o, 5)
+            self._own_coid.append(coid)
+            self._own_index[coid] = i
+            self._own_side[i] = side
+            self._own_px[i] = price
+            self._own_rem[i] = rem
+            self._own_created[i] = now_ns - age
+            self._own_acked[i] = <object>PyTuple_GET_ITEM(o, 0) is not None
+            self._own_act[i] = bool(<object>PyTuple_GET_ITEM(o, 6))
+            self._nown = i + 1
+        self.own_dirty = False
+
     @property
     def own_count(self):
         return self._nown
+
+    cpdef int verdict(self, ns_t now_ns):
+        """The may-decide state held here, asked in C on every book frame: 0 may decide (as far as
+        this object knows: the risk gate's quotability is asked apart), 1 requests in flight, 2 held
+        after a refused create, 3 an own order with a request open (not actionable)."""
+        cdef Py_ssize_t i
+        if self.in_flight:
+            return 1
+        if self.hold_until_ns and now_ns < self.hold_until_ns:
+            return 2
+        for i in range(self._nown):
+            if not self._own_act[i]:
+                return 3
+        return 0
+
+    cpdef int verdict_q(self, ns_t now_ns, ns_t wall_ns, int64_t epoch):
+        """:meth:`verdict` with the risk gate's quotability held here: 1 or 2 as there; otherwise, when
+        an ALLOW of the gate is held for ``epoch`` (the engine's sum of the gate's, the freshness's and
+        the limiter's change counters) and ``wall_ns`` is before its close gate, 0 or 3 as there; else
+        4 (ask the gate) or 7 (ask the gate; an order is not actionable)."""
+        cdef int v = self.verdict(now_ns)
+        if v == 1 or v == 2:
+            return v
+        if epoch >= 0 and epoch == self._q_epoch and wall_ns < self._q_until_wall:
+            return v
+        return v + 4
+
+    def hold_quotable(self, int64_t epoch, ns_t until_wall_ns):
+        """The risk gate allowed quoting at ``epoch``: :meth:`verdict_q` keeps that answer while the epoch
+        stands and the wall clock is before ``until_wall_ns``. A negative epoch holds nothing."""
+        self._q_epoch = epoch
+        self._q_until_wall = until_wall_ns
+
+    def forget_quotable(self):
+        self._q_epoch = -1
+
+    def signals_own(self, ns_t now_ns, ns_t wall_ns):
+        """:meth:`on_book` on the orders held here (a frame that decides nothing still feeds the signals)."""
+        if self.book is None:
+            raise ValueError(f"Pipeline({self.ticker}): no book yet")
+        self._signals_own(now_ns, wall_ns)
+
+    cpdef bint top_moved(self):
+        """True (once) when the top of book ex-own moved since the last True: the portfolio marks run
+        only then. :meth:`mark_reset` makes the next call True whatever the top."""
+        if self._marked and self.best_bid == self._marked_bid and self.best_ask == self._marked_ask:
+            return False
+        self._marked = True
+        self._marked_bid = self.best_bid
+        self._marked_ask = self.best_ask
+        return True
+
+    def mark_reset(self):
+        self._marked = False
 
     cdef int _signals_own(self, ns_t now_ns, ns_t wall_ns) except -1:
         cdef OrderBook book = self.book
@@ -204,9 +310,10 @@ cdef class Pipeline:
 
     def own_orders(self, ns_t now_ns):
         """The held orders as LiveOrder-shaped tuples ``(order_id or None, side, price, remaining,
-        age_ns, client_order_id, True)``, in order (order_id is a placeholder: True when acked)."""
+        age_ns, client_order_id, actionable)``, in order (order_id is a placeholder: True when acked)."""
         return [(True if self._own_acked[i] else None, "bid" if self._own_side[i] == 0 else "ask",
-                 self._own_px[i], self._own_rem[i], now_ns - self._own_created[i], self._own_coid[i], True)
+                 self._own_px[i], self._own_rem[i], now_ns - self._own_created[i], self._own_coid[i],
+                 bool(self._own_act[i]))
                 for i in range(self._nown)]
 
     cdef object _diff_own(self, px_t bid_px, qty_t bid_size, px_t ask_px, qty_t ask_size, ns_t now_ns):

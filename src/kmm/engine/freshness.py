@@ -48,6 +48,7 @@ class Freshness:
         self.answer_ns = int(answer_s * NS_PER_S)
         self.step_ns = max(self.answer_ns, int(step_s * NS_PER_S))
         self.markets: dict[str, MarketFreshness] = {}
+        self.epoch = 0          # bumped on every change of a market's state (the engine caches ALLOWs)
 
     def add(self, ticker: str) -> None:
         self.markets.setdefault(ticker, MarketFreshness())
@@ -63,18 +64,21 @@ class Freshness:
             m.last_data_ns = now_ns
             if m.state == CHECKING:
                 m.state, m.asked_ns, m.level = FRESH, 0, 0
+                self.epoch += 1
 
     def on_ready(self, ticker: str) -> None:
         """A snapshot was applied: the book is in sequence again."""
         m = self.markets.get(ticker)
         if m is not None:
             m.state, m.asked_ns, m.level, m.reason = FRESH, 0, 0, ""
+            self.epoch += 1
             m.last_data_ns = self.clock.monotonic_ns()
 
     def on_stale(self, ticker: str, reason: str) -> None:
         m = self.markets.get(ticker)
         if m is not None:
             m.state, m.reason = STALE, reason
+            self.epoch += 1
             if not m.asked_ns:
                 m.asked_ns = self.clock.monotonic_ns()
                 m.level = max(m.level, PULL)
@@ -82,6 +86,7 @@ class Freshness:
     def on_disconnected(self) -> None:
         for m in self.markets.values():
             m.state, m.asked_ns, m.level, m.reason = WAITING, 0, 0, "disconnected"
+        self.epoch += 1
 
     # ---- what quoting reads
     def fresh(self, ticker: str, now_ns: int | None = None) -> bool:
@@ -108,6 +113,7 @@ class Freshness:
         for t, m in self.markets.items():
             if m.state == FRESH and now_ns - m.last_data_ns > self.stale_after_ns:
                 m.state, m.asked_ns, m.level = CHECKING, now_ns, 0
+                self.epoch += 1
                 out.append(t)
         return out
 
@@ -122,6 +128,7 @@ class Freshness:
                 m.level += 1
                 if m.level >= PULL:
                     m.state = STALE
+                    self.epoch += 1
                     m.reason = f"snapshot request unanswered for {(now_ns - m.asked_ns) / NS_PER_S:.1f} s"
                 out.append((t, m.level))
         return out

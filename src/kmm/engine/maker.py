@@ -284,6 +284,8 @@ class Engine(FeedHandler):
                                                       backoff_base_s=cfg.risk.backoff_base_s,
                                                       backoff_max_s=cfg.risk.backoff_max_s))
         self.session.on_pause = self._on_pause
+        # each market's compiled pipeline holds a copy of its live orders: marked stale on every change
+        self.session.om.watchers.append(self._orders_touched)
         self.event_risk = EventWiring(cfg, self.session.pf, self.session.om)   # events learnt at start
         # decision -> requests: gate, reduce-only sizing, event limits (shared with kmm backtest)
         self.planner = QuotePlanner(self.session.gate, self.session.om, self.session.pf, self.event_risk)
@@ -320,6 +322,17 @@ class Engine(FeedHandler):
         self.blocked: dict[str, str] = {}     # ticker -> why kmm wants to quote there but cannot
         self._not_started: str | None = None  # the start failed before anything was sent: why
         self._kill_sweep_running = False
+
+    def _orders_touched(self, ticker: str | None) -> None:
+        """The order manager changed ``ticker``'s orders (None: any market's): the pipeline re-reads
+        them on its next frame (:meth:`_frame`)."""
+        if ticker is None:
+            for p in self.pipes.values():
+                p.core.own_dirty = True
+            return
+        pipe = self.pipes.get(ticker)
+        if pipe is not None:
+            pipe.core.own_dirty = True
 
     # ---- the session's parts, for callers and tests
     @property
@@ -478,7 +491,7 @@ class Engine(FeedHandler):
             pipe.book = self.ws.book(ticker)
         self.freshness.on_ready(ticker)
         pipe.ready = True
-        pipe.marked_top = None
+        pipe.mark_reset()
         self._event("book_ready", ticker)
         self.on_book(ticker, self.clock.monotonic_ns())
 
@@ -495,6 +508,9 @@ class Engine(FeedHandler):
         self.freshness.on_data(ticker, now)       # book data, never pings, keeps a book fresh
         if not pipe.ready or pipe.book is None:
             return
+        if pipe.compiled:
+            self._frame(pipe, ticker, now, recv_ns)
+            return
         live = self.om.live_orders(ticker)
         # asked once, acting on the reason (keep the decision for later, or pull) when it says no: that
         # needs neither the signals nor the marks, so the order against the former ask-then-requote
@@ -507,6 +523,50 @@ class Engine(FeedHandler):
             return
         pipe.on_book(now, clock.time_ns(), live)
         self._mark_top(pipe)
+
+    def _frame(self, pipe: MarketPipeline, ticker: str, now: int, recv_ns: int) -> None:
+        """A book frame on a compiled pipeline (:meth:`on_book`'s hot path). The pipeline holds this
+        market's live orders (re-read from the order manager only after its watcher said they changed)
+        and the may-decide state (requests in flight, hold, an order with a request open, and the risk
+        gate's last ALLOW while none of the gate's, the freshness's or the limiter's change counters
+        moved and the close gate is not reached), so a frame asks them in C and builds no list of
+        orders; the gate itself is asked, in the place :meth:`_may_decide` asks it, only when its
+        held answer lapsed. The same verdicts and actions as the list path (tests/engine/test_frame_path.py)."""
+        core = pipe.core
+        if core.own_dirty:
+            core.own_sync(self.om.live_orders(ticker, now_ns=now), now)
+        pipe.last_book_ns = now
+        wall = self.clock.time_ns()
+        if self.quoting and not self.stopping:
+            gate = self.gate
+            # the gate's ALLOW is held in the pipeline while nothing that can deny it changed: the gate's,
+            # the freshness's and the 429 limiter's change counters (-1: some part keeps no counter)
+            fr, lim = gate.freshness, gate.backoff
+            pauses = 0 if lim is None else getattr(lim, "pauses", None)
+            epoch = -1 if fr is None or pauses is None else gate.epoch + fr.epoch + pauses
+            v = core.verdict_q(now, wall, epoch)
+            if v == 1 or v == 2:               # requests in flight, or a hold after a refused create
+                pipe.dirty = True
+            else:
+                d = gate.is_quotable(ticker) if v >= 4 else None
+                if d is not None and not d:
+                    core.forget_quotable()
+                    self._not_quotable(pipe, d, core.own_count)
+                else:
+                    if d is not None:
+                        core.hold_quotable(epoch, gate.quotable_until_wall_ns(ticker))
+                        v -= 4
+                    if v == 3:                 # a request on one of its orders is still open
+                        pipe.dirty = True
+                    else:
+                        pipe.dirty = False
+                        alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)  # noqa: SLF001
+                        actions = core.frame_own(now, wall, self.event_risk.quote_inventory(ticker), alpha)
+                        self._act(pipe, actions, core.own_count, recv_ns or now, self.decide_ns, marks=True)
+                        return
+        core.signals_own(now, wall)
+        if core.top_moved():
+            self._marks(ticker, core)
 
     async def _load_volume(self, rest: Any) -> None:
         """The 30-day volume from the exchange's own fills (the API has no 30-day volume figure)."""
@@ -535,11 +595,8 @@ class Engine(FeedHandler):
         of a carried position takes the same price or, with no price, waits the same; the maker metrics
         accrue time per order up to their next event, and ``snapshot`` accrues to now). A fresh book
         (:meth:`on_book_ready`) marks again whatever its top."""
-        inp = pipe.inputs
-        top = (inp.best_bid, inp.best_ask)
-        if top != pipe.marked_top:
-            pipe.marked_top = top
-            self._marks(pipe.ticker, inp)
+        if pipe.top_moved():
+            self._marks(pipe.ticker, pipe.inputs)
 
     def _later(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` after the current callback (and the decision it makes): records that the
@@ -694,16 +751,8 @@ class Engine(FeedHandler):
             return False
         d = self.gate.is_quotable(pipe.ticker)
         if not d:
-            if not act:
-                return False
-            pipe.state = d.reason
-            if d.reason == "rate_limited":
-                pipe.dirty = True        # places and amends wait out the back-off; live quotes stay
-                return False
-            if live:
-                self._pull(pipe, d.reason)
-            if self.gate.kill_state is KillState.TRIPPED:
-                self._start_kill_sweep()
+            if act:
+                self._not_quotable(pipe, d, len(live))
             return False
         for o in live:
             if not o.actionable:
@@ -712,7 +761,19 @@ class Engine(FeedHandler):
         pipe.dirty = False
         return True
 
-    def _act(self, pipe: MarketPipeline, actions: tuple[Any, ...], live: list[LiveOrder], trigger_ns: int,
+    def _not_quotable(self, pipe: MarketPipeline, d: Any, n_live: int) -> None:
+        """The risk gate says ``pipe`` is not quotable (``d``): keep the decision for later (a rate-limit
+        back-off) or pull its quotes (``n_live``: its live orders), and sweep after a kill."""
+        pipe.state = d.reason
+        if d.reason == "rate_limited":
+            pipe.dirty = True        # places and amends wait out the back-off; live quotes stay
+            return
+        if n_live:
+            self._pull(pipe, d.reason)
+        if self.gate.kill_state is KillState.TRIPPED:
+            self._start_kill_sweep()
+
+    def _act(self, pipe: MarketPipeline, actions: tuple[Any, ...], live: Any, trigger_ns: int,
              stamps: deque[int] | None = None, marks: bool = False) -> None:
         """Send a decision's actions (after :meth:`_may_decide` said yes and the pipeline decided).
         ``stamps`` takes the decision's trigger -> decided latency; ``marks``: the book frame's marks

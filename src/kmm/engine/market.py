@@ -167,7 +167,6 @@ class MarketPipeline:
         self.live_view: list[tuple[Any, int, int, int, int]] = []
         # engine-owned state
         self.ready = False            # a snapshot has been applied since the last (re)subscribe
-        self.in_flight = 0            # requests sent and not answered
         self.dirty = False            # a book or inventory change arrived while requests were in flight
         self.applying = False         # inside the live loop's _apply (requests start synchronously)
         self.trigger_ns = 0           # receive time of the frame behind the current decision
@@ -177,10 +176,28 @@ class MarketPipeline:
         self.marked_top: tuple[int, int] | None = None   # (best bid, best ask) ex-own at the last marks
         self.skip_reprice_px = 0      # under write pressure, reprices this small (1e-4 $) are skipped
         self.hold_s = 0.0             # back-off after a refused create (doubles, 0.5 s .. 30 s)
-        self.hold_until_ns = 0
         self.state = "starting"
         self.fills = 0
         self._py_decisions = 0
+
+    # the may-decide state lives in the compiled pipeline, which the frame path asks in C (verdict)
+    @property
+    def in_flight(self) -> int:
+        """Requests sent for this market and not answered."""
+        return self.core.in_flight
+
+    @in_flight.setter
+    def in_flight(self, n: int) -> None:
+        self.core.in_flight = n
+
+    @property
+    def hold_until_ns(self) -> int:
+        """No deciding here before this monotonic ns (a back-off after a refused create); 0: none."""
+        return self.core.hold_until_ns
+
+    @hold_until_ns.setter
+    def hold_until_ns(self, ns: int) -> None:
+        self.core.hold_until_ns = ns
 
     @property
     def book(self) -> Any:
@@ -264,6 +281,21 @@ class MarketPipeline:
         if self.params.kappa_estimate:
             self.kappa.observe_trade(price, self.inputs.mid)
             self._inputs.kappa = self.core.kappa = self.kappa.kappa
+
+    def top_moved(self) -> bool:
+        """True (once) when the top of book ex-own moved since the last True: the marks run then."""
+        if not self._python_signals:
+            return bool(self.core.top_moved())
+        top = (self._inputs.best_bid, self._inputs.best_ask)
+        if top != self.marked_top:
+            self.marked_top = top
+            return True
+        return False
+
+    def mark_reset(self) -> None:
+        """The next :meth:`top_moved` says True whatever the top (a fresh book marks again)."""
+        self.marked_top = None
+        self.core.mark_reset()
 
     def hold(self, now_ns: int) -> None:
         """A create was refused (other than a post-only cross): wait before placing here again."""

@@ -299,6 +299,7 @@ class OrderManager:
         if order_id and o.order_id is None:
             o.order_id = order_id
             self._by_oid[order_id] = o
+            self._touch(o.ticker)          # acked: its size now comes out of the book ex-own
             for f in self._orphans.pop(order_id, ()):
                 self._book_fill(o, f)
 
@@ -541,6 +542,7 @@ class OrderManager:
             if o.state not in IN_FLIGHT:
                 o.reprice(uo.price)
                 o.count = o.fill_count + o.remaining
+                self._touch(o.ticker)      # the price the diff sees may have moved
             self._settle(o, "user_order resting")
         else:
             log.warning("order %s: user_order status %r not understood; counts taken, state kept",
@@ -724,11 +726,15 @@ class OrderManager:
         return [(o.side, o.price_bound, o.exchange_filled - o.filled) for o in self._unbooked.values()
                 if o.ticker == ticker and o.exchange_filled > o.filled]
 
-    def live_orders(self, ticker: str, side: str | None = None) -> list[LiveOrder]:
+    def live_orders(self, ticker: str, side: str | None = None, *, now_ns: int | None = None) -> list[LiveOrder]:
         """Our orders working in ``ticker`` (and ``side``), for the diff: everything not closed and
-        not being canceled; an amend in flight shows its new price and size. Called on every book
-        message: it reads only this market's index and compares states by identity."""
-        now = self.clock.monotonic_ns()
+        not being canceled; an amend in flight shows its new price and size. Ages count to ``now_ns``
+        (default: the clock now). It reads only this market's index and compares states by identity.
+
+        Every change of what this lists (an order's state, price, remaining, order id) calls the
+        :attr:`watchers` with its ticker: the engine's compiled pipelines hold a copy of this list and
+        re-read it only after a watcher said it changed."""
+        now = self.clock.monotonic_ns() if now_ns is None else now_ns
         out = []
         pending_cancel, pending_amend, pending_decrease = S.PENDING_CANCEL, S.PENDING_AMEND, S.PENDING_DECREASE
         resting, partial = S.RESTING, S.PARTIALLY_FILLED

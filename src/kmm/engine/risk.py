@@ -133,19 +133,50 @@ class RiskGate:
         self.positions = positions
         self.orders = orders
         self.markets: dict[str, MarketRisk] = {}
-        self.exchange_paused = False
-        self.kill_state = KillState.ARMED
+        # bumped by every change that can turn :meth:`is_quotable`'s ALLOW into a denial (kill switch,
+        # exchange or market pause, a market added or its close moved): the engine's compiled pipelines
+        # keep an ALLOW while this, the freshness's and the limiter's counters stand still
+        self.epoch = 0
+        self._exchange_paused = False
+        self._kill_state = KillState.ARMED
         self.kill_reason = ""
         self.tripped_at_ns: int | None = None
         self.last_pnl = 0               # session P&L at the last update_pnl, 1e-4 $
         self.pnl_baseline = 0           # total P&L when the session started (history of the account)
         self.denials: dict[str, int] = {}
 
+    @property
+    def kill_state(self) -> KillState:
+        return self._kill_state
+
+    @kill_state.setter
+    def kill_state(self, state: KillState) -> None:
+        self._kill_state = state
+        self.epoch += 1
+
+    @property
+    def exchange_paused(self) -> bool:
+        return self._exchange_paused
+
+    @exchange_paused.setter
+    def exchange_paused(self, paused: bool) -> None:
+        self._exchange_paused = paused
+        self.epoch += 1
+
+    def quotable_until_wall_ns(self, ticker: str) -> int:
+        """The wall clock ns from which the close gate denies ``ticker`` (``stop_before_close_s``
+        before its close); far in the future for a market with no close."""
+        m = self.markets.get(ticker)
+        if m is None or m.close_time_ns is None:
+            return 2**62
+        return m.close_time_ns - int(self.limits.stop_before_close_s * NS_PER_S)
+
     # ------------------------------------------------------------------ market state
     def add_market(self, ticker: str, grid: Grid, *, close_time_ns: int | None = None,
                    fractional: bool = False) -> MarketRisk:
         m = MarketRisk(grid, close_time_ns, fractional)
         self.markets[ticker] = m
+        self.epoch += 1
         return m
 
     def on_book_update(self, ticker: str) -> None:
@@ -165,11 +196,13 @@ class RiskGate:
         m = self.markets.get(ticker)
         if m is not None:
             m.paused = paused
+            self.epoch += 1
 
     def set_close_time(self, ticker: str, close_time_ns: int | None) -> None:
         m = self.markets.get(ticker)
         if m is not None:
             m.close_time_ns = close_time_ns
+            self.epoch += 1
 
     def set_exchange_paused(self, paused: bool) -> None:
         self.exchange_paused = paused

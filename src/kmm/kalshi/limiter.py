@@ -293,6 +293,7 @@ class RateLimiter:
         self._fair: dict[Key, list[int]] = {}   # str keys only (a batch counts for each market)
         self.promotions = 0
         self.rate_limited = 0
+        self.pauses = 0    # write 429s (and pauses set by hand): a counter a cached "places allowed" is checked against
         self._timer: asyncio.TimerHandle | None = None
 
     # the unscoped write bucket, under the names callers used before shards existed
@@ -307,6 +308,7 @@ class RateLimiter:
     @paused_until_ns.setter
     def paused_until_ns(self, v: int) -> None:
         self._w0.paused_until_ns = v
+        self.pauses += 1
 
     def _writes(self, shard: int | None) -> _Writes:
         """The write bucket a write on ``shard`` bills (None, 0 or -1: the unscoped one)."""
@@ -379,6 +381,7 @@ class RateLimiter:
             self.read.tokens = min(self.read.tokens, 0.0)
             return self.read_paused_until_ns - now
         w = self._writes(shard)
+        self.pauses += 1          # places may be paused from now (RiskGate.is_quotable's ALLOW may end)
         if now >= w.paused_until_ns:
             w.backoff_ns = self.backoff_base_ns if w.backoff_ns == 0 else min(
                 w.backoff_ns * 2, self.backoff_max_ns)
