@@ -9,9 +9,9 @@ flight, like kmm per market). The deltas of its own orders (at $0.01) are not an
 while the client is awake for its create's answer, and answering them timed a warm client (38 us
 from the exchange's write to the client's read, against ~200 us for the market's flow reaching an
 idle loop on this machine); kmm answers the market's flow. It parses nothing but the frame's type,
-ticker and (for its own level) price before the write. After the write it notes which frame the request answered (``[client_order_id, sid, seq]``, written
-to ``--answered PATH`` at the end), so the exchange's stamps can be matched frame by frame. It prints
-a JSON line with its counts when done.
+ticker and (for its own level) price before the write. After the write it notes which frame the
+request answered (``[client_order_id, sid, seq]``, written to ``--answered PATH`` at the end), so the
+exchange's stamps can be matched frame by frame. It prints a JSON line with its counts when done.
 """
 
 from __future__ import annotations
