@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -252,3 +253,23 @@ def test_orders_held_in_the_pipeline_decide_like_the_live_order_list(data: Any) 
         assert (held.core.best_bid, held.core.best_ask, held.core.mid) == (listed.core.best_bid, listed.core.best_ask,
                                                                             listed.core.mid)
     assert held.core.own_count == len(mirror)
+
+
+@pytest.mark.parametrize("bad, error, words", [
+    (("o1", "bid", 4100), TypeError, "is not a LiveOrder"),
+    (LiveOrder("o1", "bid", 0, 500, 0, "c1", True), ValueError, "price 0 is outside 1..9999"),
+    (LiveOrder("o1", "bid", 4100, -1, 0, "c1", True), ValueError, "remaining -1"),
+])
+def test_both_readers_of_live_orders_refuse_a_bad_one_naming_it(bad: Any, error: type, words: str) -> None:
+    """The differ's read (``pull``, ``frame``) and the held table's (``own_sync``) share one checked
+    reader: the same refusals, each message naming where it came from."""
+    from kmm._core.diff import Differ
+    core = Pipeline("T", Grid("linear_cent"), Differ(), book=OrderBook())
+    with pytest.raises(error) as e:
+        core.pull([LiveOrder("o0", "ask", 6000, 100, 0, "c0", True), bad])
+    assert words in str(e.value) and str(e.value).startswith("live[1]")
+    with pytest.raises(error) as e:
+        core.own_sync([bad], 10)
+    assert words in str(e.value) and str(e.value).startswith("own_sync: live[0]")
+    with pytest.raises(ValueError, match="age_ns -5 must be >= 0"):   # the differ's read checks ages too
+        core.pull([LiveOrder("o1", "bid", 4100, 500, -5, "c1", True)])

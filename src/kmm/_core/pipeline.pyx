@@ -55,6 +55,28 @@ cdef inline int _side_code(object s) except -1:
 
 
 @cython.final
+cdef int _live_fields(object o, Py_ssize_t i, Py_ssize_t need, str who, bint age_checked, int* side,
+                      long long* price, long long* rem, long long* age) except -1:
+    """Read live[i], a LiveOrder (order_id, side, price, remaining, age_ns, client_order_id, actionable),
+    into side/price/remaining/age, checked: at least ``need`` fields, a price on 1..9999, remaining
+    >= 0 (and age >= 0 with ``age_checked``). ``who`` starts the messages ("" or "own_sync: ")."""
+    if not isinstance(o, tuple) or PyTuple_GET_SIZE(o) < need:
+        raise TypeError(f"{who}live[{i}] = {o!r} is not a LiveOrder")
+    side[0] = _side_code(<object>PyTuple_GET_ITEM(o, 1))
+    price[0] = <object>PyTuple_GET_ITEM(o, 2)
+    rem[0] = <object>PyTuple_GET_ITEM(o, 3)
+    age[0] = <object>PyTuple_GET_ITEM(o, 4)
+    if price[0] < 1 or price[0] > 9999:
+        raise ValueError(f"{who}live[{i}]: price {price[0]} is outside 1..9999 (1e-4 $)")
+    if age_checked:
+        if rem[0] < 0 or age[0] < 0:
+            raise ValueError(f"{who}live[{i}]: remaining {rem[0]} (1e-2 contracts) and age_ns {age[0]} "
+                             "must be >= 0")
+    elif rem[0] < 0:
+        raise ValueError(f"{who}live[{i}]: remaining {rem[0]} must be >= 0 (1e-2 contracts)")
+    return 0
+
+
 cdef class Pipeline:
     """Signals, strategy and diff of one market. Build it with :func:`stoikov`, :func:`inside` or
     :func:`external` (a Python strategy sets the target with :meth:`set_target`)."""
@@ -191,16 +213,7 @@ cdef class Pipeline:
         self._nown = 0
         for i in range(n):
             o = live[i]
-            if not isinstance(o, tuple) or PyTuple_GET_SIZE(o) < 7:
-                raise TypeError(f"own_sync: live[{i}] = {o!r} is not a LiveOrder")
-            side = _side_code(<object>PyTuple_GET_ITEM(o, 1))
-            price = <object>PyTuple_GET_ITEM(o, 2)
-            rem = <object>PyTuple_GET_ITEM(o, 3)
-            age = <object>PyTuple_GET_ITEM(o, 4)
-            if price < 1 or price > 9999:
-                raise ValueError(f"own_sync: live[{i}]: price {price} is outside 1..9999 (1e-4 $)")
-            if rem < 0:
-                raise ValueError(f"own_sync: live[{i}]: remaining {rem} must be >= 0 (1e-2 contracts)")
+            _live_fields(o, i, 7, "own_sync: ", False, &side, &price, &rem, &age)
             coid = <object>PyTuple_GET_ITEM(o, 5)
             self._own_coid.append(coid)
             self._own_index[coid] = i
@@ -753,22 +766,12 @@ cdef class Pipeline:
         # differ's scratch, validated like Differ.diff does.
         cdef Differ df = self.differ
         cdef Py_ssize_t n = len(live), i
-        cdef object o
-        cdef long long side, price, rem, age
+        cdef int side
+        cdef long long price, rem, age
         df._reserve(n)
         for i in range(n):
-            o = live[i]
-            if not isinstance(o, tuple) or PyTuple_GET_SIZE(o) < 6:
-                raise TypeError(f"live[{i}] = {o!r} is not a LiveOrder")
-            side = _side_code(<object>PyTuple_GET_ITEM(o, 1))
-            price = <object>PyTuple_GET_ITEM(o, 2)
-            rem = <object>PyTuple_GET_ITEM(o, 3)
-            age = <object>PyTuple_GET_ITEM(o, 4)
-            if price < 1 or price > 9999:
-                raise ValueError(f"live[{i}]: price {price} is outside 1..9999 (1e-4 $)")
-            if rem < 0 or age < 0:
-                raise ValueError(f"live[{i}]: remaining {rem} (1e-2 contracts) and age_ns {age} must be >= 0")
-            df._side[i] = <int>side
+            _live_fields(live[i], i, 6, "", True, &side, &price, &rem, &age)
+            df._side[i] = side
             df._px[i] = price
             df._rem[i] = rem
             df._age[i] = age
