@@ -142,7 +142,7 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
             sim.rest_url, sim.ws_url, api_key_id=key_id, private_key_pem=priv)
         cfg = load_config(None, environ={}, cli={
             "run.markets": ",".join(MARKETS), "strategy.quote_size": "5", "strategy.max_position": "30",
-            "risk.max_order_size": "30"})
+            "risk.max_order_size": "30", **v.get("cli", {})})
         if v["recorder"]:
             recorder = Recorder.open(tmp / "out", log_level=cfg.run.log_level, console=False,
                                      capture=cfg.records.raw_capture, logging_enabled=cfg.records.ops_log)
