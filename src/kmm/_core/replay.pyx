@@ -38,6 +38,7 @@ cdef enum:
     K_TRADE = 3
     K_OWN = 4       # a book delta of the recorded run's own order, decoded
     K_REPORT = 5    # the recorded run's own order, fill or position message
+    K_IGNORE = 6    # a frame the driver reads nothing from (no branch: the clock, events, housekeeping only)
 
 cdef int64_t NS_PER_S = 1_000_000_000
 

@@ -694,6 +694,7 @@ class Backtest:
                 elif kind == REPORT:
                     if self.fit_pass:       # only a fitting pass reads the recorded run's fills
                         frame_fn(frame, recv)
+                # IGNORE (replaycache.ignored): nothing for the driver
                 if recv >= next_house:
                     self._housekeeping(recv)
                     next_house = self._next_house   # only housekeeping moves it

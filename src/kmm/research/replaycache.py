@@ -12,12 +12,14 @@ module does it once per capture file and keeps the result in a file:
   taken-liquidity check), ``OWN`` (a book delta of the recorded run's own order, decoded into
   ``(ticker, side, price, delta, sid, seq)`` as the driver's ``_slow_delta`` reads it: the replay
   only tracks it, never applies it), ``REPORT`` (the recorded run's own order, fill or position
-  message: its outcome, not the replay's; only a fitting pass reads it) and ``OTHER`` (anything
-  else, and an own delta not in the usual form: the driver's general path, raw);
+  message: its outcome, not the replay's; only a fitting pass reads it), ``IGNORE`` (a frame the
+  driver reads nothing from: the router answers ``NOT_BOOK`` and its type is none the driver acts
+  on, e.g. the recorded run's ``market_position``) and ``OTHER`` (anything else, and an own delta
+  not in the usual form: the driver's general path, raw);
 - the frames the router or the driver may still read (book frames, own deltas (a book-only replay
   feeds them to the router), ``REPORT``, ``OTHER``) are kept raw (the compiled scan of one delta
   costs less than reading it back from any decoded form would in Python); tickers and trades keep
-  no bytes.
+  no bytes, nor do frames the driver ignores.
 
 The file is ``numpy``'s ``.npz`` (uncompressed: loading is a copy): ``recv``/``wall`` (int64 ns),
 ``kind`` (int8), ``blob`` (the raw frames, uint8) with ``ofs`` (int64, one more than rows) and a JSON
@@ -46,13 +48,15 @@ import numpy as np
 import orjson
 
 from kmm._core.fixed import parse_price, parse_signed_count
+from kmm._core.wire import NOT_BOOK, BookRouter
+from kmm.record.capture import GAP_TYPE
 from kmm.research.events import load_frames
 
 log = logging.getLogger("kmm.research.replaycache")
 
 #: bump when the classification or the file layout changes: older files are then decoded again
 FORMAT = 4
-OTHER, TICKER, FEED, TRADE, OWN, REPORT = 0, 1, 2, 3, 4, 5
+OTHER, TICKER, FEED, TRADE, OWN, REPORT, IGNORE = 0, 1, 2, 3, 4, 5, 6
 _I64 = 1 << 63
 SUFFIX = ".replay.npz"
 
@@ -133,7 +137,28 @@ def classify(frame: bytes, fast_trade: Any) -> tuple[int, Any]:
                 ticker = frame[i + 17:j].decode()
             except UnicodeDecodeError:
                 return OTHER, None
+    elif ignored(frame):
+        return IGNORE, None
     return FEED, ticker
+
+
+#: what the driver's ``_json`` acts on (anything else it parses and drops)
+_ACTED_ON = ("trade", "market_lifecycle_v2", GAP_TYPE, "subscribed")
+_SCRATCH = BookRouter()     # no markets: whether a frame is a book frame does not depend on them
+
+
+def ignored(frame: bytes) -> bool:
+    """Whether the driver reads nothing from ``frame`` (a frame for the router that is not a trade,
+    a ticker or the recorded run's order): the compiled router answers ``NOT_BOOK`` (valid JSON to
+    its scan, a type other than a book snapshot or delta: a step that does not depend on the
+    router's markets or sequence), and ``Backtest._json`` parses it and takes none of its branches."""
+    if _SCRATCH.feed(frame, 0) != NOT_BOOK:
+        return False
+    try:
+        obj = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return False            # counted as malformed by the driver
+    return not isinstance(obj, dict) or obj.get("type") not in _ACTED_ON
 
 
 def own_delta(frame: bytes) -> tuple[str, int, int, int, int, int] | None:
@@ -202,7 +227,7 @@ def decode(path: Path, fast_trade: Any) -> tuple[list[int], list[int], list[int]
 def keeps_frame(kind: int) -> bool:
     """Whether a row of ``kind`` keeps its raw frame: every one the router or the driver may still read
     (a book-only replay feeds own deltas to the router too)."""
-    return kind != TICKER and kind != TRADE
+    return kind != TICKER and kind != TRADE and kind != IGNORE
 
 
 def cache_path(capture: Path, cache_dir: str, source_hash: str) -> Path:
@@ -282,7 +307,7 @@ def _load(src: Path, source_hash: str) -> tuple[Cols, float, dict[str, Any]] | N
         for i, name, od in zip(o_rows.tolist(), names[tk[o_rows]].tolist(), own):
             xs[i] = (name, *od)
         frames = [b""] * n
-        f_rows = np.flatnonzero((kind_a != TICKER) & (kind_a != TRADE))        # keeps_frame
+        f_rows = np.flatnonzero((kind_a != TICKER) & (kind_a != TRADE) & (kind_a != IGNORE))    # keeps_frame
         for i, a, b in zip(f_rows.tolist(), ofs[f_rows].tolist(), ofs[f_rows + 1].tolist()):
             frames[i] = blob[a:b]
     except (OSError, ValueError, KeyError, IndexError, orjson.JSONDecodeError) as exc:
