@@ -53,7 +53,7 @@ def markets(draw) -> dict:
     no = draw(st.lists(st.tuples(st.integers(40, 60), st.sampled_from([100, 400, 900])), max_size=5,
                        unique_by=lambda x: x[0]))
     orders = []
-    for i in range(draw(st.integers(0, 4))):
+    for _ in range(draw(st.integers(0, 4))):
         side = draw(st.sampled_from(["bid", "ask"]))
         cents = draw(st.integers(35, 65))
         orders.append(dict(side=side, price=cents * 100, count=draw(st.sampled_from([100, 200, 500])),
