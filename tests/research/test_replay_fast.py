@@ -167,6 +167,28 @@ def test_fast_replay_of_odd_frames_gaps_and_lifecycle_makes_the_reference_replay
     assert s["fills"] > 2 and d["gaps"] >= 2 and d["malformed"] >= 1
 
 
+@pytest.mark.parametrize("pickoff", ["always", "rate:40"])
+def test_fast_replay_with_stale_quotes_picked_off_makes_the_reference_replay(tmp_path, pickoff):
+    """The market moves away under our fixed bid (a snapshot with the others' mid 4.5 cents below it),
+    so the pick-off hazard fires at book messages, trades and housekeeping ticks: the compiled step
+    (kmm._core.replay.PickoffHazard) makes the simulator's fills and draws on the compiled loop."""
+    c = Cap().snapshot(0, [(4000, 1000), (3900, 500)], [(6000, 800)])
+    c.delta(1, "bid", 4000, 200, coid="rec-1")
+    c.snapshot(100, [(3000, 500), (2900, 500)], [(4100, 800), (4200, 500)])
+    for i in range(60):
+        t = 110 + i * 40
+        c.delta(t, "bid", 3000, 100 if i % 2 else -100)
+        if i % 3 == 0:
+            c.trade(t + 1, 4100, 100, "bid", f"p{i}")
+        c.raw(t + 2, orjson.dumps({"type": "market_position", "sid": 3, "msg": {"market_ticker": T}}))
+    d = c.write(tmp_path / "cap")
+    opt = BacktestOptions(rate_tier="off", pickoff=pickoff)
+    s = _same(tmp_path, [d], CFG1, seed=2, opt=opt, strategy_factory=lambda info: FixedQuotes(bid=4000, size=300))
+    assert s["details"]["pickoff_fills"] > 1
+    assert s["details"]["stale_order_s"] > 0 or pickoff == "always"      # always: picked off at the first check
+    assert s["details"]["own_deltas_removed"] == 1
+
+
 def test_fast_replay_of_two_runs_in_one_directory_makes_the_reference_replay(tmp_path):
     d = tmp_path / "cap"
     _scenario().write(d)
@@ -349,13 +371,34 @@ def test_a_book_only_replay_does_not_leave_its_empty_fit_to_the_next_replay(tmp_
 @st.composite
 def _captures(draw) -> Cap:
     """A one-market feed: a snapshot, then deltas, trades (at and through the levels our fixed quotes
-    use), seq gaps with a recovering snapshot, and a connection gap, at random times."""
+    use), seq gaps with a recovering snapshot, and a connection gap, at random times; and the
+    recorded run's own traffic: its orders' deltas (some after a seq gap), its order and fill
+    messages (the fills name generated trades, so a pick-off model has reaction trades to fit) and
+    its position messages."""
     c = Cap().snapshot(0, [(4000, 1000), (3900, 500)], [(6000, 800), (6100, 500)])
     t = 1.0
+    own = draw(st.booleans())
+    kinds = ["delta"] * 5 + ["trade"] * 4 + ["seqgap", "gap", "snapshot"]
+    if own:
+        kinds += ["own"] * 3 + ["report", "position"]
     for i in range(draw(st.integers(5, 60))):
         t += draw(st.sampled_from([0.0, 0.3, 2.0, 7.0, 40.0, 300.0]))
-        what = draw(st.sampled_from(["delta"] * 5 + ["trade"] * 4 + ["seqgap", "gap", "snapshot"]))
-        if what == "delta":
+        what = draw(st.sampled_from(kinds))
+        if what == "own":
+            if draw(st.booleans()):
+                c.seq += draw(st.sampled_from([0, 2]))
+            side = draw(st.sampled_from(["bid", "ask"]))
+            c.delta(t, side, draw(st.sampled_from([4000, 4100] if side == "bid" else [5900, 6000])),
+                    draw(st.sampled_from([-200, 200, 500])), coid=f"rec-{draw(st.integers(1, 2))}")
+        elif what == "report":
+            c.raw(t, orjson.dumps({"type": "fill", "sid": 5, "msg": {
+                "trade_id": f"g{draw(st.integers(0, max(0, i - 1)))}", "client_order_id": "rec-1"}}))
+            c.raw(t, orjson.dumps({"type": "user_order", "sid": 6, "msg": {"client_order_id": "rec-1",
+                                                                          "status": "resting"}}))
+        elif what == "position":
+            c.raw(t, orjson.dumps({"type": "market_position", "sid": 3, "msg": {
+                "market_ticker": T, "position_fp": "-3.00"}}))
+        elif what == "delta":
             side = draw(st.sampled_from(["bid", "ask"]))
             price = draw(st.sampled_from([3900, 4000, 4100] if side == "bid" else [5900, 6000, 6100]))
             c.delta(t, side, price, draw(st.sampled_from([-300, -100, 100, 400])))
@@ -374,7 +417,8 @@ def _captures(draw) -> Cap:
 
 @settings(max_examples=30, deadline=None)
 @given(cap=_captures(), latency=st.sampled_from(["0", "1ms", "lognormal:2ms:0.5"]),
-       pickoff=st.sampled_from(["none", "always"]), queue=st.sampled_from(["power", "pessimistic", "optimistic"]),
+       pickoff=st.sampled_from(["none", "always", "fitted"]),
+       queue=st.sampled_from(["power", "pessimistic", "optimistic"]),
        fixed=st.booleans(), seed=st.integers(0, 3))
 def test_generated_captures_replay_the_same_on_all_three_paths(tmp_path_factory, cap, latency, pickoff, queue,
                                                                fixed, seed):
@@ -384,18 +428,23 @@ def test_generated_captures_replay_the_same_on_all_three_paths(tmp_path_factory,
                           pickoff=pickoff, queue_model=queue)
     kw = {"strategy_factory": lambda info: FixedQuotes(bid=4000, ask=6000, size=500)} if fixed else {}
     s = _same(tmp, [d], CFG1, seed=seed, opt=opt, **kw)
-    _GEN_SEEN.append((s["fills"], s["details"]["gaps"], s["orders_sent"]))
+    d = s["details"]
+    _GEN_SEEN.append((s["fills"], d["gaps"], s["orders_sent"], d["own_deltas_removed"],
+                      d["reaction_trades_left_out"] + d["pickoff_fills"]))
 
 
-_GEN_SEEN: list[tuple[int, int, int]] = []
+_GEN_SEEN: list[tuple[int, int, int, int, int]] = []
 
 
 def test_generated_captures_reach_fills_gaps_and_orders(tmp_path_factory):
-    """The generated feeds are not all quiet: some replays fill, some pull on gaps, most quote."""
+    """The generated feeds are not all quiet: some replays fill, some pull on gaps, most quote; some
+    track the recorded run's own deltas (the pick-off hazard's own test makes sure it fires:
+    test_fast_replay_with_stale_quotes_picked_off_makes_the_reference_replay)."""
     if not _GEN_SEEN:       # run alone: generate them here
         test_generated_captures_replay_the_same_on_all_three_paths(tmp_path_factory=tmp_path_factory)
-    assert any(f > 0 for f, _, _ in _GEN_SEEN) and any(g > 0 for _, g, _ in _GEN_SEEN)
-    assert sum(o > 0 for _, _, o in _GEN_SEEN) > len(_GEN_SEEN) // 2
+    assert any(f > 0 for f, *_ in _GEN_SEEN) and any(g > 0 for _, g, *_ in _GEN_SEEN)
+    assert sum(o > 0 for _, _, o, *_ in _GEN_SEEN) > len(_GEN_SEEN) // 2
+    assert any(own > 0 for *_, own, _ in _GEN_SEEN)
 
 
 # ---------------------------------------------------------------------------------- the latency model kept

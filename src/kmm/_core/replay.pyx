@@ -19,11 +19,14 @@ Times are int ns, prices 1e-4 $, as everywhere in kmm.
 """
 
 cimport cython
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, INT64_MIN
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 
+from kmm._core._types cimport px_t, qty_t
+from kmm._core.book cimport OrderBook
 from kmm._core.pipeline cimport Pipeline
 from kmm._core.wire cimport BookRouter, FEED_DELTA, FEED_SNAPSHOT
+from kmm._core.wire cimport _Market as _RouterMarket
 
 import time as _time
 
@@ -33,6 +36,9 @@ cdef enum:
     K_TICKER = 1
     K_FEED = 2
     K_TRADE = 3
+    K_OWN = 4       # a book delta of the recorded run's own order, decoded
+    K_REPORT = 5    # the recorded run's own order, fill or position message
+    K_IGNORE = 6    # a frame the driver reads nothing from (no branch: the clock, events, housekeeping only)
 
 cdef int64_t NS_PER_S = 1_000_000_000
 
@@ -77,11 +83,176 @@ cdef class _Market:
     cdef int64_t mark_bid, mark_ask
 
 
-cdef inline bint _own_report(bytes frame):
-    # Backtest._frame's test for a message of the recorded run's own orders that is not a book delta
-    # (it returns at once for those): not a trade, names a client_order_id, not an orderbook_delta
-    return (b'"type":"trade"' not in frame[:24] and b'"client_order_id"' in frame
-            and b'"orderbook_delta"' not in frame)
+@cython.final
+cdef class _HzMarket:
+    # one market as the pick-off hazard sees it
+    cdef dict orders           # the fill simulator's resting orders of the market
+    cdef OrderBook book        # its replay book
+    cdef object rates          # the pick-off model's rates for the market (PickoffModel.rate's table)
+
+
+cdef enum:
+    _LOOK_DEEPER = 8           # FillSimulator._others_mid looks this many levels past an all-ours best level
+
+
+@cython.final
+cdef class PickoffHazard:
+    """``FillSimulator.after_event`` of a replay with an active pick-off model and no fitting pass,
+    compiled: the same steps on the same objects in the same order (each resting order's hazard
+    clock, accumulated hazard and rate on the ``SimOrder``, the same draws from the simulator's
+    ``rng``, the same statistics, fills made by ``FillSimulator._maker_fill``), with the others' mid
+    read from the compiled book in C and an order that is not stale, was not stale and has no draw
+    due costing a few attribute reads. ``after_event(now, wall_ms, ticker)`` is a drop-in for the
+    simulator's method (plain-Python reference: the method itself; tests/core/test_pickoff_hazard.py).
+    A market whose book is not the compiled ``OrderBook`` takes the simulator's own method."""
+
+    cdef object sim
+    cdef object po
+    cdef object stats
+    cdef dict by_ticker
+    cdef dict markets          # ticker -> _HzMarket
+    cdef bint always
+    cdef double min_cents
+    cdef Py_ssize_t top_bucket
+
+    def __init__(self, sim, dict rates, int buckets):
+        """``rates``: ticker -> ``po.rates.get(ticker) or po.rates.get(ALL)`` (what ``after_event``
+        looks up on every call; the model does not change during a replay); ``buckets``:
+        ``kmm.research.adverse.BUCKETS``."""
+        po = sim.pickoff
+        if po is None or not po.active or sim.fit is not None:
+            raise ValueError("PickoffHazard: the simulator needs an active pick-off model and no fitting pass")
+        self.sim = sim
+        self.po = po
+        self.stats = sim.stats
+        self.by_ticker = sim.pickoff_by_ticker
+        self.always = po.kind == "always"
+        self.min_cents = po.min_cents
+        self.top_bucket = buckets - 1
+        self.markets = {}
+        cdef _HzMarket hm
+        for t, m in sim.markets.items():
+            if isinstance(m.book, OrderBook):
+                hm = _HzMarket()
+                hm.orders = m.orders
+                hm.book = m.book
+                hm.rates = rates.get(t)
+                self.markets[t] = hm
+
+    cdef bint _others_mid(self, _HzMarket hm, double* mid) except -1:
+        """``FillSimulator._others_mid`` with orders resting: False when a side has none of others'."""
+        cdef OrderBook book = hm.book
+        cdef px_t bid = book._best_px(0)          # -1: empty (None in the simulator)
+        cdef px_t nob = book._best_px(1)
+        cdef px_t ask = 10000 - nob if nob >= 0 else -1
+        cdef px_t nask = 10000 - ask if ask >= 0 else -1
+        cdef int64_t own_bid = 0, own_ask = 0
+        cdef int64_t bp
+        for o in hm.orders.values():
+            bp = o.bprice
+            if o.bside == 0:
+                if bp == bid:
+                    own_bid += <int64_t>o.remaining
+            elif bp == nask:
+                own_ask += <int64_t>o.remaining
+        if bid >= 0 and book._best_sz(0) <= own_bid:
+            bid = self._deeper(hm, 0)
+        if ask >= 0 and book._best_sz(1) <= own_ask:
+            nob = self._deeper(hm, 1)
+            ask = 10000 - nob if nob >= 0 else -1
+        if bid < 0 or ask < 0:
+            return False
+        mid[0] = <double>(bid + ask) / 2
+        return True
+
+    cdef px_t _deeper(self, _HzMarket hm, int side) except -2:
+        """The best level of ``side`` (its own terms) among the first eight where others rest, -1 none."""
+        cdef px_t px[_LOOK_DEEPER]
+        cdef qty_t sz[_LOOK_DEEPER]
+        cdef Py_ssize_t i, n = hm.book._top_levels(side, _LOOK_DEEPER, px, sz)
+        cdef int64_t own
+        for i in range(n):
+            own = 0             # FillSimulator._own_at
+            for o in hm.orders.values():
+                if o.bside == side and o.bprice == px[i]:
+                    own += <int64_t>o.remaining
+            if sz[i] - own > 0:
+                return px[i]
+        return -1
+
+    cpdef list after_event(self, int64_t now, int64_t wall_ms, str ticker):
+        cdef _HzMarket hm = self.markets.get(ticker)
+        if hm is None:
+            return self.sim.after_event(now, wall_ms, ticker)
+        cdef dict orders = hm.orders
+        cdef list fills = []
+        if not orders:
+            return fills
+        cdef double mid = 0.0, d, rate, acc
+        cdef bint has_mid = self._others_mid(hm, &mid)
+        cdef bint always = self.always, fire
+        cdef double min_cents = self.min_cents
+        cdef int64_t hz_t, stale = 0, remaining, size, q, price
+        cdef Py_ssize_t b
+        rates = hm.rates
+        rng = self.sim.rng
+        for o in list(orders.values()):
+            hz_t = o.hz_t
+            if hz_t < 0:
+                o.hz_t = now
+                o.hz_need = rng.expovariate(1.0)
+            elif now > hz_t:
+                rate = o.hz_rate
+                o.hz_acc = <double>o.hz_acc + rate * <double>(now - hz_t)
+                if rate > 0 or always:
+                    stale += now - hz_t
+                o.hz_t = now
+            # bucket_of(staleness(...)), as the simulator inlines it: the same arithmetic
+            if not has_mid:
+                b = -1
+            else:
+                price = o.price
+                if o.side == "bid":
+                    d = (<double>price - mid) / 100
+                else:
+                    d = (mid - <double>price) / 100
+                if d < min_cents:
+                    b = -1
+                else:
+                    b = <Py_ssize_t>((d - min_cents) * 2 + 1e-9)
+                    if b > self.top_bucket:
+                        b = self.top_bucket
+            if always:
+                fire = b >= 0
+                size = o.remaining
+            else:
+                acc = o.hz_acc
+                fire = acc >= <double>o.hz_need
+                if fire:
+                    pool = self.po.size_pool(ticker)
+                    size = pool[rng.randrange(len(pool))]
+                else:
+                    size = 0
+            if fire:
+                remaining = o.remaining
+                if remaining > 0:
+                    o.hz_acc = 0.0
+                    o.hz_need = rng.expovariate(1.0)
+                    q = remaining if remaining < size else size
+                    stats = self.stats
+                    stats.pickoff_fills += 1
+                    self.by_ticker[ticker] = self.by_ticker.get(ticker, 0) + 1
+                    stats.pickoff_contracts += q
+                    fills.append(self.sim._maker_fill(o, q, now, wall_ms))
+                    if o.remaining <= 0:
+                        continue
+            if b >= 0 and rates:
+                o.hz_rate = rates[b] / 1e9
+            else:
+                o.hz_rate = 0.0 / 1e9
+        if stale:
+            self.stats.stale_ns += stale
+        return fills
 
 
 cpdef bint trade_reaches(dict orders, bint maker_ask, int64_t price) except -1:
@@ -145,6 +316,7 @@ cdef class ReplayLoop:
     cdef dict markets           # ticker -> _Market
     cdef set corrected
     cdef bint pick_on
+    cdef PickoffHazard hazard   # the compiled pick-off step (None: the simulator's after_event)
     cdef object reaction_ids
     cdef bint quoting_trades
     cdef bint book_only
@@ -214,6 +386,7 @@ cdef class ReplayLoop:
             self.markets[t] = m
         pick = bt.sim.pickoff
         self.pick_on = bool(bt._pickoff_on)
+        self.hazard = bt._hazard
         self.reaction_ids = pick.reaction_ids if self.pick_on and pick is not None else frozenset()
         self.quoting_trades = not bt.fit_pass
         self.shift = 0
@@ -276,7 +449,10 @@ cdef class ReplayLoop:
             self.marks[ticker] = (bb or None, ba or None)
             self.pf.set_mark(ticker, bb or None, ba or None)
         if orders and self.pick_on:
-            picked = self.after_event(recv, _ms(wall), ticker)
+            if self.hazard is not None:
+                picked = self.hazard.after_event(recv, _ms(wall), ticker)
+            else:
+                picked = self.after_event(recv, _ms(wall), ticker)
             if picked:
                 self.deliver_held()
                 for f in picked:
@@ -334,14 +510,46 @@ cdef class ReplayLoop:
                     self.routed(st, frame, recv, self.on_book)
         elif kind == K_TRADE:
             self._trade(<tuple>x, recv)
+        elif kind == K_OWN:
+            self._own(<tuple>x, recv)
         elif kind == K_OTHER:
-            if self.fit_pass or not _own_report(frame):
+            self.frame_fn(frame, recv)
+        elif kind == K_REPORT:
+            # the recorded run's own order, fill or position message (not a book delta): its outcome,
+            # not the replay's; Backtest._frame reads nothing from it outside a fitting pass
+            if self.fit_pass:
                 self.frame_fn(frame, recv)
-            # else: the recorded run's own order, fill or position message (not a book delta): its
-            # outcome, not the replay's; Backtest._frame reads nothing from it outside a fitting pass
         if recv >= self.next_house:
             self.housekeeping(recv)
             self.next_house = self.bt._next_house   # only housekeeping moves it
+        return 0
+
+    cdef int _own(self, tuple x, int64_t recv) except -1:
+        """A book delta of the recorded run's own order (``Backtest._own_delta``: the sid's sequence
+        moved on as the router would, a gap on a skipped seq, the simulator tracks the order's size),
+        with the router's sequence and staleness read in C."""
+        t = x[0]
+        if t not in self.markets:
+            return 0
+        cdef BookRouter r = self.router
+        if r is None:
+            self.bt._own_delta(x, recv)
+            return 0
+        cdef int64_t sid = x[4], seq = x[5]
+        cdef int64_t* base
+        cdef _RouterMarket rm = r._markets[t]
+        if sid and seq:
+            base = r._seq_find(sid)
+            # BookRouter.last_seq_of, is_stale and note_seq
+            if base != NULL and seq != INT64_MIN and seq - 1 > base[0] and not rm.stale:    # seq > prev + 1
+                base[0] = seq
+                self.bt._gap(recv, f"seq gap on sid {sid}", sid=sid)
+                return 0
+            if base != NULL and seq > base[0]:
+                base[0] = seq
+        self.sim.apply_recorded_delta(t, x[1], x[2], x[3], True)
+        if self.fit_pass and not rm.stale:
+            self.after_event(recv, _ms(self.clock.mono + self.clock.wall_offset), t)
         return 0
 
     cdef int _trade(self, tuple x, int64_t recv) except -1:
@@ -371,7 +579,10 @@ cdef class ReplayLoop:
         if orders and self.pick_on and mk.pipe.ready:
             # _trade's pick-off step (with no order resting the hazard has nothing to act on: skipped,
             # as Backtest._replay_fast does)
-            picked = self.after_event(recv, wall_ms, x[1])
+            if self.hazard is not None:
+                picked = self.hazard.after_event(recv, wall_ms, x[1])
+            else:
+                picked = self.after_event(recv, wall_ms, x[1])
             if picked:
                 self.deliver_held()
                 for f in picked:

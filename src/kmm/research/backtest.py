@@ -36,7 +36,7 @@ from kmm._core.book import OrderBook
 from kmm._core.fixed import parse_count, parse_price, parse_signed_count
 from kmm._core.grid import Grid
 from kmm._core.ofi import OFI
-from kmm._core.replay import ReplayClock, ReplayLoop
+from kmm._core.replay import PickoffHazard, ReplayClock, ReplayLoop
 from kmm._core.wire import DELTA, GAP, MALFORMED, NOT_BOOK, SNAPSHOT, BookRouter
 from kmm.config import KmmConfig
 from kmm.engine.live import EngineOptions
@@ -54,13 +54,13 @@ from kmm.kalshi.types import Fill, OrderAck
 from kmm.record.capture import GAP_TYPE, capture_files, read_capture, read_market_defs
 from kmm.record.summary import build_summary, write_summary
 from kmm.record.tape import engine_fields
-from kmm.research.adverse import PickoffFit, PickoffModel
+from kmm.research.adverse import ALL, BUCKETS, PickoffFit, PickoffModel
 from kmm.research.events import load_frames
 from kmm.research.fills import LINEAR_CENT, FillSimulator, MarketDef
 from kmm.research.latency import Dist, LatencyModel, fit_key, fit_latency, model_from_payload, model_payload
 from kmm.research.queue import QueueModel
 from kmm.research import replaycache
-from kmm.research.replaycache import FEED, OTHER, TRADE
+from kmm.research.replaycache import FEED, OTHER, OWN, REPORT, TRADE
 from kmm.research.writequeue import ReplayWriteQueue
 from kmm.strategy.alpha import AlphaSource
 from kmm.strategy.base import Strategy
@@ -302,6 +302,10 @@ class Backtest:
         # the gate's market state, whether the pipeline reads trades)
         self._fast_markets: dict[str, tuple[MarketPipeline, dict[str, Any], Any, Any, bool]] = {}
         self._pickoff_on = False
+        # the pick-off step the driver's own steps call (_trade, _housekeeping): the simulator's
+        # after_event, or in the compiled loop the compiled PickoffHazard (the same step)
+        self._hazard: PickoffHazard | None = None
+        self._after_event = self.sim.after_event
         self._marks: dict[str, tuple[int | None, int | None]] = {}    # the fast path's last set_mark
         # every book message of a replay takes one path (so the fast path's kept state stays whole)
         self._on_book_fn = self._on_book_fast if fast else self._on_book
@@ -612,6 +616,11 @@ class Backtest:
         reaction_ids = sim.pickoff.reaction_ids if pick_on and sim.pickoff is not None else frozenset()
         quoting_trades = not self.fit_pass
         if self.compiled_loop:
+            po = sim.pickoff
+            if pick_on and po is not None:
+                self._hazard = PickoffHazard(sim, {t: po.rates.get(t) or po.rates.get(ALL) for t in sim.markets},
+                                             BUCKETS)
+                self._after_event = self._hazard.after_event
             loop = ReplayLoop(self)
             self._on_book_fn = loop.on_book     # the driver's own book steps share the loop's kept state
             try:
@@ -680,6 +689,12 @@ class Backtest:
                         trade(x, recv)
                 elif kind == OTHER:
                     frame_fn(frame, recv)
+                elif kind == OWN:
+                    self._own_delta(x, recv)
+                elif kind == REPORT:
+                    if self.fit_pass:       # only a fitting pass reads the recorded run's fills
+                        frame_fn(frame, recv)
+                # IGNORE (replaycache.ignored): nothing for the driver
                 if recv >= next_house:
                     self._housekeeping(recv)
                     next_house = self._next_house   # only housekeeping moves it
@@ -810,7 +825,16 @@ class Backtest:
             return
         if t not in self.pipes:
             return
-        sid, seq = int(obj.get("sid") or 0), int(obj.get("seq") or 0)
+        self._recorded_delta(t, side, price, delta, int(obj.get("sid") or 0), int(obj.get("seq") or 0), recv, own)
+
+    def _own_delta(self, x: tuple[str, int, int, int, int, int], recv: int) -> None:
+        """A decoded own delta of the replay cache (``replaycache.OWN``: what :meth:`_slow_delta` reads
+        of the frame): the same steps."""
+        if x[0] in self.pipes:
+            self._recorded_delta(*x, recv, True)
+
+    def _recorded_delta(self, t: str, side: int, price: int, delta: int, sid: int, seq: int, recv: int,
+                        own: bool) -> None:
         router = self.router
         if sid and seq:
             prev = router.last_seq_of(sid)
@@ -898,7 +922,7 @@ class Backtest:
                 self._held[f.trade_id] = f
         pipe.on_trade(price)
         if pipe.ready and self.sim.pickoff is not None and self.sim.pickoff.active:
-            picked = self.sim.after_event(recv, wall_ms, ticker)
+            picked = self._after_event(recv, wall_ms, ticker)
             if picked:
                 self._deliver_held()
                 for f in picked:
@@ -1300,7 +1324,7 @@ class Backtest:
             wall_ms = self.clock.time_ns() // 1_000_000
             for t, p in self.pipes.items():
                 if p.ready and self.sim.markets[t].orders:
-                    for f in self.sim.after_event(now, wall_ms, t):
+                    for f in self._after_event(now, wall_ms, t):
                         self._on_fill(f)
         self._after_pnl_change()
         if self.gate.kill_state is KillState.TRIPPED:
@@ -1374,7 +1398,7 @@ def _fit_code_hash() -> str:
 
 def _row(kx: tuple[int, Any], frame: bytes) -> tuple[int, Any, bytes, int]:
     kind, x = kx
-    return (kind, x, frame if kind == FEED or kind == OTHER else b"",
+    return (kind, x, frame if replaycache.keeps_frame(kind) else b"",
             replaycache.delta_level(frame) if kind == FEED and x is not None else -1)
 
 

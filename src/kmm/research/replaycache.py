@@ -9,10 +9,17 @@ module does it once per capture file and keeps the result in a file:
   ``TICKER`` (the engine reads nothing from it), ``TRADE`` (a public trade in its usual form, decoded
   into ``(trade_id, ticker, YES price, count, taker side, ts_ms)`` as ``_fast_trade`` does), ``FEED``
   (a frame for the compiled ``BookRouter``, with the ticker of a book delta for the driver's
-  taken-liquidity check) and ``OTHER`` (anything else: the driver's general path, raw);
-- the frames the router still reads (book frames, ``OTHER``) are kept raw (the compiled scan of one
-  delta costs less than reading it back from any decoded form would in Python); tickers and trades
-  keep no bytes.
+  taken-liquidity check), ``OWN`` (a book delta of the recorded run's own order, decoded into
+  ``(ticker, side, price, delta, sid, seq)`` as the driver's ``_slow_delta`` reads it: the replay
+  only tracks it, never applies it), ``REPORT`` (the recorded run's own order, fill or position
+  message: its outcome, not the replay's; only a fitting pass reads it), ``IGNORE`` (a frame the
+  driver reads nothing from: the router answers ``NOT_BOOK`` and its type is none the driver acts
+  on, e.g. the recorded run's ``market_position``) and ``OTHER`` (anything else, and an own delta
+  not in the usual form: the driver's general path, raw);
+- the frames the router or the driver may still read (book frames, own deltas (a book-only replay
+  feeds them to the router), ``REPORT``, ``OTHER``) are kept raw (the compiled scan of one delta
+  costs less than reading it back from any decoded form would in Python); tickers and trades keep
+  no bytes, nor do frames the driver ignores.
 
 The file is ``numpy``'s ``.npz`` (uncompressed: loading is a copy): ``recv``/``wall`` (int64 ns),
 ``kind`` (int8), ``blob`` (the raw frames, uint8) with ``ofs`` (int64, one more than rows) and a JSON
@@ -40,22 +47,26 @@ from typing import Any
 import numpy as np
 import orjson
 
-from kmm._core.fixed import parse_price
+from kmm._core.fixed import parse_price, parse_signed_count
+from kmm._core.wire import NOT_BOOK, BookRouter
+from kmm.record.capture import GAP_TYPE
 from kmm.research.events import load_frames
 
 log = logging.getLogger("kmm.research.replaycache")
 
 #: bump when the classification or the file layout changes: older files are then decoded again
-FORMAT = 3
-OTHER, TICKER, FEED, TRADE = 0, 1, 2, 3
+FORMAT = 4
+OTHER, TICKER, FEED, TRADE, OWN, REPORT, IGNORE = 0, 1, 2, 3, 4, 5, 6
+_I64 = 1 << 63
 SUFFIX = ".replay.npz"
 
 
 @dataclass(slots=True)
 class Replay:
     """One capture file, decoded, as columns: per record ``recv`` and ``wall`` (ns), ``kind``, ``xs``
-    (the trade's fields for ``TRADE`` as a tuple, the delta's ticker or None for ``FEED``, else None) and ``frames``
-    (the raw bytes for ``FEED`` and ``OTHER``, else ``b""``). :meth:`rows` zips them."""
+    (the trade's fields for ``TRADE`` and the own delta's for ``OWN`` as a tuple, the delta's ticker or None
+    for ``FEED``, else None) and ``frames`` (the raw bytes, :func:`keeps_frame`; ``b""`` for tickers
+    and trades). :meth:`rows` zips them."""
 
     recv: list[int]
     wall: list[int]
@@ -113,7 +124,10 @@ def classify(frame: bytes, fast_trade: Any) -> tuple[int, Any]:
                     return TRADE, tr
         return OTHER, None
     if b'"client_order_id"' in frame:
-        return OTHER, None
+        if b'"orderbook_delta"' in frame:
+            own = own_delta(frame)
+            return (OWN, own) if own is not None else (OTHER, None)
+        return REPORT, None
     ticker = None
     if b'"orderbook_delta"' in frame:
         i = frame.find(b'"market_ticker":"')
@@ -123,7 +137,48 @@ def classify(frame: bytes, fast_trade: Any) -> tuple[int, Any]:
                 ticker = frame[i + 17:j].decode()
             except UnicodeDecodeError:
                 return OTHER, None
+    elif ignored(frame):
+        return IGNORE, None
     return FEED, ticker
+
+
+#: what the driver's ``_json`` acts on (anything else it parses and drops)
+_ACTED_ON = ("trade", "market_lifecycle_v2", GAP_TYPE, "subscribed")
+_SCRATCH = BookRouter()     # no markets: whether a frame is a book frame does not depend on them
+
+
+def ignored(frame: bytes) -> bool:
+    """Whether the driver reads nothing from ``frame`` (a frame for the router that is not a trade,
+    a ticker or the recorded run's order): the compiled router answers ``NOT_BOOK`` (valid JSON to
+    its scan, a type other than a book snapshot or delta: a step that does not depend on the
+    router's markets or sequence), and ``Backtest._json`` parses it and takes none of its branches."""
+    if _SCRATCH.feed(frame, 0) != NOT_BOOK:
+        return False
+    try:
+        obj = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return False            # counted as malformed by the driver
+    return not isinstance(obj, dict) or obj.get("type") not in _ACTED_ON
+
+
+def own_delta(frame: bytes) -> tuple[str, int, int, int, int, int] | None:
+    """The recorded run's own book delta as the driver's ``_slow_delta`` reads it: (ticker, side 0 yes
+    / 1 no, price in that side's terms, signed size, sid, seq); None when anything about it is off the
+    usual form (unreadable, a ticker that is not a string, a number past int64): the row then stays
+    ``OTHER`` and the replay takes the driver's general path, which says what is wrong the same way."""
+    try:
+        obj = orjson.loads(frame)
+        msg = obj["msg"]
+        t = msg["market_ticker"]
+        side = 0 if msg["side"] == "yes" else 1
+        price = parse_price(msg["price_dollars"])
+        delta = parse_signed_count(msg["delta_fp"])
+        sid, seq = int(obj.get("sid") or 0), int(obj.get("seq") or 0)
+    except Exception:  # noqa: BLE001 - the general path reports it
+        return None
+    if type(t) is not str or not all(-_I64 <= v < _I64 for v in (price, delta, sid, seq)):
+        return None
+    return t, side, price, delta, sid, seq
 
 
 def delta_level(frame: bytes) -> int:
@@ -164,9 +219,15 @@ def decode(path: Path, fast_trade: Any) -> tuple[list[int], list[int], list[int]
         wall.append(w)
         kind.append(k)
         xs.append(x)
-        frames.append(frame if k == FEED or k == OTHER else b"")
+        frames.append(frame if keeps_frame(k) else b"")
         lv.append(delta_level(frame) if k == FEED and x is not None else -1)
     return recv, wall, kind, xs, frames, lv
+
+
+def keeps_frame(kind: int) -> bool:
+    """Whether a row of ``kind`` keeps its raw frame: every one the router or the driver may still read
+    (a book-only replay feeds own deltas to the router too)."""
+    return kind != TICKER and kind != TRADE and kind != IGNORE
 
 
 def cache_path(capture: Path, cache_dir: str, source_hash: str) -> Path:
@@ -184,12 +245,16 @@ def _save(dest: Path, cols: Cols, source_hash: str, decode_s: float, models: dic
     names: dict[str, int] = {}
     tk = np.full(n, -1, np.int16)
     trades = []
+    owns = []
     for i, (k, x) in enumerate(zip(kind, xs)):
         if k == FEED and x is not None:
             tk[i] = names.setdefault(x, len(names))
         elif k == TRADE:
             tk[i] = names.setdefault(x[1], len(names))
             trades.append(x)
+        elif k == OWN:
+            tk[i] = names.setdefault(x[0], len(names))
+            owns.append(x[1:])
     ofs = np.zeros(n + 1, np.int64)
     np.cumsum(np.fromiter(map(len, frames), np.int64, n), out=ofs[1:])
     side = orjson.dumps({"format": FORMAT, "source_hash": source_hash, "decode_s": decode_s,
@@ -203,7 +268,8 @@ def _save(dest: Path, cols: Cols, source_hash: str, decode_s: float, models: dic
                      tk=tk, ofs=ofs, lv=np.array(lv, np.int32), blob=np.frombuffer(b"".join(frames), np.uint8),
                      t_price=np.array([t[2] for t in trades], np.int64),
                      t_count=np.array([t[3] for t in trades], np.int64),
-                     t_ts=np.array([t[5] for t in trades], np.int64), side=np.frombuffer(side, np.uint8))
+                     t_ts=np.array([t[5] for t in trades], np.int64),
+                     own=np.array(owns, np.int64).reshape(len(owns), 5), side=np.frombuffer(side, np.uint8))
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -222,6 +288,7 @@ def _load(src: Path, source_hash: str) -> tuple[Cols, float, dict[str, Any]] | N
             ofs = z["ofs"]
             blob = z["blob"].tobytes()
             t_price, t_count, t_ts = z["t_price"].tolist(), z["t_count"].tolist(), z["t_ts"].tolist()
+            own = z["own"].tolist()
         names = np.array([*side["names"], None], object)     # index -1: no ticker
         n = len(kind)
         if not (len(recv) == len(wall) == len(tk) == len(lv) == len(ofs) - 1 and
@@ -234,8 +301,13 @@ def _load(src: Path, source_hash: str) -> tuple[Cols, float, dict[str, Any]] | N
         t_names = names[tk[t_rows]].tolist()
         for i, tr in zip(t_rows.tolist(), zip(side["trade_ids"], t_names, t_price, t_count, side["takers"], t_ts)):
             xs[i] = tr
+        o_rows = np.flatnonzero(kind_a == OWN)
+        if len(o_rows) != len(own):
+            raise ValueError("own deltas and their rows differ in number")
+        for i, name, od in zip(o_rows.tolist(), names[tk[o_rows]].tolist(), own):
+            xs[i] = (name, *od)
         frames = [b""] * n
-        f_rows = np.flatnonzero((kind_a == FEED) | (kind_a == OTHER))
+        f_rows = np.flatnonzero((kind_a != TICKER) & (kind_a != TRADE) & (kind_a != IGNORE))    # keeps_frame
         for i, a, b in zip(f_rows.tolist(), ofs[f_rows].tolist(), ofs[f_rows + 1].tolist()):
             frames[i] = blob[a:b]
     except (OSError, ValueError, KeyError, IndexError, orjson.JSONDecodeError) as exc:
