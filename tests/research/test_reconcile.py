@@ -11,8 +11,15 @@ bound is about twice the largest difference measured over such runs, but the per
   run on the shared machine, gave +31.0 % in the deci-cent market (live 117 fills, its usual is 170 to
   200; replay mean 153) and +19.1 % in all (inside the 20 % by a hair): a live run that fills far less
   than usual is still not reproduced (as in the first CI run: live 130, replay 179), so the evidence
-  does not support a tighter per-market bound. On failure the test prints each market's decisions, pulls and blocked
-  states, what that case needs to be understood;
+  does not support a tighter per-market bound. Four more runs on Nov 28 (docs/research.md, "Loaded
+  runs, second look"), three beside three CPU hogs: +27.6 % (deci-cent market) and +23.8 % (plain
+  market) on the two whose live run filled least (543 and 579 fills), +9.8 % at most on the others
+  (595 and 629). The engine's own decision delay, the hypothesis for those runs, was measured live
+  and is not it (frames handled within 0.5-5 ms p99; decisions within 10 % of the replay's, request
+  cycles as long), and no model was found that the evidence supports, so the 50 % stays: twice the
+  largest gap seen (+31 %) would be more. The test prints each market's decisions, pulls and blocked states, and where
+  the live and the replay's quotes stood against the others' best (kmm.research.placement), what a
+  failing case needs to be understood;
 - net P&L (same marks, exact fees): in all within 0.45 cent per contract the live run traded plus
   $0.50; per market within 1.1 cent per contract that market traded plus $0.50.
 """
@@ -31,6 +38,7 @@ import kmm
 from kmm.config import load_config
 from kmm.record.summary import parse_contracts, parse_money, read_summary, validate_summary
 from kmm.research.compare import compare_run, render
+from kmm.research.placement import measure_placement, render_placement
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +46,9 @@ RUN_S = 60
 SEEDS = (0, 1, 2, 3)
 FILL_TOL = 0.20
 # per market: a coarse check. The replay's first-come-first-served write queue was one cause of the
-# per-market gap (fixed); a live run that fills far less than usual in one market is another, not found
-# (a full-suite run: +31 %; the first CI run: +38 %). Twice that is more than this bound, which stays.
+# per-market gap (fixed); a live run that fills far less than usual is another, not found (a full-suite
+# run: +31 %; the first CI run: +38 %; beside three CPU hogs +27.6 %). Twice that is more than this
+# bound, which stays.
 FILL_TOL_MARKET = 0.50
 PNL_PER_CONTRACT = 45          # 1e-4 $ = 0.45 cent
 PNL_PER_CONTRACT_MARKET = 110  # 1e-4 $ = 1.1 cent
@@ -96,6 +105,9 @@ def test_a_busy_live_run_replayed_agrees_within_the_stated_tolerance(tmp_path):
         print(f"{t}: fills live {lf}, mean of {len(SEEDS)} replays {fills_t:.1f} "
               f"({(fills_t - lf) / max(1, lf):+.1%}; bound {FILL_TOL_MARKET:.0%}); "
               + _diagnosis(run, [tmp_path / f"replay{seed}" for seed in SEEDS], t))
+    # where the quotes stood, live and in the replay (seed 0 again, on the reference path: a couple of
+    # seconds); read with the per-market figures above when a bound fails
+    print(render_placement(measure_placement(run, cfg, None, seed=SEEDS[0])))
     assert abs(replay_fills - tot["live_fills"]) <= FILL_TOL * tot["live_fills"], (replay_fills, tot)
     pnl_diff = abs(replay_net - parse_money(tot["live_net_pnl"]))
     assert pnl_diff <= PNL_PER_CONTRACT * traded // 100 + PNL_FLOOR, (pnl_diff, traded, tot)
