@@ -150,12 +150,17 @@ class PlacementReplay(Backtest):
 
 def measure_placement(run_dir: Path, cfg: KmmConfig, out: Path | None, *, seed: int = 0,
                       options: BacktestOptions | None = None) -> dict[str, Any]:
-    """Replay ``run_dir`` (a ``kmm run`` directory) as ``compare_run`` does, with ``seed``, and return
+    """Replay ``run_dir`` (a ``kmm run`` directory) as ``compare_run`` does (its latency, pick-off model
+    and quoting window), with ``seed``, and return
     ``{"markets": {ticker: placement}, "replay_fills": n}`` (module docstring)."""
     from kmm.record.store import StoreReader
     from kmm.record.summary import read_summary
     run_dir = Path(run_dir)
+    from kmm.research.compare import live_window
     opt = replace(options or BacktestOptions(), latency_from=str(run_dir))
+    if not (opt.quote_from_ns or opt.quote_until_ns):
+        start, until = live_window(run_dir)
+        opt = replace(opt, quote_from_ns=start, quote_until_ns=until)
     if not cfg.run.markets and (run_dir / "summary.json").exists():
         cfg = replace(cfg, run=replace(cfg.run, markets=tuple(read_summary(run_dir)["markets"])))
     store = run_dir / "kmm.sqlite"
