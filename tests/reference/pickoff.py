@@ -62,13 +62,13 @@ def after_event(sim: FillSimulator, now: int, wall_ms: int, ticker: str) -> list
         bucket = -1 if mid is None else bucket_of(FillSimulator.staleness(o.side, o.price, mid), po.min_cents)
         if po.kind == "always":
             fire, size = bucket >= 0, o.remaining
-        elif o.hz_acc >= o.hz_need:
+        elif o.hz_acc >= o.hz_need and o.hz_rate > 0:     # a stale interval only
             pool = po.size_pool(ticker)
             fire, size = True, pool[sim.rng.randrange(len(pool))]
         else:
             fire, size = False, 0
         if fire and o.remaining > 0:
-            o.hz_acc = 0.0
+            o.hz_acc = 0.0 if po.kind == "always" else o.hz_acc - o.hz_need   # the excess carries over
             o.hz_need = sim.rng.expovariate(1.0)
             q = min(o.remaining, size)
             sim.stats.pickoff_fills += 1

@@ -88,6 +88,42 @@ def test_the_pick_off_draws_are_the_seeds():
     assert run(2) != a
 
 
+def test_checked_tens_of_ms_apart_the_pick_offs_per_second_are_the_fitted_rate():
+    # a stale bid at 7 per second (the fitted rates of a busy sim run), checked every 44 ms (the
+    # median interval between a market's recorded messages at a pick-off on a loaded run) for 200 s:
+    # ~1,400 pick-offs. Before the hazard past each draw was carried over, it was reset, and one fire
+    # at most per check made 1 - exp(-7 * 0.044) per check: ~1,210, 14 % under the fitted rate.
+    import random
+    sim = picky(make(), PickoffModel("rate", 0.5, {ALL: (7.0,) * BUCKETS}, {ALL: (1,)}))
+    sim.rng = random.Random(3)
+    sim.place(0, 0, TQ, "bid", 5300, 10**7, "c1")
+    n = 0
+    for k in range(200_000 // 44 + 1):
+        got = sim.after_event(k * 44 * MS, 0, TQ)
+        assert len(got) <= 1                                     # one fire per order per check
+        n += len(got)
+    assert abs(n - 1400) < 80, n                                 # sd of a Poisson(1400) is 37
+
+
+def test_a_carried_hazard_never_fires_on_a_fresh_quote():
+    # the bid is stale for one interval at a rate that overshoots the draw many times, then the others'
+    # best moves above it (fresh: on the right side of the mid): checks go on, nothing more fires
+    import random
+    sim = picky(make(), PickoffModel("rate", 0.5, {ALL: (1e6,) * BUCKETS}, {ALL: (1,)}))
+    sim.rng = random.Random(0)
+    oid = sim.place(0, 0, TQ, "bid", 5300, 10**6, "c1")[1].order_id
+    sim.after_event(0, 0, TQ)
+    assert len(sim.after_event(MS, 0, TQ)) == 1                  # ~1,000 draws' worth accrued
+    assert sim.orders[oid].hz_acc > 100                          # carried over
+    o, refusal, _ = sim.amend(MS + MS // 2, 0, oid, 4500, 10**6 - 1)   # below the others' mid: fresh
+    assert refusal is None and o.hz_rate == 0.0
+    assert sum(len(sim.after_event(k * MS, 0, TQ)) for k in range(2, 100)) == 0
+    # stale again: the carried hazard fires at once
+    o, refusal, _ = sim.amend(100 * MS, 0, oid, 5300, 10**6 - 1)
+    sim.after_event(101 * MS, 0, TQ)
+    assert len(sim.after_event(102 * MS, 0, TQ)) == 1
+
+
 # ------------------------------------------------------------------------------ fitted from the recording
 def fill_frame(trade_id: str, coid: str, yes_price: int, count: int) -> bytes:
     return orjson.dumps({"type": "fill", "sid": 9, "msg": {

@@ -359,3 +359,36 @@ def test_the_replay_sizes_a_reduce_only_quote_to_the_position_as_the_live_maker_
     asks = [o for o in b.om.orders() if o.side == "ask"]
     assert [o.count for o in asks] == [600]
     assert s["positions"][T] == "0.00" and not b.gate.denials.get("reduce_only")
+
+
+def test_a_quoting_window_keeps_the_replay_out_of_the_recorded_runs_start_up_and_stop(tmp_path):
+    # sellers print at 0.40 every 100 ms from 1 to 901 ms; our bid at 0.41 stands in front of them.
+    # Quoting only from 250 ms to 650 ms (the recorded run's own window, as compare_run sets it), the
+    # bid is placed at the first book message after 250 ms and pulled at 650 ms: only the prints at
+    # 301, 401, 501 and 601 ms fill it
+    cap = Cap().snapshot(0, [(4000, 100_000)], [(6000, 1000)])
+    for k in range(10):
+        cap.delta(100 * k + 1, "bid", 4000, -100).trade(100 * k + 1, 4000, 100, "ask", f"t{k}")
+        cap.delta(100 * k + 50, "ask", 6000, 100)
+    cap.delta(990, "ask", 6000, 100)
+    everywhere = bt(tmp_path / "a", cap, zero(), bid=4100, ask=0).run()
+    assert everywhere["fills"] == 10
+    b = bt(tmp_path / "b", cap, zero(quote_from_ns=WALL0 + 250 * 10**6, quote_until_ns=WALL0 + 650 * 10**6),
+           bid=4100, ask=0)
+    s = b.run()
+    assert s["fills"] == 4
+    assert sorted(f.ts_ms for f in b.fills) == [(WALL0 + ms * 10**6) // 10**6 for ms in (301, 401, 501, 601)]
+    assert not b.sim.resting()
+    assert BacktestOptions.from_pairs({"quote_from_ns": "5"}).quote_from_ns == 5
+
+
+def test_compare_takes_the_quoting_window_from_the_recorded_runs_orders(tmp_path):
+    from kmm.record.store import Store
+    from kmm.research.compare import live_window
+    assert live_window(tmp_path) == (0, 0)
+    st = Store(tmp_path / "kmm.sqlite")
+    st.record_order(status="pending", client_order_id="c1", ticker=T, side="bid", price=4000, count=100,
+                    strategy="x", reason="quote", ts_ns=WALL0 + 5)
+    st.record_order(status="canceled", client_order_id="c1", ts_ns=WALL0 + 9)
+    st.close()
+    assert live_window(tmp_path) == (WALL0 + 5, WALL0 + 9)

@@ -2,17 +2,23 @@
 with the latency and the pick-off model fitted from it, must agree within the tolerance
 docs/research.md states and explains. The replay's figures are the mean of four replays (seeds 0-3:
 latency and pick-off draws), as a quant would read a replay whose path depends on random draws. Each
-bound is about twice the largest difference measured over such runs, but the per-market fill count:
+bound is about twice the largest difference measured over such runs, or less (the fill count in all):
 
-- fills: in all within 20 % of the live count; per market within 50 %. With the replay's write queue
-  made the live limiter's (least-served market first; docs/research.md, "The per-market fill bound")
-  nine runs of Nov 27-28 (four beside a CPU hog) gave -5.8 % to +14.9 % per market (before: up to
-  +27.1 %, the deci-cent market +10 % to +27 % in every run), but a tenth, this test in a full-suite
-  run on the shared machine, gave +31.0 % in the deci-cent market (live 117 fills, its usual is 170 to
-  200; replay mean 153) and +19.1 % in all (inside the 20 % by a hair): a live run that fills far less
-  than usual is still not reproduced (as in the first CI run: live 130, replay 179), so the evidence
-  does not support a tighter per-market bound. On failure the test prints each market's decisions, pulls and blocked
-  states, what that case needs to be understood;
+- fills: in all within 20 % of the live count; per market within 35 % (since Nov 28; 50 % before).
+  Eight runs of Nov 28 (docs/research.md, "Loaded runs, second look"; seven beside three CPU hogs, the
+  live runs filling 543 to 629) on the code as it is gave -5.4 % to +17.1 % per market and -1.0 % to
+  +12.1 % in all; 35 % is about twice +17.1 %, the 20 % in all stays (twice +12.1 % would be more).
+  What made the loaded runs' replays fill up to +27.6 % per market, +16 % in all, before: the replay
+  quoted during the live run's start-up (0.6-3.1 s of the capture, longer on a loaded machine, before
+  kmm's first quote: now the replay quotes in the recorded run's own window), and the pick-off hazard
+  drew ~15 % under its fitted rate. Not the engine's own decision delay (measured live: frames handled
+  within 0.5-5.5 ms p99, decisions within 10 % of the replay's, request cycles as long). Earlier runs
+  on older code gave up to +31 % (a full-suite run) and +38 % (the first CI run); their captures are
+  gone. What is left in every run: live quotes stand stale longer than the replay's, so the replay
+  draws fewer pick-offs than live had reactions and fills more recorded trades (nearly cancelling in
+  the count). The test prints each market's decisions, pulls and blocked states, and where the live
+  and the replay's quotes stood against the others' best (kmm.research.placement), what a failing
+  case needs to be understood;
 - net P&L (same marks, exact fees): in all within 0.45 cent per contract the live run traded plus
   $0.50; per market within 1.1 cent per contract that market traded plus $0.50.
 """
@@ -31,16 +37,17 @@ import kmm
 from kmm.config import load_config
 from kmm.record.summary import parse_contracts, parse_money, read_summary, validate_summary
 from kmm.research.compare import compare_run, render
+from kmm.research.placement import measure_placement, render_placement
 
 pytestmark = pytest.mark.slow
 
 RUN_S = 60
 SEEDS = (0, 1, 2, 3)
 FILL_TOL = 0.20
-# per market: a coarse check. The replay's first-come-first-served write queue was one cause of the
-# per-market gap (fixed); a live run that fills far less than usual in one market is another, not found
-# (a full-suite run: +31 %; the first CI run: +38 %). Twice that is more than this bound, which stays.
-FILL_TOL_MARKET = 0.50
+# per market: the replay's first-come-first-served write queue, its quoting during the live run's
+# start-up and a pick-off hazard under its fitted rate were causes of the per-market gap (fixed); eight
+# runs since: -5.4 % to +17.1 %, about half of this bound (docstring)
+FILL_TOL_MARKET = 0.35
 PNL_PER_CONTRACT = 45          # 1e-4 $ = 0.45 cent
 PNL_PER_CONTRACT_MARKET = 110  # 1e-4 $ = 1.1 cent
 PNL_FLOOR = 5_000              # 1e-4 $ = $0.50
@@ -96,6 +103,9 @@ def test_a_busy_live_run_replayed_agrees_within_the_stated_tolerance(tmp_path):
         print(f"{t}: fills live {lf}, mean of {len(SEEDS)} replays {fills_t:.1f} "
               f"({(fills_t - lf) / max(1, lf):+.1%}; bound {FILL_TOL_MARKET:.0%}); "
               + _diagnosis(run, [tmp_path / f"replay{seed}" for seed in SEEDS], t))
+    # where the quotes stood, live and in the replay (seed 0 again, on the reference path: a couple of
+    # seconds); read with the per-market figures above when a bound fails
+    print(render_placement(measure_placement(run, cfg, None, seed=SEEDS[0])))
     assert abs(replay_fills - tot["live_fills"]) <= FILL_TOL * tot["live_fills"], (replay_fills, tot)
     pnl_diff = abs(replay_net - parse_money(tot["live_net_pnl"]))
     assert pnl_diff <= PNL_PER_CONTRACT * traded // 100 + PNL_FLOOR, (pnl_diff, traded, tot)

@@ -226,8 +226,10 @@ cdef class PickoffHazard:
                 fire = b >= 0
                 size = o.remaining
             else:
+                # only an interval that was stale (a rate) fires; the draw's excess carries over
+                # (research/fills.py, FillSimulator.after_event)
                 acc = o.hz_acc
-                fire = acc >= <double>o.hz_need
+                fire = acc >= <double>o.hz_need and <double>o.hz_rate > 0
                 if fire:
                     pool = self.po.size_pool(ticker)
                     size = pool[rng.randrange(len(pool))]
@@ -236,7 +238,7 @@ cdef class PickoffHazard:
             if fire:
                 remaining = o.remaining
                 if remaining > 0:
-                    o.hz_acc = 0.0
+                    o.hz_acc = 0.0 if always else <double>o.hz_acc - <double>o.hz_need
                     o.hz_need = rng.expovariate(1.0)
                     q = remaining if remaining < size else size
                     stats = self.stats

@@ -95,6 +95,10 @@ class BacktestOptions:
     replay_cache: str = ""              # decoded capture cache: "" beside the capture, "off", or a directory
     pickoff: str = "fitted"             # adverse selection: none | fitted | rate:X | always (research/adverse.py)
     pickoff_min_cents: float = 0.5      # staleness (cents beyond the others' mid) that draws pick-offs
+    quote_from_ns: int = 0              # wall ns: no decision before (0: from the first book); and at
+    quote_until_ns: int = 0             # wall ns every quote is pulled and none made after (0: the end).
+                                        # compare_run sets both to the recorded run's own (its start-up
+                                        # and stop: live_window), when the live engine made no quote
 
     @classmethod
     def from_pairs(cls, pairs: dict[str, str]) -> BacktestOptions:
@@ -111,6 +115,8 @@ class BacktestOptions:
                 setattr(o, k, v.lower() in ("1", "true", "yes", "on"))
             elif isinstance(cur, float):
                 setattr(o, k, float(v))
+            elif isinstance(cur, int):
+                setattr(o, k, int(v))
             else:
                 setattr(o, k, v)
         return o
@@ -264,6 +270,8 @@ class Backtest:
         self.events: list[tuple[int, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0
         self.quoting = not fit_pass
+        self._window = bool(self.opt.quote_from_ns or self.opt.quote_until_ns) and not fit_pass
+        self._window_end_set = False
         self.recorder: Any = None
         self.fills: list[Fill] = []
         self.orders_sent = self.cancels_sent = self.amends_sent = self.decreases_sent = 0
@@ -1030,6 +1038,8 @@ class Backtest:
         if pipe.in_flight:
             pipe.dirty = True
             return
+        if self._window and self._outside_window(pipe):
+            return
         now = self.clock.mono
         if pipe.hold_until_ns and now < pipe.hold_until_ns:
             pipe.dirty = True
@@ -1060,6 +1070,33 @@ class Backtest:
             pipe.trigger_ns = trigger
             pipe.decided_ns = now
             self._apply(pipe, actions, trigger)
+
+    def _outside_window(self, pipe: MarketPipeline) -> bool:
+        """Before ``quote_from_ns`` the decision is kept for later (``dirty``; the next book message
+        after it decides); the first decision inside the window sets the timed end of the window
+        (``quote_until_ns`` on the replay's monotonic clock), where :meth:`_end_window` pulls every
+        quote as the recorded run's stop did."""
+        wall = self.clock.time_ns()
+        start, until = self.opt.quote_from_ns, self.opt.quote_until_ns
+        if start and wall < start:
+            pipe.dirty = True
+            return True
+        if until and not self._window_end_set:
+            self._window_end_set = True
+            self._at(max(self.clock.mono, until - self.clock.wall_offset), self._end_window)
+        if until and wall >= until:
+            self._end_window()
+            return True
+        return False
+
+    def _end_window(self) -> None:
+        """The recorded run stopped quoting (``quote_until_ns``): so does the replay, pulling every quote
+        (an ack that comes after is cancelled, as at the end of the replay)."""
+        if not self.quoting:
+            return
+        self.quoting = False
+        for p in self.pipes.values():
+            self._pull(p, "the recorded run stopped quoting")
 
     def _small_reprices_only(self, pipe: MarketPipeline, actions: Any) -> bool:
         """As live (Engine._small_reprices_only): under write pressure a decision that only nudges

@@ -596,14 +596,20 @@ class FillSimulator:
             if always:
                 fire, size = b >= 0, o.remaining
             else:
-                fire = o.hz_acc >= o.hz_need
+                # checked at the market's recorded messages (tens of ms apart on a busy run, farther on
+                # a loaded one) with the rate of the interval just ended; only a stale interval fires
+                fire = o.hz_acc >= o.hz_need and o.hz_rate > 0
                 if fire:
                     pool = po.size_pool(ticker)
                     size = pool[rng.randrange(len(pool))]
                 else:
                     size = 0
             if fire and o.remaining > 0:
-                o.hz_acc = 0.0
+                # the hazard accrued past the draw carries over to the next draw. Reset to 0, it was lost:
+                # one fire at most per check fires 1 - exp(-r dt) per check, under the fitted r per
+                # second by ~15 % on a loaded run's 44 ms between checks (docs/research.md, "Loaded
+                # runs, second look"); carried, the fires per second are the fitted rate
+                o.hz_acc = 0.0 if always else o.hz_acc - o.hz_need
                 o.hz_need = rng.expovariate(1.0)
                 q = min(o.remaining, size)
                 stats.pickoff_fills += 1
@@ -733,6 +739,16 @@ class FillSimulator:
         if price != o.price and o.post_only and self._crosses(m, o.side, price):
             return o, "post_only_cross", []      # refused: the order stays as it was, queue and all
         self._unrest(o)
+        if price != o.price and o.hz_t >= 0:
+            # the pick-off hazard of the old price ends here: accrued to now at its rate, and no rate
+            # until the next check reads the new price's staleness (a draw carried past a pick-off must
+            # not fire on the amended quote at the old quote's rate)
+            if now > o.hz_t:
+                o.hz_acc += o.hz_rate * (now - o.hz_t)
+                if o.hz_rate > 0:
+                    self.stats.stale_ns += now - o.hz_t
+                o.hz_t = now
+            o.hz_rate = 0.0
         o.price = price
         o.bprice = price if o.side == "bid" else ONE - price
         o.remaining = remaining
