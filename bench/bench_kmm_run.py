@@ -74,7 +74,9 @@ _RESULTS: dict[str, dict[str, Any]] = {}
 def _split_decide(engine: Engine) -> dict[str, list[int]]:
     """Split frame -> decided into the wait before ``Engine.on_book`` runs for the frame (earlier frames
     of the same read, their requests, other callbacks, the GIL) and ``on_book`` -> decided (the
-    decision's own code path). Wraps the instance's ``on_book``, which the connector calls by name.
+    decision's own code path). Wraps the instance's ``on_book``, which the connector calls by name. A
+    delta decided in the compiled frame entry (``kmm._core.entry``) never enters ``on_book``: its entry
+    stamp is the pipeline's ``last_book_ns``, read where ``on_book`` reads the clock (after the router).
 
     Every decision is also classified by what made it: a book frame inside ``on_book`` (``book``) or
     anything else (``other``, with the caller of ``_requote``: ``on_fill``, ``on_user_order``,
@@ -105,7 +107,13 @@ def _split_decide(engine: Engine) -> dict[str, list[int]]:
     def act(pipe: Any, actions: Any, live: Any, trigger_ns: int, *rest: Any, **kw: Any) -> None:
         d0 = pipe.decided_ns
         orig_act(pipe, actions, live, trigger_ns, *rest, **kw)
-        if pipe.decided_ns != d0:
+        if pipe.decided_ns != d0 and kw.get("decided_ns"):
+            # decided in the compiled frame entry (kmm._core.entry), which never enters on_book: its
+            # entry stamp is the pipeline's last_book_ns (taken where on_book would read the clock)
+            out["book"].append(pipe.decided_ns - trigger_ns)
+            out["queue"].append(pipe.last_book_ns - trigger_ns)
+            out["code"].append(pipe.decided_ns - pipe.last_book_ns)
+        elif pipe.decided_ns != d0:
             out["book" if inside[0] else "other"].append(pipe.decided_ns - trigger_ns)
             if not inside[0]:
                 import sys as _sys
