@@ -86,7 +86,8 @@ def _split_decide(engine: Engine) -> dict[str, list[int]]:
     after an answer from the answer's processing; now ``decide_ns`` holds book frames only and
     ``update_decide_ns`` fills and order updates. Works against older engines too (A/B)."""
     import time
-    out: dict[str, list[int]] = {"queue": [], "code": [], "book": [], "other": [], "other_kind": []}
+    out: dict[str, list[int]] = {"queue": [], "code": [], "book": [], "other": [], "other_kind": [],
+                                 "entry_queue": [], "entry_code": []}
     orig = engine.on_book
     orig_act = engine._act  # noqa: SLF001
     clock = time.monotonic_ns
@@ -113,6 +114,8 @@ def _split_decide(engine: Engine) -> dict[str, list[int]]:
             out["book"].append(pipe.decided_ns - trigger_ns)
             out["queue"].append(pipe.last_book_ns - trigger_ns)
             out["code"].append(pipe.decided_ns - pipe.last_book_ns)
+            out["entry_queue"].append(pipe.last_book_ns - trigger_ns)
+            out["entry_code"].append(pipe.decided_ns - pipe.last_book_ns)
         elif pipe.decided_ns != d0:
             out["book" if inside[0] else "other"].append(pipe.decided_ns - trigger_ns)
             if not inside[0]:
@@ -170,6 +173,14 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
             sys.setswitchinterval(old_switch)
             stamps.uninstall()
         m["compiled"] = [p.compiled for p in engine.pipes.values()]
+        entry = getattr(engine, "entry", None)       # the compiled frame entry's deltas, by path
+        m["entry"] = None if entry is None else {"decided": entry.decided, "nothing": entry.nothing,
+                                                 "handed": entry.handed, "handed_by": entry.handed_by,
+                                                 "epochs (gate, freshness, limiter pauses)": (
+                                                     engine.gate.epoch, engine.freshness.epoch,
+                                                     getattr(engine.gate.backoff, "pauses", None))}
+        ne = len(split["entry_queue"])
+        m["entry_queue"], m["entry_code"] = split["entry_queue"][ne // 10:], split["entry_code"][ne // 10:]
         n = len(split["queue"])
         m["queue"], m["code"] = split["queue"][n // 10:], split["code"][n // 10:]   # past the warm-up
         nb, no = len(split["book"]), len(split["other"])
@@ -240,8 +251,13 @@ def test_kmm_run_config_frame_to_decided(benchmark, variant, tmp_path):
           f"{m['amends']} amends, {m['fills']} fills; signature pool over the run {pool}; in steady state {steady} "
           f"(writes signed inline: {fallbacks}; decisions that waited for the write budget: {m.get('budget_waits')})")
     book, other = dist(m["book"]), (dist(m["other"]) if m["other"] else None)
+    eq = dist(m["entry_queue"]) if m.get("entry_queue") else None
+    ec = dist(m["entry_code"]) if m.get("entry_code") else None
+    if m.get("entry") is not None:
+        print(f"  compiled frame entry, deltas: {m['entry']}")
     for name, d in (("frame -> decided", decide), ("  book frame, inline", book),
                     ("  other triggers", other), ("  wait before on_book", queue), ("  on_book -> decided", code),
+                    ("  entry: wait", eq), ("  entry: code path", ec),
                     ("decided -> issued", issue), ("decided -> create written", create)):
         if d is None:
             continue

@@ -358,7 +358,7 @@ def _state(e: Engine, ws: KalshiWs) -> tuple[Any, ...]:
             tuple(e._capture.rows), e.freshness.epoch)  # type: ignore[attr-defined]
 
 
-ENTRY_STATS = {"examples": 0, "fast_decided": 0, "fast_nothing": 0, "handed": 0}
+ENTRY_STATS = {"examples": 0, "fast_decided": 0, "fast_nothing": 0, "handed": 0, "synced": 0}
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -480,8 +480,8 @@ def test_compiled_frame_entry_decides_like_both_python_paths_on_the_same_frames(
         assert states[2] == states[3], (what, states[2], states[3])
         ref = wired[3][2].entry
         entry = wired[2][2].entry
-        assert (entry.last, entry.decided, entry.nothing, entry.handed) == (ref.last, ref.decided, ref.nothing,
-                                                                             ref.handed)
+        assert (entry.last, entry.decided, entry.nothing, entry.handed, entry.synced) == (
+            ref.last, ref.decided, ref.nothing, ref.handed, ref.synced)
         assert entry.inventory(T) == wired[0][0].event_risk.quote_inventory(T)
     entry = wired[2][2].entry
     assert entry is not None
@@ -489,6 +489,7 @@ def test_compiled_frame_entry_decides_like_both_python_paths_on_the_same_frames(
     ENTRY_STATS["fast_decided"] += entry.decided
     ENTRY_STATS["fast_nothing"] += entry.nothing
     ENTRY_STATS["handed"] += entry.handed
+    ENTRY_STATS["synced"] += entry.synced
 
 
 def test_the_entry_streams_above_take_both_the_compiled_and_the_python_path() -> None:
@@ -499,3 +500,34 @@ def test_the_entry_streams_above_take_both_the_compiled_and_the_python_path() ->
     s = ENTRY_STATS
     print(s)
     assert s["fast_decided"] >= s["examples"] // 4 and s["fast_nothing"] >= 1 and s["handed"] >= 1, s
+    assert s["synced"] >= 1, s               # frames that re-read changed orders before deciding
+
+
+def test_the_entry_enqueues_every_frame_to_the_capture_file_in_arrival_order(tmp_path: Any) -> None:
+    """With the recorder's CaptureWriter, the compiled entry enqueues each frame itself (no Python frame):
+    the file must hold every frame (deltas it decided, frames it handed over) in order with its stamp."""
+    from kmm.record.capture import CaptureWriter, read_capture
+    e, clock, _ = _engine("stoikov", True)
+    e._capture = cap = CaptureWriter(tmp_path / "capture.bin.gz")
+    slow: list[int] = []                               # frames written through Engine.on_raw_frame
+    write = cap.write
+    cap.write = lambda recv_ns, data, wall_ns=None: (slow.append(recv_ns), write(recv_ns, data, wall_ns))[1]  # type: ignore[method-assign]
+    e.pipes[T].ready = False
+    ws = KalshiWs(WS_CFG, e, router=e.router, book_factory=OrderBook)
+    ws.add_markets({T: "linear_cent"})
+    e.session.ws = ws
+    assert ws.entry is not None
+    sent = [snapshot_frame(1, 1, T, yes=(("0.4000", "10.00"),), no=(("0.5500", "12.00"),))]
+    sent += [delta_frame(1, 2 + i, T, price="0.3000", d="-1.00" if i % 2 else "1.00") for i in range(20)]
+    sent += [json_frame(type="trade", sid=3, seq=1, msg={"market_ticker": T}), b"{not json"]
+    stamps = []
+    for i, raw in enumerate(sent):
+        stamps.append(clock.monotonic_ns() + i)
+        ws._feed(raw, stamps[-1])
+    fast = ws.entry.decided + ws.entry.nothing
+    assert fast >= 15                                   # most deltas were decided in the entry
+    assert len(slow) == len(sent) - fast                # ... and enqueued there; the others by on_raw_frame
+    e._capture.close()
+    got = [(r.recv_ns, r.frame) for r in read_capture(tmp_path / "capture.bin.gz")]
+    assert got == list(zip(stamps, sent))
+    assert ws.stats.callback_errors == 0

@@ -16,7 +16,7 @@ class RefFrameEntry:
         self.router, self.stats, self.after_feed, self.raw, self.log = router, stats, after_feed, raw, log
         self.engine, self.session, self.clock = engine, session, clock
         self.slots: dict[str, tuple[Any, Any, Any]] = {}
-        self.decided = self.nothing = self.handed = self.last = 0
+        self.decided = self.nothing = self.handed = self.synced = self.last = 0
 
     def add(self, ticker: str, core: Any, pipe: Any, fresh: Any) -> None:
         if fresh is None:
@@ -63,7 +63,7 @@ class RefFrameEntry:
             return HANDED
         core, pipe, fresh = slot
         engine = self.engine
-        if (core.own_dirty or core.book is None or not pipe.ready or fresh.state == "checking"
+        if (core.book is None or not pipe.ready or fresh.state == "checking"
                 or not engine.quoting or engine.stopping):
             return HANDED
         gate = self.session.gate
@@ -72,7 +72,11 @@ class RefFrameEntry:
         if fr is None or pauses is None:
             return HANDED
         epoch = gate.epoch + fr.epoch + pauses
-        now, wall = self.clock.monotonic_ns(), self.clock.time_ns()
+        now = self.clock.monotonic_ns()
+        if core.own_dirty:
+            self.synced += 1
+            core.own_sync(self.session.om.live_orders(ticker, now_ns=now), now)
+        wall = self.clock.time_ns()
         v = core.verdict_q(now, wall, epoch)
         if v >= 4:
             return HANDED

@@ -72,16 +72,21 @@ cdef class FrameEntry:
     cdef object session
     cdef object clock
     cdef bint sys_clock
+    cdef object capture                 # a kmm.record.capture.CaptureWriter the raw hook writes to, or None
+    cdef object capture_put             # ... its queue's put (a C call: no Python frame per frame)
     cdef dict slots
     cdef readonly uint64_t decided      # deltas whose actions were decided here and sent to _act
     cdef readonly uint64_t nothing      # deltas decided here with nothing to send (or kept for later)
     cdef readonly uint64_t handed       # deltas handed to the Python path
+    cdef readonly uint64_t synced       # deltas whose market's orders were re-read first (own_sync)
     cdef readonly int last              # FAST_DECIDED / FAST_NOTHING / HANDED for the last delta; 0 other
-    cdef uint64_t _why[5]               # handed deltas by reason (handed_by)
+    cdef uint64_t _why[6]               # handed deltas by reason (handed_by)
 
     def __init__(self, BookRouter router not None, stats, after_feed, raw, log, engine, session, clock,
-                 bint sys_clock):
+                 bint sys_clock, capture=None):
         self.router = router
+        self.capture = capture
+        self.capture_put = None if capture is None else capture._queue.put
         self.stats = stats
         self.after_feed = after_feed
         self.raw = raw
@@ -108,10 +113,10 @@ cdef class FrameEntry:
 
     @property
     def handed_by(self):
-        """Deltas handed to the Python path, by why: not a market decided here, its orders changed,
-        its state (not ready, book being checked, not quoting), no change counter, the gate to ask."""
-        return {"market": self._why[0], "orders": self._why[1], "state": self._why[2],
-                "no_counter": self._why[3], "gate": self._why[4]}
+        """Deltas handed to the Python path, by why: not a market decided here, no book yet, its state (not ready, book being checked, not quoting), no change counter, the gate to ask (no
+        ALLOW held for the current change counters, or the held one reached its close gate)."""
+        return {"market": self._why[0], "no_book": self._why[1], "state": self._why[2],
+                "no_counter": self._why[3], "gate": self._why[4], "close_gate": self._why[5]}
 
     @property
     def markets(self):
@@ -170,7 +175,11 @@ cdef class FrameEntry:
         # the raw capture after the frame's decision and its requests, in arrival order, with its stamp
         if self.raw is not None:
             try:
-                self.raw(recv_ns, data)
+                if self.capture_put is not None and not self.capture._closed:
+                    # Engine.on_raw_frame -> CaptureWriter.write, for bytes: the same tuple enqueued
+                    self.capture_put((recv_ns, data, None))
+                else:
+                    self.raw(recv_ns, data)
             except Exception:
                 stats.callback_errors += 1
                 self.log.exception("on_raw_frame failed")
@@ -189,9 +198,9 @@ cdef class FrameEntry:
             return HANDED
         slot = <_Slot>p
         core = slot.core
-        if core.own_dirty or core.book is None:
+        if core.book is None:
             self._why[1] += 1
-            return HANDED                      # its orders changed: own_sync reads them in Python
+            return HANDED
         pipe = slot.pipe
         fresh = slot.fresh
         engine = self.engine
@@ -206,10 +215,15 @@ cdef class FrameEntry:
             return HANDED                      # no change counter to hold the gate's answer against
         epoch = gate.epoch + fr.epoch + pauses
         now = self._mono()
+        if core.own_dirty:
+            # its orders changed since they were last read (and the loop has not re-read them yet):
+            # read them as Engine._frame does (the held table does not depend on when it is read), once
+            self.synced += 1
+            core.own_sync(self.session.om.live_orders(ticker, now_ns=now), now)
         wall = self._wall()
         v = core.verdict_q(now, wall, epoch)
         if v >= 4:
-            self._why[4] += 1
+            self._why[4 if core._q_epoch != epoch else 5] += 1
             return HANDED                      # the gate is to be asked (its held answer lapsed)
         # the fast path from here on
         self.stats.book_frames += 1

@@ -496,6 +496,12 @@ class Engine(FeedHandler):
         pipe = MarketPipeline(info, None, strategy, params, self.alpha, ofi)
         pipe.skip_reprice_px = self.opt.reprice_min_ticks * info.grid.tick_size(5000)
         self.pipes[info.ticker] = pipe
+        entry = self.entry
+        if entry is not None:        # a rebuilt pipeline (a regrid): the compiled entry decides on the new one
+            if pipe.compiled:
+                entry.add(info.ticker, pipe.core, pipe, self.freshness.get(info.ticker))
+            else:
+                entry.remove(info.ticker)
 
     # ================================================================================== feed callbacks
     def on_connected(self) -> None:
@@ -532,8 +538,12 @@ class Engine(FeedHandler):
         if not pipes:
             return None
         from kmm.kalshi.ws import log as ws_log
+        from kmm.record.capture import CaptureWriter
+        # the raw capture: on_raw_frame's enqueue done by the entry itself when nothing overrides it
+        capture = self._capture if (type(self._capture) is CaptureWriter and ws._raw is not None
+                                    and type(self).on_raw_frame is Engine.on_raw_frame) else None
         entry = FrameEntry(ws.router, ws.stats, ws._after_feed, ws._raw, ws_log, self,  # noqa: SLF001
-                           self.session, self.clock, type(self.clock) is SystemClock)
+                           self.session, self.clock, type(self.clock) is SystemClock, capture)
         for t, p in pipes.items():
             entry.add(t, p.core, p, self.freshness.get(t))
         self.entry = entry
