@@ -175,7 +175,7 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
         m["compiled"] = [p.compiled for p in engine.pipes.values()]
         entry = getattr(engine, "entry", None)       # the compiled frame entry's deltas, by path
         m["entry"] = None if entry is None else {"decided": entry.decided, "nothing": entry.nothing,
-                                                 "handed": entry.handed, "handed_by": entry.handed_by,
+                                                 "handed": entry.handed, "handed_by": entry.handed_by, "synced": entry.synced,
                                                  "epochs (gate, freshness, limiter pauses)": (
                                                      engine.gate.epoch, engine.freshness.epoch,
                                                      getattr(engine.gate.backoff, "pauses", None))}
