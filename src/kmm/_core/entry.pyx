@@ -72,6 +72,11 @@ cdef class FrameEntry:
     cdef object session
     cdef object clock
     cdef bint sys_clock
+    # the engine's containers that are never rebound, held here (no attribute walk per frame)
+    cdef object gate                    # session.gate (its freshness and backoff are read per frame)
+    cdef dict weights                   # engine.event_risk._weight: ticker -> event inventory weight
+    cdef dict positions                 # session.pf._markets: ticker -> the portfolio's market record
+    cdef dict blocked                   # engine.blocked
     cdef object capture                 # a kmm.record.capture.CaptureWriter the raw hook writes to, or None
     cdef object capture_put             # ... its queue's put (a C call: no Python frame per frame)
     cdef dict slots
@@ -96,6 +101,10 @@ cdef class FrameEntry:
         self.clock = clock
         self.sys_clock = sys_clock
         self.slots = {}
+        self.gate = session.gate
+        self.weights = engine.event_risk._weight
+        self.positions = session.pf._markets
+        self.blocked = engine.blocked
 
     def add(self, str ticker not None, Pipeline core not None, pipe, fresh):
         """Decide ``ticker``'s deltas here: its compiled pipeline, the engine's MarketPipeline around
@@ -129,12 +138,12 @@ cdef class FrameEntry:
     cdef object _inventory(self, object ticker):
         # EventWiring.quote_inventory without its Python frames when the market's event weight is 0
         # (the default): the portfolio's position, read from its per-market record
-        er = self.engine.event_risk
-        w = er._weight.get(ticker, 0.0)
-        if not w:
-            m = self.session.pf._markets.get(ticker)
-            return 0 if m is None else m.position
-        return er.quote_inventory(ticker)
+        cdef PyObject* w = PyDict_GetItem(self.weights, ticker)
+        cdef PyObject* m
+        if w == NULL or not <object>w:
+            m = PyDict_GetItem(self.positions, ticker)
+            return 0 if m == NULL else (<object>m).position
+        return self.engine.event_risk.quote_inventory(ticker)
 
     cdef inline int64_t _mono(self) except? -1:
         if self.sys_clock:
@@ -207,7 +216,7 @@ cdef class FrameEntry:
         if not pipe.ready or fresh.state == CHECKING or not engine.quoting or engine.stopping:
             self._why[2] += 1
             return HANDED
-        gate = self.session.gate
+        gate = self.gate
         fr, lim = gate.freshness, gate.backoff
         pauses = 0 if lim is None else getattr(lim, "pauses", None)
         if fr is None or pauses is None:
@@ -249,9 +258,7 @@ cdef class FrameEntry:
         pipe.state = QUOTING
         if core.top_moved():
             engine._marks(ticker, core)
-        if core._nown:
-            blocked = engine.blocked
-            if PyDict_Contains(blocked, ticker):
-                PyDict_DelItem(blocked, ticker)
+        if core._nown and PyDict_Contains(self.blocked, ticker):
+            PyDict_DelItem(self.blocked, ticker)
         self.nothing += 1
         return FAST_NOTHING

@@ -540,9 +540,12 @@ class Engine(FeedHandler):
         from kmm.kalshi.ws import log as ws_log
         from kmm.record.capture import CaptureWriter
         # the raw capture: on_raw_frame's enqueue done by the entry itself when nothing overrides it
+        own_raw = type(self).on_raw_frame is Engine.on_raw_frame
         capture = self._capture if (type(self._capture) is CaptureWriter and ws._raw is not None
-                                    and type(self).on_raw_frame is Engine.on_raw_frame) else None
-        entry = FrameEntry(ws.router, ws.stats, ws._after_feed, ws._raw, ws_log, self,  # noqa: SLF001
+                                    and own_raw) else None
+        # no recorder: on_raw_frame would find no capture; the entry does not call it (no Python frame)
+        raw = None if own_raw and self._capture is None else ws._raw
+        entry = FrameEntry(ws.router, ws.stats, ws._after_feed, raw, ws_log, self,  # noqa: SLF001
                            self.session, self.clock, type(self.clock) is SystemClock, capture)
         for t, p in pipes.items():
             entry.add(t, p.core, p, self.freshness.get(t))
