@@ -74,7 +74,9 @@ _RESULTS: dict[str, dict[str, Any]] = {}
 def _split_decide(engine: Engine) -> dict[str, list[int]]:
     """Split frame -> decided into the wait before ``Engine.on_book`` runs for the frame (earlier frames
     of the same read, their requests, other callbacks, the GIL) and ``on_book`` -> decided (the
-    decision's own code path). Wraps the instance's ``on_book``, which the connector calls by name.
+    decision's own code path). Wraps the instance's ``on_book``, which the connector calls by name. A
+    delta decided in the compiled frame entry (``kmm._core.entry``) never enters ``on_book``: its entry
+    stamp is the pipeline's ``last_book_ns``, read where ``on_book`` reads the clock (after the router).
 
     Every decision is also classified by what made it: a book frame inside ``on_book`` (``book``) or
     anything else (``other``, with the caller of ``_requote``: ``on_fill``, ``on_user_order``,
@@ -84,7 +86,8 @@ def _split_decide(engine: Engine) -> dict[str, list[int]]:
     after an answer from the answer's processing; now ``decide_ns`` holds book frames only and
     ``update_decide_ns`` fills and order updates. Works against older engines too (A/B)."""
     import time
-    out: dict[str, list[int]] = {"queue": [], "code": [], "book": [], "other": [], "other_kind": []}
+    out: dict[str, list[int]] = {"queue": [], "code": [], "book": [], "other": [], "other_kind": [],
+                                 "entry_queue": [], "entry_code": []}
     orig = engine.on_book
     orig_act = engine._act  # noqa: SLF001
     clock = time.monotonic_ns
@@ -105,7 +108,15 @@ def _split_decide(engine: Engine) -> dict[str, list[int]]:
     def act(pipe: Any, actions: Any, live: Any, trigger_ns: int, *rest: Any, **kw: Any) -> None:
         d0 = pipe.decided_ns
         orig_act(pipe, actions, live, trigger_ns, *rest, **kw)
-        if pipe.decided_ns != d0:
+        if pipe.decided_ns != d0 and kw.get("decided_ns"):
+            # decided in the compiled frame entry (kmm._core.entry), which never enters on_book: its
+            # entry stamp is the pipeline's last_book_ns (taken where on_book would read the clock)
+            out["book"].append(pipe.decided_ns - trigger_ns)
+            out["queue"].append(pipe.last_book_ns - trigger_ns)
+            out["code"].append(pipe.decided_ns - pipe.last_book_ns)
+            out["entry_queue"].append(pipe.last_book_ns - trigger_ns)
+            out["entry_code"].append(pipe.decided_ns - pipe.last_book_ns)
+        elif pipe.decided_ns != d0:
             out["book" if inside[0] else "other"].append(pipe.decided_ns - trigger_ns)
             if not inside[0]:
                 import sys as _sys
@@ -162,6 +173,14 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
             sys.setswitchinterval(old_switch)
             stamps.uninstall()
         m["compiled"] = [p.compiled for p in engine.pipes.values()]
+        entry = getattr(engine, "entry", None)       # the compiled frame entry's deltas, by path
+        m["entry"] = None if entry is None else {"decided": entry.decided, "nothing": entry.nothing,
+                                                 "handed": entry.handed, "handed_by": entry.handed_by, "synced": entry.synced,
+                                                 "epochs (gate, freshness, limiter pauses)": (
+                                                     engine.gate.epoch, engine.freshness.epoch,
+                                                     getattr(engine.gate.backoff, "pauses", None))}
+        ne = len(split["entry_queue"])
+        m["entry_queue"], m["entry_code"] = split["entry_queue"][ne // 10:], split["entry_code"][ne // 10:]
         n = len(split["queue"])
         m["queue"], m["code"] = split["queue"][n // 10:], split["code"][n // 10:]   # past the warm-up
         nb, no = len(split["book"]), len(split["other"])
@@ -232,8 +251,13 @@ def test_kmm_run_config_frame_to_decided(benchmark, variant, tmp_path):
           f"{m['amends']} amends, {m['fills']} fills; signature pool over the run {pool}; in steady state {steady} "
           f"(writes signed inline: {fallbacks}; decisions that waited for the write budget: {m.get('budget_waits')})")
     book, other = dist(m["book"]), (dist(m["other"]) if m["other"] else None)
+    eq = dist(m["entry_queue"]) if m.get("entry_queue") else None
+    ec = dist(m["entry_code"]) if m.get("entry_code") else None
+    if m.get("entry") is not None:
+        print(f"  compiled frame entry, deltas: {m['entry']}")
     for name, d in (("frame -> decided", decide), ("  book frame, inline", book),
                     ("  other triggers", other), ("  wait before on_book", queue), ("  on_book -> decided", code),
+                    ("  entry: wait", eq), ("  entry: code path", ec),
                     ("decided -> issued", issue), ("decided -> create written", create)):
         if d is None:
             continue

@@ -288,3 +288,246 @@ def test_the_streams_above_decide_and_pull() -> None:
         test_one_call_frame_path_decides_like_the_python_path_on_the_same_streams()
     assert STATS["decided"] >= STATS["examples"] // 10, STATS    # ~25-45 % of the streams decide actions
     assert STATS["pulled"] >= 1 and STATS["held"] >= 1, STATS
+
+
+# ------------------------------------------------------------------ the compiled frame entry vs both paths
+# The same frame bytes through three connectors: KalshiWs.handle_frame on the Python path
+# (MarketPipeline(compiled=False)), KalshiWs.handle_frame on a compiled pipeline (Engine._frame), and
+# the compiled frame entry (kmm._core.entry.FrameEntry, which decides a delta with no Python frame and
+# hands every other frame and state to the Python path), and its plain-Python reference
+# (tests/reference/entry.py, which must also hand over the same frames). Each must reach the same verdicts, actions,
+# decided stamps, states, marks, freshness, connector counters and raw capture records.
+from collections import deque  # noqa: E402
+
+from kmm.kalshi.ws import KalshiWs  # noqa: E402
+from tests.reference.entry import RefFrameEntry  # noqa: E402
+from tests.kalshi.test_ws_frames import delta as delta_frame, frame as json_frame, snapshot as snapshot_frame  # noqa: E402
+
+WS_CFG = ConnectorConfig(env="sim", rest_url="http://127.0.0.1:1/trade-api/v2",
+                         ws_url="ws://127.0.0.1:1/trade-api/ws/v2")
+
+
+class _Capture:
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, bytes]] = []
+
+    def write(self, recv_ns: int, data: bytes) -> None:
+        self.rows.append((recv_ns, data))
+
+
+def _wired(strategy: str, mode: str) -> tuple[Engine, ManualClock, KalshiWs]:
+    """An engine behind its own connector, fed frame bytes: ``mode`` "python" | "compiled" | "entry"."""
+    e, clock, _ = _engine(strategy, mode != "python")
+    e.opt.frame_entry = mode == "entry"
+    e._capture = _Capture()                                # the raw capture (Engine.on_raw_frame)
+    e.pipes[T].ready = False                               # ready on the connector's snapshot
+    fake_act = e._act
+
+    def act(p: Any, actions: Any, live: Any, trigger_ns: int, stamps: Any = None, marks: bool = False,
+            decided_ns: int = 0) -> None:
+        if not actions:                     # nothing to send: the engine's own _act (no request is made)
+            Engine._act(e, p, actions, live, trigger_ns, stamps, marks)
+            return
+        fake_act(p, actions, live, trigger_ns, marks=marks)
+        p.trigger_ns = trigger_ns
+        p.decided_ns = decided_ns or clock.monotonic_ns()      # Engine._act's stamp
+        if stamps is not None:
+            stamps.append(p.decided_ns - trigger_ns)
+    e._act = act  # type: ignore[method-assign]
+    ws = KalshiWs(WS_CFG, e, router=e.router, book_factory=OrderBook)
+    ws.add_markets({T: "linear_cent"})
+    e.session.ws = ws
+    assert (ws.entry is not None) is (mode == "entry")
+    if mode == "reference":                                # the plain-Python rendering of the entry
+        from kmm.kalshi.ws import log as ws_log
+        ref = RefFrameEntry(ws.router, ws.stats, ws._after_feed, ws._raw, ws_log, e, e.session, clock)
+        ref.add(T, e.pipes[T].core, e.pipes[T], e.freshness.get(T))
+        ws.entry, ws._feed = ref, ref.feed
+    return e, clock, ws
+
+
+def _state(e: Engine, ws: KalshiWs) -> tuple[Any, ...]:
+    p = e.pipes[T]
+    m = e.pf._book(T)
+    f = e.freshness.get(T)
+    st = ws.stats
+    return (p.dirty, p.state, p.in_flight, p.hold_until_ns, p.ready, p.last_book_ns, p.trigger_ns, p.decided_ns,
+            p.inputs.best_bid, p.inputs.best_ask, (m.bid, m.ask), (f.state, f.last_data_ns, f.asked_ns),
+            dict(e.blocked), tuple(e.decide_ns), (st.frames, st.book_frames, st.malformed, st.unknown_market,
+                                                   st.callback_errors, st.internal_errors, st.last_recv_ns),
+            tuple(e._capture.rows), e.freshness.epoch)  # type: ignore[attr-defined]
+
+
+ENTRY_STATS = {"examples": 0, "fast_decided": 0, "fast_nothing": 0, "handed": 0, "synced": 0}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), strategy=st.sampled_from(["stoikov", "inside"]))
+def test_compiled_frame_entry_decides_like_both_python_paths_on_the_same_frames(data: Any, strategy: str) -> None:
+    wired = [_wired(strategy, m) for m in ("python", "compiled", "entry", "reference")]
+    weight = data.draw(st.sampled_from([0.0, 0.0, 0.5]))   # the event inventory weight (0: the position)
+    for e, _, _ in wired:
+        if weight:
+            e.event_risk._weight[T] = weight
+    seq = [1]
+    fills = [0]
+
+    def feed_all(data_bytes: bytes) -> None:
+        got = {ws._feed(data_bytes, clock.monotonic_ns() - 7) for _, clock, ws in wired}
+        assert len(got) == 1, got                       # the same router status from every connector
+
+    feed_all(snapshot_frame(1, 1, T, yes=(("0.4000", "10.00"),), no=(("0.5500", "12.00"),)))
+    for _ in range(data.draw(st.integers(1, 40))):
+        what = data.draw(st.sampled_from(["frame"] * 6 + ["orders", "orders", "sync", "in_flight", "hold",
+                                          "paused", "stale", "silent", "stop", "kill", "exchange", "close",
+                                          "429", "position", "other_frame", "gap"]))
+        if what == "orders":
+            drawn: list[Any] = []
+
+            def record(strat: Any) -> Any:
+                drawn.append(data.draw(strat))
+                return drawn[-1]
+            e0, c0, _ = wired[0]
+            order_event(record, e0.om, c0, (T,), [len(drawn)])
+            for e, c, _ in wired[1:]:
+                replay = iter(drawn)
+                order_event(lambda _strat: next(replay), e.om, c, (T,), [0])
+        elif what == "sync":                  # the loop ran the deferred re-read of changed orders
+            for e, _, _ in wired:
+                e._sync_owned()
+        elif what == "frame":
+            dt = data.draw(st.sampled_from([0, 1, 10**6, 4 * 10**8, 10**9]))
+            side = data.draw(st.integers(0, 1))
+            price = data.draw(st.sampled_from(LOW))
+            d = data.draw(st.integers(-1500, 1500))
+            book = wired[0][2].book(T)
+            have = dict(book.bids(None) if side == 0 else book.no_bids(None)).get(price, 0)
+            d = max(d, -have)
+            seq[0] += 1
+            raw = delta_frame(1, seq[0], T, price=f"{price / 10000:.4f}", d=f"{d / 100:.2f}",
+                              side="yes" if side == 0 else "no")
+            for _, clock, _ in wired:
+                clock.advance_ns(dt)
+            feed_all(raw)
+        elif what == "other_frame":           # not a delta: the Python path in every connector
+            kind = data.draw(st.sampled_from(["trade", "unknown_market", "bad"]))
+            if kind == "trade":
+                raw = json_frame(type="trade", sid=3, seq=1, msg={"market_ticker": T, "yes_price_dollars": "0.4100",
+                                                                   "no_price_dollars": "0.5900", "count_fp": "1.00",
+                                                                   "taker_side": "yes", "ts": 1})
+            elif kind == "unknown_market":
+                seq[0] += 1
+                raw = delta_frame(1, seq[0], "KXOTHER-26", price="0.4100", d="1.00")
+            else:
+                raw = b'{"type": "orderbook_delta", "sid": 1'
+            feed_all(raw)
+        elif what == "gap":                   # a skipped seq: stale, then a fresh snapshot
+            seq[0] += 2
+            feed_all(delta_frame(1, seq[0], T, price="0.4000", d="1.00"))
+            seq[0] += 1
+            feed_all(snapshot_frame(1, seq[0], T, yes=(("0.4000", "10.00"), ("0.3800", "5.00")),
+                                    no=(("0.5500", "12.00"),)))
+        elif what == "in_flight":
+            k = data.draw(st.sampled_from([0, 0, 1, 2]))
+            for e, _, _ in wired:
+                e.pipes[T].in_flight = k
+        elif what == "hold":
+            h = data.draw(st.sampled_from([0, 1, 2 * NS_PER_S]))
+            for e, clock, _ in wired:
+                e.pipes[T].hold_until_ns = clock.monotonic_ns() + h if h else 0
+        elif what == "paused":
+            flag = data.draw(st.booleans())
+            for e, _, _ in wired:
+                e.gate.set_market_paused(T, flag)
+        elif what == "stale":
+            flag = data.draw(st.booleans())
+            for e, _, _ in wired:
+                e.freshness.on_stale(T, "gap") if flag else e.freshness.on_ready(T)
+        elif what == "silent":                # the housekeeping tick found the book quiet: checking
+            for e, clock, _ in wired:
+                e.freshness.silent(clock.monotonic_ns() + e.freshness.stale_after_ns + 1)
+        elif what == "stop":
+            flag = data.draw(st.booleans())
+            for e, _, _ in wired:
+                e.stopping = flag
+        elif what == "kill":
+            flag = data.draw(st.booleans())
+            for e, _, _ in wired:
+                e.gate.trip("test") if flag else e.gate.operator_resume()
+        elif what == "exchange":
+            flag = data.draw(st.booleans())
+            for e, _, _ in wired:
+                e.gate.set_exchange_paused(flag)
+        elif what == "close":
+            left = data.draw(st.sampled_from([None, 0, 2 * NS_PER_S, 400 * NS_PER_S]))
+            for e, clock, _ in wired:
+                e.gate.set_close_time(T, None if left is None else clock.time_ns() + left
+                                      + int(e.gate.limits.stop_before_close_s * NS_PER_S))
+        elif what == "position":              # our fill moves the position the strategy skews on
+            side = data.draw(st.sampled_from(["bid", "ask"]))
+            count = data.draw(st.sampled_from([100, 500]))
+            fills[0] += 1
+            for e, _, _ in wired:
+                e.pf.apply_fill(Fill(f"p{fills[0]}", None, None, T, side, 4000, count, 0, False, None, 1))
+        else:
+            for e, _, _ in wired:
+                e.gate.backoff.on_rate_limited()
+        states = [_state(e, ws) for e, _, ws in wired]
+        logs = [e.log for e, _, _ in wired]  # type: ignore[attr-defined]
+        assert logs[0] == logs[1] == logs[2] == logs[3], [lg[-3:] for lg in logs]
+        assert states[0] == states[1], (what, states[0], states[1])
+        assert states[1] == states[2], (what, states[1], states[2])
+        assert states[2] == states[3], (what, states[2], states[3])
+        ref = wired[3][2].entry
+        entry = wired[2][2].entry
+        assert (entry.last, entry.decided, entry.nothing, entry.handed, entry.synced) == (
+            ref.last, ref.decided, ref.nothing, ref.handed, ref.synced)
+        assert entry.inventory(T) == wired[0][0].event_risk.quote_inventory(T)
+    entry = wired[2][2].entry
+    assert entry is not None
+    ENTRY_STATS["examples"] += 1
+    ENTRY_STATS["fast_decided"] += entry.decided
+    ENTRY_STATS["fast_nothing"] += entry.nothing
+    ENTRY_STATS["handed"] += entry.handed
+    ENTRY_STATS["synced"] += entry.synced
+
+
+def test_the_entry_streams_above_take_both_the_compiled_and_the_python_path() -> None:
+    """The comparison above is only worth something if the entry decided deltas itself (with actions and
+    without) and handed others over."""
+    if not ENTRY_STATS["examples"]:
+        test_compiled_frame_entry_decides_like_both_python_paths_on_the_same_frames()
+    s = ENTRY_STATS
+    print(s)
+    assert s["fast_decided"] >= s["examples"] // 4 and s["fast_nothing"] >= 1 and s["handed"] >= 1, s
+    assert s["synced"] >= 1, s               # frames that re-read changed orders before deciding
+
+
+def test_the_entry_enqueues_every_frame_to_the_capture_file_in_arrival_order(tmp_path: Any) -> None:
+    """With the recorder's CaptureWriter, the compiled entry enqueues each frame itself (no Python frame):
+    the file must hold every frame (deltas it decided, frames it handed over) in order with its stamp."""
+    from kmm.record.capture import CaptureWriter, read_capture
+    e, clock, _ = _engine("stoikov", True)
+    e._capture = cap = CaptureWriter(tmp_path / "capture.bin.gz")
+    slow: list[int] = []                               # frames written through Engine.on_raw_frame
+    write = cap.write
+    cap.write = lambda recv_ns, data, wall_ns=None: (slow.append(recv_ns), write(recv_ns, data, wall_ns))[1]  # type: ignore[method-assign]
+    e.pipes[T].ready = False
+    ws = KalshiWs(WS_CFG, e, router=e.router, book_factory=OrderBook)
+    ws.add_markets({T: "linear_cent"})
+    e.session.ws = ws
+    assert ws.entry is not None
+    sent = [snapshot_frame(1, 1, T, yes=(("0.4000", "10.00"),), no=(("0.5500", "12.00"),))]
+    sent += [delta_frame(1, 2 + i, T, price="0.3000", d="-1.00" if i % 2 else "1.00") for i in range(20)]
+    sent += [json_frame(type="trade", sid=3, seq=1, msg={"market_ticker": T}), b"{not json"]
+    stamps = []
+    for i, raw in enumerate(sent):
+        stamps.append(clock.monotonic_ns() + i)
+        ws._feed(raw, stamps[-1])
+    fast = ws.entry.decided + ws.entry.nothing
+    assert fast >= 15                                   # most deltas were decided in the entry
+    assert len(slow) == len(sent) - fast                # ... and enqueued there; the others by on_raw_frame
+    e._capture.close()
+    got = [(r.recv_ns, r.frame) for r in read_capture(tmp_path / "capture.bin.gz")]
+    assert got == list(zip(stamps, sent))
+    assert ws.stats.callback_errors == 0

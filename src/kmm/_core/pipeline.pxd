@@ -127,6 +127,7 @@ cdef class Pipeline:
     cpdef int verdict_q(self, ns_t now_ns, ns_t wall_ns, int64_t epoch)
     cpdef bint top_moved(self)
     cdef int _signals_own(self, ns_t now_ns, ns_t wall_ns) except -1
+    cdef object _frame_own(self, ns_t now_ns, ns_t wall_ns, qty_t inventory, double alpha_skew)
     cdef object _diff_own(self, px_t bid_px, qty_t bid_size, px_t ask_px, qty_t ask_size, ns_t now_ns)
     cdef int _reserve_own(self, Py_ssize_t n) except -1
     cdef int _signals(self, ns_t now_ns, ns_t wall_ns, object live) except -1

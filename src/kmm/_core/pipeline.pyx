@@ -367,6 +367,9 @@ cdef class Pipeline:
 
     def frame_own(self, ns_t now_ns, ns_t wall_ns, qty_t inventory, double alpha_skew=0.0):
         """:meth:`frame` on the orders held with :meth:`own_set`: no Python list per frame."""
+        return self._frame_own(now_ns, wall_ns, inventory, alpha_skew)
+
+    cdef object _frame_own(self, ns_t now_ns, ns_t wall_ns, qty_t inventory, double alpha_skew):
         if self.book is None:
             raise ValueError(f"Pipeline({self.ticker}): no book yet")
         self._signals_own(now_ns, wall_ns)

@@ -111,6 +111,8 @@ cdef class BookRouter:
     cdef readonly uint64_t frames, snapshots, deltas, gaps, stale_skipped, malformed, unknown
     cdef readonly uint64_t not_book
 
+    # feed() for compiled callers: a FeedResult (frame must not be None)
+    cdef int _feed(self, bytes frame, int64_t recv_ns) except -1
     cdef int _rebuild(self) except -1
     cdef _Market _lookup(self, const char* key, Py_ssize_t n)
     # The last seq seen on a sid (pointer into _seqs), NULL when the sid has no base yet.

@@ -594,6 +594,10 @@ cdef class BookRouter:
         """Scan one WebSocket text frame and apply it when it is an order-book message. Returns a
         result code (module constants); the ``last_*`` attributes describe the frame. Never raises
         on frame content."""
+        return self._feed(frame, recv_ns)
+
+    cdef int _feed(self, bytes frame, int64_t recv_ns) except -1:
+        # feed() for compiled callers (kmm._core.entry): the same, without a Python call
         cdef Scan* s = &self._scan
         cdef JVal* fm
         cdef JVal* ft

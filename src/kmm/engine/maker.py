@@ -29,6 +29,7 @@ from kmm._core import diff as _diff
 from kmm._core.book import OrderBook
 from kmm._core.grid import Grid
 from kmm._core.ofi import OFI
+from kmm._core.entry import FrameEntry
 from kmm._core.wire import BookRouter
 from kmm import protocol
 from kmm.config import KmmConfig
@@ -90,6 +91,7 @@ class EngineOptions:
     tick_s: float = 0.25                # housekeeping period
     batch_creates: bool = True          # a requote of every market placing in more than 3 markets batches
     event_pull: bool = True             # an event going reduce-only / over its limit pulls all its quotes
+    frame_entry: bool = True            # deltas of compiled pipelines decided in kmm._core.entry (no Python frame)
 
 
 @dataclass(slots=True)
@@ -325,14 +327,34 @@ class Engine(FeedHandler):
 
     def _orders_touched(self, ticker: str | None) -> None:
         """The order manager changed ``ticker``'s orders (None: any market's): the pipeline re-reads
-        them on its next frame (:meth:`_frame`)."""
+        them on its next frame (:meth:`_frame`), or before it: once the callback that changed them is
+        done (:meth:`_sync_owned`, soon on the loop), so that the next frame finds them current and is
+        decided in the compiled frame entry, which leaves a market whose orders changed to Python."""
         if ticker is None:
             for p in self.pipes.values():
                 p.core.own_dirty = True
-            return
-        pipe = self.pipes.get(ticker)
-        if pipe is not None:
+        else:
+            pipe = self.pipes.get(ticker)
+            if pipe is None:
+                return
             pipe.core.own_dirty = True
+        if not self._sync_due and self.entry is not None:
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                self._sync_due = True
+                loop.call_soon(self._sync_owned)
+
+    _sync_due = False
+
+    def _sync_owned(self) -> None:
+        """Every compiled pipeline whose orders changed re-reads them now (the order manager's change
+        is complete: a callback never leaves one half made), off any frame's path."""
+        self._sync_due = False
+        now = self.clock.monotonic_ns()
+        for t, p in self.pipes.items():
+            core = p.core
+            if core.own_dirty and p.compiled:
+                core.own_sync(self.om.live_orders(t, now_ns=now), now)
 
     # ---- the session's parts, for callers and tests
     @property
@@ -474,6 +496,12 @@ class Engine(FeedHandler):
         pipe = MarketPipeline(info, None, strategy, params, self.alpha, ofi)
         pipe.skip_reprice_px = self.opt.reprice_min_ticks * info.grid.tick_size(5000)
         self.pipes[info.ticker] = pipe
+        entry = self.entry
+        if entry is not None:        # a rebuilt pipeline (a regrid): the compiled entry decides on the new one
+            if pipe.compiled:
+                entry.add(info.ticker, pipe.core, pipe, self.freshness.get(info.ticker))
+            else:
+                entry.remove(info.ticker)
 
     # ================================================================================== feed callbacks
     def on_connected(self) -> None:
@@ -497,6 +525,34 @@ class Engine(FeedHandler):
 
     def on_book_stale(self, ticker: str, reason: str) -> None:
         self.recovery.on_book_stale(ticker, reason)
+
+    def frame_entry(self, ws: Any) -> FrameEntry | None:
+        """The compiled frame entry for ``ws`` (:class:`kmm._core.entry.FrameEntry`): a delta of a market on
+        a compiled pipeline in the common state is decided there, with no Python frame between the
+        frame's bytes and its actions; every other frame takes :meth:`on_book`'s path. None (the Python
+        path for every frame) with ``EngineOptions.frame_entry`` off, no compiled pipeline, or a
+        router that is not the compiled one."""
+        if not self.opt.frame_entry or not isinstance(ws.router, BookRouter):
+            return None
+        pipes = {t: p for t, p in self.pipes.items() if p.compiled}
+        if not pipes:
+            return None
+        from kmm.kalshi.ws import log as ws_log
+        from kmm.record.capture import CaptureWriter
+        # the raw capture: on_raw_frame's enqueue done by the entry itself when nothing overrides it
+        own_raw = type(self).on_raw_frame is Engine.on_raw_frame
+        capture = self._capture if (type(self._capture) is CaptureWriter and ws._raw is not None
+                                    and own_raw) else None
+        # no recorder: on_raw_frame would find no capture; the entry does not call it (no Python frame)
+        raw = None if own_raw and self._capture is None else ws._raw
+        entry = FrameEntry(ws.router, ws.stats, ws._after_feed, raw, ws_log, self,  # noqa: SLF001
+                           self.session, self.clock, type(self.clock) is SystemClock, capture)
+        for t, p in pipes.items():
+            entry.add(t, p.core, p, self.freshness.get(t))
+        self.entry = entry
+        return entry
+
+    entry: FrameEntry | None = None
 
     def on_book(self, ticker: str, recv_ns: int) -> None:
         """The hot path: a snapshot or delta for ``ticker`` was applied by the router."""
@@ -774,10 +830,12 @@ class Engine(FeedHandler):
             self._start_kill_sweep()
 
     def _act(self, pipe: MarketPipeline, actions: tuple[Any, ...], live: Any, trigger_ns: int,
-             stamps: deque[int] | None = None, marks: bool = False) -> None:
+             stamps: deque[int] | None = None, marks: bool = False, decided_ns: int = 0) -> None:
         """Send a decision's actions (after :meth:`_may_decide` said yes and the pipeline decided).
         ``stamps`` takes the decision's trigger -> decided latency; ``marks``: the book frame's marks
-        (:meth:`_mark_top`) are still to be made, after the decided stamp and before the requests."""
+        (:meth:`_mark_top`) are still to be made, after the decided stamp and before the requests.
+        ``decided_ns``: the decided stamp when the caller took it (the compiled frame entry, right
+        after the pipeline returned the actions); 0: taken here."""
         ticker = pipe.ticker
         pipe.state = "quoting"
         if actions:
@@ -787,7 +845,7 @@ class Engine(FeedHandler):
                     self._mark_top(pipe)
                 return
             pipe.trigger_ns = trigger_ns
-            pipe.decided_ns = self.clock.monotonic_ns()
+            pipe.decided_ns = decided_ns or self.clock.monotonic_ns()
             if stamps is not None:
                 stamps.append(pipe.decided_ns - trigger_ns)
             if marks:

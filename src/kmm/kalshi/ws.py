@@ -1,10 +1,14 @@
 """Kalshi WebSocket client on picows: signed handshake, subscriptions, books, user messages, reconnects.
 
-Every received frame goes, in this order, to the raw-capture hook (``FeedHandler.on_raw_frame``),
-then to the compiled ``BookRouter`` (which applies orderbook snapshots and deltas straight from the
-bytes and checks per-sid seq), and only when the router says NOT_BOOK is it decoded with orjson and
-dispatched to the typed callbacks. Nothing on this path raises into the loop: malformed or unknown
-frames are logged (truncated) and counted.
+Every received frame goes to the compiled ``BookRouter`` (which applies orderbook snapshots and deltas
+straight from the bytes and checks per-sid seq), and only when the router says NOT_BOOK is it decoded
+with orjson and dispatched to the typed callbacks; after its callbacks (and the decision and requests
+they made) it goes to the raw-capture hook (``FeedHandler.on_raw_frame``), in arrival order with its
+receive stamp. A handler that quotes on compiled pipelines supplies a compiled entry
+(``FeedHandler.frame_entry``, :class:`kmm._core.entry.FrameEntry`) that takes every complete text
+frame instead of :meth:`KalshiWs.handle_frame`: it feeds the router and decides a delta in C, and hands
+every other frame to the same Python path (:meth:`KalshiWs._after_feed`). Nothing on this path raises
+into the loop: malformed or unknown frames are logged (truncated) and counted.
 
 What happens on each failure (design section 6):
 - seq gap: the router marks every book of that sid stale; ``on_book_stale`` fires at once and the
@@ -95,6 +99,12 @@ class FeedHandler:
     def on_order_group(self, update: OrderGroupUpdate) -> None: ...
     def on_error(self, error: Exception) -> None: ...
     def on_raw_frame(self, recv_ns: int, data: bytes) -> None: ...     # raw capture; only called if overridden
+
+    def frame_entry(self, ws: KalshiWs) -> Any:
+        """A compiled entry that takes every complete text frame instead of :meth:`KalshiWs.handle_frame`
+        (``entry.feed(data, recv_ns)``; :class:`kmm._core.entry.FrameEntry`), or None (the default):
+        asked when the handler is bound, after ``ws``'s router and raw hook are set."""
+        return None
 
 
 @dataclass(slots=True)
@@ -214,6 +224,10 @@ class KalshiWs:
     def _bind_handler(self) -> None:
         self._raw = self._raw_hook()
         self._on_book = self.handler.on_book
+        make = getattr(self.handler, "frame_entry", None)
+        self.entry = make(self) if make is not None else None
+        # every complete text frame goes here: the handler's compiled entry, or the Python path
+        self._feed: Callable[[bytes, int], int] = self.entry.feed if self.entry is not None else self.handle_frame
 
     def _raw_hook(self) -> Callable[[int, bytes], None] | None:
         if type(self.handler).on_raw_frame is FeedHandler.on_raw_frame:
@@ -552,30 +566,8 @@ class KalshiWs:
                 except Exception:
                     stats.callback_errors += 1
                     log.exception("on_book raised")
-            elif status == NOT_BOOK:
-                self._dispatch_json(data, recv_ns)
-            elif status == SNAPSHOT:
-                stats.book_frames += 1
-                ticker = router.last_ticker
-                sid = router.last_sid
-                if sid in self._resync_deadline and not any(
-                        router.is_stale(t) for t in self._markets if router.sid_of(t) == sid):
-                    del self._resync_deadline[sid]  # every book of the sid is fresh again
-                if ticker not in self._ready and ticker in self._markets:
-                    self._ready.add(ticker)
-                    self._call(self.handler.on_book_ready, ticker)
-                self._call(self.handler.on_book, ticker, recv_ns)
-            elif status == GAP:
-                stats.gaps += 1
-                self._on_gap(router.last_sid)
-            elif status == STALE_SKIPPED:
-                self._resync_if_ready(router.last_ticker, "delta for a stale book")
-            elif status == UNKNOWN_MARKET:
-                stats.unknown_market += 1
-                log.debug("book frame for a market not followed: %s", _trunc(data))
             else:
-                self._count_bad("orderbook", str(getattr(router, "last_error", "")), data)
-                self._resync_if_ready(router.last_ticker, "book desync")
+                self._not_delta(data, recv_ns, status)
             return status
         except Exception:
             stats.internal_errors += 1
@@ -590,6 +582,68 @@ class KalshiWs:
                 except Exception:
                     stats.callback_errors += 1
                     log.exception("on_raw_frame failed")
+
+    def _after_feed(self, data: bytes, recv_ns: int, status: int, exc: Exception | None = None) -> int:
+        """:meth:`handle_frame` after the router (``status``; -1: the router raised ``exc``), for a
+        compiled entry (:meth:`FeedHandler.frame_entry`) that counted the frame and fed the router
+        itself and hands over every frame it does not decide itself (a delta it hands over is counted
+        and given to ``on_book`` here, as on the Python path). Never raises."""
+        stats = self.stats
+        try:
+            if status < 0:
+                stats.malformed += 1
+                log.warning("book router raised %s on frame %s", exc, _trunc(data))
+                return MALFORMED
+            if status == DELTA:
+                stats.book_frames += 1
+                try:
+                    self._on_book(self.router.last_ticker, recv_ns)
+                except Exception:
+                    stats.callback_errors += 1
+                    log.exception("on_book raised")
+            else:
+                self._not_delta(data, recv_ns, status)
+            return status
+        except Exception:
+            stats.internal_errors += 1
+            log.exception("internal error on frame %s (skipped; please report)", _trunc(data))
+            return MALFORMED
+        finally:
+            if self._raw is not None:
+                try:
+                    self._raw(recv_ns, data)
+                except Exception:
+                    stats.callback_errors += 1
+                    log.exception("on_raw_frame failed")
+
+    def _not_delta(self, data: bytes, recv_ns: int, status: int) -> None:
+        """A frame the router did not apply as a delta (its ``status``): dispatch, ready, gap, resync."""
+        stats = self.stats
+        router = self.router
+        if status == NOT_BOOK:
+            self._dispatch_json(data, recv_ns)
+        elif status == SNAPSHOT:
+            stats.book_frames += 1
+            ticker = router.last_ticker
+            sid = router.last_sid
+            if sid in self._resync_deadline and not any(
+                    router.is_stale(t) for t in self._markets if router.sid_of(t) == sid):
+                del self._resync_deadline[sid]  # every book of the sid is fresh again
+            if ticker not in self._ready and ticker in self._markets:
+                self._ready.add(ticker)
+                self._call(self.handler.on_book_ready, ticker)
+            self._call(self.handler.on_book, ticker, recv_ns)
+        elif status == GAP:
+            stats.gaps += 1
+            self._on_gap(router.last_sid)
+        elif status == STALE_SKIPPED:
+            self._resync_if_ready(router.last_ticker, "delta for a stale book")
+        elif status == UNKNOWN_MARKET:
+            stats.unknown_market += 1
+            log.debug("book frame for a market not followed: %s", _trunc(data))
+        else:
+            self._count_bad("orderbook", str(getattr(router, "last_error", "")), data)
+            self._resync_if_ready(router.last_ticker, "book desync")
 
     def _count_bad(self, typ: str, why: str, data: bytes) -> None:
         """Count a malformed message and log it (every one of the first 100, then every 1000th)."""
@@ -822,7 +876,7 @@ class _Listener(WSListener):
         mt = frame.msg_type
         if mt is WSMsgType.TEXT or mt is WSMsgType.BINARY:
             if frame.fin:
-                client.handle_frame(frame.get_payload_as_bytes(), recv_ns)
+                client._feed(frame.get_payload_as_bytes(), recv_ns)
             else:
                 client._fragments = [frame.get_payload_as_bytes()]
         elif mt is WSMsgType.CONTINUATION:
@@ -833,7 +887,7 @@ class _Listener(WSListener):
             if frame.fin:
                 data = b"".join(client._fragments)
                 client._fragments = None
-                client.handle_frame(data, recv_ns)
+                client._feed(data, recv_ns)
         elif mt is WSMsgType.PING:
             client.stats.pings += 1
             client.stats.last_recv_ns = recv_ns

@@ -1,0 +1,32 @@
+"""The compiled frame entry: a WebSocket text frame's bytes -> router -> the market's decision, with
+no Python frame for an orderbook delta of a market on a compiled pipeline in the common state; the
+engine's ``_act`` is entered only with actions to send, ``_marks`` only when the top of book moved,
+and every other frame (or state) goes to the connector's Python path (``after_feed``)."""
+
+from typing import Any, Callable, final
+
+from kmm._core.pipeline import Pipeline
+from kmm._core.wire import BookRouter
+
+FAST_DECIDED: int   # actions decided here and handed to the engine's _act
+FAST_NOTHING: int   # decided nothing to send, or kept for later
+HANDED: int         # handed to the Python path
+
+@final
+class FrameEntry:
+    decided: int
+    nothing: int
+    handed: int
+    synced: int
+    last: int
+    def __init__(self, router: BookRouter, stats: Any, after_feed: Callable[..., int],
+                 raw: Callable[[int, bytes], None] | None, log: Any, engine: Any, session: Any, clock: Any,
+                 sys_clock: bool, capture: Any = None) -> None: ...
+    @property
+    def handed_by(self) -> dict[str, int]: ...
+    def add(self, ticker: str, core: Pipeline, pipe: Any, fresh: Any) -> None: ...
+    def remove(self, ticker: str) -> None: ...
+    @property
+    def markets(self) -> list[str]: ...
+    def inventory(self, ticker: str) -> int: ...
+    def feed(self, data: bytes, recv_ns: int) -> int: ...
