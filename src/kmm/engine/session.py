@@ -462,14 +462,22 @@ class Session:
             return 0
 
         def done(ack: OrderAck | None, exc: BaseException | None) -> None:
-            self.inflight_now -= 1
-            outcome = self._place_result(o, ack, exc)
-            then(outcome, exc if isinstance(exc, ExchangeError) and outcome in (REFUSED, PAUSED, GROUP_FIRED) else None)
+            then(*self.placed_now(o, ack, exc))
         written = now(req, done, self.spawn)
         if written:
             self.orders_sent += 1
             self.inflight_now += 1
         return written
+
+    def placed_now(self, o: Order, ack: OrderAck | None, exc: BaseException | None
+                   ) -> tuple[str, ExchangeError | None]:
+        """The answer of a create written now (:meth:`place_now`, or the maker's quote path that writes
+        through ``rest.place_quote_now`` and counts ``orders_sent`` / ``inflight_now`` itself): the
+        outcome, and the refusal of a REFUSED / PAUSED / GROUP_FIRED create."""
+        self.inflight_now -= 1
+        outcome = self._place_result(o, ack, exc)
+        return outcome, (exc if isinstance(exc, ExchangeError) and outcome in (REFUSED, PAUSED, GROUP_FIRED)
+                         else None)
 
     def _place_result(self, o: Order, ack: OrderAck | None, exc: BaseException | None) -> str:
         """What a create came to (its ack, or what it raised), recorded in the order manager and store."""
