@@ -32,7 +32,7 @@ from kmm.engine.live import Engine, EngineOptions
 from kmm.engine.market import SIDE_NAME
 from kmm.engine.orders import OrderManager
 from kmm.engine.portfolio import Portfolio
-from kmm.engine.quoting import AMEND, CANCEL, PLACE, QuotePlanner
+from kmm.engine.quoting import PLACE, QuotePlanner
 from kmm.engine.risk import KillState, RiskGate, RiskLimits
 from kmm.kalshi import ConnectorConfig
 from kmm.kalshi.rest import KalshiRest
@@ -126,6 +126,11 @@ def reference_place(planner: QuotePlanner, ticker: str, a: Any) -> tuple[Any, ..
     return (om.create(ticker, side, a.price, size), side, a.price, size)
 
 
+def _replayer(values: list[Any]) -> Any:
+    it = iter(values)
+    return lambda strategy: next(it)
+
+
 class Resizer:
     """Event limits: halve, refuse or pass (the planner's size_place contract)."""
 
@@ -157,8 +162,7 @@ def test_the_planners_place_is_the_former_place_step(data):
         if fn is reference_place:
             draw = record
         else:
-            replay = iter(drawn)
-            draw = lambda s: next(replay)  # noqa: E731 - the same state again
+            draw = _replayer(drawn)           # the same state again
         gate, _, pf, om = gate_state(draw)
         planner = QuotePlanner(gate, om, pf, Resizer(ev_mode))
         out: list[Any] = []
@@ -272,7 +276,8 @@ def test_the_quote_path_and_the_full_path_write_and_record_the_same(key, tmp_pat
             done(status, orjson.dumps(body), None)
         after = [(o.client_order_id, o.order_id, o.state, o.remaining, o.reason) for o in engine.om.orders()]
         runs.append(([d for d, _ in sent], records, rows_before, stamps, after, order_rows(recorder),
-                     engine.session.inflight_now, pipe.in_flight, pipe.hold_s, engine.rest.limiter.place_pause_ns() > 0))
+                     engine.session.inflight_now, pipe.in_flight, pipe.hold_s,
+                     engine.rest.limiter.place_pause_ns() > 0))
     quick, full = runs
     assert quick == full
     assert quick[6] == 0 and quick[7] == 0                   # every answer settled its request
