@@ -32,7 +32,7 @@ from kmm.engine.live import Engine, EngineOptions
 from kmm.engine.market import SIDE_NAME
 from kmm.engine.orders import OrderManager
 from kmm.engine.portfolio import Portfolio
-from kmm.engine.quoting import PLACE, QuotePlanner
+from kmm.engine.quoting import AMEND, PLACE, QuotePlanner
 from kmm.engine.risk import KillState, RiskGate, RiskLimits
 from kmm.kalshi import ConnectorConfig
 from kmm.kalshi.rest import KalshiRest
@@ -285,3 +285,36 @@ def test_the_quote_path_and_the_full_path_write_and_record_the_same(key, tmp_pat
     assert all(b'"exchange_index":1' in d and b'"post_only":true' in d for d in quick[0])
     assert len(quick[2]) == 2 and all(c.kwargs["status"] == "pending" for c in quick[2])
     assert quick[3][0] == [1_000 - 10] and len(quick[3][3]) == 1 and quick[3][3][0][2] == "decision"
+
+
+@pytest.mark.parametrize("answer", [
+    (200, {"order_id": "o1", "client_order_id": "fixed-1", "fill_count": "0.00", "remaining_count": "5.00"}),
+    (404, {"error": {"code": "not_found", "message": "gone"}}),
+])
+def test_an_amend_through_the_quote_path_and_the_full_path_is_the_same(key, tmp_path, answer):
+    runs = []
+    for full in (False, True):
+        engine, sent, recorder = offline_engine(key, tmp_path / str(full), full)
+        rest = engine.session.rest
+        if full:
+            rest.amend_quote_now = lambda *a, **kw: 0        # type: ignore[method-assign]
+        pipe = pipe_stub()
+        pipe.trigger_ns = pipe.decided_ns = 10
+        engine._apply(pipe, (SimpleNamespace(kind=PLACE, side=0, price=4900, size=500, order_id=None),), 10)
+        sent[0][1](201, orjson.dumps({"order_id": "o1", "client_order_id": "fixed-1", "fill_count": "0.00",
+                                      "remaining_count": "5.00"}), None)
+        rest.pool._slots[("POST", CREATE[1] + "/o1/amend")].append((0, FIXED_AUTH))
+        pipe.trigger_ns = pipe.decided_ns = 20
+        n = engine._apply(pipe, (SimpleNamespace(kind=AMEND, side=0, price=4800, size=500, order_id="fixed-1"),), 20)
+        assert n == 1 and len(sent) == 2
+        assert (type(sent[1][1]).__name__ == "_AmendAnswer") != full
+        assert engine.session.amends_sent == 1 and engine.session.inflight_now == 1 and pipe.in_flight == 1
+        during = [(o.order_id, o.state, o.price, o.pending_price, o.pending_count) for o in engine.om.orders()]
+        stamps = (list(engine._latency_ns), list(engine.send_ns), pipe.tape_trigger_ns)
+        sent[1][1](answer[0], orjson.dumps(answer[1]), None)
+        after = [(o.order_id, o.state, o.price, o.remaining, o.reason) for o in engine.om.orders()]
+        runs.append((sent[1][0], during, stamps, after, engine.session.inflight_now, pipe.in_flight,
+                     rest._order_ticker.get("o1")))
+    assert runs[0] == runs[1]
+    assert runs[0][4] == 0 and runs[0][5] == 0 and runs[0][2][0][-1] == 1_001 - 20
+    assert b"/o1/amend" in runs[0][0] and b'"price":"0.4800"' in runs[0][0]

@@ -167,3 +167,46 @@ async def test_a_429_pauses_the_budget_a_refusal_is_told_and_a_500_is_looked_up_
         assert sum(1 for r in ex.requests if r == ("POST", FULL)) == creates + 1
     finally:
         await rest.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(order_id=st.from_regex(r"[a-f0-9-]{8,36}", fullmatch=True), ticker=st.sampled_from(["KXT-0", "KX.B-1_2"]),
+       side=st.sampled_from(["bid", "ask"]), price=st.integers(1, 9999), count=st.integers(1, 10**7),
+       coid=st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)),
+       shard=st.one_of(st.none(), st.integers(0, 3)))
+def test_the_amend_path_writes_the_bytes_of_the_full_path(offline, order_id, ticker, side, price, count, coid,
+                                                          shard):
+    rest, sent = offline
+    if shard is None:
+        rest.shards.pop(ticker, None)
+    else:
+        rest.shards[ticker] = shard
+    rest.pool._slots.setdefault(("POST", f"{FULL}/{order_id}/amend"), __import__("collections").deque()).append(
+        (0, FIXED_AUTH))
+    del sent[:]
+    granted = rest.limiter.granted()["amend"]
+    assert rest.amend_order_now(order_id, ticker=ticker, side=side, price=price, count=count, client_order_id=coid,
+                                done=lambda *a: None, spawn=lambda c: None) == 1
+    assert rest.amend_quote_now(order_id, ticker, side, price, count, coid, lambda *a: None, None,
+                                lambda c: None) == 1
+    assert len(sent) == 2 and sent[0][0] == sent[1][0]
+    assert rest.limiter.granted()["amend"] == granted + 2
+
+
+async def test_an_amend_is_acked_like_the_full_path_and_needs_its_pre_made_signature(ex, rsa_key):
+    rest = await client(ex, rsa_key)
+    try:
+        w = CtxWaiter()
+        assert rest.place_quote_now("KXT-0", "bid", 4500, 1000, "a1", None, w.done3, "ctx", w.spawn) > 0
+        ack, exc = await w.get()
+        w = CtxWaiter()
+        # no pre-made signature for the order's amend path yet: nothing taken or written
+        assert rest.amend_quote_now(ack.order_id, "KXT-0", "bid", 4600, 800, "a1", w.done3, "ctx", w.spawn) == 0
+        rest.presign_order(ack.order_id)
+        rest.pool.fill_now()
+        assert rest.amend_quote_now(ack.order_id, "KXT-0", "bid", 4600, 800, "a1", w.done3, "ctx", w.spawn) > 0
+        am, exc = await w.get()
+        assert exc is None and am.remaining_count == 800 and ex.orders[ack.order_id]["yes_price_dollars"] == "0.4600"
+        assert ex.auth_failures == 0 and rest.pool.stats.misses == 0 and not w.tasks
+    finally:
+        await rest.close()

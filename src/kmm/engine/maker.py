@@ -290,6 +290,7 @@ class Engine(FeedHandler):
         # decision -> requests: gate, reduce-only sizing, event limits (shared with kmm backtest)
         self.planner = QuotePlanner(self.session.gate, self.session.om, self.session.pf, self.event_risk)
         self._quote_done = self._quote_answered      # bound once: the completion every quote create takes
+        self._amend_done = self._amend_answered      # and every amend
         self.spnl: SessionPnl | None = None   # this session's P&L, from the account as loaded at start
         self.mstats = MakerStats(self.clock)  # maker metrics of this session (near the best: at the best)
         self.incentives = IncentiveWiring(self.tickers)   # maker programs (GET /incentive_programs)
@@ -900,6 +901,14 @@ class Engine(FeedHandler):
         finally:
             self._done(pipe)
 
+    def _amend_answered(self, ctx: tuple[MarketPipeline, Order], ack: Any, exc: BaseException | None) -> None:
+        """The answer of an amend written by ``rest.amend_quote_now`` (:meth:`_send_amend`)."""
+        pipe, o = ctx
+        try:
+            self.session.amended_now(o, ack, exc)
+        finally:
+            self._done(pipe)
+
     def _record_pending_quote(self, coid: str, ticker: str, side: str, price: int, count: int) -> None:
         if self.recorder is not None:
             self.recorder.store.record_order(status="pending", client_order_id=coid, ticker=ticker, side=side,
@@ -964,7 +973,19 @@ class Engine(FeedHandler):
 
     def _send_amend(self, pipe: MarketPipeline, o: Order, price: int, trigger_ns: int) -> None:
         pipe.in_flight += 1
-        written = self.session.amend_now(o, price, lambda: self._done(pipe))
+        session = self.session
+        quick = getattr(session.rest, "amend_quote_now", None)
+        if quick is not None and o.order_id is not None:
+            # one call, one completion object (rest.amend_quote_now); else Session.amend_now's closures
+            written = quick(o.order_id, o.ticker, o.side, price, int(o.pending_count or 0), o.client_order_id,
+                            self._amend_done, (pipe, o), session.spawn)
+            if written:
+                session.amends_sent += 1
+                session.inflight_now += 1
+                if pipe.tape_trigger_ns != trigger_ns:
+                    self._stamp_now(pipe, trigger_ns, written)
+                return
+        written = session.amend_now(o, price, lambda: self._done(pipe))
         if written:
             self._stamp_now(pipe, trigger_ns, written)
             return

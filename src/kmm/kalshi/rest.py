@@ -614,6 +614,20 @@ class KalshiRest:
         if shard is not None:
             body["exchange_index"] = shard
 
+        def on_answer(resp: Any, exc: BaseException | None) -> None:
+            self._amend_answered(order_id, resp, exc, done, spawn)
+        written = self.send_now("POST", f"{protocol.PATH_ORDERS_V2}/{order_id}/amend", body, lane=AMEND,
+                                cost=protocol.COST_DEFAULT, shard=_write_shard(body), on_answer=on_answer)
+        if written:
+            self.remember_order(order_id, ticker)
+        return written
+
+    def _amend_answered(self, order_id: str, resp: Any, exc: BaseException | None,
+                        done: Callable[[OrderAck | None, BaseException | None], None],
+                        spawn: Callable[[Any], Any]) -> None:
+        """What an amend written now comes to (:meth:`amend_order_now`, :meth:`amend_quote_now`): an
+        answer about another order, or without the counts, is read back in a coroutine started with
+        ``spawn``, as amend_order does."""
         def read_back(mismatch: bool) -> None:
             async def run() -> None:
                 try:
@@ -624,29 +638,62 @@ class KalshiRest:
                 done(ack, None)
             spawn(run())
 
-        def on_answer(resp: Any, exc: BaseException | None) -> None:
-            if exc is not None:
-                done(None, exc)
-                return
-            if resp.get("order_id") not in (None, order_id):
-                self.mismatched_answers += 1
-                log.warning("amend of %s answered about order %s: reading the order back", order_id,
-                            str(resp.get("order_id"))[:60])
-                read_back(True)
-                return
-            if "order_id" not in resp:
-                resp = {**resp, "order_id": order_id}
-            if "remaining_count" not in resp or "fill_count" not in resp:
-                read_back(False)
-                return
-            try:
-                ack = wire.decode_order_ack(resp)
-            except Exception as e:  # noqa: BLE001
-                done(None, e)
-                return
-            done(ack, None)
-        written = self.send_now("POST", f"{protocol.PATH_ORDERS_V2}/{order_id}/amend", body, lane=AMEND,
-                                cost=protocol.COST_DEFAULT, shard=_write_shard(body), on_answer=on_answer)
+        if exc is not None:
+            done(None, exc)
+            return
+        if resp.get("order_id") not in (None, order_id):
+            self.mismatched_answers += 1
+            log.warning("amend of %s answered about order %s: reading the order back", order_id,
+                        str(resp.get("order_id"))[:60])
+            read_back(True)
+            return
+        if "order_id" not in resp:
+            resp = {**resp, "order_id": order_id}
+        if "remaining_count" not in resp or "fill_count" not in resp:
+            read_back(False)
+            return
+        try:
+            ack = wire.decode_order_ack(resp)
+        except Exception as e:  # noqa: BLE001
+            done(None, e)
+            return
+        done(ack, None)
+
+    def amend_quote_now(self, order_id: str, ticker: str, side: str, price: int, count: int,
+                        client_order_id: str | None, done: Callable[[Any, OrderAck | None, BaseException | None], None],
+                        ctx: Any, spawn: Callable[[Any], Any]) -> int:
+        """``amend_order_now`` in one call, as :meth:`place_quote_now` is for a create: the same bytes,
+        budget, signature and outcome (tests/kalshi/test_quote_now.py), ``done(ctx, ack, exc)``, 0 when
+        anything is missing (nothing taken: the caller takes the full path)."""
+        fast = self.fast
+        pool = self.pool
+        if fast is None or self._session is None or self.signer is None or pool is None or not fast.has_idle():
+            return 0
+        if "?" in order_id or "#" in order_id:      # the signed path would differ from the target
+            return 0
+        full = f"{self._create_full}/{order_id}/amend"
+        if not pool._slots.get(("POST", full)):
+            return 0
+        body: dict[str, Any] = {"ticker": ticker, "side": side, "price": format_price(price),
+                                "count": format_count(count)}
+        if client_order_id is not None:
+            body["client_order_id"] = client_order_id
+        shard = self.shards.get(ticker)
+        if shard is not None:
+            body["exchange_index"] = shard
+        sharded = isinstance(shard, int) and shard >= 1 and self._limiter_shards
+        try_acquire = getattr(self.limiter, "try_acquire", None)
+        if try_acquire is None or not (try_acquire(AMEND, protocol.COST_DEFAULT, shard=shard) if sharded
+                                       else try_acquire(AMEND, protocol.COST_DEFAULT)):
+            return 0
+        self.requests += 1
+        data = orjson.dumps(body)
+        auth = pool.take("POST", full)
+        head = fast.head_template("POST", full, self._fixed_head)
+        written = fast.send_raw((f"{head}{_HDR_TS}: {auth[_HDR_TS]}\r\n{_HDR_SIG}: {auth[_HDR_SIG]}\r\n"
+                                 f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n"
+                                 ).encode("latin-1") + data,
+                                _AmendAnswer(self, order_id, full, shard if sharded else None, done, ctx, spawn))
         if written:
             self.remember_order(order_id, ticker)
         return written
@@ -1315,3 +1362,22 @@ class _QuoteAnswer:
         rest = self.rest
         obj, err = rest._answer("POST", rest._create_full, PLACE, self.shard, status, raw, exc)
         rest._create_answered(self.request(), obj, err, self._done, self.spawn)
+
+
+class _AmendAnswer:
+    """The completion of one :meth:`KalshiRest.amend_quote_now` amend (as :class:`_QuoteAnswer`)."""
+
+    __slots__ = ("rest", "order_id", "full", "shard", "done", "ctx", "spawn")
+
+    def __init__(self, rest: KalshiRest, order_id: str, full: str, shard: int | None,
+                 done: Callable[[Any, Any, Any], None], ctx: Any, spawn: Callable[[Any], Any]) -> None:
+        self.rest, self.order_id, self.full, self.shard = rest, order_id, full, shard
+        self.done, self.ctx, self.spawn = done, ctx, spawn
+
+    def _done(self, ack: OrderAck | None, exc: BaseException | None) -> None:
+        self.done(self.ctx, ack, exc)
+
+    def __call__(self, status: int, raw: bytes, exc: BaseException | None) -> None:
+        rest = self.rest
+        obj, err = rest._answer("POST", self.full, AMEND, self.shard, status, raw, exc)
+        rest._amend_answered(self.order_id, obj, err, self._done, self.spawn)
