@@ -210,6 +210,35 @@ class WireStamps:
         self._wrap("_send_amend", lambda a: a[1].order_id)
         self._wrap("_send_cancel", lambda a: a[1])
         self._wrap("_send_decrease", lambda a: a[1])
+        self._wrap_planner()
+
+    def _wrap_planner(self) -> None:
+        """A quote create the engine writes through ``rest.place_quote_now`` never enters
+        ``_send_place``: it is noted when the planner hands out its order (``QuotePlanner.place``), for
+        the decision the market's pipeline last stamped (as ``_send_place``'s wrapper notes it)."""
+        engine, pending = self.engine, self.pending
+        planner = engine.planner
+        base = type(planner)
+        orig = getattr(base, "place", None)
+        if orig is None:
+            return
+        stamps = self
+
+        class Stamped(base):  # type: ignore[valid-type,misc]
+            __slots__ = ()     # the planner has slots: its class is swapped, not an attribute set
+
+            def place(self, ticker: str, a: Any) -> Any:
+                out = orig(self, ticker, a)
+                pipe = engine.pipes.get(ticker)
+                if out is not None and pipe is not None and engine._batch is None:
+                    trigger = pipe.trigger_ns
+                    if trigger and pipe.tape_trigger_ns != trigger and pipe.decided_ns:
+                        if len(pending) > 10_000:
+                            stamps.unmatched += len(pending)
+                            pending.clear()
+                        pending[str(out[0].client_order_id).encode()] = (pipe.decided_ns, trigger, "place")
+                return out
+        planner.__class__ = Stamped
 
     def _wrap(self, name: str, key_of: Any) -> None:
         orig = getattr(self.engine, name)

@@ -5,9 +5,10 @@ the loop thread's CPU time) at each boundary of a decision whose FIRST request i
 decisions the ``decided -> create bytes written`` figure counts):
 
   decided (``pipe.decided_ns``) -> _apply entered (the marks of the frame run in between) -> planner
-  yields the PLACE step (gates, event limit, om.create) -> _send_place entered (OrderRequest) ->
-  rest.send_now entered (Session.place_now, body) -> transport.write entered (limiter, signature
-  take, head/body bytes, connection) -> transport.write returned.
+  returns the PLACE (gates, event limit, om.create) -> [_send_place entered (OrderRequest), only on
+  the former path] -> rest.place_quote_now entered (rest.send_now on the former path: Session.place_now,
+  body) -> transport.write entered (limiter, signature take, head/body bytes, connection) ->
+  transport.write returned. Works on the former path too (A/B on an older tree).
 
 Wall minus thread CPU over the span is time the loop's thread was not running (another thread held
 the GIL, or the OS ran something else). Also counts, per decision, the requests and the order
@@ -69,6 +70,25 @@ def main() -> None:
         orig_act(self, pipe, actions, live, trigger_ns, *a, **k)
     maker.Engine._act = _act  # type: ignore[method-assign]
 
+    orig_place = getattr(quoting.QuotePlanner, "place", None)
+    if orig_place is not None:       # the quote path (rest.place_quote_now): the planner's one PLACE
+        def place(self: Any, ticker: str, a: Any) -> Any:
+            out = orig_place(self, ticker, a)
+            if out is not None:
+                mark("plan_place")
+            return out
+        quoting.QuotePlanner.place = place  # type: ignore[method-assign]
+
+    orig_qn = getattr(rest_mod.KalshiRest, "place_quote_now", None)
+    if orig_qn is not None:
+        def place_quote_now(self: Any, *a: Any, **k: Any) -> int:
+            if cur and "_first" not in cur:
+                cur["_first"] = "place"
+            if cur.get("_first") == "place":
+                mark("send_now")
+            return orig_qn(self, *a, **k)
+        rest_mod.KalshiRest.place_quote_now = place_quote_now  # type: ignore[method-assign]
+
     orig_plan = quoting.QuotePlanner.plan
 
     def plan(self: Any, ticker: str, actions: Any) -> Any:
@@ -123,10 +143,15 @@ def main() -> None:
             return "-"
         return (f"p50 {v[len(v) // 2] / 1e3:7.1f}  p90 {v[int(len(v) * .9)] / 1e3:7.1f}  "
                 f"mean {sum(v) / len(v) / 1e3:7.1f} us")
-    for a, b in zip(STAGES, STAGES[1:]):
-        w = [r[b][0] - r[a][0] for r in rows if a in r and b in r]
-        c = [r[b][1] - r[a][1] for r in rows if a in r and b in r]
-        print(f"{a:>10s} -> {b:<10s} wall {pct(w)}\n{'':24s} cpu  {pct(c)}")
+    pairs: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+    for r in rows:                   # consecutive stages the row has (the quote path has no send_place)
+        have = [st for st in STAGES if st in r]
+        for a, b in zip(have, have[1:]):
+            w, c = pairs.setdefault((a, b), ([], []))
+            w.append(r[b][0] - r[a][0])
+            c.append(r[b][1] - r[a][1])
+    for (a, b), (w, c) in pairs.items():
+        print(f"{a:>10s} -> {b:<10s} n={len(w):4d} wall {pct(w)}\n{'':31s} cpu  {pct(c)}")
     w = [r["write_out"][0] - r["decided"][0] for r in rows]
     c = [r["write_out"][1] - r["decided"][1] for r in rows]
     print(f"{'decided -> written':24s} wall {pct(w)}\n{'':24s} cpu  {pct(c)}")

@@ -291,6 +291,8 @@ class Engine(FeedHandler):
         self.event_risk = EventWiring(cfg, self.session.pf, self.session.om)   # events learnt at start
         # decision -> requests: gate, reduce-only sizing, event limits (shared with kmm backtest)
         self.planner = QuotePlanner(self.session.gate, self.session.om, self.session.pf, self.event_risk)
+        self._quote_done = self._quote_answered      # bound once: the completion every quote create takes
+        self._amend_done = self._amend_answered      # and every amend
         self.spnl: SessionPnl | None = None   # this session's P&L, from the account as loaded at start
         self.mstats = MakerStats(self.clock)  # maker metrics of this session (near the best: at the best)
         self.incentives = IncentiveWiring(self.tickers)   # maker programs (GET /incentive_programs)
@@ -897,7 +899,83 @@ class Engine(FeedHandler):
 
     def _apply_actions(self, pipe: MarketPipeline, actions: Iterable[Any], trigger_ns: int) -> int:
         """Send the requests the planner makes of ``actions`` (kmm.engine.quoting: the gate, reduce-only
-        sizing, event limits; each step is sent before the next is planned)."""
+        sizing, event limits; each step is sent before the next is planned).
+
+        A create the planner allows is written by ``rest.place_quote_now`` in one call (the order
+        record made by the planner first; the pending store row and the tape row after, off the
+        decision); when that cannot write at once (no idle connection, budget or pre-made signature;
+        paper mode) it takes :meth:`_send_place`. A requote of every market (``_batch``) takes
+        :meth:`_apply_planned`."""
+        if self._batch is not None:
+            return self._apply_planned(pipe, actions, trigger_ns)
+        ticker = pipe.ticker
+        sent = 0
+        session = self.session
+        planner = self.planner
+        quote_now = getattr(session.rest, "place_quote_now", None)
+        for a in actions:
+            if a.kind != PLACE:
+                step = planner.other(ticker, a)
+                if step is None:
+                    continue
+                kind = step[0]
+                if kind == AMEND:
+                    self._send_amend(pipe, step[1], step[3], trigger_ns)
+                elif kind == CANCEL:
+                    self._send_cancel(pipe, step[1], trigger_ns)
+                else:                                   # DECREASE
+                    self._send_decrease(pipe, step[1], step[2], trigger_ns)
+                sent += 1
+                continue
+            placed = planner.place(ticker, a)
+            if placed is None:
+                continue
+            o, side, price, size = placed
+            sent += 1
+            pipe.in_flight += 1
+            written = quote_now(ticker, side, price, size, o.client_order_id, session.group_id,
+                                self._quote_done, (pipe, o), session.spawn) if quote_now is not None else 0
+            if written:
+                session.orders_sent += 1
+                session.inflight_now += 1
+                if pipe.tape_trigger_ns != trigger_ns:
+                    self._stamp_now(pipe, trigger_ns, written)
+                if self.recorder is not None:       # after the decision's other requests (_send_place)
+                    self._later(self._record_pending_quote, o.client_order_id, ticker, side, price, size)
+                continue
+            pipe.in_flight -= 1
+            self._send_place(pipe, o, OrderRequest(ticker=ticker, side=side, price=price, count=size,
+                                                   client_order_id=o.client_order_id, post_only=True,
+                                                   cancel_order_on_pause=True, order_group_id=session.group_id),
+                             trigger_ns)
+        return sent
+
+    def _quote_answered(self, ctx: tuple[MarketPipeline, Order], ack: Any, exc: BaseException | None) -> None:
+        """The answer of a create written by ``rest.place_quote_now`` (:meth:`_apply_actions`): the same
+        outcome code as :meth:`_send_place`'s."""
+        pipe, o = ctx
+        try:
+            self._after_place(pipe, o, *self.session.placed_now(o, ack, exc))
+        finally:
+            self._done(pipe)
+
+    def _amend_answered(self, ctx: tuple[MarketPipeline, Order], ack: Any, exc: BaseException | None) -> None:
+        """The answer of an amend written by ``rest.amend_quote_now`` (:meth:`_send_amend`)."""
+        pipe, o = ctx
+        try:
+            self.session.amended_now(o, ack, exc)
+        finally:
+            self._done(pipe)
+
+    def _record_pending_quote(self, coid: str, ticker: str, side: str, price: int, count: int) -> None:
+        if self.recorder is not None:
+            self.recorder.store.record_order(status="pending", client_order_id=coid, ticker=ticker, side=side,
+                                             price=price, count=count, strategy=self.cfg.run.strategy,
+                                             reason="quote")
+
+    def _apply_planned(self, pipe: MarketPipeline, actions: Iterable[Any], trigger_ns: int) -> int:
+        """:meth:`_apply_actions` through :meth:`QuotePlanner.plan`, each create as an
+        :class:`OrderRequest` (the requote of every market batches them)."""
         ticker = pipe.ticker
         sent = 0
         session = self.session
@@ -949,14 +1027,23 @@ class Engine(FeedHandler):
         self._send(pipe, self._do_place(pipe, o, req, trigger_ns), trigger_ns)
 
     def _record_pending(self, req: OrderRequest) -> None:
-        if self.recorder is not None:
-            self.recorder.store.record_order(status="pending", client_order_id=req.client_order_id,
-                                             ticker=req.ticker, side=req.side, price=req.price, count=req.count,
-                                             strategy=self.cfg.run.strategy, reason="quote")
+        self._record_pending_quote(req.client_order_id, req.ticker, req.side, req.price, req.count)
 
     def _send_amend(self, pipe: MarketPipeline, o: Order, price: int, trigger_ns: int) -> None:
         pipe.in_flight += 1
-        written = self.session.amend_now(o, price, lambda: self._done(pipe))
+        session = self.session
+        quick = getattr(session.rest, "amend_quote_now", None)
+        if quick is not None and o.order_id is not None:
+            # one call, one completion object (rest.amend_quote_now); else Session.amend_now's closures
+            written = quick(o.order_id, o.ticker, o.side, price, int(o.pending_count or 0), o.client_order_id,
+                            self._amend_done, (pipe, o), session.spawn)
+            if written:
+                session.amends_sent += 1
+                session.inflight_now += 1
+                if pipe.tape_trigger_ns != trigger_ns:
+                    self._stamp_now(pipe, trigger_ns, written)
+                return
+        written = session.amend_now(o, price, lambda: self._done(pipe))
         if written:
             self._stamp_now(pipe, trigger_ns, written)
             return

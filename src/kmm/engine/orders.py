@@ -262,8 +262,7 @@ class OrderManager:
         now = self.clock.monotonic_ns()
         o = Order(coid, ticker, side, price, count, remaining=count, created_ns=now, updated_ns=now)
         self._by_coid[coid] = o
-        self._add_live(o)
-        self._touch(ticker)
+        self._add_live(o)                   # tells the watchers (once: a second touch changed nothing)
         return o
 
     def _add_live(self, o: Order) -> None:

@@ -75,6 +75,80 @@ class QuotePlanner:
         room = abs(q) - self.om.open_qty(ticker, side)
         return max(0, min(size, room))
 
+    def place(self, ticker: str, a: Any) -> tuple[Any, str, int, int] | None:
+        """One PLACE action planned: ``(order, side, price, size)`` with the order manager's new order
+        (the order is recorded before it is sent), or None with :attr:`last_denial` set. Reduce-only
+        sizing (:meth:`reducing_size`), the gate (:meth:`RiskGate.place_allowed`, then
+        ``check_place`` for the counted denial when it says no), then the event limits."""
+        gate = self.gate
+        side = SIDE_NAME[a.side]
+        size = a.size
+        pf = self.pf
+        q = pf.position(ticker)
+        why = gate.reduce_only_reason(ticker, q)
+        if why:                             # reducing_size: sized to what reduces, or not asked for
+            sign = 1 if side == "bid" else -1
+            size = 0 if q * sign >= 0 else max(0, min(size, abs(q) - self.om.open_qty(ticker, side)))
+            if size <= 0:
+                self.last_denial = "reduce_only"
+                self.last_denial_detail = f"{gate.reduce_only_reason(ticker)}: a {side} would not reduce"
+                return None
+        price = a.price
+        fast = getattr(gate, "place_allowed", None)
+        if fast is None or not (fast(ticker, side, price, size, q, why) if getattr(gate, "positions", None) is pf
+                                else fast(ticker, side, price, size)):
+            d = gate.check_place(ticker, side, price, size)
+            if not d:
+                self.last_denial, self.last_denial_detail = d.reason, d.detail
+                log.debug("%s: place %s %d x %d denied: %s", ticker, side, price, size, d.detail)
+                return None
+        ev = self.event_risk
+        if ev is not None:
+            size, d2 = ev.size_place(ticker, side, price, size)   # after the market's gate
+            if not size:
+                self.last_denial, self.last_denial_detail = \
+                    (d2.reason, d2.detail) if d2 is not None else ("event", "")
+                return None
+        return self.om.create(ticker, side, price, size), side, price, size
+
+    def other(self, ticker: str, a: Any) -> tuple[Any, ...] | None:
+        """One CANCEL, DECREASE or AMEND action planned: its step (see :meth:`plan`; an amend the gate
+        or the event limits refuse becomes a CANCEL), or None when nothing is to be sent."""
+        gate, om, ev = self.gate, self.om, self.event_risk
+        kind, side = a.kind, SIDE_NAME[a.side]
+        live = om.get(a.order_id)
+        if live is None or live.order_id is None:
+            return None
+        oid = live.order_id
+        if kind == CANCEL:
+            return (CANCEL, oid) if om.request_cancel(oid) is not None else None
+        if kind == DECREASE:
+            return (DECREASE, oid, a.size) if om.request_decrease(oid, a.size) is not None else None
+        if kind == AMEND:
+            size = a.size
+            if gate.reduce_only_reason(ticker):
+                # reduce-only: the order may hold what reduces the position, less the other orders
+                # on its side; never grown past that (which the gate refuses, then cancel/replace churn)
+                q = self.pf.position(ticker)
+                reducing = q * (1 if side == "bid" else -1) < 0
+                room = abs(q) - (om.open_qty(ticker, side) - live.remaining) if reducing else 0
+                size = min(size, room)
+                if size > 0 and size == live.remaining and a.price == live.price:
+                    return None                   # already what reduce-only allows
+            d = gate.check_amend(ticker, side, a.price, size, live.remaining) if size > 0 else \
+                Decision(False, "reduce_only", f"{ticker}: a {side} would not reduce the position")
+            if d and ev is not None:
+                denied = ev.check_amend(ticker, side, a.price, size, live.price, live.remaining)
+                d = d if denied is None else denied
+            if not d:
+                # the gate refuses the new price/size (e.g. reduce-only): take the order down
+                # instead; the next decision places what passes (sized to the position)
+                self.last_denial, self.last_denial_detail = d.reason, d.detail
+                return (CANCEL, oid) if om.request_cancel(oid) is not None else None
+            amended = om.request_amend(oid, a.price, size)
+            return (AMEND, live, side, a.price, size, amended) if amended is not None else None
+        return None
+
     def plan(self, ticker: str, actions: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
         """The requests of ``actions``, one step each, in order:
 
@@ -83,61 +157,12 @@ class QuotePlanner:
         - ``(AMEND, live, side, price, size, amended)``: ``live`` the order before the amend,
           ``amended`` the order manager's record after ``request_amend``.
         """
-        gate, om, ev = self.gate, self.om, self.event_risk
         for a in actions:
-            kind, side = a.kind, SIDE_NAME[a.side]
-            if kind == PLACE:
-                size = self.reducing_size(ticker, side, a.size)
-                if size <= 0:
-                    self.last_denial = "reduce_only"
-                    self.last_denial_detail = f"{gate.reduce_only_reason(ticker)}: a {side} would not reduce"
-                    continue
-                d = gate.check_place(ticker, side, a.price, size)
-                if not d:
-                    self.last_denial, self.last_denial_detail = d.reason, d.detail
-                    log.debug("%s: place %s %d x %d denied: %s", ticker, side, a.price, size, d.detail)
-                    continue
-                if ev is not None:
-                    size, d2 = ev.size_place(ticker, side, a.price, size)   # after the market's gate
-                    if not size:
-                        self.last_denial, self.last_denial_detail = \
-                            (d2.reason, d2.detail) if d2 is not None else ("event", "")
-                        continue
-                yield (PLACE, om.create(ticker, side, a.price, size), side, a.price, size)
+            if a.kind == PLACE:
+                placed = self.place(ticker, a)
+                if placed is not None:
+                    yield (PLACE, *placed)
                 continue
-            live = om.get(a.order_id)
-            if live is None or live.order_id is None:
-                continue
-            oid = live.order_id
-            if kind == CANCEL:
-                if om.request_cancel(oid) is not None:
-                    yield (CANCEL, oid)
-            elif kind == DECREASE:
-                if om.request_decrease(oid, a.size) is not None:
-                    yield (DECREASE, oid, a.size)
-            elif kind == AMEND:
-                size = a.size
-                if gate.reduce_only_reason(ticker):
-                    # reduce-only: the order may hold what reduces the position, less the other orders
-                    # on its side; never grown past that (which the gate refuses, then cancel/replace churn)
-                    q = self.pf.position(ticker)
-                    reducing = q * (1 if side == "bid" else -1) < 0
-                    room = abs(q) - (om.open_qty(ticker, side) - live.remaining) if reducing else 0
-                    size = min(size, room)
-                    if size > 0 and size == live.remaining and a.price == live.price:
-                        continue                      # already what reduce-only allows
-                d = gate.check_amend(ticker, side, a.price, size, live.remaining) if size > 0 else \
-                    Decision(False, "reduce_only", f"{ticker}: a {side} would not reduce the position")
-                if d and ev is not None:
-                    denied = ev.check_amend(ticker, side, a.price, size, live.price, live.remaining)
-                    d = d if denied is None else denied
-                if not d:
-                    # the gate refuses the new price/size (e.g. reduce-only): take the order down
-                    # instead; the next decision places what passes (sized to the position)
-                    self.last_denial, self.last_denial_detail = d.reason, d.detail
-                    if om.request_cancel(oid) is not None:
-                        yield (CANCEL, oid)
-                    continue
-                amended = om.request_amend(oid, a.price, size)
-                if amended is not None:
-                    yield (AMEND, live, side, a.price, size, amended)
+            step = self.other(ticker, a)
+            if step is not None:
+                yield step

@@ -414,6 +414,52 @@ class RiskGate:
                               f"{lim.max_open_orders_total}")
         return self._position_gate(ticker, side, count, 0)
 
+    def place_allowed(self, ticker: str, side: str, price: int, count: int, q: int | None = None,
+                      why: str | None = None) -> bool:
+        """``bool(check_place(...))`` in one call, for the order path's common case: the same checks in
+        the same order, without building a Decision or counting a denial. False says only "ask
+        :meth:`check_place`" (which counts the denial and says why): callers never act on a False
+        alone (kmm.engine.quoting). ``q``/``why``: the position and :meth:`reduce_only_reason` when the
+        caller has them already. tests/engine/test_place_fast.py holds it to check_place."""
+        lim = self.limits
+        m = self.markets.get(ticker)
+        if m is None or self.kill_state is not KillState.ARMED or self.exchange_paused or m.paused:
+            return False
+        if not ((side == "bid" or side == "ask") and 0 < count <= lim.max_order_size
+                and (m.fractional or not count % 100) and lim.price_min <= price <= lim.price_max
+                and m.grid.is_valid(price)
+                and count * (price if side == "bid" else ONE_DOLLAR - price) // 100 <= lim.max_order_notional):
+            return False
+        if m.close_time_ns is not None and \
+                self.clock.time_ns() >= m.close_time_ns - int(lim.stop_before_close_s * NS_PER_S):
+            return False
+        fr = self.freshness
+        if fr is not None:
+            if not fr.fresh(ticker):
+                return False
+        elif m.book_stale or m.last_book_ns is None or \
+                self.clock.monotonic_ns() - m.last_book_ns > int(lim.stale_after_s * NS_PER_S):
+            return False
+        if self.backoff is not None and self.backoff.place_pause_ns() > 0:
+            return False
+        orders = self.orders
+        if orders.open_count(ticker) >= lim.max_open_orders_per_market or \
+                orders.open_count() >= lim.max_open_orders_total:
+            return False
+        if q is None:
+            q = self.positions.position(ticker)
+        if why is None:
+            why = self._reduce_only(ticker, q)
+        resting = orders.open_qty(ticker, side)
+        sign = 1 if side == "bid" else -1
+        if why:
+            return not (q * sign >= 0 or resting + count > abs(q))
+        worst = q + sign * (resting + count)
+        if abs(worst) > lim.max_position_for(ticker) and abs(worst) > abs(q):
+            return False
+        growth = max(0, abs(worst) - abs(q))
+        return not (growth and self.positions.total_abs_position() + growth > lim.max_total_position)
+
     def check_amend(self, ticker: str, side: str, price: int, remaining: int,
                     old_remaining: int) -> Decision:
         """Allow or deny an amend of a live order to ``price`` with ``remaining`` left; checked like

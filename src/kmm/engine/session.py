@@ -462,14 +462,22 @@ class Session:
             return 0
 
         def done(ack: OrderAck | None, exc: BaseException | None) -> None:
-            self.inflight_now -= 1
-            outcome = self._place_result(o, ack, exc)
-            then(outcome, exc if isinstance(exc, ExchangeError) and outcome in (REFUSED, PAUSED, GROUP_FIRED) else None)
+            then(*self.placed_now(o, ack, exc))
         written = now(req, done, self.spawn)
         if written:
             self.orders_sent += 1
             self.inflight_now += 1
         return written
+
+    def placed_now(self, o: Order, ack: OrderAck | None, exc: BaseException | None
+                   ) -> tuple[str, ExchangeError | None]:
+        """The answer of a create written now (:meth:`place_now`, or the maker's quote path that writes
+        through ``rest.place_quote_now`` and counts ``orders_sent`` / ``inflight_now`` itself): the
+        outcome, and the refusal of a REFUSED / PAUSED / GROUP_FIRED create."""
+        self.inflight_now -= 1
+        outcome = self._place_result(o, ack, exc)
+        return outcome, (exc if isinstance(exc, ExchangeError) and outcome in (REFUSED, PAUSED, GROUP_FIRED)
+                         else None)
 
     def _place_result(self, o: Order, ack: OrderAck | None, exc: BaseException | None) -> str:
         """What a create came to (its ack, or what it raised), recorded in the order manager and store."""
@@ -647,8 +655,7 @@ class Session:
             return 0
 
         def done(ack: OrderAck | None, exc: BaseException | None) -> None:
-            self.inflight_now -= 1
-            self._amend_result(o, ack, exc)
+            self.amended_now(o, ack, exc)
             then()
         written = now(o.order_id, ticker=o.ticker, side=o.side, price=price, count=int(o.pending_count or 0),
                       client_order_id=o.client_order_id, done=done, spawn=self.spawn)
@@ -656,6 +663,12 @@ class Session:
             self.amends_sent += 1
             self.inflight_now += 1
         return written
+
+    def amended_now(self, o: Order, ack: OrderAck | None, exc: BaseException | None) -> bool:
+        """The answer of an amend written now (:meth:`amend_now`, or the maker's path through
+        ``rest.amend_quote_now``, which counts ``amends_sent`` / ``inflight_now`` itself)."""
+        self.inflight_now -= 1
+        return self._amend_result(o, ack, exc)
 
     def _amend_result(self, o: Order, ack: OrderAck | None, exc: BaseException | None) -> bool:
         assert o.order_id is not None

@@ -128,7 +128,11 @@ class _Conn(asyncio.Protocol):
         """Write one request and note its completion; the answer (or failure) calls ``done``."""
         assert self.transport is not None and self.done is None
         self.done = done
-        self._reset_response()
+        self._head_done = False                 # _reset_response, inline (every order request)
+        self._status = 0
+        self._length = -1
+        self._chunked = False
+        self._body = bytearray()
         self.transport.write(data)
         self.last_write_ns = time.monotonic_ns()
         self.timeout_s = timeout_s
@@ -337,8 +341,12 @@ class FastHttp:
 
     def send_raw(self, data: bytes, done: Done, timeout_s: float | None = None) -> int:
         """:meth:`send_now` for a request already in bytes (from :meth:`head_template`)."""
-        conn = self._idle_conn()
-        if conn is None:
+        idle = self._idle
+        while idle:                                  # _idle_conn, inline
+            conn = idle.pop()
+            if not conn.closed:
+                break
+        else:
             return 0
         conn.start(data, self.timeout_s if timeout_s is None else timeout_s, done)
         self.last_write_ns = conn.last_write_ns

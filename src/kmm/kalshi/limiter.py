@@ -473,13 +473,45 @@ class RateLimiter:
         return False
 
     def try_acquire(self, lane: int, cost: float, shard: int | None = None) -> bool:
-        """Non-blocking: True if the tokens were taken (nothing more urgent waiting)."""
-        if self._blocked_by_queue(lane, shard):
+        """Non-blocking: True if the tokens were taken (nothing more urgent waiting).
+
+        A write is :meth:`_blocked_by_queue`, :meth:`poll` and :meth:`_count` in one call (the order
+        path's every request comes here; tests/kalshi/test_limiter_fast.py holds the two to the same
+        grants, tokens and counts); a read takes those methods."""
+        if lane == READ:
+            if self._blocked_by_queue(lane, shard):
+                return False
+            if self.poll(lane, cost, shard) == 0:
+                self._count(FAIR_KEY.get(), 0, False)
+                return True
             return False
-        if self.poll(lane, cost, shard) == 0:
-            self._count(FAIR_KEY.get(), 0, False)
-            return True
-        return False
+        w = self._w0 if shard is None or shard < 1 else self._writes(shard)
+        waiters = w.waiters
+        for i in range(lane + 1):
+            if waiters[i]._n:
+                return False
+        now = self._clock()
+        if lane != CANCEL and now < w.paused_until_ns:
+            return False
+        bucket = w.bucket
+        dt = now - bucket._last_ns                      # TokenBucket.refill
+        if dt > 0:
+            bucket.tokens = min(bucket.capacity, bucket.tokens + dt * bucket.rate / _NS)
+            bucket._last_ns = now
+        if cost + (0.0 if lane == CANCEL else self.cancel_reserve) - bucket.tokens > 0 and \
+                bucket.wait_ns(cost, 0.0 if lane == CANCEL else self.cancel_reserve):
+            return False
+        bucket.tokens -= cost
+        self._granted[lane] += 1
+        key = FAIR_KEY.get()                           # _count for one market
+        if isinstance(key, tuple):
+            self._count(key, 0, False)
+        else:
+            st = self._fair.get(key)
+            if st is None:
+                st = self._fair[key] = [0, 0, 0, 0]
+            st[0] += 1
+        return True
 
     def _served(self, key: Key) -> int:
         """Grants so far of ``key`` (a market; a batch: its least-served market): the fair queue serves

@@ -34,13 +34,14 @@ import orjson
 
 from kmm import protocol
 from kmm._core.fixed import format_count, format_price
+from kmm.kalshi.decode import ONE_DOLLAR
 from kmm.errors import (AuthError, DuplicateOrder, ExchangeError, KmmError, NotFound, RateLimited,
                         RequestTimeout)
 from kmm.kalshi import decode as wire
 from kmm.kalshi.config import ConnectorConfig
 from kmm.kalshi.fasthttp import FastHttp, HttpConnectionError, TlsVerifyError
 from kmm.kalshi.limiter import AMEND, CANCEL, PLACE, READ, RateLimiter, limits_from_account
-from kmm.kalshi.signing import SignaturePool, Signer
+from kmm.kalshi.signing import SignaturePool, Signer, signed_path
 from kmm.kalshi.types import (AccountLimits, Balance, BookSnapshot, CancelAck, DecreaseAck, EndpointCosts, Event,
                               EventPosition, ExchangeSchedule, ExchangeStatus, Fill, HistoricalCutoff, Market,
                               MarketPosition, OrderAck, OrderRequest, Series, Settlement, Trade, UserOrder)
@@ -189,6 +190,10 @@ class KalshiRest:
         # the headers every signed write carries unchanged, for the order path's prebuilt heads
         self._fixed_head: tuple[tuple[str, str], ...] = tuple(_JSON.items()) + (
             ((protocol.HDR_KEY, self.signer.key_id),) if self.signer is not None else ())
+        # the create path, for place_quote_now: target, signature pool key, prebuilt head (on first use)
+        self._create_full = self.prefix + protocol.PATH_ORDERS_V2
+        self._create_key = ("POST", signed_path(self._create_full))
+        self._create_head: str | None = None
         self._session = session
         self._own_session = session is None
         # One verified TLS context for reads and writes (None for a plain http:// server).
@@ -515,35 +520,86 @@ class KalshiRest:
         is looked up by client_order_id in a coroutine started with ``spawn``, never re-sent."""
         body = self._with_shard(req)
 
-        def recover() -> None:
-            async def run() -> None:
-                try:
-                    ack = await self._recover_create(req)
-                except Exception as exc:  # noqa: BLE001 - OrderNotPlaced, or the lookups failed
-                    done(None, exc)
-                    return
-                done(ack, None)
-            spawn(run())
-
         def on_answer(obj: Any, exc: BaseException | None) -> None:
-            if exc is not None:
-                if isinstance(exc, RequestTimeout) or (isinstance(exc, ExchangeError) and (
-                        exc.code == "connection_error" or exc.status >= 500 or exc.status == 408)):
-                    recover()
-                else:
-                    done(None, exc)
+            self._create_answered(req, obj, exc, done, spawn)
+        return self.send_now("POST", protocol.PATH_ORDERS_V2, body, lane=PLACE, cost=protocol.COST_DEFAULT,
+                             shard=_write_shard(body), on_answer=on_answer)
+
+    def _create_answered(self, req: OrderRequest, obj: Any, exc: BaseException | None,
+                         done: Callable[[OrderAck | None, BaseException | None], None],
+                         spawn: Callable[[Any], Any]) -> None:
+        """What a create written now comes to (:meth:`create_order_now`, :meth:`place_quote_now`): its
+        ack or refusal to ``done``; an unknown outcome (timeout, dropped connection, 5xx, 408, an answer
+        without the counts) looked up by client_order_id in a coroutine started with ``spawn``."""
+        if exc is not None:
+            if not (isinstance(exc, RequestTimeout) or (isinstance(exc, ExchangeError) and (
+                    exc.code == "connection_error" or exc.status >= 500 or exc.status == 408))):
+                done(None, exc)
                 return
-            if "remaining_count" not in obj or "order_id" not in obj:
-                recover()
-                return
+        elif "remaining_count" in obj and "order_id" in obj:
             try:
                 ack = self._placed(req, wire.decode_order_ack(obj))
             except Exception as e:  # noqa: BLE001 - an unreadable answer: the outcome is unknown
                 done(None, e)
                 return
             done(ack, None)
-        return self.send_now("POST", protocol.PATH_ORDERS_V2, body, lane=PLACE, cost=protocol.COST_DEFAULT,
-                             shard=_write_shard(body), on_answer=on_answer)
+            return
+
+        async def run() -> None:
+            try:
+                ack = await self._recover_create(req)
+            except Exception as exc:  # noqa: BLE001 - OrderNotPlaced, or the lookups failed
+                done(None, exc)
+                return
+            done(ack, None)
+        spawn(run())
+
+    def place_quote_now(self, ticker: str, side: str, price: int, count: int, client_order_id: str,
+                        order_group_id: str | None, done: Callable[[Any, OrderAck | None, BaseException | None], None],
+                        ctx: Any, spawn: Callable[[Any], Any]) -> int:
+        """The maker's quote (post-only, good till cancelled, cancelled on pause, in ``order_group_id``)
+        written now in one call: the same bytes, budget, signature and outcome as
+        ``create_order_now(OrderRequest(ticker, side, price, count, client_order_id, post_only=True,
+        cancel_order_on_pause=True, order_group_id=order_group_id), ...)``, without the request object,
+        the per-request closures and the generic :meth:`send_now` steps (tests/kalshi/test_quote_now.py
+        holds the two to the same bytes and outcomes). The outcome goes to ``done(ctx, ack, None)`` or
+        ``done(ctx, None, exc)``. Returns the write stamp, or 0 when anything is missing (no idle warm
+        connection, no budget now, no pre-made signature, a value :func:`wire.encode_order` refuses):
+        nothing was taken or written and the caller takes the full path, which raises or waits."""
+        fast = self.fast
+        pool = self.pool
+        if fast is None or self._session is None or self.signer is None or pool is None or not fast.has_idle():
+            return 0
+        if not (0 < price < ONE_DOLLAR and count > 0 and client_order_id and (side == "bid" or side == "ask")):
+            return 0
+        if not pool._slots.get(self._create_key):   # pool.available without re-deriving the key
+            return 0
+        shard = self.shards.get(ticker)
+        sharded = isinstance(shard, int) and shard >= 1 and self._limiter_shards
+        lim = self.limiter
+        try_acquire = getattr(lim, "try_acquire", None)
+        if try_acquire is None or not (try_acquire(PLACE, protocol.COST_DEFAULT, shard=shard) if sharded
+                                       else try_acquire(PLACE, protocol.COST_DEFAULT)):
+            return 0
+        self.requests += 1
+        body: dict[str, Any] = {
+            "ticker": ticker, "client_order_id": client_order_id, "side": side, "count": format_count(count),
+            "price": format_price(price), "time_in_force": "good_till_canceled",
+            "self_trade_prevention_type": "taker_at_cross", "post_only": True, "cancel_order_on_pause": True}
+        if order_group_id is not None:
+            body["order_group_id"] = order_group_id
+        if shard is not None:
+            body["exchange_index"] = shard
+        data = orjson.dumps(body)
+        auth = pool.take("POST", self._create_full)
+        head = self._create_head
+        if head is None:
+            head = self._create_head = fast.head_template("POST", self._create_full, self._fixed_head)
+        return fast.send_raw((f"{head}{_HDR_TS}: {auth[_HDR_TS]}\r\n{_HDR_SIG}: {auth[_HDR_SIG]}\r\n"
+                              f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n"
+                              ).encode("latin-1") + data,
+                             _QuoteAnswer(self, ticker, side, price, count, client_order_id, order_group_id,
+                                          shard if sharded else None, done, ctx, spawn))
 
     def amend_order_now(self, order_id: str, *, ticker: str, side: str, price: int, count: int,
                         client_order_id: str | None, done: Callable[[OrderAck | None, BaseException | None], None],
@@ -558,6 +614,20 @@ class KalshiRest:
         if shard is not None:
             body["exchange_index"] = shard
 
+        def on_answer(resp: Any, exc: BaseException | None) -> None:
+            self._amend_answered(order_id, resp, exc, done, spawn)
+        written = self.send_now("POST", f"{protocol.PATH_ORDERS_V2}/{order_id}/amend", body, lane=AMEND,
+                                cost=protocol.COST_DEFAULT, shard=_write_shard(body), on_answer=on_answer)
+        if written:
+            self.remember_order(order_id, ticker)
+        return written
+
+    def _amend_answered(self, order_id: str, resp: Any, exc: BaseException | None,
+                        done: Callable[[OrderAck | None, BaseException | None], None],
+                        spawn: Callable[[Any], Any]) -> None:
+        """What an amend written now comes to (:meth:`amend_order_now`, :meth:`amend_quote_now`): an
+        answer about another order, or without the counts, is read back in a coroutine started with
+        ``spawn``, as amend_order does."""
         def read_back(mismatch: bool) -> None:
             async def run() -> None:
                 try:
@@ -568,29 +638,62 @@ class KalshiRest:
                 done(ack, None)
             spawn(run())
 
-        def on_answer(resp: Any, exc: BaseException | None) -> None:
-            if exc is not None:
-                done(None, exc)
-                return
-            if resp.get("order_id") not in (None, order_id):
-                self.mismatched_answers += 1
-                log.warning("amend of %s answered about order %s: reading the order back", order_id,
-                            str(resp.get("order_id"))[:60])
-                read_back(True)
-                return
-            if "order_id" not in resp:
-                resp = {**resp, "order_id": order_id}
-            if "remaining_count" not in resp or "fill_count" not in resp:
-                read_back(False)
-                return
-            try:
-                ack = wire.decode_order_ack(resp)
-            except Exception as e:  # noqa: BLE001
-                done(None, e)
-                return
-            done(ack, None)
-        written = self.send_now("POST", f"{protocol.PATH_ORDERS_V2}/{order_id}/amend", body, lane=AMEND,
-                                cost=protocol.COST_DEFAULT, shard=_write_shard(body), on_answer=on_answer)
+        if exc is not None:
+            done(None, exc)
+            return
+        if resp.get("order_id") not in (None, order_id):
+            self.mismatched_answers += 1
+            log.warning("amend of %s answered about order %s: reading the order back", order_id,
+                        str(resp.get("order_id"))[:60])
+            read_back(True)
+            return
+        if "order_id" not in resp:
+            resp = {**resp, "order_id": order_id}
+        if "remaining_count" not in resp or "fill_count" not in resp:
+            read_back(False)
+            return
+        try:
+            ack = wire.decode_order_ack(resp)
+        except Exception as e:  # noqa: BLE001
+            done(None, e)
+            return
+        done(ack, None)
+
+    def amend_quote_now(self, order_id: str, ticker: str, side: str, price: int, count: int,
+                        client_order_id: str | None, done: Callable[[Any, OrderAck | None, BaseException | None], None],
+                        ctx: Any, spawn: Callable[[Any], Any]) -> int:
+        """``amend_order_now`` in one call, as :meth:`place_quote_now` is for a create: the same bytes,
+        budget, signature and outcome (tests/kalshi/test_quote_now.py), ``done(ctx, ack, exc)``, 0 when
+        anything is missing (nothing taken: the caller takes the full path)."""
+        fast = self.fast
+        pool = self.pool
+        if fast is None or self._session is None or self.signer is None or pool is None or not fast.has_idle():
+            return 0
+        if "?" in order_id or "#" in order_id:      # the signed path would differ from the target
+            return 0
+        full = f"{self._create_full}/{order_id}/amend"
+        if not pool._slots.get(("POST", full)):
+            return 0
+        body: dict[str, Any] = {"ticker": ticker, "side": side, "price": format_price(price),
+                                "count": format_count(count)}
+        if client_order_id is not None:
+            body["client_order_id"] = client_order_id
+        shard = self.shards.get(ticker)
+        if shard is not None:
+            body["exchange_index"] = shard
+        sharded = isinstance(shard, int) and shard >= 1 and self._limiter_shards
+        try_acquire = getattr(self.limiter, "try_acquire", None)
+        if try_acquire is None or not (try_acquire(AMEND, protocol.COST_DEFAULT, shard=shard) if sharded
+                                       else try_acquire(AMEND, protocol.COST_DEFAULT)):
+            return 0
+        self.requests += 1
+        data = orjson.dumps(body)
+        auth = pool.take("POST", full)
+        head = fast.head_template("POST", full, self._fixed_head)
+        written = fast.send_raw((f"{head}{_HDR_TS}: {auth[_HDR_TS]}\r\n{_HDR_SIG}: {auth[_HDR_SIG]}\r\n"
+                                 f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n"
+                                 ).encode("latin-1") + data,
+                                _AmendAnswer(self, order_id, full, shard if sharded else None, done, ctx, spawn))
         if written:
             self.remember_order(order_id, ticker)
         return written
@@ -1231,3 +1334,50 @@ def _param(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
+
+
+class _QuoteAnswer:
+    """The completion of one :meth:`KalshiRest.place_quote_now` create: the connection calls it with the
+    answer (or failure); it is what ``create_order_now``'s three closures were, as one object made per
+    request. The :class:`OrderRequest` the outcome code reads is only built here, after the answer."""
+
+    __slots__ = ("rest", "ticker", "side", "price", "count", "coid", "group", "shard", "done", "ctx", "spawn")
+
+    def __init__(self, rest: KalshiRest, ticker: str, side: str, price: int, count: int, coid: str,
+                 group: str | None, shard: int | None, done: Callable[[Any, Any, Any], None], ctx: Any,
+                 spawn: Callable[[Any], Any]) -> None:
+        self.rest, self.ticker, self.side, self.price, self.count = rest, ticker, side, price, count
+        self.coid, self.group, self.shard, self.done, self.ctx, self.spawn = coid, group, shard, done, ctx, spawn
+
+    def request(self) -> OrderRequest:
+        """The request the bytes encode (``place_quote_now``'s docstring)."""
+        return OrderRequest(ticker=self.ticker, side=self.side, price=self.price, count=self.count,
+                            client_order_id=self.coid, post_only=True, cancel_order_on_pause=True,
+                            order_group_id=self.group, exchange_index=None)
+
+    def _done(self, ack: OrderAck | None, exc: BaseException | None) -> None:
+        self.done(self.ctx, ack, exc)
+
+    def __call__(self, status: int, raw: bytes, exc: BaseException | None) -> None:
+        rest = self.rest
+        obj, err = rest._answer("POST", rest._create_full, PLACE, self.shard, status, raw, exc)
+        rest._create_answered(self.request(), obj, err, self._done, self.spawn)
+
+
+class _AmendAnswer:
+    """The completion of one :meth:`KalshiRest.amend_quote_now` amend (as :class:`_QuoteAnswer`)."""
+
+    __slots__ = ("rest", "order_id", "full", "shard", "done", "ctx", "spawn")
+
+    def __init__(self, rest: KalshiRest, order_id: str, full: str, shard: int | None,
+                 done: Callable[[Any, Any, Any], None], ctx: Any, spawn: Callable[[Any], Any]) -> None:
+        self.rest, self.order_id, self.full, self.shard = rest, order_id, full, shard
+        self.done, self.ctx, self.spawn = done, ctx, spawn
+
+    def _done(self, ack: OrderAck | None, exc: BaseException | None) -> None:
+        self.done(self.ctx, ack, exc)
+
+    def __call__(self, status: int, raw: bytes, exc: BaseException | None) -> None:
+        rest = self.rest
+        obj, err = rest._answer("POST", self.full, AMEND, self.shard, status, raw, exc)
+        rest._amend_answered(self.order_id, obj, err, self._done, self.spawn)
