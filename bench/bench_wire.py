@@ -160,10 +160,14 @@ class StampedSim(SimProcess):
 
 class FrameCause:
     """In kmm's process: notes every create or amend a decision makes while a book frame is handled,
-    with that frame's (sid, seq). ``KalshiWs.handle_frame`` is wrapped at class level (one assignment
-    per frame before and after the engine's own handling); the engine's ``_send_place`` and
-    ``_send_amend`` (which every create and amend of a decision goes through, written at once or
-    later) are wrapped on the instance and note the request's key with the frame being handled."""
+    with that frame's (sid, seq). The connection's frame entry (``KalshiWs._feed``: the compiled
+    ``FrameEntry.feed``, which hands what it does not decide to the Python path, or ``handle_frame``)
+    is wrapped when the engine binds to the connection (one assignment per frame before and after the
+    engine's own handling). A quote create is noted where the planner hands out its order
+    (``QuotePlanner.place``, its class swapped as bench_engine's WireStamps does: the one-call create
+    path never enters ``_send_place``); the engine's ``_send_place`` (creates that take the full path)
+    and ``_send_amend`` are wrapped on the instance. Each request's key is noted once, with the frame
+    being handled."""
 
     SID_SEQ = re.compile(rb'"sid":(\d+),"seq":(\d+)')
 
@@ -171,7 +175,7 @@ class FrameCause:
         from kmm.kalshi import fasthttp
         from kmm.kalshi.ws import KalshiWs
         self.cls = KalshiWs
-        self.orig = KalshiWs.handle_frame
+        self.orig = KalshiWs._bind_handler
         self.http = fasthttp._Conn  # noqa: SLF001
         self.my_start: Any = None
         self.frame: list[Any] = [None]
@@ -181,25 +185,49 @@ class FrameCause:
     def __call__(self, engine: Any) -> None:
         cur, orig, noted, unwritten = self.frame, self.orig, self.noted, self.unwritten
 
-        def handle_frame(ws: Any, data: bytes, recv_ns: int) -> int:
-            cur[0] = (data, recv_ns)
-            try:
-                return orig(ws, data, recv_ns)
-            finally:
-                cur[0] = None
+        seen: set[str] = set()
 
-        self.cls.handle_frame = handle_frame  # type: ignore[method-assign]
+        def note(key: Any) -> None:
+            if cur[0] is not None and str(key) not in seen:
+                row = [str(key), cur[0][0], cur[0][1], 0]
+                seen.add(row[0])
+                noted.append(row)
+                unwritten[row[0].encode()] = row
+
+        def bind(ws: Any) -> None:
+            orig(ws)
+            inner = ws._feed  # noqa: SLF001
+
+            def feed(data: bytes, recv_ns: int) -> int:
+                cur[0] = (data, recv_ns)
+                try:
+                    return inner(data, recv_ns)
+                finally:
+                    cur[0] = None
+            ws._feed = feed  # noqa: SLF001
+
+        self.cls._bind_handler = bind  # type: ignore[method-assign]
         for name, key_of in (("_send_place", lambda a: a[2].client_order_id), ("_send_amend", lambda a: a[1].order_id)):
             inner = getattr(engine, name)
 
             def wrapper(*args: Any, _inner: Any = inner, _key: Any = key_of) -> Any:
-                if cur[0] is not None:
-                    row = [str(_key(args)), cur[0][0], cur[0][1], 0]
-                    noted.append(row)
-                    unwritten[row[0].encode()] = row
+                note(_key(args))
                 return _inner(*args)
 
             setattr(engine, name, wrapper)
+        planner = engine.planner
+        base = type(planner)
+        place = getattr(base, "place", None)
+        if place is not None:
+            class Noted(base):  # type: ignore[valid-type,misc]
+                __slots__ = ()
+
+                def place(self, ticker: str, a: Any) -> Any:
+                    out = place(self, ticker, a)
+                    if out is not None:
+                        note(out[0].client_order_id)
+                    return out
+            planner.__class__ = Noted
         # the write stamp of each noted request (the connection's own stamp, after transport.write)
         start = self.http.start
 
@@ -216,7 +244,7 @@ class FrameCause:
         self.my_start = self.http.start = my_start  # type: ignore[method-assign]
 
     def uninstall(self) -> None:
-        self.cls.handle_frame = self.orig  # type: ignore[method-assign]
+        self.cls._bind_handler = self.orig  # type: ignore[method-assign]
         if self.my_start is not None and self.http.start is self.my_start:
             self.http.start = self.wrapped  # type: ignore[method-assign]   (else the harness restored it)
 
@@ -263,14 +291,7 @@ def _floor(tmp: Path, pin: bool) -> tuple[list[int], dict[str, Any], int, int]:
     return lat, counts, nframes, ncreates
 
 
-# kmm-tick: the same, but re-quoting on every tick of the target (no price tolerance): the default
-# tolerance leaves most frames without a decision (~55-80 answered frames in 20 s, so the p99 is the
-# maximum of a few dozen); with none, ~200 frames are answered and the p99 means something. The path
-# from a frame to its request is the same code either way.
-TICK = {"strategy.price_tolerance_ticks": "0", "strategy.min_price_tolerance": "0"}
-
-
-@pytest.mark.parametrize("variant", ["floor", "kmm", "kmm-tick", "floor-unpinned", "kmm-unpinned"])
+@pytest.mark.parametrize("variant", ["floor", "kmm", "floor-unpinned", "kmm-unpinned"])
 def test_wire_to_wire(benchmark, variant, tmp_path):
     res: dict[str, Any] = {}
     pin = not variant.endswith("-unpinned")
@@ -289,10 +310,7 @@ def test_wire_to_wire(benchmark, variant, tmp_path):
             cause = FrameCause()
             cpu0 = proc_cpu_s()
             try:
-                v = VARIANTS["kmm" if pin else "unpinned"]
-                if variant == "kmm-tick":
-                    v = dict(v, cli=TICK, label=v["label"] + ", no price tolerance")
-                s, m = run_variant(tmp_path, v, sim_cls=make, hook=cause)
+                s, m = run_variant(tmp_path, VARIANTS["kmm" if pin else "unpinned"], sim_cls=make, hook=cause)
             finally:
                 cause.uninstall()
             assert s.fills > 0 and s.resting_after_stop == 0
@@ -314,8 +332,7 @@ def test_wire_to_wire(benchmark, variant, tmp_path):
     benchmark.group = group
     benchmark.extra_info.update(role=role, ops=1, p50_ns=d["p50_ns"], p99_ns=d["p99_ns"], p999_ns=d["p999_ns"],
                                 n=d["n"], counts=res["counts"], frames=res["frames"], creates=res["creates"],
-                                label=(None if role != "kmm" else "kmm run config, re-quoting on every tick"
-                                       if variant == "kmm-tick" else "kmm run config"))
+                                label="kmm run config" if role == "kmm" else None)
     _RESULTS[variant] = d
     print(f"\n[{variant}] frames written {res['frames']}, frames answered {d['n']}: "
           f"p50 {d['p50_ns'] / 1e3:.1f} us, p99 {d['p99_ns'] / 1e3:.1f} us ({res['counts']})")
