@@ -128,6 +128,13 @@ def _split_decide(engine: Engine) -> dict[str, list[int]]:
     return out
 
 
+def _env_set() -> dict[str, str]:
+    """``KMM_BENCH_SET="section.key=value,..."``: config overrides for every variant of a run (e.g. the
+    former ``risk.order_group_limit=1000,risk.max_loss=50``, to compare with a run made before)."""
+    raw = os.environ.get("KMM_BENCH_SET", "")
+    return dict(kv.split("=", 1) for kv in raw.split(",") if kv)
+
+
 def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimProcess,
                 hook: Any = None) -> tuple[Any, dict[str, Any]]:
     """One variant against its own simulator process. ``hook(engine)``, when given, runs once the engine
@@ -157,7 +164,7 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
             # the busy flow matches > 1,000 contracts in 15 s and would trip the session order group's
             # breaker (and then the kill switch) part-way through the run, after which frames ask the
             # tripped gate instead of deciding: the group stays, with a limit the run does not reach
-            "risk.order_group_limit": "100000", "risk.max_loss": "100000", **v.get("cli", {})})
+            "risk.order_group_limit": "100000", "risk.max_loss": "100000", **v.get("cli", {}), **_env_set()})
         if v["recorder"]:
             recorder = Recorder.open(tmp / "out", log_level=cfg.run.log_level, console=False,
                                      capture=cfg.records.raw_capture, logging_enabled=cfg.records.ops_log)
@@ -179,7 +186,8 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
         m["compiled"] = [p.compiled for p in engine.pipes.values()]
         entry = getattr(engine, "entry", None)       # the compiled frame entry's deltas, by path
         m["entry"] = None if entry is None else {"decided": entry.decided, "nothing": entry.nothing,
-                                                 "handed": entry.handed, "handed_by": entry.handed_by, "synced": entry.synced,
+                                                 "handed": entry.handed, "handed_by": entry.handed_by,
+                                                 "synced": entry.synced,
                                                  "epochs (gate, freshness, limiter pauses)": (
                                                      engine.gate.epoch, engine.freshness.epoch,
                                                      getattr(engine.gate.backoff, "pauses", None))}

@@ -166,8 +166,8 @@ class FrameCause:
     engine's own handling). A quote create is noted where the planner hands out its order
     (``QuotePlanner.place``, its class swapped as bench_engine's WireStamps does: the one-call create
     path never enters ``_send_place``); the engine's ``_send_place`` (creates that take the full path)
-    and ``_send_amend`` are wrapped on the instance. Each request's key is noted once, with the frame
-    being handled."""
+    and ``_send_amend`` are wrapped on the instance. Each request is noted once, with the frame being
+    handled."""
 
     SID_SEQ = re.compile(rb'"sid":(\d+),"seq":(\d+)')
 
@@ -187,10 +187,13 @@ class FrameCause:
 
         seen: set[str] = set()
 
-        def note(key: Any) -> None:
-            if cur[0] is not None and str(key) not in seen:
+        def note(key: Any, create: bool = False) -> None:
+            # a create that falls back from the one-call path reaches _send_place too: noted once (an
+            # order is amended many times under one key: each amend is noted)
+            if cur[0] is not None and not (create and str(key) in seen):
                 row = [str(key), cur[0][0], cur[0][1], 0]
-                seen.add(row[0])
+                if create:
+                    seen.add(row[0])
                 noted.append(row)
                 unwritten[row[0].encode()] = row
 
@@ -210,8 +213,9 @@ class FrameCause:
         for name, key_of in (("_send_place", lambda a: a[2].client_order_id), ("_send_amend", lambda a: a[1].order_id)):
             inner = getattr(engine, name)
 
-            def wrapper(*args: Any, _inner: Any = inner, _key: Any = key_of) -> Any:
-                note(_key(args))
+            def wrapper(*args: Any, _inner: Any = inner, _key: Any = key_of,
+                        _create: bool = name == "_send_place") -> Any:
+                note(_key(args), _create)
                 return _inner(*args)
 
             setattr(engine, name, wrapper)
@@ -225,7 +229,7 @@ class FrameCause:
                 def place(self, ticker: str, a: Any) -> Any:
                     out = place(self, ticker, a)
                     if out is not None:
-                        note(out[0].client_order_id)
+                        note(out[0].client_order_id, True)
                     return out
             planner.__class__ = Noted
         # the write stamp of each noted request (the connection's own stamp, after transport.write)
