@@ -552,42 +552,18 @@ class KalshiWs:
         stats.frames += 1
         stats.last_recv_ns = recv_ns
         try:
-            router = self.router
-            try:
-                status: int = router.feed(data, recv_ns)
-            except Exception as exc:  # the router should not raise; never let it kill the feed
-                stats.malformed += 1
-                log.warning("book router raised %s on frame %s", exc, _trunc(data))
-                return MALFORMED
-            if status == DELTA:  # the hot path: one callback, no extra frames
-                stats.book_frames += 1
-                try:
-                    self._on_book(router.last_ticker, recv_ns)
-                except Exception:
-                    stats.callback_errors += 1
-                    log.exception("on_book raised")
-            else:
-                self._not_delta(data, recv_ns, status)
-            return status
-        except Exception:
-            stats.internal_errors += 1
-            log.exception("internal error on frame %s (skipped; please report)", _trunc(data))
-            return MALFORMED
-        finally:
-            # the raw capture after the frame's callbacks, off the path to its decision: frames are
-            # still captured one by one in arrival order, each with its receive stamp
-            if self._raw is not None:
-                try:
-                    self._raw(recv_ns, data)
-                except Exception:
-                    stats.callback_errors += 1
-                    log.exception("on_raw_frame failed")
+            status: int = self.router.feed(data, recv_ns)
+        except Exception as exc:  # the router should not raise; never let it kill the feed
+            return self._after_feed(data, recv_ns, -1, exc)
+        return self._after_feed(data, recv_ns, status)
 
     def _after_feed(self, data: bytes, recv_ns: int, status: int, exc: Exception | None = None) -> int:
-        """:meth:`handle_frame` after the router (``status``; -1: the router raised ``exc``), for a
-        compiled entry (:meth:`FeedHandler.frame_entry`) that counted the frame and fed the router
-        itself and hands over every frame it does not decide itself (a delta it hands over is counted
-        and given to ``on_book`` here, as on the Python path). Never raises."""
+        """A frame after the router (``status``; -1: the router raised ``exc``): :meth:`handle_frame`'s
+        second half, and where a compiled entry (:meth:`FeedHandler.frame_entry`) that counted the frame
+        and fed the router itself hands over every frame it does not decide itself (a delta is counted
+        and given to ``on_book``). The raw capture after the frame's callbacks, off the path to its
+        decision: frames are still captured one by one in arrival order, each with its receive stamp.
+        Never raises."""
         stats = self.stats
         try:
             if status < 0:
