@@ -198,3 +198,29 @@ def test_the_signer_process_runs_on_the_cpus_it_is_given(signer):
             pool.close()
 
     asyncio.run(run())
+
+
+def test_a_signer_process_that_died_at_start_is_reported_at_once_not_waited_out(signer, caplog):
+    """A spawned signer that exits (e.g. a script without a ``__main__`` guard, which the child runs
+    and leaves) is named in a warning as soon as ``wait_ready`` sees it, instead of waiting out the
+    timeout; the pool then signs inline, counted."""
+    async def run() -> None:
+        pool = SignaturePool(signer, [PAIR], depth=3, max_age_s=5.0)
+        pool.start()
+        try:
+            assert pool._proc is not None
+            pool._proc.kill()
+            pool._proc.join(timeout=5.0)
+            t0 = time.monotonic()
+            with caplog.at_level("WARNING", logger="kmm.kalshi.signing"):
+                ready = await pool.wait_ready(timeout_s=10.0)
+            assert ready is False
+            assert time.monotonic() - t0 < 2.0          # not the 10 s timeout
+            assert any("signer process exited at start" in r.getMessage() and "__main__" in r.getMessage()
+                       for r in caplog.records)
+            pool.take(*PAIR)                            # still works: signed inline
+            assert pool.stats.fallbacks >= 1
+        finally:
+            pool.close()
+
+    asyncio.run(run())

@@ -486,6 +486,15 @@ class SignaturePool:
         end = loop.time() + timeout_s
         fixed = [q for k, q in self._slots.items() if not _per_order_kind(k[1])]
         while not all(fixed):
+            proc = self._proc
+            if proc is not None and proc.exitcode is not None:
+                # spawned, it imports the parent's main module: a script that starts kmm at import
+                # (no ``if __name__ == "__main__":`` guard) makes the child run the script and exit
+                log.warning("the signer process exited at start (exit code %s): every write is signed "
+                            "on the loop (counted in the signature fallbacks). A script that runs kmm "
+                            "must start it under 'if __name__ == \"__main__\":' (docs/connector.md)",
+                            proc.exitcode)
+                return False
             if loop.time() >= end or self._stop.is_set():
                 log.info("the signer process has not delivered within %.1f s; starting anyway", timeout_s)
                 return False
