@@ -26,6 +26,7 @@ stop flat (verified over REST).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import sys
@@ -165,6 +166,7 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
             # breaker (and then the kill switch) part-way through the run, after which frames ask the
             # tripped gate instead of deciding: the group stays, with a limit the run does not reach
             "risk.order_group_limit": "100000", "risk.max_loss": "100000", **v.get("cli", {}), **_env_set()})
+        conn = dataclasses.replace(conn, signer_nice=cfg.run.signer_nice)   # as kmm run sets it (app.py)
         if v["recorder"]:
             recorder = Recorder.open(tmp / "out", log_level=cfg.run.log_level, console=False,
                                      capture=cfg.records.raw_capture, logging_enabled=cfg.records.ops_log)

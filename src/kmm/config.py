@@ -114,6 +114,11 @@ class RunConfig:
                     "operating system puts it. Give the loop a core of its own (docs/benchmarks.md).")
     signer_cpus: str = opt("", "CPUs for the signer process (the signature pool), same syntax. Empty: "
                            "the engine's (cpus). With cpus = \"0\", \"1\" keeps signing off the loop's core.")
+    signer_nice: int = opt(10, "Niceness the signer process adds to its own (0-19; higher yields the CPU "
+                           "sooner). It signs ahead of need, so on a core it shares it should give way to "
+                           "the event loop and to anything else that is waiting on a wake-up "
+                           "(docs/benchmarks.md, \"Signer priority\"). 0: the engine's priority.",
+                           lo=0, hi=19)
     volume_backfill_days: float = opt(30.0, "At start, read this many days of the account's fills "
                                       "(GET /portfolio/fills, 10 read tokens a page of 200, at most 20 "
                                       "pages) for the 30-day volume; 0: this session's fills only.",

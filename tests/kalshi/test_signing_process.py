@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from kmm.errors import ConfigError
 from kmm.kalshi.signing import SignaturePool, Signer
 from tests.kalshi.test_signing import PAIR, verify
 
@@ -224,3 +225,25 @@ def test_a_signer_process_that_died_at_start_is_reported_at_once_not_waited_out(
             pool.close()
 
     asyncio.run(run())
+
+
+def test_the_signer_process_lowers_its_priority_by_the_niceness_it_is_given(signer):
+    """The signer works ahead of need, so it runs at the engine's priority plus ``nice`` ([run]
+    signer_nice) and gives way on a shared core; with 0 it keeps the engine's."""
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+
+    async def run(nice: int) -> int:
+        pool = SignaturePool(signer, [PAIR], depth=2, nice=nice)
+        pool.start()
+        try:
+            assert await pool.wait_ready(timeout_s=20.0)     # the child has lowered itself by now
+            assert pool.take(*PAIR)["KALSHI-ACCESS-SIGNATURE"]
+            assert pool._proc is not None and pool._proc.pid is not None
+            return os.getpriority(os.PRIO_PROCESS, pool._proc.pid)
+        finally:
+            pool.close()
+
+    assert asyncio.run(run(7)) == min(19, own + 7)
+    assert asyncio.run(run(0)) == own
+    with pytest.raises(ConfigError, match="signer_nice"):
+        SignaturePool(signer, [PAIR], depth=2, nice=20)

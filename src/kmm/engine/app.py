@@ -62,7 +62,7 @@ async def open_venue(cfg: KmmConfig, args: argparse.Namespace, explicit: bool) -
     signer_cpus = parse_cpus(cfg.run.signer_cpus, "run.signer_cpus")
     if not use_sim:
         conn = ConnectorConfig.resolve(cfg.kalshi, _connector_cli(cfg, args), os.environ)
-        conn = replace(conn, signer_cpus=signer_cpus)
+        conn = replace(conn, signer_cpus=signer_cpus, signer_nice=cfg.run.signer_nice)
         yield Venue(conn, f"{conn.env} ({conn.rest_url})")
         return
     from kmm.sim import SimConfig, SimExchange
@@ -83,7 +83,7 @@ async def open_venue(cfg: KmmConfig, args: argparse.Namespace, explicit: bool) -
         conn = ConnectorConfig.resolve(cfg.kalshi, {**_connector_cli(cfg, args), "env": "sim",
                                                     "rest_url": sim.rest_url, "ws_url": sim.ws_url}, {})
         conn = conn.with_server(sim.rest_url, sim.ws_url, api_key_id=key_id, private_key_pem=pem)
-        conn = replace(conn, signer_cpus=signer_cpus)
+        conn = replace(conn, signer_cpus=signer_cpus, signer_nice=cfg.run.signer_nice)
         reason = "no Kalshi credentials configured" if not _has_credentials(cfg, args) else "env = sim"
         msg = (f"{reason}: trading on kmm's embedded exchange (kmm sim) in-process at {sim.rest_url} "
                f"with {cfg.sim.flow} synthetic flow (seed {cfg.sim.seed})")

@@ -101,6 +101,7 @@ class ConnectorConfig:
     sig_pool_depth: int = 4
     sig_pool_max_age_s: float = 5.0          # well inside the exchange's (undocumented [U]) skew
     signer_cpus: frozenset[int] = frozenset()  # the signer process's CPUs (kmm run: [run] signer_cpus)
+    signer_nice: int = 10                    # niceness the signer process adds (kmm run: [run] signer_nice)
     # WebSocket.
     ws_dead_after_s: float = 25.0            # nothing received (pings included) for this long = dead
     ws_handshake_timeout_s: float = 5.0

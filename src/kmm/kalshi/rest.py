@@ -185,7 +185,8 @@ class KalshiRest:
         self.limiter = limiter
         if pool is None and self.signer is not None and config.sig_pool_depth > 0:
             pool = SignaturePool(self.signer, self.hot_pairs(), depth=config.sig_pool_depth,
-                                 max_age_s=config.sig_pool_max_age_s, cpus=config.signer_cpus)
+                                 max_age_s=config.sig_pool_max_age_s, cpus=config.signer_cpus,
+                                 nice=config.signer_nice)
         self.pool = pool
         # the headers every signed write carries unchanged, for the order path's prebuilt heads
         self._fixed_head: tuple[tuple[str, str], ...] = tuple(_JSON.items()) + (

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import math
 import multiprocessing
+import os
 import threading
 import time
 from collections import deque
@@ -189,12 +191,18 @@ def _per_order_kind(path: str) -> str:
     return ""
 
 
-def _signer_process(conn: object, key_id: str, pem: bytes) -> None:
+def _signer_process(conn: object, key_id: str, pem: bytes, nice: int = 0) -> None:
     """The signer process: sign what it is asked for, one signature per answer.
+
+    It first lowers its own priority by ``nice``: it works ahead of need (a pool of made signatures),
+    so when it shares a core it should give way to whatever waits on a wake-up there.
 
     Work is a queue of ``[method, path, left]``; after every signature the pipe is checked, and a pair
     that has nothing signed yet goes to the front (an order just acknowledged whose amend may come at
     once), so a new pair never waits behind a batch of refreshes."""
+    if nice:
+        with contextlib.suppress(OSError):      # not allowed here: keep the inherited priority
+            os.nice(nice)
     signer = Signer.from_pem(key_id, pem)
     recv, send, poll = conn.recv, conn.send, conn.poll  # type: ignore[attr-defined]
     work: deque[list[Any]] = deque()
@@ -245,13 +253,16 @@ class SignaturePool:
                  max_age_s: float = 5.0, clock_ns: Callable[[], int] = time.monotonic_ns,
                  wall_ms: Callable[[], int] = wall_ms, mode: str = "process", max_depth: int = 64,
                  lead_s: float = 0.25, per_order_warmup: int = 20, per_order_depth: int = 2,
-                 cpus: frozenset[int] = frozenset()) -> None:
+                 cpus: frozenset[int] = frozenset(), nice: int = 0) -> None:
         if depth < 1:
             raise ConfigError("sig_pool_depth must be at least 1")
         if mode not in ("process", "thread"):
             raise ConfigError(f"signature pool mode {mode!r} must be 'process' or 'thread'")
         self.mode = mode
         self.cpus = cpus          # the signer process's CPUs ([run] signer_cpus; empty: inherited)
+        if not 0 <= nice <= 19:
+            raise ConfigError(f"signer niceness {nice} must be 0-19 (run.signer_nice)")
+        self.nice = nice          # niceness the signer process adds to its own ([run] signer_nice)
         self.max_depth = max(depth, max_depth)
         self.lead_s = lead_s
         self.per_order_warmup = per_order_warmup
@@ -453,7 +464,7 @@ class SignaturePool:
         key = self.signer._key
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        self._proc = ctx.Process(target=_signer_process, args=(child, self.signer.key_id, pem),
+        self._proc = ctx.Process(target=_signer_process, args=(child, self.signer.key_id, pem, self.nice),
                                  name="kmm-signer", daemon=True)
         self._proc.start()
         if self.cpus and self._proc.pid is not None:
