@@ -130,7 +130,10 @@ class EventWiring:
     def size_place(self, ticker: str, side: str, price: int, size: int) -> tuple[int, Decision | None]:
         """The size a place may have under the event limits (``size`` when it passes whole, less near
         a limit, 0 with the denial, counted, when no size passes)."""
-        if self.gate.event_of(ticker) is None:
+        gate = self.gate
+        if gate.fits_whole(ticker, side, price, size):
+            return size, None                # the common case, from the kept sums in one call
+        if gate.event_of(ticker) is None:
             return size, None
         step = 100 if size % 100 == 0 else 1
         n = self.gate.max_count(ticker, side, price, size, size_step=step)
