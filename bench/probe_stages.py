@@ -27,7 +27,8 @@ from typing import Any
 
 # the stages of a create, in order; a row has the ones its path passed
 CREATE_STAGES = ("decided", "apply", "prev_write_out", "plan_in", "gate_in", "gate_out", "sums_in", "sums_out", "verdicts_out", "event_out", "create_out",
-                 "plan_out", "send_in", "write_in", "write_out")
+                 "plan_out", "send_in", "limit_in", "limit_out", "take_in", "take_out", "raw_in", "write_in",
+                 "write_out")
 
 
 def main() -> None:
@@ -86,6 +87,10 @@ def main() -> None:
     for n in ("_send_place", "_send_amend", "_send_cancel", "_send_decrease"):
         wrap(maker.Engine, n, "send_in", None)
 
+    from kmm.kalshi import limiter as lim_mod, signing
+    wrap(lim_mod.RateLimiter, "try_acquire", "limit_in", "limit_out")
+    wrap(signing.SignaturePool, "take", "take_in", "take_out")
+    wrap(fasthttp.FastHttp, "send_raw", "raw_in", None)
     orig_start = fasthttp._Conn.start
 
     def start(self: Any, data: bytes, timeout_s: float, done: Any) -> Any:
