@@ -244,8 +244,9 @@ class EventSums:
                            -lim.loss_for(name) * E6_PER_E4, e_now, bids if bid else asks,
                            lim.exposure_for(name), outs, self, k)
 
-    def passes_whole(self, gate: Any, ticker: str, bid: bool, price: int, count: int) -> bool:
-        """``v.fast and v.passes(count)`` for ``v = verdicts(gate, prop, None)`` of a post-only order,
+    def passes_whole(self, gate: Any, ticker: str, bid: bool, price: int, count: int,
+                     old: tuple[int, int] | None = None) -> bool:
+        """``v.fast and v.passes(count)`` for ``v = verdicts(gate, prop, old)`` of a post-only order,
         without the verdicts object and its list of outcomes: the order path's question "does the
         whole size pass?" (:meth:`kmm.engine.events.EventRiskGate.fits_whole`). The same numbers in
         the same order: the lowest outcome on each side of market k, the reduce-only test, the fee,
@@ -274,9 +275,21 @@ class EventSums:
             ch_yes, ch_no = -(count * (ONE_DOLLAR - price)) - fee, count * price - fee
         floor = -max_loss * E6_PER_E4
         r = book.results.get(ticker)
-        ry, rn = self.ry[k], self.rn[k]
+        ry0, rn0 = ry, rn = self.ry[k], self.rn[k]
+        bids, asks = self.bids_open, self.asks_open
+        if old is not None:                  # the amended order taken out first (verdicts' rule)
+            o_price, o_rem = old
+            o_fee = trade_fee(o_rem, o_price, rate) if rate else 0
+            sign = 1 if bid else -1
+            ry -= min(0, sign * o_rem * (ONE_DOLLAR - o_price) - o_fee * E6_PER_E4)
+            rn -= min(0, sign * o_rem * (0 - o_price) - o_fee * E6_PER_E4)
+            if r is None:
+                if bid:
+                    bids -= o_rem
+                else:
+                    asks -= o_rem
         if self.me:
-            all_no = self.sum_rn
+            all_no = self.sum_rn - rn0 + rn
             if r != "no" and ch_yes < 0 and all_no - rn + ry + ch_yes < floor:
                 return False
             ej = self._least(self.hr, k)
@@ -286,12 +299,12 @@ class EventSums:
             elif self.none_incl and ch_no < 0 and all_no + ch_no < floor:
                 return False
         else:
-            others = self.sum_cr - _side(r, ry, rn)
+            others = self.sum_cr - _side(r, ry0, rn0)
             if r != "no" and ch_yes < 0 and others + ry + ch_yes < floor:
                 return False
             if r != "yes" and ch_no < 0 and others + rn + ch_no < floor:
                 return False
-        extreme = e_now + (self.bids_open + count if bid else -(self.asks_open + count))
+        extreme = e_now + (bids + count if bid else -(asks + count))
         return not (abs(extreme) > limit_e and abs(extreme) > abs(e_now))
 
     def yes_side(self, k: int) -> list[str]:

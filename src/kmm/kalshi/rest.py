@@ -138,14 +138,6 @@ def _json_str(value: str) -> str | None:
     return j
 
 
-def _json_once(value: str) -> str | None:
-    """:func:`_json_str` for a value seen once (a client_order_id): not kept."""
-    try:
-        return orjson.dumps(value).decode("ascii")
-    except UnicodeDecodeError:
-        return None
-
-
 def _quote_tail(order_group_id: str | None, shard: Any) -> str | None:
     """The body's optional end (``,"order_group_id":...``, ``,"exchange_index":n``) as orjson writes
     it, or None when it cannot be written as ASCII text here (the dict path encodes it then)."""
@@ -631,9 +623,14 @@ class KalshiRest:
                                        else try_acquire(PLACE, protocol.COST_DEFAULT)):
             return 0
         self.requests += 1
-        tail = _quote_tail(order_group_id, shard)
-        tj = _json_str(ticker)
-        cj = _json_once(client_order_id)
+        tail = _QUOTE_TAILS.get((order_group_id, shard))      # the kept texts, inline; made on a miss
+        if tail is None:
+            tail = _quote_tail(order_group_id, shard)
+        tj = _JSON_STR.get(ticker) or _json_str(ticker)
+        try:
+            cj: str | None = orjson.dumps(client_order_id).decode("ascii")
+        except UnicodeDecodeError:
+            cj = None
         auth = pool.take("POST", self._create_full)
         head = self._create_head
         if head is None:
