@@ -27,7 +27,7 @@ from typing import Any
 
 from kmm._core import diff as _diff
 from kmm.engine.market import SIDE_NAME
-from kmm.engine.risk import Decision, RiskGate
+from kmm.engine.risk import ALLOW, Decision, RiskGate
 
 log = logging.getLogger("kmm.engine.quoting")
 
@@ -143,8 +143,12 @@ class QuotePlanner:
                 size = min(size, room)
                 if size > 0 and size == live.remaining and a.price == live.price:
                     return None                   # already what reduce-only allows
-            d = gate.check_amend(ticker, side, a.price, size, live.remaining) if size > 0 else \
-                Decision(False, "reduce_only", f"{ticker}: a {side} would not reduce the position")
+            if size > 0 and type(gate) is RiskGate and \
+                    gate.amend_allowed(ticker, side, a.price, size, live.remaining):
+                d = ALLOW                         # check_amend's allow, without building it
+            else:
+                d = gate.check_amend(ticker, side, a.price, size, live.remaining) if size > 0 else \
+                    Decision(False, "reduce_only", f"{ticker}: a {side} would not reduce the position")
             if d and ev is not None:
                 denied = ev.check_amend(ticker, side, a.price, size, live.price, live.remaining)
                 d = d if denied is None else denied
