@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 # the stages of a create, in order; a row has the ones its path passed
-CREATE_STAGES = ("decided", "apply", "prev_write_out", "plan_in", "gate_in", "gate_out", "sums_in", "sums_out", "verdicts_out", "event_out", "create_out",
-                 "plan_out", "send_in", "limit_in", "limit_out", "take_in", "take_out", "raw_in", "write_in",
-                 "write_out")
+CREATE_STAGES = ("decided", "apply", "prev_write_out", "plan_in", "gate_in", "gate_out", "sums_in", "sums_out",
+                 "verdicts_out", "event_out", "create_out", "plan_out", "send_in", "limit_in", "limit_out",
+                 "take_in", "take_out", "raw_in", "write_in", "write_out")
 
 
 def main() -> None:
