@@ -1,18 +1,19 @@
 """Where decided -> create written goes, stage by stage, in situ (issue 15's request side).
 
-Runs bench_kmm_run's variant (default ``kmm``: kmm run's configuration) with a stamp (monotonic ns and
-the loop thread's CPU time) at each boundary of a decision whose FIRST request is a create (the
-decisions the ``decided -> create bytes written`` figure counts):
+Runs bench_kmm_run's variant (default ``kmm``: kmm run's configuration) and logs a stamp (monotonic ns)
+at each boundary of every request of a decision (``Engine._apply``):
 
-  decided (``pipe.decided_ns``) -> _apply entered (the marks of the frame run in between) -> planner
-  returns the PLACE (gates, event limit, om.create) -> [_send_place entered (OrderRequest), only on
-  the former path] -> rest.place_quote_now entered (rest.send_now on the former path: Session.place_now,
-  body) -> transport.write entered (limiter, signature take, head/body bytes, connection) ->
-  transport.write returned. Works on the former path too (A/B on an older tree).
+  decided (``pipe.decided_ns``) -> _apply entered (the frame's marks run in between) -> planner entered
+  (``QuotePlanner.place`` / ``other``) -> [a create: ``RiskGate.place_allowed`` entered -> returned ->
+  ``event_risk.size_place`` returned -> ``OrderManager.create`` returned] -> planner returned -> the
+  send entered (``rest.place_quote_now`` / ``amend_quote_now`` / ``Engine._send_*``) -> the
+  connection's ``transport.write`` entered -> returned.
 
-Wall minus thread CPU over the span is time the loop's thread was not running (another thread held
-the GIL, or the OS ran something else). Also counts, per decision, the requests and the order
-connections idle when it started. Only a few attribute reads and list appends per stage are added.
+Each written create is reported by its place in the decision (``first``: no request of the decision was
+written before it; ``later``: after one or more), with every stage's p50/p90 and decided -> written.
+Works on older trees (a missing method is simply not stamped), so two trees can be compared in one
+session. The wrappers add ~0.3 us per stamp (a Python call and a list append); the figures are for
+finding where the time goes, bench_kmm_run's WireStamps is the figure itself.
 Run: ``PYTHONPATH=src:. python -m bench.probe_stages [variant]``."""
 
 from __future__ import annotations
@@ -20,144 +21,144 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-STAGES = ("decided", "apply", "plan_place", "send_place", "send_now", "write_in", "write_out")
+# the stages of a create, in order; a row has the ones its path passed
+CREATE_STAGES = ("decided", "apply", "prev_write_out", "plan_in", "gate_in", "gate_out", "sums_in", "sums_out",
+                 "verdicts_out", "event_out", "create_out", "plan_out", "send_in", "limit_in", "limit_out",
+                 "take_in", "take_out", "raw_in", "write_in", "write_out")
 
 
 def main() -> None:
     from bench import bench_kmm_run as bk
-    from kmm.engine import maker, quoting
+    from kmm.engine import maker, orders, quoting, risk
     from kmm.kalshi import fasthttp, rest as rest_mod
 
     clock, tclock = time.monotonic_ns, time.thread_time_ns
-    cur: dict[str, Any] = {}            # the decision being applied: stage -> (wall, cpu)
-    rows: list[dict[str, Any]] = []
-    reqs_per_decision: list[int] = []
-    idle_at_start: list[int] = []
+    log: list[tuple[str, int]] | None = None          # the decision being applied: (stage, ns)
+    decisions: list[tuple[int, int, list[tuple[str, int]], int]] = []   # decided, cpu at apply, log, cpu out
 
     def mark(name: str) -> None:
-        if cur and name not in cur:
-            cur[name] = (clock(), tclock())
+        if log is not None:
+            log.append((name, clock()))
+
+    def wrap(cls: Any, name: str, before: str | None, after: str | None, only_if: Any = None) -> None:
+        orig = getattr(cls, name, None)
+        if orig is None:
+            return
+
+        def w(*a: Any, **k: Any) -> Any:
+            if before:
+                mark(before)
+            out = orig(*a, **k)
+            if after and (only_if is None or only_if(out)):
+                mark(after)
+            return out
+        setattr(cls, name, w)
 
     orig_apply = maker.Engine._apply
 
     def _apply(self: Any, pipe: Any, actions: Any, trigger_ns: int) -> int:
-        cur.clear()
-        if pipe.trigger_ns == trigger_ns and pipe.decided_ns:
-            cur["decided"] = (pipe.decided_ns, cur_cpu[0])
-            cur["apply"] = (clock(), tclock())
-            cur["_reqs"] = 0
-            fast = getattr(self.rest, "fast", None)
-            if fast is not None:
-                idle_at_start.append(sum(1 for c in fast._idle if not c.closed))
+        nonlocal log
+        if log is not None or pipe.trigger_ns != trigger_ns or not pipe.decided_ns:
+            return orig_apply(self, pipe, actions, trigger_ns)     # a pull, or nested
+        c0 = tclock()                   # a syscall (not in the vDSO): before the first stamp
+        log = [("apply", clock())]
         try:
             return orig_apply(self, pipe, actions, trigger_ns)
         finally:
-            if "write_out" in cur and cur.get("_first") == "place":
-                rows.append(dict(cur))
-            if "_reqs" in cur:
-                reqs_per_decision.append(cur["_reqs"])
-            cur.clear()
+            decisions.append((pipe.decided_ns, c0, log, tclock()))
+            log = None
     maker.Engine._apply = _apply  # type: ignore[method-assign]
 
-    cur_cpu = [0]
-    orig_act = maker.Engine._act
+    wrap(quoting.QuotePlanner, "place", "plan_in:place", "plan_out")
+    wrap(quoting.QuotePlanner, "other", "plan_in:other", "plan_out")
+    wrap(risk.RiskGate, "place_allowed", "gate_in", "gate_out")
+    ev_mod = __import__("kmm.engine.eventwire", fromlist=["EventWiring"])
+    wrap(ev_mod.EventWiring, "size_place", None, "event_out")
+    wrap(orders.OrderManager, "create", None, "create_out")
+    es_mod = __import__("kmm.engine.eventsums", fromlist=["EventSums"])
+    wrap(es_mod.EventSums, "refresh", "sums_in", "sums_out")
+    wrap(es_mod.EventSums, "verdicts", None, "verdicts_out")
+    for n in ("place_quote_now", "amend_quote_now", "create_order_now", "amend_order_now", "cancel_orders_now"):
+        wrap(rest_mod.KalshiRest, n, "send_in", None)
+    for n in ("_send_place", "_send_amend", "_send_cancel", "_send_decrease"):
+        wrap(maker.Engine, n, "send_in", None)
 
-    def _act(self: Any, pipe: Any, actions: Any, live: Any, trigger_ns: int, *a: Any, **k: Any) -> None:
-        cur_cpu[0] = tclock()     # ~ the decided stamp (taken a few us later inside _act)
-        orig_act(self, pipe, actions, live, trigger_ns, *a, **k)
-    maker.Engine._act = _act  # type: ignore[method-assign]
+    from kmm.kalshi import limiter as lim_mod, signing
+    wrap(lim_mod.RateLimiter, "try_acquire", "limit_in", "limit_out")
+    wrap(signing.SignaturePool, "take", "take_in", "take_out")
+    wrap(fasthttp.FastHttp, "send_raw", "raw_in", None)
+    orig_start = fasthttp._Conn.start
 
-    orig_place = getattr(quoting.QuotePlanner, "place", None)
-    if orig_place is not None:       # the quote path (rest.place_quote_now): the planner's one PLACE
-        def place(self: Any, ticker: str, a: Any) -> Any:
-            out = orig_place(self, ticker, a)
-            if out is not None:
-                mark("plan_place")
-            return out
-        quoting.QuotePlanner.place = place  # type: ignore[method-assign]
-
-    orig_qn = getattr(rest_mod.KalshiRest, "place_quote_now", None)
-    if orig_qn is not None:
-        def place_quote_now(self: Any, *a: Any, **k: Any) -> int:
-            if cur and "_first" not in cur:
-                cur["_first"] = "place"
-            if cur.get("_first") == "place":
-                mark("send_now")
-            return orig_qn(self, *a, **k)
-        rest_mod.KalshiRest.place_quote_now = place_quote_now  # type: ignore[method-assign]
-
-    orig_plan = quoting.QuotePlanner.plan
-
-    def plan(self: Any, ticker: str, actions: Any) -> Any:
-        for step in orig_plan(self, ticker, actions):
-            if step[0] == quoting.PLACE:
-                mark("plan_place")
-            yield step
-    quoting.QuotePlanner.plan = plan  # type: ignore[method-assign]
-
-    orig_sp = maker.Engine._send_place
-
-    def _send_place(self: Any, *a: Any) -> None:
-        mark("send_place")
-        orig_sp(self, *a)
-    maker.Engine._send_place = _send_place  # type: ignore[method-assign]
-
-    orig_sn = rest_mod.KalshiRest.send_now
-
-    def send_now(self: Any, method: str, path: str, *a: Any, **k: Any) -> int:
-        if cur and "_first" not in cur:
-            cur["_first"] = "place" if path.endswith("/orders") else "other"
-        if cur.get("_first") == "place":
-            mark("send_now")
-        return orig_sn(self, method, path, *a, **k)
-    rest_mod.KalshiRest.send_now = send_now  # type: ignore[method-assign]
-
-    def start(self: Any, data: bytes, timeout_s: float, done: Any) -> None:
-        assert self.transport is not None and self.done is None
-        self.done = done
-        self._reset_response()
-        if cur:
-            cur["_reqs"] = cur.get("_reqs", 0) + 1
-        first = cur.get("_first") == "place" and "write_in" not in cur
-        if first:
-            cur["write_in"] = (clock(), tclock())
-        self.transport.write(data)
-        self.last_write_ns = clock()
-        if first:
-            cur["write_out"] = (self.last_write_ns, tclock())
-        self.timeout_s = timeout_s
-        self._pool._arm(self, timeout_s)
+    def start(self: Any, data: bytes, timeout_s: float, done: Any) -> Any:
+        mark("write_in")
+        out = orig_start(self, data, timeout_s, done)
+        if log is not None:
+            log.append(("write_out", self.last_write_ns))
+        return out
     fasthttp._Conn.start = start  # type: ignore[method-assign]
 
     with tempfile.TemporaryDirectory() as tmp:
         s, m = bk.run_variant(Path(tmp), bk.VARIANTS[sys.argv[1] if len(sys.argv) > 1 else "kmm"])
-    rows = rows[len(rows) // 10:]
-    print(f"decisions whose first request is a create: {len(rows)}")
+    decisions = decisions[len(decisions) // 10:]          # past the warm-up
+
+    # split each decision's log into requests (a request opens at plan_in); keep written creates
+    rows: dict[str, list[dict[str, int]]] = {"first": [], "later": []}
+    kinds: Counter[str] = Counter()
+    cpu: list[int] = []
+    n_req: Counter[int] = Counter()
+    for decided, c0, lg, c1 in decisions:
+        reqs: list[list[tuple[str, int]]] = []
+        for name, t in lg:
+            if name.startswith("plan_in"):
+                reqs.append([(name, t)])
+            elif reqs:
+                reqs[-1].append((name, t))
+        written = 0
+        seq = []
+        last_out = 0
+        for r in reqs:
+            st = dict(r)
+            kind = "create" if "plan_in:place" in st else "other"
+            if "write_out" not in st:
+                continue
+            seq.append(kind)
+            if kind == "create":
+                st = {("plan_in" if k.startswith("plan_in") else k): v for k, v in st.items()}
+                st["decided"], st["apply"] = decided, lg[0][1]
+                if last_out:
+                    st["prev_write_out"] = last_out       # the decision's previous request written
+                rows["first" if written == 0 else "later"].append(st)
+            last_out = st["write_out"]
+            written += 1
+        n_req[written] += 1
+        if seq:
+            kinds["+".join(seq)] += 1
+        cpu.append(c1 - c0)
 
     def pct(v: list[int]) -> str:
         v = sorted(v)
         if not v:
             return "-"
         return (f"p50 {v[len(v) // 2] / 1e3:7.1f}  p90 {v[int(len(v) * .9)] / 1e3:7.1f}  "
-                f"mean {sum(v) / len(v) / 1e3:7.1f} us")
-    pairs: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
-    for r in rows:                   # consecutive stages the row has (the quote path has no send_place)
-        have = [st for st in STAGES if st in r]
-        for a, b in zip(have, have[1:]):
-            w, c = pairs.setdefault((a, b), ([], []))
-            w.append(r[b][0] - r[a][0])
-            c.append(r[b][1] - r[a][1])
-    for (a, b), (w, c) in pairs.items():
-        print(f"{a:>10s} -> {b:<10s} n={len(w):4d} wall {pct(w)}\n{'':31s} cpu  {pct(c)}")
-    w = [r["write_out"][0] - r["decided"][0] for r in rows]
-    c = [r["write_out"][1] - r["decided"][1] for r in rows]
-    print(f"{'decided -> written':24s} wall {pct(w)}\n{'':24s} cpu  {pct(c)}")
-    from collections import Counter
-    print("requests written per decision:", sorted(Counter(reqs_per_decision).items()))
-    print("idle order connections when a decision starts:", sorted(Counter(idle_at_start).items()))
+                f"p99 {v[min(len(v) - 1, int(len(v) * .99))] / 1e3:7.1f} us")
+    for which, rs in rows.items():
+        print(f"\n== creates written {which} in their decision: n={len(rs)}")
+        pairs: dict[tuple[str, str], list[int]] = {}
+        for r in rs:
+            have = [st for st in CREATE_STAGES if st in r]
+            for a, b in zip(have, have[1:]):
+                pairs.setdefault((a, b), []).append(r[b] - r[a])
+        for (a, b), w in pairs.items():
+            print(f"  {a:>10s} -> {b:<10s} n={len(w):4d} {pct(w)}")
+        print(f"  {'decided -> written':24s} n={len(rs):4d} {pct([r['write_out'] - r['decided'] for r in rs])}")
+        print(f"  {'decided -> write() in':24s} n={len(rs):4d} {pct([r['write_in'] - r['decided'] for r in rs])}")
+    print("\nrequests written per decision:", sorted(n_req.items()))
+    print("decisions by their written requests:", kinds.most_common(8))
+    print("loop thread CPU per decision (_apply):", pct(cpu))
     print("pool (steady):", m.get("pool_steady"))
 
 

@@ -74,6 +74,29 @@ def _compare(fast: EventRiskGate, slow: EventRiskGate, t: str, side: str, price:
     op, orem = old if old is not None else (None, 0)
     assert fast.check_amend(t, side, price, count, op, orem) == ref.check_amend(slow, t, side, price, count, op, orem)
     assert fast.quote_inventory(t, weight) == slow.quote_inventory(t, weight)
+    _compare_fits_whole(fast, slow, t, side, price, count, None)
+    _compare_fits_whole(fast, slow, t, side, price, count * 3, None)
+    if old is not None:
+        _compare_fits_whole(fast, slow, t, side, price, count, old)
+
+
+def _compare_fits_whole(fast: EventRiskGate, slow: EventRiskGate, t: str, side: str, price: int,
+                        count: int, old: tuple[int, int] | None) -> None:
+    """The order path's one-call question (``fits_whole``) gives the verdicts' answer (``fast`` and
+    ``passes`` of the whole size), and a yes is the reference's full size (a place) or its allow (an
+    amend of ``old``)."""
+    whole = fast.fits_whole(t, side, price, count, old)
+    book = fast.event_of(t)
+    s = book.sums if book is not None else None
+    former = False
+    if s is not None and s.refresh():
+        v = s.verdicts(fast, fast._proposal(book, t, side, price, True), old)
+        former = v.fast and v.passes(count)
+    assert whole == former
+    if whole and old is None:
+        assert ref.max_count(slow, t, side, price, count, size_step=1) == count
+    elif whole:
+        assert ref.check_amend(slow, t, side, price, count, old[0], old[1])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -651,6 +651,22 @@ class EventRiskGate:
                 hi = mid
         return lo * size_step
 
+    def fits_whole(self, ticker: str, side: str, price: int, count: int,
+                   old: tuple[int, int] | None = None) -> bool:
+        """True when a post-only place of ``count`` passes the event checks whole, answered from the
+        kept sums (``max_count(...) == count`` then, without a denial counted); with ``old`` (the
+        price and remaining of an order being amended, taken out first) when the amend passes
+        (``check_amend`` allows it). False says only "ask the full check" (the reduce-only regime, a
+        decided event, no kept sums, a market in no event). The order path asks this first
+        (kmm.engine.eventwire.EventWiring.size_place, check_amend)."""
+        book = self._by_market.get(ticker)
+        if book is None or count <= 0 or (side != "bid" and side != "ask"):
+            return False
+        s = book.sums
+        if s is None or not s.refresh():
+            return False
+        return s.passes_whole(self, ticker, side == "bid", price, count, old)
+
     # ------------------------------------------------------------------ internals
     def _proposal(self, book: EventBook, ticker: str, side: str, price: int, post_only: bool) -> _Proposal:
         if side not in ("bid", "ask"):

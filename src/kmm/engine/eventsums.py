@@ -244,6 +244,69 @@ class EventSums:
                            -lim.loss_for(name) * E6_PER_E4, e_now, bids if bid else asks,
                            lim.exposure_for(name), outs, self, k)
 
+    def passes_whole(self, gate: Any, ticker: str, bid: bool, price: int, count: int,
+                     old: tuple[int, int] | None = None) -> bool:
+        """``v.fast and v.passes(count)`` for ``v = verdicts(gate, prop, old)`` of a post-only order,
+        without the verdicts object and its list of outcomes: the order path's question "does the
+        whole size pass?" (:meth:`kmm.engine.events.EventRiskGate.fits_whole`). The same numbers in
+        the same order: the lowest outcome on each side of market k, the reduce-only test, the fee,
+        the exposure; False says only "ask the full path" (tests/engine/test_event_sums.py compares
+        the two after every step of its random streams)."""
+        book = self.book
+        k = self.idx[ticker]
+        lim = gate.limits
+        name = book.ticker
+        max_loss = lim.loss_for(name)
+        limit_e = lim.exposure_for(name)
+        e_now = self.e_open
+        ro = lim.reduce_only_at
+        if self.me:        # worst_now, inline
+            hp = self._least(self.hp)
+            now = self.sum_pn + _lowest(0 if self.none_incl else None, None if hp is None else hp[0])
+        else:
+            now = self.sum_cp
+        if -now >= ro * max_loss * E6_PER_E4 or abs(e_now) >= ro * limit_e:
+            return False                     # reduce-only regime: the full path decides
+        rate = book.maker_fee_rate_e6
+        fee = trade_fee(count, price, rate) * E6_PER_E4 if rate and count > 0 else 0
+        if bid:
+            ch_yes, ch_no = count * (ONE_DOLLAR - price) - fee, -count * price - fee
+        else:
+            ch_yes, ch_no = -(count * (ONE_DOLLAR - price)) - fee, count * price - fee
+        floor = -max_loss * E6_PER_E4
+        r = book.results.get(ticker)
+        ry0, rn0 = ry, rn = self.ry[k], self.rn[k]
+        bids, asks = self.bids_open, self.asks_open
+        if old is not None:                  # the amended order taken out first (verdicts' rule)
+            o_price, o_rem = old
+            o_fee = trade_fee(o_rem, o_price, rate) if rate else 0
+            sign = 1 if bid else -1
+            ry -= min(0, sign * o_rem * (ONE_DOLLAR - o_price) - o_fee * E6_PER_E4)
+            rn -= min(0, sign * o_rem * (0 - o_price) - o_fee * E6_PER_E4)
+            if r is None:
+                if bid:
+                    bids -= o_rem
+                else:
+                    asks -= o_rem
+        if self.me:
+            all_no = self.sum_rn - rn0 + rn
+            if r != "no" and ch_yes < 0 and all_no - rn + ry + ch_yes < floor:
+                return False
+            ej = self._least(self.hr, k)
+            if ej is not None and not (self.none_incl and ej[0] >= 0):
+                if ch_no < 0 and all_no + ej[0] + ch_no < floor:
+                    return False
+            elif self.none_incl and ch_no < 0 and all_no + ch_no < floor:
+                return False
+        else:
+            others = self.sum_cr - _side(r, ry0, rn0)
+            if r != "no" and ch_yes < 0 and others + ry + ch_yes < floor:
+                return False
+            if r != "yes" and ch_no < 0 and others + rn + ch_no < floor:
+                return False
+        extreme = e_now + (bids + count if bid else -(asks + count))
+        return not (abs(extreme) > limit_e and abs(extreme) > abs(e_now))
+
     def yes_side(self, k: int) -> list[str]:
         """Independent markets: the markets other than ``k`` whose worse side is YES, in event order
         (the outcome ``_lowered_worst`` names). Kept as the markets change sides; only a denial's

@@ -130,7 +130,10 @@ class EventWiring:
     def size_place(self, ticker: str, side: str, price: int, size: int) -> tuple[int, Decision | None]:
         """The size a place may have under the event limits (``size`` when it passes whole, less near
         a limit, 0 with the denial, counted, when no size passes)."""
-        if self.gate.event_of(ticker) is None:
+        gate = self.gate
+        if gate.fits_whole(ticker, side, price, size):
+            return size, None                # the common case, from the kept sums in one call
+        if gate.event_of(ticker) is None:
             return size, None
         step = 100 if size % 100 == 0 else 1
         n = self.gate.max_count(ticker, side, price, size, size_step=step)
@@ -144,9 +147,13 @@ class EventWiring:
     def check_amend(self, ticker: str, side: str, price: int, size: int, old_price: int,
                     old_remaining: int) -> Decision | None:
         """None when the amend passes the event limits, else the (counted) denial."""
-        if self.gate.event_of(ticker) is None:
+        gate = self.gate
+        if gate.fits_whole(ticker, side, price, size,
+                           (old_price, old_remaining) if old_price is not None and old_remaining > 0 else None):
+            return None                      # the common case, from the kept sums in one call
+        if gate.event_of(ticker) is None:
             return None
-        d = self.gate.check_amend(ticker, side, price, size, old_price, old_remaining)
+        d = gate.check_amend(ticker, side, price, size, old_price, old_remaining)
         return None if d else d
 
     def kill_signal(self) -> str | None:

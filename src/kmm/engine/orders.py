@@ -200,6 +200,10 @@ def _base36(n: int) -> str:
             return out
 
 
+# the first 36**2 ids' digits made once: a create takes its id from here instead of formatting it
+_B36 = [_base36(i) for i in range(1296)]
+
+
 class OrderManager:
     """Tracks every order of this session. All methods are synchronous and never block.
 
@@ -219,7 +223,7 @@ class OrderManager:
             raise ValueError(f"OrderManager: session prefix {session!r} must be 1..{CLIENT_ORDER_ID_MAX_LEN - 8}"
                              " characters of A-Z a-z 0-9 - _")
         self.clock = clock
-        self.session = session
+        self.session = session              # also sets the ids' prefix (the property below)
         self.unknown_order_policy = unknown_order_policy
         self.stats = OrderStats()
         self._counter = 0
@@ -241,6 +245,16 @@ class OrderManager:
             w(ticker)
 
     # ------------------------------------------------------------------ ids and creation
+    @property
+    def session(self) -> str:
+        """The prefix of this session's client_order_ids."""
+        return self._session
+
+    @session.setter
+    def session(self, value: str) -> None:
+        self._session = value
+        self._coid_prefix = value + "-"
+
     def new_client_order_id(self) -> str:
         self._counter += 1
         return f"{self.session}-{_base36(self._counter)}"
@@ -248,12 +262,17 @@ class OrderManager:
     def create(self, ticker: str, side: str, price: int, count: int,
                client_order_id: str | None = None) -> Order:
         """Register a create about to be sent; returns the order in ``pending``."""
-        if side not in ("bid", "ask"):
+        if side != "bid" and side != "ask":
             raise ValueError(f"create: side {side!r} must be 'bid' or 'ask'")
         if count <= 0:
             raise ValueError(f"create: count {count} must be > 0 (1e-2 contracts)")
-        coid = client_order_id or self.new_client_order_id()
-        if coid in self._by_coid:
+        if client_order_id:
+            coid = client_order_id
+        else:                               # new_client_order_id, inline (every quote comes here)
+            n = self._counter = self._counter + 1
+            coid = self._coid_prefix + (_B36[n] if n < 1296 else _base36(n))
+        by_coid = self._by_coid
+        if coid in by_coid:
             raise ValueError(f"create: client_order_id {coid!r} is already used in this session")
         # an id made here is the checked session prefix, "-" and base-36 digits: only its length can fail
         if (client_order_id and not CLIENT_ORDER_ID_ALPHABET.match(coid)) or len(coid) > CLIENT_ORDER_ID_MAX_LEN:
@@ -261,8 +280,14 @@ class OrderManager:
                              " characters of A-Z a-z 0-9 - _")
         now = self.clock.monotonic_ns()
         o = Order(coid, ticker, side, price, count, remaining=count, created_ns=now, updated_ns=now)
-        self._by_coid[coid] = o
-        self._add_live(o)                   # tells the watchers (once: a second touch changed nothing)
+        by_coid[coid] = o
+        self._live[coid] = o                # _add_live, inline: tells the watchers once
+        live = self._live_by_ticker.get(ticker)
+        if live is None:
+            live = self._live_by_ticker[ticker] = {}
+        live[coid] = o
+        for w in self.watchers:
+            w(ticker)
         return o
 
     def _add_live(self, o: Order) -> None:

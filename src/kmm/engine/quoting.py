@@ -27,7 +27,7 @@ from typing import Any
 
 from kmm._core import diff as _diff
 from kmm.engine.market import SIDE_NAME
-from kmm.engine.risk import Decision
+from kmm.engine.risk import ALLOW, Decision, RiskGate
 
 log = logging.getLogger("kmm.engine.quoting")
 
@@ -85,7 +85,9 @@ class QuotePlanner:
         size = a.size
         pf = self.pf
         q = pf.position(ticker)
-        why = gate.reduce_only_reason(ticker, q)
+        # RiskGate's own rule without its wrapper's call (a gate of another kind: its public method)
+        ro = gate._reduce_only if type(gate) is RiskGate else gate.reduce_only_reason
+        why = ro(ticker, q)
         if why:                             # reducing_size: sized to what reduces, or not asked for
             sign = 1 if side == "bid" else -1
             size = 0 if q * sign >= 0 else max(0, min(size, abs(q) - self.om.open_qty(ticker, side)))
@@ -94,9 +96,15 @@ class QuotePlanner:
                 self.last_denial_detail = f"{gate.reduce_only_reason(ticker)}: a {side} would not reduce"
                 return None
         price = a.price
-        fast = getattr(gate, "place_allowed", None)
-        if fast is None or not (fast(ticker, side, price, size, q, why) if getattr(gate, "positions", None) is pf
-                                else fast(ticker, side, price, size)):
+        if type(gate) is RiskGate:          # the live gate: the common case without the getattr probes
+            allowed = gate.place_allowed(ticker, side, price, size, q, why) if gate.positions is pf \
+                else gate.place_allowed(ticker, side, price, size)
+        else:
+            fast = getattr(gate, "place_allowed", None)
+            allowed = fast is not None and (fast(ticker, side, price, size, q, why)
+                                            if getattr(gate, "positions", None) is pf
+                                            else fast(ticker, side, price, size))
+        if not allowed:
             d = gate.check_place(ticker, side, price, size)
             if not d:
                 self.last_denial, self.last_denial_detail = d.reason, d.detail
@@ -135,8 +143,12 @@ class QuotePlanner:
                 size = min(size, room)
                 if size > 0 and size == live.remaining and a.price == live.price:
                     return None                   # already what reduce-only allows
-            d = gate.check_amend(ticker, side, a.price, size, live.remaining) if size > 0 else \
-                Decision(False, "reduce_only", f"{ticker}: a {side} would not reduce the position")
+            if size > 0 and type(gate) is RiskGate and \
+                    gate.amend_allowed(ticker, side, a.price, size, live.remaining):
+                d = ALLOW                         # check_amend's allow, without building it
+            else:
+                d = gate.check_amend(ticker, side, a.price, size, live.remaining) if size > 0 else \
+                    Decision(False, "reduce_only", f"{ticker}: a {side} would not reduce the position")
             if d and ev is not None:
                 denied = ev.check_amend(ticker, side, a.price, size, live.price, live.remaining)
                 d = d if denied is None else denied

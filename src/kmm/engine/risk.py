@@ -460,6 +460,42 @@ class RiskGate:
         growth = max(0, abs(worst) - abs(q))
         return not (growth and self.positions.total_abs_position() + growth > lim.max_total_position)
 
+    def amend_allowed(self, ticker: str, side: str, price: int, remaining: int, old_remaining: int) -> bool:
+        """``bool(check_amend(...))`` in one call, as :meth:`place_allowed` is for a place (the order
+        path's amends): the same checks, no Decision built, no denial counted; False says only "ask
+        :meth:`check_amend`". tests/engine/test_amend_fast.py holds it to check_amend."""
+        lim = self.limits
+        m = self.markets.get(ticker)
+        if m is None or self.kill_state is not KillState.ARMED or self.exchange_paused or m.paused:
+            return False
+        if not ((side == "bid" or side == "ask") and 0 < remaining <= lim.max_order_size
+                and (m.fractional or not remaining % 100) and lim.price_min <= price <= lim.price_max
+                and m.grid.is_valid(price)
+                and remaining * (price if side == "bid" else ONE_DOLLAR - price) // 100 <= lim.max_order_notional):
+            return False
+        if m.close_time_ns is not None and \
+                self.clock.time_ns() >= m.close_time_ns - int(lim.stop_before_close_s * NS_PER_S):
+            return False
+        fr = self.freshness
+        if fr is not None:
+            if not fr.fresh(ticker):
+                return False
+        elif m.book_stale or m.last_book_ns is None or \
+                self.clock.monotonic_ns() - m.last_book_ns > int(lim.stale_after_s * NS_PER_S):
+            return False
+        if self.backoff is not None and self.backoff.place_pause_ns() > 0:
+            return False
+        q = self.positions.position(ticker)      # _position_gate with the old remaining replaced
+        resting = self.orders.open_qty(ticker, side) - old_remaining
+        sign = 1 if side == "bid" else -1
+        if self._reduce_only(ticker, q):
+            return not (q * sign >= 0 or resting + remaining > abs(q))
+        worst = q + sign * (resting + remaining)
+        if abs(worst) > lim.max_position_for(ticker) and abs(worst) > abs(q):
+            return False
+        growth = max(0, abs(worst) - abs(q))
+        return not (growth and self.positions.total_abs_position() + growth > lim.max_total_position)
+
     def check_amend(self, ticker: str, side: str, price: int, remaining: int,
                     old_remaining: int) -> Decision:
         """Allow or deny an amend of a live order to ``price`` with ``remaining`` left; checked like

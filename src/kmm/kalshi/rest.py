@@ -118,6 +118,47 @@ LOOKUP_SKEW_S = 120
 NOT_FOUND_CODES = frozenset({"not_found", "order_not_found"})
 
 
+# ---- the quote body without a dict (KalshiRest.place_quote_now): JSON strings kept per value
+_QUOTE_FIXED = ('"time_in_force":"good_till_canceled","self_trade_prevention_type":"taker_at_cross",'
+                '"post_only":true,"cancel_order_on_pause":true')
+_JSON_STR: dict[str, str | None] = {}         # value -> its JSON string when ASCII, else None
+_QUOTE_TAILS: dict[tuple[str | None, Any], str | None] = {}
+
+
+def _json_str(value: str) -> str | None:
+    """``orjson.dumps(value)`` as text when it is all ASCII (then its length is its byte count), else
+    None. Kept for tickers and group ids (bounded: cleared past 100,000)."""
+    j = _JSON_STR.get(value)
+    if j is None and value not in _JSON_STR:
+        raw = orjson.dumps(value)
+        j = raw.decode("ascii") if raw.isascii() else None
+        if len(_JSON_STR) >= 100_000:
+            _JSON_STR.clear()
+        _JSON_STR[value] = j
+    return j
+
+
+def _quote_tail(order_group_id: str | None, shard: Any) -> str | None:
+    """The body's optional end (``,"order_group_id":...``, ``,"exchange_index":n``) as orjson writes
+    it, or None when it cannot be written as ASCII text here (the dict path encodes it then)."""
+    key = (order_group_id, shard)
+    try:
+        return _QUOTE_TAILS[key]
+    except KeyError:
+        pass
+    except TypeError:        # an unhashable shard: not one the exchange names
+        return None
+    out: str | None = ""
+    if order_group_id is not None:
+        g = _json_str(order_group_id)
+        out = None if g is None else f',"order_group_id":{g}'
+    if out is not None and shard is not None:
+        out = f'{out},"exchange_index":{shard}' if type(shard) is int else None
+    if len(_QUOTE_TAILS) < 1024:
+        _QUOTE_TAILS[key] = out
+    return out
+
+
 def new_client_order_id() -> str:
     return str(uuid.uuid4())
 
@@ -583,24 +624,39 @@ class KalshiRest:
                                        else try_acquire(PLACE, protocol.COST_DEFAULT)):
             return 0
         self.requests += 1
-        body: dict[str, Any] = {
-            "ticker": ticker, "client_order_id": client_order_id, "side": side, "count": format_count(count),
-            "price": format_price(price), "time_in_force": "good_till_canceled",
-            "self_trade_prevention_type": "taker_at_cross", "post_only": True, "cancel_order_on_pause": True}
-        if order_group_id is not None:
-            body["order_group_id"] = order_group_id
-        if shard is not None:
-            body["exchange_index"] = shard
-        data = orjson.dumps(body)
+        tail = _QUOTE_TAILS.get((order_group_id, shard))      # the kept texts, inline; made on a miss
+        if tail is None:
+            tail = _quote_tail(order_group_id, shard)
+        tj = _JSON_STR.get(ticker) or _json_str(ticker)
+        try:
+            cj: str | None = orjson.dumps(client_order_id).decode("ascii")
+        except UnicodeDecodeError:
+            cj = None
         auth = pool.take("POST", self._create_full)
         head = self._create_head
         if head is None:
             head = self._create_head = fast.head_template("POST", self._create_full, self._fixed_head)
-        return fast.send_raw((f"{head}{_HDR_TS}: {auth[_HDR_TS]}\r\n{_HDR_SIG}: {auth[_HDR_SIG]}\r\n"
-                              f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n"
-                              ).encode("latin-1") + data,
-                             _QuoteAnswer(self, ticker, side, price, count, client_order_id, order_group_id,
-                                          shard if sharded else None, done, ctx, spawn))
+        if tail is not None and tj is not None and cj is not None:
+            # the bytes orjson makes of the body dict below (same keys, order, separators), as one
+            # string with the head: one encode, no dict (tests/kalshi/test_quote_body.py)
+            body = (f'{{"ticker":{tj},"client_order_id":{cj},"side":"{side}","count":"{format_count(count)}",'
+                    f'"price":"{format_price(price)}",{_QUOTE_FIXED}{tail}}}')
+            data = (f"{head}{_HDR_TS}: {auth[_HDR_TS]}\r\n{_HDR_SIG}: {auth[_HDR_SIG]}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n{body}").encode("latin-1")
+        else:                # a value outside ASCII (or an odd shard): orjson encodes the dict
+            b: dict[str, Any] = {
+                "ticker": ticker, "client_order_id": client_order_id, "side": side,
+                "count": format_count(count), "price": format_price(price), "time_in_force": "good_till_canceled",
+                "self_trade_prevention_type": "taker_at_cross", "post_only": True, "cancel_order_on_pause": True}
+            if order_group_id is not None:
+                b["order_group_id"] = order_group_id
+            if shard is not None:
+                b["exchange_index"] = shard
+            raw = orjson.dumps(b)
+            data = (f"{head}{_HDR_TS}: {auth[_HDR_TS]}\r\n{_HDR_SIG}: {auth[_HDR_SIG]}\r\n"
+                    f"Content-Length: {len(raw)}\r\nConnection: keep-alive\r\n\r\n").encode("latin-1") + raw
+        return fast.send_raw(data, _QuoteAnswer(self, ticker, side, price, count, client_order_id, order_group_id,
+                                                shard if sharded else None, done, ctx, spawn))
 
     def amend_order_now(self, order_id: str, *, ticker: str, side: str, price: int, count: int,
                         client_order_id: str | None, done: Callable[[OrderAck | None, BaseException | None], None],
