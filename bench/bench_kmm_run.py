@@ -6,7 +6,9 @@ Variants, all in this run against the same seeded simulator:
 
 * ``kmm``: the compiled per-market pipeline (``MarketPipeline`` on ``kmm._core.pipeline``), deciding
   each market once per socket read (``run.coalesce_reads``, the default);
-* ``kmm-per-frame``: the same deciding every delta as it comes (``run.coalesce_reads = false``): the
+* ``kmm-deltas``: the same, the pending markets also decided before a frame that takes the Python path
+  (``run.coalesce_reads = "deltas"``: only runs of consecutive deltas are coalesced);
+* ``kmm-per-frame``: the same deciding every delta as it comes (``run.coalesce_reads = "off"``): the
   former behaviour, the baseline of the coalescing;
 * ``python``: the same with ``MarketPipeline(compiled=False)``: the Python path, the baseline;
 * ``kmm-5ms``: the compiled pipeline with CPython's default 5 ms switch interval: the measurement
@@ -58,8 +60,11 @@ G_CODE = "kmm run config: Engine.on_book entered -> actions decided (code path)"
 VARIANTS: dict[str, dict[str, Any]] = {
     "kmm": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
                 label="compiled pipeline, recorder on, 0.5 ms (kmm run)"),
+    "kmm-deltas": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
+                       cli={"run.coalesce_reads": "deltas"},
+                       label="compiled pipeline, coalescing runs of deltas (coalesce_reads = deltas)"),
     "kmm-per-frame": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
-                          cli={"run.coalesce_reads": "false"},
+                          cli={"run.coalesce_reads": "off"},
                           label="compiled pipeline, a decision per delta (coalesce_reads off)"),
     "python": dict(role="baseline", compiled=False, recorder=True, switch=0.0005,
                    label="Python path, recorder on, 0.5 ms"),

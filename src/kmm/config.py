@@ -114,10 +114,12 @@ class RunConfig:
                     "operating system puts it. Give the loop a core of its own (docs/benchmarks.md).")
     signer_cpus: str = opt("", "CPUs for the signer process (the signature pool), same syntax. Empty: "
                            "the engine's (cpus). With cpus = \"0\", \"1\" keeps signing off the loop's core.")
-    coalesce_reads: bool = opt(True, "Decide each market once per socket read: the book deltas of one read "
-                               "are all applied as they come, and each market they changed is decided on its "
-                               "latest book when the read ends (false: a decision per delta, as before; "
-                               "docs/benchmarks.md).")
+    coalesce_reads: str = opt("read", "Decide each market once per socket read: read (the book deltas of "
+                              "one read are all applied as they come, and each market they changed is decided "
+                              "on its latest book when the read ends), deltas (the same, but the pending "
+                              "markets are also decided before a frame that takes the Python path: a fill, an "
+                              "order update, a trade, a snapshot), or off (a decision per delta, as before; "
+                              "docs/benchmarks.md).", choices=("read", "deltas", "off"))
     volume_backfill_days: float = opt(30.0, "At start, read this many days of the account's fills "
                                       "(GET /portfolio/fills, 10 read tokens a page of 200, at most 20 "
                                       "pages) for the 30-day volume; 0: this session's fills only.",

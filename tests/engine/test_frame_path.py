@@ -152,10 +152,10 @@ def test_held_orders_equal_the_order_managers_list_whenever_the_pipeline_believe
 
 
 # ------------------------------------------------------------------ Engine.on_book: one-call path vs Python
-def _engine(strategy: str, compiled: bool, coalesce: bool = True) -> tuple[Engine, ManualClock, OrderBook]:
+def _engine(strategy: str, compiled: bool, coalesce: str = "read") -> tuple[Engine, ManualClock, OrderBook]:
     cfg = load_config(None, environ={}, cli={"run.markets": T, "run.strategy": strategy,
                                             "strategy.quote_size": "5", "strategy.max_position": "30",
-                                            "run.coalesce_reads": "true" if coalesce else "false"})
+                                            "run.coalesce_reads": coalesce})
     clock = ManualClock(monotonic_ns=100 * NS_PER_S, time_ns=1_800_000_000 * NS_PER_S)
     e = Engine(cfg, ConnectorConfig(env="sim"), clock=clock, options=EngineOptions(view="off"))
     e.om.session = "kq"                              # the same client_order_ids in both engines
@@ -316,9 +316,9 @@ class _Capture:
         self.rows.append((recv_ns, data))
 
 
-def _wired(strategy: str, mode: str, coalesce: bool = True) -> tuple[Engine, ManualClock, KalshiWs]:
+def _wired(strategy: str, mode: str, coalesce: str = "read") -> tuple[Engine, ManualClock, KalshiWs]:
     """An engine behind its own connector, fed frame bytes: ``mode`` "python" | "compiled" | "entry" |
-    "reference"; ``coalesce``: the entry's (and the reference's) ``run.coalesce_reads``."""
+    "reference"; ``coalesce``: the entry's (and the reference's) ``run.coalesce_reads`` (read | deltas | off)."""
     e, clock, _ = _engine(strategy, mode != "python", coalesce)
     e.opt.frame_entry = mode == "entry"
     e._capture = _Capture()                                # the raw capture (Engine.on_raw_frame)
@@ -343,7 +343,7 @@ def _wired(strategy: str, mode: str, coalesce: bool = True) -> tuple[Engine, Man
     if mode == "reference":                                # the plain-Python rendering of the entry
         from kmm.kalshi.ws import log as ws_log
         ref = RefFrameEntry(ws.router, ws.stats, ws._after_feed, ws._raw, ws_log, e, e.session, clock,
-                            coalesce=e.cfg.run.coalesce_reads)
+                            coalesce=coalesce != "off", flush_python=coalesce == "deltas")
         ref.add(T, e.pipes[T].core, e.pipes[T], e.freshness.get(T))
         ws.entry, ws._feed = ref, ref.feed
         e.entry = ref                                      # the engine defers its re-quotes to it
@@ -365,7 +365,7 @@ def _state(e: Engine, ws: KalshiWs) -> tuple[Any, ...]:
 ENTRY_STATS = {"examples": 0, "fast_decided": 0, "fast_nothing": 0, "handed": 0, "synced": 0}
 
 COUNTERS = ("last", "decided", "nothing", "handed", "synced", "asked", "reads", "read_deltas", "coalesced",
-            "deferred", "dropped", "open", "pending", "reads_by_deltas")
+            "deferred", "dropped", "open", "pending", "reads_by_deltas", "coalesce", "flush_python")
 
 
 def _counters(entry: Any) -> tuple[Any, ...]:
@@ -377,7 +377,7 @@ def _counters(entry: Any) -> tuple[Any, ...]:
 def test_compiled_frame_entry_decides_like_both_python_paths_on_the_same_frames(data: Any, strategy: str) -> None:
     # every frame is a read of its own (feed's last defaults to true): coalescing or not, the entry must
     # decide what both Python paths decide, frame by frame
-    coalesce = data.draw(st.booleans())
+    coalesce = data.draw(st.sampled_from(["read", "deltas", "off"]))
     wired = [_wired(strategy, m, coalesce) for m in ("python", "compiled", "entry", "reference")]
     weight = data.draw(st.sampled_from([0.0, 0.0, 0.5]))   # the event inventory weight (0: the position)
     for e, _, _ in wired:
@@ -566,7 +566,9 @@ def _fill_frame(n: int, side: str, price: int, count: int) -> bytes:
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), strategy=st.sampled_from(["stoikov", "inside"]))
 def test_coalesced_reads_decide_each_market_once_on_its_latest_book(data: Any, strategy: str) -> None:
-    wired = [_wired(strategy, "entry", True), _wired(strategy, "reference", True), _wired(strategy, "entry", False)]
+    # "read": decided when the read ends; "deltas": also before a frame that takes the Python path
+    how = data.draw(st.sampled_from(["read", "deltas"]))
+    wired = [_wired(strategy, "entry", how), _wired(strategy, "reference", how), _wired(strategy, "entry", "off")]
     seq, n = [1], [0]
 
     def feed(raw: bytes, recv_ns: int, last: bool) -> None:
@@ -625,7 +627,7 @@ def test_coalesced_reads_decide_each_market_once_on_its_latest_book(data: Any, s
                 if last:
                     last_log = [len(e.log) for e, _, _ in wired]  # type: ignore[attr-defined]
                 feed(raw, recv, last)
-                if not last:
+                if not last and how == "read":
                     # no quote is decided before the read ends (a fill's re-quote waits too; a kill
                     # sweep or a pull a fill's bookkeeping starts is not held back)
                     for e, _, _ in wired[:2]:
@@ -657,11 +659,12 @@ def test_coalesced_reads_decide_each_market_once_on_its_latest_book(data: Any, s
                 compare()
             a = wired[0][0]
             got = a.log[before[0]:]                        # type: ignore[attr-defined]
-            assert sum(1 for x in got if x[0] == "decide") <= 1, got      # once per market per read
+            # once per market per read ("deltas": once per run of deltas between frames of the Python path)
+            assert sum(1 for x in got if x[0] == "decide") <= (1 if how == "read" else 1 + k - deltas), got
             assert not wired[0][2].entry.open and not wired[0][2].entry.pending
             if got and got[-1][0] == "decide" and got[-1][1]:
                 assert a.pipes[T].trigger_ns == recv        # stamped from the read's receive stamp
-            if mid in ("kill", "stop", "stale", "paused", "in_flight") and mid_at is not None:
+            if mid in ("kill", "stop", "stale", "paused", "in_flight") and mid_at is not None and how == "read":
                 READ_STATS["mid_event"] += 1
                 # what came between the apply and the decision wins: no quote decided after it
                 assert not any(x[0] == "decide" and x[1] for x in got), (mid, got)
@@ -766,7 +769,7 @@ class _Frame:
 def _ready_entry(strategy: str = "inside") -> tuple[Engine, ManualClock, KalshiWs, list[bytes]]:
     """A coalescing entry behind a connector, its market's book ready, and three deltas that each move
     the inside maker's target (so each would be decided with actions on its own)."""
-    e, clock, ws = _wired(strategy, "entry", True)
+    e, clock, ws = _wired(strategy, "entry", "read")
     ws._feed(snapshot_frame(1, 1, T, yes=(("0.4000", "10.00"),), no=(("0.5500", "12.00"),)), clock.monotonic_ns())
     deltas = [delta_frame(1, 2 + i, T, price=f"0.{41 + i}00", d="5.00") for i in range(3)]
     return e, clock, ws, deltas

@@ -22,10 +22,11 @@ class _Slot:
 
 class RefFrameEntry:
     def __init__(self, router: Any, stats: Any, after_feed: Any, raw: Any, log: Any, engine: Any, session: Any,
-                 clock: Any, coalesce: bool = False) -> None:
+                 clock: Any, coalesce: bool = False, flush_python: bool = False) -> None:
         self.router, self.stats, self.after_feed, self.raw, self.log = router, stats, after_feed, raw, log
         self.engine, self.session, self.clock = engine, session, clock
         self.coalesce = coalesce
+        self.flush_python = coalesce and flush_python
         self.slots: dict[str, _Slot] = {}
         self._pending: list[_Slot] = []
         self.open = False
@@ -66,6 +67,8 @@ class RefFrameEntry:
             status = self.router.feed(data, recv_ns)
         except Exception as exc:  # noqa: BLE001
             self.last = 0
+            if self.flush_python:
+                self.flush()
             out = int(self.after_feed(data, recv_ns, -1, exc))
             if last:
                 self.end_read()
@@ -74,6 +77,8 @@ class RefFrameEntry:
             self.last = 0
             if status == SNAPSHOT and self.coalesce:
                 self.discard(self.router.last_ticker)
+            if self.flush_python:
+                self.flush()
             out = int(self.after_feed(data, recv_ns, status))
             if last:
                 self.end_read()
@@ -91,6 +96,8 @@ class RefFrameEntry:
             self.handed += 1
             if self.coalesce:
                 self.discard(ticker)
+                if self.flush_python:
+                    self.flush()
             out = int(self.after_feed(data, recv_ns, status))
             if last:
                 self.end_read()
@@ -112,6 +119,9 @@ class RefFrameEntry:
         self.reads += 1
         self.read_deltas += n
         self.per_read[min(n, PER_READ)] += 1
+        self.flush()
+
+    def flush(self) -> None:
         todo, self._pending = self._pending, []
         for slot in todo:
             if not slot.pending:

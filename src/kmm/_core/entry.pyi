@@ -27,11 +27,13 @@ class FrameEntry:
     deferred: int
     dropped: int
     coalesce: bool
+    flush_python: bool
     open: bool
     last: int
     def __init__(self, router: BookRouter, stats: Any, after_feed: Callable[..., int],
                  raw: Callable[[int, bytes], None] | None, log: Any, engine: Any, session: Any, clock: Any,
-                 sys_clock: bool, capture: Any = None, coalesce: bool = False) -> None: ...
+                 sys_clock: bool, capture: Any = None, coalesce: bool = False,
+                 flush_python: bool = False) -> None: ...
     @property
     def handed_by(self) -> dict[str, int]: ...
     @property

@@ -80,7 +80,10 @@ cdef class FrameEntry:
     trigger stamp is the read's receive stamp, which every frame of the read carries. A fill or an
     order update in the read that wants a re-quote joins the same set (:meth:`defer`). Without
     ``coalesce`` every delta is decided as it is applied (the former behaviour, a baseline).
-    ``last`` defaults to true: a caller that knows nothing of reads gets a decision per frame.
+    ``last`` defaults to true: a caller that knows nothing of reads gets a decision per frame. With
+    ``flush_python`` (``run.coalesce_reads = "deltas"``) the pending markets are also decided before a
+    frame goes to the Python path (a fill, an order update, a trade, a snapshot, a delta it decides):
+    only runs of consecutive deltas are coalesced, and no decision waits for a Python frame's work.
 
     The clock: the system clock (``sys_clock``) is read with ``clock_gettime`` (CLOCK_MONOTONIC and
     CLOCK_REALTIME, what ``time.monotonic_ns`` / ``time.time_ns`` read on Linux); any other clock
@@ -105,6 +108,7 @@ cdef class FrameEntry:
     cdef object capture_put             # ... its queue's put (a C call: no Python frame per frame)
     cdef dict slots
     cdef readonly bint coalesce         # decide once per market per read (else per delta)
+    cdef readonly bint flush_python     # ... and before a frame is handed to the Python path ("deltas")
     cdef list _pending                  # _Slot: markets to decide when the read ends, first change first
     cdef readonly bint open             # a read is under way (a frame was fed, its last not yet)
     cdef readonly uint64_t decided      # decisions made here with actions sent to _act
@@ -123,7 +127,7 @@ cdef class FrameEntry:
     cdef uint64_t _n_read               # deltas in the read under way
 
     def __init__(self, BookRouter router not None, stats, after_feed, raw, log, engine, session, clock,
-                 bint sys_clock, capture=None, bint coalesce=False):
+                 bint sys_clock, capture=None, bint coalesce=False, bint flush_python=False):
         self.router = router
         self.capture = capture
         self.capture_put = None if capture is None else capture._queue.put
@@ -136,6 +140,7 @@ cdef class FrameEntry:
         self.clock = clock
         self.sys_clock = sys_clock
         self.coalesce = coalesce
+        self.flush_python = coalesce and flush_python
         self._pending = []
         self.slots = {}
         self.gate = session.gate
@@ -220,6 +225,8 @@ cdef class FrameEntry:
             status = self.router._feed(data, recv_ns)
         except Exception as exc:       # the router should not raise: the Python path counts and logs it
             self.last = 0
+            if self.flush_python:
+                self._flush()
             out = self.after_feed(data, recv_ns, -1, exc)
             if last:
                 self._end_read()
@@ -229,6 +236,8 @@ cdef class FrameEntry:
             if status == SNAPSHOT and self.coalesce:
                 # the Python path decides the market now, on its fresh book: nothing left to decide
                 self._discard(self.router.last_ticker)
+            if self.flush_python:
+                self._flush()
             out = self.after_feed(data, recv_ns, status)
             if last:
                 self._end_read()
@@ -246,6 +255,8 @@ cdef class FrameEntry:
             self.handed += 1
             if self.coalesce:
                 self._discard(ticker)       # the Python path decides it now, on its latest book
+                if self.flush_python:
+                    self._flush()
             out = self.after_feed(data, recv_ns, status)
             if last:
                 self._end_read()
@@ -271,18 +282,24 @@ cdef class FrameEntry:
         self._end_read()
 
     cdef int _end_read(self) except -1:
-        cdef list todo
-        cdef _Slot slot
         cdef uint64_t n = self._n_read
         self.open = False
         self._n_read = 0
         self.reads += 1
         self.read_deltas += n
         self._per_read[n if n < PER_READ else PER_READ] += 1
+        return self._flush()
+
+    cdef int _flush(self) except -1:
+        """Decide every pending market now, in the order they first changed (the end of the read; with
+        ``flush_python``, also before a frame goes to the Python path)."""
+        cdef list todo
+        cdef _Slot slot
         if not self._pending:
             return 0
         todo = self._pending
-        self._pending = []               # a decision's callbacks that defer() find no read: they act now
+        self._pending = []               # (at the end of a read, a decision's callbacks that defer() find
+                                         # no read: they act now)
         for slot in todo:
             if not slot.pending:
                 continue

@@ -553,7 +553,8 @@ class Engine(FeedHandler):
         raw = None if own_raw and self._capture is None else ws._raw
         entry = FrameEntry(ws.router, ws.stats, ws._after_feed, raw, ws_log, self,  # noqa: SLF001
                            self.session, self.clock, type(self.clock) is SystemClock, capture,
-                           coalesce=self.cfg.run.coalesce_reads)
+                           coalesce=self.cfg.run.coalesce_reads != "off",
+                           flush_python=self.cfg.run.coalesce_reads == "deltas")
         for t, p in pipes.items():
             entry.add(t, p.core, p, self.freshness.get(t))
         self.entry = entry
