@@ -5,9 +5,10 @@ the simulator's busy flow in its own process.
 Variants, all in this run against the same seeded simulator:
 
 * ``kmm``: the compiled per-market pipeline (``MarketPipeline`` on ``kmm._core.pipeline``), deciding
-  each market once per socket read (``run.coalesce_reads``, the default);
-* ``kmm-deltas``: the same, the pending markets also decided before a frame that takes the Python path
-  (``run.coalesce_reads = "deltas"``: only runs of consecutive deltas are coalesced);
+  each market once per run of deltas (``run.coalesce_reads = "deltas"``, the default: when the socket
+  read ends, or before a frame that takes the Python path);
+* ``kmm-read``: the same deciding once per socket read, after its Python frames too
+  (``run.coalesce_reads = "read"``);
 * ``kmm-per-frame``: the same deciding every delta as it comes (``run.coalesce_reads = "off"``): the
   former behaviour, the baseline of the coalescing;
 * ``python``: the same with ``MarketPipeline(compiled=False)``: the Python path, the baseline;
@@ -60,9 +61,9 @@ G_CODE = "kmm run config: Engine.on_book entered -> actions decided (code path)"
 VARIANTS: dict[str, dict[str, Any]] = {
     "kmm": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
                 label="compiled pipeline, recorder on, 0.5 ms (kmm run)"),
-    "kmm-deltas": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
-                       cli={"run.coalesce_reads": "deltas"},
-                       label="compiled pipeline, coalescing runs of deltas (coalesce_reads = deltas)"),
+    "kmm-read": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
+                     cli={"run.coalesce_reads": "read"},
+                     label="compiled pipeline, one decision per market per read (coalesce_reads = read)"),
     "kmm-per-frame": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
                           cli={"run.coalesce_reads": "off"},
                           label="compiled pipeline, a decision per delta (coalesce_reads off)"),
@@ -302,7 +303,7 @@ def test_kmm_run_config_frame_to_decided(benchmark, variant, tmp_path):
               f"p99.9 {us(d['p999_ns']):>9s}")
     if "kmm" in _RESULTS and "kmm-per-frame" in _RESULTS and variant == "kmm-per-frame":
         k, b = _RESULTS["kmm"], _RESULTS["kmm-per-frame"]
-        print(f"  per delta / once per read, frame -> decided: p50 {b['decide']['p50_ns'] / k['decide']['p50_ns']:.2f}x, "
+        print(f"  per delta / once per run of deltas, frame -> decided: p50 {b['decide']['p50_ns'] / k['decide']['p50_ns']:.2f}x, "
               f"p99 {b['decide']['p99_ns'] / k['decide']['p99_ns']:.2f}x; requests/s {b['rps']:.0f} vs {k['rps']:.0f}")
     if "kmm" in _RESULTS and "python" in _RESULTS and variant == "python":
         k, b = _RESULTS["kmm"]["decide"], _RESULTS["python"]["decide"]

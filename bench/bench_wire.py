@@ -197,9 +197,10 @@ class FrameCause:
             # a create that falls back from the one-call path reaches _send_place too: noted once (an
             # order is amended many times under one key: each amend is noted)
             if cur[0] is not None and not (create and str(key) in seen):
-                # the first frame of the request's market in the read being handled (the oldest book
-                # information a decision made once per read acts on), else the frame being handled
-                f = first.get(ticker, cur[0]) if ticker is not None else cur[0]
+                # a book decision (the compiled entry's, or on_book's): the first book frame of the
+                # request's market in the read being handled (the oldest book information a decision
+                # made once per read acts on); any other (a fill's re-quote): the frame being handled
+                f = first.get(ticker, cur[0]) if ticker is not None and book_decision[0] else cur[0]
                 row = [str(key), f[0], f[1], 0]
                 if create:
                     seen.add(row[0])
@@ -216,7 +217,7 @@ class FrameCause:
                 # ``last``: the frame ends its socket read (engines that take it); without it every frame
                 # is taken as a read of its own
                 cur[0] = (data, recv_ns)
-                m = tick.search(data, 0, 240)
+                m = tick.search(data, 0, 240) if b'"orderbook_' in data[:40] else None
                 if m is not None:
                     first.setdefault(m.group(1).decode(), cur[0])
                 try:
@@ -228,6 +229,21 @@ class FrameCause:
             ws._feed = feed  # noqa: SLF001
 
         self.cls._bind_handler = bind  # type: ignore[method-assign]
+        book_decision = [False]
+        inner_act = engine._act
+
+        def act(pipe: Any, actions: Any, live: Any, trigger_ns: int, *rest: Any, **kw: Any) -> Any:
+            # the compiled entry passes its decided stamp; on_book's decisions run inside a book frame; a
+            # decision a fill or an order update took part in (stamped in update_decide_ns) is not a
+            # book frame's, on either engine
+            stamps = rest[0] if rest else kw.get("stamps")
+            book_decision[0] = stamps is not engine.update_decide_ns and (
+                bool(kw.get("decided_ns")) or (cur[0] is not None and b'"orderbook_' in cur[0][0][:40]))
+            try:
+                return inner_act(pipe, actions, live, trigger_ns, *rest, **kw)
+            finally:
+                book_decision[0] = False
+        engine._act = act  # type: ignore[method-assign]
         for name, key_of in (("_send_place", lambda a: a[2].client_order_id), ("_send_amend", lambda a: a[1].order_id)):
             inner = getattr(engine, name)
 

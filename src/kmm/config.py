@@ -114,12 +114,13 @@ class RunConfig:
                     "operating system puts it. Give the loop a core of its own (docs/benchmarks.md).")
     signer_cpus: str = opt("", "CPUs for the signer process (the signature pool), same syntax. Empty: "
                            "the engine's (cpus). With cpus = \"0\", \"1\" keeps signing off the loop's core.")
-    coalesce_reads: str = opt("read", "Decide each market once per socket read: read (the book deltas of "
-                              "one read are all applied as they come, and each market they changed is decided "
-                              "on its latest book when the read ends), deltas (the same, but the pending "
-                              "markets are also decided before a frame that takes the Python path: a fill, an "
-                              "order update, a trade, a snapshot), or off (a decision per delta, as before; "
-                              "docs/benchmarks.md).", choices=("read", "deltas", "off"))
+    coalesce_reads: str = opt("deltas", "Decide each market once per run of book deltas: deltas (the deltas "
+                              "of a socket read are applied as they come, and each market they changed is "
+                              "decided on its latest book when the read ends or before a frame that takes the "
+                              "Python path: a fill, an order update, a trade, a snapshot), read (only when the "
+                              "read ends: one decision per market per read, after the read's Python frames), or "
+                              "off (a decision per delta, as before). docs/benchmarks.md has the measurements.",
+                              choices=("deltas", "read", "off"))
     volume_backfill_days: float = opt(30.0, "At start, read this many days of the account's fills "
                                       "(GET /portfolio/fills, 10 read tokens a page of 200, at most 20 "
                                       "pages) for the 30-day volume; 0: this session's fills only.",

@@ -5,10 +5,11 @@
 # not ready, a book being checked, not quoting, ...), through the connector's Python path for the rest
 # of the frame (KalshiWs._after_feed), which does what KalshiWs.handle_frame does after the router.
 #
-# Reads (coalesce on, the default): picows hands the frames of one socket read over one after the
-# other (the last one flagged). A delta is applied at once (router, freshness stamps, signals) and its
-# market joins the read's pending set; each pending market is decided ONCE, on its latest book, when
-# the read ends (feed(..., last=True) or end_read()), in the order the markets first changed. Every
+# Reads (coalesce on; run.coalesce_reads = deltas, the default, or read): picows hands the frames of
+# one socket read over one after the other (the last one flagged). A delta is applied at once (router,
+# freshness stamps, signals) and its market joins the read's pending set; each pending market is decided
+# ONCE, on its latest book, when the read ends (feed(..., last=True) or end_read()) and, with
+# flush_python (deltas), before a frame goes to the Python path, in the order the markets first changed. Every
 # check that may stop a decision (ready, checking, quoting, stopping, the gate's held answer, the
 # may-decide verdict) is made then, not at apply time. Equivalence: tests/engine/test_frame_path.py.
 cimport cython

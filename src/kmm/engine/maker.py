@@ -800,11 +800,12 @@ class Engine(FeedHandler):
                       stamps)
 
     def _requote_update(self, pipe: MarketPipeline, trigger_ns: int) -> None:
-        """A fill or an order update (received at ``trigger_ns``) wants ``pipe`` re-quoted: at the end of
-        the socket read it came in when the compiled entry coalesces reads (one decision per market per
-        read, on its latest book and position: ``FrameEntry.defer``), else now. Its bookkeeping (the
-        position, P&L, the kill switch) is done already; every check of the decision is made when it
-        is made. Stamped in ``update_decide_ns`` unless a book delta of the same read shares it."""
+        """A fill or an order update (received at ``trigger_ns``) wants ``pipe`` re-quoted: with the
+        compiled entry coalescing (``run.coalesce_reads``), with the market's other triggers of the read
+        (one decision on its latest book and position, when the read ends or, with ``deltas``, before
+        the next frame that takes the Python path: ``FrameEntry.defer``), else now. Its bookkeeping
+        (the position, P&L, the kill switch) is done already; every check of the decision is made when
+        it is made. Stamped in ``update_decide_ns`` (its bookkeeping came before the decision)."""
         entry = self.entry
         if entry is not None and entry.open and entry.defer(pipe.ticker, trigger_ns):
             return
