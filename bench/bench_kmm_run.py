@@ -4,7 +4,13 @@ the simulator's busy flow in its own process.
 
 Variants, all in this run against the same seeded simulator:
 
-* ``kmm``: the compiled per-market pipeline (``MarketPipeline`` on ``kmm._core.pipeline``);
+* ``kmm``: the compiled per-market pipeline (``MarketPipeline`` on ``kmm._core.pipeline``), deciding
+  each market once per run of deltas (``run.coalesce_reads = "deltas"``, the default: when the socket
+  read ends, or before a frame that takes the Python path);
+* ``kmm-read``: the same deciding once per socket read, after its Python frames too
+  (``run.coalesce_reads = "read"``);
+* ``kmm-per-frame``: the same deciding every delta as it comes (``run.coalesce_reads = "off"``): the
+  former behaviour, the baseline of the coalescing;
 * ``python``: the same with ``MarketPipeline(compiled=False)``: the Python path, the baseline;
 * ``kmm-5ms``: the compiled pipeline with CPython's default 5 ms switch interval: the measurement
   that keeps ``kmm run``'s ``sys.setswitchinterval(0.0005)`` (docs/records.md);
@@ -56,6 +62,12 @@ G_CODE = "kmm run config: Engine.on_book entered -> actions decided (code path)"
 VARIANTS: dict[str, dict[str, Any]] = {
     "kmm": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
                 label="compiled pipeline, recorder on, 0.5 ms (kmm run)"),
+    "kmm-read": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
+                     cli={"run.coalesce_reads": "read"},
+                     label="compiled pipeline, one decision per market per read (coalesce_reads = read)"),
+    "kmm-per-frame": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
+                          cli={"run.coalesce_reads": "off"},
+                          label="compiled pipeline, a decision per delta (coalesce_reads off)"),
     "python": dict(role="baseline", compiled=False, recorder=True, switch=0.0005,
                    label="Python path, recorder on, 0.5 ms"),
     "kmm-5ms": dict(role="kmm", compiled=True, recorder=True, switch=0.005,
@@ -109,7 +121,12 @@ def _split_decide(engine: Engine) -> dict[str, list[int]]:
     def act(pipe: Any, actions: Any, live: Any, trigger_ns: int, *rest: Any, **kw: Any) -> None:
         d0 = pipe.decided_ns
         orig_act(pipe, actions, live, trigger_ns, *rest, **kw)
-        if pipe.decided_ns != d0 and kw.get("decided_ns"):
+        stamps = rest[0] if rest else kw.get("stamps")
+        if pipe.decided_ns != d0 and kw.get("decided_ns") and stamps is engine.update_decide_ns:
+            # a fill's or an order update's re-quote the compiled entry made at the end of a read
+            out["other"].append(pipe.decided_ns - trigger_ns)
+            out["other_kind"].append("end_of_read")
+        elif pipe.decided_ns != d0 and kw.get("decided_ns"):
             # decided in the compiled frame entry (kmm._core.entry), which never enters on_book: its
             # entry stamp is the pipeline's last_book_ns (taken where on_book would read the clock)
             out["book"].append(pipe.decided_ns - trigger_ns)
@@ -190,6 +207,12 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
         m["entry"] = None if entry is None else {"decided": entry.decided, "nothing": entry.nothing,
                                                  "handed": entry.handed, "handed_by": entry.handed_by,
                                                  "synced": entry.synced,
+                                                 "asked": getattr(entry, "asked", None),
+                                                 "reads": getattr(entry, "reads", None),
+                                                 "reads_by_deltas": getattr(entry, "reads_by_deltas", None),
+                                                 "coalesced": getattr(entry, "coalesced", None),
+                                                 "deferred": getattr(entry, "deferred", None),
+                                                 "dropped": getattr(entry, "dropped", None),
                                                  "epochs (gate, freshness, limiter pauses)": (
                                                      engine.gate.epoch, engine.freshness.epoch,
                                                      getattr(engine.gate.backoff, "pauses", None))}
@@ -258,12 +281,15 @@ def test_kmm_run_config_frame_to_decided(benchmark, variant, tmp_path):
                                 fills=m["fills"], signature_pool=pool, signature_pool_steady=steady,
                                 sign_fallbacks=fallbacks, budget_waits=m.get("budget_waits"),
                                 seconds=round(m["seconds"], 2))
-    _RESULTS[variant] = {"decide": decide, "create": create, "fallbacks": fallbacks, "code": code}
+    rps = (m["orders"] + m["amends"]) / m["seconds"] if m["seconds"] else 0.0
+    _RESULTS[variant] = {"decide": decide, "create": create, "fallbacks": fallbacks, "code": code, "rps": rps}
+    benchmark.extra_info.update(requests_per_s=round(rps, 1), entry=m.get("entry"))
     us = lambda ns: f"{ns / 1e3:.1f} us"  # noqa: E731
     print(f"\n  decisions not made by a book frame, by caller: {m['other_kind']}")
     print(f"\n[{v['label']}] {m['seconds']:.1f} s: {m['decisions']} decisions, {m['orders']} creates, "
           f"{m['amends']} amends, {m['fills']} fills; signature pool over the run {pool}; in steady state {steady} "
-          f"(writes signed inline: {fallbacks}; decisions that waited for the write budget: {m.get('budget_waits')})")
+          f"(writes signed inline: {fallbacks}; decisions that waited for the write budget: {m.get('budget_waits')}); "
+          f"creates + amends per s: {rps:.1f}")
     book, other = dist(m["book"]), (dist(m["other"]) if m["other"] else None)
     eq = dist(m["entry_queue"]) if m.get("entry_queue") else None
     ec = dist(m["entry_code"]) if m.get("entry_code") else None
@@ -277,6 +303,10 @@ def test_kmm_run_config_frame_to_decided(benchmark, variant, tmp_path):
             continue
         print(f"  {name:26s} n={d['n']:6d} p50 {us(d['p50_ns']):>9s}  p99 {us(d['p99_ns']):>9s}  "
               f"p99.9 {us(d['p999_ns']):>9s}")
+    if "kmm" in _RESULTS and "kmm-per-frame" in _RESULTS and variant == "kmm-per-frame":
+        k, b = _RESULTS["kmm"], _RESULTS["kmm-per-frame"]
+        print(f"  per delta / once per run of deltas, frame -> decided: p50 {b['decide']['p50_ns'] / k['decide']['p50_ns']:.2f}x, "
+              f"p99 {b['decide']['p99_ns'] / k['decide']['p99_ns']:.2f}x; requests/s {b['rps']:.0f} vs {k['rps']:.0f}")
     if "kmm" in _RESULTS and "python" in _RESULTS and variant == "python":
         k, b = _RESULTS["kmm"]["decide"], _RESULTS["python"]["decide"]
         print(f"  Python path / compiled, frame -> decided: p50 {b['p50_ns'] / k['p50_ns']:.2f}x, "

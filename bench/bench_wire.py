@@ -9,7 +9,9 @@ request it receives (bench/stamped_sim.py, in its own process).
 Both face the same seeded busy flow on 3 markets. The headline matches each request to the very book
 frame that caused it: the floor notes which frame each create answered; in kmm, every request a
 decision makes while a book frame is being handled (``KalshiWs.handle_frame``; written then, or later
-when it had to wait) is noted with that frame. The latency of a frame is the exchange's receipt of the
+when it had to wait) is noted with that frame, or, when the engine decides a market once per socket
+read (``run.coalesce_reads``), with the first frame of the request's market in that read (the oldest
+book information the decision acts on; the same rule on the former engine gives the former matching). The latency of a frame is the exchange's receipt of the
 first request it caused (a create or an amend: kmm re-quotes mostly by amending) minus the exchange's
 write of the frame; the exchange's receipt is its read of the request's bytes (bench/stamped_sim.py),
 before its HTTP stack schedules the handler. Requests made after fills, order answers or timers are
@@ -170,6 +172,7 @@ class FrameCause:
     handled."""
 
     SID_SEQ = re.compile(rb'"sid":(\d+),"seq":(\d+)')
+    TICKER = re.compile(rb'"market_ticker":"([^"]+)"')
 
     def __init__(self) -> None:
         from kmm.kalshi import fasthttp
@@ -180,6 +183,7 @@ class FrameCause:
         self.my_start: Any = None
         self.frame: list[Any] = [None]
         self.noted: list[list[Any]] = []        # [key, frame, recv_ns, written_ns]
+        self.first: dict[str, tuple[bytes, int]] = {}   # market -> its first frame in the read
         self.unwritten: dict[bytes, list[Any]] = {}
 
     def __call__(self, engine: Any) -> None:
@@ -187,11 +191,17 @@ class FrameCause:
 
         seen: set[str] = set()
 
-        def note(key: Any, create: bool = False) -> None:
+        first = self.first
+
+        def note(key: Any, create: bool = False, ticker: str | None = None) -> None:
             # a create that falls back from the one-call path reaches _send_place too: noted once (an
             # order is amended many times under one key: each amend is noted)
             if cur[0] is not None and not (create and str(key) in seen):
-                row = [str(key), cur[0][0], cur[0][1], 0]
+                # a book decision (the compiled entry's, or on_book's): the first book frame of the
+                # request's market in the read being handled (the oldest book information a decision
+                # made once per read acts on); any other (a fill's re-quote): the frame being handled
+                f = first.get(ticker, cur[0]) if ticker is not None and book_decision[0] else cur[0]
+                row = [str(key), f[0], f[1], 0]
                 if create:
                     seen.add(row[0])
                 noted.append(row)
@@ -201,21 +211,45 @@ class FrameCause:
             orig(ws)
             inner = ws._feed  # noqa: SLF001
 
-            def feed(data: bytes, recv_ns: int) -> int:
+            tick = self.TICKER
+
+            def feed(data: bytes, recv_ns: int, *last: Any) -> int:
+                # ``last``: the frame ends its socket read (engines that take it); without it every frame
+                # is taken as a read of its own
                 cur[0] = (data, recv_ns)
+                m = tick.search(data, 0, 240) if b'"orderbook_' in data[:40] else None
+                if m is not None:
+                    first.setdefault(m.group(1).decode(), cur[0])
                 try:
-                    return inner(data, recv_ns)
+                    return inner(data, recv_ns, *last)
                 finally:
                     cur[0] = None
+                    if not last or last[0]:
+                        first.clear()
             ws._feed = feed  # noqa: SLF001
 
         self.cls._bind_handler = bind  # type: ignore[method-assign]
+        book_decision = [False]
+        inner_act = engine._act
+
+        def act(pipe: Any, actions: Any, live: Any, trigger_ns: int, *rest: Any, **kw: Any) -> Any:
+            # the compiled entry passes its decided stamp; on_book's decisions run inside a book frame; a
+            # decision a fill or an order update took part in (stamped in update_decide_ns) is not a
+            # book frame's, on either engine
+            stamps = rest[0] if rest else kw.get("stamps")
+            book_decision[0] = stamps is not engine.update_decide_ns and (
+                bool(kw.get("decided_ns")) or (cur[0] is not None and b'"orderbook_' in cur[0][0][:40]))
+            try:
+                return inner_act(pipe, actions, live, trigger_ns, *rest, **kw)
+            finally:
+                book_decision[0] = False
+        engine._act = act  # type: ignore[method-assign]
         for name, key_of in (("_send_place", lambda a: a[2].client_order_id), ("_send_amend", lambda a: a[1].order_id)):
             inner = getattr(engine, name)
 
             def wrapper(*args: Any, _inner: Any = inner, _key: Any = key_of,
                         _create: bool = name == "_send_place") -> Any:
-                note(_key(args), _create)
+                note(_key(args), _create, args[0].ticker)
                 return _inner(*args)
 
             setattr(engine, name, wrapper)
@@ -229,7 +263,7 @@ class FrameCause:
                 def place(self, ticker: str, a: Any) -> Any:
                     out = place(self, ticker, a)
                     if out is not None:
-                        note(out[0].client_order_id, True)
+                        note(out[0].client_order_id, True, ticker)
                     return out
             planner.__class__ = Noted
         # the write stamp of each noted request (the connection's own stamp, after transport.write)

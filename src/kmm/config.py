@@ -117,8 +117,15 @@ class RunConfig:
     signer_nice: int = opt(10, "Niceness the signer process adds to its own (0-19; higher yields the CPU "
                            "sooner). It signs ahead of need, so on a core it shares it should give way to "
                            "the event loop and to anything else that is waiting on a wake-up "
-                           "(docs/benchmarks.md, \"Signer priority\"). 0: the engine's priority.",
+                           "(docs/operations.md). 0: the engine's priority.",
                            lo=0, hi=19)
+    coalesce_reads: str = opt("deltas", "Decide each market once per run of book deltas: deltas (the deltas "
+                              "of a socket read are applied as they come, and each market they changed is "
+                              "decided on its latest book when the read ends or before a frame that takes the "
+                              "Python path: a fill, an order update, a trade, a snapshot), read (only when the "
+                              "read ends: one decision per market per read, after the read's Python frames), or "
+                              "off (a decision per delta, as before). docs/benchmarks.md has the measurements.",
+                              choices=("deltas", "read", "off"))
     volume_backfill_days: float = opt(30.0, "At start, read this many days of the account's fills "
                                       "(GET /portfolio/fills, 10 read tokens a page of 200, at most 20 "
                                       "pages) for the 30-day volume; 0: this session's fills only.",

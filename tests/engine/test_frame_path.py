@@ -152,9 +152,10 @@ def test_held_orders_equal_the_order_managers_list_whenever_the_pipeline_believe
 
 
 # ------------------------------------------------------------------ Engine.on_book: one-call path vs Python
-def _engine(strategy: str, compiled: bool) -> tuple[Engine, ManualClock, OrderBook]:
+def _engine(strategy: str, compiled: bool, coalesce: str = "read") -> tuple[Engine, ManualClock, OrderBook]:
     cfg = load_config(None, environ={}, cli={"run.markets": T, "run.strategy": strategy,
-                                            "strategy.quote_size": "5", "strategy.max_position": "30"})
+                                            "strategy.quote_size": "5", "strategy.max_position": "30",
+                                            "run.coalesce_reads": coalesce})
     clock = ManualClock(monotonic_ns=100 * NS_PER_S, time_ns=1_800_000_000 * NS_PER_S)
     e = Engine(cfg, ConnectorConfig(env="sim"), clock=clock, options=EngineOptions(view="off"))
     e.om.session = "kq"                              # the same client_order_ids in both engines
@@ -315,9 +316,10 @@ class _Capture:
         self.rows.append((recv_ns, data))
 
 
-def _wired(strategy: str, mode: str) -> tuple[Engine, ManualClock, KalshiWs]:
-    """An engine behind its own connector, fed frame bytes: ``mode`` "python" | "compiled" | "entry"."""
-    e, clock, _ = _engine(strategy, mode != "python")
+def _wired(strategy: str, mode: str, coalesce: str = "read") -> tuple[Engine, ManualClock, KalshiWs]:
+    """An engine behind its own connector, fed frame bytes: ``mode`` "python" | "compiled" | "entry" |
+    "reference"; ``coalesce``: the entry's (and the reference's) ``run.coalesce_reads`` (read | deltas | off)."""
+    e, clock, _ = _engine(strategy, mode != "python", coalesce)
     e.opt.frame_entry = mode == "entry"
     e._capture = _Capture()                                # the raw capture (Engine.on_raw_frame)
     e.pipes[T].ready = False                               # ready on the connector's snapshot
@@ -340,9 +342,11 @@ def _wired(strategy: str, mode: str) -> tuple[Engine, ManualClock, KalshiWs]:
     assert (ws.entry is not None) is (mode == "entry")
     if mode == "reference":                                # the plain-Python rendering of the entry
         from kmm.kalshi.ws import log as ws_log
-        ref = RefFrameEntry(ws.router, ws.stats, ws._after_feed, ws._raw, ws_log, e, e.session, clock)
+        ref = RefFrameEntry(ws.router, ws.stats, ws._after_feed, ws._raw, ws_log, e, e.session, clock,
+                            coalesce=coalesce != "off", flush_python=coalesce == "deltas")
         ref.add(T, e.pipes[T].core, e.pipes[T], e.freshness.get(T))
         ws.entry, ws._feed = ref, ref.feed
+        e.entry = ref                                      # the engine defers its re-quotes to it
     return e, clock, ws
 
 
@@ -360,11 +364,21 @@ def _state(e: Engine, ws: KalshiWs) -> tuple[Any, ...]:
 
 ENTRY_STATS = {"examples": 0, "fast_decided": 0, "fast_nothing": 0, "handed": 0, "synced": 0}
 
+COUNTERS = ("last", "decided", "nothing", "handed", "synced", "asked", "reads", "read_deltas", "coalesced",
+            "deferred", "dropped", "open", "pending", "reads_by_deltas", "coalesce", "flush_python")
+
+
+def _counters(entry: Any) -> tuple[Any, ...]:
+    return tuple(getattr(entry, k) for k in COUNTERS)
+
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), strategy=st.sampled_from(["stoikov", "inside"]))
 def test_compiled_frame_entry_decides_like_both_python_paths_on_the_same_frames(data: Any, strategy: str) -> None:
-    wired = [_wired(strategy, m) for m in ("python", "compiled", "entry", "reference")]
+    # every frame is a read of its own (feed's last defaults to true): coalescing or not, the entry must
+    # decide what both Python paths decide, frame by frame
+    coalesce = data.draw(st.sampled_from(["read", "deltas", "off"]))
+    wired = [_wired(strategy, m, coalesce) for m in ("python", "compiled", "entry", "reference")]
     weight = data.draw(st.sampled_from([0.0, 0.0, 0.5]))   # the event inventory weight (0: the position)
     for e, _, _ in wired:
         if weight:
@@ -480,8 +494,7 @@ def test_compiled_frame_entry_decides_like_both_python_paths_on_the_same_frames(
         assert states[2] == states[3], (what, states[2], states[3])
         ref = wired[3][2].entry
         entry = wired[2][2].entry
-        assert (entry.last, entry.decided, entry.nothing, entry.handed, entry.synced) == (
-            ref.last, ref.decided, ref.nothing, ref.handed, ref.synced)
+        assert _counters(entry) == _counters(ref)
         assert entry.inventory(T) == wired[0][0].event_risk.quote_inventory(T)
     entry = wired[2][2].entry
     assert entry is not None
@@ -531,3 +544,319 @@ def test_the_entry_enqueues_every_frame_to_the_capture_file_in_arrival_order(tmp
     got = [(r.recv_ns, r.frame) for r in read_capture(tmp_path / "capture.bin.gz")]
     assert got == list(zip(stamps, sent))
     assert ws.stats.callback_errors == 0
+
+
+# ------------------------------------------------------------------ socket reads: one decision per market per read
+# picows hands the frames of one socket read over one after the other, the last one flagged. With
+# run.coalesce_reads the entry applies each delta at once (book, freshness, signals) and decides the
+# market once, on its latest book, when the read ends; the checks are made then. Three connectors on the
+# same frames and read boundaries: the entry and its reference (coalescing; compared on everything after
+# every step), and the entry deciding per delta (the former behaviour: the oracle of a read's decision).
+READ_STATS = {"examples": 0, "reads": 0, "multi": 0, "coalesced": 0, "deferred": 0, "oracle": 0,
+              "oracle_decided": 0, "mid_event": 0, "mid_blocked": 0}
+
+
+def _fill_frame(n: int, side: str, price: int, count: int) -> bytes:
+    return json_frame(type="fill", sid=9, msg={
+        "trade_id": f"rd{n}", "order_id": f"ro{n}", "market_ticker": T, "is_taker": False, "book_side": side,
+        "yes_price_dollars": f"{price / 10000:.4f}", "count_fp": f"{count / 100:.2f}", "fee_cost": "0.0000",
+        "ts_ms": n})
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), strategy=st.sampled_from(["stoikov", "inside"]))
+def test_coalesced_reads_decide_each_market_once_on_its_latest_book(data: Any, strategy: str) -> None:
+    # "read": decided when the read ends; "deltas": also before a frame that takes the Python path
+    how = data.draw(st.sampled_from(["read", "deltas"]))
+    wired = [_wired(strategy, "entry", how), _wired(strategy, "reference", how), _wired(strategy, "entry", "off")]
+    seq, n = [1], [0]
+
+    def feed(raw: bytes, recv_ns: int, last: bool) -> None:
+        got = {ws._feed(raw, recv_ns, last) for _, _, ws in wired}
+        assert len(got) == 1, got
+
+    def compare() -> None:
+        (a, _, wa), (b, _, wb) = wired[0], wired[1]
+        assert a.log == b.log, (a.log[-3:], b.log[-3:])                          # type: ignore[attr-defined]
+        assert _state(a, wa) == _state(b, wb)
+        assert _counters(wa.entry) == _counters(wb.entry)
+
+    feed(snapshot_frame(1, 1, T, yes=(("0.4000", "10.00"),), no=(("0.5500", "12.00"),)),
+         wired[0][1].monotonic_ns(), True)
+    for _ in range(data.draw(st.integers(1, 25))):
+        what = data.draw(st.sampled_from(["read"] * 8 + ["orders", "sync", "in_flight", "hold", "paused", "stale",
+                                                         "kill", "429", "position", "stop"]))
+        if what == "read":
+            k = data.draw(st.integers(1, 6))
+            mid = data.draw(st.sampled_from([None] * 4 + ["kill", "stop", "stale", "paused", "in_flight", "orders"]))
+            mid_at = data.draw(st.integers(0, k - 2)) if k > 1 and mid else None
+            recv = wired[0][1].monotonic_ns()            # every frame of a read carries the read's stamp
+            before = [len(e.log) for e, _, _ in wired]    # type: ignore[attr-defined]
+            clean = mid_at is None
+            last_log = [0, 0, 0]
+            deltas = 0
+            for i in range(k):
+                last = i == k - 1
+                kind = data.draw(st.sampled_from(["delta"] * 5 + ["trade", "fill", "other_market"]))
+                if kind == "delta":
+                    deltas += 1
+                    side = data.draw(st.integers(0, 1))
+                    price = data.draw(st.sampled_from(LOW))
+                    d = data.draw(st.integers(-1500, 1500))
+                    book = wired[0][2].book(T)
+                    have = dict(book.bids(None) if side == 0 else book.no_bids(None)).get(price, 0)
+                    seq[0] += 1
+                    raw = delta_frame(1, seq[0], T, price=f"{price / 10000:.4f}", d=f"{max(d, -have) / 100:.2f}",
+                                      side="yes" if side == 0 else "no")
+                elif kind == "trade":
+                    raw = json_frame(type="trade", sid=3, seq=1, msg={
+                        "trade_id": f"tr{seq[0]}", "market_ticker": T, "yes_price_dollars": "0.4100",
+                        "count_fp": "1.00", "taker_book_side": "bid", "ts_ms": 1})
+                elif kind == "fill":
+                    n[0] += 1
+                    raw = _fill_frame(n[0], data.draw(st.sampled_from(["bid", "ask"])), 4000,
+                                      data.draw(st.sampled_from([100, 300])))
+                else:
+                    seq[0] += 1
+                    raw = delta_frame(1, seq[0], "KXOTHER-26", price="0.4100", d="1.00")
+                if kind != "delta" or (last and kind != "delta"):
+                    clean = False
+                dt = data.draw(st.sampled_from([0, 1, 2_000]))
+                for _, clock, _ in wired:
+                    clock.advance_ns(dt)
+                if last:
+                    last_log = [len(e.log) for e, _, _ in wired]  # type: ignore[attr-defined]
+                feed(raw, recv, last)
+                if not last and how == "read":
+                    # no quote is decided before the read ends (a fill's re-quote waits too; a kill
+                    # sweep or a pull a fill's bookkeeping starts is not held back)
+                    for e, _, _ in wired[:2]:
+                        assert not [x for x in e.log[before[0]:] if x[0] == "decide"]  # type: ignore[attr-defined]
+                    assert wired[0][2].entry.open
+                if i == mid_at:                            # something between the apply and the decision
+                    for e, clock, _ in wired:
+                        if mid == "kill":
+                            e.gate.trip("test")
+                        elif mid == "stop":
+                            e.stopping = True
+                        elif mid == "stale":
+                            e.freshness.on_stale(T, "gap")
+                        elif mid == "paused":
+                            e.gate.set_market_paused(T, True)
+                        elif mid == "in_flight":
+                            e.pipes[T].in_flight = 1
+                    if mid == "orders":
+                        drawn: list[Any] = []
+
+                        def record(strat: Any) -> Any:
+                            drawn.append(data.draw(strat))
+                            return drawn[-1]
+                        e0, c0, _ = wired[0]
+                        order_event(record, e0.om, c0, (T,), [len(drawn)])
+                        for e, c, _ in wired[1:]:
+                            replay = iter(drawn)
+                            order_event(lambda _strat: next(replay), e.om, c, (T,), [0])
+                compare()
+            a = wired[0][0]
+            got = a.log[before[0]:]                        # type: ignore[attr-defined]
+            # once per market per read ("deltas": once per run of deltas between frames of the Python path)
+            assert sum(1 for x in got if x[0] == "decide") <= (1 if how == "read" else 1 + k - deltas), got
+            assert not wired[0][2].entry.open and not wired[0][2].entry.pending
+            if got and got[-1][0] == "decide" and got[-1][1]:
+                assert a.pipes[T].trigger_ns == recv        # stamped from the read's receive stamp
+            if mid in ("kill", "stop", "stale", "paused", "in_flight") and mid_at is not None and how == "read":
+                READ_STATS["mid_event"] += 1
+                # what came between the apply and the decision wins: no quote decided after it
+                assert not any(x[0] == "decide" and x[1] for x in got), (mid, got)
+                READ_STATS["mid_blocked"] += bool(deltas)
+                for e, _, _ in wired:                      # back to quoting for the next read
+                    e.stopping = False
+                    e.gate.operator_resume()
+                    e.freshness.on_ready(T)
+                    e.gate.set_market_paused(T, False)
+                    e.pipes[T].in_flight = 0
+            if clean:
+                # a read of deltas only: the decision made once at its end is the one the per-delta entry
+                # made on its last delta (the same book, signals, orders and verdict)
+                c, o = wired[0][0], wired[2][0]
+                assert c.log[last_log[0]:] == o.log[last_log[2]:], (c.log[last_log[0]:], o.log[last_log[2]:])  # type: ignore[attr-defined]
+                pc, po = c.pipes[T], o.pipes[T]
+                assert (pc.inputs.best_bid, pc.inputs.best_ask) == (po.inputs.best_bid, po.inputs.best_ask)
+                assert (c.pf._book(T).bid, c.pf._book(T).ask) == (o.pf._book(T).bid, o.pf._book(T).ask)
+                READ_STATS["oracle"] += 1
+                READ_STATS["oracle_decided"] += any(x[0] == "decide" for x in c.log[last_log[0]:])  # type: ignore[attr-defined]
+            READ_STATS["reads"] += 1
+            READ_STATS["multi"] += deltas > 1
+        elif what == "orders":
+            drawn = []
+
+            def record(strat: Any) -> Any:
+                drawn.append(data.draw(strat))
+                return drawn[-1]
+            e0, c0, _ = wired[0]
+            order_event(record, e0.om, c0, (T,), [len(drawn)])
+            for e, c, _ in wired[1:]:
+                replay = iter(drawn)
+                order_event(lambda _strat: next(replay), e.om, c, (T,), [0])
+        elif what == "sync":
+            for e, _, _ in wired:
+                e._sync_owned()
+        elif what == "in_flight":
+            k = data.draw(st.sampled_from([0, 0, 1]))
+            for e, _, _ in wired:
+                e.pipes[T].in_flight = k
+        elif what == "hold":
+            h = data.draw(st.sampled_from([0, 2 * NS_PER_S]))
+            for e, clock, _ in wired:
+                e.pipes[T].hold_until_ns = clock.monotonic_ns() + h if h else 0
+        elif what == "paused":
+            flag = data.draw(st.booleans())
+            for e, _, _ in wired:
+                e.gate.set_market_paused(T, flag)
+        elif what == "stale":
+            flag = data.draw(st.booleans())
+            for e, _, _ in wired:
+                e.freshness.on_stale(T, "gap") if flag else e.freshness.on_ready(T)
+        elif what == "kill":
+            flag = data.draw(st.booleans())
+            for e, _, _ in wired:
+                e.gate.trip("test") if flag else e.gate.operator_resume()
+        elif what == "stop":
+            flag = data.draw(st.booleans())
+            for e, _, _ in wired:
+                e.stopping = flag
+        elif what == "position":
+            n[0] += 1
+            for e, _, _ in wired:
+                e.pf.apply_fill(Fill(f"p{n[0]}", None, None, T, "bid", 4000, 100, 0, False, None, 1))
+        else:
+            for e, _, _ in wired:
+                e.gate.backoff.on_rate_limited()
+        compare()
+    s = wired[0][2].entry
+    READ_STATS["examples"] += 1
+    READ_STATS["coalesced"] += s.coalesced
+    READ_STATS["deferred"] += s.deferred
+    assert s.reads == sum(s.reads_by_deltas.values())
+    assert s.read_deltas == sum(k * v for k, v in s.reads_by_deltas.items())
+
+
+def test_the_read_streams_above_coalesce_defer_and_check_the_oracle() -> None:
+    """The comparison above is only worth something if its reads carried several deltas of the market
+    (decisions saved), fills whose re-quote waited for the end of the read, reads the per-delta oracle
+    checked with a decision in them, and events between apply and decision."""
+    if not READ_STATS["examples"]:
+        test_coalesced_reads_decide_each_market_once_on_its_latest_book()
+    s = READ_STATS
+    print(s)
+    assert s["coalesced"] >= s["examples"] and s["deferred"] >= 1, s
+    assert s["oracle"] >= s["examples"] and s["oracle_decided"] >= s["examples"] // 10, s
+    assert s["mid_blocked"] >= 1, s
+
+
+class _Frame:
+    """What picows hands a listener: one frame of a socket read."""
+
+    def __init__(self, payload: bytes, last: bool, msg_type: Any = None, fin: bool = True) -> None:
+        from picows import WSMsgType
+        self.payload, self.last_in_buffer, self.fin = payload, last, fin
+        self.msg_type = WSMsgType.TEXT if msg_type is None else msg_type
+
+    def get_payload_as_bytes(self) -> bytes:
+        return self.payload
+
+
+def _ready_entry(strategy: str = "inside") -> tuple[Engine, ManualClock, KalshiWs, list[bytes]]:
+    """A coalescing entry behind a connector, its market's book ready, and three deltas that each move
+    the inside maker's target (so each would be decided with actions on its own)."""
+    e, clock, ws = _wired(strategy, "entry", "read")
+    ws._feed(snapshot_frame(1, 1, T, yes=(("0.4000", "10.00"),), no=(("0.5500", "12.00"),)), clock.monotonic_ns())
+    deltas = [delta_frame(1, 2 + i, T, price=f"0.{41 + i}00", d="5.00") for i in range(3)]
+    return e, clock, ws, deltas
+
+
+def test_the_listener_hands_reads_over_and_ends_reads_that_end_on_a_frame_it_does_not_feed() -> None:
+    from picows import WSMsgType
+    from kmm.kalshi.ws import _Listener
+    e, clock, ws, deltas = _ready_entry()
+    entry = ws.entry
+    lis = _Listener(ws)
+
+    class _T:
+        def send_pong(self, payload: bytes) -> None:
+            pass
+    n0 = len(e.log)                                              # type: ignore[attr-defined]
+    lis.on_ws_frame(_T(), _Frame(deltas[0], False))
+    lis.on_ws_frame(_T(), _Frame(deltas[1], False))
+    assert entry.pending == [T] and entry.open and len(e.log) == n0       # type: ignore[attr-defined]
+    lis.on_ws_frame(_T(), _Frame(b"", True, WSMsgType.PING))   # the read ends on a ping: decided then
+    assert not entry.open and entry.pending == [] and entry.coalesced == 1
+    decided = [x for x in e.log[n0:] if x[0] == "decide"]     # type: ignore[attr-defined]
+    assert len(decided) == 1 and decided[0][1]
+    assert entry.reads_by_deltas.get(2) == 1
+    # a read whose last frame never came is ended (and decided) when the next read begins
+    e.pipes[T].in_flight = 0
+    lis.on_ws_frame(_T(), _Frame(deltas[2], False))
+    assert entry.pending == [T]
+    lis._read_open = False                                      # the transport lost the rest of the read
+    n1 = len(e.log)                                              # type: ignore[attr-defined]
+    lis.on_ws_frame(_T(), _Frame(b"", True, WSMsgType.PONG))
+    assert entry.pending == [] and not entry.open
+    assert [x for x in e.log[n1:] if x[0] == "decide"]          # type: ignore[attr-defined]
+
+
+def test_a_disconnect_mid_read_drops_the_pending_decisions_and_a_stale_book_is_not_decided() -> None:
+    e, clock, ws, deltas = _ready_entry()
+    entry = ws.entry
+    n0 = len(e.log)                                              # type: ignore[attr-defined]
+    ws._feed(deltas[0], clock.monotonic_ns(), False)
+    assert entry.pending == [T]
+    pulled: list[str] = []
+    e.recovery.on_disconnected = pulled.append                   # its cancel-everything task: not here
+    e.on_book_stale(T, "disconnected")                           # what the connector does on a close ...
+    e.on_disconnected("test")                                    # ... then this
+    assert pulled == ["test"]
+    assert entry.pending == [] and not entry.open and entry.dropped == 1
+    entry.end_read()                                             # nothing left to decide
+    assert not [x for x in e.log[n0:] if x[0] == "decide"]      # type: ignore[attr-defined]
+    # a gap in the middle of a read: the book is stale when the read ends: no decision on it
+    e2, clock2, ws2, deltas2 = _ready_entry()
+    n0 = len(e2.log)                                             # type: ignore[attr-defined]
+    ws2._feed(deltas2[0], clock2.monotonic_ns(), False)
+    ws2._feed(delta_frame(1, 9, T, price="0.4000", d="1.00"), clock2.monotonic_ns(), True)   # seq gap
+    assert ws2.stats.gaps == 1 and ws2.entry.pending == [] and ws2.entry.dropped == 1
+    assert not [x for x in e2.log[n0:] if x[0] == "decide"]    # type: ignore[attr-defined]
+
+
+def test_a_decision_that_raises_at_the_end_of_a_read_is_counted_and_leaves_nothing_pending() -> None:
+    e, clock, ws, deltas = _ready_entry()
+    entry = ws.entry
+
+    def boom(*a: Any, **kw: Any) -> None:
+        raise RuntimeError("test: _act failed")
+    e._act = boom  # type: ignore[method-assign]
+    errors = ws.stats.callback_errors
+    ws._feed(deltas[0], clock.monotonic_ns(), False)
+    assert ws._feed(deltas[1], clock.monotonic_ns(), True) == 2     # the router's status, no raise
+    assert ws.stats.callback_errors == errors + 1
+    assert entry.pending == [] and not entry.open
+
+
+def test_a_fill_in_a_read_is_re_quoted_once_with_the_reads_deltas_at_its_end() -> None:
+    e, clock, ws, deltas = _ready_entry()
+    entry = ws.entry
+    n0 = len(e.log)                                              # type: ignore[attr-defined]
+    nb, nu = len(e.decide_ns), len(e.update_decide_ns)
+    recv = clock.monotonic_ns()
+    ws._feed(_fill_frame(1, "bid", 4000, 100), recv, False)    # a fill: its re-quote waits for the read's end
+    assert entry.deferred == 1 and entry.pending == [T] and e.pf.position(T) == 100
+    ws._feed(deltas[0], recv, False)
+    ws._feed(deltas[1], recv, True)
+    got = [x for x in e.log[n0:] if x[0] == "decide"]           # type: ignore[attr-defined]
+    assert len(got) == 1 and e.pipes[T].trigger_ns == recv and entry.coalesced == 2
+    # the fill's bookkeeping came before the decision: stamped as an update's decision, not a book frame's
+    assert (len(e.decide_ns), len(e.update_decide_ns)) == (nb, nu + 1)
+    # a read of deltas only: a book frame's decision
+    e.pipes[T].in_flight = 0
+    ws._feed(deltas[2], recv + 1, True)
+    assert (len(e.decide_ns), len(e.update_decide_ns)) == (nb + 1, nu + 1)

@@ -1,7 +1,8 @@
 """The compiled frame entry: a WebSocket text frame's bytes -> router -> the market's decision, with
 no Python frame for an orderbook delta of a market on a compiled pipeline in the common state; the
 engine's ``_act`` is entered only with actions to send, ``_marks`` only when the top of book moved,
-and every other frame (or state) goes to the connector's Python path (``after_feed``)."""
+and every other frame (or state) goes to the connector's Python path (``after_feed``). With
+``coalesce`` each market changed in a socket read is decided once, when the read ends."""
 
 from typing import Any, Callable, final
 
@@ -11,6 +12,7 @@ from kmm._core.wire import BookRouter
 FAST_DECIDED: int   # actions decided here and handed to the engine's _act
 FAST_NOTHING: int   # decided nothing to send, or kept for later
 HANDED: int         # handed to the Python path
+PENDING: int        # applied; decided when the read ends (coalesce on)
 
 @final
 class FrameEntry:
@@ -18,15 +20,33 @@ class FrameEntry:
     nothing: int
     handed: int
     synced: int
+    asked: int
+    reads: int
+    read_deltas: int
+    coalesced: int
+    deferred: int
+    dropped: int
+    coalesce: bool
+    flush_python: bool
+    open: bool
     last: int
     def __init__(self, router: BookRouter, stats: Any, after_feed: Callable[..., int],
                  raw: Callable[[int, bytes], None] | None, log: Any, engine: Any, session: Any, clock: Any,
-                 sys_clock: bool, capture: Any = None) -> None: ...
+                 sys_clock: bool, capture: Any = None, coalesce: bool = False,
+                 flush_python: bool = False) -> None: ...
     @property
     def handed_by(self) -> dict[str, int]: ...
+    @property
+    def reads_by_deltas(self) -> dict[int, int]: ...
+    @property
+    def pending(self) -> list[str]: ...
+    def end_read(self) -> None: ...
+    def defer(self, ticker: str, trigger_ns: int) -> bool: ...
+    def discard(self, ticker: str) -> None: ...
+    def drop(self) -> None: ...
     def add(self, ticker: str, core: Pipeline, pipe: Any, fresh: Any) -> None: ...
     def remove(self, ticker: str) -> None: ...
     @property
     def markets(self) -> list[str]: ...
     def inventory(self, ticker: str) -> int: ...
-    def feed(self, data: bytes, recv_ns: int) -> int: ...
+    def feed(self, data: bytes, recv_ns: int, last: bool = True) -> int: ...

@@ -2,9 +2,16 @@
 # market's decision, with no Python frame on the way for an orderbook delta of a market on a compiled
 # pipeline in the common state. Python is entered once: to send the decision's actions (the engine's
 # _act), for the marks when the top of book moved, or, for anything else (not a delta, a market that is
-# not ready, its orders changed, the gate's held answer lapsed, a book being checked, not quoting, ...),
-# through the connector's Python path for the rest of the frame (KalshiWs._after_feed), which does what
-# KalshiWs.handle_frame does after the router. Equivalence with that path: tests/engine/test_frame_path.py.
+# not ready, a book being checked, not quoting, ...), through the connector's Python path for the rest
+# of the frame (KalshiWs._after_feed), which does what KalshiWs.handle_frame does after the router.
+#
+# Reads (coalesce on; run.coalesce_reads = deltas, the default, or read): picows hands the frames of
+# one socket read over one after the other (the last one flagged). A delta is applied at once (router,
+# freshness stamps, signals) and its market joins the read's pending set; each pending market is decided
+# ONCE, on its latest book, when the read ends (feed(..., last=True) or end_read()) and, with
+# flush_python (deltas), before a frame goes to the Python path, in the order the markets first changed. Every
+# check that may stop a decision (ready, checking, quoting, stopping, the gate's held answer, the
+# may-decide verdict) is made then, not at apply time. Equivalence: tests/engine/test_frame_path.py.
 cimport cython
 from cpython.dict cimport PyDict_GetItem, PyDict_DelItem, PyDict_Contains
 from cpython.object cimport PyObject
@@ -16,9 +23,11 @@ from kmm._core.wire cimport BookRouter
 from kmm._core.pipeline cimport Pipeline
 from kmm._core import wire as _wire
 
+cdef int SNAPSHOT = 1
 cdef int DELTA = 2
-if _wire.DELTA != DELTA:       # the router's result codes are part of this module's contract
-    raise ImportError(f"kmm._core.entry expects BookRouter.feed's DELTA == 2, not {_wire.DELTA}")
+if _wire.DELTA != DELTA or _wire.SNAPSHOT != SNAPSHOT:   # the router's result codes are this module's contract
+    raise ImportError(f"kmm._core.entry expects BookRouter.feed's SNAPSHOT == 1 and DELTA == 2, "
+                      f"not {_wire.SNAPSHOT} and {_wire.DELTA}")
 
 # kmm.engine.freshness.CHECKING: a book being checked leaves the fast path (its on_data moves the state)
 cdef str CHECKING = "checking"
@@ -28,6 +37,9 @@ cdef str QUOTING = "quoting"
 FAST_DECIDED = 1      # actions decided and handed to the engine's _act
 FAST_NOTHING = 2      # decided nothing to do, or kept for later (requests in flight, a hold, an open request)
 HANDED = 3            # handed to the Python path (KalshiWs._after_feed)
+PENDING = 4           # applied; its market is decided when the read ends (coalesce on)
+
+cdef int PER_READ = 16    # reads_by_deltas: reads with 0..15 deltas, and 16 or more
 
 
 cdef inline int64_t _clock(int which) noexcept:
@@ -42,21 +54,37 @@ cdef class _Slot:
     cdef Pipeline core
     cdef object pipe          # kmm.engine.market.MarketPipeline (ready, dirty, state, alpha, ...)
     cdef object fresh         # kmm.engine.freshness.MarketFreshness (state, last_data_ns)
+    cdef bint pending         # in the read's pending set
+    cdef bint pend_book       # ... because of a book delta (the marks follow its decision)
+    cdef bint pend_update     # ... because of a fill or an order update (stamped in update_decide_ns)
+    cdef int64_t pend_ns      # ... its trigger: the read's receive stamp (or the update's)
 
 
 @cython.final
 cdef class FrameEntry:
     """One per WebSocket client whose handler quotes on compiled pipelines (``Engine.frame_entry``).
 
-    ``feed(data, recv_ns)`` replaces ``KalshiWs.handle_frame`` for every complete text frame: it counts
-    the frame, feeds the router in C and, for a delta of a registered market in the common state, does
-    what ``Engine.on_book`` -> ``Engine._frame`` does: the freshness stamp (book data keeps a book fresh),
-    the may-decide verdict held in the pipeline (the risk gate's held ALLOW checked against the sum of
-    the gate's, the freshness's and the limiter's change counters, read as plain attributes), signals,
-    strategy and diff; then the actions go to the engine's ``_act`` with the decided stamp taken here,
-    right after the pipeline returned them. The raw capture gets the frame after that, as on the
-    Python path. Every other frame, and a delta in any state this object does not handle, goes to
+    ``feed(data, recv_ns, last)`` replaces ``KalshiWs.handle_frame`` for every complete text frame: it
+    counts the frame, feeds the router in C and, for a delta of a registered market in the common
+    state, does what ``Engine.on_book`` -> ``Engine._frame`` does: the freshness stamp (book data keeps
+    a book fresh), the signals, then the decision: the may-decide verdict held in the pipeline (the
+    risk gate's held ALLOW checked against the sum of the gate's, the freshness's and the limiter's
+    change counters, read as plain attributes; the gate asked when it lapsed), strategy and diff; the
+    actions go to the engine's ``_act`` with the decided stamp taken here, right after the pipeline
+    returned them. Every other frame, and a delta in any state this object does not handle, goes to
     ``after_feed(data, recv_ns, status)``: the Python path from the router's answer on.
+
+    With ``coalesce`` (``run.coalesce_reads``) the decision waits for the end of the socket read
+    (``last``: the frame picows flags ``last_in_buffer``; or :meth:`end_read`): the deltas of a read are
+    applied one by one as they come (books never lag), and each market that changed is decided once,
+    on its latest book, in the order the markets first changed, with every check made then. Its
+    trigger stamp is the read's receive stamp, which every frame of the read carries. A fill or an
+    order update in the read that wants a re-quote joins the same set (:meth:`defer`). Without
+    ``coalesce`` every delta is decided as it is applied (the former behaviour, a baseline).
+    ``last`` defaults to true: a caller that knows nothing of reads gets a decision per frame. With
+    ``flush_python`` (``run.coalesce_reads = "deltas"``) the pending markets are also decided before a
+    frame goes to the Python path (a fill, an order update, a trade, a snapshot, a delta it decides):
+    only runs of consecutive deltas are coalesced, and no decision waits for a Python frame's work.
 
     The clock: the system clock (``sys_clock``) is read with ``clock_gettime`` (CLOCK_MONOTONIC and
     CLOCK_REALTIME, what ``time.monotonic_ns`` / ``time.time_ns`` read on Linux); any other clock
@@ -80,15 +108,27 @@ cdef class FrameEntry:
     cdef object capture                 # a kmm.record.capture.CaptureWriter the raw hook writes to, or None
     cdef object capture_put             # ... its queue's put (a C call: no Python frame per frame)
     cdef dict slots
-    cdef readonly uint64_t decided      # deltas whose actions were decided here and sent to _act
-    cdef readonly uint64_t nothing      # deltas decided here with nothing to send (or kept for later)
+    cdef readonly bint coalesce         # decide once per market per read (else per delta)
+    cdef readonly bint flush_python     # ... and before a frame is handed to the Python path ("deltas")
+    cdef list _pending                  # _Slot: markets to decide when the read ends, first change first
+    cdef readonly bint open             # a read is under way (a frame was fed, its last not yet)
+    cdef readonly uint64_t decided      # decisions made here with actions sent to _act
+    cdef readonly uint64_t nothing      # decisions made here with nothing to send (or kept for later)
     cdef readonly uint64_t handed       # deltas handed to the Python path
-    cdef readonly uint64_t synced       # deltas whose market's orders were re-read first (own_sync)
-    cdef readonly int last              # FAST_DECIDED / FAST_NOTHING / HANDED for the last delta; 0 other
+    cdef readonly uint64_t synced       # decisions whose market's orders were re-read first (own_sync)
+    cdef readonly uint64_t asked        # decisions that asked the risk gate (its held answer lapsed)
+    cdef readonly uint64_t reads        # socket reads ended (coalesce on)
+    cdef readonly uint64_t read_deltas  # deltas in those reads (fast or handed)
+    cdef readonly uint64_t coalesced    # deltas / re-quotes for a market already pending: decisions saved
+    cdef readonly uint64_t deferred     # fill / order update re-quotes moved to the end of the read
+    cdef readonly uint64_t dropped      # pending decisions not made (stale, stopped, disconnected, ...)
+    cdef readonly int last              # FAST_DECIDED / FAST_NOTHING / HANDED / PENDING for the last delta; 0 other
     cdef uint64_t _why[6]               # handed deltas by reason (handed_by)
+    cdef uint64_t _per_read[17]         # reads by their number of deltas (reads_by_deltas)
+    cdef uint64_t _n_read               # deltas in the read under way
 
     def __init__(self, BookRouter router not None, stats, after_feed, raw, log, engine, session, clock,
-                 bint sys_clock, capture=None):
+                 bint sys_clock, capture=None, bint coalesce=False, bint flush_python=False):
         self.router = router
         self.capture = capture
         self.capture_put = None if capture is None else capture._queue.put
@@ -100,6 +140,9 @@ cdef class FrameEntry:
         self.session = session
         self.clock = clock
         self.sys_clock = sys_clock
+        self.coalesce = coalesce
+        self.flush_python = coalesce and flush_python
+        self._pending = []
         self.slots = {}
         self.gate = session.gate
         self.weights = engine.event_risk._weight
@@ -111,21 +154,34 @@ cdef class FrameEntry:
         it and its freshness record (None: the market's deltas take the Python path)."""
         cdef _Slot s
         if fresh is None:
-            self.slots.pop(ticker, None)
+            self.remove(ticker)
             return
+        self.discard(ticker)
         s = _Slot.__new__(_Slot)
         s.ticker, s.core, s.pipe, s.fresh = ticker, core, pipe, fresh
         self.slots[ticker] = s
 
     def remove(self, ticker):
+        self.discard(ticker)
         self.slots.pop(ticker, None)
 
     @property
     def handed_by(self):
         """Deltas handed to the Python path, by why: not a market decided here, no book yet, its state (not ready, book being checked, not quoting), no change counter, the gate to ask (no
-        ALLOW held for the current change counters, or the held one reached its close gate)."""
+        ALLOW held for the current change counters, or the held one reached its close gate; coalesce
+        off only: with it on, the gate is asked at decide time, counted in ``asked``)."""
         return {"market": self._why[0], "no_book": self._why[1], "state": self._why[2],
                 "no_counter": self._why[3], "gate": self._why[4], "close_gate": self._why[5]}
+
+    @property
+    def reads_by_deltas(self):
+        """Ended reads by how many deltas they carried: {0: n, 1: n, ..., 15: n, 16: reads with 16 or more}."""
+        return {i: self._per_read[i] for i in range(PER_READ + 1) if self._per_read[i]}
+
+    @property
+    def pending(self):
+        """The markets waiting for the end of the read, in the order they first changed."""
+        return [(<_Slot>s).ticker for s in self._pending]
 
     @property
     def markets(self):
@@ -155,24 +211,42 @@ cdef class FrameEntry:
             return _clock(CLOCK_REALTIME)
         return self.clock.time_ns()
 
-    def feed(self, bytes data not None, int64_t recv_ns):
-        """One complete text frame received at ``recv_ns`` (monotonic ns). Returns the router's result
-        code, like ``KalshiWs.handle_frame``; never raises (a failing callback is counted in
+    def feed(self, bytes data not None, int64_t recv_ns, bint last=True):
+        """One complete text frame received at ``recv_ns`` (monotonic ns); ``last``: the last frame of
+        its socket read (the pending decisions are made after it). Returns the router's result code,
+        like ``KalshiWs.handle_frame``; never raises (a failing callback is counted in
         ``stats.callback_errors`` and logged)."""
         cdef object stats = self.stats
         cdef int status, r
+        cdef object out
         stats.frames += 1
         stats.last_recv_ns = recv_ns
+        self.open = True
         try:
             status = self.router._feed(data, recv_ns)
         except Exception as exc:       # the router should not raise: the Python path counts and logs it
             self.last = 0
-            return self.after_feed(data, recv_ns, -1, exc)
+            if self.flush_python:
+                self._flush()
+            out = self.after_feed(data, recv_ns, -1, exc)
+            if last:
+                self._end_read()
+            return out
         if status != DELTA:
             self.last = 0
-            return self.after_feed(data, recv_ns, status)
+            if status == SNAPSHOT and self.coalesce:
+                # the Python path decides the market now, on its fresh book: nothing left to decide
+                self._discard(self.router.last_ticker)
+            if self.flush_python:
+                self._flush()
+            out = self.after_feed(data, recv_ns, status)
+            if last:
+                self._end_read()
+            return out
+        self._n_read += 1
+        ticker = self.router.last_ticker
         try:
-            r = self._delta(self.router.last_ticker, recv_ns)
+            r = self._delta(ticker, recv_ns)
         except Exception:
             stats.callback_errors += 1
             self.log.exception("on_book raised")
@@ -180,8 +254,17 @@ cdef class FrameEntry:
         self.last = r
         if r == HANDED:
             self.handed += 1
-            return self.after_feed(data, recv_ns, status)
-        # the raw capture after the frame's decision and its requests, in arrival order, with its stamp
+            if self.coalesce:
+                self._discard(ticker)       # the Python path decides it now, on its latest book
+                if self.flush_python:
+                    self._flush()
+            out = self.after_feed(data, recv_ns, status)
+            if last:
+                self._end_read()
+            return out
+        if last:
+            self._end_read()
+        # the raw capture after the read's decisions and their requests, in arrival order, with its stamp
         if self.raw is not None:
             try:
                 if self.capture_put is not None and not self.capture._closed:
@@ -194,14 +277,99 @@ cdef class FrameEntry:
                 self.log.exception("on_raw_frame failed")
         return status
 
+    def end_read(self):
+        """The socket read ended on a frame that was not fed (a ping, a fragment), or a new read began
+        while one was open: decide what is pending. Never raises."""
+        self._end_read()
+
+    cdef int _end_read(self) except -1:
+        cdef uint64_t n = self._n_read
+        self.open = False
+        self._n_read = 0
+        self.reads += 1
+        self.read_deltas += n
+        self._per_read[n if n < PER_READ else PER_READ] += 1
+        return self._flush()
+
+    cdef int _flush(self) except -1:
+        """Decide every pending market now, in the order they first changed (the end of the read; with
+        ``flush_python``, also before a frame goes to the Python path)."""
+        cdef list todo
+        cdef _Slot slot
+        if not self._pending:
+            return 0
+        todo = self._pending
+        self._pending = []               # (at the end of a read, a decision's callbacks that defer() find
+                                         # no read: they act now)
+        for slot in todo:
+            if not slot.pending:
+                continue
+            slot.pending = False
+            try:
+                self._decide(slot, slot.pend_ns, slot.pend_book, slot.pend_update)
+            except Exception:
+                self.stats.callback_errors += 1
+                self.log.exception("deciding %s at the end of the read raised", slot.ticker)
+        return 0
+
+    def defer(self, ticker, int64_t trigger_ns):
+        """A fill or an order update of ``ticker`` wants a re-quote while a read is under way: it joins
+        the read's pending set (one decision per market per read, made when the read ends). False when
+        it must be made now by the caller (coalesce off, no read under way, not a market decided here)."""
+        cdef PyObject* p
+        cdef _Slot slot
+        if not self.coalesce or not self.open:
+            return False
+        p = PyDict_GetItem(self.slots, ticker)
+        if p == NULL:
+            return False
+        slot = <_Slot>p
+        self.deferred += 1
+        slot.pend_update = True
+        if slot.pending:
+            self.coalesced += 1
+        else:
+            slot.pending = True
+            slot.pend_book = False
+            slot.pend_ns = trigger_ns
+            self._pending.append(slot)
+        return True
+
+    def discard(self, ticker):
+        """``ticker``'s pending decision is not to be made (its book went stale, the Python path
+        decided it): counted in ``dropped``."""
+        self._discard(ticker)
+
+    cdef int _discard(self, object ticker) except -1:
+        cdef PyObject* p
+        if ticker is None:
+            return 0
+        p = PyDict_GetItem(self.slots, ticker)
+        if p != NULL and (<_Slot>p).pending:
+            (<_Slot>p).pending = False
+            self.dropped += 1
+        return 0
+
+    def drop(self):
+        """Forget every pending decision and the read under way (the connection is gone: every book
+        is stale and the engine pulls the quotes)."""
+        cdef _Slot slot
+        for slot in self._pending:
+            if slot.pending:
+                slot.pending = False
+                self.dropped += 1
+        self._pending = []
+        self.open = False
+        self._n_read = 0
+
     cdef int _delta(self, object ticker, int64_t recv_ns) except -1:
-        """Engine.on_book + Engine._frame for a delta (the router applied it). Nothing changes before
-        every check that sends the frame to the Python path has passed (HANDED)."""
+        """Engine.on_book for a delta the router applied: HANDED when the market is not one this object
+        handles in its state (nothing changed then); else the freshness stamp, the signals and the
+        decision (now, or at the end of the read)."""
         cdef PyObject* p = PyDict_GetItem(self.slots, ticker) if ticker is not None else NULL
         cdef _Slot slot
         cdef Pipeline core
-        cdef int64_t now, wall, epoch, decided
-        cdef int v
+        cdef int64_t now, wall
         if p == NULL:
             self._why[0] += 1
             return HANDED
@@ -217,12 +385,126 @@ cdef class FrameEntry:
             self._why[2] += 1
             return HANDED
         gate = self.gate
-        fr, lim = gate.freshness, gate.backoff
-        pauses = 0 if lim is None else getattr(lim, "pauses", None)
-        if fr is None or pauses is None:
+        if gate.freshness is None or (gate.backoff is not None and getattr(gate.backoff, "pauses", None) is None):
             self._why[3] += 1
             return HANDED                      # no change counter to hold the gate's answer against
-        epoch = gate.epoch + fr.epoch + pauses
+        if not self.coalesce:
+            return self._decide_now(slot, recv_ns)
+        # apply: the freshness stamp and the signals now, the decision when the read ends
+        now = self._mono()
+        if core.own_dirty:
+            self.synced += 1
+            core.own_sync(self.session.om.live_orders(ticker, now_ns=now), now)
+        wall = self._wall()
+        self.stats.book_frames += 1
+        fresh.last_data_ns = now               # book data, never pings, keeps a book fresh
+        pipe.last_book_ns = now
+        core._signals_own(now, wall)
+        if slot.pending:
+            self.coalesced += 1
+            slot.pend_book = True
+        else:
+            slot.pending = True
+            slot.pend_book = True
+            slot.pend_update = False
+            slot.pend_ns = recv_ns or now
+            self._pending.append(slot)
+        return PENDING
+
+    cdef int _decide(self, _Slot slot, int64_t trigger_ns, bint book, bint update) except -1:
+        """A pending market decided when its read ended, on its latest book (its signals are current:
+        each delta fed them). Every check is made here: what came between the apply and now (a stop, a
+        kill, a stale book, a gate change, an order update) wins. ``book``: a book delta is among its
+        triggers (the marks follow the decision); ``update``: a fill or an order update is (its
+        bookkeeping came first: the stamp goes to ``update_decide_ns``, as ``Engine._requote`` stamps
+        it; else to ``decide_ns``)."""
+        cdef Pipeline core = slot.core
+        cdef int64_t now, wall, epoch
+        cdef int v
+        ticker = slot.ticker
+        pipe = slot.pipe
+        fresh = slot.fresh
+        engine = self.engine
+        if PyDict_GetItem(self.slots, ticker) != <PyObject*>slot or core.book is None or not pipe.ready:
+            self.dropped += 1                  # removed, rebuilt or stale since: no decision
+            return 0
+        if (book and fresh.state == CHECKING) or not engine.quoting or engine.stopping:
+            self.dropped += 1                  # being checked, stopped since: the marks only (the book was applied)
+            if book and core.top_moved():
+                engine._marks(ticker, core)
+            return 0
+        gate = self.gate
+        fr, lim = gate.freshness, gate.backoff
+        pauses = 0 if lim is None else getattr(lim, "pauses", None)
+        epoch = -1 if fr is None or pauses is None else gate.epoch + fr.epoch + pauses
+        now = self._mono()
+        if core.own_dirty:
+            self.synced += 1
+            core.own_sync(self.session.om.live_orders(ticker, now_ns=now), now)
+        wall = self._wall()
+        v = core.verdict_q(now, wall, epoch)
+        if v >= 4:                             # the gate's held answer lapsed: ask it (Engine._frame's steps)
+            self.asked += 1
+            d = gate.is_quotable(ticker)
+            if not d:
+                core.forget_quotable()
+                engine._not_quotable(pipe, d, core._nown)
+                if book and core.top_moved():
+                    engine._marks(ticker, core)
+                self.nothing += 1
+                return FAST_NOTHING
+            core.hold_quotable(epoch, gate.quotable_until_wall_ns(ticker))
+            v -= 4
+        if v != 0:                             # requests in flight, a hold, a request open on an order
+            pipe.dirty = True
+            if book and core.top_moved():
+                engine._marks(ticker, core)
+            self.nothing += 1
+            return FAST_NOTHING
+        pipe.dirty = False
+        alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)
+        # Pipeline.frame_own less its signals (fed by each delta as it was applied)
+        core.inventory = <qty_t>self._inventory(ticker)
+        core.alpha_skew = alpha
+        core._target()
+        core.decisions += 1
+        actions = core._diff_own(core.bid_price if core.bid_size else 0, core.bid_size,
+                                 core.ask_price if core.ask_size else 0, core.ask_size, now)
+        return self._acted(slot, actions, trigger_ns or now, book, update)
+
+    cdef int _acted(self, _Slot slot, object actions, int64_t trigger_ns, bint book, bint update) except -1:
+        cdef Pipeline core = slot.core
+        cdef int64_t decided
+        engine = self.engine
+        pipe = slot.pipe
+        if actions:
+            decided = self._mono()
+            self.decided += 1
+            engine._act(pipe, actions, core._nown, trigger_ns,
+                        engine.update_decide_ns if update else engine.decide_ns, marks=book, decided_ns=decided)
+            return FAST_DECIDED
+        # Engine._act with no actions: quoting, the marks, and a market with orders is not blocked
+        pipe.state = QUOTING
+        if book and core.top_moved():
+            engine._marks(slot.ticker, core)
+        if core._nown and PyDict_Contains(self.blocked, slot.ticker):
+            PyDict_DelItem(self.blocked, slot.ticker)
+        self.nothing += 1
+        return FAST_NOTHING
+
+    cdef int _decide_now(self, _Slot slot, int64_t recv_ns) except -1:
+        """A delta decided as it is applied (coalesce off): the gate is not asked here (HANDED when its
+        held answer lapsed: the Python path asks it)."""
+        cdef Pipeline core = slot.core
+        cdef int64_t now, wall, epoch
+        cdef int v
+        ticker = slot.ticker
+        pipe = slot.pipe
+        fresh = slot.fresh
+        engine = self.engine
+        gate = self.gate
+        lim = gate.backoff
+        epoch = gate.epoch + gate.freshness.epoch + (0 if lim is None else lim.pauses)
         now = self._mono()
         if core.own_dirty:
             # its orders changed since they were last read (and the loop has not re-read them yet):
@@ -248,17 +530,4 @@ cdef class FrameEntry:
         pipe.dirty = False
         alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)
         actions = core._frame_own(now, wall, <qty_t>self._inventory(ticker), alpha)
-        if actions:
-            decided = self._mono()
-            self.decided += 1
-            engine._act(pipe, actions, core._nown, recv_ns or now, engine.decide_ns, marks=True,
-                        decided_ns=decided)
-            return FAST_DECIDED
-        # Engine._act with no actions: quoting, the marks, and a market with orders is not blocked
-        pipe.state = QUOTING
-        if core.top_moved():
-            engine._marks(ticker, core)
-        if core._nown and PyDict_Contains(self.blocked, ticker):
-            PyDict_DelItem(self.blocked, ticker)
-        self.nothing += 1
-        return FAST_NOTHING
+        return self._acted(slot, actions, recv_ns or now, True, False)

@@ -511,6 +511,8 @@ class Engine(FeedHandler):
         self.recovery.on_connected()
 
     def on_disconnected(self, reason: str) -> None:
+        if self.entry is not None:
+            self.entry.drop()          # decisions left by a read cut short: none (the quotes are pulled)
         self.recovery.on_disconnected(reason)
 
     def on_book_ready(self, ticker: str) -> None:
@@ -526,6 +528,8 @@ class Engine(FeedHandler):
         self.on_book(ticker, self.clock.monotonic_ns())
 
     def on_book_stale(self, ticker: str, reason: str) -> None:
+        if self.entry is not None:
+            self.entry.discard(ticker)     # no decision on a stale book at the end of the read
         self.recovery.on_book_stale(ticker, reason)
 
     def frame_entry(self, ws: Any) -> FrameEntry | None:
@@ -548,7 +552,9 @@ class Engine(FeedHandler):
         # no recorder: on_raw_frame would find no capture; the entry does not call it (no Python frame)
         raw = None if own_raw and self._capture is None else ws._raw
         entry = FrameEntry(ws.router, ws.stats, ws._after_feed, raw, ws_log, self,  # noqa: SLF001
-                           self.session, self.clock, type(self.clock) is SystemClock, capture)
+                           self.session, self.clock, type(self.clock) is SystemClock, capture,
+                           coalesce=self.cfg.run.coalesce_reads != "off",
+                           flush_python=self.cfg.run.coalesce_reads == "deltas")
         for t, p in pipes.items():
             entry.add(t, p.core, p, self.freshness.get(t))
         self.entry = entry
@@ -675,7 +681,7 @@ class Engine(FeedHandler):
         self._after_pnl_change()
         self.event_guard(fill.ticker)
         if pipe is not None and pipe.ready:
-            self._requote(pipe, fill.recv_ns or self.clock.monotonic_ns(), stamps=self.update_decide_ns)
+            self._requote_update(pipe, fill.recv_ns or self.clock.monotonic_ns())
         if pipe is not None:
             self._later(self._tape, pipe, "fill", fill)     # after the requote the fill triggered
 
@@ -714,7 +720,7 @@ class Engine(FeedHandler):
             self.recorder.store.record_user_order(order, strategy=self.cfg.run.strategy)
         pipe = self.pipes.get(order.ticker)
         if pipe is not None and pipe.dirty and pipe.in_flight == 0 and pipe.ready:
-            self._requote(pipe, order.recv_ns or self.clock.monotonic_ns(), stamps=self.update_decide_ns)
+            self._requote_update(pipe, order.recv_ns or self.clock.monotonic_ns())
 
     def on_market_position(self, position: MarketPosition) -> None:
         check = self.pf.check_against(position)
@@ -792,6 +798,18 @@ class Engine(FeedHandler):
         if self._may_decide(pipe, live, self.clock.monotonic_ns()):
             self._act(pipe, pipe.decide(self.event_risk.quote_inventory(pipe.ticker), live), live, trigger_ns,
                       stamps)
+
+    def _requote_update(self, pipe: MarketPipeline, trigger_ns: int) -> None:
+        """A fill or an order update (received at ``trigger_ns``) wants ``pipe`` re-quoted: with the
+        compiled entry coalescing (``run.coalesce_reads``), with the market's other triggers of the read
+        (one decision on its latest book and position, when the read ends or, with ``deltas``, before
+        the next frame that takes the Python path: ``FrameEntry.defer``), else now. Its bookkeeping
+        (the position, P&L, the kill switch) is done already; every check of the decision is made when
+        it is made. Stamped in ``update_decide_ns`` (its bookkeeping came before the decision)."""
+        entry = self.entry
+        if entry is not None and entry.open and entry.defer(pipe.ticker, trigger_ns):
+            return
+        self._requote(pipe, trigger_ns, stamps=self.update_decide_ns)
 
     def _may_decide(self, pipe: MarketPipeline, live: list[LiveOrder], now_ns: int, act: bool = True) -> bool:
         """True when ``pipe`` may decide now. Otherwise, with ``act``, the reason is acted on here: a

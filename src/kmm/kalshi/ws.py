@@ -226,8 +226,10 @@ class KalshiWs:
         self._on_book = self.handler.on_book
         make = getattr(self.handler, "frame_entry", None)
         self.entry = make(self) if make is not None else None
-        # every complete text frame goes here: the handler's compiled entry, or the Python path
-        self._feed: Callable[[bytes, int], int] = self.entry.feed if self.entry is not None else self.handle_frame
+        # every complete text frame goes here, with whether it ended its socket read: the handler's
+        # compiled entry, or the Python path
+        self._feed: Callable[[bytes, int, bool], int] = (self.entry.feed if self.entry is not None
+                                                         else self.handle_frame)
 
     def _raw_hook(self) -> Callable[[int, bytes], None] | None:
         if type(self.handler).on_raw_frame is FeedHandler.on_raw_frame:
@@ -542,8 +544,10 @@ class KalshiWs:
             self._send_cmd("subscribe", {"channels": [channel]}, (channel,), ())
 
     # -- frames ----------------------------------------------------------------------------------
-    def handle_frame(self, data: bytes, recv_ns: int) -> int:
-        """Process one complete text frame. Returns the router status. Never raises: a frame kmm cannot
+    def handle_frame(self, data: bytes, recv_ns: int, last: bool = True) -> int:
+        """Process one complete text frame. Returns the router status. ``last`` (the last frame of its
+        socket read) is not used here: the Python path decides every frame as it comes; a compiled
+        entry takes it (:meth:`kmm._core.entry.FrameEntry.feed`). Never raises: a frame kmm cannot
         read is logged with its type and a truncated copy, counted (``stats.malformed``,
         ``stats.bad_by_type``) and skipped; callbacks that raise are logged and counted
         (``stats.callback_errors``); anything else is a kmm bug, caught here as the last guard
@@ -834,7 +838,10 @@ class _Listener(WSListener):
     The receive stamp is the read's, not the frame's turn: picows hands the frames of one socket read
     to ``on_ws_frame`` one after the other (``frame.last_in_buffer`` is set on the last of them), so a
     frame that came in the same read as earlier ones is stamped with the first one's time, and the time
-    spent on those earlier frames (their decisions, their requests) counts in its latency."""
+    spent on those earlier frames counts in its latency. Each text frame goes to ``client._feed`` with
+    that flag (``last``): a compiled entry that coalesces decides the markets the read changed once it
+    has the last one; a read that ends on a frame it is not fed (a ping, a fragment) is ended with
+    ``entry.end_read()``, and so is one left open (its last frame never came) when the next begins."""
 
     def __init__(self, client: KalshiWs) -> None:
         super().__init__()
@@ -844,26 +851,31 @@ class _Listener(WSListener):
 
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
         client = self.client
+        last = frame.last_in_buffer
         if self._read_open:
             recv_ns = self._read_ns
         else:
             recv_ns = self._read_ns = client._clock()
-        self._read_open = not frame.last_in_buffer
+            entry = client.entry
+            if entry is not None and entry.open:
+                entry.end_read()       # the former read's last frame never came: decide what it left
+        self._read_open = not last
         mt = frame.msg_type
         if mt is WSMsgType.TEXT or mt is WSMsgType.BINARY:
             if frame.fin:
-                client._feed(frame.get_payload_as_bytes(), recv_ns)
-            else:
-                client._fragments = [frame.get_payload_as_bytes()]
+                client._feed(frame.get_payload_as_bytes(), recv_ns, last)
+                return
+            client._fragments = [frame.get_payload_as_bytes()]
         elif mt is WSMsgType.CONTINUATION:
             if client._fragments is None:
                 client.stats.malformed += 1
-                return
-            client._fragments.append(frame.get_payload_as_bytes())
-            if frame.fin:
-                data = b"".join(client._fragments)
-                client._fragments = None
-                client._feed(data, recv_ns)
+            else:
+                client._fragments.append(frame.get_payload_as_bytes())
+                if frame.fin:
+                    data = b"".join(client._fragments)
+                    client._fragments = None
+                    client._feed(data, recv_ns, last)
+                    return
         elif mt is WSMsgType.PING:
             client.stats.pings += 1
             client.stats.last_recv_ns = recv_ns
@@ -874,3 +886,7 @@ class _Listener(WSListener):
             client._close_reason = f"closed by server ({frame.get_close_code()})"
             transport.send_close(frame.get_close_code())
             transport.disconnect()
+        if last:
+            entry = client.entry
+            if entry is not None and entry.open:
+                entry.end_read()       # the read ended on a frame that was not fed
