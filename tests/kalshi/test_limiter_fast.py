@@ -5,7 +5,7 @@ grants and per-market counts."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kmm.kalshi.limiter import CANCEL, FAIR_KEY, PLACE, READ, RateLimiter
@@ -68,3 +68,92 @@ def test_try_acquire_in_one_call_matches_the_steps_it_replaces(ops, write_rate):
             for lim in (fast, ref):
                 lim._w0.waiters[o[1]]._n = int(o[2])
         assert state(fast) == state(ref), o
+
+
+class _Fut:
+    """What a queued request awaits (as kmm.research.writequeue._Grant): records its grant or drop."""
+
+    def __init__(self, name: int, log: list) -> None:
+        self.name, self.log, self.state = name, log, 0
+
+    def done(self) -> bool:
+        return self.state != 0
+
+    def set_result(self, _: object) -> None:
+        self.state = 1
+        self.log.append(("grant", self.name))
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.state = 2
+        self.log.append(("drop", self.name, type(exc).__name__))
+
+
+def queues(lim: RateLimiter) -> tuple:
+    """Every queue's inner state: counts, the round's order, each key's entries, the FIFO's length."""
+    qs = [lim._read_waiters, *(q for w in lim._all_writes() for q in w.waiters)]
+    return tuple((q._n, tuple(q._round), tuple((k, tuple(x.fut.name for x in d)) for k, d in q._by_key.items()),
+                  len(q._fifo)) for q in qs), lim.promotions, lim.expired
+
+
+_submit = st.tuples(st.just("submit"), st.sampled_from([CANCEL, 1, PLACE, PLACE, 1, READ]),
+                    st.sampled_from([2.0, 10.0]), st.sampled_from([None, None, 1]),
+                    st.sampled_from(["A", "B", "C", ("A", "B")]))
+dispatch_op = st.one_of(
+    _submit, _submit, _submit,
+    st.tuples(st.just("tick"), st.integers(0, 700_000_000)),
+    st.tuples(st.just("dispatch")), st.tuples(st.just("dispatch")),
+    st.tuples(st.just("cancel"), st.integers(0, 40), st.booleans()),   # the caller gave up (removed or not yet)
+    st.tuples(st.just("drop"), st.sampled_from([None, ("A",), ("B", "C")])),
+    st.tuples(st.just("429"), st.sampled_from([1, PLACE, READ]), st.sampled_from([None, 1])),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(ops=st.lists(dispatch_op, min_size=8, max_size=80), write_rate=st.sampled_from([10.0, 30.0, 100.0]),
+       max_queue_s=st.sampled_from([0.0, 1.0, 4.0]))
+@example(ops=[("submit", PLACE, 10.0, None, "A"), ("submit", 1, 10.0, None, "B"), ("dispatch",),
+              ("tick", 600_000_000), ("dispatch",), ("submit", CANCEL, 2.0, None, "C"), ("tick", 600_000_000),
+              ("dispatch",), ("tick", 4_000_000_000), ("submit", 1, 10.0, 1, "A"), ("dispatch",)],
+         write_rate=10.0, max_queue_s=4.0)     # a promoted place, a cancel first, an expiry, a shard
+def test_dispatch_skipping_empty_lanes_matches_the_plain_dispatch(ops, write_rate, max_queue_s):
+    """dispatch and _expire, which skip lanes with nothing in their round or FIFO, grant and drop the same
+    requests in the same order, return the same waits and leave every queue (counts, round order,
+    entries) as the former versions that served every lane (tests/reference/limiter.py)."""
+    from kmm.kalshi.limiter import _Waiter
+    from tests.reference import limiter as ref_limiter
+    clocks = (Clock(), Clock())
+    fast, ref = (RateLimiter(20.0, write_rate, clock_ns=c, cancel_reserve=5.0, promote_after_s=0.5,
+                             max_queue_s=max_queue_s) for c in clocks)
+    for lim in (fast, ref):             # an empty write bucket: requests queue and wait their turn
+        lim.write.tokens = 0.0
+    logs: tuple[list, list] = ([], [])
+    waiting: tuple[list, list] = ([], [])
+    n = 0
+    for o in ops:
+        if o[0] == "submit":
+            _, lane, cost, shard, key = o
+            for lim, log, ws in zip((fast, ref), logs, waiting):
+                w = _Waiter(cost, _Fut(n, log), key, lim._clock())   # type: ignore[arg-type]
+                lim._queue(lane, shard if lane != READ else None).append(w)
+                ws.append((w, lim._queue(lane, shard if lane != READ else None)))
+            n += 1
+        elif o[0] == "tick":
+            for c in clocks:
+                c.now += o[1]
+        elif o[0] == "dispatch":
+            assert fast.dispatch() == ref_limiter.dispatch(ref), o
+        elif o[0] == "cancel":
+            for ws in waiting:
+                if o[1] < len(ws):
+                    w, q = ws[o[1]]
+                    if not w.fut.done():
+                        w.fut.state = 3     # cancelled
+                        if o[2]:
+                            q.remove(w)
+        elif o[0] == "drop":
+            assert fast.drop_waiting("stop", o[1]) == ref.drop_waiting("stop", o[1])
+        else:
+            assert fast.on_rate_limited(o[1], shard=o[2]) == ref.on_rate_limited(o[1], shard=o[2])
+        assert logs[0] == logs[1], o
+        assert state(fast) == state(ref), o
+        assert queues(fast) == queues(ref), o

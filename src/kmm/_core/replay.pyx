@@ -77,6 +77,7 @@ cdef class _Market:
     cdef object pipe           # kmm.engine.market.MarketPipeline
     cdef dict orders           # the fill simulator's resting orders of the market (lives as long as the replay)
     cdef Pipeline core         # the compiled pipeline when its on_book is only that call, else None
+    cdef Pipeline state        # the pipeline's compiled core, always (where MarketPipeline.in_flight lives)
     cdef object gm             # the risk gate's state of the market
     cdef bint reads_trades     # the pipeline's kappa estimate reads trades
     cdef bint has_mark         # the portfolio's mark was set by this loop: (mark_bid, mark_ask), 0 = None
@@ -377,6 +378,7 @@ cdef class ReplayLoop:
             m.pipe = pipe
             m.orders = orders
             m.core = core if isinstance(core, Pipeline) else None
+            m.state = pipe.core if isinstance(getattr(pipe, "core", None), Pipeline) else None
             m.gm = gm
             m.reads_trades = bool(reads)
             m.has_mark = False
@@ -460,7 +462,8 @@ cdef class ReplayLoop:
                 for f in picked:
                     self.on_fill(f)
                 return 0
-        if pipe.in_flight and bt.quoting:       # _requote's first answer, without the call
+        # _requote's first answer, without the call (MarketPipeline.in_flight read from its core in C)
+        if (mk.state.in_flight if mk.state is not None else pipe.in_flight) and bt.quoting:
             pipe.dirty = True
             return 0
         self.requote(pipe, recv)

@@ -758,21 +758,26 @@ class OrderManager:
         Every change of what this lists (an order's state, price, remaining, order id) calls the
         :attr:`watchers` with its ticker: the engine's compiled pipelines hold a copy of this list and
         re-read it only after a watcher said it changed."""
+        live = self._live_by_ticker.get(ticker)
+        if not live:
+            return []
         now = self.clock.monotonic_ns() if now_ns is None else now_ns
         out = []
         pending_cancel, pending_amend, pending_decrease = S.PENDING_CANCEL, S.PENDING_AMEND, S.PENDING_DECREASE
         resting, partial = S.RESTING, S.PARTIALLY_FILLED
-        for o in self._live_by_ticker.get(ticker, {}).values():   # never holds a terminal order
+        new = tuple.__new__         # LiveOrder(...) without the named tuple's Python-level __new__
+        for o in live.values():     # never holds a terminal order
             st = o.state
             if st is pending_cancel or (side is not None and o.side != side) or (o.foreign and not o.adopted):
                 continue
             price, remaining = o.price, o.remaining
             if st is pending_amend and o.pending_price is not None and o.pending_count is not None:
-                price, remaining = o.pending_price, max(0, o.pending_count - o.fill_count)
+                price, remaining = o.pending_price, max(0, o.pending_count - max(o.filled, o.exchange_filled))
             elif st is pending_decrease and o.pending_count is not None:
                 remaining = min(remaining, o.pending_count)
-            out.append(LiveOrder(o.order_id, o.side, price, remaining, now - o.created_ns,
-                                 o.client_order_id, (st is resting or st is partial) and o.order_id is not None))
+            out.append(new(LiveOrder, (o.order_id, o.side, price, remaining, now - o.created_ns,
+                                       o.client_order_id,
+                                       (st is resting or st is partial) and o.order_id is not None)))
         return out
 
     def open_count(self, ticker: str | None = None) -> int:

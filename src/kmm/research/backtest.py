@@ -1035,13 +1035,14 @@ class Backtest:
     def _requote(self, pipe: MarketPipeline, trigger: int, live: list[LiveOrder] | None = None) -> None:
         if not self.quoting:
             return
-        if pipe.in_flight:
+        core = pipe.core                # in_flight and hold_until_ns live there (MarketPipeline's properties)
+        if core.in_flight:
             pipe.dirty = True
             return
         if self._window and self._outside_window(pipe):
             return
         now = self.clock.mono
-        if pipe.hold_until_ns and now < pipe.hold_until_ns:
+        if core.hold_until_ns and now < core.hold_until_ns:
             pipe.dirty = True
             return
         t = pipe.ticker
