@@ -414,13 +414,10 @@ class RiskGate:
                               f"{lim.max_open_orders_total}")
         return self._position_gate(ticker, side, count, 0)
 
-    def place_allowed(self, ticker: str, side: str, price: int, count: int, q: int | None = None,
-                      why: str | None = None) -> bool:
-        """``bool(check_place(...))`` in one call, for the order path's common case: the same checks in
-        the same order, without building a Decision or counting a denial. False says only "ask
-        :meth:`check_place`" (which counts the denial and says why): callers never act on a False
-        alone (kmm.engine.quoting). ``q``/``why``: the position and :meth:`reduce_only_reason` when the
-        caller has them already. tests/engine/test_place_fast.py holds it to check_place."""
+    def _order_ok(self, ticker: str, side: str, price: int, count: int) -> bool:
+        """What :meth:`place_allowed` and :meth:`amend_allowed` share, in check_place's order: the
+        market is known and nothing is paused or killed, the order's shape (side, size, price on the
+        grid, notional), the close time, a fresh book and no back-off on places."""
         lim = self.limits
         m = self.markets.get(ticker)
         if m is None or self.kill_state is not KillState.ARMED or self.exchange_paused or m.paused:
@@ -442,6 +439,18 @@ class RiskGate:
             return False
         if self.backoff is not None and self.backoff.place_pause_ns() > 0:
             return False
+        return True
+
+    def place_allowed(self, ticker: str, side: str, price: int, count: int, q: int | None = None,
+                      why: str | None = None) -> bool:
+        """``bool(check_place(...))`` in one call, for the order path's common case: the same checks in
+        the same order, without building a Decision or counting a denial. False says only "ask
+        :meth:`check_place`" (which counts the denial and says why): callers never act on a False
+        alone (kmm.engine.quoting). ``q``/``why``: the position and :meth:`reduce_only_reason` when the
+        caller has them already. tests/engine/test_place_fast.py holds it to check_place."""
+        if not self._order_ok(ticker, side, price, count):
+            return False
+        lim = self.limits
         orders = self.orders
         if orders.open_count(ticker) >= lim.max_open_orders_per_market or \
                 orders.open_count() >= lim.max_open_orders_total:
@@ -464,27 +473,9 @@ class RiskGate:
         """``bool(check_amend(...))`` in one call, as :meth:`place_allowed` is for a place (the order
         path's amends): the same checks, no Decision built, no denial counted; False says only "ask
         :meth:`check_amend`". tests/engine/test_amend_fast.py holds it to check_amend."""
+        if not self._order_ok(ticker, side, price, remaining):
+            return False
         lim = self.limits
-        m = self.markets.get(ticker)
-        if m is None or self.kill_state is not KillState.ARMED or self.exchange_paused or m.paused:
-            return False
-        if not ((side == "bid" or side == "ask") and 0 < remaining <= lim.max_order_size
-                and (m.fractional or not remaining % 100) and lim.price_min <= price <= lim.price_max
-                and m.grid.is_valid(price)
-                and remaining * (price if side == "bid" else ONE_DOLLAR - price) // 100 <= lim.max_order_notional):
-            return False
-        if m.close_time_ns is not None and \
-                self.clock.time_ns() >= m.close_time_ns - int(lim.stop_before_close_s * NS_PER_S):
-            return False
-        fr = self.freshness
-        if fr is not None:
-            if not fr.fresh(ticker):
-                return False
-        elif m.book_stale or m.last_book_ns is None or \
-                self.clock.monotonic_ns() - m.last_book_ns > int(lim.stale_after_s * NS_PER_S):
-            return False
-        if self.backoff is not None and self.backoff.place_pause_ns() > 0:
-            return False
         q = self.positions.position(ticker)      # _position_gate with the old remaining replaced
         resting = self.orders.open_qty(ticker, side) - old_remaining
         sign = 1 if side == "bid" else -1
