@@ -277,6 +277,28 @@ def test_reduce_only_near_the_loss_limit_sizes_the_order_to_lower_the_worst_case
     assert not gate2.check_place(B, "ask", 3000, 100).allowed
 
 
+def test_in_reduce_only_an_order_may_not_take_another_outcome_past_the_limit_while_an_amend_is_counted_twice():
+    """The breach the live test caught now and then (-$3.35 .. -$5.03 against a $3 limit): in the
+    reduce-only regime "the worst case does not fall" let an order take an outcome past the limit,
+    because the worst case was itself inflated by an amend in flight (counted at its old and new
+    price). Once the amend was answered, the new order's outcome was the worst, past the limit."""
+    gate, pf, rest = gate_setup(max_event_loss=3_0000, max_event_exposure=1_000_000, reduce_only_at=0.8)
+    fill(pf, A, "ask", 5000, 500)            # short 5 A at 0.50: -2.50 if A wins, +2.50 otherwise
+    rest.add(A, "bid", 4900, 500)            # buys A back: -2.45 in every outcome where A loses
+    rest.add(B, "ask", 2400, 300)            # an amend in flight in B: the old order ...
+    rest.add(B, "ask", 2200, 300)            # ... and the new one both counted (B wins: -4.57)
+    assert gate.status("KXEV-26") is EventStatus.OVER_LIMIT      # the inflated worst case (B wins)
+    # an ask of 5 C at 0.32: filled, it lowers "C wins" to -0.90 and raises "A wins" to -0.90 (so it
+    # reduces the positions' worst case); with what rests, "C wins" would be 2.50 - 2.45 - 3.40 = -3.35
+    d = gate.check_place(C, "ask", 3200, 500)
+    assert not d.allowed and d.reason == "event_max_loss" and "could lose 33500" in d.detail, d
+    assert gate.max_count(C, "ask", 3200, 500) == 400       # 2.50 - 2.45 - 4 x 0.68 = -2.67
+    # the amend answered (the old order gone): the order that passed leaves every outcome inside $3
+    rest.orders[B] = [("ask", 2200, 300)]
+    rest.add(C, "ask", 3200, 400)
+    assert min(gate.event_of(C).outcome_pnl(with_resting=True).values()) >= -3_0000  # type: ignore[union-attr]
+
+
 def test_exposure_limit_and_its_reduce_only():
     gate, pf, rest = gate_setup(max_event_loss=1_000_0000, max_event_exposure=3000, reduce_only_at=0.9)
     rest.add(A, "bid", 1000, 1000)

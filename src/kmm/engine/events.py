@@ -734,16 +734,17 @@ class EventRiskGate:
             if not _reduces_without_crossing(book, _without_resting(legs), k, ch_yes, ch_no):
                 return self._deny("event_reduce_only", f"{where}: {why}; filled, the order would lower "
                                   "the worst case of the event's positions", count_denial)
-        else:
-            max_loss = lim.loss_for(name)
-            # every outcome the order lowers must stay at or above the limit: "the worst case does not
-            # fall" is not enough once some outcome is already past it (a lowered limit, an amend in
-            # flight counted at both sizes), as the order could then take another outcome past it too
-            low, low_outcome = _lowered_worst(book, after_legs, k, ch_yes < 0, ch_no < 0)
-            if low is not None and low < -max_loss * E6_PER_E4:
-                return self._deny("event_max_loss", f"{where}: with every resting order filling, the "
-                                  f"event could lose {-_floor_e4(low)} if {_outcome_name(low_outcome)}; "
-                                  f"limit max_event_loss {max_loss} (1e-4 $)", count_denial)
+        # in both regimes every outcome the order lowers must stay at or above the limit: "the worst
+        # case does not fall" (reduce-only's (a)) is not enough once some outcome is already past it (a
+        # lowered limit, an amend in flight counted at both sizes), as the order could then take
+        # another outcome past it too: when the amend is answered that outcome is the worst, past the
+        # limit (tests/engine/test_events.py, ..._while_an_amend_is_counted_twice)
+        max_loss = lim.loss_for(name)
+        low, low_outcome = _lowered_worst(book, after_legs, k, ch_yes < 0, ch_no < 0)
+        if low is not None and low < -max_loss * E6_PER_E4:
+            return self._deny("event_max_loss", f"{where}: with every resting order filling, the "
+                              f"event could lose {-_floor_e4(low)} if {_outcome_name(low_outcome)}; "
+                              f"limit max_event_loss {max_loss} (1e-4 $)", count_denial)
         sign = 1 if prop.side == "bid" else -1
         open_legs = [x for x in legs if x.result is None]
         e_now = sum(x.position for x in open_legs)
