@@ -23,7 +23,7 @@ from kmm.engine.eventwire import LiveResting
 from kmm.engine.events import EventLimits, EventRiskGate, EventSpec
 from kmm.engine.orders import OrderManager
 from kmm.engine.portfolio import Portfolio
-from kmm.kalshi.types import Fill, OrderAck
+from kmm.kalshi.types import Fill, OrderAck, UserOrder
 from tests.reference import events as ref
 
 _tid = itertools.count()
@@ -144,7 +144,7 @@ def test_the_property_reaches_every_regime():
 @st.composite
 def order_streams(draw):
     return draw(st.lists(st.tuples(st.sampled_from(["create", "ack", "amend", "cancel", "fill", "user_fill",
-                                                    "cancel_ack", "amend_ack", "fail"]),
+                                                    "cancel_ack", "amend_ack", "fail", "gone", "final"]),
                                    st.integers(0, 5), sides, prices, st.integers(1, 30).map(lambda c: c * 100)),
                          min_size=1, max_size=25))
 
@@ -175,6 +175,13 @@ def test_live_resting_reads_what_the_former_view_read(stream):
                                      max(0, (o.pending_count or 0) - o.fill_count)))
         elif kind == "fail" and o.order_id is not None:
             om.on_request_failed(o.order_id, "refused")
+        elif kind == "gone" and o.order_id is not None:      # a write answered 404: filled or cancelled?
+            om.on_request_failed(o.order_id, "order_not_found", gone=True)
+        elif kind == "final" and o.order_id is not None:     # the exchange's last word on the order
+            executed = bool(count % 200)
+            om.on_user_order(UserOrder(o.order_id, o.client_order_id, o.ticker,
+                                       "executed" if executed else "canceled", o.side, o.price, o.count,
+                                       o.fill_count + ((o.unsure or o.remaining) if executed else 0), 0))
         elif kind in ("fill", "user_fill") and o.order_id is not None and o.remaining > 0:
             n = min(o.remaining, count)
             if kind == "fill":

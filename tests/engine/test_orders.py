@@ -242,6 +242,58 @@ def test_a_cancel_that_took_off_less_than_rested_keeps_the_unbooked_fill_as_risk
     assert m2.unbooked_in(T) == []
 
 
+@pytest.mark.parametrize("write", ["amend", "decrease", "cancel"])
+def test_an_order_gone_on_a_404_stays_risk_until_the_exchange_says_whether_it_filled(write):
+    # the order executed at the exchange; a write on it answered "not found" before its user_order and
+    # fill messages arrived. Closing it with nothing left let the event gate admit a new order on the
+    # sim (worst case -$3.90 against a $3 limit once the fill was booked): until the exchange says what
+    # happened, the 10 contracts that rested may have filled
+    m, _ = mgr()
+    o = placed(m, price=4200)
+    if write == "amend":
+        m.request_amend("X1", 4100, 1000)
+    elif write == "decrease":
+        m.request_decrease("X1", 500)
+    else:
+        m.request_cancel("X1")
+    m.on_request_failed("X1", "order_not_found", gone=True)
+    assert not o.is_live and o.remaining == 0
+    assert m.unbooked_in(T) == [("bid", 4200, 1000)]
+    # its user_order: executed, all 10 filled; the fill messages are still on their way
+    m.on_user_order(uo("X1", o.client_order_id, "executed", 1000, 0, price=4200))
+    assert m.unbooked_in(T) == [("bid", 4200, 1000)]
+    m.on_fill(fill("X1", 600))
+    assert m.unbooked_in(T) == [("bid", 4200, 400)]
+    m.on_fill(fill("X1", 400))
+    assert m.unbooked_in(T) == [] and o.fill_count == 1000
+
+
+def test_an_order_gone_on_a_404_that_was_cancelled_stops_counting_when_the_exchange_says_so():
+    m, _ = mgr()
+    o = placed(m)
+    m.on_fill(fill("X1", 300))
+    m.request_amend("X1", 3900, 1000)
+    m.on_request_failed("X1", "order_not_found", gone=True)
+    assert m.unbooked_in(T) == [("bid", 4000, 700)]
+    m.on_user_order(uo("X1", o.client_order_id, "canceled", 300, 0))
+    assert m.unbooked_in(T) == [] and o.state is S.CANCELED
+    # a read that finds no such order settles it too; a 404 from a read passes may_have_filled=False
+    m2, clock = mgr()
+    o2 = placed(m2)
+    m2.request_cancel("X1")
+    m2.on_request_failed("X1", "order_not_found", gone=True)
+    assert m2.unbooked_in(T) == [("bid", 4000, 1000)]
+    # no user_order for it within the read-back age: the session reads it back (watch_requests)
+    assert m2.unsure_older_than(2_000_000_000) == []
+    clock.advance(3.0)
+    assert m2.unsure_older_than(2_000_000_000) == [o2]
+    assert m2.resolve_gone("X1") is o2 and m2.unbooked_in(T) == [] and m2.unsure_older_than(0) == []
+    m3, _ = mgr()
+    placed(m3)
+    m3.on_request_failed("X1", "gone at the exchange", gone=True, may_have_filled=False)
+    assert m3.unbooked_in(T) == []
+
+
 def test_duplicate_fill_is_ignored():
     m, _ = mgr()
     o = placed(m)

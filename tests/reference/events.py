@@ -55,6 +55,5 @@ def may_fill(om: Any, ticker: str) -> list[tuple[str, int, int]]:
     """What the event gate counted as able to fill in ``ticker`` (the former ``LiveResting.may_fill``)."""
     from kmm.engine.events import may_fill_from_orders
     out = may_fill_from_orders(om.live_in(ticker))
-    if om._unbooked:
-        out.extend(om.unbooked_in(ticker))
+    out.extend(om.unbooked_in(ticker))       # fills reported, not booked; orders closed on a 404
     return out

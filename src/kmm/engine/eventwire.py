@@ -59,7 +59,7 @@ class LiveResting:
                 rem = pc - max(o.filled, o.exchange_filled)
                 if rem > 0:
                     out.append((o.side, pp, rem))
-        if self.om._unbooked:
+        if self.om._unbooked or self.om._unsure:
             out.extend(self.om.unbooked_in(ticker))
         return out
 

@@ -108,6 +108,7 @@ class Order:
     adopted: bool = False          # a foreign order we manage as our own
     reason: str = ""               # why it was rejected or closed
     worst_price: int | None = None  # the worst price held before the current one (bid: highest, ask: lowest)
+    unsure: int = 0                # closed on a 404 with this much resting: cancelled or filled, not known yet
 
     @property
     def fill_count(self) -> int:
@@ -236,6 +237,10 @@ class OrderManager:
         # orders whose exchange-reported fills are ahead of the fill messages booked (a user_order
         # came first): the event gate counts that part as still able to fill, even once terminal
         self._unbooked: dict[str, Order] = {}
+        # orders closed because a write on them answered 404 (not resting any more) while we still had
+        # ``remaining`` resting: cancelled, or filled with the fill messages on their way. Until the
+        # exchange's user_order (or a read) says which, that remaining is counted as able to fill
+        self._unsure: dict[str, Order] = {}
         # called with a ticker after anything that changes what may fill there (None: any market);
         # the event gate keeps per-market sums and recomputes only the markets named (eventsums.py)
         self.watchers: list[Callable[[str | None], None]] = []
@@ -476,15 +481,25 @@ class OrderManager:
             self._touch(o.ticker)
         return o
 
-    def on_request_failed(self, order_id: str, reason: str, *, gone: bool = False) -> Order | None:
-        """A cancel, amend or decrease failed. ``gone`` (404): the order no longer exists, so it is
-        closed; otherwise it goes back to the state it had before the request."""
+    def on_request_failed(self, order_id: str, reason: str, *, gone: bool = False,
+                          may_have_filled: bool = True) -> Order | None:
+        """A cancel, amend or decrease failed. ``gone`` (404): the order no longer rests, so it is
+        closed; otherwise it goes back to the state it had before the request.
+
+        A write answered 404 does not say whether what rested was cancelled or filled (an order that
+        just executed answers an amend with 404 before its fill messages arrive): with
+        ``may_have_filled`` (the default) that remaining stays in :meth:`unbooked_in` until the
+        exchange's ``user_order`` for the order, its fills or :meth:`resolve_gone` settle it. A read
+        that finds no such order passes ``may_have_filled=False``."""
         o = self._by_oid.get(order_id)
         if o is None:
             return None
         if o.state in TERMINAL:
             return o
         if gone:
+            if may_have_filled and o.remaining > 0:
+                o.unsure = o.remaining
+                self._unsure[o.client_order_id] = o
             o.remaining = 0
             o.reason = f"gone: {reason}"
             self._move(o, S.FILLED if o.fill_count >= o.count else S.CANCELED, "request failed: gone")
@@ -552,7 +567,12 @@ class OrderManager:
                 log.info("order %s: resting update after it closed (%s); ignored",
                          o.client_order_id, o.state.value)
             else:
+                # the exchange's final word: its fill count (fills not booked yet stay risk) replaces
+                # what a 404 left unsure
                 o.exchange_filled = max(o.exchange_filled, uo.fill_count)
+                if o.exchange_filled > o.filled:
+                    self._unbooked[o.client_order_id] = o
+                self._clear_unsure(o)
                 self._touch(o.ticker)
             return o
         self._apply_counts(o, uo.fill_count, uo.remaining_count)
@@ -621,6 +641,10 @@ class OrderManager:
         o.fees += fill.fee
         if o.filled >= o.exchange_filled:
             self._unbooked.pop(o.client_order_id, None)
+        if o.unsure:                               # what a 404 left unsure did fill: now booked
+            o.unsure = max(0, o.unsure - fill.count)
+            if not o.unsure:
+                self._unsure.pop(o.client_order_id, None)
         o.remaining = max(0, o.remaining - (o.fill_count - before))
         self._touch(o.ticker)
         size = o.count
@@ -745,10 +769,29 @@ class OrderManager:
 
     def unbooked_in(self, ticker: str) -> list[tuple[str, int, int]]:
         """``(side, price, size)`` the exchange reported filled in ``ticker`` whose fill messages are
-        not booked yet (live or terminal orders): not in the portfolio, no longer in ``remaining``. The
-        price is the worst the order has held: an order amended since may have filled at its old price."""
-        return [(o.side, o.price_bound, o.exchange_filled - o.filled) for o in self._unbooked.values()
-                if o.ticker == ticker and o.exchange_filled > o.filled]
+        not booked yet (live or terminal orders): not in the portfolio, no longer in ``remaining``; and
+        what orders closed on a 404 still had resting (:meth:`on_request_failed`), until the exchange
+        says whether it filled. The price is the worst the order has held: an order amended since may
+        have filled at its old price."""
+        out = [(o.side, o.price_bound, o.exchange_filled - o.filled) for o in self._unbooked.values()
+               if o.ticker == ticker and o.exchange_filled > o.filled]
+        if self._unsure:
+            out.extend((o.side, o.price_bound, o.unsure) for o in self._unsure.values()
+                       if o.ticker == ticker and o.unsure > 0)
+        return out
+
+    def resolve_gone(self, order_id: str) -> Order | None:
+        """The exchange does not know the order (a read answered 404): nothing of it can fill."""
+        o = self._by_oid.get(order_id)
+        if o is not None and o.unsure:
+            self._clear_unsure(o)
+            self._touch(o.ticker)
+        return o
+
+    def _clear_unsure(self, o: Order) -> None:
+        if o.unsure:
+            o.unsure = 0
+            self._unsure.pop(o.client_order_id, None)
 
     def live_orders(self, ticker: str, side: str | None = None, *, now_ns: int | None = None) -> list[LiveOrder]:
         """Our orders working in ``ticker`` (and ``side``), for the diff: everything not closed and
@@ -815,6 +858,14 @@ class OrderManager:
         now = self.clock.monotonic_ns()
         return [o for o in self._live.values()
                 if (o.state is S.PENDING or o.state in IN_FLIGHT) and now - o.updated_ns > age_ns]
+
+    def unsure_older_than(self, age_ns: int) -> list[Order]:
+        """Orders closed on a 404 (:meth:`on_request_failed`) whose fill the exchange has not settled
+        for longer than ``age_ns``: their user_order did not come, so they are read back."""
+        if not self._unsure:
+            return []
+        now = self.clock.monotonic_ns()
+        return [o for o in self._unsure.values() if now - o.updated_ns > age_ns]
 
     def foreign_to_cancel(self) -> list[Order]:
         """Orders found at the exchange, not ours, still live, under the ``cancel`` policy."""

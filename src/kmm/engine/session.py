@@ -596,6 +596,12 @@ class Session:
                 if ack.error in PAUSE_CODES:
                     self.set_pause(PAUSE_CODES[ack.error], f"cancel answer {ack.error}")
                 log.warning("cancel of %s refused by the exchange (%s); it is retried", ack.order_id, ack.error)
+            elif ack.already_gone:
+                # not resting at the exchange any more: cancelled, or executed with its fill messages on
+                # their way. Closed here; what it had resting counts as able to fill until the order's
+                # user_order says which (OrderManager.on_request_failed)
+                self.om.on_request_failed(ack.order_id, "cancel: not resting at the exchange", gone=True)
+                self._record_cancelled(ack.order_id)
             else:
                 self.om.on_cancel_ack(ack.order_id, ack.reduced_by if ack.reduced_known else None)
                 self._record_cancelled(ack.order_id)
@@ -679,6 +685,7 @@ class Session:
             self.om.on_request_failed(o.order_id, "rate limited")
         elif isinstance(exc, ExchangeError):
             self._answer_paused(exc)
+            # a 404: closed, what rested kept as able to fill until the exchange says (watch_requests)
             self.om.on_request_failed(o.order_id, exc.code, gone=exc.status == 404)
             log.info("%s: amend of %s refused: %s", o.ticker, o.order_id, exc)
         else:   # outcome unknown: read it back
@@ -693,6 +700,7 @@ class Session:
             ack = await self.rest.decrease_order(order_id, reduce_to)
         except ExchangeError as exc:
             self._answer_paused(exc)
+            # a 404: closed, what rested kept as able to fill until the exchange says (watch_requests)
             self.om.on_request_failed(order_id, exc.code, gone=exc.status == 404)
         except Exception as exc:  # noqa: BLE001 - outcome unknown: read it back
             self.om.on_request_failed(order_id, f"decrease outcome unknown: {exc}")
@@ -769,8 +777,9 @@ class Session:
         try:
             try:
                 uo = await self.rest.get_order(order_id)
-            except NotFound:
-                self.om.on_request_failed(order_id, "gone at the exchange", gone=True)
+            except NotFound:     # the exchange does not know it: nothing of it rests or can fill
+                self.om.on_request_failed(order_id, "gone at the exchange", gone=True, may_have_filled=False)
+                self.om.resolve_gone(order_id)
                 return
             o = self.om.by_order_id(order_id)
             if o is not None and o.state in IN_FLIGHT:
@@ -810,6 +819,10 @@ class Session:
                 self.verify_soon(o.order_id)
             else:
                 self.om.on_create_timeout(o.client_order_id)   # resolved on the next pass
+        if not self.stopping:    # the stop's cancels come first; its end lists what rests anyway
+            for o in self.om.unsure_older_than(self.stuck_ns):
+                if o.order_id is not None:
+                    self.verify_soon(o.order_id)
 
     def forget_closed_orders(self) -> None:
         if self.rest is None or not self._presigned:

@@ -1268,8 +1268,8 @@ class Backtest:
         so = self.sim.decrease(self.clock.mono, self._wall_ms(), oid, reduce_to)
 
         def answer() -> None:
-            if so is None:
-                self.om.on_request_failed(oid, "order_not_found", gone=True)
+            if so is None:      # as before: the replay sends no user_order that would settle an unsure order
+                self.om.on_request_failed(oid, "order_not_found", gone=True, may_have_filled=False)
             else:
                 self.om.on_decrease_ack(oid, so.remaining)
         return answer
@@ -1290,7 +1290,8 @@ class Backtest:
             for f in fills:
                 self._on_fill(f)
             if refused is not None or so is None:
-                self.om.on_request_failed(oid, refused or "order_not_found", gone=refused == "order_not_found")
+                self.om.on_request_failed(oid, refused or "order_not_found", gone=refused == "order_not_found",
+                                          may_have_filled=False)
             else:
                 self.om.on_amend_ack(OrderAck(so.order_id, so.coid, so.filled, so.remaining, ts_ms=so.updated_ms))
         return answer
