@@ -1,6 +1,6 @@
 """Book frame -> actions decided under ``kmm run``'s own configuration: recorder on (ops.log at INFO,
-tape.csv, kmm.sqlite, the raw frame capture), the 0.5 ms switch interval ``kmm run`` sets, 3 markets,
-the simulator's busy flow in its own process.
+tape.csv, kmm.sqlite, the raw frame capture), CPython's default 5 ms switch interval (what ``kmm run``
+runs with since the eighth session), 3 markets, the simulator's busy flow in its own process.
 
 Variants, all in this run against the same seeded simulator:
 
@@ -12,8 +12,8 @@ Variants, all in this run against the same seeded simulator:
 * ``kmm-per-frame``: the same deciding every delta as it comes (``run.coalesce_reads = "off"``): the
   former behaviour, the baseline of the coalescing;
 * ``python``: the same with ``MarketPipeline(compiled=False)``: the Python path, the baseline;
-* ``kmm-5ms``: the compiled pipeline with CPython's default 5 ms switch interval: the measurement
-  that keeps ``kmm run``'s ``sys.setswitchinterval(0.0005)`` (docs/records.md);
+* ``kmm-0.5ms``: the compiled pipeline with the 0.5 ms switch interval ``kmm run`` set until the eighth
+  session, when alternating runs no longer showed it helping (docs/records.md): kept as the A/B row;
 * ``quiet``: the compiled pipeline with no recorder (bench_engine.py's configuration), for reference;
 * ``sign-thread``: kmm run's configuration with the signature pool's former worker thread instead of
   the signer process (``SignaturePool(mode="thread")``): the signing baseline (inline fallbacks);
@@ -60,25 +60,25 @@ G_QUEUE = "kmm run config: frame received -> Engine.on_book entered (wait)"
 G_CODE = "kmm run config: Engine.on_book entered -> actions decided (code path)"
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "kmm": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
-                label="compiled pipeline, recorder on, 0.5 ms (kmm run)"),
-    "kmm-read": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
+    "kmm": dict(role="kmm", compiled=True, recorder=True, switch=0.005,
+                label="compiled pipeline, recorder on (kmm run)"),
+    "kmm-read": dict(role="kmm", compiled=True, recorder=True, switch=0.005,
                      cli={"run.coalesce_reads": "read"},
                      label="compiled pipeline, one decision per market per read (coalesce_reads = read)"),
-    "kmm-per-frame": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
+    "kmm-per-frame": dict(role="kmm", compiled=True, recorder=True, switch=0.005,
                           cli={"run.coalesce_reads": "off"},
                           label="compiled pipeline, a decision per delta (coalesce_reads off)"),
-    "python": dict(role="baseline", compiled=False, recorder=True, switch=0.0005,
-                   label="Python path, recorder on, 0.5 ms"),
-    "kmm-5ms": dict(role="kmm", compiled=True, recorder=True, switch=0.005,
-                    label="compiled pipeline, recorder on, default 5 ms switch interval"),
+    "python": dict(role="baseline", compiled=False, recorder=True, switch=0.005,
+                   label="Python path, recorder on"),
+    "kmm-0.5ms": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
+                      label="compiled pipeline, recorder on, 0.5 ms switch interval (kmm run until session 8)"),
     "quiet": dict(role="kmm", compiled=True, recorder=False, switch=0.005,
                   label="compiled pipeline, no recorder, 5 ms (quiet)"),
     # the worker thread signs on the loop's process and takes the GIL from it: fewer frames find their
     # market free to decide (40-44 book-frame decisions in 20 s in two runs, under the 50 asked): 1.5x time
-    "sign-thread": dict(role="kmm", compiled=True, recorder=True, switch=0.0005, sign_mode="thread",
+    "sign-thread": dict(role="kmm", compiled=True, recorder=True, switch=0.005, sign_mode="thread",
                         quote_s_factor=1.5, label="kmm run config, signatures from the former worker thread"),
-    "unpinned": dict(role="kmm", compiled=True, recorder=True, switch=0.0005, pin=False,
+    "unpinned": dict(role="kmm", compiled=True, recorder=True, switch=0.005, pin=False,
                      label="kmm run config, no CPU placement (the simulator may share kmm's core)"),
 }
 _RESULTS: dict[str, dict[str, Any]] = {}

@@ -3,7 +3,7 @@ request it receives (bench/stamped_sim.py, in its own process).
 
 * baseline (the floor): bench/min_client.py, a client that answers every book frame with a create built
   and signed before the run, in its own process on uvloop + picows (one request in flight at a time);
-* kmm: the engine in ``kmm run``'s configuration (recorder on, 0.5 ms switch interval, compiled
+* kmm: the engine in ``kmm run``'s configuration (recorder on, CPython's default switch interval, compiled
   pipeline), in this process.
 
 Both face the same seeded busy flow on 3 markets. The headline matches each request to the very book

@@ -104,8 +104,8 @@ class _Listener(logging.handlers.QueueListener):
     may still be handing the original to other handlers (propagation) on its own thread.
 
     It polls the queue every ``LISTENER_POLL_S`` instead of blocking on it: a blocked ``get`` is woken
-    by every log call and asks for the GIL at once, which (with ``kmm run``'s short switch interval)
-    takes it from the event loop in the middle of a decision; polled, the lines go out in batches."""
+    by every log call and asks for the GIL at once, which takes it from the event loop in the middle
+    of a decision at the next switch interval; polled, the lines go out in batches."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return copy.copy(record)
