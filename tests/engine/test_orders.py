@@ -287,6 +287,7 @@ def test_an_order_gone_on_a_404_that_was_cancelled_stops_counting_when_the_excha
     assert m2.unsure_older_than(2_000_000_000) == []
     clock.advance(3.0)
     assert m2.unsure_older_than(2_000_000_000) == [o2]
+    assert m2.prune(1_000_000_000) == 0 and m2.get(o2.client_order_id) is o2   # still settling: kept
     assert m2.resolve_gone("X1") is o2 and m2.unbooked_in(T) == [] and m2.unsure_older_than(0) == []
     m3, _ = mgr()
     placed(m3)

@@ -877,10 +877,14 @@ class OrderManager:
 
     def prune(self, older_than_ns: int) -> int:
         """Forget closed orders last updated more than ``older_than_ns`` ago; returns how many.
-        trade_ids are kept, so a replayed fill is still recognised as a duplicate."""
+        trade_ids are kept, so a replayed fill is still recognised as a duplicate. Orders still
+        settling (fills reported but not booked, or closed on a 404 and not settled) are kept: their
+        fills, user_order or read-back must still find them."""
         now = self.clock.monotonic_ns()
+        settling = self._unbooked.keys() | self._unsure.keys()
         gone = [o for o in self._by_coid.values()
-                if o.state in TERMINAL and now - o.updated_ns > older_than_ns]
+                if o.state in TERMINAL and now - o.updated_ns > older_than_ns
+                and o.client_order_id not in settling]
         for o in gone:
             del self._by_coid[o.client_order_id]
             if o.order_id is not None:
