@@ -68,6 +68,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "kmm-per-frame": dict(role="kmm", compiled=True, recorder=True, switch=0.005,
                           cli={"run.coalesce_reads": "off"},
                           label="compiled pipeline, a decision per delta (coalesce_reads off)"),
+    "kmm-spin": dict(role="kmm", compiled=True, recorder=True, switch=0.005, cli={"run.busy_poll": "true"},
+                     label="compiled pipeline, recorder on, loop kept polling (run.busy_poll)"),
     "python": dict(role="baseline", compiled=False, recorder=True, switch=0.005,
                    label="Python path, recorder on"),
     "kmm-0.5ms": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,

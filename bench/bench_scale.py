@@ -35,6 +35,7 @@ COUNTS = [int(x) for x in os.environ.get("KMM_BENCH_SCALE", "1,10,100,300").spli
 SCALE_S = float(os.environ.get("KMM_BENCH_SCALE_S", str(min(QUOTE_S, 8.0))))
 START_TIMEOUT_S = 120.0
 GROUP = "scale: CPU per book message on one connection (kmm run config)"
+GROUP_DECIDE = "scale: frame -> actions decided on one connection (kmm run config)"
 _RESULTS: dict[int, dict[str, Any]] = {}
 
 
@@ -163,7 +164,11 @@ def test_markets_on_one_connection(benchmark, n, tmp_path):
                                 sent=res["sent"], cpu_share=round(res["cpu_s"] / res["seconds"], 3),
                                 sim_cpu_share=round(res["sim_cpu_s"] / res["seconds"], 3),
                                 decide_p50_ns=d["p50_ns"], decide_p99_ns=d["p99_ns"], decisions=res["decisions"],
-                                requests=res["requests"], states=res["states"])
+                                requests=res["requests"], states=res["states"],
+                                # two rows in the report: the CPU per message and the latency at this count
+                                stages={GROUP: {"p50_ns": round(cpu_per_msg), "label": label},
+                                        GROUP_DECIDE: {"p50_ns": d["p50_ns"], "p99_ns": d["p99_ns"],
+                                                       "p999_ns": d["p999_ns"], "label": label}})
     print(f"\n{n:4d} markets: {res['frames'] / res['seconds']:.0f} book msgs/s, received {res['received']} of sent "
           f"{res['sent']}, kmm CPU {res['cpu_s'] / res['seconds'] * 100:.0f}% of a core (sim "
           f"{res['sim_cpu_s'] / res['seconds'] * 100:.0f}%), {cpu_per_msg / 1e3:.1f} us CPU/msg"

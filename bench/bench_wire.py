@@ -11,8 +11,9 @@ frame that caused it: the floor notes which frame each create answered; in kmm, 
 decision makes while a book frame is being handled (``KalshiWs.handle_frame``; written then, or later
 when it had to wait) is noted with that frame, or, when the engine decides a market once per socket
 read (``run.coalesce_reads``), with the first frame of the request's market in that read (the oldest
-book information the decision acts on; the same rule on the former engine gives the former matching). The latency of a frame is the exchange's receipt of the
-first request it caused (a create or an amend: kmm re-quotes mostly by amending) minus the exchange's
+book information the decision acts on; the same rule on the former engine gives the former
+matching). The latency of a frame is the exchange's receipt of the first request it caused (a create
+or an amend: kmm re-quotes mostly by amending) minus the exchange's
 write of the frame; the exchange's receipt is its read of the request's bytes (bench/stamped_sim.py),
 before its HTTP stack schedules the handler. Requests made after fills, order answers or timers are
 not book-frame decisions and are left out on both sides, as are frames that came while a request was
@@ -47,6 +48,7 @@ from bench.bench_kmm_run import VARIANTS, run_variant
 HERE = Path(__file__).resolve().parent
 GROUP = "wire to wire: exchange writes a book frame -> exchange receives the request it caused (3 markets, busy)"
 GROUP_UNPINNED = GROUP + ", no CPU placement"
+GROUP_SPIN = GROUP + ", both loops kept polling (kmm run.busy_poll, the floor --spin)"
 MAX_GAP_NS = 20_000_000
 _RESULTS: dict[str, dict[str, int]] = {}
 
@@ -301,7 +303,7 @@ class FrameCause:
         return out
 
 
-def _floor(tmp: Path, pin: bool) -> tuple[list[int], dict[str, Any], int, int]:
+def _floor(tmp: Path, pin: bool, spin: bool = False) -> tuple[list[int], dict[str, Any], int, int]:
     priv, pub = key_pair()
     key_id = "bench-floor"
     sim = StampedSim(tmp, key_id, pub, seed=3, pin=pin)
@@ -313,7 +315,8 @@ def _floor(tmp: Path, pin: bool) -> tuple[list[int], dict[str, Any], int, int]:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), env.get("PYTHONPATH", "")])
         answered = tmp / "floor_answered.json"
-        proc = subprocess.run([sys.executable, str(HERE / "min_client.py"), "--answered", str(answered),
+        proc = subprocess.run([sys.executable, str(HERE / "min_client.py"), *(["--spin"] if spin else []),
+                               "--answered", str(answered),
                                sim.ws_url, sim.rest_url, key_id,
                                str(key), str(QUOTE_S), *MARKETS], capture_output=True, text=True,
                               timeout=QUOTE_S + 60, env=env,
@@ -329,15 +332,16 @@ def _floor(tmp: Path, pin: bool) -> tuple[list[int], dict[str, Any], int, int]:
     return lat, counts, nframes, ncreates
 
 
-@pytest.mark.parametrize("variant", ["floor", "kmm", "floor-unpinned", "kmm-unpinned"])
+@pytest.mark.parametrize("variant", ["floor", "kmm", "floor-spin", "kmm-spin", "floor-unpinned", "kmm-unpinned"])
 def test_wire_to_wire(benchmark, variant, tmp_path):
     res: dict[str, Any] = {}
     pin = not variant.endswith("-unpinned")
-    group = GROUP if pin else GROUP_UNPINNED
+    group = GROUP_UNPINNED if not pin else GROUP_SPIN if variant.endswith("-spin") else GROUP
 
     def run() -> None:
         if variant.startswith("floor"):
-            res["lat"], res["counts"], res["frames"], res["creates"] = _floor(tmp_path, pin)
+            res["lat"], res["counts"], res["frames"], res["creates"] = _floor(tmp_path, pin,
+                                                                              spin=variant == "floor-spin")
         else:
             sims: list[StampedSim] = []
 
@@ -348,7 +352,7 @@ def test_wire_to_wire(benchmark, variant, tmp_path):
             cause = FrameCause()
             cpu0 = proc_cpu_s()
             try:
-                s, m = run_variant(tmp_path, VARIANTS["kmm" if pin else "unpinned"], sim_cls=make, hook=cause)
+                s, m = run_variant(tmp_path, VARIANTS[variant if pin else "unpinned"], sim_cls=make, hook=cause)
             finally:
                 cause.uninstall()
             assert s.fills > 0 and s.resting_after_stop == 0
@@ -386,7 +390,7 @@ def test_wire_to_wire(benchmark, variant, tmp_path):
     if old:
         print(f"  former matching (creates vs the latest frame of the market, any cause): n {old['n']}, "
               f"p50 {old['p50_ns'] / 1e3:.1f} us, p99 {old['p99_ns'] / 1e3:.1f} us")
-    suffix = "" if pin else "-unpinned"
+    suffix = "-unpinned" if not pin else "-spin" if variant.endswith("-spin") else ""
     if f"floor{suffix}" in _RESULTS and variant in _RESULTS and variant.startswith("kmm"):
         f, k = _RESULTS[f"floor{suffix}"], _RESULTS[variant]
         print(f"  kmm / floor{suffix}: p50 {k['p50_ns'] / f['p50_ns']:.2f}x (target <= 2x), "

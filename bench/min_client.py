@@ -113,7 +113,7 @@ def build_requests(signer: Signer, host: str, tickers: list[str], n: int
 
 
 async def run(ws_url: str, rest_url: str, key_id: str, pem: bytes, seconds: float, tickers: list[str],
-              answered: str | None = None) -> dict[str, Any]:
+              answered: str | None = None, spin: bool = False) -> dict[str, Any]:
     from urllib.parse import urlsplit
     signer = Signer.from_pem(key_id, pem)
     u = urlsplit(rest_url)
@@ -125,7 +125,15 @@ async def run(ws_url: str, rest_url: str, key_id: str, pem: bytes, seconds: floa
                                        enable_auto_pong=False)
     transport.send(WSMsgType.TEXT, orjson.dumps({"id": 1, "cmd": "subscribe", "params": {
         "channels": ["orderbook_delta"], "market_tickers": tickers}}))
+    spinning = [spin]
+
+    def turn() -> None:        # --spin: the loop polls without sleeping, as kmm's run.busy_poll
+        if spinning[0]:
+            loop.call_soon(turn)
+    if spin:
+        loop.call_soon(turn)
     await asyncio.sleep(seconds)
+    spinning[0] = False
     transport.disconnect()
     http.transport.close()
     if answered is not None:
@@ -144,13 +152,16 @@ async def run(ws_url: str, rest_url: str, key_id: str, pem: bytes, seconds: floa
 def main() -> int:
     argv = sys.argv[1:]
     answered = None
+    spin = False
+    if argv and argv[0] == "--spin":
+        spin, argv = True, argv[1:]
     if argv and argv[0] == "--answered":
         answered, argv = argv[1], argv[2:]
     ws_url, rest_url, key_id, key_path, seconds, *tickers = argv
     import uvloop
     with open(key_path, "rb") as f:
         pem = f.read()
-    res = uvloop.run(run(ws_url, rest_url, key_id, pem, float(seconds), tickers, answered))
+    res = uvloop.run(run(ws_url, rest_url, key_id, pem, float(seconds), tickers, answered, spin))
     print(json.dumps(res))
     return 0
 

@@ -119,6 +119,10 @@ class RunConfig:
                            "the event loop and to anything else that is waiting on a wake-up "
                            "(docs/operations.md). 0: the engine's priority.",
                            lo=0, hi=19)
+    busy_poll: bool = opt(False, "Keep the event loop polling its sockets instead of sleeping between "
+                          "messages: a frame is read as it arrives, not after the kernel wakes the loop, "
+                          "at the price of one CPU kept at 100%. Only with cpus giving the loop a core of "
+                          "its own (docs/operations.md, docs/benchmarks.md has the measurement).")
     coalesce_reads: str = opt("deltas", "Decide each market once per run of book deltas: deltas (the deltas "
                               "of a socket read are applied as they come, and each market they changed is "
                               "decided on its latest book when the read ends or before a frame that takes the "

@@ -417,6 +417,9 @@ class Engine(FeedHandler):
                     self._not_started = str(exc) or type(exc).__name__
                 raise
             self.housekeeping.start()
+            if self.cfg.run.busy_poll:
+                self._spin_on = True
+                self._loop.call_soon(self._spin)
             if duration and duration > 0:
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=duration)
@@ -425,8 +428,20 @@ class Engine(FeedHandler):
             else:
                 await stop.wait()
         finally:
+            self._spin_on = False
             summary = await self._shutdown()
         return summary
+
+    _spin_on = False
+    spins = 0                           # turns of the loop run.busy_poll kept from sleeping
+
+    def _spin(self) -> None:
+        """``run.busy_poll``: a callback that queues itself keeps the loop from sleeping in its poll
+        (each turn polls the sockets with a zero timeout), so a frame is read when it arrives instead
+        of after the kernel wakes an idle thread."""
+        if self._spin_on and self._loop is not None:
+            self.spins += 1
+            self._loop.call_soon(self._spin)
 
     async def _start(self) -> None:
         s = self.session
@@ -472,7 +487,8 @@ class Engine(FeedHandler):
         _, _, maker, taker = await read_fee_rates(rest, ticker, raw, cache=series)
         close_ns = _iso_to_ns(raw.get("close_time"))
         status = str(raw.get("status", "active"))
-        fractional = True   # every market takes 0.01-contract counts since Apr 2026 (kalshi-api.md 2.2); the flag is gone
+        # every market takes 0.01-contract counts since Apr 2026 (kalshi-api.md 2.2); the flag is gone
+        fractional = True
         info = MarketInfo(ticker, grid, close_ns, fractional, maker, taker, status)
         self.gate.add_market(ticker, grid, close_time_ns=close_ns, fractional=fractional)
         self.freshness.add(ticker)
