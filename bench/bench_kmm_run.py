@@ -70,6 +70,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                           label="compiled pipeline, a decision per delta (coalesce_reads off)"),
     "kmm-spin": dict(role="kmm", compiled=True, recorder=True, switch=0.005, cli={"run.busy_poll": "true"},
                      label="compiled pipeline, recorder on, loop kept polling (run.busy_poll)"),
+    "kmm-read-all": dict(role="kmm", compiled=True, recorder=True, switch=0.005, opts={"skip_unread": False},
+                         label="compiled pipeline, recorder on, ticker and trade frames decoded (before session 9)"),
     "python": dict(role="baseline", compiled=False, recorder=True, switch=0.005,
                    label="Python path, recorder on"),
     "kmm-0.5ms": dict(role="kmm", compiled=True, recorder=True, switch=0.0005,
@@ -191,7 +193,8 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
                                      capture=cfg.records.raw_capture, logging_enabled=cfg.records.ops_log)
         live_mod.MarketPipeline = functools.partial(MarketPipeline, compiled=v["compiled"])  # type: ignore[misc]
         engine = Engine(cfg, conn, recorder=recorder, venue="kmm sim (subprocess)",
-                        options=EngineOptions(view="off", order_group_limit=cfg.risk.order_group_limit))
+                        options=EngineOptions(view="off", order_group_limit=cfg.risk.order_group_limit,
+                                              **v.get("opts", {})))
         assert all(p.compiled == v["compiled"] for p in engine.pipes.values()) or not engine.pipes
         stamps = WireStamps(engine)
         stamps.install()

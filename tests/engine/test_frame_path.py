@@ -15,12 +15,15 @@ the may-decide state, so a frame reads no list of orders; it must decide exactly
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kmm._core.entry import IGNORE_TICKER, IGNORE_TRADE
 from kmm._core.book import OrderBook
 from kmm._core.diff import Differ
 from kmm._core.grid import Grid
@@ -345,6 +348,7 @@ def _wired(strategy: str, mode: str, coalesce: str = "read") -> tuple[Engine, Ma
         ref = RefFrameEntry(ws.router, ws.stats, ws._after_feed, ws._raw, ws_log, e, e.session, clock,
                             coalesce=coalesce != "off", flush_python=coalesce == "deltas")
         ref.add(T, e.pipes[T].core, e.pipes[T], e.freshness.get(T))
+        ref.ignore = e._ignored_frames()                   # as Engine.frame_entry sets the entry's
         ws.entry, ws._feed = ref, ref.feed
         e.entry = ref                                      # the engine defers its re-quotes to it
     return e, clock, ws
@@ -365,7 +369,8 @@ def _state(e: Engine, ws: KalshiWs) -> tuple[Any, ...]:
 ENTRY_STATS = {"examples": 0, "fast_decided": 0, "fast_nothing": 0, "handed": 0, "synced": 0}
 
 COUNTERS = ("last", "decided", "nothing", "handed", "synced", "asked", "reads", "read_deltas", "coalesced",
-            "deferred", "dropped", "open", "pending", "reads_by_deltas", "coalesce", "flush_python")
+            "deferred", "dropped", "open", "pending", "reads_by_deltas", "coalesce", "flush_python", "ignore",
+            "ignored")
 
 
 def _counters(entry: Any) -> tuple[Any, ...]:
@@ -379,6 +384,12 @@ def test_compiled_frame_entry_decides_like_both_python_paths_on_the_same_frames(
     # decide what both Python paths decide, frame by frame
     coalesce = data.draw(st.sampled_from(["read", "deltas", "off"]))
     wired = [_wired(strategy, m, coalesce) for m in ("python", "compiled", "entry", "reference")]
+    # the entry leaves ticker and trade frames unread when the engine's handlers do nothing with them
+    # (Engine._ignored_frames: both here); the reference does the same, or neither does
+    ignore = data.draw(st.sampled_from([0, IGNORE_TICKER | IGNORE_TRADE]))
+    assert wired[2][2].entry.ignore == IGNORE_TICKER | IGNORE_TRADE
+    for _, _, ws in wired[2:]:
+        ws.entry.ignore = ignore
     weight = data.draw(st.sampled_from([0.0, 0.0, 0.5]))   # the event inventory weight (0: the position)
     for e, _, _ in wired:
         if weight:
@@ -424,11 +435,20 @@ def test_compiled_frame_entry_decides_like_both_python_paths_on_the_same_frames(
                 clock.advance_ns(dt)
             feed_all(raw)
         elif what == "other_frame":           # not a delta: the Python path in every connector
-            kind = data.draw(st.sampled_from(["trade", "unknown_market", "bad"]))
-            if kind == "trade":
+            # a trade the Python path finds malformed (no trade_id) only when the entry reads trades:
+            # left unread, it is not counted malformed (test_ignored_frames_are_captured_not_read)
+            kind = data.draw(st.sampled_from(["trade_ok", "ticker", "unknown_market", "bad"]
+                                              + ([] if ignore else ["trade"])))
+            if kind in ("trade", "trade_ok"):
+                tid = {"trade_id": f"t{seq[0]}"} if kind == "trade_ok" else {}
                 raw = json_frame(type="trade", sid=3, seq=1, msg={"market_ticker": T, "yes_price_dollars": "0.4100",
                                                                    "no_price_dollars": "0.5900", "count_fp": "1.00",
-                                                                   "taker_side": "yes", "ts": 1})
+                                                                   "taker_side": "yes", "ts": 1, **tid})
+            elif kind == "ticker":
+                raw = json_frame(type="ticker", sid=4, msg={"market_ticker": T, "price_dollars": "0.4100",
+                                                            "yes_bid_dollars": "0.4000", "yes_ask_dollars": "0.4500",
+                                                            "volume_fp": "10.00", "open_interest_fp": "5.00",
+                                                            "ts": 1})
             elif kind == "unknown_market":
                 seq[0] += 1
                 raw = delta_frame(1, seq[0], "KXOTHER-26", price="0.4100", d="1.00")
@@ -537,9 +557,11 @@ def test_the_entry_enqueues_every_frame_to_the_capture_file_in_arrival_order(tmp
     for i, raw in enumerate(sent):
         stamps.append(clock.monotonic_ns() + i)
         ws._feed(raw, stamps[-1])
+    assert ws.entry.ignored == 1                        # the trade: captured by the entry, never decoded
     fast = ws.entry.decided + ws.entry.nothing
     assert fast >= 15                                   # most deltas were decided in the entry
-    assert len(slow) == len(sent) - fast                # ... and enqueued there; the others by on_raw_frame
+    # ... and enqueued there, as the trade was; the others by on_raw_frame
+    assert len(slow) == len(sent) - fast - ws.entry.ignored
     e._capture.close()
     got = [(r.recv_ns, r.frame) for r in read_capture(tmp_path / "capture.bin.gz")]
     assert got == list(zip(stamps, sent))
@@ -860,3 +882,60 @@ def test_a_fill_in_a_read_is_re_quoted_once_with_the_reads_deltas_at_its_end() -
     e.pipes[T].in_flight = 0
     ws._feed(deltas[2], recv + 1, True)
     assert (len(e.decide_ns), len(e.update_decide_ns)) == (nb + 1, nu + 1)
+
+
+# ------------------------------------------------------------------ frames nobody reads: captured only
+def _trade(n: int, with_id: bool = True) -> bytes:
+    msg = {"market_ticker": T, "yes_price_dollars": "0.4100", "count_fp": "1.00", "taker_book_side": "bid",
+           "ts_ms": 1}
+    if with_id:
+        msg["trade_id"] = f"ig{n}"
+    return json_frame(type="trade", sid=3, seq=1, msg=msg)
+
+
+def _ticker_frame() -> bytes:
+    return json_frame(type="ticker", sid=4, msg={"market_ticker": T, "price_dollars": "0.4100", "ts": 1})
+
+
+def test_the_engine_leaves_ticker_and_trade_frames_unread_only_when_nothing_reads_them() -> None:
+    e, _, _ = _engine("stoikov", True)
+    assert e._ignored_frames() == IGNORE_TICKER | IGNORE_TRADE
+    e.pipes[T].params = dataclasses.replace(e.pipes[T].params, kappa_estimate=True)
+    assert e._ignored_frames() == IGNORE_TICKER              # kappa is estimated from trades: read them
+
+    class Reads(Engine):                                     # a subclass that reads both (as paper mode reads trades)
+        def on_trade(self, trade: Any) -> None:
+            pass
+
+        def on_ticker(self, ticker: Any) -> None:
+            pass
+    r, _, _ = _engine("stoikov", True)
+    r.__class__ = Reads
+    assert r._ignored_frames() == 0
+
+
+@pytest.mark.parametrize("mode", ["entry", "reference"])
+def test_ignored_frames_are_captured_in_order_and_keep_the_reads_decision_pending(mode: str) -> None:
+    """A read [delta, trade, ticker, delta] in coalesce_reads = deltas: with the trade and ticker unread
+    the market is decided once, at the read's end, on its latest book; read, each of them makes the
+    pending decision first (a frame of the Python path), so the read makes two. Every frame is captured
+    in arrival order either way; an unread trade is never counted malformed, a read one is."""
+    runs = {}
+    for ignore in (IGNORE_TICKER | IGNORE_TRADE, 0):
+        e, clock, ws = _wired("stoikov", mode, "deltas")
+        ws.entry.ignore = ignore
+        ws._feed(snapshot_frame(1, 1, T, yes=(("0.4000", "10.00"),), no=(("0.5500", "12.00"),)),
+                 clock.monotonic_ns(), True)
+        n0 = len(e.log)                                                  # type: ignore[attr-defined]
+        clock.advance_ns(NS_PER_S)
+        recv = clock.monotonic_ns()
+        read = [delta_frame(1, 2, T, price="0.3900", d="5.00"), _trade(1), _ticker_frame(),
+                delta_frame(1, 3, T, price="0.4200", d="3.00", side="no"), _trade(2, with_id=False)]
+        for i, raw in enumerate(read):
+            ws._feed(raw, recv, i == len(read) - 1)
+        decides = [x for x in e.log[n0:] if x[0] == "decide"]          # type: ignore[attr-defined]
+        runs[ignore] = (len(decides), ws.entry.ignored, ws.stats.malformed, e._capture.rows[-len(read):])
+        assert e._capture.rows[-len(read):] == [(recv, raw) for raw in read]   # type: ignore[attr-defined]
+        assert not ws.entry.open and not ws.entry.pending
+    assert runs[IGNORE_TICKER | IGNORE_TRADE][:3] == (1, 3, 0)
+    assert runs[0][:3] == (2, 0, 1)

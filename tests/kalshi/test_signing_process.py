@@ -160,7 +160,7 @@ def test_take_async_stops_waiting_for_a_signer_process_that_does_not_deliver(sig
         pool.start()
         try:
             await _filled(pool, PAIR, 1)
-            pool._request_fill = lambda extra=(): None             # the process gets no more work
+            pool._request_fill = lambda *a, **k: None            # the process gets no more work
             await pool.take_async(*PAIR)                           # the pool's one signature
             await asyncio.sleep(0.05)
             assert pool.available(*PAIR) == 0
@@ -247,3 +247,33 @@ def test_the_signer_process_lowers_its_priority_by_the_niceness_it_is_given(sign
     assert asyncio.run(run(0)) == own
     with pytest.raises(ConfigError, match="signer_nice"):
         SignaturePool(signer, [PAIR], depth=2, nice=20)
+
+
+def test_a_take_tops_up_only_the_pair_it_took_from_and_the_tick_looks_at_every_pair(signer):
+    """300 orders' amend pairs and one create pair: the top-up after a take looks at the pair taken from
+    (one depth computed, not 301), and it is refilled; the periodic tick looks at every pair, so a pair
+    that lost its signatures without a take (aged out) is refilled too."""
+    async def run() -> None:
+        pairs = [PAIR] + [("POST", AMEND.format(f"o{i}")) for i in range(300)]
+        pool = SignaturePool(signer, pairs, depth=1, max_age_s=5.0)
+        pool.start()
+        try:
+            await _filled(pool, PAIR, 1)
+            await _filled(pool, pairs[-1], 1, timeout_s=30.0)
+            looked: list[tuple[str, str]] = []
+            wanted = pool.wanted_depth
+            pool.wanted_depth = lambda key: (looked.append(key), wanted(key))[1]   # type: ignore[method-assign]
+            verify(signer, pool.take(*PAIR), *PAIR)
+            await asyncio.sleep(0)                       # the top-up runs after the caller's callback
+            assert looked == [PAIR]
+            await _filled(pool, PAIR, 1)
+            pool._slots[pairs[7]].clear()                # gone without a take: only the tick sees it
+            looked.clear()
+            pool._request_fill()                         # what the periodic tick (_tick) asks
+            assert len(looked) == len(pairs)
+            await _filled(pool, pairs[7], 1)
+            assert pool.stats.misses == 0
+        finally:
+            pool.close()
+
+    asyncio.run(run())

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-SNAPSHOT, DELTA = 1, 2
+import orjson
+
+NOT_BOOK, SNAPSHOT, DELTA = 0, 1, 2
+IGNORE_TICKER, IGNORE_TRADE = 1, 2
+_IGNORABLE = {"ticker": IGNORE_TICKER, "trade": IGNORE_TRADE}
 FAST_DECIDED, FAST_NOTHING, HANDED, PENDING = 1, 2, 3, 4
 PER_READ = 16
 
@@ -34,6 +38,8 @@ class RefFrameEntry:
         self.asked = self.reads = self.read_deltas = self.coalesced = self.deferred = self.dropped = 0
         self.per_read = [0] * (PER_READ + 1)
         self._n_read = 0
+        self.ignore = 0          # IGNORE_TICKER | IGNORE_TRADE: frames of those types are captured only
+        self.ignored = 0
 
     @property
     def reads_by_deltas(self) -> dict[int, int]:
@@ -75,6 +81,12 @@ class RefFrameEntry:
             return out
         if status != DELTA:
             self.last = 0
+            if status == NOT_BOOK and self.ignore and _IGNORABLE.get(orjson.loads(data).get("type"), 0) & self.ignore:
+                self.ignored += 1         # captured, not decoded, the read's pending decisions kept
+                if last:
+                    self.end_read()
+                self._capture(data, recv_ns)
+                return int(status)
             if status == SNAPSHOT and self.coalesce:
                 self.discard(self.router.last_ticker)
             if self.flush_python:
@@ -104,13 +116,16 @@ class RefFrameEntry:
             return out
         if last:
             self.end_read()
+        self._capture(data, recv_ns)
+        return int(status)
+
+    def _capture(self, data: bytes, recv_ns: int) -> None:
         if self.raw is not None:
             try:
                 self.raw(recv_ns, data)
             except Exception:
-                stats.callback_errors += 1
+                self.stats.callback_errors += 1
                 self.log.exception("on_raw_frame failed")
-        return int(status)
 
     def end_read(self) -> None:
         n = self._n_read

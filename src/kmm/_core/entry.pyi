@@ -13,6 +13,8 @@ FAST_DECIDED: int   # actions decided here and handed to the engine's _act
 FAST_NOTHING: int   # decided nothing to send, or kept for later
 HANDED: int         # handed to the Python path
 PENDING: int        # applied; decided when the read ends (coalesce on)
+IGNORE_TICKER: int  # FrameEntry.ignore: ticker frames are captured, not handed to the Python path
+IGNORE_TRADE: int   # ... trade frames
 
 @final
 class FrameEntry:
@@ -30,6 +32,8 @@ class FrameEntry:
     flush_python: bool
     open: bool
     last: int
+    ignore: int      # IGNORE_TICKER | IGNORE_TRADE: frame types captured only (their handlers do nothing)
+    ignored: int     # frames captured only
     def __init__(self, router: BookRouter, stats: Any, after_feed: Callable[..., int],
                  raw: Callable[[int, bytes], None] | None, log: Any, engine: Any, session: Any, clock: Any,
                  sys_clock: bool, capture: Any = None, coalesce: bool = False,

@@ -23,9 +23,10 @@ from kmm._core.wire cimport BookRouter
 from kmm._core.pipeline cimport Pipeline
 from kmm._core import wire as _wire
 
+cdef int NOT_BOOK = 0
 cdef int SNAPSHOT = 1
 cdef int DELTA = 2
-if _wire.DELTA != DELTA or _wire.SNAPSHOT != SNAPSHOT:   # the router's result codes are this module's contract
+if _wire.DELTA != DELTA or _wire.SNAPSHOT != SNAPSHOT or _wire.NOT_BOOK != NOT_BOOK:   # the router's result codes are this module's contract
     raise ImportError(f"kmm._core.entry expects BookRouter.feed's SNAPSHOT == 1 and DELTA == 2, "
                       f"not {_wire.SNAPSHOT} and {_wire.DELTA}")
 
@@ -38,6 +39,10 @@ FAST_DECIDED = 1      # actions decided and handed to the engine's _act
 FAST_NOTHING = 2      # decided nothing to do, or kept for later (requests in flight, a hold, an open request)
 HANDED = 3            # handed to the Python path (KalshiWs._after_feed)
 PENDING = 4           # applied; its market is decided when the read ends (coalesce on)
+
+# FrameEntry.ignore: frame types captured but not handed to the Python path (their handlers do nothing)
+IGNORE_TICKER = _wire.OTHER_TICKER_FRAME
+IGNORE_TRADE = _wire.OTHER_TRADE_FRAME
 
 cdef int PER_READ = 16    # reads_by_deltas: reads with 0..15 deltas, and 16 or more
 
@@ -123,6 +128,8 @@ cdef class FrameEntry:
     cdef readonly uint64_t deferred     # fill / order update re-quotes moved to the end of the read
     cdef readonly uint64_t dropped      # pending decisions not made (stale, stopped, disconnected, ...)
     cdef readonly int last              # FAST_DECIDED / FAST_NOTHING / HANDED / PENDING for the last delta; 0 other
+    cdef public int ignore              # frame types nobody reads (IGNORE_TICKER | IGNORE_TRADE): captured only
+    cdef readonly uint64_t ignored      # frames of those types captured and not handed to the Python path
     cdef uint64_t _why[6]               # handed deltas by reason (handed_by)
     cdef uint64_t _per_read[17]         # reads by their number of deltas (reads_by_deltas)
     cdef uint64_t _n_read               # deltas in the read under way
@@ -234,6 +241,15 @@ cdef class FrameEntry:
             return out
         if status != DELTA:
             self.last = 0
+            if status == NOT_BOOK and self.ignore & self.router.last_other:
+                # a ticker or trade frame whose handlers do nothing (Engine.frame_entry says which):
+                # valid JSON (the router scanned it), captured in arrival order, never decoded; the
+                # read's pending decisions stay pending (no Python frame to flush them before)
+                self.ignored += 1
+                if last:
+                    self._end_read()
+                self._capture_raw(data, recv_ns)
+                return status
             if status == SNAPSHOT and self.coalesce:
                 # the Python path decides the market now, on its fresh book: nothing left to decide
                 self._discard(self.router.last_ticker)
@@ -265,6 +281,10 @@ cdef class FrameEntry:
         if last:
             self._end_read()
         # the raw capture after the read's decisions and their requests, in arrival order, with its stamp
+        self._capture_raw(data, recv_ns)
+        return status
+
+    cdef int _capture_raw(self, bytes data, int64_t recv_ns) except -1:
         if self.raw is not None:
             try:
                 if self.capture_put is not None and not self.capture._closed:
@@ -273,9 +293,9 @@ cdef class FrameEntry:
                 else:
                     self.raw(recv_ns, data)
             except Exception:
-                stats.callback_errors += 1
+                self.stats.callback_errors += 1
                 self.log.exception("on_raw_frame failed")
-        return status
+        return 0
 
     def end_read(self):
         """The socket read ended on a frame that was not fed (a ping, a fragment), or a new read began

@@ -14,6 +14,12 @@ cdef enum FeedResult:
     FEED_UNKNOWN_MARKET = 5  # book frame for a ticker that was never add()ed
     FEED_MALFORMED = 6       # unparseable frame or field, bad level, or desync: see last_error
 
+# BookRouter.last_other: the type of a NOT_BOOK frame the compiled entry may leave unread
+# (kmm._core.entry.FrameEntry.ignore); also exported to Python.
+cdef enum OtherType:
+    OTHER_TICKER = 1
+    OTHER_TRADE = 2
+
 # Kinds of JSON value the scanner records.
 cdef enum JKind:
     J_NONE = 0     # key absent
@@ -110,6 +116,7 @@ cdef class BookRouter:
 
     cdef readonly uint64_t frames, snapshots, deltas, gaps, stale_skipped, malformed, unknown
     cdef readonly uint64_t not_book
+    cdef readonly int last_other                # a NOT_BOOK frame's type: OTHER_TICKER, OTHER_TRADE, else 0
 
     # feed() for compiled callers: a FeedResult (frame must not be None)
     cdef int _feed(self, bytes frame, int64_t recv_ns) except -1

@@ -11,6 +11,8 @@ GAP: int  # 3: seq gap on the sid; its markets are now stale
 STALE_SKIPPED: int  # 4: delta for a stale market, not applied
 UNKNOWN_MARKET: int  # 5
 MALFORMED: int  # 6: see last_error
+OTHER_TICKER_FRAME: int  # BookRouter.last_other of a ticker frame
+OTHER_TRADE_FRAME: int  # ... of a trade frame
 RESULT_NAMES: tuple[str, ...]
 MAX_DEPTH: int  # deepest JSON nesting accepted (128)
 
@@ -34,6 +36,8 @@ class BookRouter:
     def last_error(self) -> str | None: ...
     @property
     def last_recv_ns(self) -> int: ...
+    @property
+    def last_other(self) -> int: ...  # a NOT_BOOK frame's type: OTHER_TICKER_FRAME, OTHER_TRADE_FRAME or 0
     @property
     def frames(self) -> int: ...
     @property

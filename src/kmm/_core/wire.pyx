@@ -32,6 +32,8 @@ GAP = FEED_GAP
 STALE_SKIPPED = FEED_STALE_SKIPPED
 UNKNOWN_MARKET = FEED_UNKNOWN_MARKET
 MALFORMED = FEED_MALFORMED
+OTHER_TICKER_FRAME = OTHER_TICKER
+OTHER_TRADE_FRAME = OTHER_TRADE
 RESULT_NAMES = ("NOT_BOOK", "SNAPSHOT", "DELTA", "GAP", "STALE_SKIPPED", "UNKNOWN_MARKET", "MALFORMED")
 MAX_DEPTH = 128
 
@@ -618,6 +620,7 @@ cdef class BookRouter:
         self.last_ts_ms = 0
         self.last_sending_ts_ms = 0
         self.last_recv_ns = recv_ns
+        self.last_other = 0
         if scan_frame(s, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame)) != 0:
             return self._fail(None, f"frame is not valid JSON: {s.why.decode('ascii')} at byte "
                                     f"{s.err - s.start} of {s.end - s.start}")
@@ -633,6 +636,10 @@ cdef class BookRouter:
             self.last_type = _T_SNAPSHOT
         else:
             self.not_book += 1
+            if kn == 6 and memcmp(k, b"ticker", 6) == 0:
+                self.last_other = OTHER_TICKER
+            elif kn == 5 and memcmp(k, b"trade", 5) == 0:
+                self.last_other = OTHER_TRADE
             return FEED_NOT_BOOK
 
         fm = &s.f[F_MSG]

@@ -29,7 +29,7 @@ from kmm._core import diff as _diff
 from kmm._core.book import OrderBook
 from kmm._core.grid import Grid
 from kmm._core.ofi import OFI
-from kmm._core.entry import FrameEntry
+from kmm._core.entry import IGNORE_TICKER, IGNORE_TRADE, FrameEntry
 from kmm._core.wire import BookRouter
 from kmm import protocol
 from kmm.config import KmmConfig
@@ -92,6 +92,7 @@ class EngineOptions:
     batch_creates: bool = True          # a requote of every market placing in more than 3 markets batches
     event_pull: bool = True             # an event going reduce-only / over its limit pulls all its quotes
     frame_entry: bool = True            # deltas of compiled pipelines decided in kmm._core.entry (no Python frame)
+    skip_unread: bool = True  # ... which captures ticker/trade frames nobody reads without decoding them
 
 
 @dataclass(slots=True)
@@ -573,8 +574,23 @@ class Engine(FeedHandler):
                            flush_python=self.cfg.run.coalesce_reads == "deltas")
         for t, p in pipes.items():
             entry.add(t, p.core, p, self.freshness.get(t))
+        entry.ignore = self._ignored_frames()
         self.entry = entry
         return entry
+
+    def _ignored_frames(self) -> int:
+        """The public frames whose handlers do nothing in this engine, which the compiled entry captures
+        and does not hand to the Python path (no decode, no Python frame, the read's pending decisions
+        kept to its end): ticker frames unless a subclass reads them, and trade frames unless a
+        subclass reads them (paper mode's fill simulator does) or a market estimates kappa from trades."""
+        mask = 0
+        if not self.opt.skip_unread:
+            return mask
+        if type(self).on_ticker is FeedHandler.on_ticker:
+            mask |= IGNORE_TICKER
+        if type(self).on_trade is Engine.on_trade and not any(p.params.kappa_estimate for p in self.pipes.values()):
+            mask |= IGNORE_TRADE
+        return mask
 
     entry: FrameEntry | None = None
 

@@ -277,6 +277,7 @@ class SignaturePool:
         self._conn: object = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kick_pending = False
+        self._kicked: set[tuple[str, str]] = set()   # pairs taken from or added since the last top-up
         #: after a take_async timed out, take_async signs inline at once until then (monotonic ns)
         self._no_wait_until_ns = 0
         self.no_wait_after_timeout_ns = 1_000_000_000
@@ -315,7 +316,7 @@ class SignaturePool:
         kind = _per_order_kind(key[1])
         if kind:
             self._kind_adds[kind] += 1
-        self._kick()
+        self._kick(key)
 
     def remove_pair(self, method: str, path: str) -> None:
         """Stop keeping signatures for ``(method, path)`` (e.g. the order is gone); unused ones are dropped."""
@@ -367,13 +368,13 @@ class SignaturePool:
                 break
             if now - made_ns <= self.max_age_ns:
                 self.stats.hits += 1
-                self._kick()
+                self._kick(key)
                 return headers
             self.stats.expired += 1
         self.stats.misses += 1
         k = kind or key[1].rsplit("/", 1)[-1]
         self.stats.miss_kinds[k] = self.stats.miss_kinds.get(k, 0) + 1
-        self._kick()
+        self._kick(key)
         return self.signer.headers(method, path, self._wall())
 
     async def take_async(self, method: str, path: str, wait_s: float = 0.02) -> Headers:
@@ -391,13 +392,13 @@ class SignaturePool:
             if now - made_ns <= self.max_age_ns:
                 self.stats.hits += 1
                 self._note_take(key)
-                self._kick()
+                self._kick(key)
                 return headers
             self.stats.expired += 1
         self._note_take(key)
         fut = self._loop.create_future()
         self._waiters.setdefault(key, deque()).append(fut)
-        self._request_fill(extra=(key,))
+        self._request_fill(extra=(key,), only=(key,))
         try:
             headers = await asyncio.wait_for(fut, wait_s)
         except asyncio.TimeoutError:
@@ -545,17 +546,25 @@ class SignaturePool:
         self._conn = None
         self._loop = None
 
-    def _kick(self) -> None:
-        """Something was taken or added: top up soon, never inside the caller's decision."""
+    def _kick(self, key: tuple[str, str]) -> None:
+        """``key`` was taken from or added: top it up soon, never inside the caller's decision. Only the
+        pairs kicked since the last top-up are looked at then (a take costs O(1), not a pass over every
+        order's pairs); the periodic tick (:meth:`_tick`) looks at every pair, for signatures aging out."""
         if self._conn is None:
             self._wake.set()           # thread mode (or not started): the worker looks now
             return
         if self._loop is None:
-            self._request_fill()       # reader-thread mode: ask now (a short pipe write)
+            self._request_fill(only=(key,))   # reader-thread mode: ask now (a short pipe write)
             return
+        self._kicked.add(key)
         if not self._kick_pending:
             self._kick_pending = True
-            self._loop.call_soon(self._request_fill)
+            self._loop.call_soon(self._fill_kicked)
+
+    def _fill_kicked(self) -> None:
+        self._kick_pending = False
+        keys, self._kicked = self._kicked, set()
+        self._request_fill(only=keys)
 
     def _schedule_tick(self) -> None:
         if self._loop is not None and not self._stop.is_set():
@@ -581,17 +590,20 @@ class SignaturePool:
             rate = self._takes.pop(key, 0) / elapsed
             self._peak_rate[key] = max(rate, self._peak_rate.get(key, 0.0) * decay)
 
-    def _request_fill(self, extra: tuple[tuple[str, str], ...] = ()) -> None:
+    def _request_fill(self, extra: tuple[tuple[str, str], ...] = (),
+                      only: Iterable[tuple[str, str]] | None = None) -> None:
         """Ask the signer process for what each pair is short of (minus what is already asked for);
-        ``extra`` pairs get one more (a request is waiting for it)."""
-        self._kick_pending = False
+        ``extra`` pairs get one more (a request is waiting for it); ``only``: look at these pairs
+        (the ones kicked), else at every pair."""
         conn: Any = self._conn
         if conn is None:
             return
         self._update_rates()
         now = self._clock()
         jobs = []
-        for key, q in list(self._slots.items()):
+        slots = self._slots
+        pairs = list(slots.items()) if only is None else [(k, slots[k]) for k in only if k in slots]
+        for key, q in pairs:
             self._drop_aging(key, q, now)
             need = self.wanted_depth(key) - len(q) - self._outstanding.get(key, 0) + len(self._waiters.get(key, ()))
             if key in extra:
