@@ -915,14 +915,16 @@ def test_the_engine_leaves_ticker_and_trade_frames_unread_only_when_nothing_read
 
 
 @pytest.mark.parametrize("mode", ["entry", "reference"])
-def test_ignored_frames_are_captured_in_order_and_keep_the_reads_decision_pending(mode: str) -> None:
-    """A read [delta, trade, ticker, delta] in coalesce_reads = deltas: with the trade and ticker unread
-    the market is decided once, at the read's end, on its latest book; read, each of them makes the
-    pending decision first (a frame of the Python path), so the read makes two. Every frame is captured
-    in arrival order either way; an unread trade is never counted malformed, a read one is."""
+@pytest.mark.parametrize("coalesce", ["deltas", "read"])
+def test_ignored_frames_are_captured_in_order_and_decided_where_the_python_path_was(mode: str,
+                                                                                   coalesce: str) -> None:
+    """A read [delta, trade, ticker, delta, bad trade]: unread or read, the trade and the ticker make the
+    same decisions at the same points (coalesce_reads = deltas: the pending market is decided before
+    each, two decisions; read: one, at the read's end). Every frame is captured in arrival order either
+    way; an unread trade is not decoded, so a malformed one is not counted (a read one is)."""
     runs = {}
     for ignore in (IGNORE_TICKER | IGNORE_TRADE, 0):
-        e, clock, ws = _wired("stoikov", mode, "deltas")
+        e, clock, ws = _wired("stoikov", mode, coalesce)
         ws.entry.ignore = ignore
         ws._feed(snapshot_frame(1, 1, T, yes=(("0.4000", "10.00"),), no=(("0.5500", "12.00"),)),
                  clock.monotonic_ns(), True)
@@ -937,5 +939,6 @@ def test_ignored_frames_are_captured_in_order_and_keep_the_reads_decision_pendin
         runs[ignore] = (len(decides), ws.entry.ignored, ws.stats.malformed, e._capture.rows[-len(read):])
         assert e._capture.rows[-len(read):] == [(recv, raw) for raw in read]   # type: ignore[attr-defined]
         assert not ws.entry.open and not ws.entry.pending
-    assert runs[IGNORE_TICKER | IGNORE_TRADE][:3] == (1, 3, 0)
-    assert runs[0][:3] == (2, 0, 1)
+    decisions = 2 if coalesce == "deltas" else 1
+    assert runs[IGNORE_TICKER | IGNORE_TRADE][:3] == (decisions, 3, 0)
+    assert runs[0][:3] == (decisions, 0, 1)

@@ -82,7 +82,9 @@ class RefFrameEntry:
         if status != DELTA:
             self.last = 0
             if status == NOT_BOOK and self.ignore and _IGNORABLE.get(orjson.loads(data).get("type"), 0) & self.ignore:
-                self.ignored += 1         # captured, not decoded, the read's pending decisions kept
+                self.ignored += 1         # captured, not decoded; decided where the Python path was
+                if self.flush_python:
+                    self.flush()
                 if last:
                     self.end_read()
                 self._capture(data, recv_ns)

@@ -243,9 +243,12 @@ cdef class FrameEntry:
             self.last = 0
             if status == NOT_BOOK and self.ignore & self.router.last_other:
                 # a ticker or trade frame whose handlers do nothing (Engine.frame_entry says which):
-                # valid JSON (the router scanned it), captured in arrival order, never decoded; the
-                # read's pending decisions stay pending (no Python frame to flush them before)
+                # valid JSON (the router scanned it), captured in arrival order, never decoded. The
+                # decisions are made where they were when it took the Python path (with flush_python,
+                # before it): keeping them to the read's end measured later decisions (docs/benchmarks.md)
                 self.ignored += 1
+                if self.flush_python:
+                    self._flush()
                 if last:
                     self._end_read()
                 self._capture_raw(data, recv_ns)

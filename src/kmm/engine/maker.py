@@ -580,9 +580,10 @@ class Engine(FeedHandler):
 
     def _ignored_frames(self) -> int:
         """The public frames whose handlers do nothing in this engine, which the compiled entry captures
-        and does not hand to the Python path (no decode, no Python frame, the read's pending decisions
-        kept to its end): ticker frames unless a subclass reads them, and trade frames unless a
-        subclass reads them (paper mode's fill simulator does) or a market estimates kappa from trades."""
+        and does not hand to the Python path (no decode, no Python frame; the read's decisions are made
+        where they were for a frame of that path): ticker frames unless a subclass reads them, and trade
+        frames unless a subclass reads them (paper mode's fill simulator does) or a market estimates
+        kappa from trades."""
         mask = 0
         if not self.opt.skip_unread:
             return mask
