@@ -136,7 +136,7 @@ class FairQueue:
         by_key = self._by_key
         best: tuple[int, Key] | None = None
         for key in list(self._round):
-            q = by_key[key]
+            q: deque[_Waiter] | None = by_key[key]
             if not q or q[0].done or q[0].fut.done():       # else _live would return q unchanged
                 q = self._live(key)
                 if q is None:
@@ -702,8 +702,8 @@ class RateLimiter:
                 fifo = q._fifo
                 if not fifo:            # oldest_waiter() would find nothing and change nothing
                     continue
-                x = fifo[0]
-                if not x.done and not x.fut.done() and x.enq_ns >= before_ns:
+                first = fifo[0]
+                if not first.done and not first.fut.done() and first.enq_ns >= before_ns:
                     continue            # the oldest waits, not long enough: oldest_waiter() would change nothing
                 while (x := q.oldest_waiter()) is not None and x.enq_ns < before_ns:
                     q.pop_waiter(x)
