@@ -75,6 +75,8 @@ class KillState(enum.Enum):
     TRIPPED = "tripped"
     PAUSED = "paused"
 
+    __hash__ = object.__hash__      # as OrderState's: identity equality, a C hash (no Python call)
+
 
 @dataclass(slots=True, frozen=True)
 class Decision:
@@ -229,16 +231,17 @@ class RiskGate:
         """Re-read total P&L and move the kill switch. Call after fills and marks."""
         pnl = self.last_pnl = self.positions.total_pnl() - self.pnl_baseline
         lim = self.limits
-        if self.kill_state is KillState.ARMED and pnl <= -lim.max_loss:
+        state = self._kill_state        # the property's field: read per fill and per mark
+        if state is KillState.ARMED and pnl <= -lim.max_loss:
             self.trip(f"loss limit: total P&L {pnl} <= -{lim.max_loss} (1e-4 $)")
-        elif (self.kill_state is KillState.PAUSED and lim.auto_resume
+        elif (state is KillState.PAUSED and lim.auto_resume
               and pnl >= -lim.max_loss + lim.resume_recovery
               and self.tripped_at_ns is not None
               and self.clock.monotonic_ns() - self.tripped_at_ns >= int(lim.cooldown_s * NS_PER_S)):
             log.warning("risk: kill switch re-armed: P&L %d recovered and cool-down elapsed", pnl)
             self.kill_state = KillState.ARMED
             self.kill_reason = ""
-        return self.kill_state
+        return self._kill_state
 
     def set_pnl_baseline(self) -> None:
         """Start counting the loss limit from here: positions loaded at start carry the account's
@@ -272,7 +275,7 @@ class RiskGate:
         return Decision(False, reason, detail, fat_finger)
 
     def _kill_gate(self) -> Decision:
-        if self.kill_state is not KillState.ARMED:
+        if self._kill_state is not KillState.ARMED:
             return self._deny("kill_switch", f"kill switch {self.kill_state.value} ({self.kill_reason});"
                               " wait for recovery and cool-down or resume as operator")
         return ALLOW
@@ -420,7 +423,7 @@ class RiskGate:
         grid, notional), the close time, a fresh book and no back-off on places."""
         lim = self.limits
         m = self.markets.get(ticker)
-        if m is None or self.kill_state is not KillState.ARMED or self.exchange_paused or m.paused:
+        if m is None or self._kill_state is not KillState.ARMED or self._exchange_paused or m.paused:
             return False
         if not ((side == "bid" or side == "ask") and 0 < count <= lim.max_order_size
                 and (m.fractional or not count % 100) and lim.price_min <= price <= lim.price_max

@@ -87,15 +87,20 @@ class FairQueue:
     ``served``, plain round-robin. ``head()`` is the next to serve; ``pop()`` takes it and moves its key
     to the back of the round. ``oldest_waiter()`` is the longest-waiting entry (O(1) amortized)."""
 
-    __slots__ = ("_by_key", "_round", "_fifo", "_n", "_served", "_next")
+    __slots__ = ("_by_key", "_round", "_fifo", "_n", "_served", "_next", "_counts")
 
-    def __init__(self, served: Callable[[Key], int] | None = None) -> None:
+    def __init__(self, served: Callable[[Key], int] | None = None,
+                 counts: dict[Key, list[int]] | None = None) -> None:
         self._by_key: dict[Key, deque[_Waiter]] = {}
         self._round: deque[Key] = deque()
         self._fifo: deque[_Waiter] = deque()
         self._n = 0
         self._served = served
         self._next: Key = None
+        # the limiter's per-key grant counts (``RateLimiter._fair``), when ``served(key)`` is that count
+        # for a single key (a market or None): head() reads it without the call; a batch's tuple key
+        # still asks ``served``
+        self._counts = counts
 
     def __len__(self) -> int:
         return self._n
@@ -127,15 +132,23 @@ class FairQueue:
 
     def head(self) -> _Waiter | None:
         served = self._served
+        counts = self._counts
+        by_key = self._by_key
         best: tuple[int, Key] | None = None
         for key in list(self._round):
-            q = self._live(key)
-            if q is None:
-                continue
+            q: deque[_Waiter] | None = by_key[key]
+            if not q or q[0].done or q[0].fut.done():       # else _live would return q unchanged
+                q = self._live(key)
+                if q is None:
+                    continue
             if served is None:
                 self._next = key
                 return q[0]
-            n = served(key)
+            if counts is not None and not isinstance(key, tuple):
+                st = counts.get(key)                        # served(key), without the call
+                n = st[0] if st is not None else 0
+            else:
+                n = served(key)
             if best is None or n < best[0]:
                 best = (n, key)
                 if n == 0:
@@ -250,11 +263,12 @@ class _Writes:
     __slots__ = ("bucket", "paused_until_ns", "backoff_ns", "waiters")
 
     def __init__(self, rate: float, capacity: float, now_ns: int,
-                 served: Callable[[Key], int] | None = None) -> None:
+                 served: Callable[[Key], int] | None = None, counts: dict[Key, list[int]] | None = None) -> None:
         self.bucket = TokenBucket(rate, capacity, now_ns)
         self.paused_until_ns = 0      # places and amends wait until then after a 429 of this bucket
         self.backoff_ns = 0
-        self.waiters: tuple[FairQueue, FairQueue, FairQueue] = (FairQueue(), FairQueue(served), FairQueue(served))
+        self.waiters: tuple[FairQueue, FairQueue, FairQueue] = (FairQueue(), FairQueue(served, counts),
+                                                                FairQueue(served, counts))
 
 
 @dataclass(slots=True)
@@ -277,7 +291,10 @@ class RateLimiter:
         now = clock_ns()
         self.burst_s = burst_s
         self.read = TokenBucket(read_rate, read_rate * burst_s, now)
-        self._w0 = _Writes(write_rate, write_rate * burst_s, now, self._served)   # the unscoped write bucket
+        # per fair key: [grants, queued grants, longest queue wait ns, total queue wait ns]
+        self._fair: dict[Key, list[int]] = {}   # str keys only (a batch counts for each market)
+        # the unscoped write bucket (its queues read _fair's grant counts: _served for a single key)
+        self._w0 = _Writes(write_rate, write_rate * burst_s, now, self._served, self._fair)
         self._shard_writes: dict[int, _Writes] = {}                 # shard >= 1 -> its own write bucket
         self.cancel_reserve = min(cancel_reserve, self._w0.bucket.capacity / 2)
         self.backoff_base_ns = int(backoff_base_s * _NS)
@@ -289,8 +306,6 @@ class RateLimiter:
         self.max_queue_ns = int(max_queue_s * _NS) if max_queue_s > 0 else 0
         self.expired = 0
         self._granted = [0, 0, 0, 0]
-        # per fair key: [grants, queued grants, longest queue wait ns, total queue wait ns]
-        self._fair: dict[Key, list[int]] = {}   # str keys only (a batch counts for each market)
         self.promotions = 0
         self.rate_limited = 0
         self.pauses = 0    # write 429s (and pauses set by hand): a counter a cached "places allowed" is checked against
@@ -317,7 +332,7 @@ class RateLimiter:
         w = self._shard_writes.get(shard)
         if w is None:   # every shard has the full tier budget (kalshi-api.md 5)
             w = self._shard_writes[shard] = _Writes(self._w0.bucket.rate, self._w0.bucket.capacity, self._clock(),
-                                                        self._served)
+                                                        self._served, self._fair)
         return w
 
     def shard_bucket(self, shard: int | None) -> TokenBucket:
@@ -352,13 +367,17 @@ class RateLimiter:
             bucket = self.read
             floor = 0.0
         else:
-            w = self._writes(shard)
+            w = self._w0 if shard is None or shard < 1 else self._writes(shard)
             if lane != CANCEL and now < w.paused_until_ns:
                 return w.paused_until_ns - now
             bucket = w.bucket
             floor = 0.0 if lane == CANCEL else self.cancel_reserve
-        bucket.refill(now)
-        wait = bucket.wait_ns(cost, floor)
+        dt = now - bucket._last_ns                      # bucket.refill(now), inline
+        if dt > 0:
+            bucket.tokens = min(bucket.capacity, bucket.tokens + dt * bucket.rate / _NS)
+            bucket._last_ns = now
+        # bucket.wait_ns(cost, floor), called only when it is not 0 at once
+        wait = 0 if cost + floor - bucket.tokens <= 0 else bucket.wait_ns(cost, floor)
         if wait == 0:
             bucket.tokens -= cost
             self._granted[lane] += 1
@@ -570,6 +589,22 @@ class RateLimiter:
 
     def _serve(self, lane: int, shard: int | None, q: FairQueue) -> int | None:
         """Grant ``q``'s heads while the bucket allows; ns until the next try, or None when empty."""
+        if lane == READ:
+            while True:
+                w = q.head()
+                if w is None:
+                    return None
+                if w.fut.done():          # cancelled by its caller
+                    q.pop()
+                    continue
+                wait = self.poll(lane, w.cost, shard)
+                if wait:
+                    return wait
+                self._grant(q, w, self._clock())
+        # a write lane: poll(lane, w.cost, shard) written out (the same steps and arithmetic; a replay
+        # serves a lane a couple of thousand times, mostly to learn how long the head still waits)
+        wr = self._w0 if shard is None or shard < 1 else self._writes(shard)
+        clock = self._clock
         while True:
             w = q.head()
             if w is None:
@@ -577,10 +612,23 @@ class RateLimiter:
             if w.fut.done():          # cancelled by its caller
                 q.pop()
                 continue
-            wait = self.poll(lane, w.cost, shard)
-            if wait:
-                return wait
-            self._grant(q, w, self._clock())
+            now = clock()
+            if lane != CANCEL and now < wr.paused_until_ns:
+                return wr.paused_until_ns - now
+            bucket = wr.bucket
+            floor = 0.0 if lane == CANCEL else self.cancel_reserve
+            dt = now - bucket._last_ns                  # bucket.refill(now)
+            if dt > 0:
+                bucket.tokens = min(bucket.capacity, bucket.tokens + dt * bucket.rate / _NS)
+                bucket._last_ns = now
+            cost = w.cost
+            if cost + floor - bucket.tokens > 0:        # else bucket.wait_ns(cost, floor) is 0
+                wait = bucket.wait_ns(cost, floor)
+                if wait:
+                    return wait
+            bucket.tokens -= cost
+            self._granted[lane] += 1
+            self._grant(q, w, clock())
 
     def dispatch(self) -> int | None:
         """Grant queued requests in lane order (round-robin over keys inside a lane; a place that waited
@@ -592,9 +640,17 @@ class RateLimiter:
         calls (a replay dispatches after every request that queues; tests/kalshi/test_limiter_fast.py
         holds this to the plain version, tests/reference/limiter.py)."""
         next_wait: int | None = None
-        if self.max_queue_ns:
-            self._expire(self._clock() - self.max_queue_ns)
         shards = self._shard_writes
+        if self.max_queue_ns:
+            before = self._clock() - self.max_queue_ns
+            if shards:
+                self._expire(before)
+            else:   # _expire's own first look, inline: called only when the oldest amend or place is due
+                for q in self._w0.waiters[AMEND:]:
+                    f = q._fifo
+                    if f and ((x := f[0]).done or x.fut.done() or x.enq_ns < before):
+                        self._expire(before)
+                        break
         for shard, w in ([(None, self._w0), *shards.items()] if shards else ((None, self._w0),)):
             cancel_q, amend_q, place_q = w.waiters
             if cancel_q._round:
@@ -606,7 +662,13 @@ class RateLimiter:
             # once a place has waited promote_after_s the places go first (least-served market
             # first) and the amends wait until they are through: amends of quoted markets, cheaper to
             # fit in the bucket than a batch, would otherwise hold an unquoted market back forever
-            oldest = place_q.oldest_waiter() if place_q._fifo else None
+            fifo = place_q._fifo
+            if not fifo:
+                oldest = None
+            elif not (x := fifo[0]).done and not x.fut.done():
+                oldest = x              # what oldest_waiter() returns, changing nothing, without the call
+            else:
+                oldest = place_q.oldest_waiter()
             if amend_q._n and oldest is not None and self._clock() - oldest.enq_ns >= self.promote_after_ns:
                 self.promotions += 1
                 wait = self._serve(PLACE, shard, place_q)
@@ -637,8 +699,12 @@ class RateLimiter:
         for w in ((self._w0, *self._shard_writes.values()) if self._shard_writes else (self._w0,)):
             for lane in (AMEND, PLACE):
                 q = w.waiters[lane]
-                if not q._fifo:         # oldest_waiter() would find nothing and change nothing
+                fifo = q._fifo
+                if not fifo:            # oldest_waiter() would find nothing and change nothing
                     continue
+                first = fifo[0]
+                if not first.done and not first.fut.done() and first.enq_ns >= before_ns:
+                    continue            # the oldest waits, not long enough: oldest_waiter() would change nothing
                 while (x := q.oldest_waiter()) is not None and x.enq_ns < before_ns:
                     q.pop_waiter(x)
                     self.expired += 1

@@ -1350,10 +1350,10 @@ class Backtest:
         self._mgen[ticker] = self._gen
 
     def _housekeeping(self, now: int) -> None:
-        self._gen += 1
-        mgen = self._mgen
-        for t in mgen:
-            mgen[t] = self._gen
+        # no market's kept live orders go stale here: the order manager changes only in a request
+        # (_apply), an answer (_answer) or a fill (_on_fill), each of which moves its market's
+        # generation on (_touch); the kept lists' ages, which the signals do not read, are the only
+        # thing a tick makes older (Backtest.check_live_cache compares every other field)
         self._next_house = now + int(self.opt.housekeeping_s * NS_PER_S)
         self.sim.expire_all(now)
         po = self.sim.pickoff

@@ -1,0 +1,201 @@
+"""The replay-speed changes of Nov 28 (session 9) change no replay: a ``kmm run`` capture replayed with
+each changed step put back as it was (the limiter's dispatch composed of the former serve, head, poll
+and expire; the write queue's former submit, grant and dispatch; the fill simulator's fills built by the
+dataclass's own ``__init__``; housekeeping moving every market's kept live orders on) makes the same
+fills (every field), fees, P&L to the cent, orders, decisions and decision latencies as the replay
+with them, on the compiled loop, the Python fast loop and the reference path."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kmm.config import load_config
+from kmm.engine.orders import IN_FLIGHT, TERMINAL, OrderState
+from kmm.engine.risk import KillState
+from kmm.kalshi import limiter as _lim
+from kmm.kalshi.limiter import RateLimiter
+from kmm.kalshi.types import Fill
+from kmm.research import fills as _fills
+from kmm.research import writequeue as _wq
+from kmm.research.backtest import Backtest
+from tests.reference import limiter as ref_limiter
+from tests.research.test_replay_fast import live_run  # noqa: F401  (the 10 s busy kmm run fixture)
+
+CFG = load_config(None, environ={}, cli={})
+TIMING = {"elapsed_s", "speedup_vs_real_time", "replay_path"}
+
+
+class _OldGrant:
+    """writequeue._Grant as it was: ``done`` a Python method."""
+
+    __slots__ = ("on_grant", "on_drop", "state")
+
+    def __init__(self, on_grant, on_drop) -> None:
+        self.on_grant = on_grant
+        self.on_drop = on_drop
+        self.state = 0
+
+    def done(self) -> bool:
+        return self.state != 0
+
+    def set_result(self, _: Any) -> None:
+        self.state = 1
+        self.on_grant()
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.state = 2
+        self.on_drop(exc)
+
+
+def _old_submit(self, lane, cost, key, on_grant, on_drop) -> bool:
+    """ReplayWriteQueue.submit as it was: the limiter's own private steps."""
+    lim = self.lim
+    if not lim._blocked_by_queue(lane) and lim.poll(lane, cost) == 0:
+        lim._count(key, 0, False)
+        return True
+    self.queued += 1
+
+    def drop(exc: BaseException) -> None:
+        self.dropped += 1
+        on_drop(exc)
+    lim._queue(lane, None).append(_lim._Waiter(cost, _wq._Grant(on_grant, drop), key, lim._clock()))
+    return False
+
+
+def _old_steps(monkeypatch) -> None:
+    monkeypatch.setattr(RateLimiter, "dispatch", ref_limiter.dispatch)
+    monkeypatch.setattr(RateLimiter, "poll", ref_limiter.poll)
+    monkeypatch.setattr(_lim.FairQueue, "head", ref_limiter.head)
+    monkeypatch.setattr(_wq, "_Grant", _OldGrant)
+    monkeypatch.setattr(_wq.ReplayWriteQueue, "submit", _old_submit)
+    monkeypatch.setattr(_wq.ReplayWriteQueue, "dispatch", lambda self: self.lim.dispatch())    # as it was
+    monkeypatch.setattr(_fills, "_new_fill", lambda *a: Fill(*a))
+    new_house = Backtest._housekeeping
+
+    def housekeeping(self, now: int) -> None:       # every market's kept live orders moved on, as before
+        self._gen += 1
+        for t in self._mgen:
+            self._mgen[t] = self._gen
+        new_house(self, now)
+    monkeypatch.setattr(Backtest, "_housekeeping", housekeeping)
+
+
+def _replay(cap, *, seed: int, **kw) -> tuple[Backtest, dict]:
+    b = Backtest([cap], CFG, None, seed=seed, **kw)
+    b.sim.keep_outcomes = True
+    b.check_live_cache = True       # every book message: the kept live orders against a fresh list
+    return b, b.run()
+
+
+def _same(a: tuple[Backtest, dict], b: tuple[Backtest, dict]) -> None:
+    (ba, sa), (bb, sb) = a, b
+    assert ba.fills == bb.fills                             # every fill, every field (price, size, fee)
+    assert {k: v for k, v in sa.items() if k not in ("details", "messages_per_s")} == \
+        {k: v for k, v in sb.items() if k not in ("details", "messages_per_s")}
+    assert {k: v for k, v in sa["details"].items() if k not in TIMING} == \
+        {k: v for k, v in sb["details"].items() if k not in TIMING}
+    assert ba.sim.trade_outcomes == bb.sim.trade_outcomes
+    assert ba.decision_latency_ns == bb.decision_latency_ns
+    assert [(o.client_order_id, o.order_id, o.state, o.price, o.fill_count) for o in ba.om.orders()] == \
+        [(o.client_order_id, o.order_id, o.state, o.price, o.fill_count) for o in bb.om.orders()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 3])
+def test_a_kmm_run_capture_replays_the_same_with_the_former_steps(live_run, monkeypatch, seed):  # noqa: F811
+    new = {path: _replay(live_run, seed=seed, **kw) for path, kw in
+           (("compiled", {}), ("python", {"compiled_loop": False}), ("reference", {"fast": False}))}
+    with monkeypatch.context() as m:
+        _old_steps(m)
+        old = {path: _replay(live_run, seed=seed, **kw) for path, kw in
+               (("compiled", {}), ("python", {"compiled_loop": False}), ("reference", {"fast": False}))}
+    for path in new:
+        _same(new[path], old[path])
+    _same(new["compiled"], new["reference"])
+    s = new["compiled"][1]
+    d = s["details"]
+    # a replay that exercises what changed: fills (the simulator's), requests that waited for write
+    # tokens (the limiter's queue and dispatch), housekeeping ticks
+    assert s["fills"] > 20 and s["orders_sent"] > 10 and d["rate_waits"] > 10
+    assert s["fees"] == old["compiled"][1]["fees"] and s["net_pnl"] == old["compiled"][1]["net_pnl"]
+
+
+_text = st.text(max_size=8)
+_int = st.integers(-(1 << 62), 1 << 62)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.tuples(_text, _text, st.none() | _text, _text, st.sampled_from(["bid", "ask"]), _int, _int, _int,
+                 st.booleans(), st.none() | _int, _int, _int, st.none() | st.integers(0, 9)))
+def test_the_simulators_fill_constructor_makes_the_dataclasss_fill(args):
+    got, want = _fills._new_fill(*args), Fill(*args)
+    assert type(got) is Fill and got == want and hash(got) == hash(want) and repr(got) == repr(want)
+    with pytest.raises(AttributeError):     # still frozen
+        got.price = 1                       # type: ignore[misc]
+
+
+def test_order_and_kill_states_hash_by_identity_and_still_compare_and_look_up_as_members():
+    for cls in (OrderState, KillState):
+        for m in cls:
+            assert hash(m) == object.__hash__(m) and cls(m.value) is m and {m: 1}[cls[m.name]] == 1
+            assert m == cls(m.value) and m != m.value
+        assert issubclass(cls, enum.Enum)
+    assert OrderState.FILLED in TERMINAL and OrderState.RESTING not in TERMINAL
+    assert OrderState.PENDING_AMEND in IN_FLIGHT
+
+
+def _queues(r: RateLimiter) -> tuple:
+    qs = [r._read_waiters, *r._w0.waiters]
+    return (tuple((q._n, tuple(q._round), tuple((k, len(d)) for k, d in q._by_key.items()), len(q._fifo))
+                  for q in qs), r.promotions, r.expired, tuple(r._granted),
+            tuple(sorted((str(k), tuple(v)) for k, v in r._fair.items())),
+            r.write.tokens, r.write._last_ns)         # tokens unrounded: the same float steps
+
+
+_wq_op = st.one_of(
+    st.tuples(st.just("submit"), st.sampled_from([_lim.CANCEL, _lim.AMEND, _lim.PLACE]), st.sampled_from("ABC")),
+    st.tuples(st.just("submit"), st.sampled_from([_lim.CANCEL, _lim.AMEND, _lim.PLACE]), st.sampled_from("ABC")),
+    st.tuples(st.just("odd"), st.sampled_from([_lim.AMEND, _lim.PLACE]), st.sampled_from("ABC")),
+    st.tuples(st.just("tick"), st.integers(0, 900_000_000)),
+    st.tuples(st.just("dispatch"),),
+    st.tuples(st.just("dispatch"),),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ops=st.lists(_wq_op, min_size=5, max_size=90), tokens=st.sampled_from([0.0, 12.0, 200.0]),
+       max_queue_s=st.sampled_from([0.0, 1.5, 4.0]))
+def test_the_replay_queues_dispatch_is_the_limiters(ops, tokens, max_queue_s):
+    """ReplayWriteQueue.dispatch (the bucket asked before the head is looked for) against the limiter's own
+    dispatch on a twin queue fed the same requests: the same grants and drops in the same order, the same
+    waits, and every queue, count and token the same after every step; a lane that queues a second cost
+    (``odd``) makes it the limiter's own dispatch."""
+    clocks = ([1_000_000_000], [1_000_000_000])
+    lims = tuple(RateLimiter.for_tier("basic", clock_ns=lambda c=c: c[0], promote_after_s=1.0,
+                                      max_queue_s=max_queue_s) for c in clocks)
+    qs = tuple(_wq.ReplayWriteQueue(r) for r in lims)
+    for r in lims:
+        r.write.tokens = tokens
+    logs: tuple[list, list] = ([], [])
+    cost = {_lim.CANCEL: 2, _lim.AMEND: 10, _lim.PLACE: 10}
+    n = 0
+    for o in ops:
+        if o[0] in ("submit", "odd"):
+            c = cost[o[1]] if o[0] == "submit" else 7
+            got = [q.submit(o[1], c, o[2], lambda i=n, lg=lg: lg.append(("grant", i)),
+                            lambda exc, i=n, lg=lg: lg.append(("drop", i, type(exc).__name__)))
+                   for q, lg in zip(qs, logs)]
+            assert got[0] == got[1]
+            n += 1
+        elif o[0] == "tick":
+            for c in clocks:
+                c[0] += o[1]
+        else:
+            assert qs[0].dispatch() == lims[1].dispatch(), o
+        assert logs[0] == logs[1], o
+        assert _queues(lims[0]) == _queues(lims[1]), o
