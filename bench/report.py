@@ -83,7 +83,8 @@ CONFIGURATIONS = (
                         "compiled pipeline, 3 markets, busy flow, simulator in its own process"),
     ("wire to wire:", "kmm run's configuration, stamped by the simulator (frame write -> order arrival); "
                       "baseline = the minimal pre-built-request client"),
-    ("scale:", "kmm run's configuration, 1/10/100/300 markets on one connection; CPU per book message"),
+    ("scale:", "kmm run's configuration, 1/10/100/300 markets on one connection; CPU per book message "
+               "and frame -> decided"),
     ("engine:", "the quiet configuration: no recorder (bench_engine.py), 3 markets, busy flow"),
     ("", "everything else: one component in one process, no I/O"),
 )
