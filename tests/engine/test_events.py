@@ -8,7 +8,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from kmm._core.fees import trade_fee
@@ -133,18 +133,80 @@ def test_event_spec_from_the_events_endpoint_body():
         event_spec_from_json({"markets": []})
 
 
-def test_may_fill_counts_cancels_in_flight_and_both_sides_of_an_amend():
+def test_may_fill_counts_cancels_in_flight_and_an_amend_once_at_its_larger_size_and_worse_price():
     clock = ManualClock()
     om = OrderManager(clock, session="e")
     o1 = om.create(A, "bid", 4000, 500)
     o2 = om.create(A, "ask", 6000, 300)
+    o3 = om.create(A, "bid", 5500, 200)
     from kmm.kalshi.types import OrderAck
     om.on_ack(OrderAck("id1", o1.client_order_id, 0, 500))
     om.on_ack(OrderAck("id2", o2.client_order_id, 0, 300))
+    om.on_ack(OrderAck("id3", o3.client_order_id, 0, 200))
     om.request_cancel("id1")
-    om.request_amend("id2", 6100, 400)
-    assert sorted(may_fill_from_orders(om.orders())) == [("ask", 6000, 300), ("ask", 6100, 400),
-                                                         ("bid", 4000, 500)]
+    om.request_amend("id2", 6100, 400)      # an ask's worse price is the lower: 300 or 400 at $0.60 at most
+    om.request_amend("id3", 5600, 100)      # a bid above $0.50 with maker fees: both entries stay
+    assert sorted(may_fill_from_orders(om.orders())) == [("ask", 6000, 400), ("bid", 4000, 500),
+                                                         ("bid", 5500, 200), ("bid", 5600, 100)]
+    # without maker fees the bid is one entry too: 200 at $0.56
+    assert sorted(may_fill_from_orders(om.orders(), fee_free={A})) == [("ask", 6000, 400), ("bid", 4000, 500),
+                                                                       ("bid", 5600, 200)]
+
+
+def _amend_mixes(remaining: int, new_remaining: int):
+    """Every (filled at the old price, filled at the new price) an order with ``remaining`` left and an
+    amend in flight to ``new_remaining`` (Kalshi's new total less what was filled when it was sent) can
+    still come to: ``k`` fills before the exchange applies the amend, then either the amend applies
+    (``new_remaining - k`` left at the new price) or, when ``k`` reached the new total, it is refused
+    and the rest stays at the old price."""
+    for k in range(remaining + 1):
+        if new_remaining - k > 0:
+            for j in range(new_remaining - k + 1):
+                yield k, j
+        else:
+            for more in range(remaining - k + 1):
+                yield k + more, 0
+
+
+@settings(max_examples=400, deadline=None)
+# 0.03 contracts at $0.7439 pay a fee of $0.0002, at $0.7440 one of $0.0001: with the fee rounded, the
+# bid's new, higher price costs $0.000097 less than its old one, so both entries must stay (the ask
+# mirrors it); one entry at the worse price would be that much short
+@example("bid", 7439, 7440, 3, 3, 17_500, False, 1)
+@example("ask", 2561, 2560, 3, 3, 17_500, False, 1)
+@given(st.sampled_from(["bid", "ask"]), st.integers(1, 9999), st.integers(1, 9999), st.integers(0, 7),
+       st.integers(-2, 7), st.sampled_from([0, 17_500, 70_000]), st.booleans(), st.integers(1, 60))
+def test_an_amend_in_flight_is_bounded_by_its_entries_in_every_outcome(side, price, new_price, remaining,
+                                                                       new_remaining, rate, fee_free, unit):
+    """Whatever mix of old-price and new-price fills an amend in flight comes to, its P&L in each
+    outcome is never below what the event gate counts for its entries (``resting_sums``), nor its size
+    above theirs. Fees: as charged (rounded up to $0.0001) when the whole size fills at once at one
+    price, else exact (the rounding of a partial fill is what the bound of every resting order leaves
+    out: one contract of a two-contract order filled alone rounds its own fee)."""
+    from fractions import Fraction
+
+    from kmm._core.eventgate import resting_sums
+    from kmm.engine.events import amend_entries
+    if fee_free:
+        rate = 0
+    remaining, new_remaining = remaining * unit, new_remaining * unit       # sizes in 1e-2 contracts
+    entries = amend_entries(side, price, remaining, new_price, new_remaining, fee_free)
+    ry, rn, bids, asks = resting_sums(list(entries), rate)
+    held = bids if side == "bid" else asks
+    # no mix is lost: enumerate in whole units (linear in each count: the extremes are the units' ends)
+    for a, b in _amend_mixes(remaining // unit, new_remaining // unit):
+        a, b = a * unit, b * unit
+        fee = Fraction(rate * (a * price * (10_000 - price) + b * new_price * (10_000 - new_price)), 10**10)
+        if a + b == max(remaining, new_remaining) and not (a and b):
+            # the whole size in one fill at one price: the fee as charged, rounded up to $0.0001
+            fee = 100 * (trade_fee(a, price, rate) + trade_fee(b, new_price, rate))
+        cost = a * price + b * new_price                  # 1e-6 $
+        if side == "bid":
+            yes, no = (a + b) * 10_000 - cost - fee, -cost - fee
+        else:
+            yes, no = cost - (a + b) * 10_000 - fee, cost - fee
+        assert a + b <= held, (entries, a, b)
+        assert yes >= ry and no >= rn, (entries, a, b, yes, ry, no, rn)
 
 
 # ---------------------------------------------------------------- brute force: the true worst case

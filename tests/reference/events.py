@@ -51,9 +51,10 @@ def max_count(gate: Any, ticker: str, side: str, price: int, count: int, *, size
     return lo * size_step
 
 
-def may_fill(om: Any, ticker: str) -> list[tuple[str, int, int]]:
-    """What the event gate counted as able to fill in ``ticker`` (the former ``LiveResting.may_fill``)."""
+def may_fill(om: Any, ticker: str, fee_free: Any = ()) -> list[tuple[str, int, int]]:
+    """What the event gate counted as able to fill in ``ticker`` (the former ``LiveResting.may_fill``);
+    ``fee_free``: the markets without maker fees (``LiveResting.fee_free``)."""
     from kmm.engine.events import may_fill_from_orders
-    out = may_fill_from_orders(om.live_in(ticker))
+    out = may_fill_from_orders(om.live_in(ticker), fee_free)
     out.extend(om.unbooked_in(ticker))       # fills reported, not booked; orders closed on a 404
     return out

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -70,6 +70,8 @@ class RestingView(Protocol):
 
 class _OrderLike(Protocol):
     @property
+    def ticker(self) -> str: ...
+    @property
     def side(self) -> str: ...
     @property
     def price(self) -> int: ...
@@ -85,21 +87,52 @@ class _OrderLike(Protocol):
     def fill_count(self) -> int: ...
 
 
-def may_fill_from_orders(orders: Iterable[_OrderLike]) -> list[tuple[str, int, int]]:
+def amend_entries(side: str, price: int, remaining: int, new_price: int, new_remaining: int,
+                  fee_free: bool) -> tuple[tuple[str, int, int], ...]:
+    """What an order with an amend in flight may still fill: ``remaining`` at ``price`` before the
+    exchange applies the amend, ``new_remaining`` at ``new_price`` after.
+
+    Kalshi's amend count is the new total (filled + remaining), so the order fills at most
+    ``max(remaining, new_remaining)`` more contracts in all, some at the old price and the rest at the
+    new one. One entry of that size at the worse price (the higher for a bid, the lower for an ask)
+    bounds every such mix in every outcome: a contract's P&L falls as a bid's price rises (as an ask's
+    falls) whatever the market settles at, and the fee of the order (the exact fees of its fills,
+    rounded up to the cent once, per order) is at most the fee of the whole size at the price nearest
+    $0.50 of the two. So the one entry is exact when the worse price is also that one (``price +
+    new_price <= $1`` for a bid, ``>= $1`` for an ask) or when the market has no maker fee
+    (``fee_free``). Otherwise both entries are kept (each may fill alone), which over-counts and stays
+    safe. Counting both always, as kmm did before, made the worst case of an event with amends in
+    flight look worse than it could be and pulled its quotes for nothing (``over_limit``)."""
+    if new_remaining <= 0:
+        return ((side, price, remaining),) if remaining > 0 else ()
+    if remaining <= 0:
+        return ((side, new_price, new_remaining),)
+    size = remaining if remaining > new_remaining else new_remaining
+    if side == "bid":
+        worse = new_price if new_price > price else price
+        exact = fee_free or price + new_price <= ONE_DOLLAR
+    else:
+        worse = new_price if new_price < price else price
+        exact = fee_free or price + new_price >= ONE_DOLLAR
+    if exact:
+        return ((side, worse, size),)
+    return ((side, price, remaining), (side, new_price, new_remaining))
+
+
+def may_fill_from_orders(orders: Iterable[_OrderLike], fee_free: Container[str] = ()) -> list[tuple[str, int, int]]:
     """What may still fill among ``orders`` (any non-terminal state: a create in flight, a cancel in
-    flight and an unknown outcome can all still fill). An amend in flight counts twice, at the old
-    price and size and at the new ones: either may fill first, and over-counting only makes the worst
-    case more careful."""
+    flight and an unknown outcome can all still fill). An amend in flight counts as
+    :func:`amend_entries` says: once at its larger size and worse price, or at the old and the new price
+    and size both. ``fee_free``: the tickers whose maker fee rate is 0."""
     out: list[tuple[str, int, int]] = []
     for o in orders:
         if not o.is_live:
             continue
-        if o.remaining > 0:
-            out.append((o.side, o.price, o.remaining))
         if o.pending_price is not None and o.pending_count is not None:
-            new_rem = o.pending_count - o.fill_count
-            if new_rem > 0:
-                out.append((o.side, o.pending_price, new_rem))
+            out.extend(amend_entries(o.side, o.price, o.remaining, o.pending_price,
+                                     o.pending_count - o.fill_count, o.ticker in fee_free))
+        elif o.remaining > 0:
+            out.append((o.side, o.price, o.remaining))
     return out
 
 

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
-from kmm.engine.events import EventRiskGate, EventRow, EventSpec, EventStatus, payout
+from kmm.engine.events import EventRiskGate, EventRow, EventSpec, EventStatus, amend_entries, payout
 from kmm.engine.orders import TERMINAL
 from kmm.engine.risk import Decision
 from kmm.engine.view import EventView
@@ -32,14 +32,18 @@ log = logging.getLogger("kmm.events")
 
 class LiveResting:
     """:class:`kmm.engine.events.RestingView` over the order manager: every non-terminal order of a
-    market (a create or cancel in flight and an unknown outcome included; an amend in flight at both
-    its old and new price and size), plus what the exchange reported filled (``user_order``) whose fill
+    market (a create or cancel in flight and an unknown outcome included; an amend in flight as
+    :func:`kmm.engine.events.amend_entries` bounds it: its larger size at the worse price, or both its
+    old and new price and size), plus what the exchange reported filled (``user_order``) whose fill
     messages are not booked in the portfolio yet: without it, an order update arriving before its
     fill would hide that risk for a moment and let a new order past the limit. That part is counted at
-    the worst price the order has held (an amended order may have filled at its old price)."""
+    the worst price the order has held (an amended order may have filled at its old price).
+    ``fee_free``: the markets whose event is charged no maker fee (:meth:`EventWiring.learn` adds
+    them), where the one-entry bound of an amend is exact at any prices."""
 
     def __init__(self, om: Any) -> None:
         self.om = om
+        self.fee_free: set[str] = set()
 
     def watch(self, callback: Callable[[str | None], None]) -> None:
         """Call ``callback(ticker)`` whenever what may fill in ``ticker`` may have changed (None: any
@@ -52,13 +56,12 @@ class LiveResting:
         for o in self.om.live_index(ticker):
             if o.state in TERMINAL:
                 continue
-            if o.remaining > 0:
-                out.append((o.side, o.price, o.remaining))
             pp, pc = o.pending_price, o.pending_count
             if pp is not None and pc is not None:
-                rem = pc - max(o.filled, o.exchange_filled)
-                if rem > 0:
-                    out.append((o.side, pp, rem))
+                out.extend(amend_entries(o.side, o.price, o.remaining, pp, pc - max(o.filled, o.exchange_filled),
+                                         ticker in self.fee_free))
+            elif o.remaining > 0:
+                out.append((o.side, o.price, o.remaining))
         if self.om._unbooked or self.om._unsure:
             out.extend(self.om.unbooked_in(ticker))
         return out
@@ -70,7 +73,8 @@ class EventWiring:
     def __init__(self, cfg: Any, pf: Any, om: Any) -> None:
         self.cfg = cfg
         self.pf = pf
-        self.gate = EventRiskGate(cfg.event_limits(), pf, LiveResting(om))
+        self.resting = LiveResting(om)
+        self.gate = EventRiskGate(cfg.event_limits(), pf, self.resting)
         self.resized = 0                    # places cut to what the event limits allow
         # event -> ticker -> (result, Kalshi's payout for the position held: $1 a net contract, cents)
         self.settled: dict[str, dict[str, tuple[str, int]]] = {}
@@ -103,6 +107,8 @@ class EventWiring:
             maker = max(infos[t].maker_rate_e6 for t in quoted)
             taker = max(infos[t].taker_rate_e6 for t in quoted)
             self.gate.add_event(spec, maker_fee_rate_e6=maker, taker_fee_rate_e6=taker)
+            if maker == 0:     # the event's resting orders are charged no fee: an amend's bound is exact
+                self.resting.fee_free.update(spec.markets)
             log.info("event %s (%s, %d markets, %d quoted): max_event_loss $%.2f", ev,
                      "mutually exclusive" if spec.mutually_exclusive else "independent", len(spec.markets),
                      len(quoted), self.gate.limits.loss_for(ev) / 1e4)
