@@ -37,6 +37,8 @@ EXTERNAL = STRAT_EXTERNAL
 cdef double NS_PER_S_F = 1e9
 cdef int64_t EXACT_INT = 9007199254740992    # 2**53: ints below it convert to double exactly
 cdef Py_ssize_t MAX_OWN_SCAN = 64            # own price levels looked past per side (then Python does it)
+cdef int64_t ROOM_OPEN_C = 4611686018427387904   # 2**62: Pipeline.bid_room / ask_room, no bound known
+ROOM_OPEN = ROOM_OPEN_C
 
 cdef str S_BID = "bid"
 cdef str S_ASK = "ask"
@@ -331,7 +333,7 @@ cdef class Pipeline:
 
     cdef object _diff_own(self, px_t bid_px, qty_t bid_size, px_t ask_px, qty_t ask_size, ns_t now_ns):
         cdef Differ df = self.differ
-        cdef Py_ssize_t n = self._nown, m, j, i
+        cdef Py_ssize_t n = self._nown, m, j, i, k
         cdef act_t* a
         cdef Action act
         cdef tuple out
@@ -352,9 +354,15 @@ cdef class Pipeline:
         m = df._decide(bid_px, bid_size, ask_px, ask_size, n)
         if m == 0:
             return ()
-        out = PyTuple_New(m)
+        k = self._keep(m)
+        if k == 0:
+            return ()
+        out = PyTuple_New(k)
+        i = 0
         for j in range(m):
             a = &df._acts[j]
+            if a.kind == ACT_PLACE and self._refused(a.side, a.price):
+                continue
             act = Action.__new__(Action)
             act.kind = a.kind
             act.side = a.side
@@ -362,7 +370,8 @@ cdef class Pipeline:
             act.price = a.price
             act.size = a.size
             Py_INCREF(act)
-            PyTuple_SET_ITEM(out, j, act)
+            PyTuple_SET_ITEM(out, i, act)
+            i += 1
         return out
 
     def frame_own(self, ns_t now_ns, ns_t wall_ns, qty_t inventory, double alpha_skew=0.0):
@@ -421,6 +430,8 @@ cdef class Pipeline:
         self.book = book
         self._q = Quotes.__new__(Quotes)
         self._reserve_own(8)
+        self.bid_room = self.ask_room = ROOM_OPEN_C
+        self.block_step = 100
 
     cdef int _reserve_own(self, Py_ssize_t n) except -1:
         cdef void* p
@@ -782,7 +793,7 @@ cdef class Pipeline:
 
     cdef object _diff(self, px_t bid_px, qty_t bid_size, px_t ask_px, qty_t ask_size, object live):
         cdef Differ df = self.differ
-        cdef Py_ssize_t n, m, j
+        cdef Py_ssize_t n, m, j, i, k
         cdef act_t* a
         cdef Action act
         cdef tuple out
@@ -799,9 +810,15 @@ cdef class Pipeline:
         m = df._decide(bid_px, bid_size, ask_px, ask_size, n)
         if m == 0:
             return ()
-        out = PyTuple_New(m)
+        k = self._keep(m)
+        if k == 0:
+            return ()
+        out = PyTuple_New(k)
+        i = 0
         for j in range(m):
             a = &df._acts[j]
+            if a.kind == ACT_PLACE and self._refused(a.side, a.price):
+                continue
             act = Action.__new__(Action)
             act.kind = a.kind
             act.side = a.side
@@ -809,8 +826,41 @@ cdef class Pipeline:
             act.price = a.price
             act.size = a.size
             Py_INCREF(act)
-            PyTuple_SET_ITEM(out, j, act)
+            PyTuple_SET_ITEM(out, i, act)
+            i += 1
         return out
+
+    cdef bint _refused(self, int side, px_t price) noexcept:
+        # a place the event gate refuses whatever its size: its least size (block_step) already lowers
+        # the event's P&L past the side's room (kmm.engine.events.EventRiskGate.place_rooms)
+        if side == 0:
+            return self.block_step * <int64_t>price > self.bid_room
+        return self.block_step * <int64_t>(10000 - price) > self.ask_room
+
+    cdef Py_ssize_t _keep(self, Py_ssize_t m) noexcept:
+        # the differ's actions kept: all but the places the event gate refuses whatever their size
+        # (bid_room / ask_room, set by the engine before each decision); those are counted
+        cdef Py_ssize_t j, k = m
+        cdef act_t* a
+        if self.bid_room >= ROOM_OPEN_C and self.ask_room >= ROOM_OPEN_C:
+            return m
+        for j in range(m):
+            a = &self.differ._acts[j]
+            if a.kind == ACT_PLACE and self._refused(a.side, a.price):
+                k -= 1
+        self.places_blocked += m - k
+        return k
+
+    def set_rooms(self, int64_t bid_room, int64_t ask_room):
+        """The event gate's rooms for this decision (``EventRiskGate.place_rooms``, 1e-6 $): a bid place
+        at ``p`` is dropped when ``block_step * p > bid_room``, an ask when ``block_step * (1$ - p) >
+        ask_room``. ``ROOM_OPEN`` (2**62) on both: nothing dropped."""
+        self.bid_room = bid_room
+        self.ask_room = ask_room
+
+    def refused(self, int side, px_t price):
+        """True when a place at ``price`` on ``side`` (0 bid, 1 ask) is dropped under the rooms held."""
+        return self._refused(side, price)
 
     def decide(self, qty_t inventory, live, double alpha_skew=0.0):
         """The actions that move ``live`` (LiveOrder tuples) to the strategy's target."""

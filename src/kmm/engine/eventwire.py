@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
-from kmm.engine.events import EventRiskGate, EventRow, EventSpec, EventStatus, payout
+from kmm.engine.events import ROOMS_OPEN, EventRiskGate, EventRow, EventSpec, EventStatus, payout
 from kmm.engine.orders import TERMINAL
 from kmm.engine.risk import Decision
 from kmm.engine.view import EventView
@@ -155,6 +155,13 @@ class EventWiring:
             return None
         d = gate.check_amend(ticker, side, price, size, old_price, old_remaining)
         return None if d else d
+
+    def rooms(self, ticker: str, step: int = 100) -> tuple[int, int]:
+        """How far a place on each side of ``ticker`` may lower its event's P&L and pass now (1e-6 $;
+        :meth:`EventRiskGate.place_rooms`), read fresh before each decision (the engine hands it to
+        ``Pipeline.set_rooms``): a market of an event at its limit stops asking for places that cannot
+        pass, and asks again in the first decision after they can."""
+        return self.gate.place_rooms(ticker, step) if self.gate.events else ROOMS_OPEN
 
     def kill_signal(self) -> str | None:
         return self.gate.kill_signal() if self.gate.events else None

@@ -615,6 +615,7 @@ class Engine(FeedHandler):
         if self._may_decide(pipe, live, now):
             # one crossing: signals and the decision in a single pipeline call; the decision is
             # stamped before the marks, which value the portfolio and do not feed it
+            pipe.core.set_rooms(*self.event_risk.rooms(ticker, pipe.core.block_step))
             actions = pipe.frame(now, clock.time_ns(), self.event_risk.quote_inventory(ticker), live)
             self._act(pipe, actions, live, recv_ns or now, self.decide_ns, marks=True)
             return
@@ -658,6 +659,7 @@ class Engine(FeedHandler):
                     else:
                         pipe.dirty = False
                         alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)  # noqa: SLF001
+                        core.set_rooms(*self.event_risk.rooms(ticker, core.block_step))
                         actions = core.frame_own(now, wall, self.event_risk.quote_inventory(ticker), alpha)
                         self._act(pipe, actions, core.own_count, recv_ns or now, self.decide_ns, marks=True)
                         return
@@ -829,6 +831,7 @@ class Engine(FeedHandler):
         if live is None:
             live = self.om.live_orders(pipe.ticker)
         if self._may_decide(pipe, live, self.clock.monotonic_ns()):
+            pipe.core.set_rooms(*self.event_risk.rooms(pipe.ticker, pipe.core.block_step))
             self._act(pipe, pipe.decide(self.event_risk.quote_inventory(pipe.ticker), live), live, trigger_ns,
                       stamps)
 
