@@ -46,6 +46,7 @@ class Rig:
         self.pf.load_position(MarketPosition(MARKETS[0], 1800, 9_0000, 0, 0))
         self.ev.gate.add_event(EventSpec("KXEV-26", False, MARKETS))
         self.planner = QuotePlanner(self.gate, self.om, self.pf, self.ev)
+        self.ev.reduce_only_of = self.gate.reduce_only_reason     # as Engine sets it
         self.learn = learn
         self.pipes = {}
         for t in MARKETS:
@@ -71,7 +72,7 @@ class Rig:
             self.now += 1_000_000
             self.gate.on_book_update(t)
             if self.learn:
-                pipe.set_rooms(*self.ev.rooms(t, pipe.core.block_step))
+                pipe.set_rooms(*self.ev.rooms(t, pipe.info.fractional))
             live = self.om.live_orders(t, now_ns=self.now)
             actions = pipe.frame(self.now, WALL0, self.ev.quote_inventory(t), live)
             places = [(t, ("bid", "ask")[a.side]) for a in actions if a.kind == PLACE]
@@ -99,8 +100,8 @@ def test_an_event_at_its_limit_proposes_no_refused_side_and_both_come_back_withi
     assert after.refusals() == after.places_refused == 0, after.ev.denials
     assert set(after.proposed) == {(MARKETS[0], "ask")}
     assert after.om.open_qty(MARKETS[0], "ask") == 500
-    assert after.ev.rooms(MARKETS[1]) == after.ev.rooms(MARKETS[2]) == (-1, -1)   # flat: nothing lowers the risk
-    assert after.ev.rooms(MARKETS[0])[0] == -1                                     # long A: no bid
+    assert after.ev.rooms(MARKETS[1]) == after.ev.rooms(MARKETS[2]) == (-1, -1, 100)   # flat: nothing lowers the risk
+    assert after.ev.rooms(MARKETS[0])[0] == -1                                          # long A: no bid
 
     # the limit is raised: the event is ok again and both sides of B and C come back in one decision
     gate = after.ev.gate

@@ -96,8 +96,8 @@ def _check_place_rooms(fast: EventRiskGate, slow: EventRiskGate, markets: tuple[
     counted = dict(slow.denials)
     dropped = 0
     for m in markets:
+        rooms = fast.place_rooms(m)               # as the engine reads them (EventWiring.rooms)
         for step in (1, 100):
-            rooms = fast.place_rooms(m, step)
             for k, sd in enumerate(("bid", "ask")):
                 for p in (*ROOM_PRICES, price):
                     if step * (p if k == 0 else 10_000 - p) <= rooms[k]:

@@ -160,7 +160,8 @@ class RefPipeline:
     def decide(self, inventory: int, live: list[Any], alpha: float = 0.0, rooms: tuple[int, int] | None = None,
                step: int = 100) -> list[tuple[Any, ...]]:
         """The actions. ``rooms``: how far a place may lower its event's P&L on each side (1e-6 $,
-        EventRiskGate.place_rooms); a place whose least size ``step`` at its price goes past it (a bid
+        EventRiskGate.place_rooms); a place whose least size (``step``, or 1 for a size that is no whole
+        number of contracts) at its price goes past it (a bid
         lowers it by ``step * price``, an ask by ``step * (1$ - price)``) is left out, every other
         action stays."""
         cfg = self.cfg
@@ -194,4 +195,5 @@ class RefPipeline:
         if rooms is None:
             return acts
         return [a for a in acts
-                if not (a[0] == ref_diff.PLACE and step * (a[3] if a[1] == 0 else 10_000 - a[3]) > rooms[a[1]])]
+                if not (a[0] == ref_diff.PLACE and (step if a[4] % 100 == 0 else 1)
+                        * (a[3] if a[1] == 0 else 10_000 - a[3]) > rooms[a[1]])]

@@ -210,11 +210,12 @@ cdef class FrameEntry:
             return 0 if m == NULL else (<object>m).position
         return self.engine.event_risk.quote_inventory(ticker)
 
-    cdef int _set_rooms(self, Pipeline core, object ticker) except -1:
+    cdef int _set_rooms(self, Pipeline core, object ticker, bint slot_fractional) except -1:
         # EventWiring.rooms -> Pipeline.set_rooms: the places the event gate refuses are not decided
-        cdef tuple r = self.rooms(ticker, core.block_step)
+        cdef tuple r = self.rooms(ticker, slot_fractional)
         core.bid_room = r[0]
         core.ask_room = r[1]
+        core.block_step = r[2]
         return 0
 
     cdef inline int64_t _mono(self) except? -1:
@@ -497,7 +498,7 @@ cdef class FrameEntry:
         alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)
         # Pipeline.frame_own less its signals (fed by each delta as it was applied)
         core.inventory = <qty_t>self._inventory(ticker)
-        self._set_rooms(core, ticker)
+        self._set_rooms(core, ticker, pipe.info.fractional)
         core.alpha_skew = alpha
         core._target()
         core.decisions += 1
@@ -562,6 +563,6 @@ cdef class FrameEntry:
             return FAST_NOTHING
         pipe.dirty = False
         alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)
-        self._set_rooms(core, ticker)
+        self._set_rooms(core, ticker, pipe.info.fractional)
         actions = core._frame_own(now, wall, <qty_t>self._inventory(ticker), alpha)
         return self._acted(slot, actions, recv_ns or now, True, False)

@@ -153,4 +153,4 @@ cdef class Pipeline:
     cdef int _check(self, int side, px_t price, qty_t count, qty_t position, qty_t resting,
                     int64_t open_orders, bint place) noexcept
     cdef Py_ssize_t _keep(self, Py_ssize_t m) noexcept
-    cdef bint _refused(self, int side, px_t price) noexcept
+    cdef bint _refused(self, int side, px_t price, qty_t size) noexcept

@@ -361,7 +361,7 @@ cdef class Pipeline:
         i = 0
         for j in range(m):
             a = &df._acts[j]
-            if a.kind == ACT_PLACE and self._refused(a.side, a.price):
+            if a.kind == ACT_PLACE and self._refused(a.side, a.price, a.size):
                 continue
             act = Action.__new__(Action)
             act.kind = a.kind
@@ -817,7 +817,7 @@ cdef class Pipeline:
         i = 0
         for j in range(m):
             a = &df._acts[j]
-            if a.kind == ACT_PLACE and self._refused(a.side, a.price):
+            if a.kind == ACT_PLACE and self._refused(a.side, a.price, a.size):
                 continue
             act = Action.__new__(Action)
             act.kind = a.kind
@@ -830,12 +830,14 @@ cdef class Pipeline:
             i += 1
         return out
 
-    cdef bint _refused(self, int side, px_t price) noexcept:
-        # a place the event gate refuses whatever its size: its least size (block_step) already lowers
-        # the event's P&L past the side's room (kmm.engine.events.EventRiskGate.place_rooms)
+    cdef bint _refused(self, int side, px_t price, qty_t size) noexcept:
+        # a place the event gate refuses whatever its size: its least size (block_step, or 1 for a size
+        # that is no whole number of contracts: the order path's search step) already lowers the
+        # event's P&L past the side's room (kmm.engine.events.EventRiskGate.place_rooms)
+        cdef int64_t step = self.block_step if size % 100 == 0 else 1
         if side == 0:
-            return self.block_step * <int64_t>price > self.bid_room
-        return self.block_step * <int64_t>(10000 - price) > self.ask_room
+            return step * <int64_t>price > self.bid_room
+        return step * <int64_t>(10000 - price) > self.ask_room
 
     cdef Py_ssize_t _keep(self, Py_ssize_t m) noexcept:
         # the differ's actions kept: all but the places the event gate refuses whatever their size
@@ -846,21 +848,25 @@ cdef class Pipeline:
             return m
         for j in range(m):
             a = &self.differ._acts[j]
-            if a.kind == ACT_PLACE and self._refused(a.side, a.price):
+            if a.kind == ACT_PLACE and self._refused(a.side, a.price, a.size):
                 k -= 1
         self.places_blocked += m - k
         return k
 
-    def set_rooms(self, int64_t bid_room, int64_t ask_room):
-        """The event gate's rooms for this decision (``EventRiskGate.place_rooms``, 1e-6 $): a bid place
-        at ``p`` is dropped when ``block_step * p > bid_room``, an ask when ``block_step * (1$ - p) >
-        ask_room``. ``ROOM_OPEN`` (2**62) on both: nothing dropped."""
+    def set_rooms(self, int64_t bid_room, int64_t ask_room, int64_t block_step=100):
+        """The event gate's rooms for this decision (``EventRiskGate.place_rooms``, 1e-6 $) and the least
+        size the order path tries (``block_step``: 100, or 1 on a fractional market in market-level
+        reduce-only, where the market gate may cut a place to part of a contract): a bid place at
+        ``p`` is dropped when ``step * p > bid_room``, an ask when ``step * (1$ - p) > ask_room``, with
+        ``step`` = ``block_step`` for a size in whole contracts, else 1. ``ROOM_OPEN`` (2**62) on both:
+        nothing dropped."""
         self.bid_room = bid_room
         self.ask_room = ask_room
+        self.block_step = block_step
 
-    def refused(self, int side, px_t price):
-        """True when a place at ``price`` on ``side`` (0 bid, 1 ask) is dropped under the rooms held."""
-        return self._refused(side, price)
+    def refused(self, int side, px_t price, qty_t size):
+        """True when a place of ``size`` at ``price`` on ``side`` (0 bid, 1 ask) is dropped under the rooms held."""
+        return self._refused(side, price, size)
 
     def decide(self, qty_t inventory, live, double alpha_skew=0.0):
         """The actions that move ``live`` (LiveOrder tuples) to the strategy's target."""

@@ -670,7 +670,7 @@ class EventRiskGate:
             return False
         return s.passes_whole(self, ticker, side == "bid", price, count, old)
 
-    def place_rooms(self, ticker: str, step: int = 100) -> tuple[int, int]:
+    def place_rooms(self, ticker: str, step: int = 1) -> tuple[int, int]:
         """How far a new post-only place on each side of ``ticker`` may lower the event's P&L and still
         pass the event checks now: ``(bid_room, ask_room)`` in 1e-6 $. A bid of ``step`` (the least
         size the order path tries: 100, or 1 on a fractional market) at price ``p`` lowers it by at

@@ -29,6 +29,8 @@ PULL = (EventStatus.REDUCE_ONLY, EventStatus.OVER_LIMIT, EventStatus.KILL)
 
 log = logging.getLogger("kmm.events")
 
+ROOMS_OPEN_STEP = (*ROOMS_OPEN, 100)
+
 
 class LiveResting:
     """:class:`kmm.engine.events.RestingView` over the order manager: every non-terminal order of a
@@ -77,6 +79,9 @@ class EventWiring:
         self._weight: dict[str, float] = {}
         self._status: dict[str, EventStatus] = {}    # last status seen per event (for pulls)
         self.pulls: list[tuple[str, str]] = []       # (event, status) of every event-level pull
+        #: the market gate's reduce-only reason (RiskGate.reduce_only_reason; the engine sets it): a
+        #: fractional market in reduce-only may have a place cut to part of a contract (see rooms)
+        self.reduce_only_of: Callable[[str], str] | None = None
 
     # ------------------------------------------------------------------ start
     async def learn(self, rest: Any, raws: Mapping[str, Mapping[str, Any]], infos: Mapping[str, Any]) -> None:
@@ -156,12 +161,19 @@ class EventWiring:
         d = gate.check_amend(ticker, side, price, size, old_price, old_remaining)
         return None if d else d
 
-    def rooms(self, ticker: str, step: int = 100) -> tuple[int, int]:
-        """How far a place on each side of ``ticker`` may lower its event's P&L and pass now (1e-6 $;
-        :meth:`EventRiskGate.place_rooms`), read fresh before each decision (the engine hands it to
-        ``Pipeline.set_rooms``): a market of an event at its limit stops asking for places that cannot
-        pass, and asks again in the first decision after they can."""
-        return self.gate.place_rooms(ticker, step) if self.gate.events else ROOMS_OPEN
+    def rooms(self, ticker: str, fractional: bool = False) -> tuple[int, int, int]:
+        """``(bid_room, ask_room, block_step)`` for ``Pipeline.set_rooms``, read fresh before each
+        decision: how far a place on each side of ``ticker`` may lower its event's P&L and pass now
+        (1e-6 $; :meth:`EventRiskGate.place_rooms`) and the least size the order path tries for a size
+        in whole contracts: 100, or 1 on a ``fractional`` market the market gate holds in reduce-only
+        (:attr:`reduce_only_of`), where it may cut a place to part of a contract. A market of an event
+        at its limit stops asking for places that cannot pass, and asks again in the first decision
+        after they can."""
+        if not self.gate.events:
+            return ROOMS_OPEN_STEP
+        bid, ask = self.gate.place_rooms(ticker)
+        ro = self.reduce_only_of
+        return bid, ask, 1 if fractional and (ro is None or ro(ticker)) else 100
 
     def kill_signal(self) -> str | None:
         return self.gate.kill_signal() if self.gate.events else None

@@ -157,7 +157,6 @@ class MarketPipeline:
                              ofi_weight=params.ofi_weight, horizon_s=params.horizon_s,
                              close_time_ns=info.close_time_ns, kappa=params.kappa / 10_000.0,
                              vol_halflife_s=params.sigma_halflife_s, book=book, **kw)
-        self.core.block_step = 1 if info.fractional else 100   # the least size the order path tries
         self.compiled = kind != EXTERNAL
         self._python_signals = not compiled
         # the Python path's inputs and target; on the compiled path both views are the core itself
@@ -201,13 +200,13 @@ class MarketPipeline:
     def hold_until_ns(self, ns: int) -> None:
         self.core.hold_until_ns = ns
 
-    def set_rooms(self, bid_room: int, ask_room: int) -> None:
-        """The event gate's rooms for the next decision (:meth:`kmm.engine.events.EventRiskGate.place_rooms`,
+    def set_rooms(self, bid_room: int, ask_room: int, block_step: int = 100) -> None:
+        """The event gate's rooms for the next decision (:meth:`kmm.engine.eventwire.EventWiring.rooms`,
         1e-6 $; the engine sets them before each decision): every decision path drops a place whose
-        least size (``core.block_step``: 100, 1 on a fractional market) at its price would lower the
-        event's P&L past its side's room, a place the event gate refuses whatever its size. Held in
-        the compiled pipeline, which the Python path reads too."""
-        self.core.set_rooms(bid_room, ask_room)
+        least size (``block_step`` for a size in whole contracts, else 1: the order path's search
+        step) at its price would lower the event's P&L past its side's room, a place the event gate
+        refuses whatever its size. Held in the compiled pipeline, which the Python path reads too."""
+        self.core.set_rooms(bid_room, ask_room, block_step)
 
     @property
     def book(self) -> Any:
@@ -340,8 +339,8 @@ class MarketPipeline:
         if acts and (core.bid_room < ROOM_OPEN or core.ask_room < ROOM_OPEN):
             # the places the event gate refuses whatever their size (Pipeline._keep's rule)
             step, rooms = core.block_step, (core.bid_room, core.ask_room)
-            kept = tuple(a for a in acts if not (a.kind == PLACE and step * (a.price if a.side == 0 else 10_000 - a.price)
-                                                 > rooms[a.side]))
+            kept = tuple(a for a in acts if not (a.kind == PLACE and (step if a.size % 100 == 0 else 1)
+                                                 * (a.price if a.side == 0 else 10_000 - a.price) > rooms[a.side]))
             if len(kept) != len(acts):
                 self.places_blocked += len(acts) - len(kept)
                 return kept
