@@ -275,6 +275,8 @@ class RefFrameEntry:
             engine._marks(slot.ticker, core)
         if core.own_count:
             engine.blocked.pop(slot.ticker, None)
+        elif core.last_dropped:
+            engine._event_room(pipe)
         self.nothing += 1
         return FAST_NOTHING
 

@@ -523,6 +523,8 @@ cdef class FrameEntry:
             engine._marks(slot.ticker, core)
         if core._nown and PyDict_Contains(self.blocked, slot.ticker):
             PyDict_DelItem(self.blocked, slot.ticker)
+        elif not core._nown and core.last_dropped:
+            engine._event_room(pipe)          # the event gate has no room for its places: not quoting
         self.nothing += 1
         return FAST_NOTHING
 

@@ -126,6 +126,7 @@ cdef class Pipeline:
     cdef public int64_t bid_room
     cdef public int64_t ask_room
     cdef public int64_t block_step
+    cdef public int64_t last_dropped        # places the last decision dropped for the rooms
     cdef readonly uint64_t places_blocked   # places dropped for side_block so far
     cdef px_t _marked_bid
     cdef px_t _marked_ask

@@ -353,6 +353,7 @@ cdef class Pipeline:
             df._age[i] = age
         m = df._decide(bid_px, bid_size, ask_px, ask_size, n)
         if m == 0:
+            self.last_dropped = 0
             return ()
         k = self._keep(m)
         if k == 0:
@@ -809,6 +810,7 @@ cdef class Pipeline:
         n = self._read_live(live)
         m = df._decide(bid_px, bid_size, ask_px, ask_size, n)
         if m == 0:
+            self.last_dropped = 0
             return ()
         k = self._keep(m)
         if k == 0:
@@ -844,6 +846,7 @@ cdef class Pipeline:
         # (bid_room / ask_room, set by the engine before each decision); those are counted
         cdef Py_ssize_t j, k = m
         cdef act_t* a
+        self.last_dropped = 0
         if self.bid_room >= ROOM_OPEN_C and self.ask_room >= ROOM_OPEN_C:
             return m
         for j in range(m):
@@ -851,6 +854,7 @@ cdef class Pipeline:
             if a.kind == ACT_PLACE and self._refused(a.side, a.price, a.size):
                 k -= 1
         self.places_blocked += m - k
+        self.last_dropped = m - k
         return k
 
     def set_rooms(self, int64_t bid_room, int64_t ask_room, int64_t block_step=100):

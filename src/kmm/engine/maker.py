@@ -825,6 +825,13 @@ class Engine(FeedHandler):
             log.warning("%s: wants to quote but cannot: %s%s", pipe.ticker, reason, f" ({detail})" if detail else "")
             self._event("blocked", pipe.ticker, reason)
 
+    def _event_room(self, pipe: MarketPipeline) -> None:
+        """A decision left nothing to send because the event gate has no room for its places (the
+        pipeline dropped them, EventWiring.rooms) and the market has no order: say so as a refused
+        place would have (state, log once, view), not "quoting"."""
+        self._blocked(pipe, "event_room", "the event gate refuses every place the strategy wants "
+                      "(event at its limit)")
+
     def _requote(self, pipe: MarketPipeline, trigger_ns: int, live: list[LiveOrder] | None = None,
                  stamps: deque[int] | None = None) -> None:
         """Decide and act for one market. ``live`` is its live orders when the caller has them already;
@@ -918,6 +925,8 @@ class Engine(FeedHandler):
                 self._mark_top(pipe)
             if live:
                 self.blocked.pop(ticker, None)
+            elif pipe.core.last_dropped:
+                self._event_room(pipe)
 
     def _pull(self, pipe: MarketPipeline, reason: str) -> None:
         """Cancel every live order of this market (orders still being created are cancelled on ack).

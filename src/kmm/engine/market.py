@@ -336,6 +336,7 @@ class MarketPipeline:
         acts = self.differ.diff(t.bid_price if t.bid_size else 0, t.bid_size,
                                 t.ask_price if t.ask_size else 0, t.ask_size, view)
         core = self.core
+        core.last_dropped = 0
         if acts and (core.bid_room < ROOM_OPEN or core.ask_room < ROOM_OPEN):
             # the places the event gate refuses whatever their size (Pipeline._keep's rule)
             step, rooms = core.block_step, (core.bid_room, core.ask_room)
@@ -343,6 +344,7 @@ class MarketPipeline:
                                                  * (a.price if a.side == 0 else 10_000 - a.price) > rooms[a.side]))
             if len(kept) != len(acts):
                 self.places_blocked += len(acts) - len(kept)
+                core.last_dropped = len(acts) - len(kept)
                 return kept
         return acts
 
