@@ -7,7 +7,8 @@ with them, on the compiled loop, the Python fast loop and the reference path.
 
 Session 10 (Nov 28) adds to the former steps: the simulator's and the replay's acks built by the frozen
 dataclass's own ``__init__`` (``_new_ack``), the timed events on ``Backtest._at`` and ``_run_events`` in
-Python instead of the compiled ``EventHeap``; and holds its other steps here: the content hash kept per
+Python instead of the compiled ``EventHeap``, a trade that reaches our orders through ``Backtest._trade``
+instead of the compiled loop's copy of its steps; and holds its other steps here: the content hash kept per
 file status, the collector's freeze around the compiled loop. The compiled pick-off step's skipped
 writes are held to the simulator's own step by tests/core/test_pickoff_hazard.py."""
 
@@ -90,6 +91,7 @@ def _old_steps(monkeypatch) -> None:
     monkeypatch.setattr(_fills, "_new_ack", old_ack)
     monkeypatch.setattr(_bt, "_new_ack", old_ack)
     monkeypatch.setattr(Backtest, "compiled_events", False)     # Backtest._at and _run_events in Python
+    monkeypatch.setattr(Backtest, "compiled_trades", False)     # a trade reaching our orders: Backtest._trade
     new_house = Backtest._housekeeping
 
     def housekeeping(self, now: int) -> None:       # every market's kept live orders moved on, as before

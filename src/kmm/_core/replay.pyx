@@ -376,6 +376,8 @@ cdef class ReplayLoop:
     cdef bint fit_pass
     cdef bint check_live_cache
     cdef bint check_levels      # tests: the simulator checks our levels on every upkeep call (never skipped)
+    cdef bint compiled_trades   # Backtest.compiled_trades: a trade that reaches our orders takes _trade_reaching
+    cdef int64_t sweep_ns       # kmm.research.backtest.SWEEP_NS
     cdef bint keep_outcomes
     cdef dict trade_outcomes
     # bound methods of the driver
@@ -409,6 +411,9 @@ cdef class ReplayLoop:
         self.fit_pass = bt.fit_pass
         self.check_live_cache = bt.check_live_cache
         self.check_levels = bt.sim.check_levels
+        self.compiled_trades = bt.compiled_trades
+        from kmm.research.backtest import SWEEP_NS     # the driver's (loaded: it made this loop)
+        self.sweep_ns = SWEEP_NS
         self.keep_outcomes = bt.sim.keep_outcomes
         self.trade_outcomes = bt.sim.trade_outcomes
         self.deliver_held = bt._deliver_held
@@ -620,16 +625,17 @@ cdef class ReplayLoop:
         (none rests in the market, or :func:`trade_reaches` says none is reached and none has pending
         decreases to expire), the simulator would record the outcome ``none`` and return no fill: of
         ``_trade``'s steps only the end of a held sweep, that outcome, the pipeline's trade signal and
-        the pick-off step remain, done here. Otherwise the driver's ``_trade`` runs."""
+        the pick-off step remain, done here. Otherwise ``_trade``'s steps run (:meth:`_trade_reaching`)."""
         cdef _Market mk = self.markets.get(x[1]) if self.quoting_trades else None
-        if mk is None or (self.pick_on and x[0] in self.reaction_ids):
+        if mk is None:
             self.trade(x, recv)
             return 0
+        if self.pick_on and x[0] in self.reaction_ids:
+            return self._trade_reaching(mk, x, recv)
         cdef dict orders = mk.orders
         cdef int64_t price = x[2]
         if orders and trade_reaches(orders, x[4] == "bid", price):
-            self.trade(x, recv)
-            return 0
+            return self._trade_reaching(mk, x, recv)
         cdef ReplayClock clock = self.clock
         wall_ms = x[5] or _ms(clock.mono + clock.wall_offset)
         if self.held:
@@ -646,6 +652,44 @@ cdef class ReplayLoop:
                 picked = self.hazard.after_event(recv, wall_ms, x[1])
             else:
                 picked = self.after_event(recv, wall_ms, x[1])
+            if picked:
+                self.deliver_held()
+                for f in picked:
+                    self.on_fill(f)
+        return 0
+
+    cdef int _trade_reaching(self, _Market mk, tuple x, int64_t recv) except -1:
+        """``Backtest._trade`` of a quoting replay (no fitting pass) in a market of the replay: the same
+        steps in the same order on the same objects (the held sweep's key and end on the driver), with
+        the pick-off model's ``active`` read once per replay (``pick_on``, as the book step reads it).
+        ``Backtest.compiled_trades = False``: the driver's own method (tests/research/test_replay_speed.py
+        holds the two to the same replay)."""
+        if not self.compiled_trades:
+            self.trade(x, recv)
+            return 0
+        trade_id, ticker, price, count, taker_side, ts_ms = x
+        cdef ReplayClock clock = self.clock
+        wall_ms = ts_ms or _ms(clock.mono + clock.wall_offset)
+        key = (ticker, taker_side, wall_ms)
+        bt = self.bt
+        cdef dict held = self.held
+        if held and key != bt._held_key:
+            self.deliver_held()
+        fills = self.sim.on_trade(recv, wall_ms, ticker, price, count, taker_side, trade_id)
+        if fills:
+            # the other prints of this taker's sweep may follow (Backtest._trade): delivered when it is over
+            if not held:
+                bt._held_until = recv + self.sweep_ns
+                bt._held_key = key
+            for f in fills:
+                held[f.trade_id] = f
+        pipe = mk.pipe
+        pipe.on_trade(price)
+        if self.pick_on and pipe.ready:
+            if self.hazard is not None:
+                picked = self.hazard.after_event(recv, wall_ms, ticker)
+            else:
+                picked = self.after_event(recv, wall_ms, ticker)
             if picked:
                 self.deliver_held()
                 for f in picked:

@@ -328,6 +328,9 @@ class Backtest:
     #: the timed events on the compiled :class:`kmm._core.replay.EventHeap` (False: :meth:`_at` and
     #: :meth:`_run_events` in Python, its reference; every path of a replay uses the same)
     compiled_events = True
+    #: the compiled loop takes a trade that reaches our orders through its own copy of :meth:`_trade`'s
+    #: steps (``ReplayLoop._trade_reaching``; False: this method, as the other paths do)
+    compiled_trades = True
 
     def _latency_model(self) -> LatencyModel:
         """The replay's latency model. Fitted from a run (``latency_from``), the fast path keeps it in
