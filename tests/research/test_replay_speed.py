@@ -322,3 +322,17 @@ def test_the_compiled_event_heap_runs_the_events_as_the_drivers_methods(plan, un
             log.append(("until", u, clock.mono, len(events)))
         runs.append((log, sorted(e[:2] for e in events)))
     assert runs[0] == runs[1]
+
+
+def test_the_packed_columns_are_the_decoded_columns_and_are_made_once_per_capture(live_run):  # noqa: F811
+    """Replay.packed (what the compiled loop reads as C integers): the same values as the columns, made
+    once and shared by every copy the process hands out of the same decoded capture."""
+    from kmm.research.backtest import _fast_trade
+    f = live_run / "capture.bin.gz"
+    rep = replaycache.load(f, _fast_trade)
+    recv, wall, kind, lv = rep.packed()
+    assert list(recv) == rep.recv and list(wall) == rep.wall and list(kind) == rep.kind and list(lv) == rep.lv
+    assert len(recv) == len(rep) > 1000 and min(kind) >= 0 and min(lv) >= -1
+    read = replaycache.load(f, _fast_trade)     # from the cache file (or the kept copy), then kept
+    kept = replaycache.load(f, _fast_trade)     # the kept copy: the same columns, the same arrays
+    assert kept.recv is read.recv and kept is not read and kept.packed()[0] is read.packed()[0]

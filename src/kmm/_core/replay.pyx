@@ -19,7 +19,7 @@ Times are int ns, prices 1e-4 $, as everywhere in kmm.
 """
 
 cimport cython
-from libc.stdint cimport int64_t, INT64_MIN
+from libc.stdint cimport int8_t, int32_t, int64_t, INT64_MIN
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 
 from kmm._core._types cimport px_t, qty_t
@@ -711,7 +711,10 @@ cdef class ReplayLoop:
         cdef double every = self.bt.opt.progress_every_s
         cdef double next_report = _time.perf_counter() + every
         cdef double now
-        cdef list recv_c, wall_c, kind_c, xs_c, frames_c, lv_c
+        cdef list xs_c, frames_c
+        cdef const int64_t[::1] recv_c, wall_c
+        cdef const int8_t[::1] kind_c
+        cdef const int32_t[::1] lv_c
         cdef bint first
         bt = self.bt
         self.book_messages = 0
@@ -732,14 +735,16 @@ cdef class ReplayLoop:
                 if got is not None:
                     bt.decode_s += got.decode_s
                     bt.cache_hits += got.from_cache
-                    recv_c, wall_c, kind_c = got.recv, got.wall, got.kind
-                    xs_c, frames_c, lv_c = got.xs, got.frames, got.lv
-                    n = PyList_GET_SIZE(kind_c)
+                    # the integer columns as C arrays (Replay.packed: made once per decoded capture)
+                    recv_c, wall_c, kind_c, lv_c = got.packed()
+                    xs_c, frames_c = got.xs, got.frames
+                    n = PyList_GET_SIZE(xs_c)
+                    if not (recv_c.shape[0] == wall_c.shape[0] == kind_c.shape[0] == lv_c.shape[0] == n
+                            == PyList_GET_SIZE(frames_c)):
+                        raise ValueError("ReplayLoop: the decoded capture's columns differ in length")
                     for i in range(n):
-                        self._row(<object>PyList_GET_ITEM(recv_c, i), <object>PyList_GET_ITEM(wall_c, i),
-                                  <object>PyList_GET_ITEM(kind_c, i), <object>PyList_GET_ITEM(xs_c, i),
-                                  <object>PyList_GET_ITEM(frames_c, i), <object>PyList_GET_ITEM(lv_c, i),
-                                  i == 0, fi)
+                        self._row(recv_c[i], wall_c[i], kind_c[i], <object>PyList_GET_ITEM(xs_c, i),
+                                  <object>PyList_GET_ITEM(frames_c, i), lv_c[i], i == 0, fi)
                         if (self.frames & 4095) == 0:
                             now = _time.perf_counter()
                             if now >= next_report:

@@ -39,6 +39,7 @@ import logging
 import os
 import tempfile
 import time
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,6 +84,18 @@ class Replay:
     # key (see :func:`store_model`) -> JSON-able payload
     models: dict[str, Any] = field(default_factory=dict)
     cache_file: Path | None = None      # where this capture's cache lives (None: no cache file)
+    # :meth:`packed`'s arrays, made once: a list every copy of this Replay shares (``replace`` copies the
+    # reference; the copies the process keeps (_MEMO) hand out share the columns and so these)
+    _packed: list[Any] = field(default_factory=list, repr=False, compare=False)
+
+    def packed(self) -> tuple[array[int], array[int], array[int], array[int]]:
+        """``recv``, ``wall`` (int64), ``kind`` (int8) and ``lv`` (int32) as arrays, made on the first call
+        and kept: the compiled loop reads them as C integers (no Python int converted per record)."""
+        if not self._packed:
+            self._packed.append((array("q", self.recv), array("q", self.wall), array("b", self.kind),
+                                 array("i", self.lv)))
+        got: tuple[array[int], array[int], array[int], array[int]] = self._packed[0]
+        return got
 
     def holds_fills(self) -> bool:
         """Whether a recorded run's fill messages are among the records (the pick-off model fits on them)."""
