@@ -8,9 +8,12 @@ with them, on the compiled loop, the Python fast loop and the reference path.
 Session 10 (Nov 28) adds to the former steps: the simulator's and the replay's acks built by the frozen
 dataclass's own ``__init__`` (``_new_ack``), the timed events on ``Backtest._at`` and ``_run_events`` in
 Python instead of the compiled ``EventHeap``, a trade that reaches our orders through ``Backtest._trade``
-instead of the compiled loop's copy of its steps; and holds its other steps here: the content hash kept per
-file status, the collector's freeze around the compiled loop. The compiled pick-off step's skipped
-writes are held to the simulator's own step by tests/core/test_pickoff_hazard.py."""
+instead of the compiled loop's copy of its steps, a request's way (send, depart, dispatch, leave,
+arrive, answer) in ``Backtest``'s methods instead of the compiled ``RequestFlow``; and holds its other
+steps here: the content hash kept per file status, the collector's freeze around the compiled loop, the
+decoded capture's integer columns packed into C arrays (the compiled loop's replay against the Python
+fast loop's and the reference path's, which read the lists, in the old-steps test). The compiled
+pick-off step's skipped writes are held to the simulator's own step by tests/core/test_pickoff_hazard.py."""
 
 from __future__ import annotations
 
@@ -92,6 +95,7 @@ def _old_steps(monkeypatch) -> None:
     monkeypatch.setattr(_bt, "_new_ack", old_ack)
     monkeypatch.setattr(Backtest, "compiled_events", False)     # Backtest._at and _run_events in Python
     monkeypatch.setattr(Backtest, "compiled_trades", False)     # a trade reaching our orders: Backtest._trade
+    monkeypatch.setattr(Backtest, "compiled_requests", False)   # a request's way: Backtest's own methods
     new_house = Backtest._housekeeping
 
     def housekeeping(self, now: int) -> None:       # every market's kept live orders moved on, as before

@@ -114,6 +114,158 @@ cdef class EventHeap:
 
 
 @cython.final
+cdef class _Leave:
+    # what the write queue calls when a waiting request's tokens are granted (Backtest._depart's lambda)
+    cdef RequestFlow flow
+    cdef object pipe, act, args
+    cdef int64_t trigger
+
+    def __call__(self):
+        self.flow._leave(self.pipe, self.act, self.args, self.trigger)
+
+
+@cython.final
+cdef class _NotSent:
+    # what the write queue calls when it drops a waiting request (Backtest._depart's other lambda)
+    cdef object not_sent, pipe, act, args
+
+    def __call__(self, exc):
+        self.not_sent(self.pipe, self.act, self.args)
+
+
+cdef inline int _in_flight_add(object pipe, int64_t n) except -1:
+    # pipe.in_flight += n (MarketPipeline's property: its compiled core's field)
+    core = getattr(pipe, "core", None)
+    if isinstance(core, Pipeline):
+        (<Pipeline>core).in_flight += n
+    else:
+        pipe.in_flight += n
+    return 0
+
+
+@cython.final
+cdef class RequestFlow:
+    """A request's way through the replay, compiled: ``Backtest._send``, ``_depart``, ``_dispatch``,
+    ``_leave``, ``_arrive`` and ``_answer`` (their plain-Python reference: those methods, which a
+    ``Backtest`` with ``compiled_requests = False`` runs; tests/research/test_replay_speed.py holds
+    the two to the same replay). The same steps in the same order on the same objects: the write
+    queue's submit and dispatch, the limiter's timer (``dispatch_at``), the latency draws from the
+    replay's ``rng`` (a constant latency, which draws nothing, read once), the timed events on the
+    driver's :class:`EventHeap`, the exchange's act and its answer, the decision after the last answer."""
+
+    cdef object bt
+    cdef ReplayClock clock
+    cdef EventHeap heap
+    cdef object wq                  # the replay's write queue (None: no rate limit)
+    cdef object d_entry, d_feed, d_resp      # the latency model's distributions
+    cdef int64_t c_entry, c_feed, c_resp    # their constant, or -1: drawn
+    cdef list latencies             # Backtest.decision_latency_ns
+    cdef public int64_t dispatch_at     # Backtest._dispatch_at: the limiter's timer (0: none set)
+
+    def __init__(self, bt, EventHeap heap):
+        self.bt = bt
+        self.clock = bt.clock
+        self.heap = heap
+        self.wq = bt._writeq
+        lat = bt.latency
+        self.d_entry, self.d_feed, self.d_resp = lat.entry, lat.feed, lat.response
+        self.c_entry = self.d_entry.value_ns if self.d_entry.kind == "const" else -1
+        self.c_feed = self.d_feed.value_ns if self.d_feed.kind == "const" else -1
+        self.c_resp = self.d_resp.value_ns if self.d_resp.kind == "const" else -1
+        self.latencies = bt.decision_latency_ns
+        self.dispatch_at = 0
+
+    cdef inline int64_t _draw(self, object d, int64_t c) except? -1:
+        if c >= 0:
+            return c            # Dist.draw of a constant: its value, no draw from the rng
+        return d.draw(self.bt.rng)
+
+    def send(self, pipe, bint first, int64_t trigger, int lane, act, *args):
+        """``Backtest._send``."""
+        _in_flight_add(pipe, 1)
+        self._depart(pipe, lane, act, args, trigger if first else -1)
+
+    def depart(self, pipe, int lane, act, tuple args, int64_t trigger=-1):
+        """``Backtest._depart``."""
+        self._depart(pipe, lane, act, args, trigger)
+
+    cdef int _depart(self, object pipe, int lane, object act, tuple args, int64_t trigger) except -1:
+        cdef _Leave on_grant
+        cdef _NotSent on_drop
+        if self.wq is not None:
+            on_grant = _Leave.__new__(_Leave)
+            on_grant.flow = self
+            on_grant.pipe = pipe
+            on_grant.act = act
+            on_grant.args = args
+            on_grant.trigger = trigger
+            on_drop = _NotSent.__new__(_NotSent)
+            on_drop.not_sent = self.bt._not_sent
+            on_drop.pipe = pipe
+            on_drop.act = act
+            on_drop.args = args
+            if not self.wq.submit(lane, 2 if lane == 0 else 10, pipe.ticker, on_grant, on_drop):   # 0: CANCEL
+                self.bt.rate_waits += 1
+                self._dispatch()
+                return 0
+        self._leave(pipe, act, args, trigger)
+        return 0
+
+    def dispatch(self):
+        """``Backtest._dispatch``: the limiter's timer."""
+        self._dispatch()
+
+    cdef int _dispatch(self) except -1:
+        cdef int64_t now = self.clock.mono, t, w
+        if self.dispatch_at and self.dispatch_at <= now:
+            self.dispatch_at = 0
+        wait = self.wq.dispatch()
+        if wait is not None:
+            w = wait
+            t = now + (w if w > 1 else 1)
+            if not self.dispatch_at or t < self.dispatch_at:
+                self.dispatch_at = t
+                self.heap.at(t, self.dispatch)
+        return 0
+
+    def leave(self, pipe, act, tuple args, int64_t trigger):
+        """``Backtest._leave``."""
+        self._leave(pipe, act, args, trigger)
+
+    cdef int _leave(self, object pipe, object act, tuple args, int64_t trigger) except -1:
+        cdef int64_t now = self.clock.mono, entry, arrive, answer, r
+        if trigger >= 0:
+            self.latencies.append(now - trigger)
+            if self.bt.recorder is not None:
+                self.bt._tape(pipe, "decision", latency_ns=now - trigger)
+        entry = self._draw(self.d_entry, self.c_entry)
+        arrive = now + entry + self._draw(self.d_feed, self.c_feed)
+        r = now + entry + self._draw(self.d_resp, self.c_resp)
+        answer = arrive if arrive >= r else r
+        self.heap.at(arrive, self.arrive, pipe, answer, act, args)
+        return 0
+
+    def arrive(self, pipe, int64_t answer, act, tuple args):
+        """``Backtest._arrive``: the request acts at the exchange; its answer comes back at ``answer``."""
+        result = act(*args)
+        self.heap.at(answer, self.answer, pipe, result)
+
+    def answer(self, pipe, result):
+        """``Backtest._answer``."""
+        bt = self.bt
+        bt._touch(pipe.ticker)
+        result()
+        _in_flight_add(pipe, -1)
+        if pipe.in_flight:
+            return
+        if not pipe.ready or not bt.quoting:
+            bt._pull(pipe, "not quotable")
+            return
+        if pipe.dirty:
+            bt._requote(pipe, self.clock.mono)
+
+
+@cython.final
 cdef class _Market:
     # one market as the loop sees it (Backtest._fast_markets' tuple, typed)
     cdef str ticker
@@ -411,7 +563,7 @@ cdef class ReplayLoop:
         self.fit_pass = bt.fit_pass
         self.check_live_cache = bt.check_live_cache
         self.check_levels = bt.sim.check_levels
-        self.compiled_trades = bt.compiled_trades
+        self.compiled_trades = bt.compiled_trades and bt._own("_trade")
         from kmm.research.backtest import SWEEP_NS     # the driver's (loaded: it made this loop)
         self.sweep_ns = SWEEP_NS
         self.keep_outcomes = bt.sim.keep_outcomes
