@@ -9,7 +9,8 @@ Session 10 (Nov 28) adds to the former steps: the simulator's and the replay's a
 dataclass's own ``__init__`` (``_new_ack``), the timed events on ``Backtest._at`` and ``_run_events`` in
 Python instead of the compiled ``EventHeap``, a trade that reaches our orders through ``Backtest._trade``
 instead of the compiled loop's copy of its steps, a request's way (send, depart, dispatch, leave,
-arrive, answer) in ``Backtest``'s methods instead of the compiled ``RequestFlow``; and holds its other
+arrive, answer) in ``Backtest``'s methods instead of the compiled ``RequestFlow``, the recorded run's own
+deltas through the simulator's ``apply_recorded_delta`` instead of the compiled loop's copy; and holds its other
 steps here: the content hash kept per file status, the collector's freeze around the compiled loop, the
 decoded capture's integer columns packed into C arrays (the compiled loop's replay against the Python
 fast loop's and the reference path's, which read the lists, in the old-steps test). The compiled
@@ -96,6 +97,7 @@ def _old_steps(monkeypatch) -> None:
     monkeypatch.setattr(Backtest, "compiled_events", False)     # Backtest._at and _run_events in Python
     monkeypatch.setattr(Backtest, "compiled_trades", False)     # a trade reaching our orders: Backtest._trade
     monkeypatch.setattr(Backtest, "compiled_requests", False)   # a request's way: Backtest's own methods
+    monkeypatch.setattr(Backtest, "compiled_own", False)        # own deltas: the simulator's apply_recorded_delta
     new_house = Backtest._housekeeping
 
     def housekeeping(self, now: int) -> None:       # every market's kept live orders moved on, as before

@@ -276,6 +276,7 @@ cdef class _Market:
     cdef object gm             # the risk gate's state of the market
     cdef bint reads_trades     # the pipeline's kappa estimate reads trades
     cdef bint has_mark         # the portfolio's mark was set by this loop: (mark_bid, mark_ask), 0 = None
+    cdef dict live_own         # the fill simulator's recorded-run sizes per level of the market (_Market.live_own)
     cdef int64_t mark_bid, mark_ask
 
 
@@ -530,6 +531,8 @@ cdef class ReplayLoop:
     cdef bint check_levels      # tests: the simulator checks our levels on every upkeep call (never skipped)
     cdef bint compiled_trades   # Backtest.compiled_trades: a trade that reaches our orders takes _trade_reaching
     cdef int64_t sweep_ns       # kmm.research.backtest.SWEEP_NS
+    cdef bint own_inline        # Backtest.compiled_own and the simulator's own apply_recorded_delta: done here
+    cdef object sim_stats       # the simulator's FillStats
     cdef bint keep_outcomes
     cdef dict trade_outcomes
     # bound methods of the driver
@@ -566,6 +569,11 @@ cdef class ReplayLoop:
         self.compiled_trades = bt.compiled_trades and bt._own("_trade")
         from kmm.research.backtest import SWEEP_NS     # the driver's (loaded: it made this loop)
         self.sweep_ns = SWEEP_NS
+        from kmm.research.fills import FillSimulator
+        meth = getattr(bt.sim, "apply_recorded_delta", None)
+        self.own_inline = bool(bt.compiled_own) and \
+            getattr(meth, "__func__", None) is FillSimulator.apply_recorded_delta
+        self.sim_stats = bt.sim.stats
         self.keep_outcomes = bt.sim.keep_outcomes
         self.trade_outcomes = bt.sim.trade_outcomes
         self.deliver_held = bt._deliver_held
@@ -592,6 +600,7 @@ cdef class ReplayLoop:
             m.gm = gm
             m.reads_trades = bool(reads)
             m.has_mark = False
+            m.live_own = bt.sim.markets[t].live_own
             kept = bt._marks.get(t)
             if kept is not None:
                 m.has_mark = True
@@ -749,7 +758,8 @@ cdef class ReplayLoop:
         moved on as the router would, a gap on a skipped seq, the simulator tracks the order's size),
         with the router's sequence and staleness read in C."""
         t = x[0]
-        if t not in self.markets:
+        cdef _Market mk = self.markets.get(t)
+        if mk is None:
             return 0
         cdef BookRouter r = self.router
         if r is None:
@@ -767,7 +777,21 @@ cdef class ReplayLoop:
                 return 0
             if base != NULL and seq > base[0]:
                 base[0] = seq
-        self.sim.apply_recorded_delta(t, x[1], x[2], x[3], True)
+        cdef dict live_own
+        if self.own_inline:
+            # FillSimulator.apply_recorded_delta(t, side, price, delta, own=True): the recorded run's
+            # resting size per level, tracked (never in the replay book), the same steps
+            stats = self.sim_stats
+            stats.own_deltas_removed += 1
+            key = (x[1], x[2])
+            live_own = mk.live_own
+            left = live_own.get(key, 0) + x[3]
+            if left > 0:
+                live_own[key] = left
+            else:
+                live_own.pop(key, None)
+        else:
+            self.sim.apply_recorded_delta(t, x[1], x[2], x[3], True)
         if self.fit_pass and not rm.stale:
             self.after_event(recv, _ms(self.clock.mono + self.clock.wall_offset), t)
         return 0

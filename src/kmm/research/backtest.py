@@ -346,6 +346,9 @@ class Backtest:
     #: :meth:`_answer`) on the compiled :class:`kmm._core.replay.RequestFlow` (False: these methods; with
     #: the compiled event heap only)
     compiled_requests = True
+    #: the compiled loop tracks the recorded run's own resting sizes itself (the simulator's
+    #: ``apply_recorded_delta`` for an own delta; False: that method)
+    compiled_own = True
 
     def _own(self, *names: str) -> bool:
         """Whether this replay runs ``Backtest``'s own methods ``names``: a subclass that overrides one
