@@ -3,11 +3,24 @@ each changed step put back as it was (the limiter's dispatch composed of the for
 and expire; the write queue's former submit, grant and dispatch; the fill simulator's fills built by the
 dataclass's own ``__init__``; housekeeping moving every market's kept live orders on) makes the same
 fills (every field), fees, P&L to the cent, orders, decisions and decision latencies as the replay
-with them, on the compiled loop, the Python fast loop and the reference path."""
+with them, on the compiled loop, the Python fast loop and the reference path.
+
+Session 10 (Nov 28) adds to the former steps: the simulator's and the replay's acks built by the frozen
+dataclass's own ``__init__`` (``_new_ack``), the timed events on ``Backtest._at`` and ``_run_events`` in
+Python instead of the compiled ``EventHeap``, a trade that reaches our orders through ``Backtest._trade``
+instead of the compiled loop's copy of its steps, a request's way (send, depart, dispatch, leave,
+arrive, answer) in ``Backtest``'s methods instead of the compiled ``RequestFlow``, the recorded run's own
+deltas through the simulator's ``apply_recorded_delta`` instead of the compiled loop's copy; and holds its other
+steps here: the content hash kept per file status, the collector's freeze around the compiled loop, the
+decoded capture's integer columns packed into C arrays (the compiled loop's replay against the Python
+fast loop's and the reference path's, which read the lists, in the old-steps test). The compiled
+pick-off step's skipped writes are held to the simulator's own step by tests/core/test_pickoff_hazard.py."""
 
 from __future__ import annotations
 
 import enum
+import gc
+import time
 from typing import Any
 
 import pytest
@@ -19,9 +32,12 @@ from kmm.engine.orders import IN_FLIGHT, TERMINAL, OrderState
 from kmm.engine.risk import KillState
 from kmm.kalshi import limiter as _lim
 from kmm.kalshi.limiter import RateLimiter
-from kmm.kalshi.types import Fill
+from kmm.kalshi.types import Fill, OrderAck
+from kmm.research import backtest as _bt
 from kmm.research import fills as _fills
+from kmm.research import replaycache
 from kmm.research import writequeue as _wq
+from kmm._core.replay import EventHeap, ReplayClock
 from kmm.research.backtest import Backtest
 from tests.reference import limiter as ref_limiter
 from tests.research.test_replay_fast import live_run  # noqa: F401  (the 10 s busy kmm run fixture)
@@ -75,6 +91,13 @@ def _old_steps(monkeypatch) -> None:
     monkeypatch.setattr(_wq.ReplayWriteQueue, "submit", _old_submit)
     monkeypatch.setattr(_wq.ReplayWriteQueue, "dispatch", lambda self: self.lim.dispatch())    # as it was
     monkeypatch.setattr(_fills, "_new_fill", lambda *a: Fill(*a))
+    old_ack = lambda oid, coid, filled, remaining, ts: OrderAck(oid, coid, filled, remaining, ts_ms=ts)  # noqa: E731
+    monkeypatch.setattr(_fills, "_new_ack", old_ack)
+    monkeypatch.setattr(_bt, "_new_ack", old_ack)
+    monkeypatch.setattr(Backtest, "compiled_events", False)     # Backtest._at and _run_events in Python
+    monkeypatch.setattr(Backtest, "compiled_trades", False)     # a trade reaching our orders: Backtest._trade
+    monkeypatch.setattr(Backtest, "compiled_requests", False)   # a request's way: Backtest's own methods
+    monkeypatch.setattr(Backtest, "compiled_own", False)        # own deltas: the simulator's apply_recorded_delta
     new_house = Backtest._housekeeping
 
     def housekeeping(self, now: int) -> None:       # every market's kept live orders moved on, as before
@@ -199,3 +222,123 @@ def test_the_replay_queues_dispatch_is_the_limiters(ops, tokens, max_queue_s):
             assert qs[0].dispatch() == lims[1].dispatch(), o
         assert logs[0] == logs[1], o
         assert _queues(lims[0]) == _queues(lims[1]), o
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.tuples(_text, st.none() | _text, _int, _int, _int))
+def test_the_simulators_ack_constructor_makes_the_dataclasss_ack(args):
+    oid, coid, filled, remaining, ts = args
+    got, want = _fills._new_ack(*args), OrderAck(oid, coid, filled, remaining, ts_ms=ts)
+    assert type(got) is OrderAck and got == want and hash(got) == hash(want) and repr(got) == repr(want)
+    assert got.average_fill_price is None and got.mismatch is False and got.post_only_cross is False
+    with pytest.raises(AttributeError):     # still frozen
+        got.fill_count = 1                  # type: ignore[misc]
+
+
+def test_the_compiled_loop_freezes_the_collector_only_for_the_loop_and_leaves_a_freeze_of_others(live_run):  # noqa: F811
+    """gc.freeze around the compiled loop: undone after it (the frozen count back to 0, the collector
+    still on), and a process that froze objects itself (the live maker's gc_freeze) keeps its freeze."""
+    seen: list[int] = []
+    orig = Backtest._housekeeping
+
+    def house(self, now: int) -> None:      # inside the loop: what the collector holds frozen
+        seen.append(gc.get_freeze_count())
+        orig(self, now)
+    gc.unfreeze()           # a test before may have left a freeze (the live maker's gc_freeze)
+    try:
+        Backtest._housekeeping = house      # type: ignore[method-assign]
+        a = _replay(live_run, seed=1)
+        assert seen and min(seen) > 1000 and gc.get_freeze_count() == 0 and gc.isenabled()
+        seen.clear()
+        gc.freeze()
+        kept = gc.get_freeze_count()
+        b = _replay(live_run, seed=1)
+        assert seen and set(seen) == {kept} and gc.get_freeze_count() == kept
+    finally:
+        Backtest._housekeeping = orig       # type: ignore[method-assign]
+        gc.unfreeze()
+    _same(a, b)
+
+
+def test_the_content_hash_is_kept_per_file_status_and_a_fresh_or_changed_file_is_hashed_again(tmp_path, monkeypatch):
+    f = tmp_path / "capture.bin.gz"
+    f.write_bytes(b"a" * 5000)
+    replaycache.forget()
+    h1 = replaycache.content_hash(f)
+    # written just now: not kept (a same-size write within the file system's clock tick would leave
+    # the same status), so the same-size rewrite is hashed again
+    f.write_bytes(b"b" * 5000)
+    h2 = replaycache.content_hash(f)
+    assert h1 != h2 and not replaycache._HASHES
+    # a settled file (changed longer ago than HASH_SETTLED_NS; here the window is moved, as the file's
+    # ctime cannot be set back): kept, and the next call does not read it
+    monkeypatch.setattr(replaycache, "HASH_SETTLED_NS", -time.time_ns())
+    assert replaycache.content_hash(f) == h2 and len(replaycache._HASHES) == 1
+
+    def no_read(*a, **k):
+        raise AssertionError("the kept hash was not used")
+    monkeypatch.setattr(replaycache, "open", no_read, raising=False)
+    assert replaycache.content_hash(f) == h2
+    monkeypatch.undo()
+    # any change of the file moves its ctime (and here its size): hashed again
+    f.write_bytes(b"c" * 5001)
+    assert replaycache.content_hash(f) not in (h1, h2)
+    replaycache.forget()
+    assert not replaycache._HASHES
+
+
+class _PyEvents:
+    """The driver's own ``_at`` / ``_run_events`` (the compiled heap's plain-Python reference)."""
+
+    _at = Backtest._at
+    _run_events = Backtest._run_events
+
+    def __init__(self, clock) -> None:
+        self.clock = clock
+        self.events: list = []
+        self._seq = 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 3), st.integers(0, 40)), min_size=1, max_size=40),
+       st.lists(st.integers(0, 60), min_size=1, max_size=6))
+def test_the_compiled_event_heap_runs_the_events_as_the_drivers_methods(plan, untils):
+    """The same events (ties included, events that make events, the clock moved to each, never back)
+    run in the same order at the same clock readings."""
+    runs = []
+    for compiled in (True, False):
+        clock = ReplayClock()
+        clock.mono = 5
+        log: list = []
+        if compiled:
+            heap = EventHeap(clock, [])
+            at, run, events = heap.at, heap.run, heap.events
+        else:
+            py = _PyEvents(clock)
+            at, run, events = py._at, py._run_events, py.events
+
+        def ev(i: int, more: int, dt: int, at=at, log=log, clock=clock) -> None:
+            log.append((i, clock.mono))
+            for k in range(more):       # an event that makes events (an arrival makes its answer)
+                at(clock.mono + dt + k, ev, i * 10 + k, 0, 0)
+        for i, (t, more, dt) in enumerate(plan):
+            at(t, ev, i, more, dt)
+        for u in untils:
+            run(u)
+            log.append(("until", u, clock.mono, len(events)))
+        runs.append((log, sorted(e[:2] for e in events)))
+    assert runs[0] == runs[1]
+
+
+def test_the_packed_columns_are_the_decoded_columns_and_are_made_once_per_capture(live_run):  # noqa: F811
+    """Replay.packed (what the compiled loop reads as C integers): the same values as the columns, made
+    once and shared by every copy the process hands out of the same decoded capture."""
+    from kmm.research.backtest import _fast_trade
+    f = live_run / "capture.bin.gz"
+    rep = replaycache.load(f, _fast_trade)
+    recv, wall, kind, lv = rep.packed()
+    assert list(recv) == rep.recv and list(wall) == rep.wall and list(kind) == rep.kind and list(lv) == rep.lv
+    assert len(recv) == len(rep) > 1000 and min(kind) >= 0 and min(lv) >= -1
+    read = replaycache.load(f, _fast_trade)     # from the cache file (or the kept copy), then kept
+    kept = replaycache.load(f, _fast_trade)     # the kept copy: the same columns, the same arrays
+    assert kept.recv is read.recv and kept is not read and kept.packed()[0] is read.packed()[0]

@@ -36,7 +36,7 @@ from kmm._core.book import OrderBook
 from kmm._core.fixed import parse_count, parse_price, parse_signed_count
 from kmm._core.grid import Grid
 from kmm._core.ofi import OFI
-from kmm._core.replay import PickoffHazard, ReplayClock, ReplayLoop
+from kmm._core.replay import EventHeap, PickoffHazard, ReplayClock, ReplayLoop, RequestFlow
 from kmm._core.wire import DELTA, GAP, MALFORMED, NOT_BOOK, SNAPSHOT, BookRouter
 from kmm.config import KmmConfig
 from kmm.engine.live import EngineOptions
@@ -50,13 +50,13 @@ from kmm.errors import KmmError
 from kmm.kalshi import limiter as _lim
 from kmm.kalshi.decode import MAX_ID_LEN, decode_lifecycle, decode_trade
 from kmm.kalshi.limiter import RateLimiter
-from kmm.kalshi.types import Fill, OrderAck
+from kmm.kalshi.types import Fill
 from kmm.record.capture import GAP_TYPE, capture_files, read_capture, read_market_defs
 from kmm.record.summary import build_summary, write_summary
 from kmm.record.tape import engine_fields
 from kmm.research.adverse import ALL, BUCKETS, PickoffFit, PickoffModel
 from kmm.research.events import load_frames
-from kmm.research.fills import LINEAR_CENT, FillSimulator, MarketDef
+from kmm.research.fills import LINEAR_CENT, FillSimulator, MarketDef, _new_ack
 from kmm.research.latency import Dist, LatencyModel, fit_key, fit_latency, model_from_payload, model_payload
 from kmm.research.queue import QueueModel
 from kmm.research import replaycache
@@ -269,6 +269,12 @@ class Backtest:
             self.pipes[t] = pipe
         self.events: list[tuple[int, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0
+        self._heap: EventHeap | None = None
+        if self.compiled_events and self._own("_at", "_run_events"):
+            # the compiled heap's at/run in place of the methods (the same steps)
+            self._heap = EventHeap(self.clock, self.events)
+            self._at = self._heap.at                    # type: ignore[method-assign]
+            self._run_events = self._heap.run           # type: ignore[method-assign]
         self.quoting = not fit_pass
         self._window = bool(self.opt.quote_from_ns or self.opt.quote_until_ns) and not fit_pass
         self._window_end_set = False
@@ -317,9 +323,38 @@ class Backtest:
         self._marks: dict[str, tuple[int | None, int | None]] = {}    # the fast path's last set_mark
         # every book message of a replay takes one path (so the fast path's kept state stays whole)
         self._on_book_fn = self._on_book_fast if fast else self._on_book
+        self._flow: RequestFlow | None = None
+        if self._heap is not None and self.compiled_requests and \
+                self._own("_send", "_depart", "_dispatch", "_leave", "_arrive", "_answer"):   # the same steps, compiled
+            self._flow = f = RequestFlow(self, self._heap)
+            self._send = f.send                 # type: ignore[method-assign]
+            self._depart = f.depart             # type: ignore[method-assign]
+            self._dispatch = f.dispatch         # type: ignore[method-assign]
+            self._leave = f.leave               # type: ignore[method-assign]
+            self._arrive = f.arrive             # type: ignore[method-assign]
+            self._answer = f.answer             # type: ignore[method-assign]
 
     #: tests: on every book message the fast path compares its cached live orders with a fresh list
     check_live_cache = False
+    #: the timed events on the compiled :class:`kmm._core.replay.EventHeap` (False: :meth:`_at` and
+    #: :meth:`_run_events` in Python, its reference; every path of a replay uses the same)
+    compiled_events = True
+    #: the compiled loop takes a trade that reaches our orders through its own copy of :meth:`_trade`'s
+    #: steps (``ReplayLoop._trade_reaching``; False: this method, as the other paths do)
+    compiled_trades = True
+    #: a request's way (:meth:`_send`, :meth:`_depart`, :meth:`_dispatch`, :meth:`_leave`, :meth:`_arrive`,
+    #: :meth:`_answer`) on the compiled :class:`kmm._core.replay.RequestFlow` (False: these methods; with
+    #: the compiled event heap only)
+    compiled_requests = True
+    #: the compiled loop tracks the recorded run's own resting sizes itself (the simulator's
+    #: ``apply_recorded_delta`` for an own delta; False: that method)
+    compiled_own = True
+
+    def _own(self, *names: str) -> bool:
+        """Whether this replay runs ``Backtest``'s own methods ``names``: a subclass that overrides one
+        (``kmm.research.placement.PlacementReplay._arrive``) keeps the Python steps, which call it."""
+        cls = type(self)
+        return all(getattr(cls, n) is getattr(Backtest, n) for n in names)
 
     def _latency_model(self) -> LatencyModel:
         """The replay's latency model. Fitted from a run (``latency_from``), the fast path keeps it in
@@ -1293,7 +1328,7 @@ class Backtest:
                 self.om.on_request_failed(oid, refused or "order_not_found", gone=refused == "order_not_found",
                                           may_have_filled=False)
             else:
-                self.om.on_amend_ack(OrderAck(so.order_id, so.coid, so.filled, so.remaining, ts_ms=so.updated_ms))
+                self.om.on_amend_ack(_new_ack(so.order_id, so.coid, so.filled, so.remaining, so.updated_ms))
         return answer
 
     # ---- fills
