@@ -17,7 +17,9 @@ Variants, all in this run against the same seeded simulator:
 * ``quiet``: the compiled pipeline with no recorder (bench_engine.py's configuration), for reference;
 * ``sign-thread``: kmm run's configuration with the signature pool's former worker thread instead of
   the signer process (``SignaturePool(mode="thread")``): the signing baseline (inline fallbacks);
-* ``unpinned``: kmm run's configuration with no CPU placement.
+* ``unpinned``: kmm run's configuration with no CPU placement;
+* ``kmm-rec-apart``: kmm run's configuration with the recorder's writer threads on the signer's CPU
+  (``--set run.records_cpus=1`` beside ``run.cpus=0``), not the loop's.
 
 Every other variant places the processes as ``kmm run --set run.cpus=0 --set run.signer_cpus=1``
 would, with the simulator beside the signer (bench_engine.py, "CPU placement"): the simulator stands in
@@ -70,6 +72,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
                           label="compiled pipeline, a decision per delta (coalesce_reads off)"),
     "kmm-spin": dict(role="kmm", compiled=True, recorder=True, switch=0.005, cli={"run.busy_poll": "true"},
                      label="compiled pipeline, recorder on, loop kept polling (run.busy_poll)"),
+    "kmm-rec-apart": dict(role="kmm", compiled=True, recorder=True, switch=0.005, records_apart=True,
+                          label="compiled pipeline, recorder on, its writer threads on the signer's CPU "
+                                "(run.records_cpus)"),
     "kmm-read-all": dict(role="kmm", compiled=True, recorder=True, switch=0.005, opts={"skip_unread": False},
                          label="compiled pipeline, recorder on, ticker and trade frames decoded (before session 9)"),
     "python": dict(role="baseline", compiled=False, recorder=True, switch=0.005,
@@ -190,7 +195,8 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
         conn = dataclasses.replace(conn, signer_nice=cfg.run.signer_nice)   # as kmm run sets it (app.py)
         if v["recorder"]:
             recorder = Recorder.open(tmp / "out", log_level=cfg.run.log_level, console=False,
-                                     capture=cfg.records.raw_capture, logging_enabled=cfg.records.ops_log)
+                                     capture=cfg.records.raw_capture, logging_enabled=cfg.records.ops_log,
+                                     cpus=p[1] if p is not None and v.get("records_apart") else frozenset())
         live_mod.MarketPipeline = functools.partial(MarketPipeline, compiled=v["compiled"])  # type: ignore[misc]
         engine = Engine(cfg, conn, recorder=recorder, venue="kmm sim (subprocess)",
                         options=EngineOptions(view="off", order_group_limit=cfg.risk.order_group_limit,

@@ -73,3 +73,45 @@ def test_pinning_reaches_the_calling_thread_and_the_threads_it_starts():
     assert os.sched_getaffinity(0) == before
     pin_thread(frozenset(), "run.cpus")          # empty: nothing changes
     assert os.sched_getaffinity(0) == before
+
+
+@linux
+def test_records_cpus_put_every_writer_thread_of_the_recorder_there_and_not_on_the_loops(tmp_path):
+    """[run] records_cpus: the recorder's writer threads (tape, store, capture, ops.log) run on the CPUs
+    named, while the thread that opened the recorder (the loop's, pinned by [run] cpus) keeps its own;
+    every record is still written."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("needs two CPUs: one for the loop, one for the writers")
+    loop_cpus, records_cpus = frozenset(allowed[:1]), frozenset(allowed[1:2])
+    from kmm.record import Recorder
+    out: dict[str, object] = {}
+
+    def body() -> None:               # the loop's thread, pinned as kmm run pins it
+        import logging
+        pin_thread(loop_cpus, "run.cpus")
+        rec = Recorder.open(tmp_path / "out", console=False, cpus=records_cpus)
+        try:
+            threads = [rec.tape._thread, rec.store._thread, rec.capture._thread, rec.log._listener._thread]
+            for th in threads:
+                assert th is not None and th.native_id is not None
+            # the writer pins itself as its thread starts: wait for it to have run (bounded)
+            import time
+            end = time.monotonic() + 5
+            while time.monotonic() < end and any(os.sched_getaffinity(th.native_id) != records_cpus
+                                                 for th in threads):
+                time.sleep(0.01)
+            out["writers"] = [os.sched_getaffinity(th.native_id) for th in threads]
+            out["loop"] = os.sched_getaffinity(0)
+            logging.getLogger("kmm.test").info("a line for ops.log")
+            rec.capture.write(1, b'{"type":"ping"}', 1)
+        finally:
+            rec.close()
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert out["writers"] == [records_cpus] * 4
+    assert out["loop"] == loop_cpus
+    assert "a line for ops.log" in (tmp_path / "out" / "ops.log").read_text()
+    assert any(p.name.startswith("capture") for p in (tmp_path / "out").iterdir())

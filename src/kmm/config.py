@@ -114,6 +114,10 @@ class RunConfig:
                     "operating system puts it. Give the loop a core of its own (docs/benchmarks.md).")
     signer_cpus: str = opt("", "CPUs for the signer process (the signature pool), same syntax. Empty: "
                            "the engine's (cpus). With cpus = \"0\", \"1\" keeps signing off the loop's core.")
+    records_cpus: str = opt("", "CPUs for the recorder's writer threads (ops.log, tape.csv, kmm.sqlite, the "
+                            "frame capture), same syntax. Empty: the engine's (cpus). With cpus = \"0\" "
+                            "and signer_cpus = \"1\", \"1\" keeps compression, SQLite and formatting "
+                            "off the loop's core (docs/operations.md).")
     signer_nice: int = opt(10, "Niceness the signer process adds to its own (0-19; higher yields the CPU "
                            "sooner). It signs ahead of need, so on a core it shares it should give way to "
                            "the event loop and to anything else that is waiting on a wake-up "

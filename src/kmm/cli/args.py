@@ -203,6 +203,7 @@ def preflight(args: argparse.Namespace, command: str) -> KmmConfig:
     from kmm.cpus import parse_cpus
     parse_cpus(cfg.run.cpus, "run.cpus")
     parse_cpus(cfg.run.signer_cpus, "run.signer_cpus")
+    parse_cpus(cfg.run.records_cpus, "run.records_cpus")
     from kmm.config import unknown_environment
     for warning in unknown_environment():
         print(f"kmm {command}: warning: {warning}", file=sys.stderr)

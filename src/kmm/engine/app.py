@@ -112,7 +112,8 @@ def run_command(args: argparse.Namespace) -> int:
     view = args.view if args.view != "auto" else ("live" if sys.stdout.isatty() else "plain")
     rec = cfg.records
     recorder = Recorder.open(out, log_level=cfg.run.log_level, console=False, capture=rec.raw_capture,
-                             logging_enabled=rec.ops_log)
+                             logging_enabled=rec.ops_log,
+                             cpus=parse_cpus(cfg.run.records_cpus, "run.records_cpus"))
     names = [n for n, on in (("ops.log", rec.ops_log), ("tape.csv", True), ("kmm.sqlite", True),
                              ("the frame capture", rec.raw_capture)) if on]
     print(f"kmm run: writing {', '.join(names)} to {out}", file=sys.stderr)

@@ -29,6 +29,19 @@ log = logging.getLogger("kmm.record")
 _STOP = object()
 
 
+def pin_writer_thread(cpus: frozenset[int], name: str) -> None:
+    """Put the calling writer thread on ``cpus`` (``[run] records_cpus``, checked before the run
+    started); empty: it stays on the CPUs it inherited (the loop's). A refusal now is logged, never
+    raised: the records go on being written wherever the thread runs."""
+    if not cpus:
+        return
+    from kmm.cpus import pin_thread
+    try:
+        pin_thread(cpus, "run.records_cpus")
+    except KmmError as exc:
+        log.warning("%s: writer thread left on its CPUs: %s", name, exc)
+
+
 class RecordError(KmmError):
     """A record writer could not accept or persist data (closed writer, disk error, bad file)."""
 
@@ -48,7 +61,7 @@ class BackgroundWriter:
     """
 
     def __init__(self, name: str, *, flush_interval_s: float, flush_rows: int,
-                 max_batch: int = 4096, poll_s: float = 0.01) -> None:
+                 max_batch: int = 4096, poll_s: float = 0.01, cpus: frozenset[int] = frozenset()) -> None:
         if flush_interval_s <= 0 or flush_rows <= 0 or max_batch <= 0:
             raise ValueError(f"{name}: flush_interval_s, flush_rows and max_batch must be > 0, got "
                              f"{flush_interval_s}, {flush_rows}, {max_batch}")
@@ -64,6 +77,7 @@ class BackgroundWriter:
         self._errors = 0
         self._lost = 0
         self._first_error: BaseException | None = None
+        self._cpus = cpus            # the writer thread's CPUs ([run] records_cpus); empty: inherited
         self._open_sink()
         self._thread = threading.Thread(target=self._run, name=f"kmm-record-{name}", daemon=True)
         self._thread.start()
@@ -132,6 +146,7 @@ class BackgroundWriter:
     # ---- writer thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
+        pin_writer_thread(self._cpus, self.name)
         get_nowait, empty = self._queue.get_nowait, queue.Empty
         unflushed = 0
         deadline = 0.0

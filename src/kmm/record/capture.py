@@ -61,12 +61,13 @@ class CaptureWriter(BackgroundWriter):
     """
 
     def __init__(self, path: str | os.PathLike[str], *, flush_interval_s: float = 1.0,
-                 flush_rows: int = 100_000, level: int = 6, fsync_on_close: bool = True) -> None:
+                 flush_rows: int = 100_000, level: int = 6, fsync_on_close: bool = True,
+                 cpus: frozenset[int] = frozenset()) -> None:
         self.path = Path(path)
         self._level = level
         self._fsync_on_close = fsync_on_close
         super().__init__(f"capture:{self.path.name}", flush_interval_s=flush_interval_s,
-                         flush_rows=flush_rows)
+                         flush_rows=flush_rows, cpus=cpus)
 
     def write(self, recv_ns: int, frame: bytes | bytearray | memoryview, wall_ns: int | None = None) -> None:
         """Enqueue one frame (non-blocking, no I/O). A ``bytearray``/``memoryview`` is copied, since

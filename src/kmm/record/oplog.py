@@ -107,8 +107,15 @@ class _Listener(logging.handlers.QueueListener):
     by every log call and asks for the GIL at once, which takes it from the event loop in the middle
     of a decision at the next switch interval; polled, the lines go out in batches."""
 
+    cpus: frozenset[int] = frozenset()     # the listener thread's CPUs ([run] records_cpus)
+
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return copy.copy(record)
+
+    def _monitor(self) -> None:               # the thread's body (QueueListener.start)
+        from kmm.record._worker import pin_writer_thread
+        pin_writer_thread(self.cpus, "ops.log")
+        super()._monitor()  # type: ignore[misc]
 
     def dequeue(self, block: bool) -> logging.LogRecord:
         q: Any = self.queue
@@ -160,13 +167,15 @@ class LogHandle:
 
 def setup_logging(out_dir: Path | str | None, level: int | str = "INFO",
                   console: bool | Literal["plain"] = True, *, logger: str = "kmm",
-                  filename: str = "ops.log", stream: IO[str] | None = None) -> LogHandle:
+                  filename: str = "ops.log", stream: IO[str] | None = None,
+                  cpus: frozenset[int] = frozenset()) -> LogHandle:
     """Route ``logger`` (``"kmm"``; ``""`` for the root logger) through a queue to ``out_dir/ops.log``
     (appended; skipped when ``out_dir`` is None) and, if ``console``, to ``stream`` (stderr):
     ``True`` with the full timestamped format, ``"plain"`` with the message only.
 
     A handler left by an earlier ``setup_logging`` on the same logger is stopped first, so calling it
-    twice does not double every line. Call ``LogHandle.stop()`` at exit to flush.
+    twice does not double every line. Call ``LogHandle.stop()`` at exit to flush. ``cpus``: the
+    listener thread's CPUs (``[run] records_cpus``; empty: the caller's).
     """
     if isinstance(level, str):
         lvl = logging.getLevelName(level.upper())
@@ -201,6 +210,7 @@ def setup_logging(out_dir: Path | str | None, level: int | str = "INFO",
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     handoff = _Handoff(q)
     listener = _Listener(q, *outputs, respect_handler_level=True)
+    listener.cpus = cpus
     previous = target.level
     target.setLevel(level)
     listener.start()

@@ -57,9 +57,10 @@ class Recorder:
     @classmethod
     def open(cls, out_dir: str | os.PathLike[str], *, log_level: int | str = "INFO",
              console: bool | Literal["plain"] = False, logging_enabled: bool = True,
-             capture: bool = True, logger: str = "kmm") -> Recorder:
+             capture: bool = True, logger: str = "kmm", cpus: frozenset[int] = frozenset()) -> Recorder:
         """Create ``out_dir`` and open every record in it. If one fails to open, the ones already
-        opened are closed again and the error is raised."""
+        opened are closed again and the error is raised. ``cpus``: the CPUs of the writer threads
+        (``[run] records_cpus``, checked by the caller); empty: the caller's."""
         out = Path(out_dir)
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -67,13 +68,13 @@ class Recorder:
             raise RecordError(f"{out}: cannot create the output directory: {exc}") from exc
         opened: list[object] = []
         try:
-            handle = setup_logging(out, log_level, console, logger=logger) if logging_enabled else None
+            handle = setup_logging(out, log_level, console, logger=logger, cpus=cpus) if logging_enabled else None
             opened.append(handle)
-            tape = TapeWriter(out / TAPE)
+            tape = TapeWriter(out / TAPE, cpus=cpus)
             opened.append(tape)
-            store = Store(out / STORE)
+            store = Store(out / STORE, cpus=cpus)
             opened.append(store)
-            cap = CaptureWriter(next_capture_path(out)) if capture else None
+            cap = CaptureWriter(next_capture_path(out), cpus=cpus) if capture else None
         except BaseException:
             for thing in reversed(opened):
                 if isinstance(thing, LogHandle):

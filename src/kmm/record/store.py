@@ -445,7 +445,7 @@ class Store(StoreReader, BackgroundWriter):
 
     def __init__(self, path: str | os.PathLike[str], *, commit_interval_s: float = 0.1,
                  commit_rows: int = 2000, synchronous: str = "NORMAL",
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, cpus: frozenset[int] = frozenset()) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"Store: synchronous must be OFF|NORMAL|FULL|EXTRA, got {synchronous!r}")
         StoreReader.__init__(self, path)
@@ -453,7 +453,7 @@ class Store(StoreReader, BackgroundWriter):
         self._clock = clock
         self.duplicate_fills = 0     # fills ignored because their trade_id was already stored
         BackgroundWriter.__init__(self, f"store:{self.path.name}", flush_interval_s=commit_interval_s,
-                                  flush_rows=commit_rows)
+                                  flush_rows=commit_rows, cpus=cpus)
 
     # ---- record API (event loop: enqueue only) ---------------------------------------------------
 

@@ -259,11 +259,11 @@ class TapeWriter(BackgroundWriter):
     """
 
     def __init__(self, path: str | os.PathLike[str], *, flush_interval_s: float = 0.2,
-                 flush_rows: int = 1000, fsync_on_close: bool = True) -> None:
+                 flush_rows: int = 1000, fsync_on_close: bool = True, cpus: frozenset[int] = frozenset()) -> None:
         self.path = Path(path)
         self._fsync_on_close = fsync_on_close
         super().__init__(f"tape:{self.path.name}", flush_interval_s=flush_interval_s,
-                         flush_rows=flush_rows)
+                         flush_rows=flush_rows, cpus=cpus)
 
     def write(self, row: TapeRow) -> None:
         """Enqueue one row (non-blocking, no I/O)."""
