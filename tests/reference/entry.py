@@ -256,9 +256,7 @@ class RefFrameEntry:
             return FAST_NOTHING
         pipe.dirty = False
         alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)
-        # the decision on the held orders, its signals fed by each delta: Pipeline.decide on them, less
-        # the places of the sides the event gate refuses whatever their price and size
-        core.set_rooms(*self.engine.event_risk.rooms(ticker, pipe.info.fractional))
+        # the decision on the held orders, its signals fed by each delta: Pipeline.decide on them
         actions = core.decide(self.inventory(ticker), core.own_orders(now), alpha)
         return self._acted(slot, actions, trigger_ns or now, book, update)
 
@@ -275,8 +273,6 @@ class RefFrameEntry:
             engine._marks(slot.ticker, core)
         if core.own_count:
             engine.blocked.pop(slot.ticker, None)
-        elif core.last_dropped:
-            engine._event_room(pipe)
         self.nothing += 1
         return FAST_NOTHING
 
@@ -304,7 +300,6 @@ class RefFrameEntry:
             return FAST_NOTHING
         pipe.dirty = False
         alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)
-        core.set_rooms(*self.engine.event_risk.rooms(ticker, pipe.info.fractional))
         actions = core.frame_own(now, wall, self.inventory(ticker), alpha)
         return self._acted(slot, actions, recv_ns or now, True, False)
 
