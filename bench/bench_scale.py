@@ -68,6 +68,7 @@ async def _drive(engine: Engine, quote_s: float, sim_pid: int = 0) -> dict[str, 
     s0 = _proc_cpu_s(sim_pid) if sim_pid else float("nan")
     d0 = sum(p.decisions for p in engine.pipes.values())
     o0 = engine.orders_sent + engine.amends_sent
+    ev0 = dict(engine.event_risk.denials)
     await asyncio.sleep(quote_s)
     sim_cpu = (_proc_cpu_s(sim_pid) - s0) if sim_pid else float("nan")
     from collections import Counter
@@ -76,7 +77,10 @@ async def _drive(engine: Engine, quote_s: float, sim_pid: int = 0) -> dict[str, 
          "kill": engine.gate.kill_state.value, "denials": dict(engine.gate.denials), "cpu_s": time.process_time() - c0,
          "sim_cpu_s": sim_cpu,
          "seconds": time.monotonic() - t0, "decide": list(engine.decide_ns),
-         "decisions": sum(p.decisions for p in engine.pipes.values()) - d0}
+         "decisions": sum(p.decisions for p in engine.pipes.values()) - d0,
+         # places and amends the event gate refused during the window, by reason
+         "event_denials": {k: v - ev0.get(k, 0) for k, v in engine.event_risk.denials.items()
+                           if v - ev0.get(k, 0)}}
     stop.set()
     m["summary"] = await asyncio.wait_for(task, 60)
     m["received"] = engine.ws.stats.book_frames
@@ -165,6 +169,7 @@ def test_markets_on_one_connection(benchmark, n, tmp_path):
                                 sim_cpu_share=round(res["sim_cpu_s"] / res["seconds"], 3),
                                 decide_p50_ns=d["p50_ns"], decide_p99_ns=d["p99_ns"], decisions=res["decisions"],
                                 requests=res["requests"], states=res["states"],
+                                event_denials=res["event_denials"],
                                 # two rows in the report: the CPU per message and the latency at this count
                                 stages={GROUP: {"p50_ns": round(cpu_per_msg), "label": label},
                                         GROUP_DECIDE: {"p50_ns": d["p50_ns"], "p99_ns": d["p99_ns"],
@@ -175,7 +180,7 @@ def test_markets_on_one_connection(benchmark, n, tmp_path):
           f" ({cpu_per_msg / base['cpu_ns']:.2f}x of {min(_RESULTS)} market(s)); frame -> decided p50 "
           f"{d['p50_ns'] / 1e3:.1f} us p99 {d['p99_ns'] / 1e3:.1f} us (n {d['n']}); {res['decisions']} decisions, "
           f"{res['requests']} creates+amends; market states at the end {res['states']}, kill switch {res['kill']}, "
-          f"gate denials {res['denials']}")
+          f"gate denials {res['denials']}, event gate denials in the window {res['event_denials']}")
     assert s.verified_flat_orders and s.resting_after_stop == 0
     assert res["gaps"] == 0, "a sequence gap: the engine fell behind or lost frames"
     assert res["received"] == res["sent"], f"received {res['received']} book frames, the exchange sent {res['sent']}"

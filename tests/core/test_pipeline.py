@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from kmm._core.book import OrderBook
 from kmm._core.grid import Grid
 from kmm._core.ofi import OFI
-from kmm._core.pipeline import Pipeline
+from kmm._core.pipeline import ROOM_OPEN, Pipeline
 from kmm.config import StrategyParams
 from kmm.engine.market import MarketInfo, MarketPipeline
 from kmm.engine.orders import LiveOrder
@@ -29,6 +29,8 @@ from tests.reference.ofi import RefOFI
 from tests.reference.pipeline import PipelineGrid, RefConfig, RefPipeline
 
 STRUCTURES = ("linear_cent", "deci_cent", "tapered_deci_cent")
+#: the event gate's room on one side (1e-6 $): none, refused whatever the price, or a bound near a place's size
+ROOMS = st.one_of(st.just(ROOM_OPEN), st.just(ROOM_OPEN), st.just(-1), st.integers(0, 1_000_000))
 WALL0 = 1_800_000_000 * 10**9
 
 
@@ -153,9 +155,16 @@ def test_compiled_pipeline_decides_exactly_like_the_python_path_and_the_referenc
                     b.apply_level_delta(side, price, delta)
                 ref_book.apply_level_delta(side, price, delta)
         live, inv = f["live"], f["inventory"]
+        # the event gate's rooms (1e-6 $): a place whose least size at its price goes past them is dropped
+        rooms = data.draw(st.tuples(ROOMS, ROOMS))
+        step = data.draw(st.sampled_from([1, 100]))
+        for p in (fast, slow):
+            p.set_rooms(*rooms)
+            p.core.block_step = step
         got = _outcome(lambda: fast.frame(mono, wall, inv, live))
         want = _outcome(lambda: (slow.on_book(mono, wall, live), slow.decide(inv, live))[1])
-        expect = _outcome(lambda: (ref.on_book(ref_book, mono, wall, live), ref.decide(inv, live, setup["alpha"]))[1])
+        expect = _outcome(lambda: (ref.on_book(ref_book, mono, wall, live),
+                                   ref.decide(inv, live, setup["alpha"], rooms, step))[1])
         assert got == want == expect, (f, got, want, expect)
         fi, si = fast.inputs, slow.inputs
         assert (fi.best_bid, fi.best_ask, fi.mid, fi.microprice, fi.sigma, fi.tau_s, fi.ofi_skew) == \
@@ -247,6 +256,9 @@ def test_orders_held_in_the_pipeline_decide_like_the_live_order_list(data: Any) 
                 held.core.own_set(coid, side, p, rem, created, acked)
                 mirror[coid] = ("o" if acked else None, "bid" if side == 0 else "ask", p, rem, created, coid)
         live = [LiveOrder(m[0], m[1], m[2], m[3], mono - m[4], m[5], True) for m in mirror.values()]
+        rooms = data.draw(st.tuples(ROOMS, ROOMS))
+        held.core.set_rooms(*rooms)
+        listed.core.set_rooms(*rooms)
         got = _outcome(lambda: held.core.frame_own(mono, wall, f["inventory"], 0.0))
         want = _outcome(lambda: listed.core.frame(mono, wall, f["inventory"], live, 0.0))
         assert got == want, (got, want, live)
@@ -273,3 +285,24 @@ def test_both_readers_of_live_orders_refuse_a_bad_one_naming_it(bad: Any, error:
     assert words in str(e.value) and str(e.value).startswith("own_sync: live[0]")
     with pytest.raises(ValueError, match="age_ns -5 must be >= 0"):   # the differ's read checks ages too
         core.pull([LiveOrder("o1", "bid", 4100, 500, -5, "c1", True)])
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_places_past_the_event_room_are_dropped_and_amends_and_cancels_kept(compiled: bool) -> None:
+    setup = {"structure": "linear_cent", "strategy": "inside", "params": StrategyParams(quote_size=500),
+             "close": None, "fee": 0, "alpha": 0.0}
+    book = OrderBook()
+    book.apply_snapshot([["0.4000", "10.00"]], [["0.5000", "10.00"]])   # 0.40 / 0.50: we quote 0.41 / 0.49
+    pipe = _build(setup, book, compiled=compiled)
+    pipe.set_rooms(100 * 4100 - 1, ROOM_OPEN)       # one contract bought at 0.41 lowers it by 410 000
+    assert [a.astuple() for a in pipe.frame(1, WALL0, 0, [])] == [(0, 1, None, 4900, 500)]
+    pipe.set_rooms(100 * 4100, 100 * 5100 - 1)      # the bid fits with one contract; the ask (0.51 of NO) not
+    assert [a.astuple() for a in pipe.frame(2, WALL0, 0, [])] == [(0, 0, None, 4100, 500)]
+    pipe.set_rooms(-1, -1)
+    assert pipe.frame(3, WALL0, 0, []) == ()
+    # an order resting on a refused side is still amended (the gate decides; it takes its own order out)
+    live = [LiveOrder("o1", "bid", 3800, 500, 0, "c1", True)]
+    assert [a.astuple() for a in pipe.frame(4, WALL0, 0, live)] == [(1, 0, "c1", 4100, 500)]
+    pipe.set_rooms(ROOM_OPEN, ROOM_OPEN)            # back to ok: both sides within one decision
+    assert [a.astuple() for a in pipe.frame(5, WALL0, 0, [])] == [(0, 0, None, 4100, 500), (0, 1, None, 4900, 500)]
+    assert (pipe.core.places_blocked if compiled else pipe.places_blocked) == 5

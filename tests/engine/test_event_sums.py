@@ -19,13 +19,15 @@ from hypothesis import strategies as st
 from kmm._core.fees import trade_fee
 from kmm.engine.clock import ManualClock
 from kmm.engine.eventwire import LiveResting
-from kmm.engine.events import EventLimits, EventRiskGate, EventSpec
+from kmm.engine.events import ROOM_OPEN, EventLimits, EventRiskGate, EventSpec
 from kmm.engine.orders import OrderManager
 from kmm.engine.portfolio import Portfolio
 from kmm.kalshi.types import Fill, MarketPosition, OrderAck, UserOrder
 from tests.reference import events as ref
 
 _tid = itertools.count()
+_PLACE_ROOMS = EventRiskGate.place_rooms
+ROOM_DROPS = [0, 0]          # places dropped for the event room, steps checked (test_kept_sums_on_long_seeded_streams)
 prices = st.integers(1, 99).map(lambda c: c * 100)
 sides = st.sampled_from(["bid", "ask"])
 KINDS = ["create", "create", "create", "ack", "ack", "amend", "decrease", "cancel", "cancel_ack", "amend_ack",
@@ -80,6 +82,34 @@ def _compare(fast: EventRiskGate, slow: EventRiskGate, t: str, side: str, price:
         _compare_fits_whole(fast, slow, t, side, price, count, old)
 
 
+#: prices a place dropped for the event room is tried at against the former full check (1e-4 $)
+ROOM_PRICES = (1, 2500, 7500, 9999)
+ROOM_SIZES = {1: (1, 100), 100: (100,)}
+
+
+def _check_place_rooms(fast: EventRiskGate, slow: EventRiskGate, markets: tuple[str, ...], price: int,
+                       count: int) -> int:
+    """A place ``place_rooms`` leaves no room for (the pipelines drop it: its least size ``step`` at its
+    price lowers the event's P&L past the side's room) is one the former full check refuses, at every
+    size from ``step`` on that is tried: the rooms never stop a place the gate would let through.
+    Returns how many (market, side, price, step) were dropped, for the caller's count."""
+    counted = dict(slow.denials)
+    dropped = 0
+    for m in markets:
+        rooms = fast.place_rooms(m)               # as the engine reads them (EventWiring.rooms)
+        for step in (1, 100):
+            for k, sd in enumerate(("bid", "ask")):
+                for p in (*ROOM_PRICES, price):
+                    if step * (p if k == 0 else 10_000 - p) <= rooms[k]:
+                        continue
+                    dropped += 1
+                    for n in (*ROOM_SIZES[step], count):
+                        assert not ref.check_place(slow, m, sd, p, n), (m, sd, p, n, step, rooms)
+    slow.denials.clear()
+    slow.denials.update(counted)              # these checks are not the stream's own
+    return dropped
+
+
 def _compare_fits_whole(fast: EventRiskGate, slow: EventRiskGate, t: str, side: str, price: int,
                         count: int, old: tuple[int, int] | None) -> None:
     """The order path's one-call question (``fits_whole``) gives the verdicts' answer (``fast`` and
@@ -108,6 +138,7 @@ def test_kept_sums_give_the_former_verdicts_after_every_step(sc):
 def test_kept_sums_on_long_seeded_streams():
     """Longer streams than hypothesis makes by default, over every kind of event, 1 to 6 markets."""
     import random
+    ROOM_DROPS[:] = [0, 0]
     for seed in range(140):
         rng = random.Random(seed)
         n = rng.randint(1, 6) if seed < 120 else rng.randint(1, 3)
@@ -122,6 +153,8 @@ def test_kept_sums_on_long_seeded_streams():
             steps=[(rng.choice(KINDS), rng.randint(0, 40), rng.choice(["bid", "ask"]), rng.randint(1, 99) * 100,
                     rng.randint(1, 30) * 100, rng.randint(0, 3))
                    for _ in range(rng.randint(20, 80) if seed < 120 else 400)]))
+    # the room check above is not idle: over these streams many places are dropped (and each refused)
+    assert ROOM_DROPS[0] > ROOM_DROPS[1] or EventRiskGate.place_rooms is not _PLACE_ROOMS, ROOM_DROPS
 
 
 def test_kept_sums_with_the_heaps_rebuilt_at_every_update(monkeypatch):
@@ -130,6 +163,7 @@ def test_kept_sums_with_the_heaps_rebuilt_at_every_update(monkeypatch):
     from kmm.engine.eventsums import EventSums
     monkeypatch.setattr(EventSums, "COMPACT_FACTOR", 1)
     monkeypatch.setattr(EventSums, "COMPACT_SLACK", 0)
+    monkeypatch.setattr(EventRiskGate, "place_rooms", lambda self, t, step=100: (ROOM_OPEN, ROOM_OPEN))  # checked above
     test_kept_sums_on_long_seeded_streams()
 
 
@@ -199,6 +233,8 @@ def _run(sc: dict) -> None:
                      sc["weight"])
         assert fast.status("KXS") == slow.status("KXS")
         assert fast.kill_signal() == slow.kill_signal()
+        ROOM_DROPS[0] += _check_place_rooms(fast, slow, markets, price, count)
+        ROOM_DROPS[1] += 1
         if fb.sums is not None and fb.sums.refresh():
             assert fb.sums.worst_now() // 100 == sb.worst().pnl
             assert fb.sums.worst_resting() // 100 == sb.worst(with_resting=True).pnl

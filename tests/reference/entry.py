@@ -256,7 +256,9 @@ class RefFrameEntry:
             return FAST_NOTHING
         pipe.dirty = False
         alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)
-        # the decision on the held orders, its signals fed by each delta: Pipeline.decide on them
+        # the decision on the held orders, its signals fed by each delta: Pipeline.decide on them, less
+        # the places of the sides the event gate refuses whatever their price and size
+        core.set_rooms(*self.engine.event_risk.rooms(ticker, pipe.info.fractional))
         actions = core.decide(self.inventory(ticker), core.own_orders(now), alpha)
         return self._acted(slot, actions, trigger_ns or now, book, update)
 
@@ -273,6 +275,8 @@ class RefFrameEntry:
             engine._marks(slot.ticker, core)
         if core.own_count:
             engine.blocked.pop(slot.ticker, None)
+        elif core.last_dropped:
+            engine._event_room(pipe)
         self.nothing += 1
         return FAST_NOTHING
 
@@ -300,6 +304,7 @@ class RefFrameEntry:
             return FAST_NOTHING
         pipe.dirty = False
         alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)
+        core.set_rooms(*self.engine.event_risk.rooms(ticker, pipe.info.fractional))
         actions = core.frame_own(now, wall, self.inventory(ticker), alpha)
         return self._acted(slot, actions, recv_ns or now, True, False)
 

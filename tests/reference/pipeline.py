@@ -157,7 +157,13 @@ class RefPipeline:
         self.kappa_est.observe(price, self.mid)
         self.kappa = self.kappa_est.kappa
 
-    def decide(self, inventory: int, live: list[Any], alpha: float = 0.0) -> list[tuple[Any, ...]]:
+    def decide(self, inventory: int, live: list[Any], alpha: float = 0.0, rooms: tuple[int, int] | None = None,
+               step: int = 100) -> list[tuple[Any, ...]]:
+        """The actions. ``rooms``: how far a place may lower its event's P&L on each side (1e-6 $,
+        EventRiskGate.place_rooms); a place whose least size (``step``, or 1 for a size that is no whole
+        number of contracts) at its price goes past it (a bid
+        lowers it by ``step * price``, an ask by ``step * (1$ - price)``) is left out, every other
+        action stays."""
         cfg = self.cfg
         bb, ba = self.best
         if cfg.strategy == "stoikov":
@@ -185,4 +191,9 @@ class RefPipeline:
                     t = (bid if bs else 0, bs, ask if asz else 0, asz)
         self.target = t
         view = [(o[5], 0 if o[1] == "bid" else 1, o[2], o[3], o[4]) for o in live]
-        return ref_diff.diff(((t[0], t[1]), (t[2], t[3])), view, cfg.price_tol, cfg.size_tol, cfg.max_age_ns)
+        acts = ref_diff.diff(((t[0], t[1]), (t[2], t[3])), view, cfg.price_tol, cfg.size_tol, cfg.max_age_ns)
+        if rooms is None:
+            return acts
+        return [a for a in acts
+                if not (a[0] == ref_diff.PLACE and (step if a[4] % 100 == 0 else 1)
+                        * (a[3] if a[1] == 0 else 10_000 - a[3]) > rooms[a[1]])]

@@ -108,6 +108,7 @@ cdef class FrameEntry:
     # the engine's containers that are never rebound, held here (no attribute walk per frame)
     cdef object gate                    # session.gate (its freshness and backoff are read per frame)
     cdef dict weights                   # engine.event_risk._weight: ticker -> event inventory weight
+    cdef object rooms                   # engine.event_risk.rooms: the event gate's room per side
     cdef dict positions                 # session.pf._markets: ticker -> the portfolio's market record
     cdef dict blocked                   # engine.blocked
     cdef object capture                 # a kmm.record.capture.CaptureWriter the raw hook writes to, or None
@@ -153,6 +154,7 @@ cdef class FrameEntry:
         self.slots = {}
         self.gate = session.gate
         self.weights = engine.event_risk._weight
+        self.rooms = engine.event_risk.rooms
         self.positions = session.pf._markets
         self.blocked = engine.blocked
 
@@ -207,6 +209,14 @@ cdef class FrameEntry:
             m = PyDict_GetItem(self.positions, ticker)
             return 0 if m == NULL else (<object>m).position
         return self.engine.event_risk.quote_inventory(ticker)
+
+    cdef int _set_rooms(self, Pipeline core, object ticker, bint slot_fractional) except -1:
+        # EventWiring.rooms -> Pipeline.set_rooms: the places the event gate refuses are not decided
+        cdef tuple r = self.rooms(ticker, slot_fractional)
+        core.bid_room = r[0]
+        core.ask_room = r[1]
+        core.block_step = r[2]
+        return 0
 
     cdef inline int64_t _mono(self) except? -1:
         if self.sys_clock:
@@ -488,6 +498,7 @@ cdef class FrameEntry:
         alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)
         # Pipeline.frame_own less its signals (fed by each delta as it was applied)
         core.inventory = <qty_t>self._inventory(ticker)
+        self._set_rooms(core, ticker, pipe.info.fractional)
         core.alpha_skew = alpha
         core._target()
         core.decisions += 1
@@ -512,6 +523,8 @@ cdef class FrameEntry:
             engine._marks(slot.ticker, core)
         if core._nown and PyDict_Contains(self.blocked, slot.ticker):
             PyDict_DelItem(self.blocked, slot.ticker)
+        elif not core._nown and core.last_dropped:
+            engine._event_room(pipe)          # the event gate has no room for its places: not quoting
         self.nothing += 1
         return FAST_NOTHING
 
@@ -552,5 +565,6 @@ cdef class FrameEntry:
             return FAST_NOTHING
         pipe.dirty = False
         alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)
+        self._set_rooms(core, ticker, pipe.info.fractional)
         actions = core._frame_own(now, wall, <qty_t>self._inventory(ticker), alpha)
         return self._acted(slot, actions, recv_ns or now, True, False)

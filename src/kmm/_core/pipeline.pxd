@@ -119,6 +119,15 @@ cdef class Pipeline:
     cdef int64_t _q_epoch                # the risk gate's ALLOW held for this epoch (-1: none held)
     cdef ns_t _q_until_wall              # ... and until this wall clock ns (the close gate)
     cdef bint _marked                    # the top of book (ex-own) last handed to the marks
+    # the event gate's rooms (kmm.engine.events.EventRiskGate.place_rooms, 1e-6 $), set by the engine
+    # before each decision: a place whose least size (block_step, 1e-2 contracts) at its price would
+    # lower the event's P&L past its side's room is refused by the gate whatever its size; the diff
+    # drops it (2**62: no bound)
+    cdef public int64_t bid_room
+    cdef public int64_t ask_room
+    cdef public int64_t block_step
+    cdef public int64_t last_dropped        # places the last decision dropped for the rooms
+    cdef readonly uint64_t places_blocked   # places dropped for side_block so far
     cdef px_t _marked_bid
     cdef px_t _marked_ask
 
@@ -144,3 +153,5 @@ cdef class Pipeline:
     cdef px_t _live_price(self, object live, object coid)
     cdef int _check(self, int side, px_t price, qty_t count, qty_t position, qty_t resting,
                     int64_t open_orders, bint place) noexcept
+    cdef Py_ssize_t _keep(self, Py_ssize_t m) noexcept
+    cdef bint _refused(self, int side, px_t price, qty_t size) noexcept

@@ -19,6 +19,7 @@ CHECK_NAMES: tuple[str, ...]  # pre-check outcome -> the risk gate's reason ("ok
 STOIKOV: int    # 0: kmm._core.quote on microprice or mid
 INSIDE: int     # 1: one tick inside the best prices
 EXTERNAL: int   # 2: the target comes from Python (set_target), signals and diff stay compiled
+ROOM_OPEN: int  # 2**62: bid_room / ask_room with no bound (nothing dropped)
 
 @final
 class Pipeline:
@@ -144,6 +145,16 @@ class Pipeline:
     def own_sync(self, live: Sequence[Any], now_ns: int) -> None:
         """Replace the held orders by OrderManager.live_orders(ticker, now_ns=now_ns); clears own_dirty."""
     own_dirty: bool
+    # the event gate's rooms (EventRiskGate.place_rooms, 1e-6 $), set before each decision
+    bid_room: int
+    ask_room: int
+    block_step: int        # least size the order path tries for a size in whole contracts
+    last_dropped: int      # places the last decision dropped for the rooms
+    @property
+    def places_blocked(self) -> int: ...
+    def set_rooms(self, bid_room: int, ask_room: int, block_step: int = 100) -> None:
+        """Places whose least size at their price would lower the event's P&L past a side's room are dropped."""
+    def refused(self, side: int, price: int, size: int) -> bool: ...
     in_flight: int
     hold_until_ns: int
     def verdict(self, now_ns: int) -> int:

@@ -37,6 +37,8 @@ EXTERNAL = STRAT_EXTERNAL
 cdef double NS_PER_S_F = 1e9
 cdef int64_t EXACT_INT = 9007199254740992    # 2**53: ints below it convert to double exactly
 cdef Py_ssize_t MAX_OWN_SCAN = 64            # own price levels looked past per side (then Python does it)
+cdef int64_t ROOM_OPEN_C = 4611686018427387904   # 2**62: Pipeline.bid_room / ask_room, no bound known
+ROOM_OPEN = ROOM_OPEN_C
 
 cdef str S_BID = "bid"
 cdef str S_ASK = "ask"
@@ -331,7 +333,7 @@ cdef class Pipeline:
 
     cdef object _diff_own(self, px_t bid_px, qty_t bid_size, px_t ask_px, qty_t ask_size, ns_t now_ns):
         cdef Differ df = self.differ
-        cdef Py_ssize_t n = self._nown, m, j, i
+        cdef Py_ssize_t n = self._nown, m, j, i, k
         cdef act_t* a
         cdef Action act
         cdef tuple out
@@ -351,10 +353,17 @@ cdef class Pipeline:
             df._age[i] = age
         m = df._decide(bid_px, bid_size, ask_px, ask_size, n)
         if m == 0:
+            self.last_dropped = 0
             return ()
-        out = PyTuple_New(m)
+        k = self._keep(m)
+        if k == 0:
+            return ()
+        out = PyTuple_New(k)
+        i = 0
         for j in range(m):
             a = &df._acts[j]
+            if a.kind == ACT_PLACE and self._refused(a.side, a.price, a.size):
+                continue
             act = Action.__new__(Action)
             act.kind = a.kind
             act.side = a.side
@@ -362,7 +371,8 @@ cdef class Pipeline:
             act.price = a.price
             act.size = a.size
             Py_INCREF(act)
-            PyTuple_SET_ITEM(out, j, act)
+            PyTuple_SET_ITEM(out, i, act)
+            i += 1
         return out
 
     def frame_own(self, ns_t now_ns, ns_t wall_ns, qty_t inventory, double alpha_skew=0.0):
@@ -421,6 +431,8 @@ cdef class Pipeline:
         self.book = book
         self._q = Quotes.__new__(Quotes)
         self._reserve_own(8)
+        self.bid_room = self.ask_room = ROOM_OPEN_C
+        self.block_step = 100
 
     cdef int _reserve_own(self, Py_ssize_t n) except -1:
         cdef void* p
@@ -782,7 +794,7 @@ cdef class Pipeline:
 
     cdef object _diff(self, px_t bid_px, qty_t bid_size, px_t ask_px, qty_t ask_size, object live):
         cdef Differ df = self.differ
-        cdef Py_ssize_t n, m, j
+        cdef Py_ssize_t n, m, j, i, k
         cdef act_t* a
         cdef Action act
         cdef tuple out
@@ -798,10 +810,17 @@ cdef class Pipeline:
         n = self._read_live(live)
         m = df._decide(bid_px, bid_size, ask_px, ask_size, n)
         if m == 0:
+            self.last_dropped = 0
             return ()
-        out = PyTuple_New(m)
+        k = self._keep(m)
+        if k == 0:
+            return ()
+        out = PyTuple_New(k)
+        i = 0
         for j in range(m):
             a = &df._acts[j]
+            if a.kind == ACT_PLACE and self._refused(a.side, a.price, a.size):
+                continue
             act = Action.__new__(Action)
             act.kind = a.kind
             act.side = a.side
@@ -809,8 +828,49 @@ cdef class Pipeline:
             act.price = a.price
             act.size = a.size
             Py_INCREF(act)
-            PyTuple_SET_ITEM(out, j, act)
+            PyTuple_SET_ITEM(out, i, act)
+            i += 1
         return out
+
+    cdef bint _refused(self, int side, px_t price, qty_t size) noexcept:
+        # a place the event gate refuses whatever its size: its least size (block_step, or 1 for a size
+        # that is no whole number of contracts: the order path's search step) already lowers the
+        # event's P&L past the side's room (kmm.engine.events.EventRiskGate.place_rooms)
+        cdef int64_t step = self.block_step if size % 100 == 0 else 1
+        if side == 0:
+            return step * <int64_t>price > self.bid_room
+        return step * <int64_t>(10000 - price) > self.ask_room
+
+    cdef Py_ssize_t _keep(self, Py_ssize_t m) noexcept:
+        # the differ's actions kept: all but the places the event gate refuses whatever their size
+        # (bid_room / ask_room, set by the engine before each decision); those are counted
+        cdef Py_ssize_t j, k = m
+        cdef act_t* a
+        self.last_dropped = 0
+        if self.bid_room >= ROOM_OPEN_C and self.ask_room >= ROOM_OPEN_C:
+            return m
+        for j in range(m):
+            a = &self.differ._acts[j]
+            if a.kind == ACT_PLACE and self._refused(a.side, a.price, a.size):
+                k -= 1
+        self.places_blocked += m - k
+        self.last_dropped = m - k
+        return k
+
+    def set_rooms(self, int64_t bid_room, int64_t ask_room, int64_t block_step=100):
+        """The event gate's rooms for this decision (``EventRiskGate.place_rooms``, 1e-6 $) and the least
+        size the order path tries (``block_step``: 100, or 1 on a fractional market in market-level
+        reduce-only, where the market gate may cut a place to part of a contract): a bid place at
+        ``p`` is dropped when ``step * p > bid_room``, an ask when ``step * (1$ - p) > ask_room``, with
+        ``step`` = ``block_step`` for a size in whole contracts, else 1. ``ROOM_OPEN`` (2**62) on both:
+        nothing dropped."""
+        self.bid_room = bid_room
+        self.ask_room = ask_room
+        self.block_step = block_step
+
+    def refused(self, int side, px_t price, qty_t size):
+        """True when a place of ``size`` at ``price`` on ``side`` (0 bid, 1 ask) is dropped under the rooms held."""
+        return self._refused(side, price, size)
 
     def decide(self, qty_t inventory, live, double alpha_skew=0.0):
         """The actions that move ``live`` (LiveOrder tuples) to the strategy's target."""

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 ONE_DOLLAR = 10_000          # 1e-4 $
 E6_PER_E4 = 100              # count (1e-2) x price (1e-4 $) is 1e-6 $
+#: EventRiskGate.place_rooms: no bound known on a side (fits the compiled pipeline's int64)
+ROOM_OPEN = 2**62
+ROOMS_OPEN = (ROOM_OPEN, ROOM_OPEN)
 NONE = ""                    # the outcome "no market of the event settles YES"
 RESULTS = ("yes", "no")
 
@@ -699,6 +702,89 @@ class EventRiskGate:
         if s is None or not s.refresh():
             return False
         return s.passes_whole(self, ticker, side == "bid", price, count, old)
+
+    def place_rooms(self, ticker: str, step: int = 1) -> tuple[int, int]:
+        """How far a new post-only place on each side of ``ticker`` may lower the event's P&L and still
+        pass the event checks now: ``(bid_room, ask_room)`` in 1e-6 $. A bid of ``step`` (the least
+        size the order path tries: 100, or 1 on a fractional market) at price ``p`` lowers it by at
+        least ``step * p``, an ask by ``step * (1$ - p)`` (the fee only adds), so the gate refuses every
+        size of a bid with ``step * p > bid_room`` (likewise the ask); -1: the side is refused whatever
+        the price; :data:`ROOM_OPEN`: nothing known to be refused (a market in no event, a settled
+        market, a decided event, a gate without kept sums).
+
+        Read from the kept sums after :meth:`EventSums.refresh`, so it is as fresh as the next check.
+        Each bound is one of :meth:`_check`'s own rules holding for every size from ``step`` on; the
+        gate stays the authority (the planner still checks every place it is asked for). With ``e``
+        the event inventory, ``d_k = py_k - pn_k`` (market k's position, 1e-6 $), ``M`` the least
+        ``d_j`` over the outcomes where k settles NO (0 for "none"; 0 for independent markets), and
+        ``low_yes`` / ``low_no`` the lowest P&L with what rests over the outcomes where k settles YES /
+        NO (``floor`` = -max_event_loss):
+
+        * every regime, the loss limit: a bid lowers every outcome where k settles NO: room
+          ``low_no - floor``; an ask lowers "k YES": ``low_yes - floor``;
+        * reduce-only on loss: (b) a bid passes only if ``M - d_k >= size x $1`` (it must raise the
+          worst outcome and not pass the others): refused whatever the price when
+          ``M - d_k < step x $1``, an ask when ``d_k - M < step x $1``; (a) with what rests the worst
+          case may not fall: room ``low_no - low_yes`` for a bid, ``low_yes - low_no`` for an ask;
+        * reduce-only on exposure: the side that does not lower |e| is refused (bid when ``e >= 0``,
+          ask when ``e <= 0``);
+        * otherwise the exposure limit: ``e +- (same side resting + step)`` past
+          ``max_event_exposure`` and further from 0 than ``e`` refuses the side (more only goes further).
+
+        Orders added within one decision only lower the P&L with what rests and raise the resting
+        size, so a place refused at the start of a decision stays refused through it. The pipelines
+        drop the places outside the rooms (``Pipeline.bid_room`` / ``ask_room``); amends and cancels
+        still go to the gate (an amend takes its own order out first)."""
+        book = self._by_market.get(ticker)
+        if book is None:
+            return ROOMS_OPEN
+        s = book.sums
+        if s is None or not s.refresh() or book.results.get(ticker) is not None:
+            return ROOMS_OPEN
+        k = s.idx[ticker]
+        lim = self.limits
+        name = book.ticker
+        max_loss = lim.loss_for(name)
+        limit_e = lim.exposure_for(name)
+        floor = -max_loss * E6_PER_E4
+        py, pn, ry, rn = s.py[k], s.pn[k], s.ry[k], s.rn[k]
+        low_no: int | None
+        m: int | None
+        now = s.worst_now()
+        if s.me:
+            ej = s._least(s.hp, k)
+            m = None if ej is None else ej[0]         # least d_j over the other open markets
+            if s.none_incl and (m is None or m > 0):
+                m = 0
+            er = s._least(s.hr, k)
+            low_no = None if er is None else s.sum_rn + er[0]
+            if s.none_incl and (low_no is None or low_no > s.sum_rn):
+                low_no = s.sum_rn
+            low_yes = s.sum_rn - rn + ry
+        else:
+            m = 0
+            others = s.sum_cr - (ry if ry < rn else rn)
+            low_yes, low_no = others + ry, others + rn
+        bid = ROOM_OPEN if low_no is None else low_no - floor
+        ask = low_yes - floor
+        if m is not None and low_no is not None and -now >= lim.reduce_only_at * max_loss * E6_PER_E4:
+            d_k = py - pn
+            bid = -1 if m - d_k < step * ONE_DOLLAR else min(bid, low_no - low_yes)
+            ask = -1 if d_k - m < step * ONE_DOLLAR else min(ask, low_yes - low_no)
+        e = s.e_open
+        if abs(e) >= lim.reduce_only_at * limit_e:
+            if e >= 0:
+                bid = -1
+            if e <= 0:
+                ask = -1
+        else:
+            x = e + s.bids_open + step
+            if abs(x) > limit_e and abs(x) > abs(e):
+                bid = -1
+            x = e - s.asks_open - step
+            if abs(x) > limit_e and abs(x) > abs(e):
+                ask = -1
+        return (bid if bid >= 0 else -1), (ask if ask >= 0 else -1)
 
     # ------------------------------------------------------------------ internals
     def _proposal(self, book: EventBook, ticker: str, side: str, price: int, post_only: bool) -> _Proposal:

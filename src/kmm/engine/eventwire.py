@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
-from kmm.engine.events import EventRiskGate, EventRow, EventSpec, EventStatus, amend_entries, payout
+from kmm.engine.events import ROOMS_OPEN, EventRiskGate, EventRow, EventSpec, EventStatus, amend_entries, payout
 from kmm.engine.orders import TERMINAL
 from kmm.engine.risk import Decision
 from kmm.engine.view import EventView
@@ -28,6 +28,8 @@ from kmm.engine.view import EventView
 PULL = (EventStatus.REDUCE_ONLY, EventStatus.OVER_LIMIT, EventStatus.KILL)
 
 log = logging.getLogger("kmm.events")
+
+ROOMS_OPEN_STEP = (*ROOMS_OPEN, 100)
 
 
 class LiveResting:
@@ -81,6 +83,9 @@ class EventWiring:
         self._weight: dict[str, float] = {}
         self._status: dict[str, EventStatus] = {}    # last status seen per event (for pulls)
         self.pulls: list[tuple[str, str]] = []       # (event, status) of every event-level pull
+        #: the market gate's reduce-only reason (RiskGate.reduce_only_reason; the engine sets it): a
+        #: fractional market in reduce-only may have a place cut to part of a contract (see rooms)
+        self.reduce_only_of: Callable[[str], str] | None = None
 
     # ------------------------------------------------------------------ start
     async def learn(self, rest: Any, raws: Mapping[str, Mapping[str, Any]], infos: Mapping[str, Any]) -> None:
@@ -161,6 +166,20 @@ class EventWiring:
             return None
         d = gate.check_amend(ticker, side, price, size, old_price, old_remaining)
         return None if d else d
+
+    def rooms(self, ticker: str, fractional: bool = False) -> tuple[int, int, int]:
+        """``(bid_room, ask_room, block_step)`` for ``Pipeline.set_rooms``, read fresh before each
+        decision: how far a place on each side of ``ticker`` may lower its event's P&L and pass now
+        (1e-6 $; :meth:`EventRiskGate.place_rooms`) and the least size the order path tries for a size
+        in whole contracts: 100, or 1 on a ``fractional`` market the market gate holds in reduce-only
+        (:attr:`reduce_only_of`), where it may cut a place to part of a contract. A market of an event
+        at its limit stops asking for places that cannot pass, and asks again in the first decision
+        after they can."""
+        if not self.gate.events:
+            return ROOMS_OPEN_STEP
+        bid, ask = self.gate.place_rooms(ticker)
+        ro = self.reduce_only_of
+        return bid, ask, 1 if fractional and (ro is None or ro(ticker)) else 100
 
     def kill_signal(self) -> str | None:
         return self.gate.kill_signal() if self.gate.events else None

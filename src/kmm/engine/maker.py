@@ -292,6 +292,7 @@ class Engine(FeedHandler):
         self.event_risk = EventWiring(cfg, self.session.pf, self.session.om)   # events learnt at start
         # decision -> requests: gate, reduce-only sizing, event limits (shared with kmm backtest)
         self.planner = QuotePlanner(self.session.gate, self.session.om, self.session.pf, self.event_risk)
+        self.event_risk.reduce_only_of = self.session.gate.reduce_only_reason   # rooms' least size
         self._quote_done = self._quote_answered      # bound once: the completion every quote create takes
         self._amend_done = self._amend_answered      # and every amend
         self.spnl: SessionPnl | None = None   # this session's P&L, from the account as loaded at start
@@ -615,6 +616,7 @@ class Engine(FeedHandler):
         if self._may_decide(pipe, live, now):
             # one crossing: signals and the decision in a single pipeline call; the decision is
             # stamped before the marks, which value the portfolio and do not feed it
+            pipe.core.set_rooms(*self.event_risk.rooms(ticker, pipe.info.fractional))
             actions = pipe.frame(now, clock.time_ns(), self.event_risk.quote_inventory(ticker), live)
             self._act(pipe, actions, live, recv_ns or now, self.decide_ns, marks=True)
             return
@@ -658,6 +660,7 @@ class Engine(FeedHandler):
                     else:
                         pipe.dirty = False
                         alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(ticker)  # noqa: SLF001
+                        core.set_rooms(*self.event_risk.rooms(ticker, pipe.info.fractional))
                         actions = core.frame_own(now, wall, self.event_risk.quote_inventory(ticker), alpha)
                         self._act(pipe, actions, core.own_count, recv_ns or now, self.decide_ns, marks=True)
                         return
@@ -822,6 +825,13 @@ class Engine(FeedHandler):
             log.warning("%s: wants to quote but cannot: %s%s", pipe.ticker, reason, f" ({detail})" if detail else "")
             self._event("blocked", pipe.ticker, reason)
 
+    def _event_room(self, pipe: MarketPipeline) -> None:
+        """A decision left nothing to send because the event gate has no room for its places (the
+        pipeline dropped them, EventWiring.rooms) and the market has no order: say so as a refused
+        place would have (state, log once, view), not "quoting"."""
+        self._blocked(pipe, "event_room", "the event gate refuses every place the strategy wants "
+                      "(event at its limit)")
+
     def _requote(self, pipe: MarketPipeline, trigger_ns: int, live: list[LiveOrder] | None = None,
                  stamps: deque[int] | None = None) -> None:
         """Decide and act for one market. ``live`` is its live orders when the caller has them already;
@@ -829,6 +839,7 @@ class Engine(FeedHandler):
         if live is None:
             live = self.om.live_orders(pipe.ticker)
         if self._may_decide(pipe, live, self.clock.monotonic_ns()):
+            pipe.core.set_rooms(*self.event_risk.rooms(pipe.ticker, pipe.info.fractional))
             self._act(pipe, pipe.decide(self.event_risk.quote_inventory(pipe.ticker), live), live, trigger_ns,
                       stamps)
 
@@ -914,6 +925,8 @@ class Engine(FeedHandler):
                 self._mark_top(pipe)
             if live:
                 self.blocked.pop(ticker, None)
+            elif pipe.core.last_dropped:
+                self._event_room(pipe)
 
     def _pull(self, pipe: MarketPipeline, reason: str) -> None:
         """Cancel every live order of this market (orders still being created are cancelled on ack).

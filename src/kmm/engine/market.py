@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kmm import protocol
-from kmm._core.diff import Differ
+from kmm._core.diff import PLACE, Differ
 from kmm._core.fees import fee_rate_e6
 from kmm._core.grid import Grid
-from kmm._core.pipeline import EXTERNAL, INSIDE, STOIKOV, Pipeline
+from kmm._core.pipeline import EXTERNAL, INSIDE, ROOM_OPEN, STOIKOV, Pipeline
 from kmm.config import StrategyParams
 from kmm.engine.orders import LiveOrder
 from kmm.errors import KmmError
@@ -179,6 +179,7 @@ class MarketPipeline:
         self.state = "starting"
         self.fills = 0
         self._py_decisions = 0
+        self.places_blocked = 0       # the Python path's count (the compiled one: core.places_blocked)
 
     # the may-decide state lives in the compiled pipeline, which the frame path asks in C (verdict)
     @property
@@ -198,6 +199,14 @@ class MarketPipeline:
     @hold_until_ns.setter
     def hold_until_ns(self, ns: int) -> None:
         self.core.hold_until_ns = ns
+
+    def set_rooms(self, bid_room: int, ask_room: int, block_step: int = 100) -> None:
+        """The event gate's rooms for the next decision (:meth:`kmm.engine.eventwire.EventWiring.rooms`,
+        1e-6 $; the engine sets them before each decision): every decision path drops a place whose
+        least size (``block_step`` for a size in whole contracts, else 1: the order path's search
+        step) at its price would lower the event's P&L past its side's room, a place the event gate
+        refuses whatever its size. Held in the compiled pipeline, which the Python path reads too."""
+        self.core.set_rooms(bid_room, ask_room, block_step)
 
     @property
     def book(self) -> Any:
@@ -324,8 +333,20 @@ class MarketPipeline:
         for o in live:
             view.append((o.client_order_id, SIDE_CODE[o.side], o.price, o.remaining, o.age_ns))
         self._py_decisions += 1
-        return self.differ.diff(t.bid_price if t.bid_size else 0, t.bid_size,
+        acts = self.differ.diff(t.bid_price if t.bid_size else 0, t.bid_size,
                                 t.ask_price if t.ask_size else 0, t.ask_size, view)
+        core = self.core
+        core.last_dropped = 0
+        if acts and (core.bid_room < ROOM_OPEN or core.ask_room < ROOM_OPEN):
+            # the places the event gate refuses whatever their size (Pipeline._keep's rule)
+            step, rooms = core.block_step, (core.bid_room, core.ask_room)
+            kept = tuple(a for a in acts if not (a.kind == PLACE and (step if a.size % 100 == 0 else 1)
+                                                 * (a.price if a.side == 0 else 10_000 - a.price) > rooms[a.side]))
+            if len(kept) != len(acts):
+                self.places_blocked += len(acts) - len(kept)
+                core.last_dropped = len(acts) - len(kept)
+                return kept
+        return acts
 
     def frame(self, now_ns: int, wall_ns: int, inventory: int, live: list[LiveOrder]) -> tuple[Any, ...]:
         """One book frame: :meth:`on_book` then :meth:`decide` (one compiled call when compiled)."""
