@@ -97,6 +97,12 @@ def _check_place_rooms(fast: EventRiskGate, slow: EventRiskGate, markets: tuple[
     dropped = 0
     for m in markets:
         rooms = fast.place_rooms(m)               # as the engine reads them (EventWiring.rooms)
+        # the rooms kept between decisions (EventRiskGate._rooms) are the ones computed now
+        book = fast.event_of(m)
+        if EventRiskGate.place_rooms is _PLACE_ROOMS and book is not None and book.sums is not None \
+                and book.sums.refresh() and book.results.get(m) is None:     # (one test opens the rooms)
+            for st in (1, 100):
+                assert fast.place_rooms(m, st) == fast._place_rooms(book, book.sums, m, st, fast.limits), (m, st)
         for step in (1, 100):
             for k, sd in enumerate(("bid", "ask")):
                 for p in (*ROOM_PRICES, price):

@@ -480,6 +480,8 @@ class EventRiskGate:
         self.events: dict[str, EventBook] = {}
         self._by_market: dict[str, EventBook] = {}
         self.denials: dict[str, int] = {}
+        # place_rooms per (ticker, step): (the kept sums, their changes and rev, the limits, the rooms)
+        self._rooms: dict[tuple[str, int], tuple[Any, int, int, EventLimits, tuple[int, int]]] = {}
         # kept sums (kmm.engine.eventsums) when both views report what changed: the portfolio's and
         # the order manager's ``watchers``; otherwise every check gathers the event anew
         led_w = getattr(ledger, "watchers", None)
@@ -741,8 +743,19 @@ class EventRiskGate:
         s = book.sums
         if s is None or not s.refresh() or book.results.get(ticker) is not None:
             return ROOMS_OPEN
-        k = s.idx[ticker]
         lim = self.limits
+        # every decision asks; the rooms only move with the kept sums (fills, orders, results, a
+        # rebuild: EventSums.changes / rev) or the limits (a new EventLimits object)
+        kept = self._rooms.get((ticker, step))
+        if kept is not None and kept[0] is s and kept[1] == s.changes and kept[2] == s.rev and kept[3] is lim:
+            return kept[4]
+        rooms = self._place_rooms(book, s, ticker, step, lim)
+        self._rooms[(ticker, step)] = (s, s.changes, s.rev, lim, rooms)
+        return rooms
+
+    def _place_rooms(self, book: EventBook, s: Any, ticker: str, step: int, lim: EventLimits) -> tuple[int, int]:
+        """:meth:`place_rooms` computed from the refreshed sums ``s`` of ``book``."""
+        k = s.idx[ticker]
         name = book.ticker
         max_loss = lim.loss_for(name)
         limit_e = lim.exposure_for(name)

@@ -44,7 +44,7 @@ class EventSums:
 
     __slots__ = ("book", "idx", "dirty", "rev", "pos", "py", "pn", "ry", "rn", "bids", "asks", "ver",
                  "hp", "hr", "sum_pn", "sum_rn", "sum_cp", "sum_cr", "e_open", "bids_open", "asks_open",
-                 "n_alive", "decided", "me", "none_incl", "yes_set", "yes_list")
+                 "n_alive", "decided", "me", "none_incl", "yes_set", "yes_list", "changes")
 
     #: the heaps are rebuilt from the markets' numbers once they hold more than this many entries per
     #: market plus the slack (stale entries pile up between rebuilds); the tests set both low
@@ -57,6 +57,7 @@ class EventSums:
         self.rev = -1                        # the book's rev last built from; -1: build on first read
         self.dirty: set[str] = set()
         self.me = bool(book.spec.mutually_exclusive)
+        self.changes = 0                     # bumped whenever the numbers may have moved (readers' caches)
 
     # ------------------------------------------------------------------ upkeep
     def touch(self, ticker: str | None) -> None:
@@ -99,6 +100,7 @@ class EventSums:
         return not self.decided
 
     def _apply_dirty(self) -> None:
+        self.changes += 1
         book = self.book
         led = book.ledger
         resting = book.resting

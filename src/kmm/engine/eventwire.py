@@ -86,6 +86,10 @@ class EventWiring:
         #: the market gate's reduce-only reason (RiskGate.reduce_only_reason; the engine sets it): a
         #: fractional market in reduce-only may have a place cut to part of a contract (see rooms)
         self.reduce_only_of: Callable[[str], str] | None = None
+        # markets whose rooms are read before their decisions, with the decisions left: the markets of
+        # an event that refused or cut a place lately (rooms cost ~16 us a decision in situ, and only
+        # bind where the event is at its limit)
+        self._hot: dict[str, int] = {}
 
     # ------------------------------------------------------------------ start
     async def learn(self, rest: Any, raws: Mapping[str, Mapping[str, Any]], infos: Mapping[str, Any]) -> None:
@@ -150,6 +154,7 @@ class EventWiring:
         n = self.gate.max_count(ticker, side, price, size, size_step=step)
         if n == size:
             return size, None
+        self.heat(ticker)                   # the event binds: its markets read their rooms for a while
         if n <= 0:
             return 0, self.gate.check_place(ticker, side, price, size)
         self.resized += 1
@@ -167,14 +172,38 @@ class EventWiring:
         d = gate.check_amend(ticker, side, price, size, old_price, old_remaining)
         return None if d else d
 
+    #: decisions a market keeps reading its rooms after its event last refused or cut a place
+    HOT_DECISIONS = 256
+
+    def heat(self, ticker: str) -> None:
+        """``ticker``'s event refused or cut a place: each of its markets reads its rooms before its
+        next :attr:`HOT_DECISIONS` decisions (:meth:`rooms`)."""
+        book = self.gate.event_of(ticker)
+        for t in (book.markets if book is not None else (ticker,)):
+            self._hot[t] = self.HOT_DECISIONS
+
     def rooms(self, ticker: str, fractional: bool = False) -> tuple[int, int, int]:
-        """``(bid_room, ask_room, block_step)`` for ``Pipeline.set_rooms``, read fresh before each
-        decision: how far a place on each side of ``ticker`` may lower its event's P&L and pass now
-        (1e-6 $; :meth:`EventRiskGate.place_rooms`) and the least size the order path tries for a size
-        in whole contracts: 100, or 1 on a ``fractional`` market the market gate holds in reduce-only
-        (:attr:`reduce_only_of`), where it may cut a place to part of a contract. A market of an event
-        at its limit stops asking for places that cannot pass, and asks again in the first decision
-        after they can."""
+        """:meth:`rooms_now` for a market whose event refused or cut a place in its last
+        :attr:`HOT_DECISIONS` decisions (:meth:`heat`), else open: the rooms only bind where an event
+        is at its limit, and there the gate refuses a place first. So a market of an event at its limit
+        asks the gate once, then stops asking for places that cannot pass while it reads its rooms,
+        and asks once again when they lapse (one refused place per market per HOT_DECISIONS decisions
+        instead of one a decision); a market of an event far from its limit pays a dict read."""
+        left = self._hot.get(ticker)
+        if not left:
+            return ROOMS_OPEN_STEP
+        if left > 1:
+            self._hot[ticker] = left - 1
+        else:
+            del self._hot[ticker]
+        return self.rooms_now(ticker, fractional)
+
+    def rooms_now(self, ticker: str, fractional: bool = False) -> tuple[int, int, int]:
+        """``(bid_room, ask_room, block_step)`` for ``Pipeline.set_rooms``, read fresh: how far a place
+        on each side of ``ticker`` may lower its event's P&L and pass now (1e-6 $;
+        :meth:`EventRiskGate.place_rooms`) and the least size the order path tries for a size in whole
+        contracts: 100, or 1 on a ``fractional`` market the market gate holds in reduce-only
+        (:attr:`reduce_only_of`), where it may cut a place to part of a contract."""
         if not self.gate.events:
             return ROOMS_OPEN_STEP
         bid, ask = self.gate.place_rooms(ticker)
@@ -211,6 +240,8 @@ class EventWiring:
             if st is not prev and st in PULL:
                 out.append((book.ticker, st, book.markets))
                 self.pulls.append((book.ticker, st.value))
+                if book.markets:
+                    self.heat(book.markets[0])      # its places are refused now: read the rooms
         return out
 
     def status_of(self, event: str) -> str:
