@@ -310,6 +310,24 @@ def test_bids_across_every_outcome_stop_at_the_event_loss_limit():
     assert gate.denials == {"event_max_loss": 2}
 
 
+def test_kill_signal_for_one_market_checks_only_its_event():
+    """After a fill the maker asks for the filled market's event only (its housekeeping tick asks for
+    every event): the answer for a market of the event past its kill line is the event's reason, for a
+    market of another event (or of none) nothing, and asking for every event still finds it."""
+    other = EventSpec("KXOTH-26", True, ("KXOTH-26-X", "KXOTH-26-Y"))
+    gate, pf, rest = gate_setup(max_event_loss=10_0000, max_event_exposure=1_000_000, reduce_only_at=0.9)
+    gate.add_event(other)
+    fill(pf, A, "bid", 4000, 2500)           # lose $10 if A does not win: at the limit, not past it
+    assert gate.kill_signal(A) is None and gate.kill_signal() is None
+    fill(pf, "KXOTH-26-X", "bid", 5000, 100)  # a small position in the other event
+    fill(pf, A, "bid", 4000, 100)            # $10.40: past it
+    why = gate.kill_signal()
+    assert why is not None and "KXEV-26" in why
+    assert gate.kill_signal(A) == why and gate.kill_signal(C) == why   # any market of the event
+    assert gate.kill_signal("KXOTH-26-X") is None                        # the other event is fine
+    assert gate.kill_signal("KXNONE-26-Z") is None                       # a market in no event
+
+
 def test_amend_takes_the_old_order_out_when_its_price_is_given():
     gate, pf, rest = gate_setup(max_event_loss=5_0000, max_event_exposure=1_000_000)
     rest.add(A, "bid", 4000, 1000)           # -4 when A loses

@@ -591,11 +591,20 @@ class EventRiskGate:
             return EventStatus.REDUCE_ONLY
         return EventStatus.OK
 
-    def kill_signal(self) -> str | None:
+    def kill_signal(self, ticker: str | None = None) -> str | None:
         """The reason to trip the kill switch, when an event's positions alone lose more than
         ``kill_at`` x ``max_event_loss`` in some outcome; None otherwise. Call after fills. (The gate
-        lets the worst case with every resting order filling reach the limit exactly, not pass it.)"""
-        for name, book in self.events.items():
+        lets the worst case with every resting order filling reach the limit exactly, not pass it.)
+
+        ``ticker``: only that market's event is checked (after a fill there: no other event's
+        positions moved; the maker's housekeeping tick checks every event); None: every event."""
+        books: Iterable[tuple[str, EventBook]]
+        if ticker is not None:
+            one = self._by_market.get(ticker)
+            books = () if one is None else ((one.spec.event_ticker, one),)
+        else:
+            books = self.events.items()
+        for name, book in books:
             limit = self.limits.loss_for(name)
             s = self._sums(book)
             if s is not None and max(0, -_floor_e4(s.worst_now())) <= self.limits.kill_at * limit:

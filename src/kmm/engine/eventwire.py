@@ -210,8 +210,9 @@ class EventWiring:
         ro = self.reduce_only_of
         return bid, ask, 1 if fractional and (ro is None or ro(ticker)) else 100
 
-    def kill_signal(self) -> str | None:
-        return self.gate.kill_signal() if self.gate.events else None
+    def kill_signal(self, ticker: str | None = None) -> str | None:
+        """:meth:`EventRiskGate.kill_signal`: ``ticker``'s event only (after its fill), or every event."""
+        return self.gate.kill_signal(ticker) if self.gate.events else None
 
     def quote_inventory(self, ticker: str) -> int:
         """The inventory the strategy skews on: ``(1 - w) q + w E`` (``strategy.event_inventory_weight``)."""

@@ -714,7 +714,7 @@ class Engine(FeedHandler):
         if pipe is not None:
             pipe.fills += 1
             pipe.on_trade(fill.price)      # our own fills inform kappa too (when it is estimated)
-        self._after_pnl_change()
+        self._after_pnl_change(fill.ticker)
         self.event_guard(fill.ticker)
         if pipe is not None and pipe.ready:
             self._requote_update(pipe, fill.recv_ns or self.clock.monotonic_ns())
@@ -1262,9 +1262,12 @@ class Engine(FeedHandler):
                 self._kill_sweep_running = False
         self.session.spawn(sweep())
 
-    def _after_pnl_change(self) -> None:
+    def _after_pnl_change(self, ticker: str | None = None) -> None:
+        """The kill switch after P&L moved: an event's positions alone past ``max_event_loss``
+        (``ticker``'s event after its fill, else every event: the housekeeping tick checks them all),
+        the session's loss limit, and a re-arm after its cool-down."""
         was = self.gate.kill_state
-        why = self.event_risk.kill_signal()      # an event's positions alone past max_event_loss
+        why = self.event_risk.kill_signal(ticker)   # an event's positions alone past max_event_loss
         if why and was is KillState.ARMED:
             self.gate.trip(why)
         if self.gate.update_pnl() is KillState.TRIPPED or self.gate.kill_state is KillState.TRIPPED:
