@@ -75,6 +75,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "kmm-rec-apart": dict(role="kmm", compiled=True, recorder=True, switch=0.005, records_apart=True,
                           label="compiled pipeline, recorder on, its writer threads on the signer's CPU "
                                 "(run.records_cpus)"),
+    "kmm-py-listener": dict(role="kmm", compiled=True, recorder=True, switch=0.005,
+                            conn={"compiled_listener": False},
+                            label="compiled pipeline, recorder on, frames through the Python listener "
+                                  "(before session 11)"),
     "kmm-read-all": dict(role="kmm", compiled=True, recorder=True, switch=0.005, opts={"skip_unread": False},
                          label="compiled pipeline, recorder on, ticker and trade frames decoded (before session 9)"),
     "python": dict(role="baseline", compiled=False, recorder=True, switch=0.005,
@@ -192,7 +196,8 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
             # breaker (and then the kill switch) part-way through the run, after which frames ask the
             # tripped gate instead of deciding: the group stays, with a limit the run does not reach
             "risk.order_group_limit": "100000", "risk.max_loss": "100000", **v.get("cli", {}), **_env_set()})
-        conn = dataclasses.replace(conn, signer_nice=cfg.run.signer_nice)   # as kmm run sets it (app.py)
+        conn = dataclasses.replace(conn, signer_nice=cfg.run.signer_nice,   # as kmm run sets it (app.py)
+                                   **v.get("conn", {}))
         if v["recorder"]:
             recorder = Recorder.open(tmp / "out", log_level=cfg.run.log_level, console=False,
                                      capture=cfg.records.raw_capture, logging_enabled=cfg.records.ops_log,

@@ -776,16 +776,12 @@ def test_the_read_streams_above_coalesce_defer_and_check_the_oracle() -> None:
     assert s["mid_blocked"] >= 1, s
 
 
-class _Frame:
-    """What picows hands a listener: one frame of a socket read."""
+def _frame(payload: bytes, last: bool, msg_type: Any = None, fin: bool = True) -> Any:
+    """What picows hands a listener: one frame of a socket read (a real picows frame)."""
+    from picows import WSMsgType
 
-    def __init__(self, payload: bytes, last: bool, msg_type: Any = None, fin: bool = True) -> None:
-        from picows import WSMsgType
-        self.payload, self.last_in_buffer, self.fin = payload, last, fin
-        self.msg_type = WSMsgType.TEXT if msg_type is None else msg_type
-
-    def get_payload_as_bytes(self) -> bytes:
-        return self.payload
+    from kmm._core.listener import make_frame
+    return make_frame(WSMsgType.TEXT if msg_type is None else msg_type, payload, fin, last)
 
 
 def _ready_entry(strategy: str = "inside") -> tuple[Engine, ManualClock, KalshiWs, list[bytes]]:
@@ -797,34 +793,41 @@ def _ready_entry(strategy: str = "inside") -> tuple[Engine, ManualClock, KalshiW
     return e, clock, ws, deltas
 
 
-def test_the_listener_hands_reads_over_and_ends_reads_that_end_on_a_frame_it_does_not_feed() -> None:
+@pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
+def test_the_listener_hands_reads_over_and_ends_reads_that_end_on_a_frame_it_does_not_feed(compiled: bool) -> None:
+    """Both listeners (kmm.kalshi.ws._Listener, kmm._core.listener.FeedListener): a read's frames are
+    decided once when it ends, also on a ping (answered) or a pong, and a read whose last frame never
+    came is decided when the next one begins."""
     from picows import WSMsgType
+
+    from kmm._core.listener import FeedListener
     from kmm.kalshi.ws import _Listener
+    from tests.kalshi.test_ws_frames import PicowsTransport
     e, clock, ws, deltas = _ready_entry()
     entry = ws.entry
-    lis = _Listener(ws)
-
-    class _T:
-        def send_pong(self, payload: bytes) -> None:
-            pass
+    lis: Any = FeedListener(ws) if compiled else _Listener(ws)
+    pt = PicowsTransport()
+    tr = pt.transport
     n0 = len(e.log)                                              # type: ignore[attr-defined]
-    lis.on_ws_frame(_T(), _Frame(deltas[0], False))
-    lis.on_ws_frame(_T(), _Frame(deltas[1], False))
+    lis.on_ws_frame(tr, _frame(deltas[0], False))
+    lis.on_ws_frame(tr, _frame(deltas[1], False))
     assert entry.pending == [T] and entry.open and len(e.log) == n0       # type: ignore[attr-defined]
-    lis.on_ws_frame(_T(), _Frame(b"", True, WSMsgType.PING))   # the read ends on a ping: decided then
+    lis.on_ws_frame(tr, _frame(b"hi", True, WSMsgType.PING))  # the read ends on a ping: decided then
+    assert len(pt.sent) == 1 and ws.stats.pings == 1          # and the ping was answered (a pong)
     assert not entry.open and entry.pending == [] and entry.coalesced == 1
     decided = [x for x in e.log[n0:] if x[0] == "decide"]     # type: ignore[attr-defined]
     assert len(decided) == 1 and decided[0][1]
     assert entry.reads_by_deltas.get(2) == 1
     # a read whose last frame never came is ended (and decided) when the next read begins
     e.pipes[T].in_flight = 0
-    lis.on_ws_frame(_T(), _Frame(deltas[2], False))
+    lis.on_ws_frame(tr, _frame(deltas[2], False))
     assert entry.pending == [T]
     lis._read_open = False                                      # the transport lost the rest of the read
     n1 = len(e.log)                                              # type: ignore[attr-defined]
-    lis.on_ws_frame(_T(), _Frame(b"", True, WSMsgType.PONG))
+    lis.on_ws_frame(tr, _frame(b"", True, WSMsgType.PONG))
     assert entry.pending == [] and not entry.open
     assert [x for x in e.log[n1:] if x[0] == "decide"]          # type: ignore[attr-defined]
+    pt.close()
 
 
 def test_a_disconnect_mid_read_drops_the_pending_decisions_and_a_stale_book_is_not_decided() -> None:

@@ -304,24 +304,63 @@ def test_an_unreadable_fill_is_reported_so_the_engine_can_backfill(ws, rec):
     assert not rec.of("on_fill")
 
 
-class _Frame:
-    """A picows frame as the listener reads it (``last_in_buffer``: last frame of its socket read)."""
+class PicowsTransport:
+    """A real picows ``WSTransport`` over a recording stand-in for the socket transport (what it writes
+    goes to ``sent``): the compiled listener takes only picows' own types. ``close()`` when done."""
 
-    def __init__(self, data: bytes, last_in_buffer: bool) -> None:
-        from picows import WSMsgType
-        self.msg_type, self.fin, self.last_in_buffer, self._data = WSMsgType.TEXT, True, last_in_buffer, data
+    def __init__(self) -> None:
+        import asyncio
+        import logging
+        import socket
 
-    def get_payload_as_bytes(self) -> bytes:
-        return self._data
+        from picows.picows import WSTransport
+        outer = self
+
+        class _Under:
+            def write(self, b: bytes) -> None:
+                outer.sent.append(bytes(b))
+
+            def get_write_buffer_size(self) -> int:
+                return 0
+
+            def get_extra_info(self, name: str, default: object = None) -> object:
+                return outer._sock if name == "socket" else default
+
+            def is_closing(self) -> bool:
+                return False
+
+        self.sent: list[bytes] = []
+        self._sock = socket.socket()
+        self._loop = asyncio.new_event_loop()
+        self.transport = WSTransport(True, _Under(), logging.getLogger("kmm.test"), self._loop)
+
+    def close(self) -> None:
+        self._sock.close()
+        self._loop.close()
 
 
-def test_frames_of_one_read_carry_the_reads_receive_stamp(rec):
+def listeners() -> list[object]:
+    """Both picows listeners of the connector: the Python one and the compiled one."""
+    from kmm._core.listener import FeedListener
+    from kmm.kalshi.ws import _Listener
+    return [_Listener, FeedListener]
+
+
+def text(data: bytes, last: bool) -> object:
+    """A complete text frame as picows hands it over (``last``: the last frame of its socket read)."""
+    from picows import WSMsgType
+
+    from kmm._core.listener import make_frame
+    return make_frame(WSMsgType.TEXT, data, True, last)
+
+
+@pytest.mark.parametrize("listener", listeners(), ids=["python", "compiled"])
+def test_frames_of_one_read_carry_the_reads_receive_stamp(rec, listener):
     """A frame that arrived in the same socket read as earlier frames is stamped when the read was
     handed over (the first frame's stamp), not when its own turn came after the earlier frames'
-    callbacks: the time those took is part of its latency."""
+    callbacks: the time those took is part of its latency. Both listeners."""
     from picows import WSMsgType
     from picows.picows import _make_test_ws_frame
-    from kmm.kalshi.ws import _Listener
     now = iter(range(1000, 100_000, 1000))
     cfg = ConnectorConfig(env="sim", rest_url="http://127.0.0.1:1/trade-api/v2",
                           ws_url="ws://127.0.0.1:1/trade-api/ws/v2")
@@ -330,13 +369,13 @@ def test_frames_of_one_read_carry_the_reads_receive_stamp(rec):
     client._transport = Sent()
     client._sid_channel[1], client._channel_sid["orderbook_delta"] = "orderbook_delta", 1
     client._channel_markets["orderbook_delta"] = {"A", "B"}
-    lis = _Listener(client)
-    # read 1: one frame (a real picows frame: last in its buffer)
+    lis = listener(client)
+    # read 1: one frame (picows' own test frame: last in its buffer)
     lis.on_ws_frame(None, _make_test_ws_frame(WSMsgType.TEXT, snapshot(1, 2, "A"), True, False))
     # read 2: three frames; read 3: one
-    lis.on_ws_frame(None, _Frame(snapshot(1, 3, "B"), False))
-    lis.on_ws_frame(None, _Frame(delta(1, 4, "A"), False))
-    lis.on_ws_frame(None, _Frame(delta(1, 5, "B"), True))
-    lis.on_ws_frame(None, _Frame(delta(1, 6, "A", d="-1.00"), True))
+    lis.on_ws_frame(None, text(snapshot(1, 3, "B"), False))
+    lis.on_ws_frame(None, text(delta(1, 4, "A"), False))
+    lis.on_ws_frame(None, text(delta(1, 5, "B"), True))
+    lis.on_ws_frame(None, text(delta(1, 6, "A", d="-1.00"), True))
     assert rec.of("on_book") == [("A", 1000), ("B", 2000), ("A", 2000), ("B", 2000), ("A", 3000)]
     assert client.stats.last_recv_ns == 3000

@@ -3,6 +3,8 @@ frame: grid changes, lifecycle fields, order-group updates, error codes, and bad
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -197,3 +199,23 @@ def test_exchange_index_is_read_on_orders_positions_and_fills(ws, rec):
     (p,), = rec.of("on_market_position")
     assert (p.position, p.exchange_index) == (250, 2)
     assert orjson.loads(frame(a=1)) == {"a": 1}
+
+
+async def test_market_position_is_handed_over_after_the_read_in_arrival_order(ws, rec, caplog):
+    """On a running loop a market_position (a check nothing decides on) reaches the handler after the
+    socket read it came in: a fill in the same read is handed over first, whatever the order of the
+    frames; positions keep their arrival order; an unreadable one is still counted and reported."""
+    ws._loop = asyncio.get_running_loop()
+    pos = {"market_ticker": "A", "position_fp": "2.50", "position_cost_dollars": "1.0000",
+           "realized_pnl_dollars": "0.0000", "fees_paid_dollars": "0.0000", "exchange_index": 0}
+    ws.handle_frame(frame(type="market_position", sid=8, msg=pos), 1)
+    ws.handle_frame(frame(type="market_position", sid=8, msg=dict(pos, position_fp="3.00")), 2)
+    ws.handle_frame(frame(type="market_position", sid=8, msg=dict(pos, position_fp="lots")), 3)
+    ws.handle_frame(frame(type="fill", sid=6, msg=FILL), 4)
+    assert rec.of("on_market_position") == [] and len(rec.of("on_fill")) == 1 and ws.stats.malformed == 0
+    await asyncio.sleep(0)
+    assert [(p.position, p.recv_ns) for (p,) in rec.of("on_market_position")] == [(250, 1), (300, 2)]
+    assert ws.stats.bad_by_type == {"market_position": 1}
+    (err,), = rec.of("on_error")
+    assert "unreadable market_position" in str(err) and "position_fp" in str(err)
+    assert any("bad market_position message skipped" in r.message for r in caplog.records)

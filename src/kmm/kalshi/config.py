@@ -47,6 +47,7 @@ _TUNING: dict[str, type] = {
     "pool_connections": int,
     "order_connections": int,
     "fast_writes": bool,
+    "compiled_listener": bool,
     "max_pages": int,
     "sig_pool_depth": int,
     "sig_pool_max_age_s": float,
@@ -96,6 +97,7 @@ class ConnectorConfig:
     order_connections: int = 2               # warm connections of the order-path client (writes); the maker
                                              # opens 2 per quoted market (at most 16) if that is more
     fast_writes: bool = True                 # writes through kmm.kalshi.fasthttp instead of aiohttp
+    compiled_listener: bool = True           # WebSocket frames through kmm._core.listener (else the Python one)
     max_pages: int = 1000
     # Signature pool.
     sig_pool_depth: int = 4

@@ -45,6 +45,13 @@ from kmm.kalshi.config import ConnectorConfig
 from kmm.kalshi.signing import Signer
 from kmm.kalshi.types import Fill, Lifecycle, MarketPosition, OrderGroupUpdate, Ticker, Trade, UserOrder
 
+_CompiledListener: Any = None
+try:     # the compiled listener is built against picows' declarations: a different picows cannot load it
+    from kmm._core.listener import FeedListener
+    _CompiledListener, _NO_COMPILED_LISTENER = FeedListener, ""
+except (ImportError, ValueError) as _exc:   # pragma: no cover - only with a picows kmm was not built with
+    _NO_COMPILED_LISTENER = str(_exc)
+
 log = logging.getLogger("kmm.kalshi.ws")
 
 # BookRouter.feed statuses (kmm._core.wire module constants; same values).
@@ -231,6 +238,21 @@ class KalshiWs:
         self._feed: Callable[[bytes, int, bool], int] = (self.entry.feed if self.entry is not None
                                                          else self.handle_frame)
 
+    _said_no_listener = False
+
+    def _listener_factory(self) -> Callable[[], Any]:
+        """The picows listener of a new connection: the compiled one (``kmm._core.listener``) unless
+        ``compiled_listener`` is off or it cannot be loaded (said once in the log), else the Python one;
+        both do the same (tests/kalshi/test_ws_frames.py)."""
+        if self.config.compiled_listener:
+            if _CompiledListener is not None:
+                return lambda: _CompiledListener(self)
+            if not self._said_no_listener:
+                self._said_no_listener = True
+                log.warning("the compiled WebSocket listener cannot be loaded (%s): using the Python one; "
+                            "reinstall kmm with the picows version it pins", _NO_COMPILED_LISTENER)
+        return lambda: _Listener(self)
+
     def _raw_hook(self) -> Callable[[int, bytes], None] | None:
         if type(self.handler).on_raw_frame is FeedHandler.on_raw_frame:
             return None
@@ -262,7 +284,8 @@ class KalshiWs:
             return
         self._closing = False
         self._connected_evt = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="kmm-kalshi-ws")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="kmm-kalshi-ws")
         try:
             await asyncio.wait_for(self._connected_evt.wait(), timeout_s)
         except asyncio.TimeoutError:
@@ -367,7 +390,7 @@ class KalshiWs:
             try:
                 headers = self.signer.ws_headers(self._ws_path()) if self.signer is not None else {}
                 transport, _ = await connect(
-                    lambda: _Listener(self), self.config.ws_url, extra_headers=headers,
+                    self._listener_factory(), self.config.ws_url, extra_headers=headers,
                     enable_auto_pong=False, websocket_handshake_timeout=self.config.ws_handshake_timeout_s,
                     max_frame_size=64 * 1024 * 1024, **tls)
             except WSHandshakeError as exc:
@@ -596,6 +619,38 @@ class KalshiWs:
                     stats.callback_errors += 1
                     log.exception("on_raw_frame failed")
 
+    def _other_frame(self, transport: Any, frame: Any, recv_ns: int, last: bool) -> None:
+        """Every frame a listener does not feed (both listeners, Python and compiled, send them here,
+        with the read's receive stamp): a fragment of a text frame (reassembled, then fed), a ping
+        (answered), a pong, a close. A read that ends on such a frame has its pending decisions made."""
+        mt = frame.msg_type
+        if mt is WSMsgType.TEXT or mt is WSMsgType.BINARY:
+            self._fragments = [frame.get_payload_as_bytes()]         # the first of several (not fin)
+        elif mt is WSMsgType.CONTINUATION:
+            if self._fragments is None:
+                self.stats.malformed += 1
+            else:
+                self._fragments.append(frame.get_payload_as_bytes())
+                if frame.fin:
+                    data = b"".join(self._fragments)
+                    self._fragments = None
+                    self._feed(data, recv_ns, last)
+                    return
+        elif mt is WSMsgType.PING:
+            self.stats.pings += 1
+            self.stats.last_recv_ns = recv_ns
+            transport.send_pong(frame.get_payload_as_bytes())
+        elif mt is WSMsgType.PONG:
+            self.stats.last_recv_ns = recv_ns
+        elif mt is WSMsgType.CLOSE:
+            self._close_reason = f"closed by server ({frame.get_close_code()})"
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+        if last:
+            entry = self.entry
+            if entry is not None and entry.open:
+                entry.end_read()       # the read ended on a frame that was not fed
+
     def _not_delta(self, data: bytes, recv_ns: int, status: int) -> None:
         """A frame the router did not apply as a delta (its ``status``): dispatch, ready, gap, resync."""
         stats = self.stats
@@ -710,8 +765,27 @@ class KalshiWs:
     def _on_user_order_msg(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
         self._call(self.handler.on_user_order, wire.decode_user_order(msg, recv_ns))
 
+    _loop: asyncio.AbstractEventLoop | None = None     # the loop start() ran on
+
     def _on_position_msg(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
-        self._call(self.handler.on_market_position, wire.decode_market_position(msg, recv_ns))
+        """``market_position``: a check of the portfolio against the exchange's count, which nothing
+        decides on, so it is decoded and handed over after the socket read it came in (``call_soon``,
+        in arrival order): the decisions of that read (the fill just before it asks for one) do not
+        wait for it. A message that cannot be read is counted and reported as before."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            loop.call_soon(self._position_after_read, obj, msg, recv_ns)
+        else:
+            self._call(self.handler.on_market_position, wire.decode_market_position(msg, recv_ns))
+
+    def _position_after_read(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
+        try:
+            pos = wire.decode_market_position(msg, recv_ns)
+        except wire.WireError as exc:
+            self._count_bad("market_position", str(exc), orjson.dumps(obj))
+            self._call(self.handler.on_error, wire.WireError(f"unreadable market_position message: {exc}"))
+            return
+        self._call(self.handler.on_market_position, pos)
 
     def _on_trade_msg(self, obj: dict[str, Any], msg: dict[str, Any], recv_ns: int) -> None:
         self._call(self.handler.on_trade, wire.decode_trade(msg, recv_ns))
@@ -861,32 +935,7 @@ class _Listener(WSListener):
                 entry.end_read()       # the former read's last frame never came: decide what it left
         self._read_open = not last
         mt = frame.msg_type
-        if mt is WSMsgType.TEXT or mt is WSMsgType.BINARY:
-            if frame.fin:
-                client._feed(frame.get_payload_as_bytes(), recv_ns, last)
-                return
-            client._fragments = [frame.get_payload_as_bytes()]
-        elif mt is WSMsgType.CONTINUATION:
-            if client._fragments is None:
-                client.stats.malformed += 1
-            else:
-                client._fragments.append(frame.get_payload_as_bytes())
-                if frame.fin:
-                    data = b"".join(client._fragments)
-                    client._fragments = None
-                    client._feed(data, recv_ns, last)
-                    return
-        elif mt is WSMsgType.PING:
-            client.stats.pings += 1
-            client.stats.last_recv_ns = recv_ns
-            transport.send_pong(frame.get_payload_as_bytes())
-        elif mt is WSMsgType.PONG:
-            client.stats.last_recv_ns = recv_ns
-        elif mt is WSMsgType.CLOSE:
-            client._close_reason = f"closed by server ({frame.get_close_code()})"
-            transport.send_close(frame.get_close_code())
-            transport.disconnect()
-        if last:
-            entry = client.entry
-            if entry is not None and entry.open:
-                entry.end_read()       # the read ended on a frame that was not fed
+        if (mt is WSMsgType.TEXT or mt is WSMsgType.BINARY) and frame.fin:
+            client._feed(frame.get_payload_as_bytes(), recv_ns, last)
+            return
+        client._other_frame(transport, frame, recv_ns, last)
