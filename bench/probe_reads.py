@@ -1,6 +1,7 @@
 """What the loop's long WebSocket reads hold, in situ (issue 15's p99).
 
-Runs bench_kmm_run's variant (default ``kmm``: kmm run's configuration, 3 markets, busy flow, the
+Runs bench_kmm_run's variant (default ``kmm-py-listener``: kmm run's configuration with the Python
+WebSocket listener, which this probe wraps; the compiled one cannot be wrapped; 3 markets, busy flow, the
 simulator in its own process) and times every socket read of the market-data WebSocket from its first
 frame to the end of its last (``_Listener.on_ws_frame``: the frames, the decisions they trigger and
 the requests written before the next read can start), with the message types it held and the requests
@@ -56,7 +57,7 @@ def main() -> None:
     fasthttp._Conn.start = start  # type: ignore[method-assign]
     try:
         with tempfile.TemporaryDirectory() as d:
-            bk.run_variant(Path(d), bk.VARIANTS[sys.argv[1] if len(sys.argv) > 1 else "kmm"])
+            bk.run_variant(Path(d), bk.VARIANTS[sys.argv[1] if len(sys.argv) > 1 else "kmm-py-listener"])
     finally:
         wsmod._Listener.on_ws_frame = orig_frame  # type: ignore[method-assign]
         fasthttp._Conn.start = orig_start  # type: ignore[method-assign]
