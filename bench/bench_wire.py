@@ -83,10 +83,11 @@ class StampedSim(SimProcess):
     def data(self) -> dict[str, Any]:
         return json.loads(self.stamps.read_text())
 
-    def parts(self, rows: list[tuple[str, int, int, int, int]], skip: float = 0.2) -> dict[str, list[int]]:
+    def parts(self, rows: list[tuple[str, int, int, int, int, int]], skip: float = 0.2) -> dict[str, list[int]]:
         """The client's side of :meth:`by_frame`, for the first request of each frame: the exchange's
-        frame write -> the client's receive stamp, that stamp -> the request written, the write -> the
-        exchange's receipt (one monotonic clock for every process on the machine)."""
+        frame write -> the client's receive stamp, that stamp -> the request written (split at the
+        decision's stamp when the row has one), the write -> the exchange's receipt (one monotonic
+        clock for every process on the machine)."""
         data = self.data()
         written = {(sid, seq): t for t, sid, seq in data["books"]}
         arrivals: dict[str, list[int]] = {}
@@ -97,10 +98,11 @@ class StampedSim(SimProcess):
             reads.setdefault(key, []).append(t)
         seen: set[tuple[int, int]] = set()
         names = ("exchange write -> client receive", "client receive -> request written",
-                 "request written -> exchange reads it", "exchange reads it -> exchange handler")
+                 "request written -> exchange reads it", "exchange reads it -> exchange handler",
+                 "  of which client receive -> decided", "  of which decided -> request written")
         out: dict[str, list[int]] = {k: [] for k in names}
         kept = []
-        for key, sid, seq, recv, wrote in rows:
+        for key, sid, seq, recv, wrote, decided in rows:
             tw, ts, rs = written.get((sid, seq)), arrivals.get(key), reads.get(key)
             if (sid, seq) in seen or tw is None or not ts or not rs or not wrote:
                 continue
@@ -108,10 +110,12 @@ class StampedSim(SimProcess):
             if i == len(ts) or j == len(rs):
                 continue
             seen.add((sid, seq))
-            kept.append((recv - tw, wrote - recv, rs[j] - wrote, ts[i] - rs[j]))
+            split = (decided - recv, wrote - decided) if recv <= decided <= wrote else (None, None)
+            kept.append((recv - tw, wrote - recv, rs[j] - wrote, ts[i] - rs[j], *split))
         for row in kept[int(len(kept) * skip):]:
             for k, v in zip(names, row):
-                out[k].append(v)
+                if v is not None:
+                    out[k].append(v)
         return out
 
     def by_frame(self, caused: list[tuple[str, int, int]], skip: float = 0.2) -> list[int]:
@@ -184,7 +188,7 @@ class FrameCause:
         self.http = fasthttp._Conn  # noqa: SLF001
         self.my_start: Any = None
         self.frame: list[Any] = [None]
-        self.noted: list[list[Any]] = []        # [key, frame, recv_ns, written_ns]
+        self.noted: list[list[Any]] = []        # [key, frame, recv_ns, written_ns, decided_ns]
         self.first: dict[str, tuple[bytes, int]] = {}   # market -> its first frame in the read
         self.unwritten: dict[bytes, list[Any]] = {}
 
@@ -203,7 +207,8 @@ class FrameCause:
                 # request's market in the read being handled (the oldest book information a decision
                 # made once per read acts on); any other (a fill's re-quote): the frame being handled
                 f = first.get(ticker, cur[0]) if ticker is not None and book_decision[0] else cur[0]
-                row = [str(key), f[0], f[1], 0]
+                pipe = engine.pipes.get(ticker) if ticker is not None else None
+                row = [str(key), f[0], f[1], 0, getattr(pipe, "decided_ns", 0) or 0]
                 if create:
                     seen.add(row[0])
                 noted.append(row)
@@ -289,17 +294,18 @@ class FrameCause:
             self.http.start = self.wrapped  # type: ignore[method-assign]   (else the harness restored it)
 
     def caused(self) -> list[tuple[str, int, int]]:
-        return [(key, sid, seq) for key, sid, seq, _, _ in self.rows()]
+        return [(key, sid, seq) for key, sid, seq, *_ in self.rows()]
 
-    def rows(self) -> list[tuple[str, int, int, int, int]]:
-        """(key, sid, seq, kmm's receive stamp of the frame, the request's write stamp or 0)."""
+    def rows(self) -> list[tuple[str, int, int, int, int, int]]:
+        """(key, sid, seq, kmm's receive stamp of the frame, the request's write stamp or 0, the
+        decision's stamp or 0)."""
         out = []
-        for key, frame, recv, written in self.noted:
+        for key, frame, recv, written, decided in self.noted:
             if b'"orderbook_' not in frame[:40]:
                 continue
             m = self.SID_SEQ.search(frame[:96])
             if m is not None:
-                out.append((key, int(m.group(1)), int(m.group(2)), recv, written))
+                out.append((key, int(m.group(1)), int(m.group(2)), recv, written, decided))
         return out
 
 

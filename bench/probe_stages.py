@@ -29,6 +29,11 @@ from typing import Any
 CREATE_STAGES = ("decided", "apply", "prev_write_out", "plan_in", "gate_in", "gate_out", "sums_in", "sums_out",
                  "verdicts_out", "event_out", "create_out", "plan_out", "send_in", "limit_in", "limit_out",
                  "take_in", "take_out", "raw_in", "write_in", "write_out")
+# an amend: the planner's other() (the gate's amend check, the event limits, the order manager's
+# request_amend), Engine._send_amend, KalshiRest.amend_quote_now, then the same stages as a create
+AMEND_STAGES = ("decided", "apply", "prev_write_out", "plan_in", "amend_allowed_in", "amend_allowed_out",
+                "ev_amend_out", "request_amend_out", "plan_out", "send_amend_in", "send_in", "limit_in",
+                "limit_out", "take_in", "take_out", "raw_in", "write_in", "write_out")
 
 
 def main() -> None:
@@ -84,8 +89,12 @@ def main() -> None:
     wrap(es_mod.EventSums, "verdicts", None, "verdicts_out")
     for n in ("place_quote_now", "amend_quote_now", "create_order_now", "amend_order_now", "cancel_orders_now"):
         wrap(rest_mod.KalshiRest, n, "send_in", None)
-    for n in ("_send_place", "_send_amend", "_send_cancel", "_send_decrease"):
+    for n in ("_send_place", "_send_cancel", "_send_decrease"):
         wrap(maker.Engine, n, "send_in", None)
+    wrap(maker.Engine, "_send_amend", "send_amend_in", None)
+    wrap(risk.RiskGate, "amend_allowed", "amend_allowed_in", "amend_allowed_out")
+    wrap(ev_mod.EventWiring, "check_amend", None, "ev_amend_out")
+    wrap(orders.OrderManager, "request_amend", None, "request_amend_out")
 
     from kmm.kalshi import limiter as lim_mod, signing
     wrap(lim_mod.RateLimiter, "try_acquire", "limit_in", "limit_out")
@@ -107,6 +116,7 @@ def main() -> None:
 
     # split each decision's log into requests (a request opens at plan_in); keep written creates
     rows: dict[str, list[dict[str, int]]] = {"first": [], "later": []}
+    amends: dict[str, list[dict[str, int]]] = {"first": [], "later": []}
     kinds: Counter[str] = Counter()
     cpu: list[int] = []
     n_req: Counter[int] = Counter()
@@ -122,7 +132,7 @@ def main() -> None:
         last_out = 0
         for r in reqs:
             st = dict(r)
-            kind = "create" if "plan_in:place" in st else "other"
+            kind = "create" if "plan_in:place" in st else "amend" if "send_amend_in" in st else "other"
             if "write_out" not in st:
                 continue
             seq.append(kind)
@@ -132,6 +142,12 @@ def main() -> None:
                 if last_out:
                     st["prev_write_out"] = last_out       # the decision's previous request written
                 rows["first" if written == 0 else "later"].append(st)
+            elif kind == "amend":
+                st = {("plan_in" if k.startswith("plan_in") else k): v for k, v in st.items()}
+                st["decided"], st["apply"] = decided, lg[0][1]
+                if last_out:
+                    st["prev_write_out"] = last_out
+                amends["first" if written == 0 else "later"].append(st)
             last_out = st["write_out"]
             written += 1
         n_req[written] += 1
@@ -145,11 +161,12 @@ def main() -> None:
             return "-"
         return (f"p50 {v[len(v) // 2] / 1e3:7.1f}  p90 {v[int(len(v) * .9)] / 1e3:7.1f}  "
                 f"p99 {v[min(len(v) - 1, int(len(v) * .99))] / 1e3:7.1f} us")
-    for which, rs in rows.items():
-        print(f"\n== creates written {which} in their decision: n={len(rs)}")
+    for what, stages, which, rs in ([("creates", CREATE_STAGES, w, r) for w, r in rows.items()]
+                                    + [("amends", AMEND_STAGES, w, r) for w, r in amends.items()]):
+        print(f"\n== {what} written {which} in their decision: n={len(rs)}")
         pairs: dict[tuple[str, str], list[int]] = {}
         for r in rs:
-            have = [st for st in CREATE_STAGES if st in r]
+            have = [st for st in stages if st in r]
             for a, b in zip(have, have[1:]):
                 pairs.setdefault((a, b), []).append(r[b] - r[a])
         for (a, b), w in pairs.items():
