@@ -42,7 +42,8 @@ from typing import Any
 
 import pytest
 
-from bench.bench_engine import MARKETS, QUOTE_S, SimProcess, dist, key_pair, placement, proc_cpu_s
+from bench.bench_engine import MARKETS, SimProcess, dist, key_pair, placement, proc_cpu_s
+from bench.bench_kmm_run import QUOTE_S as KMM_RUN_S
 from bench.bench_kmm_run import VARIANTS, run_variant
 
 HERE = Path(__file__).resolve().parent
@@ -50,6 +51,9 @@ GROUP = "wire to wire: exchange writes a book frame -> exchange receives the req
 GROUP_UNPINNED = GROUP + ", no CPU placement"
 GROUP_SPIN = GROUP + ", both loops kept polling (kmm run.busy_poll, the floor --spin)"
 MAX_GAP_NS = 20_000_000
+# seconds of quoting per side (floor and kmm alike): at 12 s the kmm side had ~200 frames matched to a
+# request and its p99 was the second-slowest of them; 40 s gives ~3x as many
+WIRE_S = float(os.environ.get("KMM_BENCH_WIRE_S", "40"))
 _RESULTS: dict[str, dict[str, int]] = {}
 
 
@@ -324,8 +328,8 @@ def _floor(tmp: Path, pin: bool, spin: bool = False) -> tuple[list[int], dict[st
         proc = subprocess.run([sys.executable, str(HERE / "min_client.py"), *(["--spin"] if spin else []),
                                "--answered", str(answered),
                                sim.ws_url, sim.rest_url, key_id,
-                               str(key), str(QUOTE_S), *MARKETS], capture_output=True, text=True,
-                              timeout=QUOTE_S + 60, env=env,
+                               str(key), str(WIRE_S), *MARKETS], capture_output=True, text=True,
+                              timeout=WIRE_S + 60, env=env,
                               preexec_fn=(lambda: os.sched_setaffinity(0, p[0])) if p is not None else None)
         assert proc.returncode == 0, proc.stderr[-2000:]
         counts = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -358,7 +362,9 @@ def test_wire_to_wire(benchmark, variant, tmp_path):
             cause = FrameCause()
             cpu0 = proc_cpu_s()
             try:
-                s, m = run_variant(tmp_path, VARIANTS[variant if pin else "unpinned"], sim_cls=make, hook=cause)
+                v = dict(VARIANTS[variant if pin else "unpinned"])
+                v["quote_s_factor"] = v.get("quote_s_factor", 1.0) * WIRE_S / KMM_RUN_S
+                s, m = run_variant(tmp_path, v, sim_cls=make, hook=cause)
             finally:
                 cause.uninstall()
             assert s.fills > 0 and s.resting_after_stop == 0
