@@ -338,7 +338,11 @@ def _floor(tmp: Path, pin: bool, spin: bool = False) -> tuple[list[int], dict[st
     counts["sim_cpu"] = getattr(sim, "cpu_at_stop", None)
     old, nframes, ncreates = sim.latencies()
     counts["latest_frame_creates"] = dist(old) if old else None
-    lat = sim.by_frame([(k, sid, seq) for k, sid, seq in json.loads(answered.read_text())])
+    rows = json.loads(answered.read_text())
+    lat = sim.by_frame([(k, sid, seq) for k, sid, seq, *_ in rows])
+    # the floor's side, split as kmm's is (it decides nothing: its decided stamp is its receive stamp)
+    counts["parts"] = {k: dist(v) for k, v in sim.parts([(k, sid, seq, recv, wrote, recv)
+                                                         for k, sid, seq, recv, wrote in rows]).items() if v}
     return lat, counts, nframes, ncreates
 
 
@@ -352,6 +356,7 @@ def test_wire_to_wire(benchmark, variant, tmp_path):
         if variant.startswith("floor"):
             res["lat"], res["counts"], res["frames"], res["creates"] = _floor(tmp_path, pin,
                                                                               spin=variant == "floor-spin")
+            res["parts"] = res["counts"].pop("parts", {})
         else:
             sims: list[StampedSim] = []
 

@@ -10,7 +10,7 @@ while the client is awake for its create's answer, and answering them timed a wa
 from the exchange's write to the client's read, against ~200 us for the market's flow reaching an
 idle loop on this machine); kmm answers the market's flow. It parses nothing but the frame's type,
 ticker and (for its own level) price before the write. After the write it notes which frame the
-request answered (``[client_order_id, sid, seq]``, written to ``--answered PATH`` at the end), so the
+request answered (``[client_order_id, sid, seq, receive stamp, write stamp]``, written to ``--answered PATH`` at the end), so the
 exchange's stamps can be matched frame by frame. It prints a JSON line with its counts when done.
 """
 
@@ -57,9 +57,15 @@ class Feed(WSListener):
         super().__init__()
         self.http, self.requests, self.coids, self.frames, self.sent, self.own = http, requests, coids, 0, 0, 0
         self.next = dict.fromkeys(requests, 0)
-        self.answered: list[tuple[str, bytes]] = []     # (client_order_id, the frame), after each write
+        self.answered: list[tuple[str, bytes, int, int]] = []  # (client_order_id, the frame, its receive
+                                                                 # stamp, the write stamp), after each write
+        self._read_ns = 0       # the receive stamp of the socket read being handed over (as kmm stamps)
+        self._read_open = False
 
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        if not self._read_open:
+            self._read_ns = time.monotonic_ns()
+        self._read_open = not frame.last_in_buffer
         if frame.msg_type is WSMsgType.PING:
             transport.send_pong(frame.get_payload_as_bytes())
             return
@@ -87,8 +93,9 @@ class Feed(WSListener):
         self.next[tk] = k + 1
         http.busy = True
         http.transport.write(reqs[k % len(reqs)])
+        written = time.monotonic_ns()
         self.sent += 1
-        self.answered.append((self.coids[tk][k % len(reqs)], data[:96]))
+        self.answered.append((self.coids[tk][k % len(reqs)], data[:96], self._read_ns, written))
 
 
 def build_requests(signer: Signer, host: str, tickers: list[str], n: int
@@ -140,10 +147,10 @@ async def run(ws_url: str, rest_url: str, key_id: str, pem: bytes, seconds: floa
         import re
         sid_seq = re.compile(rb'"sid":(\d+),"seq":(\d+)')
         rows = []
-        for coid, head in feed.answered:
+        for coid, head, recv, written in feed.answered:
             m = sid_seq.search(head)
             if m is not None:
-                rows.append([coid, int(m.group(1)), int(m.group(2))])
+                rows.append([coid, int(m.group(1)), int(m.group(2)), recv, written])
         with open(answered, "w") as f:
             json.dump(rows, f)
     return {"frames": feed.frames, "sent": feed.sent, "answers": http.answers, "own_deltas_skipped": feed.own}
