@@ -54,6 +54,66 @@ cdef inline int64_t _ms(int64_t ns) noexcept:
 
 
 @cython.final
+cdef class SimOrder:
+    """One virtual order of the fill simulator (``kmm.research.fills.SimOrder``, which is this class).
+    ``ahead`` is a float: the expected size in front of us.
+
+    A compiled class with the fields the plain-Python one had in its ``__slots__`` (Python code reads
+    and writes them as before, each holding the same Python object): the replay's compiled steps that
+    walk a market's resting orders on every book message and trade (the pick-off hazard, the queue
+    upkeep and trade filters) read them from the object's struct instead of a generic attribute lookup
+    each. The fields stay Python objects, but for the pick-off hazard's (a C int64 and doubles: every
+    value the simulator gives them is an int or a float already), so every value and every result is
+    the one the Python class gave."""
+
+    __slots__ = ("order_id", "coid", "ticker", "side", "price", "initial", "remaining", "filled",
+                 "post_only", "carry", "fees", "status", "bside", "bprice", "ahead", "seen",
+                 "pend", "credit", "created_ms", "updated_ms", "hz_t", "hz_acc", "hz_need", "hz_rate", "sweep")
+
+    cdef public object order_id, coid, ticker, side, price, initial, remaining, filled
+    cdef public object post_only, carry, fees, status, bside, bprice, ahead, seen
+    cdef public object pend, credit, created_ms, updated_ms, sweep
+    # the pick-off hazard's state, read and written on every book message and trade while the order
+    # rests: C fields (an int and floats, as every value the Python steps give them is)
+    cdef public int64_t hz_t
+    cdef public double hz_acc, hz_need, hz_rate
+
+    def __init__(self, order_id, coid, ticker, side, price, count, post_only, now_ms):
+        self.order_id = order_id
+        self.coid = coid
+        self.ticker = ticker
+        self.side = side
+        self.price = price
+        self.initial = count
+        self.remaining = count
+        self.filled = 0
+        self.post_only = post_only
+        self.carry = 0                       # cent-rounding carry of this order, 1e-4 $
+        self.fees = 0
+        self.status = "resting"
+        self.bside = 0 if side == "bid" else 1           # fills.YES / fills.NO
+        self.bprice = price if side == "bid" else 10_000 - price
+        self.ahead = 0.0
+        self.seen = 0                        # others' size at our level when last looked, 1e-2
+        self.pend = []                       # [time ns, size]: level decreases not yet explained
+        self.credit = []                     # [time ns, size]: trades seen before their book delta
+        self.created_ms = now_ms
+        self.updated_ms = now_ms
+        self.hz_t = -1                       # pick-off hazard: last check (ns; -1 not yet checked),
+        self.hz_acc = 0.0                    # accumulated hazard, the Exp(1) draw it must reach,
+        self.hz_need = 0.0                   # and the rate (per ns) since the last check
+        self.hz_rate = 0.0
+        self.sweep = None                    # (taker side, ms, fill, carry, fees before it)
+
+    def user_order(self, recv_ns=0):
+        from kmm.kalshi.types import UserOrder
+        return UserOrder(order_id=self.order_id, client_order_id=self.coid, ticker=self.ticker,
+                         status=self.status, side=self.side, price=self.price, initial_count=self.initial,
+                         fill_count=self.filled, remaining_count=self.remaining,
+                         created_ts_ms=self.created_ms, last_updated_ts_ms=self.updated_ms, recv_ns=recv_ns)
+
+
+@cython.final
 cdef class ReplayClock:
     """The engine's ``Clock`` on the replay: monotonic = the capture's receive time (ns), wall = its
     recorded wall time (``mono + wall_offset``, ns)."""
@@ -343,6 +403,7 @@ cdef class PickoffHazard:
         cdef px_t nob = book._best_px(1)
         cdef px_t ask = 10000 - nob if nob >= 0 else -1
         cdef px_t nask = 10000 - ask if ask >= 0 else -1
+        cdef SimOrder o
         cdef int64_t own_bid = 0, own_ask = 0
         cdef int64_t bp
         for o in hm.orders.values():
@@ -368,6 +429,7 @@ cdef class PickoffHazard:
         cdef qty_t sz[_LOOK_DEEPER]
         cdef Py_ssize_t i, n = hm.book._top_levels(side, _LOOK_DEEPER, px, sz)
         cdef int64_t own
+        cdef SimOrder o
         for i in range(n):
             own = 0             # FillSimulator._own_at
             for o in hm.orders.values():
@@ -391,6 +453,7 @@ cdef class PickoffHazard:
         cdef double min_cents = self.min_cents
         cdef int64_t hz_t, stale = 0, remaining, size, q, price
         cdef Py_ssize_t b
+        cdef SimOrder o
         rates = hm.rates
         rng = self.sim.rng
         for o in list(orders.values()):
@@ -468,6 +531,7 @@ cpdef bint trade_reaches(dict orders, bint maker_ask, int64_t price) except -1:
     queue moves) or is passed by it (filled). False: the simulator would return no fill and change
     no order (plain-Python reference: tests/reference/replay.py)."""
     cdef int64_t p
+    cdef SimOrder o
     side = "ask" if maker_ask else "bid"
     for o in orders.values():
         if o.side != side or o.remaining <= 0:
@@ -490,6 +554,7 @@ cpdef bint upkeep_moves(dict orders, int level) except -1:
         return True
     cdef int bside = level >> 16
     cdef int bprice = level & 0xFFFF
+    cdef SimOrder o
     for o in orders.values():
         if o.bprice == bprice and o.bside == bside:
             return True
@@ -654,7 +719,10 @@ cdef class ReplayLoop:
         cdef int64_t wall = clock.mono + clock.wall_offset
         if mk.core is not None:         # MarketPipeline.on_book of a compiled pipeline, inline
             pipe.last_book_ns = recv
-            mk.core.on_book(recv, wall, live)
+            if mk.core.book is not None:
+                mk.core._signals(recv, wall, live)      # Pipeline.on_book's step, a C call
+            else:
+                mk.core.on_book(recv, wall, live)       # (which says there is no book yet)
         else:
             pipe.on_book(recv, wall, live)
         gm = mk.gm

@@ -47,7 +47,10 @@ from typing import Any
 
 from kmm._core.fees import cent_fee, trade_fee
 from kmm._core.grid import Grid
-from kmm.kalshi.types import Fill, OrderAck, UserOrder
+# one virtual order (order_id, side, price, remaining, queue estimate ``ahead``, pick-off hazard state, ...):
+# compiled, so the replay's compiled steps read its fields from the object (kmm._core.replay.SimOrder)
+from kmm._core.replay import SimOrder
+from kmm.kalshi.types import Fill, OrderAck
 from kmm.research.adverse import ALL, BUCKETS, PickoffFit, PickoffModel, bucket_of
 from kmm.research.queue import QueueModel
 
@@ -69,48 +72,6 @@ class MarketDef:
     close_time_ns: int | None = None
     fractional: bool = False
     status: str = "active"
-
-
-class SimOrder:
-    """One virtual order. ``ahead`` is a float: the expected size in front of us."""
-
-    __slots__ = ("order_id", "coid", "ticker", "side", "price", "initial", "remaining", "filled",
-                 "post_only", "carry", "fees", "status", "bside", "bprice", "ahead", "seen",
-                 "pend", "credit", "created_ms", "updated_ms", "hz_t", "hz_acc", "hz_need", "hz_rate", "sweep")
-
-    def __init__(self, order_id: str, coid: str, ticker: str, side: str, price: int, count: int,
-                 post_only: bool, now_ms: int) -> None:
-        self.order_id = order_id
-        self.coid = coid
-        self.ticker = ticker
-        self.side = side
-        self.price = price
-        self.initial = count
-        self.remaining = count
-        self.filled = 0
-        self.post_only = post_only
-        self.carry = 0                       # cent-rounding carry of this order, 1e-4 $
-        self.fees = 0
-        self.status = "resting"
-        self.bside = YES if side == "bid" else NO
-        self.bprice = price if side == "bid" else ONE - price
-        self.ahead = 0.0
-        self.seen = 0                        # others' size at our level when last looked, 1e-2
-        self.pend: list[list[int]] = []      # [time ns, size]: level decreases not yet explained
-        self.credit: list[list[int]] = []    # [time ns, size]: trades seen before their book delta
-        self.created_ms = now_ms
-        self.updated_ms = now_ms
-        self.hz_t = -1                       # pick-off hazard: last check (ns; -1 not yet checked),
-        self.hz_acc = 0.0                    # accumulated hazard, the Exp(1) draw it must reach,
-        self.hz_need = 0.0                   # and the rate (per ns) since the last check
-        self.hz_rate = 0.0
-        self.sweep: tuple[Any, ...] | None = None   # (taker side, ms, fill, carry, fees before it)
-
-    def user_order(self, recv_ns: int = 0) -> UserOrder:
-        return UserOrder(order_id=self.order_id, client_order_id=self.coid, ticker=self.ticker,
-                         status=self.status, side=self.side, price=self.price, initial_count=self.initial,
-                         fill_count=self.filled, remaining_count=self.remaining,
-                         created_ts_ms=self.created_ms, last_updated_ts_ms=self.updated_ms, recv_ns=recv_ns)
 
 
 @dataclass(slots=True)
