@@ -379,3 +379,28 @@ def test_frames_of_one_read_carry_the_reads_receive_stamp(rec, listener):
     lis.on_ws_frame(None, text(delta(1, 6, "A", d="-1.00"), True))
     assert rec.of("on_book") == [("A", 1000), ("B", 2000), ("A", 2000), ("B", 2000), ("A", 3000)]
     assert client.stats.last_recv_ns == 3000
+
+
+def test_the_compiled_listener_is_used_unless_turned_off_or_unloadable(rec, monkeypatch, caplog):
+    """``compiled_listener`` (default on) gives each connection the compiled listener; off, the Python
+    one; on but unloadable (a picows kmm was not built with), the Python one and one warning saying why
+    and what to do."""
+    import dataclasses
+
+    from kmm._core.listener import FeedListener
+    from kmm.kalshi import ws as wsmod
+    cfg = ConnectorConfig(env="sim", rest_url="http://127.0.0.1:1/trade-api/v2",
+                          ws_url="ws://127.0.0.1:1/trade-api/ws/v2")
+    assert cfg.compiled_listener
+    client = KalshiWs(cfg, rec, router=BookRouter(), book_factory=OrderBook)
+    assert type(client._listener_factory()()) is FeedListener
+    off = KalshiWs(dataclasses.replace(cfg, compiled_listener=False), rec, router=BookRouter(),
+                   book_factory=OrderBook)
+    assert type(off._listener_factory()()) is wsmod._Listener
+    monkeypatch.setattr(wsmod, "_CompiledListener", None)
+    monkeypatch.setattr(wsmod, "_NO_COMPILED_LISTENER", "picows.picows.WSFrame size changed")
+    with caplog.at_level("WARNING", logger="kmm.kalshi.ws"):
+        assert type(client._listener_factory()()) is wsmod._Listener
+        assert type(client._listener_factory()()) is wsmod._Listener
+    said = [r.message for r in caplog.records if "compiled WebSocket listener" in r.message]
+    assert len(said) == 1 and "size changed" in said[0] and "reinstall kmm" in said[0]
