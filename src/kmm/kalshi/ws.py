@@ -737,10 +737,14 @@ class KalshiWs:
         try:
             fn(obj, msg, recv_ns)
         except wire.WireError as exc:
-            self._count_bad(typ, str(exc), data)
-            if typ in ("fill", "user_order", "market_position"):
-                # our own state changed and we could not read how: the engine must read it over REST
-                self._call(self.handler.on_error, wire.WireError(f"unreadable {typ} message: {exc}"))
+            self._unreadable(typ, exc, data)
+
+    def _unreadable(self, typ: str, exc: Exception, data: bytes) -> None:
+        """A message of type ``typ`` that could not be read: counted and logged; for our own state
+        (fill, user_order, market_position) the engine is told, and reads it over REST."""
+        self._count_bad(typ, str(exc), data)
+        if typ in ("fill", "user_order", "market_position"):
+            self._call(self.handler.on_error, wire.WireError(f"unreadable {typ} message: {exc}"))
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -782,8 +786,7 @@ class KalshiWs:
         try:
             pos = wire.decode_market_position(msg, recv_ns)
         except wire.WireError as exc:
-            self._count_bad("market_position", str(exc), orjson.dumps(obj))
-            self._call(self.handler.on_error, wire.WireError(f"unreadable market_position message: {exc}"))
+            self._unreadable("market_position", exc, orjson.dumps(obj))
             return
         self._call(self.handler.on_market_position, pos)
 
