@@ -13,9 +13,10 @@ test in tests/kalshi/test_fuzz_frames.py holds them to that). Legacy fields (``s
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from kmm._core import userdecode as _userdecode
 from kmm._core.fixed import format_count, format_price, parse_count, parse_money, parse_price, parse_signed_count
 from kmm.errors import KmmError
 from kmm.kalshi.types import (AccountLimits, Balance, BookSnapshot, BucketLimit, CancelAck, DecreaseAck,
@@ -255,7 +256,8 @@ def book_side(obj: Mapping[str, Any]) -> str:
 ORDER_STATUSES = ("resting", "canceled", "executed")
 
 
-def decode_fill(msg: Mapping[str, Any], recv_ns: int = 0) -> Fill:
+def decode_fill_py(msg: Mapping[str, Any], recv_ns: int = 0) -> Fill:
+    """The reference decoder of a fill (:data:`decode_fill` is its compiled form)."""
     msg = _msg(msg, "fill")
     post = msg.get("post_position_fp")
     ts = _ts_ms(msg)
@@ -276,7 +278,8 @@ def decode_fill(msg: Mapping[str, Any], recv_ns: int = 0) -> Fill:
     )
 
 
-def decode_user_order(msg: Mapping[str, Any], recv_ns: int = 0) -> UserOrder:
+def decode_user_order_py(msg: Mapping[str, Any], recv_ns: int = 0) -> UserOrder:
+    """The reference decoder of an order update (:data:`decode_user_order` is its compiled form)."""
     msg = _msg(msg, "order")
     status = _text(msg, "status", default=None)
     if status not in ORDER_STATUSES:
@@ -308,6 +311,14 @@ def decode_user_order(msg: Mapping[str, Any], recv_ns: int = 0) -> UserOrder:
         else _opt_int(msg, "subaccount", lo=0, hi=2**31),
     )
 
+
+
+# The WebSocket's own order updates and fills come before a read's book decision: they are decoded in C
+# (kmm._core.userdecode) when they have the shape Kalshi sends, and by the reference decoders above
+# otherwise, which the compiled ones call; the result, or the WireError, is always the reference's.
+_userdecode.bind(UserOrder, Fill, decode_user_order_py, decode_fill_py)
+decode_user_order: Callable[..., UserOrder] = _userdecode.decode_user_order
+decode_fill: Callable[..., Fill] = _userdecode.decode_fill
 
 def decode_market_position(msg: Mapping[str, Any], recv_ns: int = 0) -> MarketPosition:
     msg = _msg(msg, "market_position")
