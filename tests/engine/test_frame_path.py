@@ -301,7 +301,6 @@ def test_the_streams_above_decide_and_pull() -> None:
 # hands every other frame and state to the Python path), and its plain-Python reference
 # (tests/reference/entry.py, which must also hand over the same frames). Each must reach the same verdicts, actions,
 # decided stamps, states, marks, freshness, connector counters and raw capture records.
-from collections import deque  # noqa: E402
 
 from kmm.kalshi.ws import KalshiWs  # noqa: E402
 from tests.reference.entry import RefFrameEntry  # noqa: E402

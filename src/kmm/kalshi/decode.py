@@ -346,7 +346,7 @@ def _rfc3339(obj: Mapping[str, Any], name: str) -> str | None:
     if type(v) is int and 0 <= v < MAX_TS_MS // 1000:
         import datetime as _dt
         try:
-            return _dt.datetime.fromtimestamp(v, _dt.timezone.utc).isoformat().replace("+00:00", "Z")
+            return _dt.datetime.fromtimestamp(v, _dt.UTC).isoformat().replace("+00:00", "Z")
         except (OverflowError, ValueError, OSError):
             pass
     raise WireError(f"field {name}: {_show(v)} is not an RFC 3339 time")
