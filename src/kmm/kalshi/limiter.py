@@ -413,6 +413,11 @@ class RateLimiter:
         no shard the most used of all write buckets."""
         now = self._clock()
         worst = 0.0
+        if shard is None and not self._shard_writes:    # the unscoped bucket only: no list to build
+            w = self._w0
+            if now < w.paused_until_ns:
+                return 1.0
+            return max(0.0, min(1.0, max(worst, w.bucket.level(now))))
         for w in ([self._writes(shard)] if shard is not None else self._all_writes()):
             if now < w.paused_until_ns:
                 return 1.0
