@@ -13,8 +13,11 @@ Retry-After). This is kmm's only 429 back-off: the risk gate reads it (:meth:`Ra
 instead of keeping its own. The pause starts at ``backoff_base_s``, doubles only for a 429 that comes
 after the previous pause ended, is capped at ``backoff_max_s`` (small: the bucket refills in well under
 a second), and the first success resets it, so quoting comes back as soon as the bucket allows. During
-a stop, :meth:`RateLimiter.set_backoff` caps it lower still, so verification reads stay paced but prompt. Time comes from an injected ``clock_ns`` (monotonic ns), so the core is deterministic:
-``poll`` decides without sleeping; ``acquire`` is the asyncio wrapper around it.
+a stop, :meth:`RateLimiter.set_backoff` caps it lower still, so verification reads stay paced but prompt.
+Time comes from an injected ``clock_ns`` (monotonic ns), so the core is deterministic: ``poll`` decides
+without sleeping; ``acquire`` is the asyncio wrapper around it. The bucket itself is compiled
+(:class:`kmm._core.bucket.TokenBucket`: a take or a level read is one C call); tests/reference/bucket.py
+keeps the plain-Python bucket it is held to.
 
 Per-shard write buckets (kalshi-api.md 5, 10): a single REST write with ``exchange_index >= 1`` bills
 that shard's own write bucket, which has the full tier budget; shard 0, omitted/-1 (auto-routed) writes
