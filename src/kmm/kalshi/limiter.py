@@ -13,8 +13,11 @@ Retry-After). This is kmm's only 429 back-off: the risk gate reads it (:meth:`Ra
 instead of keeping its own. The pause starts at ``backoff_base_s``, doubles only for a 429 that comes
 after the previous pause ended, is capped at ``backoff_max_s`` (small: the bucket refills in well under
 a second), and the first success resets it, so quoting comes back as soon as the bucket allows. During
-a stop, :meth:`RateLimiter.set_backoff` caps it lower still, so verification reads stay paced but prompt. Time comes from an injected ``clock_ns`` (monotonic ns), so the core is deterministic:
-``poll`` decides without sleeping; ``acquire`` is the asyncio wrapper around it.
+a stop, :meth:`RateLimiter.set_backoff` caps it lower still, so verification reads stay paced but prompt.
+Time comes from an injected ``clock_ns`` (monotonic ns), so the core is deterministic: ``poll`` decides
+without sleeping; ``acquire`` is the asyncio wrapper around it. The bucket itself is compiled
+(:class:`kmm._core.bucket.TokenBucket`: a take or a level read is one C call); tests/reference/bucket.py
+keeps the plain-Python bucket it is held to.
 
 Per-shard write buckets (kalshi-api.md 5, 10): a single REST write with ``exchange_index >= 1`` bills
 that shard's own write bucket, which has the full tier budget; shard 0, omitted/-1 (auto-routed) writes
@@ -47,6 +50,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from kmm import protocol
+from kmm._core.bucket import TokenBucket
 from kmm.errors import KmmError, RateLimited
 
 CANCEL = 0
@@ -220,43 +224,6 @@ class FairQueue:
         return out
 
 
-class TokenBucket:
-    """Continuous-refill bucket. Tokens are floats; times are monotonic ns."""
-
-    __slots__ = ("rate", "capacity", "tokens", "_last_ns")
-
-    def __init__(self, rate: float, capacity: float, now_ns: int) -> None:
-        if rate <= 0 or capacity <= 0:
-            raise ValueError(f"token bucket needs rate > 0 and capacity > 0, got {rate}, {capacity}")
-        self.rate = float(rate)
-        self.capacity = float(capacity)
-        self.tokens = float(capacity)
-        self._last_ns = now_ns
-
-    def refill(self, now_ns: int) -> None:
-        dt = now_ns - self._last_ns
-        if dt > 0:
-            self.tokens = min(self.capacity, self.tokens + dt * self.rate / _NS)
-            self._last_ns = now_ns
-
-    def wait_ns(self, cost: float, floor: float = 0.0) -> int:
-        """ns until ``cost`` tokens are available above ``floor`` (0 = now). Call after refill."""
-        short = cost + floor - self.tokens
-        if short <= 0:
-            return 0
-        if cost + floor > self.capacity:  # could never be satisfied: let it through at a full bucket
-            short = self.capacity - self.tokens
-            if short <= 0:
-                return 0
-        return max(1, int(short * _NS / self.rate) + 1)
-
-    def set_rate(self, rate: float, capacity: float, now_ns: int) -> None:
-        self.refill(now_ns)
-        self.rate = float(rate)
-        self.capacity = float(capacity)
-        self.tokens = min(self.tokens, self.capacity)
-
-
 class _Writes:
     """One write bucket with its lanes (cancel, amend, place) and its 429 pause."""
 
@@ -372,14 +339,8 @@ class RateLimiter:
                 return w.paused_until_ns - now
             bucket = w.bucket
             floor = 0.0 if lane == CANCEL else self.cancel_reserve
-        dt = now - bucket._last_ns                      # bucket.refill(now), inline
-        if dt > 0:
-            bucket.tokens = min(bucket.capacity, bucket.tokens + dt * bucket.rate / _NS)
-            bucket._last_ns = now
-        # bucket.wait_ns(cost, floor), called only when it is not 0 at once
-        wait = 0 if cost + floor - bucket.tokens <= 0 else bucket.wait_ns(cost, floor)
+        wait = bucket.take(now, cost, floor)            # refill, wait_ns and the tokens taken, in C
         if wait == 0:
-            bucket.tokens -= cost
             self._granted[lane] += 1
         return wait
 
@@ -455,11 +416,15 @@ class RateLimiter:
         no shard the most used of all write buckets."""
         now = self._clock()
         worst = 0.0
+        if shard is None and not self._shard_writes:    # the unscoped bucket only: no list to build
+            w = self._w0
+            if now < w.paused_until_ns:
+                return 1.0
+            return max(0.0, min(1.0, max(worst, w.bucket.level(now))))
         for w in ([self._writes(shard)] if shard is not None else self._all_writes()):
             if now < w.paused_until_ns:
                 return 1.0
-            w.bucket.refill(now)
-            worst = max(worst, 1.0 - w.bucket.tokens / w.bucket.capacity)
+            worst = max(worst, w.bucket.level(now))
         return max(0.0, min(1.0, worst))
 
     def read_pressure(self) -> float:
@@ -512,15 +477,8 @@ class RateLimiter:
         now = self._clock()
         if lane != CANCEL and now < w.paused_until_ns:
             return False
-        bucket = w.bucket
-        dt = now - bucket._last_ns                      # TokenBucket.refill
-        if dt > 0:
-            bucket.tokens = min(bucket.capacity, bucket.tokens + dt * bucket.rate / _NS)
-            bucket._last_ns = now
-        if cost + (0.0 if lane == CANCEL else self.cancel_reserve) - bucket.tokens > 0 and \
-                bucket.wait_ns(cost, 0.0 if lane == CANCEL else self.cancel_reserve):
+        if w.bucket.take(now, cost, 0.0 if lane == CANCEL else self.cancel_reserve):
             return False
-        bucket.tokens -= cost
         self._granted[lane] += 1
         key = FAIR_KEY.get()                           # _count for one market
         if isinstance(key, tuple):
@@ -615,18 +573,9 @@ class RateLimiter:
             now = clock()
             if lane != CANCEL and now < wr.paused_until_ns:
                 return wr.paused_until_ns - now
-            bucket = wr.bucket
-            floor = 0.0 if lane == CANCEL else self.cancel_reserve
-            dt = now - bucket._last_ns                  # bucket.refill(now)
-            if dt > 0:
-                bucket.tokens = min(bucket.capacity, bucket.tokens + dt * bucket.rate / _NS)
-                bucket._last_ns = now
-            cost = w.cost
-            if cost + floor - bucket.tokens > 0:        # else bucket.wait_ns(cost, floor) is 0
-                wait = bucket.wait_ns(cost, floor)
-                if wait:
-                    return wait
-            bucket.tokens -= cost
+            wait = wr.bucket.take(now, w.cost, 0.0 if lane == CANCEL else self.cancel_reserve)
+            if wait:
+                return wait
             self._granted[lane] += 1
             self._grant(q, w, clock())
 
