@@ -314,7 +314,10 @@ cdef class RequestFlow:
     def answer(self, pipe, result):
         """``Backtest._answer``."""
         bt = self.bt
-        bt._touch(pipe.ticker)
+        if self.dec is not None:
+            self.dec._touch(pipe.ticker)
+        else:
+            bt._touch(pipe.ticker)
         result()
         _in_flight_add(pipe, -1)
         if pipe.in_flight:
@@ -1078,9 +1081,11 @@ cdef class ReplayLoop:
         self.on_fill(f)
         return 0
 
-    cdef inline int _decide(self, object pipe, int64_t recv) except -1:
+    cdef inline int _decide(self, object pipe, int64_t recv, object live) except -1:
+        # live: the market's live orders listed at this clock with no change to them since (the
+        # reference path's _on_book hands its list on the same way), or None: listed afresh
         if self.dec is not None:
-            return self.dec._requote(pipe, recv, None)
+            return self.dec._requote(pipe, recv, live)
         self.requote(pipe, recv)
         return 0
 
@@ -1106,6 +1111,7 @@ cdef class ReplayLoop:
         bt = self.bt
         gen = self.mgen[ticker]
         cached = self.live_cache.get(ticker)
+        cdef bint fresh_list = False
         if cached is not None and (<tuple>cached)[0] == gen:
             live = (<tuple>cached)[1]
             if self.check_live_cache:
@@ -1114,6 +1120,7 @@ cdef class ReplayLoop:
         else:
             live = self.om.live_orders(ticker)
             self.live_cache[ticker] = (gen, live)
+            fresh_list = True
         cdef int64_t wall = clock.mono + clock.wall_offset
         if mk.core is not None:         # MarketPipeline.on_book of a compiled pipeline, inline
             pipe.last_book_ns = recv
@@ -1152,7 +1159,9 @@ cdef class ReplayLoop:
         if (mk.state.in_flight if mk.state is not None else pipe.in_flight) and bt.quoting:
             pipe.dirty = True
             return 0
-        self._decide(pipe, recv)
+        # listed just now and unchanged since (nothing between changes the order manager or the clock;
+        # a pick-off fill returned above): the decision reads the same list; a kept one has older ages
+        self._decide(pipe, recv, live if fresh_list else None)
         return 0
 
     # ------------------------------------------------------------------ one record
@@ -1329,7 +1338,8 @@ cdef class ReplayLoop:
             for f in fills:
                 held[f.trade_id] = f
         pipe = mk.pipe
-        pipe.on_trade(price)
+        if mk.reads_trades:         # MarketPipeline.on_trade does nothing in the others (as the other trade path)
+            pipe.on_trade(price)
         if self.pick_on and pipe.ready:
             if self.hazard is not None:
                 picked = self.hazard.after_event(recv, wall_ms, ticker)
