@@ -98,6 +98,7 @@ def _old_steps(monkeypatch) -> None:
     monkeypatch.setattr(Backtest, "compiled_trades", False)     # a trade reaching our orders: Backtest._trade
     monkeypatch.setattr(Backtest, "compiled_requests", False)   # a request's way: Backtest's own methods
     monkeypatch.setattr(Backtest, "compiled_own", False)        # own deltas: the simulator's apply_recorded_delta
+    monkeypatch.setattr(Backtest, "compiled_decisions", False)  # decisions and fills: Backtest's own methods
     new_house = Backtest._housekeeping
 
     def housekeeping(self, now: int) -> None:       # every market's kept live orders moved on, as before

@@ -221,6 +221,7 @@ cdef class RequestFlow:
     cdef int64_t c_entry, c_feed, c_resp    # their constant, or -1: drawn
     cdef list latencies             # Backtest.decision_latency_ns
     cdef public int64_t dispatch_at     # Backtest._dispatch_at: the limiter's timer (0: none set)
+    cdef Decider dec                # the compiled decision step once a compiled replay made one (else bt._requote)
 
     def __init__(self, bt, EventHeap heap):
         self.bt = bt
@@ -313,7 +314,10 @@ cdef class RequestFlow:
     def answer(self, pipe, result):
         """``Backtest._answer``."""
         bt = self.bt
-        bt._touch(pipe.ticker)
+        if self.dec is not None:
+            self.dec._touch(pipe.ticker)
+        else:
+            bt._touch(pipe.ticker)
         result()
         _in_flight_add(pipe, -1)
         if pipe.in_flight:
@@ -322,7 +326,380 @@ cdef class RequestFlow:
             bt._pull(pipe, "not quotable")
             return
         if pipe.dirty:
-            bt._requote(pipe, self.clock.mono)
+            if self.dec is not None:
+                self.dec._requote(pipe, self.clock.mono, None)
+            else:
+                bt._requote(pipe, self.clock.mono)
+
+
+@cython.final
+cdef class Decider:
+    """The driver's decision and fill glue, compiled: ``Backtest._requote``, ``_apply`` (with the
+    requests started on the compiled :class:`RequestFlow`), ``_on_fill``, ``_after_pnl_change`` and
+    ``_deliver_held`` (their plain-Python reference: those methods, which the Python fast loop and the
+    reference path run, and a compiled replay with ``Backtest.compiled_decisions = False``). The same
+    steps in the same order on the same engine objects (the risk gate, the order manager, the quote
+    planner, the portfolio, the pipeline's ``decide``): only the driver's own glue between them is in
+    C. ``Backtest`` takes its methods in place of its own for a compiled replay."""
+
+    cdef object bt
+    cdef ReplayClock clock
+    cdef RequestFlow flow           # None: the driver's _send
+    cdef object gate, om, pf, planner, event_risk, limiter, sim
+    cdef dict pipes, mgen, held
+    cdef set reads_trades       # the markets whose pipeline reads trades (its kappa estimate)
+    cdef set inline_decide      # the markets whose MarketPipeline.decide is only its compiled core's
+    cdef list fills
+    cdef readonly object x_place, x_cancel, x_decrease, x_amend     # the acts the decisions send
+    cdef object tripped, armed, small_reprices
+    cdef object k_place, k_cancel, k_decrease
+    cdef int lane_place, lane_cancel, lane_amend
+    cdef double reprice_pressure
+    cdef object btmod           # kmm.research.backtest (its _new_ack, read when used)
+
+    def __init__(self, bt):
+        from kmm._core import diff as _diff
+        from kmm.engine.quoting import small_reprices_only
+        from kmm.engine.risk import KillState
+        from kmm.kalshi import limiter as _lim
+        self.bt = bt
+        self.clock = bt.clock
+        f = bt._flow
+        self.flow = f if isinstance(f, RequestFlow) else None
+        self.gate = bt.gate
+        self.om = bt.om
+        self.pf = bt.pf
+        self.planner = bt.planner
+        self.event_risk = bt.event_risk
+        self.limiter = bt.limiter
+        self.sim = bt.sim
+        self.pipes = bt.pipes
+        self.reads_trades = {t for t, p in bt.pipes.items() if p.params.kappa_estimate}
+        from kmm.engine.market import MarketPipeline
+        self.inline_decide = {t for t, p in bt.pipes.items()
+                              if type(p).decide is MarketPipeline.decide and p.compiled and isinstance(p.core, Pipeline)}
+        self.mgen = bt._mgen
+        self.held = bt._held
+        self.fills = bt.fills
+        self.x_place, self.x_cancel = bt._x_place, bt._x_cancel
+        self.x_decrease, self.x_amend = bt._x_decrease, bt._x_amend
+        self.tripped, self.armed = KillState.TRIPPED, KillState.ARMED
+        self.small_reprices = small_reprices_only
+        self.k_place, self.k_cancel, self.k_decrease = _diff.PLACE, _diff.CANCEL, _diff.DECREASE
+        self.lane_place, self.lane_cancel, self.lane_amend = _lim.PLACE, _lim.CANCEL, _lim.AMEND
+        self.reprice_pressure = bt.reprice_pressure
+        import kmm.research.backtest as btmod
+        self.btmod = btmod
+        if bt.compiled_decisions and bt._original("_x_place", "_x_cancel", "_x_decrease", "_x_amend",
+                                                  "_place_records", "_not_sent"):
+            # the requests' acts and answers too (Backtest takes them in place of its own, so that its
+            # _not_sent knows a place)
+            self.x_place, self.x_cancel = self.act_place, self.act_cancel
+            self.x_decrease, self.x_amend = self.act_decrease, self.act_amend
+        if self.flow is not None:
+            self.flow.dec = self
+
+    cdef inline int _touch(self, object ticker) except -1:
+        # Backtest._touch: the market's kept live orders are stale (the generation stays on the driver,
+        # which its Python steps move on too)
+        bt = self.bt
+        g = bt._gen + 1
+        bt._gen = g
+        self.mgen[ticker] = g
+        return 0
+
+    def requote(self, pipe, int64_t trigger, live=None):
+        """``Backtest._requote``."""
+        self._requote(pipe, trigger, live)
+
+    cdef int _requote(self, object pipe, int64_t trigger, object live) except -1:
+        bt = self.bt
+        if not bt.quoting:
+            return 0
+        core = pipe.core                # in_flight and hold_until_ns live there
+        cdef Pipeline pc = core if isinstance(core, Pipeline) else None
+        cdef int64_t hold
+        if (pc.in_flight if pc is not None else core.in_flight):
+            pipe.dirty = True
+            return 0
+        if bt._window and bt._outside_window(pipe):
+            return 0
+        cdef int64_t now = self.clock.mono
+        hold = pc.hold_until_ns if pc is not None else core.hold_until_ns
+        if hold and now < hold:
+            pipe.dirty = True
+            return 0
+        t = pipe.ticker
+        d = self.gate.is_quotable(t)
+        if live is None:
+            live = self.om.live_orders(t)
+        if not d:
+            pipe.state = d.reason
+            if live:
+                bt._pull(pipe, d.reason)
+            if self.gate.kill_state is self.tripped:
+                bt._kill_sweep()
+            return 0
+        for o in live:
+            if not o.actionable:
+                pipe.dirty = True
+                return 0
+        pipe.dirty = False
+        inv = self.event_risk.quote_inventory(t)
+        if pc is not None and t in self.inline_decide:
+            # MarketPipeline.decide of a compiled pipeline, inline: the core's decide with the alpha skew
+            alpha = 0.0 if pipe._alpha_zero else pipe.alpha.get_external_skew(t)
+            actions = pc.decide(inv, live, alpha)
+        else:
+            actions = pipe.decide(inv, live)
+        pipe.state = "quoting"
+        if actions:
+            # Backtest._small_reprices_only
+            if self.limiter is not None and self.limiter.pressure() > self.reprice_pressure \
+                    and self.small_reprices(self.om, actions, pipe.skip_reprice_px):
+                bt.skipped_reprices += 1
+                return 0
+            bt.decisions += 1
+            pipe.trigger_ns = trigger
+            pipe.decided_ns = now
+            self._apply(pipe, actions, trigger)
+        return 0
+
+    def apply(self, pipe, actions, int64_t trigger):
+        """``Backtest._apply``."""
+        self._apply(pipe, actions, trigger)
+
+    cdef int _send(self, object pipe, bint first, int64_t trigger, int lane, object act, tuple args) except -1:
+        # Backtest._send on the compiled request flow (or the driver's own)
+        if self.flow is not None:
+            _in_flight_add(pipe, 1)
+            self.flow._depart(pipe, lane, act, args, trigger if first else -1)
+        else:
+            self.bt._send(pipe, first, trigger, lane, act, *args)
+        return 0
+
+    cdef int _apply(self, object pipe, object actions, int64_t trigger) except -1:
+        bt = self.bt
+        t = pipe.ticker
+        self._touch(t)
+        cdef bint first = True
+        cdef tuple step
+        for step in self.planner.plan(t, actions):
+            kind = step[0]
+            if kind == self.k_place:
+                o, side, price, size = step[1], step[2], step[3], step[4]
+                rec = bt.recorder
+                if rec is not None:
+                    rec.store.record_order(status="pending", client_order_id=o.client_order_id, ticker=t,
+                                           side=side, price=price, count=size, strategy=bt.cfg.run.strategy,
+                                           reason="quote", ts_ns=self.clock.mono + self.clock.wall_offset)
+                bt.orders_sent += 1
+                self._send(pipe, first, trigger, self.lane_place, self.x_place,
+                           (o.client_order_id, t, side, price, size))
+            elif kind == self.k_cancel:
+                bt.cancels_sent += 1
+                self._send(pipe, first, trigger, self.lane_cancel, self.x_cancel, (step[1],))
+            elif kind == self.k_decrease:
+                bt.decreases_sent += 1
+                self._send(pipe, first, trigger, self.lane_amend, self.x_decrease, (step[1], step[2]))
+            else:   # AMEND: the new total (filled + remaining) as known when sent
+                bt.amends_sent += 1
+                self._send(pipe, first, trigger, self.lane_amend, self.x_amend,
+                           (step[1].order_id, step[3], int(step[5].pending_count)))
+            first = False
+        return 0
+
+    def on_fill(self, f):
+        """``Backtest._on_fill``."""
+        self._on_fill(f)
+
+    cdef int _on_fill(self, object f) except -1:
+        t = f.ticker
+        self._touch(t)
+        self.om.on_fill(f)
+        if not self.pf.apply_fill(f):
+            return 0
+        self.fills.append(f)
+        pipe = self.pipes.get(t)
+        if pipe is not None:
+            pipe.fills += 1
+            if t in self.reads_trades:      # MarketPipeline.on_trade does nothing in the others
+                pipe.on_trade(f.price)
+        bt = self.bt
+        if bt.recorder is not None:
+            bt._fill_records(f, pipe)
+        self._after_pnl_change()
+        if pipe is not None and pipe.ready:
+            self._requote(pipe, self.clock.mono, None)
+        return 0
+
+    def after_pnl_change(self):
+        """``Backtest._after_pnl_change``."""
+        self._after_pnl_change()
+
+    cdef int _after_pnl_change(self) except -1:
+        gate = self.gate
+        was = gate.kill_state
+        if gate.update_pnl() is self.tripped:
+            for p in self.pipes.values():
+                p.state = "killed"
+                p.dirty = True
+            self.bt._kill_sweep()
+        elif was is not self.armed and gate.kill_state is self.armed:
+            for p in self.pipes.values():
+                if p.ready:
+                    self._requote(p, self.clock.mono, None)
+        return 0
+
+    # ---- what each request does at the exchange (Backtest._x_place, ...): the simulator's step now,
+    # and what its answer does here (a callable the request flow calls when the answer comes back)
+    def act_place(self, coid, t, side, price, count):
+        """``Backtest._x_place``."""
+        ack, so, fills = self.sim.place(self.clock.mono, _ms(self.clock.mono + self.clock.wall_offset), t, side,
+                                        price, count, coid, post_only=True)
+        cdef _PlaceAnswer a = _PlaceAnswer.__new__(_PlaceAnswer)
+        a.dec, a.ack, a.so, a.fills, a.coid, a.t = self, ack, so, fills, coid, t
+        return a
+
+    def act_cancel(self, oid):
+        """``Backtest._x_cancel``."""
+        reduced = self.sim.cancel(self.clock.mono, _ms(self.clock.mono + self.clock.wall_offset), oid)
+        cdef _CancelAnswer a = _CancelAnswer.__new__(_CancelAnswer)
+        a.dec, a.oid, a.reduced = self, oid, reduced
+        return a
+
+    def act_decrease(self, oid, reduce_to):
+        """``Backtest._x_decrease``."""
+        so = self.sim.decrease(self.clock.mono, _ms(self.clock.mono + self.clock.wall_offset), oid, reduce_to)
+        cdef _DecreaseAnswer a = _DecreaseAnswer.__new__(_DecreaseAnswer)
+        a.dec, a.oid, a.so = self, oid, so
+        return a
+
+    def act_amend(self, oid, price, count):
+        """``Backtest._x_amend``: ``count`` is the amend's new total, as the live connector sends it."""
+        so0 = self.sim.orders.get(oid)
+        remaining = count - (so0.filled if so0 is not None else 0)
+        cdef _AmendAnswer a = _AmendAnswer.__new__(_AmendAnswer)
+        a.dec, a.oid = self, oid
+        if remaining <= 0:      # filled past the new total on the way: Kalshi refuses it (invalid_count)
+            a.so, a.refused, a.fills = so0, "invalid_count", []
+        else:
+            a.so, a.refused, a.fills = self.sim.amend(self.clock.mono, _ms(self.clock.mono + self.clock.wall_offset),
+                                                      oid, price, remaining)
+        return a
+
+    def housekeeping(self, int64_t now):
+        """``Backtest._housekeeping``."""
+        self._housekeeping(now)
+
+    cdef int _housekeeping(self, int64_t now) except -1:
+        bt = self.bt
+        bt._next_house = now + <int64_t>(<double>bt.opt.housekeeping_s * 1e9)
+        sim = self.sim
+        sim.expire_all(now)
+        po = sim.pickoff
+        cdef int64_t wall_ms
+        if po is not None and po.active:     # the pick-off hazard runs between sparse book messages too
+            if self.held:
+                self._deliver_held()
+            wall_ms = _ms(self.clock.mono + self.clock.wall_offset)
+            markets = sim.markets
+            for t, p in self.pipes.items():
+                if p.ready and markets[t].orders:
+                    for f in bt._after_event(now, wall_ms, t):
+                        self._on_fill(f)
+        self._after_pnl_change()
+        if self.gate.kill_state is self.tripped:
+            bt._kill_sweep()
+        for p in self.pipes.values():
+            hold = p.hold_until_ns
+            if hold and p.dirty and p.ready and now >= hold:
+                p.hold_until_ns = 0
+                self._requote(p, now, None)
+        if bt.recorder is not None:
+            bt._house_records(now)
+        return 0
+
+    def deliver_held(self):
+        """``Backtest._deliver_held``."""
+        self._deliver_held()
+
+    cdef int _deliver_held(self) except -1:
+        held = list(self.held.values())
+        self.held.clear()
+        self.sim.end_sweeps()
+        for f in held:
+            self._on_fill(f)
+        return 0
+
+
+@cython.final
+cdef class _PlaceAnswer:
+    # Backtest._x_place's answer
+    cdef Decider dec
+    cdef object ack, so, fills, coid, t
+
+    def __call__(self):
+        cdef Decider dec = self.dec
+        bt = dec.bt
+        ack = self.ack
+        dec.om.on_ack(ack)
+        for f in self.fills:
+            dec._on_fill(f)
+        if bt.recorder is not None:
+            bt._place_records(self.coid, ack, self.so)
+        t = self.t
+        if ack.remaining_count and (not bt.quoting or not dec.pipes[t].ready or not dec.gate.is_quotable(t)):
+            if dec.om.request_cancel(ack.order_id) is not None:
+                bt.cancels_sent += 1
+                dec._send(dec.pipes[t], False, dec.clock.mono, dec.lane_cancel, dec.x_cancel, (ack.order_id,))
+
+
+@cython.final
+cdef class _CancelAnswer:
+    # Backtest._x_cancel's answer
+    cdef Decider dec
+    cdef object oid, reduced
+
+    def __call__(self):
+        cdef Decider dec = self.dec
+        dec.om.on_cancel_ack(self.oid, self.reduced)
+        dec.pf.forget_order(self.oid)
+        rec = dec.bt.recorder
+        if rec is not None:
+            rec.store.record_order(status="canceled", order_id=self.oid,
+                                   ts_ns=dec.clock.mono + dec.clock.wall_offset)
+
+
+@cython.final
+cdef class _DecreaseAnswer:
+    # Backtest._x_decrease's answer
+    cdef Decider dec
+    cdef object oid, so
+
+    def __call__(self):
+        if self.so is None:     # as before: the replay sends no user_order that would settle an unsure order
+            self.dec.om.on_request_failed(self.oid, "order_not_found", gone=True, may_have_filled=False)
+        else:
+            self.dec.om.on_decrease_ack(self.oid, self.so.remaining)
+
+
+@cython.final
+cdef class _AmendAnswer:
+    # Backtest._x_amend's answer
+    cdef Decider dec
+    cdef object oid, so, refused, fills
+
+    def __call__(self):
+        cdef Decider dec = self.dec
+        for f in self.fills:
+            dec._on_fill(f)
+        so, refused = self.so, self.refused
+        if refused is not None or so is None:
+            dec.om.on_request_failed(self.oid, refused or "order_not_found", gone=refused == "order_not_found",
+                                     may_have_filled=False)
+        else:
+            dec.om.on_amend_ack(dec.btmod._new_ack(so.order_id, so.coid, so.filled, so.remaining, so.updated_ms))
 
 
 @cython.final
@@ -603,6 +980,8 @@ cdef class ReplayLoop:
     # bound methods of the driver
     cdef object deliver_held, run_events, trade, routed, slow_delta, frame_fn, housekeeping
     cdef object requote, on_fill, after_event, on_book_change, progress
+    cdef Decider dec            # the driver's compiled decision and fill steps (None: its methods above)
+    cdef bint dec_house         # and its housekeeping (the driver's _housekeeping is that step)
     # loop state
     cdef int64_t shift, last, next_house
     cdef int64_t start_wall, end_wall    # valid once has_wall (no Python int made per record)
@@ -653,6 +1032,9 @@ cdef class ReplayLoop:
         self.after_event = bt.sim.after_event
         self.on_book_change = bt.sim.on_book_change
         self.progress = bt.progress
+        d = getattr(bt, "_decider", None)
+        self.dec = d if isinstance(d, Decider) and bt._requote == d.requote else None
+        self.dec_house = self.dec is not None and bt._housekeeping == d.housekeeping
         self.markets = {}
         cdef _Market m
         for t, (pipe, orders, core, gm, reads) in bt._fast_markets.items():
@@ -686,6 +1068,27 @@ cdef class ReplayLoop:
         self.frames = bt.frames
         self.book_messages = 0
 
+    # ------------------------------------------------------------------ the driver's steps
+    cdef inline int _held_out(self) except -1:
+        if self.dec is not None:
+            return self.dec._deliver_held()
+        self.deliver_held()
+        return 0
+
+    cdef inline int _fill_in(self, object f) except -1:
+        if self.dec is not None:
+            return self.dec._on_fill(f)
+        self.on_fill(f)
+        return 0
+
+    cdef inline int _decide(self, object pipe, int64_t recv, object live) except -1:
+        # live: the market's live orders listed at this clock with no change to them since (the
+        # reference path's _on_book hands its list on the same way), or None: listed afresh
+        if self.dec is not None:
+            return self.dec._requote(pipe, recv, live)
+        self.requote(pipe, recv)
+        return 0
+
     # ------------------------------------------------------------------ the book step
     def on_book(self, ticker, int64_t recv, int level=-1):
         """``Backtest._on_book_fast``: the same steps in the same order."""
@@ -708,6 +1111,7 @@ cdef class ReplayLoop:
         bt = self.bt
         gen = self.mgen[ticker]
         cached = self.live_cache.get(ticker)
+        cdef bint fresh_list = False
         if cached is not None and (<tuple>cached)[0] == gen:
             live = (<tuple>cached)[1]
             if self.check_live_cache:
@@ -716,6 +1120,7 @@ cdef class ReplayLoop:
         else:
             live = self.om.live_orders(ticker)
             self.live_cache[ticker] = (gen, live)
+            fresh_list = True
         cdef int64_t wall = clock.mono + clock.wall_offset
         if mk.core is not None:         # MarketPipeline.on_book of a compiled pipeline, inline
             pipe.last_book_ns = recv
@@ -746,15 +1151,17 @@ cdef class ReplayLoop:
             else:
                 picked = self.after_event(recv, _ms(wall), ticker)
             if picked:
-                self.deliver_held()
+                self._held_out()
                 for f in picked:
-                    self.on_fill(f)
+                    self._fill_in(f)
                 return 0
         # _requote's first answer, without the call (MarketPipeline.in_flight read from its core in C)
         if (mk.state.in_flight if mk.state is not None else pipe.in_flight) and bt.quoting:
             pipe.dirty = True
             return 0
-        self.requote(pipe, recv)
+        # listed just now and unchanged since (nothing between changes the order manager or the clock;
+        # a pick-off fill returned above): the decision reads the same list; a kept one has older ages
+        self._decide(pipe, recv, live if fresh_list else None)
         return 0
 
     # ------------------------------------------------------------------ one record
@@ -784,7 +1191,7 @@ cdef class ReplayLoop:
         cdef list ev = self.ev
         cdef bint due = PyList_GET_SIZE(ev) > 0 and <int64_t>(<tuple>PyList_GET_ITEM(ev, 0))[0] <= recv
         if self.held and (recv > <int64_t>self.bt._held_until or due):
-            self.deliver_held()
+            self._held_out()
             due = PyList_GET_SIZE(ev) > 0 and <int64_t>(<tuple>PyList_GET_ITEM(ev, 0))[0] <= recv
         if due:
             if self.heap is not None:
@@ -817,7 +1224,10 @@ cdef class ReplayLoop:
             if self.fit_pass:
                 self.frame_fn(frame, recv)
         if recv >= self.next_house:
-            self.housekeeping(recv)
+            if self.dec_house:
+                self.dec._housekeeping(recv)
+            else:
+                self.housekeeping(recv)
             self.next_house = self.bt._next_house   # only housekeeping moves it
         return 0
 
@@ -884,7 +1294,7 @@ cdef class ReplayLoop:
         wall_ms = x[5] or _ms(clock.mono + clock.wall_offset)
         if self.held:
             if (x[1], x[4], wall_ms) != self.bt._held_key:
-                self.deliver_held()
+                self._held_out()
         if self.keep_outcomes and x[0]:
             self.trade_outcomes[x[0]] = (x[1], "none")
         if mk.reads_trades:
@@ -897,9 +1307,9 @@ cdef class ReplayLoop:
             else:
                 picked = self.after_event(recv, wall_ms, x[1])
             if picked:
-                self.deliver_held()
+                self._held_out()
                 for f in picked:
-                    self.on_fill(f)
+                    self._fill_in(f)
         return 0
 
     cdef int _trade_reaching(self, _Market mk, tuple x, int64_t recv) except -1:
@@ -918,7 +1328,7 @@ cdef class ReplayLoop:
         bt = self.bt
         cdef dict held = self.held
         if held and key != bt._held_key:
-            self.deliver_held()
+            self._held_out()
         fills = self.sim.on_trade(recv, wall_ms, ticker, price, count, taker_side, trade_id)
         if fills:
             # the other prints of this taker's sweep may follow (Backtest._trade): delivered when it is over
@@ -928,16 +1338,17 @@ cdef class ReplayLoop:
             for f in fills:
                 held[f.trade_id] = f
         pipe = mk.pipe
-        pipe.on_trade(price)
+        if mk.reads_trades:         # MarketPipeline.on_trade does nothing in the others (as the other trade path)
+            pipe.on_trade(price)
         if self.pick_on and pipe.ready:
             if self.hazard is not None:
                 picked = self.hazard.after_event(recv, wall_ms, ticker)
             else:
                 picked = self.after_event(recv, wall_ms, ticker)
             if picked:
-                self.deliver_held()
+                self._held_out()
                 for f in picked:
-                    self.on_fill(f)
+                    self._fill_in(f)
         return 0
 
     cdef inline int _feed(self, object frame, int64_t recv) except? -1:

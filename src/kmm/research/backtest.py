@@ -36,7 +36,7 @@ from kmm._core.book import OrderBook
 from kmm._core.fixed import parse_count, parse_price, parse_signed_count
 from kmm._core.grid import Grid
 from kmm._core.ofi import OFI
-from kmm._core.replay import EventHeap, PickoffHazard, ReplayClock, ReplayLoop, RequestFlow
+from kmm._core.replay import Decider, EventHeap, PickoffHazard, ReplayClock, ReplayLoop, RequestFlow
 from kmm._core.wire import DELTA, GAP, MALFORMED, NOT_BOOK, SNAPSHOT, BookRouter
 from kmm.config import KmmConfig
 from kmm.engine.live import EngineOptions
@@ -324,6 +324,7 @@ class Backtest:
         # every book message of a replay takes one path (so the fast path's kept state stays whole)
         self._on_book_fn = self._on_book_fast if fast else self._on_book
         self._flow: RequestFlow | None = None
+        self._decider: Decider | None = None      # set by a compiled replay (_replay_fast)
         if self._heap is not None and self.compiled_requests and \
                 self._own("_send", "_depart", "_dispatch", "_leave", "_arrive", "_answer"):   # the same steps, compiled
             self._flow = f = RequestFlow(self, self._heap)
@@ -349,12 +350,23 @@ class Backtest:
     #: the compiled loop tracks the recorded run's own resting sizes itself (the simulator's
     #: ``apply_recorded_delta`` for an own delta; False: that method)
     compiled_own = True
+    #: the compiled loop's decisions and fills (:meth:`_requote`, :meth:`_apply`, :meth:`_on_fill`,
+    #: :meth:`_after_pnl_change`, :meth:`_deliver_held`, :meth:`_housekeeping`) on the compiled
+    #: :class:`kmm._core.replay.Decider`
+    #: (False: these methods; the Python fast loop and the reference path always run them)
+    compiled_decisions = True
 
     def _own(self, *names: str) -> bool:
         """Whether this replay runs ``Backtest``'s own methods ``names``: a subclass that overrides one
         (``kmm.research.placement.PlacementReplay._arrive``) keeps the Python steps, which call it."""
         cls = type(self)
         return all(getattr(cls, n) is getattr(Backtest, n) for n in names)
+
+    def _original(self, *names: str) -> bool:
+        """Whether this replay runs the methods ``names`` as this module defines them: neither a
+        subclass's override nor one patched onto the class (a test's spy) in their place."""
+        cls = type(self)
+        return all(getattr(cls, n) is _ORIGINAL[n] for n in names)
 
     def _latency_model(self) -> LatencyModel:
         """The replay's latency model. Fitted from a run (``latency_from``), the fast path keeps it in
@@ -664,6 +676,22 @@ class Backtest:
                 self._hazard = PickoffHazard(sim, {t: po.rates.get(t) or po.rates.get(ALL) for t in sim.markets},
                                              BUCKETS)
                 self._after_event = self._hazard.after_event
+            if self.compiled_decisions and self._decider is None and \
+                    self._original("_requote", "_apply", "_send", "_on_fill", "_after_pnl_change", "_deliver_held",
+                                   "_touch", "_small_reprices_only", "_outside_window", "_fill_records"):
+                # the decision and fill glue compiled (the same steps): every caller, the driver's
+                # Python steps included, takes it for the rest of this replay
+                self._decider = d = Decider(self)
+                self._requote = d.requote                   # type: ignore[method-assign]
+                self._apply = d.apply                       # type: ignore[method-assign]
+                self._on_fill = d.on_fill                   # type: ignore[method-assign]
+                self._after_pnl_change = d.after_pnl_change   # type: ignore[method-assign]
+                self._deliver_held = d.deliver_held         # type: ignore[method-assign]
+                if self._original("_housekeeping", "_house_records"):
+                    self._housekeeping = d.housekeeping     # type: ignore[method-assign]
+                # what each request does at the exchange and its answer (when the decider took them)
+                self._x_place, self._x_cancel = d.x_place, d.x_cancel          # type: ignore[method-assign]
+                self._x_decrease, self._x_amend = d.x_decrease, d.x_amend      # type: ignore[method-assign]
             loop = ReplayLoop(self)
             self._on_book_fn = loop.on_book     # the driver's own book steps share the loop's kept state
             try:
@@ -1278,16 +1306,20 @@ class Backtest:
             for f in fills:
                 self._on_fill(f)
             if self.recorder is not None:
-                status = "resting" if so.status == "resting" else so.status
-                self.recorder.store.record_order(status=status, client_order_id=coid, order_id=ack.order_id,
-                                                 reason="PostOnlyCrossCancel" if so.status == "canceled" else None,
-                                                 ts_ns=self.clock.time_ns())
+                self._place_records(coid, ack, so)
             if ack.remaining_count and (not self.quoting or not self.pipes[t].ready
                                         or not self.gate.is_quotable(t)):
                 if self.om.request_cancel(ack.order_id) is not None:
                     self.cancels_sent += 1
                     self._send(self.pipes[t], False, self.clock.mono, _lim.CANCEL, self._x_cancel, ack.order_id)
         return answer
+
+    def _place_records(self, coid: str, ack: Any, so: Any) -> None:
+        """A place's answer, recorded (a replay that writes records)."""
+        status = "resting" if so.status == "resting" else so.status
+        self.recorder.store.record_order(status=status, client_order_id=coid, order_id=ack.order_id,
+                                         reason="PostOnlyCrossCancel" if so.status == "canceled" else None,
+                                         ts_ns=self.clock.time_ns())
 
     def _x_cancel(self, oid: str) -> Callable[[], None]:
         reduced = self.sim.cancel(self.clock.mono, self._wall_ms(), oid)
@@ -1343,16 +1375,21 @@ class Backtest:
             pipe.fills += 1
             pipe.on_trade(f.price)
         if self.recorder is not None:
-            self.recorder.store.record_fill(f)
-            o = self.om.get(f.client_order_id or "")
-            if o is not None:       # what the exchange's user_order would say after this fill
-                self.recorder.store.record_order(status="executed" if o.remaining == 0 else "resting",
-                                                 client_order_id=o.client_order_id, order_id=f.order_id,
-                                                 fill_count=o.fill_count, ts_ns=self.clock.time_ns())
-            self._tape(pipe, "fill", fill=f)
+            self._fill_records(f, pipe)
         self._after_pnl_change()
         if pipe is not None and pipe.ready:
             self._requote(pipe, self.clock.mono)
+
+    def _fill_records(self, f: Fill, pipe: MarketPipeline | None) -> None:
+        """A fill's records (the replay writes them): the fill, the order as the exchange's user_order
+        would say after it, the tape row."""
+        self.recorder.store.record_fill(f)
+        o = self.om.get(f.client_order_id or "")
+        if o is not None:       # what the exchange's user_order would say after this fill
+            self.recorder.store.record_order(status="executed" if o.remaining == 0 else "resting",
+                                             client_order_id=o.client_order_id, order_id=f.order_id,
+                                             fill_count=o.fill_count, ts_ns=self.clock.time_ns())
+        self._tape(pipe, "fill", fill=f)
 
     def _after_pnl_change(self) -> None:
         was = self.gate.kill_state
@@ -1407,8 +1444,11 @@ class Backtest:
             if p.hold_until_ns and p.dirty and p.ready and now >= p.hold_until_ns:
                 p.hold_until_ns = 0
                 self._requote(p, now)
-        if self.recorder is None:
-            return
+        if self.recorder is not None:
+            self._house_records(now)
+
+    def _house_records(self, now: int) -> None:
+        """Housekeeping's records (a replay that writes them): the marks each second, the P&L every 5 s."""
         if now >= self._next_mark:
             self._next_mark = now + NS_PER_S
             for p in self.pipes.values():
@@ -1453,6 +1493,13 @@ class Backtest:
         self.recorder.tape.write_raw(engine_fields(self.clock.time_ns(), t, event, pipe.inputs, pipe.target,
                                                    self.om.live_orders(t), self.pf, latency_ns, fill))
 
+
+#: the driver's methods as defined here (:meth:`Backtest._original`: a compiled step takes one's place
+#: only while the class still has it)
+_ORIGINAL: dict[str, Any] = {n: getattr(Backtest, n) for n in (
+    "_requote", "_apply", "_send", "_on_fill", "_after_pnl_change", "_deliver_held", "_touch",
+    "_small_reprices_only", "_outside_window", "_fill_records", "_housekeeping", "_house_records",
+    "_x_place", "_x_cancel", "_x_decrease", "_x_amend", "_place_records", "_not_sent")}
 
 _MAX_TS_MS = 2**53
 _FIT_CODE: list[str] = []
