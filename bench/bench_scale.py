@@ -4,7 +4,8 @@
 The loss limit is lifted and no order group is used, so the kill switch (which busy flow trips within
 seconds on 10+ markets at the default $50 loss limit) keeps out of the measurement. For each count the
 simulator (bench/stamped_sim.py, its own process) counts the book frames it writes;
-the engine must receive every one (received = sent, no sequence gap), and we report the engine
+the engine must receive every one written before its stop began (no sequence gap; a frame written
+while it closes its socket may or may not arrive, and is counted apart), and we report the engine
 process's CPU per book message received (all its threads: loop, recorder; the signer process is not
 in it) and frame -> decided percentiles. The 3-market run of bench_kmm_run.py is the reference point;
 the ratio reported here is CPU per message at N markets over that at 1 market.
@@ -81,6 +82,7 @@ async def _drive(engine: Engine, quote_s: float, sim_pid: int = 0) -> dict[str, 
          # places and amends the event gate refused during the window, by reason
          "event_denials": {k: v - ev0.get(k, 0) for k, v in engine.event_risk.denials.items()
                            if v - ev0.get(k, 0)}}
+    m["stop_ns"] = time.monotonic_ns()      # the system-wide clock the simulator stamps its writes with
     stop.set()
     m["summary"] = await asyncio.wait_for(task, 60)
     m["received"] = engine.ws.stats.book_frames
@@ -143,6 +145,10 @@ def run_count(tmp: Path, n: int) -> dict[str, Any]:
         sim.stop()
     data = json.loads(sim.stamps.read_text())
     m["sent"] = data["book_frames"]
+    # written while the engine was still running: every one must have been received. A frame the
+    # simulator writes after the stop began may meet a socket the engine is closing (the one-market run
+    # of Nov 28 received 701 of 702, no gap: its last frame); those are counted apart, not required
+    m["sent_before_stop"] = sum(1 for t, _, _ in data["books"] if t < m["stop_ns"])
     return m
 
 
@@ -154,18 +160,18 @@ def test_markets_on_one_connection(benchmark, n, tmp_path):
     s = res["summary"]
     assert res["frames"] > 50, res["frames"]
     # falling behind is this bench's result to report (the row says so), then its failure
-    behind = res["gaps"] != 0 or res["received"] != res["sent"]
+    behind = res["gaps"] != 0 or res["received"] < res["sent_before_stop"]
     cpu_per_msg = res["cpu_s"] * 1e9 / res["frames"]
     d = dist(res["decide"])
     _RESULTS[n] = {"cpu_ns": cpu_per_msg, **d}
     base = _RESULTS.get(min(_RESULTS))
     benchmark.group = GROUP
-    label = f"{n} markets" + (f", FELL BEHIND: received {res['received']} of {res['sent']} book frames, "
+    label = f"{n} markets" + (f", FELL BEHIND: received {res['received']} of {res['sent_before_stop']} book frames, "
                               f"{res['gaps']} gaps" if behind else "")
     benchmark.extra_info.update(role="kmm", ops=1, label=label, p50_ns=round(cpu_per_msg),
                                 unit="CPU ns per book message", markets=n,
                                 frames_per_s=round(res["frames"] / res["seconds"]), received=res["received"],
-                                sent=res["sent"], cpu_share=round(res["cpu_s"] / res["seconds"], 3),
+                                sent=res["sent"], sent_before_stop=res["sent_before_stop"], cpu_share=round(res["cpu_s"] / res["seconds"], 3),
                                 sim_cpu_share=round(res["sim_cpu_s"] / res["seconds"], 3),
                                 decide_p50_ns=d["p50_ns"], decide_p99_ns=d["p99_ns"], decisions=res["decisions"],
                                 requests=res["requests"], states=res["states"],
@@ -175,7 +181,7 @@ def test_markets_on_one_connection(benchmark, n, tmp_path):
                                         GROUP_DECIDE: {"p50_ns": d["p50_ns"], "p99_ns": d["p99_ns"],
                                                        "p999_ns": d["p999_ns"], "label": label}})
     print(f"\n{n:4d} markets: {res['frames'] / res['seconds']:.0f} book msgs/s, received {res['received']} of sent "
-          f"{res['sent']}, kmm CPU {res['cpu_s'] / res['seconds'] * 100:.0f}% of a core (sim "
+          f"{res['sent']} ({res['sent_before_stop']} before the stop), kmm CPU {res['cpu_s'] / res['seconds'] * 100:.0f}% of a core (sim "
           f"{res['sim_cpu_s'] / res['seconds'] * 100:.0f}%), {cpu_per_msg / 1e3:.1f} us CPU/msg"
           f" ({cpu_per_msg / base['cpu_ns']:.2f}x of {min(_RESULTS)} market(s)); frame -> decided p50 "
           f"{d['p50_ns'] / 1e3:.1f} us p99 {d['p99_ns'] / 1e3:.1f} us (n {d['n']}); {res['decisions']} decisions, "
@@ -183,4 +189,6 @@ def test_markets_on_one_connection(benchmark, n, tmp_path):
           f"gate denials {res['denials']}, event gate denials in the window {res['event_denials']}")
     assert s.verified_flat_orders and s.resting_after_stop == 0
     assert res["gaps"] == 0, "a sequence gap: the engine fell behind or lost frames"
-    assert res["received"] == res["sent"], f"received {res['received']} book frames, the exchange sent {res['sent']}"
+    assert res["sent_before_stop"] <= res["received"] <= res["sent"], \
+        (f"received {res['received']} book frames; the exchange sent {res['sent_before_stop']} before the stop, "
+         f"{res['sent']} in all")
