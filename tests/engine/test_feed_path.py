@@ -103,7 +103,18 @@ async def test_decide_ns_holds_book_frame_decisions_only_and_updates_are_stamped
                 else:
                     made.append((where[0], pipe.decided_ns - trigger_ns))
 
+        orig_act_read = e._act_read
+
+        def act_read(decisions: Any) -> None:
+            # several markets decided when one read ended, sent together (Engine._act_read): each is a
+            # decision the entry made then, classified as act() classifies one
+            before = [(d[0], d[0].decided_ns) for d in decisions]
+            orig_act_read(decisions)
+            for (pipe, d0), d in zip(before, decisions):
+                if pipe.decided_ns != d0:
+                    made.append(("update" if pipe.ticker in read_upd else "book", pipe.decided_ns - d[3]))
         e.on_book, e.on_fill, e.on_user_order, e._act = on_book, on_fill, on_user_order, act  # type: ignore
+        e._act_read = act_read  # type: ignore[method-assign]
         e.ws._bind_handler()                     # the connector holds on_book bound: take the wrapper
         assert e.ws.entry is not None, "the engine's compiled pipelines come with the compiled frame entry"
         e.ws._feed = feed_of(e.ws._feed)
@@ -118,6 +129,7 @@ async def test_decide_ns_holds_book_frame_decisions_only_and_updates_are_stamped
         await asyncio.sleep(0.1)
         book, update = list(e.decide_ns), list(e.update_decide_ns)
         e.on_book, e.on_fill, e.on_user_order, e._act = orig_on_book, orig_on_fill, orig_on_order, orig_act  # type: ignore
+        e._act_read = orig_act_read  # type: ignore[method-assign]
     by_book = [x for w, x in made if w == "book"]
     by_update = [x for w, x in made if w == "update"]
     others = [x for w, x in made if w == "other"]

@@ -139,16 +139,54 @@ class RefFrameEntry:
         self.flush()
 
     def flush(self) -> None:
+        # every pending market decided first, then the decisions sent (Engine._act_read interleaves the
+        # markets' first requests), then the book decisions' marks
         todo, self._pending = self._pending, []
-        for slot in todo:
-            if not slot.pending:
-                continue
-            slot.pending = False
+        outer = self._acts, self._marks_todo
+        acts: list[tuple[Any, ...]] = []
+        marks: list[_Slot] = []
+        self._acts, self._marks_todo = acts, marks
+        try:
+            for slot in todo:
+                if not slot.pending:
+                    continue
+                slot.pending = False
+                try:
+                    self._decide(slot, slot.pend_ns, slot.pend_book, slot.pend_update)
+                except Exception:
+                    self.stats.callback_errors += 1
+                    self.log.exception("deciding %s at the end of the read raised", slot.ticker)
+        finally:
+            self._acts, self._marks_todo = outer
+        engine = self.engine
+        if acts:
             try:
-                self._decide(slot, slot.pend_ns, slot.pend_book, slot.pend_update)
+                if len(acts) == 1:
+                    a = acts[0]
+                    engine._act(a[0], a[1], a[2], a[3], a[4], marks=a[5], decided_ns=a[6])
+                else:
+                    engine._act_read(acts)
             except Exception:
                 self.stats.callback_errors += 1
-                self.log.exception("deciding %s at the end of the read raised", slot.ticker)
+                self.log.exception("sending the decisions of the read raised")
+        for slot in marks:
+            try:
+                if slot.core.top_moved():
+                    engine._marks(slot.ticker, slot.core)
+            except Exception:
+                self.stats.callback_errors += 1
+                self.log.exception("marking %s at the end of the read raised", slot.ticker)
+
+    _acts: list[tuple[Any, ...]] | None = None
+    _marks_todo: list[_Slot] | None = None
+
+    def _mark(self, slot: _Slot, book: bool) -> None:
+        if not book:
+            return
+        if self._marks_todo is not None:
+            self._marks_todo.append(slot)
+        elif slot.core.top_moved():
+            self.engine._marks(slot.ticker, slot.core)
 
     def defer(self, ticker: str, trigger_ns: int) -> bool:
         if not self.coalesce or not self.open:
@@ -225,8 +263,7 @@ class RefFrameEntry:
             return 0
         if (book and fresh.state == "checking") or not engine.quoting or engine.stopping:
             self.dropped += 1
-            if book and core.top_moved():
-                engine._marks(ticker, core)
+            self._mark(slot, book)
             return 0
         gate = self.session.gate
         epoch = self._epoch()
@@ -242,16 +279,14 @@ class RefFrameEntry:
             if not d:
                 core.forget_quotable()
                 engine._not_quotable(pipe, d, core.own_count)
-                if book and core.top_moved():
-                    engine._marks(ticker, core)
+                self._mark(slot, book)
                 self.nothing += 1
                 return FAST_NOTHING
             core.hold_quotable(epoch, gate.quotable_until_wall_ns(ticker))
             v -= 4
         if v != 0:
             pipe.dirty = True
-            if book and core.top_moved():
-                engine._marks(ticker, core)
+            self._mark(slot, book)
             self.nothing += 1
             return FAST_NOTHING
         pipe.dirty = False
@@ -267,12 +302,15 @@ class RefFrameEntry:
         if actions:
             decided = self.clock.monotonic_ns()
             self.decided += 1
+            if self._acts is not None:
+                self._acts.append((pipe, actions, core.own_count, trigger_ns,
+                                   engine.update_decide_ns if update else engine.decide_ns, book, decided))
+                return FAST_DECIDED
             engine._act(pipe, actions, core.own_count, trigger_ns,
                         engine.update_decide_ns if update else engine.decide_ns, marks=book, decided_ns=decided)
             return FAST_DECIDED
         pipe.state = "quoting"
-        if book and core.top_moved():
-            engine._marks(slot.ticker, core)
+        self._mark(slot, book)
         if core.own_count:
             engine.blocked.pop(slot.ticker, None)
         elif core.last_dropped:

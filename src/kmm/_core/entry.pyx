@@ -11,7 +11,10 @@
 # ONCE, on its latest book, when the read ends (feed(..., last=True) or end_read()) and, with
 # flush_python (deltas), before a frame goes to the Python path, in the order the markets first changed. Every
 # check that may stop a decision (ready, checking, quoting, stopping, the gate's held answer, the
-# may-decide verdict) is made then, not at apply time. Equivalence: tests/engine/test_frame_path.py.
+# may-decide verdict) is made then, not at apply time. Every pending market is decided before any of
+# the read's requests is written (Engine._act_read sends several markets' decisions first requests
+# first), and the book decisions' marks follow the requests. Equivalence: tests/engine/test_frame_path.py;
+# the order of the sends: tests/engine/test_read_sends.py.
 cimport cython
 from cpython.dict cimport PyDict_GetItem, PyDict_DelItem, PyDict_Contains
 from cpython.object cimport PyObject
@@ -82,8 +85,9 @@ cdef class FrameEntry:
     With ``coalesce`` (``run.coalesce_reads``) the decision waits for the end of the socket read
     (``last``: the frame picows flags ``last_in_buffer``; or :meth:`end_read`): the deltas of a read are
     applied one by one as they come (books never lag), and each market that changed is decided once,
-    on its latest book, in the order the markets first changed, with every check made then. Its
-    trigger stamp is the read's receive stamp, which every frame of the read carries. A fill or an
+    on its latest book, in the order the markets first changed, with every check made then; the
+    decisions are sent once all are made (``Engine._act_read``: each market's first request before
+    any market's second), the marks after them. Its trigger stamp is the read's receive stamp, which every frame of the read carries. A fill or an
     order update in the read that wants a re-quote joins the same set (:meth:`defer`). Without
     ``coalesce`` every delta is decided as it is applied (the former behaviour, a baseline).
     ``last`` defaults to true: a caller that knows nothing of reads gets a decision per frame. With
@@ -117,6 +121,8 @@ cdef class FrameEntry:
     cdef readonly bint coalesce         # decide once per market per read (else per delta)
     cdef readonly bint flush_python     # ... and before a frame is handed to the Python path ("deltas")
     cdef list _pending                  # _Slot: markets to decide when the read ends, first change first
+    cdef list _acts                     # while a flush decides: the decisions with actions, to send after it
+    cdef list _marks_todo               # ... and the book decisions' marks, made after those sends
     cdef readonly bint open             # a read is under way (a frame was fed, its last not yet)
     cdef readonly uint64_t decided      # decisions made here with actions sent to _act
     cdef readonly uint64_t nothing      # decisions made here with nothing to send (or kept for later)
@@ -151,6 +157,8 @@ cdef class FrameEntry:
         self.coalesce = coalesce
         self.flush_python = coalesce and flush_python
         self._pending = []
+        self._acts = None
+        self._marks_todo = None
         self.slots = {}
         self.gate = session.gate
         self.weights = engine.event_risk._weight
@@ -326,23 +334,63 @@ cdef class FrameEntry:
 
     cdef int _flush(self) except -1:
         """Decide every pending market now, in the order they first changed (the end of the read; with
-        ``flush_python``, also before a frame goes to the Python path)."""
-        cdef list todo
+        ``flush_python``, also before a frame goes to the Python path), then send: every market is
+        decided before any request of the read is written (a market decided third no longer waits for
+        the first two markets' requests), and the engine writes each market's first request before any
+        market's second (``Engine._act_read``). The marks of the read's book decisions come after."""
+        cdef list todo, acts, marks, outer_acts, outer_marks
         cdef _Slot slot
+        cdef tuple a
         if not self._pending:
             return 0
         todo = self._pending
         self._pending = []               # (at the end of a read, a decision's callbacks that defer() find
                                          # no read: they act now)
-        for slot in todo:
-            if not slot.pending:
-                continue
-            slot.pending = False
+        outer_acts, outer_marks = self._acts, self._marks_todo
+        acts = []
+        marks = []
+        self._acts, self._marks_todo = acts, marks
+        try:
+            for slot in todo:
+                if not slot.pending:
+                    continue
+                slot.pending = False
+                try:
+                    self._decide(slot, slot.pend_ns, slot.pend_book, slot.pend_update)
+                except Exception:
+                    self.stats.callback_errors += 1
+                    self.log.exception("deciding %s at the end of the read raised", slot.ticker)
+        finally:
+            self._acts, self._marks_todo = outer_acts, outer_marks
+        engine = self.engine
+        if acts:
             try:
-                self._decide(slot, slot.pend_ns, slot.pend_book, slot.pend_update)
+                if len(acts) == 1:
+                    a = <tuple>acts[0]
+                    engine._act(a[0], a[1], a[2], a[3], a[4], marks=a[5], decided_ns=a[6])
+                else:
+                    engine._act_read(acts)
             except Exception:
                 self.stats.callback_errors += 1
-                self.log.exception("deciding %s at the end of the read raised", slot.ticker)
+                self.log.exception("sending the decisions of the read raised")
+        for slot in marks:
+            try:
+                if slot.core.top_moved():
+                    engine._marks(slot.ticker, slot.core)
+            except Exception:
+                self.stats.callback_errors += 1
+                self.log.exception("marking %s at the end of the read raised", slot.ticker)
+        return 0
+
+    cdef inline int _mark(self, _Slot slot, bint book) except -1:
+        # a book decision's marks (the top of book moved): after the read's requests while a flush
+        # decides, else now
+        if not book:
+            return 0
+        if self._marks_todo is not None:
+            self._marks_todo.append(slot)
+        elif slot.core.top_moved():
+            self.engine._marks(slot.ticker, slot.core)
         return 0
 
     def defer(self, ticker, int64_t trigger_ns):
@@ -463,8 +511,7 @@ cdef class FrameEntry:
             return 0
         if (book and fresh.state == CHECKING) or not engine.quoting or engine.stopping:
             self.dropped += 1                  # being checked, stopped since: the marks only (the book was applied)
-            if book and core.top_moved():
-                engine._marks(ticker, core)
+            self._mark(slot, book)
             return 0
         gate = self.gate
         fr, lim = gate.freshness, gate.backoff
@@ -482,16 +529,14 @@ cdef class FrameEntry:
             if not d:
                 core.forget_quotable()
                 engine._not_quotable(pipe, d, core._nown)
-                if book and core.top_moved():
-                    engine._marks(ticker, core)
+                self._mark(slot, book)
                 self.nothing += 1
                 return FAST_NOTHING
             core.hold_quotable(epoch, gate.quotable_until_wall_ns(ticker))
             v -= 4
         if v != 0:                             # requests in flight, a hold, a request open on an order
             pipe.dirty = True
-            if book and core.top_moved():
-                engine._marks(ticker, core)
+            self._mark(slot, book)
             self.nothing += 1
             return FAST_NOTHING
         pipe.dirty = False
@@ -514,13 +559,16 @@ cdef class FrameEntry:
         if actions:
             decided = self._mono()
             self.decided += 1
+            if self._acts is not None:         # a flush: sent once every pending market is decided
+                self._acts.append((pipe, actions, core._nown, trigger_ns,
+                                   engine.update_decide_ns if update else engine.decide_ns, book, decided))
+                return FAST_DECIDED
             engine._act(pipe, actions, core._nown, trigger_ns,
                         engine.update_decide_ns if update else engine.decide_ns, marks=book, decided_ns=decided)
             return FAST_DECIDED
         # Engine._act with no actions: quoting, the marks, and a market with orders is not blocked
         pipe.state = QUOTING
-        if book and core.top_moved():
-            engine._marks(slot.ticker, core)
+        self._mark(slot, book)
         if core._nown and PyDict_Contains(self.blocked, slot.ticker):
             PyDict_DelItem(self.blocked, slot.ticker)
         elif not core._nown and core.last_dropped:

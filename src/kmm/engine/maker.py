@@ -932,6 +932,75 @@ class Engine(FeedHandler):
             elif pipe.core.last_dropped:
                 self._event_room(pipe)
 
+    def _act_read(self, decisions: list[tuple[Any, ...]]) -> None:
+        """Send the decisions of one socket read, every market already decided (the compiled frame
+        entry decides each pending market, then calls this with two or more decisions that have
+        actions: ``(pipe, actions, live, trigger_ns, stamps, marks, decided_ns)`` each, in the order the
+        markets first changed). What :meth:`_act` does for each, with the writes interleaved: each
+        market's actions are applied until its first request is sent, market after market, then the
+        rest of each market's actions in turn; the marks follow every request of the read.
+
+        Why: the first request of a decision is the one that takes a quote out of harm's way (the bid
+        amended down as the market drops), and sending market after market whole made the third market's
+        first request wait for the first two markets' every request (~100 us each in situ). A market's
+        own requests keep their order (the planner plans each step on the state the earlier ones left);
+        only requests of different markets change places, and the account-level checks (open orders,
+        total position, event limits) are made on each request as it is planned, so a limit that binds
+        across markets is kept whichever market reaches it first. A decision that raises leaves the
+        other markets' requests sent; the first error is raised again once all are done."""
+        if self._batch is not None:      # a requote of every market batches its creates: one by one
+            for pipe, actions, live, trigger_ns, stamps, marks, decided_ns in decisions:
+                self._act(pipe, actions, live, trigger_ns, stamps, marks, decided_ns)
+            return
+        todo: list[list[Any]] = []
+        marked: list[MarketPipeline] = []
+        for pipe, actions, live, trigger_ns, stamps, marks, decided_ns in decisions:
+            pipe.state = "quoting"
+            if marks:
+                marked.append(pipe)
+            if self._small_reprices_only(pipe, actions):
+                self.skipped_reprices += 1      # save the write budget for what matters
+                continue
+            pipe.trigger_ns = trigger_ns
+            pipe.decided_ns = decided_ns or self.clock.monotonic_ns()
+            if stamps is not None:
+                stamps.append(pipe.decided_ns - trigger_ns)
+            todo.append([pipe, actions, live, trigger_ns, 0, 0])    # ..., sent, actions applied
+        error: BaseException | None = None
+        failed: set[int] = set()
+        try:
+            for k, t in enumerate(todo):            # each market until its first request is written
+                pipe, actions, trigger_ns = t[0], t[1], t[3]
+                try:
+                    while t[5] < len(actions) and not t[4]:
+                        t[4] += self._apply(pipe, actions[t[5]:t[5] + 1], trigger_ns)
+                        t[5] += 1
+                except Exception as exc:
+                    failed.add(k)
+                    error = error or exc
+            for k, t in enumerate(todo):            # then the rest of each market's actions
+                if k in failed or t[5] >= len(t[1]):
+                    continue
+                try:
+                    t[4] += self._apply(t[0], t[1][t[5]:], t[3])
+                except Exception as exc:
+                    failed.add(k)
+                    error = error or exc
+        finally:
+            for pipe in marked:
+                self._mark_top(pipe)
+        for k, t in enumerate(todo):                # _act's blocked bookkeeping, per market
+            if k in failed:
+                continue
+            pipe, sent, live = t[0], t[4], t[2]
+            if not sent and not live and not self.om.live_orders(pipe.ticker):
+                self._blocked(pipe, self.planner.last_denial or "no order passes the gate",
+                              self.planner.last_denial_detail)
+            elif sent or live:
+                self.blocked.pop(pipe.ticker, None)
+        if error is not None:
+            raise error
+
     def _pull(self, pipe: MarketPipeline, reason: str) -> None:
         """Cancel every live order of this market (orders still being created are cancelled on ack).
         Not during an exchange pause: the exchange refuses cancels then (and kills every order of ours,
