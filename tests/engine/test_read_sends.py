@@ -214,3 +214,31 @@ def test_a_market_that_raises_leaves_the_others_sent_and_marked() -> None:
     assert log == [(MARKETS[0], 0), (MARKETS[1], 0), (MARKETS[2], 0), (MARKETS[0], 1), (MARKETS[2], 1),
                    ("marks", MARKETS[0]), ("marks", MARKETS[1]), ("marks", MARKETS[2])]
     assert len(e.decide_ns) == 3
+
+
+@pytest.mark.parametrize("mode", ["entry", "reference"])
+def test_the_event_rooms_are_asked_only_for_a_market_whose_event_refused_lately(mode: str) -> None:
+    """The compiled entry reads EventWiring's open rooms itself for a market not in its hot set (no
+    Python frame) and asks ``rooms`` for one that is, which counts its hot decisions down: the same
+    rooms and the same count as the reference, which always asks."""
+    from kmm.engine.eventwire import ROOMS_OPEN_STEP
+    e, ws, log = _engine(2, mode)
+    hot = e.event_risk._hot
+    assert mode != "entry" or ws.entry.hot is hot
+    a, b = MARKETS[0], MARKETS[1]
+    hot[b] = 3
+    asked: list[str] = []
+    rooms_now = e.event_risk.rooms_now
+
+    def rooms_now_spy(ticker: str, fractional: bool = False) -> tuple[int, int, int]:
+        asked.append(ticker)
+        return (1_000_000, 2_000_000, 100)               # a room that binds: the decision must read it
+    e.event_risk.rooms_now = rooms_now_spy  # type: ignore[method-assign]
+    recv = e.clock.monotonic_ns()
+    ws._feed(delta_frame(1, 2, a, price="0.4100", d="5.00"), recv, False)
+    ws._feed(delta_frame(2, 2, b, price="0.4100", d="5.00"), recv, True)
+    assert asked == [b] and hot == {b: 2}
+    ca, cb = e.pipes[a].core, e.pipes[b].core
+    assert (ca.bid_room, ca.ask_room, ca.block_step) == ROOMS_OPEN_STEP
+    assert (cb.bid_room, cb.ask_room, cb.block_step) == (1_000_000, 2_000_000, 100)
+    e.event_risk.rooms_now = rooms_now  # type: ignore[method-assign]

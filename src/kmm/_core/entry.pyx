@@ -113,6 +113,8 @@ cdef class FrameEntry:
     cdef object gate                    # session.gate (its freshness and backoff are read per frame)
     cdef dict weights                   # engine.event_risk._weight: ticker -> event inventory weight
     cdef object rooms                   # engine.event_risk.rooms: the event gate's room per side
+    cdef readonly dict hot              # its markets that ask the gate (open_rooms): None, rooms asked always
+    cdef int64_t open_bid, open_ask, open_step   # ... the open rooms of every other market
     cdef dict positions                 # session.pf._markets: ticker -> the portfolio's market record
     cdef dict blocked                   # engine.blocked
     cdef object capture                 # a kmm.record.capture.CaptureWriter the raw hook writes to, or None
@@ -218,9 +220,25 @@ cdef class FrameEntry:
             return 0 if m == NULL else (<object>m).position
         return self.engine.event_risk.quote_inventory(ticker)
 
+    def open_rooms(self, dict hot, tuple open_step):
+        """``EventWiring.rooms`` answers ``open_step`` for every market not in ``hot`` (its markets whose
+        event refused or cut a place lately) and asks the gate only for those: read here, the common
+        case needs no Python frame. The engine calls this only when ``rooms`` is EventWiring's own."""
+        self.hot = hot
+        self.open_bid, self.open_ask, self.open_step = open_step
+
     cdef int _set_rooms(self, Pipeline core, object ticker, bint slot_fractional) except -1:
         # EventWiring.rooms -> Pipeline.set_rooms: the places the event gate refuses are not decided
-        cdef tuple r = self.rooms(ticker, slot_fractional)
+        cdef tuple r
+        cdef PyObject* left
+        if self.hot is not None:
+            left = PyDict_GetItem(self.hot, ticker)
+            if left == NULL or not <object>left:
+                core.bid_room = self.open_bid
+                core.ask_room = self.open_ask
+                core.block_step = self.open_step
+                return 0
+        r = self.rooms(ticker, slot_fractional)
         core.bid_room = r[0]
         core.ask_room = r[1]
         core.block_step = r[2]

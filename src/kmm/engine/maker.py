@@ -35,7 +35,7 @@ from kmm import protocol
 from kmm.config import KmmConfig
 from kmm.engine import session as S
 from kmm.engine.clock import NS_PER_S, Clock, SystemClock
-from kmm.engine.eventwire import EventWiring, merged_denials, pull_event_orders
+from kmm.engine.eventwire import ROOMS_OPEN_STEP, EventWiring, merged_denials, pull_event_orders
 from kmm.engine.freshness import Freshness
 from kmm.engine.housekeeping import Housekeeping
 from kmm.engine.incentwire import IncentiveWiring
@@ -576,6 +576,9 @@ class Engine(FeedHandler):
         for t, p in pipes.items():
             entry.add(t, p.core, p, self.freshness.get(t))
         entry.ignore = self._ignored_frames()
+        if type(self.event_risk).rooms is EventWiring.rooms:
+            # the open rooms read in C for a market whose event refused nothing lately (EventWiring.rooms)
+            entry.open_rooms(self.event_risk._hot, ROOMS_OPEN_STEP)  # noqa: SLF001
         self.entry = entry
         return entry
 
