@@ -70,7 +70,9 @@ async def _drive(engine: Engine, quote_s: float, sim_pid: int = 0) -> dict[str, 
     d0 = sum(p.decisions for p in engine.pipes.values())
     o0 = engine.orders_sent + engine.amends_sent
     ev0 = dict(engine.event_risk.denials)
+    sig0 = engine.signature_stats() or {}
     await asyncio.sleep(quote_s)
+    sig1 = engine.signature_stats() or {}
     sim_cpu = (_proc_cpu_s(sim_pid) - s0) if sim_pid else float("nan")
     from collections import Counter
     m = {"frames": engine.ws.stats.book_frames - f0, "requests": engine.orders_sent + engine.amends_sent - o0,
@@ -81,7 +83,16 @@ async def _drive(engine: Engine, quote_s: float, sim_pid: int = 0) -> dict[str, 
          "decisions": sum(p.decisions for p in engine.pipes.values()) - d0,
          # places and amends the event gate refused during the window, by reason
          "event_denials": {k: v - ev0.get(k, 0) for k, v in engine.event_risk.denials.items()
-                           if v - ev0.get(k, 0)}}
+                           if v - ev0.get(k, 0)},
+         # the signature pool over the window: writes signed inline on the loop (issue 15: 0 in steady
+         # state), signatures taken ready, waited for, and received from the signer process
+         "signatures": {k: v - sig0.get(k, 0) for k, v in sig1.items()
+                        if k in ("hits", "waited", "write_fallbacks", "made")}}
+    pool = getattr(engine.rest, "pool", None)
+    if pool is not None:     # over the whole run: what the fallbacks were
+        st = pool.stats
+        m["signatures"].update(misses_by_kind=dict(st.miss_kinds), unpooled_writes=st.unpooled - st.unpooled_reads,
+                               wait_timeouts=st.wait_timeouts)
     m["stop_ns"] = time.monotonic_ns()      # the system-wide clock the simulator stamps its writes with
     stop.set()
     m["summary"] = await asyncio.wait_for(task, 60)
@@ -119,7 +130,9 @@ def run_count(tmp: Path, n: int) -> dict[str, Any]:
     try:
         sim.wait_ready()
         p = place.enter_context(pinned())    # bench_engine.py's CPU placement, as in bench_kmm_run.py
+        # KMM_BENCH_SIGNER_NICE: the signer's niceness (default kmm run's, [run] signer_nice)
         conn = ConnectorConfig(env="sim", read_rate=1e6, write_rate=1e6,
+                               signer_nice=int(os.environ.get("KMM_BENCH_SIGNER_NICE", str(ConnectorConfig().signer_nice))),
                                signer_cpus=p[1] if p is not None else frozenset()).with_server(
             sim.rest_url, sim.ws_url, api_key_id=key_id, private_key_pem=priv)
         run_loop(_fund_shards(conn, tickers))
@@ -175,7 +188,7 @@ def test_markets_on_one_connection(benchmark, n, tmp_path):
                                 sim_cpu_share=round(res["sim_cpu_s"] / res["seconds"], 3),
                                 decide_p50_ns=d["p50_ns"], decide_p99_ns=d["p99_ns"], decisions=res["decisions"],
                                 requests=res["requests"], states=res["states"],
-                                event_denials=res["event_denials"],
+                                event_denials=res["event_denials"], signatures=res["signatures"],
                                 # two rows in the report: the CPU per message and the latency at this count
                                 stages={GROUP: {"p50_ns": round(cpu_per_msg), "label": label},
                                         GROUP_DECIDE: {"p50_ns": d["p50_ns"], "p99_ns": d["p99_ns"],
@@ -186,7 +199,8 @@ def test_markets_on_one_connection(benchmark, n, tmp_path):
           f" ({cpu_per_msg / base['cpu_ns']:.2f}x of {min(_RESULTS)} market(s)); frame -> decided p50 "
           f"{d['p50_ns'] / 1e3:.1f} us p99 {d['p99_ns'] / 1e3:.1f} us (n {d['n']}); {res['decisions']} decisions, "
           f"{res['requests']} creates+amends; market states at the end {res['states']}, kill switch {res['kill']}, "
-          f"gate denials {res['denials']}, event gate denials in the window {res['event_denials']}")
+          f"gate denials {res['denials']}, event gate denials in the window {res['event_denials']}; "
+          f"signatures {res['signatures']}")
     assert s.verified_flat_orders and s.resting_after_stop == 0
     assert res["gaps"] == 0, "a sequence gap: the engine fell behind or lost frames"
     assert res["sent_before_stop"] <= res["received"] <= res["sent"], \

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import Any
 
 import pytest
 
@@ -124,6 +125,19 @@ def test_take_async_waits_for_the_signer_process_instead_of_signing_inline(signe
     asyncio.run(run())
 
 
+def _signed(here: Any, n: int, signer: Signer) -> list[str]:
+    """The paths of the next ``n`` signatures the signer process sends (in messages of one or more),
+    each verified."""
+    order: list[str] = []
+    while len(order) < n:
+        assert here.poll(10), "the signer stopped answering"
+        for method, path, sigs in here.recv():
+            for _, ts, sig in sigs:
+                verify(signer, {"KALSHI-ACCESS-TIMESTAMP": str(ts), "KALSHI-ACCESS-SIGNATURE": sig}, method, path)
+                order.append(path)
+    return order
+
+
 def test_the_signer_serves_a_pair_with_nothing_signed_before_queued_refreshes(signer, rsa_key):
     import multiprocessing
     import threading
@@ -139,17 +153,63 @@ def test_the_signer_serves_a_pair_with_nothing_signed_before_queued_refreshes(si
     fresh = ("POST", AMEND.format("just-acked"))
     here.send([("POST", PAIR[1], 8, False)])          # a batch of refreshes for a pair that has some
     here.send([(*fresh, 1, True)])                      # an order just acknowledged: nothing signed yet
-    order = []
-    for _ in range(9):
-        assert here.poll(10), "the signer stopped answering"
-        method, path, sigs = here.recv()
-        order.append(path)
-        ts, sig = sigs[0][1], sigs[0][2]
-        verify(signer, {"KALSHI-ACCESS-TIMESTAMP": str(ts), "KALSHI-ACCESS-SIGNATURE": sig}, method, path)
+    order = _signed(here, 9, signer)
     here.send(None)
     worker.join(5)
     assert not worker.is_alive()
     assert order.count(PAIR[1]) == 8 and order.index(fresh[1]) <= 2, order
+
+
+def test_the_signer_serves_a_waiting_request_before_new_pairs_and_refreshes(signer, rsa_key):
+    """Level 2 (a request waits for the signature) goes before everything queued: many orders just
+    acknowledged (level 1, each with nothing signed) and refills (level 0). At 100 markets a create
+    waited behind every new order's amend pair until take_async gave up."""
+    import multiprocessing
+    import threading
+
+    from cryptography.hazmat.primitives import serialization
+
+    from kmm.kalshi.signing import _signer_process
+    pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    here, there = multiprocessing.Pipe()
+    worker = threading.Thread(target=_signer_process, args=(there, signer.key_id, pem), daemon=True)
+    worker.start()
+    fresh = [("POST", AMEND.format(f"acked-{i}")) for i in range(6)]
+    waiting = ("POST", "/trade-api/v2/portfolio/orders/batched")
+    here.send([("POST", PAIR[1], 6, 0)] + [(*f, 2, 1) for f in fresh])   # queued: refills, new pairs
+    here.send([(*waiting, 2, 2)])                                         # then two requests wait
+    order = _signed(here, 6 + 12 + 2, signer)
+    here.send(None)
+    worker.join(5)
+    assert not worker.is_alive()
+    # the pipe is read after every signature: the waiting pair's two come right after the one (or two)
+    # signed before its job arrived, before the rest of the queue
+    first = order.index(waiting[1])
+    assert first <= 2 and order[first + 1] == waiting[1], order
+    assert order.count(PAIR[1]) == 6 and sorted(set(order) - {PAIR[1], waiting[1]}) == sorted(f[1] for f in fresh)
+
+
+@pytest.mark.asyncio
+async def test_a_waiting_take_asks_the_process_for_its_signature_first(signer):
+    """take_async on an empty pair sends a level-2 job for the one it waits for (and the pair's refill
+    apart), so the process signs it before its queue."""
+    pool = SignaturePool(signer, [PAIR], depth=3)
+    sent: list[Any] = []
+
+    class Conn:
+        def send(self, jobs: Any) -> None:
+            sent.append(jobs)
+    pool._conn = Conn()
+    pool._loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(pool.take_async(*PAIR, wait_s=1.0))
+    await asyncio.sleep(0.01)
+    key = ("POST", PAIR[1])
+    jobs = sent[-1]
+    assert jobs[0] == (*key, 1, 2) and (*key, 3, 1) in jobs, jobs
+    pool._receive((*key, [(time.monotonic_ns(), 1, "sig")]))
+    headers = await asyncio.wait_for(task, 1.0)
+    assert headers["KALSHI-ACCESS-SIGNATURE"] == "sig" and pool.stats.waited == 1
 
 
 def test_take_async_stops_waiting_for_a_signer_process_that_does_not_deliver(signer):
@@ -277,3 +337,34 @@ def test_a_take_tops_up_only_the_pair_it_took_from_and_the_tick_looks_at_every_p
             pool.close()
 
     asyncio.run(run())
+
+
+def test_the_signer_sends_refills_in_batches_and_a_waited_signature_at_once(signer, rsa_key):
+    """Refills go in messages of several signatures (the loop reads one message per turn); a signature
+    a request waits for is sent alone, at once."""
+    import multiprocessing
+    import threading
+
+    from cryptography.hazmat.primitives import serialization
+
+    from kmm.kalshi.signing import SIGNER_BATCH, _signer_process
+    pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    here, there = multiprocessing.Pipe()
+    worker = threading.Thread(target=_signer_process, args=(there, signer.key_id, pem), daemon=True)
+    worker.start()
+    here.send([("POST", PAIR[1], 40, 0)])
+    sizes = []
+    while sum(sizes) < 40:
+        assert here.poll(10), "the signer stopped answering"
+        msg = here.recv()
+        assert all(path == PAIR[1] for _, path, _ in msg)
+        sizes.append(sum(len(sigs) for _, _, sigs in msg))
+    assert sum(sizes) == 40 and max(sizes) <= SIGNER_BATCH and len(sizes) < 40 / 2, sizes
+    waiting = ("POST", "/trade-api/v2/portfolio/orders/batched")
+    here.send([(*waiting, 1, 2)])
+    assert here.poll(10)
+    assert [(p, len(s)) for _, p, s in here.recv()] == [(waiting[1], 1)]
+    here.send(None)
+    worker.join(5)
+    assert not worker.is_alive()
