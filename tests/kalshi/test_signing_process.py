@@ -206,7 +206,7 @@ async def test_a_waiting_take_asks_the_process_for_its_signature_first(signer):
     await asyncio.sleep(0.01)
     key = ("POST", PAIR[1])
     jobs = sent[-1]
-    assert jobs[0] == (*key, 1, 2) and (*key, 3, 1) in jobs, jobs
+    assert jobs[0] == (*key, 1, 2, True) and (*key, 3, 1, True) in jobs, jobs
     pool._receive((*key, [(time.monotonic_ns(), 1, "sig")]))
     headers = await asyncio.wait_for(task, 1.0)
     assert headers["KALSHI-ACCESS-SIGNATURE"] == "sig" and pool.stats.waited == 1
@@ -368,3 +368,42 @@ def test_the_signer_sends_refills_in_batches_and_a_waited_signature_at_once(sign
     here.send(None)
     worker.join(5)
     assert not worker.is_alive()
+
+
+def test_the_pool_asks_for_fixed_pairs_before_order_paths(signer):
+    """Creates' and batched cancels' refills go at level 1, an order's amend at 0 (a new one flagged
+    for the front of those): the signer serves every fixed pair before any order's path."""
+    pool = SignaturePool(signer, [PAIR], depth=2)
+    sent: list[Any] = []
+
+    class Conn:
+        def send(self, jobs: Any) -> None:
+            sent.append(jobs)
+    pool._conn = Conn()
+    amend = ("POST", AMEND.format("o1"))
+    pool.add_pair(*amend, depth=1)          # asked at once (no loop: no turn to wait for)
+    pool._request_fill()
+    jobs = [j for batch in sent for j in batch]
+    assert ("POST", PAIR[1], 2, 1, True) in jobs and ("POST", amend[1], 1, 0, True) in jobs, jobs
+    assert all(j[3] == 1 for batch in sent for j in batch if j[1] == PAIR[1]), sent
+
+
+def test_the_signer_serves_fixed_pairs_before_order_paths_and_new_orders_before_refills(signer, rsa_key):
+    import multiprocessing
+    import threading
+
+    from cryptography.hazmat.primitives import serialization
+
+    from kmm.kalshi.signing import _signer_process
+    pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    here, there = multiprocessing.Pipe()
+    worker = threading.Thread(target=_signer_process, args=(there, signer.key_id, pem), daemon=True)
+    worker.start()
+    old, new = ("POST", AMEND.format("old")), ("POST", AMEND.format("new"))
+    here.send([(*old, 2, 0, False), (*new, 1, 0, True), ("POST", PAIR[1], 3, 1, False)])
+    order = _signed(here, 6, signer)
+    here.send(None)
+    worker.join(5)
+    assert not worker.is_alive()
+    assert order[:3] == [PAIR[1]] * 3 and order[3] == new[1] and order[4:] == [old[1]] * 2, order

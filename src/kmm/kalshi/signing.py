@@ -206,12 +206,13 @@ def _signer_process(conn: object, key_id: str, pem: bytes, nice: int = 0) -> Non
     Work is a queue of ``[method, path, left]``; after every signature the pipe is checked. A job's
     fourth field is its level: 2, a request is waiting for this signature (``take_async``): signed
     before anything else, first come first served; 1, before every level-0 job, round robin among
-    themselves; 0 (or absent), round robin. The pool sends its fixed pairs (creates, batched cancels:
-    every signature made is used) and a pair with nothing signed at level 1, and the refills of
-    per-order pairs (an order's amend: most orders are cancelled before they are amended) at 0.
-    Served one round robin with every order's amend pair, a 100-market run's creates and batched
-    cancels got a share of the signer as small as any order's, went empty, and the loop signed ~500
-    writes a second inline (~300 us of its time each)."""
+    themselves; 0 (or absent), round robin, a job whose fifth field is true (a pair with nothing
+    signed) to the front. The pool sends its fixed pairs (creates, batched cancels: every signature
+    made is used) at level 1 and per-order pairs (an order's amend: most orders are cancelled before
+    they are amended) at 0, a new order's first to the front. Served one round robin with every
+    order's amend pair, a 100-market run's creates and batched cancels got a share of the signer as
+    small as any order's, went empty, and the loop signed ~500 writes a second inline (~300 us of its
+    time each)."""
     if nice:
         with contextlib.suppress(OSError):      # not allowed here: keep the inherited priority
             os.nice(nice)
@@ -226,7 +227,16 @@ def _signer_process(conn: object, key_id: str, pem: bytes, nice: int = 0) -> Non
             return False
         for job in jobs:
             level = int(job[3]) if len(job) > 3 else 0
-            (waited if level >= 2 else urgent if level else work).append([job[0], job[1], job[2], level])
+            entry = [job[0], job[1], job[2], level]
+            if level >= 2:
+                waited.append(entry)
+            elif level:
+                urgent.append(entry)
+            elif len(job) > 4 and job[4]:
+                entry[3] = 1               # a pair with nothing signed: sent as soon as signed
+                work.appendleft(entry)
+            else:
+                work.append(entry)
         return True
 
     out: list[tuple[str, str, list[tuple[int, int, str]]]] = []   # signed, not sent yet
@@ -645,16 +655,17 @@ class SignaturePool:
             if key in extra:
                 need = max(need, 1)
             if need > 0:
-                # level 1 (before the per-order refills): a fixed pair, whose signatures are all
-                # used, and a pair with nothing signed (an order just acknowledged)
-                level = 1 if not q or not _per_order_kind(key[1]) else 0
+                # level 1 (before any order's own path): a fixed pair, whose signatures are all used;
+                # an order's pair at 0, to the front of those when it has nothing signed (just acked)
+                level = 0 if _per_order_kind(key[1]) else 1
+                front = not q
                 if key in extra:
                     # a request waits for one: signed before anything else; the rest as the pair's refill
-                    jobs.append((key[0], key[1], 1, 2))
+                    jobs.append((key[0], key[1], 1, 2, front))
                     if need > 1:
-                        jobs.append((key[0], key[1], need - 1, level))
+                        jobs.append((key[0], key[1], need - 1, level, front))
                 else:
-                    jobs.append((key[0], key[1], need, level))
+                    jobs.append((key[0], key[1], need, level, front))
                 self._outstanding[key] = self._outstanding.get(key, 0) + need
         if jobs:
             jobs.sort(key=lambda j: -j[3])
