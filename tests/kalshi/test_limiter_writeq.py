@@ -3,7 +3,8 @@ dispatch/_expire, the replay's ReplayWriteQueue) against the plain-Python limite
 replaced (tests/reference/ratelimiter.py, tests/reference/writequeue.py): the same random requests
 (lanes, costs, markets, batches, shards), clock steps, dispatches, callers giving up, drops and 429s
 given to both, and every outcome compared after every step: each grant and drop in order, the answers
-and waits returned, tokens to the last bit, pauses, per-market counts and every queue's inner state."""
+and waits returned, tokens to the last bit, pauses, per-market counts and every queue's inner state.
+The order path's ``try_acquire``, ``acquire`` and ``pressure`` (compiled too) are compared as well."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ class _Fut:
 
 
 def state(lim) -> tuple:
-    """Buckets (unrounded), pauses, grants, per-market counts, counters and every queue's inner state."""
+    """Buckets (unrounded), pauses, grants, per-market counts, counters and every queue's inner state; the order path's
+``try_acquire``, ``acquire`` and ``pressure`` too."""
     writes = [lim._w0, *(lim._shard_writes[k] for k in sorted(lim._shard_writes))]
     qs = [lim._read_waiters, *(q for w in writes for q in w.waiters)]
     return ((lim.read.tokens, lim.read._last_ns, lim.read_paused_until_ns),
@@ -75,6 +77,7 @@ op = st.one_of(
     st.tuples(st.just("429"), st.sampled_from([AMEND, PLACE, READ]), shards),
     st.tuples(st.just("success"), st.sampled_from([AMEND, PLACE, READ]), shards),
     st.tuples(st.just("backoff"), st.sampled_from([None, 0.1, 2.0])),
+    st.tuples(st.just("pressure"), shards),
 )
 
 
@@ -138,6 +141,8 @@ def test_the_compiled_limiter_grants_drops_and_waits_as_the_plain_python_one(ops
             got = [lim.on_rate_limited(o[1], shard=o[2]) for lim in lims]
         elif o[0] == "success":
             got = [lim.on_success(o[1], shard=o[2]) for lim in lims]
+        elif o[0] == "pressure":
+            got = [lim.pressure(o[1]) for lim in lims]
         else:
             got = [lim.set_backoff(max_s=o[1]) for lim in lims]
         if got:

@@ -19,13 +19,24 @@ cdef int AMEND = 1
 cdef int PLACE = 2
 cdef int READ = 3
 
-# kmm.kalshi.limiter.NotSent (bound by that module once it has made the class: it imports this one)
+# kmm.kalshi.limiter's NotSent and FAIR_KEY (bound by that module once it has made them: it imports this one)
 cdef object _NotSent = None
+cdef object _FAIR_KEY = None
 
 
-def _bind(not_sent):
-    global _NotSent
+def _bind(not_sent, fair_key):
+    global _NotSent, _FAIR_KEY
     _NotSent = not_sent
+    _FAIR_KEY = fair_key
+
+
+cdef inline double _pymax(double a, double b):
+    """Python's ``max(a, b)`` on two floats (the first when they compare equal, as -0.0 and 0.0 do)."""
+    return b if b > a else a
+
+
+cdef inline double _pymin(double a, double b):
+    return b if b < a else a
 
 
 cdef class Grant:
@@ -317,6 +328,72 @@ cdef class LimiterCore:
         """Take ``cost`` tokens for ``lane`` (on ``shard``'s write bucket) now if allowed (returns 0),
         else ns to wait. Ignores queues."""
         return self._poll_c(lane, cost, shard)
+
+    # -- the order path: a write taken at once, the pressure a decision reads ----------------------
+    def try_acquire(self, int lane, double cost, shard=None):
+        """Non-blocking: True if the tokens were taken (nothing more urgent waiting).
+
+        A write is ``_blocked_by_queue``, :meth:`poll` and :meth:`_count` in one call (the order path's
+        every request comes here; tests/kalshi/test_limiter_fast.py holds the two to the same grants,
+        tokens and counts); a read takes those steps one after the other."""
+        cdef Writes w
+        cdef int i
+        cdef long long now
+        if lane == READ:
+            if self._read_waiters._n > 0:
+                return False
+            if self._poll_c(lane, cost, shard) == 0:
+                self._count_c(_FAIR_KEY.get(), 0, False)
+                return True
+            return False
+        w = self._w0 if shard is None or shard < 1 else (<object>self)._writes(shard)
+        for i in range(lane + 1):
+            if (<FairQueue>w.waiters[i])._n:
+                return False
+        now = self._clock()
+        if lane != CANCEL and now < w.paused_until_ns:
+            return False
+        if w.bucket.take(now, cost, 0.0 if lane == CANCEL else self.cancel_reserve):
+            return False
+        self._granted[lane] += 1
+        self._count_c(_FAIR_KEY.get(), 0, False)
+        return True
+
+    def _acquire_now(self, int lane, double cost, shard, key):
+        """``acquire``'s first step: the tokens taken and ``key`` counted when nothing of ``lane`` or a
+        more urgent lane waits (on ``shard``'s write bucket for a write) and the bucket allows."""
+        cdef Writes w
+        cdef int i
+        if lane == READ:
+            if self._read_waiters._n > 0:
+                return False
+        else:
+            w = self._w0 if shard is None or shard < 1 else (<object>self)._writes(shard)
+            for i in range(lane + 1):
+                if (<FairQueue>w.waiters[i])._n:
+                    return False
+        if self._poll_c(lane, cost, shard) == 0:
+            self._count_c(key, 0, False)
+            return True
+        return False
+
+    def pressure(self, shard=None):
+        """Fraction of a write bucket in use, 0.0 (full) .. 1.0 (empty or paused): ``shard``'s, or with
+        no shard the most used of all write buckets."""
+        cdef long long now = self._clock()
+        cdef double worst = 0.0
+        cdef Writes w
+        if shard is None and not self._shard_writes:    # the unscoped bucket only: no list to build
+            w = self._w0
+            if now < w.paused_until_ns:
+                return 1.0
+            return _pymax(0.0, _pymin(1.0, _pymax(worst, w.bucket.level(now))))
+        for wo in ([(<object>self)._writes(shard)] if shard is not None else (<object>self)._all_writes()):
+            w = <Writes>wo
+            if now < w.paused_until_ns:
+                return 1.0
+            worst = _pymax(worst, w.bucket.level(now))
+        return _pymax(0.0, _pymin(1.0, worst))
 
     # -- per-key counts --------------------------------------------------------------------------
     cdef int _count_c(self, object key, object waited_ns, bint queued) except -1:

@@ -17,7 +17,10 @@ a stop, :meth:`RateLimiter.set_backoff` caps it lower still, so verification rea
 Time comes from an injected ``clock_ns`` (monotonic ns), so the core is deterministic: ``poll`` decides
 without sleeping; ``acquire`` is the asyncio wrapper around it. The bucket itself is compiled
 (:class:`kmm._core.bucket.TokenBucket`: a take or a level read is one C call); tests/reference/bucket.py
-keeps the plain-Python bucket it is held to.
+keeps the plain-Python bucket it is held to. So are the queues and the deciding steps
+(:mod:`kmm._core.writeq`: :class:`RateLimiter` subclasses its ``LimiterCore``, which holds poll, dispatch,
+the expiry, ``try_acquire`` and ``pressure``; each lane is its ``FairQueue``); tests/reference/ratelimiter.py
+keeps the plain-Python limiter, held to this one by tests/kalshi/test_limiter_writeq.py.
 
 Per-shard write buckets (kalshi-api.md 5, 10): a single REST write with ``exchange_index >= 1`` bills
 that shard's own write bucket, which has the full tier budget; shard 0, omitted/-1 (auto-routed) writes
@@ -80,7 +83,9 @@ class NotSent(RateLimited):
         super().__init__(0, "not_sent", f"dropped from the rate limiter's queue before sending ({reason})")
 
 
-_writeq._bind(NotSent)
+
+
+_writeq._bind(NotSent, FAIR_KEY)
 
 
 def _Writes(rate: float, capacity: float, now_ns: int, served: Callable[[Key], int] | None = None,
@@ -99,7 +104,8 @@ class LimiterStats:
 
 class RateLimiter(LimiterCore):
     """Read and write buckets, priority lanes for writes, and 429 backoff. The deciding steps (poll,
-    _count, _grant, _serve, dispatch, _expire) are :class:`kmm._core.writeq.LimiterCore`'s, compiled."""
+    _count, _grant, _serve, dispatch, _expire), the order path's ``try_acquire``, ``acquire``'s first
+    step and ``pressure`` are :class:`kmm._core.writeq.LimiterCore`'s, compiled."""
 
     def __init__(self, read_rate: float = protocol.RATE_TIERS["basic"][0],
                  write_rate: float = protocol.RATE_TIERS["basic"][1], *,
@@ -243,23 +249,7 @@ class RateLimiter(LimiterCore):
         if self._timer is not None:
             self._schedule(0)
 
-    # -- pressure, for the engine to skip low-value reprices ---------------------------------------
-    def pressure(self, shard: int | None = None) -> float:
-        """Fraction of a write bucket in use, 0.0 (full) .. 1.0 (empty or paused): ``shard``'s, or with
-        no shard the most used of all write buckets."""
-        now = self._clock()
-        worst = 0.0
-        if shard is None and not self._shard_writes:    # the unscoped bucket only: no list to build
-            w = self._w0
-            if now < w.paused_until_ns:
-                return 1.0
-            return max(0.0, min(1.0, max(worst, w.bucket.level(now))))
-        for w in ([self._writes(shard)] if shard is not None else self._all_writes()):
-            if now < w.paused_until_ns:
-                return 1.0
-            worst = max(worst, w.bucket.level(now))
-        return max(0.0, min(1.0, worst))
-
+    # -- pressure, for the engine to skip low-value reprices (``pressure``: LimiterCore) -------------
     def read_pressure(self) -> float:
         now = self._clock()
         self.read.refill(now)
@@ -289,40 +279,6 @@ class RateLimiter(LimiterCore):
                 return True
         return False
 
-    def try_acquire(self, lane: int, cost: float, shard: int | None = None) -> bool:
-        """Non-blocking: True if the tokens were taken (nothing more urgent waiting).
-
-        A write is :meth:`_blocked_by_queue`, :meth:`poll` and :meth:`_count` in one call (the order
-        path's every request comes here; tests/kalshi/test_limiter_fast.py holds the two to the same
-        grants, tokens and counts); a read takes those methods."""
-        if lane == READ:
-            if self._blocked_by_queue(lane, shard):
-                return False
-            if self.poll(lane, cost, shard) == 0:
-                self._count(FAIR_KEY.get(), 0, False)
-                return True
-            return False
-        w = self._w0 if shard is None or shard < 1 else self._writes(shard)
-        waiters = w.waiters
-        for i in range(lane + 1):
-            if waiters[i]._n:
-                return False
-        now = self._clock()
-        if lane != CANCEL and now < w.paused_until_ns:
-            return False
-        if w.bucket.take(now, cost, 0.0 if lane == CANCEL else self.cancel_reserve):
-            return False
-        self._granted[lane] += 1
-        key = FAIR_KEY.get()                           # _count for one market
-        if isinstance(key, tuple):
-            self._count(key, 0, False)
-        else:
-            st = self._fair.get(key)
-            if st is None:
-                st = self._fair[key] = [0, 0, 0, 0]
-            st[0] += 1
-        return True
-
     def _served(self, key: Key) -> int:
         """Grants so far of ``key`` (a market; a batch: its least-served market): the fair queue serves
         the least-served first, so a market waiting for its first quote goes before the requotes of
@@ -340,12 +296,7 @@ class RateLimiter(LimiterCore):
         least-served market first among those waiting (:data:`FAIR_KEY`). O(1) when the budget allows at
         once. Raises :class:`NotSent` when :meth:`drop_waiting` drops it from the queue."""
         key = FAIR_KEY.get()
-        if not self._blocked_by_queue(lane, shard) and self.poll(lane, cost, shard) == 0:
-            st = self._fair.get(key)
-            if st is None:
-                self._count(key, 0, False)      # first grant of this key (or a batch's tuple)
-            else:
-                st[0] += 1
+        if self._acquire_now(lane, cost, shard, key):  # _blocked_by_queue, poll and _count, in C
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         w = _Waiter(cost, fut, key, self._clock())
