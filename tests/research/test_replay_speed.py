@@ -40,6 +40,8 @@ from kmm.research import writequeue as _wq
 from kmm._core.replay import EventHeap, ReplayClock
 from kmm.research.backtest import Backtest
 from tests.reference import limiter as ref_limiter
+from tests.reference import ratelimiter as ref_rl
+from tests.reference import writequeue as ref_wq
 from tests.research.test_replay_fast import live_run  # noqa: F401  (the 10 s busy kmm run fixture)
 
 CFG = load_config(None, environ={}, cli={})
@@ -79,17 +81,21 @@ def _old_submit(self, lane, cost, key, on_grant, on_drop) -> bool:
     def drop(exc: BaseException) -> None:
         self.dropped += 1
         on_drop(exc)
-    lim._queue(lane, None).append(_lim._Waiter(cost, _wq._Grant(on_grant, drop), key, lim._clock()))
+    lim._queue(lane, None).append(ref_rl._Waiter(cost, ref_wq._Grant(on_grant, drop), key, lim._clock()))
     return False
 
 
 def _old_steps(monkeypatch) -> None:
-    monkeypatch.setattr(RateLimiter, "dispatch", ref_limiter.dispatch)
-    monkeypatch.setattr(RateLimiter, "poll", ref_limiter.poll)
-    monkeypatch.setattr(_lim.FairQueue, "head", ref_limiter.head)
-    monkeypatch.setattr(_wq, "_Grant", _OldGrant)
-    monkeypatch.setattr(_wq.ReplayWriteQueue, "submit", _old_submit)
-    monkeypatch.setattr(_wq.ReplayWriteQueue, "dispatch", lambda self: self.lim.dispatch())    # as it was
+    # the limiter and the replay's write queue in plain Python (tests/reference/ratelimiter.py and
+    # writequeue.py: as they were before kmm._core.writeq), with their former steps put back
+    monkeypatch.setattr(_bt, "RateLimiter", ref_rl.RateLimiter)
+    monkeypatch.setattr(_bt, "ReplayWriteQueue", ref_wq.ReplayWriteQueue)
+    monkeypatch.setattr(ref_rl.RateLimiter, "dispatch", ref_limiter.dispatch)
+    monkeypatch.setattr(ref_rl.RateLimiter, "poll", ref_limiter.poll)
+    monkeypatch.setattr(ref_rl.FairQueue, "head", ref_limiter.head)
+    monkeypatch.setattr(ref_wq, "_Grant", _OldGrant)
+    monkeypatch.setattr(ref_wq.ReplayWriteQueue, "submit", _old_submit)
+    monkeypatch.setattr(ref_wq.ReplayWriteQueue, "dispatch", lambda self: self.lim.dispatch())    # as it was
     monkeypatch.setattr(_fills, "_new_fill", lambda *a: Fill(*a))
     old_ack = lambda oid, coid, filled, remaining, ts: OrderAck(oid, coid, filled, remaining, ts_ms=ts)  # noqa: E731
     monkeypatch.setattr(_fills, "_new_ack", old_ack)
