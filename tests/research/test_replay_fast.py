@@ -45,16 +45,24 @@ def _check_levels(monkeypatch):
 
 
 def _replay(caps: list[Path], cfg, out: Path | None, *, fast: bool, seed: int = 0,
-            opt: BacktestOptions | None = None, **kw) -> tuple[Backtest, dict]:
-    b = Backtest(caps, cfg, out, seed=seed, options=opt, fast=fast, **kw)
+            opt: BacktestOptions | None = None, python_fills: bool = False, **kw) -> tuple[Backtest, dict]:
+    # python_fills: the fill simulator's plain-Python methods (its fitting pass too), not kmm._core.fillsim
+    was = Backtest.compiled_fills
+    Backtest.compiled_fills = not python_fills
+    try:
+        b = Backtest(caps, cfg, out, seed=seed, options=opt, fast=fast, **kw)
+    finally:
+        Backtest.compiled_fills = was
+    assert b.sim.compiled is not python_fills
     b.sim.keep_outcomes = True
     return b, b.run()
 
 
 def _same(tmp: Path, caps: list[Path], cfg, *, seed: int = 0, opt: BacktestOptions | None = None,
           records: bool = True, **kw) -> dict:
-    """The reference replay, the Python fast loop and the compiled loop (kmm._core.replay): the same
-    replay to every fill, order, figure, trade outcome, decision latency and tape byte."""
+    """The reference replay (with the fill simulator's plain-Python methods), the Python fast loop and
+    the compiled loop (kmm._core.replay; both with the compiled fill simulator, kmm._core.fillsim): the
+    same replay to every fill, order, figure, trade outcome, decision latency and tape byte."""
     s_py = _same_as_reference(tmp, caps, cfg, seed=seed, opt=opt, records=records, compiled_loop=False, **kw)
     s_c = _same_as_reference(tmp, caps, cfg, seed=seed, opt=opt, records=records, compiled_loop=True, **kw)
     assert s_py["details"]["replay_path"] == "fast" and s_c["details"]["replay_path"] == "compiled"
@@ -65,7 +73,7 @@ def _same_as_reference(tmp: Path, caps: list[Path], cfg, *, seed: int, opt: Back
                        records: bool, compiled_loop: bool, **kw) -> dict:
     tag = f"{seed}{'c' if compiled_loop else 'py'}"
     ref_out, fast_out = (tmp / f"ref{tag}", tmp / f"fast{tag}") if records else (None, None)
-    ref, s_ref = _replay(caps, cfg, ref_out, fast=False, seed=seed, opt=opt, **kw)
+    ref, s_ref = _replay(caps, cfg, ref_out, fast=False, seed=seed, opt=opt, python_fills=True, **kw)
     fast, s_fast = _replay(caps, cfg, fast_out, fast=True, seed=seed, opt=opt, compiled_loop=compiled_loop, **kw)
     assert s_ref["details"]["replay_path"] == "reference"
     # every fill to the field, every figure of the summary, every trade's outcome, the order manager

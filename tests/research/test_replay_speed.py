@@ -105,6 +105,7 @@ def _old_steps(monkeypatch) -> None:
     monkeypatch.setattr(Backtest, "compiled_requests", False)   # a request's way: Backtest's own methods
     monkeypatch.setattr(Backtest, "compiled_own", False)        # own deltas: the simulator's apply_recorded_delta
     monkeypatch.setattr(Backtest, "compiled_decisions", False)  # decisions and fills: Backtest's own methods
+    monkeypatch.setattr(Backtest, "compiled_fills", False)      # the fill simulator's plain-Python methods
     new_house = Backtest._housekeeping
 
     def housekeeping(self, now: int) -> None:       # every market's kept live orders moved on, as before
@@ -117,6 +118,7 @@ def _old_steps(monkeypatch) -> None:
 
 def _replay(cap, *, seed: int, **kw) -> tuple[Backtest, dict]:
     b = Backtest([cap], CFG, None, seed=seed, **kw)
+    assert b.sim.compiled == Backtest.compiled_fills
     b.sim.keep_outcomes = True
     b.check_live_cache = True       # every book message: the kept live orders against a fresh list
     return b, b.run()

@@ -2,6 +2,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kmm._core.fillsim import SimOrder as SimOrder   # the fill simulator's order (also named here)
+
 class ReplayClock:
     mono: int
     wall_offset: int
@@ -56,34 +58,3 @@ class ReplayLoop:
 
 def trade_reaches(orders: dict[str, Any], maker_ask: bool, price: int) -> bool: ...
 def upkeep_moves(orders: dict[str, Any], level: int) -> bool: ...
-
-class SimOrder:
-    __slots__: tuple[str, ...]
-    order_id: str
-    coid: str
-    ticker: str
-    side: str
-    price: int
-    initial: int
-    remaining: int
-    filled: int
-    post_only: bool
-    carry: int
-    fees: int
-    status: str
-    bside: int
-    bprice: int
-    ahead: float
-    seen: int
-    pend: list[list[int]]
-    credit: list[list[int]]
-    created_ms: int
-    updated_ms: int
-    hz_t: int
-    hz_acc: float
-    hz_need: float
-    hz_rate: float
-    sweep: tuple[Any, ...] | None
-    def __init__(self, order_id: str, coid: str, ticker: str, side: str, price: int, count: int,
-                 post_only: bool, now_ms: int) -> None: ...
-    def user_order(self, recv_ns: int = 0) -> Any: ...

@@ -25,12 +25,17 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from kmm._core._types cimport px_t, qty_t
 from kmm._core.book cimport OrderBook
 from kmm._core.pipeline cimport Pipeline
+from kmm._core.fillsim cimport SimOrder
 from kmm._core.wire cimport BookRouter, FEED_DELTA, FEED_SNAPSHOT
 from kmm._core.wire cimport _Market as _RouterMarket
 
 import gc as _gc
 import time as _time
 from heapq import heappop as _heappop, heappush as _heappush
+
+# the fill simulator's virtual order (compiled in kmm._core.fillsim; the replay's steps read its fields)
+from kmm._core import fillsim as _fillsim
+globals()["SimOrder"] = _fillsim.SimOrder
 
 # the replay cache's record kinds (kmm.research.replaycache)
 cdef enum:
@@ -51,66 +56,6 @@ cdef inline int64_t _ms(int64_t ns) noexcept:
     if ns % 1_000_000 < 0:
         q -= 1
     return q
-
-
-@cython.final
-cdef class SimOrder:
-    """One virtual order of the fill simulator (``kmm.research.fills.SimOrder``, which is this class).
-    ``ahead`` is a float: the expected size in front of us.
-
-    A compiled class with the fields the plain-Python one had in its ``__slots__`` (Python code reads
-    and writes them as before, each holding the same Python object): the replay's compiled steps that
-    walk a market's resting orders on every book message and trade (the pick-off hazard, the queue
-    upkeep and trade filters) read them from the object's struct instead of a generic attribute lookup
-    each. The fields stay Python objects, but for the pick-off hazard's (a C int64 and doubles: every
-    value the simulator gives them is an int or a float already), so every value and every result is
-    the one the Python class gave."""
-
-    __slots__ = ("order_id", "coid", "ticker", "side", "price", "initial", "remaining", "filled",
-                 "post_only", "carry", "fees", "status", "bside", "bprice", "ahead", "seen",
-                 "pend", "credit", "created_ms", "updated_ms", "hz_t", "hz_acc", "hz_need", "hz_rate", "sweep")
-
-    cdef public object order_id, coid, ticker, side, price, initial, remaining, filled
-    cdef public object post_only, carry, fees, status, bside, bprice, ahead, seen
-    cdef public object pend, credit, created_ms, updated_ms, sweep
-    # the pick-off hazard's state, read and written on every book message and trade while the order
-    # rests: C fields (an int and floats, as every value the Python steps give them is)
-    cdef public int64_t hz_t
-    cdef public double hz_acc, hz_need, hz_rate
-
-    def __init__(self, order_id, coid, ticker, side, price, count, post_only, now_ms):
-        self.order_id = order_id
-        self.coid = coid
-        self.ticker = ticker
-        self.side = side
-        self.price = price
-        self.initial = count
-        self.remaining = count
-        self.filled = 0
-        self.post_only = post_only
-        self.carry = 0                       # cent-rounding carry of this order, 1e-4 $
-        self.fees = 0
-        self.status = "resting"
-        self.bside = 0 if side == "bid" else 1           # fills.YES / fills.NO
-        self.bprice = price if side == "bid" else 10_000 - price
-        self.ahead = 0.0
-        self.seen = 0                        # others' size at our level when last looked, 1e-2
-        self.pend = []                       # [time ns, size]: level decreases not yet explained
-        self.credit = []                     # [time ns, size]: trades seen before their book delta
-        self.created_ms = now_ms
-        self.updated_ms = now_ms
-        self.hz_t = -1                       # pick-off hazard: last check (ns; -1 not yet checked),
-        self.hz_acc = 0.0                    # accumulated hazard, the Exp(1) draw it must reach,
-        self.hz_need = 0.0                   # and the rate (per ns) since the last check
-        self.hz_rate = 0.0
-        self.sweep = None                    # (taker side, ms, fill, carry, fees before it)
-
-    def user_order(self, recv_ns=0):
-        from kmm.kalshi.types import UserOrder
-        return UserOrder(order_id=self.order_id, client_order_id=self.coid, ticker=self.ticker,
-                         status=self.status, side=self.side, price=self.price, initial_count=self.initial,
-                         fill_count=self.filled, remaining_count=self.remaining,
-                         created_ts_ms=self.created_ms, last_updated_ts_ms=self.updated_ms, recv_ns=recv_ns)
 
 
 @cython.final

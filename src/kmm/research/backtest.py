@@ -230,7 +230,7 @@ class Backtest:
         self.defs = load_market_defs([Path(c) for c in captures], list(cfg.run.markets))
         self.tickers = tuple(self.defs)
         self.sim = FillSimulator(self.defs, QueueModel(self.opt.queue_model, self.opt.queue_power),
-                                 trade_window_ns=int(self.opt.trade_window_ms * 1e6))
+                                 trade_window_ns=int(self.opt.trade_window_ms * 1e6), compiled=self.compiled_fills)
         self.sim.rng = random.Random(f"pickoff:{seed}")
         self.fit_pass = fit_pass
         self.pickoff_fit_s = 0.0        # the pick-off model's fitting pass (its first time, when cached)
@@ -355,6 +355,9 @@ class Backtest:
     #: :class:`kmm._core.replay.Decider`
     #: (False: these methods; the Python fast loop and the reference path always run them)
     compiled_decisions = True
+    #: the fill simulator's hot steps on the compiled :class:`kmm._core.fillsim.FillCore` (False: the
+    #: simulator's plain-Python methods, their reference; every path of a replay may take either)
+    compiled_fills = True
 
     def _own(self, *names: str) -> bool:
         """Whether this replay runs ``Backtest``'s own methods ``names``: a subclass that overrides one

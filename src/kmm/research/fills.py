@@ -48,8 +48,9 @@ from typing import Any
 from kmm._core.fees import cent_fee, trade_fee
 from kmm._core.grid import Grid
 # one virtual order (order_id, side, price, remaining, queue estimate ``ahead``, pick-off hazard state, ...):
-# compiled, so the replay's compiled steps read its fields from the object (kmm._core.replay.SimOrder)
-from kmm._core.replay import SimOrder
+# compiled, so the compiled steps read its fields from the object (kmm._core.fillsim.SimOrder, also
+# kmm._core.replay.SimOrder); FillCore: this simulator's hot steps compiled
+from kmm._core.fillsim import FillCore, SimOrder
 from kmm.kalshi.types import Fill, OrderAck
 from kmm.research.adverse import ALL, BUCKETS, PickoffFit, PickoffModel, bucket_of
 from kmm.research.queue import QueueModel
@@ -110,8 +111,21 @@ class FillSimulator:
     """The virtual exchange of one replay. Every method takes ``now`` (ns on the replay clock) and
     ``wall_ms`` (exchange time stamps on what it reports)."""
 
+    #: what a compiled simulator takes from :class:`kmm._core.fillsim.FillCore`: this class's method
+    #: name -> the core's (the same steps; the methods here are their plain-Python reference)
+    COMPILED = {"on_trade": "on_trade", "on_book_change": "on_book_change", "expire_all": "expire_all",
+                "end_sweeps": "end_sweeps", "place": "place", "cancel": "cancel", "decrease": "decrease",
+                "amend": "amend", "others_at": "others_at", "_maker_fill": "maker_fill", "_fill": "fill",
+                "_sweep_fill": "_sweep_fill_py", "_close": "close", "_take": "take", "_rest": "rest",
+                "_unrest": "unrest", "_expire": "_expire_py"}
+
     def __init__(self, markets: dict[str, MarketDef], queue: QueueModel | None = None, *,
-                 trade_window_ns: int = 5_000_000) -> None:
+                 trade_window_ns: int = 5_000_000, compiled: bool = True) -> None:
+        """``compiled``: the hot steps (:attr:`COMPILED`) run on the compiled
+        :class:`kmm._core.fillsim.FillCore` (bound on this object, so every caller takes them); False:
+        this class's own methods, their plain-Python reference (the tests hold the two to the same
+        fills, acks, orders and queue state). A subclass that overrides one of those methods keeps
+        its own Python steps throughout."""
         self.markets = {t: _Market(d, grid=Grid(list(d.price_ranges))) for t, d in markets.items()}
         self.queue = queue or QueueModel()
         self.trade_window_ns = trade_window_ns
@@ -128,6 +142,12 @@ class FillSimulator:
         self.rng = random.Random(0)                  # pick-off draws (the replay seeds it)
         self.pickoff_by_ticker: dict[str, int] = {}
         self._swept: list[SimOrder] = []             # orders with an open sweep fill
+        self.compiled = compiled and all(getattr(type(self), n) is getattr(FillSimulator, n) for n in self.COMPILED)
+        self._core: FillCore | None = None
+        if self.compiled:
+            self._core = core = FillCore(self)
+            for name, cname in self.COMPILED.items():
+                setattr(self, name, getattr(core, cname))
 
     # ------------------------------------------------------------------------------ books
     def attach_book(self, ticker: str, book: Any) -> None:
