@@ -125,6 +125,28 @@ def test_take_async_waits_for_the_signer_process_instead_of_signing_inline(signe
     asyncio.run(run())
 
 
+def _signer_in_thread(signer: Signer, rsa_key: Any) -> tuple[Any, Any]:
+    """The signer process's function on a thread of this process, and our end of its pipe."""
+    import multiprocessing
+    import threading
+
+    from cryptography.hazmat.primitives import serialization
+
+    from kmm.kalshi.signing import _signer_process
+    pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    here, there = multiprocessing.Pipe()
+    worker = threading.Thread(target=_signer_process, args=(there, signer.key_id, pem), daemon=True)
+    worker.start()
+    return here, worker
+
+
+def _stop(here: Any, worker: Any) -> None:
+    here.send(None)
+    worker.join(5)
+    assert not worker.is_alive()
+
+
 def _signed(here: Any, n: int, signer: Signer) -> list[str]:
     """The paths of the next ``n`` signatures the signer process sends (in messages of one or more),
     each verified."""
@@ -139,24 +161,12 @@ def _signed(here: Any, n: int, signer: Signer) -> list[str]:
 
 
 def test_the_signer_serves_a_pair_with_nothing_signed_before_queued_refreshes(signer, rsa_key):
-    import multiprocessing
-    import threading
-
-    from cryptography.hazmat.primitives import serialization
-
-    from kmm.kalshi.signing import _signer_process
-    pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    here, there = multiprocessing.Pipe()
-    worker = threading.Thread(target=_signer_process, args=(there, signer.key_id, pem), daemon=True)
-    worker.start()
+    here, worker = _signer_in_thread(signer, rsa_key)
     fresh = ("POST", AMEND.format("just-acked"))
     here.send([("POST", PAIR[1], 8, False)])          # a batch of refreshes for a pair that has some
     here.send([(*fresh, 1, True)])                      # an order just acknowledged: nothing signed yet
     order = _signed(here, 9, signer)
-    here.send(None)
-    worker.join(5)
-    assert not worker.is_alive()
+    _stop(here, worker)
     assert order.count(PAIR[1]) == 8 and order.index(fresh[1]) <= 2, order
 
 
@@ -164,25 +174,13 @@ def test_the_signer_serves_a_waiting_request_before_new_pairs_and_refreshes(sign
     """Level 2 (a request waits for the signature) goes before everything queued: many orders just
     acknowledged (level 1, each with nothing signed) and refills (level 0). At 100 markets a create
     waited behind every new order's amend pair until take_async gave up."""
-    import multiprocessing
-    import threading
-
-    from cryptography.hazmat.primitives import serialization
-
-    from kmm.kalshi.signing import _signer_process
-    pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    here, there = multiprocessing.Pipe()
-    worker = threading.Thread(target=_signer_process, args=(there, signer.key_id, pem), daemon=True)
-    worker.start()
+    here, worker = _signer_in_thread(signer, rsa_key)
     fresh = [("POST", AMEND.format(f"acked-{i}")) for i in range(6)]
     waiting = ("POST", "/trade-api/v2/portfolio/orders/batched")
     here.send([("POST", PAIR[1], 6, 0)] + [(*f, 2, 1) for f in fresh])   # queued: refills, new pairs
     here.send([(*waiting, 2, 2)])                                         # then two requests wait
     order = _signed(here, 6 + 12 + 2, signer)
-    here.send(None)
-    worker.join(5)
-    assert not worker.is_alive()
+    _stop(here, worker)
     # the pipe is read after every signature: the waiting pair's two come right after the one (or two)
     # signed before its job arrived, before the rest of the queue
     first = order.index(waiting[1])
@@ -342,17 +340,8 @@ def test_a_take_tops_up_only_the_pair_it_took_from_and_the_tick_looks_at_every_p
 def test_the_signer_sends_refills_in_batches_and_a_waited_signature_at_once(signer, rsa_key):
     """Refills go in messages of several signatures (the loop reads one message per turn); a signature
     a request waits for is sent alone, at once."""
-    import multiprocessing
-    import threading
-
-    from cryptography.hazmat.primitives import serialization
-
-    from kmm.kalshi.signing import SIGNER_BATCH, _signer_process
-    pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    here, there = multiprocessing.Pipe()
-    worker = threading.Thread(target=_signer_process, args=(there, signer.key_id, pem), daemon=True)
-    worker.start()
+    from kmm.kalshi.signing import SIGNER_BATCH
+    here, worker = _signer_in_thread(signer, rsa_key)
     here.send([("POST", PAIR[1], 40, 0)])
     sizes = []
     while sum(sizes) < 40:
@@ -365,9 +354,7 @@ def test_the_signer_sends_refills_in_batches_and_a_waited_signature_at_once(sign
     here.send([(*waiting, 1, 2)])
     assert here.poll(10)
     assert [(p, len(s)) for _, p, s in here.recv()] == [(waiting[1], 1)]
-    here.send(None)
-    worker.join(5)
-    assert not worker.is_alive()
+    _stop(here, worker)
 
 
 def test_the_pool_asks_for_fixed_pairs_before_order_paths(signer):
@@ -389,21 +376,9 @@ def test_the_pool_asks_for_fixed_pairs_before_order_paths(signer):
 
 
 def test_the_signer_serves_fixed_pairs_before_order_paths_and_new_orders_before_refills(signer, rsa_key):
-    import multiprocessing
-    import threading
-
-    from cryptography.hazmat.primitives import serialization
-
-    from kmm.kalshi.signing import _signer_process
-    pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    here, there = multiprocessing.Pipe()
-    worker = threading.Thread(target=_signer_process, args=(there, signer.key_id, pem), daemon=True)
-    worker.start()
+    here, worker = _signer_in_thread(signer, rsa_key)
     old, new = ("POST", AMEND.format("old")), ("POST", AMEND.format("new"))
     here.send([(*old, 2, 0, False), (*new, 1, 0, True), ("POST", PAIR[1], 3, 1, False)])
     order = _signed(here, 6, signer)
-    here.send(None)
-    worker.join(5)
-    assert not worker.is_alive()
+    _stop(here, worker)
     assert order[:3] == [PAIR[1]] * 3 and order[3] == new[1] and order[4:] == [old[1]] * 2, order
