@@ -27,7 +27,10 @@ import importlib.util
 import os
 import sys
 import warnings
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
 from pathlib import Path
+from types import ModuleType
 
 MODULES: tuple[str, ...] = (
     "kmm.engine.orders",
@@ -85,7 +88,8 @@ class _SourceFirst(importlib.abc.MetaPathFinder):
     def __init__(self, names: frozenset[str]) -> None:
         self.names = names
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
         if fullname not in self.names:
             return None
         leaf = fullname.rpartition(".")[2] + ".py"
