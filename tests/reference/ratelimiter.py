@@ -14,15 +14,8 @@ from collections import deque
 from collections.abc import Callable, Collection
 
 from kmm._core.bucket import TokenBucket
-from kmm.kalshi.limiter import FAIR_KEY, Key, LimiterShell, LimiterStats, NotSent  # noqa: F401
-
-CANCEL = 0
-AMEND = 1
-PLACE = 2
-READ = 3
-LANE_NAMES = ("cancel", "amend", "place", "read")
-
-_NS = 1_000_000_000
+from kmm.kalshi.limiter import (  # noqa: F401
+    _NS, AMEND, CANCEL, FAIR_KEY, LANE_NAMES, PLACE, READ, Key, LimiterShell, LimiterStats, NotSent)
 
 
 class _Waiter:

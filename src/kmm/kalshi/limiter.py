@@ -19,8 +19,9 @@ without sleeping; ``acquire`` is the asyncio wrapper around it. The bucket itsel
 (:class:`kmm._core.bucket.TokenBucket`: a take or a level read is one C call); tests/reference/bucket.py
 keeps the plain-Python bucket it is held to. So are the queues and the deciding steps
 (:mod:`kmm._core.writeq`: :class:`RateLimiter` subclasses its ``LimiterCore``, which holds poll, dispatch,
-the expiry, ``try_acquire`` and ``pressure``; each lane is its ``FairQueue``); tests/reference/ratelimiter.py
-keeps the plain-Python limiter, held to this one by tests/kalshi/test_limiter_writeq.py.
+the expiry, ``try_acquire`` and ``pressure``; each lane is its ``FairQueue``). The rest, written once, is
+:class:`LimiterShell`; tests/reference/ratelimiter.py puts the same shell on the plain-Python core and
+queues, and tests/kalshi/test_limiter_writeq.py holds the two limiters to the same outcomes.
 
 Per-shard write buckets (kalshi-api.md 5, 10): a single REST write with ``exchange_index >= 1`` bills
 that shard's own write bucket, which has the full tier budget; shard 0, omitted/-1 (auto-routed) writes
