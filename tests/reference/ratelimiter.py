@@ -1,30 +1,21 @@
 """The live limiter's write queue in plain Python, as it was before it was compiled (Nov 28, session 13):
-``FairQueue``, the queued request (``_Waiter``), a write bucket with its lanes (``_Writes``) and
-``RateLimiter``'s poll, _count, _grant, _serve, dispatch and _expire (kmm._core.writeq now). The rest of
-the limiter is kept here too, unchanged, so this is a whole limiter: tests/kalshi/test_limiter_writeq.py
-drives it and the compiled one with the same requests, clocks and 429s and compares every outcome.
-Only the module's constants, errors and helpers come from kmm.kalshi.limiter."""
+``FairQueue``, the queued request (``_Waiter``), a write bucket with its lanes (``_Writes``) and the
+deciding steps (``LimiterCore`` here: poll, _count, _grant, _serve, dispatch, _expire, try_acquire,
+pressure and acquire's first step; kmm._core.writeq compiles them). The rest of the limiter is not
+copied: ``RateLimiter`` here is the live ``LimiterShell`` (kmm.kalshi.limiter) on this plain core, so
+it is a whole limiter that differs from the live one only in what is compiled.
+tests/kalshi/test_limiter_writeq.py drives it and the compiled one with the same requests, clocks and
+429s and compares every outcome."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 
-from kmm import protocol
 from kmm._core.bucket import TokenBucket
-from kmm.errors import KmmError
-from kmm.kalshi.limiter import FAIR_KEY, Key, NotSent  # noqa: F401
-
-CANCEL = 0
-AMEND = 1
-PLACE = 2
-READ = 3
-LANE_NAMES = ("cancel", "amend", "place", "read")
-
-_NS = 1_000_000_000
+from kmm.kalshi.limiter import (  # noqa: F401
+    _NS, AMEND, CANCEL, FAIR_KEY, LANE_NAMES, PLACE, READ, Key, LimiterShell, LimiterStats, NotSent)
 
 
 class _Waiter:
@@ -187,92 +178,9 @@ class _Writes:
                                                                 FairQueue(served, counts))
 
 
-@dataclass(slots=True)
-class LimiterStats:
-    granted: tuple[int, int, int, int] = (0, 0, 0, 0)
-    queued: int = 0
-    rate_limited: int = 0
+class LimiterCore:
+    """The limiter's deciding steps in plain Python: what kmm._core.writeq.LimiterCore compiles."""
 
-
-class RateLimiter:
-    """Read and write buckets, priority lanes for writes, and 429 backoff."""
-
-    def __init__(self, read_rate: float = protocol.RATE_TIERS["basic"][0],
-                 write_rate: float = protocol.RATE_TIERS["basic"][1], *,
-                 burst_s: float = protocol.BURST_SECONDS, cancel_reserve: float = 20.0,
-                 backoff_base_s: float = 0.25, backoff_max_s: float = 8.0,
-                 promote_after_s: float = 1.0, max_queue_s: float = 4.0,
-                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
-        self._clock = clock_ns
-        now = clock_ns()
-        self.burst_s = burst_s
-        self.read = TokenBucket(read_rate, read_rate * burst_s, now)
-        # per fair key: [grants, queued grants, longest queue wait ns, total queue wait ns]
-        self._fair: dict[Key, list[int]] = {}   # str keys only (a batch counts for each market)
-        # the unscoped write bucket (its queues read _fair's grant counts: _served for a single key)
-        self._w0 = _Writes(write_rate, write_rate * burst_s, now, self._served, self._fair)
-        self._shard_writes: dict[int, _Writes] = {}                 # shard >= 1 -> its own write bucket
-        self.cancel_reserve = min(cancel_reserve, self._w0.bucket.capacity / 2)
-        self.backoff_base_ns = int(backoff_base_s * _NS)
-        self.backoff_max_ns = int(backoff_max_s * _NS)
-        self._read_backoff_ns = 0
-        self.read_paused_until_ns = 0   # reads wait until then after a read 429 (the buckets are independent)
-        self._read_waiters = FairQueue()
-        self.promote_after_ns = int(promote_after_s * _NS)
-        self.max_queue_ns = int(max_queue_s * _NS) if max_queue_s > 0 else 0
-        self.expired = 0
-        self._granted = [0, 0, 0, 0]
-        self.promotions = 0
-        self.rate_limited = 0
-        self.pauses = 0    # write 429s (and pauses set by hand): a counter a cached "places allowed" is checked against
-        self._timer: asyncio.TimerHandle | None = None
-
-    # the unscoped write bucket, under the names callers used before shards existed
-    @property
-    def write(self) -> TokenBucket:
-        return self._w0.bucket
-
-    @property
-    def paused_until_ns(self) -> int:
-        return self._w0.paused_until_ns
-
-    @paused_until_ns.setter
-    def paused_until_ns(self, v: int) -> None:
-        self._w0.paused_until_ns = v
-        self.pauses += 1
-
-    def _writes(self, shard: int | None) -> _Writes:
-        """The write bucket a write on ``shard`` bills (None, 0 or -1: the unscoped one)."""
-        if shard is None or shard < 1:
-            return self._w0
-        w = self._shard_writes.get(shard)
-        if w is None:   # every shard has the full tier budget (kalshi-api.md 5)
-            w = self._shard_writes[shard] = _Writes(self._w0.bucket.rate, self._w0.bucket.capacity, self._clock(),
-                                                        self._served, self._fair)
-        return w
-
-    def shard_bucket(self, shard: int | None) -> TokenBucket:
-        """The write bucket ``shard`` bills (made on first use)."""
-        return self._writes(shard).bucket
-
-    def _all_writes(self) -> list[_Writes]:
-        return [self._w0, *self._shard_writes.values()]
-
-    @classmethod
-    def for_tier(cls, tier: str = "basic", **kw: object) -> RateLimiter:
-        read, write = protocol.RATE_TIERS[tier]
-        return cls(read, write, **kw)  # type: ignore[arg-type]
-
-    def set_budget(self, read_rate: float, write_rate: float, *, read_capacity: float | None = None,
-                   write_capacity: float | None = None) -> None:
-        """Adopt the budget the exchange reports (GET /account/limits)."""
-        now = self._clock()
-        self.read.set_rate(read_rate, read_capacity or read_rate * self.burst_s, now)
-        for w in self._all_writes():   # each shard's bucket has the full tier budget
-            w.bucket.set_rate(write_rate, write_capacity or write_rate * self.burst_s, now)
-        self.cancel_reserve = min(self.cancel_reserve, self.write.capacity / 2)
-
-    # -- the deterministic core ----------------------------------------------------------------
     def poll(self, lane: int, cost: float, shard: int | None = None) -> int:
         """Take ``cost`` tokens for ``lane`` (on ``shard``'s write bucket) now if allowed (returns 0),
         else ns to wait. Ignores queues."""
@@ -292,118 +200,6 @@ class RateLimiter:
         if wait == 0:
             self._granted[lane] += 1
         return wait
-
-    def on_rate_limited(self, lane: int = PLACE, shard: int | None = None) -> int:
-        """A 429 arrived for a request of ``lane``: pause that bucket's non-cancel traffic (reads for a
-        read, places and amends for a write; Kalshi's two buckets are independent) and assume its tokens
-        are gone. The pause doubles only for a 429 that comes after the previous pause ended, so a burst
-        of answers to requests sent together counts once. A write 429 on ``shard`` >= 1 pauses that
-        shard's bucket only. Returns the pause in ns."""
-        self.rate_limited += 1
-        now = self._clock()
-        if lane == READ:
-            if now >= self.read_paused_until_ns:
-                self._read_backoff_ns = self.backoff_base_ns if self._read_backoff_ns == 0 else min(
-                    self._read_backoff_ns * 2, self.backoff_max_ns)
-                self.read_paused_until_ns = now + self._read_backoff_ns
-            self.read.refill(now)
-            self.read.tokens = min(self.read.tokens, 0.0)
-            return self.read_paused_until_ns - now
-        w = self._writes(shard)
-        self.pauses += 1          # places may be paused from now (RiskGate.is_quotable's ALLOW may end)
-        if now >= w.paused_until_ns:
-            w.backoff_ns = self.backoff_base_ns if w.backoff_ns == 0 else min(
-                w.backoff_ns * 2, self.backoff_max_ns)
-            w.paused_until_ns = now + w.backoff_ns
-        w.bucket.refill(now)
-        w.bucket.tokens = min(w.bucket.tokens, 0.0)
-        return w.paused_until_ns - now
-
-    def on_success(self, lane: int = PLACE, shard: int | None = None) -> None:
-        """A request went through: the next 429 of its bucket starts the backoff from its base again."""
-        now = self._clock()
-        if lane == READ:
-            if self._read_backoff_ns and now >= self.read_paused_until_ns:
-                self._read_backoff_ns = 0
-        else:
-            w = self._writes(shard)
-            if w.backoff_ns and now >= w.paused_until_ns:
-                w.backoff_ns = 0
-
-    @property
-    def paused(self) -> bool:
-        return self._clock() < self.paused_until_ns
-
-    def place_pause_ns(self, shard: int | None = None) -> int:
-        """How long places and amends still wait after a 429 (0: not paused). The gate reads this.
-        With no ``shard``: the longest pause of any write bucket (a caller that does not say which
-        bucket it bills is held back by any paused one)."""
-        now = self._clock()
-        if shard is not None:
-            return max(0, self._writes(shard).paused_until_ns - now)
-        return max(0, max(w.paused_until_ns for w in self._all_writes()) - now)
-
-    def set_backoff(self, base_s: float | None = None, max_s: float | None = None) -> None:
-        """Change the 429 back-off (the config's ``[risk] backoff_*``, or a lower cap during the stop).
-        A running pause longer than the new cap is shortened to it."""
-        if base_s is not None:
-            self.backoff_base_ns = int(base_s * _NS)
-        if max_s is not None:
-            self.backoff_max_ns = max(self.backoff_base_ns, int(max_s * _NS))
-            now = self._clock()
-            for w in self._all_writes():
-                w.paused_until_ns = min(w.paused_until_ns, now + self.backoff_max_ns)
-                w.backoff_ns = min(w.backoff_ns, self.backoff_max_ns)
-            self.read_paused_until_ns = min(self.read_paused_until_ns, now + self.backoff_max_ns)
-            self._read_backoff_ns = min(self._read_backoff_ns, self.backoff_max_ns)
-        if self._timer is not None:
-            self._schedule(0)
-
-    # -- pressure, for the engine to skip low-value reprices ---------------------------------------
-    def pressure(self, shard: int | None = None) -> float:
-        """Fraction of a write bucket in use, 0.0 (full) .. 1.0 (empty or paused): ``shard``'s, or with
-        no shard the most used of all write buckets."""
-        now = self._clock()
-        worst = 0.0
-        if shard is None and not self._shard_writes:    # the unscoped bucket only: no list to build
-            w = self._w0
-            if now < w.paused_until_ns:
-                return 1.0
-            return max(0.0, min(1.0, max(worst, w.bucket.level(now))))
-        for w in ([self._writes(shard)] if shard is not None else self._all_writes()):
-            if now < w.paused_until_ns:
-                return 1.0
-            worst = max(worst, w.bucket.level(now))
-        return max(0.0, min(1.0, worst))
-
-    def read_pressure(self) -> float:
-        now = self._clock()
-        self.read.refill(now)
-        return max(0.0, min(1.0, 1.0 - self.read.tokens / self.read.capacity))
-
-    def queue_depths(self) -> dict[str, int]:
-        depths = [0, 0, 0, len(self._read_waiters)]
-        for w in self._all_writes():
-            for i in range(3):
-                depths[i] += len(w.waiters[i])
-        return dict(zip(LANE_NAMES, depths))
-
-    def granted(self) -> dict[str, int]:
-        return dict(zip(LANE_NAMES, self._granted))
-
-    # -- asyncio wrapper ----------------------------------------------------------------------
-    def _queue(self, lane: int, shard: int | None) -> FairQueue:
-        return self._read_waiters if lane == READ else self._writes(shard).waiters[lane]
-
-    def _blocked_by_queue(self, lane: int, shard: int | None = None) -> bool:
-        # the queues' counts read directly (a FairQueue's __bool__ is a Python call: this is the hot path)
-        if lane == READ:
-            return self._read_waiters._n > 0
-        waiters = self._writes(shard).waiters
-        for i in range(lane + 1):
-            if waiters[i]._n:
-                return True
-        return False
 
     def try_acquire(self, lane: int, cost: float, shard: int | None = None) -> bool:
         """Non-blocking: True if the tokens were taken (nothing more urgent waiting).
@@ -439,17 +235,17 @@ class RateLimiter:
             st[0] += 1
         return True
 
-    def _served(self, key: Key) -> int:
-        """Grants so far of ``key`` (a market; a batch: its least-served market): the fair queue serves
-        the least-served first, so a market waiting for its first quote goes before the requotes of
-        markets already quoted."""
-        fair = getattr(self, "_fair", None)
-        if fair is None:
-            return 0
-        if isinstance(key, tuple):
-            return min((fair[k][0] if k in fair else 0) for k in key) if key else 0
-        st = fair.get(key)
-        return st[0] if st is not None else 0
+    def _acquire_now(self, lane: int, cost: float, shard: int | None, key: Key) -> bool:
+        """``acquire``'s first step: the tokens taken and ``key`` counted when nothing of ``lane`` or a
+        more urgent lane waits (on ``shard``'s write bucket for a write) and the bucket allows."""
+        if not self._blocked_by_queue(lane, shard) and self.poll(lane, cost, shard) == 0:
+            st = self._fair.get(key)
+            if st is None:
+                self._count(key, 0, False)      # first grant of this key (or a batch's tuple)
+            else:
+                st[0] += 1
+            return True
+        return False
 
     def _count(self, key: Key, waited_ns: int, queued: bool) -> None:
         if isinstance(key, tuple):          # a batch: a grant for each of its markets
@@ -465,29 +261,6 @@ class RateLimiter:
             st[3] += waited_ns
             if waited_ns > st[2]:
                 st[2] = waited_ns
-
-    async def acquire(self, lane: int, cost: float, shard: int | None = None) -> None:
-        """Wait for ``cost`` tokens in ``lane``'s turn (on ``shard``'s write bucket for a write), the
-        least-served market first among those waiting (:data:`FAIR_KEY`). O(1) when the budget allows at
-        once. Raises :class:`NotSent` when :meth:`drop_waiting` drops it from the queue."""
-        key = FAIR_KEY.get()
-        if not self._blocked_by_queue(lane, shard) and self.poll(lane, cost, shard) == 0:
-            st = self._fair.get(key)
-            if st is None:
-                self._count(key, 0, False)      # first grant of this key (or a batch's tuple)
-            else:
-                st[0] += 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        w = _Waiter(cost, fut, key, self._clock())
-        q = self._queue(lane, shard)
-        q.append(w)
-        self._schedule(0)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            q.remove(w)   # False when already granted: its tokens are spent, nothing to give back
-            raise
 
     def _grant(self, q: FairQueue, w: _Waiter, now: int) -> None:
         q.pop()
@@ -609,50 +382,29 @@ class RateLimiter:
                     x.fut.set_exception(NotSent(f"waited {(self._clock() - x.enq_ns) / _NS:.1f} s in the "
                                                 "rate limiter's queue: the decision is stale"))
 
-    def drop_waiting(self, reason: str, keys: Collection[str] | None = None) -> int:
-        """Fail every place and amend still waiting in a write queue (of the markets ``keys`` only, when
-        given) with :class:`NotSent`: they were never sent. Cancels and reads are kept. Returns how many."""
-        n = 0
-        for w in self._all_writes():
-            for lane in (AMEND, PLACE):
-                for x in w.waiters[lane].take_all(keys):
-                    if not x.fut.done():
-                        x.fut.set_exception(NotSent(reason))
-                        n += 1
-        return n
-
-    def fair_stats(self) -> dict[Key, dict[str, float]]:
-        """Per fair key (market): grants, grants that had to queue, longest and mean queue wait (s)."""
-        return {k: {"grants": v[0], "queued": v[1], "max_wait_s": v[2] / _NS,
-                    "mean_wait_s": (v[3] / v[1] / _NS) if v[1] else 0.0} for k, v in self._fair.items()}
-
-    def batch_room(self, cost_each: float = protocol.COST_DEFAULT, shard: int | None = None) -> int:
-        """How many items of ``cost_each`` one batch may hold so that it fits the write bucket with the
-        cancel reserve kept (Kalshi refuses a batch larger than the bucket, kalshi-api.md 5). >= 1."""
-        cap = self._writes(shard).bucket.capacity - self.cancel_reserve
-        return max(1, int(cap // cost_each))
-
-    def _schedule(self, delay_ns: int) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(delay_ns / _NS, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        wait = self.dispatch()
-        if wait is not None:
-            self._schedule(wait)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for q in [self._read_waiters, *(q for w in self._all_writes() for q in w.waiters)]:
-            for x in q.take_all():
-                if not x.fut.done():
-                    # an error, not a cancellation: the waiting request must fail visibly (a cancel
-                    # that silently vanished would look like the caller's own task being cancelled)
-                    x.fut.set_exception(KmmError("the rate limiter was closed while this request waited"))
+    def pressure(self, shard: int | None = None) -> float:
+        """Fraction of a write bucket in use, 0.0 (full) .. 1.0 (empty or paused): ``shard``'s, or with
+        no shard the most used of all write buckets."""
+        now = self._clock()
+        worst = 0.0
+        if shard is None and not self._shard_writes:    # the unscoped bucket only: no list to build
+            w = self._w0
+            if now < w.paused_until_ns:
+                return 1.0
+            return max(0.0, min(1.0, max(worst, w.bucket.level(now))))
+        for w in ([self._writes(shard)] if shard is not None else self._all_writes()):
+            if now < w.paused_until_ns:
+                return 1.0
+            worst = max(worst, w.bucket.level(now))
+        return max(0.0, min(1.0, worst))
 
 
+class RateLimiter(LimiterShell, LimiterCore):
+    """The live limiter's shell (kmm.kalshi.limiter.LimiterShell, the same code) on the plain-Python
+    core and queues above."""
+
+    _queue_type = FairQueue
+    _waiter_type = _Waiter
+
+    def _new_writes(self, rate: float, capacity: float, now_ns: int) -> _Writes:
+        return _Writes(rate, capacity, now_ns, self._served, self._fair)

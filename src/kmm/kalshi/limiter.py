@@ -19,8 +19,9 @@ without sleeping; ``acquire`` is the asyncio wrapper around it. The bucket itsel
 (:class:`kmm._core.bucket.TokenBucket`: a take or a level read is one C call); tests/reference/bucket.py
 keeps the plain-Python bucket it is held to. So are the queues and the deciding steps
 (:mod:`kmm._core.writeq`: :class:`RateLimiter` subclasses its ``LimiterCore``, which holds poll, dispatch,
-the expiry, ``try_acquire`` and ``pressure``; each lane is its ``FairQueue``); tests/reference/ratelimiter.py
-keeps the plain-Python limiter, held to this one by tests/kalshi/test_limiter_writeq.py.
+the expiry, ``try_acquire`` and ``pressure``; each lane is its ``FairQueue``). The rest, written once, is
+:class:`LimiterShell`; tests/reference/ratelimiter.py puts the same shell on the plain-Python core and
+queues, and tests/kalshi/test_limiter_writeq.py holds the two limiters to the same outcomes.
 
 Per-shard write buckets (kalshi-api.md 5, 10): a single REST write with ``exchange_index >= 1`` bills
 that shard's own write bucket, which has the full tier budget; shard 0, omitted/-1 (auto-routed) writes
@@ -102,10 +103,21 @@ class LimiterStats:
     rate_limited: int = 0
 
 
-class RateLimiter(LimiterCore):
-    """Read and write buckets, priority lanes for writes, and 429 backoff. The deciding steps (poll,
-    _count, _grant, _serve, dispatch, _expire), the order path's ``try_acquire``, ``acquire``'s first
-    step and ``pressure`` are :class:`kmm._core.writeq.LimiterCore`'s, compiled."""
+class LimiterShell:
+    """Read and write buckets, priority lanes for writes, and 429 backoff: every part of the limiter
+    that is not compiled. It is written once and used on top of two cores: :class:`RateLimiter` puts it
+    on the compiled :class:`kmm._core.writeq.LimiterCore`; tests/reference/ratelimiter.py puts it on the
+    plain-Python core that the compiled one is held to. The core supplies the deciding steps (poll,
+    _count, _grant, _serve, dispatch, _expire, try_acquire, pressure, ``_acquire_now``: acquire's first
+    step), and the queue parts the shell makes: ``_queue_type`` (a lane's FairQueue), ``_waiter_type``
+    (a queued request) and :meth:`_new_writes` (a write bucket with its lanes)."""
+
+    _queue_type: Callable[[], FairQueue] = FairQueue
+    _waiter_type: Callable[..., _Waiter] = _Waiter
+
+    def _new_writes(self, rate: float, capacity: float, now_ns: int) -> Writes:
+        """A write bucket with its lanes, its queues reading this limiter's grant counts."""
+        return _Writes(rate, capacity, now_ns, self._served, self._fair)
 
     def __init__(self, read_rate: float = protocol.RATE_TIERS["basic"][0],
                  write_rate: float = protocol.RATE_TIERS["basic"][1], *,
@@ -120,14 +132,14 @@ class RateLimiter(LimiterCore):
         # per fair key: [grants, queued grants, longest queue wait ns, total queue wait ns]
         self._fair: dict[Key, list[int]] = {}   # str keys only (a batch counts for each market)
         # the unscoped write bucket (its queues read _fair's grant counts: _served for a single key)
-        self._w0 = _Writes(write_rate, write_rate * burst_s, now, self._served, self._fair)
+        self._w0 = self._new_writes(write_rate, write_rate * burst_s, now)
         self._shard_writes: dict[int, Writes] = {}                 # shard >= 1 -> its own write bucket
         self.cancel_reserve = min(cancel_reserve, self._w0.bucket.capacity / 2)
         self.backoff_base_ns = int(backoff_base_s * _NS)
         self.backoff_max_ns = int(backoff_max_s * _NS)
         self._read_backoff_ns = 0
         self.read_paused_until_ns = 0   # reads wait until then after a read 429 (the buckets are independent)
-        self._read_waiters = FairQueue()
+        self._read_waiters = self._queue_type()
         self.promote_after_ns = int(promote_after_s * _NS)
         self.max_queue_ns = int(max_queue_s * _NS) if max_queue_s > 0 else 0
         self.expired = 0
@@ -157,8 +169,8 @@ class RateLimiter(LimiterCore):
             return self._w0
         w = self._shard_writes.get(shard)
         if w is None:   # every shard has the full tier budget (kalshi-api.md 5)
-            w = self._shard_writes[shard] = _Writes(self._w0.bucket.rate, self._w0.bucket.capacity, self._clock(),
-                                                        self._served, self._fair)
+            w = self._shard_writes[shard] = self._new_writes(self._w0.bucket.rate, self._w0.bucket.capacity,
+                                                             self._clock())
         return w
 
     def shard_bucket(self, shard: int | None) -> TokenBucket:
@@ -182,7 +194,7 @@ class RateLimiter(LimiterCore):
             w.bucket.set_rate(write_rate, write_capacity or write_rate * self.burst_s, now)
         self.cancel_reserve = min(self.cancel_reserve, self.write.capacity / 2)
 
-    # -- the deterministic core (poll, dispatch: LimiterCore) ----------------------------------
+    # -- the deterministic core (poll, dispatch: the core class) --------------------------------
     def on_rate_limited(self, lane: int = PLACE, shard: int | None = None) -> int:
         """A 429 arrived for a request of ``lane``: pause that bucket's non-cancel traffic (reads for a
         read, places and amends for a write; Kalshi's two buckets are independent) and assume its tokens
@@ -249,7 +261,7 @@ class RateLimiter(LimiterCore):
         if self._timer is not None:
             self._schedule(0)
 
-    # -- pressure, for the engine to skip low-value reprices (``pressure``: LimiterCore) -------------
+    # -- pressure, for the engine to skip low-value reprices (``pressure``: the core class) ----------
     def read_pressure(self) -> float:
         now = self._clock()
         self.read.refill(now)
@@ -296,10 +308,10 @@ class RateLimiter(LimiterCore):
         least-served market first among those waiting (:data:`FAIR_KEY`). O(1) when the budget allows at
         once. Raises :class:`NotSent` when :meth:`drop_waiting` drops it from the queue."""
         key = FAIR_KEY.get()
-        if self._acquire_now(lane, cost, shard, key):  # _blocked_by_queue, poll and _count, in C
+        if self._acquire_now(lane, cost, shard, key):  # _blocked_by_queue, poll and _count (in C, compiled)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        w = _Waiter(cost, fut, key, self._clock())
+        w = self._waiter_type(cost, fut, key, self._clock())
         q = self._queue(lane, shard)
         q.append(w)
         self._schedule(0)
@@ -354,6 +366,12 @@ class RateLimiter(LimiterCore):
                     # an error, not a cancellation: the waiting request must fail visibly (a cancel
                     # that silently vanished would look like the caller's own task being cancelled)
                     x.fut.set_exception(KmmError("the rate limiter was closed while this request waited"))
+
+
+class RateLimiter(LimiterShell, LimiterCore):
+    """Read and write buckets, priority lanes for writes, and 429 backoff (:class:`LimiterShell`). The
+    deciding steps (poll, _count, _grant, _serve, dispatch, _expire), the order path's ``try_acquire``,
+    ``acquire``'s first step and ``pressure`` are :class:`kmm._core.writeq.LimiterCore`'s, compiled."""
 
 
 def limits_from_account(body: object) -> tuple[float, float] | None:
