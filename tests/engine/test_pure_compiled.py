@@ -1,8 +1,9 @@
 """The modules kmm compiles from their own Python source (``kmm._pure.MODULES``: the order manager, the
-portfolio, the risk gate, the quote planner) against the same source run by the interpreter
-(tests/reference/interpreted.py): hypothesis streams drive both with the same inputs and compare every
-answer and the state after each step; a ``kmm run`` capture replayed by a process with the compiled
-modules and by one with ``KMM_INTERPRETED=1`` makes the same fills, orders, P&L and records."""
+portfolio, the risk gate, the quote planner): the compiled copies against the same source run by the
+interpreter (tests/reference/pure.py loads both in one process). Hypothesis streams drive both with the
+same inputs and compare every answer and the state after each step; a ``kmm run`` capture replayed by a
+process on the compiled copies (as ``kmm backtest`` runs) and by one on the source makes the same fills,
+orders, P&L and latencies. And which copy each kind of process runs."""
 
 from __future__ import annotations
 
@@ -17,33 +18,60 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kmm import _pure
-from kmm.engine import orders as c_orders
-from kmm.engine import portfolio as c_portfolio
 from kmm.engine.clock import ManualClock
 from kmm.kalshi.types import Fill, OrderAck, UserOrder
-from tests.reference import interpreted
+from tests.reference import pure
 from tests.research.test_replay_fast import live_run  # noqa: F401  (the 10 s busy kmm run fixture)
 
 T, U = "KXPURE-1", "KXPURE-2"
-i_orders = interpreted.load("kmm.engine.orders")
-i_portfolio = interpreted.load("kmm.engine.portfolio")
+c_orders, i_orders = pure.compiled("kmm.engine.orders"), pure.interpreted("kmm.engine.orders")
+c_portfolio, i_portfolio = pure.compiled("kmm.engine.portfolio"), pure.interpreted("kmm.engine.portfolio")
+
+_WHICH = ("import importlib, json, sys\nfrom kmm import _pure\n{pre}\n"
+          "print(json.dumps([_pure.is_compiled(importlib.import_module(m)) for m in _pure.MODULES]))")
 
 
-@pytest.mark.skipif(_pure.interpreted_requested(), reason="KMM_INTERPRETED asks for the source")
-def test_the_modules_are_compiled_in_this_build():
-    """A build that lost its compiled copies would pass every other test, only slower: say so."""
-    import importlib
+def _which(pre: str = "", env: dict[str, str] | None = None, tmp=None) -> list[bool]:
+    """Which copy each module of MODULES is in a fresh process (True: compiled)."""
+    e = {k: v for k, v in os.environ.items() if k != _pure.ENV}
+    e.update(env or {}, PYTHONPATH=str(pure.SRC))
+    out = subprocess.run([sys.executable, "-c", _WHICH.format(pre=pre)], env=e, cwd=tmp, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_every_module_has_its_compiled_copy_in_this_build():
+    """A build that lost its compiled copies would pass every other test, with slower backtests: say so."""
     for name in _pure.MODULES:
-        assert _pure.is_compiled(importlib.import_module(name)), f"{name} is not compiled: rebuild"
+        assert pure.compiled_path(name) is not None, f"{name} has no compiled copy: rebuild"
+        assert _pure.is_compiled(pure.compiled(name))
 
 
-def test_kmm_interpreted_loads_the_source(tmp_path):
-    code = ("import importlib, json, kmm\nfrom kmm import _pure\n"
+def test_live_processes_run_the_source_and_replaying_ones_the_compiled_copies(tmp_path):
+    n = len(_pure.MODULES)
+    assert _which(tmp=tmp_path) == [False] * n                       # kmm run, execute, paper, the tests
+    assert _which("assert _pure.use_compiled()", tmp=tmp_path) == [True] * n    # kmm backtest, kmm sweep
+    # the environment overrides both
+    assert _which("assert not _pure.use_compiled()", {_pure.ENV: "1"}, tmp_path) == [False] * n
+    assert _which("", {_pure.ENV: "0"}, tmp_path) == [True] * n
+    assert _which("_pure.use_compiled()", {_pure.ENV: "kmm.engine.risk"}, tmp_path) == \
+        [m != "kmm.engine.risk" for m in _pure.MODULES]
+    # too late once the engine is imported: it says so instead of mixing copies
+    assert _which("import kmm.engine.orders\nassert not _pure.use_compiled()", tmp=tmp_path) == [False] * n
+
+
+def test_the_backtest_command_chooses_the_compiled_copies_before_the_engine_is_imported(tmp_path):
+    code = ("import sys, json, importlib\nfrom kmm import _pure\nfrom kmm.cli import main\n"
+            "try:\n    main([sys.argv[1], '--help'])\nexcept SystemExit:\n    pass\n"
             "print(json.dumps([_pure.is_compiled(importlib.import_module(m)) for m in _pure.MODULES]))")
-    env = dict(os.environ, KMM_INTERPRETED="1", PYTHONPATH=str(interpreted.SRC))
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
-                         timeout=60, check=True).stdout
-    assert json.loads(out) == [False] * len(_pure.MODULES)
+    env = {k: v for k, v in os.environ.items() if k != _pure.ENV}
+    env["PYTHONPATH"] = str(pure.SRC)
+    for command, want in (("backtest", True), ("sweep", True), ("run", False), ("execute", False)):
+        p = subprocess.run([sys.executable, "-c", code, command], env=env, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout.strip().splitlines()[-1]) == [want] * len(_pure.MODULES), command
 
 
 # ------------------------------------------------------------------------------ the order manager
@@ -201,6 +229,8 @@ _REPLAY = """
 import json, sys, importlib
 from pathlib import Path
 from kmm import _pure
+if sys.argv[3] == "compiled":
+    assert _pure.use_compiled()         # as kmm backtest runs
 from kmm.config import load_config
 from kmm.research.backtest import Backtest
 b = Backtest([Path(sys.argv[1])], load_config(None, environ={}, cli={}), None, seed=int(sys.argv[2]))
@@ -220,17 +250,16 @@ print(json.dumps({"compiled": [_pure.is_compiled(importlib.import_module(m)) for
 @pytest.mark.parametrize("seed", [1, 4])
 def test_a_kmm_run_capture_replays_the_same_compiled_and_interpreted(live_run, tmp_path, seed):  # noqa: F811
     out = {}
-    for name, extra in (("compiled", {}), ("interpreted", {_pure.ENV: "1"})):
+    for name in ("compiled", "interpreted"):
         env = {k: v for k, v in os.environ.items() if not k.startswith("KMM_")}
-        env.update(extra, PYTHONPATH=str(interpreted.SRC))
-        p = subprocess.run([sys.executable, "-c", _REPLAY, str(live_run), str(seed)], env=env, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)
+        env["PYTHONPATH"] = str(pure.SRC)
+        p = subprocess.run([sys.executable, "-c", _REPLAY, str(live_run), str(seed), name], env=env,
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr
         out[name] = json.loads(p.stdout.strip().splitlines()[-1])
     c, i = out["compiled"], out["interpreted"]
     assert i["compiled"] == [False] * len(_pure.MODULES)
-    if not _pure.interpreted_requested():
-        assert c["compiled"] == [True] * len(_pure.MODULES)
+    assert c["compiled"] == [True] * len(_pure.MODULES)
     assert c["summary"]["fills"] > 20 and c["summary"]["orders_sent"] > 10
     for k in ("summary", "details", "fills", "orders", "latency"):
         assert c[k] == i[k], k
@@ -240,8 +269,8 @@ def test_kmm_interpreted_takes_names_and_warns_of_unknown_ones(monkeypatch):
     monkeypatch.setenv(_pure.ENV, "kmm.engine.risk, kmm.engine.nope")
     with pytest.warns(UserWarning, match="kmm.engine.nope ignored"):
         assert _pure.interpreted() == {"kmm.engine.risk"}
-    for off in ("", "0"):
-        monkeypatch.setenv(_pure.ENV, off)
-        assert _pure.interpreted() == frozenset()
-    monkeypatch.setenv(_pure.ENV, "1")
-    assert _pure.interpreted() == frozenset(_pure.MODULES)
+    monkeypatch.setenv(_pure.ENV, "0")
+    assert _pure.interpreted() == frozenset()
+    for source in ("", "1"):            # unset: the source until a replaying process asks
+        monkeypatch.setenv(_pure.ENV, source)
+        assert _pure.interpreted() == frozenset(_pure.MODULES)
