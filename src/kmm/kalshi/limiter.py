@@ -51,6 +51,7 @@ import contextvars
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Self
 
 from kmm import protocol
 from kmm._core import writeq as _writeq
@@ -114,6 +115,10 @@ class LimiterShell:
 
     _queue_type: Callable[[], FairQueue] = FairQueue
     _waiter_type: Callable[..., _Waiter] = _Waiter
+
+    if TYPE_CHECKING:   # the core's steps the shell calls (LimiterCore, or the reference's Python core)
+        def _acquire_now(self, lane: int, cost: float, shard: int | None, key: Key) -> bool: ...
+        def dispatch(self) -> int | None: ...
 
     def _new_writes(self, rate: float, capacity: float, now_ns: int) -> Writes:
         """A write bucket with its lanes, its queues reading this limiter's grant counts."""
@@ -181,7 +186,7 @@ class LimiterShell:
         return [self._w0, *self._shard_writes.values()]
 
     @classmethod
-    def for_tier(cls, tier: str = "basic", **kw: object) -> RateLimiter:
+    def for_tier(cls, tier: str = "basic", **kw: object) -> Self:
         read, write = protocol.RATE_TIERS[tier]
         return cls(read, write, **kw)  # type: ignore[arg-type]
 
