@@ -402,3 +402,70 @@ def test_run_capture_reference_path(benchmark, run_capture):
                                  "speedup_vs_real_time": got["details"]["replayed_span_s"] / times[len(times) // 2]})
     print(f"\nkmm run capture (reference path, fitted every replay): {benchmark.extra_info['messages_per_s']:,.0f} "
           f"book messages/s median")
+
+
+# ------------------------------------------------------------------ the engine modules' compiled copies
+RUN_COPIES = ("backtest with quoting, kmm run capture, as kmm backtest runs it: compiled engine modules vs "
+              "their source (per book message)")
+
+
+class CompiledReplayer:
+    """A worker process on the engine modules' compiled copies (``bench/replay_worker.py``: it chooses
+    them as ``kmm backtest`` does, before it imports the engine): ``replay()`` asks it for one whole
+    replay and waits for the summary (a pipe round trip of ~0.1 ms on a ~35 ms replay)."""
+
+    def __init__(self, capture: Path) -> None:
+        import multiprocessing as mp
+        import os
+
+        from bench.replay_worker import serve
+        from kmm import _pure
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=serve, args=(child, str(capture)), daemon=True)
+        saved = os.environ.pop(_pure.ENV, None)     # the child makes the choice kmm backtest makes
+        try:
+            self.proc.start()
+        finally:
+            if saved is not None:
+                os.environ[_pure.ENV] = saved
+        child.close()
+        self.compiled, self.which = self.conn.recv()
+
+    def replay(self) -> dict:
+        self.conn.send(True)
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send(False)
+        self.proc.join(30)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+def test_run_capture_compiled_copies_kmm(benchmark, run_capture):
+    """The whole replay as ``kmm backtest`` runs it (the engine modules' compiled copies), in a worker
+    process; paired with the same replay in this process, on their source (what every other process
+    runs, kmm._pure). The same fills, orders and P&L."""
+    s0 = _quoting(run_capture)              # the decoded cache and the fitted model, made here once
+    w = CompiledReplayer(run_capture)
+    try:
+        assert w.compiled and all(w.which), w.which
+        info(benchmark, RUN_COPIES, "kmm", s0["book_messages"], budget_ns=5_000)
+        got = benchmark.pedantic(w.replay, rounds=9, iterations=1, warmup_rounds=1)
+    finally:
+        w.close()
+    _same_replay(got, s0)
+    _rates(benchmark, got, "kmm run capture (compiled engine modules, as kmm backtest runs)")
+
+
+def test_run_capture_compiled_copies_source(benchmark, run_capture):
+    import importlib
+
+    from kmm import _pure
+    assert not any(_pure.is_compiled(importlib.import_module(m)) for m in _pure.MODULES)
+    s0 = _quoting(run_capture)
+    info(benchmark, RUN_COPIES, "baseline", s0["book_messages"])
+    b, got = benchmark.pedantic(_quoting_b, (run_capture,), rounds=9, iterations=1, warmup_rounds=1)
+    _same_replay(got, s0)
+    _rates(benchmark, got, "kmm run capture (engine modules from source, this process)")

@@ -13,3 +13,32 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("KMM_HYPOTHESIS_PROFILE", "default"))
+
+
+def _stale_compiled_copies() -> list[str]:
+    """In a source checkout, the compiled copies of kmm's pure-Python modules (kmm._pure) older than
+    their source: ``import`` would run the old code while the tests read the new."""
+    import importlib.machinery
+    from pathlib import Path
+
+    import kmm
+    from kmm import _pure
+    src = Path(kmm.__file__).resolve().parents[1]
+    if _pure.interpreted_requested() or src.name in ("site-packages", "dist-packages"):
+        return []                           # the source is what runs; or an installed kmm, built whole
+    stale = []
+    for name in _pure.MODULES:
+        py = _pure.source_path(src, name)
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            so = py.with_suffix(suffix)
+            if so.exists() and so.stat().st_mtime < py.stat().st_mtime:
+                stale.append(f"{so.name} is older than {py.name}")
+    return stale
+
+
+def pytest_sessionstart(session):
+    import pytest
+    stale = _stale_compiled_copies()
+    if stale:
+        pytest.exit("compiled copies older than their source (" + "; ".join(stale) + "): rebuild with "
+                    "`python setup.py build_ext --inplace`, or run with KMM_INTERPRETED=1", returncode=4)

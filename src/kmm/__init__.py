@@ -4,5 +4,9 @@ Units everywhere inside kmm (design section 2): prices are ints in 1/10,000 doll
 sizes are ints in 1/100 contract, money and fees are ints in 1/10,000 dollar, times are int ns.
 """
 
+from kmm import _pure
+
+_pure.install()     # KMM_INTERPRETED=1: the modules kmm compiles from Python source run from the source
+
 __version__ = "0.1.0"
 __all__ = ["__version__"]

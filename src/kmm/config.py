@@ -470,7 +470,8 @@ def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
     """Warnings for ``KMM_*`` variables that name no setting (a misspelled one would be ignored)."""
     env = os.environ if environ is None else environ
     known = {f"{ENV_PREFIX}{s.upper()}_{k.upper()}" for s, c in SECTIONS.items() for k in _fields(c)}
-    known |= {"KMM_CONFIG", "KMM_DEBUG", "KMM_DEBUG_BUILD", "KMM_BUILD_KIND", "KMM_HYPOTHESIS_PROFILE", "KMM_QTY_MAX"}
+    known |= {"KMM_CONFIG", "KMM_DEBUG", "KMM_DEBUG_BUILD", "KMM_BUILD_KIND", "KMM_HYPOTHESIS_PROFILE", "KMM_QTY_MAX",
+              "KMM_INTERPRETED"}    # kmm._pure: which copy of the engine modules runs
     out = []
     for name in sorted(n for n in env if n.startswith(ENV_PREFIX) and n not in known):
         close = difflib.get_close_matches(name, sorted(known), n=1)

@@ -46,8 +46,17 @@ def _core_build() -> str:
     return BUILD
 
 
+# the commands that replay captures run the engine modules' compiled copies (kmm._pure says why); the
+# choice is made before the parser's imports load the engine
+REPLAYING = frozenset({"backtest", "sweep"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from kmm.cli import exits
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in REPLAYING:
+        from kmm import _pure
+        _pure.use_compiled()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

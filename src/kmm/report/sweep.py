@@ -312,6 +312,10 @@ def _init_ray(ray: Any, address: str | None, workers: int | None) -> bool:
         paths = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         kw["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(
             str(Path(p).resolve()) for p in paths))}}
+    from kmm import _pure
+    if os.environ.get(_pure.ENV):
+        # the workers run the engine modules this process chose (`kmm sweep`: the compiled copies)
+        kw.setdefault("runtime_env", {"env_vars": {}})["env_vars"][_pure.ENV] = os.environ[_pure.ENV]
     try:
         ray.init(**kw)
     except Exception as exc:  # noqa: BLE001
