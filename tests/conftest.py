@@ -17,15 +17,16 @@ settings.load_profile(os.environ.get("KMM_HYPOTHESIS_PROFILE", "default"))
 
 def _stale_compiled_copies() -> list[str]:
     """In a source checkout, the compiled copies of kmm's pure-Python modules (kmm._pure) older than
-    their source: ``import`` would run the old code while the tests read the new."""
+    their source: the replays (`kmm backtest`) and the tests that hold the copies to the source would
+    run old code."""
     import importlib.machinery
     from pathlib import Path
 
     import kmm
     from kmm import _pure
     src = Path(kmm.__file__).resolve().parents[1]
-    if _pure.interpreted_requested() or src.name in ("site-packages", "dist-packages"):
-        return []                           # the source is what runs; or an installed kmm, built whole
+    if src.name in ("site-packages", "dist-packages"):
+        return []                           # an installed kmm, built whole
     stale = []
     for name in _pure.MODULES:
         py = _pure.source_path(src, name)
@@ -41,4 +42,4 @@ def pytest_sessionstart(session):
     stale = _stale_compiled_copies()
     if stale:
         pytest.exit("compiled copies older than their source (" + "; ".join(stale) + "): rebuild with "
-                    "`python setup.py build_ext --inplace`, or run with KMM_INTERPRETED=1", returncode=4)
+                    "`python setup.py build_ext --inplace`", returncode=4)

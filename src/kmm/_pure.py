@@ -84,11 +84,6 @@ def interpreted() -> frozenset[str]:
     return names & frozenset(MODULES)
 
 
-def interpreted_requested() -> bool:
-    """True when ``KMM_INTERPRETED`` asks for the source of any module (``1`` or names)."""
-    return os.environ.get(ENV, "").strip() not in ("", "0")
-
-
 class _SourceFirst(importlib.abc.MetaPathFinder):
     """Finds the modules named as their ``.py`` source, ahead of their compiled copy."""
 
