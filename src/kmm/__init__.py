@@ -6,7 +6,7 @@ sizes are ints in 1/100 contract, money and fees are ints in 1/10,000 dollar, ti
 
 from kmm import _pure
 
-_pure.install()     # KMM_INTERPRETED=1: the modules kmm compiles from Python source run from the source
+_pure.install()     # the engine modules kmm also compiles run from source unless chosen otherwise (kmm._pure)
 
 __version__ = "0.1.0"
 __all__ = ["__version__"]
