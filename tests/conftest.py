@@ -18,7 +18,7 @@ settings.load_profile(os.environ.get("KMM_HYPOTHESIS_PROFILE", "default"))
 def _stale_compiled_copies() -> list[str]:
     """In a source checkout, the compiled copies of kmm's pure-Python modules (kmm._pure) older than
     their source: the replays (`kmm backtest`) and the tests that hold the copies to the source would
-    run old code."""
+    run old code. A module's ``.pxd`` (its typed declarations) counts as its source too."""
     import importlib.machinery
     from pathlib import Path
 
@@ -32,8 +32,11 @@ def _stale_compiled_copies() -> list[str]:
         py = _pure.source_path(src, name)
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
             so = py.with_suffix(suffix)
-            if so.exists() and so.stat().st_mtime < py.stat().st_mtime:
-                stale.append(f"{so.name} is older than {py.name}")
+            if not so.exists():
+                continue
+            for source in (py, py.with_suffix(".pxd")):
+                if source.exists() and so.stat().st_mtime < source.stat().st_mtime:
+                    stale.append(f"{so.name} is older than {source.name}")
     return stale
 
 

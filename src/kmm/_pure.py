@@ -6,6 +6,13 @@ plain Python: no Cython syntax, no C types taken from their annotations, Python'
 indexing. ``setup.py`` compiles each one beside its source. What they compute is the source's; the
 compiled copy removes the interpreter's per-bytecode and per-call work.
 
+Three of them have a ``.pxd`` beside the source (``orders.pxd``, ``risk.pxd``, ``quoting.pxd``) that
+the build reads with it: in the compiled copy ``OrderManager``, ``RiskGate`` and ``QuotePlanner`` are
+extension types, their attributes C fields (still Python objects) and their hot methods callable from
+C (``cpdef``, overridable by a Python subclass). The source ignores the ``.pxd``. An instance of the
+compiled classes takes no attribute its ``.pxd`` does not declare: add a new attribute there too (the
+test suite's compiled-copy tests fail otherwise).
+
 Which copy runs is chosen per process, before the engine is imported, because they measured
 differently (docs/benchmarks.md, fourteenth session):
 

@@ -48,6 +48,24 @@ def test_every_module_has_its_compiled_copy_in_this_build():
         assert _pure.is_compiled(pure.compiled(name))
 
 
+# the classes each compiled copy makes an extension type (its ``.pxd`` beside the source: fields in C,
+# methods called through C); the source's stay Python classes
+EXTENSION_TYPES = {"kmm.engine.orders": ("OrderManager",), "kmm.engine.risk": ("RiskGate",),
+                   "kmm.engine.quoting": ("QuotePlanner",)}
+_HEAPTYPE = 1 << 9          # Py_TPFLAGS_HEAPTYPE: a class made by a class statement at run time
+
+
+def test_the_compiled_copies_make_their_hot_classes_extension_types():
+    """The typed declarations are picked up by the build (a lost ``.pxd`` would pass every other test with
+    a slower replay), and the source copies are untouched by them."""
+    for name, classes in EXTENSION_TYPES.items():
+        assert pure.source_path_of(name).with_suffix(".pxd").exists()
+        for cls in classes:
+            c, i = getattr(pure.compiled(name), cls), getattr(pure.interpreted(name), cls)
+            assert not c.__flags__ & _HEAPTYPE, f"{name}.{cls} is not an extension type in the compiled copy"
+            assert i.__flags__ & _HEAPTYPE
+
+
 def test_live_processes_run_the_source_and_replaying_ones_the_compiled_copies(tmp_path):
     n = len(_pure.MODULES)
     assert _which(tmp=tmp_path) == [False] * n                       # kmm run, execute, paper, the tests
