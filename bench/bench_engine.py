@@ -238,7 +238,7 @@ class WireStamps:
                             pending.clear()
                         pending[str(out[0].client_order_id).encode()] = (pipe.decided_ns, trigger, "place")
                 return out
-        planner.__class__ = Stamped
+        swap_planner_class(engine, Stamped)
 
     def _wrap(self, name: str, key_of: Any) -> None:
         orig = getattr(self.engine, name)
@@ -291,6 +291,17 @@ class WireStamps:
         self.total_ns.clear()
         for v in (*self.wire_by_kind.values(), self.pre_create_ns, self.write_create_ns):
             v.clear()
+
+
+def swap_planner_class(engine: Engine, cls: type) -> None:
+    """Give the engine's planner the subclass ``cls`` (a wrapper of its methods). The source's planner
+    (slots) takes a new class in place; the compiled copy's is an extension type whose class cannot be
+    swapped (KMM_INTERPRETED=0), so the engine gets a new planner of ``cls`` with the same parts."""
+    planner = engine.planner
+    try:
+        planner.__class__ = cls
+    except TypeError:
+        engine.planner = cls(planner.gate, planner.om, planner.pf, planner.event_risk)
 
 
 # ---------------------------------------------------------------------------------------- the run
