@@ -59,7 +59,7 @@ def test_the_compiled_copies_make_their_hot_classes_extension_types():
     """The typed declarations are picked up by the build (a lost ``.pxd`` would pass every other test with
     a slower replay), and the source copies are untouched by them."""
     for name, classes in EXTENSION_TYPES.items():
-        assert pure.source_path_of(name).with_suffix(".pxd").exists()
+        assert _pure.source_path(pure.SRC, name).with_suffix(".pxd").exists()
         for cls in classes:
             c, i = getattr(pure.compiled(name), cls), getattr(pure.interpreted(name), cls)
             assert not c.__flags__ & _HEAPTYPE, f"{name}.{cls} is not an extension type in the compiled copy"

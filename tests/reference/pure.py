@@ -41,11 +41,6 @@ def _check(name: str) -> Path:
     return _pure.source_path(SRC, name)
 
 
-def source_path_of(name: str) -> Path:
-    """The ``.py`` source of ``name`` (one of kmm._pure.MODULES)."""
-    return _check(name)
-
-
 def interpreted(name: str) -> ModuleType:
     """Module ``name`` executed from its ``.py`` source."""
     mod = _load("kmm_interpreted." + name, _check(name))
