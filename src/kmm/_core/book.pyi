@@ -2,11 +2,10 @@
 
 from typing import Any, Literal, Sequence, final
 
+from kmm._core.errors import BookError as BookError
 from kmm._core.grid import Grid
 
 SIDE_NAMES: tuple[str, str]
-
-from kmm._core.errors import BookError as BookError
 
 _Levels = Sequence[Sequence[str | bytes]] | None
 _Int64Buffer = Any  # any C-contiguous int64 buffer: numpy int64 array, array('q'), memoryview

@@ -41,7 +41,8 @@ COLUMNS: dict[str, str] = {
     "unrealized_pnl": "mark-to-market P&L of the open position, $, 4 dp",
     "realized_pnl": "closed P&L net of all fees paid, $, 4 dp",
     "fees": "cumulative fees paid, $, 4 dp (already inside realized_pnl)",
-    "latency_ms": "frame received -> the decision's first request written, less any wait for the write budget or a connection (the summary reports those apart), ms, 6 dp (exact ns); empty if no request",
+    "latency_ms": ("frame received -> the decision's first request written, less any wait for the write budget "
+                   "or a connection (the summary reports those apart), ms, 6 dp (exact ns); empty if no request"),
     "reservation": "model reservation price, $ YES, 5 dp",
     "spread": "model total quoted spread, $, 5 dp",
     "sigma": "volatility estimate used by the model, in the model's units",

@@ -106,8 +106,9 @@ async def record(cfg: Any, args: argparse.Namespace, explicit: bool, out: Path, 
             handler.closing = True
             await ws.close()
             writer.close()
-        return {"markets": markets, "frames": handler.frames, "gaps": handler.gaps, "files": [str(p) for p in writer.parts],
-                "seconds": round(time.monotonic() - t0, 1), "venue": venue.label}
+        return {"markets": markets, "frames": handler.frames, "gaps": handler.gaps,
+                "files": [str(p) for p in writer.parts], "seconds": round(time.monotonic() - t0, 1),
+                "venue": venue.label}
 
 
 def record_command(args: argparse.Namespace) -> int:

@@ -59,10 +59,10 @@ MAKER_FILL_DELTA_HAS_COID = True
 ORDER_GROUP_TRIGGER_AT_LIMIT = True
 
 
-TRADE_TAPE_MAX = 200_000
+TRADE_TAPE_MAX = 200_000  # public trades kept per market for GET /markets/trades
 POST_ONLY_CROSS_REASON = "PostOnlyCrossCancel"  # last_update_reason of a post-only order that would cross
 TRADING_PAUSE = "trading"  # places and amends refused, cancels allowed (the Thursday window)
-EXCHANGE_PAUSE = "exchange"  # nothing allowed, cancels included  # public trades kept per market for GET /markets/trades
+EXCHANGE_PAUSE = "exchange"  # nothing allowed, cancels included
 
 
 def _ceil_div(a: int, b: int) -> int:
