@@ -51,6 +51,18 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def _finish_over_time(c: Chart, fig: Any, ax: Any, ylabel: str, xlabel: str = "time since start (s)") -> Chart:
+    """The ending the charts over time share: a zero line, the chart's title, axis labels with units, the
+    legend outside the plot (never over the lines), and the PNG."""
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_title(c.title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    c.png = _png(fig)
+    return c
+
+
 def _t(ts_ns: int, fig: RunFigures) -> float:
     return (ts_ns - (fig.start_ns or 0)) / 1e9
 
@@ -89,13 +101,7 @@ def equity(run: RunData, figs: RunFigures) -> Chart:
     ax.step(xs, unreal, where="post", color="tab:orange", label="unrealized (marked)")
     ax.step(xs, fees, where="post", color="tab:red", label="fees paid (negative)")
     _event_lines(ax, run, figs)
-    ax.axhline(0, color="grey", linewidth=0.5)
-    ax.set_title(c.title)
-    ax.set_xlabel("time since start (s)")
-    ax.set_ylabel("P&L ($)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    c.png = _png(fig)
-    return c
+    return _finish_over_time(c, fig, ax, "P&L ($)")
 
 
 def inventory(run: RunData, figs: RunFigures) -> Chart:
@@ -109,13 +115,7 @@ def inventory(run: RunData, figs: RunFigures) -> Chart:
         rows = [r for r in run.tape if r.ticker == t]
         if rows:
             ax.step([_t(r.ts_ns, figs) for r in rows], [r.inventory / 100 for r in rows], where="post", label=t)
-    ax.axhline(0, color="grey", linewidth=0.5)
-    ax.set_title(c.title)
-    ax.set_xlabel("time since start (s)")
-    ax.set_ylabel("position (contracts, + = long YES)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    c.png = _png(fig)
-    return c
+    return _finish_over_time(c, fig, ax, "position (contracts, + = long YES)")
 
 
 def quotes(run: RunData, figs: RunFigures) -> Chart:
@@ -169,13 +169,7 @@ def spread_captured(run: RunData, figs: RunFigures) -> Chart:
         if s:
             ax.scatter([_t(v.ts_ns, figs) for v in s], [v.spread_captured / 100 for v in s],  # type: ignore[operator]
                        color=color, s=14, label=label)
-    ax.axhline(0, color="grey", linewidth=0.5)
-    ax.set_title(c.title)
-    ax.set_xlabel("time since start (s)")
-    ax.set_ylabel("captured (cents per contract)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    c.png = _png(fig)
-    return c
+    return _finish_over_time(c, fig, ax, "captured (cents per contract)")
 
 
 def markouts(run: RunData, figs: RunFigures) -> Chart:
@@ -354,10 +348,4 @@ def comparison_equity(runs: Sequence[tuple[RunData, RunFigures]]) -> Chart:
             xs.append(_t(r.ts_ns, figs))
             ys.append(sum(latest.values()) / 1e4)
         ax.step(xs, ys, where="post", label=run.label)
-    ax.axhline(0, color="grey", linewidth=0.5)
-    ax.set_title(c.title)
-    ax.set_xlabel("time since each run's start (s)")
-    ax.set_ylabel("net P&L ($)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    c.png = _png(fig)
-    return c
+    return _finish_over_time(c, fig, ax, "net P&L ($)", xlabel="time since each run's start (s)")
