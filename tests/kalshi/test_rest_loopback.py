@@ -185,3 +185,30 @@ async def test_hot_paths_use_the_signature_pool(rest, ex):
     assert rest.pool.stats.hits == 2 and ex.auth_failures == 0
     await rest.cancel_order("y")  # per-order path: signed inline, still accepted
     assert rest.pool.stats.unpooled >= 1 and ex.auth_failures == 0
+
+
+async def test_a_long_paged_read_gives_the_loop_a_turn_every_chunk(rest, monkeypatch):
+    """A page of 130 items is handed out in chunks of PAGE_CHUNK with a turn of the event loop between
+    them: a callback queued when the read starts runs after the first chunk, not after the page (what
+    the caller does per item would otherwise hold book frames for the whole page)."""
+    import asyncio
+
+    from kmm.kalshi.rest import PAGE_CHUNK
+
+    async def one_page(method, path, params=None, **kw):
+        return {"items": [{"n": i} for i in range(130)], "cursor": ""}
+    monkeypatch.setattr(rest, "request", one_page)
+    seen: list[int] = []
+    ran_after: list[int] = []
+
+    def queued() -> None:
+        ran_after.append(len(seen))
+        if len(ran_after) < 10:
+            asyncio.get_running_loop().call_soon(queued)
+    asyncio.get_running_loop().call_soon(queued)
+    async for item in rest.paginate("/x", "items"):
+        seen.append(item["n"])
+    assert seen == list(range(130))
+    # the (scripted) page is at hand at once: the queued callback first runs after the first full chunk,
+    # then after the second; the last 30 items need no turn of their own
+    assert PAGE_CHUNK == 50 and ran_after[:2] == [PAGE_CHUNK, 2 * PAGE_CHUNK]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from kmm._core.fixed import format_price
 from kmm._core.grid import Grid
 from kmm.engine import freshness as F
+from kmm.kalshi.rest import PAGE_CHUNK
 from kmm.kalshi.types import Lifecycle
 
 if TYPE_CHECKING:
@@ -174,10 +175,12 @@ class Recovery:
         epoch = self.conn_epoch
         try:
             missed = 0
-            for f in sorted(await s.session_fills(), key=lambda f: f.ts_ms):
+            for i, f in enumerate(sorted(await s.session_fills(), key=lambda f: f.ts_ms), 1):
                 before = s.fills
                 m.on_fill(f)
                 missed += s.fills - before
+                if not i % PAGE_CHUNK:
+                    await asyncio.sleep(0)     # book frames between chunks (most fills here are known)
             if missed:
                 m._event("backfill", detail=f"{why}: {missed} fills")
                 log.warning("reconcile (%s): %d fills backfilled over REST", why, missed)
