@@ -4,11 +4,11 @@ loop between them (kmm.engine.recovery.Recovery.resync): in a busy run most of t
 
 from __future__ import annotations
 
-import asyncio
 from types import SimpleNamespace
 
 from kmm.engine.recovery import Recovery
 from kmm.kalshi.rest import PAGE_CHUNK
+from tests.loopturns import record_turns
 
 
 class _Stop(Exception):
@@ -35,13 +35,7 @@ async def test_the_resync_offers_its_fills_in_chunks_with_the_loop_turning_betwe
     clock = SimpleNamespace(monotonic_ns=lambda: 1, time_ns=lambda: 1_000_000_000)
     maker = SimpleNamespace(session=session, clock=clock, on_fill=on_fill, pipes={},
                             _event=lambda kind, *a, **k: events.append((kind, k.get("detail", ""))))
-    turns: list[int] = []
-
-    def queued() -> None:
-        turns.append(len(offered))
-        if len(turns) < 10:
-            asyncio.get_running_loop().call_soon(queued)
-    asyncio.get_running_loop().call_soon(queued)
+    turns = record_turns(lambda: len(offered))
     await Recovery(maker).resync("periodic")   # type: ignore[arg-type]
     assert offered == sorted(offered) == list(range(1, 131))          # every fill, oldest first
     assert events == [("backfill", "periodic: 130 fills")]

@@ -191,21 +191,14 @@ async def test_a_long_paged_read_gives_the_loop_a_turn_every_chunk(rest, monkeyp
     """A page of 130 items is handed out in chunks of PAGE_CHUNK with a turn of the event loop between
     them: a callback queued when the read starts runs after the first chunk, not after the page (what
     the caller does per item would otherwise hold book frames for the whole page)."""
-    import asyncio
-
     from kmm.kalshi.rest import PAGE_CHUNK
+    from tests.loopturns import record_turns
 
     async def one_page(method, path, params=None, **kw):
         return {"items": [{"n": i} for i in range(130)], "cursor": ""}
     monkeypatch.setattr(rest, "request", one_page)
     seen: list[int] = []
-    ran_after: list[int] = []
-
-    def queued() -> None:
-        ran_after.append(len(seen))
-        if len(ran_after) < 10:
-            asyncio.get_running_loop().call_soon(queued)
-    asyncio.get_running_loop().call_soon(queued)
+    ran_after = record_turns(lambda: len(seen))
     async for item in rest.paginate("/x", "items"):
         seen.append(item["n"])
     assert seen == list(range(130))
