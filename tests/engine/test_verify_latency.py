@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
 import pytest
 
@@ -71,3 +72,24 @@ async def test_verification_runs_at_the_configured_cadence_on_the_sim(tmp_path):
         await asyncio.sleep(4.5)
         n = len([e for e in run.engine.events_of("reconciled") if "periodic" in e[3]]) - before
     assert 3 <= n <= 6, n
+
+
+def test_the_latency_check_reads_only_the_window_not_the_whole_run():
+    """check_latency runs once a second on the loop: it reads the samples of its window, newest first,
+    and stops at the first older one, however long the run (an hour of busy quoting fills the 200,000
+    samples the engine keeps)."""
+    eng, clock = _engine(latency_warn_us="1000", latency_window_s="5")
+    now = clock.monotonic_ns()
+
+    class Counted(deque):
+        visited = 0
+
+        def __reversed__(self):
+            for x in super().__reversed__():
+                Counted.visited += 1
+                yield x
+    old = [(now - 3600 * NS_PER_S + i * 1_000_000, 30_000_000) for i in range(100_000)]   # an hour ago, slow
+    recent = [(now - 4 * NS_PER_S + i * 10_000_000, 500_000) for i in range(300)]           # the window
+    eng._latency_at = Counted(old + recent, maxlen=200_000)
+    assert eng.check_latency(now) == ""            # the old slow samples are outside the window
+    assert Counted.visited == len(recent) + 1      # the window, and the one sample that ends it
