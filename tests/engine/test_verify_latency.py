@@ -93,3 +93,27 @@ def test_the_latency_check_reads_only_the_window_not_the_whole_run():
     eng._latency_at = Counted(old + recent, maxlen=200_000)
     assert eng.check_latency(now) == ""            # the old slow samples are outside the window
     assert Counted.visited == len(recent) + 1      # the window, and the one sample that ends it
+
+
+def test_the_console_and_status_line_show_the_latency_of_the_last_decisions_and_the_summary_the_runs():
+    """snapshot() (the console twice a second, the status line) takes the percentiles of the newest
+    VIEW_LATENCY_SAMPLES decisions, reading only those; latency_percentiles() with no window (the run
+    summary) takes the whole run's."""
+    from kmm.engine.maker import VIEW_LATENCY_SAMPLES
+
+    eng, clock = _engine()
+
+    class Counted(deque):
+        visited = 0
+
+        def __reversed__(self):
+            for x in super().__reversed__():
+                Counted.visited += 1
+                yield x
+    slow = [9_000_000] * 100_000                              # the first part of the run: 9 ms
+    fast = [300_000] * VIEW_LATENCY_SAMPLES                   # the newest decisions: 300 us
+    eng._latency_ns = Counted(slow + fast, maxlen=200_000)
+    snap = eng.snapshot()
+    assert (snap.latency_p50_us, snap.latency_p99_us) == (300.0, 300.0)
+    assert Counted.visited == VIEW_LATENCY_SAMPLES
+    assert eng.latency_percentiles()[:2] == (9000.0, 9000.0)  # the run's: mostly the slow part
