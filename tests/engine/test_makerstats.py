@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kmm.engine.clock import NS_PER_S, ManualClock
 from kmm.engine.makerstats import MakerStats
@@ -146,3 +148,21 @@ def test_user_order_updates_drive_resting_and_done():
     m = ms.snapshot()
     assert m.resting_orders_placed == 1 and m.contracts_offered == 5.0
     assert m.contract_seconds_near_best == pytest.approx(5 * 3 + 3 * 2)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 40 * DAY_MS), min_size=1, max_size=60))
+def test_the_volume_window_stays_in_time_order_for_fills_in_any_order(ages_ms):
+    """Fills arrive in any exchange-time order: each goes in its place in the 30-day window (the same
+    deque, no re-sort), and the window's figures are those of the fills in it."""
+    clock = ManualClock()
+    now_ms = clock.time_ns() // 1_000_000
+    ms = MakerStats(clock)
+    window = ms._volume
+    for i, age in enumerate(ages_ms):
+        ms.on_fill(fill(5000, 100 + i, trade_id=f"t{i}", ts_ms=now_ms - age))
+    assert ms._volume is window
+    times = [ts for ts, _, _ in window]
+    assert times == sorted(times)
+    inside = [100 + i for i, age in enumerate(ages_ms) if age <= 30 * DAY_MS]     # 30 days old stays
+    assert ms.snapshot().volume_30d_contracts == pytest.approx(sum(inside) / 100)

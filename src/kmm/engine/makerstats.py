@@ -218,8 +218,14 @@ class MakerStats:
         ts = fill.ts_ms * NS_PER_MS if fill.ts_ms else self.clock.time_ns()
         notional = fill.count * fill.price
         vol = self._volume
-        if vol and ts < vol[-1][0]:           # a backfilled fill older than the newest: keep time order
-            self._volume = vol = deque(sorted([*vol, (ts, fill.count, notional)]))
+        if vol and ts < vol[-1][0]:
+            # older than the newest (fills of two markets out of exchange-time order, a backfill): put it
+            # in time order, found from the newest end, where it almost always belongs; re-sorting the
+            # 30 days (every fill of them) cost O(n log n) on the fill's path
+            i = len(vol)
+            while i and vol[i - 1][0] > ts:
+                i -= 1
+            vol.insert(i, (ts, fill.count, notional))
         else:
             vol.append((ts, fill.count, notional))
         self._vol_count += fill.count
