@@ -74,6 +74,16 @@ async def test_verification_runs_at_the_configured_cadence_on_the_sim(tmp_path):
     assert 3 <= n <= 6, n
 
 
+class Counted(deque):
+    """A deque that counts the samples read newest first (reset ``visited`` before use)."""
+    visited = 0
+
+    def __reversed__(self):
+        for x in super().__reversed__():
+            Counted.visited += 1
+            yield x
+
+
 def test_the_latency_check_reads_only_the_window_not_the_whole_run():
     """check_latency runs once a second on the loop: it reads the samples of its window, newest first,
     and stops at the first older one, however long the run (an hour of busy quoting fills the 200,000
@@ -81,15 +91,9 @@ def test_the_latency_check_reads_only_the_window_not_the_whole_run():
     eng, clock = _engine(latency_warn_us="1000", latency_window_s="5")
     now = clock.monotonic_ns()
 
-    class Counted(deque):
-        visited = 0
-
-        def __reversed__(self):
-            for x in super().__reversed__():
-                Counted.visited += 1
-                yield x
     old = [(now - 3600 * NS_PER_S + i * 1_000_000, 30_000_000) for i in range(100_000)]   # an hour ago, slow
     recent = [(now - 4 * NS_PER_S + i * 10_000_000, 500_000) for i in range(300)]           # the window
+    Counted.visited = 0
     eng._latency_at = Counted(old + recent, maxlen=200_000)
     assert eng.check_latency(now) == ""            # the old slow samples are outside the window
     assert Counted.visited == len(recent) + 1      # the window, and the one sample that ends it
@@ -103,15 +107,9 @@ def test_the_console_and_status_line_show_the_latency_of_the_last_decisions_and_
 
     eng, clock = _engine()
 
-    class Counted(deque):
-        visited = 0
-
-        def __reversed__(self):
-            for x in super().__reversed__():
-                Counted.visited += 1
-                yield x
     slow = [9_000_000] * 100_000                              # the first part of the run: 9 ms
     fast = [300_000] * VIEW_LATENCY_SAMPLES                   # the newest decisions: 300 us
+    Counted.visited = 0
     eng._latency_ns = Counted(slow + fast, maxlen=200_000)
     snap = eng.snapshot()
     assert (snap.latency_p50_us, snap.latency_p99_us) == (300.0, 300.0)
