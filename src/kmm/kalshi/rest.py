@@ -801,8 +801,8 @@ class KalshiRest:
         """Yield the items under ``key`` across cursor pages; stops at an empty cursor or the page cap.
 
         Every :data:`PAGE_CHUNK` items the event loop gets a turn (``asyncio.sleep(0)``): what the caller
-        does per item (decoding a fill is ~5-10 us in situ) would otherwise hold the loop for a whole
-        page, 1-2 ms for the periodic resync's fills in a busy run, while book frames wait."""
+        does per item (decoding a fill is ~1 us in situ) would otherwise hold the loop for a whole page,
+        180-215 us for a page of 200 fills in a busy run's resync, while book frames wait."""
         p = dict(params or {})
         if limit is not None:
             p["limit"] = limit
