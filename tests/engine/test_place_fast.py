@@ -305,8 +305,13 @@ def test_an_amend_through_the_quote_path_and_the_full_path_is_the_same(key, tmp_
                                       "remaining_count": "5.00"}), None)
         rest.pool._slots[("POST", CREATE[1] + "/o1/amend")].append((0, FIXED_AUTH))
         pipe.trigger_ns = pipe.decided_ns = 20
+        recorded_at: list[int] = []          # requests written when the order manager records the amend
+        request_amend = engine.om.request_amend
+        engine.om.request_amend = lambda *a: (recorded_at.append(len(sent)), request_amend(*a))[1]
         n = engine._apply(pipe, (SimpleNamespace(kind=AMEND, side=0, price=4800, size=500, order_id="fixed-1"),), 20)
         assert n == 1 and len(sent) == 2
+        # the quote path (Engine._amend_now) records the amend after its write, the full path before
+        assert recorded_at == ([1] if full else [2])
         assert (type(sent[1][1]).__name__ == "_AmendAnswer") != full
         assert engine.session.amends_sent == 1 and engine.session.inflight_now == 1 and pipe.in_flight == 1
         during = [(o.order_id, o.state, o.price, o.pending_price, o.pending_count) for o in engine.om.orders()]

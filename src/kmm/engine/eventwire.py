@@ -160,6 +160,15 @@ class EventWiring:
         self.resized += 1
         return n, None
 
+    def amend_fits(self, ticker: str, side: str, price: int, size: int, old_price: int,
+                   old_remaining: int) -> bool:
+        """True when the amend passes the event limits for certain (the kept sums, or no event), False
+        for "ask :meth:`check_amend`", which says why and counts the denial; nothing is counted here."""
+        gate = self.gate
+        return gate.fits_whole(ticker, side, price, size,
+                               (old_price, old_remaining) if old_price is not None and old_remaining > 0
+                               else None) or gate.event_of(ticker) is None
+
     def check_amend(self, ticker: str, side: str, price: int, size: int, old_price: int,
                     old_remaining: int) -> Decision | None:
         """None when the amend passes the event limits, else the (counted) denial."""

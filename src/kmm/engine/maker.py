@@ -40,11 +40,11 @@ from kmm.engine.eventwire import ROOMS_OPEN_STEP, EventWiring, merged_denials, p
 from kmm.engine.freshness import Freshness
 from kmm.engine.housekeeping import Housekeeping
 from kmm.engine.incentwire import IncentiveWiring
-from kmm.engine.market import MarketInfo, MarketPipeline, read_fee_rates, read_markets_raw
-from kmm.engine.orders import LiveOrder, Order
+from kmm.engine.market import SIDE_NAME, MarketInfo, MarketPipeline, read_fee_rates, read_markets_raw
+from kmm.engine.orders import LiveOrder, Order, OrderState
 from kmm.engine.quoting import QuotePlanner, small_reprices_only
 from kmm.engine.recovery import Recovery
-from kmm.engine.risk import KillState
+from kmm.engine.risk import KillState, RiskGate
 from kmm.engine.session import Session, SessionOptions
 from kmm.engine.makerstats import MakerStats
 from kmm.engine.sessionpnl import PnlFigures, SessionPnl
@@ -64,6 +64,7 @@ from kmm.strategy.stoikov import StoikovStrategy
 log = logging.getLogger("kmm.engine")
 
 PLACE, AMEND, DECREASE, CANCEL = _diff.PLACE, _diff.AMEND, _diff.DECREASE, _diff.CANCEL
+_RESTING, _PARTIAL = OrderState.RESTING, OrderState.PARTIALLY_FILLED
 
 
 @dataclass(slots=True)
@@ -1060,6 +1061,11 @@ class Engine(FeedHandler):
         quote_now = getattr(session.rest, "place_quote_now", None)
         for a in actions:
             if a.kind != PLACE:
+                if a.kind == AMEND:
+                    done = self._amend_now(pipe, a, trigger_ns)
+                    if done >= 0:
+                        sent += done
+                        continue
                 step = planner.other(ticker, a)
                 if step is None:
                     continue
@@ -1094,6 +1100,49 @@ class Engine(FeedHandler):
                                                    cancel_order_on_pause=True, order_group_id=session.group_id),
                              trigger_ns)
         return sent
+
+    def _amend_now(self, pipe: MarketPipeline, a: Any, trigger_ns: int) -> int:
+        """The common amend (a working order of ours, the risk gate's and the event limits' allow in
+        their one-call forms) written before its order record is made: the planner's steps
+        (:meth:`QuotePlanner.other`, :meth:`_send_amend`) in another order, so the record costs the
+        request nothing. Nothing of the loop runs between the write and the record, so the answer
+        always finds the order pending its amend. Returns 1 (written), 0 (reduce-only leaves the
+        order as it is: nothing to send) or -1: nothing was taken or written, the planner's path
+        decides (a refusal to explain, a gate of another type, no pre-made signature, budget or idle
+        connection, paper mode)."""
+        planner = self.planner
+        gate = planner.gate
+        quick = getattr(self.session.rest, "amend_quote_now", None)
+        if quick is None or type(gate) is not RiskGate:
+            return -1
+        live = planner.om.get(a.order_id)
+        if live is None or live.order_id is None or \
+                (live.state is not _RESTING and live.state is not _PARTIAL):
+            return -1                  # an order with a request open: the planner's path
+        ticker = pipe.ticker
+        side = SIDE_NAME[a.side]
+        price = a.price
+        size = gate.amend_size(ticker, side, price, a.size, live.remaining, live.price)
+        if size <= 0:
+            return size
+        ev = planner.event_risk
+        if ev is not None and not ev.amend_fits(ticker, side, price, size, live.price, live.remaining):
+            return -1
+        session = self.session
+        oid = live.order_id
+        written = quick(oid, ticker, side, price, live.fill_count + size, live.client_order_id,
+                        self._amend_done, (pipe, live), session.spawn)
+        if not written:
+            return -1
+        if planner.om.request_amend(oid, price, size) is None:     # cannot be: checked above
+            log.error("%s: amend of %s written but not recorded as pending (state %s)", ticker, oid,
+                      live.state.value)
+        pipe.in_flight += 1
+        session.amends_sent += 1
+        session.inflight_now += 1
+        if pipe.tape_trigger_ns != trigger_ns:
+            self._stamp_now(pipe, trigger_ns, written)
+        return 1
 
     def _quote_answered(self, ctx: tuple[MarketPipeline, Order], ack: Any, exc: BaseException | None) -> None:
         """The answer of a create written by ``rest.place_quote_now`` (:meth:`_apply_actions`): the same

@@ -5,3 +5,4 @@ cdef class QuotePlanner:
     cpdef object reducing_size(self, object ticker, object side, object size)
     cpdef object place(self, object ticker, object a)
     cpdef object other(self, object ticker, object a)
+    cpdef object _amend_decision(self, object ticker, object side, object price, object size, object live)

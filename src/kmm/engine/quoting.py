@@ -134,21 +134,19 @@ class QuotePlanner:
             return (DECREASE, oid, a.size) if om.request_decrease(oid, a.size) is not None else None
         if kind == AMEND:
             size = a.size
-            if gate.reduce_only_reason(ticker):
-                # reduce-only: the order may hold what reduces the position, less the other orders
-                # on its side; never grown past that (which the gate refuses, then cancel/replace churn)
-                q = self.pf.position(ticker)
-                reducing = q * (1 if side == "bid" else -1) < 0
-                room = abs(q) - (om.open_qty(ticker, side) - live.remaining) if reducing else 0
-                size = min(size, room)
-                if size > 0 and size == live.remaining and a.price == live.price:
-                    return None                   # already what reduce-only allows
-            if size > 0 and type(gate) is RiskGate and \
-                    gate.amend_allowed(ticker, side, a.price, size, live.remaining):
-                d = ALLOW                         # check_amend's allow, without building it
-            else:
-                d = gate.check_amend(ticker, side, a.price, size, live.remaining) if size > 0 else \
-                    Decision(False, "reduce_only", f"{ticker}: a {side} would not reduce the position")
+            d = None
+            if type(gate) is RiskGate:
+                # sizing and checks in one call; -1: the steps below, which say why
+                fast = gate.amend_size(ticker, side, a.price, size, live.remaining, live.price)
+                if fast == 0:
+                    return None
+                if fast > 0:
+                    size, d = fast, ALLOW
+            if d is None:
+                verdict = self._amend_decision(ticker, side, a.price, size, live)
+                if verdict is None:
+                    return None
+                d, size = verdict
             if d and ev is not None:
                 denied = ev.check_amend(ticker, side, a.price, size, live.price, live.remaining)
                 d = d if denied is None else denied
@@ -160,6 +158,24 @@ class QuotePlanner:
             amended = om.request_amend(oid, a.price, size)
             return (AMEND, live, side, a.price, size, amended) if amended is not None else None
         return None
+
+    def _amend_decision(self, ticker: str, side: str, price: int, size: int, live: Any) -> tuple[Any, int] | None:
+        """The gate's Decision on an amend of ``live`` to ``price``/``size`` and the size it is for, or
+        None when reduce-only leaves the order as it is: the steps that say why (:meth:`other` takes
+        them when :meth:`RiskGate.amend_size` does not allow the amend, or for another gate)."""
+        gate = self.gate
+        if gate.reduce_only_reason(ticker):
+            # reduce-only: the order may hold what reduces the position, less the other orders
+            # on its side; never grown past that (which the gate refuses, then cancel/replace churn)
+            q = self.pf.position(ticker)
+            reducing = q * (1 if side == "bid" else -1) < 0
+            room = abs(q) - (self.om.open_qty(ticker, side) - live.remaining) if reducing else 0
+            size = min(size, room)
+            if size > 0 and size == live.remaining and price == live.price:
+                return None                   # already what reduce-only allows
+        if size <= 0:
+            return Decision(False, "reduce_only", f"{ticker}: a {side} would not reduce the position"), size
+        return gate.check_amend(ticker, side, price, size, live.remaining), size
 
     def plan(self, ticker: str, actions: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
         """The requests of ``actions``, one step each, in order:

@@ -18,4 +18,5 @@ cdef class RiskGate:
     cpdef object _order_ok(self, object ticker, object side, object price, object count)
     cpdef object place_allowed(self, object ticker, object side, object price, object count, object q=*, object why=*)
     cpdef object amend_allowed(self, object ticker, object side, object price, object remaining, object old_remaining)
+    cpdef object amend_size(self, object ticker, object side, object price, object size, object old_remaining, object old_price)
     cpdef object check_amend(self, object ticker, object side, object price, object remaining, object old_remaining)

@@ -490,6 +490,40 @@ class RiskGate:
         growth = max(0, abs(worst) - abs(q))
         return not (growth and self.positions.total_abs_position() + growth > lim.max_total_position)
 
+    def amend_size(self, ticker: str, side: str, price: int, size: int, old_remaining: int,
+                   old_price: int) -> int:
+        """The order path's amend of a live order sized and checked in one call (what
+        :meth:`kmm.engine.quoting.QuotePlanner.other` did in two: :meth:`reduce_only_reason`, then
+        :meth:`amend_allowed`). Returns the size to amend to: ``size``, or less while the market is
+        reduce-only (what reduces the position, less the side's other orders); 0 when reduce-only leaves
+        the order as it is (nothing to send); -1 when the amend is not allowed as asked, and only then
+        does the caller ask :meth:`check_amend` (which counts the denial and says why).
+        tests/engine/test_amend_fast.py holds it to the two steps."""
+        q = self.positions.position(ticker)
+        resting = self.orders.open_qty(ticker, side) - old_remaining
+        sign = 1 if side == "bid" else -1
+        if self._reduce_only(ticker, q):
+            room = (q if q >= 0 else -q) - resting if q * sign < 0 else 0
+            if size > room:
+                size = room
+            if size <= 0:
+                return -1
+            if size == old_remaining and price == old_price:
+                return 0
+            # reducing, and resting + size <= |q| by the room: _position_gate's reduce-only rule holds
+            return size if self._order_ok(ticker, side, price, size) else -1
+        if not self._order_ok(ticker, side, price, size):
+            return -1
+        lim = self.limits
+        worst = q + sign * (resting + size)
+        aw, aq = abs(worst), abs(q)
+        if aw > lim.max_position_for(ticker) and aw > aq:
+            return -1
+        growth = aw - aq
+        if growth > 0 and self.positions.total_abs_position() + growth > lim.max_total_position:
+            return -1
+        return size
+
     def check_amend(self, ticker: str, side: str, price: int, remaining: int,
                     old_remaining: int) -> Decision:
         """Allow or deny an amend of a live order to ``price`` with ``remaining`` left; checked like
