@@ -118,3 +118,31 @@ def test_invalid_batch_policy_is_rejected() -> None:
 
     with pytest.raises(ValueError, match="flush_interval_s"):
         Bad()
+
+
+class _RarePoller(BackgroundWriter):
+    def _open_sink(self) -> None:
+        self.got: list[Any] = []
+
+    def _sink(self, items: list[Any]) -> None:
+        self.got.extend(items)
+
+    def _flush(self) -> None:
+        pass
+
+    def _close_sink(self) -> None:
+        pass
+
+
+def test_flush_and_close_wake_a_writer_that_polls_rarely() -> None:
+    """A put never wakes the writer thread (it polls); flush() and close() do, so neither waits for
+    the poll: with an hour's poll they still finish within their own timeouts."""
+    w = _RarePoller("rare", flush_interval_s=3600.0, flush_rows=10**6, poll_s=3600.0)
+    w._put(1)
+    w.flush(timeout_s=10.0)              # raises RecordError if it waited for the poll
+    assert w.got == [1]
+    w._put(2)
+    done = threading.Thread(target=w.close)
+    done.start()
+    done.join(10.0)
+    assert not done.is_alive() and w.got == [1, 2]
