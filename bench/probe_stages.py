@@ -31,7 +31,11 @@ CREATE_STAGES = ("decided", "apply", "prev_write_out", "plan_in", "gate_in", "ga
                  "take_in", "take_out", "raw_in", "write_in", "write_out")
 # an amend: the planner's other() (the gate's amend check, the event limits, the order manager's
 # request_amend), Engine._send_amend, KalshiRest.amend_quote_now, then the same stages as a create
+# (since the seventeenth session a working order's amend takes Engine._amend_now: the gate's amend_size,
+# the event limits' amend_fits, KalshiRest.amend_quote_now, and the order record after the write, which
+# is not a stage of the request; likewise a create's record after its write)
 AMEND_STAGES = ("decided", "apply", "prev_write_out", "plan_in", "amend_allowed_in", "amend_allowed_out",
+                "amend_size_in", "amend_size_out",
                 "ev_amend_out", "request_amend_out", "plan_out", "send_amend_in", "send_in", "limit_in",
                 "limit_out", "take_in", "take_out", "raw_in", "write_in", "write_out")
 
@@ -55,6 +59,8 @@ def main() -> None:
             return
 
         def w(*a: Any, **k: Any) -> Any:
+            if log is not None and log[-1][0] == "write_out":    # a record made after the write
+                return orig(*a, **k)
             if before:
                 mark(before)
             out = orig(*a, **k)
@@ -78,7 +84,14 @@ def main() -> None:
             log = None
     maker.Engine._apply = _apply  # type: ignore[method-assign]
 
-    wrap(quoting.QuotePlanner, "place", "plan_in:place", "plan_out")
+    if hasattr(quoting.QuotePlanner, "place_checked"):           # the record after the write
+        wrap(quoting.QuotePlanner, "place_checked", "plan_in:place", "plan_out")
+    else:
+        wrap(quoting.QuotePlanner, "place", "plan_in:place", "plan_out")
+    wrap(maker.Engine, "_amend_now", "plan_in:amend", None)
+    wrap(risk.RiskGate, "amend_size", "amend_size_in", "amend_size_out")
+    ev_wire = __import__("kmm.engine.eventwire", fromlist=["EventWiring"]).EventWiring
+    wrap(ev_wire, "amend_fits", None, "ev_amend_out")
     wrap(quoting.QuotePlanner, "other", "plan_in:other", "plan_out")
     wrap(risk.RiskGate, "place_allowed", "gate_in", "gate_out")
     ev_mod = __import__("kmm.engine.eventwire", fromlist=["EventWiring"])
@@ -132,7 +145,8 @@ def main() -> None:
         last_out = 0
         for r in reqs:
             st = dict(r)
-            kind = "create" if "plan_in:place" in st else "amend" if "send_amend_in" in st else "other"
+            kind = "create" if "plan_in:place" in st else \
+                "amend" if "send_amend_in" in st or "plan_in:amend" in st else "other"
             if "write_out" not in st:
                 continue
             seq.append(kind)

@@ -192,9 +192,8 @@ def key() -> tuple[rsa.RSAPrivateKey, bytes]:
 class AllowAll(QuotePlanner):
     """The gate and the event limits are tested above: here every place is allowed as asked."""
 
-    def place(self, ticker: str, a: Any) -> tuple[Any, str, int, int] | None:
-        side = SIDE_NAME[a.side]
-        return self.om.create(ticker, side, a.price, a.size), side, a.price, a.size
+    def place_checked(self, ticker: str, a: Any) -> tuple[str, int, int] | None:
+        return SIDE_NAME[a.side], a.price, a.size
 
 
 def offline_engine(key: Any, tmp_path: Any, full: bool) -> tuple[Engine, list[tuple[bytes, Any]], Any]:
@@ -264,8 +263,13 @@ def test_the_quote_path_and_the_full_path_write_and_record_the_same(key, tmp_pat
         actions = (SimpleNamespace(kind=PLACE, side=0, price=4900, size=500, order_id=None),
                    SimpleNamespace(kind=PLACE, side=1, price=5100, size=500, order_id=None))
         pipe.trigger_ns = pipe.decided_ns = 10
+        recorded_at: list[int] = []          # requests written when the order manager records each create
+        record_create = engine.om.record_create
+        engine.om.record_create = lambda *a: (recorded_at.append(len(sent)), record_create(*a))[1]
         n = engine._apply(pipe, actions, 10)          # the ManualClock reads the same in both runs
         assert n == 2 and len(sent) == 2
+        # the quote path records each create right after its write, the full path before it
+        assert recorded_at == ([0, 1] if full else [1, 2])
         # the path taken: the quote path's one completion object, or the full path's closures
         assert all((type(d).__name__ == "_QuoteAnswer") != full for _, d in sent)
         assert engine.session.orders_sent == 2 and engine.session.inflight_now == 2 and pipe.in_flight == 2

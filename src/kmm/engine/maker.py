@@ -1047,9 +1047,9 @@ class Engine(FeedHandler):
         """Send the requests the planner makes of ``actions`` (kmm.engine.quoting: the gate, reduce-only
         sizing, event limits; each step is sent before the next is planned).
 
-        A create the planner allows is written by ``rest.place_quote_now`` in one call (the order
-        record made by the planner first; the pending store row and the tape row after, off the
-        decision); when that cannot write at once (no idle connection, budget or pre-made signature;
+        A create the planner allows (:meth:`QuotePlanner.place_checked`) is written by
+        ``rest.place_quote_now`` in one call, its order record made right after the write (the pending
+        store row and the tape row later, off the decision); when that cannot write at once (no idle connection, budget or pre-made signature;
         paper mode) it takes :meth:`_send_place`. A requote of every market (``_batch``) takes
         :meth:`_apply_planned`."""
         if self._batch is not None:
@@ -1078,14 +1078,25 @@ class Engine(FeedHandler):
                     self._send_decrease(pipe, step[1], step[2], trigger_ns)
                 sent += 1
                 continue
-            placed = planner.place(ticker, a)
+            placed = planner.place_checked(ticker, a)
             if placed is None:
                 continue
-            o, side, price, size = placed
+            side, price, size = placed
             sent += 1
-            pipe.in_flight += 1
-            written = quote_now(ticker, side, price, size, o.client_order_id, session.group_id,
-                                self._quote_done, (pipe, o), session.spawn) if quote_now is not None else 0
+            om = planner.om
+            coid = om.next_client_order_id()
+            if quote_now is not None:
+                # the order record made right after the write: nothing of the loop runs in between, so
+                # the answer finds it (ctx[1]); every check that reads it was made before
+                pipe.in_flight += 1
+                ctx = [pipe, None]
+                written = quote_now(ticker, side, price, size, coid, session.group_id, self._quote_done, ctx,
+                                    session.spawn)
+                o = ctx[1] = om.record_create(ticker, side, price, size, coid)
+            else:
+                o = om.record_create(ticker, side, price, size, coid)
+                written = 0
+                pipe.in_flight += 1
             if written:
                 session.orders_sent += 1
                 session.inflight_now += 1

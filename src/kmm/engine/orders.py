@@ -280,13 +280,35 @@ class OrderManager:
         else:                               # new_client_order_id, inline (every quote comes here)
             n = self._counter = self._counter + 1
             coid = self._coid_prefix + (_B36[n] if n < 1296 else _base36(n))
-        by_coid = self._by_coid
-        if coid in by_coid:
-            raise ValueError(f"create: client_order_id {coid!r} is already used in this session")
         # an id made here is the checked session prefix, "-" and base-36 digits: only its length can fail
         if (client_order_id and not CLIENT_ORDER_ID_ALPHABET.match(coid)) or len(coid) > CLIENT_ORDER_ID_MAX_LEN:
             raise ValueError(f"create: client_order_id {coid!r} must be 1..{CLIENT_ORDER_ID_MAX_LEN}"
                              " characters of A-Z a-z 0-9 - _")
+        return self._register(ticker, side, price, count, coid)
+
+    def next_client_order_id(self) -> str:
+        """The id :meth:`create` would make next, counted now: for a create written before its record
+        is made (the maker's quotes, kmm.engine.maker.Engine._apply_actions), then
+        :meth:`record_create` with it."""
+        n = self._counter = self._counter + 1
+        coid = self._coid_prefix + (_B36[n] if n < 1296 else _base36(n))
+        if len(coid) > CLIENT_ORDER_ID_MAX_LEN:
+            raise ValueError(f"create: client_order_id {coid!r} must be 1..{CLIENT_ORDER_ID_MAX_LEN} characters")
+        return coid
+
+    def record_create(self, ticker: str, side: str, price: int, count: int, client_order_id: str) -> Order:
+        """:meth:`create` for an id from :meth:`next_client_order_id` (its alphabet and length are
+        checked there): registers the order in ``pending``."""
+        if side != "bid" and side != "ask":
+            raise ValueError(f"create: side {side!r} must be 'bid' or 'ask'")
+        if count <= 0:
+            raise ValueError(f"create: count {count} must be > 0 (1e-2 contracts)")
+        return self._register(ticker, side, price, count, client_order_id)
+
+    def _register(self, ticker: str, side: str, price: int, count: int, coid: str) -> Order:
+        by_coid = self._by_coid
+        if coid in by_coid:
+            raise ValueError(f"create: client_order_id {coid!r} is already used in this session")
         now = self.clock.monotonic_ns()
         o = Order(coid, ticker, side, price, count, remaining=count, created_ns=now, updated_ns=now)
         by_coid[coid] = o

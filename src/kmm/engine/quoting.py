@@ -77,9 +77,19 @@ class QuotePlanner:
 
     def place(self, ticker: str, a: Any) -> tuple[Any, str, int, int] | None:
         """One PLACE action planned: ``(order, side, price, size)`` with the order manager's new order
-        (the order is recorded before it is sent), or None with :attr:`last_denial` set. Reduce-only
-        sizing (:meth:`reducing_size`), the gate (:meth:`RiskGate.place_allowed`, then
-        ``check_place`` for the counted denial when it says no), then the event limits."""
+        (the order is recorded before it is sent), or None with :attr:`last_denial` set: the checks of
+        :meth:`place_checked`, then ``OrderManager.create``."""
+        checked = self.place_checked(ticker, a)
+        if checked is None:
+            return None
+        side, price, size = checked
+        return self.om.create(ticker, side, price, size), side, price, size
+
+    def place_checked(self, ticker: str, a: Any) -> tuple[str, int, int] | None:
+        """A PLACE action's checks: ``(side, price, size)`` it may be sent as (no order recorded yet),
+        or None with :attr:`last_denial` set. Reduce-only sizing (:meth:`reducing_size`), the gate
+        (:meth:`RiskGate.place_allowed`, then ``check_place`` for the counted denial when it says no),
+        then the event limits."""
         gate = self.gate
         side = SIDE_NAME[a.side]
         size = a.size
@@ -117,7 +127,7 @@ class QuotePlanner:
                 self.last_denial, self.last_denial_detail = \
                     (d2.reason, d2.detail) if d2 is not None else ("event", "")
                 return None
-        return self.om.create(ticker, side, price, size), side, price, size
+        return side, price, size
 
     def other(self, ticker: str, a: Any) -> tuple[Any, ...] | None:
         """One CANCEL, DECREASE or AMEND action planned: its step (see :meth:`plan`; an amend the gate
