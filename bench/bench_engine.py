@@ -210,35 +210,41 @@ class WireStamps:
         self._wrap("_send_amend", lambda a: a[1].order_id)
         self._wrap("_send_cancel", lambda a: a[1])
         self._wrap("_send_decrease", lambda a: a[1])
-        self._wrap_planner()
+        self._wrap_quote_now()
 
-    def _wrap_planner(self) -> None:
-        """A quote create the engine writes through ``rest.place_quote_now`` never enters
-        ``_send_place``: it is noted when the planner hands out its order (``QuotePlanner.place``), for
-        the decision the market's pipeline last stamped (as ``_send_place``'s wrapper notes it)."""
+    def _wrap_quote_now(self) -> None:
+        """A quote create or amend the engine writes in one call (``rest.place_quote_now`` /
+        ``amend_quote_now``: the maker's own path, which never enters ``_send_place`` / ``_send_amend``)
+        is noted as the call is entered, for the decision its market's pipeline last stamped (as the
+        ``_send_*`` wrappers note the full paths), and forgotten when the call wrote nothing (the full
+        path then notes it). Wrapped on the class (the connector is made when the engine starts) and
+        restored by :meth:`uninstall`."""
+        from kmm.kalshi import rest as rest_mod
+        cls = rest_mod.KalshiRest
         engine, pending = self.engine, self.pending
-        planner = engine.planner
-        base = type(planner)
-        orig = getattr(base, "place", None)
-        if orig is None:
-            return
-        stamps = self
+        self._rest_orig = {n: cls.__dict__[n] for n in ("place_quote_now", "amend_quote_now") if n in cls.__dict__}
 
-        class Stamped(base):  # type: ignore[valid-type,misc]
-            __slots__ = ()     # the planner has slots: its class is swapped, not an attribute set
-
-            def place(self, ticker: str, a: Any) -> Any:
-                out = orig(self, ticker, a)
-                pipe = engine.pipes.get(ticker)
-                if out is not None and pipe is not None and engine._batch is None:
+        def noted(orig: Any, kind: str, create: bool) -> Any:
+            def w(rest: Any, *a: Any, **k: Any) -> Any:
+                key = None
+                pipe = engine.pipes.get(a[0] if create else a[1])       # the ticker
+                if pipe is not None and engine._batch is None:
                     trigger = pipe.trigger_ns
                     if trigger and pipe.tape_trigger_ns != trigger and pipe.decided_ns:
                         if len(pending) > 10_000:
-                            stamps.unmatched += len(pending)
+                            self.unmatched += len(pending)
                             pending.clear()
-                        pending[str(out[0].client_order_id).encode()] = (pipe.decided_ns, trigger, "place")
+                        key = str(a[4] if create else a[0]).encode()   # the client_order_id, the order id
+                        pending[key] = (pipe.decided_ns, trigger, kind)
+                out = orig(rest, *a, **k)
+                if not out and key is not None:
+                    pending.pop(key, None)
                 return out
-        swap_planner_class(engine, Stamped)
+            return w
+        if "place_quote_now" in self._rest_orig:
+            cls.place_quote_now = noted(self._rest_orig["place_quote_now"], "place", True)
+        if "amend_quote_now" in self._rest_orig:
+            cls.amend_quote_now = noted(self._rest_orig["amend_quote_now"], "amend", False)
 
     def _wrap(self, name: str, key_of: Any) -> None:
         orig = getattr(self.engine, name)
@@ -284,6 +290,9 @@ class WireStamps:
 
     def uninstall(self) -> None:
         fasthttp._Conn.start = self._orig_send  # type: ignore[method-assign]
+        from kmm.kalshi import rest as rest_mod
+        for n, f in self._rest_orig.items():
+            setattr(rest_mod.KalshiRest, n, f)
 
     def reset(self) -> None:
         self.pending.clear()

@@ -42,7 +42,7 @@ from typing import Any
 
 import pytest
 
-from bench.bench_engine import MARKETS, SimProcess, dist, key_pair, placement, proc_cpu_s, swap_planner_class
+from bench.bench_engine import MARKETS, SimProcess, dist, key_pair, placement, proc_cpu_s
 from bench.bench_kmm_run import QUOTE_S as KMM_RUN_S
 from bench.bench_kmm_run import VARIANTS, run_variant
 
@@ -175,10 +175,10 @@ class FrameCause:
     with that frame's (sid, seq). The connection's frame entry (``KalshiWs._feed``: the compiled
     ``FrameEntry.feed``, which hands what it does not decide to the Python path, or ``handle_frame``)
     is wrapped when the engine binds to the connection (one assignment per frame before and after the
-    engine's own handling). A quote create is noted where the planner hands out its order
-    (``QuotePlanner.place``, its class swapped as bench_engine's WireStamps does: the one-call create
-    path never enters ``_send_place``); the engine's ``_send_place`` (creates that take the full path)
-    and ``_send_amend`` are wrapped on the instance. Each request is noted once, with the frame being
+    engine's own handling). A quote create or amend the maker writes in one call is noted as
+    ``KalshiRest.place_quote_now`` / ``amend_quote_now`` is entered (wrapped on the class, as bench_engine's
+    WireStamps does; forgotten when the call wrote nothing); the engine's ``_send_place`` and
+    ``_send_amend`` (the full paths) are wrapped on the instance. Each request is noted once, with the frame being
     handled."""
 
     SID_SEQ = re.compile(rb'"sid":(\d+),"seq":(\d+)')
@@ -195,6 +195,7 @@ class FrameCause:
         self.noted: list[list[Any]] = []        # [key, frame, recv_ns, written_ns, decided_ns]
         self.first: dict[str, tuple[bytes, int]] = {}   # market -> its first frame in the read
         self.unwritten: dict[bytes, list[Any]] = {}
+        self.rest_orig: dict[str, Any] = {}
 
     def __call__(self, engine: Any) -> None:
         cur, orig, noted, unwritten = self.frame, self.orig, self.noted, self.unwritten
@@ -203,7 +204,7 @@ class FrameCause:
 
         first = self.first
 
-        def note(key: Any, create: bool = False, ticker: str | None = None) -> None:
+        def note(key: Any, create: bool = False, ticker: str | None = None) -> list[Any] | None:
             # a create that falls back from the one-call path reaches _send_place too: noted once (an
             # order is amended many times under one key: each amend is noted)
             if cur[0] is not None and not (create and str(key) in seen):
@@ -217,6 +218,16 @@ class FrameCause:
                     seen.add(row[0])
                 noted.append(row)
                 unwritten[row[0].encode()] = row
+                return row
+            return None
+
+        def unnote(row: list[Any]) -> None:
+            # a one-call write that wrote nothing: the full path notes the request again
+            if noted and noted[-1] is row:
+                noted.pop()
+            if unwritten.get(row[0].encode()) is row:
+                del unwritten[row[0].encode()]
+            seen.discard(row[0])
 
         def bind(ws: Any) -> None:
             orig(ws)
@@ -264,19 +275,23 @@ class FrameCause:
                 return _inner(*args)
 
             setattr(engine, name, wrapper)
-        planner = engine.planner
-        base = type(planner)
-        place = getattr(base, "place", None)
-        if place is not None:
-            class Noted(base):  # type: ignore[valid-type,misc]
-                __slots__ = ()
+        # the maker's one-call writes (rest.place_quote_now / amend_quote_now), which never enter
+        # _send_place / _send_amend: noted as the call is entered, forgotten when it wrote nothing
+        from kmm.kalshi import rest as rest_mod
+        rest_cls = rest_mod.KalshiRest
+        self.rest_orig = {n: rest_cls.__dict__[n] for n in ("place_quote_now", "amend_quote_now")
+                          if n in rest_cls.__dict__}
 
-                def place(self, ticker: str, a: Any) -> Any:
-                    out = place(self, ticker, a)
-                    if out is not None:
-                        note(out[0].client_order_id, True, ticker)
-                    return out
-            swap_planner_class(engine, Noted)
+        def one_call(orig: Any, create: bool) -> Any:
+            def w(rest: Any, *a: Any, **k: Any) -> Any:
+                row = note(a[4], True, a[0]) if create else note(a[0], False, a[1])
+                out = orig(rest, *a, **k)
+                if not out and row is not None:
+                    unnote(row)
+                return out
+            return w
+        for n, f in self.rest_orig.items():
+            setattr(rest_cls, n, one_call(f, n == "place_quote_now"))
         # the write stamp of each noted request (the connection's own stamp, after transport.write)
         start = self.http.start
 
@@ -294,6 +309,9 @@ class FrameCause:
 
     def uninstall(self) -> None:
         self.cls._bind_handler = self.orig  # type: ignore[method-assign]
+        from kmm.kalshi import rest as rest_mod
+        for n, f in self.rest_orig.items():
+            setattr(rest_mod.KalshiRest, n, f)
         if self.my_start is not None and self.http.start is self.my_start:
             self.http.start = self.wrapped  # type: ignore[method-assign]   (else the harness restored it)
 

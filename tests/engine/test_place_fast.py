@@ -265,7 +265,7 @@ def test_the_quote_path_and_the_full_path_write_and_record_the_same(key, tmp_pat
         pipe.trigger_ns = pipe.decided_ns = 10
         recorded_at: list[int] = []          # requests written when the order manager records each create
         record_create = engine.om.record_create
-        engine.om.record_create = lambda *a: (recorded_at.append(len(sent)), record_create(*a))[1]
+        engine.om.record_create = lambda *a, _a=recorded_at, _s=sent, _f=record_create: (_a.append(len(_s)), _f(*a))[1]
         n = engine._apply(pipe, actions, 10)          # the ManualClock reads the same in both runs
         assert n == 2 and len(sent) == 2
         # the quote path records each create right after its write, the full path before it
@@ -311,7 +311,7 @@ def test_an_amend_through_the_quote_path_and_the_full_path_is_the_same(key, tmp_
         pipe.trigger_ns = pipe.decided_ns = 20
         recorded_at: list[int] = []          # requests written when the order manager records the amend
         request_amend = engine.om.request_amend
-        engine.om.request_amend = lambda *a: (recorded_at.append(len(sent)), request_amend(*a))[1]
+        engine.om.request_amend = lambda *a, _a=recorded_at, _s=sent, _f=request_amend: (_a.append(len(_s)), _f(*a))[1]
         n = engine._apply(pipe, (SimpleNamespace(kind=AMEND, side=0, price=4800, size=500, order_id="fixed-1"),), 20)
         assert n == 1 and len(sent) == 2
         # the quote path (Engine._amend_now) records the amend after its write, the full path before

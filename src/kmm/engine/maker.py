@@ -1049,8 +1049,9 @@ class Engine(FeedHandler):
 
         A create the planner allows (:meth:`QuotePlanner.place_checked`) is written by
         ``rest.place_quote_now`` in one call, its order record made right after the write (the pending
-        store row and the tape row later, off the decision); when that cannot write at once (no idle connection, budget or pre-made signature;
-        paper mode) it takes :meth:`_send_place`. A requote of every market (``_batch``) takes
+        store row and the tape row later, off the decision); when that cannot write at once (no idle
+        connection, budget or pre-made signature; paper mode) it takes :meth:`_send_place`. An amend of
+        a working order takes :meth:`_amend_now`. A requote of every market (``_batch``) takes
         :meth:`_apply_planned`."""
         if self._batch is not None:
             return self._apply_planned(pipe, actions, trigger_ns)

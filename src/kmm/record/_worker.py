@@ -2,11 +2,11 @@
 
 The event loop only calls ``_put`` (a ``SimpleQueue.put``: O(1), never blocks, no I/O). A single
 daemon thread polls the queue every ``poll_s`` (a put never wakes it, so it never asks the loop for the
-GIL mid-decision; ``flush`` and ``close`` do) and drains it in batches, hands each batch to ``_sink`` and calls ``_flush`` when the
-batch policy says so (``flush_rows`` items or ``flush_interval_s`` since the first unflushed item) and
-always before a barrier or stop is acknowledged. ``close()`` stops intake, drains everything enqueued
-before it, flushes, closes the sink and joins the thread; it is idempotent and also runs at interpreter
-exit for writers that were not closed.
+GIL mid-decision; ``flush`` and ``close`` do) and drains it in batches, hands each batch to ``_sink``
+and calls ``_flush`` when the batch policy says so (``flush_rows`` items or ``flush_interval_s`` since the
+first unflushed item) and always before a barrier or stop is acknowledged. ``close()`` stops intake,
+drains everything enqueued before it, flushes, closes the sink and joins the thread; it is idempotent and
+also runs at interpreter exit for writers that were not closed.
 
 The queue is unbounded on purpose: a bound would force a choice between blocking the loop and dropping
 records, and both are worse than memory growth that ``pending`` makes visible.
