@@ -53,13 +53,14 @@ def main() -> None:
         if log is not None:
             log.append((name, clock()))
 
-    def wrap(cls: Any, name: str, before: str | None, after: str | None, only_if: Any = None) -> None:
+    def wrap(cls: Any, name: str, before: str | None, after: str | None, only_if: Any = None,
+             record: bool = False) -> None:
         orig = getattr(cls, name, None)
         if orig is None:
             return
 
         def w(*a: Any, **k: Any) -> Any:
-            if log is not None and log[-1][0] == "write_out":    # a record made after the write
+            if record and log is not None and log[-1][0] == "write_out":    # the record after the write
                 return orig(*a, **k)
             if before:
                 mark(before)
@@ -96,7 +97,7 @@ def main() -> None:
     wrap(risk.RiskGate, "place_allowed", "gate_in", "gate_out")
     ev_mod = __import__("kmm.engine.eventwire", fromlist=["EventWiring"])
     wrap(ev_mod.EventWiring, "size_place", None, "event_out")
-    wrap(orders.OrderManager, "create", None, "create_out")
+    wrap(orders.OrderManager, "create", None, "create_out", record=True)
     es_mod = __import__("kmm.engine.eventsums", fromlist=["EventSums"])
     wrap(es_mod.EventSums, "refresh", "sums_in", "sums_out")
     wrap(es_mod.EventSums, "verdicts", None, "verdicts_out")
@@ -107,7 +108,7 @@ def main() -> None:
     wrap(maker.Engine, "_send_amend", "send_amend_in", None)
     wrap(risk.RiskGate, "amend_allowed", "amend_allowed_in", "amend_allowed_out")
     wrap(ev_mod.EventWiring, "check_amend", None, "ev_amend_out")
-    wrap(orders.OrderManager, "request_amend", None, "request_amend_out")
+    wrap(orders.OrderManager, "request_amend", None, "request_amend_out", record=True)
 
     from kmm.kalshi import limiter as lim_mod, signing
     wrap(lim_mod.RateLimiter, "try_acquire", "limit_in", "limit_out")
