@@ -327,3 +327,38 @@ def test_an_amend_through_the_quote_path_and_the_full_path_is_the_same(key, tmp_
     assert runs[0] == runs[1]
     assert runs[0][4] == 0 and runs[0][5] == 0 and runs[0][2][0][-1] == 1_001 - 20
     assert b"/o1/amend" in runs[0][0] and b'"price":"0.4800"' in runs[0][0]
+
+
+def test_an_error_after_the_bytes_went_out_leaves_the_order_recorded(key, tmp_path):
+    """The quote path records a create or an amend after its write: a failure inside the connector
+    after the bytes were written still leaves the order manager holding the order (pending its create
+    or its amend, as the planner's path did by recording first), so its answer or the request
+    watchdog's read-back finds it."""
+    engine, sent, _ = offline_engine(key, tmp_path, False)
+    rest = engine.session.rest
+    pipe = pipe_stub()
+    write = rest.fast.send_raw
+
+    def write_then_fail(data: bytes, done: Any, timeout_s: float | None = None) -> int:
+        write(data, done, timeout_s)
+        raise RuntimeError("after the write")
+    rest.fast.send_raw = write_then_fail                     # type: ignore[method-assign]
+    pipe.trigger_ns = pipe.decided_ns = 10
+    with pytest.raises(RuntimeError):
+        engine._apply(pipe, (SimpleNamespace(kind=PLACE, side=0, price=4900, size=500, order_id=None),), 10)
+    assert len(sent) == 1
+    [o] = engine.om.orders()
+    assert (o.client_order_id, o.state.value, o.price, o.count) == ("fixed-1", "pending", 4900, 500)
+    assert b'"client_order_id":"fixed-1"' in sent[0][0]
+    rest.fast.send_raw = write                               # type: ignore[method-assign]
+    sent[0][1](201, orjson.dumps({"order_id": "o1", "client_order_id": "fixed-1", "fill_count": "0.00",
+                                  "remaining_count": "5.00"}), None)
+    assert o.state.value == "resting"
+    rest.pool._slots[("POST", CREATE[1] + "/o1/amend")].append((0, FIXED_AUTH))
+    rest.fast._idle.append(SimpleNamespace(closed=False))
+    rest.fast.send_raw = write_then_fail                     # type: ignore[method-assign]
+    pipe.trigger_ns = pipe.decided_ns = 20
+    with pytest.raises(RuntimeError):
+        engine._apply(pipe, (SimpleNamespace(kind=AMEND, side=0, price=4800, size=500, order_id="fixed-1"),), 20)
+    assert len(sent) == 2 and b"/o1/amend" in sent[1][0]
+    assert (o.state.value, o.pending_price, o.pending_count) == ("pending_amend", 4800, 500)

@@ -1091,9 +1091,11 @@ class Engine(FeedHandler):
                 # the answer finds it (ctx[1]); every check that reads it was made before
                 pipe.in_flight += 1
                 ctx = [pipe, None]
-                written = quote_now(ticker, side, price, size, coid, session.group_id, self._quote_done, ctx,
-                                    session.spawn)
-                o = ctx[1] = om.record_create(ticker, side, price, size, coid)
+                try:
+                    written = quote_now(ticker, side, price, size, coid, session.group_id, self._quote_done, ctx,
+                                        session.spawn)
+                finally:        # recorded whatever happened (an error may come after the bytes went out)
+                    o = ctx[1] = om.record_create(ticker, side, price, size, coid)
             else:
                 o = om.record_create(ticker, side, price, size, coid)
                 written = 0
@@ -1142,21 +1144,30 @@ class Engine(FeedHandler):
             return -1
         session = self.session
         oid = live.order_id
-        written = quick(oid, ticker, side, price, live.fill_count + size, live.client_order_id,
-                        self._amend_done, (pipe, live), session.spawn)
+        try:
+            written = quick(oid, ticker, side, price, live.fill_count + size, live.client_order_id,
+                            self._amend_done, (pipe, live), session.spawn)
+        except BaseException:
+            # the bytes may have gone out: recorded as sent, as the planner's path had it before the
+            # write (the request watchdog reads an unanswered order back)
+            self._amend_recorded(pipe, oid, price, size)
+            raise
         if not written:
             return -1
-        if planner.om.request_amend(oid, price, size) is None:     # cannot be: checked above
-            log.error("%s: amend of %s written but not recorded as pending (state %s)", ticker, oid,
-                      live.state.value)
-        pipe.in_flight += 1
+        self._amend_recorded(pipe, oid, price, size)
         session.amends_sent += 1
         session.inflight_now += 1
         if pipe.tape_trigger_ns != trigger_ns:
             self._stamp_now(pipe, trigger_ns, written)
         return 1
 
-    def _quote_answered(self, ctx: tuple[MarketPipeline, Order], ack: Any, exc: BaseException | None) -> None:
+    def _amend_recorded(self, pipe: MarketPipeline, order_id: str, price: int, size: int) -> None:
+        """:meth:`_amend_now`'s record of an amend it wrote: pending in the order manager, in flight."""
+        if self.om.request_amend(order_id, price, size) is None:     # cannot be: checked before the write
+            log.error("%s: amend of %s written but not recorded as pending", pipe.ticker, order_id)
+        pipe.in_flight += 1
+
+    def _quote_answered(self, ctx: Any, ack: Any, exc: BaseException | None) -> None:
         """The answer of a create written by ``rest.place_quote_now`` (:meth:`_apply_actions`): the same
         outcome code as :meth:`_send_place`'s."""
         pipe, o = ctx
