@@ -55,6 +55,11 @@ def main() -> None:
         _wrap(self.om, "create", "  om.create")
         _wrap(self.om, "request_amend", "  om.request_amend")
         _wrap(self.om, "request_cancel", "  om.request_cancel")
+        # the amend in one step and the records after the write (seventeenth session; older trees lack them)
+        for obj, name, label in ((self, "_amend_now", "  _amend_now"), (self.gate, "amend_size", "  gate.amend_size"),
+                                 (self.om, "record_create", "  om.record_create")):
+            if hasattr(obj, name):
+                _wrap(obj, name, label)
         _wrap(self.session, "place_now", "    session.place_now", cpu=True)
         _wrap(self.session, "amend_now", "    session.amend_now")
         _wrap(self.session, "cancel_now", "    session.cancel_now")
