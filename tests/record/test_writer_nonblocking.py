@@ -146,3 +146,27 @@ def test_flush_and_close_wake_a_writer_that_polls_rarely() -> None:
     done.start()
     done.join(10.0)
     assert not done.is_alive() and w.got == [1, 2]
+
+
+def test_a_large_batch_brings_the_next_look_sooner() -> None:
+    """After a batch of BUSY_BATCH items or more the writer looks again after BUSY_POLL_S, not after its
+    (here hour-long) poll; after a small batch it goes back to the poll."""
+    import time
+
+    from kmm.record import _worker
+    w = _RarePoller("busy", flush_interval_s=3600.0, flush_rows=10**6, poll_s=3600.0)
+    for i in range(_worker.BUSY_BATCH + 10):
+        w._put(i)
+    w.flush(timeout_s=10.0)                       # wakes it: one batch of BUSY_BATCH + 10 (and the barrier)
+    w._put("soon")
+    for _ in range(500):                          # at most 5 s; the busy poll is 10 ms
+        if "soon" in w.got:
+            break
+        time.sleep(0.01)
+    assert "soon" in w.got                        # looked again without a wake
+    time.sleep(0.1)                               # that look's batch of one: back to the hour-long poll
+    w._put("later")
+    time.sleep(0.3)
+    assert "later" not in w.got and w.pending == 1
+    w.close()
+    assert w.got[-1] == "later"
