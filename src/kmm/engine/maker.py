@@ -1086,7 +1086,9 @@ class Engine(FeedHandler):
             sent += 1
             om = planner.om
             coid = om.next_client_order_id()
-            if quote_now is not None:
+            if quote_now is None:
+                o = om.record_create(ticker, side, price, size, coid)
+            else:
                 # the order record made right after the write: nothing of the loop runs in between, so
                 # the answer finds it (ctx[1]); every check that reads it was made before
                 pipe.in_flight += 1
@@ -1096,19 +1098,15 @@ class Engine(FeedHandler):
                                         session.spawn)
                 finally:        # recorded whatever happened (an error may come after the bytes went out)
                     o = ctx[1] = om.record_create(ticker, side, price, size, coid)
-            else:
-                o = om.record_create(ticker, side, price, size, coid)
-                written = 0
-                pipe.in_flight += 1
-            if written:
-                session.orders_sent += 1
-                session.inflight_now += 1
-                if pipe.tape_trigger_ns != trigger_ns:
-                    self._stamp_now(pipe, trigger_ns, written)
-                if self.recorder is not None:       # after the decision's other requests (_send_place)
-                    self._later(self._record_pending_quote, o.client_order_id, ticker, side, price, size)
-                continue
-            pipe.in_flight -= 1
+                if written:
+                    session.orders_sent += 1
+                    session.inflight_now += 1
+                    if pipe.tape_trigger_ns != trigger_ns:
+                        self._stamp_now(pipe, trigger_ns, written)
+                    if self.recorder is not None:       # after the decision's other requests (_send_place)
+                        self._later(self._record_pending_quote, o.client_order_id, ticker, side, price, size)
+                    continue
+                pipe.in_flight -= 1
             self._send_place(pipe, o, OrderRequest(ticker=ticker, side=side, price=price, count=size,
                                                    client_order_id=o.client_order_id, post_only=True,
                                                    cancel_order_on_pause=True, order_group_id=session.group_id),
