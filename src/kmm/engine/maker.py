@@ -1085,7 +1085,7 @@ class Engine(FeedHandler):
             side, price, size = placed
             sent += 1
             om = planner.om
-            coid = om.next_client_order_id()
+            coid = om.new_client_order_id()
             if quote_now is None:
                 o = om.record_create(ticker, side, price, size, coid)
             else:

@@ -6,7 +6,7 @@ cdef class OrderManager:
     cdef public object _by_coid, _by_oid, _live, _live_by_ticker, _seen_trades, _orphans, _unbooked, _unsure
     cpdef object _touch(self, object ticker)
     cpdef object create(self, object ticker, object side, object price, object count, object client_order_id=*)
-    cpdef object next_client_order_id(self)
+    cpdef object new_client_order_id(self)
     cpdef object record_create(self, object ticker, object side, object price, object count, object client_order_id)
     cpdef object _register(self, object ticker, object side, object price, object count, object coid)
     cpdef object _add_live(self, object o)

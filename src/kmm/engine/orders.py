@@ -264,10 +264,6 @@ class OrderManager:
         self._session = value
         self._coid_prefix = value + "-"
 
-    def new_client_order_id(self) -> str:
-        self._counter += 1
-        return f"{self.session}-{_base36(self._counter)}"
-
     def create(self, ticker: str, side: str, price: int, count: int,
                client_order_id: str | None = None) -> Order:
         """Register a create about to be sent; returns the order in ``pending``."""
@@ -275,21 +271,18 @@ class OrderManager:
             raise ValueError(f"create: side {side!r} must be 'bid' or 'ask'")
         if count <= 0:
             raise ValueError(f"create: count {count} must be > 0 (1e-2 contracts)")
-        if client_order_id:
-            coid = client_order_id
-        else:                               # new_client_order_id, inline (every quote comes here)
-            n = self._counter = self._counter + 1
-            coid = self._coid_prefix + (_B36[n] if n < 1296 else _base36(n))
-        # an id made here is the checked session prefix, "-" and base-36 digits: only its length can fail
-        if (client_order_id and not CLIENT_ORDER_ID_ALPHABET.match(coid)) or len(coid) > CLIENT_ORDER_ID_MAX_LEN:
-            raise ValueError(f"create: client_order_id {coid!r} must be 1..{CLIENT_ORDER_ID_MAX_LEN}"
+        if not client_order_id:             # an id made here is checked there
+            return self._register(ticker, side, price, count, self.new_client_order_id())
+        if not CLIENT_ORDER_ID_ALPHABET.match(client_order_id) or len(client_order_id) > CLIENT_ORDER_ID_MAX_LEN:
+            raise ValueError(f"create: client_order_id {client_order_id!r} must be 1..{CLIENT_ORDER_ID_MAX_LEN}"
                              " characters of A-Z a-z 0-9 - _")
-        return self._register(ticker, side, price, count, coid)
+        return self._register(ticker, side, price, count, client_order_id)
 
-    def next_client_order_id(self) -> str:
-        """The id :meth:`create` would make next, counted now: for a create written before its record
-        is made (the maker's quotes, kmm.engine.maker.Engine._apply_actions), then
-        :meth:`record_create` with it."""
+    def new_client_order_id(self) -> str:
+        """A new id of this session (the checked prefix, "-" and base-36 digits: only its length can
+        fail), counted now: :meth:`create` makes its own with it, and a create written before its record
+        is made (the maker's quotes, kmm.engine.maker.Engine._apply_actions) takes one, then
+        :meth:`record_create`."""
         n = self._counter = self._counter + 1
         coid = self._coid_prefix + (_B36[n] if n < 1296 else _base36(n))
         if len(coid) > CLIENT_ORDER_ID_MAX_LEN:
@@ -297,7 +290,7 @@ class OrderManager:
         return coid
 
     def record_create(self, ticker: str, side: str, price: int, count: int, client_order_id: str) -> Order:
-        """:meth:`create` for an id from :meth:`next_client_order_id` (its alphabet and length are
+        """:meth:`create` for an id from :meth:`new_client_order_id` (its alphabet and length are
         checked there): registers the order in ``pending``."""
         if side != "bid" and side != "ask":
             raise ValueError(f"create: side {side!r} must be 'bid' or 'ask'")
