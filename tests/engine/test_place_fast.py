@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
@@ -207,15 +208,26 @@ def offline_engine(key: Any, tmp_path: Any, full: bool) -> tuple[Engine, list[tu
                     options=EngineOptions(view="off"))
     rest = KalshiRest(conn, signer=Signer("kid", k))
     rest._session = object()
-    rest.fast._idle.append(SimpleNamespace(closed=False))
     sent: list[tuple[bytes, Any]] = []
     stamp = itertools.count(1_000)
+
+    class Conn:
+        """An idle connection that keeps what is written on it (the compiled writes use it)."""
+        closed = False
+        last_write_ns = 0
+
+        def start(self, data: bytes, timeout_s: float, done: Any) -> None:
+            sent.append((data, done))
+            self.last_write_ns = next(stamp)
+            rest.fast._idle.append(self)
+    rest.fast._idle.append(Conn())
 
     def send_raw(data: bytes, done: Any, timeout_s: float | None = None) -> int:
         sent.append((data, done))
         return next(stamp)
     rest.fast.send_raw = send_raw                            # type: ignore[method-assign]
-    rest.pool._slots[CREATE].append((0, FIXED_AUTH))
+    for _ in range(4):
+        rest.pool._slots[CREATE].append((time.monotonic_ns(), FIXED_AUTH))
     rest.pool.take = lambda method, path: FIXED_AUTH        # type: ignore[method-assign]
     rest.limiter.set_budget(1e9, 1e9)
     rest.shards[T] = 1
@@ -307,7 +319,7 @@ def test_an_amend_through_the_quote_path_and_the_full_path_is_the_same(key, tmp_
         engine._apply(pipe, (SimpleNamespace(kind=PLACE, side=0, price=4900, size=500, order_id=None),), 10)
         sent[0][1](201, orjson.dumps({"order_id": "o1", "client_order_id": "fixed-1", "fill_count": "0.00",
                                       "remaining_count": "5.00"}), None)
-        rest.pool._slots[("POST", CREATE[1] + "/o1/amend")].append((0, FIXED_AUTH))
+        rest.pool._slots[("POST", CREATE[1] + "/o1/amend")].append((time.monotonic_ns(), FIXED_AUTH))
         pipe.trigger_ns = pipe.decided_ns = 20
         recorded_at: list[int] = []          # requests written when the order manager records the amend
         request_amend = engine.om.request_amend
@@ -337,28 +349,30 @@ def test_an_error_after_the_bytes_went_out_leaves_the_order_recorded(key, tmp_pa
     engine, sent, _ = offline_engine(key, tmp_path, False)
     rest = engine.session.rest
     pipe = pipe_stub()
-    write = rest.fast.send_raw
+    [conn] = rest.fast._idle
+    start = type(conn).start
+    failing = [True]
 
-    def write_then_fail(data: bytes, done: Any, timeout_s: float | None = None) -> int:
-        write(data, done, timeout_s)
-        raise RuntimeError("after the write")
-    rest.fast.send_raw = write_then_fail                     # type: ignore[method-assign]
+    def write_then_fail(self: Any, data: bytes, timeout_s: float, done: Any) -> None:
+        start(self, data, timeout_s, done)
+        if failing[0]:
+            raise RuntimeError("after the write")
+    type(conn).start = write_then_fail                       # the compiled write's connection
     pipe.trigger_ns = pipe.decided_ns = 10
     with pytest.raises(RuntimeError):
         engine._apply(pipe, (SimpleNamespace(kind=PLACE, side=0, price=4900, size=500, order_id=None),), 10)
-    assert len(sent) == 1
+    assert len(sent) == 1 and rest._qw.places == 1
     [o] = engine.om.orders()
     assert (o.client_order_id, o.state.value, o.price, o.count) == ("fixed-1", "pending", 4900, 500)
     assert b'"client_order_id":"fixed-1"' in sent[0][0]
-    rest.fast.send_raw = write                               # type: ignore[method-assign]
+    failing[0] = False
     sent[0][1](201, orjson.dumps({"order_id": "o1", "client_order_id": "fixed-1", "fill_count": "0.00",
                                   "remaining_count": "5.00"}), None)
     assert o.state.value == "resting"
-    rest.pool._slots[("POST", CREATE[1] + "/o1/amend")].append((0, FIXED_AUTH))
-    rest.fast._idle.append(SimpleNamespace(closed=False))
-    rest.fast.send_raw = write_then_fail                     # type: ignore[method-assign]
+    rest.pool._slots[("POST", CREATE[1] + "/o1/amend")].append((time.monotonic_ns(), FIXED_AUTH))
+    failing[0] = True
     pipe.trigger_ns = pipe.decided_ns = 20
     with pytest.raises(RuntimeError):
         engine._apply(pipe, (SimpleNamespace(kind=AMEND, side=0, price=4800, size=500, order_id="fixed-1"),), 20)
-    assert len(sent) == 2 and b"/o1/amend" in sent[1][0]
+    assert len(sent) == 2 and b"/o1/amend" in sent[1][0] and rest._qw.amends == 1
     assert (o.state.value, o.pending_price, o.pending_count) == ("pending_amend", 4800, 500)

@@ -1,13 +1,14 @@
-"""The quote path's body made as text (kalshi/rest.py ``place_quote_now``: kept JSON strings, one
-encode) is byte for byte what orjson makes of the request dict on the full path, for any ticker, client
-order id and group id, ASCII or not, with quotes, backslashes and control characters, and any shard."""
+"""The quote path's body made as text (kalshi/rest.py ``place_quote_now``: compiled, or kept JSON strings
+and one encode for a value that needs JSON escapes) is byte for byte what orjson makes of the request
+dict on the full path, for any ticker, client order id and group id, ASCII or not, with quotes,
+backslashes and control characters, and any shard."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.kalshi.test_quote_now import offline, quote_request  # noqa: F401 - the fixture
+from tests.kalshi.test_quote_now import offline, quote_request, sign_ahead  # noqa: F401 - the fixture
 
 
 
@@ -33,6 +34,7 @@ def test_the_quote_body_is_the_full_paths_bytes_for_any_text(offline, ticker, si
     if full is None:
         return
     assert full == 1
+    sign_ahead(rest)
     assert rest.place_quote_now(ticker, side, price, count, coid, group, lambda *a: None, None,
                                 lambda c: None) == 1
     assert len(sent) == 2 and sent[0][0] == sent[1][0]

@@ -6,6 +6,7 @@ that pauses the budget, an unknown outcome looked up by client_order_id and neve
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -32,25 +33,45 @@ def quote_request(ticker: str, side: str, price: int, count: int, coid: str, gro
 
 
 class _Conn:
+    """An idle connection that writes nowhere: each request's bytes and completion are kept in
+    ``sent``, and it is idle again at once."""
+
     closed = False
+    last_write_ns = 1
+
+    def __init__(self, idle: Any, sent: list[tuple[bytes, Any]]) -> None:
+        self.idle, self.sent = idle, sent
+
+    def start(self, data: bytes, timeout_s: float, done: Any) -> None:
+        self.sent.append((data, done))
+        self.idle.append(self)
+
+
+def sign_ahead(rest: KalshiRest, path: str = FULL) -> None:
+    """One fresh pre-made signature (the fixed one) for ``path``: the compiled write takes it."""
+    key = ("POST", path)
+    if key not in rest.pool._slots:
+        rest.pool.add_pair("POST", path)
+    rest.pool._slots[key].append((time.monotonic_ns(), FIXED_AUTH))
 
 
 @pytest.fixture(scope="module")
 def offline(rsa_key):
     """A client that writes nowhere: every write's bytes and completion are captured; signatures are
-    fixed (a real one differs at each take), the budget ample."""
+    fixed (a real one differs at each take), the budget ample. The compiled writes take their
+    signature from the pair's ring (:func:`sign_ahead`), the Python ones from ``pool.take``."""
     cfg = config(type("Ex", (), {"rest_url": "http://127.0.0.1:9/trade-api/v2",
                                  "ws_url": "ws://127.0.0.1:9/trade-api/ws/v2"})())
     rest = KalshiRest(cfg, signer=Signer(KEY_ID, rsa_key))
     rest._session = object()                    # started, as far as the order path asks
-    rest.fast._idle.append(_Conn())
     sent: list[tuple[bytes, Any]] = []
+    rest.fast._idle.append(_Conn(rest.fast._idle, sent))
 
     def send_raw(data: bytes, done: Any, timeout_s: float | None = None) -> int:
         sent.append((data, done))
         return 1
     rest.fast.send_raw = send_raw              # type: ignore[method-assign]
-    rest.pool._slots[("POST", FULL)].append((0, FIXED_AUTH))
+    sign_ahead(rest)
     rest.pool.take = lambda method, path: FIXED_AUTH   # type: ignore[method-assign]
     rest.limiter.set_budget(1e9, 1e9)
     return rest, sent
@@ -72,8 +93,11 @@ def test_the_quote_path_writes_the_bytes_of_the_full_path(offline, ticker, side,
     granted = dict(rest.limiter.granted())
     assert rest.create_order_now(quote_request(ticker, side, price, count, coid, group), lambda *a: None,
                                  lambda c: None) == 1
+    sign_ahead(rest)
+    places = rest._qw.places
     assert rest.place_quote_now(ticker, side, price, count, coid, group, lambda *a: None, None,
                                 lambda c: None) == 1
+    assert rest._qw.places == places + 1                    # the compiled write made these bytes
     assert len(sent) == 2 and sent[0][0] == sent[1][0]
     after = rest.limiter.granted()
     assert after["place"] == granted["place"] + 2           # one grant each, same lane
@@ -181,14 +205,15 @@ def test_the_amend_path_writes_the_bytes_of_the_full_path(offline, order_id, tic
         rest.shards.pop(ticker, None)
     else:
         rest.shards[ticker] = shard
-    rest.pool._slots.setdefault(("POST", f"{FULL}/{order_id}/amend"), __import__("collections").deque()).append(
-        (0, FIXED_AUTH))
+    sign_ahead(rest, f"{FULL}/{order_id}/amend")
     del sent[:]
     granted = rest.limiter.granted()["amend"]
     assert rest.amend_order_now(order_id, ticker=ticker, side=side, price=price, count=count, client_order_id=coid,
                                 done=lambda *a: None, spawn=lambda c: None) == 1
+    amends = rest._qw.amends
     assert rest.amend_quote_now(order_id, ticker, side, price, count, coid, lambda *a: None, None,
                                 lambda c: None) == 1
+    assert rest._qw.amends == amends + 1                    # the compiled write made these bytes
     assert len(sent) == 2 and sent[0][0] == sent[1][0]
     assert rest.limiter.granted()["amend"] == granted + 2
 

@@ -34,6 +34,7 @@ import orjson
 
 from kmm import protocol
 from kmm._core.fixed import format_count, format_price
+from kmm._core.quotewire import QuoteWire
 from kmm.kalshi.decode import ONE_DOLLAR
 from kmm.errors import (AuthError, DuplicateOrder, ExchangeError, KmmError, NotFound, RateLimited,
                         RequestTimeout)
@@ -262,6 +263,16 @@ class KalshiRest:
         # >= 1 then bill their shard's bucket; batches and shard 0 bill the unscoped one
         self._limiter_shards = all("shard" in inspect.signature(getattr(limiter, f)).parameters
                                    for f in ("acquire", "on_success", "on_rate_limited"))
+        # the maker's quote writes compiled (place_quote_now, amend_quote_now); None: the Python bodies
+        self._qw: QuoteWire | None = None
+        if (self.fast is not None and pool is not None and self.signer is not None
+                and callable(getattr(limiter, "try_acquire", None))):
+            self._create_head = self.fast.head_template("POST", self._create_full, self._fixed_head)
+            self._qw = QuoteWire(self, self.fast, pool, limiter, create_key=self._create_key,
+                                 create_full=self._create_full, create_head=self._create_head,
+                                 quote_fixed=_QUOTE_FIXED, json_str=_json_str, quote_tail=_quote_tail,
+                                 quote_answer=_QuoteAnswer, amend_answer=_AmendAnswer, place_lane=PLACE,
+                                 amend_lane=AMEND, cost=protocol.COST_DEFAULT, one_dollar=ONE_DOLLAR)
 
     def __repr__(self) -> str:
         return f"KalshiRest(base={self.base!r}, signer={self.signer!r})"
@@ -609,7 +620,23 @@ class KalshiRest:
         holds the two to the same bytes and outcomes). The outcome goes to ``done(ctx, ack, None)`` or
         ``done(ctx, None, exc)``. Returns the write stamp, or 0 when anything is missing (no idle warm
         connection, no budget now, no pre-made signature, a value :func:`wire.encode_order` refuses):
-        nothing was taken or written and the caller takes the full path, which raises or waits."""
+        nothing was taken or written and the caller takes the full path, which raises or waits.
+
+        The write is compiled (:class:`kmm._core.quotewire.QuoteWire`: the bytes built in C, the
+        signature copied from its pair's ring); a value it does not build bytes for (one that needs
+        JSON escapes) takes :meth:`_place_quote_py`, the same steps in Python and the reference the
+        compiled write is held to (tests/kalshi/test_quote_wire.py)."""
+        qw = self._qw
+        if qw is not None:
+            written = qw.place(ticker, side, price, count, client_order_id, order_group_id, done, ctx, spawn)
+            if written >= 0:
+                return written
+        return self._place_quote_py(ticker, side, price, count, client_order_id, order_group_id, done, ctx, spawn)
+
+    def _place_quote_py(self, ticker: str, side: str, price: int, count: int, client_order_id: str,
+                        order_group_id: str | None, done: Callable[[Any, OrderAck | None, BaseException | None], None],
+                        ctx: Any, spawn: Callable[[Any], Any]) -> int:
+        """:meth:`place_quote_now` in Python (its docstring)."""
         fast = self.fast
         pool = self.pool
         if fast is None or self._session is None or self.signer is None or pool is None or not fast.has_idle():
@@ -626,6 +653,18 @@ class KalshiRest:
                                        else try_acquire(PLACE, protocol.COST_DEFAULT)):
             return 0
         self.requests += 1
+        return self._place_quote_taken(ticker, side, price, count, client_order_id, order_group_id, shard, sharded,
+                                       done, ctx, spawn)
+
+    def _place_quote_taken(self, ticker: str, side: str, price: int, count: int, client_order_id: str,
+                           order_group_id: str | None, shard: Any, sharded: bool,
+                           done: Callable[[Any, OrderAck | None, BaseException | None], None], ctx: Any,
+                           spawn: Callable[[Any], Any]) -> int:
+        """:meth:`place_quote_now`'s steps once the budget is taken (and ``requests`` counted): the
+        signature, the bytes, the write (on the warmest idle connection)."""
+        fast = self.fast
+        pool = self.pool
+        assert fast is not None and pool is not None
         tail = _QUOTE_TAILS.get((order_group_id, shard))      # the kept texts, inline; made on a miss
         if tail is None:
             tail = _quote_tail(order_group_id, shard)
@@ -723,7 +762,20 @@ class KalshiRest:
                         ctx: Any, spawn: Callable[[Any], Any]) -> int:
         """``amend_order_now`` in one call, as :meth:`place_quote_now` is for a create: the same bytes,
         budget, signature and outcome (tests/kalshi/test_quote_now.py), ``done(ctx, ack, exc)``, 0 when
-        anything is missing (nothing taken: the caller takes the full path)."""
+        anything is missing (nothing taken: the caller takes the full path). Compiled as
+        :meth:`place_quote_now` is; :meth:`_amend_quote_py` is the reference and the path for values
+        the compiled write does not build bytes for."""
+        qw = self._qw
+        if qw is not None:
+            written = qw.amend(order_id, ticker, side, price, count, client_order_id, done, ctx, spawn)
+            if written >= 0:
+                return written
+        return self._amend_quote_py(order_id, ticker, side, price, count, client_order_id, done, ctx, spawn)
+
+    def _amend_quote_py(self, order_id: str, ticker: str, side: str, price: int, count: int,
+                        client_order_id: str | None, done: Callable[[Any, OrderAck | None, BaseException | None], None],
+                        ctx: Any, spawn: Callable[[Any], Any]) -> int:
+        """:meth:`amend_quote_now` in Python (its docstring)."""
         fast = self.fast
         pool = self.pool
         if fast is None or self._session is None or self.signer is None or pool is None or not fast.has_idle():
@@ -733,19 +785,30 @@ class KalshiRest:
         full = f"{self._create_full}/{order_id}/amend"
         if not pool._slots.get(("POST", full)):
             return 0
-        body: dict[str, Any] = {"ticker": ticker, "side": side, "price": format_price(price),
-                                "count": format_count(count)}
-        if client_order_id is not None:
-            body["client_order_id"] = client_order_id
         shard = self.shards.get(ticker)
-        if shard is not None:
-            body["exchange_index"] = shard
         sharded = isinstance(shard, int) and shard >= 1 and self._limiter_shards
         try_acquire = getattr(self.limiter, "try_acquire", None)
         if try_acquire is None or not (try_acquire(AMEND, protocol.COST_DEFAULT, shard=shard) if sharded
                                        else try_acquire(AMEND, protocol.COST_DEFAULT)):
             return 0
         self.requests += 1
+        return self._amend_quote_taken(order_id, ticker, side, price, count, client_order_id, full, shard, sharded,
+                                       done, ctx, spawn)
+
+    def _amend_quote_taken(self, order_id: str, ticker: str, side: str, price: int, count: int,
+                           client_order_id: str | None, full: str, shard: Any, sharded: bool,
+                           done: Callable[[Any, OrderAck | None, BaseException | None], None], ctx: Any,
+                           spawn: Callable[[Any], Any]) -> int:
+        """:meth:`amend_quote_now`'s steps once the budget is taken (and ``requests`` counted)."""
+        fast = self.fast
+        pool = self.pool
+        assert fast is not None and pool is not None
+        body: dict[str, Any] = {"ticker": ticker, "side": side, "price": format_price(price),
+                                "count": format_count(count)}
+        if client_order_id is not None:
+            body["client_order_id"] = client_order_id
+        if shard is not None:
+            body["exchange_index"] = shard
         data = orjson.dumps(body)
         auth = pool.take("POST", full)
         head = fast.head_template("POST", full, self._fixed_head)

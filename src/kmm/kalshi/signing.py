@@ -38,13 +38,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from kmm import protocol
+from kmm._core.sigring import PoolStats, SigRing  # PoolStats: the counters, compiled (a take counts from C)
 from kmm.errors import AuthError, ConfigError
 from kmm.kalshi.config import redact, warn_if_key_exposed
 
@@ -147,39 +147,6 @@ class Signer:
 
     def public_key(self) -> rsa.RSAPublicKey:
         return self._key.public_key()
-
-
-@dataclass(slots=True)
-class PoolStats:
-    """Counters; each is written by one thread only (the caller's or the worker's)."""
-
-    hits: int = 0        # a pre-made signature was used
-    misses: int = 0      # a pooled pair was empty: signed inline on the caller's thread
-    expired: int = 0     # found too old at take time and thrown away (caller's thread)
-    refreshed: int = 0   # replaced by the worker before it could expire unused (worker thread)
-    made: int = 0        # made ahead of need
-    unpooled: int = 0    # pair not pooled (per-order paths): signed inline by design
-    skipped: int = 0     # per-order pairs not pre-signed because their kind goes unused this run
-    miss_kinds: dict[str, int] = field(default_factory=dict)   # misses by path kind ("create", "amend", ...)
-    waited: int = 0      # take_async: waited for the signer process instead of signing inline
-    wait_timeouts: int = 0   # take_async: the process did not deliver within wait_s (then signed inline)
-    unpooled_reads: int = 0  # of ``unpooled``: GETs (reads, off the order path)
-
-    @property
-    def discards(self) -> int:
-        """Signatures made and never used because they grew old."""
-        return self.expired + self.refreshed
-
-    @property
-    def fallbacks(self) -> int:
-        """Requests signed inline on the caller's thread (the loop's, on the order path)."""
-        return self.misses + self.unpooled
-
-    @property
-    def write_fallbacks(self) -> int:
-        """Writes (creates, amends, decreases, cancels) signed inline on the caller's thread: the
-        figure that is 0 in steady state (reads are signed inline by design)."""
-        return self.misses + self.unpooled - self.unpooled_reads
 
 
 def _per_order_kind(path: str) -> str:
@@ -337,16 +304,27 @@ class SignaturePool:
         self.refresh_age_ns = self.max_age_ns // 2
         self._clock = clock_ns
         self._wall = wall_ms
-        self._slots: dict[tuple[str, str], deque[tuple[int, Headers]]] = {
-            (m.upper(), signed_path(p)): deque() for m, p in pairs}
-        self._depth: dict[tuple[str, str], int] = {}   # per-pair depth overrides
         self.stats = PoolStats()
+        # each pair's signatures, oldest first, in C memory (the compiled quote writes copy them from
+        # there: kmm._core.quotewire); a ring is used as the deque it replaced
+        self._slots: dict[tuple[str, str], SigRing] = {
+            (m.upper(), signed_path(p)): SigRing(signer.key_id, self.stats) for m, p in pairs}
+        self._depth: dict[tuple[str, str], int] = {}   # per-pair depth overrides
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"SignaturePool(pairs={len(self._slots)}, depth={self.depth}, stats={self.stats})"
+
+    @staticmethod
+    def _takes_of(q: Any) -> int:
+        """A ring's compiled takes since the last call (read and reset)."""
+        if type(q) is not SigRing:
+            return 0
+        n = q.takes
+        q.takes = 0
+        return n
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -356,7 +334,8 @@ class SignaturePool:
         """Start keeping signatures for ``(method, path)``; ``depth`` overrides the pool's for this pair
         (per-order paths such as an order's amend need only one or two)."""
         key = (method.upper(), signed_path(path))
-        self._slots.setdefault(key, deque())
+        if key not in self._slots:
+            self._slots[key] = SigRing(self.signer.key_id, self.stats)
         if depth is not None:
             self._depth[key] = max(1, depth)
         kind = _per_order_kind(key[1])
@@ -466,7 +445,7 @@ class SignaturePool:
         else:
             self._takes[key] = self._takes.get(key, 0) + 1
 
-    def _drop_aging(self, key: tuple[str, str], q: deque[tuple[int, Headers]], now: int) -> None:
+    def _drop_aging(self, key: tuple[str, str], q: SigRing | deque[tuple[int, Headers]], now: int) -> None:
         while True:
             try:
                 made_ns = q[0][0]
@@ -486,6 +465,8 @@ class SignaturePool:
         made = 0
         for key, q in list(self._slots.items()):
             method, path = key
+            if type(q) is SigRing:
+                q.kicked = False
             self._drop_aging(key, q, self._clock())
             depth = self.wanted_depth(key)
             if depth == 0 and len(q) == 0:
@@ -630,10 +611,10 @@ class SignaturePool:
             return
         self._last_tick_ns = now
         decay = 0.5 ** (elapsed / 10.0)        # the peak fades with a 10 s half-life
-        for key in self._slots:
+        for key, q in self._slots.items():
             if _per_order_kind(key[1]):
                 continue
-            rate = self._takes.pop(key, 0) / elapsed
+            rate = (self._takes.pop(key, 0) + self._takes_of(q)) / elapsed
             self._peak_rate[key] = max(rate, self._peak_rate.get(key, 0.0) * decay)
 
     def _request_fill(self, extra: tuple[tuple[str, str], ...] = (),
@@ -641,14 +622,17 @@ class SignaturePool:
         """Ask the signer process for what each pair is short of (minus what is already asked for);
         ``extra`` pairs get one more (a request is waiting for it); ``only``: look at these pairs
         (the ones kicked), else at every pair."""
+        slots = self._slots
+        pairs = list(slots.items()) if only is None else [(k, slots[k]) for k in only if k in slots]
+        for _, q in pairs:
+            if type(q) is SigRing:
+                q.kicked = False        # looked at: a compiled take asks for a top-up again (QuoteWire)
         conn: Any = self._conn
         if conn is None:
             return
         self._update_rates()
         now = self._clock()
         jobs = []
-        slots = self._slots
-        pairs = list(slots.items()) if only is None else [(k, slots[k]) for k in only if k in slots]
         for key, q in pairs:
             self._drop_aging(key, q, now)
             need = self.wanted_depth(key) - len(q) - self._outstanding.get(key, 0) + len(self._waiters.get(key, ()))
@@ -696,14 +680,18 @@ class SignaturePool:
             return                     # the order went away meanwhile
         kid = self.signer.key_id
         waiters = self._waiters.get(key)
+        ring = type(q) is SigRing
         for made_ns, ts, sig in sigs:
-            headers = {protocol.HDR_KEY: kid, protocol.HDR_TIMESTAMP: str(ts), protocol.HDR_SIGNATURE: sig}
             while waiters and waiters[0].done():
                 waiters.popleft()
             if waiters:
-                waiters.popleft().set_result(headers)
+                waiters.popleft().set_result(
+                    {protocol.HDR_KEY: kid, protocol.HDR_TIMESTAMP: str(ts), protocol.HDR_SIGNATURE: sig})
+            elif ring:
+                q.push(made_ns, str(ts), sig)      # stored as the request's header lines
             else:
-                q.append((made_ns, headers))
+                q.append((made_ns, {protocol.HDR_KEY: kid, protocol.HDR_TIMESTAMP: str(ts),
+                                    protocol.HDR_SIGNATURE: sig}))
         self.stats.made += len(sigs)
 
     def _on_readable(self) -> None:
