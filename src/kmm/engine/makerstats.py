@@ -30,10 +30,11 @@ Metrics (:class:`MakerMetrics`; formulas in docs/event-risk.md):
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from kmm.engine.clock import NS_PER_S, Clock
+from kmm.engine.dedupe import forget_before
 from kmm.kalshi.types import Fill, UserOrder
 
 ONE_DOLLAR = 10_000
@@ -98,9 +99,12 @@ class MakerStats:
         self.window_ns = int(volume_window_s * NS_PER_S)
         self._orders: dict[str, _Order] = {}
         self._markets: dict[str, _Market] = {}
-        self._seen_keys: set[str] = set()
-        self._with_maker_fill: set[str] = set()
-        self._trades: set[str] = set()
+        # orders counted as placed -> whether a maker fill of theirs was counted (the newest
+        # MAX_KEYS, in placing order: an order is not placed again or filled that long after)
+        self._seen_keys: OrderedDict[str, bool] = OrderedDict()
+        self.orders_with_maker_fill = 0
+        # trade ids counted -> their exchange ms, forgotten once no resync can offer them again
+        self._trades: OrderedDict[str, int] = OrderedDict()
         self._volume: deque[tuple[int, int, int]] = deque()     # (exchange ns, count, notional 1e-6 $)
         self._vol_count = 0
         self._vol_notional_e6 = 0
@@ -166,7 +170,7 @@ class MakerStats:
         new_price = o is None or o.price != price
         if o is None:
             if key not in self._seen_keys:
-                self._seen_keys.add(key)
+                self._seen_key(key)
                 self.placed += 1
                 self.offered += remaining
             o = self._orders[key] = _Order(ticker, side, price, remaining)
@@ -180,6 +184,27 @@ class MakerStats:
             if best is not None:
                 self.improvement_sum += max(0, price - best if side == "bid" else best - price)
                 self.improvement_n += 1
+
+    #: orders remembered as placed (see _seen_keys)
+    MAX_KEYS = 200_000
+
+    def _seen_key(self, key: str) -> None:
+        """Remember ``key`` as placed; past :attr:`MAX_KEYS` the oldest one no longer resting is forgotten."""
+        seen = self._seen_keys
+        seen[key] = False
+        for _ in range(len(seen)):           # bounded: every key looked at once at most
+            if len(seen) <= self.MAX_KEYS:
+                break
+            old = next(iter(seen))
+            if old in self._orders:          # still resting (a quote kept all along): keep it
+                seen.move_to_end(old)
+            else:
+                del seen[old]
+
+    def forget_trades_before(self, before_ms: int) -> int:
+        """Forget the trade ids of fills older than ``before_ms`` (exchange ms) that no resync can
+        offer again (kmm.engine.dedupe); returns how many."""
+        return forget_before(self._trades, before_ms)
 
     def on_done(self, key: str) -> None:
         """Order ``key`` left the book (canceled, filled or rejected)."""
@@ -204,14 +229,15 @@ class MakerStats:
         the order for the per-order fill rate."""
         if fill.trade_id in self._trades:
             return
-        self._trades.add(fill.trade_id)
+        self._trades[fill.trade_id] = fill.ts_ms
         if fill.is_taker:
             self.taker_count += fill.count
         else:
             self.maker_count += fill.count
             k = key if key is not None else fill.client_order_id
-            if k is not None and k in self._seen_keys:
-                self._with_maker_fill.add(k)
+            if k is not None and self._seen_keys.get(k) is False:
+                self._seen_keys[k] = True
+                self.orders_with_maker_fill += 1
         self._add_volume(fill)
 
     def _add_volume(self, fill: Fill) -> None:
@@ -239,7 +265,7 @@ class MakerStats:
         for f in sorted(fills, key=lambda f: f.ts_ms):
             if f.trade_id in self._trades:
                 continue
-            self._trades.add(f.trade_id)
+            self._trades[f.trade_id] = f.ts_ms
             self._add_volume(f)
         self.volume_source = source
 
@@ -277,7 +303,7 @@ class MakerStats:
             maker_contracts=self.maker_count / CONTRACT,
             taker_contracts=self.taker_count / CONTRACT,
             maker_fill_rate=(self.maker_count / self.offered) if self.offered else None,
-            maker_order_fill_rate=(len(self._with_maker_fill) / self.placed) if self.placed else None,
+            maker_order_fill_rate=(self.orders_with_maker_fill / self.placed) if self.placed else None,
             maker_taker_ratio=(self.maker_count / self.taker_count) if self.taker_count else None,
             volume_30d_contracts=self._vol_count / CONTRACT,
             volume_30d_dollars=self._vol_notional_e6 / E6_PER_DOLLAR,

@@ -34,11 +34,13 @@ import enum
 import logging
 import re
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from kmm.engine.clock import Clock
+from kmm.engine.dedupe import forget_before
 from kmm.kalshi.types import Fill, OrderAck, UserOrder
 
 log = logging.getLogger(__name__)
@@ -236,7 +238,8 @@ class OrderManager:
         self._by_oid: dict[str, Order] = {}
         self._live: dict[str, Order] = {}       # non-terminal orders by client_order_id
         self._live_by_ticker: dict[str, dict[str, Order]] = {}   # the same, per market (hot-path queries)
-        self._seen_trades: set[str] = set()
+        # trade ids counted -> their exchange ms, forgotten once no resync can offer them again
+        self._seen_trades: OrderedDict[str, int] = OrderedDict()
         self._orphans: dict[str, list[Fill]] = {}
         # orders whose exchange-reported fills are ahead of the fill messages booked (a user_order
         # came first): the event gate counts that part as still able to fill, even once terminal
@@ -642,7 +645,7 @@ class OrderManager:
         if fill.trade_id in self._seen_trades:
             self.stats.duplicate_fills += 1
             return False
-        self._seen_trades.add(fill.trade_id)
+        self._seen_trades[fill.trade_id] = fill.ts_ms
         o = self._find(fill.order_id, fill.client_order_id)
         if o is None:
             self.stats.orphan_fills += 1
@@ -894,9 +897,15 @@ class OrderManager:
     def orphan_fill_count(self) -> int:
         return sum(len(v) for v in self._orphans.values())
 
+    def forget_trades_before(self, before_ms: int) -> int:
+        """Forget the trade ids of fills older than ``before_ms`` (exchange ms) that no resync can
+        offer again (kmm.engine.dedupe); returns how many."""
+        return forget_before(self._seen_trades, before_ms)
+
     def prune(self, older_than_ns: int) -> int:
         """Forget closed orders last updated more than ``older_than_ns`` ago; returns how many.
-        trade_ids are kept, so a replayed fill is still recognised as a duplicate. Orders still
+        trade_ids are kept (until :meth:`forget_trades_before`), so a replayed fill is still recognised
+        as a duplicate. Orders still
         settling (fills reported but not booked, or closed on a 404 and not settled) are kept: their
         fills, user_order or read-back must still find them."""
         now = self.clock.monotonic_ns()

@@ -43,10 +43,12 @@ used, then the cost (unrealized 0), so an empty book side does not invent a loss
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kmm._core.fees import cent_fee
+from kmm.engine.dedupe import forget_before
 from kmm.kalshi.types import Fill, MarketPosition
 
 log = logging.getLogger(__name__)
@@ -162,7 +164,9 @@ class Portfolio:
     _cash_e6: int = field(init=False, default=0)
     _initial_e6: int = field(init=False, default=0)
     _markets: dict[str, MarketBook] = field(init=False, default_factory=dict)
-    _seen: set[str] = field(init=False, default_factory=set)
+    # trade ids counted -> their exchange ms, forgotten once no resync can offer them again
+    # (kmm.engine.dedupe; forget_fills_before)
+    _seen: OrderedDict[str, int] = field(init=False, default_factory=OrderedDict)
     _carry: dict[str, int] = field(init=False, default_factory=dict)
     duplicate_fills: int = field(init=False, default=0)
     rejected_fills: int = field(init=False, default=0)
@@ -225,6 +229,11 @@ class Portfolio:
         return m
 
     # ------------------------------------------------------------------ fills
+    def forget_fills_before(self, before_ms: int) -> int:
+        """Forget the trade ids of fills older than ``before_ms`` (exchange ms) that no resync can
+        offer again (kmm.engine.dedupe); returns how many."""
+        return forget_before(self._seen, before_ms)
+
     def apply_fill(self, fill: Fill) -> bool:
         """Book one fill. Returns False (and changes nothing) for a duplicate ``trade_id`` or a fill
         that cannot be booked (bad side, price or count: logged as an error and counted)."""
@@ -238,7 +247,7 @@ class Portfolio:
                       "the connector decoded a malformed fill: check the raw capture",
                       fill.trade_id, fill.ticker, fill.side, fill.price, fill.count, fill.fee)
             return False
-        self._seen.add(fill.trade_id)
+        self._seen[fill.trade_id] = fill.ts_ms
         m = self._book(fill.ticker)
         if m.settled is not None:
             log.warning("portfolio: fill %s on %s arrived after settlement; booked anyway",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from kmm._core.fixed import format_price
 from kmm._core.grid import Grid
 from kmm.engine import freshness as F
+from kmm.engine.dedupe import watermark_ms
 from kmm.kalshi.rest import PAGE_CHUNK
 from kmm.kalshi.types import Lifecycle
 
@@ -201,6 +202,11 @@ class Recovery:
             log.error("reconcile (%s) failed: %s; retrying", why, exc)
             return
         s.backfill_from_ms = max(s.backfill_from_ms, t0_wall_ms - 5_000)
+        # no later resync offers fills from before its watermark: their trade ids may go
+        before = watermark_ms(s.backfill_from_ms)
+        s.pf.forget_fills_before(before)
+        s.om.forget_trades_before(before)
+        m.mstats.forget_trades_before(before)
         if why == "reconnect":
             if epoch != self.conn_epoch or m.ws is None or not m.ws.connected:
                 log.warning("connection lost again during the reconcile; waiting for the next one")
