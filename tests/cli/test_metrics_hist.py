@@ -41,3 +41,22 @@ def test_the_histogram_counts_every_sample_in_the_bucket_the_plain_loop_puts_it_
 def test_an_empty_window_has_empty_buckets():
     got, total = _hist([])
     assert [c for _, c in got] == [0.0] * (len(BUCKETS_S) + 1) and total == 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(n_samples=st.integers(0, 300), n=st.integers(1, 120))
+def test_a_scrape_reads_the_newest_samples_of_a_window_oldest_first(n_samples, n):
+    from collections import deque
+
+    from kmm.cli.metrics import newest
+    window = deque(range(n_samples), maxlen=250)
+    assert newest(window, n) == list(window)[-n:]
+
+
+def test_a_full_window_is_read_as_its_newest_WINDOW_samples():
+    from collections import deque
+
+    from kmm.cli.metrics import WINDOW, newest
+    window = deque(range(200_000), maxlen=200_000)
+    got = newest(window)
+    assert len(got) == WINDOW == 20_000 and got[0] == 180_000 and got[-1] == 199_999

@@ -1,18 +1,24 @@
 """Prometheus metrics of a running ``kmm run`` on 127.0.0.1 (``--metrics-port PORT``).
 
 Everything is read from the engine when Prometheus scrapes (a custom collector), so nothing is added to
-the hot path. Latency histograms are built from the engine's rolling window of the last 200,000
-samples (frame received -> first request, frame -> decision, decision -> request): their counts can
-drop when old samples leave the window, so read them as a window, not as counters.
+the hot path. Latency histograms are built from the newest :data:`WINDOW` samples of the engine's
+rolling windows (frame received -> first request, frame -> decision, decision -> request): their counts
+can drop when old samples leave the window, so read them as a window, not as counters. The samples are
+copied on the engine's loop; copying its whole 200,000-sample windows held the loop ~1.4 ms each, five
+of them at every scrape.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import Any
 
 import numpy as np
+
+#: samples of each latency window a scrape reads (the newest)
+WINDOW = 20_000
 
 BUCKETS_S = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1)
 
@@ -81,7 +87,7 @@ class EngineCollector:
         yield kill
         for name, doc, samples in d["latency"]:
             buckets, total = _hist(samples)
-            yield HistogramMetricFamily(name, doc + " (rolling window)", buckets=buckets, sum_value=total)
+            yield HistogramMetricFamily(name, doc + f" (the newest {WINDOW} samples)", buckets=buckets, sum_value=total)
 
     def _read(self) -> dict[str, Any]:
         """The numbers, read on the engine's event loop (the scrape runs in another thread)."""
@@ -93,6 +99,17 @@ class EngineCollector:
         async def read() -> dict[str, Any]:
             return read_engine(self.engine)
         return asyncio.run_coroutine_threadsafe(read(), loop).result(timeout=5.0)
+
+
+def newest(samples: Any, n: int | None = None) -> list[int]:
+    """The newest ``n`` (default :data:`WINDOW`) samples of a window, oldest first, read from its new
+    end (the time is the samples read, not the window's length)."""
+    n = WINDOW if n is None else n
+    if len(samples) <= n:
+        return list(samples)
+    out = list(islice(reversed(samples), n))
+    out.reverse()
+    return out
 
 
 def read_engine(e: Any) -> dict[str, Any]:
@@ -115,15 +132,15 @@ def read_engine(e: Any) -> dict[str, Any]:
         "positions": [(t, pf.position(t) / 100) for t in e.tickers],
         "kill": e.gate.kill_state.value,
         "latency": [("kmm_frame_to_request_seconds",
-                     "Frame received -> first request written (write-budget waits excluded)", list(e._latency_ns)),
-                    ("kmm_frame_to_decision_seconds", "Book frame received -> actions decided", list(e.decide_ns)),
+                     "Frame received -> first request written (write-budget waits excluded)", newest(e._latency_ns)),
+                    ("kmm_frame_to_decision_seconds", "Book frame received -> actions decided", newest(e.decide_ns)),
                     ("kmm_update_to_decision_seconds", "Fill or order update received -> actions decided",
-                     list(getattr(e, "update_decide_ns", ()))),
+                     newest(getattr(e, "update_decide_ns", ()))),
                     ("kmm_decision_to_request_seconds",
-                     "Actions decided -> first request written (write-budget waits excluded)", list(e.send_ns)),
+                     "Actions decided -> first request written (write-budget waits excluded)", newest(e.send_ns)),
                     ("kmm_write_budget_wait_seconds",
                      "A decision's first request waiting for the write budget or a connection (only those that waited)",
-                     list(getattr(e, "budget_wait_ns", ())))],
+                     newest(getattr(e, "budget_wait_ns", ())))],
     }
 
 
