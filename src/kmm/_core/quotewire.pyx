@@ -131,6 +131,21 @@ cdef class QuoteWire:
                 return conn
         return None
 
+    cdef object _granted(self, int lane, object shard, bint sharded):
+        """The warmest idle connection with ``lane``'s write budget taken (on ``shard``'s bucket when
+        ``sharded``), or None with nothing taken (the connection back in the idle pool)."""
+        conn = self._conn()
+        if conn is None:
+            return None
+        try:
+            if self.try_acquire(lane, self.cost, shard=shard) if sharded else self.try_acquire(lane, self.cost):
+                return conn
+        except BaseException:
+            self.idle.append(conn)
+            raise
+        self.idle.append(conn)
+        return None
+
     cdef bytes _ticker(self, object ticker):
         cdef PyObject* p = PyDict_GetItem(self.tickers, ticker)
         if p != NULL:
@@ -207,18 +222,10 @@ cdef class QuoteWire:
                   + PyBytes_GET_SIZE(self.quote_fixed) + PyBytes_GET_SIZE(tail) + 128)
         if PyBytes_GET_SIZE(self.create_head) + rest_n + 256 > BUF:
             return -1
-        conn = self._conn()
+        sharded = isinstance(shard, int) and shard >= 1 and rest._limiter_shards
+        conn = self._granted(self.place_lane, shard, sharded)
         if conn is None:
             return 0
-        sharded = isinstance(shard, int) and shard >= 1 and rest._limiter_shards
-        try:
-            if not (self.try_acquire(self.place_lane, self.cost, shard=shard) if sharded
-                    else self.try_acquire(self.place_lane, self.cost)):
-                self.idle.append(conn)
-                return 0
-        except BaseException:
-            self.idle.append(conn)
-            raise
         rest.requests += 1
         n = _putb(out, 0, self.create_head)
         k = ring.take_line(_mono_ns(), self.max_age_ns, out + n, BUF - n - rest_n)
@@ -309,18 +316,10 @@ cdef class QuoteWire:
         rest_n = PyBytes_GET_SIZE(CL_HEAD) + 6 + PyBytes_GET_SIZE(CL_TAIL) + PyBytes_GET_SIZE(tj) + nc + 160
         if PyBytes_GET_SIZE(self.amend_start) + no + PyBytes_GET_SIZE(self.amend_end) + rest_n + 256 > BUF:
             return -1
-        conn = self._conn()
+        sharded = isinstance(shard, int) and shard >= 1 and rest._limiter_shards
+        conn = self._granted(self.amend_lane, shard, sharded)
         if conn is None:
             return 0
-        sharded = isinstance(shard, int) and shard >= 1 and rest._limiter_shards
-        try:
-            if not (self.try_acquire(self.amend_lane, self.cost, shard=shard) if sharded
-                    else self.try_acquire(self.amend_lane, self.cost)):
-                self.idle.append(conn)
-                return 0
-        except BaseException:
-            self.idle.append(conn)
-            raise
         rest.requests += 1
         n = _putb(out, 0, self.amend_start)
         n = _put(out, n, o, no)
