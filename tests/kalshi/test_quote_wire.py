@@ -175,3 +175,30 @@ def test_an_amend_with_a_target_it_cannot_write_takes_the_python_body(offline): 
     assert rest.amend_quote_now("o?x", "KXT-0", "bid", 4500, 100, None, lambda *a: None, None,
                                 lambda c: None) == 0                 # the signed path would differ
     assert rest._qw.amends == amends and sent == []
+
+
+def test_a_failure_before_the_write_puts_the_connection_back(offline):  # noqa: F811
+    """Nothing is lost when building the completion fails after the connection and the budget were
+    taken: the connection is idle again and the error reaches the caller (nothing was written)."""
+    from kmm._core.quotewire import QuoteWire
+    from kmm.kalshi import rest as rest_mod
+    from kmm.kalshi.limiter import AMEND, PLACE
+
+    class Broken:
+        def __init__(self, *a: Any) -> None:
+            raise RuntimeError("completion")
+    rest, sent = offline
+    qw = QuoteWire(rest, rest.fast, rest.pool, rest.limiter, create_key=rest._create_key,
+                   create_full=rest._create_full, create_head=rest._create_head, quote_fixed=rest_mod._QUOTE_FIXED,
+                   json_str=rest_mod._json_str, quote_tail=rest_mod._quote_tail, quote_answer=Broken,
+                   amend_answer=Broken, place_lane=PLACE, amend_lane=AMEND, cost=protocol.COST_DEFAULT,
+                   one_dollar=10_000)
+    idle = list(rest.fast._idle)
+    del sent[:]
+    sign_ahead(rest)
+    with pytest.raises(RuntimeError):
+        qw.place("KXT-0", "bid", 4500, 100, "b1", None, lambda *a: None, None, lambda c: None)
+    sign_ahead(rest, f"{FULL}/o9/amend")
+    with pytest.raises(RuntimeError):
+        qw.amend("o9", "KXT-0", "bid", 4500, 100, None, lambda *a: None, None, lambda c: None)
+    assert list(rest.fast._idle) == idle and sent == []

@@ -172,8 +172,15 @@ cdef class QuoteWire:
             self.tails[key] = b
         return b
 
-    cdef object _write(self, object conn, Py_ssize_t n, object answer):
-        data = PyBytes_FromStringAndSize(self.out, n)
+    cdef object _write(self, object conn, Py_ssize_t n, object answer_of, tuple args):
+        """Write the ``n`` bytes built in :attr:`out` on ``conn`` with the completion ``answer_of(*args)``;
+        the connection goes back to the idle pool when anything fails before its ``start``."""
+        try:
+            data = PyBytes_FromStringAndSize(self.out, n)
+            answer = answer_of(*args)
+        except BaseException:
+            self.idle.append(conn)
+            raise
         fast = self.fast
         conn.start(data, fast.timeout_s, answer)
         written = conn.last_write_ns
@@ -257,9 +264,9 @@ cdef class QuoteWire:
         n = _putb(out, n, tail)
         n = self._length(cl_at, body_at, n)
         self.places += 1
-        written = self._write(conn, n, self.quote_answer(rest, ticker, side, price, count, client_order_id,
-                                                         order_group_id, shard if sharded else None, done, ctx,
-                                                         spawn))
+        written = self._write(conn, n, self.quote_answer, (rest, ticker, side, price, count, client_order_id,
+                                                           order_group_id, shard if sharded else None, done, ctx,
+                                                           spawn))
         self._after_take(ring, self.create_key, False)
         return written
 
@@ -358,8 +365,8 @@ cdef class QuoteWire:
         out[n] = 125                    # }
         n = self._length(cl_at, body_at, n + 1)
         self.amends += 1
-        written = self._write(conn, n, self.amend_answer(rest, order_id, full, shard if sharded else None, done,
-                                                         ctx, spawn))
+        written = self._write(conn, n, self.amend_answer, (rest, order_id, full, shard if sharded else None, done,
+                                                           ctx, spawn))
         self._after_take(ring, key, True)
         rest.remember_order(order_id, ticker)
         return written
