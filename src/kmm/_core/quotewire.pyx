@@ -52,30 +52,27 @@ cdef inline Py_ssize_t _putb(char* out, Py_ssize_t at, bytes b) noexcept:
     return at + n
 
 
-cdef inline int _plain(const char* s, Py_ssize_t n) noexcept:
-    """1 when ``s`` is its own JSON string body (printable ASCII, no quote or backslash) and non-empty."""
+cdef inline int _clean(const char* s, Py_ssize_t n, unsigned char lo, unsigned char no1, unsigned char no2) noexcept:
+    """1 when ``s`` is non-empty and every byte is in ``lo``..126 and neither ``no1`` nor ``no2``."""
     cdef Py_ssize_t i
     cdef unsigned char c
     if n == 0:
         return 0
     for i in range(n):
         c = <unsigned char>s[i]
-        if c < 32 or c > 126 or c == 34 or c == 92:
+        if c < lo or c > 126 or c == no1 or c == no2:
             return 0
     return 1
+
+
+cdef inline int _plain(const char* s, Py_ssize_t n) noexcept:
+    """1 when ``s`` is its own JSON string body (printable ASCII, no quote or backslash) and non-empty."""
+    return _clean(s, n, 32, 34, 92)
 
 
 cdef inline int _path_safe(const char* s, Py_ssize_t n) noexcept:
     """1 when ``s`` may stand in a request target as it is (printable ASCII, no space, '?' or '#')."""
-    cdef Py_ssize_t i
-    cdef unsigned char c
-    if n == 0:
-        return 0
-    for i in range(n):
-        c = <unsigned char>s[i]
-        if c <= 32 or c > 126 or c == 63 or c == 35:
-            return 0
-    return 1
+    return _clean(s, n, 33, 63, 35)
 
 
 cdef class QuoteWire:
