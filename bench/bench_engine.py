@@ -211,6 +211,36 @@ class WireStamps:
         self._wrap("_send_cancel", lambda a: a[1])
         self._wrap("_send_decrease", lambda a: a[1])
         self._wrap_quote_now()
+        self._last_write: tuple[bytes, int, int] | None = None     # the last write no pending key matched
+        self._wrap_first()
+
+    def _wrap_first(self) -> None:
+        """A decision's first create or amend the compiled frame entry wrote itself
+        (``FrameEntry.first_request``) enters no Python before its write: it is matched after it, when
+        the entry hands it to ``Engine._act_first`` / ``_act_placed`` with its decided stamp, against the
+        last write no pending key matched (the connection's ``start`` ran just before)."""
+        engine = self.engine
+        for name, kind in (("_act_first", "amend"), ("_act_placed", "place")):
+            orig = getattr(engine, name, None)
+            if orig is None:
+                continue
+
+            def w(pipe: Any, actions: Any, live: Any, trigger_ns: int, stamps: Any, marks: bool, decided_ns: int,
+                  written_ns: int, *more: Any, _orig: Any = orig, _kind: str = kind) -> Any:
+                last, self._last_write = self._last_write, None
+                key = str(more[1] if _kind == "place" else more[0].order_id).encode()
+                if last is not None and key in last[0] and pipe.tape_trigger_ns != trigger_ns:
+                    self._matched(last[0], last[1], last[2], decided_ns, trigger_ns, _kind)
+                return _orig(pipe, actions, live, trigger_ns, stamps, marks, decided_ns, written_ns, *more)
+            setattr(engine, name, w)
+
+    def _matched(self, data: bytes, t_in: int, t: int, decided: int, trigger: int, kind: str) -> None:
+        self.wire_ns.append(t - decided)
+        self.wire_by_kind[kind].append(t - decided)
+        if kind == "place":
+            self.pre_create_ns.append(t_in - decided)
+            self.write_create_ns.append(t - t_in)
+        self.total_ns.append(t - trigger)
 
     def _wrap_quote_now(self) -> None:
         """A quote create or amend the engine writes in one call (``rest.place_quote_now`` /
@@ -264,26 +294,20 @@ class WireStamps:
         setattr(self.engine, name, wrapper)
 
     def install(self) -> None:
-        orig, pending, wire, total, by_kind = (self._orig_send, self.pending, self.wire_ns, self.total_ns,
-                                               self.wire_by_kind)
-        pre, write = self.pre_create_ns, self.write_create_ns
+        orig, pending = self._orig_send, self.pending
         clock = time.monotonic_ns
 
         def send(conn: Any, data: bytes, timeout_s: float, done: Any) -> Any:
             t_in = clock()
             fut = orig(conn, data, timeout_s, done)
+            t = conn.last_write_ns
             if pending:
-                t = conn.last_write_ns
                 for k in pending:
                     if k in data:
                         decided, trigger, kind = pending.pop(k)
-                        wire.append(t - decided)
-                        by_kind[kind].append(t - decided)
-                        if kind == "place":
-                            pre.append(t_in - decided)
-                            write.append(t - t_in)
-                        total.append(t - trigger)
-                        break
+                        self._matched(data, t_in, t, decided, trigger, kind)
+                        return fut
+            self._last_write = (data, t_in, t)
             return fut
 
         fasthttp._Conn.start = send  # type: ignore[method-assign]

@@ -131,15 +131,12 @@ def _split_decide(engine: Engine) -> dict[str, list[int]]:
             out["queue"].append(t - recv_ns)
             out["code"].append(pipe.decided_ns - t)
 
-    def act(pipe: Any, actions: Any, live: Any, trigger_ns: int, *rest: Any, **kw: Any) -> None:
-        d0 = pipe.decided_ns
-        orig_act(pipe, actions, live, trigger_ns, *rest, **kw)
-        stamps = rest[0] if rest else kw.get("stamps")
-        if pipe.decided_ns != d0 and kw.get("decided_ns") and stamps is engine.update_decide_ns:
+    def entry_decided(pipe: Any, trigger_ns: int, stamps: Any) -> None:
+        if stamps is engine.update_decide_ns:
             # a fill's or an order update's re-quote the compiled entry made at the end of a read
             out["other"].append(pipe.decided_ns - trigger_ns)
             out["other_kind"].append("end_of_read")
-        elif pipe.decided_ns != d0 and kw.get("decided_ns"):
+        else:
             # decided in the compiled frame entry (kmm._core.entry), which never enters on_book: its
             # entry stamp is the pipeline's last_book_ns (taken where on_book would read the clock)
             out["book"].append(pipe.decided_ns - trigger_ns)
@@ -147,6 +144,20 @@ def _split_decide(engine: Engine) -> dict[str, list[int]]:
             out["code"].append(pipe.decided_ns - pipe.last_book_ns)
             out["entry_queue"].append(pipe.last_book_ns - trigger_ns)
             out["entry_code"].append(pipe.decided_ns - pipe.last_book_ns)
+
+    orig_first = getattr(engine, "_act_first", None)
+
+    def act_first(pipe: Any, actions: Any, live: Any, trigger_ns: int, stamps: Any, *rest: Any) -> None:
+        # a decision whose first amend the compiled entry wrote (FrameEntry.first_amend)
+        orig_first(pipe, actions, live, trigger_ns, stamps, *rest)
+        entry_decided(pipe, trigger_ns, stamps)
+
+    def act(pipe: Any, actions: Any, live: Any, trigger_ns: int, *rest: Any, **kw: Any) -> None:
+        d0 = pipe.decided_ns
+        orig_act(pipe, actions, live, trigger_ns, *rest, **kw)
+        stamps = rest[0] if rest else kw.get("stamps")
+        if pipe.decided_ns != d0 and kw.get("decided_ns"):
+            entry_decided(pipe, trigger_ns, stamps)
         elif pipe.decided_ns != d0:
             out["book" if inside[0] else "other"].append(pipe.decided_ns - trigger_ns)
             if not inside[0]:
@@ -156,6 +167,8 @@ def _split_decide(engine: Engine) -> dict[str, list[int]]:
 
     engine.on_book = on_book  # type: ignore[method-assign]
     engine._act = act  # type: ignore[method-assign]  # noqa: SLF001
+    if orig_first is not None:
+        engine._act_first = act_first  # type: ignore[method-assign]  # noqa: SLF001
     return out
 
 
@@ -229,6 +242,9 @@ def run_variant(tmp: Path, v: dict[str, Any], seed: int = 3, sim_cls: Any = SimP
                                                  "coalesced": getattr(entry, "coalesced", None),
                                                  "deferred": getattr(entry, "deferred", None),
                                                  "dropped": getattr(entry, "dropped", None),
+                                                 "first amends written (declined)": (
+                                                     getattr(entry, "first_written", None),
+                                                     getattr(entry, "first_declined", None)),
                                                  "epochs (gate, freshness, limiter pauses)": (
                                                      engine.gate.epoch, engine.freshness.epoch,
                                                      getattr(engine.gate.backoff, "pauses", None))}

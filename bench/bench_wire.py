@@ -275,6 +275,27 @@ class FrameCause:
                 return _inner(*args)
 
             setattr(engine, name, wrapper)
+        # a decision's first request the compiled entry wrote itself (FrameEntry.first_request): noted
+        # when the entry hands the written request to Engine._act_first / _act_placed, with its stamps
+        for name in ("_act_first", "_act_placed"):
+            inner_first = getattr(engine, name, None)
+            if inner_first is None:
+                continue
+
+            def first_w(pipe: Any, actions: Any, live: Any, trigger_ns: int, stamps: Any, marks: bool,
+                        decided_ns: int, written_ns: int, *more: Any, _inner: Any = inner_first,
+                        _create: bool = name == "_act_placed") -> Any:
+                book_decision[0] = stamps is not engine.update_decide_ns
+                try:
+                    # _act_placed: (ctx, client order id, side, price, size); _act_first: (order, price, size)
+                    row = note(more[1] if _create else more[0].order_id, _create, pipe.ticker)
+                    if row is not None:
+                        unwritten.pop(row[0].encode(), None)
+                        row[3], row[4] = written_ns, decided_ns
+                    return _inner(pipe, actions, live, trigger_ns, stamps, marks, decided_ns, written_ns, *more)
+                finally:
+                    book_decision[0] = False
+            setattr(engine, name, first_w)
         # the maker's one-call writes (rest.place_quote_now / amend_quote_now), which never enter
         # _send_place / _send_amend: noted as the call is entered, forgotten when it wrote nothing
         from kmm.kalshi import rest as rest_mod

@@ -113,8 +113,20 @@ async def test_decide_ns_holds_book_frame_decisions_only_and_updates_are_stamped
             for (pipe, d0), d in zip(before, decisions):
                 if pipe.decided_ns != d0:
                     made.append(("update" if pipe.ticker in read_upd else "book", pipe.decided_ns - d[3]))
+        def first_of(orig_first: Any) -> Any:
+            # a decision whose first request the entry wrote itself (FrameEntry.first_request), then sent
+            # the rest through Engine._act_first / _act_placed: classified as act() classifies the entry's
+            def first(pipe: Any, actions: Any, live: Any, trigger_ns: int, *rest: Any) -> None:
+                orig_first(pipe, actions, live, trigger_ns, *rest)
+                if e.ws.entry.coalesce:
+                    made.append(("update" if pipe.ticker in read_upd else "book", pipe.decided_ns - trigger_ns))
+                else:
+                    made.append((where[0], pipe.decided_ns - trigger_ns))
+            return first
+        orig_first, orig_placed = e._act_first, e._act_placed
         e.on_book, e.on_fill, e.on_user_order, e._act = on_book, on_fill, on_user_order, act  # type: ignore
         e._act_read = act_read  # type: ignore[method-assign]
+        e._act_first, e._act_placed = first_of(orig_first), first_of(orig_placed)  # type: ignore[method-assign]
         e.ws._bind_handler()                     # the connector holds on_book bound: take the wrapper
         assert e.ws.entry is not None, "the engine's compiled pipelines come with the compiled frame entry"
         e.ws._feed = feed_of(e.ws._feed)
@@ -130,6 +142,7 @@ async def test_decide_ns_holds_book_frame_decisions_only_and_updates_are_stamped
         book, update = list(e.decide_ns), list(e.update_decide_ns)
         e.on_book, e.on_fill, e.on_user_order, e._act = orig_on_book, orig_on_fill, orig_on_order, orig_act  # type: ignore
         e._act_read = orig_act_read  # type: ignore[method-assign]
+        e._act_first, e._act_placed = orig_first, orig_placed  # type: ignore[method-assign]
     by_book = [x for w, x in made if w == "book"]
     by_update = [x for w, x in made if w == "update"]
     others = [x for w, x in made if w == "other"]

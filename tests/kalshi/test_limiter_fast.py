@@ -5,6 +5,7 @@ grants and per-market counts."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +33,7 @@ class Clock:
 def state(lim: RateLimiter) -> tuple:
     writes = [lim._w0, *(lim._shard_writes[k] for k in sorted(lim._shard_writes))]
     return (round(lim.read.tokens, 9), tuple((round(w.bucket.tokens, 9), w.paused_until_ns) for w in writes),
-            tuple(lim._granted), tuple(sorted((k, tuple(v)) for k, v in lim._fair.items())))
+            tuple(lim._granted), tuple(sorted(((k, tuple(v)) for k, v in lim._fair.items()), key=repr)))
 
 
 op = st.one_of(
@@ -68,6 +69,69 @@ def test_try_acquire_in_one_call_matches_the_steps_it_replaces(ops, write_rate):
             for lim in (fast, ref):
                 lim._w0.waiters[o[1]]._n = int(o[2])
         assert state(fast) == state(ref), o
+
+
+calm_op = st.one_of(
+    op,
+    st.tuples(st.just("calm"), st.sampled_from([CANCEL, 1, PLACE]), st.sampled_from([1.0, 2.0, 10.0, 100.0]),
+              st.sampled_from([None, 0, 1, 2]), st.sampled_from([None, "A", "B"]),
+              st.sampled_from([0.0, 0.2, 0.5, 0.9, 1.0, 2.0])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=st.lists(calm_op, max_size=60), write_rate=st.sampled_from([10.0, 100.0, 1000.0]))
+def test_try_acquire_calm_is_the_pressure_check_then_try_acquire(ops, write_rate):
+    """``try_acquire_calm(lane, cost, shard, max_pressure, key)`` (the frame entry's first request) is
+    ``pressure() <= max_pressure`` (no shard: the most used write bucket), then ``try_acquire`` with
+    ``key`` as the fair key: the same answers, tokens, grants and per-market counts."""
+    clocks = (Clock(), Clock())
+    fast, ref = (RateLimiter(20.0, write_rate, clock_ns=c, cancel_reserve=5.0) for c in clocks)
+    refused_by_pressure = 0
+    for o in ops:
+        if o[0] == "calm":
+            _, lane, cost, shard, key, mp = o
+            got = fast.try_acquire_calm(lane, cost, shard, mp, key)
+            calm = not (mp < 1.0 and ref.pressure() > mp)
+            token = FAIR_KEY.set(key)
+            try:
+                want = calm and reference_try_acquire(ref, lane, cost, shard)
+            finally:
+                FAIR_KEY.reset(token)
+            refused_by_pressure += not calm
+            assert got == want, o
+        elif o[0] == "take":
+            _, lane, cost, shard, key = o
+            token = FAIR_KEY.set(key)
+            try:
+                assert fast.try_acquire(lane, cost, shard) == reference_try_acquire(ref, lane, cost, shard), o
+            finally:
+                FAIR_KEY.reset(token)
+        elif o[0] == "tick":
+            for c in clocks:
+                c.now += o[1]
+        elif o[0] == "429":
+            assert fast.on_rate_limited(o[1], shard=o[2]) == ref.on_rate_limited(o[1], shard=o[2])
+        else:
+            for lim in (fast, ref):
+                lim._w0.waiters[o[1]]._n = int(o[2])
+        assert state(fast) == state(ref), o
+
+
+def test_try_acquire_calm_refuses_under_pressure_and_counts_its_key():
+    clock = Clock()
+    lim = RateLimiter(20.0, 100.0, clock_ns=clock, cancel_reserve=5.0)
+    assert lim.pressure() == 0.0
+    assert lim.try_acquire_calm(PLACE, 10.0, None, 0.5, "KXA")
+    assert lim._fair["KXA"][0] == 1 and lim.pressure() > 0.0
+    while lim.pressure() <= 0.5:
+        assert lim.try_acquire_calm(PLACE, 10.0, None, 2.0, "KXB")
+    tokens = lim._w0.bucket.tokens
+    assert not lim.try_acquire_calm(PLACE, 1.0, None, 0.5, "KXA")       # above 0.5: nothing taken
+    assert lim._w0.bucket.tokens == tokens and lim._fair["KXA"][0] == 1
+    assert lim.try_acquire_calm(PLACE, 1.0, None, 1.0, "KXA")           # 1.0: never refused for pressure
+    with pytest.raises(ValueError, match="write lane"):
+        lim.try_acquire_calm(READ, 1.0)
 
 
 class _Fut:

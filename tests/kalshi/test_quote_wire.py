@@ -202,3 +202,28 @@ def test_a_failure_before_the_write_puts_the_connection_back(offline):  # noqa: 
     with pytest.raises(RuntimeError):
         qw.amend("o9", "KXT-0", "bid", 4500, 100, None, lambda *a: None, None, lambda c: None)
     assert list(rest.fast._idle) == idle and sent == []
+
+
+def test_a_write_under_write_pressure_is_refused_with_nothing_taken(offline):  # noqa: F811
+    """The frame entry's first request passes the maker's write-pressure bound (``max_pressure``) and
+    the market as the fair key: above the bound nothing is taken (no budget, no connection, no
+    signature) and the caller decides; at or below it the write counts its grant for that key."""
+    rest, sent = offline
+    lim = rest.limiter
+    del sent[:]
+    idle = list(rest.fast._idle)
+    sign_ahead(rest)
+    ring = rest.pool._slots[("POST", FULL)]
+    n_sigs = len(ring)
+    tokens = lim._w0.bucket.tokens
+    assert lim.pressure() > 0.0 or tokens == lim._w0.bucket.capacity
+    lim._w0.bucket.tokens = lim._w0.bucket.capacity * 0.3     # 70 % used
+    assert rest._qw.place("KXT-0", "bid", 4500, 100, "p1", None, lambda *a: None, None, lambda c: None,
+                          0.5, "KXT-0") == 0
+    assert sent == [] and list(rest.fast._idle) == idle and len(ring) == n_sigs
+    assert lim._w0.bucket.tokens == pytest.approx(lim._w0.bucket.capacity * 0.3, rel=1e-3)
+    assert rest._qw.place("KXT-0", "bid", 4500, 100, "p1", None, lambda *a: None, None, lambda c: None,
+                          0.9, "KXT-0") > 0
+    assert len(sent) == 1 and lim._fair["KXT-0"][0] >= 1
+    lim._w0.bucket.tokens = tokens
+    sign_ahead(rest)

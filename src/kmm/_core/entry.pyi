@@ -34,6 +34,8 @@ class FrameEntry:
     last: int
     ignore: int      # IGNORE_TICKER | IGNORE_TRADE: frame types captured only (their handlers do nothing)
     ignored: int     # frames captured only
+    first_written: int   # decisions whose first create or amend was written here (first_request)
+    first_declined: int  # ... a create or an amend first, left to the engine's Python path
     def __init__(self, router: BookRouter, stats: Any, after_feed: Callable[..., int],
                  raw: Callable[[int, bytes], None] | None, log: Any, engine: Any, session: Any, clock: Any,
                  sys_clock: bool, capture: Any = None, coalesce: bool = False,
@@ -55,4 +57,8 @@ class FrameEntry:
     def inventory(self, ticker: str) -> int: ...
     hot: dict[str, int] | None
     def open_rooms(self, hot: dict[str, int], open_step: tuple[int, int, int]) -> None: ...
+    def first_request(self, qw: Any, rest: Any = None, planner: Any = None, reprice_pressure: float = 0.0,
+                      resting: Any = None, partial: Any = None) -> None: ...
+    @property
+    def first_on(self) -> bool: ...
     def feed(self, data: bytes, recv_ns: int, last: bool = True) -> int: ...

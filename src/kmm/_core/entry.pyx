@@ -24,6 +24,9 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 from kmm._core._types cimport ns_t, qty_t
 from kmm._core.wire cimport BookRouter
 from kmm._core.pipeline cimport Pipeline
+from kmm._core.diff cimport Action, ACT_AMEND, ACT_PLACE
+from kmm._core.ordergate cimport OrderLimits
+from kmm._core.grid cimport Grid
 from kmm._core import wire as _wire
 
 cdef int NOT_BOOK = 0
@@ -46,6 +49,9 @@ PENDING = 4           # applied; its market is decided when the read ends (coale
 # FrameEntry.ignore: frame types captured but not handed to the Python path (their handlers do nothing)
 IGNORE_TICKER = _wire.OTHER_TICKER_FRAME
 IGNORE_TRADE = _wire.OTHER_TRADE_FRAME
+
+cdef str S_BID = "bid"
+cdef str S_ASK = "ask"
 
 cdef int PER_READ = 16    # reads_by_deltas: reads with 0..15 deltas, and 16 or more
 
@@ -142,6 +148,16 @@ cdef class FrameEntry:
     cdef uint64_t _why[6]               # handed deltas by reason (handed_by)
     cdef uint64_t _per_read[17]         # reads by their number of deltas (reads_by_deltas)
     cdef uint64_t _n_read               # deltas in the read under way
+    # a decision's first action, a create or an amend of a working order, checked and written here
+    # (first_request())
+    cdef object fa_qw                   # the connector's kmm._core.quotewire.QuoteWire; None: off
+    cdef object fa_rest, fa_planner, fa_om, fa_pf, fa_ev, fa_evgate
+    cdef object fa_resting, fa_partial  # kmm.engine.orders.OrderState.RESTING / PARTIALLY_FILLED
+    cdef dict fa_by_coid                # the order manager's orders by client order id
+    cdef OrderLimits fa_lim
+    cdef double fa_reprice
+    cdef readonly uint64_t first_written    # decisions whose first request was written here
+    cdef readonly uint64_t first_declined   # ... a create or an amend first, left to the engine's Python path
 
     def __init__(self, BookRouter router not None, stats, after_feed, raw, log, engine, session, clock,
                  bint sys_clock, capture=None, bint coalesce=False, bint flush_python=False):
@@ -167,6 +183,173 @@ cdef class FrameEntry:
         self.rooms = engine.event_risk.rooms
         self.positions = session.pf._markets
         self.blocked = engine.blocked
+
+    def first_request(self, qw, rest=None, planner=None, double reprice_pressure=0.0, resting=None,
+                      partial=None):
+        """Check and write a decision's first action here when it is a quote's create or an amend of a
+        working order (a quote moved with the market), before the engine's Python runs: the steps of
+        ``Engine._apply_actions`` for a create (``QuotePlanner.place_checked``, the client order id,
+        ``QuoteWire.place``) and of ``Engine._amend_now`` for an amend, with their inputs read in C.
+        In order: for an amend, the order (a working order of ours, no request open); the risk gate's
+        check for a market that is not reduce-only (:class:`kmm._core.ordergate.OrderLimits`, held to
+        ``RiskGate.place_allowed`` / ``amend_size``); the event limits in their one-call form
+        (``EventRiskGate.fits_whole``); then the write, its budget taken only while the limiter's write
+        pressure is at most ``reprice_pressure`` (``Engine._small_reprices_only`` decides above it:
+        ``LimiterCore.try_acquire_calm``, one call) and counted for the market (the fair key).
+        Written: the engine's ``_act_first`` records it and sends the decision's other actions. Anything
+        else (a denial, reduce-only, no signature, budget or idle connection, a batch under way, a
+        planner or connector other than the ones given here) leaves the whole decision to
+        ``Engine._act``, nothing taken. ``qw`` None: off."""
+        if qw is None:
+            self.fa_qw = None
+            return
+        gate = planner.gate
+        if gate is not self.gate or gate.positions is not planner.pf or planner.pf._markets is not self.positions:
+            raise ValueError("FrameEntry.first_request: the planner's risk gate and portfolio are not the session's")
+        self.fa_rest, self.fa_planner = rest, planner
+        self.fa_om = planner.om
+        self.fa_pf = planner.pf
+        self.fa_by_coid = self.fa_om._by_coid
+        self.fa_ev = planner.event_risk
+        self.fa_evgate = None if self.fa_ev is None else self.fa_ev.gate
+        self.fa_resting, self.fa_partial = resting, partial
+        self.fa_lim = OrderLimits(gate.limits)
+        self.fa_reprice = reprice_pressure
+        self.fa_qw = qw
+
+    @property
+    def first_on(self):
+        """A decision's first create or amend is checked and written here (:meth:`first_request`)."""
+        return self.fa_qw is not None
+
+    cdef int _declined(self) except -1:
+        self.first_declined += 1
+        return 0
+
+    cdef int _first(self, _Slot slot, object actions, object live_n, int64_t trigger_ns, object stamps,
+                    bint book, int64_t decided) except -1:
+        """The decision's first action written here when it is a create or an amend
+        :meth:`first_request` allows: 1 (written, and the engine's ``_act_first`` sent the rest), else 0
+        (nothing taken or sent: the caller hands the decision to ``Engine._act``)."""
+        cdef object qw = self.fa_qw
+        cdef Action a
+        cdef PyObject* p
+        cdef int64_t q, price, size, old_rem = 0, written, ok
+        cdef bint bid
+        if qw is None:
+            return 0
+        first = actions[0]
+        if type(first) is not Action:
+            return 0
+        a = <Action>first
+        if a.kind != ACT_AMEND and a.kind != ACT_PLACE:
+            return 0
+        engine = self.engine
+        planner = self.fa_planner
+        gate = self.gate
+        rest = self.fa_rest
+        session = self.session
+        if engine._batch is not None or session.rest is not rest or rest._qw is not qw \
+                or planner.gate is not gate or planner.event_risk is not self.fa_ev \
+                or gate.limits is not self.fa_lim.limits:
+            return self._declined()
+        live = None
+        if a.kind == ACT_AMEND:
+            p = PyDict_GetItem(self.fa_by_coid, a.order_id)
+            if p == NULL:
+                return self._declined()
+            live = <object>p
+            state = live.state
+            if live.order_id is None or (state is not self.fa_resting and state is not self.fa_partial):
+                return self._declined()
+        ticker = slot.ticker
+        m = gate.markets.get(ticker)
+        if m is None:
+            return self._declined()
+        grid = m.grid
+        if not isinstance(grid, Grid):
+            return self._declined()
+        bid = a.side == 0
+        side = S_BID if bid else S_ASK
+        price = a.price
+        size = a.size
+        p = PyDict_GetItem(self.positions, ticker)
+        q = 0 if p == NULL else (<object>p).position
+        close = m.close_time_ns
+        om = self.fa_om
+        if live is None:
+            by_ticker = om._live_by_ticker.get(ticker)
+            ok = self.fa_lim.place(ticker, bid, price, size, 0 if by_ticker is None else len(by_ticker),
+                                   len(om._live), q, om.open_qty(ticker, side), self.fa_pf._abs_total,
+                                   gate.last_pnl, m.fractional, <Grid>grid, close is not None,
+                                   0 if close is None else close, self._wall())
+        else:
+            old_rem = live.remaining
+            ok = self.fa_lim.amend(ticker, bid, price, size, old_rem, q, om.open_qty(ticker, side),
+                                   self.fa_pf._abs_total, gate.last_pnl, m.fractional, <Grid>grid,
+                                   close is not None, 0 if close is None else close, self._wall())
+        if ok != size:
+            return self._declined()
+        evg = self.fa_evgate
+        if evg is not None:
+            if live is None:
+                fits = evg.fits_whole(ticker, side, price, size)
+            else:
+                old_price = live.price
+                fits = evg.fits_whole(ticker, side, price, size,
+                                      (old_price, old_rem) if old_price is not None and old_rem > 0 else None)
+            if not fits and evg.event_of(ticker) is not None:
+                return self._declined()
+        pipe = slot.pipe
+        if live is None:
+            return self._first_place(slot, pipe, actions, live_n, trigger_ns, stamps, book, decided, side, price, size)
+        oid = live.order_id
+        pipe.applying = True
+        try:
+            written = qw.amend(oid, ticker, side, price, live.fill_count + size, live.client_order_id,
+                               engine._amend_done, (pipe, live), session.spawn, self.fa_reprice, ticker)
+        except BaseException:
+            # the bytes may have gone out: recorded as sent, as Engine._amend_now records it
+            engine._amend_recorded(pipe, oid, price, size)
+            raise
+        finally:
+            pipe.applying = False
+        if written <= 0:
+            # nothing taken (write pressure above the bound, no signature, budget or connection)
+            return self._declined()
+        self.first_written += 1
+        engine._act_first(pipe, actions, live_n, trigger_ns, stamps, book, decided, written, live, price, size)
+        return 1
+
+    cdef int _first_place(self, _Slot slot, object pipe, object actions, object live_n, int64_t trigger_ns,
+                          object stamps, bint book, int64_t decided, str side, int64_t price,
+                          int64_t size) except -1:
+        """:meth:`_first`'s create, checked: written as ``Engine._apply_actions`` writes a quote (its
+        order recorded right after the write, by ``_act_placed``; whatever happened, once the bytes
+        may have gone out)."""
+        cdef int64_t written
+        engine = self.engine
+        session = self.session
+        ticker = slot.ticker
+        coid = self.fa_om.new_client_order_id()
+        ctx = [pipe, None]
+        pipe.in_flight += 1
+        pipe.applying = True
+        try:
+            written = self.fa_qw.place(ticker, side, price, size, coid, session.group_id, engine._quote_done, ctx,
+                                       session.spawn, self.fa_reprice, ticker)
+        except BaseException:
+            ctx[1] = self.fa_om.record_create(ticker, side, price, size, coid)
+            raise
+        finally:
+            pipe.applying = False
+        if written <= 0:
+            pipe.in_flight -= 1
+            return self._declined()           # nothing taken: the id is left unused
+        self.first_written += 1
+        engine._act_placed(pipe, actions, live_n, trigger_ns, stamps, book, decided, written, ctx, coid, side,
+                           price, size)
+        return 1
 
     def add(self, str ticker not None, Pipeline core not None, pipe, fresh):
         """Decide ``ticker``'s deltas here: its compiled pipeline, the engine's MarketPipeline around
@@ -385,7 +568,8 @@ cdef class FrameEntry:
             try:
                 if len(acts) == 1:
                     a = <tuple>acts[0]
-                    engine._act(a[0], a[1], a[2], a[3], a[4], marks=a[5], decided_ns=a[6])
+                    if not self._first_of(a):
+                        engine._act(a[0], a[1], a[2], a[3], a[4], marks=a[5], decided_ns=a[6])
                 else:
                     engine._act_read(acts)
             except Exception:
@@ -399,6 +583,16 @@ cdef class FrameEntry:
                 self.stats.callback_errors += 1
                 self.log.exception("marking %s at the end of the read raised", slot.ticker)
         return 0
+
+    cdef int _first_of(self, tuple a) except -1:
+        # _first for a decision a flush kept: (pipe, actions, live, trigger_ns, stamps, marks, decided_ns)
+        cdef PyObject* p
+        if self.fa_qw is None:
+            return 0
+        p = PyDict_GetItem(self.slots, a[0].ticker)
+        if p == NULL or (<_Slot>p).pipe is not a[0]:
+            return 0
+        return self._first(<_Slot>p, a[1], a[2], a[3], a[4], a[5], a[6])
 
     cdef inline int _mark(self, _Slot slot, bint book) except -1:
         # a book decision's marks (the top of book moved): after the read's requests while a flush
@@ -577,12 +771,12 @@ cdef class FrameEntry:
         if actions:
             decided = self._mono()
             self.decided += 1
+            stamps = engine.update_decide_ns if update else engine.decide_ns
             if self._acts is not None:         # a flush: sent once every pending market is decided
-                self._acts.append((pipe, actions, core._nown, trigger_ns,
-                                   engine.update_decide_ns if update else engine.decide_ns, book, decided))
+                self._acts.append((pipe, actions, core._nown, trigger_ns, stamps, book, decided))
                 return FAST_DECIDED
-            engine._act(pipe, actions, core._nown, trigger_ns,
-                        engine.update_decide_ns if update else engine.decide_ns, marks=book, decided_ns=decided)
+            if not self._first(slot, actions, core._nown, trigger_ns, stamps, book, decided):
+                engine._act(pipe, actions, core._nown, trigger_ns, stamps, marks=book, decided_ns=decided)
             return FAST_DECIDED
         # Engine._act with no actions: quoting, the marks, and a market with orders is not blocked
         pipe.state = QUOTING

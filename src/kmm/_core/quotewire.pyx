@@ -84,7 +84,7 @@ cdef class QuoteWire:
     takes the full path) or -1 when a value is not one these bytes are built for (nothing taken; the
     caller's Python body builds them)."""
 
-    cdef object rest, fast, pool, idle, slots, shards, try_acquire
+    cdef object rest, fast, pool, idle, slots, shards, try_acquire, try_calm, pressure
     cdef object json_str, quote_tail, quote_answer, amend_answer, create_key, create_full
     cdef SigRing create_ring
     cdef bytes create_head, amend_start, amend_end, quote_fixed
@@ -103,6 +103,8 @@ cdef class QuoteWire:
         self.slots = pool._slots
         self.shards = rest.shards
         self.try_acquire = limiter.try_acquire
+        self.try_calm = getattr(limiter, "try_acquire_calm", None)   # the compiled limiter core's
+        self.pressure = getattr(limiter, "pressure", None) if self.try_calm is None else None
         self.json_str, self.quote_tail = json_str, quote_tail
         self.quote_answer, self.amend_answer = quote_answer, amend_answer
         self.create_key, self.create_full = create_key, create_full
@@ -128,14 +130,26 @@ cdef class QuoteWire:
                 return conn
         return None
 
-    cdef object _granted(self, int lane, object shard, bint sharded):
+    cdef object _granted(self, int lane, object shard, bint sharded, double max_pressure, object key):
         """The warmest idle connection with ``lane``'s write budget taken (on ``shard``'s bucket when
-        ``sharded``), or None with nothing taken (the connection back in the idle pool)."""
+        ``sharded``), or None with nothing taken (the connection back in the idle pool). With
+        ``max_pressure`` below 1, also None when the limiter's write pressure is above it (the frame
+        entry's first request: ``Engine._small_reprices_only`` decides then); ``key``: the fair key
+        the grant counts for (None: the limiter's FAIR_KEY)."""
         conn = self._conn()
         if conn is None:
             return None
         try:
-            if self.try_acquire(lane, self.cost, shard=shard) if sharded else self.try_acquire(lane, self.cost):
+            if max_pressure < 1.0 or key is not None:
+                if self.try_calm is not None:
+                    ok = self.try_calm(lane, self.cost, shard if sharded else None, max_pressure, key)
+                else:           # a limiter without the compiled core's one call: its two (key not counted)
+                    ok = not (max_pressure < 1.0 and self.pressure is not None
+                              and self.pressure() > max_pressure) and (
+                        self.try_acquire(lane, self.cost, shard=shard) if sharded else self.try_acquire(lane, self.cost))
+            else:
+                ok = self.try_acquire(lane, self.cost, shard=shard) if sharded else self.try_acquire(lane, self.cost)
+            if ok:
                 return conn
         except BaseException:
             self.idle.append(conn)
@@ -198,7 +212,7 @@ cdef class QuoteWire:
         return 0
 
     def place(self, ticker, side, int64_t price, int64_t count, client_order_id, order_group_id,
-              done, ctx, spawn):
+              done, ctx, spawn, double max_pressure=2.0, key=None):
         """``KalshiRest.place_quote_now``'s write (its docstring), or 0 / -1 (this class's docstring)."""
         cdef SigRing ring = self.create_ring
         cdef Py_ssize_t nc, n, k, body_at, cl_at, rest_n
@@ -227,7 +241,7 @@ cdef class QuoteWire:
         if PyBytes_GET_SIZE(self.create_head) + rest_n + 256 > BUF:
             return -1
         sharded = isinstance(shard, int) and shard >= 1 and rest._limiter_shards
-        conn = self._granted(self.place_lane, shard, sharded)
+        conn = self._granted(self.place_lane, shard, sharded, max_pressure, key)
         if conn is None:
             return 0
         rest.requests += 1
@@ -278,7 +292,8 @@ cdef class QuoteWire:
             memmove(self.out + cl_at + k, self.out + cl_at + 6, end - cl_at - 6)
         return end - gap
 
-    def amend(self, order_id, ticker, side, int64_t price, int64_t count, client_order_id, done, ctx, spawn):
+    def amend(self, order_id, ticker, side, int64_t price, int64_t count, client_order_id, done, ctx, spawn,
+              double max_pressure=2.0, key=None):
         """``KalshiRest.amend_quote_now``'s write (its docstring), or 0 / -1 (this class's docstring)."""
         cdef Py_ssize_t no, nc = 0, n, k, body_at, cl_at, rest_n
         cdef const char* o
@@ -321,7 +336,7 @@ cdef class QuoteWire:
         if PyBytes_GET_SIZE(self.amend_start) + no + PyBytes_GET_SIZE(self.amend_end) + rest_n + 256 > BUF:
             return -1
         sharded = isinstance(shard, int) and shard >= 1 and rest._limiter_shards
-        conn = self._granted(self.amend_lane, shard, sharded)
+        conn = self._granted(self.amend_lane, shard, sharded, max_pressure, key)
         if conn is None:
             return 0
         rest.requests += 1

@@ -336,15 +336,31 @@ cdef class LimiterCore:
         A write is ``_blocked_by_queue``, :meth:`poll` and :meth:`_count` in one call (the order path's
         every request comes here; tests/kalshi/test_limiter_fast.py holds the two to the same grants,
         tokens and counts); a read takes those steps one after the other."""
-        cdef Writes w
-        cdef int i
-        cdef long long now
         if lane == READ:
             if self._read_waiters._n > 0:
                 return False
             if self._poll_c(lane, cost, shard) == 0:
                 self._count_c(_FAIR_KEY.get(), 0, False)
                 return True
+            return False
+        return self._try_write(lane, cost, shard, 2.0, None)
+
+    def try_acquire_calm(self, int lane, double cost, shard=None, double max_pressure=2.0, key=None):
+        """:meth:`try_acquire` for a write, refused (nothing taken) when :meth:`pressure` with no
+        shard (the most used write bucket) is above ``max_pressure``: the order path's two questions
+        in one call (the compiled frame entry's first request: the maker skips
+        small reprices under write pressure, kmm.engine.maker.Engine._small_reprices_only, before it
+        writes). ``key``: the fair key counted for the grant (None: :data:`FAIR_KEY`'s value).
+        tests/kalshi/test_limiter_fast.py holds it to the two calls."""
+        if lane == READ:
+            raise ValueError("try_acquire_calm: a write lane (CANCEL, AMEND or PLACE), not READ")
+        return self._try_write(lane, cost, shard, max_pressure, key)
+
+    cdef bint _try_write(self, int lane, double cost, object shard, double max_pressure, object key) except -1:
+        cdef Writes w
+        cdef int i
+        cdef long long now
+        if max_pressure < 1.0 and self._pressure_at(None, self._clock()) > max_pressure:
             return False
         w = self._w0 if shard is None or shard < 1 else (<object>self)._writes(shard)
         for i in range(lane + 1):
@@ -356,7 +372,7 @@ cdef class LimiterCore:
         if w.bucket.take(now, cost, 0.0 if lane == CANCEL else self.cancel_reserve):
             return False
         self._granted[lane] += 1
-        self._count_c(_FAIR_KEY.get(), 0, False)
+        self._count_c(_FAIR_KEY.get() if key is None else key, 0, False)
         return True
 
     def _acquire_now(self, int lane, double cost, shard, key):
@@ -380,7 +396,9 @@ cdef class LimiterCore:
     def pressure(self, shard=None):
         """Fraction of a write bucket in use, 0.0 (full) .. 1.0 (empty or paused): ``shard``'s, or with
         no shard the most used of all write buckets."""
-        cdef long long now = self._clock()
+        return self._pressure_at(shard, self._clock())
+
+    cdef double _pressure_at(self, object shard, long long now) except -1.0:
         cdef double worst = 0.0
         cdef Writes w
         if shard is None and not self._shard_writes:    # the unscoped bucket only: no list to build

@@ -502,6 +502,19 @@ class EventRiskGate:
         if b is not None and b.sums is not None:
             b.sums.dirty.add(ticker)
 
+    def refresh(self) -> None:
+        """Bring every event's kept sums up to date now: what the next check's :meth:`EventSums.refresh`
+        would do first, done off the order path (the maker calls it once an order or fill callback is
+        complete, :meth:`kmm.engine.maker.Engine._sync_owned`), so that a decision's first request finds
+        nothing to apply. A failure is logged and left: the next check refreshes, and raises, as before."""
+        for name, eb in self.events.items():
+            s = eb.sums
+            if s is not None and (s.dirty or s.rev != eb.rev):
+                try:
+                    s.refresh()
+                except Exception:
+                    log.exception("event %s: refreshing the kept sums failed (the next check retries)", name)
+
     def _sums(self, book: EventBook) -> EventSums | None:
         """The event's kept sums, up to date; None when the full gather must answer."""
         s = book.sums

@@ -55,6 +55,7 @@ from kmm.kalshi import ConnectorConfig, FeedHandler
 from kmm.kalshi.decode import WireError
 from kmm.kalshi.fasthttp import ON_WRITE
 from kmm.kalshi.limiter import FAIR_KEY
+from kmm.kalshi.rest import KalshiRest
 from kmm.kalshi.types import Fill, Lifecycle, MarketPosition, OrderRequest, Trade, UserOrder
 from kmm.strategy.alpha import AlphaSource, ExternalSkew
 from kmm.strategy.base import Strategy
@@ -95,6 +96,7 @@ class EngineOptions:
     event_pull: bool = True             # an event going reduce-only / over its limit pulls all its quotes
     frame_entry: bool = True            # deltas of compiled pipelines decided in kmm._core.entry (no Python frame)
     skip_unread: bool = True  # ... which captures ticker/trade frames nobody reads without decoding them
+    first_in_c: bool = True   # ... which writes a decision's first create or amend (FrameEntry.first_request)
 
 
 @dataclass(slots=True)
@@ -365,6 +367,10 @@ class Engine(FeedHandler):
             core = p.core
             if core.own_dirty and p.compiled:
                 core.own_sync(self.om.live_orders(t, now_ns=now), now)
+        # the event limits' kept sums too, so the next decision's first request applies no change
+        refresh = getattr(getattr(self.event_risk, "gate", None), "refresh", None)
+        if refresh is not None:
+            refresh()
 
     # ---- the session's parts, for callers and tests
     @property
@@ -585,8 +591,35 @@ class Engine(FeedHandler):
         if type(self.event_risk).rooms is EventWiring.rooms:
             # the open rooms read in C for a market whose event refused nothing lately (EventWiring.rooms)
             entry.open_rooms(self.event_risk._hot, ROOMS_OPEN_STEP)  # noqa: SLF001
+        self._first_in_c(entry)
         self.entry = entry
         return entry
+
+    def _first_in_c(self, entry: FrameEntry) -> None:
+        """Let the entry check and write a decision's first create or amend
+        (:meth:`FrameEntry.first_request`) when every step it replaces is the one it was built from:
+        the connector's compiled quote writes (``KalshiRest.place_quote_now`` / ``amend_quote_now`` over
+        its ``QuoteWire``), this class's request steps, the planner's :class:`RiskGate` on the session's
+        portfolio and :class:`EventWiring`'s one-call checks. Anything else (paper mode, a subclass, a
+        test double) keeps the Python path."""
+        rest = self.session.rest
+        qw = getattr(rest, "_qw", None)
+        planner = self.planner
+        ev = planner.event_risk
+        own = ("_act", "_apply", "_apply_actions", "_amend_now", "_small_reprices_only", "_act_first", "_act_placed",
+               "_first_sent", "_amend_recorded", "_quote_answered", "_amend_answered")
+        if not self.opt.first_in_c or qw is None or rest is None or \
+                getattr(type(rest), "amend_quote_now", None) is not KalshiRest.amend_quote_now or \
+                getattr(type(rest), "place_quote_now", None) is not KalshiRest.place_quote_now or \
+                type(planner) is not QuotePlanner or type(planner.gate) is not RiskGate or \
+                planner.gate is not self.session.gate or planner.gate.positions is not planner.pf or \
+                planner.pf is not self.session.pf or planner.om is not self.session.om or \
+                (ev is not None and (type(ev).amend_fits is not EventWiring.amend_fits
+                                     or type(ev).size_place is not EventWiring.size_place)) or \
+                any(getattr(type(self), n) is not getattr(Engine, n) for n in own):
+            entry.first_request(None)
+            return
+        entry.first_request(qw, rest, planner, self.opt.reprice_pressure, _RESTING, _PARTIAL)
 
     def _ignored_frames(self) -> int:
         """The public frames whose handlers do nothing in this engine, which the compiled entry captures
@@ -940,6 +973,51 @@ class Engine(FeedHandler):
                 self.blocked.pop(ticker, None)
             elif pipe.core.last_dropped:
                 self._event_room(pipe)
+
+    def _act_first(self, pipe: MarketPipeline, actions: tuple[Any, ...], live: Any, trigger_ns: int,
+                   stamps: deque[int] | None, marks: bool, decided_ns: int, written_ns: int, o: Order,
+                   price: int, size: int) -> None:
+        """:meth:`_act` for a decision whose first action, an amend of ``o`` to ``price`` / ``size``,
+        the compiled frame entry checked and wrote (:meth:`FrameEntry.first_request`: what
+        :meth:`_amend_now` does; ``written_ns``: after its bytes were written). Its record first, as
+        :meth:`_amend_now` makes it (nothing of the loop has run since the write), then
+        :meth:`_first_sent`."""
+        self._amend_recorded(pipe, o.order_id or "", price, size)     # a working order: it has its id
+        self.session.amends_sent += 1
+        self._first_sent(pipe, actions, trigger_ns, stamps, marks, decided_ns, written_ns)
+
+    def _act_placed(self, pipe: MarketPipeline, actions: tuple[Any, ...], live: Any, trigger_ns: int,
+                    stamps: deque[int] | None, marks: bool, decided_ns: int, written_ns: int, ctx: list[Any],
+                    coid: str, side: str, price: int, size: int) -> None:
+        """:meth:`_act_first` for a decision whose first action, a quote's create, the compiled frame
+        entry checked and wrote (what :meth:`_apply_actions` does for a create the planner allows): the
+        order's record, which its answer finds in ``ctx``, then the pending store row after the
+        decision's other requests, then :meth:`_first_sent`."""
+        ctx[1] = self.om.record_create(pipe.ticker, side, price, size, coid)
+        self.session.orders_sent += 1
+        if self.recorder is not None:
+            self._later(self._record_pending_quote, coid, pipe.ticker, side, price, size)
+        self._first_sent(pipe, actions, trigger_ns, stamps, marks, decided_ns, written_ns)
+
+    def _first_sent(self, pipe: MarketPipeline, actions: tuple[Any, ...], trigger_ns: int,
+                    stamps: deque[int] | None, marks: bool, decided_ns: int, written_ns: int) -> None:
+        """The rest of :meth:`_act` once a decision's first request is written and recorded: the
+        decision's stamps, the write's, the other actions, the marks."""
+        pipe.state = "quoting"
+        pipe.trigger_ns = trigger_ns
+        pipe.decided_ns = decided_ns
+        if stamps is not None:
+            stamps.append(decided_ns - trigger_ns)
+        self.session.inflight_now += 1
+        try:
+            if pipe.tape_trigger_ns != trigger_ns:
+                self._stamp_now(pipe, trigger_ns, written_ns)
+            if len(actions) > 1:
+                self._apply(pipe, actions[1:], trigger_ns)
+        finally:
+            if marks:
+                self._mark_top(pipe)
+        self.blocked.pop(pipe.ticker, None)
 
     def _act_read(self, decisions: list[tuple[Any, ...]]) -> None:
         """Send the decisions of one socket read, every market already decided (the compiled frame
