@@ -306,3 +306,39 @@ def test_total_pnl_kept_equals_the_sum_over_markets(steps, mark, rounding):
             pf.settle(s_[1], s_[2])
         assert pf.total_pnl() == former(True)
         assert pf.total_pnl(net_of_fees=False) == former(False)
+
+
+def test_refresh_brings_the_kept_sums_up_to_date_off_the_order_path():
+    """``EventRiskGate.refresh`` (called by the maker once an order or fill callback is done) applies
+    what changed, so the next check reads no market; a refresh that fails is logged and the next
+    check applies the change itself (and raises there, as before)."""
+    pf = Portfolio(cash=10_000_0000)
+    om = OrderManager(ManualClock(), session="ktest")
+
+    class Counting(LiveResting):
+        reads = 0
+        fail = False
+
+        def may_fill(self, ticker: str) -> list[tuple[str, int, int]]:
+            Counting.reads += 1
+            if Counting.fail:
+                raise RuntimeError("test: resting view")
+            return super().may_fill(ticker)
+
+    gate = EventRiskGate(EventLimits(max_event_loss=1000_0000, max_event_exposure=100_000), pf, Counting(om))
+    markets = tuple(f"KXS-{i}" for i in range(5))
+    gate.add_event(EventSpec("KXS", True, markets))
+    assert gate.check_place("KXS-1", "bid", 4000, 500)
+    om.create("KXS-3", "bid", 4000, 500)
+    sums = gate.event_of("KXS-3").sums
+    assert sums.dirty == {"KXS-3"}
+    Counting.reads = 0
+    gate.refresh()
+    assert Counting.reads == 1 and not sums.dirty
+    assert gate.fits_whole("KXS-2", "ask", 6000, 500) and Counting.reads == 1     # nothing left to apply
+    om.create("KXS-4", "bid", 4000, 500)
+    Counting.fail = True
+    gate.refresh()                                   # logged, not raised: the market stays dirty
+    assert sums.dirty == {"KXS-4"}
+    Counting.fail = False
+    assert gate.check_place("KXS-2", "ask", 6000, 500) and not sums.dirty

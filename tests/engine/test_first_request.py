@@ -373,3 +373,13 @@ def test_the_entry_writes_only_behind_the_steps_it_was_built_from(key: Any, tmp_
     finally:
         me.Engine = saved                                      # type: ignore[misc]
     assert type(w.e) is Mine and not w.ws.entry.first_on
+
+
+def test_the_engine_refreshes_the_event_sums_once_an_order_callback_is_done(key: Any, tmp_path: Any) -> None:
+    """Engine._sync_owned (soon after the order manager changed) also brings the event limits' kept
+    sums up to date, so the next decision's event check applies nothing (EventRiskGate.refresh)."""
+    w = Wired(key, tmp_path, True)
+    calls: list[int] = []
+    w.e.event_risk.gate.refresh = lambda: calls.append(1)     # type: ignore[method-assign]
+    w.e._sync_owned()
+    assert calls == [1]
