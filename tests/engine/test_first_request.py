@@ -46,6 +46,14 @@ PRICES = [50, 100, 4500, 4550, 5000, 9900, 9950]
 COUNTS = [-100, 0, 100, 150, 500, 1000, 5000]
 
 
+def _drawn(data: Any) -> tuple[RiskGate, Any, Any, str, int, int, dict[str, Any]]:
+    """A random gate state and order (``gate_state``), and the numbers the entry reads for it."""
+    gate, _, pf, om = gate_state(data.draw)
+    side = data.draw(st.sampled_from(["bid", "ask"]))
+    return gate, pf, om, side, data.draw(st.sampled_from(PRICES)), data.draw(st.sampled_from(COUNTS)), \
+        _c_args(gate, pf, om, side)
+
+
 def _c_args(gate: RiskGate, pf: Any, om: Any, side: str) -> dict[str, Any]:
     m = gate.markets[T]
     return dict(q=pf.position(T), open_side=om.open_qty(T, side), total_abs=pf.total_abs_position(),
@@ -56,15 +64,11 @@ def _c_args(gate: RiskGate, pf: Any, om: Any, side: str) -> dict[str, Any]:
 @settings(max_examples=800, deadline=None)
 @given(data=st.data())
 def test_the_c_amend_check_is_the_gates_amend_size_when_not_reduce_only(data: Any) -> None:
-    gate, _, pf, om = gate_state(data.draw)
-    side = data.draw(st.sampled_from(["bid", "ask"]))
-    price = data.draw(st.sampled_from(PRICES))
-    size = data.draw(st.sampled_from(COUNTS))
+    gate, pf, om, side, price, size, a = _drawn(data)
     mine = [o for o in om.live_orders(T) if o.side == side]
     old = data.draw(st.sampled_from(mine)) if mine and data.draw(st.booleans()) else None
     old_rem = old.remaining if old is not None else data.draw(st.sampled_from([0, 100]))
     old_price = old.price if old is not None else 4000
-    a = _c_args(gate, pf, om, side)
     c = OrderLimits(gate.limits).check_amend(T, side == "bid", price, size, old_rem, a["q"], a["open_side"],
                                              a["total_abs"], a["last_pnl"], a["fractional"], a["grid"],
                                              a["close_ns"], a["wall_ns"])
@@ -84,11 +88,7 @@ def test_the_c_amend_check_is_the_gates_amend_size_when_not_reduce_only(data: An
 @settings(max_examples=800, deadline=None)
 @given(data=st.data())
 def test_the_c_place_check_is_the_gates_place_allowed_when_not_reduce_only(data: Any) -> None:
-    gate, _, pf, om = gate_state(data.draw)
-    side = data.draw(st.sampled_from(["bid", "ask"]))
-    price = data.draw(st.sampled_from(PRICES))
-    size = data.draw(st.sampled_from(COUNTS))
-    a = _c_args(gate, pf, om, side)
+    gate, pf, om, side, price, size, a = _drawn(data)
     c = OrderLimits(gate.limits).check_place(T, side == "bid", price, size, om.open_count(T), om.open_count(),
                                              a["q"], a["open_side"], a["total_abs"], a["last_pnl"],
                                              a["fractional"], a["grid"], a["close_ns"], a["wall_ns"])
@@ -179,6 +179,12 @@ class Wired:
     def answer(self, i: int, status: int, body: dict[str, Any]) -> None:
         self.sent[i][1](status, orjson.dumps(body), None)
 
+    def answer_create(self, i: int, remaining: str, **extra: str) -> None:
+        """Answer the create written ``i``-th: order id ``o<i>``, ``remaining`` contracts resting."""
+        body = orjson.loads(self.sent[i][0].split(b"\r\n\r\n", 1)[1])
+        self.answer(i, 201, {"order_id": f"o{i}", "client_order_id": body["client_order_id"], "fill_count": "0.00",
+                             "remaining_count": remaining, **extra})
+
     def state(self) -> tuple[Any, ...]:
         e, p = self.e, self.e.pipes[T]
         return ([d for d, _ in self.sent],
@@ -195,11 +201,20 @@ def _quoted(w: Wired, yes: str = "0.4000", no: str = "0.5500") -> None:
     """The snapshot's decision (the Python path) creates the bid and the ask; both rest."""
     w.feed(snapshot_frame(1, 1, T, yes=((yes, "10.00"),), no=((no, "12.00"),)))
     assert len(w.sent) == 2
-    for i, (data, _) in enumerate(w.sent):
-        body = orjson.loads(data.split(b"\r\n\r\n", 1)[1])
-        w.answer(i, 201, {"order_id": f"o{i}", "client_order_id": body["client_order_id"], "fill_count": "0.00",
-                          "remaining_count": "5.00"})
+    for i in range(2):
+        w.answer_create(i, "5.00")
         w.sign_amend(f"o{i}")
+
+
+def _both(run: Any, key: Any, tmp_path: Any, written: int) -> tuple[Wired, list[Any]]:
+    """``run`` with the entry's first request and with it off: the same states at every step; the
+    entry wrote ``written`` first requests, the other none."""
+    c, in_c = run(key, tmp_path / "c", True)
+    p, in_py = run(key, tmp_path / "py", False)
+    assert in_c == in_py
+    assert (c.ws.entry.first_written, p.ws.entry.first_written) == (written, 0)
+    assert p.rest._qw is not None and not p.ws.entry.first_on
+    return c, in_c
 
 
 def _run_amend_first(key: Any, tmp_path: Any, first_in_c: bool) -> tuple[Wired, list[Any]]:
@@ -214,11 +229,8 @@ def _run_amend_first(key: Any, tmp_path: Any, first_in_c: bool) -> tuple[Wired, 
 
 
 def test_a_first_amend_written_by_the_entry_is_the_python_paths_amend(key: Any, tmp_path: Any) -> None:
-    c, in_c = _run_amend_first(key, tmp_path / "c", True)
-    p, in_py = _run_amend_first(key, tmp_path / "py", False)
-    assert c.ws.entry.first_written == 1 and p.ws.entry.first_written == 0
-    assert c.rest._qw.amends == 1 and p.rest._qw.amends == 1      # both wrote through the compiled bytes
-    assert in_c == in_py
+    c, in_c = _both(_run_amend_first, key, tmp_path, 1)
+    assert c.rest._qw.amends == 1                                  # through the compiled bytes
     data = in_c[1][0][2]
     assert b"/o0/amend" in data and b'"price":"0.4300"' in data and b'"count":"5.00"' in data
     # the amend was pending while out, and settled by its answer
@@ -231,28 +243,23 @@ def test_a_first_amend_written_by_the_entry_is_the_python_paths_amend(key: Any, 
 def _run_place_first(key: Any, tmp_path: Any, first_in_c: bool) -> tuple[Wired, list[Any]]:
     w = Wired(key, tmp_path, first_in_c)
     w.feed(snapshot_frame(1, 1, T, yes=(("0.4000", "10.00"),), no=(("0.5500", "12.00"),)))
-    for i, (data, _) in enumerate(w.sent):     # every create crosses, is cancelled, and is made again once
-        body = orjson.loads(data.split(b"\r\n\r\n", 1)[1])
-        w.answer(i, 201, {"order_id": f"o{i}", "client_order_id": body["client_order_id"], "fill_count": "0.00",
-                          "remaining_count": "0.00", "status": "canceled"})
+    i = 0
+    while i < len(w.sent):                     # every create crosses, is cancelled, and is made again once
+        w.answer_create(i, "0.00", status="canceled")
+        i += 1
     w.clock.advance(5.0)                                      # past any hold after the refusal
     states = [w.state()]
     n = len(w.sent)
     w.feed(delta_frame(1, 2, T, price="0.4200", d="10.00"))
     states.append(w.state())
     for i in range(n, len(w.sent)):
-        body = orjson.loads(w.sent[i][0].split(b"\r\n\r\n", 1)[1])
-        w.answer(i, 201, {"order_id": f"o{i}", "client_order_id": body["client_order_id"], "fill_count": "0.00",
-                          "remaining_count": "5.00"})
+        w.answer_create(i, "5.00")
     states.append(w.state())
     return w, states
 
 
 def test_a_first_create_written_by_the_entry_is_the_python_paths_create(key: Any, tmp_path: Any) -> None:
-    c, in_c = _run_place_first(key, tmp_path / "c", True)
-    p, in_py = _run_place_first(key, tmp_path / "py", False)
-    assert c.ws.entry.first_written == 1 and p.ws.entry.first_written == 0
-    assert in_c == in_py
+    c, in_c = _both(_run_place_first, key, tmp_path, 1)
     before = len(in_c[0][0])
     assert len(in_c[1][0]) == before + 2                      # the decision created a bid and an ask
     first = orjson.loads(in_c[1][0][before].split(b"\r\n\r\n", 1)[1])
@@ -279,10 +286,8 @@ def _run_reduce_only(key: Any, tmp_path: Any, first_in_c: bool) -> tuple[Wired, 
 
 
 def test_what_the_entry_declines_the_python_path_sends_as_before(key: Any, tmp_path: Any) -> None:
-    c, in_c = _run_reduce_only(key, tmp_path / "c", True)
-    p, in_py = _run_reduce_only(key, tmp_path / "py", False)
-    assert c.ws.entry.first_written == 0 and c.ws.entry.first_declined >= 1
-    assert in_c == in_py
+    c, in_c = _both(_run_reduce_only, key, tmp_path, 0)
+    assert c.ws.entry.first_declined >= 1
     assert len(in_c[1][0]) == 2 and b"/o0/amend" in in_c[1][0][1]    # the Python path sent the amend
     # and a first amend with no pre-made signature for its order: declined, nothing taken, the Python path
     # (which finds no signature either) leaves it to the request coroutine
@@ -313,10 +318,8 @@ def _run_under_pressure(key: Any, tmp_path: Any, first_in_c: bool) -> tuple[Wire
 
 
 def test_under_write_pressure_the_entry_leaves_the_decision_to_the_maker(key: Any, tmp_path: Any) -> None:
-    c, in_c = _run_under_pressure(key, tmp_path / "c", True)
-    p, in_py = _run_under_pressure(key, tmp_path / "py", False)
-    assert in_c == in_py
-    assert c.ws.entry.first_written == 0 and c.ws.entry.first_declined == 2
+    c, in_c = _both(_run_under_pressure, key, tmp_path, 0)
+    assert c.ws.entry.first_declined == 2
     assert in_c[1][1] == 1 and len(in_c[1][0][0]) == 2          # the small reprice skipped, nothing sent
     assert len(in_c[2][0][0]) == 3 and b"/o0/amend" in in_c[2][0][0][2] and b'"price":"0.3700"' in in_c[2][0][0][2]
 
@@ -328,10 +331,10 @@ def test_an_error_after_the_entrys_write_leaves_the_order_recorded(key: Any, tmp
         _quoted(w)
     else:
         w.feed(snapshot_frame(1, 1, T, yes=(("0.4000", "10.00"),), no=(("0.5500", "12.00"),)))
-        for i, (data, _) in enumerate(w.sent):
-            body = orjson.loads(data.split(b"\r\n\r\n", 1)[1])
-            w.answer(i, 201, {"order_id": f"o{i}", "client_order_id": body["client_order_id"],
-                              "fill_count": "0.00", "remaining_count": "0.00", "status": "canceled"})
+        i = 0
+        while i < len(w.sent):
+            w.answer_create(i, "0.00", status="canceled")
+            i += 1
         w.clock.advance(5.0)
     n = len(w.sent)
     w.Conn.fail = True
