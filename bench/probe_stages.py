@@ -9,8 +9,9 @@ at each boundary of every request of a decision (``Engine._apply``):
   send entered (``rest.place_quote_now`` / ``amend_quote_now`` / ``Engine._send_*``) -> the
   connection's ``transport.write`` entered -> returned.
 
-The frame entry's own first request (``EngineOptions.first_in_c``, the nineteenth session) is turned off:
-its steps run in C, where these wrappers cannot stamp them. Each written create is reported by its place in the decision (``first``: no request of the decision was
+The frame entry's own first request (``EngineOptions.first_in_c``, the nineteenth session) is turned
+off: its steps run in C, where these wrappers cannot stamp them. Each written create is reported by its
+place in the decision (``first``: no request of the decision was
 written before it; ``later``: after one or more), with every stage's p50/p90 and decided -> written.
 Works on older trees (a missing method is simply not stamped), so two trees can be compared in one
 session. The wrappers add ~0.3 us per stamp (a Python call and a list append); the figures are for
