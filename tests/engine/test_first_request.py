@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from typing import Any
@@ -117,7 +118,7 @@ class Wired:
     """An engine behind its connector (frames in, bytes out), its orders sent by a real ``KalshiRest``
     whose idle connection keeps what is written on it."""
 
-    def __init__(self, key: Any, tmp_path: Any, first_in_c: bool, **cli: str) -> None:
+    def __init__(self, key: Any, tmp_path: Any, first_in_c: bool, shard: int | None = None, **cli: str) -> None:
         k, pem = key
         conn = ConnectorConfig(env="sim").with_server("http://127.0.0.1:9/trade-api/v2",
                                                       "ws://127.0.0.1:9/trade-api/ws/v2",
@@ -157,6 +158,8 @@ class Wired:
         rest.fast._idle.append(Conn())
         for _ in range(8):
             rest.pool._slots[CREATE].append((time.monotonic_ns(), FIXED_AUTH))
+        if shard is not None:
+            rest.shards[T] = shard                              # the market's exchange shard (its own bucket)
         rest.limiter.set_budget(1e9, 1e9)
         for wb in rest.limiter._all_writes():                   # full: no write pressure
             wb.bucket.tokens = wb.bucket.capacity
@@ -194,7 +197,10 @@ class Wired:
                  p.trigger_ns, p.decided_ns, p.tape_trigger_ns),
                 (list(e.decide_ns), list(e._latency_ns), list(e.send_ns)),
                 [c for c in self.recorder.mock_calls if "record_order" in c[0]],
-                dict(e.blocked), self.rest.requests)
+                dict(e.blocked), self.rest.requests,
+                # the write budget: grants per lane, per market (the fair key) and per shard bucket
+                self.rest.limiter.granted(), {k: v[0] for k, v in self.rest.limiter._fair.items()},
+                sorted(self.rest.limiter._shard_writes))
 
 
 def _quoted(w: Wired, yes: str = "0.4000", no: str = "0.5500") -> None:
@@ -217,8 +223,8 @@ def _both(run: Any, key: Any, tmp_path: Any, written: int) -> tuple[Wired, list[
     return c, in_c
 
 
-def _run_amend_first(key: Any, tmp_path: Any, first_in_c: bool) -> tuple[Wired, list[Any]]:
-    w = Wired(key, tmp_path, first_in_c)
+def _run_amend_first(key: Any, tmp_path: Any, first_in_c: bool, shard: int | None = None) -> tuple[Wired, list[Any]]:
+    w = Wired(key, tmp_path, first_in_c, shard)
     _quoted(w)
     states = [w.state()]
     w.feed(delta_frame(1, 2, T, price="0.4200", d="10.00"))    # a bid above ours: the maker moves up
@@ -231,6 +237,7 @@ def _run_amend_first(key: Any, tmp_path: Any, first_in_c: bool) -> tuple[Wired, 
 def test_a_first_amend_written_by_the_entry_is_the_python_paths_amend(key: Any, tmp_path: Any) -> None:
     c, in_c = _both(_run_amend_first, key, tmp_path, 1)
     assert c.rest._qw.amends == 1                                  # through the compiled bytes
+    assert b"exchange_index" not in in_c[1][0][2]
     data = in_c[1][0][2]
     assert b"/o0/amend" in data and b'"price":"0.4300"' in data and b'"count":"5.00"' in data
     # the amend was pending while out, and settled by its answer
@@ -238,6 +245,14 @@ def test_a_first_amend_written_by_the_entry_is_the_python_paths_amend(key: Any, 
     assert [o[6].value for o in in_c[2][1]] == ["resting", "resting"] and in_c[2][1][0][3] == 4300
     assert in_c[2][2][2:4] == (0, 0)                                # nothing in flight after the answer
     assert in_c[1][3][2][-1] == 200 * NS_PER_S + 2 - in_c[1][2][6]  # decided -> written, from the write stamp
+
+
+def test_a_first_amend_on_a_shard_takes_that_shards_budget(key: Any, tmp_path: Any) -> None:
+    c, in_c = _both(functools.partial(_run_amend_first, shard=2), key, tmp_path, 1)
+    assert b'"exchange_index":2' in in_c[1][0][2]
+    lim = c.rest.limiter
+    w2 = lim._shard_writes[2]                                      # the shard's own write bucket was taken
+    assert c.rest._limiter_shards and w2.bucket.tokens < w2.bucket.capacity
 
 
 def _run_place_first(key: Any, tmp_path: Any, first_in_c: bool) -> tuple[Wired, list[Any]]:
