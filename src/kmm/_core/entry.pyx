@@ -309,8 +309,10 @@ cdef class FrameEntry:
             written = qw.amend(oid, ticker, side, price, live.fill_count + size, live.client_order_id,
                                engine._amend_done, (pipe, live), session.spawn, self.fa_reprice, ticker)
         except BaseException:
-            # the bytes may have gone out: recorded as sent, as Engine._amend_now records it
+            # the bytes may have gone out: recorded as sent, as Engine._amend_now records it; the
+            # frame's marks, as Engine._act makes them whatever its requests raised
             engine._amend_recorded(pipe, oid, price, size)
+            self._mark(slot, book)
             raise
         finally:
             pipe.applying = False
@@ -340,6 +342,7 @@ cdef class FrameEntry:
                                        session.spawn, self.fa_reprice, ticker)
         except BaseException:
             ctx[1] = self.fa_om.record_create(ticker, side, price, size, coid)
+            self._mark(slot, book)
             raise
         finally:
             pipe.applying = False
