@@ -364,6 +364,8 @@ async def test_an_order_closed_here_but_resting_at_the_exchange_is_cancelled(tmp
     async with engine_on_sim(tmp_path, flow="off", before_start=_static_book, markets=("KXSIMA-26-A",)) as run:
         await until(lambda: len(resting(run.sim, run.key_id)) == 2, 10, "both quotes")
         bid = next(o for o in resting(run.sim, run.key_id) if o["side"] == "bid")
+        # the exchange rests it as soon as it took the create; the engine knows it once the answer is read
+        await until(lambda: run.engine.om.by_order_id(bid["order_id"]) is not None, 10, "the create's answer")
         run.engine.om.on_cancel_ack(bid["order_id"])       # we wrongly believe it is gone
         assert not run.engine.om.by_order_id(bid["order_id"]).is_live
         taker, _ = run.sim.create_key()
